@@ -1,0 +1,182 @@
+//! The content-addressed blob store: large object content as files named by hash.
+//!
+//! Layout under the bucket directory:
+//! - `blobs/<first two hex digits>/<64 hex digits>`: one file per distinct content;
+//! - `tmp/<pid>-<random>.tmp`: content being written, locked by its writer.
+//!
+//! A blob is written to a temp file (hashed as it streams), fsynced, and only
+//! renamed into `blobs/` by the index writer while it holds the index write
+//! lock; the rename's directory is fsynced before the index commit. Because
+//! renames and unlinks both happen under that lock, the garbage collector can
+//! never delete a blob that a commit is about to reference. A temp file is
+//! held under an exclusive OS file lock by its writer, so a collector can tell
+//! a live writer's file (lock held) from a crashed one's (lock free).
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::hash::ContentHash;
+
+/// Size of the chunks blobs are streamed in.
+pub(crate) const CHUNK: usize = 1 << 20;
+
+/// The blob directory of one bucket.
+#[derive(Debug, Clone)]
+pub(crate) struct BlobStore {
+    blobs: PathBuf,
+    tmp: PathBuf,
+}
+
+/// A blob being written: an open, locked temp file and the running hash.
+#[derive(Debug)]
+pub(crate) struct TempBlob {
+    file: File,
+    path: PathBuf,
+    hasher: blake3::Hasher,
+    size: u64,
+    installed: bool,
+}
+
+impl BlobStore {
+    /// The store under `root` (the bucket directory); directories must exist.
+    pub(crate) fn new(root: &Path) -> Self {
+        BlobStore { blobs: root.join("blobs"), tmp: root.join("tmp") }
+    }
+
+    /// Creates the store's directories.
+    pub(crate) fn create_dirs(&self) -> Result<()> {
+        for dir in [&self.blobs, &self.tmp] {
+            fs::create_dir_all(dir).map_err(|e| Error::io("creating directory", dir, e))?;
+        }
+        Ok(())
+    }
+
+    /// Where the blob with `hash` lives.
+    pub(crate) fn path(&self, hash: &ContentHash) -> PathBuf {
+        let hex = hash.to_hex();
+        self.blobs.join(&hex[..2]).join(hex)
+    }
+
+    /// Starts a temp blob, locked against collection while this process lives.
+    pub(crate) fn temp(&self) -> Result<TempBlob> {
+        let name = format!("{}-{:016x}.tmp", std::process::id(), rand::random::<u64>());
+        let path = self.tmp.join(name);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| Error::io("creating temp file", &path, e))?;
+        file.lock().map_err(|e| Error::io("locking temp file", &path, e))?;
+        Ok(TempBlob { file, path, hasher: blake3::Hasher::new(), size: 0, installed: false })
+    }
+
+    /// Moves a finished temp blob into place under its hash, fsyncing the directory.
+    ///
+    /// Must be called by the index writer while it holds the write lock. If a
+    /// blob of that hash and size already exists the temp file is dropped.
+    pub(crate) fn install(&self, temp: &mut TempBlob, hash: &ContentHash) -> Result<()> {
+        let dest = self.path(hash);
+        if let Ok(meta) = fs::metadata(&dest) {
+            if meta.len() == temp.size {
+                temp.discard();
+                temp.installed = true;
+                return Ok(());
+            }
+        }
+        let Some(dir) = dest.parent() else {
+            return Err(Error::IndexData(format!("blob path without parent: {}", dest.display())));
+        };
+        if !dir.exists() {
+            fs::create_dir_all(dir).map_err(|e| Error::io("creating blob directory", dir, e))?;
+            sync_dir(&self.blobs)?;
+        }
+        fs::rename(&temp.path, &dest).map_err(|e| Error::io("moving blob into place", &dest, e))?;
+        temp.installed = true;
+        sync_dir(dir)
+    }
+
+    /// Deletes the blob with `hash` (the caller checked it is unreferenced).
+    pub(crate) fn remove(&self, hash: &ContentHash) -> Result<()> {
+        let path = self.path(hash);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("deleting blob", path, e)),
+        }
+    }
+
+    /// Deletes temp files whose writer is gone (their lock is free).
+    pub(crate) fn collect_temps(&self) -> Result<usize> {
+        let mut removed = 0;
+        let entries = fs::read_dir(&self.tmp).map_err(|e| Error::io("listing", &self.tmp, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("listing", &self.tmp, e))?;
+            let path = entry.path();
+            let Ok(file) = OpenOptions::new().write(true).open(&path) else { continue };
+            if file.try_lock().is_ok() {
+                match fs::remove_file(&path) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io("deleting temp file", path, e)),
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Every blob hash on disk (files with names that are not hashes are ignored).
+    pub(crate) fn list(&self) -> Result<HashSet<ContentHash>> {
+        let mut out = HashSet::new();
+        let dirs = fs::read_dir(&self.blobs).map_err(|e| Error::io("listing", &self.blobs, e))?;
+        for dir in dirs {
+            let dir = dir.map_err(|e| Error::io("listing", &self.blobs, e))?.path();
+            if !dir.is_dir() {
+                continue;
+            }
+            for entry in fs::read_dir(&dir).map_err(|e| Error::io("listing", &dir, e))? {
+                let entry = entry.map_err(|e| Error::io("listing", &dir, e))?;
+                if let Some(hash) = entry.file_name().to_str().and_then(|n| n.parse().ok()) {
+                    out.insert(hash);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl TempBlob {
+    /// Appends bytes, hashing them.
+    pub(crate) fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.hasher.update(data);
+        self.size += data.len() as u64;
+        self.file.write_all(data).map_err(|e| Error::io("writing temp file", &self.path, e))
+    }
+
+    /// Flushes the content to stable storage and returns its hash and size.
+    pub(crate) fn finish(&mut self) -> Result<(ContentHash, u64)> {
+        self.file.sync_all().map_err(|e| Error::io("syncing temp file", &self.path, e))?;
+        Ok((self.hasher.finalize().into(), self.size))
+    }
+
+    fn discard(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+impl Drop for TempBlob {
+    fn drop(&mut self) {
+        if !self.installed {
+            self.discard();
+        }
+    }
+}
+
+/// Fsyncs a directory so a rename or create inside it is durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("syncing directory", dir, e))
+}

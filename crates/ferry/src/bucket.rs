@@ -1,0 +1,424 @@
+//! `Bucket`: the public object API over the blob store, the index and the writer.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use rusqlite::Connection;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::mpsc;
+
+use crate::blobs::{self, BlobStore, TempBlob, CHUNK};
+use crate::body::{corrupt, Body, BodyInner, ObjectReader};
+use crate::commit::{Content, NewObject, Outcome, WriteOp, Writer};
+use crate::error::{Error, Result};
+use crate::hash::ContentHash;
+use crate::index::{self, ObjectMeta, StoredObject};
+use crate::key::validate_key;
+use crate::list::{ListOptions, ListPage};
+use crate::metadata::{content_type_for, normalize_metadata, Metadata};
+
+/// The index file's name inside the bucket directory.
+pub const INDEX_FILE: &str = "index.db";
+
+/// Settings fixed when a bucket is created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketConfig {
+    /// Objects up to this many bytes are stored inside the index rather than
+    /// as blob files: one fsync per write instead of three.
+    pub inline_threshold: u64,
+}
+
+impl Default for BucketConfig {
+    fn default() -> Self {
+        BucketConfig { inline_threshold: 64 * 1024 }
+    }
+}
+
+/// Options for `put`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PutOptions {
+    /// MIME type; guessed from the key's extension when `None`.
+    pub content_type: Option<String>,
+    /// User metadata (ASCII names, 2 KiB total).
+    pub metadata: Metadata,
+}
+
+/// An object read with `get`: its metadata and a verifying body stream.
+#[derive(Debug)]
+pub struct Object {
+    /// The object's metadata.
+    pub meta: ObjectMeta,
+    /// Its content.
+    pub body: ObjectReader,
+}
+
+/// What [`Bucket::collect_garbage`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GarbageReport {
+    /// Unreferenced blob files deleted.
+    pub blobs: usize,
+    /// Temp files left by dead writers deleted.
+    pub temps: usize,
+}
+
+/// A local bucket: objects in a directory, readable and writable offline.
+///
+/// Cheap to clone; clones share one index writer. Any number of processes
+/// may open the same directory at once.
+#[derive(Debug, Clone)]
+pub struct Bucket {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    index_path: PathBuf,
+    blobs: BlobStore,
+    config: BucketConfig,
+    device_id: String,
+    readers: Mutex<Vec<Connection>>,
+    writer: Writer,
+}
+
+impl Bucket {
+    /// Creates a bucket in `dir` (made if missing) and opens it.
+    pub async fn create(dir: impl AsRef<Path>, config: BucketConfig) -> Result<Bucket> {
+        let dir = dir.as_ref().to_owned();
+        blocking(move || {
+            let index_path = dir.join(INDEX_FILE);
+            if index_path.exists() {
+                return Err(Error::AlreadyExists { path: dir });
+            }
+            fs::create_dir_all(&dir).map_err(|e| Error::io("creating directory", &dir, e))?;
+            BlobStore::new(&dir).create_dirs()?;
+            let mut conn = index::open(&index_path, true)?;
+            index::migrate(&mut conn, &index_path)?;
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            if index::setting(&tx, "device_id")?.is_none() {
+                let device = hex::encode(rand::random::<[u8; 16]>());
+                index::set_setting(&tx, "device_id", &device)?;
+                index::set_setting(&tx, "inline_threshold", &config.inline_threshold.to_string())?;
+                index::set_setting(&tx, "created_ms", &index::now_ms().to_string())?;
+            }
+            tx.commit()?;
+            drop(conn);
+            blobs::sync_dir(&dir)?;
+            Bucket::open_sync(dir)
+        })
+        .await
+    }
+
+    /// Opens the bucket in `dir`, collecting garbage a crash may have left.
+    pub async fn open(dir: impl AsRef<Path>) -> Result<Bucket> {
+        let dir = dir.as_ref().to_owned();
+        blocking(move || Bucket::open_sync(dir)).await
+    }
+
+    fn open_sync(dir: PathBuf) -> Result<Bucket> {
+        let index_path = dir.join(INDEX_FILE);
+        if !index_path.is_file() {
+            return Err(Error::NoBucket { path: dir });
+        }
+        let blobs = BlobStore::new(&dir);
+        blobs.create_dirs()?;
+        let mut conn = index::open(&index_path, false)?;
+        index::migrate(&mut conn, &index_path)?;
+        let device_id = index::setting(&conn, "device_id")?
+            .ok_or_else(|| Error::IndexData("the bucket has no device id".into()))?;
+        let inline_threshold = index::setting(&conn, "inline_threshold")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(BucketConfig::default().inline_threshold);
+        collect_all(&mut conn, &blobs)?;
+        let writer = Writer::spawn(conn, blobs.clone(), index_path.clone())?;
+        Ok(Bucket {
+            inner: Arc::new(Inner {
+                dir,
+                index_path,
+                blobs,
+                config: BucketConfig { inline_threshold },
+                device_id,
+                readers: Mutex::new(Vec::new()),
+                writer,
+            }),
+        })
+    }
+
+    /// The bucket's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// This replica's random device id.
+    pub fn device_id(&self) -> &str {
+        &self.inner.device_id
+    }
+
+    /// The settings the bucket was created with.
+    pub fn config(&self) -> &BucketConfig {
+        &self.inner.config
+    }
+
+    /// Stores `body` under `key`; returns once the write is durable.
+    pub async fn put(&self, key: &str, body: impl Into<Body>, opts: PutOptions) -> Result<ObjectMeta> {
+        validate_key(key)?;
+        let metadata = normalize_metadata(&opts.metadata)?;
+        let content_type = content_type_for(key, opts.content_type.as_deref())?;
+        let modified_ms = index::now_ms();
+        let threshold = self.inner.config.inline_threshold;
+        let (content, hash, size) = match body.into().0 {
+            BodyInner::Bytes(data) if data.len() as u64 <= threshold => {
+                let hash = ContentHash::of(&data);
+                let size = data.len() as u64;
+                (Content::Inline(data), hash, size)
+            }
+            BodyInner::Bytes(data) => {
+                let blobs = self.inner.blobs.clone();
+                let (temp, hash, size) = blocking(move || {
+                    let mut temp = blobs.temp()?;
+                    for piece in data.chunks(CHUNK) {
+                        temp.write(piece)?;
+                    }
+                    let (hash, size) = temp.finish()?;
+                    Ok((temp, hash, size))
+                })
+                .await?;
+                (Content::Blob(temp), hash, size)
+            }
+            BodyInner::Reader(reader) => self.read_body(key, reader, threshold).await?,
+        };
+        let op = WriteOp::Put(NewObject {
+            key: key.to_owned(),
+            size,
+            hash,
+            content,
+            content_type,
+            metadata,
+            modified_ms,
+        });
+        match self.inner.writer.submit(op).await? {
+            Outcome::Put(meta) => Ok(meta),
+            Outcome::Deleted(_) => Err(Error::IndexData("writer answered a put with a delete".into())),
+        }
+    }
+
+    /// Reads a stream: small ones into memory, larger ones into a temp blob
+    /// through a bounded pipeline (the stream is read here while a blocking
+    /// task hashes and writes).
+    async fn read_body(
+        &self,
+        key: &str,
+        mut reader: Box<dyn AsyncRead + Send + Unpin>,
+        threshold: u64,
+    ) -> Result<(Content, ContentHash, u64)> {
+        let body_err = |source: io::Error| Error::Body { key: key.to_owned(), source };
+        // Read up to threshold + 1 bytes to decide where the content goes.
+        let mut head = BytesMut::with_capacity((threshold as usize + 1).min(CHUNK));
+        while (head.len() as u64) <= threshold {
+            if reader.read_buf(&mut head).await.map_err(body_err)? == 0 {
+                let data = head.freeze();
+                let hash = ContentHash::of(&data);
+                let size = data.len() as u64;
+                return Ok((Content::Inline(data), hash, size));
+            }
+        }
+        let (tx, mut rx) = mpsc::channel::<Bytes>(4);
+        let blobs = self.inner.blobs.clone();
+        let writer = tokio::task::spawn_blocking(move || -> Result<(TempBlob, ContentHash, u64)> {
+            let mut temp = blobs.temp()?;
+            while let Some(chunk) = rx.blocking_recv() {
+                temp.write(&chunk)?;
+            }
+            let (hash, size) = temp.finish()?;
+            Ok((temp, hash, size))
+        });
+        let mut pending = Some(head.freeze());
+        let mut read_result = Ok(());
+        loop {
+            if let Some(chunk) = pending.take() {
+                if tx.send(chunk).await.is_err() {
+                    break; // the writer failed; its error is reported below
+                }
+            }
+            let mut buf = BytesMut::with_capacity(CHUNK);
+            match fill(&mut reader, &mut buf).await {
+                Ok(0) => break,
+                Ok(_) => pending = Some(buf.freeze()),
+                Err(e) => {
+                    read_result = Err(body_err(e));
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let written = writer.await.map_err(|e| Error::io("writing blob", PathBuf::new(), io::Error::other(e)))?;
+        read_result?;
+        let (temp, hash, size) = written?;
+        Ok((Content::Blob(temp), hash, size))
+    }
+
+    /// Reads an object: its metadata and a streaming, verifying body.
+    pub async fn get(&self, key: &str) -> Result<Object> {
+        validate_key(key)?;
+        // A concurrent overwrite may delete the blob between the lookup and
+        // the open; look again before calling the blob missing.
+        for _ in 0..3 {
+            let stored = self.lookup(key)?;
+            if stored.inline {
+                let data = self.read_inline(&stored)?;
+                return Ok(Object { meta: stored.meta, body: ObjectReader::memory(data) });
+            }
+            let path = self.inner.blobs.path(&stored.meta.hash);
+            match fs::File::open(&path) {
+                Ok(file) => {
+                    let body = ObjectReader::file(
+                        file,
+                        path,
+                        key.to_owned(),
+                        stored.meta.hash,
+                        stored.meta.size,
+                    );
+                    return Ok(Object { meta: stored.meta, body });
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    if self.lookup(key)?.meta == stored.meta {
+                        return Err(Error::Corrupt {
+                            key: key.to_owned(),
+                            detail: format!("its blob file {} is missing", path.display()),
+                        });
+                    }
+                }
+                Err(e) => return Err(Error::io("opening blob", path, e)),
+            }
+        }
+        Err(Error::Corrupt { key: key.to_owned(), detail: "its blob kept disappearing".into() })
+    }
+
+    /// Reads a whole object into memory (verified).
+    pub async fn get_bytes(&self, key: &str) -> Result<(ObjectMeta, Bytes)> {
+        let Object { meta, mut body } = self.get(key).await?;
+        let mut data = Vec::with_capacity(meta.size.min(1 << 30) as usize);
+        body.read_to_end(&mut data).await.map_err(Error::from_body_io)?;
+        Ok((meta, data.into()))
+    }
+
+    /// An object's metadata.
+    pub async fn head(&self, key: &str) -> Result<ObjectMeta> {
+        validate_key(key)?;
+        Ok(self.lookup(key)?.meta)
+    }
+
+    /// True when an object exists at `key`.
+    pub async fn exists(&self, key: &str) -> Result<bool> {
+        validate_key(key)?;
+        self.with_reader(|c| Ok(index::head(c, key)?.is_some()))
+    }
+
+    /// One page of objects and common prefixes, in key order.
+    pub async fn list(&self, opts: ListOptions) -> Result<ListPage> {
+        self.with_reader(|c| index::list(c, &opts))
+    }
+
+    /// Every object under `prefix`, in key order.
+    pub async fn list_all(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        Ok(self.list(ListOptions::prefix(prefix)).await?.objects)
+    }
+
+    /// Deletes `key`; returns whether it existed. Durable when it returns.
+    pub async fn delete(&self, key: &str) -> Result<bool> {
+        validate_key(key)?;
+        match self.inner.writer.submit(WriteOp::Delete { key: key.to_owned() }).await? {
+            Outcome::Deleted(existed) => Ok(existed),
+            Outcome::Put(_) => Err(Error::IndexData("writer answered a delete with a put".into())),
+        }
+    }
+
+    /// Deletes blob files no object references and temp files of dead writers.
+    pub async fn collect_garbage(&self) -> Result<GarbageReport> {
+        let path = self.inner.index_path.clone();
+        let blobs = self.inner.blobs.clone();
+        blocking(move || {
+            let mut conn = index::open(&path, false)?;
+            collect_all(&mut conn, &blobs)
+        })
+        .await
+    }
+
+    fn lookup(&self, key: &str) -> Result<StoredObject> {
+        self.with_reader(|c| index::head(c, key))?
+            .ok_or_else(|| Error::NotFound { key: key.to_owned() })
+    }
+
+    fn read_inline(&self, stored: &StoredObject) -> Result<Bytes> {
+        let key = &stored.meta.key;
+        let data = self
+            .with_reader(|c| index::small_blob(c, &stored.meta.hash))?
+            .ok_or_else(|| Error::Corrupt { key: key.clone(), detail: "its content is missing from the index".into() })?;
+        if data.len() as u64 != stored.meta.size || ContentHash::of(&data) != stored.meta.hash {
+            return Err(Error::from_body_io(corrupt(key, "content does not match its hash")));
+        }
+        Ok(data.into())
+    }
+
+    /// Runs a short index read on a pooled connection, on the caller's thread:
+    /// WAL reads never wait for writers, so these are bounded and fast.
+    fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let pooled = self.inner.readers.lock().ok().and_then(|mut p| p.pop());
+        let conn = match pooled {
+            Some(c) => c,
+            None => index::open(&self.inner.index_path, false)?,
+        };
+        let out = f(&conn);
+        if let Ok(mut pool) = self.inner.readers.lock() {
+            if pool.len() < 8 {
+                pool.push(conn);
+            }
+        }
+        out
+    }
+}
+
+/// Collects temp files of dead writers, then unreferenced blobs, the latter
+/// under the index write lock.
+fn collect_all(conn: &mut Connection, blobs: &BlobStore) -> Result<GarbageReport> {
+    let temps = blobs.collect_temps()?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let referenced = index::file_hashes(&tx)?;
+    let mut removed = 0;
+    for hash in blobs.list()? {
+        if !referenced.contains(&hash) {
+            blobs.remove(&hash)?;
+            removed += 1;
+        }
+    }
+    tx.execute(
+        "DELETE FROM small_blobs WHERE hash NOT IN \
+         (SELECT hash FROM objects WHERE present = 1 AND inline = 1)",
+        [],
+    )?;
+    tx.commit()?;
+    Ok(GarbageReport { blobs: removed, temps })
+}
+
+/// Fills `buf` (up to its capacity) from `reader`; returns bytes read.
+async fn fill(reader: &mut (dyn AsyncRead + Send + Unpin), buf: &mut BytesMut) -> io::Result<usize> {
+    let mut total = 0;
+    while buf.len() < buf.capacity() {
+        let n = reader.read_buf(buf).await?;
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    Ok(total)
+}
+
+/// Runs blocking file-system or index work off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::io("running a blocking task", PathBuf::new(), io::Error::other(e)))?
+}

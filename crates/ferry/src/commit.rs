@@ -1,0 +1,315 @@
+//! The index writer: one thread per open bucket that applies writes in
+//! groups, one SQLite transaction (and so one fsync) per group.
+//!
+//! Callers send a [`WriteOp`] and wait for its outcome; the thread takes
+//! every op that is queued, applies each inside its own savepoint (so one
+//! failure does not sink its neighbours), commits once, and only then
+//! answers. An answer therefore means the write is durable. Blob files are
+//! renamed into place inside the transaction, and blobs whose last reference
+//! went away are deleted in a second transaction after the answers, both
+//! under the index write lock (see `blobs`).
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::Mutex;
+use std::thread;
+
+use bytes::Bytes;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use tokio::sync::oneshot;
+
+use crate::blobs::{BlobStore, TempBlob};
+use crate::error::{Error, Result};
+use crate::hash::ContentHash;
+use crate::index::{self, ObjectMeta};
+use crate::metadata::Metadata;
+use crate::state::SyncState;
+
+/// Most ops committed in one transaction.
+const MAX_GROUP: usize = 512;
+
+/// Where a new object's content is.
+#[derive(Debug)]
+pub(crate) enum Content {
+    /// Small content, stored in the index.
+    Inline(Bytes),
+    /// A finished, fsynced temp blob waiting to be renamed into place.
+    Blob(TempBlob),
+}
+
+/// A new version of an object.
+#[derive(Debug)]
+pub(crate) struct NewObject {
+    pub key: String,
+    pub size: u64,
+    pub hash: ContentHash,
+    pub content: Content,
+    pub content_type: String,
+    pub metadata: Metadata,
+    pub modified_ms: i64,
+}
+
+/// One write.
+#[derive(Debug)]
+pub(crate) enum WriteOp {
+    Put(NewObject),
+    Delete { key: String },
+}
+
+/// What a write did.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    Put(ObjectMeta),
+    Deleted(bool),
+}
+
+type Request = (WriteOp, oneshot::Sender<Result<Outcome>>);
+
+/// Handle to the writer thread; dropping the bucket's last handle stops it.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    tx: Mutex<Option<mpsc::Sender<Request>>>,
+    thread: Mutex<Option<thread::JoinHandle<()>>>,
+}
+
+impl Writer {
+    /// Starts the writer thread on `conn`.
+    pub(crate) fn spawn(conn: Connection, blobs: BlobStore, path: PathBuf) -> Result<Self> {
+        let (tx, rx) = mpsc::channel::<Request>();
+        let handle = thread::Builder::new()
+            .name("ferry-index-writer".into())
+            .spawn(move || run(conn, blobs, path, rx))
+            .map_err(|e| Error::io("starting the index writer", PathBuf::new(), e))?;
+        Ok(Writer { tx: Mutex::new(Some(tx)), thread: Mutex::new(Some(handle)) })
+    }
+
+    /// Queues `op` and waits until it is durable (or failed).
+    pub(crate) async fn submit(&self, op: WriteOp) -> Result<Outcome> {
+        let (reply, answer) = oneshot::channel();
+        {
+            let guard = self.tx.lock().map_err(|_| Error::Closed)?;
+            let tx = guard.as_ref().ok_or(Error::Closed)?;
+            tx.send((op, reply)).map_err(|_| Error::Closed)?;
+        }
+        answer.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Stops accepting writes and waits for the queued ones to finish.
+    pub(crate) fn shutdown(&self) {
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
+        }
+        let handle = self.thread.lock().ok().and_then(|mut h| h.take());
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn run(mut conn: Connection, blobs: BlobStore, _path: PathBuf, rx: mpsc::Receiver<Request>) {
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(req) => group.push(req),
+                Err(_) => break,
+            }
+        }
+        let (ops, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+        let mut garbage = Vec::new();
+        let results = apply_group(&mut conn, &blobs, ops, &mut garbage);
+        for (reply, result) in replies.into_iter().zip(results) {
+            let _ = reply.send(result);
+        }
+        if !garbage.is_empty() {
+            // Failure here only leaves unreferenced blobs, which the next
+            // open collects; it must not fail writes that are already durable.
+            let _ = collect(&mut conn, &blobs, &garbage);
+        }
+    }
+}
+
+/// Applies a group in one transaction; returns one result per op.
+fn apply_group(
+    conn: &mut Connection,
+    blobs: &BlobStore,
+    ops: Vec<WriteOp>,
+    garbage: &mut Vec<ContentHash>,
+) -> Vec<Result<Outcome>> {
+    let count = ops.len();
+    let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => return fail_all(count, e.into()),
+    };
+    let now = index::now_ms();
+    let mut results = Vec::with_capacity(count);
+    for op in ops {
+        let result = (|| {
+            let sp = tx.savepoint()?;
+            let out = apply(&sp, blobs, op, now, garbage)?;
+            sp.commit()?;
+            Ok(out)
+        })();
+        results.push(result);
+    }
+    match tx.commit() {
+        Ok(()) => results,
+        Err(e) => fail_all(count, e.into()),
+    }
+}
+
+fn fail_all(count: usize, err: Error) -> Vec<Result<Outcome>> {
+    let text = err.to_string();
+    let mut out = vec![Err(err)];
+    out.extend((1..count).map(|_| Err(Error::IndexData(format!("group commit failed: {text}")))));
+    out
+}
+
+/// The current content of a present object, if any.
+fn current(conn: &Connection, key: &str) -> Result<Option<(ContentHash, bool)>> {
+    let row: Option<(Vec<u8>, bool)> = conn
+        .prepare_cached("SELECT hash, inline FROM objects WHERE key = ?1 AND present = 1")?
+        .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    match row {
+        None => Ok(None),
+        Some((hash, inline)) => ContentHash::from_slice(&hash)
+            .map(|h| Some((h, inline)))
+            .ok_or_else(|| Error::IndexData(format!("object {key:?} has a malformed hash"))),
+    }
+}
+
+fn apply(
+    conn: &Connection,
+    blobs: &BlobStore,
+    op: WriteOp,
+    now: i64,
+    garbage: &mut Vec<ContentHash>,
+) -> Result<Outcome> {
+    match op {
+        WriteOp::Put(obj) => put(conn, blobs, obj, now, garbage).map(Outcome::Put),
+        WriteOp::Delete { key } => delete(conn, &key, now, garbage).map(Outcome::Deleted),
+    }
+}
+
+fn put(
+    conn: &Connection,
+    blobs: &BlobStore,
+    obj: NewObject,
+    now: i64,
+    garbage: &mut Vec<ContentHash>,
+) -> Result<ObjectMeta> {
+    let old = current(conn, &obj.key)?;
+    let inline = match obj.content {
+        Content::Inline(ref data) => {
+            conn.prepare_cached("INSERT OR IGNORE INTO small_blobs (hash, data) VALUES (?1, ?2)")?
+                .execute(params![&obj.hash.0[..], &data[..]])?;
+            true
+        }
+        Content::Blob(mut temp) => {
+            blobs.install(&mut temp, &obj.hash)?;
+            // Should a later statement fail, the blob is unreferenced: collect it.
+            garbage.push(obj.hash);
+            false
+        }
+    };
+    let metadata = serde_json::to_string(&obj.metadata)
+        .map_err(|e| Error::IndexData(format!("encoding metadata: {e}")))?;
+    conn.prepare_cached(
+        "INSERT INTO objects (key, present, size, hash, inline, content_type, metadata, \
+             modified_ms, state, last_access_ms, access_count) \
+         VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7, 'dirty', ?8, 0) \
+         ON CONFLICT (key) DO UPDATE SET present = 1, size = ?2, hash = ?3, inline = ?4, \
+             content_type = ?5, metadata = ?6, modified_ms = ?7, state = 'dirty', \
+             cached = 1, last_access_ms = ?8",
+    )?
+    .execute(params![
+        obj.key,
+        obj.size as i64,
+        &obj.hash.0[..],
+        inline,
+        obj.content_type,
+        metadata,
+        obj.modified_ms,
+        now
+    ])?;
+    enqueue(conn, &obj.key, "put", Some(&obj.hash), now)?;
+    if let Some((old_hash, old_inline)) = old {
+        if old_hash != obj.hash || old_inline != inline {
+            release(conn, &old_hash, old_inline, garbage)?;
+        }
+    }
+    Ok(ObjectMeta {
+        key: obj.key,
+        size: obj.size,
+        hash: obj.hash,
+        content_type: obj.content_type,
+        metadata: obj.metadata,
+        modified: std::time::UNIX_EPOCH
+            + std::time::Duration::from_millis(obj.modified_ms.max(0) as u64),
+        state: SyncState::Dirty,
+    })
+}
+
+fn delete(conn: &Connection, key: &str, now: i64, garbage: &mut Vec<ContentHash>) -> Result<bool> {
+    let Some((hash, inline)) = current(conn, key)? else {
+        return Ok(false);
+    };
+    conn.prepare_cached(
+        "UPDATE objects SET present = 0, state = 'pending-delete', modified_ms = ?2 WHERE key = ?1",
+    )?
+    .execute(params![key, now])?;
+    enqueue(conn, key, "delete", None, now)?;
+    release(conn, &hash, inline, garbage)?;
+    Ok(true)
+}
+
+/// Records the op in the outbox, replacing a not-yet-started op on the key.
+fn enqueue(conn: &Connection, key: &str, op: &str, hash: Option<&ContentHash>, now: i64) -> Result<()> {
+    conn.prepare_cached("DELETE FROM outbox WHERE key = ?1 AND state IN ('pending', 'failed')")?
+        .execute([key])?;
+    conn.prepare_cached(
+        "INSERT INTO outbox (key, op, hash, state, created_ms) VALUES (?1, ?2, ?3, 'pending', ?4)",
+    )?
+    .execute(params![key, op, hash.map(|h| h.0.to_vec()), now])?;
+    Ok(())
+}
+
+/// Drops content no present object uses any more.
+fn release(
+    conn: &Connection,
+    hash: &ContentHash,
+    inline: bool,
+    garbage: &mut Vec<ContentHash>,
+) -> Result<()> {
+    if index::is_referenced(conn, hash, inline)? {
+        return Ok(());
+    }
+    if inline {
+        conn.prepare_cached("DELETE FROM small_blobs WHERE hash = ?1")?.execute([&hash.0[..]])?;
+    } else {
+        garbage.push(*hash);
+    }
+    Ok(())
+}
+
+/// Deletes the blob files among `candidates` that no object references,
+/// holding the index write lock so no commit can start referencing them.
+pub(crate) fn collect(conn: &mut Connection, blobs: &BlobStore, candidates: &[ContentHash]) -> Result<usize> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut removed = 0;
+    for hash in candidates {
+        if !index::is_referenced(&tx, hash, false)? {
+            blobs.remove(hash)?;
+            removed += 1;
+        }
+    }
+    tx.commit()?;
+    Ok(removed)
+}

@@ -1,0 +1,128 @@
+//! The library's error type: one enum, structured fields, no strings to parse.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::key::KeyError;
+use crate::metadata::MetadataError;
+
+/// Result alias used throughout the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything a bucket operation can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The key broke a naming rule.
+    #[error(transparent)]
+    InvalidKey(#[from] KeyError),
+    /// The user metadata or content type broke a rule.
+    #[error(transparent)]
+    InvalidMetadata(#[from] MetadataError),
+    /// No object exists at the key.
+    #[error("no object at key {key:?}")]
+    NotFound {
+        /// The key looked up.
+        key: String,
+    },
+    /// The stored content does not match its hash, or is missing.
+    #[error("object {key:?} is corrupt: {detail}")]
+    Corrupt {
+        /// The object whose content failed verification.
+        key: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// There is no bucket at the path.
+    #[error("no ferry bucket at {}", path.display())]
+    NoBucket {
+        /// The directory that was opened.
+        path: PathBuf,
+    },
+    /// `create` found a bucket already there.
+    #[error("a ferry bucket already exists at {}", path.display())]
+    AlreadyExists {
+        /// The directory that was to be created.
+        path: PathBuf,
+    },
+    /// The index was written by a newer ferry.
+    #[error(
+        "the bucket index at {} has schema version {found}; this ferry reads versions up to {supported}",
+        path.display()
+    )]
+    UnsupportedSchema {
+        /// The index file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+        /// The newest version this build understands.
+        supported: i64,
+    },
+    /// The disk is full; nothing was acknowledged.
+    #[error("no space left on the device holding {}", path.display())]
+    DiskFull {
+        /// The file being written.
+        path: PathBuf,
+    },
+    /// A file-system operation failed.
+    #[error("{context} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        context: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// A body stream given to `put` failed while it was read.
+    #[error("reading the body for {key:?} failed: {source}")]
+    Body {
+        /// The key being written.
+        key: String,
+        /// The reader's error.
+        source: io::Error,
+    },
+    /// The index database failed.
+    #[error("bucket index error: {0}")]
+    Index(#[from] rusqlite::Error),
+    /// The index holds something this build cannot read.
+    #[error("bucket index is inconsistent: {0}")]
+    IndexData(String),
+    /// The bucket's background writer has stopped (the bucket is shutting down).
+    #[error("the bucket is closed")]
+    Closed,
+}
+
+impl Error {
+    /// Wraps an I/O error with what was being done, spotting a full disk.
+    pub(crate) fn io(context: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        let path = path.into();
+        if source.kind() == io::ErrorKind::StorageFull {
+            Error::DiskFull { path }
+        } else {
+            Error::Io { context, path, source }
+        }
+    }
+
+    /// True when the error is about the caller's input rather than the store.
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(self, Error::InvalidKey(_) | Error::InvalidMetadata(_))
+    }
+
+    /// Recovers a ferry error carried inside an `io::Error` by an object body.
+    pub fn from_body_io(err: io::Error) -> Self {
+        if err.get_ref().is_some_and(|e| e.is::<Error>()) {
+            match err.into_inner().map(|inner| inner.downcast::<Error>()) {
+                Some(Ok(e)) => *e,
+                Some(Err(other)) => Error::Io {
+                    context: "reading object body",
+                    path: PathBuf::new(),
+                    source: io::Error::other(other),
+                },
+                None => Error::Closed,
+            }
+        } else {
+            Error::Io { context: "reading object body", path: PathBuf::new(), source: err }
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! The index: a SQLite database (WAL mode) holding every object's metadata,
+//! small objects' content, sync bookkeeping and the outbox.
+//!
+//! The schema is versioned with `PRAGMA user_version`; [`migrate`] brings an
+//! older index up to [`SCHEMA_VERSION`] and refuses a newer one. The exact
+//! schema is pinned in `docs/design.md`.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
+
+use crate::error::{Error, Result};
+use crate::hash::ContentHash;
+use crate::list::{ListOptions, ListPage};
+use crate::metadata::Metadata;
+use crate::state::SyncState;
+
+/// The schema version this build writes and the newest it reads.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// How long a writer waits for another process's write transaction.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Migrations: entry `i` takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 0 -> 1: the initial schema.
+    r#"
+    CREATE TABLE settings (
+        name  TEXT PRIMARY KEY NOT NULL,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE objects (
+        key            TEXT PRIMARY KEY NOT NULL,
+        present        INTEGER NOT NULL,
+        size           INTEGER NOT NULL,
+        hash           BLOB NOT NULL,
+        inline         INTEGER NOT NULL,
+        content_type   TEXT NOT NULL,
+        metadata       TEXT NOT NULL,
+        modified_ms    INTEGER NOT NULL,
+        state          TEXT NOT NULL,
+        base_etag      TEXT,
+        base_hash      BLOB,
+        pinned         INTEGER NOT NULL DEFAULT 0,
+        cached         INTEGER NOT NULL DEFAULT 1,
+        last_access_ms INTEGER NOT NULL,
+        access_count   INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID;
+    CREATE INDEX objects_by_hash ON objects(hash) WHERE present = 1;
+    CREATE INDEX objects_by_state ON objects(state) WHERE state <> 'synced';
+    CREATE TABLE small_blobs (
+        hash BLOB PRIMARY KEY NOT NULL,
+        data BLOB NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE outbox (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        key             TEXT NOT NULL,
+        op              TEXT NOT NULL,
+        hash            BLOB,
+        state           TEXT NOT NULL DEFAULT 'pending',
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_ms INTEGER NOT NULL DEFAULT 0,
+        last_error      TEXT,
+        created_ms      INTEGER NOT NULL
+    );
+    CREATE INDEX outbox_by_key ON outbox(key);
+    "#,
+];
+
+/// Opens a connection to the index at `path` with ferry's pragmas.
+pub(crate) fn open(path: &Path, create: bool) -> Result<Connection> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if create {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // WAL lets readers in any process run beside one writer; FULL makes every
+    // commit durable (NORMAL can lose the last commits on power loss).
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// Brings the schema up to [`SCHEMA_VERSION`], refusing newer indexes.
+pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(Error::UnsupportedSchema {
+            path: path.to_owned(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if found == SCHEMA_VERSION {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    // Re-read under the write lock: another process may have migrated meanwhile.
+    let found: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (version, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", version as i64 + 1)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Reads a setting.
+pub(crate) fn setting(conn: &Connection, name: &str) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT value FROM settings WHERE name = ?1")?
+        .query_row([name], |r| r.get(0))
+        .optional()?)
+}
+
+/// Writes a setting.
+pub(crate) fn set_setting(conn: &Connection, name: &str, value: &str) -> Result<()> {
+    conn.prepare_cached("INSERT OR REPLACE INTO settings (name, value) VALUES (?1, ?2)")?
+        .execute([name, value])?;
+    Ok(())
+}
+
+/// An object's metadata as the API returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// The object's key.
+    pub key: String,
+    /// Content length in bytes.
+    pub size: u64,
+    /// BLAKE3 hash of the content.
+    pub hash: ContentHash,
+    /// MIME content type.
+    pub content_type: String,
+    /// User metadata (lowercase names).
+    pub metadata: Metadata,
+    /// When the object was last written.
+    pub modified: SystemTime,
+    /// Its sync state.
+    pub state: SyncState,
+}
+
+/// An object's row with where its content lives.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredObject {
+    pub meta: ObjectMeta,
+    pub inline: bool,
+}
+
+pub(crate) const OBJECT_COLUMNS: &str =
+    "key, size, hash, content_type, metadata, modified_ms, state, inline";
+
+pub(crate) fn object_from_row(row: &Row<'_>) -> rusqlite::Result<StoredObject> {
+    let key: String = row.get(0)?;
+    let size: i64 = row.get(1)?;
+    let hash: Vec<u8> = row.get(2)?;
+    let content_type: String = row.get(3)?;
+    let metadata: String = row.get(4)?;
+    let modified_ms: i64 = row.get(5)?;
+    let state: String = row.get(6)?;
+    let inline: bool = row.get(7)?;
+    let bad = |what: &str| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("object {key:?} has an unreadable {what}").into(),
+        )
+    };
+    let hash = ContentHash::from_slice(&hash).ok_or_else(|| bad("hash"))?;
+    let metadata: Metadata = serde_json::from_str(&metadata).map_err(|_| bad("metadata"))?;
+    let state: SyncState = state.parse().map_err(|_| bad("state"))?;
+    Ok(StoredObject {
+        meta: ObjectMeta {
+            key,
+            size: size as u64,
+            hash,
+            content_type,
+            metadata,
+            modified: UNIX_EPOCH + Duration::from_millis(modified_ms.max(0) as u64),
+            state,
+        },
+        inline,
+    })
+}
+
+/// Looks up a present object.
+pub(crate) fn head(conn: &Connection, key: &str) -> Result<Option<StoredObject>> {
+    let sql = format!("SELECT {OBJECT_COLUMNS} FROM objects WHERE key = ?1 AND present = 1");
+    Ok(conn.prepare_cached(&sql)?.query_row([key], object_from_row).optional()?)
+}
+
+/// Reads a small object's content.
+pub(crate) fn small_blob(conn: &Connection, hash: &ContentHash) -> Result<Option<Vec<u8>>> {
+    Ok(conn
+        .prepare_cached("SELECT data FROM small_blobs WHERE hash = ?1")?
+        .query_row([&hash.0[..]], |r| r.get(0))
+        .optional()?)
+}
+
+/// True when some present object stores its content as `hash` (inline or not).
+pub(crate) fn is_referenced(conn: &Connection, hash: &ContentHash, inline: bool) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT 1 FROM objects WHERE hash = ?1 AND present = 1 AND inline = ?2 LIMIT 1",
+        )?
+        .query_row(params![&hash.0[..], inline], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// Every hash of a present object whose content is a blob file.
+pub(crate) fn file_hashes(conn: &Connection) -> Result<std::collections::HashSet<ContentHash>> {
+    let mut stmt = conn.prepare("SELECT DISTINCT hash FROM objects WHERE present = 1 AND inline = 0")?;
+    let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+    let mut out = std::collections::HashSet::new();
+    for row in rows {
+        let bytes = row?;
+        let hash = ContentHash::from_slice(&bytes)
+            .ok_or_else(|| Error::IndexData("a stored hash is not 32 bytes".into()))?;
+        out.insert(hash);
+    }
+    Ok(out)
+}
+
+/// One page of a listing, in key order, as S3's ListObjectsV2 would return it.
+pub(crate) fn list(conn: &Connection, opts: &ListOptions) -> Result<ListPage> {
+    const BATCH: usize = 1000;
+    let sql = format!(
+        "SELECT {OBJECT_COLUMNS} FROM objects \
+         WHERE present = 1 AND key >= ?1 AND key > ?2 ORDER BY key LIMIT ?3"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let prefix = opts.prefix.as_str();
+    let start_after = opts.start_after.clone().unwrap_or_default();
+    let limit = opts.limit.unwrap_or(usize::MAX);
+    let mut page = ListPage::default();
+    // The scan reads keys >= `lower` and > `after`, in key order.
+    let mut lower = prefix.to_owned();
+    let mut after = start_after.clone();
+    let mut emitted = 0usize;
+    let mut last: Option<String> = None;
+    loop {
+        let rows: Vec<StoredObject> = stmt
+            .query_map(params![lower, after, BATCH as i64], object_from_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        let fetched = rows.len();
+        let mut jump = None;
+        for obj in rows {
+            let key = obj.meta.key.as_str();
+            if !key.starts_with(prefix) {
+                return Ok(page);
+            }
+            let group = opts.delimiter.and_then(|d| {
+                key[prefix.len()..]
+                    .find(d)
+                    .map(|i| key[..prefix.len() + i + d.len_utf8()].to_owned())
+            });
+            if let Some(cp) = group {
+                if cp.as_str() > start_after.as_str() {
+                    if emitted == limit {
+                        page.next_start_after = last;
+                        return Ok(page);
+                    }
+                    page.common_prefixes.push(cp.clone());
+                    emitted += 1;
+                    last = Some(cp.clone());
+                }
+                // Skip every other key in the group with a fresh query.
+                jump = Some(after_group(&cp));
+                break;
+            }
+            if emitted == limit {
+                page.next_start_after = last;
+                return Ok(page);
+            }
+            after = key.to_owned();
+            last = Some(after.clone());
+            page.objects.push(obj.meta);
+            emitted += 1;
+        }
+        match jump {
+            Some(next) => lower = next,
+            None if fetched < BATCH => return Ok(page),
+            None => {}
+        }
+    }
+}
+
+/// The smallest string greater than every string that starts with `group`
+/// (which ends with its delimiter): the delimiter replaced by its successor.
+fn after_group(group: &str) -> String {
+    let mut chars: Vec<char> = group.chars().collect();
+    if let Some(last) = chars.pop() {
+        let mut code = u32::from(last) + 1;
+        let next = loop {
+            match char::from_u32(code) {
+                Some(c) => break c,
+                None => code += 1,
+            }
+        };
+        chars.push(next);
+    }
+    chars.into_iter().collect()
+}

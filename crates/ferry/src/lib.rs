@@ -1,0 +1,42 @@
+//! ferry: local-first object storage.
+//!
+//! A [`Bucket`] is a directory holding content-addressed blobs and a SQLite
+//! index. Every read and write is local and works offline; writes return
+//! only once they are durable. See `ARCHITECTURE.md` for the code map and
+//! `docs/design.md` for the on-disk formats.
+//!
+//! ```no_run
+//! # async fn demo() -> ferry::Result<()> {
+//! use ferry::{Bucket, BucketConfig, PutOptions};
+//! let bucket = Bucket::create("/tmp/demo/.ferry", BucketConfig::default()).await?;
+//! bucket.put("notes/hello.txt", "hello", PutOptions::default()).await?;
+//! let (meta, bytes) = bucket.get_bytes("notes/hello.txt").await?;
+//! assert_eq!(&bytes[..], b"hello");
+//! assert_eq!(meta.content_type, "text/plain");
+//! # Ok(()) }
+//! ```
+
+mod blobs;
+mod body;
+mod bucket;
+mod commit;
+mod error;
+mod hash;
+mod index;
+mod key;
+mod list;
+mod metadata;
+mod state;
+
+pub use body::{Body, ObjectReader};
+pub use bucket::{Bucket, BucketConfig, GarbageReport, Object, PutOptions, INDEX_FILE};
+pub use error::{Error, Result};
+pub use hash::{ContentHash, ParseHashError};
+pub use index::{ObjectMeta, SCHEMA_VERSION};
+pub use key::{validate_key, validate_key_bytes, KeyError, KeyRule, MAX_KEY_LEN, RESERVED_PREFIX};
+pub use list::{ListOptions, ListPage};
+pub use metadata::{
+    content_type_for, normalize_metadata, Metadata, MetadataError, DEFAULT_CONTENT_TYPE,
+    MAX_METADATA_BYTES,
+};
+pub use state::{ParseStateError, SyncState};

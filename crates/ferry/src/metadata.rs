@@ -1,0 +1,106 @@
+//! User metadata and content types: validation and defaults.
+//!
+//! User metadata follows S3's rules so that it can travel as the store's own
+//! headers later: names are ASCII header tokens (stored lowercase, as S3
+//! does), values hold no control characters, and names plus values total at
+//! most 2 KiB.
+
+use std::collections::BTreeMap;
+
+/// User metadata: lowercase ASCII names to string values, in name order.
+pub type Metadata = BTreeMap<String, String>;
+
+/// S3's limit on the total size of user metadata (names plus values, bytes).
+pub const MAX_METADATA_BYTES: usize = 2048;
+
+/// The content type used when none is given and the extension says nothing.
+pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
+
+/// Why a metadata entry or content type was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetadataError {
+    /// A metadata name is empty.
+    #[error("invalid metadata: a name may not be empty")]
+    EmptyName,
+    /// A metadata name has a character outside ASCII letters, digits, `-`, `_` and `.`.
+    #[error(
+        "invalid metadata name {name:?}: names may use only ASCII letters, digits, `-`, `_` and `.`"
+    )]
+    BadName {
+        /// The rejected name.
+        name: String,
+    },
+    /// Two names are equal ignoring case.
+    #[error("invalid metadata: the name {name:?} appears twice (names ignore case)")]
+    DuplicateName {
+        /// The repeated name, lowercased.
+        name: String,
+    },
+    /// A metadata value holds a control character.
+    #[error("invalid metadata value for {name:?}: values may not contain control characters")]
+    BadValue {
+        /// The name whose value was rejected.
+        name: String,
+    },
+    /// The metadata is larger than S3 allows.
+    #[error(
+        "metadata too large: names and values total {size} bytes, the limit is {MAX_METADATA_BYTES}"
+    )]
+    TooLarge {
+        /// Total bytes of names and values.
+        size: usize,
+    },
+    /// The content type is empty or holds control characters.
+    #[error("invalid content type {value:?}: it must be non-empty printable text like `text/plain`")]
+    BadContentType {
+        /// The rejected content type.
+        value: String,
+    },
+}
+
+/// Validates user metadata and returns it with names lowercased.
+pub fn normalize_metadata(metadata: &Metadata) -> Result<Metadata, MetadataError> {
+    let mut out = Metadata::new();
+    let mut size = 0;
+    for (name, value) in metadata {
+        if name.is_empty() {
+            return Err(MetadataError::EmptyName);
+        }
+        if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+            return Err(MetadataError::BadName { name: name.clone() });
+        }
+        if value.chars().any(char::is_control) {
+            return Err(MetadataError::BadValue { name: name.clone() });
+        }
+        let lower = name.to_ascii_lowercase();
+        size += lower.len() + value.len();
+        if out.insert(lower.clone(), value.clone()).is_some() {
+            return Err(MetadataError::DuplicateName { name: lower });
+        }
+    }
+    if size > MAX_METADATA_BYTES {
+        return Err(MetadataError::TooLarge { size });
+    }
+    Ok(out)
+}
+
+/// Validates a given content type, or guesses one from the key's extension.
+pub fn content_type_for(key: &str, given: Option<&str>) -> Result<String, MetadataError> {
+    match given {
+        Some(value) => {
+            if value.trim().is_empty() || value.chars().any(char::is_control) {
+                Err(MetadataError::BadContentType { value: value.to_owned() })
+            } else {
+                Ok(value.to_owned())
+            }
+        }
+        None => {
+            let name = key.rsplit('/').next().unwrap_or(key);
+            Ok(mime_guess::from_path(name)
+                .first_raw()
+                .unwrap_or(DEFAULT_CONTENT_TYPE)
+                .to_owned())
+        }
+    }
+}
