@@ -1,1 +1,52 @@
-fn main(){}
+//! The `ferry` command: a thin front end over the `ferry` library.
+//!
+//! All user interaction lives here: argument parsing, finding the bucket,
+//! progress bars, output formats, and mapping library errors to messages,
+//! hints and exit codes (`command_error`).
+
+mod args;
+mod command_error;
+mod locate;
+mod objects;
+mod output;
+mod transfer;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::args::{Cli, Command};
+use crate::command_error::{report, CommandError};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap prints help/version to stdout (exit 0) and usage errors to stderr (exit 2).
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return report(&CommandError::from(anyhow::Error::new(e))),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => report(&e),
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), CommandError> {
+    let global = cli.global;
+    match cli.command {
+        Command::Init(a) => objects::init(&global, a).await,
+        Command::Put(a) => objects::put(&global, a).await,
+        Command::Get(a) => objects::get(&global, a).await,
+        Command::Cat(a) => objects::cat(&global, a).await,
+        Command::Ls(a) => objects::ls(&global, a).await,
+        Command::Stat(a) => objects::stat(&global, a).await,
+        Command::Rm(a) => objects::rm(&global, a).await,
+        Command::Cp(a) => transfer::cp(&global, a).await,
+    }
+}

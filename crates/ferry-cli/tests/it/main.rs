@@ -1,1 +1,8 @@
-fn main(){}
+//! Integration tests for the `ferry` command and for multi-process use of a
+//! bucket, through real binaries and real processes.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod cli;
+mod crash;
+mod multiprocess;
+mod support;

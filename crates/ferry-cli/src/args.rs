@@ -1,0 +1,135 @@
+//! Command-line arguments (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Local-first object storage.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// The bucket directory (default: $FERRY_BUCKET, then `.ferry` in this
+    /// directory or the nearest parent that has one).
+    #[arg(long, global = true, value_name = "DIR", env = "FERRY_BUCKET")]
+    pub bucket: Option<PathBuf>,
+    /// Print no progress bars or confirmations.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a bucket (default: `./.ferry`).
+    Init(InitArgs),
+    /// Store a file (or standard input) under a key.
+    Put(PutArgs),
+    /// Write an object to a file or standard output.
+    Get(GetArgs),
+    /// Write objects to standard output.
+    Cat(CatArgs),
+    /// List objects.
+    Ls(LsArgs),
+    /// Show an object's metadata.
+    Stat(StatArgs),
+    /// Delete objects.
+    Rm(RmArgs),
+    /// Copy files and folders in (`cp -r DIR PREFIX`) or out (`cp -r ferry:PREFIX DIR`).
+    Cp(CpArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The bucket's data directory.
+    #[arg(value_name = "DIR", default_value = ".ferry")]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    /// The object's key.
+    pub key: String,
+    /// The file to store; `-` or nothing reads standard input.
+    #[arg(value_name = "FILE|-")]
+    pub file: Option<PathBuf>,
+    /// Content type (default: guessed from the key's extension).
+    #[arg(long, value_name = "TYPE")]
+    pub content_type: Option<String>,
+    /// User metadata, repeatable.
+    #[arg(long = "meta", value_name = "NAME=VALUE")]
+    pub meta: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The object's key.
+    pub key: String,
+    /// Where to write it; `-` or nothing writes standard output.
+    #[arg(value_name = "FILE|-")]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CatArgs {
+    /// Keys to print, in order.
+    #[arg(required = true)]
+    pub keys: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Only keys starting with this.
+    #[arg(default_value = "")]
+    pub prefix: String,
+    /// Show size, modification time, state and content type.
+    #[arg(long, short)]
+    pub long: bool,
+    /// Group keys by `/` after the prefix, like folders.
+    #[arg(long, short)]
+    pub dirs: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatArgs {
+    /// The object's key.
+    pub key: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Keys to delete (prefixes with `--recursive`).
+    #[arg(required = true)]
+    pub keys: Vec<String>,
+    /// Delete every object under each prefix.
+    #[arg(long, short)]
+    pub recursive: bool,
+    /// Do not fail on keys that do not exist.
+    #[arg(long, short)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CpArgs {
+    /// Copy folders (and prefixes) recursively.
+    #[arg(long, short)]
+    pub recursive: bool,
+    /// Source: a local path, or `ferry:KEY` / `ferry:PREFIX`.
+    pub source: String,
+    /// Destination: a local path, or `ferry:KEY` / `ferry:PREFIX` (a bare
+    /// destination is a key prefix when the source is local).
+    pub dest: String,
+}

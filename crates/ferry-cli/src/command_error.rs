@@ -1,0 +1,90 @@
+//! The one place library errors become messages, hints and exit codes.
+//!
+//! Exit codes: 0 success (and a closed output pipe, as `head` expects),
+//! 1 failure, 2 usage errors (bad arguments, invalid keys or metadata).
+
+use std::io;
+use std::process::ExitCode;
+
+/// A failed command: the error, an optional hint, and its exit code.
+#[derive(Debug)]
+pub struct CommandError {
+    error: anyhow::Error,
+    hint: Option<String>,
+    exit: u8,
+}
+
+impl CommandError {
+    /// A failure caused by the user's input or environment, with a hint.
+    pub fn user(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        CommandError { error: anyhow::anyhow!(message.into()), hint: Some(hint.into()), exit: 1 }
+    }
+
+    /// A usage error (exit 2).
+    pub fn usage(message: impl Into<String>) -> Self {
+        CommandError { error: anyhow::anyhow!(message.into()), hint: None, exit: 2 }
+    }
+}
+
+fn classify(err: &ferry::Error) -> (u8, Option<String>) {
+    use ferry::Error as E;
+    match err {
+        E::InvalidKey(_) | E::InvalidMetadata(_) => (2, None),
+        E::NotFound { .. } => (1, Some("`ferry ls` lists the keys this bucket holds".into())),
+        E::NoBucket { .. } => (
+            1,
+            Some("run `ferry init` to create one, or pass --bucket DIR (or set FERRY_BUCKET)".into()),
+        ),
+        E::AlreadyExists { .. } => (1, Some("use it as it is, or choose another directory".into())),
+        E::Corrupt { .. } => (
+            1,
+            Some("the local copy is damaged; nothing wrong was returned. Restore it by writing the object again".into()),
+        ),
+        E::UnsupportedSchema { .. } => (1, Some("upgrade ferry to open this bucket".into())),
+        E::DiskFull { .. } => (1, Some("free some disk space and retry; nothing was half-written".into())),
+        _ => (1, None),
+    }
+}
+
+impl From<ferry::Error> for CommandError {
+    fn from(err: ferry::Error) -> Self {
+        let (exit, hint) = classify(&err);
+        CommandError { error: anyhow::Error::new(err), hint, exit }
+    }
+}
+
+impl From<anyhow::Error> for CommandError {
+    fn from(error: anyhow::Error) -> Self {
+        let (exit, hint) = error
+            .chain()
+            .find_map(|e| e.downcast_ref::<ferry::Error>())
+            .map(classify)
+            .unwrap_or((1, None));
+        CommandError { error, hint, exit }
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Prints the error (unless it is a closed pipe) and returns its exit code.
+pub fn report(err: &CommandError) -> ExitCode {
+    if is_broken_pipe(&err.error) {
+        return ExitCode::SUCCESS;
+    }
+    let mut message = format!("error: {}", err.error);
+    for cause in err.error.chain().skip(1) {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(&format!("\n  caused by: {text}"));
+        }
+    }
+    if let Some(hint) = &err.hint {
+        message.push_str(&format!("\nhint: {hint}"));
+    }
+    eprintln!("{message}");
+    ExitCode::from(err.exit)
+}

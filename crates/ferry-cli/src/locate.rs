@@ -1,0 +1,40 @@
+//! Finding the bucket: `--bucket`, then `FERRY_BUCKET` (both via clap), then
+//! `.ferry` in the current directory or the nearest parent.
+
+use std::path::{Path, PathBuf};
+
+use ferry::Bucket;
+
+use crate::args::Global;
+use crate::command_error::CommandError;
+
+/// The data directory `ferry init` creates by default and discovery looks for.
+pub const DEFAULT_DIR: &str = ".ferry";
+
+/// Resolves the bucket directory without opening it.
+pub fn bucket_dir(global: &Global) -> Result<PathBuf, CommandError> {
+    if let Some(dir) = &global.bucket {
+        return Ok(dir.clone());
+    }
+    let cwd = std::env::current_dir()
+        .map_err(|e| CommandError::from(anyhow::Error::new(e).context("reading the current directory")))?;
+    find_upwards(&cwd).ok_or_else(|| {
+        CommandError::user(
+            format!("no ferry bucket in {} or any parent directory", cwd.display()),
+            "run `ferry init` to create one here, or pass --bucket DIR (or set FERRY_BUCKET)",
+        )
+    })
+}
+
+fn find_upwards(start: &Path) -> Option<PathBuf> {
+    start
+        .ancestors()
+        .map(|d| d.join(DEFAULT_DIR))
+        .find(|candidate| candidate.join(ferry::INDEX_FILE).is_file())
+}
+
+/// Opens the bucket the command should use.
+pub async fn open(global: &Global) -> Result<Bucket, CommandError> {
+    let dir = bucket_dir(global)?;
+    Ok(Bucket::open(&dir).await?)
+}

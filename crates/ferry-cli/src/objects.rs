@@ -1,0 +1,287 @@
+//! Commands on single objects and listings: init, put, get, cat, ls, stat, rm.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use ferry::{Body, Bucket, BucketConfig, ListOptions, PutOptions};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::args::{CatArgs, GetArgs, Global, InitArgs, LsArgs, PutArgs, RmArgs, StatArgs};
+use crate::command_error::CommandError;
+use crate::locate;
+use crate::output::{byte_bar, human_size, object_json, rfc3339, LARGE_TRANSFER};
+
+pub async fn init(global: &Global, args: InitArgs) -> Result<(), CommandError> {
+    let dir = global.bucket.clone().unwrap_or(args.dir);
+    Bucket::create(&dir, BucketConfig::default()).await?;
+    if !global.quiet {
+        let shown = std::path::absolute(&dir).unwrap_or(dir);
+        println!("Created an empty ferry bucket in {}", shown.display());
+    }
+    Ok(())
+}
+
+/// Parses `--meta NAME=VALUE` arguments.
+pub fn parse_meta(items: &[String]) -> Result<BTreeMap<String, String>, CommandError> {
+    let mut out = BTreeMap::new();
+    for item in items {
+        let Some((name, value)) = item.split_once('=') else {
+            return Err(CommandError::usage(format!(
+                "--meta {item:?} is not NAME=VALUE (for example --meta author=ann)"
+            )));
+        };
+        out.insert(name.to_owned(), value.to_owned());
+    }
+    Ok(out)
+}
+
+pub async fn put(global: &Global, args: PutArgs) -> Result<(), CommandError> {
+    let opts = PutOptions { content_type: args.content_type, metadata: parse_meta(&args.meta)? };
+    ferry::validate_key(&args.key).map_err(ferry::Error::from)?;
+    let bucket = locate::open(global).await?;
+    let meta = match args.file.as_deref() {
+        None => bucket.put(&args.key, Body::from_reader(tokio::io::stdin()), opts).await?,
+        Some(p) if p == Path::new("-") => {
+            bucket.put(&args.key, Body::from_reader(tokio::io::stdin()), opts).await?
+        }
+        Some(path) => put_file(&bucket, &args.key, path, opts, global.quiet).await?,
+    };
+    if !global.quiet {
+        eprintln!("stored {} ({})", meta.key, human_size(meta.size));
+    }
+    Ok(())
+}
+
+/// Stores one file, with a progress bar when it is large.
+pub async fn put_file(
+    bucket: &Bucket,
+    key: &str,
+    path: &Path,
+    opts: PutOptions,
+    quiet: bool,
+) -> Result<ferry::ObjectMeta, CommandError> {
+    let file = tokio::fs::File::open(path)
+        .await
+        .with_context(|| format!("opening {}", path.display()))?;
+    let size = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+    let bar = byte_bar(size, quiet || size < LARGE_TRANSFER);
+    bar.set_message(key.to_owned());
+    let meta = bucket.put(key, Body::from_reader(bar.wrap_async_read(file)), opts).await;
+    bar.finish_and_clear();
+    Ok(meta?)
+}
+
+/// Copies an object body to `out`, keeping read (integrity) errors and write
+/// errors apart so each is reported as what it is.
+pub async fn copy_body(
+    body: &mut (impl AsyncRead + Unpin),
+    out: &mut (impl AsyncWrite + Unpin),
+) -> Result<u64, CommandError> {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = body.read(&mut buf).await.map_err(ferry::Error::from_body_io)?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n]).await.context("writing output")?;
+        total += n as u64;
+    }
+    out.flush().await.context("writing output")?;
+    Ok(total)
+}
+
+/// Writes an object to a local file through a temp file, so a failed or
+/// corrupt read never leaves a partial file under the final name.
+pub async fn get_to_file(
+    bucket: &Bucket,
+    key: &str,
+    path: &Path,
+    quiet: bool,
+) -> Result<u64, CommandError> {
+    let mut object = bucket.get(key).await?;
+    let part = part_path(path);
+    let mut file = tokio::fs::File::create(&part)
+        .await
+        .with_context(|| format!("creating {}", part.display()))?;
+    let bar = byte_bar(object.meta.size, quiet || object.meta.size < LARGE_TRANSFER);
+    bar.set_message(key.to_owned());
+    let mut out = bar.wrap_async_write(&mut file);
+    let copied = copy_body(&mut object.body, &mut out).await;
+    bar.finish_and_clear();
+    let result = match copied {
+        Ok(n) => file.sync_all().await.context("syncing output").map(|()| n).map_err(Into::into),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(n) => {
+            tokio::fs::rename(&part, path)
+                .await
+                .with_context(|| format!("renaming into {}", path.display()))?;
+            Ok(n)
+        }
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&part).await;
+            Err(e)
+        }
+    }
+}
+
+fn part_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".ferry-part");
+    path.with_file_name(name)
+}
+
+pub async fn get(global: &Global, args: GetArgs) -> Result<(), CommandError> {
+    ferry::validate_key(&args.key).map_err(ferry::Error::from)?;
+    let bucket = locate::open(global).await?;
+    match args.file.as_deref() {
+        Some(path) if path != Path::new("-") => {
+            get_to_file(&bucket, &args.key, path, global.quiet).await?;
+        }
+        _ => {
+            let mut object = bucket.get(&args.key).await?;
+            copy_body(&mut object.body, &mut tokio::io::stdout()).await?;
+        }
+    }
+    Ok(())
+}
+
+pub async fn cat(global: &Global, args: CatArgs) -> Result<(), CommandError> {
+    for key in &args.keys {
+        ferry::validate_key(key).map_err(ferry::Error::from)?;
+    }
+    let bucket = locate::open(global).await?;
+    let mut stdout = tokio::io::stdout();
+    for key in &args.keys {
+        let mut object = bucket.get(key).await?;
+        copy_body(&mut object.body, &mut stdout).await?;
+    }
+    Ok(())
+}
+
+pub async fn ls(global: &Global, args: LsArgs) -> Result<(), CommandError> {
+    let bucket = locate::open(global).await?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut opts = ListOptions::prefix(args.prefix.clone()).limit(1000);
+    if args.dirs {
+        opts = opts.delimiter('/');
+    }
+    let mut first = true;
+    if args.json {
+        write_out(&mut out, "[")?;
+    }
+    loop {
+        let page = bucket.list(opts.clone()).await?;
+        // Interleave prefixes and objects in key order, as a listing reads.
+        let mut entries: Vec<(&str, Option<&ferry::ObjectMeta>)> = page
+            .objects
+            .iter()
+            .map(|o| (o.key.as_str(), Some(o)))
+            .chain(page.common_prefixes.iter().map(|p| (p.as_str(), None)))
+            .collect();
+        entries.sort_by(|a, b| a.0.cmp(b.0));
+        for (name, meta) in entries {
+            let line = match (args.json, meta) {
+                (true, Some(m)) => object_json(m).to_string(),
+                (true, None) => serde_json::json!({ "prefix": name }).to_string(),
+                (false, Some(m)) if args.long => format!(
+                    "{:>10}  {}  {:<14}  {:<24}  {}",
+                    human_size(m.size),
+                    rfc3339(m.modified),
+                    m.state.as_str(),
+                    m.content_type,
+                    m.key
+                ),
+                (false, None) if args.long => format!("{:>10}  {:24}  {:<14}  {:<24}  {}", "DIR", "", "", "", name),
+                (false, _) => name.to_owned(),
+            };
+            if args.json {
+                write_out(&mut out, if first { "\n" } else { ",\n" })?;
+            }
+            write_out(&mut out, &line)?;
+            if !args.json {
+                write_out(&mut out, "\n")?;
+            }
+            first = false;
+        }
+        match page.next_start_after {
+            Some(next) => opts = opts.start_after(next),
+            None => break,
+        }
+    }
+    if args.json {
+        write_out(&mut out, if first { "]\n" } else { "\n]\n" })?;
+    }
+    std::io::Write::flush(&mut out).context("writing output")?;
+    Ok(())
+}
+
+fn write_out(out: &mut impl std::io::Write, text: &str) -> Result<(), CommandError> {
+    out.write_all(text.as_bytes()).context("writing output")?;
+    Ok(())
+}
+
+pub async fn stat(global: &Global, args: StatArgs) -> Result<(), CommandError> {
+    ferry::validate_key(&args.key).map_err(ferry::Error::from)?;
+    let bucket = locate::open(global).await?;
+    let meta = bucket.head(&args.key).await?;
+    let text = if args.json {
+        let mut s = serde_json::to_string_pretty(&object_json(&meta)).context("encoding JSON")?;
+        s.push('\n');
+        s
+    } else {
+        let mut s = format!(
+            "key:          {}\nsize:         {} ({} bytes)\nhash:         {}\ncontent type: {}\nmodified:     {}\nstate:        {}\n",
+            meta.key,
+            human_size(meta.size),
+            meta.size,
+            meta.hash,
+            meta.content_type,
+            rfc3339(meta.modified),
+            meta.state
+        );
+        for (name, value) in &meta.metadata {
+            s.push_str(&format!("meta:         {name}={value}\n"));
+        }
+        s
+    };
+    write_out(&mut std::io::stdout().lock(), &text)
+}
+
+pub async fn rm(global: &Global, args: RmArgs) -> Result<(), CommandError> {
+    if !args.recursive {
+        for key in &args.keys {
+            ferry::validate_key(key).map_err(ferry::Error::from)?;
+        }
+    }
+    let bucket = locate::open(global).await?;
+    let mut missing = Vec::new();
+    let mut removed = 0usize;
+    for key in &args.keys {
+        if args.recursive {
+            for meta in bucket.list_all(key).await? {
+                if bucket.delete(&meta.key).await? {
+                    removed += 1;
+                }
+            }
+        } else if bucket.delete(key).await? {
+            removed += 1;
+        } else if !args.force {
+            missing.push(key.clone());
+        }
+    }
+    if !global.quiet {
+        eprintln!("deleted {removed} object{}", if removed == 1 { "" } else { "s" });
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(CommandError::user(
+            format!("no object at {}", missing.iter().map(|k| format!("{k:?}")).collect::<Vec<_>>().join(", ")),
+            "`ferry ls` lists the keys this bucket holds; --force ignores missing keys",
+        ))
+    }
+}

@@ -1,0 +1,60 @@
+//! Output formats shared by commands: JSON shapes, sizes and times.
+
+use std::time::SystemTime;
+
+use ferry::ObjectMeta;
+use serde_json::{json, Value};
+
+/// The JSON shape of an object (`stat --json`, `ls --json`).
+pub fn object_json(meta: &ObjectMeta) -> Value {
+    json!({
+        "key": meta.key,
+        "size": meta.size,
+        "hash": meta.hash.to_hex(),
+        "content_type": meta.content_type,
+        "metadata": meta.metadata,
+        "modified": rfc3339(meta.modified),
+        "state": meta.state.as_str(),
+    })
+}
+
+/// A timestamp as RFC 3339 UTC with milliseconds.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// A byte count for people: `512 B`, `1.5 KiB`, `3.0 GiB`.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// A byte progress bar on stderr; hidden with `--quiet` or when stderr is
+/// not a terminal (indicatif checks).
+pub fn byte_bar(total: u64, quiet: bool) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(total),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+/// Transfers at least this large get a progress bar of their own.
+pub const LARGE_TRANSFER: u64 = 16 << 20;

@@ -1,0 +1,245 @@
+//! `ferry cp`: copying files and folders into the bucket, objects and
+//! prefixes out of it, and objects within it.
+
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use ferry::{Body, Bucket, PutOptions};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::args::{CpArgs, Global};
+use crate::command_error::CommandError;
+use crate::locate;
+use crate::objects::{get_to_file, put_file};
+use crate::output::byte_bar;
+
+/// How many files move at once (puts share group commits).
+const PARALLEL: usize = 16;
+
+/// One side of a copy.
+enum Place {
+    Local(PathBuf),
+    Bucket(String),
+}
+
+fn place(arg: &str) -> Place {
+    match arg.strip_prefix("ferry:") {
+        Some(key) => Place::Bucket(key.to_owned()),
+        None => Place::Local(PathBuf::from(arg)),
+    }
+}
+
+/// Joins a key prefix and a relative name with exactly one `/`.
+fn join_key(prefix: &str, rel: &str) -> String {
+    if prefix.is_empty() || prefix.ends_with('/') {
+        format!("{prefix}{rel}")
+    } else {
+        format!("{prefix}/{rel}")
+    }
+}
+
+pub async fn cp(global: &Global, args: CpArgs) -> Result<(), CommandError> {
+    let source = place(&args.source);
+    // A bare destination is a key prefix when the source is local.
+    let dest = match (&source, place(&args.dest)) {
+        (Place::Local(_), Place::Local(p)) => Place::Bucket(p.to_string_lossy().into_owned()),
+        (_, d) => d,
+    };
+    let bucket = locate::open(global).await?;
+    match (source, dest) {
+        (Place::Local(src), Place::Bucket(prefix)) => import(&bucket, &src, &prefix, args.recursive, global.quiet).await,
+        (Place::Bucket(key), Place::Local(dst)) => export(&bucket, &key, &dst, args.recursive, global.quiet).await,
+        (Place::Bucket(from), Place::Bucket(to)) => copy_within(&bucket, &from, &to, args.recursive).await,
+        (Place::Local(_), Place::Local(_)) => Err(CommandError::usage("one side of `ferry cp` must be `ferry:KEY`")),
+    }
+}
+
+/// Failures collected while copying many files: each is reported, none is skipped silently.
+#[derive(Default)]
+struct Failures(Vec<String>);
+
+impl Failures {
+    fn add(&mut self, what: &str, err: impl std::fmt::Display) {
+        let line = format!("{what}: {err}");
+        eprintln!("error: {line}");
+        self.0.push(line);
+    }
+
+    fn finish(self, total: usize, verb: &str) -> Result<(), CommandError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(CommandError::user(
+                format!("{} of {total} files could not be {verb}", self.0.len()),
+                "each failure is listed above; fix them and run the same command again",
+            ))
+        }
+    }
+}
+
+async fn import(bucket: &Bucket, src: &Path, prefix: &str, recursive: bool, quiet: bool) -> Result<(), CommandError> {
+    let meta = tokio::fs::metadata(src).await.with_context(|| format!("reading {}", src.display()))?;
+    if !meta.is_dir() {
+        let key = if prefix.is_empty() || prefix.ends_with('/') {
+            let name = src.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+                CommandError::usage(format!("{} has no UTF-8 file name to use as a key", src.display()))
+            })?;
+            join_key(prefix, name)
+        } else {
+            prefix.to_owned()
+        };
+        put_file(bucket, &key, src, PutOptions::default(), quiet).await?;
+        return Ok(());
+    }
+    if !recursive {
+        return Err(CommandError::usage(format!("{} is a directory; use `cp -r` to copy it", src.display())));
+    }
+    let mut failures = Failures::default();
+    let mut files = Vec::new();
+    let mut total_bytes = 0;
+    for entry in walkdir::WalkDir::new(src).follow_links(true).sort_by_file_name() {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                failures.add(&src.display().to_string(), e);
+                continue;
+            }
+        };
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let rel = entry.path().strip_prefix(src).unwrap_or(entry.path());
+        let mut parts = Vec::new();
+        for c in rel.components() {
+            match c.as_os_str().to_str() {
+                Some(s) => parts.push(s),
+                None => break,
+            }
+        }
+        if parts.len() != rel.components().count() {
+            failures.add(&entry.path().display().to_string(), "the file name is not UTF-8, so it cannot be a key");
+            continue;
+        }
+        total_bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
+        files.push((entry.path().to_owned(), join_key(prefix, &parts.join("/"))));
+    }
+    let bar = byte_bar(total_bytes, quiet);
+    let total = files.len();
+    let limit = Arc::new(Semaphore::new(PARALLEL));
+    let mut tasks = JoinSet::new();
+    for (path, key) in files {
+        let bucket = bucket.clone();
+        let limit = limit.clone();
+        let bar = bar.clone();
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let result = async {
+                let file = tokio::fs::File::open(&path).await.map_err(|e| e.to_string())?;
+                let body = Body::from_reader(bar.wrap_async_read(file));
+                bucket.put(&key, body, PutOptions::default()).await.map_err(|e| e.to_string())
+            }
+            .await;
+            (path, result)
+        });
+    }
+    let mut done = 0;
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((_, Ok(_))) => {}
+            Ok((path, Err(e))) => failures.add(&path.display().to_string(), e),
+            Err(e) => failures.add("copy task", e),
+        }
+        done += 1;
+        bar.set_message(format!("{done}/{total} files"));
+    }
+    bar.finish_and_clear();
+    if !quiet {
+        eprintln!("copied {} of {total} files into the bucket", total - failures.0.len().min(total));
+    }
+    failures.finish(total, "copied")
+}
+
+/// Maps a key (relative to the exported prefix) to a path under `dir`,
+/// refusing names a file system cannot hold faithfully.
+fn key_path(dir: &Path, rel: &str) -> Result<PathBuf, String> {
+    let mut path = dir.to_owned();
+    for segment in rel.split('/') {
+        if segment.is_empty() {
+            return Err("the key has an empty segment (`//` or a trailing `/`), which no file name can hold".into());
+        }
+        let comp = Path::new(segment).components().next();
+        if !matches!(comp, Some(Component::Normal(_))) || segment.contains('\\') && cfg!(windows) {
+            return Err(format!("the key segment {segment:?} is not a plain file name"));
+        }
+        path.push(segment);
+    }
+    Ok(path)
+}
+
+async fn export(bucket: &Bucket, key: &str, dst: &Path, recursive: bool, quiet: bool) -> Result<(), CommandError> {
+    if !recursive {
+        let target = if tokio::fs::metadata(dst).await.is_ok_and(|m| m.is_dir()) {
+            dst.join(key.rsplit('/').next().unwrap_or(key))
+        } else {
+            dst.to_owned()
+        };
+        get_to_file(bucket, key, &target, quiet).await?;
+        return Ok(());
+    }
+    let objects = bucket.list_all(key).await?;
+    let total = objects.len();
+    let bar = byte_bar(objects.iter().map(|o| o.size).sum(), quiet);
+    let mut failures = Failures::default();
+    for (i, meta) in objects.iter().enumerate() {
+        let rel = meta.key[key.len()..].trim_start_matches('/');
+        let rel = if rel.is_empty() { meta.key.rsplit('/').next().unwrap_or(&meta.key) } else { rel };
+        let path = match key_path(dst, rel) {
+            Ok(p) => p,
+            Err(e) => {
+                failures.add(&meta.key, e);
+                continue;
+            }
+        };
+        if let Some(parent) = path.parent() {
+            if let Err(e) = tokio::fs::create_dir_all(parent).await {
+                failures.add(&meta.key, format!("creating {}: {e}", parent.display()));
+                continue;
+            }
+        }
+        if let Err(e) = get_to_file(bucket, &meta.key, &path, true).await {
+            failures.add(&meta.key, format!("{e:?}"));
+        }
+        bar.inc(meta.size);
+        bar.set_message(format!("{}/{total} files", i + 1));
+    }
+    bar.finish_and_clear();
+    if !quiet {
+        eprintln!("copied {} of {total} objects to {}", total - failures.0.len().min(total), dst.display());
+    }
+    failures.finish(total, "exported")
+}
+
+async fn copy_within(bucket: &Bucket, from: &str, to: &str, recursive: bool) -> Result<(), CommandError> {
+    let pairs: Vec<(String, String)> = if recursive {
+        bucket
+            .list_all(from)
+            .await?
+            .into_iter()
+            .map(|m| {
+                let rel = m.key[from.len()..].trim_start_matches('/').to_owned();
+                let dest = join_key(to, &rel);
+                (m.key, dest)
+            })
+            .collect()
+    } else {
+        vec![(from.to_owned(), to.to_owned())]
+    };
+    for (src, dst) in pairs {
+        let object = bucket.get(&src).await?;
+        let opts = PutOptions { content_type: Some(object.meta.content_type.clone()), metadata: object.meta.metadata.clone() };
+        bucket.put(&dst, Body::from_reader(object.body), opts).await?;
+    }
+    Ok(())
+}

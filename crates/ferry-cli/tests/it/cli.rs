@@ -1,0 +1,269 @@
+//! The `ferry` command, checked through the real binary.
+
+use std::process::{Command, Stdio};
+
+use crate::support::{stderr, stdout, Scratch, FERRY};
+
+#[test]
+fn init_creates_the_bucket_and_refuses_a_second_time() {
+    let s = Scratch::new();
+    assert!(s.bucket().join("index.db").is_file());
+    let again = s.ferry(&["init"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stderr(&again).contains("already exists"), "{}", stderr(&again));
+}
+
+#[test]
+fn put_file_and_stdin_then_get_and_cat() {
+    let s = Scratch::new();
+    std::fs::write(s.path().join("a.txt"), b"from a file").unwrap();
+    let out = s.ferry(&["put", "docs/a.txt", "a.txt"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = s.ferry_stdin(&["put", "docs/b.bin", "-"], b"from stdin");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = s.ferry_stdin(&["put", "docs/c"], b"implicit stdin");
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    assert_eq!(stdout(&s.ferry(&["cat", "docs/a.txt"])), "from a file");
+    assert_eq!(stdout(&s.ferry(&["get", "docs/b.bin"])), "from stdin");
+    assert_eq!(stdout(&s.ferry(&["cat", "docs/a.txt", "docs/c"])), "from a fileimplicit stdin");
+    let out = s.ferry(&["get", "docs/b.bin", "copy.bin"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(s.path().join("copy.bin")).unwrap(), b"from stdin");
+}
+
+#[test]
+fn stat_json_has_the_documented_fields() {
+    let s = Scratch::new();
+    let out = s.ferry_stdin(
+        &["put", "x/report.json", "--meta", "Owner=ann", "--meta", "k=v=w"],
+        b"{\"a\":1}",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = s.ferry(&["stat", "x/report.json", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["key"], "x/report.json");
+    assert_eq!(v["size"], 7);
+    assert_eq!(v["hash"], ferry::ContentHash::of(b"{\"a\":1}").to_hex());
+    assert_eq!(v["content_type"], "application/json");
+    assert_eq!(v["metadata"]["owner"], "ann");
+    assert_eq!(v["metadata"]["k"], "v=w");
+    assert_eq!(v["state"], "dirty");
+    assert!(v["modified"].as_str().unwrap().ends_with('Z'));
+    let human = stdout(&s.ferry(&["stat", "x/report.json"]));
+    assert!(human.contains("content type: application/json"), "{human}");
+}
+
+#[test]
+fn put_with_explicit_content_type() {
+    let s = Scratch::new();
+    let out = s.ferry_stdin(&["put", "k.txt", "--content-type", "image/png"], b"x");
+    assert!(out.status.success());
+    let v: serde_json::Value =
+        serde_json::from_slice(&s.ferry(&["stat", "k.txt", "--json"]).stdout).unwrap();
+    assert_eq!(v["content_type"], "image/png");
+}
+
+#[test]
+fn ls_plain_long_dirs_and_json() {
+    let s = Scratch::new();
+    for key in ["a/1", "a/2", "b/c/d", "b/e", "c"] {
+        assert!(s.ferry_stdin(&["put", key], key.as_bytes()).status.success());
+    }
+    assert_eq!(stdout(&s.ferry(&["ls"])), "a/1\na/2\nb/c/d\nb/e\nc\n");
+    assert_eq!(stdout(&s.ferry(&["ls", "b/"])), "b/c/d\nb/e\n");
+    assert_eq!(stdout(&s.ferry(&["ls", "--dirs"])), "a/\nb/\nc\n");
+    assert_eq!(stdout(&s.ferry(&["ls", "b/", "-d"])), "b/c/\nb/e\n");
+    let long = stdout(&s.ferry(&["ls", "--long", "a/"]));
+    assert_eq!(long.lines().count(), 2);
+    assert!(long.lines().all(|l| l.contains("dirty") && l.contains("3 B")), "{long}");
+    let json: serde_json::Value = serde_json::from_slice(&s.ferry(&["ls", "--json"]).stdout).unwrap();
+    let keys: Vec<&str> = json.as_array().unwrap().iter().map(|o| o["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["a/1", "a/2", "b/c/d", "b/e", "c"]);
+    let json: serde_json::Value =
+        serde_json::from_slice(&s.ferry(&["ls", "--json", "-d"]).stdout).unwrap();
+    assert_eq!(json[0]["prefix"], "a/");
+    assert_eq!(json[2]["key"], "c");
+    let empty: serde_json::Value =
+        serde_json::from_slice(&s.ferry(&["ls", "--json", "zzz"]).stdout).unwrap();
+    assert_eq!(empty, serde_json::json!([]));
+}
+
+#[test]
+fn ls_pages_through_more_than_one_listing_page() {
+    let s = Scratch::new();
+    let src = s.path().join("many");
+    std::fs::create_dir(&src).unwrap();
+    for i in 0..2100 {
+        std::fs::write(src.join(format!("f{i:05}")), i.to_string()).unwrap();
+    }
+    let out = s.ferry(&["cp", "-r", "many", "m"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listing = stdout(&s.ferry(&["ls", "m/"]));
+    let keys: Vec<&str> = listing.lines().collect();
+    assert_eq!(keys.len(), 2100);
+    assert_eq!(keys[0], "m/f00000");
+    assert_eq!(keys[2099], "m/f02099");
+}
+
+#[test]
+fn rm_deletes_and_reports_missing_keys() {
+    let s = Scratch::new();
+    for key in ["a", "b", "p/1", "p/2"] {
+        assert!(s.ferry_stdin(&["put", key], b"x").status.success());
+    }
+    let out = s.ferry(&["rm", "a", "b"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = s.ferry(&["rm", "a"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no object at \"a\""), "{}", stderr(&out));
+    assert!(s.ferry(&["rm", "--force", "a"]).status.success());
+    assert!(s.ferry(&["rm", "-r", "p/"]).status.success());
+    assert_eq!(stdout(&s.ferry(&["ls"])), "");
+}
+
+#[test]
+fn cp_imports_and_exports_a_folder_tree() {
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    std::fs::create_dir_all(src.join("deep/er")).unwrap();
+    std::fs::write(src.join("top.txt"), b"top").unwrap();
+    std::fs::write(src.join("deep/er/data.bin"), vec![7u8; 300_000]).unwrap();
+    std::fs::write(src.join("deep/empty"), b"").unwrap();
+    std::fs::write(src.join("deep/ünï.txt"), "unicode".as_bytes()).unwrap();
+    let out = s.ferry(&["cp", "-r", "src", "backup"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&s.ferry(&["ls", "backup/"])),
+        "backup/deep/empty\nbackup/deep/er/data.bin\nbackup/deep/ünï.txt\nbackup/top.txt\n"
+    );
+    let out = s.ferry(&["cp", "-r", "ferry:backup", "restored"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for rel in ["top.txt", "deep/er/data.bin", "deep/empty", "deep/ünï.txt"] {
+        assert_eq!(
+            std::fs::read(s.path().join("restored").join(rel)).unwrap(),
+            std::fs::read(src.join(rel)).unwrap(),
+            "{rel}"
+        );
+    }
+    // A directory without -r is a usage error.
+    assert_eq!(s.ferry(&["cp", "src", "x"]).status.code(), Some(2));
+    // Single files both ways.
+    assert!(s.ferry(&["cp", "src/top.txt", "ferry:one.txt"]).status.success());
+    assert!(s.ferry(&["cp", "ferry:one.txt", "one-back.txt"]).status.success());
+    assert_eq!(std::fs::read(s.path().join("one-back.txt")).unwrap(), b"top");
+}
+
+#[test]
+fn cp_export_reports_keys_that_cannot_be_file_names() {
+    let s = Scratch::new();
+    assert!(s.ferry_stdin(&["put", "e/ok"], b"1").status.success());
+    assert!(s.ferry_stdin(&["put", "e/bad//name"], b"2").status.success());
+    let out = s.ferry(&["cp", "-r", "ferry:e/", "out"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("e/bad//name"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("empty segment"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(s.path().join("out/ok")).unwrap(), b"1");
+}
+
+#[test]
+fn exit_codes_usage_failure_and_hints() {
+    let s = Scratch::new();
+    let bad_key = s.ferry_stdin(&["put", "/abs"], b"x");
+    assert_eq!(bad_key.status.code(), Some(2));
+    assert!(stderr(&bad_key).contains("may not start with `/`"), "{}", stderr(&bad_key));
+    let reserved = s.ferry_stdin(&["put", ".ferry/x"], b"x");
+    assert_eq!(reserved.status.code(), Some(2));
+    assert!(stderr(&reserved).contains("reserved"));
+    let bad_meta = s.ferry_stdin(&["put", "k", "--meta", "novalue"], b"x");
+    assert_eq!(bad_meta.status.code(), Some(2));
+    let bad_meta_name = s.ferry_stdin(&["put", "k", "--meta", "bad name=1"], b"x");
+    assert_eq!(bad_meta_name.status.code(), Some(2));
+    assert!(stderr(&bad_meta_name).contains("metadata name"));
+    let missing = s.ferry(&["cat", "nope"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(stderr(&missing).contains("no object at key \"nope\""));
+    assert!(stderr(&missing).contains("hint:"));
+    assert_eq!(s.ferry(&["frobnicate"]).status.code(), Some(2));
+    assert_eq!(s.ferry(&["ls", "--bogus"]).status.code(), Some(2));
+    assert_eq!(s.ferry(&["--help"]).status.code(), Some(0));
+}
+
+#[test]
+fn bucket_is_found_by_flag_env_and_parent_directories() {
+    let s = Scratch::new();
+    assert!(s.ferry_stdin(&["put", "k"], b"v").status.success());
+    let nested = s.path().join("a/b/c");
+    std::fs::create_dir_all(&nested).unwrap();
+    let from_child = Command::new(FERRY)
+        .current_dir(&nested)
+        .env_remove("FERRY_BUCKET")
+        .args(["cat", "k"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&from_child), "v");
+
+    let elsewhere = Scratch::empty();
+    let via_env = Command::new(FERRY)
+        .current_dir(elsewhere.path())
+        .env("FERRY_BUCKET", s.bucket())
+        .args(["cat", "k"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&via_env), "v");
+    let via_flag = Command::new(FERRY)
+        .current_dir(elsewhere.path())
+        .env_remove("FERRY_BUCKET")
+        .args(["--bucket", s.bucket().to_str().unwrap(), "cat", "k"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&via_flag), "v");
+    let none = Command::new(FERRY)
+        .current_dir(elsewhere.path())
+        .env_remove("FERRY_BUCKET")
+        .args(["ls"])
+        .output()
+        .unwrap();
+    assert_eq!(none.status.code(), Some(1));
+    assert!(stderr(&none).contains("ferry init"), "{}", stderr(&none));
+}
+
+#[test]
+fn a_closed_pipe_exits_quietly() {
+    let s = Scratch::new();
+    std::fs::write(s.path().join("big"), vec![b'x'; 8 << 20]).unwrap();
+    assert!(s.ferry(&["put", "big", "big"]).status.success());
+    let mut child = s
+        .cmd()
+        .args(["cat", "big"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read a little, then close our end, as `head -c 10` does.
+    let mut out = child.stdout.take().unwrap();
+    let mut first = [0u8; 10];
+    std::io::Read::read_exact(&mut out, &mut first).unwrap();
+    drop(out);
+    let result = child.wait_with_output().unwrap();
+    assert_eq!(result.status.code(), Some(0), "{}", stderr(&result));
+    assert_eq!(stderr(&result), "");
+}
+
+#[test]
+fn corrupt_objects_fail_get_and_leave_no_output_file() {
+    let s = Scratch::new();
+    std::fs::write(s.path().join("big"), vec![b'y'; 200_000]).unwrap();
+    assert!(s.ferry(&["put", "big", "big"]).status.success());
+    let hash = ferry::ContentHash::of(&vec![b'y'; 200_000]).to_hex();
+    let blob = s.bucket().join("blobs").join(&hash[..2]).join(&hash);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[1234] ^= 1;
+    std::fs::write(&blob, bytes).unwrap();
+    let out = s.ferry(&["get", "big", "restored"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("corrupt"), "{}", stderr(&out));
+    assert!(!s.path().join("restored").exists());
+    assert!(!s.path().join("restored.ferry-part").exists());
+}

@@ -1,0 +1,87 @@
+//! Running the real binaries.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+pub const TORTURE: &str = env!("CARGO_BIN_EXE_ferry-torture");
+
+/// A scratch directory with a bucket at `<root>/.ferry`.
+pub struct Scratch {
+    pub root: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        let s = Scratch { root: tempfile::tempdir().unwrap() };
+        let out = s.ferry(&["init"]);
+        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+        s
+    }
+
+    pub fn empty() -> Self {
+        Scratch { root: tempfile::tempdir().unwrap() }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.root.path()
+    }
+
+    pub fn bucket(&self) -> PathBuf {
+        self.root.path().join(".ferry")
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(FERRY);
+        c.current_dir(self.root.path()).env_remove("FERRY_BUCKET");
+        c
+    }
+
+    pub fn ferry(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    /// Runs with `stdin` piped in.
+    pub fn ferry_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .cmd()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        child.wait_with_output().unwrap()
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Hashes of blob files on disk under `<bucket>/blobs`.
+pub fn blob_files(bucket: &Path) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for dir in std::fs::read_dir(bucket.join("blobs")).unwrap() {
+        let dir = dir.unwrap().path();
+        for f in std::fs::read_dir(&dir).unwrap() {
+            out.insert(f.unwrap().file_name().to_string_lossy().into_owned());
+        }
+    }
+    out
+}
+
+/// Hashes the index says live in blob files (present objects only).
+pub fn referenced_blobs(conn: &rusqlite::Connection) -> std::collections::BTreeSet<String> {
+    let mut stmt = conn
+        .prepare("SELECT DISTINCT hash FROM objects WHERE present = 1 AND inline = 0")
+        .unwrap();
+    let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0)).unwrap();
+    rows.map(|h| hex::encode(h.unwrap())).collect()
+}
