@@ -1,1 +1,359 @@
-fn main(){}
+//! `ferry-bench`: every figure beside its baseline, measured in one run on
+//! the same disk, printed as a ratio with its target.
+//!
+//! Run with `cargo run --release -p ferry-bench -- [--dir DIR] [--big-mib N]`.
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use clap::Parser;
+use ferry::{Body, Bucket, BucketConfig, PutOptions};
+use rand::RngCore;
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+
+#[derive(Debug, Parser)]
+#[command(about = "ferry's benchmarks, each beside its baseline")]
+struct Args {
+    /// Scratch directory (on the disk to measure); default: target/bench-scratch.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Number of small writes.
+    #[arg(long, default_value_t = 10_000)]
+    count: usize,
+    /// Size of the large object, in MiB.
+    #[arg(long, default_value_t = 1024)]
+    big_mib: u64,
+    /// Concurrent writers for the concurrent-put figure.
+    #[arg(long, default_value_t = 16)]
+    writers: usize,
+}
+
+/// One line of the result table.
+struct Row {
+    name: String,
+    ferry: String,
+    baseline: String,
+    ratio: f64,
+    target: String,
+    ok: bool,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let root = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("target/bench-scratch"));
+    fs::create_dir_all(&root)?;
+    let scratch = tempfile::tempdir_in(&root)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let rows = rt.block_on(run(&args, scratch.path()))?;
+    print_table(&rows);
+    Ok(())
+}
+
+async fn run(args: &Args, dir: &Path) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let small = random_bytes(4096);
+    let n = args.count;
+
+    // Raw baselines: one file per write, write + fsync each.
+    let raw_dir = dir.join("raw-small");
+    fs::create_dir_all(&raw_dir)?;
+    let raw_seq = timed(|| {
+        for i in 0..n {
+            let mut f = File::create(raw_dir.join(format!("{i}")))?;
+            f.write_all(&small)?;
+            f.sync_all()?;
+        }
+        Ok(())
+    })?;
+    let raw_rate = n as f64 / raw_seq.as_secs_f64();
+
+    // Sequential durable puts.
+    let bucket = Bucket::create(dir.join("seq"), BucketConfig::default()).await?;
+    let start = Instant::now();
+    for i in 0..n {
+        let body = bytes::Bytes::copy_from_slice(&small);
+        bucket
+            .put(&format!("k/{i}"), body, PutOptions::default())
+            .await?;
+    }
+    let seq_rate = n as f64 / start.elapsed().as_secs_f64();
+    rows.push(rate_row(
+        format!("{n} durable 4 KiB puts, sequential"),
+        seq_rate,
+        raw_rate,
+        0.7,
+        "raw write+fsync",
+    ));
+
+    // The same through blob files instead of inline storage: what inline buys.
+    let files = Bucket::create(
+        dir.join("seq-files"),
+        BucketConfig {
+            inline_threshold: 0,
+        },
+    )
+    .await?;
+    let m = n.min(2000);
+    let start = Instant::now();
+    for i in 0..m {
+        let body = bytes::Bytes::copy_from_slice(&small);
+        files
+            .put(&format!("k/{i}"), body, PutOptions::default())
+            .await?;
+    }
+    let file_rate = m as f64 / start.elapsed().as_secs_f64();
+    rows.push(Row {
+        name: format!("  (for comparison) {m} 4 KiB puts as blob files, no inlining"),
+        ferry: format!("{file_rate:.0}/s"),
+        baseline: format!("{raw_rate:.0}/s"),
+        ratio: file_rate / raw_rate,
+        target: "info".into(),
+        ok: true,
+    });
+    drop(files);
+
+    // Concurrent durable puts: group commit.
+    let conc = Bucket::create(dir.join("conc"), BucketConfig::default()).await?;
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..args.writers {
+        let b = conc.clone();
+        let data = small.clone();
+        let per = n / args.writers;
+        tasks.spawn(async move {
+            for i in 0..per {
+                b.put(
+                    &format!("w{w}/{i}"),
+                    bytes::Bytes::copy_from_slice(&data),
+                    PutOptions::default(),
+                )
+                .await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    let conc_rate = (n / args.writers * args.writers) as f64 / start.elapsed().as_secs_f64();
+    rows.push(rate_row(
+        format!(
+            "{n} durable 4 KiB puts, {} concurrent writers",
+            args.writers
+        ),
+        conc_rate,
+        raw_rate,
+        2.0,
+        "raw single writer",
+    ));
+
+    // Cached 4 KiB get vs reading a 4 KiB file.
+    let reads = n.min(10_000);
+    let raw_get = timed(|| {
+        let mut buf = Vec::with_capacity(4096);
+        for i in 0..reads {
+            buf.clear();
+            File::open(raw_dir.join(format!("{}", i % n)))?.read_to_end(&mut buf)?;
+        }
+        Ok(())
+    })?;
+    let start = Instant::now();
+    for i in 0..reads {
+        let (_, data) = bucket.get_bytes(&format!("k/{}", i % n)).await?;
+        std::hint::black_box(data);
+    }
+    let ferry_get = start.elapsed();
+    let per_ferry = ferry_get.as_secs_f64() / reads as f64 * 1e6;
+    let per_raw = raw_get.as_secs_f64() / reads as f64 * 1e6;
+    rows.push(Row {
+        name: "get of a cached 4 KiB object (time per get)".into(),
+        ferry: format!("{per_ferry:.1} µs"),
+        baseline: format!("{per_raw:.1} µs raw read"),
+        ratio: per_ferry / per_raw,
+        target: "≤ 3.0× time".into(),
+        ok: per_ferry / per_raw <= 3.0,
+    });
+    drop(bucket);
+    drop(conc);
+
+    // Large object: put and get vs a sequential fsync'd write and a plain read.
+    let big = args.big_mib << 20;
+    let chunk = random_bytes(1 << 20);
+    let raw_big = dir.join("raw-big");
+    let raw_write = timed(|| {
+        let mut f = File::create(&raw_big)?;
+        for _ in 0..args.big_mib {
+            f.write_all(&chunk)?;
+        }
+        f.sync_all()?;
+        Ok(())
+    })?;
+    let raw_read = timed(|| {
+        let mut f = File::open(&raw_big)?;
+        let mut buf = vec![0u8; 1 << 20];
+        while f.read(&mut buf)? > 0 {}
+        Ok(())
+    })?;
+    fs::remove_file(&raw_big)?;
+    let large = Bucket::create(dir.join("large"), BucketConfig::default()).await?;
+    reset_peak_rss();
+    let start = Instant::now();
+    large
+        .put(
+            "big.bin",
+            Body::from_reader(Repeat::new(chunk.clone(), big)),
+            PutOptions::default(),
+        )
+        .await?;
+    let put_time = start.elapsed();
+    let start = Instant::now();
+    let mut obj = large.get("big.bin").await?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut got = 0u64;
+    loop {
+        let k = obj.body.read(&mut buf).await?;
+        if k == 0 {
+            break;
+        }
+        got += k as u64;
+    }
+    let get_time = start.elapsed();
+    anyhow::ensure!(got == big, "read back {got} of {big} bytes");
+    let peak = peak_rss_kib();
+    let mib = args.big_mib as f64;
+    rows.push(rate_row(
+        format!("put of a {} MiB object (MiB/s)", args.big_mib),
+        mib / put_time.as_secs_f64(),
+        mib / raw_write.as_secs_f64(),
+        0.7,
+        "raw write+fsync",
+    ));
+    rows.push(rate_row(
+        format!("get of a {} MiB object (MiB/s)", args.big_mib),
+        mib / get_time.as_secs_f64(),
+        mib / raw_read.as_secs_f64(),
+        0.7,
+        "raw read",
+    ));
+    if let Some(peak) = peak {
+        let peak_mib = peak as f64 / 1024.0;
+        rows.push(Row {
+            name: "peak RSS during the large put and get".into(),
+            ferry: format!("{peak_mib:.1} MiB"),
+            baseline: format!("{} MiB object", args.big_mib),
+            ratio: peak_mib / 64.0,
+            target: "≤ 64 MiB".into(),
+            ok: peak_mib <= 64.0,
+        });
+    }
+    Ok(rows)
+}
+
+fn rate_row(name: String, ferry: f64, baseline: f64, target: f64, what: &str) -> Row {
+    let ratio = ferry / baseline;
+    Row {
+        name,
+        ferry: format!("{ferry:.0}/s"),
+        baseline: format!("{baseline:.0}/s {what}"),
+        ratio,
+        target: format!("≥ {target}×"),
+        ok: ratio >= target,
+    }
+}
+
+fn print_table(rows: &[Row]) {
+    let w = rows
+        .iter()
+        .map(|r| r.name.chars().count())
+        .max()
+        .unwrap_or(10);
+    println!(
+        "{:w$}  {:>14}  {:>26}  {:>7}  {:>12}  ",
+        "figure", "ferry", "baseline", "ratio", "target"
+    );
+    for r in rows {
+        let verdict = if r.target == "info" {
+            ""
+        } else if r.ok {
+            "ok"
+        } else {
+            "MISSED"
+        };
+        println!(
+            "{:w$}  {:>14}  {:>26}  {:>6.2}×  {:>12}  {verdict}",
+            r.name, r.ferry, r.baseline, r.ratio, r.target
+        );
+    }
+}
+
+fn timed(f: impl FnOnce() -> Result<()>) -> Result<Duration> {
+    let start = Instant::now();
+    f()?;
+    Ok(start.elapsed())
+}
+
+fn random_bytes(n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    rand::rng().fill_bytes(&mut v);
+    v
+}
+
+/// Resets the kernel's peak-RSS counter for this process (Linux).
+fn reset_peak_rss() {
+    let _ = fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Peak resident set size since the last reset, in KiB (Linux).
+fn peak_rss_kib() -> Option<u64> {
+    let status = fs::read_to_string("/proc/self/status")
+        .context("reading /proc")
+        .ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// An `AsyncRead` of `total` bytes repeating one buffer: a large body with no large allocation.
+struct Repeat {
+    chunk: Vec<u8>,
+    pos: usize,
+    left: u64,
+}
+
+impl Repeat {
+    fn new(chunk: Vec<u8>, total: u64) -> Self {
+        Repeat {
+            chunk,
+            pos: 0,
+            left: total,
+        }
+    }
+}
+
+impl AsyncRead for Repeat {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let avail = (self.chunk.len() - self.pos)
+            .min(buf.remaining())
+            .min(self.left as usize);
+        let start = self.pos;
+        buf.put_slice(&self.chunk[start..start + avail]);
+        self.pos = (self.pos + avail) % self.chunk.len();
+        self.left -= avail as u64;
+        Poll::Ready(Ok(()))
+    }
+}

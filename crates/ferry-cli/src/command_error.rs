@@ -17,12 +17,20 @@ pub struct CommandError {
 impl CommandError {
     /// A failure caused by the user's input or environment, with a hint.
     pub fn user(message: impl Into<String>, hint: impl Into<String>) -> Self {
-        CommandError { error: anyhow::anyhow!(message.into()), hint: Some(hint.into()), exit: 1 }
+        CommandError {
+            error: anyhow::anyhow!(message.into()),
+            hint: Some(hint.into()),
+            exit: 1,
+        }
     }
 
     /// A usage error (exit 2).
     pub fn usage(message: impl Into<String>) -> Self {
-        CommandError { error: anyhow::anyhow!(message.into()), hint: None, exit: 2 }
+        CommandError {
+            error: anyhow::anyhow!(message.into()),
+            hint: None,
+            exit: 2,
+        }
     }
 }
 
@@ -49,7 +57,11 @@ fn classify(err: &ferry::Error) -> (u8, Option<String>) {
 impl From<ferry::Error> for CommandError {
     fn from(err: ferry::Error) -> Self {
         let (exit, hint) = classify(&err);
-        CommandError { error: anyhow::Error::new(err), hint, exit }
+        CommandError {
+            error: anyhow::Error::new(err),
+            hint,
+            exit,
+        }
     }
 }
 
@@ -66,7 +78,8 @@ impl From<anyhow::Error> for CommandError {
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
-        e.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+        e.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
     })
 }
 

@@ -16,11 +16,15 @@ pub fn bucket_dir(global: &Global) -> Result<PathBuf, CommandError> {
     if let Some(dir) = &global.bucket {
         return Ok(dir.clone());
     }
-    let cwd = std::env::current_dir()
-        .map_err(|e| CommandError::from(anyhow::Error::new(e).context("reading the current directory")))?;
+    let cwd = std::env::current_dir().map_err(|e| {
+        CommandError::from(anyhow::Error::new(e).context("reading the current directory"))
+    })?;
     find_upwards(&cwd).ok_or_else(|| {
         CommandError::user(
-            format!("no ferry bucket in {} or any parent directory", cwd.display()),
+            format!(
+                "no ferry bucket in {} or any parent directory",
+                cwd.display()
+            ),
             "run `ferry init` to create one here, or pass --bucket DIR (or set FERRY_BUCKET)",
         )
     })

@@ -37,13 +37,22 @@ pub fn parse_meta(items: &[String]) -> Result<BTreeMap<String, String>, CommandE
 }
 
 pub async fn put(global: &Global, args: PutArgs) -> Result<(), CommandError> {
-    let opts = PutOptions { content_type: args.content_type, metadata: parse_meta(&args.meta)? };
+    let opts = PutOptions {
+        content_type: args.content_type,
+        metadata: parse_meta(&args.meta)?,
+    };
     ferry::validate_key(&args.key).map_err(ferry::Error::from)?;
     let bucket = locate::open(global).await?;
     let meta = match args.file.as_deref() {
-        None => bucket.put(&args.key, Body::from_reader(tokio::io::stdin()), opts).await?,
+        None => {
+            bucket
+                .put(&args.key, Body::from_reader(tokio::io::stdin()), opts)
+                .await?
+        }
         Some(p) if p == Path::new("-") => {
-            bucket.put(&args.key, Body::from_reader(tokio::io::stdin()), opts).await?
+            bucket
+                .put(&args.key, Body::from_reader(tokio::io::stdin()), opts)
+                .await?
         }
         Some(path) => put_file(&bucket, &args.key, path, opts, global.quiet).await?,
     };
@@ -67,7 +76,9 @@ pub async fn put_file(
     let size = file.metadata().await.map(|m| m.len()).unwrap_or(0);
     let bar = byte_bar(size, quiet || size < LARGE_TRANSFER);
     bar.set_message(key.to_owned());
-    let meta = bucket.put(key, Body::from_reader(bar.wrap_async_read(file)), opts).await;
+    let meta = bucket
+        .put(key, Body::from_reader(bar.wrap_async_read(file)), opts)
+        .await;
     bar.finish_and_clear();
     Ok(meta?)
 }
@@ -81,7 +92,10 @@ pub async fn copy_body(
     let mut buf = vec![0u8; 256 * 1024];
     let mut total = 0u64;
     loop {
-        let n = body.read(&mut buf).await.map_err(ferry::Error::from_body_io)?;
+        let n = body
+            .read(&mut buf)
+            .await
+            .map_err(ferry::Error::from_body_io)?;
         if n == 0 {
             break;
         }
@@ -111,7 +125,12 @@ pub async fn get_to_file(
     let copied = copy_body(&mut object.body, &mut out).await;
     bar.finish_and_clear();
     let result = match copied {
-        Ok(n) => file.sync_all().await.context("syncing output").map(|()| n).map_err(Into::into),
+        Ok(n) => file
+            .sync_all()
+            .await
+            .context("syncing output")
+            .map(|()| n)
+            .map_err(Into::into),
         Err(e) => Err(e),
     };
     match result {
@@ -129,7 +148,10 @@ pub async fn get_to_file(
 }
 
 fn part_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".ferry-part");
     path.with_file_name(name)
 }
@@ -195,7 +217,9 @@ pub async fn ls(global: &Global, args: LsArgs) -> Result<(), CommandError> {
                     m.content_type,
                     m.key
                 ),
-                (false, None) if args.long => format!("{:>10}  {:24}  {:<14}  {:<24}  {}", "DIR", "", "", "", name),
+                (false, None) if args.long => {
+                    format!("{:>10}  {:24}  {:<14}  {:<24}  {}", "DIR", "", "", "", name)
+                }
                 (false, _) => name.to_owned(),
             };
             if args.json {
@@ -274,13 +298,23 @@ pub async fn rm(global: &Global, args: RmArgs) -> Result<(), CommandError> {
         }
     }
     if !global.quiet {
-        eprintln!("deleted {removed} object{}", if removed == 1 { "" } else { "s" });
+        eprintln!(
+            "deleted {removed} object{}",
+            if removed == 1 { "" } else { "s" }
+        );
     }
     if missing.is_empty() {
         Ok(())
     } else {
         Err(CommandError::user(
-            format!("no object at {}", missing.iter().map(|k| format!("{k:?}")).collect::<Vec<_>>().join(", ")),
+            format!(
+                "no object at {}",
+                missing
+                    .iter()
+                    .map(|k| format!("{k:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             "`ferry ls` lists the keys this bucket holds; --force ignores missing keys",
         ))
     }

@@ -49,10 +49,18 @@ pub async fn cp(global: &Global, args: CpArgs) -> Result<(), CommandError> {
     };
     let bucket = locate::open(global).await?;
     match (source, dest) {
-        (Place::Local(src), Place::Bucket(prefix)) => import(&bucket, &src, &prefix, args.recursive, global.quiet).await,
-        (Place::Bucket(key), Place::Local(dst)) => export(&bucket, &key, &dst, args.recursive, global.quiet).await,
-        (Place::Bucket(from), Place::Bucket(to)) => copy_within(&bucket, &from, &to, args.recursive).await,
-        (Place::Local(_), Place::Local(_)) => Err(CommandError::usage("one side of `ferry cp` must be `ferry:KEY`")),
+        (Place::Local(src), Place::Bucket(prefix)) => {
+            import(&bucket, &src, &prefix, args.recursive, global.quiet).await
+        }
+        (Place::Bucket(key), Place::Local(dst)) => {
+            export(&bucket, &key, &dst, args.recursive, global.quiet).await
+        }
+        (Place::Bucket(from), Place::Bucket(to)) => {
+            copy_within(&bucket, &from, &to, args.recursive).await
+        }
+        (Place::Local(_), Place::Local(_)) => Err(CommandError::usage(
+            "one side of `ferry cp` must be `ferry:KEY`",
+        )),
     }
 }
 
@@ -79,12 +87,23 @@ impl Failures {
     }
 }
 
-async fn import(bucket: &Bucket, src: &Path, prefix: &str, recursive: bool, quiet: bool) -> Result<(), CommandError> {
-    let meta = tokio::fs::metadata(src).await.with_context(|| format!("reading {}", src.display()))?;
+async fn import(
+    bucket: &Bucket,
+    src: &Path,
+    prefix: &str,
+    recursive: bool,
+    quiet: bool,
+) -> Result<(), CommandError> {
+    let meta = tokio::fs::metadata(src)
+        .await
+        .with_context(|| format!("reading {}", src.display()))?;
     if !meta.is_dir() {
         let key = if prefix.is_empty() || prefix.ends_with('/') {
             let name = src.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
-                CommandError::usage(format!("{} has no UTF-8 file name to use as a key", src.display()))
+                CommandError::usage(format!(
+                    "{} has no UTF-8 file name to use as a key",
+                    src.display()
+                ))
             })?;
             join_key(prefix, name)
         } else {
@@ -94,12 +113,18 @@ async fn import(bucket: &Bucket, src: &Path, prefix: &str, recursive: bool, quie
         return Ok(());
     }
     if !recursive {
-        return Err(CommandError::usage(format!("{} is a directory; use `cp -r` to copy it", src.display())));
+        return Err(CommandError::usage(format!(
+            "{} is a directory; use `cp -r` to copy it",
+            src.display()
+        )));
     }
     let mut failures = Failures::default();
     let mut files = Vec::new();
     let mut total_bytes = 0;
-    for entry in walkdir::WalkDir::new(src).follow_links(true).sort_by_file_name() {
+    for entry in walkdir::WalkDir::new(src)
+        .follow_links(true)
+        .sort_by_file_name()
+    {
         let entry = match entry {
             Ok(e) => e,
             Err(e) => {
@@ -119,7 +144,10 @@ async fn import(bucket: &Bucket, src: &Path, prefix: &str, recursive: bool, quie
             }
         }
         if parts.len() != rel.components().count() {
-            failures.add(&entry.path().display().to_string(), "the file name is not UTF-8, so it cannot be a key");
+            failures.add(
+                &entry.path().display().to_string(),
+                "the file name is not UTF-8, so it cannot be a key",
+            );
             continue;
         }
         total_bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
@@ -136,9 +164,14 @@ async fn import(bucket: &Bucket, src: &Path, prefix: &str, recursive: bool, quie
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
             let result = async {
-                let file = tokio::fs::File::open(&path).await.map_err(|e| e.to_string())?;
+                let file = tokio::fs::File::open(&path)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let body = Body::from_reader(bar.wrap_async_read(file));
-                bucket.put(&key, body, PutOptions::default()).await.map_err(|e| e.to_string())
+                bucket
+                    .put(&key, body, PutOptions::default())
+                    .await
+                    .map_err(|e| e.to_string())
             }
             .await;
             (path, result)
@@ -156,7 +189,10 @@ async fn import(bucket: &Bucket, src: &Path, prefix: &str, recursive: bool, quie
     }
     bar.finish_and_clear();
     if !quiet {
-        eprintln!("copied {} of {total} files into the bucket", total - failures.0.len().min(total));
+        eprintln!(
+            "copied {} of {total} files into the bucket",
+            total - failures.0.len().min(total)
+        );
     }
     failures.finish(total, "copied")
 }
@@ -171,14 +207,22 @@ fn key_path(dir: &Path, rel: &str) -> Result<PathBuf, String> {
         }
         let comp = Path::new(segment).components().next();
         if !matches!(comp, Some(Component::Normal(_))) || segment.contains('\\') && cfg!(windows) {
-            return Err(format!("the key segment {segment:?} is not a plain file name"));
+            return Err(format!(
+                "the key segment {segment:?} is not a plain file name"
+            ));
         }
         path.push(segment);
     }
     Ok(path)
 }
 
-async fn export(bucket: &Bucket, key: &str, dst: &Path, recursive: bool, quiet: bool) -> Result<(), CommandError> {
+async fn export(
+    bucket: &Bucket,
+    key: &str,
+    dst: &Path,
+    recursive: bool,
+    quiet: bool,
+) -> Result<(), CommandError> {
     if !recursive {
         let target = if tokio::fs::metadata(dst).await.is_ok_and(|m| m.is_dir()) {
             dst.join(key.rsplit('/').next().unwrap_or(key))
@@ -194,7 +238,11 @@ async fn export(bucket: &Bucket, key: &str, dst: &Path, recursive: bool, quiet: 
     let mut failures = Failures::default();
     for (i, meta) in objects.iter().enumerate() {
         let rel = meta.key[key.len()..].trim_start_matches('/');
-        let rel = if rel.is_empty() { meta.key.rsplit('/').next().unwrap_or(&meta.key) } else { rel };
+        let rel = if rel.is_empty() {
+            meta.key.rsplit('/').next().unwrap_or(&meta.key)
+        } else {
+            rel
+        };
         let path = match key_path(dst, rel) {
             Ok(p) => p,
             Err(e) => {
@@ -216,12 +264,21 @@ async fn export(bucket: &Bucket, key: &str, dst: &Path, recursive: bool, quiet: 
     }
     bar.finish_and_clear();
     if !quiet {
-        eprintln!("copied {} of {total} objects to {}", total - failures.0.len().min(total), dst.display());
+        eprintln!(
+            "copied {} of {total} objects to {}",
+            total - failures.0.len().min(total),
+            dst.display()
+        );
     }
     failures.finish(total, "exported")
 }
 
-async fn copy_within(bucket: &Bucket, from: &str, to: &str, recursive: bool) -> Result<(), CommandError> {
+async fn copy_within(
+    bucket: &Bucket,
+    from: &str,
+    to: &str,
+    recursive: bool,
+) -> Result<(), CommandError> {
     let pairs: Vec<(String, String)> = if recursive {
         bucket
             .list_all(from)
@@ -238,8 +295,13 @@ async fn copy_within(bucket: &Bucket, from: &str, to: &str, recursive: bool) -> 
     };
     for (src, dst) in pairs {
         let object = bucket.get(&src).await?;
-        let opts = PutOptions { content_type: Some(object.meta.content_type.clone()), metadata: object.meta.metadata.clone() };
-        bucket.put(&dst, Body::from_reader(object.body), opts).await?;
+        let opts = PutOptions {
+            content_type: Some(object.meta.content_type.clone()),
+            metadata: object.meta.metadata.clone(),
+        };
+        bucket
+            .put(&dst, Body::from_reader(object.body), opts)
+            .await?;
     }
     Ok(())
 }

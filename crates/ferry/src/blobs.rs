@@ -43,7 +43,10 @@ pub(crate) struct TempBlob {
 impl BlobStore {
     /// The store under `root` (the bucket directory); directories must exist.
     pub(crate) fn new(root: &Path) -> Self {
-        BlobStore { blobs: root.join("blobs"), tmp: root.join("tmp") }
+        BlobStore {
+            blobs: root.join("blobs"),
+            tmp: root.join("tmp"),
+        }
     }
 
     /// Creates the store's directories.
@@ -69,8 +72,15 @@ impl BlobStore {
             .create_new(true)
             .open(&path)
             .map_err(|e| Error::io("creating temp file", &path, e))?;
-        file.lock().map_err(|e| Error::io("locking temp file", &path, e))?;
-        Ok(TempBlob { file, path, hasher: blake3::Hasher::new(), size: 0, installed: false })
+        file.lock()
+            .map_err(|e| Error::io("locking temp file", &path, e))?;
+        Ok(TempBlob {
+            file,
+            path,
+            hasher: blake3::Hasher::new(),
+            size: 0,
+            installed: false,
+        })
     }
 
     /// Moves a finished temp blob into place under its hash, fsyncing the directory.
@@ -87,7 +97,10 @@ impl BlobStore {
             }
         }
         let Some(dir) = dest.parent() else {
-            return Err(Error::IndexData(format!("blob path without parent: {}", dest.display())));
+            return Err(Error::IndexData(format!(
+                "blob path without parent: {}",
+                dest.display()
+            )));
         };
         if !dir.exists() {
             fs::create_dir_all(dir).map_err(|e| Error::io("creating blob directory", dir, e))?;
@@ -115,7 +128,9 @@ impl BlobStore {
         for entry in entries {
             let entry = entry.map_err(|e| Error::io("listing", &self.tmp, e))?;
             let path = entry.path();
-            let Ok(file) = OpenOptions::new().write(true).open(&path) else { continue };
+            let Ok(file) = OpenOptions::new().write(true).open(&path) else {
+                continue;
+            };
             if file.try_lock().is_ok() {
                 match fs::remove_file(&path) {
                     Ok(()) => removed += 1,
@@ -132,7 +147,9 @@ impl BlobStore {
         let mut out = HashSet::new();
         let dirs = fs::read_dir(&self.blobs).map_err(|e| Error::io("listing", &self.blobs, e))?;
         for dir in dirs {
-            let dir = dir.map_err(|e| Error::io("listing", &self.blobs, e))?.path();
+            let dir = dir
+                .map_err(|e| Error::io("listing", &self.blobs, e))?
+                .path();
             if !dir.is_dir() {
                 continue;
             }
@@ -152,12 +169,16 @@ impl TempBlob {
     pub(crate) fn write(&mut self, data: &[u8]) -> Result<()> {
         self.hasher.update(data);
         self.size += data.len() as u64;
-        self.file.write_all(data).map_err(|e| Error::io("writing temp file", &self.path, e))
+        self.file
+            .write_all(data)
+            .map_err(|e| Error::io("writing temp file", &self.path, e))
     }
 
     /// Flushes the content to stable storage and returns its hash and size.
     pub(crate) fn finish(&mut self) -> Result<(ContentHash, u64)> {
-        self.file.sync_all().map_err(|e| Error::io("syncing temp file", &self.path, e))?;
+        self.file
+            .sync_all()
+            .map_err(|e| Error::io("syncing temp file", &self.path, e))?;
         Ok((self.hasher.finalize().into(), self.size))
     }
 

@@ -91,25 +91,39 @@ pub struct ObjectReader {
 
 impl std::fmt::Debug for ObjectReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ObjectReader").field("buffered", &self.current.len()).finish()
+        f.debug_struct("ObjectReader")
+            .field("buffered", &self.current.len())
+            .finish()
     }
 }
 
 pub(crate) fn corrupt(key: &str, detail: impl Into<String>) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
-        Error::Corrupt { key: key.to_owned(), detail: detail.into() },
+        Error::Corrupt {
+            key: key.to_owned(),
+            detail: detail.into(),
+        },
     )
 }
 
 impl ObjectReader {
     /// A reader over content already in memory (and already verified).
     pub(crate) fn memory(data: Bytes) -> Self {
-        ObjectReader { current: data, rx: None }
+        ObjectReader {
+            current: data,
+            rx: None,
+        }
     }
 
     /// Streams the blob file `file` for `key`, verifying `hash` and `size`.
-    pub(crate) fn file(file: File, path: PathBuf, key: String, hash: ContentHash, size: u64) -> Self {
+    pub(crate) fn file(
+        file: File,
+        path: PathBuf,
+        key: String,
+        hash: ContentHash,
+        size: u64,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(2);
         tokio::task::spawn_blocking(move || {
             let end = match pump(file, &tx, &key, &hash, size) {
@@ -118,12 +132,19 @@ impl ObjectReader {
                 Err(e) if e.kind() == io::ErrorKind::InvalidData => Chunk::Failed(e),
                 Err(e) => Chunk::Failed(io::Error::new(
                     e.kind(),
-                    Error::Io { context: "reading blob", path, source: e },
+                    Error::Io {
+                        context: "reading blob",
+                        path,
+                        source: e,
+                    },
                 )),
             };
             let _ = tx.blocking_send(end);
         });
-        ObjectReader { current: Bytes::new(), rx: Some(rx) }
+        ObjectReader {
+            current: Bytes::new(),
+            rx: Some(rx),
+        }
     }
 }
 
@@ -155,14 +176,20 @@ fn pump(
         hasher.update(&buf);
         total += filled as u64;
         if total > size {
-            return Err(corrupt(key, format!("blob is longer than the recorded {size} bytes")));
+            return Err(corrupt(
+                key,
+                format!("blob is longer than the recorded {size} bytes"),
+            ));
         }
         if tx.blocking_send(Chunk::Data(buf.freeze())).is_err() {
             return Ok(false);
         }
     }
     if total != size {
-        return Err(corrupt(key, format!("blob has {total} bytes, the index records {size}")));
+        return Err(corrupt(
+            key,
+            format!("blob has {total} bytes, the index records {size}"),
+        ));
     }
     if ContentHash::from(hasher.finalize()) != *hash {
         return Err(corrupt(key, "content does not match its hash"));

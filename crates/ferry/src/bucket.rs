@@ -33,7 +33,9 @@ pub struct BucketConfig {
 
 impl Default for BucketConfig {
     fn default() -> Self {
-        BucketConfig { inline_threshold: 64 * 1024 }
+        BucketConfig {
+            inline_threshold: 64 * 1024,
+        }
     }
 }
 
@@ -101,7 +103,11 @@ impl Bucket {
             if index::setting(&tx, "device_id")?.is_none() {
                 let device = hex::encode(rand::random::<[u8; 16]>());
                 index::set_setting(&tx, "device_id", &device)?;
-                index::set_setting(&tx, "inline_threshold", &config.inline_threshold.to_string())?;
+                index::set_setting(
+                    &tx,
+                    "inline_threshold",
+                    &config.inline_threshold.to_string(),
+                )?;
                 index::set_setting(&tx, "created_ms", &index::now_ms().to_string())?;
             }
             tx.commit()?;
@@ -163,7 +169,12 @@ impl Bucket {
     }
 
     /// Stores `body` under `key`; returns once the write is durable.
-    pub async fn put(&self, key: &str, body: impl Into<Body>, opts: PutOptions) -> Result<ObjectMeta> {
+    pub async fn put(
+        &self,
+        key: &str,
+        body: impl Into<Body>,
+        opts: PutOptions,
+    ) -> Result<ObjectMeta> {
         validate_key(key)?;
         let metadata = normalize_metadata(&opts.metadata)?;
         let content_type = content_type_for(key, opts.content_type.as_deref())?;
@@ -186,7 +197,7 @@ impl Bucket {
                     Ok((temp, hash, size))
                 })
                 .await?;
-                (Content::Blob(temp), hash, size)
+                (Content::Blob(Box::new(temp)), hash, size)
             }
             BodyInner::Reader(reader) => self.read_body(key, reader, threshold).await?,
         };
@@ -201,7 +212,9 @@ impl Bucket {
         });
         match self.inner.writer.submit(op).await? {
             Outcome::Put(meta) => Ok(meta),
-            Outcome::Deleted(_) => Err(Error::IndexData("writer answered a put with a delete".into())),
+            Outcome::Deleted(_) => Err(Error::IndexData(
+                "writer answered a put with a delete".into(),
+            )),
         }
     }
 
@@ -214,7 +227,10 @@ impl Bucket {
         mut reader: Box<dyn AsyncRead + Send + Unpin>,
         threshold: u64,
     ) -> Result<(Content, ContentHash, u64)> {
-        let body_err = |source: io::Error| Error::Body { key: key.to_owned(), source };
+        let body_err = |source: io::Error| Error::Body {
+            key: key.to_owned(),
+            source,
+        };
         // Read up to threshold + 1 bytes to decide where the content goes.
         let mut head = BytesMut::with_capacity((threshold as usize + 1).min(CHUNK));
         while (head.len() as u64) <= threshold {
@@ -227,14 +243,15 @@ impl Bucket {
         }
         let (tx, mut rx) = mpsc::channel::<Bytes>(4);
         let blobs = self.inner.blobs.clone();
-        let writer = tokio::task::spawn_blocking(move || -> Result<(TempBlob, ContentHash, u64)> {
-            let mut temp = blobs.temp()?;
-            while let Some(chunk) = rx.blocking_recv() {
-                temp.write(&chunk)?;
-            }
-            let (hash, size) = temp.finish()?;
-            Ok((temp, hash, size))
-        });
+        let writer =
+            tokio::task::spawn_blocking(move || -> Result<(TempBlob, ContentHash, u64)> {
+                let mut temp = blobs.temp()?;
+                while let Some(chunk) = rx.blocking_recv() {
+                    temp.write(&chunk)?;
+                }
+                let (hash, size) = temp.finish()?;
+                Ok((temp, hash, size))
+            });
         let mut pending = Some(head.freeze());
         let mut read_result = Ok(());
         loop {
@@ -254,10 +271,12 @@ impl Bucket {
             }
         }
         drop(tx);
-        let written = writer.await.map_err(|e| Error::io("writing blob", PathBuf::new(), io::Error::other(e)))?;
+        let written = writer
+            .await
+            .map_err(|e| Error::io("writing blob", PathBuf::new(), io::Error::other(e)))?;
         read_result?;
         let (temp, hash, size) = written?;
-        Ok((Content::Blob(temp), hash, size))
+        Ok((Content::Blob(Box::new(temp)), hash, size))
     }
 
     /// Reads an object: its metadata and a streaming, verifying body.
@@ -269,7 +288,10 @@ impl Bucket {
             let stored = self.lookup(key)?;
             if stored.inline {
                 let data = self.read_inline(&stored)?;
-                return Ok(Object { meta: stored.meta, body: ObjectReader::memory(data) });
+                return Ok(Object {
+                    meta: stored.meta,
+                    body: ObjectReader::memory(data),
+                });
             }
             let path = self.inner.blobs.path(&stored.meta.hash);
             match fs::File::open(&path) {
@@ -281,7 +303,10 @@ impl Bucket {
                         stored.meta.hash,
                         stored.meta.size,
                     );
-                    return Ok(Object { meta: stored.meta, body });
+                    return Ok(Object {
+                        meta: stored.meta,
+                        body,
+                    });
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     if self.lookup(key)?.meta == stored.meta {
@@ -294,14 +319,19 @@ impl Bucket {
                 Err(e) => return Err(Error::io("opening blob", path, e)),
             }
         }
-        Err(Error::Corrupt { key: key.to_owned(), detail: "its blob kept disappearing".into() })
+        Err(Error::Corrupt {
+            key: key.to_owned(),
+            detail: "its blob kept disappearing".into(),
+        })
     }
 
     /// Reads a whole object into memory (verified).
     pub async fn get_bytes(&self, key: &str) -> Result<(ObjectMeta, Bytes)> {
         let Object { meta, mut body } = self.get(key).await?;
         let mut data = Vec::with_capacity(meta.size.min(1 << 30) as usize);
-        body.read_to_end(&mut data).await.map_err(Error::from_body_io)?;
+        body.read_to_end(&mut data)
+            .await
+            .map_err(Error::from_body_io)?;
         Ok((meta, data.into()))
     }
 
@@ -330,9 +360,18 @@ impl Bucket {
     /// Deletes `key`; returns whether it existed. Durable when it returns.
     pub async fn delete(&self, key: &str) -> Result<bool> {
         validate_key(key)?;
-        match self.inner.writer.submit(WriteOp::Delete { key: key.to_owned() }).await? {
+        match self
+            .inner
+            .writer
+            .submit(WriteOp::Delete {
+                key: key.to_owned(),
+            })
+            .await?
+        {
             Outcome::Deleted(existed) => Ok(existed),
-            Outcome::Put(_) => Err(Error::IndexData("writer answered a delete with a put".into())),
+            Outcome::Put(_) => Err(Error::IndexData(
+                "writer answered a delete with a put".into(),
+            )),
         }
     }
 
@@ -349,16 +388,24 @@ impl Bucket {
 
     fn lookup(&self, key: &str) -> Result<StoredObject> {
         self.with_reader(|c| index::head(c, key))?
-            .ok_or_else(|| Error::NotFound { key: key.to_owned() })
+            .ok_or_else(|| Error::NotFound {
+                key: key.to_owned(),
+            })
     }
 
     fn read_inline(&self, stored: &StoredObject) -> Result<Bytes> {
         let key = &stored.meta.key;
         let data = self
             .with_reader(|c| index::small_blob(c, &stored.meta.hash))?
-            .ok_or_else(|| Error::Corrupt { key: key.clone(), detail: "its content is missing from the index".into() })?;
+            .ok_or_else(|| Error::Corrupt {
+                key: key.clone(),
+                detail: "its content is missing from the index".into(),
+            })?;
         if data.len() as u64 != stored.meta.size || ContentHash::of(&data) != stored.meta.hash {
-            return Err(Error::from_body_io(corrupt(key, "content does not match its hash")));
+            return Err(Error::from_body_io(corrupt(
+                key,
+                "content does not match its hash",
+            )));
         }
         Ok(data.into())
     }
@@ -400,11 +447,17 @@ fn collect_all(conn: &mut Connection, blobs: &BlobStore) -> Result<GarbageReport
         [],
     )?;
     tx.commit()?;
-    Ok(GarbageReport { blobs: removed, temps })
+    Ok(GarbageReport {
+        blobs: removed,
+        temps,
+    })
 }
 
 /// Fills `buf` (up to its capacity) from `reader`; returns bytes read.
-async fn fill(reader: &mut (dyn AsyncRead + Send + Unpin), buf: &mut BytesMut) -> io::Result<usize> {
+async fn fill(
+    reader: &mut (dyn AsyncRead + Send + Unpin),
+    buf: &mut BytesMut,
+) -> io::Result<usize> {
     let mut total = 0;
     while buf.len() < buf.capacity() {
         let n = reader.read_buf(buf).await?;
@@ -418,7 +471,11 @@ async fn fill(reader: &mut (dyn AsyncRead + Send + Unpin), buf: &mut BytesMut) -
 
 /// Runs blocking file-system or index work off the async threads.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::io("running a blocking task", PathBuf::new(), io::Error::other(e)))?
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        Error::io(
+            "running a blocking task",
+            PathBuf::new(),
+            io::Error::other(e),
+        )
+    })?
 }

@@ -34,7 +34,7 @@ pub(crate) enum Content {
     /// Small content, stored in the index.
     Inline(Bytes),
     /// A finished, fsynced temp blob waiting to be renamed into place.
-    Blob(TempBlob),
+    Blob(Box<TempBlob>),
 }
 
 /// A new version of an object.
@@ -80,7 +80,10 @@ impl Writer {
             .name("ferry-index-writer".into())
             .spawn(move || run(conn, blobs, path, rx))
             .map_err(|e| Error::io("starting the index writer", PathBuf::new(), e))?;
-        Ok(Writer { tx: Mutex::new(Some(tx)), thread: Mutex::new(Some(handle)) })
+        Ok(Writer {
+            tx: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(handle)),
+        })
     }
 
     /// Queues `op` and waits until it is durable (or failed).
@@ -271,7 +274,13 @@ fn delete(conn: &Connection, key: &str, now: i64, garbage: &mut Vec<ContentHash>
 }
 
 /// Records the op in the outbox, replacing a not-yet-started op on the key.
-fn enqueue(conn: &Connection, key: &str, op: &str, hash: Option<&ContentHash>, now: i64) -> Result<()> {
+fn enqueue(
+    conn: &Connection,
+    key: &str,
+    op: &str,
+    hash: Option<&ContentHash>,
+    now: i64,
+) -> Result<()> {
     conn.prepare_cached("DELETE FROM outbox WHERE key = ?1 AND state IN ('pending', 'failed')")?
         .execute([key])?;
     conn.prepare_cached(
@@ -292,7 +301,8 @@ fn release(
         return Ok(());
     }
     if inline {
-        conn.prepare_cached("DELETE FROM small_blobs WHERE hash = ?1")?.execute([&hash.0[..]])?;
+        conn.prepare_cached("DELETE FROM small_blobs WHERE hash = ?1")?
+            .execute([&hash.0[..]])?;
     } else {
         garbage.push(*hash);
     }
@@ -301,7 +311,11 @@ fn release(
 
 /// Deletes the blob files among `candidates` that no object references,
 /// holding the index write lock so no commit can start referencing them.
-pub(crate) fn collect(conn: &mut Connection, blobs: &BlobStore, candidates: &[ContentHash]) -> Result<usize> {
+pub(crate) fn collect(
+    conn: &mut Connection,
+    blobs: &BlobStore,
+    candidates: &[ContentHash],
+) -> Result<usize> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut removed = 0;
     for hash in candidates {

@@ -100,7 +100,11 @@ impl Error {
         if source.kind() == io::ErrorKind::StorageFull {
             Error::DiskFull { path }
         } else {
-            Error::Io { context, path, source }
+            Error::Io {
+                context,
+                path,
+                source,
+            }
         }
     }
 
@@ -122,7 +126,11 @@ impl Error {
                 None => Error::Closed,
             }
         } else {
-            Error::Io { context: "reading object body", path: PathBuf::new(), source: err }
+            Error::Io {
+                context: "reading object body",
+                path: PathBuf::new(),
+                source: err,
+            }
         }
     }
 }

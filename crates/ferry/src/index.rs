@@ -110,7 +110,10 @@ pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
 
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Reads a setting.
@@ -193,7 +196,10 @@ pub(crate) fn object_from_row(row: &Row<'_>) -> rusqlite::Result<StoredObject> {
 /// Looks up a present object.
 pub(crate) fn head(conn: &Connection, key: &str) -> Result<Option<StoredObject>> {
     let sql = format!("SELECT {OBJECT_COLUMNS} FROM objects WHERE key = ?1 AND present = 1");
-    Ok(conn.prepare_cached(&sql)?.query_row([key], object_from_row).optional()?)
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row([key], object_from_row)
+        .optional()?)
 }
 
 /// Reads a small object's content.
@@ -217,7 +223,8 @@ pub(crate) fn is_referenced(conn: &Connection, hash: &ContentHash, inline: bool)
 
 /// Every hash of a present object whose content is a blob file.
 pub(crate) fn file_hashes(conn: &Connection) -> Result<std::collections::HashSet<ContentHash>> {
-    let mut stmt = conn.prepare("SELECT DISTINCT hash FROM objects WHERE present = 1 AND inline = 0")?;
+    let mut stmt =
+        conn.prepare("SELECT DISTINCT hash FROM objects WHERE present = 1 AND inline = 0")?;
     let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
     let mut out = std::collections::HashSet::new();
     for row in rows {

@@ -96,7 +96,12 @@ fn shown(key: &str) -> String {
 
 /// Checks `key` against every key rule, returning the first one it breaks.
 pub fn validate_key(key: &str) -> Result<(), KeyError> {
-    let fail = |rule| Err(KeyError { key: key.to_owned(), rule });
+    let fail = |rule| {
+        Err(KeyError {
+            key: key.to_owned(),
+            rule,
+        })
+    };
     if key.is_empty() {
         return fail(KeyRule::Empty);
     }
@@ -110,7 +115,9 @@ pub fn validate_key(key: &str) -> Result<(), KeyError> {
         return fail(KeyRule::LeadingSlash);
     }
     if let Some(segment) = key.split('/').find(|s| *s == "." || *s == "..") {
-        return fail(KeyRule::DotSegment { segment: segment.to_owned() });
+        return fail(KeyRule::DotSegment {
+            segment: segment.to_owned(),
+        });
     }
     if key.starts_with(RESERVED_PREFIX) {
         return fail(KeyRule::Reserved);

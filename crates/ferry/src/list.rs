@@ -18,7 +18,10 @@ pub struct ListOptions {
 impl ListOptions {
     /// Lists everything under `prefix`.
     pub fn prefix(prefix: impl Into<String>) -> Self {
-        ListOptions { prefix: prefix.into(), ..Default::default() }
+        ListOptions {
+            prefix: prefix.into(),
+            ..Default::default()
+        }
     }
 
     /// Sets the key to start after (for the next page).

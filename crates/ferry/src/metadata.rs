@@ -52,7 +52,9 @@ pub enum MetadataError {
         size: usize,
     },
     /// The content type is empty or holds control characters.
-    #[error("invalid content type {value:?}: it must be non-empty printable text like `text/plain`")]
+    #[error(
+        "invalid content type {value:?}: it must be non-empty printable text like `text/plain`"
+    )]
     BadContentType {
         /// The rejected content type.
         value: String,
@@ -67,7 +69,10 @@ pub fn normalize_metadata(metadata: &Metadata) -> Result<Metadata, MetadataError
         if name.is_empty() {
             return Err(MetadataError::EmptyName);
         }
-        if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
             return Err(MetadataError::BadName { name: name.clone() });
         }
         if value.chars().any(char::is_control) {
@@ -90,7 +95,9 @@ pub fn content_type_for(key: &str, given: Option<&str>) -> Result<String, Metada
     match given {
         Some(value) => {
             if value.trim().is_empty() || value.chars().any(char::is_control) {
-                Err(MetadataError::BadContentType { value: value.to_owned() })
+                Err(MetadataError::BadContentType {
+                    value: value.to_owned(),
+                })
             } else {
                 Ok(value.to_owned())
             }

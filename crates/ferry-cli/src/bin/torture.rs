@@ -19,7 +19,11 @@ const TASKS: usize = 4;
 /// Deterministic content for a put: small (inline) or large (blob file).
 pub fn content(seed: u64, id: u64, large: bool) -> Vec<u8> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed.wrapping_mul(1_000_003) ^ id);
-    let len = if large { rng.random_range(70_000..400_000) } else { rng.random_range(0..6_000) };
+    let len = if large {
+        rng.random_range(70_000..400_000)
+    } else {
+        rng.random_range(0..6_000)
+    };
     let mut data = vec![0u8; len];
     rng.fill(&mut data[..]);
     data
@@ -27,7 +31,10 @@ pub fn content(seed: u64, id: u64, large: bool) -> Vec<u8> {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("runtime: {e}");
@@ -56,7 +63,13 @@ fn main() -> ExitCode {
 async fn put_many(dir: &str, prefix: &str, n: usize) -> anyhow::Result<()> {
     let bucket = Bucket::open(dir).await?;
     for i in 0..n {
-        bucket.put(&format!("{prefix}/{i}"), format!("{prefix}:{i}"), PutOptions::default()).await?;
+        bucket
+            .put(
+                &format!("{prefix}/{i}"),
+                format!("{prefix}:{i}"),
+                PutOptions::default(),
+            )
+            .await?;
     }
     Ok(())
 }

@@ -10,7 +10,11 @@ fn init_creates_the_bucket_and_refuses_a_second_time() {
     assert!(s.bucket().join("index.db").is_file());
     let again = s.ferry(&["init"]);
     assert_eq!(again.status.code(), Some(1));
-    assert!(stderr(&again).contains("already exists"), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("already exists"),
+        "{}",
+        stderr(&again)
+    );
 }
 
 #[test]
@@ -26,17 +30,30 @@ fn put_file_and_stdin_then_get_and_cat() {
 
     assert_eq!(stdout(&s.ferry(&["cat", "docs/a.txt"])), "from a file");
     assert_eq!(stdout(&s.ferry(&["get", "docs/b.bin"])), "from stdin");
-    assert_eq!(stdout(&s.ferry(&["cat", "docs/a.txt", "docs/c"])), "from a fileimplicit stdin");
+    assert_eq!(
+        stdout(&s.ferry(&["cat", "docs/a.txt", "docs/c"])),
+        "from a fileimplicit stdin"
+    );
     let out = s.ferry(&["get", "docs/b.bin", "copy.bin"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(std::fs::read(s.path().join("copy.bin")).unwrap(), b"from stdin");
+    assert_eq!(
+        std::fs::read(s.path().join("copy.bin")).unwrap(),
+        b"from stdin"
+    );
 }
 
 #[test]
 fn stat_json_has_the_documented_fields() {
     let s = Scratch::new();
     let out = s.ferry_stdin(
-        &["put", "x/report.json", "--meta", "Owner=ann", "--meta", "k=v=w"],
+        &[
+            "put",
+            "x/report.json",
+            "--meta",
+            "Owner=ann",
+            "--meta",
+            "k=v=w",
+        ],
         b"{\"a\":1}",
     );
     assert!(out.status.success(), "{}", stderr(&out));
@@ -69,7 +86,10 @@ fn put_with_explicit_content_type() {
 fn ls_plain_long_dirs_and_json() {
     let s = Scratch::new();
     for key in ["a/1", "a/2", "b/c/d", "b/e", "c"] {
-        assert!(s.ferry_stdin(&["put", key], key.as_bytes()).status.success());
+        assert!(s
+            .ferry_stdin(&["put", key], key.as_bytes())
+            .status
+            .success());
     }
     assert_eq!(stdout(&s.ferry(&["ls"])), "a/1\na/2\nb/c/d\nb/e\nc\n");
     assert_eq!(stdout(&s.ferry(&["ls", "b/"])), "b/c/d\nb/e\n");
@@ -77,9 +97,19 @@ fn ls_plain_long_dirs_and_json() {
     assert_eq!(stdout(&s.ferry(&["ls", "b/", "-d"])), "b/c/\nb/e\n");
     let long = stdout(&s.ferry(&["ls", "--long", "a/"]));
     assert_eq!(long.lines().count(), 2);
-    assert!(long.lines().all(|l| l.contains("dirty") && l.contains("3 B")), "{long}");
-    let json: serde_json::Value = serde_json::from_slice(&s.ferry(&["ls", "--json"]).stdout).unwrap();
-    let keys: Vec<&str> = json.as_array().unwrap().iter().map(|o| o["key"].as_str().unwrap()).collect();
+    assert!(
+        long.lines()
+            .all(|l| l.contains("dirty") && l.contains("3 B")),
+        "{long}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&s.ferry(&["ls", "--json"]).stdout).unwrap();
+    let keys: Vec<&str> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["key"].as_str().unwrap())
+        .collect();
     assert_eq!(keys, ["a/1", "a/2", "b/c/d", "b/e", "c"]);
     let json: serde_json::Value =
         serde_json::from_slice(&s.ferry(&["ls", "--json", "-d"]).stdout).unwrap();
@@ -117,7 +147,11 @@ fn rm_deletes_and_reports_missing_keys() {
     assert!(out.status.success(), "{}", stderr(&out));
     let out = s.ferry(&["rm", "a"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("no object at \"a\""), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no object at \"a\""),
+        "{}",
+        stderr(&out)
+    );
     assert!(s.ferry(&["rm", "--force", "a"]).status.success());
     assert!(s.ferry(&["rm", "-r", "p/"]).status.success());
     assert_eq!(stdout(&s.ferry(&["ls"])), "");
@@ -150,16 +184,28 @@ fn cp_imports_and_exports_a_folder_tree() {
     // A directory without -r is a usage error.
     assert_eq!(s.ferry(&["cp", "src", "x"]).status.code(), Some(2));
     // Single files both ways.
-    assert!(s.ferry(&["cp", "src/top.txt", "ferry:one.txt"]).status.success());
-    assert!(s.ferry(&["cp", "ferry:one.txt", "one-back.txt"]).status.success());
-    assert_eq!(std::fs::read(s.path().join("one-back.txt")).unwrap(), b"top");
+    assert!(s
+        .ferry(&["cp", "src/top.txt", "ferry:one.txt"])
+        .status
+        .success());
+    assert!(s
+        .ferry(&["cp", "ferry:one.txt", "one-back.txt"])
+        .status
+        .success());
+    assert_eq!(
+        std::fs::read(s.path().join("one-back.txt")).unwrap(),
+        b"top"
+    );
 }
 
 #[test]
 fn cp_export_reports_keys_that_cannot_be_file_names() {
     let s = Scratch::new();
     assert!(s.ferry_stdin(&["put", "e/ok"], b"1").status.success());
-    assert!(s.ferry_stdin(&["put", "e/bad//name"], b"2").status.success());
+    assert!(s
+        .ferry_stdin(&["put", "e/bad//name"], b"2")
+        .status
+        .success());
     let out = s.ferry(&["cp", "-r", "ferry:e/", "out"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("e/bad//name"), "{}", stderr(&out));
@@ -172,7 +218,11 @@ fn exit_codes_usage_failure_and_hints() {
     let s = Scratch::new();
     let bad_key = s.ferry_stdin(&["put", "/abs"], b"x");
     assert_eq!(bad_key.status.code(), Some(2));
-    assert!(stderr(&bad_key).contains("may not start with `/`"), "{}", stderr(&bad_key));
+    assert!(
+        stderr(&bad_key).contains("may not start with `/`"),
+        "{}",
+        stderr(&bad_key)
+    );
     let reserved = s.ferry_stdin(&["put", ".ferry/x"], b"x");
     assert_eq!(reserved.status.code(), Some(2));
     assert!(stderr(&reserved).contains("reserved"));

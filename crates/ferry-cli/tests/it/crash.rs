@@ -31,7 +31,10 @@ async fn sigkill_during_puts_and_deletes_loses_no_acknowledged_write() {
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let reader = std::thread::spawn(move || {
-            BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<_>>()
+            BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .collect::<Vec<_>>()
         });
         std::thread::sleep(Duration::from_millis(rng.random_range(1..120)));
         child.kill().unwrap(); // SIGKILL
@@ -46,7 +49,11 @@ async fn sigkill_during_puts_and_deletes_loses_no_acknowledged_write() {
             let parts: Vec<&str> = line.split(' ').collect();
             match parts.as_slice() {
                 ["BEGIN", id, op, key, hash] => {
-                    let v = if *op == "put" { Some(hash.to_string()) } else { None };
+                    let v = if *op == "put" {
+                        Some(hash.to_string())
+                    } else {
+                        None
+                    };
                     begun.insert(id.to_string(), (key.to_string(), v));
                 }
                 ["ACK", id] => {
@@ -69,7 +76,11 @@ async fn sigkill_during_puts_and_deletes_loses_no_acknowledged_write() {
         for key in keys {
             let actual: Value = match bucket.get_bytes(&key).await {
                 Ok((meta, data)) => {
-                    assert_eq!(ferry::ContentHash::of(&data), meta.hash, "{key}: bytes do not match hash");
+                    assert_eq!(
+                        ferry::ContentHash::of(&data),
+                        meta.hash,
+                        "{key}: bytes do not match hash"
+                    );
                     Some(meta.hash.to_hex())
                 }
                 Err(ferry::Error::NotFound { .. }) => None,
@@ -87,13 +98,22 @@ async fn sigkill_during_puts_and_deletes_loses_no_acknowledged_write() {
         drop(bucket);
 
         let conn = rusqlite::Connection::open(dir.join("index.db")).unwrap();
-        let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+        let check: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(check, "ok", "round {round}: index integrity");
-        assert_eq!(blob_files(&dir), referenced_blobs(&conn), "round {round}: blob files vs index");
+        assert_eq!(
+            blob_files(&dir),
+            referenced_blobs(&conn),
+            "round {round}: blob files vs index"
+        );
         let temps = std::fs::read_dir(dir.join("tmp")).unwrap().count();
         assert_eq!(temps, 0, "round {round}: temp files survived the open");
     }
     // The test must actually have exercised writes and interrupted ones.
     assert!(acked_total > 1000, "only {acked_total} acknowledged writes");
-    assert!(torn_candidates > 50, "only {torn_candidates} interrupted writes");
+    assert!(
+        torn_candidates > 50,
+        "only {torn_candidates} interrupted writes"
+    );
 }

@@ -13,14 +13,22 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new() -> Self {
-        let s = Scratch { root: tempfile::tempdir().unwrap() };
+        let s = Scratch {
+            root: tempfile::tempdir().unwrap(),
+        };
         let out = s.ferry(&["init"]);
-        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         s
     }
 
     pub fn empty() -> Self {
-        Scratch { root: tempfile::tempdir().unwrap() }
+        Scratch {
+            root: tempfile::tempdir().unwrap(),
+        }
     }
 
     pub fn path(&self) -> &Path {
