@@ -64,38 +64,47 @@ impl BlobStore {
     }
 
     /// Starts a temp blob, locked against collection while this process lives.
+    ///
+    /// Creating and locking are two steps; a collector may take the lock in
+    /// between and unlink the file. So after locking, check that the path
+    /// still names the file we hold, and start over if it does not.
     pub(crate) fn temp(&self) -> Result<TempBlob> {
-        let name = format!("{}-{:016x}.tmp", std::process::id(), rand::random::<u64>());
-        let path = self.tmp.join(name);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| Error::io("creating temp file", &path, e))?;
-        file.lock()
-            .map_err(|e| Error::io("locking temp file", &path, e))?;
-        Ok(TempBlob {
-            file,
-            path,
-            hasher: blake3::Hasher::new(),
-            size: 0,
-            installed: false,
-        })
+        use std::os::unix::fs::MetadataExt;
+        loop {
+            let name = format!("{}-{:016x}.tmp", std::process::id(), rand::random::<u64>());
+            let path = self.tmp.join(name);
+            let file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(|e| Error::io("creating temp file", &path, e))?;
+            file.lock()
+                .map_err(|e| Error::io("locking temp file", &path, e))?;
+            let held = file
+                .metadata()
+                .map_err(|e| Error::io("reading temp file", &path, e))?;
+            match fs::metadata(&path) {
+                Ok(named) if named.ino() == held.ino() && named.dev() == held.dev() => {
+                    return Ok(TempBlob {
+                        file,
+                        path,
+                        hasher: blake3::Hasher::new(),
+                        size: 0,
+                        installed: false,
+                    });
+                }
+                _ => continue, // collected between create and lock
+            }
+        }
     }
 
     /// Moves a finished temp blob into place under its hash, fsyncing the directory.
     ///
-    /// Must be called by the index writer while it holds the write lock. If a
-    /// blob of that hash and size already exists the temp file is dropped.
+    /// Must be called by the index writer while it holds the write lock. An
+    /// existing blob of the same hash is replaced, so writing the same bytes
+    /// again repairs a damaged copy.
     pub(crate) fn install(&self, temp: &mut TempBlob, hash: &ContentHash) -> Result<()> {
         let dest = self.path(hash);
-        if let Ok(meta) = fs::metadata(&dest) {
-            if meta.len() == temp.size {
-                temp.discard();
-                temp.installed = true;
-                return Ok(());
-            }
-        }
         let Some(dir) = dest.parent() else {
             return Err(Error::IndexData(format!(
                 "blob path without parent: {}",

@@ -270,7 +270,9 @@ pub(crate) fn list(conn: &Connection, opts: &ListOptions) -> Result<ListPage> {
                     .map(|i| key[..prefix.len() + i + d.len_utf8()].to_owned())
             });
             if let Some(cp) = group {
-                if cp.as_str() > start_after.as_str() {
+                // A group equal to `start_after` was the last entry of the previous
+                // page; a `start_after` inside a group still lists the group, as S3 does.
+                if cp != start_after {
                     if emitted == limit {
                         page.next_start_after = last;
                         return Ok(page);

@@ -283,3 +283,19 @@ async fn index_passes_integrity_check() {
         .unwrap();
     assert_eq!(present, 26);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writing_the_same_bytes_again_repairs_a_damaged_blob() {
+    let (_tmp, bucket, meta, data) = bucket_with_blob().await;
+    let path = blob_path(bucket.dir(), &meta.hash);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[10] ^= 0x80;
+    fs::write(&path, &bytes).unwrap();
+    assert_get_bytes_corrupt(&bucket, KEY).await;
+    bucket
+        .put(KEY, data.clone(), ferry::PutOptions::default())
+        .await
+        .unwrap();
+    let (_, back) = bucket.get_bytes(KEY).await.unwrap();
+    assert!(back[..] == data[..]);
+}

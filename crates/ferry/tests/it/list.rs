@@ -360,3 +360,21 @@ async fn deleted_objects_are_not_listed() {
         .unwrap();
     assert_eq!(bucket.list_all("").await.unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn start_after_inside_a_group_still_lists_the_group() {
+    let (_tmp, bucket) = new_bucket().await;
+    put_keys(&bucket, &["a/1", "a/2", "b"]).await;
+    let page = bucket
+        .list(ListOptions::prefix("").delimiter('/').start_after("a/1"))
+        .await
+        .unwrap();
+    assert_eq!(page.common_prefixes, ["a/"]);
+    assert_eq!(keys_of(&page), ["b"]);
+    let page = bucket
+        .list(ListOptions::prefix("").delimiter('/').start_after("a/"))
+        .await
+        .unwrap();
+    assert!(page.common_prefixes.is_empty());
+    assert_eq!(keys_of(&page), ["b"]);
+}
