@@ -26,6 +26,8 @@ mod index;
 mod key;
 mod list;
 mod metadata;
+pub mod plan;
+pub mod remote;
 mod state;
 
 pub use body::{Body, ObjectReader};

@@ -1,0 +1,422 @@
+//! The sync planner: a pure function from the local index rows, the remote
+//! listing and the policy to the actions that bring both sides together.
+//!
+//! No I/O happens here. The executor (`sync`) gathers the inputs, asks
+//! [`needs_inspection`] which remote objects it must HEAD first (to learn
+//! their content hash), calls [`plan`], runs the actions, and records each
+//! outcome only if the local row still matches what the plan assumed.
+//! The state table this implements is in `docs/design.md` ("Sync state machine").
+
+use std::collections::BTreeMap;
+
+use crate::hash::ContentHash;
+use crate::remote::{Precondition, RemoteObject};
+use crate::state::SyncState;
+
+/// Which way changes flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Direction {
+    /// Push and pull.
+    #[default]
+    Bidirectional,
+    /// Only push local changes; remote changes are left alone.
+    UploadOnly,
+    /// Only pull remote changes; local changes stay dirty.
+    DownloadOnly,
+}
+
+/// What to do when both sides changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConflictPolicy {
+    /// Mark the object `conflict` and wait for `resolve`.
+    #[default]
+    Flag,
+    /// The side written last wins (ties go to the remote).
+    LastWriterWins,
+    /// The local side wins.
+    KeepLocal,
+    /// The remote side wins.
+    KeepRemote,
+}
+
+/// When remote objects are downloaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PullStrategy {
+    /// Download everything in scope.
+    #[default]
+    Eager,
+    /// Learn about remote objects; download on first `get`.
+    Lazy,
+    /// Download only pinned objects; learn about the rest.
+    PinnedOnly,
+}
+
+/// The policy a plan follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Policy {
+    /// Which way changes flow.
+    pub direction: Direction,
+    /// Automatic conflict handling.
+    pub conflict: ConflictPolicy,
+    /// When to download.
+    pub strategy: PullStrategy,
+}
+
+/// One local index row, as the planner sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalEntry {
+    /// The key.
+    pub key: String,
+    /// False for a tombstone (deleted locally, not yet deleted remotely).
+    pub present: bool,
+    /// Content hash (of the last known content for tombstones).
+    pub hash: ContentHash,
+    /// Whether the content is on local disk.
+    pub cached: bool,
+    /// Pinned objects are always downloaded.
+    pub pinned: bool,
+    /// The remote version both sides last agreed on.
+    pub base_etag: Option<String>,
+    /// The content hash both sides last agreed on.
+    pub base_hash: Option<ContentHash>,
+    /// The row's current state.
+    pub state: SyncState,
+    /// Last local write, ms since the epoch.
+    pub modified_ms: i64,
+}
+
+/// What the local row must still look like for an outcome to be recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// No row, or a tombstone that never reached the remote.
+    Absent,
+    /// A present row with this content hash.
+    Present(ContentHash),
+    /// A tombstone.
+    Tombstone,
+}
+
+/// Why a key is in conflict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConflictReason {
+    /// Both sides changed the content.
+    BothModified,
+    /// Both sides created the key with different content.
+    BothCreated,
+    /// Modified here, deleted on the remote.
+    ModifiedLocallyDeletedRemotely,
+    /// Deleted here, modified on the remote.
+    DeletedLocallyModifiedRemotely,
+    /// A conditional write found a version it did not expect.
+    RemoteChangedDuringPush,
+}
+
+impl ConflictReason {
+    /// A short description for people.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ConflictReason::BothModified => "changed on both sides",
+            ConflictReason::BothCreated => "created on both sides with different content",
+            ConflictReason::ModifiedLocallyDeletedRemotely => "changed here, deleted on the remote",
+            ConflictReason::DeletedLocallyModifiedRemotely => "deleted here, changed on the remote",
+            ConflictReason::RemoteChangedDuringPush => "the remote changed while pushing",
+        }
+    }
+}
+
+/// One step of a plan.
+// The fields are named for what they hold; each variant's doc says what the step does.
+#[allow(missing_docs)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Upload the local content (hash `hash`) if `cond` holds.
+    Push { key: String, hash: ContentHash, cond: Precondition },
+    /// Delete the remote object if `cond` holds.
+    DeleteRemote { key: String, cond: Precondition },
+    /// Download the remote object into the key.
+    Pull { key: String, etag: String, expect: Expect },
+    /// Record a remote object without downloading it (lazy).
+    Learn { key: String, remote: RemoteObject, expect: Expect },
+    /// Delete the local object (the remote deleted it).
+    DeleteLocal { key: String, expect: Expect },
+    /// Both sides hold the same content: record the agreement.
+    Adopt { key: String, etag: String, hash: ContentHash },
+    /// Drop a tombstone (both sides are gone).
+    Forget { key: String },
+    /// Flag a conflict.
+    Conflict { key: String, reason: ConflictReason, remote_etag: Option<String> },
+    /// Set a row's state without other change.
+    SetState { key: String, state: SyncState },
+}
+
+impl Action {
+    /// The key the action is about.
+    pub fn key(&self) -> &str {
+        match self {
+            Action::Push { key, .. }
+            | Action::DeleteRemote { key, .. }
+            | Action::Pull { key, .. }
+            | Action::Learn { key, .. }
+            | Action::DeleteLocal { key, .. }
+            | Action::Adopt { key, .. }
+            | Action::Forget { key }
+            | Action::Conflict { key, .. }
+            | Action::SetState { key, .. } => key,
+        }
+    }
+
+    /// True for actions that change the remote.
+    pub fn is_push_side(&self) -> bool {
+        matches!(self, Action::Push { .. } | Action::DeleteRemote { .. })
+    }
+
+    /// True for actions that bring remote changes here.
+    pub fn is_pull_side(&self) -> bool {
+        matches!(self, Action::Pull { .. } | Action::Learn { .. } | Action::DeleteLocal { .. })
+    }
+}
+
+/// How the local side differs from the base.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LocalSide {
+    Absent,
+    Unchanged,
+    Changed,
+    Deleted,
+}
+
+/// How the remote side differs from the base.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RemoteSide {
+    Absent,
+    Unchanged,
+    Changed,
+    Deleted,
+}
+
+fn local_side(l: Option<&LocalEntry>) -> LocalSide {
+    match l {
+        None => LocalSide::Absent,
+        Some(l) if l.present => {
+            if l.base_etag.is_some() && l.base_hash == Some(l.hash) {
+                LocalSide::Unchanged
+            } else {
+                LocalSide::Changed
+            }
+        }
+        Some(l) if l.base_etag.is_some() => LocalSide::Deleted,
+        Some(_) => LocalSide::Absent,
+    }
+}
+
+fn remote_side(l: Option<&LocalEntry>, r: Option<&RemoteObject>) -> RemoteSide {
+    let base = l.and_then(|l| l.base_etag.as_deref());
+    match (r, base) {
+        (None, None) => RemoteSide::Absent,
+        (None, Some(_)) => RemoteSide::Deleted,
+        (Some(r), Some(b)) if r.etag == b => RemoteSide::Unchanged,
+        (Some(_), _) => RemoteSide::Changed,
+    }
+}
+
+/// True when the planner needs the remote object's content hash (from a
+/// HEAD) to decide: the remote changed and so did the local side, so equal
+/// content must be told apart from a conflict.
+pub fn needs_inspection(l: Option<&LocalEntry>, r: &RemoteObject) -> bool {
+    r.hash.is_none()
+        && local_side(l) == LocalSide::Changed
+        && remote_side(l, Some(r)) == RemoteSide::Changed
+}
+
+/// True when `key` falls under one of `scopes` (no scopes: everything).
+pub fn in_scope(scopes: &[String], key: &str) -> bool {
+    scopes.is_empty() || scopes.iter().any(|s| key.starts_with(s.as_str()))
+}
+
+/// Plans a sync of `local` rows against the `remote` listing.
+///
+/// Both inputs may be in any order; each key appears at most once in each.
+/// Remote objects outside `scopes` are ignored; local rows outside them
+/// become `orphan`. The result holds at most one action per key, in key order.
+pub fn plan(local: &[LocalEntry], remote: &[RemoteObject], scopes: &[String], policy: Policy) -> Vec<Action> {
+    let mut keys: BTreeMap<&str, (Option<&LocalEntry>, Option<&RemoteObject>)> = BTreeMap::new();
+    for l in local {
+        keys.entry(&l.key).or_default().0 = Some(l);
+    }
+    for r in remote {
+        if in_scope(scopes, &r.key) {
+            keys.entry(&r.key).or_default().1 = Some(r);
+        }
+    }
+    keys.into_iter()
+        .filter_map(|(key, (l, r))| plan_key(key, l, r, scopes, policy))
+        .collect()
+}
+
+fn expect_of(l: Option<&LocalEntry>) -> Expect {
+    match l {
+        Some(l) if l.present => Expect::Present(l.hash),
+        Some(l) if l.base_etag.is_some() => Expect::Tombstone,
+        _ => Expect::Absent,
+    }
+}
+
+fn plan_key(
+    key: &str,
+    l: Option<&LocalEntry>,
+    r: Option<&RemoteObject>,
+    scopes: &[String],
+    policy: Policy,
+) -> Option<Action> {
+    let key_s = key.to_owned();
+    if !in_scope(scopes, key) {
+        return match l {
+            Some(l) if l.present && l.state != SyncState::Orphan => {
+                Some(Action::SetState { key: key_s, state: SyncState::Orphan })
+            }
+            _ => None,
+        };
+    }
+    let can_push = policy.direction != Direction::DownloadOnly;
+    let can_pull = policy.direction != Direction::UploadOnly;
+    let ls = local_side(l);
+    let rs = remote_side(l, r);
+    let same_content = match (l, r) {
+        (Some(l), Some(r)) => l.present && r.hash == Some(l.hash),
+        _ => false,
+    };
+    let fetch = |r: &RemoteObject| -> Option<Action> {
+        if !can_pull {
+            return None;
+        }
+        let pinned = l.is_some_and(|l| l.pinned);
+        let eager = match policy.strategy {
+            PullStrategy::Eager => true,
+            PullStrategy::Lazy => false,
+            PullStrategy::PinnedOnly => pinned,
+        };
+        let expect = expect_of(l);
+        Some(if eager {
+            Action::Pull { key: key_s.clone(), etag: r.etag.clone(), expect }
+        } else {
+            Action::Learn { key: key_s.clone(), remote: r.clone(), expect }
+        })
+    };
+    let conflict = |reason: ConflictReason| -> Option<Action> {
+        resolve_conflict(key, l, r, reason, policy)
+    };
+    match (ls, rs) {
+        (LocalSide::Absent, RemoteSide::Absent | RemoteSide::Deleted) => match l {
+            Some(l) if !l.present => Some(Action::Forget { key: key_s }),
+            _ => None,
+        },
+        (LocalSide::Absent, RemoteSide::Changed | RemoteSide::Unchanged) => r.and_then(fetch),
+        (LocalSide::Unchanged, RemoteSide::Unchanged) => {
+            let l = l?;
+            let want = if l.cached { SyncState::Synced } else { SyncState::Stale };
+            if !l.cached && can_pull && (policy.strategy == PullStrategy::Eager || l.pinned) {
+                r.and_then(fetch)
+            } else if l.state != want {
+                Some(Action::SetState { key: key_s, state: want })
+            } else {
+                None
+            }
+        }
+        (LocalSide::Unchanged, RemoteSide::Changed) => {
+            let r = r?;
+            if same_content {
+                Some(Action::Adopt { key: key_s, etag: r.etag.clone(), hash: r.hash? })
+            } else {
+                fetch(r)
+            }
+        }
+        (LocalSide::Unchanged, RemoteSide::Deleted) => {
+            can_pull.then(|| Action::DeleteLocal { key: key_s, expect: expect_of(l) })
+        }
+        (LocalSide::Unchanged, RemoteSide::Absent) => None, // unreachable: Unchanged needs a base
+        (LocalSide::Changed, RemoteSide::Unchanged) => {
+            let l = l?;
+            let base = l.base_etag.clone()?;
+            can_push.then(|| Action::Push { key: key_s, hash: l.hash, cond: Precondition::IfMatch(base) })
+        }
+        (LocalSide::Changed, RemoteSide::Absent) => {
+            let l = l?;
+            can_push.then(|| Action::Push { key: key_s, hash: l.hash, cond: Precondition::IfAbsent })
+        }
+        (LocalSide::Changed, RemoteSide::Changed) => {
+            let r = r?;
+            if same_content {
+                Some(Action::Adopt { key: key_s, etag: r.etag.clone(), hash: r.hash? })
+            } else if l.is_some_and(|l| l.base_etag.is_none()) {
+                conflict(ConflictReason::BothCreated)
+            } else {
+                conflict(ConflictReason::BothModified)
+            }
+        }
+        (LocalSide::Changed, RemoteSide::Deleted) => conflict(ConflictReason::ModifiedLocallyDeletedRemotely),
+        (LocalSide::Deleted, RemoteSide::Unchanged) => {
+            let base = l?.base_etag.clone()?;
+            can_push.then(|| Action::DeleteRemote { key: key_s, cond: Precondition::IfMatch(base) })
+        }
+        (LocalSide::Deleted, RemoteSide::Changed) => conflict(ConflictReason::DeletedLocallyModifiedRemotely),
+        (LocalSide::Deleted, RemoteSide::Deleted | RemoteSide::Absent) => Some(Action::Forget { key: key_s }),
+    }
+}
+
+/// Turns a detected conflict into the policy's action.
+pub fn resolve_conflict(
+    key: &str,
+    l: Option<&LocalEntry>,
+    r: Option<&RemoteObject>,
+    reason: ConflictReason,
+    policy: Policy,
+) -> Option<Action> {
+    let can_push = policy.direction != Direction::DownloadOnly;
+    let can_pull = policy.direction != Direction::UploadOnly;
+    let keep_local = match policy.conflict {
+        ConflictPolicy::Flag => None,
+        ConflictPolicy::KeepLocal => Some(true),
+        ConflictPolicy::KeepRemote => Some(false),
+        ConflictPolicy::LastWriterWins => {
+            let local_time = l.map(|l| l.modified_ms).unwrap_or(i64::MIN);
+            // A remote deletion has no time: keeping the data is the safe side.
+            let remote_time = r.map(|r| r.ferry_mtime.or(r.modified_ms).unwrap_or(i64::MIN)).unwrap_or(i64::MIN);
+            Some(local_time > remote_time)
+        }
+    };
+    let flag = Action::Conflict { key: key.to_owned(), reason, remote_etag: r.map(|r| r.etag.clone()) };
+    match keep_local {
+        None => Some(flag),
+        Some(true) if can_push => Some(keep_local_action(key, l, r)?),
+        Some(false) if can_pull => Some(keep_remote_action(key, l, r)),
+        Some(_) => Some(flag),
+    }
+}
+
+/// The action that makes the remote match the local side.
+pub fn keep_local_action(key: &str, l: Option<&LocalEntry>, r: Option<&RemoteObject>) -> Option<Action> {
+    let l = l?;
+    let cond = match r {
+        Some(r) => Precondition::IfMatch(r.etag.clone()),
+        None => Precondition::IfAbsent,
+    };
+    Some(if l.present {
+        Action::Push { key: key.to_owned(), hash: l.hash, cond }
+    } else if r.is_some() {
+        Action::DeleteRemote { key: key.to_owned(), cond }
+    } else {
+        Action::Forget { key: key.to_owned() }
+    })
+}
+
+/// The action that makes the local side match the remote.
+pub fn keep_remote_action(key: &str, l: Option<&LocalEntry>, r: Option<&RemoteObject>) -> Action {
+    match r {
+        Some(r) => Action::Pull { key: key.to_owned(), etag: r.etag.clone(), expect: expect_of(l) },
+        None => Action::DeleteLocal { key: key.to_owned(), expect: expect_of(l) },
+    }
+}

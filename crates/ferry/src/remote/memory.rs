@@ -1,0 +1,190 @@
+//! `memory://`: an in-process remote for tests, with real conditional-write
+//! semantics (or, when asked, a store that ignores them, for the probe).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::io::AsyncReadExt;
+
+use super::{
+    Capabilities, Precondition, PutRequest, Remote, RemoteBody, RemoteError, RemoteErrorKind,
+    RemoteObject, RemoteReader,
+};
+use crate::metadata::Metadata;
+
+#[derive(Debug, Clone)]
+struct Stored {
+    data: Bytes,
+    etag: String,
+    content_type: String,
+    metadata: Metadata,
+    modified_ms: i64,
+}
+
+/// An in-memory object store. Clones share the same objects, so two buckets
+/// can sync through one `MemoryRemote`.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryRemote {
+    objects: Arc<Mutex<BTreeMap<String, Stored>>>,
+    versions: Arc<AtomicU64>,
+    ignore_conditions: Arc<AtomicBool>,
+    requests: Arc<AtomicU64>,
+}
+
+impl MemoryRemote {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes the store accept conditional headers but ignore them, as some
+    /// S3-compatible stores do.
+    pub fn ignore_conditions(&self, ignore: bool) {
+        self.ignore_conditions.store(ignore, Ordering::SeqCst);
+    }
+
+    /// Requests served so far.
+    pub fn request_count(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, BTreeMap<String, Stored>>, RemoteError> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        self.objects.lock().map_err(|_| RemoteError::new(RemoteErrorKind::Terminal, "memory://", "store poisoned"))
+    }
+
+    fn describe(key: &str, s: &Stored) -> RemoteObject {
+        RemoteObject {
+            key: key.to_owned(),
+            etag: s.etag.clone(),
+            size: s.data.len() as u64,
+            modified_ms: Some(s.modified_ms),
+            hash: None,
+            content_type: Some(s.content_type.clone()),
+            metadata: Metadata::new(),
+            ferry_mtime: None,
+            has_metadata: false,
+        }
+        .with_metadata(s.metadata.clone())
+    }
+
+    fn check(&self, current: Option<&Stored>, cond: &Precondition) -> Result<(), RemoteError> {
+        if self.ignore_conditions.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let ok = match cond {
+            Precondition::None => true,
+            Precondition::IfAbsent => current.is_none(),
+            Precondition::IfMatch(etag) => current.is_some_and(|c| &c.etag == etag),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(RemoteError::new(RemoteErrorKind::PreconditionFailed, "memory://", "precondition failed"))
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Remote for MemoryRemote {
+    fn endpoint(&self) -> String {
+        "memory://".into()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { conditional_put: true, conditional_delete: true }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<RemoteObject>, RemoteError> {
+        let objects = self.lock()?;
+        Ok(objects
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, s)| {
+                let mut o = Self::describe(k, s);
+                // Listings carry no metadata, as on S3.
+                o.hash = None;
+                o.content_type = None;
+                o.metadata.clear();
+                o.ferry_mtime = None;
+                o.has_metadata = false;
+                o
+            })
+            .collect())
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<RemoteObject>, RemoteError> {
+        Ok(self.lock()?.get(key).map(|s| Self::describe(key, s)))
+    }
+
+    async fn get(&self, key: &str) -> Result<(RemoteObject, RemoteReader), RemoteError> {
+        let objects = self.lock()?;
+        let s = objects
+            .get(key)
+            .ok_or_else(|| RemoteError::new(RemoteErrorKind::NotFound, "memory://", format!("no object {key:?}")))?;
+        let reader: RemoteReader = Box::new(std::io::Cursor::new(s.data.clone()));
+        Ok((Self::describe(key, s), reader))
+    }
+
+    async fn put(&self, req: &PutRequest, body: RemoteBody, cond: Precondition) -> Result<String, RemoteError> {
+        let data = match body {
+            RemoteBody::Bytes(b) => b,
+            RemoteBody::File(path) => {
+                let mut f = tokio::fs::File::open(&path).await.map_err(|e| {
+                    RemoteError::new(RemoteErrorKind::Terminal, "memory://", format!("reading {}: {e}", path.display()))
+                })?;
+                let mut v = Vec::new();
+                f.read_to_end(&mut v).await.map_err(|e| {
+                    RemoteError::new(RemoteErrorKind::Terminal, "memory://", format!("reading {}: {e}", path.display()))
+                })?;
+                v.into()
+            }
+        };
+        let mut objects = self.lock()?;
+        self.check(objects.get(&req.key), &cond)?;
+        let etag = format!("\"m{}\"", self.versions.fetch_add(1, Ordering::SeqCst) + 1);
+        objects.insert(
+            req.key.clone(),
+            Stored {
+                data,
+                etag: etag.clone(),
+                content_type: req.content_type.clone(),
+                metadata: req.all_metadata(),
+                modified_ms: crate::index::now_ms(),
+            },
+        );
+        Ok(etag)
+    }
+
+    async fn delete(&self, key: &str, cond: Precondition) -> Result<(), RemoteError> {
+        let mut objects = self.lock()?;
+        if cond != Precondition::None {
+            self.check(objects.get(key), &cond)?;
+        }
+        objects.remove(key);
+        Ok(())
+    }
+}
+
+/// Writes an object as a plain client would (no ferry metadata): for tests.
+impl MemoryRemote {
+    /// Stores `data` at `key` like a foreign S3 client; returns the etag.
+    pub fn put_foreign(&self, key: &str, data: impl Into<Bytes>, content_type: &str) -> String {
+        let etag = format!("\"m{}\"", self.versions.fetch_add(1, Ordering::SeqCst) + 1);
+        if let Ok(mut objects) = self.objects.lock() {
+            objects.insert(
+                key.to_owned(),
+                Stored {
+                    data: data.into(),
+                    etag: etag.clone(),
+                    content_type: content_type.to_owned(),
+                    metadata: Metadata::new(),
+                    modified_ms: crate::index::now_ms(),
+                },
+            );
+        }
+        etag
+    }
+}

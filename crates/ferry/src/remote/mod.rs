@@ -1,0 +1,202 @@
+//! Remotes: the object stores a bucket syncs with, behind one small trait.
+//!
+//! A [`Remote`] stores objects under ferry keys (the remote prefix is the
+//! implementation's business) and answers with plain data. Implementations:
+//! [`memory::MemoryRemote`] (tests), [`folder::FolderRemote`] (`file://`,
+//! the embedded default) and [`s3::S3Remote`] (`s3://`, through OpenDAL).
+//! Retry with backoff ([`retry::Retrying`]) and fault injection
+//! ([`fault::Faulty`]) wrap any remote as layers.
+
+pub mod fault;
+pub mod folder;
+pub mod memory;
+pub mod retry;
+pub mod s3;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::io::AsyncRead;
+
+use crate::hash::ContentHash;
+use crate::metadata::Metadata;
+
+/// Remote metadata names ferry adds to every object it writes.
+pub const META_HASH: &str = "ferry-hash";
+/// The writer's modification time (ms since the Unix epoch).
+pub const META_MTIME: &str = "ferry-mtime";
+/// The writing replica's device id.
+pub const META_DEVICE: &str = "ferry-device";
+
+/// An object as a remote describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteObject {
+    /// The key relative to the remote prefix (not yet validated as a ferry key).
+    pub key: String,
+    /// The store's version tag (ETag or equivalent); changes whenever the object does.
+    pub etag: String,
+    /// Content length.
+    pub size: u64,
+    /// The store's last-modified time, ms since the Unix epoch, if known.
+    pub modified_ms: Option<i64>,
+    /// ferry's content hash, when ferry wrote the object and the answer carries metadata.
+    pub hash: Option<ContentHash>,
+    /// Content type, when the answer carries it.
+    pub content_type: Option<String>,
+    /// User metadata without ferry's own entries, when the answer carries it.
+    pub metadata: Metadata,
+    /// ferry's modification time, when ferry wrote it.
+    pub ferry_mtime: Option<i64>,
+    /// Whether this answer carried metadata at all (listings usually do not).
+    pub has_metadata: bool,
+}
+
+impl RemoteObject {
+    /// Splits a store's user metadata into ferry's entries and the user's.
+    pub fn with_metadata(mut self, all: impl IntoIterator<Item = (String, String)>) -> Self {
+        self.has_metadata = true;
+        for (name, value) in all {
+            let name = name.to_ascii_lowercase();
+            match name.as_str() {
+                META_HASH => self.hash = value.parse().ok(),
+                META_MTIME => self.ferry_mtime = value.parse().ok(),
+                META_DEVICE => {}
+                _ => {
+                    self.metadata.insert(name, value);
+                }
+            }
+        }
+        self
+    }
+}
+
+/// What a write is conditional on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    /// Unconditional.
+    None,
+    /// Only if no object exists (`If-None-Match: *`).
+    IfAbsent,
+    /// Only if the object's current version is this etag (`If-Match`).
+    IfMatch(String),
+}
+
+/// An object to write, with what travels as the store's headers.
+#[derive(Debug, Clone)]
+pub struct PutRequest {
+    /// The ferry key.
+    pub key: String,
+    /// Content type header.
+    pub content_type: String,
+    /// User metadata (ferry's entries are added by [`PutRequest::all_metadata`]).
+    pub metadata: Metadata,
+    /// ferry's content hash.
+    pub hash: ContentHash,
+    /// Content length.
+    pub size: u64,
+    /// Modification time, ms since the Unix epoch.
+    pub mtime_ms: i64,
+    /// Writing device.
+    pub device: String,
+}
+
+impl PutRequest {
+    /// User metadata plus ferry's own entries, as the store should hold them.
+    pub fn all_metadata(&self) -> Metadata {
+        let mut all = self.metadata.clone();
+        all.insert(META_HASH.into(), self.hash.to_hex());
+        all.insert(META_MTIME.into(), self.mtime_ms.to_string());
+        all.insert(META_DEVICE.into(), self.device.clone());
+        all
+    }
+}
+
+/// The content of a write.
+#[derive(Debug, Clone)]
+pub enum RemoteBody {
+    /// Bytes in memory.
+    Bytes(Bytes),
+    /// A local file (a blob), streamed.
+    File(PathBuf),
+}
+
+/// A streaming object body from a remote.
+pub type RemoteReader = Box<dyn AsyncRead + Send + Unpin>;
+
+/// How a remote request failed, and whether trying again can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteErrorKind {
+    /// No such object.
+    NotFound,
+    /// A conditional write or delete found another version.
+    PreconditionFailed,
+    /// Worth retrying: 5xx, throttling, timeouts, resets.
+    Retryable,
+    /// The store could not be reached at all.
+    Unreachable,
+    /// Retrying will not help: 4xx, bad credentials, bad request.
+    Terminal,
+}
+
+/// A failed remote request.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{endpoint}: {detail}")]
+pub struct RemoteError {
+    /// What kind of failure.
+    pub kind: RemoteErrorKind,
+    /// The store's endpoint (for messages).
+    pub endpoint: String,
+    /// What happened.
+    pub detail: String,
+}
+
+impl RemoteError {
+    /// A new error.
+    pub fn new(kind: RemoteErrorKind, endpoint: impl Into<String>, detail: impl Into<String>) -> Self {
+        RemoteError { kind, endpoint: endpoint.into(), detail: detail.into() }
+    }
+
+    /// True for kinds a retry may fix.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.kind, RemoteErrorKind::Retryable | RemoteErrorKind::Unreachable)
+    }
+}
+
+/// What a store can do, as declared by the implementation and confirmed by the probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Capabilities {
+    /// Claims to support `If-None-Match: *` / `If-Match` on writes.
+    pub conditional_put: bool,
+    /// Claims to support `If-Match` on deletes.
+    pub conditional_delete: bool,
+}
+
+/// An object store, addressed by ferry keys.
+#[async_trait::async_trait]
+pub trait Remote: Send + Sync + fmt::Debug {
+    /// Where the store is, for messages (`s3://bucket/prefix at http://host`).
+    fn endpoint(&self) -> String;
+
+    /// What the implementation claims it can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Every object under `prefix` (recursive), any order.
+    async fn list(&self, prefix: &str) -> Result<Vec<RemoteObject>, RemoteError>;
+
+    /// One object's description with metadata, or `None`.
+    async fn head(&self, key: &str) -> Result<Option<RemoteObject>, RemoteError>;
+
+    /// Reads an object: its description (with metadata) and body.
+    async fn get(&self, key: &str) -> Result<(RemoteObject, RemoteReader), RemoteError>;
+
+    /// Writes an object if `cond` holds; returns the new etag.
+    async fn put(&self, req: &PutRequest, body: RemoteBody, cond: Precondition) -> Result<String, RemoteError>;
+
+    /// Deletes an object if `cond` holds. Deleting a missing object succeeds.
+    async fn delete(&self, key: &str, cond: Precondition) -> Result<(), RemoteError>;
+}
+
+/// A shared remote.
+pub type SharedRemote = Arc<dyn Remote>;

@@ -1,0 +1,101 @@
+//! A layer that retries retryable failures with exponential backoff and
+//! full jitter, up to `max_retries` times.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+
+use super::{
+    Capabilities, Precondition, PutRequest, Remote, RemoteBody, RemoteError, RemoteObject,
+    RemoteReader,
+};
+
+/// Backoff settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt.
+    pub max_retries: u32,
+    /// The first backoff.
+    pub base_delay: Duration,
+    /// The longest backoff.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy { max_retries: 5, base_delay: Duration::from_millis(100), max_delay: Duration::from_secs(10) }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before retry number `attempt` (0-based): a uniform draw from
+    /// `0..=min(max_delay, base_delay * 2^attempt)` ("full jitter").
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let cap = self.base_delay.saturating_mul(1u32 << attempt.min(20)).min(self.max_delay);
+        let millis = cap.as_millis() as u64;
+        Duration::from_millis(rand::rng().random_range(0..=millis))
+    }
+}
+
+/// Wraps a remote with retries.
+#[derive(Debug)]
+pub struct Retrying {
+    inner: Arc<dyn Remote>,
+    policy: RetryPolicy,
+}
+
+impl Retrying {
+    /// Retries `inner`'s retryable failures per `policy`.
+    pub fn new(inner: Arc<dyn Remote>, policy: RetryPolicy) -> Self {
+        Retrying { inner, policy }
+    }
+
+    async fn run<T, F, Fut>(&self, mut op: F) -> Result<T, RemoteError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, RemoteError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match op().await {
+                Err(e) if e.is_retryable() && attempt < self.policy.max_retries => {
+                    tokio::time::sleep(self.policy.delay(attempt)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Remote for Retrying {
+    fn endpoint(&self) -> String {
+        self.inner.endpoint()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<RemoteObject>, RemoteError> {
+        self.run(|| self.inner.list(prefix)).await
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<RemoteObject>, RemoteError> {
+        self.run(|| self.inner.head(key)).await
+    }
+
+    async fn get(&self, key: &str) -> Result<(RemoteObject, RemoteReader), RemoteError> {
+        self.run(|| self.inner.get(key)).await
+    }
+
+    async fn put(&self, req: &PutRequest, body: RemoteBody, cond: Precondition) -> Result<String, RemoteError> {
+        self.run(|| self.inner.put(req, body.clone(), cond.clone())).await
+    }
+
+    async fn delete(&self, key: &str, cond: Precondition) -> Result<(), RemoteError> {
+        self.run(|| self.inner.delete(key, cond.clone())).await
+    }
+}
