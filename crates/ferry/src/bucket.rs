@@ -72,18 +72,22 @@ pub struct GarbageReport {
 /// may open the same directory at once.
 #[derive(Debug, Clone)]
 pub struct Bucket {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
-struct Inner {
-    dir: PathBuf,
-    index_path: PathBuf,
-    blobs: BlobStore,
-    config: BucketConfig,
-    device_id: String,
-    readers: Mutex<Vec<Connection>>,
-    writer: Writer,
+pub(crate) struct Inner {
+    pub(crate) dir: PathBuf,
+    pub(crate) index_path: PathBuf,
+    pub(crate) blobs: BlobStore,
+    pub(crate) config: BucketConfig,
+    pub(crate) device_id: String,
+    pub(crate) readers: Mutex<Vec<Connection>>,
+    pub(crate) writer: Writer,
+    /// The connected remote (with its retry and emulation layers), if any.
+    pub(crate) remote: std::sync::RwLock<Option<crate::remote::SharedRemote>>,
+    /// One sync run at a time per process.
+    pub(crate) sync_lock: tokio::sync::Mutex<()>,
 }
 
 impl Bucket {
@@ -149,6 +153,8 @@ impl Bucket {
                 device_id,
                 readers: Mutex::new(Vec::new()),
                 writer,
+                remote: std::sync::RwLock::new(None),
+                sync_lock: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -212,7 +218,7 @@ impl Bucket {
         });
         match self.inner.writer.submit(op).await? {
             Outcome::Put(meta) => Ok(meta),
-            Outcome::Deleted(_) => Err(Error::IndexData(
+            _ => Err(Error::IndexData(
                 "writer answered a put with a delete".into(),
             )),
         }
@@ -221,7 +227,7 @@ impl Bucket {
     /// Reads a stream: small ones into memory, larger ones into a temp blob
     /// through a bounded pipeline (the stream is read here while a blocking
     /// task hashes and writes).
-    async fn read_body(
+    pub(crate) async fn read_body(
         &self,
         key: &str,
         mut reader: Box<dyn AsyncRead + Send + Unpin>,
@@ -286,6 +292,12 @@ impl Bucket {
         // the open; look again before calling the blob missing.
         for _ in 0..3 {
             let stored = self.lookup(key)?;
+            if !stored.cached {
+                // Known from the remote but not downloaded (lazy pull): fetch it now.
+                self.fetch(key, crate::plan::Expect::Present(stored.meta.hash))
+                    .await?;
+                continue;
+            }
             if stored.inline {
                 let data = self.read_inline(&stored)?;
                 return Ok(Object {
@@ -369,7 +381,7 @@ impl Bucket {
             .await?
         {
             Outcome::Deleted(existed) => Ok(existed),
-            Outcome::Put(_) => Err(Error::IndexData(
+            _ => Err(Error::IndexData(
                 "writer answered a delete with a put".into(),
             )),
         }
@@ -386,14 +398,14 @@ impl Bucket {
         .await
     }
 
-    fn lookup(&self, key: &str) -> Result<StoredObject> {
+    pub(crate) fn lookup(&self, key: &str) -> Result<StoredObject> {
         self.with_reader(|c| index::head(c, key))?
             .ok_or_else(|| Error::NotFound {
                 key: key.to_owned(),
             })
     }
 
-    fn read_inline(&self, stored: &StoredObject) -> Result<Bytes> {
+    pub(crate) fn read_inline(&self, stored: &StoredObject) -> Result<Bytes> {
         let key = &stored.meta.key;
         let data = self
             .with_reader(|c| index::small_blob(c, &stored.meta.hash))?
@@ -412,7 +424,7 @@ impl Bucket {
 
     /// Runs a short index read on a pooled connection, on the caller's thread:
     /// WAL reads never wait for writers, so these are bounded and fast.
-    fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    pub(crate) fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let pooled = self.inner.readers.lock().ok().and_then(|mut p| p.pop());
         let conn = match pooled {
             Some(c) => c,
@@ -443,7 +455,7 @@ fn collect_all(conn: &mut Connection, blobs: &BlobStore) -> Result<GarbageReport
     }
     tx.execute(
         "DELETE FROM small_blobs WHERE hash NOT IN \
-         (SELECT hash FROM objects WHERE present = 1 AND inline = 1)",
+         (SELECT hash FROM objects WHERE present = 1 AND cached = 1 AND inline = 1)",
         [],
     )?;
     tx.commit()?;

@@ -53,7 +53,11 @@ pub(crate) struct NewObject {
 #[derive(Debug)]
 pub(crate) enum WriteOp {
     Put(NewObject),
-    Delete { key: String },
+    Delete {
+        key: String,
+    },
+    /// The outcome of a sync action (see `record`).
+    Record(crate::record::SyncRecord),
 }
 
 /// What a write did.
@@ -61,6 +65,8 @@ pub(crate) enum WriteOp {
 pub(crate) enum Outcome {
     Put(ObjectMeta),
     Deleted(bool),
+    /// Whether a sync record applied (false: the row changed meanwhile).
+    Recorded(bool),
 }
 
 type Request = (WriteOp, oneshot::Sender<Result<Outcome>>);
@@ -174,17 +180,29 @@ fn fail_all(count: usize, err: Error) -> Vec<Result<Outcome>> {
     out
 }
 
-/// The current content of a present object, if any.
-fn current(conn: &Connection, key: &str) -> Result<Option<(ContentHash, bool)>> {
-    let row: Option<(Vec<u8>, bool)> = conn
-        .prepare_cached("SELECT hash, inline FROM objects WHERE key = ?1 AND present = 1")?
-        .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
+/// The current content of a present object, if any: hash, inline, cached.
+pub(crate) fn current(conn: &Connection, key: &str) -> Result<Option<(ContentHash, bool, bool)>> {
+    let row: Option<(Vec<u8>, bool, bool)> = conn
+        .prepare_cached("SELECT hash, inline, cached FROM objects WHERE key = ?1 AND present = 1")?
+        .query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
     match row {
         None => Ok(None),
-        Some((hash, inline)) => ContentHash::from_slice(&hash)
-            .map(|h| Some((h, inline)))
+        Some((hash, inline, cached)) => ContentHash::from_slice(&hash)
+            .map(|h| Some((h, inline, cached)))
             .ok_or_else(|| Error::IndexData(format!("object {key:?} has a malformed hash"))),
+    }
+}
+
+/// Releases the content of a row that had (hash, inline, cached).
+pub(crate) fn release_old(
+    conn: &Connection,
+    old: Option<(ContentHash, bool, bool)>,
+    garbage: &mut Vec<ContentHash>,
+) -> Result<()> {
+    match old {
+        Some((hash, inline, true)) => release(conn, &hash, inline, garbage),
+        _ => Ok(()),
     }
 }
 
@@ -198,6 +216,9 @@ fn apply(
     match op {
         WriteOp::Put(obj) => put(conn, blobs, obj, now, garbage).map(Outcome::Put),
         WriteOp::Delete { key } => delete(conn, &key, now, garbage).map(Outcome::Deleted),
+        WriteOp::Record(rec) => {
+            crate::record::apply(conn, blobs, rec, now, garbage).map(Outcome::Recorded)
+        }
     }
 }
 
@@ -209,19 +230,7 @@ fn put(
     garbage: &mut Vec<ContentHash>,
 ) -> Result<ObjectMeta> {
     let old = current(conn, &obj.key)?;
-    let inline = match obj.content {
-        Content::Inline(ref data) => {
-            conn.prepare_cached("INSERT OR IGNORE INTO small_blobs (hash, data) VALUES (?1, ?2)")?
-                .execute(params![&obj.hash.0[..], &data[..]])?;
-            true
-        }
-        Content::Blob(mut temp) => {
-            blobs.install(&mut temp, &obj.hash)?;
-            // Should a later statement fail, the blob is unreferenced: collect it.
-            garbage.push(obj.hash);
-            false
-        }
-    };
+    let inline = store_content(conn, blobs, obj.content, &obj.hash, garbage)?;
     let metadata = serde_json::to_string(&obj.metadata)
         .map_err(|e| Error::IndexData(format!("encoding metadata: {e}")))?;
     conn.prepare_cached(
@@ -230,7 +239,7 @@ fn put(
          VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7, 'dirty', ?8, 0) \
          ON CONFLICT (key) DO UPDATE SET present = 1, size = ?2, hash = ?3, inline = ?4, \
              content_type = ?5, metadata = ?6, modified_ms = ?7, state = 'dirty', \
-             cached = 1, last_access_ms = ?8",
+             cached = 1, last_access_ms = ?8, conflict = NULL, remote_etag = NULL",
     )?
     .execute(params![
         obj.key,
@@ -243,10 +252,8 @@ fn put(
         now
     ])?;
     enqueue(conn, &obj.key, "put", Some(&obj.hash), now)?;
-    if let Some((old_hash, old_inline)) = old {
-        if old_hash != obj.hash || old_inline != inline {
-            release(conn, &old_hash, old_inline, garbage)?;
-        }
+    if old.is_some_and(|(h, i, _)| h != obj.hash || i != inline) {
+        release_old(conn, old, garbage)?;
     }
     Ok(ObjectMeta {
         key: obj.key,
@@ -261,19 +268,43 @@ fn put(
 }
 
 fn delete(conn: &Connection, key: &str, now: i64, garbage: &mut Vec<ContentHash>) -> Result<bool> {
-    let Some((hash, inline)) = current(conn, key)? else {
+    let Some(old) = current(conn, key)? else {
         return Ok(false);
     };
     conn.prepare_cached(
-        "UPDATE objects SET present = 0, state = 'pending-delete', modified_ms = ?2 WHERE key = ?1",
+        "UPDATE objects SET present = 0, state = 'pending-delete', modified_ms = ?2, \
+         conflict = NULL, remote_etag = NULL WHERE key = ?1",
     )?
     .execute(params![key, now])?;
     enqueue(conn, key, "delete", None, now)?;
-    release(conn, &hash, inline, garbage)?;
+    release_old(conn, Some(old), garbage)?;
     Ok(true)
 }
 
-/// Records the op in the outbox, replacing a not-yet-started op on the key.
+/// Stores new content (inline row or blob file); returns whether it is inline.
+pub(crate) fn store_content(
+    conn: &Connection,
+    blobs: &BlobStore,
+    content: Content,
+    hash: &ContentHash,
+    garbage: &mut Vec<ContentHash>,
+) -> Result<bool> {
+    Ok(match content {
+        Content::Inline(ref data) => {
+            conn.prepare_cached("INSERT OR IGNORE INTO small_blobs (hash, data) VALUES (?1, ?2)")?
+                .execute(params![&hash.0[..], &data[..]])?;
+            true
+        }
+        Content::Blob(mut temp) => {
+            blobs.install(&mut temp, hash)?;
+            // Should a later statement fail, the blob is unreferenced: collect it.
+            garbage.push(*hash);
+            false
+        }
+    })
+}
+
+/// Records the op in the outbox, replacing the key's entries that are not in flight.
 fn enqueue(
     conn: &Connection,
     key: &str,
@@ -281,7 +312,7 @@ fn enqueue(
     hash: Option<&ContentHash>,
     now: i64,
 ) -> Result<()> {
-    conn.prepare_cached("DELETE FROM outbox WHERE key = ?1 AND state IN ('pending', 'failed')")?
+    conn.prepare_cached("DELETE FROM outbox WHERE key = ?1 AND state <> 'inflight'")?
         .execute([key])?;
     conn.prepare_cached(
         "INSERT INTO outbox (key, op, hash, state, created_ms) VALUES (?1, ?2, ?3, 'pending', ?4)",
@@ -291,7 +322,7 @@ fn enqueue(
 }
 
 /// Drops content no present object uses any more.
-fn release(
+pub(crate) fn release(
     conn: &Connection,
     hash: &ContentHash,
     inline: bool,

@@ -88,6 +88,24 @@ pub enum Error {
     /// The index holds something this build cannot read.
     #[error("bucket index is inconsistent: {0}")]
     IndexData(String),
+    /// A remote request failed.
+    #[error("remote {0}")]
+    Remote(#[from] crate::remote::RemoteError),
+    /// The bucket has no remote, or it is not connected.
+    #[error("this bucket has no connected remote")]
+    NoRemote,
+    /// `resolve` was asked about a key that is not in conflict.
+    #[error("{key:?} is not in conflict")]
+    NotInConflict {
+        /// The key.
+        key: String,
+    },
+    /// A fresh remote copy was requested for a key with unpushed local changes.
+    #[error("{key:?} has local changes that are not pushed yet; sync first")]
+    LocalChanges {
+        /// The key.
+        key: String,
+    },
     /// The bucket's background writer has stopped (the bucket is shutting down).
     #[error("the bucket is closed")]
     Closed,

@@ -17,7 +17,7 @@ use crate::metadata::Metadata;
 use crate::state::SyncState;
 
 /// The schema version this build writes and the newest it reads.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// How long a writer waits for another process's write transaction.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -65,6 +65,11 @@ const MIGRATIONS: &[&str] = &[
         created_ms      INTEGER NOT NULL
     );
     CREATE INDEX outbox_by_key ON outbox(key);
+    "#,
+    // 1 -> 2: sync bookkeeping for conflicts.
+    r#"
+    ALTER TABLE objects ADD COLUMN remote_etag TEXT;
+    ALTER TABLE objects ADD COLUMN conflict TEXT;
     "#,
 ];
 
@@ -155,10 +160,12 @@ pub struct ObjectMeta {
 pub(crate) struct StoredObject {
     pub meta: ObjectMeta,
     pub inline: bool,
+    /// False when only the remote holds the content (lazy pull, eviction).
+    pub cached: bool,
 }
 
 pub(crate) const OBJECT_COLUMNS: &str =
-    "key, size, hash, content_type, metadata, modified_ms, state, inline";
+    "key, size, hash, content_type, metadata, modified_ms, state, inline, cached";
 
 pub(crate) fn object_from_row(row: &Row<'_>) -> rusqlite::Result<StoredObject> {
     let key: String = row.get(0)?;
@@ -169,6 +176,7 @@ pub(crate) fn object_from_row(row: &Row<'_>) -> rusqlite::Result<StoredObject> {
     let modified_ms: i64 = row.get(5)?;
     let state: String = row.get(6)?;
     let inline: bool = row.get(7)?;
+    let cached: bool = row.get(8)?;
     let bad = |what: &str| {
         rusqlite::Error::FromSqlConversionFailure(
             0,
@@ -190,6 +198,7 @@ pub(crate) fn object_from_row(row: &Row<'_>) -> rusqlite::Result<StoredObject> {
             state,
         },
         inline,
+        cached,
     })
 }
 
@@ -214,7 +223,7 @@ pub(crate) fn small_blob(conn: &Connection, hash: &ContentHash) -> Result<Option
 pub(crate) fn is_referenced(conn: &Connection, hash: &ContentHash, inline: bool) -> Result<bool> {
     Ok(conn
         .prepare_cached(
-            "SELECT 1 FROM objects WHERE hash = ?1 AND present = 1 AND inline = ?2 LIMIT 1",
+            "SELECT 1 FROM objects WHERE hash = ?1 AND present = 1 AND cached = 1 AND inline = ?2 LIMIT 1",
         )?
         .query_row(params![&hash.0[..], inline], |_| Ok(()))
         .optional()?
@@ -223,8 +232,9 @@ pub(crate) fn is_referenced(conn: &Connection, hash: &ContentHash, inline: bool)
 
 /// Every hash of a present object whose content is a blob file.
 pub(crate) fn file_hashes(conn: &Connection) -> Result<std::collections::HashSet<ContentHash>> {
-    let mut stmt =
-        conn.prepare("SELECT DISTINCT hash FROM objects WHERE present = 1 AND inline = 0")?;
+    let mut stmt = conn.prepare(
+        "SELECT DISTINCT hash FROM objects WHERE present = 1 AND cached = 1 AND inline = 0",
+    )?;
     let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
     let mut out = std::collections::HashSet::new();
     for row in rows {

@@ -27,8 +27,10 @@ mod key;
 mod list;
 mod metadata;
 pub mod plan;
+mod record;
 pub mod remote;
 mod state;
+mod sync;
 
 pub use body::{Body, ObjectReader};
 pub use bucket::{Bucket, BucketConfig, GarbageReport, Object, PutOptions, INDEX_FILE};
@@ -42,3 +44,7 @@ pub use metadata::{
     MAX_METADATA_BYTES,
 };
 pub use state::{ParseStateError, SyncState};
+pub use sync::{
+    ConflictInfo, GetOptions, Resolution, ResolveOutcome, Status, SyncConfig, SyncIssue, SyncMode,
+    SyncOptions, SyncReport,
+};

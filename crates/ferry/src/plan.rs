@@ -134,21 +134,41 @@ impl ConflictReason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Upload the local content (hash `hash`) if `cond` holds.
-    Push { key: String, hash: ContentHash, cond: Precondition },
+    Push {
+        key: String,
+        hash: ContentHash,
+        cond: Precondition,
+    },
     /// Delete the remote object if `cond` holds.
     DeleteRemote { key: String, cond: Precondition },
     /// Download the remote object into the key.
-    Pull { key: String, etag: String, expect: Expect },
+    Pull {
+        key: String,
+        etag: String,
+        expect: Expect,
+    },
     /// Record a remote object without downloading it (lazy).
-    Learn { key: String, remote: RemoteObject, expect: Expect },
+    Learn {
+        key: String,
+        remote: RemoteObject,
+        expect: Expect,
+    },
     /// Delete the local object (the remote deleted it).
     DeleteLocal { key: String, expect: Expect },
     /// Both sides hold the same content: record the agreement.
-    Adopt { key: String, etag: String, hash: ContentHash },
+    Adopt {
+        key: String,
+        etag: String,
+        hash: ContentHash,
+    },
     /// Drop a tombstone (both sides are gone).
     Forget { key: String },
     /// Flag a conflict.
-    Conflict { key: String, reason: ConflictReason, remote_etag: Option<String> },
+    Conflict {
+        key: String,
+        reason: ConflictReason,
+        remote_etag: Option<String>,
+    },
     /// Set a row's state without other change.
     SetState { key: String, state: SyncState },
 }
@@ -176,7 +196,10 @@ impl Action {
 
     /// True for actions that bring remote changes here.
     pub fn is_pull_side(&self) -> bool {
-        matches!(self, Action::Pull { .. } | Action::Learn { .. } | Action::DeleteLocal { .. })
+        matches!(
+            self,
+            Action::Pull { .. } | Action::Learn { .. } | Action::DeleteLocal { .. }
+        )
     }
 }
 
@@ -242,7 +265,12 @@ pub fn in_scope(scopes: &[String], key: &str) -> bool {
 /// Both inputs may be in any order; each key appears at most once in each.
 /// Remote objects outside `scopes` are ignored; local rows outside them
 /// become `orphan`. The result holds at most one action per key, in key order.
-pub fn plan(local: &[LocalEntry], remote: &[RemoteObject], scopes: &[String], policy: Policy) -> Vec<Action> {
+pub fn plan(
+    local: &[LocalEntry],
+    remote: &[RemoteObject],
+    scopes: &[String],
+    policy: Policy,
+) -> Vec<Action> {
     let mut keys: BTreeMap<&str, (Option<&LocalEntry>, Option<&RemoteObject>)> = BTreeMap::new();
     for l in local {
         keys.entry(&l.key).or_default().0 = Some(l);
@@ -275,9 +303,10 @@ fn plan_key(
     let key_s = key.to_owned();
     if !in_scope(scopes, key) {
         return match l {
-            Some(l) if l.present && l.state != SyncState::Orphan => {
-                Some(Action::SetState { key: key_s, state: SyncState::Orphan })
-            }
+            Some(l) if l.present && l.state != SyncState::Orphan => Some(Action::SetState {
+                key: key_s,
+                state: SyncState::Orphan,
+            }),
             _ => None,
         };
     }
@@ -301,14 +330,21 @@ fn plan_key(
         };
         let expect = expect_of(l);
         Some(if eager {
-            Action::Pull { key: key_s.clone(), etag: r.etag.clone(), expect }
+            Action::Pull {
+                key: key_s.clone(),
+                etag: r.etag.clone(),
+                expect,
+            }
         } else {
-            Action::Learn { key: key_s.clone(), remote: r.clone(), expect }
+            Action::Learn {
+                key: key_s.clone(),
+                remote: r.clone(),
+                expect,
+            }
         })
     };
-    let conflict = |reason: ConflictReason| -> Option<Action> {
-        resolve_conflict(key, l, r, reason, policy)
-    };
+    let conflict =
+        |reason: ConflictReason| -> Option<Action> { resolve_conflict(key, l, r, reason, policy) };
     match (ls, rs) {
         (LocalSide::Absent, RemoteSide::Absent | RemoteSide::Deleted) => match l {
             Some(l) if !l.present => Some(Action::Forget { key: key_s }),
@@ -317,11 +353,18 @@ fn plan_key(
         (LocalSide::Absent, RemoteSide::Changed | RemoteSide::Unchanged) => r.and_then(fetch),
         (LocalSide::Unchanged, RemoteSide::Unchanged) => {
             let l = l?;
-            let want = if l.cached { SyncState::Synced } else { SyncState::Stale };
+            let want = if l.cached {
+                SyncState::Synced
+            } else {
+                SyncState::Stale
+            };
             if !l.cached && can_pull && (policy.strategy == PullStrategy::Eager || l.pinned) {
                 r.and_then(fetch)
             } else if l.state != want {
-                Some(Action::SetState { key: key_s, state: want })
+                Some(Action::SetState {
+                    key: key_s,
+                    state: want,
+                })
             } else {
                 None
             }
@@ -329,41 +372,67 @@ fn plan_key(
         (LocalSide::Unchanged, RemoteSide::Changed) => {
             let r = r?;
             if same_content {
-                Some(Action::Adopt { key: key_s, etag: r.etag.clone(), hash: r.hash? })
+                Some(Action::Adopt {
+                    key: key_s,
+                    etag: r.etag.clone(),
+                    hash: r.hash?,
+                })
             } else {
                 fetch(r)
             }
         }
-        (LocalSide::Unchanged, RemoteSide::Deleted) => {
-            can_pull.then(|| Action::DeleteLocal { key: key_s, expect: expect_of(l) })
-        }
+        (LocalSide::Unchanged, RemoteSide::Deleted) => can_pull.then(|| Action::DeleteLocal {
+            key: key_s,
+            expect: expect_of(l),
+        }),
         (LocalSide::Unchanged, RemoteSide::Absent) => None, // unreachable: Unchanged needs a base
         (LocalSide::Changed, RemoteSide::Unchanged) => {
             let l = l?;
             let base = l.base_etag.clone()?;
-            can_push.then(|| Action::Push { key: key_s, hash: l.hash, cond: Precondition::IfMatch(base) })
+            can_push.then(|| Action::Push {
+                key: key_s,
+                hash: l.hash,
+                cond: Precondition::IfMatch(base),
+            })
         }
         (LocalSide::Changed, RemoteSide::Absent) => {
             let l = l?;
-            can_push.then(|| Action::Push { key: key_s, hash: l.hash, cond: Precondition::IfAbsent })
+            can_push.then(|| Action::Push {
+                key: key_s,
+                hash: l.hash,
+                cond: Precondition::IfAbsent,
+            })
         }
         (LocalSide::Changed, RemoteSide::Changed) => {
             let r = r?;
             if same_content {
-                Some(Action::Adopt { key: key_s, etag: r.etag.clone(), hash: r.hash? })
+                Some(Action::Adopt {
+                    key: key_s,
+                    etag: r.etag.clone(),
+                    hash: r.hash?,
+                })
             } else if l.is_some_and(|l| l.base_etag.is_none()) {
                 conflict(ConflictReason::BothCreated)
             } else {
                 conflict(ConflictReason::BothModified)
             }
         }
-        (LocalSide::Changed, RemoteSide::Deleted) => conflict(ConflictReason::ModifiedLocallyDeletedRemotely),
+        (LocalSide::Changed, RemoteSide::Deleted) => {
+            conflict(ConflictReason::ModifiedLocallyDeletedRemotely)
+        }
         (LocalSide::Deleted, RemoteSide::Unchanged) => {
             let base = l?.base_etag.clone()?;
-            can_push.then(|| Action::DeleteRemote { key: key_s, cond: Precondition::IfMatch(base) })
+            can_push.then(|| Action::DeleteRemote {
+                key: key_s,
+                cond: Precondition::IfMatch(base),
+            })
         }
-        (LocalSide::Deleted, RemoteSide::Changed) => conflict(ConflictReason::DeletedLocallyModifiedRemotely),
-        (LocalSide::Deleted, RemoteSide::Deleted | RemoteSide::Absent) => Some(Action::Forget { key: key_s }),
+        (LocalSide::Deleted, RemoteSide::Changed) => {
+            conflict(ConflictReason::DeletedLocallyModifiedRemotely)
+        }
+        (LocalSide::Deleted, RemoteSide::Deleted | RemoteSide::Absent) => {
+            Some(Action::Forget { key: key_s })
+        }
     }
 }
 
@@ -384,11 +453,17 @@ pub fn resolve_conflict(
         ConflictPolicy::LastWriterWins => {
             let local_time = l.map(|l| l.modified_ms).unwrap_or(i64::MIN);
             // A remote deletion has no time: keeping the data is the safe side.
-            let remote_time = r.map(|r| r.ferry_mtime.or(r.modified_ms).unwrap_or(i64::MIN)).unwrap_or(i64::MIN);
+            let remote_time = r
+                .map(|r| r.ferry_mtime.or(r.modified_ms).unwrap_or(i64::MIN))
+                .unwrap_or(i64::MIN);
             Some(local_time > remote_time)
         }
     };
-    let flag = Action::Conflict { key: key.to_owned(), reason, remote_etag: r.map(|r| r.etag.clone()) };
+    let flag = Action::Conflict {
+        key: key.to_owned(),
+        reason,
+        remote_etag: r.map(|r| r.etag.clone()),
+    };
     match keep_local {
         None => Some(flag),
         Some(true) if can_push => Some(keep_local_action(key, l, r)?),
@@ -398,25 +473,45 @@ pub fn resolve_conflict(
 }
 
 /// The action that makes the remote match the local side.
-pub fn keep_local_action(key: &str, l: Option<&LocalEntry>, r: Option<&RemoteObject>) -> Option<Action> {
+pub fn keep_local_action(
+    key: &str,
+    l: Option<&LocalEntry>,
+    r: Option<&RemoteObject>,
+) -> Option<Action> {
     let l = l?;
     let cond = match r {
         Some(r) => Precondition::IfMatch(r.etag.clone()),
         None => Precondition::IfAbsent,
     };
     Some(if l.present {
-        Action::Push { key: key.to_owned(), hash: l.hash, cond }
+        Action::Push {
+            key: key.to_owned(),
+            hash: l.hash,
+            cond,
+        }
     } else if r.is_some() {
-        Action::DeleteRemote { key: key.to_owned(), cond }
+        Action::DeleteRemote {
+            key: key.to_owned(),
+            cond,
+        }
     } else {
-        Action::Forget { key: key.to_owned() }
+        Action::Forget {
+            key: key.to_owned(),
+        }
     })
 }
 
 /// The action that makes the local side match the remote.
 pub fn keep_remote_action(key: &str, l: Option<&LocalEntry>, r: Option<&RemoteObject>) -> Action {
     match r {
-        Some(r) => Action::Pull { key: key.to_owned(), etag: r.etag.clone(), expect: expect_of(l) },
-        None => Action::DeleteLocal { key: key.to_owned(), expect: expect_of(l) },
+        Some(r) => Action::Pull {
+            key: key.to_owned(),
+            etag: r.etag.clone(),
+            expect: expect_of(l),
+        },
+        None => Action::DeleteLocal {
+            key: key.to_owned(),
+            expect: expect_of(l),
+        },
     }
 }

@@ -34,7 +34,12 @@ enum Fault {
 impl Faulty {
     /// Fails `rate` (0.0..=1.0) of requests, choosing with a PRNG seeded by `seed`.
     pub fn new(inner: Arc<dyn Remote>, rate: f64, seed: u64) -> Self {
-        Faulty { inner, rate, rng: Mutex::new(StdRng::seed_from_u64(seed)), injected: AtomicU64::new(0) }
+        Faulty {
+            inner,
+            rate,
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            injected: AtomicU64::new(0),
+        }
     }
 
     /// How many faults were injected so far.
@@ -43,7 +48,9 @@ impl Faulty {
     }
 
     fn roll(&self) -> Fault {
-        let Ok(mut rng) = self.rng.lock() else { return Fault::None };
+        let Ok(mut rng) = self.rng.lock() else {
+            return Fault::None;
+        };
         if rng.random_bool(self.rate.clamp(0.0, 1.0)) {
             self.injected.fetch_add(1, Ordering::SeqCst);
             if rng.random_bool(0.5) {
@@ -57,8 +64,16 @@ impl Faulty {
     }
 
     fn error(&self, when: &str) -> RemoteError {
-        let kind = if when == "before" { RemoteErrorKind::Unreachable } else { RemoteErrorKind::Retryable };
-        RemoteError::new(kind, self.inner.endpoint(), format!("injected fault ({when} the request)"))
+        let kind = if when == "before" {
+            RemoteErrorKind::Unreachable
+        } else {
+            RemoteErrorKind::Retryable
+        };
+        RemoteError::new(
+            kind,
+            self.inner.endpoint(),
+            format!("injected fault ({when} the request)"),
+        )
     }
 
     async fn run<T, Fut>(&self, fut: Fut) -> Result<T, RemoteError>
@@ -98,7 +113,12 @@ impl Remote for Faulty {
         self.run(self.inner.get(key)).await
     }
 
-    async fn put(&self, req: &PutRequest, body: RemoteBody, cond: Precondition) -> Result<String, RemoteError> {
+    async fn put(
+        &self,
+        req: &PutRequest,
+        body: RemoteBody,
+        cond: Precondition,
+    ) -> Result<String, RemoteError> {
         self.run(self.inner.put(req, body, cond)).await
     }
 

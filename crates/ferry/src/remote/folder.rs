@@ -45,7 +45,8 @@ impl FolderRemote {
         let root = root.into();
         let me = FolderRemote { root };
         for dir in [me.root.join(".ferry/meta"), me.root.join(".ferry/tmp")] {
-            fs::create_dir_all(&dir).map_err(|e| me.err(&e, &format!("creating {}", dir.display())))?;
+            fs::create_dir_all(&dir)
+                .map_err(|e| me.err(&e, &format!("creating {}", dir.display())))?;
         }
         Ok(me)
     }
@@ -63,7 +64,10 @@ impl FolderRemote {
 
     /// The file for `key`, refusing keys a folder cannot hold faithfully.
     fn path(&self, key: &str) -> Result<PathBuf, RemoteError> {
-        if key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+        if key
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..")
+        {
             return Err(RemoteError::new(
                 RemoteErrorKind::Terminal,
                 self.endpoint(),
@@ -85,7 +89,8 @@ impl FolderRemote {
             .write(true)
             .open(&path)
             .map_err(|e| self.err(&e, "opening the folder lock"))?;
-        f.lock().map_err(|e| self.err(&e, "taking the folder lock"))?;
+        f.lock()
+            .map_err(|e| self.err(&e, "taking the folder lock"))?;
         Ok(f)
     }
 
@@ -95,7 +100,10 @@ impl FolderRemote {
         let meta = match fs::metadata(&path) {
             Ok(m) if m.is_file() => m,
             Ok(_) => return Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory => {
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    || e.kind() == io::ErrorKind::NotADirectory =>
+            {
                 return Ok(None)
             }
             Err(e) => return Err(self.err(&e, "reading object")),
@@ -123,7 +131,8 @@ impl FolderRemote {
                 obj = obj.with_metadata(s.metadata);
             }
         } else if with_meta {
-            obj.content_type = Some(crate::metadata::content_type_for(key, None).unwrap_or_default());
+            obj.content_type =
+                Some(crate::metadata::content_type_for(key, None).unwrap_or_default());
             obj.has_metadata = true;
         }
         Ok(Some(obj))
@@ -141,7 +150,11 @@ impl FolderRemote {
             if rel.is_empty() && name == ".ferry" {
                 continue;
             }
-            let key = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+            let key = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
             let ft = entry.file_type().map_err(|e| self.err(&e, "listing"))?;
             if ft.is_dir() {
                 self.walk(&entry.path(), &key, out)?;
@@ -162,13 +175,25 @@ impl FolderRemote {
         if ok {
             Ok(())
         } else {
-            Err(RemoteError::new(RemoteErrorKind::PreconditionFailed, self.endpoint(), format!("{key}: precondition failed")))
+            Err(RemoteError::new(
+                RemoteErrorKind::PreconditionFailed,
+                self.endpoint(),
+                format!("{key}: precondition failed"),
+            ))
         }
     }
 
-    fn put_sync(&self, req: &PutRequest, body: RemoteBody, cond: &Precondition) -> Result<String, RemoteError> {
+    fn put_sync(
+        &self,
+        req: &PutRequest,
+        body: RemoteBody,
+        cond: &Precondition,
+    ) -> Result<String, RemoteError> {
         let dest = self.path(&req.key)?;
-        let tmp = self.root.join(".ferry/tmp").join(format!("{:016x}", rand::random::<u64>()));
+        let tmp = self
+            .root
+            .join(".ferry/tmp")
+            .join(format!("{:016x}", rand::random::<u64>()));
         let write = || -> io::Result<()> {
             match &body {
                 RemoteBody::Bytes(b) => {
@@ -207,7 +232,8 @@ impl FolderRemote {
                 fs::create_dir_all(parent).map_err(|e| self.err(&e, "creating folder"))?;
             }
             let side_tmp = tmp.with_extension("json");
-            let bytes = serde_json::to_vec(&sidecar).map_err(|e| self.err(&io::Error::other(e), "encoding sidecar"))?;
+            let bytes = serde_json::to_vec(&sidecar)
+                .map_err(|e| self.err(&io::Error::other(e), "encoding sidecar"))?;
             fs::write(&side_tmp, bytes)
                 .and_then(|()| File::open(&side_tmp)?.sync_all())
                 .and_then(|()| fs::rename(&side_tmp, &side))
@@ -243,9 +269,13 @@ impl FolderRemote {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, RemoteError> + Send + 'static,
 ) -> Result<T, RemoteError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| RemoteError::new(RemoteErrorKind::Terminal, "file://", format!("task failed: {e}")))?
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        RemoteError::new(
+            RemoteErrorKind::Terminal,
+            "file://",
+            format!("task failed: {e}"),
+        )
+    })?
 }
 
 #[async_trait::async_trait]
@@ -255,7 +285,10 @@ impl Remote for FolderRemote {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { conditional_put: true, conditional_delete: true }
+        Capabilities {
+            conditional_put: true,
+            conditional_delete: true,
+        }
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<RemoteObject>, RemoteError> {
@@ -284,9 +317,13 @@ impl Remote for FolderRemote {
         blocking(move || {
             // Open under the lock so the file and its description agree.
             let _lock = me.lock()?;
-            let obj = me
-                .describe(&key, true)?
-                .ok_or_else(|| RemoteError::new(RemoteErrorKind::NotFound, me.endpoint(), format!("no object {key:?}")))?;
+            let obj = me.describe(&key, true)?.ok_or_else(|| {
+                RemoteError::new(
+                    RemoteErrorKind::NotFound,
+                    me.endpoint(),
+                    format!("no object {key:?}"),
+                )
+            })?;
             let file = File::open(me.path(&key)?).map_err(|e| me.err(&e, "opening object"))?;
             let reader: RemoteReader = Box::new(tokio::fs::File::from_std(file));
             Ok((obj, reader))
@@ -294,7 +331,12 @@ impl Remote for FolderRemote {
         .await
     }
 
-    async fn put(&self, req: &PutRequest, body: RemoteBody, cond: Precondition) -> Result<String, RemoteError> {
+    async fn put(
+        &self,
+        req: &PutRequest,
+        body: RemoteBody,
+        cond: Precondition,
+    ) -> Result<String, RemoteError> {
         let me = self.clone();
         let req = req.clone();
         blocking(move || me.put_sync(&req, body, &cond)).await

@@ -52,7 +52,9 @@ impl MemoryRemote {
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, BTreeMap<String, Stored>>, RemoteError> {
         self.requests.fetch_add(1, Ordering::SeqCst);
-        self.objects.lock().map_err(|_| RemoteError::new(RemoteErrorKind::Terminal, "memory://", "store poisoned"))
+        self.objects
+            .lock()
+            .map_err(|_| RemoteError::new(RemoteErrorKind::Terminal, "memory://", "store poisoned"))
     }
 
     fn describe(key: &str, s: &Stored) -> RemoteObject {
@@ -82,7 +84,11 @@ impl MemoryRemote {
         if ok {
             Ok(())
         } else {
-            Err(RemoteError::new(RemoteErrorKind::PreconditionFailed, "memory://", "precondition failed"))
+            Err(RemoteError::new(
+                RemoteErrorKind::PreconditionFailed,
+                "memory://",
+                "precondition failed",
+            ))
         }
     }
 }
@@ -94,7 +100,10 @@ impl Remote for MemoryRemote {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { conditional_put: true, conditional_delete: true }
+        Capabilities {
+            conditional_put: true,
+            conditional_delete: true,
+        }
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<RemoteObject>, RemoteError> {
@@ -121,23 +130,40 @@ impl Remote for MemoryRemote {
 
     async fn get(&self, key: &str) -> Result<(RemoteObject, RemoteReader), RemoteError> {
         let objects = self.lock()?;
-        let s = objects
-            .get(key)
-            .ok_or_else(|| RemoteError::new(RemoteErrorKind::NotFound, "memory://", format!("no object {key:?}")))?;
+        let s = objects.get(key).ok_or_else(|| {
+            RemoteError::new(
+                RemoteErrorKind::NotFound,
+                "memory://",
+                format!("no object {key:?}"),
+            )
+        })?;
         let reader: RemoteReader = Box::new(std::io::Cursor::new(s.data.clone()));
         Ok((Self::describe(key, s), reader))
     }
 
-    async fn put(&self, req: &PutRequest, body: RemoteBody, cond: Precondition) -> Result<String, RemoteError> {
+    async fn put(
+        &self,
+        req: &PutRequest,
+        body: RemoteBody,
+        cond: Precondition,
+    ) -> Result<String, RemoteError> {
         let data = match body {
             RemoteBody::Bytes(b) => b,
             RemoteBody::File(path) => {
                 let mut f = tokio::fs::File::open(&path).await.map_err(|e| {
-                    RemoteError::new(RemoteErrorKind::Terminal, "memory://", format!("reading {}: {e}", path.display()))
+                    RemoteError::new(
+                        RemoteErrorKind::Terminal,
+                        "memory://",
+                        format!("reading {}: {e}", path.display()),
+                    )
                 })?;
                 let mut v = Vec::new();
                 f.read_to_end(&mut v).await.map_err(|e| {
-                    RemoteError::new(RemoteErrorKind::Terminal, "memory://", format!("reading {}: {e}", path.display()))
+                    RemoteError::new(
+                        RemoteErrorKind::Terminal,
+                        "memory://",
+                        format!("reading {}: {e}", path.display()),
+                    )
                 })?;
                 v.into()
             }

@@ -7,11 +7,13 @@
 //! Retry with backoff ([`retry::Retrying`]) and fault injection
 //! ([`fault::Faulty`]) wrap any remote as layers.
 
+pub mod emulated;
 pub mod fault;
 pub mod folder;
 pub mod memory;
 pub mod retry;
 pub mod s3;
+pub mod spec;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -154,13 +156,24 @@ pub struct RemoteError {
 
 impl RemoteError {
     /// A new error.
-    pub fn new(kind: RemoteErrorKind, endpoint: impl Into<String>, detail: impl Into<String>) -> Self {
-        RemoteError { kind, endpoint: endpoint.into(), detail: detail.into() }
+    pub fn new(
+        kind: RemoteErrorKind,
+        endpoint: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
+        RemoteError {
+            kind,
+            endpoint: endpoint.into(),
+            detail: detail.into(),
+        }
     }
 
     /// True for kinds a retry may fix.
     pub fn is_retryable(&self) -> bool {
-        matches!(self.kind, RemoteErrorKind::Retryable | RemoteErrorKind::Unreachable)
+        matches!(
+            self.kind,
+            RemoteErrorKind::Retryable | RemoteErrorKind::Unreachable
+        )
     }
 }
 
@@ -192,7 +205,12 @@ pub trait Remote: Send + Sync + fmt::Debug {
     async fn get(&self, key: &str) -> Result<(RemoteObject, RemoteReader), RemoteError>;
 
     /// Writes an object if `cond` holds; returns the new etag.
-    async fn put(&self, req: &PutRequest, body: RemoteBody, cond: Precondition) -> Result<String, RemoteError>;
+    async fn put(
+        &self,
+        req: &PutRequest,
+        body: RemoteBody,
+        cond: Precondition,
+    ) -> Result<String, RemoteError>;
 
     /// Deletes an object if `cond` holds. Deleting a missing object succeeds.
     async fn delete(&self, key: &str, cond: Precondition) -> Result<(), RemoteError>;

@@ -24,7 +24,11 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { max_retries: 5, base_delay: Duration::from_millis(100), max_delay: Duration::from_secs(10) }
+        RetryPolicy {
+            max_retries: 5,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(10),
+        }
     }
 }
 
@@ -32,7 +36,10 @@ impl RetryPolicy {
     /// The delay before retry number `attempt` (0-based): a uniform draw from
     /// `0..=min(max_delay, base_delay * 2^attempt)` ("full jitter").
     pub fn delay(&self, attempt: u32) -> Duration {
-        let cap = self.base_delay.saturating_mul(1u32 << attempt.min(20)).min(self.max_delay);
+        let cap = self
+            .base_delay
+            .saturating_mul(1u32 << attempt.min(20))
+            .min(self.max_delay);
         let millis = cap.as_millis() as u64;
         Duration::from_millis(rand::rng().random_range(0..=millis))
     }
@@ -91,8 +98,14 @@ impl Remote for Retrying {
         self.run(|| self.inner.get(key)).await
     }
 
-    async fn put(&self, req: &PutRequest, body: RemoteBody, cond: Precondition) -> Result<String, RemoteError> {
-        self.run(|| self.inner.put(req, body.clone(), cond.clone())).await
+    async fn put(
+        &self,
+        req: &PutRequest,
+        body: RemoteBody,
+        cond: Precondition,
+    ) -> Result<String, RemoteError> {
+        self.run(|| self.inner.put(req, body.clone(), cond.clone()))
+            .await
     }
 
     async fn delete(&self, key: &str, cond: Precondition) -> Result<(), RemoteError> {

@@ -60,12 +60,20 @@ impl S3Remote {
             cfg.endpoint.as_deref().unwrap_or("AWS")
         );
         let config_err = |e: opendal::Error| {
-            RemoteError::new(RemoteErrorKind::Terminal, described.clone(), format!("invalid S3 settings: {e}"))
+            RemoteError::new(
+                RemoteErrorKind::Terminal,
+                described.clone(),
+                format!("invalid S3 settings: {e}"),
+            )
         };
         let mut b = opendal::services::S3::default()
             .bucket(&cfg.bucket)
             .root(&format!("/{}", cfg.prefix.trim_matches('/')))
-            .region(if cfg.region.is_empty() { "us-east-1" } else { &cfg.region })
+            .region(if cfg.region.is_empty() {
+                "us-east-1"
+            } else {
+                &cfg.region
+            })
             .disable_config_load()
             .disable_ec2_metadata();
         if let Some(endpoint) = &cfg.endpoint {
@@ -104,7 +112,9 @@ impl S3Remote {
             key,
             etag: meta.etag().unwrap_or_default().to_owned(),
             size: meta.content_length(),
-            modified_ms: meta.last_modified().map(|t| t.into_inner().as_millisecond()),
+            modified_ms: meta
+                .last_modified()
+                .map(|t| t.into_inner().as_millisecond()),
             hash: None,
             content_type: meta.content_type().map(str::to_owned),
             metadata: Default::default(),
@@ -114,7 +124,11 @@ impl S3Remote {
         if with_meta {
             let pairs: Vec<(String, String)> = meta
                 .user_metadata()
-                .map(|m| m.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect())
+                .map(|m| {
+                    m.into_iter()
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .collect()
+                })
                 .unwrap_or_default();
             obj.with_metadata(pairs)
         } else {
@@ -125,9 +139,16 @@ impl S3Remote {
 
 fn looks_unreachable(e: &opendal::Error) -> bool {
     let text = format!("{e:?}").to_ascii_lowercase();
-    ["connect", "connection", "dns", "error sending request", "timed out", "reset"]
-        .iter()
-        .any(|w| text.contains(w))
+    [
+        "connect",
+        "connection",
+        "dns",
+        "error sending request",
+        "timed out",
+        "reset",
+    ]
+    .iter()
+    .any(|w| text.contains(w))
 }
 
 #[async_trait::async_trait]
@@ -152,7 +173,11 @@ impl Remote for S3Remote {
             .await
             .map_err(|e| self.err(e, "listing"))?;
         let mut out = Vec::new();
-        while let Some(entry) = lister.try_next().await.map_err(|e| self.err(e, "listing"))? {
+        while let Some(entry) = lister
+            .try_next()
+            .await
+            .map_err(|e| self.err(e, "listing"))?
+        {
             let path = entry.path();
             if path.ends_with('/') {
                 continue;
@@ -171,14 +196,20 @@ impl Remote for S3Remote {
     }
 
     async fn get(&self, key: &str) -> Result<(RemoteObject, RemoteReader), RemoteError> {
-        let meta = self.op.stat(key).await.map_err(|e| self.err(e, &format!("reading {key}")))?;
+        let meta = self
+            .op
+            .stat(key)
+            .await
+            .map_err(|e| self.err(e, &format!("reading {key}")))?;
         let obj = self.describe(key.to_owned(), &meta, true);
         let mut reader = self.op.reader_with(key).chunk(PART).concurrent(2);
         if !obj.etag.is_empty() {
             // The body must be the version the description is of.
             reader = reader.if_match(&obj.etag);
         }
-        let reader = reader.await.map_err(|e| self.err(e, &format!("reading {key}")))?;
+        let reader = reader
+            .await
+            .map_err(|e| self.err(e, &format!("reading {key}")))?;
         let stream = reader
             .into_bytes_stream(0..obj.size)
             .await
@@ -187,7 +218,12 @@ impl Remote for S3Remote {
         Ok((obj, body))
     }
 
-    async fn put(&self, req: &PutRequest, body: RemoteBody, cond: Precondition) -> Result<String, RemoteError> {
+    async fn put(
+        &self,
+        req: &PutRequest,
+        body: RemoteBody,
+        cond: Precondition,
+    ) -> Result<String, RemoteError> {
         let what = format!("writing {}", req.key);
         let metadata: Vec<(String, String)> = req.all_metadata().into_iter().collect();
         let mut w = self
@@ -208,14 +244,22 @@ impl Remote for S3Remote {
                 RemoteBody::Bytes(b) => writer.write(b).await.map_err(|e| self.err(e, &what)),
                 RemoteBody::File(path) => {
                     let mut file = tokio::fs::File::open(&path).await.map_err(|e| {
-                        RemoteError::new(RemoteErrorKind::Terminal, self.endpoint(), format!("reading {}: {e}", path.display()))
+                        RemoteError::new(
+                            RemoteErrorKind::Terminal,
+                            self.endpoint(),
+                            format!("reading {}: {e}", path.display()),
+                        )
                     })?;
                     loop {
                         let mut buf = vec![0u8; PART];
                         let mut filled = 0;
                         while filled < PART {
                             let n = file.read(&mut buf[filled..]).await.map_err(|e| {
-                                RemoteError::new(RemoteErrorKind::Terminal, self.endpoint(), format!("reading {}: {e}", path.display()))
+                                RemoteError::new(
+                                    RemoteErrorKind::Terminal,
+                                    self.endpoint(),
+                                    format!("reading {}: {e}", path.display()),
+                                )
                             })?;
                             if n == 0 {
                                 break;
@@ -226,7 +270,10 @@ impl Remote for S3Remote {
                             break;
                         }
                         buf.truncate(filled);
-                        writer.write(Bytes::from(buf)).await.map_err(|e| self.err(e, &what))?;
+                        writer
+                            .write(Bytes::from(buf))
+                            .await
+                            .map_err(|e| self.err(e, &what))?;
                     }
                     Ok(())
                 }
@@ -240,11 +287,13 @@ impl Remote for S3Remote {
         let meta = writer.close().await.map_err(|e| self.err(e, &what))?;
         match meta.etag() {
             Some(etag) => Ok(etag.to_owned()),
-            None => self
-                .head(&req.key)
-                .await?
-                .map(|o| o.etag)
-                .ok_or_else(|| RemoteError::new(RemoteErrorKind::Retryable, self.endpoint(), format!("{} vanished after writing", req.key))),
+            None => self.head(&req.key).await?.map(|o| o.etag).ok_or_else(|| {
+                RemoteError::new(
+                    RemoteErrorKind::Retryable,
+                    self.endpoint(),
+                    format!("{} vanished after writing", req.key),
+                )
+            }),
         }
     }
 

@@ -6,6 +6,7 @@ mod integrity;
 mod keys;
 mod list;
 mod streaming;
+mod sync;
 
 use std::fs;
 use std::path::{Path, PathBuf};

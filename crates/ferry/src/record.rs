@@ -1,0 +1,289 @@
+//! Recording sync outcomes in the index, each only if the local row still
+//! looks the way the plan assumed (`Expect`). A local write that lands
+//! between planning and recording therefore wins: the record is skipped and
+//! the next sync sees the new local version. This is what keeps a sync from
+//! ever overwriting an acknowledged local write.
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::blobs::BlobStore;
+use crate::commit::{current, release_old, store_content, Content};
+use crate::error::{Error, Result};
+use crate::hash::ContentHash;
+use crate::metadata::Metadata;
+use crate::plan::{ConflictReason, Expect};
+use crate::remote::RemoteObject;
+use crate::state::SyncState;
+
+/// Content pulled from the remote, ready to store.
+#[derive(Debug)]
+pub(crate) struct Pulled {
+    pub content: Content,
+    pub hash: ContentHash,
+    pub size: u64,
+    pub content_type: String,
+    pub metadata: Metadata,
+    pub modified_ms: i64,
+    pub etag: String,
+}
+
+/// The outcome of one sync action.
+#[derive(Debug)]
+pub(crate) enum SyncRecord {
+    /// A push of `hash` succeeded with `etag`.
+    Pushed {
+        key: String,
+        hash: ContentHash,
+        etag: String,
+    },
+    /// The remote object was deleted.
+    RemoteDeleted { key: String },
+    /// A remote version was downloaded.
+    Pulled {
+        key: String,
+        expect: Expect,
+        pulled: Box<Pulled>,
+    },
+    /// A remote object was learned without its content.
+    Learned {
+        key: String,
+        expect: Expect,
+        remote: Box<RemoteObject>,
+    },
+    /// The remote deleted the object; delete it here.
+    LocalDeleted { key: String, expect: Expect },
+    /// Both sides agree on `hash` at `etag`.
+    Adopted {
+        key: String,
+        etag: String,
+        hash: ContentHash,
+    },
+    /// Drop a tombstone.
+    Forgot { key: String },
+    /// Flag a conflict.
+    Conflicted {
+        key: String,
+        reason: ConflictReason,
+        remote_etag: Option<String>,
+    },
+    /// Set the state.
+    State { key: String, state: SyncState },
+    /// An outbox attempt changed state.
+    Attempt {
+        key: String,
+        state: &'static str,
+        error: Option<String>,
+        next_attempt_ms: i64,
+    },
+}
+
+fn matches(conn: &Connection, key: &str, expect: &Expect) -> Result<bool> {
+    let row: Option<(bool, Vec<u8>, Option<String>)> = conn
+        .prepare_cached("SELECT present, hash, base_etag FROM objects WHERE key = ?1")?
+        .query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    Ok(match (expect, row) {
+        (Expect::Absent, None) => true,
+        (Expect::Absent, Some((present, _, base))) => !present && base.is_none(),
+        (Expect::Present(h), Some((true, hash, _))) => hash == h.0,
+        (Expect::Tombstone, Some((false, _, base))) => base.is_some(),
+        _ => false,
+    })
+}
+
+fn ack(conn: &Connection, key: &str) -> Result<()> {
+    conn.prepare_cached("UPDATE outbox SET state = 'acked' WHERE key = ?1 AND state <> 'acked'")?
+        .execute([key])?;
+    Ok(())
+}
+
+/// Applies one record; returns whether it applied.
+pub(crate) fn apply(
+    conn: &Connection,
+    blobs: &BlobStore,
+    rec: SyncRecord,
+    now: i64,
+    garbage: &mut Vec<ContentHash>,
+) -> Result<bool> {
+    match rec {
+        SyncRecord::Pushed { key, hash, etag } => {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE objects SET state = 'synced', base_etag = ?2, base_hash = ?3, \
+                     conflict = NULL, remote_etag = NULL \
+                     WHERE key = ?1 AND present = 1 AND hash = ?3",
+                )?
+                .execute(params![key, etag, &hash.0[..]])?;
+            if n == 0 {
+                // Changed again meanwhile: the remote now holds what we pushed.
+                conn.prepare_cached(
+                    "UPDATE objects SET base_etag = ?2, base_hash = ?3 WHERE key = ?1",
+                )?
+                .execute(params![key, etag, &hash.0[..]])?;
+            } else {
+                ack(conn, &key)?;
+            }
+            Ok(n > 0)
+        }
+        SyncRecord::RemoteDeleted { key } => {
+            let n = conn
+                .prepare_cached("DELETE FROM objects WHERE key = ?1 AND present = 0")?
+                .execute([&key])?;
+            if n == 0 {
+                conn.prepare_cached(
+                    "UPDATE objects SET base_etag = NULL, base_hash = NULL WHERE key = ?1",
+                )?
+                .execute([&key])?;
+            } else {
+                ack(conn, &key)?;
+            }
+            Ok(n > 0)
+        }
+        SyncRecord::Pulled {
+            key,
+            expect,
+            pulled,
+        } => {
+            if !matches(conn, &key, &expect)? {
+                if let Content::Blob(_) = pulled.content {
+                    // The temp blob is dropped (deleted) with `pulled`.
+                }
+                return Ok(false);
+            }
+            let old = current(conn, &key)?;
+            let p = *pulled;
+            let inline = store_content(conn, blobs, p.content, &p.hash, garbage)?;
+            let metadata = serde_json::to_string(&p.metadata)
+                .map_err(|e| Error::IndexData(format!("encoding metadata: {e}")))?;
+            conn.prepare_cached(
+                "INSERT INTO objects (key, present, size, hash, inline, content_type, metadata, \
+                     modified_ms, state, base_etag, base_hash, cached, last_access_ms, access_count) \
+                 VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7, 'synced', ?8, ?3, 1, ?9, 0) \
+                 ON CONFLICT (key) DO UPDATE SET present = 1, size = ?2, hash = ?3, inline = ?4, \
+                     content_type = ?5, metadata = ?6, modified_ms = ?7, state = 'synced', \
+                     base_etag = ?8, base_hash = ?3, cached = 1, last_access_ms = ?9, \
+                     conflict = NULL, remote_etag = NULL",
+            )?
+            .execute(params![
+                key,
+                p.size as i64,
+                &p.hash.0[..],
+                inline,
+                p.content_type,
+                metadata,
+                p.modified_ms,
+                p.etag,
+                now
+            ])?;
+            conn.prepare_cached("DELETE FROM outbox WHERE key = ?1 AND state <> 'inflight'")?
+                .execute([&key])?;
+            if old.is_some_and(|(h, i, _)| h != p.hash || i != inline) {
+                release_old(conn, old, garbage)?;
+            }
+            Ok(true)
+        }
+        SyncRecord::Learned {
+            key,
+            expect,
+            remote,
+        } => {
+            if !matches(conn, &key, &expect)? {
+                return Ok(false);
+            }
+            let old = current(conn, &key)?;
+            let hash = remote.hash.unwrap_or(ContentHash([0; 32]));
+            let content_type = remote.content_type.clone().unwrap_or_else(|| {
+                crate::metadata::content_type_for(&key, None).unwrap_or_default()
+            });
+            let metadata = serde_json::to_string(&remote.metadata)
+                .map_err(|e| Error::IndexData(format!("encoding metadata: {e}")))?;
+            let modified = remote.ferry_mtime.or(remote.modified_ms).unwrap_or(now);
+            conn.prepare_cached(
+                "INSERT INTO objects (key, present, size, hash, inline, content_type, metadata, \
+                     modified_ms, state, base_etag, base_hash, cached, last_access_ms, access_count) \
+                 VALUES (?1, 1, ?2, ?3, 0, ?4, ?5, ?6, 'stale', ?7, ?3, 0, ?8, 0) \
+                 ON CONFLICT (key) DO UPDATE SET present = 1, size = ?2, hash = ?3, inline = 0, \
+                     content_type = ?4, metadata = ?5, modified_ms = ?6, state = 'stale', \
+                     base_etag = ?7, base_hash = ?3, cached = 0, conflict = NULL, remote_etag = NULL",
+            )?
+            .execute(params![key, remote.size as i64, &hash.0[..], content_type, metadata, modified, remote.etag, now])?;
+            conn.prepare_cached("DELETE FROM outbox WHERE key = ?1 AND state <> 'inflight'")?
+                .execute([&key])?;
+            release_old(conn, old, garbage)?;
+            Ok(true)
+        }
+        SyncRecord::LocalDeleted { key, expect } => {
+            if !matches(conn, &key, &expect)? {
+                return Ok(false);
+            }
+            let old = current(conn, &key)?;
+            conn.prepare_cached("DELETE FROM objects WHERE key = ?1")?
+                .execute([&key])?;
+            conn.prepare_cached("DELETE FROM outbox WHERE key = ?1 AND state <> 'inflight'")?
+                .execute([&key])?;
+            release_old(conn, old, garbage)?;
+            Ok(true)
+        }
+        SyncRecord::Adopted { key, etag, hash } => {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE objects SET state = CASE WHEN cached = 1 THEN 'synced' ELSE 'stale' END, \
+                     base_etag = ?2, base_hash = ?3, conflict = NULL, remote_etag = NULL \
+                     WHERE key = ?1 AND present = 1 AND hash = ?3",
+                )?
+                .execute(params![key, etag, &hash.0[..]])?;
+            if n > 0 {
+                ack(conn, &key)?;
+            }
+            Ok(n > 0)
+        }
+        SyncRecord::Forgot { key } => {
+            let n = conn
+                .prepare_cached("DELETE FROM objects WHERE key = ?1 AND present = 0")?
+                .execute([&key])?;
+            if n > 0 {
+                conn.prepare_cached("DELETE FROM outbox WHERE key = ?1 AND state <> 'inflight'")?
+                    .execute([&key])?;
+            }
+            Ok(n > 0)
+        }
+        SyncRecord::Conflicted {
+            key,
+            reason,
+            remote_etag,
+        } => {
+            let reason = serde_json::to_value(reason)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let n = conn
+                .prepare_cached(
+                    "UPDATE objects SET state = 'conflict', conflict = ?2, remote_etag = ?3 WHERE key = ?1",
+                )?
+                .execute(params![key, reason, remote_etag])?;
+            Ok(n > 0)
+        }
+        SyncRecord::State { key, state } => {
+            let n = conn
+                .prepare_cached("UPDATE objects SET state = ?2 WHERE key = ?1")?
+                .execute(params![key, state.as_str()])?;
+            Ok(n > 0)
+        }
+        SyncRecord::Attempt {
+            key,
+            state,
+            error,
+            next_attempt_ms,
+        } => {
+            let bump = i64::from(state == "inflight");
+            let n = conn
+                .prepare_cached(
+                    "UPDATE outbox SET state = ?2, attempts = attempts + ?3, \
+                     last_error = COALESCE(?4, last_error), next_attempt_ms = ?5 \
+                     WHERE key = ?1 AND state <> 'acked'",
+                )?
+                .execute(params![key, state, bump, error, next_attempt_ms])?;
+            Ok(n > 0)
+        }
+    }
+}

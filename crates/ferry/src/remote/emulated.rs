@@ -1,0 +1,157 @@
+//! For stores that accept conditional headers but do not enforce them: the
+//! same protocol, with the check done by a HEAD just before an
+//! unconditional write. The race this leaves (a write landing between our
+//! HEAD and our PUT is overwritten) is written down in `docs/design.md`.
+
+use std::sync::Arc;
+
+use super::{
+    Capabilities, Precondition, PutRequest, Remote, RemoteBody, RemoteError, RemoteErrorKind,
+    RemoteObject, RemoteReader,
+};
+
+/// Checks preconditions by HEAD instead of trusting the store.
+#[derive(Debug)]
+pub struct Emulated {
+    inner: Arc<dyn Remote>,
+    put: bool,
+    delete: bool,
+}
+
+impl Emulated {
+    /// Emulates conditional puts and/or deletes on `inner`.
+    pub fn new(inner: Arc<dyn Remote>, emulate_put: bool, emulate_delete: bool) -> Self {
+        Emulated {
+            inner,
+            put: emulate_put,
+            delete: emulate_delete,
+        }
+    }
+
+    async fn check(&self, key: &str, cond: &Precondition) -> Result<(), RemoteError> {
+        let current = match cond {
+            Precondition::None => return Ok(()),
+            _ => self.inner.head(key).await?,
+        };
+        let ok = match cond {
+            Precondition::None => true,
+            Precondition::IfAbsent => current.is_none(),
+            Precondition::IfMatch(etag) => current.is_some_and(|c| &c.etag == etag),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(RemoteError::new(
+                RemoteErrorKind::PreconditionFailed,
+                self.inner.endpoint(),
+                format!("{key}: precondition failed (checked by HEAD)"),
+            ))
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Remote for Emulated {
+    fn endpoint(&self) -> String {
+        self.inner.endpoint()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<RemoteObject>, RemoteError> {
+        self.inner.list(prefix).await
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<RemoteObject>, RemoteError> {
+        self.inner.head(key).await
+    }
+
+    async fn get(&self, key: &str) -> Result<(RemoteObject, RemoteReader), RemoteError> {
+        self.inner.get(key).await
+    }
+
+    async fn put(
+        &self,
+        req: &PutRequest,
+        body: RemoteBody,
+        cond: Precondition,
+    ) -> Result<String, RemoteError> {
+        if self.put {
+            self.check(&req.key, &cond).await?;
+            self.inner.put(req, body, Precondition::None).await
+        } else {
+            self.inner.put(req, body, cond).await
+        }
+    }
+
+    async fn delete(&self, key: &str, cond: Precondition) -> Result<(), RemoteError> {
+        if self.delete {
+            self.check(key, &cond).await?;
+            self.inner.delete(key, Precondition::None).await
+        } else {
+            self.inner.delete(key, cond).await
+        }
+    }
+}
+
+/// What the capability probe found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProbeResult {
+    /// `If-None-Match: *` and `If-Match` on writes are enforced.
+    pub conditional_put: bool,
+    /// `If-Match` on deletes is enforced.
+    pub conditional_delete: bool,
+}
+
+/// Finds out whether `remote` enforces conditional writes, using scratch
+/// objects under `.ferry/probe/`. Fails (with the endpoint named) when the
+/// store cannot be reached or refuses the credentials.
+pub async fn probe(remote: &dyn Remote, device: &str) -> Result<ProbeResult, RemoteError> {
+    let key = format!(".ferry/probe/{device}-{:016x}", rand::random::<u64>());
+    let req = PutRequest {
+        key: key.clone(),
+        content_type: "application/octet-stream".into(),
+        metadata: Default::default(),
+        hash: crate::hash::ContentHash::of(b"probe"),
+        size: 5,
+        mtime_ms: crate::index::now_ms(),
+        device: device.to_owned(),
+    };
+    let body = || RemoteBody::Bytes(bytes::Bytes::from_static(b"probe"));
+    let first = remote.put(&req, body(), Precondition::IfAbsent).await;
+    let etag = match first {
+        Ok(etag) => etag,
+        // Some stores reject conditional headers outright.
+        Err(e) if e.kind == RemoteErrorKind::Terminal && e.detail.contains("nsupported") => {
+            remote.put(&req, body(), Precondition::None).await?
+        }
+        Err(e) => return Err(e),
+    };
+    let again = remote.put(&req, body(), Precondition::IfAbsent).await;
+    let wrong = remote
+        .put(
+            &req,
+            body(),
+            Precondition::IfMatch("\"ferry-probe-no-such-etag\"".into()),
+        )
+        .await;
+    let put_enforced = matches!(again, Err(ref e) if e.kind == RemoteErrorKind::PreconditionFailed)
+        && matches!(wrong, Err(ref e) if e.kind == RemoteErrorKind::PreconditionFailed);
+    let _ = etag;
+    let del = remote
+        .delete(
+            &key,
+            Precondition::IfMatch("\"ferry-probe-no-such-etag\"".into()),
+        )
+        .await;
+    let still_there = remote.head(&key).await?.is_some();
+    let delete_enforced =
+        still_there && matches!(del, Err(ref e) if e.kind == RemoteErrorKind::PreconditionFailed);
+    remote.delete(&key, Precondition::None).await?;
+    Ok(ProbeResult {
+        conditional_put: put_enforced,
+        conditional_delete: delete_enforced,
+    })
+}

@@ -1,0 +1,141 @@
+//! Remote URLs and settings: `s3://BUCKET[/PREFIX]`, `file:///ABS/PATH`,
+//! `memory://`, parsed here and turned into a [`Remote`](super::Remote).
+//! Credentials come from the caller; the library reads no environment.
+
+use std::sync::Arc;
+
+use super::folder::FolderRemote;
+use super::memory::MemoryRemote;
+use super::s3::{S3Config, S3Remote};
+use super::{RemoteError, RemoteErrorKind, SharedRemote};
+
+/// A remote as recorded in the bucket: its URL and connection settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RemoteSpec {
+    /// `s3://BUCKET[/PREFIX]`, `file:///ABS/PATH` or `memory://`.
+    pub url: String,
+    /// S3 endpoint URL (for stores other than AWS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// S3 region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Path-style S3 addressing.
+    #[serde(default)]
+    pub path_style: bool,
+}
+
+/// What a remote URL names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteKind {
+    /// An S3 bucket and key prefix.
+    S3 {
+        /// Bucket name.
+        bucket: String,
+        /// Key prefix (no surrounding slashes; may be empty).
+        prefix: String,
+    },
+    /// A local folder.
+    Folder {
+        /// Absolute path.
+        path: std::path::PathBuf,
+    },
+    /// A process-local in-memory store.
+    Memory,
+}
+
+/// S3 credentials, supplied by the front end.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    /// Access key id.
+    pub access_key_id: Option<String>,
+    /// Secret access key.
+    pub secret_access_key: Option<String>,
+    /// Session token.
+    pub session_token: Option<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+fn bad(url: &str, why: &str) -> RemoteError {
+    RemoteError::new(
+        RemoteErrorKind::Terminal,
+        url,
+        format!("invalid remote URL: {why}"),
+    )
+}
+
+impl RemoteSpec {
+    /// A spec for `url` with default settings.
+    pub fn new(url: impl Into<String>) -> Self {
+        RemoteSpec {
+            url: url.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Parses the URL.
+    pub fn kind(&self) -> Result<RemoteKind, RemoteError> {
+        let url = self.url.as_str();
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(bad(
+                    url,
+                    "s3:// needs a bucket name, as in s3://my-bucket/some/prefix",
+                ));
+            }
+            let prefix = prefix.trim_matches('/').to_owned();
+            if prefix.split('/').any(|s| s == "." || s == "..") {
+                return Err(bad(url, "the prefix may not contain `.` or `..` segments"));
+            }
+            Ok(RemoteKind::S3 {
+                bucket: bucket.to_owned(),
+                prefix,
+            })
+        } else if let Some(path) = url.strip_prefix("file://") {
+            if !path.starts_with('/') {
+                return Err(bad(
+                    url,
+                    "file:// needs an absolute path, as in file:///srv/ferry",
+                ));
+            }
+            Ok(RemoteKind::Folder { path: path.into() })
+        } else if url == "memory://" || url == "memory:" {
+            Ok(RemoteKind::Memory)
+        } else {
+            Err(bad(
+                url,
+                "use s3://BUCKET[/PREFIX], file:///ABS/PATH or memory://",
+            ))
+        }
+    }
+
+    /// Builds the remote (no request is made).
+    pub fn build(&self, creds: &Credentials) -> Result<SharedRemote, RemoteError> {
+        Ok(match self.kind()? {
+            RemoteKind::S3 { bucket, prefix } => Arc::new(S3Remote::new(&S3Config {
+                bucket,
+                prefix,
+                endpoint: self.endpoint.clone(),
+                region: self.region.clone().unwrap_or_else(|| "us-east-1".into()),
+                path_style: self.path_style,
+                access_key_id: creds.access_key_id.clone(),
+                secret_access_key: creds.secret_access_key.clone(),
+                session_token: creds.session_token.clone(),
+            })?),
+            RemoteKind::Folder { path } => Arc::new(FolderRemote::new(path)?),
+            RemoteKind::Memory => Arc::new(MemoryRemote::new()),
+        })
+    }
+}

@@ -1,0 +1,1172 @@
+//! The sync executor: gathers the planner's inputs, runs its actions
+//! against the remote with bounded concurrency, and records each outcome
+//! through the index writer. Also the sync-facing `Bucket` API: remotes,
+//! settings, scopes, status, conflicts and their resolution, lazy fetches.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use rusqlite::OptionalExtension;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::bucket::Bucket;
+use crate::commit::{Outcome, WriteOp};
+use crate::error::{Error, Result};
+use crate::hash::ContentHash;
+use crate::index;
+use crate::key::{validate_key, RESERVED_PREFIX};
+use crate::metadata::Metadata;
+use crate::plan::{
+    self, Action, ConflictPolicy, ConflictReason, Direction, Expect, LocalEntry, Policy,
+    PullStrategy,
+};
+use crate::record::{Pulled, SyncRecord};
+use crate::remote::emulated::{probe, Emulated, ProbeResult};
+use crate::remote::retry::{RetryPolicy, Retrying};
+use crate::remote::spec::{Credentials, RemoteSpec};
+use crate::remote::{
+    Precondition, PutRequest, RemoteBody, RemoteError, RemoteErrorKind, RemoteObject, SharedRemote,
+};
+use crate::state::SyncState;
+
+/// A scope list that matches no key (no valid key starts with NUL).
+const NOTHING_IN_SCOPE: &str = "\0";
+
+/// Sync settings, stored in the bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct SyncConfig {
+    /// Which way changes flow.
+    pub direction: Direction,
+    /// Automatic conflict handling.
+    pub conflict: ConflictPolicy,
+    /// When remote objects are downloaded.
+    pub strategy: PullStrategy,
+    /// Uploads in flight at once.
+    pub push_concurrency: usize,
+    /// Downloads in flight at once.
+    pub pull_concurrency: usize,
+    /// Retries of a retryable failure before it is reported.
+    pub max_retries: u32,
+    /// The first retry backoff, in milliseconds (doubling, with full jitter, up to 10 s).
+    pub retry_base_delay_ms: u64,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            direction: Direction::Bidirectional,
+            conflict: ConflictPolicy::Flag,
+            strategy: PullStrategy::Eager,
+            push_concurrency: 16,
+            pull_concurrency: 16,
+            max_retries: 5,
+            retry_base_delay_ms: 100,
+        }
+    }
+}
+
+/// Which half of a sync to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    /// Push and pull.
+    #[default]
+    Both,
+    /// Only push local changes (and record agreements and conflicts).
+    Push,
+    /// Only pull remote changes (and record agreements and conflicts).
+    Pull,
+}
+
+/// Options for one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SyncOptions {
+    /// Which half to run.
+    pub mode: SyncMode,
+    /// Plan only: report what would happen, change nothing.
+    pub dry_run: bool,
+}
+
+/// A key that could not be synced, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SyncIssue {
+    /// The key (or the remote name that is not a valid key).
+    pub key: String,
+    /// What went wrong.
+    pub cause: String,
+    /// Whether a later run may succeed without anyone changing anything.
+    pub retryable: bool,
+}
+
+/// A key in conflict.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ConflictInfo {
+    /// The key.
+    pub key: String,
+    /// Why, when known.
+    pub reason: Option<ConflictReason>,
+    /// The remote version seen when the conflict was found.
+    pub remote_etag: Option<String>,
+    /// True when the local side is a delete.
+    pub deleted_locally: bool,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Objects uploaded (or found already uploaded).
+    pub pushed: u64,
+    /// Objects downloaded or learned.
+    pub pulled: u64,
+    /// Remote objects deleted.
+    pub deleted_remote: u64,
+    /// Local objects deleted because the remote deleted them.
+    pub deleted_local: u64,
+    /// Keys left in conflict.
+    pub conflicts: Vec<ConflictInfo>,
+    /// Keys that failed, with their causes.
+    pub errors: Vec<SyncIssue>,
+    /// With `dry_run`: the plan.
+    pub planned: Vec<Action>,
+    /// How long the run took.
+    pub duration: Duration,
+    /// When it completed.
+    pub timestamp: Option<SystemTime>,
+}
+
+/// Counts of objects per state, and the cache.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Status {
+    /// Objects (not counting local deletes).
+    pub total: u64,
+    /// In agreement with the remote.
+    pub synced: u64,
+    /// Local changes not pushed.
+    pub dirty: u64,
+    /// Remote changes not pulled (includes objects not downloaded).
+    pub stale: u64,
+    /// In conflict.
+    pub conflicts: u64,
+    /// Deleted locally, not yet remotely.
+    pub pending_delete: u64,
+    /// Outside the sync scope.
+    pub orphan: u64,
+    /// Bytes of content stored locally.
+    pub cache_size: u64,
+    /// Outbox operations whose last attempt failed.
+    pub failed: u64,
+    /// The remote URL, if one is set.
+    pub remote: Option<String>,
+    /// Whether the remote enforces conditional writes (after the probe).
+    pub conditional_writes: Option<bool>,
+}
+
+/// How to settle a conflict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Resolution {
+    /// Make the remote match the local side.
+    KeepLocal,
+    /// Make the local side match the remote.
+    KeepRemote,
+    /// Keep the local copy under `{key}.conflict.{timestamp}` and pull the remote into `key`.
+    KeepBoth,
+}
+
+/// Options for `get_with`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GetOptions {
+    /// Fetch the remote's current version first.
+    pub remote: bool,
+}
+
+/// What `resolve` did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ResolveOutcome {
+    /// With `KeepBoth`: where the local copy went.
+    pub renamed_to: Option<String>,
+}
+
+/// The result of one action.
+enum Done {
+    Pushed,
+    Pulled,
+    DeletedRemote,
+    DeletedLocal,
+    Conflict(ConflictInfo),
+    Nothing,
+    Failed(SyncIssue),
+}
+
+fn issue(key: &str, err: &Error) -> SyncIssue {
+    let retryable = match err {
+        Error::Remote(e) => e.is_retryable() || e.kind == RemoteErrorKind::PreconditionFailed,
+        Error::Body { .. } | Error::Io { .. } => true,
+        _ => false,
+    };
+    SyncIssue {
+        key: key.to_owned(),
+        cause: err.to_string(),
+        retryable,
+    }
+}
+
+fn parse_reason(s: Option<String>) -> Option<ConflictReason> {
+    s.and_then(|s| serde_json::from_value(serde_json::Value::String(s)).ok())
+}
+
+impl Bucket {
+    // ----- settings -------------------------------------------------------
+
+    fn setting_json<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
+        let raw = self.with_reader(|c| index::setting(c, name))?;
+        raw.map(|v| {
+            serde_json::from_str(&v).map_err(|e| Error::IndexData(format!("setting {name}: {e}")))
+        })
+        .transpose()
+    }
+
+    async fn set_setting_json<T: serde::Serialize>(&self, name: &str, value: &T) -> Result<()> {
+        let text = serde_json::to_string(value)
+            .map_err(|e| Error::IndexData(format!("setting {name}: {e}")))?;
+        let path = self.inner.index_path.clone();
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let conn = index::open(&path, false)?;
+            index::set_setting(&conn, &name, &text)
+        })
+        .await
+        .map_err(|e| Error::IndexData(format!("settings task: {e}")))?
+    }
+
+    /// The recorded remote, if any.
+    pub fn remote_spec(&self) -> Result<Option<RemoteSpec>> {
+        self.setting_json("remote")
+    }
+
+    /// Records the remote. Changing it forgets what was agreed with the old
+    /// one: every object is compared afresh (by content hash) on the next sync.
+    pub async fn set_remote(&self, spec: RemoteSpec) -> Result<()> {
+        spec.kind()?;
+        let previous = self.remote_spec()?;
+        self.set_setting_json("remote", &spec).await?;
+        if previous
+            .as_ref()
+            .is_some_and(|p| p.url != spec.url || p.endpoint != spec.endpoint)
+        {
+            let path = self.inner.index_path.clone();
+            tokio::task::spawn_blocking(move || -> Result<()> {
+                let conn = index::open(&path, false)?;
+                conn.execute(
+                    "UPDATE objects SET base_etag = NULL, base_hash = NULL, \
+                     state = CASE WHEN present = 1 THEN 'dirty' ELSE state END",
+                    [],
+                )?;
+                conn.execute("DELETE FROM objects WHERE present = 0", [])?;
+                Ok(())
+            })
+            .await
+            .map_err(|e| Error::IndexData(format!("settings task: {e}")))??;
+        }
+        if let Ok(mut r) = self.inner.remote.write() {
+            *r = None;
+        }
+        Ok(())
+    }
+
+    /// The sync settings.
+    pub fn sync_config(&self) -> Result<SyncConfig> {
+        Ok(self.setting_json("sync")?.unwrap_or_default())
+    }
+
+    /// Changes the sync settings (takes effect at the next connect for `max_retries`).
+    pub async fn set_sync_config(&self, config: SyncConfig) -> Result<()> {
+        self.set_setting_json("sync", &config).await
+    }
+
+    /// The prefixes that sync (`[""]`, the default, means everything).
+    pub fn scopes(&self) -> Result<Vec<String>> {
+        Ok(self
+            .setting_json("scopes")?
+            .unwrap_or_else(|| vec![String::new()]))
+    }
+
+    fn effective_scopes(&self) -> Result<Vec<String>> {
+        let scopes = self.scopes()?;
+        Ok(if scopes.is_empty() {
+            vec![NOTHING_IN_SCOPE.to_owned()]
+        } else {
+            scopes
+        })
+    }
+
+    /// Adds a prefix to the sync scope and, when connected, pulls it at once.
+    /// Adding a prefix when everything syncs narrows the scope to that prefix.
+    pub async fn add_scope(&self, prefix: &str) -> Result<SyncReport> {
+        let mut scopes = self.scopes()?;
+        scopes.retain(|s| !s.is_empty());
+        if !scopes.iter().any(|s| s == prefix) {
+            scopes.push(prefix.to_owned());
+        }
+        scopes.sort();
+        self.set_setting_json("scopes", &scopes).await?;
+        if self.connected_remote().is_ok() {
+            self.sync(SyncOptions {
+                mode: SyncMode::Pull,
+                dry_run: false,
+            })
+            .await
+        } else {
+            Ok(SyncReport::default())
+        }
+    }
+
+    /// Removes a prefix from the sync scope; its local objects stay, as orphans.
+    pub async fn remove_scope(&self, prefix: &str) -> Result<()> {
+        let mut scopes = self.scopes()?;
+        scopes.retain(|s| s != prefix);
+        self.set_setting_json("scopes", &scopes).await?;
+        let effective = self.effective_scopes()?;
+        let local = self.local_entries()?;
+        for l in local {
+            if l.present && l.state != SyncState::Orphan && !plan::in_scope(&effective, &l.key) {
+                self.record(SyncRecord::State {
+                    key: l.key,
+                    state: SyncState::Orphan,
+                })
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    // ----- connecting -----------------------------------------------------
+
+    /// Builds the recorded remote with `creds` and connects to it.
+    pub async fn connect(&self, creds: &Credentials) -> Result<ProbeResult> {
+        let spec = self.remote_spec()?.ok_or(Error::NoRemote)?;
+        let remote = spec.build(creds)?;
+        self.attach(remote).await
+    }
+
+    /// Connects a remote (any implementation). On first contact with an
+    /// endpoint, probes whether it enforces conditional writes and records
+    /// the answer; a store that does not gets them emulated by HEAD.
+    pub async fn attach(&self, remote: SharedRemote) -> Result<ProbeResult> {
+        let endpoint = remote.endpoint();
+        let mut probes: BTreeMap<String, ProbeResult> =
+            self.setting_json("probes")?.unwrap_or_default();
+        let found = match probes.get(&endpoint) {
+            Some(p) => *p,
+            None => {
+                let p = probe(remote.as_ref(), self.device_id()).await?;
+                probes.insert(endpoint, p);
+                self.set_setting_json("probes", &probes).await?;
+                p
+            }
+        };
+        let config = self.sync_config()?;
+        let mut layered = remote;
+        if !found.conditional_put || !found.conditional_delete {
+            layered = Arc::new(Emulated::new(
+                layered,
+                !found.conditional_put,
+                !found.conditional_delete,
+            ));
+        }
+        let layered: SharedRemote = Arc::new(Retrying::new(
+            layered,
+            RetryPolicy {
+                max_retries: config.max_retries,
+                base_delay: Duration::from_millis(config.retry_base_delay_ms),
+                ..RetryPolicy::default()
+            },
+        ));
+        if let Ok(mut r) = self.inner.remote.write() {
+            *r = Some(layered);
+        }
+        Ok(found)
+    }
+
+    fn connected_remote(&self) -> Result<SharedRemote> {
+        self.inner
+            .remote
+            .read()
+            .ok()
+            .and_then(|r| r.clone())
+            .ok_or(Error::NoRemote)
+    }
+
+    // ----- reading the index ------------------------------------------------
+
+    fn local_entries(&self) -> Result<Vec<LocalEntry>> {
+        self.with_reader(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT key, present, hash, cached, pinned, base_etag, base_hash, state, modified_ms FROM objects",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, bool>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                    r.get::<_, bool>(3)?,
+                    r.get::<_, bool>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, Option<Vec<u8>>>(6)?,
+                    r.get::<_, String>(7)?,
+                    r.get::<_, i64>(8)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (key, present, hash, cached, pinned, base_etag, base_hash, state, modified_ms) = row?;
+                let bad = || Error::IndexData(format!("object {key:?} has a malformed row"));
+                out.push(LocalEntry {
+                    hash: ContentHash::from_slice(&hash).ok_or_else(bad)?,
+                    base_hash: base_hash.as_deref().and_then(ContentHash::from_slice),
+                    state: state.parse().map_err(|_| bad())?,
+                    key,
+                    present,
+                    cached,
+                    pinned,
+                    base_etag,
+                    modified_ms,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn local_entry(&self, key: &str) -> Result<Option<LocalEntry>> {
+        Ok(self.local_entries()?.into_iter().find(|l| l.key == key))
+    }
+
+    async fn record(&self, rec: SyncRecord) -> Result<bool> {
+        match self.inner.writer.submit(WriteOp::Record(rec)).await? {
+            Outcome::Recorded(applied) => Ok(applied),
+            _ => Err(Error::IndexData(
+                "writer answered a record with something else".into(),
+            )),
+        }
+    }
+
+    /// Counts objects per state and the local cache.
+    pub async fn status(&self) -> Result<Status> {
+        let mut status = self.with_reader(|c| {
+            let mut s = Status::default();
+            let mut stmt = c.prepare_cached(
+                "SELECT state, present, COUNT(*), COALESCE(SUM(CASE WHEN cached = 1 AND present = 1 THEN size ELSE 0 END), 0) \
+                 FROM objects GROUP BY state, present",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
+            })?;
+            for row in rows {
+                let (state, present, count, bytes) = row?;
+                let count = count as u64;
+                s.cache_size += bytes as u64;
+                if present {
+                    s.total += count;
+                }
+                match state.parse::<SyncState>() {
+                    Ok(SyncState::Synced) => s.synced += count,
+                    Ok(SyncState::Dirty) => s.dirty += count,
+                    Ok(SyncState::Stale) => s.stale += count,
+                    Ok(SyncState::Conflict) => s.conflicts += count,
+                    Ok(SyncState::PendingDelete) => s.pending_delete += count,
+                    Ok(SyncState::Orphan) => s.orphan += count,
+                    Err(_) => {}
+                }
+            }
+            s.failed = c
+                .prepare_cached("SELECT COUNT(*) FROM outbox WHERE state = 'failed'")?
+                .query_row([], |r| r.get::<_, i64>(0))? as u64;
+            Ok(s)
+        })?;
+        let spec = self.remote_spec()?;
+        if let Some(spec) = &spec {
+            let probes: BTreeMap<String, ProbeResult> =
+                self.setting_json("probes")?.unwrap_or_default();
+            status.conditional_writes = self
+                .connected_remote()
+                .ok()
+                .and_then(|r| probes.get(&r.endpoint()).map(|p| p.conditional_put));
+            status.remote = Some(spec.url.clone());
+        }
+        Ok(status)
+    }
+
+    /// Every key in conflict.
+    pub async fn conflicts(&self) -> Result<Vec<ConflictInfo>> {
+        self.with_reader(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT key, conflict, remote_etag, present FROM objects WHERE state = 'conflict' ORDER BY key",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, Option<String>>(2)?, r.get::<_, bool>(3)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (key, reason, remote_etag, present) = row?;
+                out.push(ConflictInfo { key, reason: parse_reason(reason), remote_etag, deleted_locally: !present });
+            }
+            Ok(out)
+        })
+    }
+
+    /// Outbox entries whose last attempt failed: key and error.
+    pub async fn failures(&self) -> Result<Vec<SyncIssue>> {
+        self.with_reader(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT key, COALESCE(last_error, '') FROM outbox WHERE state = 'failed' ORDER BY key",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (key, cause) = row?;
+                out.push(SyncIssue { key, cause, retryable: true });
+            }
+            Ok(out)
+        })
+    }
+
+    // ----- running a sync ----------------------------------------------------
+
+    /// Pushes local changes and pulls remote ones.
+    pub async fn sync(&self, opts: SyncOptions) -> Result<SyncReport> {
+        let _one_at_a_time = self.inner.sync_lock.lock().await;
+        let started = Instant::now();
+        let remote = self.connected_remote()?;
+        let config = self.sync_config()?;
+        let policy = Policy {
+            direction: config.direction,
+            conflict: config.conflict,
+            strategy: config.strategy,
+        };
+        let scopes = self.effective_scopes()?;
+        let mut report = SyncReport::default();
+
+        // Attempts a crash left in flight go back to pending.
+        if !opts.dry_run {
+            let path = self.inner.index_path.clone();
+            tokio::task::spawn_blocking(move || -> Result<()> {
+                let conn = index::open(&path, false)?;
+                conn.execute(
+                    "UPDATE outbox SET state = 'pending' WHERE state = 'inflight'",
+                    [],
+                )?;
+                Ok(())
+            })
+            .await
+            .map_err(|e| Error::IndexData(format!("outbox task: {e}")))??;
+        }
+
+        // 1. The remote listing, for each scope (an unreachable remote fails the run here, before any change).
+        let mut listing: BTreeMap<String, RemoteObject> = BTreeMap::new();
+        let mut prefixes: Vec<&String> = scopes.iter().collect();
+        prefixes.sort();
+        prefixes.dedup_by(|b, a| b.starts_with(a.as_str()));
+        for prefix in prefixes {
+            if prefix == NOTHING_IN_SCOPE {
+                continue;
+            }
+            for obj in remote.list(prefix).await? {
+                if obj.key.starts_with(RESERVED_PREFIX) {
+                    continue;
+                }
+                if let Err(e) = validate_key(&obj.key) {
+                    report.errors.push(SyncIssue {
+                        key: obj.key.clone(),
+                        cause: format!(
+                            "the remote object cannot be a ferry key, skipped: {}",
+                            e.rule
+                        ),
+                        retryable: false,
+                    });
+                    continue;
+                }
+                listing.insert(obj.key.clone(), obj);
+            }
+        }
+
+        // 2. The local side, and HEADs where content equality must be checked.
+        let local = self.local_entries()?;
+        let by_key: HashMap<&str, &LocalEntry> =
+            local.iter().map(|l| (l.key.as_str(), l)).collect();
+        let to_inspect: Vec<String> = listing
+            .values()
+            .filter(|r| plan::needs_inspection(by_key.get(r.key.as_str()).copied(), r))
+            .map(|r| r.key.clone())
+            .collect();
+        let mut heads = JoinSet::new();
+        let limit = Arc::new(Semaphore::new(config.pull_concurrency.max(1)));
+        for key in to_inspect {
+            let remote = remote.clone();
+            let limit = limit.clone();
+            heads.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                (key.clone(), remote.head(&key).await)
+            });
+        }
+        while let Some(joined) = heads.join_next().await {
+            let (key, result) =
+                joined.map_err(|e| Error::IndexData(format!("inspect task: {e}")))?;
+            match result {
+                Ok(Some(obj)) => {
+                    listing.insert(key, obj);
+                }
+                Ok(None) => {
+                    listing.remove(&key);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let remote_list: Vec<RemoteObject> = listing.into_values().collect();
+
+        // 3. Plan.
+        let mut actions = plan::plan(&local, &remote_list, &scopes, policy);
+        actions.retain(|a| match opts.mode {
+            SyncMode::Both => true,
+            SyncMode::Push => !a.is_pull_side(),
+            SyncMode::Pull => !a.is_push_side(),
+        });
+        if opts.dry_run {
+            report.planned = actions;
+            report.duration = started.elapsed();
+            report.timestamp = Some(SystemTime::now());
+            return Ok(report);
+        }
+
+        // 4. Execute, pushes and pulls each with their own concurrency limit.
+        let push_limit = Arc::new(Semaphore::new(config.push_concurrency.max(1)));
+        let pull_limit = Arc::new(Semaphore::new(config.pull_concurrency.max(1)));
+        let remote_by_key: HashMap<String, RemoteObject> = remote_list
+            .into_iter()
+            .map(|r| (r.key.clone(), r))
+            .collect();
+        let remote_by_key = Arc::new(remote_by_key);
+        let mut tasks = JoinSet::new();
+        for action in actions {
+            let me = self.clone();
+            let remote = remote.clone();
+            let limit = if action.is_push_side() {
+                push_limit.clone()
+            } else {
+                pull_limit.clone()
+            };
+            let remote_by_key = remote_by_key.clone();
+            let conflict_policy = config.conflict;
+            tasks.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                let key = action.key().to_owned();
+                let seen = remote_by_key.get(&key).cloned();
+                me.execute(&remote, action, seen, conflict_policy).await
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(Done::Pushed) => report.pushed += 1,
+                Ok(Done::Pulled) => report.pulled += 1,
+                Ok(Done::DeletedRemote) => report.deleted_remote += 1,
+                Ok(Done::DeletedLocal) => report.deleted_local += 1,
+                Ok(Done::Conflict(c)) => report.conflicts.push(c),
+                Ok(Done::Nothing) => {}
+                Ok(Done::Failed(i)) => report.errors.push(i),
+                Err(e) => report.errors.push(SyncIssue {
+                    key: String::new(),
+                    cause: format!("sync task failed: {e}"),
+                    retryable: true,
+                }),
+            }
+        }
+        // Conflicts found earlier and still open are part of the picture.
+        let known: Vec<String> = report.conflicts.iter().map(|c| c.key.clone()).collect();
+        for c in self.conflicts().await? {
+            if !known.contains(&c.key) {
+                report.conflicts.push(c);
+            }
+        }
+        report.conflicts.sort_by(|a, b| a.key.cmp(&b.key));
+        report.errors.sort_by(|a, b| a.key.cmp(&b.key));
+        report.duration = started.elapsed();
+        report.timestamp = Some(SystemTime::now());
+        Ok(report)
+    }
+
+    /// Only pushes.
+    pub async fn push(&self) -> Result<SyncReport> {
+        self.sync(SyncOptions {
+            mode: SyncMode::Push,
+            dry_run: false,
+        })
+        .await
+    }
+
+    /// Only pulls.
+    pub async fn pull(&self) -> Result<SyncReport> {
+        self.sync(SyncOptions {
+            mode: SyncMode::Pull,
+            dry_run: false,
+        })
+        .await
+    }
+
+    /// Runs one action and records its outcome.
+    async fn execute(
+        &self,
+        remote: &SharedRemote,
+        action: Action,
+        seen: Option<RemoteObject>,
+        policy: ConflictPolicy,
+    ) -> Done {
+        let key = action.key().to_owned();
+        let result = self.execute_inner(remote, action, seen, policy).await;
+        match result {
+            Ok(done) => done,
+            Err(e) => Done::Failed(issue(&key, &e)),
+        }
+    }
+
+    async fn execute_inner(
+        &self,
+        remote: &SharedRemote,
+        action: Action,
+        seen: Option<RemoteObject>,
+        policy: ConflictPolicy,
+    ) -> Result<Done> {
+        match action {
+            Action::Push { key, hash, cond } => {
+                self.push_one(remote, &key, hash, cond, policy).await
+            }
+            Action::DeleteRemote { key, cond } => {
+                self.record(SyncRecord::Attempt {
+                    key: key.clone(),
+                    state: "inflight",
+                    error: None,
+                    next_attempt_ms: 0,
+                })
+                .await?;
+                match remote.delete(&key, cond).await {
+                    Ok(()) => {
+                        self.record(SyncRecord::RemoteDeleted { key }).await?;
+                        Ok(Done::DeletedRemote)
+                    }
+                    Err(e) if e.kind == RemoteErrorKind::PreconditionFailed => {
+                        let current = remote.head(&key).await?;
+                        self.conflict(
+                            key,
+                            ConflictReason::DeletedLocallyModifiedRemotely,
+                            current.map(|c| c.etag),
+                            policy,
+                        )
+                        .await
+                    }
+                    Err(e) => self.fail_attempt(&key, e).await,
+                }
+            }
+            Action::Pull { key, expect, .. } => {
+                if self.fetch(&key, expect).await? {
+                    Ok(Done::Pulled)
+                } else {
+                    Ok(Done::Nothing)
+                }
+            }
+            Action::Learn {
+                key,
+                remote: obj,
+                expect,
+            } => {
+                // A listing carries no metadata; learn it with a HEAD when needed.
+                let obj = if obj.has_metadata {
+                    obj
+                } else {
+                    remote.head(&key).await?.unwrap_or(obj)
+                };
+                let applied = self
+                    .record(SyncRecord::Learned {
+                        key,
+                        expect,
+                        remote: Box::new(obj),
+                    })
+                    .await?;
+                Ok(if applied { Done::Pulled } else { Done::Nothing })
+            }
+            Action::DeleteLocal { key, expect } => {
+                let applied = self
+                    .record(SyncRecord::LocalDeleted { key, expect })
+                    .await?;
+                Ok(if applied {
+                    Done::DeletedLocal
+                } else {
+                    Done::Nothing
+                })
+            }
+            Action::Adopt { key, etag, hash } => {
+                self.record(SyncRecord::Adopted { key, etag, hash }).await?;
+                Ok(Done::Nothing)
+            }
+            Action::Forget { key } => {
+                self.record(SyncRecord::Forgot { key }).await?;
+                Ok(Done::Nothing)
+            }
+            Action::Conflict {
+                key,
+                reason,
+                remote_etag,
+            } => {
+                let etag = remote_etag.or(seen.map(|s| s.etag));
+                self.record(SyncRecord::Conflicted {
+                    key: key.clone(),
+                    reason,
+                    remote_etag: etag.clone(),
+                })
+                .await?;
+                let deleted_locally = reason == ConflictReason::DeletedLocallyModifiedRemotely;
+                Ok(Done::Conflict(ConflictInfo {
+                    key,
+                    reason: Some(reason),
+                    remote_etag: etag,
+                    deleted_locally,
+                }))
+            }
+            Action::SetState { key, state } => {
+                self.record(SyncRecord::State { key, state }).await?;
+                Ok(Done::Nothing)
+            }
+        }
+    }
+
+    async fn conflict(
+        &self,
+        key: String,
+        reason: ConflictReason,
+        remote_etag: Option<String>,
+        policy: ConflictPolicy,
+    ) -> Result<Done> {
+        if policy == ConflictPolicy::Flag {
+            self.record(SyncRecord::Conflicted {
+                key: key.clone(),
+                reason,
+                remote_etag: remote_etag.clone(),
+            })
+            .await?;
+            let deleted_locally = reason == ConflictReason::DeletedLocallyModifiedRemotely;
+            Ok(Done::Conflict(ConflictInfo {
+                key,
+                reason: Some(reason),
+                remote_etag,
+                deleted_locally,
+            }))
+        } else {
+            // An automatic policy settles it on the next run, from a fresh listing.
+            self.record(SyncRecord::Attempt {
+                key: key.clone(),
+                state: "pending",
+                error: Some(reason.describe().into()),
+                next_attempt_ms: 0,
+            })
+            .await?;
+            Ok(Done::Failed(SyncIssue {
+                key,
+                cause: format!("{}; the next sync applies the policy", reason.describe()),
+                retryable: true,
+            }))
+        }
+    }
+
+    async fn fail_attempt(&self, key: &str, e: RemoteError) -> Result<Done> {
+        let retryable = e.is_retryable();
+        let next = if retryable {
+            index::now_ms() + RetryPolicy::default().delay(3).as_millis() as i64
+        } else {
+            i64::MAX
+        };
+        self.record(SyncRecord::Attempt {
+            key: key.to_owned(),
+            state: "failed",
+            error: Some(e.to_string()),
+            next_attempt_ms: next,
+        })
+        .await?;
+        Ok(Done::Failed(SyncIssue {
+            key: key.to_owned(),
+            cause: Error::Remote(e).to_string(),
+            retryable,
+        }))
+    }
+
+    /// Uploads the local version of `key` (if it still has `hash`).
+    async fn push_one(
+        &self,
+        remote: &SharedRemote,
+        key: &str,
+        hash: ContentHash,
+        cond: Precondition,
+        policy: ConflictPolicy,
+    ) -> Result<Done> {
+        let stored = match self.lookup(key) {
+            Ok(s) if s.meta.hash == hash && s.cached => s,
+            // Changed or deleted since planning: the next run takes the new version.
+            Ok(_) | Err(Error::NotFound { .. }) => return Ok(Done::Nothing),
+            Err(e) => return Err(e),
+        };
+        let body = if stored.inline {
+            RemoteBody::Bytes(self.read_inline(&stored)?)
+        } else {
+            RemoteBody::File(self.inner.blobs.path(&hash))
+        };
+        let req = PutRequest {
+            key: key.to_owned(),
+            content_type: stored.meta.content_type.clone(),
+            metadata: stored.meta.metadata.clone(),
+            hash,
+            size: stored.meta.size,
+            mtime_ms: stored
+                .meta
+                .modified
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
+            device: self.device_id().to_owned(),
+        };
+        self.record(SyncRecord::Attempt {
+            key: key.to_owned(),
+            state: "inflight",
+            error: None,
+            next_attempt_ms: 0,
+        })
+        .await?;
+        match remote.put(&req, body, cond).await {
+            Ok(etag) => {
+                self.record(SyncRecord::Pushed {
+                    key: key.to_owned(),
+                    hash,
+                    etag,
+                })
+                .await?;
+                Ok(Done::Pushed)
+            }
+            Err(e) if e.kind == RemoteErrorKind::PreconditionFailed => {
+                // Either someone else wrote, or our own earlier attempt landed
+                // and its answer was lost: the content hash tells them apart.
+                match remote.head(key).await? {
+                    Some(r) if r.hash == Some(hash) => {
+                        self.record(SyncRecord::Adopted {
+                            key: key.to_owned(),
+                            etag: r.etag,
+                            hash,
+                        })
+                        .await?;
+                        Ok(Done::Pushed)
+                    }
+                    current => {
+                        let reason = ConflictReason::RemoteChangedDuringPush;
+                        self.conflict(key.to_owned(), reason, current.map(|c| c.etag), policy)
+                            .await
+                    }
+                }
+            }
+            Err(e) => self.fail_attempt(key, e).await,
+        }
+    }
+
+    /// Downloads `key` and records it if the local row still matches
+    /// `expect`; returns whether it was recorded.
+    pub(crate) async fn fetch(&self, key: &str, expect: Expect) -> Result<bool> {
+        let remote = self.connected_remote()?;
+        let (obj, reader) = remote.get(key).await?;
+        let threshold = self.inner.config.inline_threshold;
+        let (content, hash, size) =
+            self.read_body(key, reader, threshold)
+                .await
+                .map_err(|e| match e {
+                    Error::Body { key, source } => Error::Remote(RemoteError::new(
+                        RemoteErrorKind::Retryable,
+                        remote.endpoint(),
+                        format!("downloading {key}: {source}"),
+                    )),
+                    other => other,
+                })?;
+        if size != obj.size {
+            return Err(Error::Corrupt {
+                key: key.to_owned(),
+                detail: format!("the remote sent {size} bytes, it lists {}", obj.size),
+            });
+        }
+        if obj.hash.is_some_and(|h| h != hash) {
+            return Err(Error::Corrupt {
+                key: key.to_owned(),
+                detail: "the remote content does not match its ferry-hash".into(),
+            });
+        }
+        let content_type = obj
+            .content_type
+            .clone()
+            .unwrap_or_else(|| crate::metadata::content_type_for(key, None).unwrap_or_default());
+        let metadata: Metadata = obj.metadata.clone();
+        let pulled = Pulled {
+            content,
+            hash,
+            size,
+            content_type,
+            metadata,
+            modified_ms: obj
+                .ferry_mtime
+                .or(obj.modified_ms)
+                .unwrap_or_else(index::now_ms),
+            etag: obj.etag,
+        };
+        self.record(SyncRecord::Pulled {
+            key: key.to_owned(),
+            expect,
+            pulled: Box::new(pulled),
+        })
+        .await
+    }
+
+    /// `get`, optionally fetching the remote's current version first.
+    pub async fn get_with(&self, key: &str, opts: GetOptions) -> Result<crate::bucket::Object> {
+        validate_key(key)?;
+        if opts.remote {
+            let remote = self.connected_remote()?;
+            let local = self.local_entry(key)?;
+            if let Some(l) = &local {
+                let changed = !l.present || l.base_hash != Some(l.hash) || l.base_etag.is_none();
+                if changed && l.present {
+                    return Err(Error::LocalChanges {
+                        key: key.to_owned(),
+                    });
+                }
+            }
+            match remote.head(key).await? {
+                Some(r)
+                    if local.as_ref().is_some_and(|l| {
+                        l.base_etag.as_deref() == Some(r.etag.as_str()) && l.cached
+                    }) => {}
+                Some(_) => {
+                    let expect = match &local {
+                        Some(l) if l.present => Expect::Present(l.hash),
+                        Some(l) if l.base_etag.is_some() => Expect::Tombstone,
+                        _ => Expect::Absent,
+                    };
+                    self.fetch(key, expect).await?;
+                }
+                None => {
+                    if let Some(l) = local.filter(|l| l.present) {
+                        self.record(SyncRecord::LocalDeleted {
+                            key: key.to_owned(),
+                            expect: Expect::Present(l.hash),
+                        })
+                        .await?;
+                    }
+                    return Err(Error::NotFound {
+                        key: key.to_owned(),
+                    });
+                }
+            }
+        }
+        self.get(key).await
+    }
+
+    /// Settles a conflict on `key`.
+    pub async fn resolve(&self, key: &str, how: Resolution) -> Result<ResolveOutcome> {
+        validate_key(key)?;
+        let remote = self.connected_remote()?;
+        let l = self
+            .local_entry(key)?
+            .filter(|l| l.state == SyncState::Conflict)
+            .ok_or_else(|| Error::NotInConflict {
+                key: key.to_owned(),
+            })?;
+        let r = remote.head(key).await?;
+        let mut outcome = ResolveOutcome::default();
+        let action = match how {
+            Resolution::KeepLocal => plan::keep_local_action(key, Some(&l), r.as_ref()),
+            Resolution::KeepRemote => Some(plan::keep_remote_action(key, Some(&l), r.as_ref())),
+            Resolution::KeepBoth => {
+                if l.present {
+                    let copy = self.free_conflict_name(key)?;
+                    let object = self.get(key).await?;
+                    let opts = crate::bucket::PutOptions {
+                        content_type: Some(object.meta.content_type.clone()),
+                        metadata: object.meta.metadata.clone(),
+                    };
+                    self.put(&copy, crate::body::Body::from_reader(object.body), opts)
+                        .await?;
+                    outcome.renamed_to = Some(copy);
+                }
+                let l = self.local_entry(key)?;
+                Some(plan::keep_remote_action(key, l.as_ref(), r.as_ref()))
+            }
+        };
+        if let Some(action) = action {
+            match self.execute_inner(&remote, action, r, ConflictPolicy::Flag).await? {
+                Done::Failed(i) => return Err(Error::Remote(RemoteError::new(RemoteErrorKind::Retryable, remote.endpoint(), i.cause))),
+                Done::Conflict(_) => {
+                    return Err(Error::Remote(RemoteError::new(
+                        RemoteErrorKind::PreconditionFailed,
+                        remote.endpoint(),
+                        format!("{key} changed on the remote again while resolving; it is still in conflict"),
+                    )))
+                }
+                _ => {}
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// `{key}.conflict.{UTC timestamp}`, with a counter if that exists too.
+    fn free_conflict_name(&self, key: &str) -> Result<String> {
+        let stamp = conflict_stamp(SystemTime::now());
+        let base = format!("{key}.conflict.{stamp}");
+        let exists = |k: &str| -> Result<bool> {
+            self.with_reader(|c| {
+                Ok(c.prepare_cached("SELECT 1 FROM objects WHERE key = ?1")?
+                    .query_row([k], |_| Ok(()))
+                    .optional()?
+                    .is_some())
+            })
+        };
+        let mut candidate = base.clone();
+        let mut n = 1;
+        while exists(&candidate)? {
+            n += 1;
+            candidate = format!("{base}-{n}");
+        }
+        validate_key(&candidate)?;
+        Ok(candidate)
+    }
+}
+
+/// `20261122T031500Z`: sortable, and a valid key segment.
+fn conflict_stamp(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}

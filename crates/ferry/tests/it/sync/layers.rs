@@ -1,0 +1,166 @@
+//! Test layers over a remote: a third party that writes at the worst moment,
+//! a lost answer (crash between push and record), and an outage.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use ferry::remote::{
+    Capabilities, Precondition, PutRequest, Remote, RemoteBody, RemoteError, RemoteErrorKind,
+    RemoteObject, RemoteReader, SharedRemote,
+};
+
+type Hook = Box<dyn Fn(String) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+
+/// Runs `hook(key)` right before forwarding the first put of each key in `keys`.
+pub struct Interposer {
+    pub inner: SharedRemote,
+    pub keys: Mutex<Vec<String>>,
+    pub hook: Hook,
+}
+
+impl std::fmt::Debug for Interposer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Interposer")
+    }
+}
+
+/// Lets the first put of a key succeed on the store but reports a failure.
+#[derive(Debug)]
+pub struct LoseAnswer {
+    pub inner: SharedRemote,
+    pub armed: AtomicBool,
+}
+
+/// Fails every request once `after` requests have been made, until healed.
+#[derive(Debug)]
+pub struct Outage {
+    pub inner: SharedRemote,
+    pub after: u64,
+    pub seen: AtomicU64,
+    pub healed: AtomicBool,
+}
+
+macro_rules! forward_reads {
+    () => {
+        fn endpoint(&self) -> String {
+            self.inner.endpoint()
+        }
+        fn capabilities(&self) -> Capabilities {
+            self.inner.capabilities()
+        }
+    };
+}
+
+#[async_trait::async_trait]
+impl Remote for Interposer {
+    forward_reads!();
+    async fn list(&self, p: &str) -> Result<Vec<RemoteObject>, RemoteError> {
+        self.inner.list(p).await
+    }
+    async fn head(&self, k: &str) -> Result<Option<RemoteObject>, RemoteError> {
+        self.inner.head(k).await
+    }
+    async fn get(&self, k: &str) -> Result<(RemoteObject, RemoteReader), RemoteError> {
+        self.inner.get(k).await
+    }
+    async fn put(
+        &self,
+        r: &PutRequest,
+        b: RemoteBody,
+        c: Precondition,
+    ) -> Result<String, RemoteError> {
+        let fire = {
+            let mut keys = self.keys.lock().unwrap();
+            let pos = keys.iter().position(|k| *k == r.key);
+            pos.map(|i| keys.remove(i)).is_some()
+        };
+        if fire {
+            (self.hook)(r.key.clone()).await;
+        }
+        self.inner.put(r, b, c).await
+    }
+    async fn delete(&self, k: &str, c: Precondition) -> Result<(), RemoteError> {
+        self.inner.delete(k, c).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Remote for LoseAnswer {
+    forward_reads!();
+    async fn list(&self, p: &str) -> Result<Vec<RemoteObject>, RemoteError> {
+        self.inner.list(p).await
+    }
+    async fn head(&self, k: &str) -> Result<Option<RemoteObject>, RemoteError> {
+        self.inner.head(k).await
+    }
+    async fn get(&self, k: &str) -> Result<(RemoteObject, RemoteReader), RemoteError> {
+        self.inner.get(k).await
+    }
+    async fn put(
+        &self,
+        r: &PutRequest,
+        b: RemoteBody,
+        c: Precondition,
+    ) -> Result<String, RemoteError> {
+        let result = self.inner.put(r, b, c).await;
+        if result.is_ok()
+            && !r.key.starts_with(".ferry/")
+            && self.armed.swap(false, Ordering::SeqCst)
+        {
+            return Err(RemoteError::new(
+                RemoteErrorKind::Retryable,
+                self.endpoint(),
+                "connection reset (test: answer lost)",
+            ));
+        }
+        result
+    }
+    async fn delete(&self, k: &str, c: Precondition) -> Result<(), RemoteError> {
+        self.inner.delete(k, c).await
+    }
+}
+
+impl Outage {
+    fn gate(&self) -> Result<(), RemoteError> {
+        let n = self.seen.fetch_add(1, Ordering::SeqCst);
+        if n >= self.after && !self.healed.load(Ordering::SeqCst) {
+            Err(RemoteError::new(
+                RemoteErrorKind::Unreachable,
+                self.endpoint(),
+                "connection refused (test outage)",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Remote for Outage {
+    forward_reads!();
+    async fn list(&self, p: &str) -> Result<Vec<RemoteObject>, RemoteError> {
+        self.gate()?;
+        self.inner.list(p).await
+    }
+    async fn head(&self, k: &str) -> Result<Option<RemoteObject>, RemoteError> {
+        self.gate()?;
+        self.inner.head(k).await
+    }
+    async fn get(&self, k: &str) -> Result<(RemoteObject, RemoteReader), RemoteError> {
+        self.gate()?;
+        self.inner.get(k).await
+    }
+    async fn put(
+        &self,
+        r: &PutRequest,
+        b: RemoteBody,
+        c: Precondition,
+    ) -> Result<String, RemoteError> {
+        self.gate()?;
+        self.inner.put(r, b, c).await
+    }
+    async fn delete(&self, k: &str, c: Precondition) -> Result<(), RemoteError> {
+        self.gate()?;
+        self.inner.delete(k, c).await
+    }
+}

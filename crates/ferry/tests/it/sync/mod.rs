@@ -1,0 +1,57 @@
+//! The sync behaviour suite: the same scenarios against every remote kind.
+//!
+//! Each backend provides a fresh, empty remote location per test and a way to
+//! read and write it as a plain (non-ferry) client would.
+
+mod backends;
+mod layers;
+mod scenarios;
+
+use ferry::remote::SharedRemote;
+use ferry::{Bucket, BucketConfig, SyncConfig};
+use tempfile::TempDir;
+
+/// What a plain client sees of an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plain {
+    pub data: Vec<u8>,
+    pub content_type: Option<String>,
+    pub metadata: std::collections::BTreeMap<String, String>,
+}
+
+/// A remote location for one test.
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync {
+    /// A new handle on the location (as a second device would build one).
+    fn remote(&self) -> SharedRemote;
+    /// Writes like a plain S3 client (no ferry metadata).
+    async fn foreign_put(&self, key: &str, data: &[u8], content_type: &str);
+    /// Reads like a plain S3 client.
+    async fn foreign_get(&self, key: &str) -> Option<Plain>;
+    /// Keys present, as a plain listing shows them.
+    async fn foreign_keys(&self) -> Vec<String>;
+}
+
+/// A replica: a bucket in its own directory, attached to the backend.
+pub struct Replica {
+    pub bucket: Bucket,
+    _dir: TempDir,
+}
+
+pub async fn replica(backend: &dyn Backend) -> Replica {
+    replica_with(backend, SyncConfig::default()).await
+}
+
+pub async fn replica_with(backend: &dyn Backend, config: SyncConfig) -> Replica {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = Bucket::create(dir.path().join(".ferry"), BucketConfig::default())
+        .await
+        .unwrap();
+    let config = SyncConfig {
+        retry_base_delay_ms: 5,
+        ..config
+    };
+    bucket.set_sync_config(config).await.unwrap();
+    bucket.attach(backend.remote()).await.unwrap();
+    Replica { bucket, _dir: dir }
+}

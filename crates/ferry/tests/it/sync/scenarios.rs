@@ -1,0 +1,590 @@
+//! Scenarios, each run against every backend (see the `suite!` invocation at the end).
+
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex};
+
+use ferry::plan::{ConflictPolicy, ConflictReason, PullStrategy};
+use ferry::{Bucket, Error, PutOptions, Resolution, SyncConfig, SyncOptions, SyncState};
+
+use super::layers::{Interposer, LoseAnswer, Outage};
+use super::{replica, replica_with, Backend};
+
+async fn put(b: &Bucket, key: &str, data: &[u8]) {
+    b.put(key, data.to_vec(), PutOptions::default())
+        .await
+        .unwrap();
+}
+
+async fn read(b: &Bucket, key: &str) -> Vec<u8> {
+    b.get_bytes(key).await.unwrap().1.to_vec()
+}
+
+async fn sync(b: &Bucket) -> ferry::SyncReport {
+    b.sync(SyncOptions::default()).await.unwrap()
+}
+
+fn big(seed: u8) -> Vec<u8> {
+    (0..300_000u32)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+pub async fn puts_metadata_and_deletes_propagate(be: &dyn Backend) {
+    let a = replica(be).await;
+    let c = replica(be).await;
+    let mut opts = PutOptions {
+        content_type: Some("text/x-note".into()),
+        ..Default::default()
+    };
+    opts.metadata.insert("owner".into(), "ann".into());
+    a.bucket
+        .put("notes/one", b"first note".to_vec(), opts)
+        .await
+        .unwrap();
+    put(&a.bucket, "media/big.bin", &big(1)).await;
+    let r = sync(&a.bucket).await;
+    assert_eq!((r.pushed, r.pulled), (2, 0), "{r:?}");
+    assert!(r.errors.is_empty(), "{r:?}");
+    assert_eq!(
+        a.bucket.head("notes/one").await.unwrap().state,
+        SyncState::Synced
+    );
+
+    let r = sync(&c.bucket).await;
+    assert_eq!((r.pushed, r.pulled), (0, 2), "{r:?}");
+    let (meta, data) = c.bucket.get_bytes("notes/one").await.unwrap();
+    assert_eq!(&data[..], b"first note");
+    assert_eq!(meta.content_type, "text/x-note");
+    assert_eq!(meta.metadata.get("owner").map(String::as_str), Some("ann"));
+    assert_eq!(meta.state, SyncState::Synced);
+    assert_eq!(read(&c.bucket, "media/big.bin").await, big(1));
+
+    // A second sync on each side does nothing.
+    let r = sync(&a.bucket).await;
+    assert_eq!(
+        (r.pushed, r.pulled, r.deleted_local, r.deleted_remote),
+        (0, 0, 0, 0),
+        "{r:?}"
+    );
+
+    assert!(a.bucket.delete("notes/one").await.unwrap());
+    assert_eq!(a.bucket.status().await.unwrap().pending_delete, 1);
+    let r = sync(&a.bucket).await;
+    assert_eq!(r.deleted_remote, 1, "{r:?}");
+    assert_eq!(a.bucket.status().await.unwrap().pending_delete, 0);
+    let r = sync(&c.bucket).await;
+    assert_eq!(r.deleted_local, 1, "{r:?}");
+    assert!(!c.bucket.exists("notes/one").await.unwrap());
+    assert_eq!(be.foreign_keys().await, ["media/big.bin"]);
+}
+
+async fn make_conflict(
+    be: &dyn Backend,
+    key: &str,
+    a_val: &[u8],
+    c_val: &[u8],
+) -> (super::Replica, super::Replica) {
+    let a = replica(be).await;
+    let c = replica(be).await;
+    put(&a.bucket, key, b"v0").await;
+    sync(&a.bucket).await;
+    sync(&c.bucket).await;
+    put(&a.bucket, key, a_val).await;
+    put(&c.bucket, key, c_val).await;
+    let r = sync(&a.bucket).await;
+    assert_eq!(r.pushed, 1, "{r:?}");
+    let r = sync(&c.bucket).await;
+    assert_eq!(r.conflicts.len(), 1, "{r:?}");
+    assert_eq!(r.conflicts[0].key, key);
+    assert_eq!(r.conflicts[0].reason, Some(ConflictReason::BothModified));
+    assert_eq!(c.bucket.status().await.unwrap().conflicts, 1);
+    assert_eq!(
+        read(&c.bucket, key).await,
+        c_val,
+        "a conflict keeps the local version"
+    );
+    (a, c)
+}
+
+pub async fn concurrent_edits_conflict_and_resolve_keep_local(be: &dyn Backend) {
+    let (a, c) = make_conflict(be, "doc", b"from a", b"from c").await;
+    c.bucket
+        .resolve("doc", Resolution::KeepLocal)
+        .await
+        .unwrap();
+    assert_eq!(c.bucket.status().await.unwrap().conflicts, 0);
+    assert_eq!(be.foreign_get("doc").await.unwrap().data, b"from c");
+    sync(&a.bucket).await;
+    assert_eq!(read(&a.bucket, "doc").await, b"from c");
+}
+
+pub async fn concurrent_edits_resolve_keep_remote(be: &dyn Backend) {
+    let (_a, c) = make_conflict(be, "doc", b"from a", b"from c").await;
+    c.bucket
+        .resolve("doc", Resolution::KeepRemote)
+        .await
+        .unwrap();
+    assert_eq!(read(&c.bucket, "doc").await, b"from a");
+    assert_eq!(c.bucket.head("doc").await.unwrap().state, SyncState::Synced);
+    let r = sync(&c.bucket).await;
+    assert!(r.conflicts.is_empty() && r.pushed == 0, "{r:?}");
+}
+
+pub async fn concurrent_edits_resolve_keep_both(be: &dyn Backend) {
+    let (a, c) = make_conflict(be, "dir/doc.txt", b"from a", b"from c").await;
+    let out = c
+        .bucket
+        .resolve("dir/doc.txt", Resolution::KeepBoth)
+        .await
+        .unwrap();
+    let copy = out.renamed_to.expect("keep-both names the copy");
+    assert!(copy.starts_with("dir/doc.txt.conflict."), "{copy}");
+    assert_eq!(read(&c.bucket, &copy).await, b"from c");
+    assert_eq!(read(&c.bucket, "dir/doc.txt").await, b"from a");
+    sync(&c.bucket).await;
+    sync(&a.bucket).await;
+    assert_eq!(read(&a.bucket, &copy).await, b"from c");
+    // A second keep-both in the same second never overwrites the first copy.
+    put(&a.bucket, "dir/doc.txt", b"a again").await;
+    put(&c.bucket, "dir/doc.txt", b"c again").await;
+    sync(&a.bucket).await;
+    sync(&c.bucket).await;
+    let out2 = c
+        .bucket
+        .resolve("dir/doc.txt", Resolution::KeepBoth)
+        .await
+        .unwrap();
+    let copy2 = out2.renamed_to.unwrap();
+    assert_ne!(copy, copy2);
+    assert_eq!(read(&c.bucket, &copy).await, b"from c");
+    assert_eq!(read(&c.bucket, &copy2).await, b"c again");
+}
+
+pub async fn automatic_policies_settle_conflicts(be: &dyn Backend) {
+    for (policy, expect_c_wins) in [
+        (ConflictPolicy::KeepLocal, true),
+        (ConflictPolicy::KeepRemote, false),
+        (ConflictPolicy::LastWriterWins, true),
+    ] {
+        let key = format!("auto/{policy:?}");
+        let a = replica(be).await;
+        let c = replica_with(
+            be,
+            SyncConfig {
+                conflict: policy,
+                ..Default::default()
+            },
+        )
+        .await;
+        put(&a.bucket, &key, b"v0").await;
+        sync(&a.bucket).await;
+        sync(&c.bucket).await;
+        put(&a.bucket, &key, b"from a").await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        put(&c.bucket, &key, b"from c (later)").await;
+        sync(&a.bucket).await;
+        let r = sync(&c.bucket).await;
+        assert!(r.conflicts.is_empty(), "{policy:?}: {r:?}");
+        let winner: &[u8] = if expect_c_wins {
+            b"from c (later)"
+        } else {
+            b"from a"
+        };
+        assert_eq!(read(&c.bucket, &key).await, winner, "{policy:?}");
+        assert_eq!(
+            be.foreign_get(&key).await.unwrap().data,
+            winner,
+            "{policy:?}"
+        );
+        sync(&a.bucket).await;
+        assert_eq!(read(&a.bucket, &key).await, winner, "{policy:?}");
+    }
+}
+
+pub async fn equal_content_on_both_sides_is_not_a_conflict(be: &dyn Backend) {
+    let a = replica(be).await;
+    let c = replica(be).await;
+    put(&a.bucket, "same", b"identical").await;
+    put(&c.bucket, "same", b"identical").await;
+    sync(&a.bucket).await;
+    let r = sync(&c.bucket).await;
+    assert!(r.conflicts.is_empty(), "{r:?}");
+    assert_eq!(
+        c.bucket.head("same").await.unwrap().state,
+        SyncState::Synced
+    );
+}
+
+pub async fn edit_versus_delete_is_a_conflict_both_ways(be: &dyn Backend) {
+    // Deleted remotely, edited here.
+    let a = replica(be).await;
+    let c = replica(be).await;
+    put(&a.bucket, "k1", b"v0").await;
+    put(&a.bucket, "k2", b"v0").await;
+    sync(&a.bucket).await;
+    sync(&c.bucket).await;
+    a.bucket.delete("k1").await.unwrap();
+    put(&c.bucket, "k1", b"edited by c").await;
+    // Edited remotely, deleted here.
+    put(&a.bucket, "k2", b"edited by a").await;
+    c.bucket.delete("k2").await.unwrap();
+    sync(&a.bucket).await;
+    let r = sync(&c.bucket).await;
+    let mut reasons: Vec<(String, Option<ConflictReason>)> = r
+        .conflicts
+        .iter()
+        .map(|c| (c.key.clone(), c.reason))
+        .collect();
+    reasons.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(
+        reasons,
+        [
+            (
+                "k1".to_string(),
+                Some(ConflictReason::ModifiedLocallyDeletedRemotely)
+            ),
+            (
+                "k2".to_string(),
+                Some(ConflictReason::DeletedLocallyModifiedRemotely)
+            ),
+        ],
+        "{r:?}"
+    );
+    // Nothing was silently deleted.
+    assert_eq!(read(&c.bucket, "k1").await, b"edited by c");
+    assert_eq!(be.foreign_get("k2").await.unwrap().data, b"edited by a");
+    c.bucket.resolve("k1", Resolution::KeepLocal).await.unwrap();
+    assert_eq!(be.foreign_get("k1").await.unwrap().data, b"edited by c");
+    c.bucket
+        .resolve("k2", Resolution::KeepRemote)
+        .await
+        .unwrap();
+    assert_eq!(read(&c.bucket, "k2").await, b"edited by a");
+    assert!(c.bucket.conflicts().await.unwrap().is_empty());
+}
+
+pub async fn third_party_write_between_listing_and_push_is_a_conflict(be: &dyn Backend) {
+    let a = super::replica(be).await;
+    put(&a.bucket, "raced-new", b"ours").await;
+    put(&a.bucket, "raced-old", b"v0").await;
+    sync(&a.bucket).await;
+    put(&a.bucket, "raced-old", b"ours too").await;
+    let b2 = Arc::new(be.remote());
+    let writer = b2.clone();
+    let hook: Box<dyn Fn(String) -> futures::future::BoxFuture<'static, ()> + Send + Sync> =
+        Box::new(move |key: String| {
+            let w = writer.clone();
+            Box::pin(async move {
+                let req = ferry::remote::PutRequest {
+                    key: key.clone(),
+                    content_type: "text/plain".into(),
+                    metadata: Default::default(),
+                    hash: ferry::ContentHash::of(b"theirs"),
+                    size: 6,
+                    mtime_ms: 0,
+                    device: "third-party".into(),
+                };
+                w.put(
+                    &req,
+                    ferry::remote::RemoteBody::Bytes(bytes::Bytes::from_static(b"theirs")),
+                    ferry::remote::Precondition::None,
+                )
+                .await
+                .unwrap();
+            })
+        });
+    put(&a.bucket, "raced-new2", b"ours").await;
+    let layer = Interposer {
+        inner: be.remote(),
+        keys: Mutex::new(vec!["raced-new2".into(), "raced-old".into()]),
+        hook,
+    };
+    a.bucket.attach(Arc::new(layer)).await.unwrap();
+    let r = sync(&a.bucket).await;
+    let keys: Vec<&str> = r.conflicts.iter().map(|c| c.key.as_str()).collect();
+    assert_eq!(keys, ["raced-new2", "raced-old"], "{r:?}");
+    assert!(r
+        .conflicts
+        .iter()
+        .all(|c| c.reason == Some(ConflictReason::RemoteChangedDuringPush)));
+    // Neither write was lost: theirs on the remote, ours here.
+    assert_eq!(be.foreign_get("raced-new2").await.unwrap().data, b"theirs");
+    assert_eq!(be.foreign_get("raced-old").await.unwrap().data, b"theirs");
+    assert_eq!(read(&a.bucket, "raced-old").await, b"ours too");
+    assert_eq!(read(&a.bucket, "raced-new2").await, b"ours");
+}
+
+pub async fn push_that_landed_but_was_not_recorded_is_recognised(be: &dyn Backend) {
+    // Without retries: the run fails, the next one must adopt, not conflict, not re-upload.
+    let a = replica_with(
+        be,
+        SyncConfig {
+            max_retries: 0,
+            ..Default::default()
+        },
+    )
+    .await;
+    put(&a.bucket, "landed", &big(7)).await;
+    let layer = LoseAnswer {
+        inner: be.remote(),
+        armed: AtomicBool::new(true),
+    };
+    a.bucket.attach(Arc::new(layer)).await.unwrap();
+    let r = sync(&a.bucket).await;
+    assert_eq!(r.errors.len(), 1, "{r:?}");
+    assert_eq!(
+        a.bucket.head("landed").await.unwrap().state,
+        SyncState::Dirty
+    );
+    let etag_before = be.remote().head("landed").await.unwrap().unwrap().etag;
+    let r = sync(&a.bucket).await;
+    assert!(r.conflicts.is_empty() && r.errors.is_empty(), "{r:?}");
+    assert_eq!(
+        a.bucket.head("landed").await.unwrap().state,
+        SyncState::Synced
+    );
+    let etag_after = be.remote().head("landed").await.unwrap().unwrap().etag;
+    assert_eq!(etag_before, etag_after, "the object was uploaded again");
+
+    // With retries: the retry meets its own earlier write and adopts it in the same run.
+    let c = replica(be).await;
+    put(&c.bucket, "landed-2", b"small").await;
+    c.bucket
+        .attach(Arc::new(LoseAnswer {
+            inner: be.remote(),
+            armed: AtomicBool::new(true),
+        }))
+        .await
+        .unwrap();
+    let r = sync(&c.bucket).await;
+    assert!(r.conflicts.is_empty() && r.errors.is_empty(), "{r:?}");
+    assert_eq!(
+        c.bucket.head("landed-2").await.unwrap().state,
+        SyncState::Synced
+    );
+}
+
+pub async fn plain_client_objects_round_trip(be: &dyn Backend) {
+    be.foreign_put("in/table.csv", b"a,b\n1,2\n", "text/csv")
+        .await;
+    let a = replica(be).await;
+    let r = sync(&a.bucket).await;
+    assert_eq!(r.pulled, 1, "{r:?}");
+    let (meta, data) = a.bucket.get_bytes("in/table.csv").await.unwrap();
+    assert_eq!(&data[..], b"a,b\n1,2\n");
+    assert_eq!(meta.content_type, "text/csv");
+    let mut opts = PutOptions::default();
+    opts.metadata.insert("owner".into(), "ann".into());
+    a.bucket
+        .put("out/report.json", b"{\"ok\":true}".to_vec(), opts)
+        .await
+        .unwrap();
+    sync(&a.bucket).await;
+    let plain = be.foreign_get("out/report.json").await.unwrap();
+    assert_eq!(plain.data, b"{\"ok\":true}");
+    assert_eq!(plain.content_type.as_deref(), Some("application/json"));
+    assert_eq!(plain.metadata.get("owner").map(String::as_str), Some("ann"));
+    assert_eq!(
+        plain.metadata.get("ferry-hash").map(String::as_str),
+        Some(ferry::ContentHash::of(b"{\"ok\":true}").to_hex().as_str())
+    );
+    // A plain client's edit of a ferry object is pulled like any other change.
+    be.foreign_put("out/report.json", b"{\"ok\":false}", "application/json")
+        .await;
+    let r = sync(&a.bucket).await;
+    assert_eq!(r.pulled, 1, "{r:?}");
+    assert_eq!(read(&a.bucket, "out/report.json").await, b"{\"ok\":false}");
+}
+
+pub async fn lazy_pull_downloads_on_first_get(be: &dyn Backend) {
+    let a = replica(be).await;
+    for i in 0..3 {
+        put(
+            &a.bucket,
+            &format!("lazy/{i}"),
+            format!("value {i}").as_bytes(),
+        )
+        .await;
+    }
+    put(&a.bucket, "lazy/big", &big(3)).await;
+    sync(&a.bucket).await;
+    let c = replica_with(
+        be,
+        SyncConfig {
+            strategy: PullStrategy::Lazy,
+            ..Default::default()
+        },
+    )
+    .await;
+    let r = sync(&c.bucket).await;
+    assert_eq!(r.pulled, 4, "{r:?}");
+    let s = c.bucket.status().await.unwrap();
+    assert_eq!((s.total, s.stale, s.cache_size), (4, 4, 0), "{s:?}");
+    assert_eq!(
+        c.bucket.list_all("lazy/").await.unwrap().len(),
+        4,
+        "lazy objects are listed"
+    );
+    assert_eq!(read(&c.bucket, "lazy/1").await, b"value 1");
+    assert_eq!(read(&c.bucket, "lazy/big").await, big(3));
+    let s = c.bucket.status().await.unwrap();
+    assert_eq!((s.stale, s.synced), (2, 2), "{s:?}");
+    // `remote: true` forces a fresh copy.
+    put(&a.bucket, "lazy/1", b"newer").await;
+    sync(&a.bucket).await;
+    assert_eq!(
+        read(&c.bucket, "lazy/1").await,
+        b"value 1",
+        "cached copy until asked"
+    );
+    let mut o = c
+        .bucket
+        .get_with("lazy/1", ferry::GetOptions { remote: true })
+        .await
+        .unwrap();
+    let mut data = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut o.body, &mut data)
+        .await
+        .unwrap();
+    assert_eq!(data, b"newer");
+}
+
+pub async fn scopes_add_pulls_and_remove_orphans(be: &dyn Backend) {
+    let a = replica(be).await;
+    put(&a.bucket, "a/1", b"a1").await;
+    put(&a.bucket, "b/1", b"b1").await;
+    sync(&a.bucket).await;
+    let c = replica(be).await;
+    let r = c.bucket.add_scope("a/").await.unwrap();
+    assert_eq!(r.pulled, 1, "{r:?}");
+    assert_eq!(c.bucket.scopes().unwrap(), ["a/"]);
+    assert!(c.bucket.exists("a/1").await.unwrap());
+    assert!(!c.bucket.exists("b/1").await.unwrap());
+    c.bucket.add_scope("b/").await.unwrap();
+    assert!(c.bucket.exists("b/1").await.unwrap());
+    c.bucket.remove_scope("a/").await.unwrap();
+    assert_eq!(c.bucket.head("a/1").await.unwrap().state, SyncState::Orphan);
+    assert_eq!(
+        read(&c.bucket, "a/1").await,
+        b"a1",
+        "orphans keep their data"
+    );
+    put(&a.bucket, "a/2", b"a2").await;
+    sync(&a.bucket).await;
+    sync(&c.bucket).await;
+    assert!(!c.bucket.exists("a/2").await.unwrap());
+    assert_eq!(c.bucket.status().await.unwrap().orphan, 1);
+}
+
+pub async fn unreachable_remote_mid_sync_loses_nothing(be: &dyn Backend) {
+    let a = replica_with(
+        be,
+        SyncConfig {
+            max_retries: 0,
+            push_concurrency: 2,
+            ..Default::default()
+        },
+    )
+    .await;
+    for i in 0..40 {
+        put(&a.bucket, &format!("o/{i:02}"), format!("{i}").as_bytes()).await;
+    }
+    let outage = Arc::new(Outage {
+        inner: be.remote(),
+        after: 15,
+        seen: AtomicU64::new(0),
+        healed: AtomicBool::new(false),
+    });
+    a.bucket.attach(outage.clone()).await.unwrap();
+    let r = sync(&a.bucket).await;
+    assert!(!r.errors.is_empty(), "{r:?}");
+    assert!(r.pushed < 40);
+    // Local work goes on.
+    put(&a.bucket, "o/late", b"written offline").await;
+    for i in 0..40 {
+        assert_eq!(
+            read(&a.bucket, &format!("o/{i:02}")).await,
+            format!("{i}").as_bytes()
+        );
+    }
+    assert!(a.bucket.status().await.unwrap().failed > 0);
+    // While it is down, a sync fails cleanly and changes nothing.
+    let err = a.bucket.sync(SyncOptions::default()).await.unwrap_err();
+    assert!(matches!(err, Error::Remote(_)), "{err}");
+    outage
+        .healed
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let r = sync(&a.bucket).await;
+    assert!(r.errors.is_empty(), "{r:?}");
+    let s = a.bucket.status().await.unwrap();
+    assert_eq!((s.synced, s.dirty, s.failed), (41, 0, 0), "{s:?}");
+    assert_eq!(be.foreign_keys().await.len(), 41);
+}
+
+pub async fn remote_names_that_are_not_keys_are_reported_and_skipped(be: &dyn Backend) {
+    be.foreign_put("fine.txt", b"ok", "text/plain").await;
+    be.foreign_put("bad\u{7f}name", b"x", "text/plain").await;
+    let a = replica(be).await;
+    let r = sync(&a.bucket).await;
+    assert_eq!(r.pulled, 1, "{r:?}");
+    assert_eq!(r.errors.len(), 1, "{r:?}");
+    assert_eq!(r.errors[0].key, "bad\u{7f}name");
+    assert!(r.errors[0].cause.contains("control"), "{r:?}");
+    assert_eq!(read(&a.bucket, "fine.txt").await, b"ok");
+}
+
+pub async fn dry_run_changes_nothing(be: &dyn Backend) {
+    let a = replica(be).await;
+    put(&a.bucket, "d/1", b"x").await;
+    let r = a
+        .bucket
+        .sync(SyncOptions {
+            dry_run: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.planned.len(), 1, "{r:?}");
+    assert_eq!(r.pushed, 0);
+    assert!(be.foreign_keys().await.is_empty());
+    assert_eq!(a.bucket.head("d/1").await.unwrap().state, SyncState::Dirty);
+}
+
+macro_rules! suite {
+    ($backend:ident: $make:expr; $($name:ident),* $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let backend = $make;
+                    super::$name(&backend).await;
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! all_scenarios {
+    ($backend:ident: $make:expr) => {
+        suite!($backend: $make;
+            puts_metadata_and_deletes_propagate,
+            concurrent_edits_conflict_and_resolve_keep_local,
+            concurrent_edits_resolve_keep_remote,
+            concurrent_edits_resolve_keep_both,
+            automatic_policies_settle_conflicts,
+            equal_content_on_both_sides_is_not_a_conflict,
+            edit_versus_delete_is_a_conflict_both_ways,
+            third_party_write_between_listing_and_push_is_a_conflict,
+            push_that_landed_but_was_not_recorded_is_recognised,
+            plain_client_objects_round_trip,
+            lazy_pull_downloads_on_first_get,
+            scopes_add_pulls_and_remove_orphans,
+            unreachable_remote_mid_sync_loses_nothing,
+            remote_names_that_are_not_keys_are_reported_and_skipped,
+            dry_run_changes_nothing,
+        );
+    };
+}
+
+all_scenarios!(memory: super::super::backends::Memory::new());
+all_scenarios!(folder: super::super::backends::Folder::new());
