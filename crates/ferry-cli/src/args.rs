@@ -44,6 +44,107 @@ pub enum Command {
     Rm(RmArgs),
     /// Copy files and folders in (`cp -r DIR PREFIX`) or out (`cp -r ferry:PREFIX DIR`).
     Cp(CpArgs),
+    /// Show or change the remote.
+    Remote(RemoteArgs),
+    /// Push local changes and pull remote ones.
+    Sync(SyncArgs),
+    /// Push local changes only.
+    Push(SyncArgs),
+    /// Pull remote changes only.
+    Pull(SyncArgs),
+    /// Count objects per sync state.
+    Status(StatusArgs),
+    /// List keys in conflict.
+    Conflicts(ConflictsArgs),
+    /// Settle a conflict.
+    Resolve(ResolveArgs),
+    /// Show or change which prefixes sync.
+    Scope(ScopeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RemoteArgs {
+    #[command(subcommand)]
+    pub command: RemoteCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RemoteCommand {
+    /// Show the remote.
+    Show {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set the remote (checks that it answers first).
+    Set {
+        /// `s3://BUCKET[/PREFIX]`, `file:///ABS/PATH` or `memory://`.
+        url: String,
+        /// S3 endpoint URL (default: $AWS_ENDPOINT_URL, then AWS).
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// S3 region (default: $AWS_REGION, then us-east-1).
+        #[arg(long)]
+        region: Option<String>,
+        /// Path-style S3 addressing (needed by most self-hosted stores).
+        #[arg(long)]
+        path_style: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Show what would happen; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the run's result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConflictsArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ResolveArgs {
+    /// The key in conflict.
+    pub key: String,
+    /// keep-local, keep-remote or keep-both.
+    #[arg(value_parser = ["keep-local", "keep-remote", "keep-both"])]
+    pub resolution: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ScopeArgs {
+    #[command(subcommand)]
+    pub command: ScopeCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScopeCommand {
+    /// List the prefixes that sync.
+    Ls,
+    /// Sync this prefix too (pulls it at once).
+    Add {
+        /// Key prefix.
+        prefix: String,
+    },
+    /// Stop syncing this prefix (its local objects stay, as orphans).
+    Rm {
+        /// Key prefix.
+        prefix: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -51,6 +152,18 @@ pub struct InitArgs {
     /// The bucket's data directory.
     #[arg(value_name = "DIR", default_value = ".ferry")]
     pub dir: PathBuf,
+    /// The remote to sync with: `s3://BUCKET[/PREFIX]`, `file:///ABS/PATH`.
+    #[arg(long)]
+    pub remote: Option<String>,
+    /// S3 endpoint URL (default: $AWS_ENDPOINT_URL, then AWS).
+    #[arg(long, requires = "remote")]
+    pub endpoint: Option<String>,
+    /// S3 region (default: $AWS_REGION, then us-east-1).
+    #[arg(long, requires = "remote")]
+    pub region: Option<String>,
+    /// Path-style S3 addressing (needed by most self-hosted stores).
+    #[arg(long, requires = "remote")]
+    pub path_style: bool,
 }
 
 #[derive(Debug, Args)]

@@ -6,9 +6,11 @@
 
 mod args;
 mod command_error;
+mod config;
 mod locate;
 mod objects;
 mod output;
+mod syncing;
 mod transfer;
 
 use std::process::ExitCode;
@@ -51,5 +53,13 @@ async fn run(cli: Cli) -> Result<(), CommandError> {
         Command::Stat(a) => objects::stat(&global, a).await,
         Command::Rm(a) => objects::rm(&global, a).await,
         Command::Cp(a) => transfer::cp(&global, a).await,
+        Command::Remote(a) => syncing::remote(&global, a).await,
+        Command::Sync(a) => syncing::sync(&global, a, ferry::SyncMode::Both).await,
+        Command::Push(a) => syncing::sync(&global, a, ferry::SyncMode::Push).await,
+        Command::Pull(a) => syncing::sync(&global, a, ferry::SyncMode::Pull).await,
+        Command::Status(a) => syncing::status(&global, a).await,
+        Command::Conflicts(a) => syncing::conflicts(&global, a).await,
+        Command::Resolve(a) => syncing::resolve(&global, a).await,
+        Command::Scope(a) => syncing::scope(&global, a).await,
     }
 }

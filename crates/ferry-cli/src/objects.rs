@@ -14,10 +14,28 @@ use crate::output::{byte_bar, human_size, object_json, rfc3339, LARGE_TRANSFER};
 
 pub async fn init(global: &Global, args: InitArgs) -> Result<(), CommandError> {
     let dir = global.bucket.clone().unwrap_or(args.dir);
-    Bucket::create(&dir, BucketConfig::default()).await?;
+    // Check the remote answers before anything is written locally.
+    let spec = match &args.remote {
+        Some(url) => {
+            let spec = crate::syncing::spec_from(url, args.endpoint, args.region, args.path_style)?;
+            crate::syncing::probe_spec(&spec, &dir).await?;
+            Some(spec)
+        }
+        None => None,
+    };
+    let bucket = Bucket::create(&dir, BucketConfig::default()).await?;
+    if let Some(spec) = spec {
+        bucket.set_remote(spec).await?;
+    }
     if !global.quiet {
         let shown = std::path::absolute(&dir).unwrap_or(dir);
-        println!("Created an empty ferry bucket in {}", shown.display());
+        match &args.remote {
+            Some(url) => println!(
+                "Created a ferry bucket in {} syncing with {url}",
+                shown.display()
+            ),
+            None => println!("Created an empty ferry bucket in {}", shown.display()),
+        }
     }
     Ok(())
 }

@@ -1,0 +1,310 @@
+//! Sync commands: remote, sync/push/pull, status, conflicts, resolve, scope.
+
+use anyhow::Context;
+use ferry::remote::spec::RemoteSpec;
+use ferry::{Bucket, Resolution, SyncMode, SyncOptions, SyncReport};
+use serde_json::json;
+
+use crate::args::{
+    ConflictsArgs, Global, RemoteArgs, RemoteCommand, ResolveArgs, ScopeArgs, ScopeCommand,
+    StatusArgs, SyncArgs,
+};
+use crate::command_error::CommandError;
+use crate::config;
+use crate::locate;
+use crate::output::{human_size, rfc3339};
+
+/// Opens the bucket, applies `ferry.toml`'s sync settings, and connects its remote.
+pub async fn open_connected(global: &Global) -> Result<Bucket, CommandError> {
+    let dir = locate::bucket_dir(global)?;
+    let bucket = Bucket::open(&dir).await?;
+    let file = config::load(&dir)?;
+    if let Some(sync) = file.sync {
+        if bucket.sync_config()? != sync {
+            bucket.set_sync_config(sync).await?;
+        }
+    }
+    let Some(spec) = bucket.remote_spec()? else {
+        return Err(CommandError::user(
+            "this bucket has no remote",
+            "set one with `ferry remote set s3://BUCKET/PREFIX` (or file:///PATH)",
+        ));
+    };
+    let spec = config::with_env_defaults(spec);
+    let remote = spec
+        .build(&config::credentials(&file))
+        .map_err(ferry::Error::from)?;
+    bucket.attach(remote).await?;
+    Ok(bucket)
+}
+
+/// Checks a remote before anything is written locally (used by `init --remote`).
+pub async fn probe_spec(spec: &RemoteSpec, dir: &std::path::Path) -> Result<(), CommandError> {
+    let file = config::load(dir).unwrap_or_default();
+    let spec = config::with_env_defaults(spec.clone());
+    let remote = spec
+        .build(&config::credentials(&file))
+        .map_err(ferry::Error::from)?;
+    ferry::remote::emulated::probe(remote.as_ref(), "ferry-init")
+        .await
+        .map_err(ferry::Error::from)?;
+    Ok(())
+}
+
+pub fn spec_from(
+    url: &str,
+    endpoint: Option<String>,
+    region: Option<String>,
+    path_style: bool,
+) -> Result<RemoteSpec, CommandError> {
+    let spec = RemoteSpec {
+        url: url.to_owned(),
+        endpoint,
+        region,
+        path_style,
+    };
+    spec.kind().map_err(|e| CommandError::usage(e.detail))?;
+    Ok(spec)
+}
+
+pub async fn remote(global: &Global, args: RemoteArgs) -> Result<(), CommandError> {
+    let bucket = locate::open(global).await?;
+    match args.command {
+        RemoteCommand::Show { json } => {
+            let spec = bucket.remote_spec()?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&spec).context("encoding JSON")?
+                );
+            } else if let Some(s) = spec {
+                println!("url:        {}", s.url);
+                println!(
+                    "endpoint:   {}",
+                    s.endpoint.as_deref().unwrap_or("(default)")
+                );
+                println!("region:     {}", s.region.as_deref().unwrap_or("(default)"));
+                println!("path style: {}", s.path_style);
+            } else {
+                println!("no remote (set one with `ferry remote set URL`)");
+            }
+        }
+        RemoteCommand::Set {
+            url,
+            endpoint,
+            region,
+            path_style,
+        } => {
+            let spec = spec_from(&url, endpoint, region, path_style)?;
+            probe_spec(&spec, bucket.dir()).await?;
+            bucket.set_remote(spec).await?;
+            if !global.quiet {
+                eprintln!("remote set to {url}");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn report_json(r: &SyncReport) -> serde_json::Value {
+    json!({
+        "pushed": r.pushed,
+        "pulled": r.pulled,
+        "deleted_remote": r.deleted_remote,
+        "deleted_local": r.deleted_local,
+        "conflicts": r.conflicts.iter().map(|c| json!({
+            "key": c.key,
+            "reason": c.reason.map(|x| x.describe()),
+        })).collect::<Vec<_>>(),
+        "errors": r.errors.iter().map(|e| json!({"key": e.key, "cause": e.cause, "retryable": e.retryable})).collect::<Vec<_>>(),
+        "planned": r.planned.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>(),
+        "duration_ms": r.duration.as_millis() as u64,
+        "timestamp": r.timestamp.map(rfc3339),
+    })
+}
+
+pub async fn sync(global: &Global, args: SyncArgs, mode: SyncMode) -> Result<(), CommandError> {
+    let bucket = open_connected(global).await?;
+    let spinner = if global.quiet || args.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let s = indicatif::ProgressBar::new_spinner();
+        s.set_message(match mode {
+            SyncMode::Both => "syncing",
+            SyncMode::Push => "pushing",
+            SyncMode::Pull => "pulling",
+        });
+        s.enable_steady_tick(std::time::Duration::from_millis(120));
+        s
+    };
+    let report = bucket
+        .sync(SyncOptions {
+            mode,
+            dry_run: args.dry_run,
+        })
+        .await;
+    spinner.finish_and_clear();
+    let report = report?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report_json(&report)).context("encoding JSON")?
+        );
+    } else if !global.quiet || !report.errors.is_empty() || !report.conflicts.is_empty() {
+        print_summary(&report, args.dry_run);
+    }
+    if report.errors.is_empty() {
+        Ok(())
+    } else {
+        Err(CommandError::user(
+            format!("{} object(s) could not be synced", report.errors.len()),
+            "each failure is listed above; run the same command again to retry",
+        ))
+    }
+}
+
+fn print_summary(r: &SyncReport, dry_run: bool) {
+    if dry_run {
+        println!(
+            "dry run: {} action(s) planned, nothing changed",
+            r.planned.len()
+        );
+        for a in &r.planned {
+            println!("  {a:?}");
+        }
+        return;
+    }
+    println!(
+        "pushed {}, pulled {}, deleted {} remote and {} local, {} conflict(s), {} error(s) in {:.1}s",
+        r.pushed,
+        r.pulled,
+        r.deleted_remote,
+        r.deleted_local,
+        r.conflicts.len(),
+        r.errors.len(),
+        r.duration.as_secs_f64()
+    );
+    for c in &r.conflicts {
+        println!(
+            "  conflict: {} ({})",
+            c.key,
+            c.reason.map(|x| x.describe()).unwrap_or("unknown")
+        );
+    }
+    if !r.conflicts.is_empty() {
+        println!("  settle each with `ferry resolve KEY keep-local|keep-remote|keep-both`");
+    }
+    for e in &r.errors {
+        eprintln!("  error: {}: {}", e.key, e.cause);
+    }
+}
+
+pub async fn status(global: &Global, args: StatusArgs) -> Result<(), CommandError> {
+    let bucket = locate::open(global).await?;
+    let s = bucket.status().await?;
+    if args.json {
+        let v = json!({
+            "total": s.total, "synced": s.synced, "dirty": s.dirty, "stale": s.stale,
+            "conflicts": s.conflicts, "pending_delete": s.pending_delete, "orphan": s.orphan,
+            "cache_size": s.cache_size, "failed": s.failed, "remote": s.remote,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).context("encoding JSON")?
+        );
+    } else {
+        println!(
+            "remote:         {}",
+            s.remote.as_deref().unwrap_or("(none)")
+        );
+        println!("objects:        {}", s.total);
+        println!("synced:         {}", s.synced);
+        println!("dirty:          {}", s.dirty);
+        println!("stale:          {}", s.stale);
+        println!("conflicts:      {}", s.conflicts);
+        println!("pending delete: {}", s.pending_delete);
+        println!("orphan:         {}", s.orphan);
+        println!("failed pushes:  {}", s.failed);
+        println!("cache size:     {}", human_size(s.cache_size));
+        for f in bucket.failures().await? {
+            println!("  failed: {}: {}", f.key, f.cause);
+        }
+    }
+    Ok(())
+}
+
+pub async fn conflicts(global: &Global, args: ConflictsArgs) -> Result<(), CommandError> {
+    let bucket = locate::open(global).await?;
+    let list = bucket.conflicts().await?;
+    if args.json {
+        let v: Vec<_> = list
+            .iter()
+            .map(|c| json!({"key": c.key, "reason": c.reason.map(|x| x.describe()), "deleted_locally": c.deleted_locally, "remote_etag": c.remote_etag}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).context("encoding JSON")?
+        );
+    } else {
+        for c in &list {
+            println!(
+                "{}\t{}",
+                c.key,
+                c.reason.map(|x| x.describe()).unwrap_or("conflict")
+            );
+        }
+    }
+    Ok(())
+}
+
+pub async fn resolve(global: &Global, args: ResolveArgs) -> Result<(), CommandError> {
+    let how = match args.resolution.as_str() {
+        "keep-local" => Resolution::KeepLocal,
+        "keep-remote" => Resolution::KeepRemote,
+        "keep-both" => Resolution::KeepBoth,
+        other => {
+            return Err(CommandError::usage(format!(
+                "unknown resolution {other:?}: use keep-local, keep-remote or keep-both"
+            )))
+        }
+    };
+    ferry::validate_key(&args.key).map_err(ferry::Error::from)?;
+    let bucket = open_connected(global).await?;
+    let out = bucket.resolve(&args.key, how).await?;
+    if !global.quiet {
+        match out.renamed_to {
+            Some(copy) => eprintln!(
+                "resolved {}: kept the local copy as {copy}, pulled the remote",
+                args.key
+            ),
+            None => eprintln!("resolved {} ({})", args.key, args.resolution),
+        }
+    }
+    Ok(())
+}
+
+pub async fn scope(global: &Global, args: ScopeArgs) -> Result<(), CommandError> {
+    match args.command {
+        ScopeCommand::Ls => {
+            let bucket = locate::open(global).await?;
+            for s in bucket.scopes()? {
+                println!("{}", if s.is_empty() { "(everything)" } else { &s });
+            }
+        }
+        ScopeCommand::Add { prefix } => {
+            let bucket = open_connected(global).await?;
+            let r = bucket.add_scope(&prefix).await?;
+            if !global.quiet {
+                eprintln!("added scope {prefix:?}; pulled {}", r.pulled);
+            }
+        }
+        ScopeCommand::Rm { prefix } => {
+            let bucket = locate::open(global).await?;
+            bucket.remove_scope(&prefix).await?;
+            if !global.quiet {
+                eprintln!("removed scope {prefix:?}; its local objects stay, as orphans");
+            }
+        }
+    }
+    Ok(())
+}
