@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use ferry::remote::folder::FolderRemote;
 use ferry::remote::memory::MemoryRemote;
-use ferry::remote::{Precondition, Remote, SharedRemote};
+use ferry::remote::{Remote, SharedRemote};
 use tokio::io::AsyncReadExt;
 
 use super::{Backend, Plain};

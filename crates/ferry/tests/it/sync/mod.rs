@@ -4,6 +4,7 @@
 //! read and write it as a plain (non-ferry) client would.
 
 mod backends;
+mod convergence;
 mod layers;
 mod scenarios;
 
