@@ -485,16 +485,13 @@ impl Bucket {
                 .query_row([], |r| r.get::<_, i64>(0))? as u64;
             Ok(s)
         })?;
-        let spec = self.remote_spec()?;
-        if let Some(spec) = &spec {
-            let probes: BTreeMap<String, ProbeResult> =
-                self.setting_json("probes")?.unwrap_or_default();
-            status.conditional_writes = self
-                .connected_remote()
-                .ok()
-                .and_then(|r| probes.get(&r.endpoint()).map(|p| p.conditional_put));
-            status.remote = Some(spec.url.clone());
-        }
+        status.remote = self.remote_spec()?.map(|s| s.url);
+        let probes: BTreeMap<String, ProbeResult> =
+            self.setting_json("probes")?.unwrap_or_default();
+        status.conditional_writes = self
+            .connected_remote()
+            .ok()
+            .and_then(|r| probes.get(&r.endpoint()).map(|p| p.conditional_put));
         Ok(status)
     }
 

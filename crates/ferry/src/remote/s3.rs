@@ -6,7 +6,7 @@
 //! assumed. ferry's content hash, mtime and device travel as `x-amz-meta-*`.
 
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use opendal::{ErrorKind, Operator};
 use tokio::io::AsyncReadExt;
 
@@ -183,6 +183,33 @@ impl Remote for S3Remote {
                 continue;
             }
             out.push(self.describe(path.to_owned(), entry.metadata(), false));
+        }
+        // Some stores (s3s-fs among them) list objects without their ETag;
+        // a version-less entry would look changed on every run, so ask.
+        let missing: Vec<usize> = out
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.etag.is_empty())
+            .map(|(i, _)| i)
+            .collect();
+        let heads: Vec<(usize, Result<Option<RemoteObject>, RemoteError>)> =
+            futures::stream::iter(missing.into_iter().map(|i| {
+                let key = out[i].key.clone();
+                async move { (i, self.head(&key).await) }
+            }))
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        let mut gone = Vec::new();
+        for (i, head) in heads {
+            match head? {
+                Some(obj) => out[i] = obj,
+                None => gone.push(i),
+            }
+        }
+        gone.sort_unstable();
+        for i in gone.into_iter().rev() {
+            out.remove(i);
         }
         Ok(out)
     }

@@ -122,3 +122,142 @@ fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// An S3 location: a fresh prefix in a bucket of some S3 server, and a plain
+/// OpenDAL client on it (it writes no ferry metadata, like any S3 tool).
+pub struct S3Location {
+    pub endpoint: String,
+    pub bucket: String,
+    pub prefix: String,
+    plain: opendal::Operator,
+    /// Keeps an in-process server alive for the test.
+    _server: Option<(tempfile::TempDir, tokio::task::JoinHandle<()>)>,
+}
+
+pub const ACCESS_KEY: &str = "ferrytest";
+pub const SECRET_KEY: &str = "ferrytestsecret";
+
+impl S3Location {
+    pub fn new(
+        endpoint: String,
+        bucket: &str,
+        server: Option<(tempfile::TempDir, tokio::task::JoinHandle<()>)>,
+    ) -> Self {
+        let prefix = format!("t{:016x}", rand::random::<u64>());
+        let plain = opendal::Operator::new(
+            opendal::services::S3::default()
+                .bucket(bucket)
+                .root(&format!("/{prefix}"))
+                .endpoint(&endpoint)
+                .region("us-east-1")
+                .access_key_id(ACCESS_KEY)
+                .secret_access_key(SECRET_KEY)
+                .disable_config_load()
+                .disable_ec2_metadata(),
+        )
+        .unwrap();
+        S3Location {
+            endpoint,
+            bucket: bucket.to_owned(),
+            prefix,
+            plain,
+            _server: server,
+        }
+    }
+
+    /// A fresh in-process `s3s-fs` server on 127.0.0.1:0.
+    pub async fn s3s() -> Self {
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        use hyper_util::server::conn::auto::Builder as ConnBuilder;
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("ferry-test")).unwrap();
+        let fs = s3s_fs::FileSystem::new(root.path()).unwrap();
+        let service = {
+            let mut b = s3s::service::S3ServiceBuilder::new(fs);
+            b.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+            b.build()
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handle = tokio::spawn(async move {
+            let http = ConnBuilder::new(TokioExecutor::new());
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    continue;
+                };
+                let conn = http
+                    .serve_connection(TokioIo::new(socket), service.clone())
+                    .into_owned();
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+        });
+        S3Location::new(format!("http://{addr}"), "ferry-test", Some((root, handle)))
+    }
+
+    /// The moto server the test command started (see scripts/test.sh).
+    pub fn moto() -> Self {
+        let endpoint = std::env::var("FERRY_TEST_MOTO_ENDPOINT").unwrap_or_else(|_| {
+            panic!(
+                "FERRY_TEST_MOTO_ENDPOINT is not set: run the suite with ./scripts/test.sh, \
+                 which installs moto[server] in a venv and starts it"
+            )
+        });
+        S3Location::new(endpoint, "ferry-test", None)
+    }
+
+    pub fn config(&self) -> ferry::remote::s3::S3Config {
+        ferry::remote::s3::S3Config {
+            bucket: self.bucket.clone(),
+            prefix: self.prefix.clone(),
+            endpoint: Some(self.endpoint.clone()),
+            region: "us-east-1".into(),
+            path_style: true,
+            access_key_id: Some(ACCESS_KEY.into()),
+            secret_access_key: Some(SECRET_KEY.into()),
+            session_token: None,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for S3Location {
+    fn remote(&self) -> SharedRemote {
+        Arc::new(ferry::remote::s3::S3Remote::new(&self.config()).unwrap())
+    }
+    async fn foreign_put(&self, key: &str, data: &[u8], content_type: &str) {
+        self.plain
+            .write_with(key, data.to_vec())
+            .content_type(content_type)
+            .await
+            .unwrap();
+    }
+    async fn foreign_get(&self, key: &str) -> Option<Plain> {
+        let meta = self.plain.stat(key).await.ok()?;
+        let data = self.plain.read(key).await.ok()?.to_vec();
+        let metadata: BTreeMap<String, String> = meta
+            .user_metadata()
+            .map(|m| {
+                m.into_iter()
+                    .map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(Plain {
+            data,
+            content_type: meta.content_type().map(str::to_owned),
+            metadata,
+        })
+    }
+    async fn foreign_keys(&self) -> Vec<String> {
+        let entries = self.plain.list_with("").recursive(true).await.unwrap();
+        let mut keys: Vec<String> = entries
+            .into_iter()
+            .map(|e| e.path().to_owned())
+            .filter(|p| !p.ends_with('/') && !p.starts_with(".ferry/"))
+            .collect();
+        keys.sort();
+        keys
+    }
+}

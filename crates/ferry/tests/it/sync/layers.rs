@@ -11,7 +11,11 @@ use ferry::remote::{
 
 type Hook = Box<dyn Fn(String) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
 
-/// Runs `hook(key)` right before forwarding the first put of each key in `keys`.
+/// Runs `hook(key)` right before forwarding the first HEAD or PUT of each key
+/// in `keys`: the last moment a third party can write before our push. (A
+/// store that enforces preconditions sees the PUT first; one whose
+/// preconditions ferry emulates sees the checking HEAD first. A write landing
+/// between that HEAD and the PUT is the emulation's documented race.)
 pub struct Interposer {
     pub inner: SharedRemote,
     pub keys: Mutex<Vec<String>>,
@@ -51,6 +55,19 @@ macro_rules! forward_reads {
     };
 }
 
+impl Interposer {
+    async fn fire(&self, key: &str) {
+        let fire = {
+            let mut keys = self.keys.lock().unwrap();
+            let pos = keys.iter().position(|k| *k == key);
+            pos.map(|i| keys.remove(i)).is_some()
+        };
+        if fire {
+            (self.hook)(key.to_owned()).await;
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl Remote for Interposer {
     forward_reads!();
@@ -58,6 +75,7 @@ impl Remote for Interposer {
         self.inner.list(p).await
     }
     async fn head(&self, k: &str) -> Result<Option<RemoteObject>, RemoteError> {
+        self.fire(k).await;
         self.inner.head(k).await
     }
     async fn get(&self, k: &str) -> Result<(RemoteObject, RemoteReader), RemoteError> {
@@ -69,14 +87,7 @@ impl Remote for Interposer {
         b: RemoteBody,
         c: Precondition,
     ) -> Result<String, RemoteError> {
-        let fire = {
-            let mut keys = self.keys.lock().unwrap();
-            let pos = keys.iter().position(|k| *k == r.key);
-            pos.map(|i| keys.remove(i)).is_some()
-        };
-        if fire {
-            (self.hook)(r.key.clone()).await;
-        }
+        self.fire(&r.key).await;
         self.inner.put(r, b, c).await
     }
     async fn delete(&self, k: &str, c: Precondition) -> Result<(), RemoteError> {

@@ -588,3 +588,43 @@ macro_rules! all_scenarios {
 
 all_scenarios!(memory: super::super::backends::Memory::new());
 all_scenarios!(folder: super::super::backends::Folder::new());
+all_scenarios!(s3s: super::super::backends::S3Location::s3s().await);
+all_scenarios!(moto: super::super::backends::S3Location::moto());
+
+/// The probe tells a store that enforces preconditions from one that only
+/// accepts the headers; the latter still gets conflicts (by HEAD emulation).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_detects_stores_that_ignore_conditional_writes() {
+    let honest = super::backends::Memory::new();
+    let a = replica(&honest).await;
+    assert!(
+        a.bucket
+            .attach(honest.remote())
+            .await
+            .unwrap()
+            .conditional_put
+    );
+
+    let liar = super::backends::Memory::new();
+    liar.0.ignore_conditions(true);
+    let b = replica(&liar).await;
+    let probe = b.bucket.attach(liar.remote()).await.unwrap();
+    assert!(
+        !probe.conditional_put && !probe.conditional_delete,
+        "{probe:?}"
+    );
+    assert_eq!(
+        b.bucket.status().await.unwrap().conditional_writes,
+        Some(false)
+    );
+    // The race still ends as a conflict, never a lost update.
+    third_party_write_between_listing_and_push_is_a_conflict(&liar).await;
+
+    let moto = super::backends::S3Location::moto();
+    let m = replica(&moto).await;
+    let probe = m.bucket.attach(moto.remote()).await.unwrap();
+    assert!(
+        probe.conditional_put,
+        "moto enforces If-None-Match / If-Match: {probe:?}"
+    );
+}
