@@ -16,6 +16,8 @@ use ferry::{Body, Bucket, BucketConfig, PutOptions};
 use rand::RngCore;
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
+mod sync_bench;
+
 #[derive(Debug, Parser)]
 #[command(about = "ferry's benchmarks, each beside its baseline")]
 struct Args {
@@ -31,16 +33,31 @@ struct Args {
     /// Concurrent writers for the concurrent-put figure.
     #[arg(long, default_value_t = 16)]
     writers: usize,
+    /// Which figures: local, sync, or all.
+    #[arg(long, default_value = "all")]
+    suite: String,
+    /// S3 endpoint for the sync figures (default: start `--server` on loopback).
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// Which loopback server to start: moto or s3s-fs (see sync_bench.rs for why moto).
+    #[arg(long, default_value = "moto")]
+    server: String,
+    /// Bucket on `--endpoint` (must exist; credentials ferrybench/ferrybenchsecret).
+    #[arg(long, default_value = "bench")]
+    s3_bucket: String,
+    /// Objects for the large no-op sync and the RSS figure (0 skips them).
+    #[arg(long, default_value_t = 100_000)]
+    many: usize,
 }
 
 /// One line of the result table.
-struct Row {
-    name: String,
-    ferry: String,
-    baseline: String,
-    ratio: f64,
-    target: String,
-    ok: bool,
+pub(crate) struct Row {
+    pub(crate) name: String,
+    pub(crate) ferry: String,
+    pub(crate) baseline: String,
+    pub(crate) ratio: f64,
+    pub(crate) target: String,
+    pub(crate) ok: bool,
 }
 
 fn main() -> Result<()> {
@@ -54,8 +71,30 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let rows = rt.block_on(run(&args, scratch.path()))?;
-    print_table(&rows);
+    let mut rows = Vec::new();
+    if args.suite == "local" || args.suite == "all" {
+        rows.extend(rt.block_on(run(&args, scratch.path()))?);
+        print_table(&rows);
+    }
+    if args.suite == "sync" || args.suite == "all" {
+        let server = match &args.endpoint {
+            Some(e) => sync_bench::external(e, &args.s3_bucket),
+            None if args.server == "s3s-fs" => sync_bench::start_s3s(scratch.path())?,
+            None => sync_bench::start_moto(scratch.path())?,
+        };
+        println!(
+            "\nsync figures against {} (ferry vs rclone, same server, same run)",
+            server.endpoint
+        );
+        let sync_rows = rt.block_on(sync_bench::run(
+            &server,
+            scratch.path(),
+            args.count,
+            args.many,
+            args.big_mib,
+        ))?;
+        print_table(&sync_rows);
+    }
     Ok(())
 }
 
@@ -309,12 +348,12 @@ fn random_bytes(n: usize) -> Vec<u8> {
 }
 
 /// Resets the kernel's peak-RSS counter for this process (Linux).
-fn reset_peak_rss() {
+pub(crate) fn reset_peak_rss() {
     let _ = fs::write("/proc/self/clear_refs", "5");
 }
 
 /// Peak resident set size since the last reset, in KiB (Linux).
-fn peak_rss_kib() -> Option<u64> {
+pub(crate) fn peak_rss_kib() -> Option<u64> {
     let status = fs::read_to_string("/proc/self/status")
         .context("reading /proc")
         .ok()?;

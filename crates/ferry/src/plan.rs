@@ -322,12 +322,8 @@ fn plan_key(
         if !can_pull {
             return None;
         }
-        let pinned = l.is_some_and(|l| l.pinned);
-        let eager = match policy.strategy {
-            PullStrategy::Eager => true,
-            PullStrategy::Lazy => false,
-            PullStrategy::PinnedOnly => pinned,
-        };
+        // Pinned objects are always downloaded, whatever the strategy.
+        let eager = policy.strategy == PullStrategy::Eager || l.is_some_and(|l| l.pinned);
         let expect = expect_of(l);
         Some(if eager {
             Action::Pull {
@@ -371,7 +367,9 @@ fn plan_key(
         }
         (LocalSide::Unchanged, RemoteSide::Changed) => {
             let r = r?;
-            if same_content {
+            let wants_content = l.is_some_and(|l| !l.cached)
+                && (policy.strategy == PullStrategy::Eager || l.is_some_and(|l| l.pinned));
+            if same_content && !wants_content {
                 Some(Action::Adopt {
                     key: key_s,
                     etag: r.etag.clone(),
@@ -381,7 +379,7 @@ fn plan_key(
                 fetch(r)
             }
         }
-        (LocalSide::Unchanged, RemoteSide::Deleted) => can_pull.then(|| Action::DeleteLocal {
+        (LocalSide::Unchanged, RemoteSide::Deleted) => can_pull.then_some(Action::DeleteLocal {
             key: key_s,
             expect: expect_of(l),
         }),
@@ -389,7 +387,7 @@ fn plan_key(
         (LocalSide::Changed, RemoteSide::Unchanged) => {
             let l = l?;
             let base = l.base_etag.clone()?;
-            can_push.then(|| Action::Push {
+            can_push.then_some(Action::Push {
                 key: key_s,
                 hash: l.hash,
                 cond: Precondition::IfMatch(base),
@@ -397,7 +395,7 @@ fn plan_key(
         }
         (LocalSide::Changed, RemoteSide::Absent) => {
             let l = l?;
-            can_push.then(|| Action::Push {
+            can_push.then_some(Action::Push {
                 key: key_s,
                 hash: l.hash,
                 cond: Precondition::IfAbsent,
@@ -422,7 +420,7 @@ fn plan_key(
         }
         (LocalSide::Deleted, RemoteSide::Unchanged) => {
             let base = l?.base_etag.clone()?;
-            can_push.then(|| Action::DeleteRemote {
+            can_push.then_some(Action::DeleteRemote {
                 key: key_s,
                 cond: Precondition::IfMatch(base),
             })

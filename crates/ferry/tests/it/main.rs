@@ -5,6 +5,7 @@ mod api;
 mod integrity;
 mod keys;
 mod list;
+mod plan;
 mod streaming;
 mod sync;
 

@@ -1,0 +1,1066 @@
+//! Property tests for the pure sync planner (`ferry::plan`).
+//!
+//! The inputs come from tiny domains (8 keys, 4 content hashes, 4 etags) so
+//! that equal content, unchanged etags and every local/remote combination
+//! happen often. The last group of properties runs a plan against a small
+//! model of both sides (every remote call succeeds) and plans again.
+//!
+//! The last two properties pin down two gaps this suite found and that were
+//! fixed: uncached rows adopted without download under an eager strategy,
+//! and pinned rows learned instead of downloaded under the lazy one.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ferry::plan::{
+    needs_inspection, plan, Action, ConflictPolicy, ConflictReason, Direction, Expect, LocalEntry,
+    Policy, PullStrategy,
+};
+use ferry::remote::{Precondition, RemoteObject};
+use ferry::{ContentHash, Metadata, SyncState};
+use proptest::prelude::*;
+use proptest::sample::select;
+
+/// Enough cases to hit every combination, few enough to run in seconds.
+const CASES: u32 = 512;
+
+/// `CASES` cases; failures are not saved to a regressions file (the tree is shared).
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: CASES,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+/// The key space: flat keys and two nested ones (one under the `p/` scope).
+const KEYS: [&str; 8] = ["a", "b", "c", "d", "e", "f", "p/x", "q/y"];
+
+// ---------------------------------------------------------------------------
+// Generators
+// ---------------------------------------------------------------------------
+
+fn h(n: u8) -> ContentHash {
+    ContentHash([n; 32])
+}
+
+fn hash_s() -> impl Strategy<Value = ContentHash> {
+    (0u8..4).prop_map(h)
+}
+
+fn etag_s() -> impl Strategy<Value = String> {
+    (1u8..=4).prop_map(|n| format!("e{n}"))
+}
+
+fn state_s() -> impl Strategy<Value = SyncState> {
+    select(SyncState::ALL.to_vec())
+}
+
+fn local_s(key: &'static str) -> impl Strategy<Value = LocalEntry> {
+    (
+        any::<bool>(),
+        hash_s(),
+        any::<bool>(),
+        any::<bool>(),
+        proptest::option::of((etag_s(), hash_s())),
+        state_s(),
+        0i64..100,
+    )
+        .prop_map(
+            move |(present, hash, cached, pinned, base, state, modified_ms)| LocalEntry {
+                key: key.to_owned(),
+                present,
+                hash,
+                cached,
+                pinned,
+                base_etag: base.as_ref().map(|b| b.0.clone()),
+                base_hash: base.map(|b| b.1),
+                state,
+                modified_ms,
+            },
+        )
+}
+
+fn remote_obj(
+    key: &str,
+    etag: String,
+    hash: Option<ContentHash>,
+    modified_ms: Option<i64>,
+    ferry_mtime: Option<i64>,
+) -> RemoteObject {
+    RemoteObject {
+        key: key.to_owned(),
+        etag,
+        size: 0,
+        modified_ms,
+        hash,
+        content_type: None,
+        metadata: Metadata::default(),
+        ferry_mtime,
+        has_metadata: false,
+    }
+}
+
+/// A remote object; `with_hash` forces a known content hash (listings often lack it).
+fn remote_s(key: &'static str, with_hash: bool) -> impl Strategy<Value = RemoteObject> {
+    let hash = if with_hash {
+        hash_s().prop_map(Some).boxed()
+    } else {
+        proptest::option::of(hash_s()).boxed()
+    };
+    (
+        etag_s(),
+        hash,
+        proptest::option::of(0i64..100),
+        proptest::option::of(0i64..100),
+    )
+        .prop_map(move |(etag, hash, modified_ms, ferry_mtime)| {
+            remote_obj(key, etag, hash, modified_ms, ferry_mtime)
+        })
+}
+
+/// Both sides: each key at most once per side, in random order.
+///
+/// The order comes from a separate seed (not a flat-mapped shuffle) so
+/// that failures shrink well.
+fn sides_s(with_hash: bool) -> impl Strategy<Value = (Vec<LocalEntry>, Vec<RemoteObject>)> {
+    let per_key: Vec<_> = KEYS
+        .iter()
+        .map(|&k| {
+            (
+                proptest::option::weighted(0.7, local_s(k)),
+                proptest::option::weighted(0.7, remote_s(k, with_hash)),
+            )
+        })
+        .collect();
+    (per_key, any::<u64>(), any::<u64>()).prop_map(|(pairs, ls, rs)| {
+        let (l, r): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
+        let mut l: Vec<LocalEntry> = l.into_iter().flatten().collect();
+        let mut r: Vec<RemoteObject> = r.into_iter().flatten().collect();
+        l.sort_by_key(|e| scramble(ls, &e.key));
+        r.sort_by_key(|o| scramble(rs, &o.key));
+        (l, r)
+    })
+}
+
+/// A seed-dependent sort key (seed 0 keeps key order).
+fn scramble(seed: u64, key: &str) -> (u64, String) {
+    let mut x = seed;
+    for b in key.bytes() {
+        x = (x ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    (if seed == 0 { 0 } else { x }, key.to_owned())
+}
+
+fn direction_s() -> impl Strategy<Value = Direction> {
+    select(vec![
+        Direction::Bidirectional,
+        Direction::UploadOnly,
+        Direction::DownloadOnly,
+    ])
+}
+
+fn conflict_s() -> impl Strategy<Value = ConflictPolicy> {
+    select(vec![
+        ConflictPolicy::Flag,
+        ConflictPolicy::LastWriterWins,
+        ConflictPolicy::KeepLocal,
+        ConflictPolicy::KeepRemote,
+    ])
+}
+
+fn strategy_s() -> impl Strategy<Value = PullStrategy> {
+    select(vec![
+        PullStrategy::Eager,
+        PullStrategy::Lazy,
+        PullStrategy::PinnedOnly,
+    ])
+}
+
+fn policy_s() -> impl Strategy<Value = Policy> {
+    (direction_s(), conflict_s(), strategy_s()).prop_map(|(direction, conflict, strategy)| Policy {
+        direction,
+        conflict,
+        strategy,
+    })
+}
+
+fn scopes_s() -> impl Strategy<Value = Vec<String>> {
+    prop_oneof![
+        Just(Vec::new()),
+        Just(vec!["p/".to_owned()]),
+        Just(vec!["a".to_owned()]),
+    ]
+}
+
+/// One planner input.
+#[derive(Debug, Clone)]
+struct Case {
+    local: Vec<LocalEntry>,
+    remote: Vec<RemoteObject>,
+    scopes: Vec<String>,
+    policy: Policy,
+}
+
+impl Case {
+    fn plan(&self) -> Vec<Action> {
+        plan(&self.local, &self.remote, &self.scopes, self.policy)
+    }
+
+    fn local(&self, key: &str) -> Option<&LocalEntry> {
+        self.local.iter().find(|l| l.key == key)
+    }
+
+    fn remote(&self, key: &str) -> Option<&RemoteObject> {
+        self.remote.iter().find(|r| r.key == key)
+    }
+
+    fn in_scope(&self, key: &str) -> bool {
+        self.scopes.is_empty() || self.scopes.iter().any(|s| key.starts_with(s.as_str()))
+    }
+
+    /// The remote object for `key` as the planner sees it (outside scope: none).
+    fn listed(&self, key: &str) -> Option<&RemoteObject> {
+        self.remote(key).filter(|_| self.in_scope(key))
+    }
+}
+
+fn case_s(with_hash: bool, policy: impl Strategy<Value = Policy>) -> impl Strategy<Value = Case> {
+    (sides_s(with_hash), scopes_s(), policy).prop_map(|((local, remote), scopes, policy)| Case {
+        local,
+        remote,
+        scopes,
+        policy,
+    })
+}
+
+/// Any input: remote hashes sometimes unknown, any scope, any policy.
+fn any_case() -> impl Strategy<Value = Case> {
+    case_s(false, policy_s())
+}
+
+/// Any input under `ConflictPolicy::Flag` (any direction and strategy).
+fn flag_case() -> impl Strategy<Value = Case> {
+    let policy = (direction_s(), strategy_s()).prop_map(|(direction, strategy)| Policy {
+        direction,
+        conflict: ConflictPolicy::Flag,
+        strategy,
+    });
+    case_s(false, policy)
+}
+
+/// A present row that holds a write the remote has not acknowledged.
+fn locally_changed(l: &LocalEntry) -> bool {
+    l.present && (l.base_etag.is_none() || l.base_hash != Some(l.hash))
+}
+
+/// Makes inputs realistic for the model runs: a row with an unpushed local
+/// write has its content on disk (the executor only pushes cached content),
+/// and a remote object still at the base etag holds the base content.
+fn realistic(mut c: Case) -> Case {
+    for l in &mut c.local {
+        if locally_changed(l) {
+            l.cached = true;
+        }
+    }
+    for r in &mut c.remote {
+        let base = c.local.iter().find(|l| l.key == r.key).and_then(|l| {
+            l.base_etag
+                .as_ref()
+                .filter(|e| **e == r.etag)
+                .and(l.base_hash)
+        });
+        if let (Some(b), Some(_)) = (base, r.hash) {
+            r.hash = Some(b);
+        }
+    }
+    c
+}
+
+fn action_for<'a>(acts: &'a [Action], key: &str) -> Option<&'a Action> {
+    acts.iter().find(|a| a.key() == key)
+}
+
+// ---------------------------------------------------------------------------
+// 1. Shape of the plan
+// ---------------------------------------------------------------------------
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// At most one action per key, in strictly increasing key order, and only
+    /// for keys the input mentions.
+    #[test]
+    fn plan_has_at_most_one_action_per_key_in_key_order(c in any_case()) {
+        let acts = c.plan();
+        for w in acts.windows(2) {
+            prop_assert!(w[0].key() < w[1].key(), "out of order or duplicate: {:?}", acts);
+        }
+        for a in &acts {
+            prop_assert!(
+                c.local(a.key()).is_some() || c.remote(a.key()).is_some(),
+                "action for a key nobody mentioned: {:?}", a
+            );
+        }
+    }
+
+    /// The input order of either side does not matter.
+    #[test]
+    fn plan_does_not_depend_on_input_order(c in any_case()) {
+        let mut sorted = c.clone();
+        sorted.local.sort_by(|a, b| a.key.cmp(&b.key));
+        sorted.remote.sort_by(|a, b| a.key.cmp(&b.key));
+        prop_assert_eq!(c.plan(), sorted.plan());
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 2. Direction
+// ---------------------------------------------------------------------------
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// DownloadOnly never changes the remote; UploadOnly never changes local
+    /// content from the remote.
+    #[test]
+    fn direction_is_respected(c in any_case()) {
+        let acts = c.plan();
+        for a in &acts {
+            match c.policy.direction {
+                Direction::DownloadOnly => prop_assert!(
+                    !matches!(a, Action::Push { .. } | Action::DeleteRemote { .. }),
+                    "download-only plan changes the remote: {:?}", a
+                ),
+                Direction::UploadOnly => prop_assert!(
+                    !matches!(a, Action::Pull { .. } | Action::Learn { .. } | Action::DeleteLocal { .. }),
+                    "upload-only plan changes local content: {:?}", a
+                ),
+                Direction::Bidirectional => {}
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 3./4./5. Conflicts
+// ---------------------------------------------------------------------------
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Equal content on both sides is never a conflict, whatever the policy.
+    #[test]
+    fn equal_content_is_never_a_conflict(c in any_case()) {
+        let acts = c.plan();
+        for l in c.local.iter().filter(|l| l.present) {
+            let Some(r) = c.remote(&l.key) else { continue };
+            if r.hash != Some(l.hash) {
+                continue;
+            }
+            let a = action_for(&acts, &l.key);
+            prop_assert!(
+                !matches!(a, Some(Action::Conflict { .. })),
+                "equal content flagged: local {:?} remote {:?} -> {:?}", l, r, a
+            );
+            // Both sides changed to the same bytes: that is agreement, adopted
+            // (no transfer either way). (A listed etag equal to the base with a
+            // hash unlike the base hash is an impossible input; skipped.)
+            if locally_changed(l) && c.in_scope(&l.key) && l.base_etag.as_ref() != Some(&r.etag) {
+                prop_assert!(
+                    matches!(a, Some(Action::Adopt { .. })),
+                    "equal content with a local change should be adopted: {:?} {:?} -> {:?}", l, r, a
+                );
+            }
+        }
+    }
+
+    /// Flag: both sides changed the content -> Conflict(BothModified).
+    #[test]
+    fn flag_both_modified_is_flagged(c in flag_case()) {
+        let acts = c.plan();
+        for l in &c.local {
+            let (Some(base_etag), Some(base_hash)) = (&l.base_etag, l.base_hash) else { continue };
+            let Some(r) = c.listed(&l.key) else { continue };
+            if l.present && l.hash != base_hash && &r.etag != base_etag
+                && r.hash.is_some() && r.hash != Some(l.hash)
+            {
+                let a = action_for(&acts, &l.key);
+                prop_assert_eq!(
+                    a,
+                    Some(&Action::Conflict {
+                        key: l.key.clone(),
+                        reason: ConflictReason::BothModified,
+                        remote_etag: Some(r.etag.clone()),
+                    }),
+                    "local {:?} remote {:?}", l, r
+                );
+            }
+        }
+    }
+
+    /// Flag: created on both sides with different content -> Conflict(BothCreated).
+    #[test]
+    fn flag_both_created_is_flagged(c in flag_case()) {
+        let acts = c.plan();
+        for l in c.local.iter().filter(|l| l.present && l.base_etag.is_none()) {
+            let Some(r) = c.listed(&l.key) else { continue };
+            if r.hash.is_some() && r.hash != Some(l.hash) {
+                prop_assert_eq!(
+                    action_for(&acts, &l.key),
+                    Some(&Action::Conflict {
+                        key: l.key.clone(),
+                        reason: ConflictReason::BothCreated,
+                        remote_etag: Some(r.etag.clone()),
+                    }),
+                    "local {:?} remote {:?}", l, r
+                );
+            }
+        }
+    }
+
+    /// Flag: deleted here, changed there -> Conflict(DeletedLocallyModifiedRemotely).
+    #[test]
+    fn flag_deleted_locally_modified_remotely_is_flagged(c in flag_case()) {
+        let acts = c.plan();
+        for l in c.local.iter().filter(|l| !l.present) {
+            let Some(base_etag) = &l.base_etag else { continue };
+            let Some(r) = c.listed(&l.key) else { continue };
+            if &r.etag != base_etag {
+                prop_assert_eq!(
+                    action_for(&acts, &l.key),
+                    Some(&Action::Conflict {
+                        key: l.key.clone(),
+                        reason: ConflictReason::DeletedLocallyModifiedRemotely,
+                        remote_etag: Some(r.etag.clone()),
+                    }),
+                    "local {:?} remote {:?}", l, r
+                );
+            }
+        }
+    }
+
+    /// Flag: changed here, deleted there -> Conflict(ModifiedLocallyDeletedRemotely).
+    #[test]
+    fn flag_modified_locally_deleted_remotely_is_flagged(c in flag_case()) {
+        let acts = c.plan();
+        for l in c.local.iter().filter(|l| l.present && c.in_scope(&l.key)) {
+            let (Some(_), Some(base_hash)) = (&l.base_etag, l.base_hash) else { continue };
+            if l.hash != base_hash && c.listed(&l.key).is_none() {
+                prop_assert_eq!(
+                    action_for(&acts, &l.key),
+                    Some(&Action::Conflict {
+                        key: l.key.clone(),
+                        reason: ConflictReason::ModifiedLocallyDeletedRemotely,
+                        remote_etag: None,
+                    }),
+                    "local {:?}", l
+                );
+            }
+        }
+    }
+
+    /// Flag: a present row with an unacknowledged local write is never
+    /// replaced or deleted by the plan.
+    #[test]
+    fn flag_never_loses_an_unpushed_local_write(c in flag_case()) {
+        let acts = c.plan();
+        for l in c.local.iter().filter(|l| locally_changed(l)) {
+            let a = action_for(&acts, &l.key);
+            prop_assert!(
+                !matches!(
+                    a,
+                    Some(Action::DeleteLocal { .. } | Action::Pull { .. } | Action::Learn { .. })
+                ),
+                "local write lost: local {:?} remote {:?} -> {:?}", l, c.remote(&l.key), a
+            );
+        }
+    }
+
+    /// Only an explicit conflict policy may replace a local write, and only
+    /// in its own direction: KeepLocal never, LastWriterWins only for a
+    /// remote that is at least as new.
+    #[test]
+    fn automatic_policies_only_drop_local_writes_when_they_should(c in any_case()) {
+        let acts = c.plan();
+        for l in c.local.iter().filter(|l| locally_changed(l)) {
+            let a = action_for(&acts, &l.key);
+            if !matches!(
+                a,
+                Some(Action::DeleteLocal { .. } | Action::Pull { .. } | Action::Learn { .. })
+            ) {
+                continue;
+            }
+            match c.policy.conflict {
+                ConflictPolicy::KeepRemote => {}
+                ConflictPolicy::LastWriterWins => {
+                    let r = c.listed(&l.key);
+                    let remote_time = r
+                        .and_then(|r| r.ferry_mtime.or(r.modified_ms))
+                        .unwrap_or(i64::MIN);
+                    prop_assert!(
+                        r.is_some() && remote_time >= l.modified_ms,
+                        "last-writer-wins dropped a newer local write: {:?} {:?} -> {:?}", l, r, a
+                    );
+                }
+                ConflictPolicy::Flag | ConflictPolicy::KeepLocal => prop_assert!(
+                    false,
+                    "{:?} dropped a local write: {:?} {:?} -> {:?}",
+                    c.policy.conflict, l, c.remote(&l.key), a
+                ),
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 6./7. Guards: expectations on the local row, preconditions on the remote
+// ---------------------------------------------------------------------------
+
+fn expected_expect(l: Option<&LocalEntry>) -> Expect {
+    match l {
+        Some(l) if l.present => Expect::Present(l.hash),
+        Some(l) if l.base_etag.is_some() => Expect::Tombstone,
+        _ => Expect::Absent,
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Every action that changes local content expects the row as planned.
+    #[test]
+    fn local_changes_expect_the_row_as_given(c in any_case()) {
+        for a in c.plan() {
+            let expect = match &a {
+                Action::Pull { expect, .. }
+                | Action::Learn { expect, .. }
+                | Action::DeleteLocal { expect, .. } => expect,
+                _ => continue,
+            };
+            prop_assert_eq!(expect, &expected_expect(c.local(a.key())), "{:?}", a);
+        }
+    }
+
+    /// Pull and Learn name the listed remote version.
+    #[test]
+    fn downloads_name_the_listed_version(c in any_case()) {
+        for a in c.plan() {
+            match &a {
+                Action::Pull { key, etag, .. } => {
+                    prop_assert_eq!(Some(etag), c.listed(key).map(|r| &r.etag), "{:?}", a);
+                }
+                Action::Learn { key, remote, .. } => {
+                    prop_assert_eq!(Some(remote), c.listed(key), "{:?}", a);
+                }
+                Action::Adopt { key, etag, hash } => {
+                    let r = c.listed(key);
+                    prop_assert_eq!(Some(etag), r.map(|r| &r.etag), "{:?}", a);
+                    prop_assert_eq!(Some(*hash), r.and_then(|r| r.hash), "{:?}", a);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Flag: pushes and remote deletes are conditional on the base.
+    #[test]
+    fn flag_pushes_are_conditional_on_the_base(c in flag_case()) {
+        for a in c.plan() {
+            let (key, cond) = match &a {
+                Action::Push { key, cond, .. } | Action::DeleteRemote { key, cond } => (key, cond),
+                _ => continue,
+            };
+            let l = c.local(key);
+            prop_assert!(l.is_some(), "remote change without a local row: {:?}", a);
+            let want = match l.and_then(|l| l.base_etag.clone()) {
+                Some(b) => Some(Precondition::IfMatch(b)),
+                None if matches!(a, Action::Push { .. }) => Some(Precondition::IfAbsent),
+                // A remote delete needs a base to be conditional on.
+                None => None,
+            };
+            prop_assert_eq!(Some(cond), want.as_ref(), "{:?}", a);
+        }
+    }
+
+    /// Flag: the plan never writes over, or deletes, a remote version it has
+    /// not agreed on, and never re-creates what the remote deleted.
+    #[test]
+    fn flag_never_overwrites_or_resurrects_a_remote_change(c in flag_case()) {
+        for a in c.plan() {
+            if !matches!(a, Action::Push { .. } | Action::DeleteRemote { .. }) {
+                continue;
+            }
+            let base = c.local(a.key()).and_then(|l| l.base_etag.as_ref());
+            match c.listed(a.key()) {
+                Some(r) => prop_assert_eq!(Some(&r.etag), base, "{:?}", a),
+                None => prop_assert!(base.is_none(), "resurrects a remote delete: {:?}", a),
+            }
+        }
+    }
+
+    /// Any policy: a remote write is never unconditional, and its condition
+    /// is exactly the listed state (If-Match the listed etag, If-None-Match
+    /// when nothing was listed). Pushes carry the local row's hash.
+    #[test]
+    fn remote_changes_are_conditional_on_the_listing(c in any_case()) {
+        for a in c.plan() {
+            let (key, cond) = match &a {
+                Action::Push { key, cond, .. } | Action::DeleteRemote { key, cond } => (key, cond),
+                _ => continue,
+            };
+            prop_assert_ne!(cond, &Precondition::None, "{:?}", a);
+            let want = match c.listed(key) {
+                Some(r) => Precondition::IfMatch(r.etag.clone()),
+                None => Precondition::IfAbsent,
+            };
+            prop_assert_eq!(cond, &want, "{:?}", a);
+            let l = c.local(key);
+            match &a {
+                Action::Push { hash, .. } => prop_assert!(
+                    l.is_some_and(|l| l.present && l.hash == *hash), "{:?} for {:?}", a, l
+                ),
+                _ => prop_assert!(l.is_some_and(|l| !l.present), "{:?} for {:?}", a, l),
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 8. Scope
+// ---------------------------------------------------------------------------
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Keys outside the scopes only ever become orphan (present rows not
+    /// orphan already); remote objects outside them are ignored.
+    #[test]
+    fn keys_outside_scope_only_become_orphan(c in any_case()) {
+        let acts = c.plan();
+        for key in KEYS.iter().filter(|k| !c.in_scope(k)) {
+            let a = action_for(&acts, key);
+            let want = match c.local(key) {
+                Some(l) if l.present && l.state != SyncState::Orphan => Some(Action::SetState {
+                    key: (*key).to_owned(),
+                    state: SyncState::Orphan,
+                }),
+                _ => None,
+            };
+            prop_assert_eq!(a, want.as_ref(), "key {} local {:?}", key, c.local(key));
+        }
+        // Out-of-scope remote objects do not influence anything.
+        let mut only_in_scope = c.clone();
+        only_in_scope.remote.retain(|r| c.in_scope(&r.key));
+        prop_assert_eq!(acts, only_in_scope.plan());
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 9. needs_inspection
+// ---------------------------------------------------------------------------
+
+/// Drops the content hash a Learn carries, to compare decisions.
+fn without_learned_hash(a: Option<&Action>) -> Option<Action> {
+    a.cloned().map(|a| match a {
+        Action::Learn {
+            key,
+            mut remote,
+            expect,
+        } => {
+            remote.hash = None;
+            Action::Learn {
+                key,
+                remote,
+                expect,
+            }
+        }
+        other => other,
+    })
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// A HEAD is only asked for when the listing lacks the hash, and only
+    /// when both sides changed (the only case where the hash decides
+    /// between agreement and conflict).
+    #[test]
+    fn needs_inspection_only_when_the_hash_is_unknown(c in any_case()) {
+        for r in &c.remote {
+            let l = c.local(&r.key);
+            let ni = needs_inspection(l, r);
+            if ni {
+                prop_assert!(r.hash.is_none(), "{:?} {:?}", l, r);
+                prop_assert!(l.is_some_and(locally_changed), "{:?} {:?}", l, r);
+                prop_assert!(
+                    l.is_some_and(|l| l.base_etag.as_ref() != Some(&r.etag)),
+                    "{:?} {:?}", l, r
+                );
+            }
+        }
+    }
+
+    /// When no inspection is asked for, learning the hash would not have
+    /// changed the decision, except for an unchanged local row, which
+    /// re-fetches (Pull/Learn) identical content, or under upload-only does
+    /// nothing, instead of adopting it: both harmless.
+    #[test]
+    fn skipped_inspection_only_costs_a_redundant_fetch(c in any_case(), n in 0u8..4) {
+        let acts = c.plan();
+        for (i, r) in c.remote.iter().enumerate() {
+            let l = c.local(&r.key);
+            if r.hash.is_some() || needs_inspection(l, r) {
+                continue;
+            }
+            let mut informed = c.clone();
+            informed.remote[i].hash = Some(h(n));
+            let with_hash = informed.plan();
+            let before = without_learned_hash(action_for(&acts, &r.key));
+            let after = without_learned_hash(action_for(&with_hash, &r.key));
+            if before == after {
+                continue;
+            }
+            let unchanged_row = l.is_some_and(|l| l.present && !locally_changed(l));
+            prop_assert!(
+                unchanged_row
+                    && matches!(after, Some(Action::Adopt { .. }))
+                    && matches!(before, None | Some(Action::Pull { .. } | Action::Learn { .. })),
+                "hash {:?} would have changed {:?} into {:?} for local {:?} remote {:?}",
+                h(n), before, after, l, r
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 10. Convergence against a model of both sides
+// ---------------------------------------------------------------------------
+
+/// Both sides, as the executor would leave them if every remote call succeeded.
+#[derive(Debug, Clone)]
+struct Model {
+    local: BTreeMap<String, LocalEntry>,
+    remote: BTreeMap<String, RemoteObject>,
+    next_etag: u32,
+}
+
+impl Model {
+    fn of(c: &Case) -> Self {
+        Model {
+            local: c.local.iter().map(|l| (l.key.clone(), l.clone())).collect(),
+            remote: c
+                .remote
+                .iter()
+                .map(|r| (r.key.clone(), r.clone()))
+                .collect(),
+            next_etag: 0,
+        }
+    }
+
+    fn case(&self, c: &Case) -> Case {
+        Case {
+            local: self.local.values().cloned().collect(),
+            remote: self.remote.values().cloned().collect(),
+            scopes: c.scopes.clone(),
+            policy: c.policy,
+        }
+    }
+
+    fn fresh_etag(&mut self) -> String {
+        self.next_etag += 1;
+        format!("n{}", self.next_etag)
+    }
+
+    /// Applies one action the way `sync.rs`/`record.rs` record its success.
+    fn apply(&mut self, a: &Action) {
+        match a {
+            Action::Push { key, hash, .. } => {
+                let etag = self.fresh_etag();
+                let l = self.local.get_mut(key).expect("push of a row");
+                let mtime = l.modified_ms;
+                l.base_etag = Some(etag.clone());
+                l.base_hash = Some(*hash);
+                if l.present && l.hash == *hash {
+                    l.state = SyncState::Synced;
+                }
+                self.remote.insert(
+                    key.clone(),
+                    remote_obj(key, etag, Some(*hash), Some(mtime), Some(mtime)),
+                );
+            }
+            Action::DeleteRemote { key, .. } => {
+                self.remote.remove(key);
+                if self.local.get(key).is_some_and(|l| !l.present) {
+                    self.local.remove(key);
+                } else if let Some(l) = self.local.get_mut(key) {
+                    l.base_etag = None;
+                    l.base_hash = None;
+                }
+            }
+            Action::Pull { key, .. } => {
+                let r = self
+                    .remote
+                    .get(key)
+                    .expect("pull of a remote object")
+                    .clone();
+                let hash = r.hash.expect("model remotes carry hashes");
+                let pinned = self.local.get(key).is_some_and(|l| l.pinned);
+                self.local.insert(
+                    key.clone(),
+                    LocalEntry {
+                        key: key.clone(),
+                        present: true,
+                        hash,
+                        cached: true,
+                        pinned,
+                        base_etag: Some(r.etag.clone()),
+                        base_hash: Some(hash),
+                        state: SyncState::Synced,
+                        modified_ms: r.ferry_mtime.or(r.modified_ms).unwrap_or(0),
+                    },
+                );
+            }
+            Action::Learn { key, remote, .. } => {
+                let hash = remote.hash.unwrap_or(ContentHash([0; 32]));
+                let pinned = self.local.get(key).is_some_and(|l| l.pinned);
+                self.local.insert(
+                    key.clone(),
+                    LocalEntry {
+                        key: key.clone(),
+                        present: true,
+                        hash,
+                        cached: false,
+                        pinned,
+                        base_etag: Some(remote.etag.clone()),
+                        base_hash: Some(hash),
+                        state: SyncState::Stale,
+                        modified_ms: remote.ferry_mtime.or(remote.modified_ms).unwrap_or(0),
+                    },
+                );
+            }
+            Action::DeleteLocal { key, .. } => {
+                self.local.remove(key);
+            }
+            Action::Adopt { key, etag, hash } => {
+                if let Some(l) = self.local.get_mut(key) {
+                    if l.present && l.hash == *hash {
+                        l.base_etag = Some(etag.clone());
+                        l.base_hash = Some(*hash);
+                        // record.rs: synced when cached, stale otherwise.
+                        l.state = if l.cached {
+                            SyncState::Synced
+                        } else {
+                            SyncState::Stale
+                        };
+                    }
+                }
+            }
+            Action::Forget { key } => {
+                if self.local.get(key).is_some_and(|l| !l.present) {
+                    self.local.remove(key);
+                }
+            }
+            Action::Conflict { key, .. } => {
+                if let Some(l) = self.local.get_mut(key) {
+                    l.state = SyncState::Conflict;
+                }
+            }
+            Action::SetState { key, state } => {
+                if let Some(l) = self.local.get_mut(key) {
+                    l.state = *state;
+                }
+            }
+        }
+    }
+
+    /// Runs one plan over the model; returns the plan.
+    fn round(&mut self, c: &Case) -> Vec<Action> {
+        let acts = self.case(c).plan();
+        for a in &acts {
+            self.apply(a);
+        }
+        acts
+    }
+}
+
+/// Bidirectional, eager, one of the automatic conflict policies.
+fn auto_eager_case() -> impl Strategy<Value = Case> {
+    let policy = select(vec![
+        ConflictPolicy::KeepLocal,
+        ConflictPolicy::KeepRemote,
+        ConflictPolicy::LastWriterWins,
+    ])
+    .prop_map(|conflict| Policy {
+        direction: Direction::Bidirectional,
+        conflict,
+        strategy: PullStrategy::Eager,
+    });
+    (sides_s(true), policy).prop_map(|((local, remote), policy)| {
+        realistic(Case {
+            local,
+            remote,
+            scopes: Vec::new(),
+            policy,
+        })
+    })
+}
+
+/// Bidirectional, eager, Flag.
+fn flag_eager_case() -> impl Strategy<Value = Case> {
+    sides_s(true).prop_map(|(local, remote)| {
+        realistic(Case {
+            local,
+            remote,
+            scopes: Vec::new(),
+            policy: Policy {
+                direction: Direction::Bidirectional,
+                conflict: ConflictPolicy::Flag,
+                strategy: PullStrategy::Eager,
+            },
+        })
+    })
+}
+
+/// Any policy and scope, remote hashes known.
+fn any_hashed_case() -> impl Strategy<Value = Case> {
+    case_s(true, policy_s()).prop_map(realistic)
+}
+
+/// The second plan.
+fn replan(c: &Case, m: &Model, _first: &[Action]) -> Vec<Action> {
+    m.case(c).plan()
+}
+
+/// The keys and reasons of a plan's conflicts.
+fn conflicts(acts: &[Action]) -> BTreeMap<String, ConflictReason> {
+    acts.iter()
+        .filter_map(|a| match a {
+            Action::Conflict { key, reason, .. } => Some((key.clone(), *reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Bidirectional + Eager + an automatic conflict policy: one successful
+    /// round brings both sides together, and a second plan has nothing to do.
+    #[test]
+    fn automatic_policy_converges_in_one_round(c in auto_eager_case()) {
+        let mut m = Model::of(&c);
+        let first = m.round(&c);
+        let second = replan(&c, &m, &first);
+        prop_assert!(
+            second.is_empty(),
+            "second round not quiet.\nfirst: {:?}\nsecond: {:?}\nmodel: {:?}", first, second, m
+        );
+        let local: BTreeMap<&String, ContentHash> = m
+            .local
+            .iter()
+            .filter(|(_, l)| l.present)
+            .map(|(k, l)| (k, l.hash))
+            .collect();
+        let remote: BTreeMap<&String, ContentHash> = m
+            .remote
+            .iter()
+            .map(|(k, r)| (k, r.hash.expect("hashed")))
+            .collect();
+        prop_assert_eq!(&local, &remote, "first: {:?}", first);
+        // Every row agrees with the remote version it holds.
+        for (k, l) in &m.local {
+            prop_assert!(l.present, "tombstone left: {:?}", l);
+            prop_assert_eq!(l.base_etag.as_ref(), m.remote.get(k).map(|r| &r.etag), "{:?}", l);
+            prop_assert_eq!(l.base_hash, Some(l.hash), "{:?}", l);
+        }
+    }
+
+    /// Bidirectional + Eager + Flag: after one round the only thing left is
+    /// the conflicts the first round flagged (no ping-pong), and everything
+    /// not in conflict agrees.
+    #[test]
+    fn flag_policy_is_stable_after_one_round(c in flag_eager_case()) {
+        let mut m = Model::of(&c);
+        let first = m.round(&c);
+        let second = replan(&c, &m, &first);
+        let flagged = conflicts(&first);
+        prop_assert!(
+            second.iter().all(|a| matches!(a, Action::Conflict { .. })),
+            "second round does more than re-flag.\nfirst: {:?}\nsecond: {:?}", first, second
+        );
+        prop_assert_eq!(&conflicts(&second), &flagged, "first: {:?}", first);
+        let keys: BTreeSet<&String> = m.local.keys().chain(m.remote.keys()).collect();
+        for k in keys.into_iter().filter(|k| !flagged.contains_key(*k)) {
+            let l = m.local.get(k).filter(|l| l.present);
+            let r = m.remote.get(k);
+            prop_assert_eq!(l.map(|l| l.hash), r.and_then(|r| r.hash), "key {} first {:?}", k, first);
+        }
+    }
+
+    /// Any policy, direction, strategy and scope: applying a plan and
+    /// planning again yields at most the conflicts already flagged.
+    #[test]
+    fn any_policy_plan_is_idempotent(c in any_hashed_case()) {
+        let mut m = Model::of(&c);
+        let first = m.round(&c);
+        let second = replan(&c, &m, &first);
+        prop_assert!(
+            second.iter().all(|a| matches!(a, Action::Conflict { .. })),
+            "second round does more than re-flag.\nfirst: {:?}\nsecond: {:?}", first, second
+        );
+        prop_assert_eq!(&conflicts(&second), &conflicts(&first), "first: {:?}", first);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Planner gaps found by the properties above (these fail on purpose)
+// ---------------------------------------------------------------------------
+
+/// A policy that downloads eagerly (Eager, and a direction that pulls).
+fn eager_pulling_case() -> impl Strategy<Value = Case> {
+    let policy = (
+        select(vec![Direction::Bidirectional, Direction::DownloadOnly]),
+        conflict_s(),
+    )
+        .prop_map(|(direction, conflict)| Policy {
+            direction,
+            conflict,
+            strategy: PullStrategy::Eager,
+        });
+    case_s(true, policy).prop_map(realistic)
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// After one eager round (every call succeeding) every present row in
+    /// scope has its content local, also when an uncached row (learned
+    /// lazily earlier) finds its remote rewritten with the same content.
+    #[test]
+    fn eager_sync_downloads_uncached_rows_even_when_content_is_unchanged(c in eager_pulling_case()) {
+        let mut m = Model::of(&c);
+        let first = m.round(&c);
+        for l in m.local.values().filter(|l| l.present && c.in_scope(&l.key)) {
+            prop_assert!(
+                l.cached,
+                "eager round left {:?} uncached; its action was {:?}",
+                l.key, action_for(&first, &l.key)
+            );
+        }
+    }
+
+    /// Pinned objects are always downloaded (`LocalEntry::pinned`), under
+    /// `Lazy` too: never a `Learn` that would drop or skip their content.
+    #[test]
+    fn pinned_rows_are_downloaded_under_every_strategy(c in any_case()) {
+        for a in c.plan() {
+            if let Action::Learn { key, .. } = &a {
+                prop_assert!(
+                    !c.local(key).is_some_and(|l| l.pinned && l.present),
+                    "pinned row learned, not downloaded: {:?} under {:?} -> {:?}",
+                    c.local(key), c.policy, a
+                );
+            }
+        }
+    }
+}
