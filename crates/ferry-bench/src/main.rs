@@ -77,22 +77,72 @@ fn main() -> Result<()> {
         print_table(&rows);
     }
     if args.suite == "sync" || args.suite == "all" {
-        let server = match &args.endpoint {
-            Some(e) => sync_bench::external(e, &args.s3_bucket),
-            None if args.server == "s3s-fs" => sync_bench::start_s3s(scratch.path())?,
-            None => sync_bench::start_moto(scratch.path())?,
+        let both = sync_bench::Parts {
+            push: true,
+            sync: true,
         };
-        println!(
-            "\nsync figures against {} (ferry vs rclone, same server, same run)",
-            server.endpoint
-        );
-        let sync_rows = rt.block_on(sync_bench::run(
-            &server,
-            scratch.path(),
-            args.count,
-            args.many,
-            args.big_mib,
-        ))?;
+        let mut sync_rows = Vec::new();
+        if let Some(e) = &args.endpoint {
+            let server = sync_bench::external(e, &args.s3_bucket);
+            println!("\nsync figures against {e} (ferry vs rclone, same server, same run)");
+            sync_rows = rt.block_on(sync_bench::run(
+                &server,
+                scratch.path(),
+                args.count,
+                args.many,
+                args.big_mib,
+                both,
+            ))?;
+        } else {
+            // Pushes on s3s-fs (fast, Rust); syncs on moto, because s3s-fs
+            // breaks rclone's listings and omits ETags from its own.
+            let s3s = sync_bench::start_s3s(scratch.path());
+            let moto = sync_bench::start_moto(scratch.path())?;
+            let push_on = if s3s.is_ok() {
+                "s3s-fs"
+            } else {
+                "moto (no s3s-fs binary)"
+            };
+            println!("\nsync figures (ferry vs rclone, same server, same run): pushes on {push_on}, syncs on moto");
+            match &s3s {
+                Ok(server) => {
+                    let p = sync_bench::Parts {
+                        push: true,
+                        sync: false,
+                    };
+                    sync_rows.extend(rt.block_on(sync_bench::run(
+                        server,
+                        scratch.path(),
+                        args.count,
+                        0,
+                        args.big_mib,
+                        p,
+                    ))?);
+                    let p = sync_bench::Parts {
+                        push: false,
+                        sync: true,
+                    };
+                    sync_rows.extend(rt.block_on(sync_bench::run(
+                        &moto,
+                        scratch.path(),
+                        args.count,
+                        args.many,
+                        args.big_mib,
+                        p,
+                    ))?);
+                }
+                Err(_) => {
+                    sync_rows = rt.block_on(sync_bench::run(
+                        &moto,
+                        scratch.path(),
+                        args.count,
+                        args.many,
+                        args.big_mib,
+                        both,
+                    ))?;
+                }
+            }
+        }
         print_table(&sync_rows);
     }
     Ok(())

@@ -222,14 +222,26 @@ async fn timed_sync(bucket: &Bucket) -> Result<(Duration, ferry::SyncReport)> {
     Ok((start.elapsed(), report))
 }
 
+/// Which figures a run measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parts {
+    /// Push of many small objects and of one large one (`rclone copy`).
+    pub push: bool,
+    /// No-op and one-change syncs, large listings, RSS (`rclone bisync`).
+    pub sync: bool,
+}
+
 pub async fn run(
     server: &Server,
     dir: &Path,
     small: usize,
     many: usize,
     big_mib: u64,
+    parts: Parts,
 ) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
+    let dir = &dir.join(server.endpoint.replace([':', '/', '.'], "_"));
+    std::fs::create_dir_all(dir)?;
     let data = vec![7u8; 4096];
     let bkt = &server.bucket;
 
@@ -258,6 +270,13 @@ pub async fn run(
         0.5,
         "rclone copy",
     ));
+
+    if !parts.push {
+        rows.clear();
+    }
+    if !parts.sync {
+        return push_big(server, dir, big_mib, rows).await;
+    }
 
     // No-op sync of `small` objects.
     rclone(
@@ -316,6 +335,19 @@ pub async fn run(
     ));
     drop(a);
 
+    if parts.push {
+        rows = push_big(server, dir, big_mib, rows).await?;
+    }
+    many_objects(server, dir, many, rows).await
+}
+
+async fn push_big(
+    server: &Server,
+    dir: &Path,
+    big_mib: u64,
+    mut rows: Vec<Row>,
+) -> Result<Vec<Row>> {
+    let bkt = &server.bucket;
     // Push of one large object.
     let big = dir.join("big-src");
     std::fs::create_dir_all(&big)?;
@@ -356,6 +388,16 @@ pub async fn run(
     drop(b);
     std::fs::remove_dir_all(&big)?;
 
+    Ok(rows)
+}
+
+async fn many_objects(
+    server: &Server,
+    dir: &Path,
+    many: usize,
+    mut rows: Vec<Row>,
+) -> Result<Vec<Row>> {
+    let bkt = &server.bucket;
     // `many` objects: peak RSS while syncing, and a no-op sync.
     if many > 0 {
         let m = ferry_bucket(server, dir, "ferry-many").await?;

@@ -68,6 +68,8 @@ pub(crate) enum SyncRecord {
     },
     /// Set the state.
     State { key: String, state: SyncState },
+    /// Outbox attempts of these keys start (one transaction for a whole run).
+    Starting { keys: Vec<String> },
     /// An outbox attempt changed state.
     Attempt {
         key: String,
@@ -268,6 +270,16 @@ pub(crate) fn apply(
                 .prepare_cached("UPDATE objects SET state = ?2 WHERE key = ?1")?
                 .execute(params![key, state.as_str()])?;
             Ok(n > 0)
+        }
+        SyncRecord::Starting { keys } => {
+            let mut stmt = conn.prepare_cached(
+                "UPDATE outbox SET state = 'inflight', attempts = attempts + 1 \
+                 WHERE key = ?1 AND state <> 'acked'",
+            )?;
+            for key in &keys {
+                stmt.execute([key])?;
+            }
+            Ok(true)
         }
         SyncRecord::Attempt {
             key,

@@ -60,8 +60,8 @@ impl Default for SyncConfig {
             direction: Direction::Bidirectional,
             conflict: ConflictPolicy::Flag,
             strategy: PullStrategy::Eager,
-            push_concurrency: 16,
-            pull_concurrency: 16,
+            push_concurrency: 64,
+            pull_concurrency: 32,
             max_retries: 5,
             retry_base_delay_ms: 100,
         }
@@ -637,6 +637,14 @@ impl Bucket {
         }
 
         // 4. Execute, pushes and pulls each with their own concurrency limit.
+        let pushing: Vec<String> = actions
+            .iter()
+            .filter(|a| a.is_push_side())
+            .map(|a| a.key().to_owned())
+            .collect();
+        if !pushing.is_empty() {
+            self.record(SyncRecord::Starting { keys: pushing }).await?;
+        }
         let push_limit = Arc::new(Semaphore::new(config.push_concurrency.max(1)));
         let pull_limit = Arc::new(Semaphore::new(config.pull_concurrency.max(1)));
         let remote_by_key: HashMap<String, RemoteObject> = remote_list
@@ -737,32 +745,23 @@ impl Bucket {
             Action::Push { key, hash, cond } => {
                 self.push_one(remote, &key, hash, cond, policy).await
             }
-            Action::DeleteRemote { key, cond } => {
-                self.record(SyncRecord::Attempt {
-                    key: key.clone(),
-                    state: "inflight",
-                    error: None,
-                    next_attempt_ms: 0,
-                })
-                .await?;
-                match remote.delete(&key, cond).await {
-                    Ok(()) => {
-                        self.record(SyncRecord::RemoteDeleted { key }).await?;
-                        Ok(Done::DeletedRemote)
-                    }
-                    Err(e) if e.kind == RemoteErrorKind::PreconditionFailed => {
-                        let current = remote.head(&key).await?;
-                        self.conflict(
-                            key,
-                            ConflictReason::DeletedLocallyModifiedRemotely,
-                            current.map(|c| c.etag),
-                            policy,
-                        )
-                        .await
-                    }
-                    Err(e) => self.fail_attempt(&key, e).await,
+            Action::DeleteRemote { key, cond } => match remote.delete(&key, cond).await {
+                Ok(()) => {
+                    self.record(SyncRecord::RemoteDeleted { key }).await?;
+                    Ok(Done::DeletedRemote)
                 }
-            }
+                Err(e) if e.kind == RemoteErrorKind::PreconditionFailed => {
+                    let current = remote.head(&key).await?;
+                    self.conflict(
+                        key,
+                        ConflictReason::DeletedLocallyModifiedRemotely,
+                        current.map(|c| c.etag),
+                        policy,
+                    )
+                    .await
+                }
+                Err(e) => self.fail_attempt(&key, e).await,
+            },
             Action::Pull { key, expect, .. } => {
                 if self.fetch(&key, expect).await? {
                     Ok(Done::Pulled)
@@ -928,13 +927,6 @@ impl Bucket {
                 .unwrap_or(0),
             device: self.device_id().to_owned(),
         };
-        self.record(SyncRecord::Attempt {
-            key: key.to_owned(),
-            state: "inflight",
-            error: None,
-            next_attempt_ms: 0,
-        })
-        .await?;
         match remote.put(&req, body, cond).await {
             Ok(etag) => {
                 self.record(SyncRecord::Pushed {

@@ -18,7 +18,7 @@ use super::{
 /// Part size for multipart uploads; memory per upload is about
 /// `PART * (PARALLEL_PARTS + 1)`.
 const PART: usize = 8 << 20;
-const PARALLEL_PARTS: usize = 4;
+const PARALLEL_PARTS: usize = 8;
 
 /// Where and how to reach an S3-compatible store. Credentials are given by
 /// the caller (the library reads no environment).
