@@ -125,25 +125,36 @@ pub fn report_json(r: &SyncReport) -> serde_json::Value {
 
 pub async fn sync(global: &Global, args: SyncArgs, mode: SyncMode) -> Result<(), CommandError> {
     let bucket = open_connected(global).await?;
-    let spinner = if global.quiet || args.json {
+    let bar = if global.quiet || args.json {
         indicatif::ProgressBar::hidden()
     } else {
-        let s = indicatif::ProgressBar::new_spinner();
-        s.set_message(match mode {
-            SyncMode::Both => "syncing",
-            SyncMode::Push => "pushing",
-            SyncMode::Pull => "pulling",
-        });
-        s.enable_steady_tick(std::time::Duration::from_millis(120));
-        s
+        indicatif::ProgressBar::with_draw_target(Some(0), indicatif::ProgressDrawTarget::stderr())
     };
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} objects, eta {eta}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(match mode {
+        SyncMode::Both => "syncing",
+        SyncMode::Push => "pushing",
+        SyncMode::Pull => "pulling",
+    });
+    let shown = bar.clone();
+    let progress: ferry::ProgressFn = std::sync::Arc::new(move |p: ferry::SyncProgress| {
+        shown.set_length(p.total);
+        shown.set_position(p.done);
+    });
     let report = bucket
-        .sync(SyncOptions {
-            mode,
-            dry_run: args.dry_run,
-        })
+        .sync_with_progress(
+            SyncOptions {
+                mode,
+                dry_run: args.dry_run,
+            },
+            Some(progress),
+        )
         .await;
-    spinner.finish_and_clear();
+    bar.finish_and_clear();
     let report = report?;
     if args.json {
         println!(

@@ -45,6 +45,6 @@ pub use metadata::{
 };
 pub use state::{ParseStateError, SyncState};
 pub use sync::{
-    ConflictInfo, GetOptions, Resolution, ResolveOutcome, Status, SyncConfig, SyncIssue, SyncMode,
-    SyncOptions, SyncReport,
+    ConflictInfo, GetOptions, ProgressFn, Resolution, ResolveOutcome, Status, SyncConfig,
+    SyncIssue, SyncMode, SyncOptions, SyncProgress, SyncReport,
 };

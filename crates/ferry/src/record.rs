@@ -68,6 +68,8 @@ pub(crate) enum SyncRecord {
     },
     /// Set the state.
     State { key: String, state: SyncState },
+    /// Pin or unpin a present object.
+    Pinned { key: String, pinned: bool },
     /// Outbox attempts of these keys start (one transaction for a whole run).
     Starting { keys: Vec<String> },
     /// An outbox attempt changed state.
@@ -269,6 +271,12 @@ pub(crate) fn apply(
             let n = conn
                 .prepare_cached("UPDATE objects SET state = ?2 WHERE key = ?1")?
                 .execute(params![key, state.as_str()])?;
+            Ok(n > 0)
+        }
+        SyncRecord::Pinned { key, pinned } => {
+            let n = conn
+                .prepare_cached("UPDATE objects SET pinned = ?2 WHERE key = ?1 AND present = 1")?
+                .execute(params![key, pinned])?;
             Ok(n > 0)
         }
         SyncRecord::Starting { keys } => {

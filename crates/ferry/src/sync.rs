@@ -175,6 +175,18 @@ pub enum Resolution {
     KeepBoth,
 }
 
+/// How far a run is: actions finished of those planned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncProgress {
+    /// Actions finished.
+    pub done: u64,
+    /// Actions planned.
+    pub total: u64,
+}
+
+/// A progress callback (the library does no terminal I/O; front ends draw).
+pub type ProgressFn = Arc<dyn Fn(SyncProgress) + Send + Sync>;
+
 /// Options for `get_with`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct GetOptions {
@@ -452,6 +464,34 @@ impl Bucket {
         }
     }
 
+    /// Pins objects: they are always downloaded (under every pull strategy).
+    /// Returns how many of the keys exist.
+    pub async fn pin(&self, keys: &[&str]) -> Result<usize> {
+        self.set_pinned(keys, true).await
+    }
+
+    /// Unpins objects. Returns how many of the keys exist.
+    pub async fn unpin(&self, keys: &[&str]) -> Result<usize> {
+        self.set_pinned(keys, false).await
+    }
+
+    async fn set_pinned(&self, keys: &[&str], pinned: bool) -> Result<usize> {
+        let mut found = 0;
+        for key in keys {
+            validate_key(key)?;
+            if self
+                .record(SyncRecord::Pinned {
+                    key: (*key).to_owned(),
+                    pinned,
+                })
+                .await?
+            {
+                found += 1;
+            }
+        }
+        Ok(found)
+    }
+
     /// Counts objects per state and the local cache.
     pub async fn status(&self) -> Result<Status> {
         let mut status = self.with_reader(|c| {
@@ -533,6 +573,15 @@ impl Bucket {
 
     /// Pushes local changes and pulls remote ones.
     pub async fn sync(&self, opts: SyncOptions) -> Result<SyncReport> {
+        self.sync_with_progress(opts, None).await
+    }
+
+    /// `sync`, calling `progress` once the plan is made and after each action.
+    pub async fn sync_with_progress(
+        &self,
+        opts: SyncOptions,
+        progress: Option<ProgressFn>,
+    ) -> Result<SyncReport> {
         let _one_at_a_time = self.inner.sync_lock.lock().await;
         let started = Instant::now();
         let remote = self.connected_remote()?;
@@ -652,6 +701,11 @@ impl Bucket {
             .map(|r| (r.key.clone(), r))
             .collect();
         let remote_by_key = Arc::new(remote_by_key);
+        let total = actions.len() as u64;
+        let mut done = 0u64;
+        if let Some(p) = &progress {
+            p(SyncProgress { done, total });
+        }
         let mut tasks = JoinSet::new();
         for action in actions {
             let me = self.clone();
@@ -671,6 +725,10 @@ impl Bucket {
             });
         }
         while let Some(joined) = tasks.join_next().await {
+            done += 1;
+            if let Some(p) = &progress {
+                p(SyncProgress { done, total });
+            }
             match joined {
                 Ok(Done::Pushed) => report.pushed += 1,
                 Ok(Done::Pulled) => report.pulled += 1,

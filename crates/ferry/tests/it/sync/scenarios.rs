@@ -628,3 +628,79 @@ async fn probe_detects_stores_that_ignore_conditional_writes() {
         "moto enforces If-None-Match / If-Match: {probe:?}"
     );
 }
+
+/// Directions: upload-only never pulls, download-only never pushes; the
+/// held-back changes stay visible in the states.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directions_hold_back_one_side() {
+    use ferry::plan::Direction;
+    let be = super::backends::Memory::new();
+    let a = replica(&be).await;
+    put(&a.bucket, "shared", b"v0").await;
+    sync(&a.bucket).await;
+    let up = replica_with(
+        &be,
+        SyncConfig {
+            direction: Direction::UploadOnly,
+            ..Default::default()
+        },
+    )
+    .await;
+    let down = replica_with(
+        &be,
+        SyncConfig {
+            direction: Direction::DownloadOnly,
+            ..Default::default()
+        },
+    )
+    .await;
+    let r = sync(&up.bucket).await;
+    assert_eq!(r.pulled, 0, "upload-only pulled: {r:?}");
+    assert!(!up.bucket.exists("shared").await.unwrap());
+    put(&up.bucket, "from-up", b"u").await;
+    let r = sync(&up.bucket).await;
+    assert_eq!(r.pushed, 1, "{r:?}");
+    let r = sync(&down.bucket).await;
+    assert_eq!(r.pulled, 2, "{r:?}");
+    put(&down.bucket, "from-down", b"d").await;
+    let r = sync(&down.bucket).await;
+    assert_eq!(r.pushed, 0, "download-only pushed: {r:?}");
+    assert_eq!(
+        down.bucket.head("from-down").await.unwrap().state,
+        SyncState::Dirty
+    );
+    assert!(be.foreign_get("from-down").await.is_none());
+}
+
+/// Pinned objects are downloaded under pinned-only; the rest are only learned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_only_downloads_just_the_pinned() {
+    let be = super::backends::Memory::new();
+    let a = replica(&be).await;
+    put(&a.bucket, "p/keep", b"keep me").await;
+    put(&a.bucket, "p/skip", b"not me").await;
+    sync(&a.bucket).await;
+    let c = replica_with(
+        &be,
+        SyncConfig {
+            strategy: PullStrategy::PinnedOnly,
+            ..Default::default()
+        },
+    )
+    .await;
+    sync(&c.bucket).await;
+    assert_eq!(c.bucket.status().await.unwrap().stale, 2);
+    assert_eq!(c.bucket.pin(&["p/keep", "p/missing"]).await.unwrap(), 1);
+    sync(&c.bucket).await;
+    let s = c.bucket.status().await.unwrap();
+    assert_eq!((s.synced, s.stale, s.cache_size), (1, 1, 7), "{s:?}");
+    // A remote change to a pinned object is downloaded, not just learned.
+    put(&a.bucket, "p/keep", b"keep me 2").await;
+    sync(&a.bucket).await;
+    sync(&c.bucket).await;
+    assert_eq!(
+        c.bucket.head("p/keep").await.unwrap().state,
+        SyncState::Synced
+    );
+    assert_eq!(c.bucket.status().await.unwrap().cache_size, 9);
+}
