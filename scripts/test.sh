@@ -24,6 +24,7 @@ for _ in $(seq 1 100); do
 done
 curl -sf -X PUT "http://127.0.0.1:$PORT/ferry-test" > /dev/null
 export FERRY_TEST_MOTO_ENDPOINT="http://127.0.0.1:$PORT"
+export FERRY_TEST_PYTHON="$PWD/$VENV/bin/python"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -165,7 +165,7 @@ async fn zero_byte_stream_round_trips() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_gib_stream_round_trips_with_matching_hash() {
-    const LEN: u64 = (2 << 30) + 123;
+    const LEN: u64 = (4 << 30) + 123;
     let (_tmp, bucket) = new_bucket().await;
     let (generator, done) = Generator::new(LEN, 2024);
     let meta = bucket

@@ -704,3 +704,69 @@ async fn pinned_only_downloads_just_the_pinned() {
     );
     assert_eq!(c.bucket.status().await.unwrap().cache_size, 9);
 }
+
+/// Objects written by boto3 (a stock S3 client, from the test venv) are
+/// picked up with their content type and metadata, and ferry's objects read
+/// back through boto3 with the right bytes, content type and metadata.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boto3_objects_round_trip_on_moto() {
+    let be = super::backends::S3Location::moto();
+    let python = std::env::var("FERRY_TEST_PYTHON").unwrap_or_else(|_| {
+        panic!("FERRY_TEST_PYTHON is not set: run the suite with ./scripts/test.sh (it provides boto3)")
+    });
+    let boto = |script: &str| -> String {
+        let prelude = format!(
+            "import boto3, json, sys\n\
+             s3 = boto3.client('s3', endpoint_url='{}', aws_access_key_id='x', \
+             aws_secret_access_key='y', region_name='us-east-1')\n\
+             P = '{}/'\n",
+            be.endpoint, be.prefix
+        );
+        let out = std::process::Command::new(&python)
+            .arg("-c")
+            .arg(format!("{prelude}{script}"))
+            .env_remove("AWS_CA_BUNDLE")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "boto3: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    boto("s3.put_object(Bucket='ferry-test', Key=P+'in/boto.txt', Body=b'from boto3', ContentType='text/x-boto', Metadata={'origin': 'boto3'})");
+    let a = replica(&be).await;
+    let r = sync(&a.bucket).await;
+    assert_eq!(r.pulled, 1, "{r:?}");
+    let (meta, data) = a.bucket.get_bytes("in/boto.txt").await.unwrap();
+    assert_eq!(&data[..], b"from boto3");
+    assert_eq!(meta.content_type, "text/x-boto");
+    assert_eq!(
+        meta.metadata.get("origin").map(String::as_str),
+        Some("boto3")
+    );
+
+    let mut opts = PutOptions {
+        content_type: Some("application/x-ferry".into()),
+        ..Default::default()
+    };
+    opts.metadata.insert("owner".into(), "ann".into());
+    a.bucket
+        .put("out/f.bin", b"from ferry".to_vec(), opts)
+        .await
+        .unwrap();
+    sync(&a.bucket).await;
+    let got = boto(
+        "o = s3.get_object(Bucket='ferry-test', Key=P+'out/f.bin')\n\
+         print(json.dumps({'body': o['Body'].read().decode(), 'type': o['ContentType'], 'meta': o['Metadata']}))",
+    );
+    let v: serde_json::Value = serde_json::from_str(got.trim()).unwrap();
+    assert_eq!(v["body"], "from ferry");
+    assert_eq!(v["type"], "application/x-ferry");
+    assert_eq!(v["meta"]["owner"], "ann");
+    assert_eq!(
+        v["meta"]["ferry-hash"],
+        ferry::ContentHash::of(b"from ferry").to_hex().as_str()
+    );
+}
