@@ -88,6 +88,16 @@ pub(crate) struct Inner {
     pub(crate) remote: std::sync::RwLock<Option<crate::remote::SharedRemote>>,
     /// One sync run at a time per process.
     pub(crate) sync_lock: tokio::sync::Mutex<()>,
+    /// Event subscribers.
+    pub(crate) events: tokio::sync::broadcast::Sender<crate::events::Event>,
+    /// Woken by every local write of this process (the engine debounces).
+    pub(crate) local_write: tokio::sync::Notify,
+    /// The leader lock, while this process leads.
+    pub(crate) leader: Mutex<Option<std::fs::File>>,
+    /// The background engine, while running.
+    pub(crate) engine: Mutex<Option<crate::engine::EngineHandle>>,
+    /// Reads not yet recorded for cache eviction: key -> (last ms, count).
+    pub(crate) accesses: Mutex<std::collections::HashMap<String, (i64, i64)>>,
 }
 
 impl Bucket {
@@ -155,6 +165,11 @@ impl Bucket {
                 writer,
                 remote: std::sync::RwLock::new(None),
                 sync_lock: tokio::sync::Mutex::new(()),
+                events: tokio::sync::broadcast::channel(crate::events::EVENT_CAPACITY).0,
+                local_write: tokio::sync::Notify::new(),
+                leader: Mutex::new(None),
+                engine: Mutex::new(None),
+                accesses: Mutex::new(std::collections::HashMap::new()),
             }),
         })
     }
@@ -217,7 +232,11 @@ impl Bucket {
             modified_ms,
         });
         match self.inner.writer.submit(op).await? {
-            Outcome::Put(meta) => Ok(meta),
+            Outcome::Put(meta) => {
+                self.inner.local_write.notify_one();
+                self.after_write(meta.size).await;
+                Ok(meta)
+            }
             _ => Err(Error::IndexData(
                 "writer answered a put with a delete".into(),
             )),
@@ -292,6 +311,7 @@ impl Bucket {
         // the open; look again before calling the blob missing.
         for _ in 0..3 {
             let stored = self.lookup(key)?;
+            self.note_access(key);
             if !stored.cached {
                 // Known from the remote but not downloaded (lazy pull): fetch it now.
                 self.fetch(key, crate::plan::Expect::Present(stored.meta.hash))
@@ -380,7 +400,10 @@ impl Bucket {
             })
             .await?
         {
-            Outcome::Deleted(existed) => Ok(existed),
+            Outcome::Deleted(existed) => {
+                self.inner.local_write.notify_one();
+                Ok(existed)
+            }
             _ => Err(Error::IndexData(
                 "writer answered a delete with a put".into(),
             )),

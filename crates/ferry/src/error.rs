@@ -106,6 +106,20 @@ pub enum Error {
         /// The key.
         key: String,
     },
+    /// Another process leads the sync engine and did not answer in time.
+    #[error("the sync engine of this bucket is run by another process{}, which did not answer", pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    LeaderBusy {
+        /// The leader's pid, when known.
+        pid: Option<u32>,
+    },
+    /// The leading process ran the requested sync and it failed.
+    #[error("the sync run by the leading process{} failed: {error}", pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    LeaderFailed {
+        /// The leader's pid, when known.
+        pid: Option<u32>,
+        /// Its error.
+        error: String,
+    },
     /// The bucket's background writer has stopped (the bucket is shutting down).
     #[error("the bucket is closed")]
     Closed,

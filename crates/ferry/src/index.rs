@@ -17,7 +17,7 @@ use crate::metadata::Metadata;
 use crate::state::SyncState;
 
 /// The schema version this build writes and the newest it reads.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// How long a writer waits for another process's write transaction.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -70,6 +70,18 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE objects ADD COLUMN remote_etag TEXT;
     ALTER TABLE objects ADD COLUMN conflict TEXT;
+    "#,
+    // 2 -> 3: one-shot sync requests answered by the leading process.
+    r#"
+    CREATE TABLE sync_requests (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        mode         TEXT NOT NULL,
+        dry_run      INTEGER NOT NULL,
+        requested_ms INTEGER NOT NULL,
+        state        TEXT NOT NULL,
+        result       TEXT,
+        error        TEXT
+    );
     "#,
 ];
 

@@ -19,8 +19,11 @@
 mod blobs;
 mod body;
 mod bucket;
+mod cache;
 mod commit;
+mod engine;
 mod error;
+pub mod events;
 mod hash;
 mod index;
 mod key;
@@ -29,12 +32,15 @@ mod metadata;
 pub mod plan;
 mod record;
 pub mod remote;
+pub mod schedule;
 mod state;
 mod sync;
 
 pub use body::{Body, ObjectReader};
 pub use bucket::{Bucket, BucketConfig, GarbageReport, Object, PutOptions, INDEX_FILE};
+pub use cache::{CacheUsage, Eviction};
 pub use error::{Error, Result};
+pub use events::{Event, SyncSummary};
 pub use hash::{ContentHash, ParseHashError};
 pub use index::{ObjectMeta, SCHEMA_VERSION};
 pub use key::{validate_key, validate_key_bytes, KeyError, KeyRule, MAX_KEY_LEN, RESERVED_PREFIX};

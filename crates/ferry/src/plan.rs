@@ -349,12 +349,18 @@ fn plan_key(
         (LocalSide::Absent, RemoteSide::Changed | RemoteSide::Unchanged) => r.and_then(fetch),
         (LocalSide::Unchanged, RemoteSide::Unchanged) => {
             let l = l?;
-            let want = if l.cached {
+            // A synced row without local content was evicted: it stays
+            // synced and is fetched again only when read (or pinned).
+            let evicted = !l.cached && l.state == SyncState::Synced;
+            let want = if l.cached || evicted {
                 SyncState::Synced
             } else {
                 SyncState::Stale
             };
-            if !l.cached && can_pull && (policy.strategy == PullStrategy::Eager || l.pinned) {
+            if !l.cached
+                && can_pull
+                && (l.pinned || (policy.strategy == PullStrategy::Eager && !evicted))
+            {
                 r.and_then(fetch)
             } else if l.state != want {
                 Some(Action::SetState {

@@ -68,6 +68,10 @@ pub(crate) enum SyncRecord {
     },
     /// Set the state.
     State { key: String, state: SyncState },
+    /// Evict a synced object's local content.
+    Evicted { key: String, hash: ContentHash },
+    /// Reads counted in memory: (key, last read ms, count).
+    Accessed { batch: Vec<(String, i64, i64)> },
     /// Pin or unpin a present object.
     Pinned { key: String, pinned: bool },
     /// Outbox attempts of these keys start (one transaction for a whole run).
@@ -272,6 +276,23 @@ pub(crate) fn apply(
                 .prepare_cached("UPDATE objects SET state = ?2 WHERE key = ?1")?
                 .execute(params![key, state.as_str()])?;
             Ok(n > 0)
+        }
+        SyncRecord::Evicted { key, hash } => {
+            let old = current(conn, &key)?;
+            let n = conn
+                .prepare_cached(
+                    "UPDATE objects SET cached = 0 WHERE key = ?1 AND present = 1 AND cached = 1 \
+                     AND pinned = 0 AND state = 'synced' AND hash = ?2 AND base_hash = ?2",
+                )?
+                .execute(params![key, &hash.0[..]])?;
+            if n > 0 {
+                release_old(conn, old, garbage)?;
+            }
+            Ok(n > 0)
+        }
+        SyncRecord::Accessed { batch } => {
+            crate::cache::apply_accesses(conn, &batch)?;
+            Ok(true)
         }
         SyncRecord::Pinned { key, pinned } => {
             let n = conn

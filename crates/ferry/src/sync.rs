@@ -52,6 +52,17 @@ pub struct SyncConfig {
     pub max_retries: u32,
     /// The first retry backoff, in milliseconds (doubling, with full jitter, up to 10 s).
     pub retry_base_delay_ms: u64,
+    /// Background sync period in seconds; 0: only after local writes and on request.
+    pub interval_secs: u64,
+    /// Quiet time after local writes before the background engine pushes, ms.
+    pub debounce_ms: u64,
+    /// How often a waiting process checks whether the leader is gone, ms
+    /// (the takeover time after a leader dies).
+    pub leader_poll_ms: u64,
+    /// Most bytes of synced content kept locally before eviction.
+    pub max_cache_size: u64,
+    /// Which synced objects are evicted first.
+    pub eviction: crate::cache::Eviction,
 }
 
 impl Default for SyncConfig {
@@ -64,6 +75,11 @@ impl Default for SyncConfig {
             pull_concurrency: 32,
             max_retries: 5,
             retry_base_delay_ms: 100,
+            interval_secs: 30,
+            debounce_ms: 300,
+            leader_poll_ms: 1000,
+            max_cache_size: 1 << 30,
+            eviction: crate::cache::Eviction::Lru,
         }
     }
 }
@@ -455,6 +471,10 @@ impl Bucket {
         Ok(self.local_entries()?.into_iter().find(|l| l.key == key))
     }
 
+    pub(crate) async fn record_sync(&self, rec: SyncRecord) -> Result<bool> {
+        self.record(rec).await
+    }
+
     async fn record(&self, rec: SyncRecord) -> Result<bool> {
         match self.inner.writer.submit(WriteOp::Record(rec)).await? {
             Outcome::Recorded(applied) => Ok(applied),
@@ -576,8 +596,30 @@ impl Bucket {
         self.sync_with_progress(opts, None).await
     }
 
-    /// `sync`, calling `progress` once the plan is made and after each action.
-    pub async fn sync_with_progress(
+    /// One run, in this process (the caller holds leadership).
+    pub(crate) async fn run_sync(
+        &self,
+        opts: SyncOptions,
+        progress: Option<ProgressFn>,
+    ) -> Result<SyncReport> {
+        if !opts.dry_run {
+            self.emit(crate::events::Event::SyncStarted);
+        }
+        let result = self.run_sync_inner(opts, progress).await;
+        if !opts.dry_run {
+            match &result {
+                Ok(r) => self.emit(crate::events::Event::SyncCompleted {
+                    result: crate::events::SyncSummary::of(r),
+                }),
+                Err(e) => self.emit(crate::events::Event::SyncFailed {
+                    error: e.to_string(),
+                }),
+            }
+        }
+        result
+    }
+
+    async fn run_sync_inner(
         &self,
         opts: SyncOptions,
         progress: Option<ProgressFn>,
@@ -721,7 +763,10 @@ impl Bucket {
                 let _permit = limit.acquire_owned().await;
                 let key = action.key().to_owned();
                 let seen = remote_by_key.get(&key).cloned();
-                me.execute(&remote, action, seen, conflict_policy).await
+                (
+                    key.clone(),
+                    me.execute(&remote, action, seen, conflict_policy).await,
+                )
             });
         }
         while let Some(joined) = tasks.join_next().await {
@@ -730,13 +775,22 @@ impl Bucket {
                 p(SyncProgress { done, total });
             }
             match joined {
-                Ok(Done::Pushed) => report.pushed += 1,
-                Ok(Done::Pulled) => report.pulled += 1,
-                Ok(Done::DeletedRemote) => report.deleted_remote += 1,
-                Ok(Done::DeletedLocal) => report.deleted_local += 1,
-                Ok(Done::Conflict(c)) => report.conflicts.push(c),
-                Ok(Done::Nothing) => {}
-                Ok(Done::Failed(i)) => report.errors.push(i),
+                Ok((key, Done::Pushed)) => {
+                    report.pushed += 1;
+                    self.emit(crate::events::Event::ObjectPushed { key });
+                }
+                Ok((key, Done::Pulled)) => {
+                    report.pulled += 1;
+                    self.emit(crate::events::Event::ObjectPulled { key });
+                }
+                Ok((_, Done::DeletedRemote)) => report.deleted_remote += 1,
+                Ok((_, Done::DeletedLocal)) => report.deleted_local += 1,
+                Ok((key, Done::Conflict(c))) => {
+                    report.conflicts.push(c);
+                    self.emit(crate::events::Event::ObjectConflict { key });
+                }
+                Ok((_, Done::Nothing)) => {}
+                Ok((_, Done::Failed(i))) => report.errors.push(i),
                 Err(e) => report.errors.push(SyncIssue {
                     key: String::new(),
                     cause: format!("sync task failed: {e}"),

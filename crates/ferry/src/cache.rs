@@ -1,0 +1,157 @@
+//! The local cache of synced content: usage, eviction and access tracking.
+//!
+//! Only content that is safely on the remote can be evicted: present,
+//! cached, unpinned objects in state `synced` whose content is the agreed
+//! base. An evicted object keeps its row (it is still listed, still
+//! `synced`) with `cached = 0`; `get` fetches it again. Reads are counted in
+//! memory and written to the index in one batch before each eviction.
+
+use rusqlite::params;
+
+use crate::bucket::Bucket;
+use crate::error::Result;
+use crate::events::Event;
+use crate::hash::ContentHash;
+use crate::index;
+use crate::record::SyncRecord;
+
+/// Which synced objects go first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Eviction {
+    /// Least recently read.
+    #[default]
+    Lru,
+    /// Least often read (then least recently).
+    Lfu,
+    /// Least recently written.
+    Oldest,
+}
+
+/// How full the cache is.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct CacheUsage {
+    /// Bytes of content stored locally.
+    pub used: u64,
+    /// The configured limit.
+    pub limit: u64,
+    /// `used` as a percentage of `limit`.
+    pub percent: f64,
+}
+
+impl Bucket {
+    /// Bytes of content stored locally, against the limit.
+    pub async fn cache_usage(&self) -> Result<CacheUsage> {
+        let used = self.with_reader(|c| {
+            Ok(c.prepare_cached(
+                "SELECT COALESCE(SUM(size), 0) FROM objects WHERE present = 1 AND cached = 1",
+            )?
+            .query_row([], |r| r.get::<_, i64>(0))? as u64)
+        })?;
+        let limit = self.sync_config()?.max_cache_size;
+        let percent = if limit == 0 {
+            100.0
+        } else {
+            used as f64 * 100.0 / limit as f64
+        };
+        Ok(CacheUsage {
+            used,
+            limit,
+            percent,
+        })
+    }
+
+    /// Evicts eligible objects until at least `bytes` are freed (or none is
+    /// left); returns the bytes freed.
+    pub async fn evict(&self, bytes: u64) -> Result<u64> {
+        self.flush_accesses().await?;
+        let order = match self.sync_config()?.eviction {
+            Eviction::Lru => "last_access_ms ASC, key",
+            Eviction::Lfu => "access_count ASC, last_access_ms ASC, key",
+            Eviction::Oldest => "modified_ms ASC, key",
+        };
+        let candidates: Vec<(String, u64, ContentHash)> = self.with_reader(|c| {
+            let sql = format!(
+                "SELECT key, size, hash FROM objects WHERE present = 1 AND cached = 1 AND pinned = 0 \
+                 AND state = 'synced' AND base_hash = hash ORDER BY {order}"
+            );
+            let mut stmt = c.prepare(&sql)?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?)))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (key, size, hash) = row?;
+                if let Some(hash) = ContentHash::from_slice(&hash) {
+                    out.push((key, size as u64, hash));
+                }
+            }
+            Ok(out)
+        })?;
+        let mut freed = 0;
+        for (key, size, hash) in candidates {
+            if freed >= bytes {
+                break;
+            }
+            if self.record_evicted(&key, hash).await? {
+                freed += size;
+                let _ = self.inner.events.send(Event::ObjectEvicted { key });
+            }
+        }
+        Ok(freed)
+    }
+
+    async fn record_evicted(&self, key: &str, hash: ContentHash) -> Result<bool> {
+        self.record_sync(SyncRecord::Evicted {
+            key: key.to_owned(),
+            hash,
+        })
+        .await
+    }
+
+    /// Keeps the cache within its limit after content arrived locally.
+    pub(crate) async fn after_write(&self, _size: u64) {
+        let Ok(config) = self.sync_config() else {
+            return;
+        };
+        if let Ok(usage) = self.cache_usage().await {
+            if usage.used > config.max_cache_size {
+                let _ = self.evict(usage.used - config.max_cache_size).await;
+            }
+        }
+    }
+
+    /// Counts a read for eviction.
+    pub(crate) fn note_access(&self, key: &str) {
+        if let Ok(mut map) = self.inner.accesses.lock() {
+            let e = map.entry(key.to_owned()).or_insert((0, 0));
+            e.0 = index::now_ms();
+            e.1 += 1;
+        }
+    }
+
+    /// Writes the counted reads to the index.
+    pub(crate) async fn flush_accesses(&self) -> Result<()> {
+        let batch: Vec<(String, i64, i64)> = match self.inner.accesses.lock() {
+            Ok(mut map) => map.drain().map(|(k, (t, n))| (k, t, n)).collect(),
+            Err(_) => return Ok(()),
+        };
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.record_sync(SyncRecord::Accessed { batch }).await?;
+        Ok(())
+    }
+}
+
+/// Applies an access batch (called from `record`).
+pub(crate) fn apply_accesses(
+    conn: &rusqlite::Connection,
+    batch: &[(String, i64, i64)],
+) -> Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE objects SET last_access_ms = MAX(last_access_ms, ?2), access_count = access_count + ?3 WHERE key = ?1",
+    )?;
+    for (key, t, n) in batch {
+        stmt.execute(params![key, t, n])?;
+    }
+    Ok(())
+}
