@@ -60,6 +60,60 @@ pub enum Command {
     Resolve(ResolveArgs),
     /// Show or change which prefixes sync.
     Scope(ScopeArgs),
+    /// Run the background sync engine and print its events until Ctrl-C.
+    Watch(WatchArgs),
+    /// Keep objects downloaded (never evicted, always pulled).
+    Pin(KeysArgs),
+    /// Undo `pin`.
+    Unpin(KeysArgs),
+    /// Show cache usage or evict synced content.
+    Cache(CacheArgs),
+    /// Stop syncing and, with --clear-local, delete the local data.
+    Destroy(DestroyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// One JSON object per event per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    /// Keys.
+    #[arg(required = true)]
+    pub keys: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    #[command(subcommand)]
+    pub command: Option<CacheCommand>,
+    /// Print JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Bytes used against the limit (the default).
+    Usage,
+    /// Evict at least SIZE of synced, unpinned content (e.g. 10MiB).
+    Evict {
+        /// How much to free: bytes, or with a unit (KiB, MiB, GiB, KB, MB, GB).
+        size: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    /// Also delete the bucket's local data.
+    #[arg(long)]
+    pub clear_local: bool,
+    /// Do not ask for confirmation (needed when not on a terminal).
+    #[arg(long, short)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,7 @@
 mod args;
 mod command_error;
 mod config;
+mod live;
 mod locate;
 mod objects;
 mod output;
@@ -61,5 +62,10 @@ async fn run(cli: Cli) -> Result<(), CommandError> {
         Command::Conflicts(a) => syncing::conflicts(&global, a).await,
         Command::Resolve(a) => syncing::resolve(&global, a).await,
         Command::Scope(a) => syncing::scope(&global, a).await,
+        Command::Watch(a) => live::watch(&global, a).await,
+        Command::Pin(a) => live::pin(&global, a, true).await,
+        Command::Unpin(a) => live::pin(&global, a, false).await,
+        Command::Cache(a) => live::cache(&global, a).await,
+        Command::Destroy(a) => live::destroy(&global, a).await,
     }
 }

@@ -96,6 +96,8 @@ pub(crate) struct Inner {
     pub(crate) leader: Mutex<Option<std::fs::File>>,
     /// The background engine, while running.
     pub(crate) engine: Mutex<Option<crate::engine::EngineHandle>>,
+    /// Running estimate of cached bytes (exact after each eviction check).
+    pub(crate) cache_estimate: Mutex<Option<u64>>,
     /// Reads not yet recorded for cache eviction: key -> (last ms, count).
     pub(crate) accesses: Mutex<std::collections::HashMap<String, (i64, i64)>>,
 }
@@ -170,6 +172,7 @@ impl Bucket {
                 leader: Mutex::new(None),
                 engine: Mutex::new(None),
                 accesses: Mutex::new(std::collections::HashMap::new()),
+                cache_estimate: Mutex::new(None),
             }),
         })
     }

@@ -107,15 +107,34 @@ impl Bucket {
         .await
     }
 
-    /// Keeps the cache within its limit after content arrived locally.
-    pub(crate) async fn after_write(&self, _size: u64) {
+    /// Keeps the cache within its limit after `size` bytes arrived locally.
+    /// A running estimate avoids summing the index on every write; it is
+    /// made exact whenever it crosses the limit.
+    pub(crate) async fn after_write(&self, size: u64) {
         let Ok(config) = self.sync_config() else {
             return;
         };
-        if let Ok(usage) = self.cache_usage().await {
-            if usage.used > config.max_cache_size {
-                let _ = self.evict(usage.used - config.max_cache_size).await;
+        let estimate = match self.inner.cache_estimate.lock() {
+            Ok(mut e) => e.as_mut().map(|v| {
+                *v += size;
+                *v
+            }),
+            Err(_) => return,
+        };
+        if estimate.is_some_and(|v| v <= config.max_cache_size) {
+            return;
+        }
+        let Ok(usage) = self.cache_usage().await else {
+            return;
+        };
+        let mut used = usage.used;
+        if used > config.max_cache_size {
+            if let Ok(freed) = self.evict(used - config.max_cache_size).await {
+                used = used.saturating_sub(freed);
             }
+        }
+        if let Ok(mut e) = self.inner.cache_estimate.lock() {
+            *e = Some(used);
         }
     }
 

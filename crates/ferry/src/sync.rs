@@ -1119,12 +1119,18 @@ impl Bucket {
                 .unwrap_or_else(index::now_ms),
             etag: obj.etag,
         };
-        self.record(SyncRecord::Pulled {
-            key: key.to_owned(),
-            expect,
-            pulled: Box::new(pulled),
-        })
-        .await
+        let size_pulled = size;
+        let applied = self
+            .record(SyncRecord::Pulled {
+                key: key.to_owned(),
+                expect,
+                pulled: Box::new(pulled),
+            })
+            .await?;
+        if applied {
+            self.after_write(size_pulled).await;
+        }
+        Ok(applied)
     }
 
     /// `get`, optionally fetching the remote's current version first.

@@ -5,6 +5,7 @@ mod api;
 mod integrity;
 mod keys;
 mod list;
+mod live;
 mod plan;
 mod streaming;
 mod sync;

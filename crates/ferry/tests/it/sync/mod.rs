@@ -3,9 +3,9 @@
 //! Each backend provides a fresh, empty remote location per test and a way to
 //! read and write it as a plain (non-ferry) client would.
 
-mod backends;
+pub mod backends;
 mod convergence;
-mod layers;
+pub mod layers;
 mod scenarios;
 
 use ferry::remote::SharedRemote;

@@ -1,0 +1,214 @@
+//! Live commands: watch (the background engine), pin/unpin, cache, destroy.
+
+use std::io::{IsTerminal, Write};
+
+use anyhow::Context;
+use serde_json::json;
+
+use crate::args::{CacheArgs, CacheCommand, DestroyArgs, Global, KeysArgs, WatchArgs};
+use crate::command_error::CommandError;
+use crate::locate;
+use crate::output::{human_size, rfc3339};
+use crate::syncing::open_connected;
+
+fn describe(event: &ferry::Event) -> String {
+    use ferry::Event as E;
+    match event {
+        E::SyncStarted => "sync started".into(),
+        E::SyncCompleted { result } => format!(
+            "sync completed: pushed {}, pulled {}, {} conflict(s), {} error(s) in {} ms",
+            result.pushed,
+            result.pulled,
+            result.conflicts.len(),
+            result.errors.len(),
+            result.duration_ms
+        ),
+        E::SyncFailed { error } => format!("sync failed: {error}"),
+        E::ObjectPushed { key } => format!("pushed {key}"),
+        E::ObjectPulled { key } => format!("pulled {key}"),
+        E::ObjectConflict { key } => format!("conflict on {key}"),
+        E::ObjectEvicted { key } => format!("evicted {key}"),
+        E::Offline => "remote unreachable: working offline".into(),
+        E::Online => "remote reachable again".into(),
+        E::LeaderPromoted => "this process now runs the sync engine".into(),
+        E::LeaderDemoted => "this process stopped running the sync engine".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn print_event(event: &ferry::Event, as_json: bool) -> Result<(), CommandError> {
+    let now = std::time::SystemTime::now();
+    let line = if as_json {
+        let mut v = serde_json::to_value(event).context("encoding an event")?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("time".into(), json!(rfc3339(now)));
+        }
+        v.to_string()
+    } else {
+        format!("{}  {}", rfc3339(now), describe(event))
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")
+        .and_then(|()| out.flush())
+        .context("writing output")?;
+    Ok(())
+}
+
+pub async fn watch(global: &Global, args: WatchArgs) -> Result<(), CommandError> {
+    let bucket = open_connected(global).await?;
+    let mut events = bucket.subscribe();
+    bucket.start_sync().await?;
+    if !global.quiet && !args.json {
+        if let Some(pid) = bucket.leader_pid().filter(|p| *p != std::process::id()) {
+            eprintln!("process {pid} runs the sync engine; waiting to take over if it stops");
+        }
+    }
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listening for SIGTERM")?;
+    loop {
+        tokio::select! {
+            received = events.recv() => match received {
+                Ok(e) => print_event(&e, args.json)?,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    eprintln!("warning: {n} events were dropped (output too slow)");
+                }
+                Err(_) => break,
+            },
+            _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => break,
+        }
+    }
+    // Finish cleanly: the run in progress completes, leadership is released.
+    bucket.stop_sync().await?;
+    while let Ok(e) = events.try_recv() {
+        print_event(&e, args.json)?;
+    }
+    Ok(())
+}
+
+pub async fn pin(global: &Global, args: KeysArgs, pinned: bool) -> Result<(), CommandError> {
+    for key in &args.keys {
+        ferry::validate_key(key).map_err(ferry::Error::from)?;
+    }
+    let bucket = locate::open(global).await?;
+    let keys: Vec<&str> = args.keys.iter().map(String::as_str).collect();
+    let found = if pinned {
+        bucket.pin(&keys).await?
+    } else {
+        bucket.unpin(&keys).await?
+    };
+    if found < keys.len() {
+        return Err(CommandError::user(
+            format!("{} of {} keys do not exist", keys.len() - found, keys.len()),
+            "`ferry ls` lists the keys this bucket holds",
+        ));
+    }
+    if !global.quiet {
+        eprintln!(
+            "{} {found} object(s)",
+            if pinned { "pinned" } else { "unpinned" }
+        );
+    }
+    Ok(())
+}
+
+/// Parses `10MiB`, `1.5GiB`, `500KB`, `4096`.
+pub fn parse_size(text: &str) -> Result<u64, CommandError> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| CommandError::usage(format!("{text:?} is not a size (try 10MiB or 500KB)")))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tib" => 1024.0f64.powi(4),
+        other => {
+            return Err(CommandError::usage(format!(
+                "unknown size unit {other:?} (use B, KiB, MiB, GiB, KB, MB, GB)"
+            )))
+        }
+    };
+    Ok((value * mult).round() as u64)
+}
+
+pub async fn cache(global: &Global, args: CacheArgs) -> Result<(), CommandError> {
+    let bucket = locate::open(global).await?;
+    match args.command.unwrap_or(CacheCommand::Usage) {
+        CacheCommand::Usage => {
+            let u = bucket.cache_usage().await?;
+            if args.json {
+                println!(
+                    "{}",
+                    json!({"used": u.used, "limit": u.limit, "percent": u.percent})
+                );
+            } else {
+                println!(
+                    "{} of {} used ({:.1}%)",
+                    human_size(u.used),
+                    human_size(u.limit),
+                    u.percent
+                );
+            }
+        }
+        CacheCommand::Evict { size } => {
+            let want = parse_size(&size)?;
+            let freed = bucket.evict(want).await?;
+            if args.json {
+                println!("{}", json!({"requested": want, "freed": freed}));
+            } else {
+                println!(
+                    "freed {} of the {} asked for",
+                    human_size(freed),
+                    human_size(want)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn destroy(global: &Global, args: DestroyArgs) -> Result<(), CommandError> {
+    let bucket = locate::open(global).await?;
+    let dir = bucket.dir().to_owned();
+    if !args.yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(CommandError::usage("`ferry destroy` asks for confirmation on a terminal; pass --yes to run it unattended"));
+        }
+        let what = if args.clear_local {
+            "stop syncing and DELETE all local data in"
+        } else {
+            "stop syncing"
+        };
+        eprint!("This will {what} {}. Continue? [y/N] ", dir.display());
+        let mut answer = String::new();
+        std::io::stdin()
+            .read_line(&mut answer)
+            .context("reading the answer")?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Err(CommandError::user("not destroyed", "nothing was changed"));
+        }
+    }
+    bucket.destroy(args.clear_local).await?;
+    if !global.quiet {
+        eprintln!(
+            "destroyed {}{}",
+            dir.display(),
+            if args.clear_local {
+                " (local data deleted)"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
+}

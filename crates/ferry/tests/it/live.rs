@@ -1,0 +1,423 @@
+//! The background engine, its schedule, events, and the cache.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry::remote::memory::MemoryRemote;
+use ferry::remote::Remote;
+use ferry::schedule::{Connectivity, RunOutcome, Schedule, ScheduleConfig};
+use ferry::{
+    Bucket, BucketConfig, Event, Eviction, PutOptions, SyncConfig, SyncOptions, SyncState,
+};
+use tokio::time::Instant;
+
+use crate::sync::backends::Memory;
+use crate::sync::Backend;
+
+fn cfg() -> ScheduleConfig {
+    ScheduleConfig {
+        interval: Some(Duration::from_secs(30)),
+        debounce: Duration::from_millis(300),
+        max_delay: Duration::from_secs(2),
+        idle_cap: Duration::from_secs(240),
+        offline_min: Duration::from_secs(1),
+        offline_max: Duration::from_secs(16),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn schedule_runs_at_start_then_on_the_interval() {
+    let t0 = Instant::now();
+    let mut s = Schedule::new(cfg(), t0);
+    assert!(s.is_due(t0));
+    s.on_sync_start();
+    s.on_sync_done(t0, RunOutcome::Changed);
+    assert_eq!(s.next_wakeup(), Some(t0 + Duration::from_secs(30)));
+    assert!(!s.is_due(t0 + Duration::from_secs(29)));
+    assert!(s.is_due(t0 + Duration::from_secs(30)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn schedule_debounces_a_burst_of_writes_into_one_push() {
+    let t0 = Instant::now();
+    let mut s = Schedule::new(cfg(), t0);
+    s.on_sync_start();
+    s.on_sync_done(t0, RunOutcome::Changed);
+    // Ten writes 100 ms apart: the push waits for 300 ms of quiet...
+    for i in 0..10 {
+        s.on_local_write(t0 + Duration::from_millis(100 * i));
+        assert!(!s.is_due(t0 + Duration::from_millis(100 * i + 150)));
+    }
+    assert_eq!(s.next_wakeup(), Some(t0 + Duration::from_millis(900 + 300)));
+    // ...but never more than max_delay after the first write of the burst.
+    let mut s2 = Schedule::new(cfg(), t0);
+    s2.on_sync_start();
+    s2.on_sync_done(t0, RunOutcome::Changed);
+    for i in 0..100 {
+        s2.on_local_write(t0 + Duration::from_millis(100 * i));
+    }
+    assert_eq!(s2.next_wakeup(), Some(t0 + Duration::from_secs(2)));
+    s2.on_sync_start();
+    assert_eq!(
+        s2.next_wakeup(),
+        Some(t0 + Duration::from_secs(30)),
+        "the push covered the burst"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn schedule_backs_off_while_idle_and_resets_on_change() {
+    let t0 = Instant::now();
+    let mut s = Schedule::new(cfg(), t0);
+    let mut now = t0;
+    let mut periods = Vec::new();
+    for _ in 0..6 {
+        s.on_sync_start();
+        s.on_sync_done(now, RunOutcome::Idle);
+        periods.push(s.period().unwrap().as_secs());
+        now = s.next_wakeup().unwrap();
+    }
+    assert_eq!(periods, [60, 120, 240, 240, 240, 240]);
+    s.on_local_write(now);
+    assert_eq!(
+        s.period(),
+        Some(Duration::from_secs(30)),
+        "a write resets the backoff"
+    );
+    s.on_sync_start();
+    s.on_sync_done(now, RunOutcome::Changed);
+    assert_eq!(s.next_wakeup(), Some(now + Duration::from_secs(30)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn schedule_retries_offline_with_backoff_and_reports_the_return() {
+    let t0 = Instant::now();
+    let mut s = Schedule::new(cfg(), t0);
+    let mut now = t0;
+    let mut delays = Vec::new();
+    let mut changes = Vec::new();
+    for _ in 0..6 {
+        s.on_sync_start();
+        changes.push(s.on_sync_done(now, RunOutcome::Offline));
+        let next = s.next_wakeup().unwrap();
+        delays.push((next - now).as_secs());
+        now = next;
+    }
+    assert_eq!(delays, [1, 2, 4, 8, 16, 16]);
+    assert_eq!(changes[0], Connectivity::WentOffline);
+    assert!(changes[1..].iter().all(|c| *c == Connectivity::Same));
+    assert!(s.is_offline());
+    assert_eq!(
+        s.on_sync_done(now, RunOutcome::Idle),
+        Connectivity::CameOnline
+    );
+    assert!(!s.is_offline());
+}
+
+#[tokio::test(start_paused = true)]
+async fn manual_mode_never_wakes_on_its_own() {
+    let t0 = Instant::now();
+    let mut s = Schedule::new(
+        ScheduleConfig {
+            interval: None,
+            ..cfg()
+        },
+        t0,
+    );
+    s.on_sync_start();
+    s.on_sync_done(t0, RunOutcome::Changed);
+    assert_eq!(s.next_wakeup(), None);
+    s.on_local_write(t0);
+    assert_eq!(s.next_wakeup(), Some(t0 + Duration::from_millis(300)));
+}
+
+async fn live_bucket(remote: Arc<dyn Remote>, config: SyncConfig) -> (tempfile::TempDir, Bucket) {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Bucket::create(dir.path().join(".ferry"), BucketConfig::default())
+        .await
+        .unwrap();
+    b.set_sync_config(config).await.unwrap();
+    b.attach(remote).await.unwrap();
+    (dir, b)
+}
+
+fn fast() -> SyncConfig {
+    SyncConfig {
+        interval_secs: 1,
+        debounce_ms: 50,
+        leader_poll_ms: 50,
+        retry_base_delay_ms: 5,
+        max_retries: 1,
+        ..Default::default()
+    }
+}
+
+async fn next_matching(
+    rx: &mut tokio::sync::broadcast::Receiver<Event>,
+    pred: impl Fn(&Event) -> bool,
+) -> Vec<Event> {
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let e = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .expect("timed out waiting for an event")
+            .unwrap();
+        let done = pred(&e);
+        seen.push(e);
+        if done {
+            return seen;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_engine_pushes_local_writes_without_a_manual_sync() {
+    let store = MemoryRemote::new();
+    let (_d, b) = live_bucket(Arc::new(store.clone()), fast()).await;
+    let mut rx = b.subscribe();
+    b.start_sync().await.unwrap();
+    let first = next_matching(&mut rx, |e| matches!(e, Event::SyncCompleted { .. })).await;
+    assert_eq!(first[0], Event::LeaderPromoted, "{first:?}");
+    assert!(b.is_leader());
+    b.put("live/a", b"A".to_vec(), PutOptions::default())
+        .await
+        .unwrap();
+    let seen = next_matching(
+        &mut rx,
+        |e| matches!(e, Event::ObjectPushed { key } if key == "live/a"),
+    )
+    .await;
+    assert!(seen.contains(&Event::SyncStarted), "{seen:?}");
+    assert_eq!(store.list("live/").await.unwrap().len(), 1);
+    // A burst becomes one push run.
+    for i in 0..20 {
+        b.put(&format!("burst/{i}"), vec![i as u8], PutOptions::default())
+            .await
+            .unwrap();
+    }
+    let seen = next_matching(
+        &mut rx,
+        |e| matches!(e, Event::SyncCompleted { result } if result.pushed > 0),
+    )
+    .await;
+    let runs = seen
+        .iter()
+        .filter(|e| matches!(e, Event::SyncStarted))
+        .count();
+    assert!(runs <= 2, "a burst of 20 puts took {runs} runs: {seen:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(store.list("burst/").await.unwrap().len(), 20);
+    b.stop_sync().await.unwrap();
+    let tail = next_matching(&mut rx, |e| *e == Event::LeaderDemoted).await;
+    assert_eq!(tail.last(), Some(&Event::LeaderDemoted));
+    assert!(!b.is_leader());
+}
+
+/// The remote goes away: writes continue locally, `offline` then `online`
+/// fire, and everything is pushed once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_then_online_pushes_everything() {
+    let store = MemoryRemote::new();
+    let (_d, b) = live_bucket(Arc::new(store.clone()), fast()).await;
+    let mut rx = b.subscribe();
+    b.start_sync().await.unwrap();
+    next_matching(&mut rx, |e| matches!(e, Event::SyncCompleted { .. })).await;
+    // The remote goes down: every request fails until healed.
+    let down = Arc::new(crate::sync::layers::Outage {
+        inner: Arc::new(store.clone()),
+        after: 0,
+        seen: AtomicU64::new(0),
+        healed: AtomicBool::new(false),
+    });
+    b.attach(down.clone()).await.unwrap();
+    for i in 0..5 {
+        b.put(&format!("off/{i}"), vec![i], PutOptions::default())
+            .await
+            .unwrap();
+    }
+    next_matching(&mut rx, |e| *e == Event::Offline).await;
+    assert_eq!(b.status().await.unwrap().dirty, 5, "writes go on offline");
+    down.healed.store(true, Ordering::SeqCst);
+    next_matching(&mut rx, |e| *e == Event::Online).await;
+    next_matching(&mut rx, |e| matches!(e, Event::SyncCompleted { .. })).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(store.list("off/").await.unwrap().len(), 5);
+    assert_eq!(b.status().await.unwrap().dirty, 0);
+    b.stop_sync().await.unwrap();
+}
+
+/// Two handles on one bucket directory in one process stand in for two
+/// processes: only one leads; the other's one-shot sync is run by the leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_shot_sync_while_another_leads_is_run_by_the_leader() {
+    let store = MemoryRemote::new();
+    let (d, leader) = live_bucket(
+        Arc::new(store.clone()),
+        SyncConfig {
+            interval_secs: 0,
+            ..fast()
+        },
+    )
+    .await;
+    leader.start_sync().await.unwrap();
+    let mut rx = leader.subscribe();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(leader.is_leader());
+    let other = Bucket::open(d.path().join(".ferry")).await.unwrap();
+    other.attach(Arc::new(store.clone())).await.unwrap();
+    other
+        .put("via/other", b"x".to_vec(), PutOptions::default())
+        .await
+        .unwrap();
+    let report = other.sync(SyncOptions::default()).await.unwrap();
+    assert!(
+        !other.is_leader(),
+        "the one-shot must not lead while another does"
+    );
+    assert!(report.errors.is_empty(), "{report:?}");
+    assert_eq!(store.list("via/").await.unwrap().len(), 1);
+    let seen = next_matching(&mut rx, |e| matches!(e, Event::SyncCompleted { .. })).await;
+    assert!(seen.contains(&Event::SyncStarted));
+    leader.stop_sync().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_evicts_only_safe_objects_in_strategy_order() {
+    for (strategy, expect_first) in [
+        (Eviction::Lru, "c/1"),
+        (Eviction::Lfu, "c/3"),
+        (Eviction::Oldest, "c/0"),
+    ] {
+        let be = Memory::new();
+        let limit = 10_000u64;
+        let config = SyncConfig {
+            max_cache_size: u64::MAX,
+            eviction: strategy,
+            ..SyncConfig::default()
+        };
+        let (_d, b) = live_bucket(be.remote(), config).await;
+        for i in 0..4 {
+            b.put(
+                &format!("c/{i}"),
+                vec![i as u8; 3000],
+                PutOptions::default(),
+            )
+            .await
+            .unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        b.sync(SyncOptions::default()).await.unwrap();
+        // Reads: c/0 read last; c/3 read once; others twice.
+        for k in ["c/1", "c/2", "c/1", "c/2", "c/3", "c/0", "c/0"] {
+            b.get_bytes(k).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Unsafe objects: a pinned one, a dirty one.
+        b.put("pinned", vec![9; 3000], PutOptions::default())
+            .await
+            .unwrap();
+        b.sync(SyncOptions::default()).await.unwrap();
+        b.pin(&["pinned"]).await.unwrap();
+        b.put("dirty", vec![8; 3000], PutOptions::default())
+            .await
+            .unwrap();
+        let mut rx = b.subscribe();
+        let freed = b.evict(1).await.unwrap();
+        assert_eq!(freed, 3000, "{strategy:?}");
+        let e = rx.recv().await.unwrap();
+        assert_eq!(
+            e,
+            Event::ObjectEvicted {
+                key: expect_first.into()
+            },
+            "{strategy:?}"
+        );
+        // Everything evictable goes; pinned and dirty stay.
+        let freed = b.evict(u64::MAX).await.unwrap();
+        assert_eq!(freed, 9000, "{strategy:?}");
+        let usage = b.cache_usage().await.unwrap();
+        assert_eq!(usage.used, 6000, "{strategy:?}: pinned + dirty remain");
+        // Evicted objects stay listed and synced, and read back correctly.
+        assert_eq!(b.list_all("c/").await.unwrap().len(), 4);
+        assert_eq!(b.head("c/1").await.unwrap().state, SyncState::Synced);
+        assert_eq!(
+            &b.get_bytes("c/1").await.unwrap().1[..],
+            &vec![1u8; 3000][..]
+        );
+        // A later sync does not download evicted content again.
+        b.sync(SyncOptions::default()).await.unwrap();
+        assert_eq!(b.cache_usage().await.unwrap().used, 9000);
+        let _ = limit;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_limit_holds_while_writing_and_pulling() {
+    let be = Memory::new();
+    let config = SyncConfig {
+        max_cache_size: 20_000,
+        ..SyncConfig::default()
+    };
+    let (_d, writer) = live_bucket(be.remote(), SyncConfig::default()).await;
+    for i in 0..20 {
+        writer
+            .put(
+                &format!("w/{i:02}"),
+                vec![i as u8; 2000],
+                PutOptions::default(),
+            )
+            .await
+            .unwrap();
+    }
+    writer.sync(SyncOptions::default()).await.unwrap();
+    // Pulling 40 KB into a 20 KB cache.
+    let (_d2, reader) = live_bucket(be.remote(), config).await;
+    reader.sync(SyncOptions::default()).await.unwrap();
+    let used = reader.cache_usage().await.unwrap().used;
+    assert!(used <= 20_000 + 2000, "cache at {used} after pulling");
+    assert_eq!(reader.list_all("w/").await.unwrap().len(), 20);
+    for i in 0..20 {
+        assert_eq!(
+            &reader.get_bytes(&format!("w/{i:02}")).await.unwrap().1[..],
+            &vec![i as u8; 2000][..]
+        );
+        let used = reader.cache_usage().await.unwrap().used;
+        assert!(used <= 20_000 + 2000, "cache at {used} while reading");
+    }
+    // Writing synced content past the limit evicts as it goes.
+    for i in 0..10 {
+        reader
+            .put(&format!("r/{i}"), vec![1; 3000], PutOptions::default())
+            .await
+            .unwrap();
+        reader.sync(SyncOptions::default()).await.unwrap();
+    }
+    let used = reader.cache_usage().await.unwrap().used;
+    assert!(used <= 20_000 + 3000, "cache at {used} after writing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroy_stops_sync_and_clears_local_data() {
+    let store = MemoryRemote::new();
+    let (d, b) = live_bucket(Arc::new(store.clone()), fast()).await;
+    b.put("k", b"v".to_vec(), PutOptions::default())
+        .await
+        .unwrap();
+    b.start_sync().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let dir = d.path().join(".ferry");
+    b.destroy(true).await.unwrap();
+    assert!(!dir.exists());
+    assert_eq!(
+        store
+            .list("")
+            .await
+            .unwrap()
+            .iter()
+            .filter(|o| !o.key.starts_with(".ferry/"))
+            .count(),
+        1
+    );
+}
