@@ -4,6 +4,7 @@
 
 mod cli;
 mod crash;
+mod live;
 mod multiprocess;
 mod support;
 mod sync;

@@ -1,0 +1,271 @@
+//! `ferry watch` as a real background process: leadership, takeover after
+//! SIGKILL, requests from one-shot syncs, and the event stream.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::support::{stderr, FERRY};
+
+struct Watcher {
+    child: Child,
+    lines: Arc<Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Watcher {
+    fn start(root: &Path) -> Watcher {
+        let mut child = Command::new(FERRY)
+            .current_dir(root)
+            .env_remove("FERRY_BUCKET")
+            .args([
+                "--bucket",
+                root.join("b").to_str().unwrap(),
+                "watch",
+                "--json",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let v: serde_json::Value =
+                    serde_json::from_str(&line).expect("watch --json prints JSON lines");
+                sink.lock().unwrap().push(v);
+            }
+        });
+        Watcher { child, lines }
+    }
+
+    fn events(&self) -> Vec<String> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|v| v["event"].as_str().unwrap_or("?").to_owned())
+            .collect()
+    }
+
+    fn wait_for(&self, what: &str, timeout: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self.events().iter().any(|e| e == what) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    fn terminate(mut self) -> Vec<String> {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "watch exited with {status}");
+        std::thread::sleep(Duration::from_millis(100));
+        self.events()
+    }
+}
+
+fn setup(interval_secs: u64) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_owned();
+    let url = format!("file://{}", root.join("remote").display());
+    let out = Command::new(FERRY)
+        .current_dir(&root)
+        .args([
+            "--bucket",
+            root.join("b").to_str().unwrap(),
+            "init",
+            "--remote",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::write(
+        root.join("b/ferry.toml"),
+        format!(
+            "[sync]\ninterval_secs = {interval_secs}\ndebounce_ms = 100\nleader_poll_ms = 200\n"
+        ),
+    )
+    .unwrap();
+    (tmp, root)
+}
+
+fn ferry(root: &Path, args: &[&str], stdin: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(FERRY)
+        .current_dir(root)
+        .env_remove("FERRY_BUCKET")
+        .arg("--bucket")
+        .arg(root.join("b"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn remote_files(root: &Path, prefix: &str) -> usize {
+    let dir = root.join("remote").join(prefix);
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
+fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn a_writer_process_puts_reach_the_remote_through_the_watch_leader() {
+    let (_t, root) = setup(30);
+    let w = Watcher::start(&root);
+    assert!(
+        w.wait_for("sync-completed", Duration::from_secs(10)),
+        "{:?}",
+        w.events()
+    );
+    for i in 0..5 {
+        let out = ferry(
+            &root,
+            &["put", &format!("w/{i}")],
+            format!("value {i}").as_bytes(),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || remote_files(&root, "w") == 5),
+        "writes never reached the remote"
+    );
+    assert_eq!(std::fs::read(root.join("remote/w/3")).unwrap(), b"value 3");
+    let events = w.terminate();
+    assert_eq!(events.first().map(String::as_str), Some("leader-promoted"));
+    assert_eq!(events.last().map(String::as_str), Some("leader-demoted"));
+    assert_eq!(
+        events.iter().filter(|e| *e == "object-pushed").count(),
+        5,
+        "{events:?}"
+    );
+}
+
+#[test]
+fn sigkill_the_leader_and_a_waiting_watcher_takes_over_with_nothing_lost() {
+    let (_t, root) = setup(30);
+    let a = Watcher::start(&root);
+    assert!(a.wait_for("leader-promoted", Duration::from_secs(10)));
+    let b = Watcher::start(&root);
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(
+        !b.events().contains(&"leader-promoted".to_string()),
+        "two leaders at once"
+    );
+    // Work for the leader: 300 objects, some large.
+    let src = root.join("src");
+    std::fs::create_dir(&src).unwrap();
+    for i in 0..300 {
+        let size = if i % 30 == 0 { 400_000 } else { 100 };
+        std::fs::write(src.join(format!("f{i:03}")), vec![(i % 251) as u8; size]).unwrap();
+    }
+    let out = ferry(&root, &["cp", "-r", "src", "k/"], b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Kill the leader while it pushes (as soon as its first object is out).
+    assert!(
+        a.wait_for("object-pushed", Duration::from_secs(10)),
+        "{:?}",
+        a.events()
+    );
+    let mut a = a;
+    a.child.kill().unwrap(); // SIGKILL
+    a.child.wait().unwrap();
+    let killed = Instant::now();
+    assert!(
+        b.wait_for("leader-promoted", Duration::from_secs(5)),
+        "no takeover: {:?}",
+        b.events()
+    );
+    let takeover = killed.elapsed();
+    assert!(
+        takeover < Duration::from_secs(5),
+        "takeover took {takeover:?}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || remote_files(&root, "k") == 300),
+        "after takeover only {} of 300 reached the remote",
+        remote_files(&root, "k")
+    );
+    for i in [0, 1, 30, 299] {
+        let size = if i % 30 == 0 { 400_000 } else { 100 };
+        assert_eq!(
+            std::fs::read(root.join(format!("remote/k/f{i:03}"))).unwrap(),
+            vec![(i % 251) as u8; size]
+        );
+    }
+    // The waiting watcher never synced while the first one led.
+    let b_events = b.terminate();
+    let first_promoted = b_events
+        .iter()
+        .position(|e| e == "leader-promoted")
+        .unwrap();
+    assert!(
+        !b_events[..first_promoted]
+            .iter()
+            .any(|e| e == "sync-started"),
+        "{b_events:?}"
+    );
+    let status = ferry(&root, &["status", "--json"], b"");
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(v["dirty"], 0, "{v}");
+}
+
+#[test]
+fn a_one_shot_sync_is_run_by_the_leader_and_the_event_stream_is_golden() {
+    // Manual mode: the engine syncs once at start, then only on writes or requests.
+    let (_t, root) = setup(0);
+    let w = Watcher::start(&root);
+    assert!(w.wait_for("sync-completed", Duration::from_secs(10)));
+    // A one-shot sync from another process is answered by the leader.
+    let out = ferry(&root, &["sync", "--json"], b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["pushed"], 0);
+    std::thread::sleep(Duration::from_millis(400));
+    let out = ferry(&root, &["put", "golden"], b"g");
+    assert!(out.status.success());
+    assert!(wait_until(Duration::from_secs(10), || root
+        .join("remote/golden")
+        .exists()));
+    std::thread::sleep(Duration::from_millis(300));
+    let events = w.terminate();
+    assert_eq!(
+        events,
+        [
+            "leader-promoted",
+            "sync-started",
+            "sync-completed",
+            "sync-started",
+            "sync-completed",
+            "sync-started",
+            "object-pushed",
+            "sync-completed",
+            "leader-demoted",
+        ],
+        "golden event sequence"
+    );
+}
