@@ -16,6 +16,7 @@ use ferry::{Body, Bucket, BucketConfig, PutOptions};
 use rand::RngCore;
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
+mod live_bench;
 mod sync_bench;
 
 #[derive(Debug, Parser)]
@@ -45,6 +46,9 @@ struct Args {
     /// Bucket on `--endpoint` (must exist; credentials ferrybench/ferrybenchsecret).
     #[arg(long, default_value = "bench")]
     s3_bucket: String,
+    /// Seconds to watch an idle engine's CPU.
+    #[arg(long, default_value_t = 60)]
+    idle_secs: u64,
     /// Objects for the large no-op sync and the RSS figure (0 skips them).
     #[arg(long, default_value_t = 100_000)]
     many: usize,
@@ -75,6 +79,11 @@ fn main() -> Result<()> {
     if args.suite == "local" || args.suite == "all" {
         rows.extend(rt.block_on(run(&args, scratch.path()))?);
         print_table(&rows);
+    }
+    if args.suite == "live" || args.suite == "all" {
+        println!("\nlive sync figures (background engine, file:// remote)");
+        let live_rows = rt.block_on(live_bench::run(scratch.path(), args.idle_secs))?;
+        print_table(&live_rows);
     }
     if args.suite == "sync" || args.suite == "all" {
         let both = sync_bench::Parts {
