@@ -13,12 +13,22 @@ use crate::Row;
 
 /// CPU seconds (user + system) this process has used (Linux).
 fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
     // Fields after the command name (which may hold spaces) start after ") ".
-    let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else { return 0.0 };
+    let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
+        return 0.0;
+    };
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks: f64 = fields
+        .get(11)
+        .and_then(|u| u.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(0.0);
     ticks / 100.0 // USER_HZ
 }
 
@@ -29,7 +39,11 @@ pub async fn run(dir: &std::path::Path, idle_secs: u64) -> Result<Vec<Row>> {
     let bucket = Bucket::create(dir.join("live"), BucketConfig::default()).await?;
     let debounce_ms = 300;
     bucket
-        .set_sync_config(SyncConfig { interval_secs: 30, debounce_ms, ..SyncConfig::default() })
+        .set_sync_config(SyncConfig {
+            interval_secs: 30,
+            debounce_ms,
+            ..SyncConfig::default()
+        })
         .await?;
     bucket.attach(remote.clone()).await?;
     bucket.start_sync().await?;
@@ -40,7 +54,9 @@ pub async fn run(dir: &std::path::Path, idle_secs: u64) -> Result<Vec<Row>> {
     for i in 0..20 {
         let key = format!("lat/{i}");
         let start = Instant::now();
-        bucket.put(&key, vec![1u8; 4096], PutOptions::default()).await?;
+        bucket
+            .put(&key, vec![1u8; 4096], PutOptions::default())
+            .await?;
         loop {
             if remote.head(&key).await?.is_some() {
                 break;

@@ -218,6 +218,7 @@ pub async fn status(global: &Global, args: StatusArgs) -> Result<(), CommandErro
             "total": s.total, "synced": s.synced, "dirty": s.dirty, "stale": s.stale,
             "conflicts": s.conflicts, "pending_delete": s.pending_delete, "orphan": s.orphan,
             "cache_size": s.cache_size, "failed": s.failed, "remote": s.remote,
+            "leader": s.leader, "leader_pid": s.leader_pid,
         });
         println!(
             "{}",
@@ -237,6 +238,10 @@ pub async fn status(global: &Global, args: StatusArgs) -> Result<(), CommandErro
         println!("orphan:         {}", s.orphan);
         println!("failed pushes:  {}", s.failed);
         println!("cache size:     {}", human_size(s.cache_size));
+        match s.leader_pid {
+            Some(pid) => println!("sync engine:    run by process {pid}"),
+            None => println!("sync engine:    not running (start one with `ferry watch`)"),
+        }
         for f in bucket.failures().await? {
             println!("  failed: {}: {}", f.key, f.cause);
         }

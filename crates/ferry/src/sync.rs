@@ -177,6 +177,10 @@ pub struct Status {
     pub remote: Option<String>,
     /// Whether the remote enforces conditional writes (after the probe).
     pub conditional_writes: Option<bool>,
+    /// Whether this process runs the sync engine.
+    pub leader: bool,
+    /// The pid of the process that runs it, when one does.
+    pub leader_pid: Option<u32>,
 }
 
 /// How to settle a conflict.
@@ -546,6 +550,8 @@ impl Bucket {
             Ok(s)
         })?;
         status.remote = self.remote_spec()?.map(|s| s.url);
+        status.leader = self.is_leader();
+        status.leader_pid = self.leader_pid();
         let probes: BTreeMap<String, ProbeResult> =
             self.setting_json("probes")?.unwrap_or_default();
         status.conditional_writes = self

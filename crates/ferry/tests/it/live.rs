@@ -181,6 +181,11 @@ async fn background_engine_pushes_local_writes_without_a_manual_sync() {
     let first = next_matching(&mut rx, |e| matches!(e, Event::SyncCompleted { .. })).await;
     assert_eq!(first[0], Event::LeaderPromoted, "{first:?}");
     assert!(b.is_leader());
+    let st = b.status().await.unwrap();
+    assert!(
+        st.leader && st.leader_pid == Some(std::process::id()),
+        "{st:?}"
+    );
     b.put("live/a", b"A".to_vec(), PutOptions::default())
         .await
         .unwrap();
@@ -420,4 +425,76 @@ async fn destroy_stops_sync_and_clears_local_data() {
             .count(),
         1
     );
+}
+
+/// Serves s3s-fs on `addr` until the returned task is aborted (which also
+/// drops every open connection).
+async fn serve_s3s(
+    root: std::path::PathBuf,
+    addr: std::net::SocketAddr,
+) -> tokio::task::JoinHandle<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder as ConnBuilder;
+    let fs = s3s_fs::FileSystem::new(&root).unwrap();
+    let service = {
+        let mut b = s3s::service::S3ServiceBuilder::new(fs);
+        b.set_auth(s3s::auth::SimpleAuth::from_single(
+            crate::sync::backends::ACCESS_KEY,
+            crate::sync::backends::SECRET_KEY,
+        ));
+        b.build()
+    };
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move {
+        let http = ConnBuilder::new(TokioExecutor::new());
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                continue;
+            };
+            let conn = http
+                .serve_connection(TokioIo::new(socket), service.clone())
+                .into_owned();
+            conns.spawn(async move {
+                let _ = conn.await;
+            });
+        }
+    })
+}
+
+/// The S3 server stops: puts go on locally, `offline` then `online` fire,
+/// and everything is pushed once the server is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_s3_server_goes_offline_and_back() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("ferry-test")).unwrap();
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = probe.local_addr().unwrap();
+    drop(probe);
+    let server = serve_s3s(root.path().to_owned(), addr).await;
+    let location =
+        crate::sync::backends::S3Location::new(format!("http://{addr}"), "ferry-test", None);
+    let (_d, b) = live_bucket(location.remote(), fast()).await;
+    let mut rx = b.subscribe();
+    b.start_sync().await.unwrap();
+    next_matching(&mut rx, |e| matches!(e, Event::SyncCompleted { .. })).await;
+    server.abort();
+    let _ = server.await;
+    for i in 0..4 {
+        b.put(&format!("gone/{i}"), vec![i; 100], PutOptions::default())
+            .await
+            .unwrap();
+    }
+    next_matching(&mut rx, |e| *e == Event::Offline).await;
+    assert_eq!(b.status().await.unwrap().dirty, 4);
+    let server = serve_s3s(root.path().to_owned(), addr).await;
+    next_matching(&mut rx, |e| *e == Event::Online).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while b.status().await.unwrap().dirty > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(b.status().await.unwrap().dirty, 0);
+    assert_eq!(location.foreign_keys().await.len(), 4);
+    b.stop_sync().await.unwrap();
+    server.abort();
 }
