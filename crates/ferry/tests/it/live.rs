@@ -197,22 +197,30 @@ async fn background_engine_pushes_local_writes_without_a_manual_sync() {
     assert!(seen.contains(&Event::SyncStarted), "{seen:?}");
     assert_eq!(store.list("live/").await.unwrap().len(), 1);
     // A burst becomes one push run.
-    for i in 0..20 {
-        b.put(&format!("burst/{i}"), vec![i as u8], PutOptions::default())
-            .await
-            .unwrap();
+    let puts = (0..20).map(|i| {
+        let b = b.clone();
+        async move {
+            b.put(&format!("burst/{i}"), vec![i as u8], PutOptions::default())
+                .await
+        }
+    });
+    for r in futures::future::join_all(puts).await {
+        r.unwrap();
     }
-    let seen = next_matching(
-        &mut rx,
-        |e| matches!(e, Event::SyncCompleted { result } if result.pushed > 0),
-    )
-    .await;
-    let runs = seen
-        .iter()
-        .filter(|e| matches!(e, Event::SyncStarted))
-        .count();
-    assert!(runs <= 2, "a burst of 20 puts took {runs} runs: {seen:?}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut pushed = 0;
+    let mut runs = 0;
+    while pushed < 20 {
+        let e = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        match e {
+            Event::SyncStarted => runs += 1,
+            Event::ObjectPushed { .. } => pushed += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(runs, 1, "a burst of 20 puts took {runs} runs");
     assert_eq!(store.list("burst/").await.unwrap().len(), 20);
     b.stop_sync().await.unwrap();
     let tail = next_matching(&mut rx, |e| *e == Event::LeaderDemoted).await;
