@@ -21,6 +21,7 @@ mod body;
 mod bucket;
 mod cache;
 mod commit;
+pub mod crypto;
 mod engine;
 mod error;
 pub mod events;

@@ -1,0 +1,37 @@
+//! End-to-end encryption primitives (format v1), pinned by known-answer
+//! tests. Not yet wired into buckets: this module is the foundation the
+//! encryption work builds on (see `docs/design.md`, "Encryption formats").
+//!
+//! - [`keys`]: a random 256-bit master key wrapped under a passphrase with
+//!   Argon2id + XChaCha20-Poly1305; subkeys derived with BLAKE3's KDF mode.
+//! - [`stream`]: STREAM-style chunked AEAD for blobs (XChaCha20-Poly1305,
+//!   64 KiB chunks, a fresh random nonce prefix per blob, last-chunk flag).
+//! - [`names`]: deterministic per-segment name encryption (AES-SIV).
+
+pub mod keys;
+pub mod names;
+pub mod stream;
+
+/// Why decryption or unwrapping failed. Every failure is an integrity
+/// failure: no partial plaintext is ever returned as success.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CryptoError {
+    /// The passphrase does not open the wrapped key.
+    #[error("wrong passphrase")]
+    WrongPassphrase,
+    /// The data is not in a format this build reads.
+    #[error("unrecognized {what} format: {detail}")]
+    Format {
+        /// What was being decoded.
+        what: &'static str,
+        /// Why it was rejected.
+        detail: String,
+    },
+    /// Authentication failed: the data was modified, truncated, reordered or swapped.
+    #[error("integrity check failed: {0}")]
+    Integrity(String),
+    /// The key derivation function failed (bad parameters).
+    #[error("key derivation failed: {0}")]
+    Kdf(String),
+}

@@ -1,0 +1,248 @@
+//! Encryption primitives: round trips, tamper detection, and known answers
+//! that pin format v1 (a change that breaks reading existing data fails here).
+
+use std::io::{Read, Write};
+
+use ferry::crypto::keys::{keyed_hash, KdfParams, Key, Purpose, WrappedKey};
+use ferry::crypto::names::{decrypt_name, encrypt_name};
+use ferry::crypto::stream::{open, seal, Opener, Sealer, CHUNK, HEADER};
+use ferry::crypto::CryptoError;
+
+const CHEAP: KdfParams = KdfParams {
+    m_kib: 1024,
+    t: 1,
+    p: 1,
+};
+
+fn hex_of(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[test]
+fn default_kdf_cost_is_at_least_64_mib_and_3_passes() {
+    let d = KdfParams::default();
+    assert!(d.m_kib >= 64 * 1024 && d.t >= 3, "{d:?}");
+}
+
+#[test]
+fn wrapped_key_round_trips_and_refuses_a_wrong_passphrase() {
+    let master = Key::random();
+    let w = WrappedKey::wrap(&master, b"correct horse", CHEAP).unwrap();
+    let back = WrappedKey::from_json(w.to_json().as_bytes()).unwrap();
+    assert_eq!(back.unwrap_key(b"correct horse").unwrap(), master);
+    assert_eq!(
+        back.unwrap_key(b"wrong horse").unwrap_err(),
+        CryptoError::WrongPassphrase
+    );
+    let re = back
+        .rewrap(b"correct horse", b"new passphrase", CHEAP)
+        .unwrap();
+    assert_eq!(re.unwrap_key(b"new passphrase").unwrap(), master);
+    assert_eq!(
+        re.unwrap_key(b"correct horse").unwrap_err(),
+        CryptoError::WrongPassphrase
+    );
+}
+
+#[test]
+fn wrapped_key_known_answer() {
+    let master = Key([7; 32]);
+    let w = WrappedKey::wrap_with(&master, b"correct horse", CHEAP, [1; 16], [2; 24]).unwrap();
+    let json = w.to_json();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["version"], 1);
+    assert_eq!(v["kdf"]["alg"], "argon2id");
+    assert_eq!(v["ciphertext"], KAT_WRAPPED_CT, "format v1 changed");
+    // And the pinned record opens.
+    assert_eq!(
+        WrappedKey::from_json(json.as_bytes())
+            .unwrap()
+            .unwrap_key(b"correct horse")
+            .unwrap(),
+        master
+    );
+}
+
+#[test]
+fn malformed_wrapped_keys_are_format_errors_not_panics() {
+    for bad in [
+        "",
+        "{}",
+        r#"{"version":2,"kdf":{"alg":"argon2id","m_kib":1024,"t":1,"p":1,"salt":"AQEBAQEBAQEBAQEBAQEBAQ=="},"nonce":"","ciphertext":""}"#,
+        r#"{"version":1,"kdf":{"alg":"scrypt","m_kib":1024,"t":1,"p":1,"salt":"AQEBAQEBAQEBAQEBAQEBAQ=="},"nonce":"","ciphertext":""}"#,
+        r#"{"version":1,"kdf":{"alg":"argon2id","m_kib":99999999,"t":1,"p":1,"salt":"AQEBAQEBAQEBAQEBAQEBAQ=="},"nonce":"","ciphertext":""}"#,
+        r#"{"version":1,"kdf":{"alg":"argon2id","m_kib":1024,"t":1,"p":1,"salt":"!!"},"nonce":"x","ciphertext":"y"}"#,
+    ] {
+        let r = WrappedKey::from_json(bad.as_bytes()).and_then(|w| w.unwrap_key(b"p"));
+        assert!(matches!(r, Err(CryptoError::Format { .. })), "{bad}: {r:?}");
+    }
+}
+
+#[test]
+fn subkeys_are_distinct_and_hashes_are_keyed() {
+    let m = Key([9; 32]);
+    let keys = [
+        Purpose::Content,
+        Purpose::Hash,
+        Purpose::Metadata,
+        Purpose::Names,
+    ]
+    .map(|p| m.derive(p));
+    for i in 0..4 {
+        for j in i + 1..4 {
+            assert_ne!(keys[i], keys[j]);
+        }
+    }
+    let h1 = keyed_hash(&keys[1], b"same plaintext");
+    let h2 = keyed_hash(&Key([8; 32]).derive(Purpose::Hash), b"same plaintext");
+    assert_ne!(
+        h1, h2,
+        "equal plaintexts must not be recognizable across buckets"
+    );
+    assert_ne!(h1, *blake3::hash(b"same plaintext").as_bytes());
+    assert_eq!(
+        hex_of(&keys[1].0),
+        KAT_HASH_SUBKEY,
+        "subkey derivation changed"
+    );
+}
+
+#[test]
+fn sealed_blobs_round_trip_at_chunk_boundaries() {
+    let key = Key([3; 32]);
+    for len in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK, 200_000] {
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        let sealed = seal(&key, b"ctx", &data);
+        assert!(sealed.len() >= HEADER + 16 + len);
+        assert_eq!(open(&key, b"ctx", &sealed).unwrap(), data, "len {len}");
+        // Streaming in odd-sized writes and reads gives the same.
+        let mut s = Sealer::new(&key, b"ctx", Vec::new()).unwrap();
+        for piece in data.chunks(7777) {
+            s.write_all(piece).unwrap();
+        }
+        let sealed2 = s.finish().unwrap();
+        let mut o = Opener::new(&key, b"ctx", &sealed2[..]).unwrap();
+        let mut out = Vec::new();
+        let mut buf = [0u8; 1000];
+        loop {
+            let n = o.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(out, data);
+    }
+}
+
+#[test]
+fn every_kind_of_tampering_is_an_integrity_error() {
+    let key = Key([4; 32]);
+    let data: Vec<u8> = (0..(CHUNK * 2 + 500)).map(|i| i as u8).collect();
+    let sealed = seal(&key, b"object-a", &data);
+    let integrity = |r: Result<Vec<u8>, CryptoError>| matches!(r, Err(CryptoError::Integrity(_)));
+    // Flip any byte (header, first chunk, tag, last chunk).
+    for pos in [
+        0,
+        5,
+        10,
+        HEADER,
+        HEADER + 100,
+        HEADER + CHUNK + 15,
+        sealed.len() - 1,
+    ] {
+        let mut t = sealed.clone();
+        t[pos] ^= 0x01;
+        assert!(integrity(open(&key, b"object-a", &t)), "flip at {pos}");
+    }
+    // Truncate at chunk boundaries and inside chunks.
+    let chunk_ct = CHUNK + 16;
+    for cut in [
+        0,
+        HEADER,
+        HEADER + chunk_ct,
+        HEADER + 2 * chunk_ct,
+        sealed.len() - 1,
+        HEADER + 10,
+    ] {
+        assert!(
+            integrity(open(&key, b"object-a", &sealed[..cut])),
+            "cut at {cut}"
+        );
+    }
+    // Reorder the first two chunks.
+    let mut r = sealed[..HEADER].to_vec();
+    r.extend_from_slice(&sealed[HEADER + chunk_ct..HEADER + 2 * chunk_ct]);
+    r.extend_from_slice(&sealed[HEADER..HEADER + chunk_ct]);
+    r.extend_from_slice(&sealed[HEADER + 2 * chunk_ct..]);
+    assert!(integrity(open(&key, b"object-a", &r)));
+    // Append a chunk-sized tail, or garbage.
+    let mut longer = sealed.clone();
+    longer.extend_from_slice(&[0u8; 40]);
+    assert!(integrity(open(&key, b"object-a", &longer)));
+    // Another object's body (different context) or another key.
+    assert!(integrity(open(&key, b"object-b", &sealed)));
+    assert!(integrity(open(&Key([5; 32]), b"object-a", &sealed)));
+    // Never partial plaintext as success: streaming reads end in an error.
+    let mut t = sealed.clone();
+    let last = t.len() - 1;
+    t[last] ^= 1;
+    let mut o = Opener::new(&key, b"object-a", &t[..]).unwrap();
+    let mut out = Vec::new();
+    assert!(o.read_to_end(&mut out).is_err());
+}
+
+#[test]
+fn sealed_blob_known_answer() {
+    let key = Key([6; 32]);
+    let mut s = Sealer::with_prefix(&key, b"kat", [9; 16], Vec::new()).unwrap();
+    s.write_all(&[0xAB; 70_000]).unwrap();
+    let sealed = s.finish().unwrap();
+    assert_eq!(sealed.len(), HEADER + 70_000 + 32);
+    assert_eq!(
+        hex_of(&sealed[..HEADER]),
+        "465259420110000009090909090909090909090909090909"
+    );
+    assert_eq!(
+        blake3::hash(&sealed).to_hex().as_str(),
+        KAT_SEALED_BLAKE3,
+        "format v1 changed"
+    );
+    assert_eq!(open(&key, b"kat", &sealed).unwrap(), vec![0xAB; 70_000]);
+}
+
+#[test]
+fn names_encrypt_per_segment_deterministically() {
+    let k = Key([1; 32]).derive(Purpose::Names);
+    let a = encrypt_name(&k, "photos/2026/cat.jpg").unwrap();
+    let b = encrypt_name(&k, "photos/2026/dog.jpg").unwrap();
+    assert_eq!(
+        a,
+        encrypt_name(&k, "photos/2026/cat.jpg").unwrap(),
+        "deterministic"
+    );
+    assert_eq!(a.split('/').count(), 3);
+    assert_eq!(
+        a.rsplit_once('/').unwrap().0,
+        b.rsplit_once('/').unwrap().0,
+        "whole-segment prefixes are kept"
+    );
+    assert!(!a.contains("photos") && !a.contains("cat"));
+    assert_eq!(decrypt_name(&k, &a).unwrap(), "photos/2026/cat.jpg");
+    let other = Key([2; 32]).derive(Purpose::Names);
+    assert!(matches!(
+        decrypt_name(&other, &a),
+        Err(CryptoError::Integrity(_))
+    ));
+    assert!(decrypt_name(&k, "not-base64!").is_err());
+    assert_eq!(
+        encrypt_name(&Key([1; 32]).derive(Purpose::Names), "a").unwrap(),
+        KAT_NAME_A,
+        "format v1 changed"
+    );
+}
+
+const KAT_WRAPPED_CT: &str = "NTH4t/eBc++a9+fipXvGAU4SdhAgMFK0ntFyXQuAqEOrtNgZ0NGv+LkB3UOEjMLY";
+const KAT_HASH_SUBKEY: &str = "8204d7e4f9a811c60ed16b504cf16555df0c33be07b824949be073767a163bcf";
+const KAT_SEALED_BLAKE3: &str = "595d8855e3d7d58e3d62450a3f91248b897d054a9dfee44ca4c27150a6283700";
+const KAT_NAME_A: &str = "yI0l4qUcRzXwhUArNKcpo4I";
