@@ -33,20 +33,11 @@ impl Emulated {
             Precondition::None => return Ok(()),
             _ => self.inner.head(key).await?,
         };
-        let ok = match cond {
-            Precondition::None => true,
-            Precondition::IfAbsent => current.is_none(),
-            Precondition::IfMatch(etag) => current.is_some_and(|c| &c.etag == etag),
-        };
-        if ok {
-            Ok(())
-        } else {
-            Err(RemoteError::new(
-                RemoteErrorKind::PreconditionFailed,
-                self.inner.endpoint(),
-                format!("{key}: precondition failed (checked by HEAD)"),
-            ))
-        }
+        cond.check(
+            current.as_ref().map(|c| c.etag.as_str()),
+            &self.inner.endpoint(),
+            key,
+        )
     }
 }
 

@@ -167,20 +167,11 @@ impl FolderRemote {
 
     fn check(&self, key: &str, cond: &Precondition) -> Result<(), RemoteError> {
         let current = self.describe(key, false)?;
-        let ok = match cond {
-            Precondition::None => true,
-            Precondition::IfAbsent => current.is_none(),
-            Precondition::IfMatch(etag) => current.is_some_and(|c| &c.etag == etag),
-        };
-        if ok {
-            Ok(())
-        } else {
-            Err(RemoteError::new(
-                RemoteErrorKind::PreconditionFailed,
-                self.endpoint(),
-                format!("{key}: precondition failed"),
-            ))
-        }
+        cond.check(
+            current.as_ref().map(|c| c.etag.as_str()),
+            &self.endpoint(),
+            key,
+        )
     }
 
     fn put_sync(

@@ -76,20 +76,7 @@ impl MemoryRemote {
         if self.ignore_conditions.load(Ordering::SeqCst) {
             return Ok(());
         }
-        let ok = match cond {
-            Precondition::None => true,
-            Precondition::IfAbsent => current.is_none(),
-            Precondition::IfMatch(etag) => current.is_some_and(|c| &c.etag == etag),
-        };
-        if ok {
-            Ok(())
-        } else {
-            Err(RemoteError::new(
-                RemoteErrorKind::PreconditionFailed,
-                "memory://",
-                "precondition failed",
-            ))
-        }
+        cond.check(current.map(|c| c.etag.as_str()), "memory://", "object")
     }
 }
 

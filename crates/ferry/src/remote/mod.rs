@@ -85,6 +85,32 @@ pub enum Precondition {
     IfMatch(String),
 }
 
+impl Precondition {
+    /// Checks the precondition against the current version (`None`: absent);
+    /// on failure, the error a store would give.
+    pub fn check(
+        &self,
+        current_etag: Option<&str>,
+        endpoint: &str,
+        key: &str,
+    ) -> Result<(), RemoteError> {
+        let holds = match self {
+            Precondition::None => true,
+            Precondition::IfAbsent => current_etag.is_none(),
+            Precondition::IfMatch(etag) => current_etag == Some(etag.as_str()),
+        };
+        if holds {
+            Ok(())
+        } else {
+            Err(RemoteError::new(
+                RemoteErrorKind::PreconditionFailed,
+                endpoint,
+                format!("{key}: precondition failed"),
+            ))
+        }
+    }
+}
+
 /// An object to write, with what travels as the store's headers.
 #[derive(Debug, Clone)]
 pub struct PutRequest {
