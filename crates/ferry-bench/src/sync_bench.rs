@@ -200,6 +200,8 @@ async fn fill(bucket: &Bucket, dir: &Path, n: usize, data: &[u8]) -> Result<()> 
 
 fn time_row(name: String, ferry: Duration, rclone: Duration, target: f64, what: &str) -> Row {
     let ratio = ferry.as_secs_f64() / rclone.as_secs_f64();
+    // Shown as soon as measured: the large figures can take many minutes.
+    eprintln!("measured: {name}: ferry {:.2} s, {what} {:.2} s, ratio {ratio:.2}", ferry.as_secs_f64(), rclone.as_secs_f64());
     Row {
         name,
         ferry: format!("{:.2} s", ferry.as_secs_f64()),
