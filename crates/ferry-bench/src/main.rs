@@ -46,6 +46,9 @@ struct Args {
     /// Bucket on `--endpoint` (must exist; credentials ferrybench/ferrybenchsecret).
     #[arg(long, default_value = "bench")]
     s3_bucket: String,
+    /// ferry's push concurrency for the sync figures (0: its default).
+    #[arg(long, default_value_t = 0)]
+    push_concurrency: usize,
     /// Seconds to watch an idle engine's CPU.
     #[arg(long, default_value_t = 60)]
     idle_secs: u64,
@@ -80,6 +83,7 @@ fn main() -> Result<()> {
         rows.extend(rt.block_on(run(&args, scratch.path()))?);
         print_table(&rows);
     }
+    sync_bench::PUSH_CONCURRENCY.store(args.push_concurrency, std::sync::atomic::Ordering::Relaxed);
     if args.suite == "live" || args.suite == "all" {
         println!("\nlive sync figures (background engine, file:// remote)");
         let live_rows = rt.block_on(live_bench::run(scratch.path(), args.idle_secs))?;

@@ -159,8 +159,20 @@ fn rclone(server: &Server, args: &[&str]) -> Result<Duration> {
     Ok(took)
 }
 
+/// Overrides for ferry's push concurrency (0: the default), set from the command line.
+pub static PUSH_CONCURRENCY: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
+
 async fn ferry_bucket(server: &Server, dir: &Path, name: &str) -> Result<Bucket> {
     let bucket = Bucket::create(dir.join(name), BucketConfig::default()).await?;
+    let push = PUSH_CONCURRENCY.load(std::sync::atomic::Ordering::Relaxed);
+    if push > 0 {
+        let config = ferry::SyncConfig {
+            push_concurrency: push,
+            ..bucket.sync_config()?
+        };
+        bucket.set_sync_config(config).await?;
+    }
     let remote = S3Remote::new(&S3Config {
         bucket: server.bucket.clone(),
         prefix: name.to_owned(),
@@ -201,7 +213,11 @@ async fn fill(bucket: &Bucket, dir: &Path, n: usize, data: &[u8]) -> Result<()> 
 fn time_row(name: String, ferry: Duration, rclone: Duration, target: f64, what: &str) -> Row {
     let ratio = ferry.as_secs_f64() / rclone.as_secs_f64();
     // Shown as soon as measured: the large figures can take many minutes.
-    eprintln!("measured: {name}: ferry {:.2} s, {what} {:.2} s, ratio {ratio:.2}", ferry.as_secs_f64(), rclone.as_secs_f64());
+    eprintln!(
+        "measured: {name}: ferry {:.2} s, {what} {:.2} s, ratio {ratio:.2}",
+        ferry.as_secs_f64(),
+        rclone.as_secs_f64()
+    );
     Row {
         name,
         ferry: format!("{:.2} s", ferry.as_secs_f64()),
