@@ -155,7 +155,7 @@ impl Bucket {
             .and_then(|v| v.parse().ok())
             .unwrap_or(BucketConfig::default().inline_threshold);
         collect_all(&mut conn, &blobs)?;
-        let writer = Writer::spawn(conn, blobs.clone(), index_path.clone())?;
+        let writer = Writer::spawn(conn, blobs.clone())?;
         Ok(Bucket {
             inner: Arc::new(Inner {
                 dir,

@@ -80,11 +80,11 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Starts the writer thread on `conn`.
-    pub(crate) fn spawn(conn: Connection, blobs: BlobStore, path: PathBuf) -> Result<Self> {
+    pub(crate) fn spawn(conn: Connection, blobs: BlobStore) -> Result<Self> {
         let (tx, rx) = mpsc::channel::<Request>();
         let handle = thread::Builder::new()
             .name("ferry-index-writer".into())
-            .spawn(move || run(conn, blobs, path, rx))
+            .spawn(move || run(conn, blobs, rx))
             .map_err(|e| Error::io("starting the index writer", PathBuf::new(), e))?;
         Ok(Writer {
             tx: Mutex::new(Some(tx)),
@@ -121,7 +121,7 @@ impl Drop for Writer {
     }
 }
 
-fn run(mut conn: Connection, blobs: BlobStore, _path: PathBuf, rx: mpsc::Receiver<Request>) {
+fn run(mut conn: Connection, blobs: BlobStore, rx: mpsc::Receiver<Request>) {
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {

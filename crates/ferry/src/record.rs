@@ -153,9 +153,7 @@ pub(crate) fn apply(
             pulled,
         } => {
             if !matches(conn, &key, &expect)? {
-                if let Content::Blob(_) = pulled.content {
-                    // The temp blob is dropped (deleted) with `pulled`.
-                }
+                // A temp blob in `pulled` is deleted when it drops.
                 return Ok(false);
             }
             let old = current(conn, &key)?;

@@ -434,11 +434,17 @@ impl Bucket {
     // ----- reading the index ------------------------------------------------
 
     fn local_entries(&self) -> Result<Vec<LocalEntry>> {
+        self.read_entries(None)
+    }
+
+    /// Rows as the planner sees them: all of them, or the one for `key`.
+    fn read_entries(&self, key: Option<&str>) -> Result<Vec<LocalEntry>> {
         self.with_reader(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT key, present, hash, cached, pinned, base_etag, base_hash, state, modified_ms FROM objects",
+                "SELECT key, present, hash, cached, pinned, base_etag, base_hash, state, modified_ms \
+                 FROM objects WHERE ?1 IS NULL OR key = ?1",
             )?;
-            let rows = stmt.query_map([], |r| {
+            let rows = stmt.query_map([key], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, bool>(1)?,
@@ -472,7 +478,7 @@ impl Bucket {
     }
 
     fn local_entry(&self, key: &str) -> Result<Option<LocalEntry>> {
-        Ok(self.local_entries()?.into_iter().find(|l| l.key == key))
+        Ok(self.read_entries(Some(key))?.pop())
     }
 
     pub(crate) async fn record_sync(&self, rec: SyncRecord) -> Result<bool> {
