@@ -17,6 +17,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use crate::crypto::keyring::Keyring;
+use crate::crypto::stream::Sealer;
 use crate::error::{Error, Result};
 use crate::hash::ContentHash;
 
@@ -31,13 +33,25 @@ pub(crate) struct BlobStore {
 }
 
 /// A blob being written: an open, locked temp file and the running hash.
-#[derive(Debug)]
+/// In an encrypted bucket the hash is keyed and the bytes are sealed on
+/// their way to the file, so no plaintext reaches the disk.
 pub(crate) struct TempBlob {
     file: File,
     path: PathBuf,
     hasher: blake3::Hasher,
+    sealer: Option<Sealer<File>>,
     size: u64,
     installed: bool,
+}
+
+impl std::fmt::Debug for TempBlob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TempBlob")
+            .field("path", &self.path)
+            .field("size", &self.size)
+            .field("sealed", &self.sealer.is_some())
+            .finish()
+    }
 }
 
 impl BlobStore {
@@ -68,7 +82,7 @@ impl BlobStore {
     /// Creating and locking are two steps; a collector may take the lock in
     /// between and unlink the file. So after locking, check that the path
     /// still names the file we hold, and start over if it does not.
-    pub(crate) fn temp(&self) -> Result<TempBlob> {
+    pub(crate) fn temp(&self, keys: Option<&Keyring>) -> Result<TempBlob> {
         use std::os::unix::fs::MetadataExt;
         loop {
             let name = format!("{}-{:016x}.tmp", std::process::id(), rand::random::<u64>());
@@ -85,10 +99,21 @@ impl BlobStore {
                 .map_err(|e| Error::io("reading temp file", &path, e))?;
             match fs::metadata(&path) {
                 Ok(named) if named.ino() == held.ino() && named.dev() == held.dev() => {
+                    let (hasher, sealer) = match keys {
+                        None => (blake3::Hasher::new(), None),
+                        Some(k) => {
+                            let out = file
+                                .try_clone()
+                                .and_then(|f| k.blob_sealer(f))
+                                .map_err(|e| Error::io("writing temp file", &path, e))?;
+                            (k.hasher(), Some(out))
+                        }
+                    };
                     return Ok(TempBlob {
                         file,
                         path,
-                        hasher: blake3::Hasher::new(),
+                        hasher,
+                        sealer,
                         size: 0,
                         installed: false,
                     });
@@ -178,6 +203,16 @@ impl TempBlob {
     pub(crate) fn write(&mut self, data: &[u8]) -> Result<()> {
         self.hasher.update(data);
         self.size += data.len() as u64;
+        match &mut self.sealer {
+            Some(s) => s.write_all(data),
+            None => self.file.write_all(data),
+        }
+        .map_err(|e| Error::io("writing temp file", &self.path, e))
+    }
+
+    /// Appends bytes as they are (already sealed content being pulled;
+    /// the caller verifies it).
+    pub(crate) fn write_raw(&mut self, data: &[u8]) -> Result<()> {
         self.file
             .write_all(data)
             .map_err(|e| Error::io("writing temp file", &self.path, e))
@@ -185,6 +220,11 @@ impl TempBlob {
 
     /// Flushes the content to stable storage and returns its hash and size.
     pub(crate) fn finish(&mut self) -> Result<(ContentHash, u64)> {
+        if let Some(sealer) = self.sealer.take() {
+            sealer
+                .finish()
+                .map_err(|e| Error::io("writing temp file", &self.path, e))?;
+        }
         self.file
             .sync_all()
             .map_err(|e| Error::io("syncing temp file", &self.path, e))?;

@@ -117,16 +117,26 @@ impl ObjectReader {
     }
 
     /// Streams the blob file `file` for `key`, verifying `hash` and `size`.
+    /// In an encrypted bucket (`keys`), the file is a sealed blob: it is
+    /// opened as it streams and checked against the keyed hash.
     pub(crate) fn file(
         file: File,
         path: PathBuf,
         key: String,
         hash: ContentHash,
         size: u64,
+        keys: Option<std::sync::Arc<crate::crypto::keyring::Keyring>>,
     ) -> Self {
         let (tx, rx) = mpsc::channel(2);
         tokio::task::spawn_blocking(move || {
-            let end = match pump(file, &tx, &key, &hash, size) {
+            let pumped = match &keys {
+                None => pump(file, blake3::Hasher::new(), &tx, &key, &hash, size),
+                Some(k) => match k.blob_opener(file) {
+                    Ok(opener) => pump(opener, k.hasher(), &tx, &key, &hash, size),
+                    Err(e) => Err(e),
+                },
+            };
+            let end = match pumped.map_err(|e| sealed_error(&key, e)) {
                 Ok(true) => Chunk::Verified,
                 Ok(false) => return, // the reader was dropped
                 Err(e) if e.kind() == io::ErrorKind::InvalidData => Chunk::Failed(e),
@@ -148,15 +158,27 @@ impl ObjectReader {
     }
 }
 
-/// Reads, hashes and sends the file; Ok(false) when the receiver went away.
+/// An integrity failure of a sealed blob, as the corrupt-object error naming `key`.
+pub(crate) fn sealed_error(key: &str, e: io::Error) -> io::Error {
+    let is_crypto = e
+        .get_ref()
+        .is_some_and(|i| i.is::<crate::crypto::CryptoError>());
+    if is_crypto {
+        corrupt(key, e.to_string())
+    } else {
+        e
+    }
+}
+
+/// Reads, hashes and sends the content; Ok(false) when the receiver went away.
 fn pump(
-    mut file: File,
+    mut file: impl Read,
+    mut hasher: blake3::Hasher,
     tx: &mpsc::Sender<Chunk>,
     key: &str,
     hash: &ContentHash,
     size: u64,
 ) -> io::Result<bool> {
-    let mut hasher = blake3::Hasher::new();
     let mut total = 0u64;
     loop {
         let mut buf = BytesMut::zeroed(CHUNK);

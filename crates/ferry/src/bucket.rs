@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use crate::blobs::{self, BlobStore, TempBlob, CHUNK};
 use crate::body::{corrupt, Body, BodyInner, ObjectReader};
 use crate::commit::{Content, NewObject, Outcome, WriteOp, Writer};
+use crate::crypto::keyring::{KeyFile, Keyring};
 use crate::error::{Error, Result};
 use crate::hash::ContentHash;
 use crate::index::{self, ObjectMeta, StoredObject};
@@ -86,6 +87,8 @@ pub(crate) struct Inner {
     pub(crate) writer: Writer,
     /// The connected remote (with its retry and emulation layers), if any.
     pub(crate) remote: std::sync::RwLock<Option<crate::remote::SharedRemote>>,
+    /// The same remote without the encryption layer (for its `.ferry/` files).
+    pub(crate) base_remote: std::sync::RwLock<Option<crate::remote::SharedRemote>>,
     /// One sync run at a time per process.
     pub(crate) sync_lock: tokio::sync::Mutex<()>,
     /// Event subscribers.
@@ -100,12 +103,23 @@ pub(crate) struct Inner {
     pub(crate) cache_estimate: Mutex<Option<u64>>,
     /// Reads not yet recorded for cache eviction: key -> (last ms, count).
     pub(crate) accesses: Mutex<std::collections::HashMap<String, (i64, i64)>>,
+    /// Encrypted buckets: the wrapped master key (as stored in the index).
+    pub(crate) key_file: std::sync::RwLock<Option<crate::crypto::keyring::KeyFile>>,
+    /// Encrypted buckets: the subkeys, while unlocked.
+    pub(crate) keys: std::sync::RwLock<Option<Arc<Keyring>>>,
 }
 
 impl Bucket {
     /// Creates a bucket in `dir` (made if missing) and opens it.
     pub async fn create(dir: impl AsRef<Path>, config: BucketConfig) -> Result<Bucket> {
-        let dir = dir.as_ref().to_owned();
+        Bucket::create_inner(dir.as_ref().to_owned(), config, None).await
+    }
+
+    pub(crate) async fn create_inner(
+        dir: PathBuf,
+        config: BucketConfig,
+        key_file: Option<KeyFile>,
+    ) -> Result<Bucket> {
         blocking(move || {
             let index_path = dir.join(INDEX_FILE);
             if index_path.exists() {
@@ -125,6 +139,9 @@ impl Bucket {
                     &config.inline_threshold.to_string(),
                 )?;
                 index::set_setting(&tx, "created_ms", &index::now_ms().to_string())?;
+                if let Some(file) = &key_file {
+                    index::set_setting(&tx, crate::encryption::SETTING, &file.to_json())?;
+                }
             }
             tx.commit()?;
             drop(conn);
@@ -154,6 +171,9 @@ impl Bucket {
         let inline_threshold = index::setting(&conn, "inline_threshold")?
             .and_then(|v| v.parse().ok())
             .unwrap_or(BucketConfig::default().inline_threshold);
+        let key_file = index::setting(&conn, crate::encryption::SETTING)?
+            .map(|text| KeyFile::from_json(text.as_bytes()))
+            .transpose()?;
         collect_all(&mut conn, &blobs)?;
         let writer = Writer::spawn(conn, blobs.clone())?;
         Ok(Bucket {
@@ -166,6 +186,7 @@ impl Bucket {
                 readers: Mutex::new(Vec::new()),
                 writer,
                 remote: std::sync::RwLock::new(None),
+                base_remote: std::sync::RwLock::new(None),
                 sync_lock: tokio::sync::Mutex::new(()),
                 events: tokio::sync::broadcast::channel(crate::events::EVENT_CAPACITY).0,
                 local_write: tokio::sync::Notify::new(),
@@ -173,6 +194,8 @@ impl Bucket {
                 engine: Mutex::new(None),
                 accesses: Mutex::new(std::collections::HashMap::new()),
                 cache_estimate: Mutex::new(None),
+                key_file: std::sync::RwLock::new(key_file),
+                keys: std::sync::RwLock::new(None),
             }),
         })
     }
@@ -202,18 +225,24 @@ impl Bucket {
         validate_key(key)?;
         let metadata = normalize_metadata(&opts.metadata)?;
         let content_type = content_type_for(key, opts.content_type.as_deref())?;
+        let keys = self.keyring()?;
+        if keys.is_some() {
+            crate::encryption::check_name_length(key)?;
+        }
+        let sealed_meta = keys
+            .as_ref()
+            .map(|k| k.seal_local_meta(key, &content_type, &metadata));
         let modified_ms = index::now_ms();
         let threshold = self.inner.config.inline_threshold;
         let (content, hash, size) = match body.into().0 {
             BodyInner::Bytes(data) if data.len() as u64 <= threshold => {
-                let hash = ContentHash::of(&data);
-                let size = data.len() as u64;
-                (Content::Inline(data), hash, size)
+                inline_content(keys.as_deref(), data)
             }
             BodyInner::Bytes(data) => {
                 let blobs = self.inner.blobs.clone();
+                let keys = keys.clone();
                 let (temp, hash, size) = blocking(move || {
-                    let mut temp = blobs.temp()?;
+                    let mut temp = blobs.temp(keys.as_deref())?;
                     for piece in data.chunks(CHUNK) {
                         temp.write(piece)?;
                     }
@@ -223,7 +252,9 @@ impl Bucket {
                 .await?;
                 (Content::Blob(Box::new(temp)), hash, size)
             }
-            BodyInner::Reader(reader) => self.read_body(key, reader, threshold).await?,
+            BodyInner::Reader(reader) => {
+                self.read_body(key, reader, threshold, keys.clone()).await?
+            }
         };
         let op = WriteOp::Put(NewObject {
             key: key.to_owned(),
@@ -232,6 +263,7 @@ impl Bucket {
             content,
             content_type,
             metadata,
+            sealed_meta,
             modified_ms,
         });
         match self.inner.writer.submit(op).await? {
@@ -254,6 +286,7 @@ impl Bucket {
         key: &str,
         mut reader: Box<dyn AsyncRead + Send + Unpin>,
         threshold: u64,
+        keys: Option<Arc<Keyring>>,
     ) -> Result<(Content, ContentHash, u64)> {
         let body_err = |source: io::Error| Error::Body {
             key: key.to_owned(),
@@ -263,17 +296,14 @@ impl Bucket {
         let mut head = BytesMut::with_capacity((threshold as usize + 1).min(CHUNK));
         while (head.len() as u64) <= threshold {
             if reader.read_buf(&mut head).await.map_err(body_err)? == 0 {
-                let data = head.freeze();
-                let hash = ContentHash::of(&data);
-                let size = data.len() as u64;
-                return Ok((Content::Inline(data), hash, size));
+                return Ok(inline_content(keys.as_deref(), head.freeze()));
             }
         }
         let (tx, mut rx) = mpsc::channel::<Bytes>(4);
         let blobs = self.inner.blobs.clone();
         let writer =
             tokio::task::spawn_blocking(move || -> Result<(TempBlob, ContentHash, u64)> {
-                let mut temp = blobs.temp()?;
+                let mut temp = blobs.temp(keys.as_deref())?;
                 while let Some(chunk) = rx.blocking_recv() {
                     temp.write(&chunk)?;
                 }
@@ -310,6 +340,7 @@ impl Bucket {
     /// Reads an object: its metadata and a streaming, verifying body.
     pub async fn get(&self, key: &str) -> Result<Object> {
         validate_key(key)?;
+        let keys = self.keyring()?;
         // A concurrent overwrite may delete the blob between the lookup and
         // the open; look again before calling the blob missing.
         for _ in 0..3 {
@@ -337,6 +368,7 @@ impl Bucket {
                         key.to_owned(),
                         stored.meta.hash,
                         stored.meta.size,
+                        keys.clone(),
                     );
                     return Ok(Object {
                         meta: stored.meta,
@@ -373,6 +405,7 @@ impl Bucket {
     /// An object's metadata.
     pub async fn head(&self, key: &str) -> Result<ObjectMeta> {
         validate_key(key)?;
+        self.keyring()?;
         Ok(self.lookup(key)?.meta)
     }
 
@@ -383,8 +416,13 @@ impl Bucket {
     }
 
     /// One page of objects and common prefixes, in key order.
+    ///
+    /// A locked encrypted bucket still lists (names, sizes, hashes, times
+    /// and states); its content types are empty and its metadata maps empty
+    /// until it is unlocked.
     pub async fn list(&self, opts: ListOptions) -> Result<ListPage> {
-        self.with_reader(|c| index::list(c, &opts))
+        let keys = self.current_keys();
+        self.with_reader(|c| index::list(c, &opts, &|s| reveal(s, keys.as_deref())))
     }
 
     /// Every object under `prefix`, in key order.
@@ -395,6 +433,7 @@ impl Bucket {
     /// Deletes `key`; returns whether it existed. Durable when it returns.
     pub async fn delete(&self, key: &str) -> Result<bool> {
         validate_key(key)?;
+        self.keyring()?;
         match self
             .inner
             .writer
@@ -424,11 +463,17 @@ impl Bucket {
         .await
     }
 
+    /// A present object's row, its metadata opened when the bucket is
+    /// unlocked (left empty when it is locked).
     pub(crate) fn lookup(&self, key: &str) -> Result<StoredObject> {
-        self.with_reader(|c| index::head(c, key))?
+        let mut stored = self
+            .with_reader(|c| index::head(c, key))?
             .ok_or_else(|| Error::NotFound {
                 key: key.to_owned(),
-            })
+            })?;
+        let keys = self.current_keys();
+        stored.meta = reveal(stored.clone(), keys.as_deref())?;
+        Ok(stored)
     }
 
     pub(crate) fn read_inline(&self, stored: &StoredObject) -> Result<Bytes> {
@@ -439,13 +484,30 @@ impl Bucket {
                 key: key.clone(),
                 detail: "its content is missing from the index".into(),
             })?;
-        if data.len() as u64 != stored.meta.size || ContentHash::of(&data) != stored.meta.hash {
+        let data = match self.keyring()? {
+            None => data,
+            Some(k) => k.open_blob(&data).map_err(|e| Error::Corrupt {
+                key: key.clone(),
+                detail: e.to_string(),
+            })?,
+        };
+        if data.len() as u64 != stored.meta.size || self.hash_of(&data)? != stored.meta.hash {
             return Err(Error::from_body_io(corrupt(
                 key,
                 "content does not match its hash",
             )));
         }
         Ok(data.into())
+    }
+
+    /// An inline object's stored bytes as they are (sealed in an encrypted bucket).
+    pub(crate) fn read_inline_raw(&self, stored: &StoredObject) -> Result<Bytes> {
+        self.with_reader(|c| index::small_blob(c, &stored.meta.hash))?
+            .map(Bytes::from)
+            .ok_or_else(|| Error::Corrupt {
+                key: stored.meta.key.clone(),
+                detail: "its content is missing from the index".into(),
+            })
     }
 
     /// Runs a short index read on a pooled connection, on the caller's thread:
@@ -464,6 +526,37 @@ impl Bucket {
         }
         out
     }
+}
+
+/// Small content as it is stored inline: its hash and (sealed in an encrypted
+/// bucket) bytes.
+fn inline_content(keys: Option<&Keyring>, data: Bytes) -> (Content, ContentHash, u64) {
+    let size = data.len() as u64;
+    match keys {
+        None => (Content::Inline(data.clone()), ContentHash::of(&data), size),
+        Some(k) => (
+            Content::Inline(k.seal_blob(&data).into()),
+            k.hash(&data),
+            size,
+        ),
+    }
+}
+
+/// A row's metadata as the caller may see it: opened with `keys`, or
+/// (locked) with an empty content type and metadata.
+pub(crate) fn reveal(stored: StoredObject, keys: Option<&Keyring>) -> Result<ObjectMeta> {
+    let mut meta = stored.meta;
+    if let (Some(sealed), Some(k)) = (stored.sealed_meta, keys) {
+        let (content_type, metadata) =
+            k.open_local_meta(&meta.key, &sealed)
+                .map_err(|e| Error::Corrupt {
+                    key: meta.key.clone(),
+                    detail: format!("its sealed metadata does not open: {e}"),
+                })?;
+        meta.content_type = content_type;
+        meta.metadata = metadata;
+    }
+    Ok(meta)
 }
 
 /// Collects temp files of dead writers, then unreferenced blobs, the latter

@@ -46,6 +46,9 @@ pub(crate) struct NewObject {
     pub content: Content,
     pub content_type: String,
     pub metadata: Metadata,
+    /// Encrypted buckets: the sealed metadata column (the plaintext above
+    /// is only returned to the caller).
+    pub sealed_meta: Option<String>,
     pub modified_ms: i64,
 }
 
@@ -231,8 +234,8 @@ fn put(
 ) -> Result<ObjectMeta> {
     let old = current(conn, &obj.key)?;
     let inline = store_content(conn, blobs, obj.content, &obj.hash, garbage)?;
-    let metadata = serde_json::to_string(&obj.metadata)
-        .map_err(|e| Error::IndexData(format!("encoding metadata: {e}")))?;
+    let (content_type, metadata) =
+        index::meta_columns(&obj.content_type, &obj.metadata, obj.sealed_meta.as_deref())?;
     conn.prepare_cached(
         "INSERT INTO objects (key, present, size, hash, inline, content_type, metadata, \
              modified_ms, state, last_access_ms, access_count) \
@@ -246,7 +249,7 @@ fn put(
         obj.size as i64,
         &obj.hash.0[..],
         inline,
-        obj.content_type,
+        content_type,
         metadata,
         obj.modified_ms,
         now

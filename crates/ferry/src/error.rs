@@ -123,6 +123,57 @@ pub enum Error {
     /// The bucket's background writer has stopped (the bucket is shutting down).
     #[error("the bucket is closed")]
     Closed,
+    /// The bucket is encrypted and locked: content and metadata need the passphrase.
+    #[error("the bucket is encrypted and locked; unlock it with its passphrase first")]
+    Locked,
+    /// An encryption operation was asked of a plaintext bucket.
+    #[error("the bucket is not encrypted")]
+    NotEncrypted,
+    /// The passphrase does not open the bucket's key.
+    #[error("wrong passphrase: it does not open this bucket's key")]
+    WrongPassphrase,
+    /// Key material is unreadable or was altered.
+    #[error("encryption: {0}")]
+    Crypto(crate::crypto::CryptoError),
+    /// The remote's encryption mode differs from the bucket's.
+    #[error("the remote {endpoint} is {remote}, but this bucket is {local}; they cannot sync")]
+    RemoteMode {
+        /// The remote.
+        endpoint: String,
+        /// What the remote is: "encrypted" or "plaintext".
+        remote: &'static str,
+        /// What the bucket is.
+        local: &'static str,
+    },
+    /// The remote is encrypted under another master key.
+    #[error("the remote {endpoint} is encrypted under a different key (key id {remote_key_id}, this bucket's is {local_key_id}); they cannot sync")]
+    DifferentKey {
+        /// The remote.
+        endpoint: String,
+        /// The remote key file's id.
+        remote_key_id: String,
+        /// This bucket's key id.
+        local_key_id: String,
+    },
+    /// A key is too long to store on a remote once encrypted.
+    #[error("invalid key {key:?}: encrypted, it is {len} bytes, over the {max}-byte limit of object stores (encrypted names grow by about a third)")]
+    EncryptedKeyTooLong {
+        /// The key.
+        key: String,
+        /// Its encrypted length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+impl From<crate::crypto::CryptoError> for Error {
+    fn from(e: crate::crypto::CryptoError) -> Self {
+        match e {
+            crate::crypto::CryptoError::WrongPassphrase => Error::WrongPassphrase,
+            other => Error::Crypto(other),
+        }
+    }
 }
 
 impl Error {
@@ -142,7 +193,10 @@ impl Error {
 
     /// True when the error is about the caller's input rather than the store.
     pub fn is_invalid_input(&self) -> bool {
-        matches!(self, Error::InvalidKey(_) | Error::InvalidMetadata(_))
+        matches!(
+            self,
+            Error::InvalidKey(_) | Error::InvalidMetadata(_) | Error::EncryptedKeyTooLong { .. }
+        )
     }
 
     /// Recovers a ferry error carried inside an `io::Error` by an object body.

@@ -35,6 +35,10 @@ pub struct SyncSummary {
 pub enum Event {
     /// A sync run started.
     SyncStarted,
+    /// The bucket was unlocked in this process.
+    Unlocked,
+    /// The bucket was locked in this process.
+    Locked,
     /// A sync run finished.
     SyncCompleted {
         /// Its result.

@@ -174,6 +174,26 @@ pub(crate) struct StoredObject {
     pub inline: bool,
     /// False when only the remote holds the content (lazy pull, eviction).
     pub cached: bool,
+    /// In an encrypted bucket: the sealed content type and metadata
+    /// (`meta` then holds them only once the bucket has opened them).
+    pub sealed_meta: Option<String>,
+}
+
+/// The `content_type` and `metadata` columns of a row: plaintext JSON, or
+/// (encrypted buckets) an empty content type and the sealed record.
+pub(crate) fn meta_columns(
+    content_type: &str,
+    metadata: &Metadata,
+    sealed: Option<&str>,
+) -> Result<(String, String)> {
+    match sealed {
+        Some(s) => Ok((String::new(), s.to_owned())),
+        None => Ok((
+            content_type.to_owned(),
+            serde_json::to_string(metadata)
+                .map_err(|e| Error::IndexData(format!("encoding metadata: {e}")))?,
+        )),
+    }
 }
 
 pub(crate) const OBJECT_COLUMNS: &str =
@@ -197,7 +217,16 @@ pub(crate) fn object_from_row(row: &Row<'_>) -> rusqlite::Result<StoredObject> {
         )
     };
     let hash = ContentHash::from_slice(&hash).ok_or_else(|| bad("hash"))?;
-    let metadata: Metadata = serde_json::from_str(&metadata).map_err(|_| bad("metadata"))?;
+    let sealed = content_type.is_empty()
+        && metadata.starts_with(crate::crypto::keyring::SEALED_META_PREFIX);
+    let (metadata, sealed_meta) = if sealed {
+        (Metadata::new(), Some(metadata))
+    } else {
+        (
+            serde_json::from_str(&metadata).map_err(|_| bad("metadata"))?,
+            None,
+        )
+    };
     let state: SyncState = state.parse().map_err(|_| bad("state"))?;
     Ok(StoredObject {
         meta: ObjectMeta {
@@ -211,6 +240,7 @@ pub(crate) fn object_from_row(row: &Row<'_>) -> rusqlite::Result<StoredObject> {
         },
         inline,
         cached,
+        sealed_meta,
     })
 }
 
@@ -258,8 +288,13 @@ pub(crate) fn file_hashes(conn: &Connection) -> Result<std::collections::HashSet
     Ok(out)
 }
 
-/// One page of a listing, in key order, as S3's ListObjectsV2 would return it.
-pub(crate) fn list(conn: &Connection, opts: &ListOptions) -> Result<ListPage> {
+/// One page of a listing, in key order, as S3's ListObjectsV2 would return it;
+/// `reveal` turns each row into what the caller may see.
+pub(crate) fn list(
+    conn: &Connection,
+    opts: &ListOptions,
+    reveal: &dyn Fn(StoredObject) -> Result<ObjectMeta>,
+) -> Result<ListPage> {
     const BATCH: usize = 1000;
     let sql = format!(
         "SELECT {OBJECT_COLUMNS} FROM objects \
@@ -313,7 +348,7 @@ pub(crate) fn list(conn: &Connection, opts: &ListOptions) -> Result<ListPage> {
             }
             after = key.to_owned();
             last = Some(after.clone());
-            page.objects.push(obj.meta);
+            page.objects.push(reveal(obj)?);
             emitted += 1;
         }
         match jump {

@@ -8,7 +8,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::blobs::BlobStore;
 use crate::commit::{current, release_old, store_content, Content};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::hash::ContentHash;
 use crate::metadata::Metadata;
 use crate::plan::{ConflictReason, Expect};
@@ -23,6 +23,8 @@ pub(crate) struct Pulled {
     pub size: u64,
     pub content_type: String,
     pub metadata: Metadata,
+    /// Encrypted buckets: the sealed metadata column.
+    pub sealed_meta: Option<String>,
     pub modified_ms: i64,
     pub etag: String,
 }
@@ -49,6 +51,8 @@ pub(crate) enum SyncRecord {
         key: String,
         expect: Expect,
         remote: Box<RemoteObject>,
+        /// Encrypted buckets: the sealed metadata column.
+        sealed_meta: Option<String>,
     },
     /// The remote deleted the object; delete it here.
     LocalDeleted { key: String, expect: Expect },
@@ -159,8 +163,8 @@ pub(crate) fn apply(
             let old = current(conn, &key)?;
             let p = *pulled;
             let inline = store_content(conn, blobs, p.content, &p.hash, garbage)?;
-            let metadata = serde_json::to_string(&p.metadata)
-                .map_err(|e| Error::IndexData(format!("encoding metadata: {e}")))?;
+            let (content_type, metadata) =
+                crate::index::meta_columns(&p.content_type, &p.metadata, p.sealed_meta.as_deref())?;
             conn.prepare_cached(
                 "INSERT INTO objects (key, present, size, hash, inline, content_type, metadata, \
                      modified_ms, state, base_etag, base_hash, cached, last_access_ms, access_count) \
@@ -175,7 +179,7 @@ pub(crate) fn apply(
                 p.size as i64,
                 &p.hash.0[..],
                 inline,
-                p.content_type,
+                content_type,
                 metadata,
                 p.modified_ms,
                 p.etag,
@@ -192,6 +196,7 @@ pub(crate) fn apply(
             key,
             expect,
             remote,
+            sealed_meta,
         } => {
             if !matches(conn, &key, &expect)? {
                 return Ok(false);
@@ -201,8 +206,11 @@ pub(crate) fn apply(
             let content_type = remote.content_type.clone().unwrap_or_else(|| {
                 crate::metadata::content_type_for(&key, None).unwrap_or_default()
             });
-            let metadata = serde_json::to_string(&remote.metadata)
-                .map_err(|e| Error::IndexData(format!("encoding metadata: {e}")))?;
+            let (content_type, metadata) = crate::index::meta_columns(
+                &content_type,
+                &remote.metadata,
+                sealed_meta.as_deref(),
+            )?;
             let modified = remote.ferry_mtime.or(remote.modified_ms).unwrap_or(now);
             conn.prepare_cached(
                 "INSERT INTO objects (key, present, size, hash, inline, content_type, metadata, \

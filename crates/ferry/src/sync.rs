@@ -24,6 +24,7 @@ use crate::plan::{
 };
 use crate::record::{Pulled, SyncRecord};
 use crate::remote::emulated::{probe, Emulated, ProbeResult};
+use crate::remote::encrypted::{Encrypted, UNREADABLE_NAME};
 use crate::remote::retry::{RetryPolicy, Retrying};
 use crate::remote::spec::{Credentials, RemoteSpec};
 use crate::remote::{
@@ -386,7 +387,13 @@ impl Bucket {
     /// Connects a remote (any implementation). On first contact with an
     /// endpoint, probes whether it enforces conditional writes and records
     /// the answer; a store that does not gets them emulated by HEAD.
+    ///
+    /// The remote's encryption mode must match the bucket's (an encrypted
+    /// bucket claims an empty remote by writing its key file); an encrypted
+    /// bucket must be unlocked.
     pub async fn attach(&self, remote: SharedRemote) -> Result<ProbeResult> {
+        let keys = self.keyring()?;
+        self.check_remote_mode(remote.as_ref()).await?;
         let endpoint = remote.endpoint();
         let mut probes: BTreeMap<String, ProbeResult> =
             self.setting_json("probes")?.unwrap_or_default();
@@ -408,18 +415,33 @@ impl Bucket {
                 !found.conditional_delete,
             ));
         }
-        let layered: SharedRemote = Arc::new(Retrying::new(
-            layered,
-            RetryPolicy {
-                max_retries: config.max_retries,
-                base_delay: Duration::from_millis(config.retry_base_delay_ms),
-                ..RetryPolicy::default()
-            },
-        ));
+        let retry = RetryPolicy {
+            max_retries: config.max_retries,
+            base_delay: Duration::from_millis(config.retry_base_delay_ms),
+            ..RetryPolicy::default()
+        };
+        let base: SharedRemote = Arc::new(Retrying::new(layered.clone(), retry.clone()));
+        let full: SharedRemote = match keys {
+            Some(k) => Arc::new(Retrying::new(Arc::new(Encrypted::new(layered, k)), retry)),
+            None => base.clone(),
+        };
         if let Ok(mut r) = self.inner.remote.write() {
-            *r = Some(layered);
+            *r = Some(full);
+        }
+        if let Ok(mut r) = self.inner.base_remote.write() {
+            *r = Some(base);
         }
         Ok(found)
+    }
+
+    /// The connected remote without the encryption layer (for `.ferry/`).
+    pub(crate) fn raw_remote(&self) -> Result<SharedRemote> {
+        self.inner
+            .base_remote
+            .read()
+            .ok()
+            .and_then(|r| r.clone())
+            .ok_or(Error::NoRemote)
     }
 
     fn connected_remote(&self) -> Result<SharedRemote> {
@@ -637,6 +659,7 @@ impl Bucket {
         progress: Option<ProgressFn>,
     ) -> Result<SyncReport> {
         let _one_at_a_time = self.inner.sync_lock.lock().await;
+        self.keyring()?;
         let started = Instant::now();
         let remote = self.connected_remote()?;
         let config = self.sync_config()?;
@@ -674,6 +697,16 @@ impl Bucket {
             }
             for obj in remote.list(prefix).await? {
                 if obj.key.starts_with(RESERVED_PREFIX) {
+                    continue;
+                }
+                if let Some(raw) = obj.key.strip_prefix(UNREADABLE_NAME) {
+                    report.errors.push(SyncIssue {
+                        key: raw.to_owned(),
+                        cause: "the remote object's name does not decrypt under this bucket's key \
+                                (tampered, or not written by this bucket), skipped"
+                            .into(),
+                        retryable: false,
+                    });
                     continue;
                 }
                 if let Err(e) = validate_key(&obj.key) {
@@ -904,11 +937,18 @@ impl Bucket {
                 } else {
                     remote.head(&key).await?.unwrap_or(obj)
                 };
+                let sealed_meta = self.keyring()?.map(|k| {
+                    let content_type = obj.content_type.clone().unwrap_or_else(|| {
+                        crate::metadata::content_type_for(&key, None).unwrap_or_default()
+                    });
+                    k.seal_local_meta(&key, &content_type, &obj.metadata)
+                });
                 let applied = self
                     .record(SyncRecord::Learned {
                         key,
                         expect,
                         remote: Box::new(obj),
+                        sealed_meta,
                     })
                     .await?;
                 Ok(if applied { Done::Pulled } else { Done::Nothing })
@@ -1032,7 +1072,9 @@ impl Bucket {
             Ok(_) | Err(Error::NotFound { .. }) => return Ok(Done::Nothing),
             Err(e) => return Err(e),
         };
-        let body = if stored.inline {
+        let body = if stored.inline && self.is_encrypted() {
+            RemoteBody::Bytes(self.read_inline_raw(&stored)?)
+        } else if stored.inline {
             RemoteBody::Bytes(self.read_inline(&stored)?)
         } else {
             RemoteBody::File(self.inner.blobs.path(&hash))
@@ -1050,6 +1092,7 @@ impl Bucket {
                 .map(|d| d.as_millis() as i64)
                 .unwrap_or(0),
             device: self.device_id().to_owned(),
+            sealed: false,
         };
         match remote.put(&req, body, cond).await {
             Ok(etag) => {
@@ -1089,11 +1132,15 @@ impl Bucket {
     /// `expect`; returns whether it was recorded.
     pub(crate) async fn fetch(&self, key: &str, expect: Expect) -> Result<bool> {
         let remote = self.connected_remote()?;
+        let keys = self.keyring()?;
         let (obj, reader) = remote.get(key).await?;
         let threshold = self.inner.config.inline_threshold;
+        let read = match keys.clone() {
+            Some(k) => self.read_sealed_body(key, reader, threshold, k).await,
+            None => self.read_body(key, reader, threshold, None).await,
+        };
         let (content, hash, size) =
-            self.read_body(key, reader, threshold)
-                .await
+            read
                 .map_err(|e| match e {
                     Error::Body { key, source } => Error::Remote(RemoteError::new(
                         RemoteErrorKind::Retryable,
@@ -1119,12 +1166,14 @@ impl Bucket {
             .clone()
             .unwrap_or_else(|| crate::metadata::content_type_for(key, None).unwrap_or_default());
         let metadata: Metadata = obj.metadata.clone();
+        let sealed_meta = keys.map(|k| k.seal_local_meta(key, &content_type, &metadata));
         let pulled = Pulled {
             content,
             hash,
             size,
             content_type,
             metadata,
+            sealed_meta,
             modified_ms: obj
                 .ferry_mtime
                 .or(obj.modified_ms)

@@ -1,13 +1,15 @@
-//! End-to-end encryption primitives (format v1), pinned by known-answer
-//! tests. Not yet wired into buckets: this module is the foundation the
-//! encryption work builds on (see `docs/design.md`, "Encryption formats").
+//! End-to-end encryption (format v1), pinned by known-answer tests (see
+//! `docs/design.md`, "Encryption").
 //!
 //! - [`keys`]: a random 256-bit master key wrapped under a passphrase with
 //!   Argon2id + XChaCha20-Poly1305; subkeys derived with BLAKE3's KDF mode.
 //! - [`stream`]: STREAM-style chunked AEAD for blobs (XChaCha20-Poly1305,
 //!   64 KiB chunks, a fresh random nonce prefix per blob, last-chunk flag).
 //! - [`names`]: deterministic per-segment name encryption (AES-SIV).
+//! - [`keyring`]: the key file (wrapped key + key id) and an unlocked
+//!   bucket's subkeys with the operations built on them.
 
+pub mod keyring;
 pub mod keys;
 pub mod names;
 pub mod stream;

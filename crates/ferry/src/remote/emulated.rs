@@ -106,6 +106,7 @@ pub async fn probe(remote: &dyn Remote, device: &str) -> Result<ProbeResult, Rem
         content_type: "application/octet-stream".into(),
         metadata: Default::default(),
         hash: crate::hash::ContentHash::of(b"probe"),
+        sealed: false,
         size: 5,
         mtime_ms: crate::index::now_ms(),
         device: device.to_owned(),

@@ -196,6 +196,12 @@ impl FolderRemote {
                     fs::copy(src, &tmp)?;
                     File::open(&tmp)?.sync_all()
                 }
+                RemoteBody::Framed { head, file } => {
+                    let mut f = File::create(&tmp)?;
+                    f.write_all(head)?;
+                    io::copy(&mut File::open(file)?, &mut f)?;
+                    f.sync_all()
+                }
             }
         };
         if let Err(e) = write() {

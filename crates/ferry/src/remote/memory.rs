@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use tokio::io::AsyncReadExt;
 
 use super::{
     Capabilities, Precondition, PutRequest, Remote, RemoteBody, RemoteError, RemoteErrorKind,
@@ -134,24 +133,21 @@ impl Remote for MemoryRemote {
         body: RemoteBody,
         cond: Precondition,
     ) -> Result<String, RemoteError> {
-        let data = match body {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| {
+                RemoteError::new(
+                    RemoteErrorKind::Terminal,
+                    "memory://",
+                    format!("reading {}: {e}", path.display()),
+                )
+            })
+        };
+        let data: Bytes = match body {
             RemoteBody::Bytes(b) => b,
-            RemoteBody::File(path) => {
-                let mut f = tokio::fs::File::open(&path).await.map_err(|e| {
-                    RemoteError::new(
-                        RemoteErrorKind::Terminal,
-                        "memory://",
-                        format!("reading {}: {e}", path.display()),
-                    )
-                })?;
-                let mut v = Vec::new();
-                f.read_to_end(&mut v).await.map_err(|e| {
-                    RemoteError::new(
-                        RemoteErrorKind::Terminal,
-                        "memory://",
-                        format!("reading {}: {e}", path.display()),
-                    )
-                })?;
+            RemoteBody::File(path) => read(&path)?.into(),
+            RemoteBody::Framed { head, file } => {
+                let mut v = head.to_vec();
+                v.extend_from_slice(&read(&file)?);
                 v.into()
             }
         };

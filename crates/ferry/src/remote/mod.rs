@@ -8,6 +8,7 @@
 //! ([`fault::Faulty`]) wrap any remote as layers.
 
 pub mod emulated;
+pub mod encrypted;
 pub mod fault;
 pub mod folder;
 pub mod memory;
@@ -128,12 +129,18 @@ pub struct PutRequest {
     pub mtime_ms: i64,
     /// Writing device.
     pub device: String,
+    /// An encrypted remote's object: ferry's own entries (hash, time,
+    /// device) travel inside the sealed body, never as readable headers.
+    pub sealed: bool,
 }
 
 impl PutRequest {
     /// User metadata plus ferry's own entries, as the store should hold them.
     pub fn all_metadata(&self) -> Metadata {
         let mut all = self.metadata.clone();
+        if self.sealed {
+            return all;
+        }
         all.insert(META_HASH.into(), self.hash.to_hex());
         all.insert(META_MTIME.into(), self.mtime_ms.to_string());
         all.insert(META_DEVICE.into(), self.device.clone());
@@ -148,6 +155,14 @@ pub enum RemoteBody {
     Bytes(Bytes),
     /// A local file (a blob), streamed.
     File(PathBuf),
+    /// Bytes followed by a local file (an encrypted remote's envelope and
+    /// the sealed blob, sent as they are).
+    Framed {
+        /// Written first.
+        head: Bytes,
+        /// Streamed after `head`.
+        file: PathBuf,
+    },
 }
 
 /// A streaming object body from a remote.
@@ -166,6 +181,9 @@ pub enum RemoteErrorKind {
     Unreachable,
     /// Retrying will not help: 4xx, bad credentials, bad request.
     Terminal,
+    /// The remote's data failed authentication or is malformed (tampering,
+    /// corruption, or an object not written under this bucket's key).
+    Integrity,
 }
 
 /// A failed remote request.
@@ -229,6 +247,35 @@ pub trait Remote: Send + Sync + fmt::Debug {
 
     /// Reads an object: its description (with metadata) and body.
     async fn get(&self, key: &str) -> Result<(RemoteObject, RemoteReader), RemoteError>;
+
+    /// Reads an object's description and at most its first `len` bytes, or
+    /// `None` when it does not exist. The default reads through `get`;
+    /// stores that can ask for a range do so.
+    async fn get_prefix(
+        &self,
+        key: &str,
+        len: u64,
+    ) -> Result<Option<(RemoteObject, Bytes)>, RemoteError> {
+        use tokio::io::AsyncReadExt;
+        let (obj, reader) = match self.get(key).await {
+            Ok(found) => found,
+            Err(e) if e.kind == RemoteErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        reader
+            .take(len)
+            .read_to_end(&mut out)
+            .await
+            .map_err(|e| {
+                RemoteError::new(
+                    RemoteErrorKind::Retryable,
+                    self.endpoint(),
+                    format!("reading {key}: {e}"),
+                )
+            })?;
+        Ok(Some((obj, out.into())))
+    }
 
     /// Writes an object if `cond` holds; returns the new etag.
     async fn put(

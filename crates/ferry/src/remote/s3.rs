@@ -245,6 +245,31 @@ impl Remote for S3Remote {
         Ok((obj, body))
     }
 
+    async fn get_prefix(
+        &self,
+        key: &str,
+        len: u64,
+    ) -> Result<Option<(RemoteObject, Bytes)>, RemoteError> {
+        let meta = match self.op.stat(key).await {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.err(e, &format!("reading {key}"))),
+        };
+        let obj = self.describe(key.to_owned(), &meta, true);
+        let end = len.min(obj.size);
+        if end == 0 {
+            return Ok(Some((obj, Bytes::new())));
+        }
+        let mut read = self.op.read_with(key).range(0..end);
+        if !obj.etag.is_empty() {
+            read = read.if_match(&obj.etag);
+        }
+        let data = read
+            .await
+            .map_err(|e| self.err(e, &format!("reading {key}")))?;
+        Ok(Some((obj, data.to_bytes())))
+    }
+
     async fn put(
         &self,
         req: &PutRequest,
@@ -267,44 +292,45 @@ impl Remote for S3Remote {
         }
         let mut writer = w.await.map_err(|e| self.err(e, &what))?;
         let written: Result<(), RemoteError> = async {
-            match body {
-                RemoteBody::Bytes(b) => writer.write(b).await.map_err(|e| self.err(e, &what)),
-                RemoteBody::File(path) => {
-                    let mut file = tokio::fs::File::open(&path).await.map_err(|e| {
-                        RemoteError::new(
-                            RemoteErrorKind::Terminal,
-                            self.endpoint(),
-                            format!("reading {}: {e}", path.display()),
-                        )
-                    })?;
-                    loop {
-                        let mut buf = vec![0u8; PART];
-                        let mut filled = 0;
-                        while filled < PART {
-                            let n = file.read(&mut buf[filled..]).await.map_err(|e| {
-                                RemoteError::new(
-                                    RemoteErrorKind::Terminal,
-                                    self.endpoint(),
-                                    format!("reading {}: {e}", path.display()),
-                                )
-                            })?;
-                            if n == 0 {
-                                break;
-                            }
-                            filled += n;
-                        }
-                        if filled == 0 {
-                            break;
-                        }
-                        buf.truncate(filled);
-                        writer
-                            .write(Bytes::from(buf))
-                            .await
-                            .map_err(|e| self.err(e, &what))?;
-                    }
-                    Ok(())
-                }
+            let (head, file) = match body {
+                RemoteBody::Bytes(b) => (Some(b), None),
+                RemoteBody::File(path) => (None, Some(path)),
+                RemoteBody::Framed { head, file } => (Some(head), Some(file)),
+            };
+            if let Some(b) = head {
+                writer.write(b).await.map_err(|e| self.err(e, &what))?;
             }
+            let Some(path) = file else {
+                return Ok(());
+            };
+            let read_err = |e: std::io::Error| {
+                RemoteError::new(
+                    RemoteErrorKind::Terminal,
+                    self.endpoint(),
+                    format!("reading {}: {e}", path.display()),
+                )
+            };
+            let mut file = tokio::fs::File::open(&path).await.map_err(read_err)?;
+            loop {
+                let mut buf = vec![0u8; PART];
+                let mut filled = 0;
+                while filled < PART {
+                    let n = file.read(&mut buf[filled..]).await.map_err(read_err)?;
+                    if n == 0 {
+                        break;
+                    }
+                    filled += n;
+                }
+                if filled == 0 {
+                    break;
+                }
+                buf.truncate(filled);
+                writer
+                    .write(Bytes::from(buf))
+                    .await
+                    .map_err(|e| self.err(e, &what))?;
+            }
+            Ok(())
         }
         .await;
         if let Err(e) = written {

@@ -3,6 +3,7 @@
 
 mod api;
 mod crypto;
+mod encryption;
 mod integrity;
 mod keys;
 mod list;

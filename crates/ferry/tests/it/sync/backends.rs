@@ -207,6 +207,11 @@ impl S3Location {
         S3Location::new(endpoint, "ferry-test", None)
     }
 
+    /// The in-process server's storage directory (s3s-fs only).
+    pub fn server_root(&self) -> Option<&std::path::Path> {
+        self._server.as_ref().map(|(dir, _)| dir.path())
+    }
+
     pub fn config(&self) -> ferry::remote::s3::S3Config {
         ferry::remote::s3::S3Config {
             bucket: self.bucket.clone(),

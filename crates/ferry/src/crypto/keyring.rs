@@ -1,0 +1,248 @@
+//! An unlocked bucket's keys, and the key file that stores the master key.
+//!
+//! - [`KeyFile`] (format v1, JSON): what the index's `encryption` setting
+//!   and the remote's `.ferry/key.json` hold: the wrapped master key and a
+//!   key id, so two buckets can tell whether they share a master key
+//!   without a passphrase.
+//! - [`Keyring`]: the four subkeys derived from the master key (content,
+//!   hash, metadata, names), zeroized when dropped, with the operations an
+//!   encrypted bucket needs: keyed hashes, sealing blobs and metadata,
+//!   encrypting names.
+
+use base64::Engine as _;
+use zeroize::Zeroizing;
+
+use super::keys::{KdfParams, Key, Purpose, WrappedKey};
+use super::stream::{self, Opener, Sealer};
+use super::{names, CryptoError};
+use crate::hash::ContentHash;
+use crate::metadata::Metadata;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// The AAD context of every sealed blob (local files, inline content and the
+/// body part of remote objects). Blobs are content-addressed and shared by
+/// keys, so the context names no key; a blob is bound to its object by the
+/// object's sealed metadata (keyed hash and nonce prefix).
+pub const BLOB_CONTEXT: &[u8] = b"ferry blob v1";
+/// Prefix of a sealed metadata column in the index.
+pub const SEALED_META_PREFIX: &str = "sealed:v1:";
+const LOCAL_META_CONTEXT: &[u8] = b"ferry local metadata v1\0";
+const KEY_ID_CONTEXT: &str = "ferry 2026 v1 key id";
+/// The `format` field of a key file.
+pub const KEY_FILE_FORMAT: &str = "ferry-key";
+
+/// The master key wrapped under a passphrase, with the key's id (format v1).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeyFile {
+    /// Always [`KEY_FILE_FORMAT`].
+    pub format: String,
+    /// Format version (1).
+    pub version: u32,
+    /// 32 hex digits derived from the master key (not secret).
+    pub key_id: String,
+    /// The wrapped master key.
+    pub wrapped: WrappedKey,
+}
+
+fn key_id(master: &Key) -> String {
+    hex::encode(&blake3::derive_key(KEY_ID_CONTEXT, &master.0)[..16])
+}
+
+impl KeyFile {
+    /// A fresh random master key wrapped under `passphrase`, and its keyring.
+    pub fn generate(passphrase: &[u8], params: KdfParams) -> Result<(KeyFile, Keyring), CryptoError> {
+        let master = Key::random();
+        let file = KeyFile::wrap(&master, passphrase, params)?;
+        Ok((file, Keyring::new(&master)))
+    }
+
+    fn wrap(master: &Key, passphrase: &[u8], params: KdfParams) -> Result<KeyFile, CryptoError> {
+        Ok(KeyFile {
+            format: KEY_FILE_FORMAT.into(),
+            version: 1,
+            key_id: key_id(master),
+            wrapped: WrappedKey::wrap(master, passphrase, params)?,
+        })
+    }
+
+    /// Opens the master key; a wrong passphrase is [`CryptoError::WrongPassphrase`].
+    pub fn unlock(&self, passphrase: &[u8]) -> Result<Keyring, CryptoError> {
+        self.check_format()?;
+        let master = self.wrapped.unwrap_key(passphrase)?;
+        if key_id(&master) != self.key_id {
+            return Err(CryptoError::Integrity(
+                "the key file's id does not match its key (the file was altered)".into(),
+            ));
+        }
+        Ok(Keyring::new(&master))
+    }
+
+    /// The same master key wrapped under `new` (nothing else changes).
+    pub fn rewrap(&self, old: &[u8], new: &[u8], params: KdfParams) -> Result<KeyFile, CryptoError> {
+        self.check_format()?;
+        let master = self.wrapped.unwrap_key(old)?;
+        KeyFile::wrap(&master, new, params)
+    }
+
+    fn check_format(&self) -> Result<(), CryptoError> {
+        if self.format != KEY_FILE_FORMAT || self.version != 1 {
+            return Err(CryptoError::Format {
+                what: "key file",
+                detail: format!("{:?} version {} (this build reads {KEY_FILE_FORMAT:?} 1)", self.format, self.version),
+            });
+        }
+        Ok(())
+    }
+
+    /// Parses the JSON form.
+    pub fn from_json(text: &[u8]) -> Result<KeyFile, CryptoError> {
+        let file: KeyFile = serde_json::from_slice(text).map_err(|e| CryptoError::Format {
+            what: "key file",
+            detail: e.to_string(),
+        })?;
+        file.check_format()?;
+        Ok(file)
+    }
+
+    /// The JSON form.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// The subkeys of an unlocked bucket. Zeroized when dropped.
+pub struct Keyring {
+    content: Key,
+    hash: Key,
+    metadata: Key,
+    names: Key,
+    id: String,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Keyring({})", self.id)
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LocalMeta {
+    content_type: String,
+    metadata: Metadata,
+}
+
+impl Keyring {
+    /// Derives the subkeys of `master`.
+    pub fn new(master: &Key) -> Keyring {
+        Keyring {
+            content: master.derive(Purpose::Content),
+            hash: master.derive(Purpose::Hash),
+            metadata: master.derive(Purpose::Metadata),
+            names: master.derive(Purpose::Names),
+            id: key_id(master),
+        }
+    }
+
+    /// The master key's id (as in [`KeyFile::key_id`]).
+    pub fn key_id(&self) -> &str {
+        &self.id
+    }
+
+    /// A hasher for keyed content hashes.
+    pub fn hasher(&self) -> blake3::Hasher {
+        blake3::Hasher::new_keyed(&self.hash.0)
+    }
+
+    /// The keyed content hash of `data`.
+    pub fn hash(&self, data: &[u8]) -> ContentHash {
+        ContentHash(super::keys::keyed_hash(&self.hash, data))
+    }
+
+    /// Seals a blob held in memory.
+    pub fn seal_blob(&self, data: &[u8]) -> Vec<u8> {
+        stream::seal(&self.content, BLOB_CONTEXT, data)
+    }
+
+    /// Opens a blob held in memory.
+    pub fn open_blob(&self, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        stream::open(&self.content, BLOB_CONTEXT, sealed)
+    }
+
+    /// A streaming blob sealer writing to `out`.
+    pub fn blob_sealer<W: std::io::Write>(&self, out: W) -> std::io::Result<Sealer<W>> {
+        Sealer::new(&self.content, BLOB_CONTEXT, out)
+    }
+
+    /// A streaming blob opener reading from `inner`.
+    pub fn blob_opener<R: std::io::Read>(&self, inner: R) -> std::io::Result<Opener<R>> {
+        Opener::new(&self.content, BLOB_CONTEXT, inner)
+    }
+
+    /// Seals a record with the metadata key, bound to `context`.
+    pub(crate) fn seal_record(&self, context: &[u8], data: &[u8]) -> Vec<u8> {
+        stream::seal(&self.metadata, context, data)
+    }
+
+    /// Opens a record sealed by [`Keyring::seal_record`].
+    pub(crate) fn open_record(&self, context: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        stream::open(&self.metadata, context, sealed).map(Zeroizing::new)
+    }
+
+    /// The index's metadata column for an object: its content type and user
+    /// metadata sealed together, bound to its key.
+    pub fn seal_local_meta(&self, key: &str, content_type: &str, metadata: &Metadata) -> String {
+        let record = LocalMeta {
+            content_type: content_type.to_owned(),
+            metadata: metadata.clone(),
+        };
+        let json = Zeroizing::new(serde_json::to_vec(&record).unwrap_or_default());
+        let sealed = self.seal_record(&local_context(key), &json);
+        format!("{SEALED_META_PREFIX}{}", B64.encode(sealed))
+    }
+
+    /// Opens a metadata column sealed by [`Keyring::seal_local_meta`] for `key`.
+    pub fn open_local_meta(&self, key: &str, column: &str) -> Result<(String, Metadata), CryptoError> {
+        let bad = |detail: &str| CryptoError::Format {
+            what: "sealed metadata",
+            detail: detail.to_owned(),
+        };
+        let text = column.strip_prefix(SEALED_META_PREFIX).ok_or_else(|| bad("no prefix"))?;
+        let sealed = B64.decode(text).map_err(|_| bad("not base64"))?;
+        let json = self.open_record(&local_context(key), &sealed)?;
+        let record: LocalMeta = serde_json::from_slice(&json).map_err(|e| bad(&e.to_string()))?;
+        Ok((record.content_type, record.metadata))
+    }
+
+    /// Encrypts a key name for the remote.
+    pub fn encrypt_name(&self, name: &str) -> Result<String, CryptoError> {
+        names::encrypt_name(&self.names, name)
+    }
+
+    /// Decrypts a remote name.
+    pub fn decrypt_name(&self, remote: &str) -> Result<String, CryptoError> {
+        names::decrypt_name(&self.names, remote)
+    }
+}
+
+fn local_context(key: &str) -> Vec<u8> {
+    let mut c = LOCAL_META_CONTEXT.to_vec();
+    c.extend_from_slice(key.as_bytes());
+    c
+}
+
+/// How long `name` is once encrypted (segments grow by the SIV tag, then base64).
+pub fn encrypted_name_len(name: &str) -> usize {
+    name.split('/')
+        .map(|s| (s.len() + 16).div_ceil(3) * 4 - pad(s.len() + 16))
+        .sum::<usize>()
+        + name.matches('/').count()
+}
+
+fn pad(n: usize) -> usize {
+    match n % 3 {
+        1 => 2,
+        2 => 1,
+        _ => 0,
+    }
+}

@@ -1,0 +1,681 @@
+//! Encrypted buckets end to end: round trips through real remotes, lock
+//! state, passphrases, mode mismatch, leak scans and tamper tests.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use ferry::remote::encrypted::{inspect, RemoteMode, KEY_FILE};
+use ferry::remote::folder::FolderRemote;
+use ferry::remote::SharedRemote;
+use ferry::{Body, Bucket, BucketConfig, Error, KdfParams, PutOptions, SyncConfig, SyncOptions};
+use tempfile::TempDir;
+use tokio::io::AsyncReadExt;
+
+use crate::sync::backends::{Folder, S3Location};
+use crate::sync::Backend;
+use crate::{files_under, pseudo_random};
+
+/// A cheap KDF cost for tests (the default is 64 MiB / 3 passes).
+pub const TEST_KDF: KdfParams = KdfParams {
+    m_kib: 256,
+    t: 1,
+    p: 1,
+};
+const PASS: &[u8] = b"correct horse battery staple";
+
+struct Device {
+    bucket: Bucket,
+    dir: TempDir,
+}
+
+impl Device {
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+fn fast_sync() -> SyncConfig {
+    SyncConfig {
+        retry_base_delay_ms: 5,
+        max_retries: 2,
+        ..SyncConfig::default()
+    }
+}
+
+/// The first device: creates an encrypted bucket and claims the remote.
+async fn first_device(remote: SharedRemote) -> Device {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = Bucket::create_encrypted(dir.path().join("b"), BucketConfig::default(), PASS, TEST_KDF)
+        .await
+        .unwrap();
+    bucket.set_sync_config(fast_sync()).await.unwrap();
+    bucket.attach(remote).await.unwrap();
+    Device { bucket, dir }
+}
+
+/// Another device joining the encrypted remote with the passphrase.
+async fn joining_device(remote: SharedRemote, passphrase: &[u8]) -> Device {
+    let RemoteMode::Encrypted(file) = inspect(remote.as_ref()).await.unwrap() else {
+        panic!("the remote should be encrypted");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = Bucket::create_joining(dir.path().join("b"), BucketConfig::default(), file, passphrase)
+        .await
+        .unwrap();
+    bucket.set_sync_config(fast_sync()).await.unwrap();
+    bucket.attach(remote).await.unwrap();
+    Device { bucket, dir }
+}
+
+fn opts(content_type: &str, meta: &[(&str, &str)]) -> PutOptions {
+    PutOptions {
+        content_type: Some(content_type.into()),
+        metadata: meta
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    }
+}
+
+async fn sync_clean(b: &Bucket) -> ferry::SyncReport {
+    let r = b.sync(SyncOptions::default()).await.unwrap();
+    assert!(r.errors.is_empty(), "sync errors: {:?}", r.errors);
+    assert!(r.conflicts.is_empty(), "conflicts: {:?}", r.conflicts);
+    r
+}
+
+/// Empty, inline, blob and chunk-boundary objects with metadata, through
+/// put → sync → second device → get.
+async fn round_trip(backend: &dyn Backend) {
+    let a = first_device(backend.remote()).await;
+    let sizes = [0usize, 1, 100, 64 * 1024, 64 * 1024 + 1, 200_000, 3 << 20];
+    for (i, size) in sizes.iter().enumerate() {
+        let data = pseudo_random(*size, i as u64);
+        a.bucket
+            .put(
+                &format!("dir/sub/obj-{i}.bin"),
+                data,
+                opts("application/x-test", &[("n", &i.to_string())]),
+            )
+            .await
+            .unwrap();
+    }
+    let pushed = sync_clean(&a.bucket).await;
+    assert_eq!(pushed.pushed, sizes.len() as u64);
+    let b = joining_device(backend.remote(), PASS).await;
+    let pulled = sync_clean(&b.bucket).await;
+    assert_eq!(pulled.pulled, sizes.len() as u64);
+    for (i, size) in sizes.iter().enumerate() {
+        let (meta, bytes) = b.bucket.get_bytes(&format!("dir/sub/obj-{i}.bin")).await.unwrap();
+        assert_eq!(bytes.len(), *size);
+        assert_eq!(&bytes[..], &pseudo_random(*size, i as u64)[..], "object {i}");
+        assert_eq!(meta.content_type, "application/x-test");
+        assert_eq!(meta.metadata.get("n").map(String::as_str), Some(&*i.to_string()));
+    }
+    // Changes and deletes flow back.
+    b.bucket.put("dir/sub/obj-1.bin", "changed", PutOptions::default()).await.unwrap();
+    b.bucket.delete("dir/sub/obj-2.bin").await.unwrap();
+    sync_clean(&b.bucket).await;
+    sync_clean(&a.bucket).await;
+    let (_, bytes) = a.bucket.get_bytes("dir/sub/obj-1.bin").await.unwrap();
+    assert_eq!(&bytes[..], b"changed");
+    assert!(!a.bucket.exists("dir/sub/obj-2.bin").await.unwrap());
+    // The remote lists no readable name.
+    for key in backend.foreign_keys().await {
+        assert!(!key.contains("obj-") && !key.contains("dir"), "readable remote name {key}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_folder() {
+    round_trip(&Folder::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_s3s() {
+    round_trip(&S3Location::s3s().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_moto() {
+    round_trip(&S3Location::moto()).await;
+}
+
+/// A reader of `left` pseudo-random bytes, produced in 1 MiB blocks as it
+/// is read (the same stream whatever the reads' sizes).
+struct Generated {
+    rng: crate::XorShift,
+    block: Vec<u8>,
+    pos: usize,
+    left: u64,
+}
+
+impl Generated {
+    fn new(seed: u64, len: u64) -> Self {
+        Generated {
+            rng: crate::XorShift::new(seed),
+            block: Vec::new(),
+            pos: 0,
+            left: len,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Generated {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.pos == self.block.len() {
+            let mut block = vec![0u8; 1 << 20];
+            self.rng.fill(&mut block);
+            self.block = block;
+            self.pos = 0;
+        }
+        let n = (buf.remaining() as u64)
+            .min(self.left)
+            .min((self.block.len() - self.pos) as u64) as usize;
+        let start = self.pos;
+        buf.put_slice(&self.block[start..start + n]);
+        self.pos += n;
+        self.left -= n as u64;
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+async fn hash_stream(mut r: impl tokio::io::AsyncRead + Unpin) -> (blake3::Hash, u64) {
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = r.read(&mut buf).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    (hasher.finalize(), total)
+}
+
+/// A multi-GiB object streams through both devices with bounded memory and
+/// arrives intact.
+async fn multi_gib(backend: &dyn Backend) {
+    const SIZE: u64 = (2 << 30) + 12345;
+    let a = first_device(backend.remote()).await;
+    let body = Body::from_reader(Generated::new(77, SIZE));
+    let meta = a.bucket.put("big/object", body, PutOptions::default()).await.unwrap();
+    assert_eq!(meta.size, SIZE);
+    sync_clean(&a.bucket).await;
+    drop(a);
+    let b = joining_device(backend.remote(), PASS).await;
+    sync_clean(&b.bucket).await;
+    let object = b.bucket.get("big/object").await.unwrap();
+    let got = hash_stream(object.body).await;
+    let want = hash_stream(Generated::new(77, SIZE)).await;
+    assert_eq!(got, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_gib_round_trip_folder() {
+    multi_gib(&Folder::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_gib_round_trip_s3s() {
+    multi_gib(&S3Location::s3s().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_passphrase_is_refused_and_creates_nothing() {
+    let folder = Folder::new();
+    let a = first_device(folder.remote()).await;
+    a.bucket.put("k", "v", PutOptions::default()).await.unwrap();
+    sync_clean(&a.bucket).await;
+    let RemoteMode::Encrypted(file) = inspect(folder.remote().as_ref()).await.unwrap() else {
+        panic!("not encrypted");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let err = Bucket::create_joining(dir.path().join("b"), BucketConfig::default(), file, b"wrong")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::WrongPassphrase), "{err}");
+    assert!(!dir.path().join("b").exists(), "nothing may be created");
+
+    let reopened = crate::reopen(a.bucket).await;
+    let err = reopened.unlock(b"wrong").await.unwrap_err();
+    assert!(matches!(err, Error::WrongPassphrase), "{err}");
+    assert!(reopened.is_locked());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_bucket_lists_and_reports_status_but_refuses_content() {
+    let folder = Folder::new();
+    let a = first_device(folder.remote()).await;
+    a.bucket
+        .put("notes/a.txt", "secret", opts("text/plain", &[("x", "y")]))
+        .await
+        .unwrap();
+    let bucket = crate::reopen(a.bucket).await;
+    assert!(bucket.is_encrypted());
+    assert!(bucket.is_locked());
+    for err in [
+        bucket.get("notes/a.txt").await.map(|_| ()).unwrap_err(),
+        bucket.head("notes/a.txt").await.map(|_| ()).unwrap_err(),
+        bucket.put("notes/b.txt", "x", PutOptions::default()).await.map(|_| ()).unwrap_err(),
+        bucket.delete("notes/a.txt").await.map(|_| ()).unwrap_err(),
+        bucket.attach(folder.remote()).await.map(|_| ()).unwrap_err(),
+    ] {
+        assert!(matches!(err, Error::Locked), "{err}");
+    }
+    let listed = bucket.list_all("").await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].key, "notes/a.txt");
+    assert_eq!(listed[0].size, 6);
+    assert_eq!(listed[0].content_type, "", "sealed while locked");
+    let status = bucket.status().await.unwrap();
+    assert_eq!(status.total, 1);
+
+    bucket.unlock(PASS).await.unwrap();
+    assert!(!bucket.is_locked());
+    let (meta, bytes) = bucket.get_bytes("notes/a.txt").await.unwrap();
+    assert_eq!(&bytes[..], b"secret");
+    assert_eq!(meta.content_type, "text/plain");
+    assert_eq!(meta.metadata.get("x").map(String::as_str), Some("y"));
+    bucket.lock().await.unwrap();
+    assert!(matches!(bucket.get("notes/a.txt").await.map(|_| ()), Err(Error::Locked)));
+    assert!(matches!(
+        bucket.sync(SyncOptions::default()).await.map(|_| ()),
+        Err(Error::Locked | Error::NoRemote)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_the_passphrase_rewraps_without_rewriting_data() {
+    let folder = Folder::new();
+    let a = first_device(folder.remote()).await;
+    a.bucket.put("big", pseudo_random(300_000, 1), PutOptions::default()).await.unwrap();
+    sync_clean(&a.bucket).await;
+    let before: Vec<(std::path::PathBuf, Vec<u8>)> = files_under(&a.path().join("b/blobs"))
+        .into_iter()
+        .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+        .collect();
+    let remote_before = files_under(folder.0.path())
+        .into_iter()
+        .filter(|p| !p.to_string_lossy().contains(".ferry"))
+        .map(|p| std::fs::read(&p).unwrap())
+        .collect::<Vec<_>>();
+
+    let err = a.bucket.change_passphrase(b"wrong", b"new pass", TEST_KDF).await.unwrap_err();
+    assert!(matches!(err, Error::WrongPassphrase), "{err}");
+    a.bucket.change_passphrase(PASS, b"new pass", TEST_KDF).await.unwrap();
+
+    let after: Vec<(std::path::PathBuf, Vec<u8>)> = files_under(&a.path().join("b/blobs"))
+        .into_iter()
+        .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+        .collect();
+    assert_eq!(before, after, "no blob is rewritten");
+    let remote_after = files_under(folder.0.path())
+        .into_iter()
+        .filter(|p| !p.to_string_lossy().contains(".ferry"))
+        .map(|p| std::fs::read(&p).unwrap())
+        .collect::<Vec<_>>();
+    assert_eq!(remote_before, remote_after, "no remote object is rewritten");
+
+    let reopened = crate::reopen(a.bucket).await;
+    assert!(matches!(reopened.unlock(PASS).await, Err(Error::WrongPassphrase)));
+    reopened.unlock(b"new pass").await.unwrap();
+    // A new device joins with the new passphrase, not the old.
+    let RemoteMode::Encrypted(file) = inspect(folder.remote().as_ref()).await.unwrap() else {
+        panic!("not encrypted");
+    };
+    assert!(matches!(file.unlock(PASS), Err(ferry::crypto::CryptoError::WrongPassphrase)));
+    let b = joining_device(folder.remote(), b"new pass").await;
+    sync_clean(&b.bucket).await;
+    let (_, bytes) = b.bucket.get_bytes("big").await.unwrap();
+    assert_eq!(&bytes[..], &pseudo_random(300_000, 1)[..]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mode_mismatch_is_refused_naming_the_remote_mode() {
+    // A plaintext bucket on an encrypted remote.
+    let encrypted = Folder::new();
+    let a = first_device(encrypted.remote()).await;
+    a.bucket.put("k", "v", PutOptions::default()).await.unwrap();
+    sync_clean(&a.bucket).await;
+    let (_t, plain) = crate::new_bucket().await;
+    let err = plain.attach(encrypted.remote()).await.unwrap_err();
+    assert!(
+        matches!(err, Error::RemoteMode { remote: "encrypted", local: "plaintext", .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("is encrypted"), "{err}");
+
+    // An encrypted bucket on a plaintext remote.
+    let plaintext = Folder::new();
+    plain.attach(plaintext.remote()).await.unwrap();
+    plain.put("k", "v", PutOptions::default()).await.unwrap();
+    sync_clean(&plain).await;
+    let dir = tempfile::tempdir().unwrap();
+    let enc = Bucket::create_encrypted(dir.path().join("b"), BucketConfig::default(), PASS, TEST_KDF)
+        .await
+        .unwrap();
+    let err = enc.attach(plaintext.remote()).await.unwrap_err();
+    assert!(
+        matches!(err, Error::RemoteMode { remote: "plaintext", local: "encrypted", .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("is plaintext"), "{err}");
+    assert!(
+        !plaintext.0.path().join(KEY_FILE).exists(),
+        "the plaintext remote is not claimed"
+    );
+
+    // Another encrypted bucket's remote.
+    let err = enc.attach(encrypted.remote()).await.unwrap_err();
+    assert!(matches!(err, Error::DifferentKey { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn equal_plaintexts_have_unrelated_hashes_across_buckets() {
+    let (x, y) = (Folder::new(), Folder::new());
+    let a = first_device(x.remote()).await;
+    let b = first_device(y.remote()).await;
+    let ha = a.bucket.put("same", "identical content", PutOptions::default()).await.unwrap().hash;
+    let hb = b.bucket.put("same", "identical content", PutOptions::default()).await.unwrap().hash;
+    assert_ne!(ha, hb);
+    assert_ne!(ha, ferry::ContentHash::of(b"identical content"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scopes_work_on_encrypted_names() {
+    let folder = Folder::new();
+    let a = first_device(folder.remote()).await;
+    for key in ["photos/2024/a.jpg", "photos/2025/b.jpg", "docs/c.txt", "photography/d"] {
+        a.bucket.put(key, key.to_owned(), PutOptions::default()).await.unwrap();
+    }
+    sync_clean(&a.bucket).await;
+    let b = joining_device(folder.remote(), PASS).await;
+    b.bucket.add_scope("photos/2024/").await.unwrap();
+    let keys: Vec<String> = b.bucket.list_all("").await.unwrap().into_iter().map(|m| m.key).collect();
+    assert_eq!(keys, vec!["photos/2024/a.jpg"]);
+    // A prefix that ends inside a segment still selects by name.
+    b.bucket.add_scope("photo").await.unwrap();
+    let keys: Vec<String> = b.bucket.list_all("").await.unwrap().into_iter().map(|m| m.key).collect();
+    assert_eq!(keys, vec!["photography/d", "photos/2024/a.jpg", "photos/2025/b.jpg"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlong_encrypted_names_are_refused_at_put() {
+    let folder = Folder::new();
+    let a = first_device(folder.remote()).await;
+    let key = "x".repeat(900);
+    let err = a.bucket.put(&key, "v", PutOptions::default()).await.unwrap_err();
+    assert!(matches!(err, Error::EncryptedKeyTooLong { .. }), "{err}");
+    assert!(err.is_invalid_input());
+}
+
+/// Searches every file under `dir` for `marker`; returns the files holding it.
+fn files_containing(dir: &Path, marker: &[u8]) -> Vec<std::path::PathBuf> {
+    files_under(dir)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(p)
+                .map(|data| data.windows(marker.len()).any(|w| w == marker))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// Writes objects whose content, content type, metadata values and names
+/// hold random markers, syncs them to `backend`, and scans the bytes of
+/// the remote store and of both devices' directories.
+async fn leak_scan(backend: &dyn Backend, remote_root: &Path) {
+    let tag = format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
+    let content = format!("CONTENTMARK{tag}");
+    let name = format!("NAMEMARK{tag}");
+    let meta = format!("METAMARK{tag}");
+    let ctype = format!("application/x-ctmark{tag}");
+    let a = first_device(backend.remote()).await;
+    let mut big = pseudo_random(3 << 20, 9);
+    big.extend_from_slice(content.repeat(1000).as_bytes());
+    a.bucket
+        .put(&format!("{name}/small-{name}.txt"), content.repeat(3), opts(&ctype, &[("note", &meta)]))
+        .await
+        .unwrap();
+    a.bucket
+        .put(&format!("{name}/big-{name}.bin"), big, opts(&ctype, &[("note", &meta)]))
+        .await
+        .unwrap();
+    sync_clean(&a.bucket).await;
+    let b = joining_device(backend.remote(), PASS).await;
+    sync_clean(&b.bucket).await;
+    let (_, bytes) = b.bucket.get_bytes(&format!("{name}/small-{name}.txt")).await.unwrap();
+    assert_eq!(bytes, content.repeat(3).as_bytes(), "the markers really were written");
+
+    for marker in [&content, &name, &meta, &tag] {
+        let found = files_containing(remote_root, marker.as_bytes());
+        assert!(found.is_empty(), "marker {marker:?} on the remote in {found:?}");
+    }
+    // Locally, names may stay readable (listing works while locked);
+    // content, content types and metadata may not.
+    for device in [&a, &b] {
+        for marker in [&content, &meta, &ctype] {
+            let found = files_containing(device.path(), marker.as_bytes());
+            assert!(found.is_empty(), "marker {marker:?} on local disk in {found:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leak_scan_folder() {
+    let folder = Folder::new();
+    let root = folder.0.path().to_owned();
+    leak_scan(&folder, &root).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leak_scan_s3s() {
+    let s3 = S3Location::s3s().await;
+    let root = s3.server_root().unwrap().to_owned();
+    leak_scan(&s3, &root).await;
+}
+
+/// The remote files of the objects (not `.ferry/`), by path.
+fn remote_objects(root: &Path) -> Vec<std::path::PathBuf> {
+    files_under(root)
+        .into_iter()
+        .filter(|p| !p.strip_prefix(root).unwrap().starts_with(".ferry"))
+        .collect()
+}
+
+/// The remote file holding `key`, found by its encrypted name's length
+/// among files that device `b` can map (one key per test setup).
+fn remote_file_of(root: &Path, keys: &ferry::crypto::keyring::Keyring, key: &str) -> std::path::PathBuf {
+    root.join(keys.encrypt_name(key).unwrap())
+}
+
+/// Tampering with the remote copy: each kind is an integrity error for that
+/// key alone, the good local copy stays, and the rest of the sync goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_tampering_is_detected_per_key_and_the_rest_syncs() {
+    let folder = Folder::new();
+    let root = folder.0.path().to_owned();
+    let a = first_device(folder.remote()).await;
+    let keys = a.bucket.key_file().unwrap().unlock(PASS).unwrap();
+    let names = ["flip-body", "flip-envelope", "truncate", "swap-1", "swap-2", "replay", "good"];
+    for (i, k) in names.iter().enumerate() {
+        let data = pseudo_random(100_000 + i, i as u64);
+        a.bucket.put(k, data, PutOptions::default()).await.unwrap();
+    }
+    sync_clean(&a.bucket).await;
+    let b = joining_device(folder.remote(), PASS).await;
+    sync_clean(&b.bucket).await;
+    let replay_v1 = std::fs::read(remote_file_of(&root, &keys, "replay")).unwrap();
+
+    // New versions everywhere, so device B has something to pull.
+    for (i, k) in names.iter().enumerate() {
+        let data = pseudo_random(120_000 + i, 100 + i as u64);
+        a.bucket.put(k, data, PutOptions::default()).await.unwrap();
+    }
+    sync_clean(&a.bucket).await;
+    assert_eq!(remote_objects(&root).len(), names.len());
+
+    let edit = |key: &str, f: &dyn Fn(&mut Vec<u8>)| {
+        let path = remote_file_of(&root, &keys, key);
+        let mut data = std::fs::read(&path).unwrap();
+        f(&mut data);
+        std::fs::write(&path, data).unwrap();
+    };
+    edit("flip-body", &|d| {
+        let at = d.len() - 5000;
+        d[at] ^= 1;
+    });
+    edit("flip-envelope", &|d| d[40] ^= 0x80);
+    edit("truncate", &|d| d.truncate(d.len() - 17));
+    let s1 = remote_file_of(&root, &keys, "swap-1");
+    let s2 = remote_file_of(&root, &keys, "swap-2");
+    let (d1, d2) = (std::fs::read(&s1).unwrap(), std::fs::read(&s2).unwrap());
+    std::fs::write(&s1, &d2).unwrap();
+    std::fs::write(&s2, &d1).unwrap();
+    // Replay: the old body behind the current envelope.
+    edit("replay", &|d| {
+        let envelope_len = 12 + u32::from_be_bytes([d[8], d[9], d[10], d[11]]) as usize;
+        let old_envelope_len =
+            12 + u32::from_be_bytes([replay_v1[8], replay_v1[9], replay_v1[10], replay_v1[11]]) as usize;
+        let mut spliced = d[..envelope_len].to_vec();
+        spliced.extend_from_slice(&replay_v1[old_envelope_len..]);
+        *d = spliced;
+    });
+
+    let report = b.bucket.sync(SyncOptions::default()).await.unwrap();
+    let failed: Vec<&str> = report.errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        failed,
+        vec!["flip-body", "flip-envelope", "replay", "swap-1", "swap-2", "truncate"],
+        "{:?}",
+        report.errors
+    );
+    for e in &report.errors {
+        assert!(
+            e.cause.contains("integrity") || e.cause.contains("corrupt"),
+            "{}: {}",
+            e.key,
+            e.cause
+        );
+        assert!(e.cause.contains(&e.key), "the error names the key: {}", e.cause);
+        assert!(!e.retryable, "{}", e.cause);
+    }
+    assert_eq!(report.pulled, 1, "the untouched object still syncs");
+    let (_, good) = b.bucket.get_bytes("good").await.unwrap();
+    assert_eq!(&good[..], &pseudo_random(120_006, 106)[..]);
+    // The good local copies (version 1) are kept.
+    for (i, k) in names.iter().enumerate().take(6) {
+        let (_, bytes) = b.bucket.get_bytes(k).await.unwrap();
+        assert_eq!(&bytes[..], &pseudo_random(100_000 + i, i as u64)[..], "{k}");
+    }
+}
+
+/// Tampering with local sealed content and metadata is an integrity error
+/// naming the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_tampering_is_detected() {
+    let folder = Folder::new();
+    let a = first_device(folder.remote()).await;
+    let big = a.bucket.put("big", pseudo_random(500_000, 3), PutOptions::default()).await.unwrap();
+    a.bucket.put("small", "tiny secret", opts("text/plain", &[("a", "b")])).await.unwrap();
+    a.bucket.put("other", "other secret", opts("text/plain", &[("c", "d")])).await.unwrap();
+    let dir = a.bucket.dir().to_owned();
+    let bucket = crate::reopen(a.bucket).await;
+    bucket.unlock(PASS).await.unwrap();
+
+    // A flipped byte in a sealed blob file.
+    let path = crate::blob_path(&dir, &big.hash);
+    let mut data = std::fs::read(&path).unwrap();
+    data[300_000] ^= 4;
+    std::fs::write(&path, &data).unwrap();
+    let mut object = bucket.get("big").await.unwrap();
+    let mut sink = Vec::new();
+    let err = object.body.read_to_end(&mut sink).await.unwrap_err();
+    let err = Error::from_body_io(err);
+    assert!(matches!(&err, Error::Corrupt { key, .. } if key == "big"), "{err}");
+
+    // Sealed inline content and metadata rows, edited in the index.
+    let conn = rusqlite::Connection::open(dir.join(ferry::INDEX_FILE)).unwrap();
+    let rows: Vec<(Vec<u8>, Vec<u8>)> = conn
+        .prepare("SELECT hash, data FROM small_blobs")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for (hash, mut data) in rows {
+        let last = data.len() - 1;
+        data[last] ^= 1;
+        conn.execute("UPDATE small_blobs SET data = ?2 WHERE hash = ?1", rusqlite::params![hash, data])
+            .unwrap();
+    }
+    let err = bucket.get_bytes("small").await.unwrap_err();
+    assert!(matches!(&err, Error::Corrupt { key, .. } if key == "small"), "{err}");
+    // Swapping two objects' sealed metadata is caught (it is bound to the key).
+    conn.execute(
+        "UPDATE objects SET metadata = (SELECT metadata FROM objects WHERE key = 'other') WHERE key = 'small'",
+        [],
+    )
+    .unwrap();
+    let err = bucket.head("small").await.unwrap_err();
+    assert!(matches!(&err, Error::Corrupt { key, .. } if key == "small"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_objects_on_an_encrypted_remote_are_reported_not_pulled() {
+    let folder = Folder::new();
+    let a = first_device(folder.remote()).await;
+    a.bucket.put("mine", "ok", PutOptions::default()).await.unwrap();
+    sync_clean(&a.bucket).await;
+    folder.foreign_put("plain-file.txt", b"not encrypted", "text/plain").await;
+    let b = joining_device(folder.remote(), PASS).await;
+    let report = b.bucket.sync(SyncOptions::default()).await.unwrap();
+    assert_eq!(report.pulled, 1);
+    assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+    assert_eq!(report.errors[0].key, "plain-file.txt");
+    assert!(report.errors[0].cause.contains("does not decrypt"));
+    assert!(!b.bucket.exists("plain-file.txt").await.unwrap());
+}
+
+/// The lazy strategy learns encrypted objects (metadata from the envelope)
+/// and fetches them on first read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lazy_pull_learns_sealed_metadata() {
+    let folder = Folder::new();
+    let a = first_device(folder.remote()).await;
+    a.bucket.put("doc", "lazy content", opts("text/x-lazy", &[("k", "v")])).await.unwrap();
+    sync_clean(&a.bucket).await;
+    let b = joining_device(folder.remote(), PASS).await;
+    b.bucket
+        .set_sync_config(SyncConfig {
+            strategy: ferry::plan::PullStrategy::Lazy,
+            ..fast_sync()
+        })
+        .await
+        .unwrap();
+    sync_clean(&b.bucket).await;
+    let meta = b.bucket.head("doc").await.unwrap();
+    assert_eq!(meta.content_type, "text/x-lazy");
+    assert_eq!(meta.metadata.get("k").map(String::as_str), Some("v"));
+    let (_, bytes) = b.bucket.get_bytes("doc").await.unwrap();
+    assert_eq!(&bytes[..], b"lazy content");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_folder_remote_is_claimed_once() {
+    let folder = Folder::new();
+    let remote: SharedRemote = Arc::new(FolderRemote::new(folder.0.path()).unwrap());
+    assert_eq!(inspect(remote.as_ref()).await.unwrap(), RemoteMode::Empty);
+    let a = first_device(remote.clone()).await;
+    let RemoteMode::Encrypted(file) = inspect(remote.as_ref()).await.unwrap() else {
+        panic!("claimed");
+    };
+    assert_eq!(Some(file), a.bucket.key_file());
+}
