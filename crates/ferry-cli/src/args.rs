@@ -24,6 +24,10 @@ pub struct Global {
     /// Print no progress bars or confirmations.
     #[arg(long, short, global = true)]
     pub quiet: bool,
+    /// Read an encrypted bucket's passphrase from the first line of FILE
+    /// (default: $FERRY_PASSPHRASE, then a prompt on a terminal).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -70,6 +74,39 @@ pub enum Command {
     Cache(CacheArgs),
     /// Stop syncing and, with --clear-local, delete the local data.
     Destroy(DestroyArgs),
+    /// Change an encrypted bucket's passphrase (re-wraps its key; no data is rewritten).
+    Passwd(PasswdArgs),
+}
+
+/// Argon2id cost of a new passphrase.
+#[derive(Debug, Args)]
+pub struct KdfArgs {
+    /// Argon2id memory in MiB (at least 64 recommended).
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    pub kdf_memory: u32,
+    /// Argon2id passes.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub kdf_passes: u32,
+}
+
+impl KdfArgs {
+    pub fn params(&self) -> ferry::KdfParams {
+        ferry::KdfParams {
+            m_kib: self.kdf_memory.saturating_mul(1024),
+            t: self.kdf_passes,
+            p: 1,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct PasswdArgs {
+    /// Read the new passphrase from the first line of FILE
+    /// (default: $FERRY_NEW_PASSPHRASE, then asked twice at a terminal).
+    #[arg(long, value_name = "FILE")]
+    pub new_passphrase_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub kdf: KdfArgs,
 }
 
 #[derive(Debug, Args)]
@@ -218,6 +255,13 @@ pub struct InitArgs {
     /// Path-style S3 addressing (needed by most self-hosted stores).
     #[arg(long, requires = "remote")]
     pub path_style: bool,
+    /// Encrypt end to end: a random key wrapped under a passphrase
+    /// (asked twice, or $FERRY_PASSPHRASE / --passphrase-file). Not needed
+    /// to join an encrypted remote: that is detected.
+    #[arg(long)]
+    pub encrypt: bool,
+    #[command(flatten)]
+    pub kdf: KdfArgs,
 }
 
 #[derive(Debug, Args)]

@@ -90,7 +90,7 @@ pub async fn pin(global: &Global, args: KeysArgs, pinned: bool) -> Result<(), Co
     for key in &args.keys {
         ferry::validate_key(key).map_err(ferry::Error::from)?;
     }
-    let bucket = locate::open(global).await?;
+    let bucket = locate::open_locked(global).await?;
     let keys: Vec<&str> = args.keys.iter().map(String::as_str).collect();
     let found = if pinned {
         bucket.pin(&keys).await?
@@ -142,7 +142,7 @@ pub fn parse_size(text: &str) -> Result<u64, CommandError> {
 }
 
 pub async fn cache(global: &Global, args: CacheArgs) -> Result<(), CommandError> {
-    let bucket = locate::open(global).await?;
+    let bucket = locate::open_locked(global).await?;
     match args.command.unwrap_or(CacheCommand::Usage) {
         CacheCommand::Usage => {
             let u = bucket.cache_usage().await?;
@@ -178,7 +178,7 @@ pub async fn cache(global: &Global, args: CacheArgs) -> Result<(), CommandError>
 }
 
 pub async fn destroy(global: &Global, args: DestroyArgs) -> Result<(), CommandError> {
-    let bucket = locate::open(global).await?;
+    let bucket = locate::open_locked(global).await?;
     let dir = bucket.dir().to_owned();
     if !args.yes {
         if !std::io::stdin().is_terminal() {
@@ -209,6 +209,33 @@ pub async fn destroy(global: &Global, args: DestroyArgs) -> Result<(), CommandEr
                 ""
             }
         );
+    }
+    Ok(())
+}
+
+pub async fn passwd(global: &Global, args: crate::args::PasswdArgs) -> Result<(), CommandError> {
+    let dir = locate::bucket_dir(global)?;
+    let bucket = ferry::Bucket::open(&dir).await?;
+    if !bucket.is_encrypted() {
+        return Err(ferry::Error::NotEncrypted.into());
+    }
+    let old = crate::passphrase::existing(global)?;
+    bucket.unlock(old.as_bytes()).await?;
+    // The remote's copy of the key changes too, so a remote must be reachable.
+    if bucket.remote_spec()?.is_some() {
+        let file = crate::config::load(&dir)?;
+        let spec = crate::config::with_env_defaults(bucket.remote_spec()?.unwrap_or_default());
+        let remote = spec
+            .build(&crate::config::credentials(&file))
+            .map_err(ferry::Error::from)?;
+        bucket.attach(remote).await?;
+    }
+    let new = crate::passphrase::new(global, args.new_passphrase_file.as_deref(), false)?;
+    bucket
+        .change_passphrase(old.as_bytes(), new.as_bytes(), args.kdf.params())
+        .await?;
+    if !global.quiet {
+        eprintln!("passphrase changed (the key was re-wrapped; no data was rewritten)");
     }
     Ok(())
 }

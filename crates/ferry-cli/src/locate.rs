@@ -37,8 +37,19 @@ fn find_upwards(start: &Path) -> Option<PathBuf> {
         .find(|candidate| candidate.join(ferry::INDEX_FILE).is_file())
 }
 
-/// Opens the bucket the command should use.
+/// Opens the bucket the command should use, unlocked if it is encrypted.
 pub async fn open(global: &Global) -> Result<Bucket, CommandError> {
     let dir = bucket_dir(global)?;
-    Ok(Bucket::open(&dir).await?)
+    let bucket = Bucket::open(&dir).await?;
+    crate::passphrase::unlock(global, &bucket).await?;
+    Ok(bucket)
+}
+
+/// Opens the bucket for a command that works while it is locked (listing,
+/// status): unlocked only when a passphrase was given, never prompting.
+pub async fn open_locked(global: &Global) -> Result<Bucket, CommandError> {
+    let dir = bucket_dir(global)?;
+    let bucket = Bucket::open(&dir).await?;
+    crate::passphrase::unlock_if_given(global, &bucket).await?;
+    Ok(bucket)
 }

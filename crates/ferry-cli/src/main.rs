@@ -9,6 +9,7 @@ mod command_error;
 mod config;
 mod live;
 mod locate;
+mod passphrase;
 mod objects;
 mod output;
 mod syncing;
@@ -67,5 +68,6 @@ async fn run(cli: Cli) -> Result<(), CommandError> {
         Command::Unpin(a) => live::pin(&global, a, false).await,
         Command::Cache(a) => live::cache(&global, a).await,
         Command::Destroy(a) => live::destroy(&global, a).await,
+        Command::Passwd(a) => live::passwd(&global, a).await,
     }
 }

@@ -13,28 +13,55 @@ use crate::locate;
 use crate::output::{byte_bar, human_size, object_json, rfc3339, LARGE_TRANSFER};
 
 pub async fn init(global: &Global, args: InitArgs) -> Result<(), CommandError> {
+    use ferry::remote::encrypted::RemoteMode;
     let dir = global.bucket.clone().unwrap_or(args.dir);
-    // Check the remote answers before anything is written locally.
-    let spec = match &args.remote {
+    if dir.join(ferry::INDEX_FILE).exists() {
+        return Err(ferry::Error::AlreadyExists { path: dir }.into());
+    }
+    // Check the remote answers (and what it holds) before anything is written locally.
+    let (spec, mode) = match &args.remote {
         Some(url) => {
             let spec = crate::syncing::spec_from(url, args.endpoint, args.region, args.path_style)?;
-            crate::syncing::probe_spec(&spec, &dir).await?;
-            Some(spec)
+            let mode = crate::syncing::probe_spec(&spec, &dir).await?;
+            (Some(spec), mode)
         }
-        None => None,
+        None => (None, RemoteMode::Empty),
     };
-    let bucket = Bucket::create(&dir, BucketConfig::default()).await?;
+    let config = BucketConfig::default();
+    let bucket = match mode {
+        RemoteMode::Plaintext if args.encrypt => {
+            return Err(ferry::Error::RemoteMode {
+                endpoint: args.remote.unwrap_or_default(),
+                remote: "plaintext",
+                local: "encrypted",
+            }
+            .into())
+        }
+        RemoteMode::Encrypted(file) => {
+            if !global.quiet {
+                eprintln!("The remote is encrypted: unlocking it with its passphrase.");
+            }
+            let pass = crate::passphrase::existing(global)?;
+            Bucket::create_joining(&dir, config, file, pass.as_bytes()).await?
+        }
+        _ if args.encrypt => {
+            let pass = crate::passphrase::new(global, None, true)?;
+            Bucket::create_encrypted(&dir, config, pass.as_bytes(), args.kdf.params()).await?
+        }
+        _ => Bucket::create(&dir, config).await?,
+    };
     if let Some(spec) = spec {
         bucket.set_remote(spec).await?;
     }
     if !global.quiet {
         let shown = std::path::absolute(&dir).unwrap_or(dir);
+        let kind = if bucket.is_encrypted() { "an encrypted" } else { "a" };
         match &args.remote {
             Some(url) => println!(
-                "Created a ferry bucket in {} syncing with {url}",
+                "Created {kind} ferry bucket in {} syncing with {url}",
                 shown.display()
             ),
-            None => println!("Created an empty ferry bucket in {}", shown.display()),
+            None => println!("Created {kind} empty ferry bucket in {}", shown.display()),
         }
     }
     Ok(())
@@ -203,7 +230,7 @@ pub async fn cat(global: &Global, args: CatArgs) -> Result<(), CommandError> {
 }
 
 pub async fn ls(global: &Global, args: LsArgs) -> Result<(), CommandError> {
-    let bucket = locate::open(global).await?;
+    let bucket = locate::open_locked(global).await?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut opts = ListOptions::prefix(args.prefix.clone()).limit(1000);
     if args.dirs {

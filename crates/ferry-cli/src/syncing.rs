@@ -18,6 +18,7 @@ use crate::output::{human_size, rfc3339};
 pub async fn open_connected(global: &Global) -> Result<Bucket, CommandError> {
     let dir = locate::bucket_dir(global)?;
     let bucket = Bucket::open(&dir).await?;
+    crate::passphrase::unlock(global, &bucket).await?;
     let file = config::load(&dir)?;
     if let Some(sync) = file.sync {
         if bucket.sync_config()? != sync {
@@ -39,7 +40,11 @@ pub async fn open_connected(global: &Global) -> Result<Bucket, CommandError> {
 }
 
 /// Checks a remote before anything is written locally (used by `init --remote`).
-pub async fn probe_spec(spec: &RemoteSpec, dir: &std::path::Path) -> Result<(), CommandError> {
+/// Returns what the remote holds (encrypted, plaintext or empty).
+pub async fn probe_spec(
+    spec: &RemoteSpec,
+    dir: &std::path::Path,
+) -> Result<ferry::remote::encrypted::RemoteMode, CommandError> {
     let file = config::load(dir).unwrap_or_default();
     let spec = config::with_env_defaults(spec.clone());
     let remote = spec
@@ -48,7 +53,46 @@ pub async fn probe_spec(spec: &RemoteSpec, dir: &std::path::Path) -> Result<(), 
     ferry::remote::emulated::probe(remote.as_ref(), "ferry-init")
         .await
         .map_err(ferry::Error::from)?;
-    Ok(())
+    Ok(ferry::remote::encrypted::inspect(remote.as_ref())
+        .await
+        .map_err(ferry::Error::from)?)
+}
+
+/// Refuses a remote whose encryption mode differs from the bucket's.
+pub fn check_mode(
+    bucket: &Bucket,
+    url: &str,
+    mode: &ferry::remote::encrypted::RemoteMode,
+) -> Result<(), CommandError> {
+    use ferry::remote::encrypted::RemoteMode;
+    let local = if bucket.is_encrypted() { "encrypted" } else { "plaintext" };
+    let clash = match mode {
+        RemoteMode::Empty => None,
+        RemoteMode::Plaintext if bucket.is_encrypted() => Some("plaintext"),
+        RemoteMode::Encrypted(_) if !bucket.is_encrypted() => Some("encrypted"),
+        RemoteMode::Encrypted(file) => {
+            let mine = bucket.key_file().map(|k| k.key_id).unwrap_or_default();
+            if file.key_id != mine {
+                return Err(ferry::Error::DifferentKey {
+                    endpoint: url.to_owned(),
+                    remote_key_id: file.key_id.clone(),
+                    local_key_id: mine,
+                }
+                .into());
+            }
+            None
+        }
+        RemoteMode::Plaintext => None,
+    };
+    match clash {
+        Some(remote) => Err(ferry::Error::RemoteMode {
+            endpoint: url.to_owned(),
+            remote,
+            local,
+        }
+        .into()),
+        None => Ok(()),
+    }
 }
 
 pub fn spec_from(
@@ -68,7 +112,7 @@ pub fn spec_from(
 }
 
 pub async fn remote(global: &Global, args: RemoteArgs) -> Result<(), CommandError> {
-    let bucket = locate::open(global).await?;
+    let bucket = locate::open_locked(global).await?;
     match args.command {
         RemoteCommand::Show { json } => {
             let spec = bucket.remote_spec()?;
@@ -96,7 +140,8 @@ pub async fn remote(global: &Global, args: RemoteArgs) -> Result<(), CommandErro
             path_style,
         } => {
             let spec = spec_from(&url, endpoint, region, path_style)?;
-            probe_spec(&spec, bucket.dir()).await?;
+            let mode = probe_spec(&spec, bucket.dir()).await?;
+            check_mode(&bucket, &url, &mode)?;
             bucket.set_remote(spec).await?;
             if !global.quiet {
                 eprintln!("remote set to {url}");
@@ -211,7 +256,7 @@ fn print_summary(r: &SyncReport, dry_run: bool) {
 }
 
 pub async fn status(global: &Global, args: StatusArgs) -> Result<(), CommandError> {
-    let bucket = locate::open(global).await?;
+    let bucket = locate::open_locked(global).await?;
     let s = bucket.status().await?;
     if args.json {
         let v = json!({
@@ -219,6 +264,7 @@ pub async fn status(global: &Global, args: StatusArgs) -> Result<(), CommandErro
             "conflicts": s.conflicts, "pending_delete": s.pending_delete, "orphan": s.orphan,
             "cache_size": s.cache_size, "failed": s.failed, "remote": s.remote,
             "leader": s.leader, "leader_pid": s.leader_pid,
+            "encrypted": s.encrypted, "locked": s.locked,
         });
         println!(
             "{}",
@@ -228,6 +274,14 @@ pub async fn status(global: &Global, args: StatusArgs) -> Result<(), CommandErro
         println!(
             "remote:         {}",
             s.remote.as_deref().unwrap_or("(none)")
+        );
+        println!(
+            "encryption:     {}",
+            match (s.encrypted, s.locked) {
+                (false, _) => "none",
+                (true, true) => "end to end (locked)",
+                (true, false) => "end to end (unlocked)",
+            }
         );
         println!("objects:        {}", s.total);
         println!("synced:         {}", s.synced);
@@ -250,7 +304,7 @@ pub async fn status(global: &Global, args: StatusArgs) -> Result<(), CommandErro
 }
 
 pub async fn conflicts(global: &Global, args: ConflictsArgs) -> Result<(), CommandError> {
-    let bucket = locate::open(global).await?;
+    let bucket = locate::open_locked(global).await?;
     let list = bucket.conflicts().await?;
     if args.json {
         let v: Vec<_> = list
@@ -302,7 +356,7 @@ pub async fn resolve(global: &Global, args: ResolveArgs) -> Result<(), CommandEr
 pub async fn scope(global: &Global, args: ScopeArgs) -> Result<(), CommandError> {
     match args.command {
         ScopeCommand::Ls => {
-            let bucket = locate::open(global).await?;
+            let bucket = locate::open_locked(global).await?;
             for s in bucket.scopes()? {
                 println!("{}", if s.is_empty() { "(everything)" } else { &s });
             }
@@ -315,7 +369,7 @@ pub async fn scope(global: &Global, args: ScopeArgs) -> Result<(), CommandError>
             }
         }
         ScopeCommand::Rm { prefix } => {
-            let bucket = locate::open(global).await?;
+            let bucket = locate::open_locked(global).await?;
             bucket.remove_scope(&prefix).await?;
             if !global.quiet {
                 eprintln!("removed scope {prefix:?}; its local objects stay, as orphans");

@@ -182,6 +182,10 @@ pub struct Status {
     pub leader: bool,
     /// The pid of the process that runs it, when one does.
     pub leader_pid: Option<u32>,
+    /// Whether the bucket is encrypted end to end.
+    pub encrypted: bool,
+    /// Whether it is encrypted and locked in this process.
+    pub locked: bool,
 }
 
 /// How to settle a conflict.
@@ -580,6 +584,8 @@ impl Bucket {
         status.remote = self.remote_spec()?.map(|s| s.url);
         status.leader = self.is_leader();
         status.leader_pid = self.leader_pid();
+        status.encrypted = self.is_encrypted();
+        status.locked = self.is_locked();
         let probes: BTreeMap<String, ProbeResult> =
             self.setting_json("probes")?.unwrap_or_default();
         status.conditional_writes = self
