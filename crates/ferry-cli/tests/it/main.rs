@@ -4,6 +4,7 @@
 
 mod cli;
 mod crash;
+mod encryption;
 mod live;
 mod multiprocess;
 mod support;

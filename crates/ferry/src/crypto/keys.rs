@@ -216,6 +216,15 @@ impl WrappedKey {
         Ok(Key(key))
     }
 
+    /// The KDF cost recorded in the wrapped key (as stored; not yet range-checked).
+    pub fn kdf_params(&self) -> KdfParams {
+        KdfParams {
+            m_kib: self.kdf.m_kib,
+            t: self.kdf.t,
+            p: self.kdf.p,
+        }
+    }
+
     /// Re-wraps the same master key under a new passphrase (no data changes).
     pub fn rewrap(&self, old: &[u8], new: &[u8], params: KdfParams) -> Result<Self, CryptoError> {
         let master = self.unwrap_key(old)?;

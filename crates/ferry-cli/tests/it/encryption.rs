@@ -1,0 +1,147 @@
+//! Encrypted buckets through the real binary: init --encrypt, a second
+//! device joining, passphrase sources, passwd, mode mismatch.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use crate::support::{stderr, stdout, FERRY};
+
+/// Runs ferry on bucket `root/<bucket>`; `pass` sets FERRY_PASSPHRASE.
+fn ferry(root: &Path, bucket: &str, pass: Option<&str>, args: &[&str], stdin: &[u8]) -> Output {
+    use std::io::Write;
+    let mut cmd = Command::new(FERRY);
+    cmd.current_dir(root)
+        .env_remove("FERRY_BUCKET")
+        .env_remove("FERRY_PASSPHRASE")
+        .env_remove("FERRY_NEW_PASSPHRASE")
+        .arg("--bucket")
+        .arg(root.join(bucket))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(p) = pass {
+        cmd.env("FERRY_PASSPHRASE", p);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin).unwrap();
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn ok(o: Output) -> Output {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        stdout(&o),
+        stderr(&o)
+    );
+    o
+}
+
+fn fails(o: Output) -> String {
+    assert!(!o.status.success(), "should fail: {}", stdout(&o));
+    stderr(&o)
+}
+
+/// A cheap KDF for tests; the default is 64 MiB / 3 passes.
+const KDF: [&str; 4] = ["--kdf-memory", "1", "--kdf-passes", "1"];
+
+#[test]
+fn encrypted_buckets_through_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let url = format!("file://{}", root.join("remote").display());
+    let pass = Some("s3cret words");
+
+    // init --encrypt without any passphrase source (no terminal) is refused.
+    let err = fails(ferry(root, "a", None, &["init", "--encrypt", "--remote", &url], b""));
+    assert!(err.contains("passphrase"), "{err}");
+    assert!(!root.join("a").exists());
+
+    let mut init = vec!["init", "--encrypt", "--remote", &url];
+    init.extend(KDF);
+    let out = ok(ferry(root, "a", pass, &init, b""));
+    assert!(stdout(&out).contains("encrypted"), "{}", stdout(&out));
+    ok(ferry(root, "a", pass, &["put", "docs/plan.txt", "--meta", "who=ann"], b"the plan"));
+    ok(ferry(root, "a", pass, &["sync"], b""));
+
+    // Without the passphrase: listing and status work, content does not.
+    let ls = ok(ferry(root, "a", None, &["ls"], b""));
+    assert!(stdout(&ls).contains("docs/plan.txt"));
+    let status = ok(ferry(root, "a", None, &["status", "--json"], b""));
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(v["encrypted"], true);
+    assert_eq!(v["locked"], true);
+    let err = fails(ferry(root, "a", None, &["cat", "docs/plan.txt"], b""));
+    assert!(err.contains("encrypted") && err.contains("FERRY_PASSPHRASE"), "{err}");
+    let err = fails(ferry(root, "a", Some("wrong"), &["cat", "docs/plan.txt"], b""));
+    assert!(err.contains("wrong passphrase"), "{err}");
+
+    // --passphrase-file works too.
+    std::fs::write(root.join("pass.txt"), "s3cret words\n").unwrap();
+    let pf = root.join("pass.txt");
+    let pf = pf.to_str().unwrap();
+    let cat = ok(ferry(root, "a", None, &["--passphrase-file", pf, "cat", "docs/plan.txt"], b""));
+    assert_eq!(cat.stdout, b"the plan");
+
+    // A second device: init --remote detects the encryption.
+    let err = fails(ferry(root, "b", Some("wrong"), &["init", "--remote", &url], b""));
+    assert!(err.contains("wrong passphrase"), "{err}");
+    assert!(!root.join("b").exists(), "a wrong passphrase creates nothing");
+    let out = ok(ferry(root, "b", pass, &["init", "--remote", &url], b""));
+    assert!(stderr(&out).contains("encrypted"), "{}", stderr(&out));
+    ok(ferry(root, "b", pass, &["sync"], b""));
+    let stat = ok(ferry(root, "b", pass, &["stat", "docs/plan.txt", "--json"], b""));
+    let v: serde_json::Value = serde_json::from_slice(&stat.stdout).unwrap();
+    assert_eq!(v["metadata"]["who"], "ann");
+    let cat = ok(ferry(root, "b", pass, &["cat", "docs/plan.txt"], b""));
+    assert_eq!(cat.stdout, b"the plan");
+
+    // passwd re-wraps the key; the old passphrase stops working.
+    let mut passwd = vec!["passwd"];
+    passwd.extend(KDF);
+    let mut cmd_env = ferry_env(root, "a", &passwd, pass, Some("new words"));
+    ok(cmd_env.output().unwrap());
+    let err = fails(ferry(root, "a", pass, &["cat", "docs/plan.txt"], b""));
+    assert!(err.contains("wrong passphrase"), "{err}");
+    ok(ferry(root, "a", Some("new words"), &["cat", "docs/plan.txt"], b""));
+    // A third device joins with the new one.
+    ok(ferry(root, "c", Some("new words"), &["init", "--remote", &url], b""));
+
+    // Mode mismatch: a plaintext bucket pointed at the encrypted remote.
+    ok(ferry(root, "p", None, &["init"], b""));
+    let err = fails(ferry(root, "p", None, &["remote", "set", &url], b""));
+    assert!(err.contains("is encrypted"), "{err}");
+    // And --encrypt against a plaintext remote.
+    let plain_url = format!("file://{}", root.join("plain-remote").display());
+    ok(ferry(root, "q", None, &["init", "--remote", &plain_url], b""));
+    ok(ferry(root, "q", None, &["put", "x"], b"plain"));
+    ok(ferry(root, "q", None, &["sync"], b""));
+    let mut init = vec!["init", "--encrypt", "--remote", &plain_url];
+    init.extend(KDF);
+    let err = fails(ferry(root, "r", pass, &init, b""));
+    assert!(err.contains("is plaintext"), "{err}");
+    assert!(!root.join("r").exists());
+}
+
+fn ferry_env(root: &Path, bucket: &str, args: &[&str], pass: Option<&str>, new: Option<&str>) -> Command {
+    let mut cmd = Command::new(FERRY);
+    cmd.current_dir(root)
+        .env_remove("FERRY_BUCKET")
+        .env_remove("FERRY_PASSPHRASE")
+        .env_remove("FERRY_NEW_PASSPHRASE")
+        .arg("--bucket")
+        .arg(root.join(bucket))
+        .args(args)
+        .stdin(Stdio::null());
+    if let Some(p) = pass {
+        cmd.env("FERRY_PASSPHRASE", p);
+    }
+    if let Some(n) = new {
+        cmd.env("FERRY_NEW_PASSPHRASE", n);
+    }
+    cmd
+}
