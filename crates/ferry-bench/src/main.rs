@@ -16,6 +16,7 @@ use ferry::{Body, Bucket, BucketConfig, PutOptions};
 use rand::RngCore;
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
+mod crypto_bench;
 mod live_bench;
 mod sync_bench;
 
@@ -34,7 +35,7 @@ struct Args {
     /// Concurrent writers for the concurrent-put figure.
     #[arg(long, default_value_t = 16)]
     writers: usize,
-    /// Which figures: local, sync, or all.
+    /// Which figures: local, live, sync, crypto, or all.
     #[arg(long, default_value = "all")]
     suite: String,
     /// S3 endpoint for the sync figures (default: start `--server` on loopback).
@@ -88,6 +89,23 @@ fn main() -> Result<()> {
         println!("\nlive sync figures (background engine, file:// remote)");
         let live_rows = rt.block_on(live_bench::run(scratch.path(), args.idle_secs))?;
         print_table(&live_rows);
+    }
+    if args.suite == "crypto" || args.suite == "all" {
+        println!("\nencryption figures (same run, same disk, same server)");
+        let mut crypto_rows = crypto_bench::throughput(256)?;
+        print_table(&crypto_rows);
+        crypto_rows.extend(rt.block_on(crypto_bench::puts(scratch.path(), args.count))?);
+        let server = match &args.endpoint {
+            Some(e) => sync_bench::external(e, &args.s3_bucket),
+            None => sync_bench::start_s3s(scratch.path())
+                .or_else(|_| sync_bench::start_moto(scratch.path()))?,
+        };
+        crypto_rows.extend(rt.block_on(crypto_bench::push(
+            &server,
+            scratch.path(),
+            args.big_mib,
+        ))?);
+        print_table(&crypto_rows);
     }
     if args.suite == "sync" || args.suite == "all" {
         let both = sync_bench::Parts {
@@ -404,7 +422,7 @@ fn timed(f: impl FnOnce() -> Result<()>) -> Result<Duration> {
     Ok(start.elapsed())
 }
 
-fn random_bytes(n: usize) -> Vec<u8> {
+pub(crate) fn random_bytes(n: usize) -> Vec<u8> {
     let mut v = vec![0u8; n];
     rand::rng().fill_bytes(&mut v);
     v
@@ -427,14 +445,14 @@ pub(crate) fn peak_rss_kib() -> Option<u64> {
 }
 
 /// An `AsyncRead` of `total` bytes repeating one buffer: a large body with no large allocation.
-struct Repeat {
+pub(crate) struct Repeat {
     chunk: Vec<u8>,
     pos: usize,
     left: u64,
 }
 
 impl Repeat {
-    fn new(chunk: Vec<u8>, total: u64) -> Self {
+    pub(crate) fn new(chunk: Vec<u8>, total: u64) -> Self {
         Repeat {
             chunk,
             pos: 0,

@@ -19,8 +19,8 @@ use ferry::{Body, Bucket, BucketConfig, PutOptions, SyncOptions};
 
 use crate::Row;
 
-const ACCESS: &str = "ferrybench";
-const SECRET: &str = "ferrybenchsecret";
+pub(crate) const ACCESS: &str = "ferrybench";
+pub(crate) const SECRET: &str = "ferrybenchsecret";
 
 /// Where the S3 server is, and the process if we started it.
 pub struct Server {

@@ -9,9 +9,9 @@ mod command_error;
 mod config;
 mod live;
 mod locate;
-mod passphrase;
 mod objects;
 mod output;
+mod passphrase;
 mod syncing;
 mod transfer;
 

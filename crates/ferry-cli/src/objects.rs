@@ -55,7 +55,11 @@ pub async fn init(global: &Global, args: InitArgs) -> Result<(), CommandError> {
     }
     if !global.quiet {
         let shown = std::path::absolute(&dir).unwrap_or(dir);
-        let kind = if bucket.is_encrypted() { "an encrypted" } else { "a" };
+        let kind = if bucket.is_encrypted() {
+            "an encrypted"
+        } else {
+            "a"
+        };
         match &args.remote {
             Some(url) => println!(
                 "Created {kind} ferry bucket in {} syncing with {url}",

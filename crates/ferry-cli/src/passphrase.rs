@@ -44,7 +44,10 @@ fn no_source_hint() -> String {
 
 fn check_not_empty(p: Secret) -> Result<Secret, CommandError> {
     if p.is_empty() {
-        return Err(CommandError::user("the passphrase is empty", no_source_hint()));
+        return Err(CommandError::user(
+            "the passphrase is empty",
+            no_source_hint(),
+        ));
     }
     Ok(p)
 }

@@ -65,7 +65,11 @@ pub fn check_mode(
     mode: &ferry::remote::encrypted::RemoteMode,
 ) -> Result<(), CommandError> {
     use ferry::remote::encrypted::RemoteMode;
-    let local = if bucket.is_encrypted() { "encrypted" } else { "plaintext" };
+    let local = if bucket.is_encrypted() {
+        "encrypted"
+    } else {
+        "plaintext"
+    };
     let clash = match mode {
         RemoteMode::Empty => None,
         RemoteMode::Plaintext if bucket.is_encrypted() => Some("plaintext"),

@@ -466,11 +466,11 @@ impl Bucket {
     /// A present object's row, its metadata opened when the bucket is
     /// unlocked (left empty when it is locked).
     pub(crate) fn lookup(&self, key: &str) -> Result<StoredObject> {
-        let mut stored = self
-            .with_reader(|c| index::head(c, key))?
-            .ok_or_else(|| Error::NotFound {
-                key: key.to_owned(),
-            })?;
+        let mut stored =
+            self.with_reader(|c| index::head(c, key))?
+                .ok_or_else(|| Error::NotFound {
+                    key: key.to_owned(),
+                })?;
         let keys = self.current_keys();
         stored.meta = reveal(stored.clone(), keys.as_deref())?;
         Ok(stored)

@@ -215,8 +215,7 @@ impl Bucket {
                     })
                 }
                 RemoteMode::Empty => {
-                    match encrypted::write_key_file(remote, &local, Precondition::IfAbsent).await
-                    {
+                    match encrypted::write_key_file(remote, &local, Precondition::IfAbsent).await {
                         Ok(_) => return Ok(()),
                         // Someone claimed it meanwhile: look again.
                         Err(e) if e.kind == RemoteErrorKind::PreconditionFailed => continue,
@@ -262,7 +261,10 @@ impl Bucket {
                     Ok(n) => n,
                     Err(e) => {
                         drop(opener);
-                        return Err(tee.failed.take().unwrap_or_else(|| tee_error(&owned_key, e)));
+                        return Err(tee
+                            .failed
+                            .take()
+                            .unwrap_or_else(|| tee_error(&owned_key, e)));
                     }
                 };
                 if n == 0 {

@@ -217,8 +217,8 @@ pub(crate) fn object_from_row(row: &Row<'_>) -> rusqlite::Result<StoredObject> {
         )
     };
     let hash = ContentHash::from_slice(&hash).ok_or_else(|| bad("hash"))?;
-    let sealed = content_type.is_empty()
-        && metadata.starts_with(crate::crypto::keyring::SEALED_META_PREFIX);
+    let sealed =
+        content_type.is_empty() && metadata.starts_with(crate::crypto::keyring::SEALED_META_PREFIX);
     let (metadata, sealed_meta) = if sealed {
         (Metadata::new(), Some(metadata))
     } else {

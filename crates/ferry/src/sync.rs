@@ -1145,16 +1145,14 @@ impl Bucket {
             Some(k) => self.read_sealed_body(key, reader, threshold, k).await,
             None => self.read_body(key, reader, threshold, None).await,
         };
-        let (content, hash, size) =
-            read
-                .map_err(|e| match e {
-                    Error::Body { key, source } => Error::Remote(RemoteError::new(
-                        RemoteErrorKind::Retryable,
-                        remote.endpoint(),
-                        format!("downloading {key}: {source}"),
-                    )),
-                    other => other,
-                })?;
+        let (content, hash, size) = read.map_err(|e| match e {
+            Error::Body { key, source } => Error::Remote(RemoteError::new(
+                RemoteErrorKind::Retryable,
+                remote.endpoint(),
+                format!("downloading {key}: {source}"),
+            )),
+            other => other,
+        })?;
         if size != obj.size {
             return Err(Error::Corrupt {
                 key: key.to_owned(),

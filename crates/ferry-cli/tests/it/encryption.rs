@@ -57,7 +57,13 @@ fn encrypted_buckets_through_the_cli() {
     let pass = Some("s3cret words");
 
     // init --encrypt without any passphrase source (no terminal) is refused.
-    let err = fails(ferry(root, "a", None, &["init", "--encrypt", "--remote", &url], b""));
+    let err = fails(ferry(
+        root,
+        "a",
+        None,
+        &["init", "--encrypt", "--remote", &url],
+        b"",
+    ));
     assert!(err.contains("passphrase"), "{err}");
     assert!(!root.join("a").exists());
 
@@ -65,7 +71,13 @@ fn encrypted_buckets_through_the_cli() {
     init.extend(KDF);
     let out = ok(ferry(root, "a", pass, &init, b""));
     assert!(stdout(&out).contains("encrypted"), "{}", stdout(&out));
-    ok(ferry(root, "a", pass, &["put", "docs/plan.txt", "--meta", "who=ann"], b"the plan"));
+    ok(ferry(
+        root,
+        "a",
+        pass,
+        &["put", "docs/plan.txt", "--meta", "who=ann"],
+        b"the plan",
+    ));
     ok(ferry(root, "a", pass, &["sync"], b""));
 
     // Without the passphrase: listing and status work, content does not.
@@ -76,25 +88,55 @@ fn encrypted_buckets_through_the_cli() {
     assert_eq!(v["encrypted"], true);
     assert_eq!(v["locked"], true);
     let err = fails(ferry(root, "a", None, &["cat", "docs/plan.txt"], b""));
-    assert!(err.contains("encrypted") && err.contains("FERRY_PASSPHRASE"), "{err}");
-    let err = fails(ferry(root, "a", Some("wrong"), &["cat", "docs/plan.txt"], b""));
+    assert!(
+        err.contains("encrypted") && err.contains("FERRY_PASSPHRASE"),
+        "{err}"
+    );
+    let err = fails(ferry(
+        root,
+        "a",
+        Some("wrong"),
+        &["cat", "docs/plan.txt"],
+        b"",
+    ));
     assert!(err.contains("wrong passphrase"), "{err}");
 
     // --passphrase-file works too.
     std::fs::write(root.join("pass.txt"), "s3cret words\n").unwrap();
     let pf = root.join("pass.txt");
     let pf = pf.to_str().unwrap();
-    let cat = ok(ferry(root, "a", None, &["--passphrase-file", pf, "cat", "docs/plan.txt"], b""));
+    let cat = ok(ferry(
+        root,
+        "a",
+        None,
+        &["--passphrase-file", pf, "cat", "docs/plan.txt"],
+        b"",
+    ));
     assert_eq!(cat.stdout, b"the plan");
 
     // A second device: init --remote detects the encryption.
-    let err = fails(ferry(root, "b", Some("wrong"), &["init", "--remote", &url], b""));
+    let err = fails(ferry(
+        root,
+        "b",
+        Some("wrong"),
+        &["init", "--remote", &url],
+        b"",
+    ));
     assert!(err.contains("wrong passphrase"), "{err}");
-    assert!(!root.join("b").exists(), "a wrong passphrase creates nothing");
+    assert!(
+        !root.join("b").exists(),
+        "a wrong passphrase creates nothing"
+    );
     let out = ok(ferry(root, "b", pass, &["init", "--remote", &url], b""));
     assert!(stderr(&out).contains("encrypted"), "{}", stderr(&out));
     ok(ferry(root, "b", pass, &["sync"], b""));
-    let stat = ok(ferry(root, "b", pass, &["stat", "docs/plan.txt", "--json"], b""));
+    let stat = ok(ferry(
+        root,
+        "b",
+        pass,
+        &["stat", "docs/plan.txt", "--json"],
+        b"",
+    ));
     let v: serde_json::Value = serde_json::from_slice(&stat.stdout).unwrap();
     assert_eq!(v["metadata"]["who"], "ann");
     let cat = ok(ferry(root, "b", pass, &["cat", "docs/plan.txt"], b""));
@@ -107,9 +149,21 @@ fn encrypted_buckets_through_the_cli() {
     ok(cmd_env.output().unwrap());
     let err = fails(ferry(root, "a", pass, &["cat", "docs/plan.txt"], b""));
     assert!(err.contains("wrong passphrase"), "{err}");
-    ok(ferry(root, "a", Some("new words"), &["cat", "docs/plan.txt"], b""));
+    ok(ferry(
+        root,
+        "a",
+        Some("new words"),
+        &["cat", "docs/plan.txt"],
+        b"",
+    ));
     // A third device joins with the new one.
-    ok(ferry(root, "c", Some("new words"), &["init", "--remote", &url], b""));
+    ok(ferry(
+        root,
+        "c",
+        Some("new words"),
+        &["init", "--remote", &url],
+        b"",
+    ));
 
     // Mode mismatch: a plaintext bucket pointed at the encrypted remote.
     ok(ferry(root, "p", None, &["init"], b""));
@@ -117,7 +171,13 @@ fn encrypted_buckets_through_the_cli() {
     assert!(err.contains("is encrypted"), "{err}");
     // And --encrypt against a plaintext remote.
     let plain_url = format!("file://{}", root.join("plain-remote").display());
-    ok(ferry(root, "q", None, &["init", "--remote", &plain_url], b""));
+    ok(ferry(
+        root,
+        "q",
+        None,
+        &["init", "--remote", &plain_url],
+        b"",
+    ));
     ok(ferry(root, "q", None, &["put", "x"], b"plain"));
     ok(ferry(root, "q", None, &["sync"], b""));
     let mut init = vec!["init", "--encrypt", "--remote", &plain_url];
@@ -127,7 +187,13 @@ fn encrypted_buckets_through_the_cli() {
     assert!(!root.join("r").exists());
 }
 
-fn ferry_env(root: &Path, bucket: &str, args: &[&str], pass: Option<&str>, new: Option<&str>) -> Command {
+fn ferry_env(
+    root: &Path,
+    bucket: &str,
+    args: &[&str],
+    pass: Option<&str>,
+    new: Option<&str>,
+) -> Command {
     let mut cmd = Command::new(FERRY);
     cmd.current_dir(root)
         .env_remove("FERRY_BUCKET")

@@ -51,7 +51,10 @@ fn key_id(master: &Key) -> String {
 
 impl KeyFile {
     /// A fresh random master key wrapped under `passphrase`, and its keyring.
-    pub fn generate(passphrase: &[u8], params: KdfParams) -> Result<(KeyFile, Keyring), CryptoError> {
+    pub fn generate(
+        passphrase: &[u8],
+        params: KdfParams,
+    ) -> Result<(KeyFile, Keyring), CryptoError> {
         let master = Key::random();
         let file = KeyFile::wrap(&master, passphrase, params)?;
         Ok((file, Keyring::new(&master)))
@@ -79,7 +82,12 @@ impl KeyFile {
     }
 
     /// The same master key wrapped under `new` (nothing else changes).
-    pub fn rewrap(&self, old: &[u8], new: &[u8], params: KdfParams) -> Result<KeyFile, CryptoError> {
+    pub fn rewrap(
+        &self,
+        old: &[u8],
+        new: &[u8],
+        params: KdfParams,
+    ) -> Result<KeyFile, CryptoError> {
         self.check_format()?;
         let master = self.wrapped.unwrap_key(old)?;
         KeyFile::wrap(&master, new, params)
@@ -89,7 +97,10 @@ impl KeyFile {
         if self.format != KEY_FILE_FORMAT || self.version != 1 {
             return Err(CryptoError::Format {
                 what: "key file",
-                detail: format!("{:?} version {} (this build reads {KEY_FILE_FORMAT:?} 1)", self.format, self.version),
+                detail: format!(
+                    "{:?} version {} (this build reads {KEY_FILE_FORMAT:?} 1)",
+                    self.format, self.version
+                ),
             });
         }
         Ok(())
@@ -185,7 +196,11 @@ impl Keyring {
     }
 
     /// Opens a record sealed by [`Keyring::seal_record`].
-    pub(crate) fn open_record(&self, context: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    pub(crate) fn open_record(
+        &self,
+        context: &[u8],
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         stream::open(&self.metadata, context, sealed).map(Zeroizing::new)
     }
 
@@ -202,12 +217,18 @@ impl Keyring {
     }
 
     /// Opens a metadata column sealed by [`Keyring::seal_local_meta`] for `key`.
-    pub fn open_local_meta(&self, key: &str, column: &str) -> Result<(String, Metadata), CryptoError> {
+    pub fn open_local_meta(
+        &self,
+        key: &str,
+        column: &str,
+    ) -> Result<(String, Metadata), CryptoError> {
         let bad = |detail: &str| CryptoError::Format {
             what: "sealed metadata",
             detail: detail.to_owned(),
         };
-        let text = column.strip_prefix(SEALED_META_PREFIX).ok_or_else(|| bad("no prefix"))?;
+        let text = column
+            .strip_prefix(SEALED_META_PREFIX)
+            .ok_or_else(|| bad("no prefix"))?;
         let sealed = B64.decode(text).map_err(|_| bad("not base64"))?;
         let json = self.open_record(&local_context(key), &sealed)?;
         let record: LocalMeta = serde_json::from_slice(&json).map_err(|e| bad(&e.to_string()))?;

@@ -209,8 +209,7 @@ impl Remote for Encrypted {
         let Some((obj, mut data)) = self.inner.get_prefix(&name, HEAD_READ).await? else {
             return Ok(None);
         };
-        let total =
-            envelope_len(&data).map_err(|e| integrity(&self.endpoint(), key, e))? as u64;
+        let total = envelope_len(&data).map_err(|e| integrity(&self.endpoint(), key, e))? as u64;
         if (data.len() as u64) < total && total > HEAD_READ {
             // A longer envelope than ferry writes: read exactly it.
             match self.inner.get_prefix(&name, total).await? {
@@ -263,7 +262,8 @@ impl Remote for Encrypted {
                 "its body is not the one its envelope names (swapped or replayed)",
             ));
         }
-        let body: RemoteReader = Box::new(AsyncReadExt::chain(std::io::Cursor::new(header), reader));
+        let body: RemoteReader =
+            Box::new(AsyncReadExt::chain(std::io::Cursor::new(header), reader));
         Ok((self.describe(key, obj, record), body))
     }
 
@@ -274,9 +274,8 @@ impl Remote for Encrypted {
         cond: Precondition,
     ) -> Result<String, RemoteError> {
         let name = self.name(&req.key)?;
-        let local_err = |detail: String| {
-            RemoteError::new(RemoteErrorKind::Terminal, self.endpoint(), detail)
-        };
+        let local_err =
+            |detail: String| RemoteError::new(RemoteErrorKind::Terminal, self.endpoint(), detail);
         let header: Vec<u8> = match &body {
             RemoteBody::Bytes(b) => b.get(..BLOB_HEADER).map(<[u8]>::to_vec).unwrap_or_default(),
             RemoteBody::File(path) => {

@@ -263,17 +263,13 @@ pub trait Remote: Send + Sync + fmt::Debug {
             Err(e) => return Err(e),
         };
         let mut out = Vec::new();
-        reader
-            .take(len)
-            .read_to_end(&mut out)
-            .await
-            .map_err(|e| {
-                RemoteError::new(
-                    RemoteErrorKind::Retryable,
-                    self.endpoint(),
-                    format!("reading {key}: {e}"),
-                )
-            })?;
+        reader.take(len).read_to_end(&mut out).await.map_err(|e| {
+            RemoteError::new(
+                RemoteErrorKind::Retryable,
+                self.endpoint(),
+                format!("reading {key}: {e}"),
+            )
+        })?;
         Ok(Some((obj, out.into())))
     }
 

@@ -45,9 +45,14 @@ fn fast_sync() -> SyncConfig {
 /// The first device: creates an encrypted bucket and claims the remote.
 async fn first_device(remote: SharedRemote) -> Device {
     let dir = tempfile::tempdir().unwrap();
-    let bucket = Bucket::create_encrypted(dir.path().join("b"), BucketConfig::default(), PASS, TEST_KDF)
-        .await
-        .unwrap();
+    let bucket = Bucket::create_encrypted(
+        dir.path().join("b"),
+        BucketConfig::default(),
+        PASS,
+        TEST_KDF,
+    )
+    .await
+    .unwrap();
     bucket.set_sync_config(fast_sync()).await.unwrap();
     bucket.attach(remote).await.unwrap();
     Device { bucket, dir }
@@ -59,9 +64,14 @@ async fn joining_device(remote: SharedRemote, passphrase: &[u8]) -> Device {
         panic!("the remote should be encrypted");
     };
     let dir = tempfile::tempdir().unwrap();
-    let bucket = Bucket::create_joining(dir.path().join("b"), BucketConfig::default(), file, passphrase)
-        .await
-        .unwrap();
+    let bucket = Bucket::create_joining(
+        dir.path().join("b"),
+        BucketConfig::default(),
+        file,
+        passphrase,
+    )
+    .await
+    .unwrap();
     bucket.set_sync_config(fast_sync()).await.unwrap();
     bucket.attach(remote).await.unwrap();
     Device { bucket, dir }
@@ -106,14 +116,28 @@ async fn round_trip(backend: &dyn Backend) {
     let pulled = sync_clean(&b.bucket).await;
     assert_eq!(pulled.pulled, sizes.len() as u64);
     for (i, size) in sizes.iter().enumerate() {
-        let (meta, bytes) = b.bucket.get_bytes(&format!("dir/sub/obj-{i}.bin")).await.unwrap();
+        let (meta, bytes) = b
+            .bucket
+            .get_bytes(&format!("dir/sub/obj-{i}.bin"))
+            .await
+            .unwrap();
         assert_eq!(bytes.len(), *size);
-        assert_eq!(&bytes[..], &pseudo_random(*size, i as u64)[..], "object {i}");
+        assert_eq!(
+            &bytes[..],
+            &pseudo_random(*size, i as u64)[..],
+            "object {i}"
+        );
         assert_eq!(meta.content_type, "application/x-test");
-        assert_eq!(meta.metadata.get("n").map(String::as_str), Some(&*i.to_string()));
+        assert_eq!(
+            meta.metadata.get("n").map(String::as_str),
+            Some(&*i.to_string())
+        );
     }
     // Changes and deletes flow back.
-    b.bucket.put("dir/sub/obj-1.bin", "changed", PutOptions::default()).await.unwrap();
+    b.bucket
+        .put("dir/sub/obj-1.bin", "changed", PutOptions::default())
+        .await
+        .unwrap();
     b.bucket.delete("dir/sub/obj-2.bin").await.unwrap();
     sync_clean(&b.bucket).await;
     sync_clean(&a.bucket).await;
@@ -122,7 +146,10 @@ async fn round_trip(backend: &dyn Backend) {
     assert!(!a.bucket.exists("dir/sub/obj-2.bin").await.unwrap());
     // The remote lists no readable name.
     for key in backend.foreign_keys().await {
-        assert!(!key.contains("obj-") && !key.contains("dir"), "readable remote name {key}");
+        assert!(
+            !key.contains("obj-") && !key.contains("dir"),
+            "readable remote name {key}"
+        );
     }
 }
 
@@ -205,7 +232,11 @@ async fn multi_gib(backend: &dyn Backend) {
     const SIZE: u64 = (2 << 30) + 12345;
     let a = first_device(backend.remote()).await;
     let body = Body::from_reader(Generated::new(77, SIZE));
-    let meta = a.bucket.put("big/object", body, PutOptions::default()).await.unwrap();
+    let meta = a
+        .bucket
+        .put("big/object", body, PutOptions::default())
+        .await
+        .unwrap();
     assert_eq!(meta.size, SIZE);
     sync_clean(&a.bucket).await;
     drop(a);
@@ -237,9 +268,14 @@ async fn wrong_passphrase_is_refused_and_creates_nothing() {
         panic!("not encrypted");
     };
     let dir = tempfile::tempdir().unwrap();
-    let err = Bucket::create_joining(dir.path().join("b"), BucketConfig::default(), file, b"wrong")
-        .await
-        .unwrap_err();
+    let err = Bucket::create_joining(
+        dir.path().join("b"),
+        BucketConfig::default(),
+        file,
+        b"wrong",
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, Error::WrongPassphrase), "{err}");
     assert!(!dir.path().join("b").exists(), "nothing may be created");
 
@@ -263,9 +299,17 @@ async fn a_locked_bucket_lists_and_reports_status_but_refuses_content() {
     for err in [
         bucket.get("notes/a.txt").await.map(|_| ()).unwrap_err(),
         bucket.head("notes/a.txt").await.map(|_| ()).unwrap_err(),
-        bucket.put("notes/b.txt", "x", PutOptions::default()).await.map(|_| ()).unwrap_err(),
+        bucket
+            .put("notes/b.txt", "x", PutOptions::default())
+            .await
+            .map(|_| ())
+            .unwrap_err(),
         bucket.delete("notes/a.txt").await.map(|_| ()).unwrap_err(),
-        bucket.attach(folder.remote()).await.map(|_| ()).unwrap_err(),
+        bucket
+            .attach(folder.remote())
+            .await
+            .map(|_| ())
+            .unwrap_err(),
     ] {
         assert!(matches!(err, Error::Locked), "{err}");
     }
@@ -284,7 +328,10 @@ async fn a_locked_bucket_lists_and_reports_status_but_refuses_content() {
     assert_eq!(meta.content_type, "text/plain");
     assert_eq!(meta.metadata.get("x").map(String::as_str), Some("y"));
     bucket.lock().await.unwrap();
-    assert!(matches!(bucket.get("notes/a.txt").await.map(|_| ()), Err(Error::Locked)));
+    assert!(matches!(
+        bucket.get("notes/a.txt").await.map(|_| ()),
+        Err(Error::Locked)
+    ));
     assert!(matches!(
         bucket.sync(SyncOptions::default()).await.map(|_| ()),
         Err(Error::Locked | Error::NoRemote)
@@ -295,7 +342,10 @@ async fn a_locked_bucket_lists_and_reports_status_but_refuses_content() {
 async fn changing_the_passphrase_rewraps_without_rewriting_data() {
     let folder = Folder::new();
     let a = first_device(folder.remote()).await;
-    a.bucket.put("big", pseudo_random(300_000, 1), PutOptions::default()).await.unwrap();
+    a.bucket
+        .put("big", pseudo_random(300_000, 1), PutOptions::default())
+        .await
+        .unwrap();
     sync_clean(&a.bucket).await;
     let before: Vec<(std::path::PathBuf, Vec<u8>)> = files_under(&a.path().join("b/blobs"))
         .into_iter()
@@ -307,9 +357,16 @@ async fn changing_the_passphrase_rewraps_without_rewriting_data() {
         .map(|p| std::fs::read(&p).unwrap())
         .collect::<Vec<_>>();
 
-    let err = a.bucket.change_passphrase(b"wrong", b"new pass", TEST_KDF).await.unwrap_err();
+    let err = a
+        .bucket
+        .change_passphrase(b"wrong", b"new pass", TEST_KDF)
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::WrongPassphrase), "{err}");
-    a.bucket.change_passphrase(PASS, b"new pass", TEST_KDF).await.unwrap();
+    a.bucket
+        .change_passphrase(PASS, b"new pass", TEST_KDF)
+        .await
+        .unwrap();
 
     let after: Vec<(std::path::PathBuf, Vec<u8>)> = files_under(&a.path().join("b/blobs"))
         .into_iter()
@@ -324,13 +381,19 @@ async fn changing_the_passphrase_rewraps_without_rewriting_data() {
     assert_eq!(remote_before, remote_after, "no remote object is rewritten");
 
     let reopened = crate::reopen(a.bucket).await;
-    assert!(matches!(reopened.unlock(PASS).await, Err(Error::WrongPassphrase)));
+    assert!(matches!(
+        reopened.unlock(PASS).await,
+        Err(Error::WrongPassphrase)
+    ));
     reopened.unlock(b"new pass").await.unwrap();
     // A new device joins with the new passphrase, not the old.
     let RemoteMode::Encrypted(file) = inspect(folder.remote().as_ref()).await.unwrap() else {
         panic!("not encrypted");
     };
-    assert!(matches!(file.unlock(PASS), Err(ferry::crypto::CryptoError::WrongPassphrase)));
+    assert!(matches!(
+        file.unlock(PASS),
+        Err(ferry::crypto::CryptoError::WrongPassphrase)
+    ));
     let b = joining_device(folder.remote(), b"new pass").await;
     sync_clean(&b.bucket).await;
     let (_, bytes) = b.bucket.get_bytes("big").await.unwrap();
@@ -347,7 +410,14 @@ async fn mode_mismatch_is_refused_naming_the_remote_mode() {
     let (_t, plain) = crate::new_bucket().await;
     let err = plain.attach(encrypted.remote()).await.unwrap_err();
     assert!(
-        matches!(err, Error::RemoteMode { remote: "encrypted", local: "plaintext", .. }),
+        matches!(
+            err,
+            Error::RemoteMode {
+                remote: "encrypted",
+                local: "plaintext",
+                ..
+            }
+        ),
         "{err}"
     );
     assert!(err.to_string().contains("is encrypted"), "{err}");
@@ -358,12 +428,24 @@ async fn mode_mismatch_is_refused_naming_the_remote_mode() {
     plain.put("k", "v", PutOptions::default()).await.unwrap();
     sync_clean(&plain).await;
     let dir = tempfile::tempdir().unwrap();
-    let enc = Bucket::create_encrypted(dir.path().join("b"), BucketConfig::default(), PASS, TEST_KDF)
-        .await
-        .unwrap();
+    let enc = Bucket::create_encrypted(
+        dir.path().join("b"),
+        BucketConfig::default(),
+        PASS,
+        TEST_KDF,
+    )
+    .await
+    .unwrap();
     let err = enc.attach(plaintext.remote()).await.unwrap_err();
     assert!(
-        matches!(err, Error::RemoteMode { remote: "plaintext", local: "encrypted", .. }),
+        matches!(
+            err,
+            Error::RemoteMode {
+                remote: "plaintext",
+                local: "encrypted",
+                ..
+            }
+        ),
         "{err}"
     );
     assert!(err.to_string().contains("is plaintext"), "{err}");
@@ -382,8 +464,18 @@ async fn equal_plaintexts_have_unrelated_hashes_across_buckets() {
     let (x, y) = (Folder::new(), Folder::new());
     let a = first_device(x.remote()).await;
     let b = first_device(y.remote()).await;
-    let ha = a.bucket.put("same", "identical content", PutOptions::default()).await.unwrap().hash;
-    let hb = b.bucket.put("same", "identical content", PutOptions::default()).await.unwrap().hash;
+    let ha = a
+        .bucket
+        .put("same", "identical content", PutOptions::default())
+        .await
+        .unwrap()
+        .hash;
+    let hb = b
+        .bucket
+        .put("same", "identical content", PutOptions::default())
+        .await
+        .unwrap()
+        .hash;
     assert_ne!(ha, hb);
     assert_ne!(ha, ferry::ContentHash::of(b"identical content"));
 }
@@ -392,18 +484,43 @@ async fn equal_plaintexts_have_unrelated_hashes_across_buckets() {
 async fn scopes_work_on_encrypted_names() {
     let folder = Folder::new();
     let a = first_device(folder.remote()).await;
-    for key in ["photos/2024/a.jpg", "photos/2025/b.jpg", "docs/c.txt", "photography/d"] {
-        a.bucket.put(key, key.to_owned(), PutOptions::default()).await.unwrap();
+    for key in [
+        "photos/2024/a.jpg",
+        "photos/2025/b.jpg",
+        "docs/c.txt",
+        "photography/d",
+    ] {
+        a.bucket
+            .put(key, key.to_owned(), PutOptions::default())
+            .await
+            .unwrap();
     }
     sync_clean(&a.bucket).await;
     let b = joining_device(folder.remote(), PASS).await;
     b.bucket.add_scope("photos/2024/").await.unwrap();
-    let keys: Vec<String> = b.bucket.list_all("").await.unwrap().into_iter().map(|m| m.key).collect();
+    let keys: Vec<String> = b
+        .bucket
+        .list_all("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.key)
+        .collect();
     assert_eq!(keys, vec!["photos/2024/a.jpg"]);
     // A prefix that ends inside a segment still selects by name.
     b.bucket.add_scope("photo").await.unwrap();
-    let keys: Vec<String> = b.bucket.list_all("").await.unwrap().into_iter().map(|m| m.key).collect();
-    assert_eq!(keys, vec!["photography/d", "photos/2024/a.jpg", "photos/2025/b.jpg"]);
+    let keys: Vec<String> = b
+        .bucket
+        .list_all("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.key)
+        .collect();
+    assert_eq!(
+        keys,
+        vec!["photography/d", "photos/2024/a.jpg", "photos/2025/b.jpg"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -411,7 +528,11 @@ async fn overlong_encrypted_names_are_refused_at_put() {
     let folder = Folder::new();
     let a = first_device(folder.remote()).await;
     let key = "x".repeat(900);
-    let err = a.bucket.put(&key, "v", PutOptions::default()).await.unwrap_err();
+    let err = a
+        .bucket
+        .put(&key, "v", PutOptions::default())
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::EncryptedKeyTooLong { .. }), "{err}");
     assert!(err.is_invalid_input());
 }
@@ -441,29 +562,51 @@ async fn leak_scan(backend: &dyn Backend, remote_root: &Path) {
     let mut big = pseudo_random(3 << 20, 9);
     big.extend_from_slice(content.repeat(1000).as_bytes());
     a.bucket
-        .put(&format!("{name}/small-{name}.txt"), content.repeat(3), opts(&ctype, &[("note", &meta)]))
+        .put(
+            &format!("{name}/small-{name}.txt"),
+            content.repeat(3),
+            opts(&ctype, &[("note", &meta)]),
+        )
         .await
         .unwrap();
     a.bucket
-        .put(&format!("{name}/big-{name}.bin"), big, opts(&ctype, &[("note", &meta)]))
+        .put(
+            &format!("{name}/big-{name}.bin"),
+            big,
+            opts(&ctype, &[("note", &meta)]),
+        )
         .await
         .unwrap();
     sync_clean(&a.bucket).await;
     let b = joining_device(backend.remote(), PASS).await;
     sync_clean(&b.bucket).await;
-    let (_, bytes) = b.bucket.get_bytes(&format!("{name}/small-{name}.txt")).await.unwrap();
-    assert_eq!(bytes, content.repeat(3).as_bytes(), "the markers really were written");
+    let (_, bytes) = b
+        .bucket
+        .get_bytes(&format!("{name}/small-{name}.txt"))
+        .await
+        .unwrap();
+    assert_eq!(
+        bytes,
+        content.repeat(3).as_bytes(),
+        "the markers really were written"
+    );
 
     for marker in [&content, &name, &meta, &tag] {
         let found = files_containing(remote_root, marker.as_bytes());
-        assert!(found.is_empty(), "marker {marker:?} on the remote in {found:?}");
+        assert!(
+            found.is_empty(),
+            "marker {marker:?} on the remote in {found:?}"
+        );
     }
     // Locally, names may stay readable (listing works while locked);
     // content, content types and metadata may not.
     for device in [&a, &b] {
         for marker in [&content, &meta, &ctype] {
             let found = files_containing(device.path(), marker.as_bytes());
-            assert!(found.is_empty(), "marker {marker:?} on local disk in {found:?}");
+            assert!(
+                found.is_empty(),
+                "marker {marker:?} on local disk in {found:?}"
+            );
         }
     }
 }
@@ -492,7 +635,11 @@ fn remote_objects(root: &Path) -> Vec<std::path::PathBuf> {
 
 /// The remote file holding `key`, found by its encrypted name's length
 /// among files that device `b` can map (one key per test setup).
-fn remote_file_of(root: &Path, keys: &ferry::crypto::keyring::Keyring, key: &str) -> std::path::PathBuf {
+fn remote_file_of(
+    root: &Path,
+    keys: &ferry::crypto::keyring::Keyring,
+    key: &str,
+) -> std::path::PathBuf {
     root.join(keys.encrypt_name(key).unwrap())
 }
 
@@ -504,7 +651,15 @@ async fn remote_tampering_is_detected_per_key_and_the_rest_syncs() {
     let root = folder.0.path().to_owned();
     let a = first_device(folder.remote()).await;
     let keys = a.bucket.key_file().unwrap().unlock(PASS).unwrap();
-    let names = ["flip-body", "flip-envelope", "truncate", "swap-1", "swap-2", "replay", "good"];
+    let names = [
+        "flip-body",
+        "flip-envelope",
+        "truncate",
+        "swap-1",
+        "swap-2",
+        "replay",
+        "good",
+    ];
     for (i, k) in names.iter().enumerate() {
         let data = pseudo_random(100_000 + i, i as u64);
         a.bucket.put(k, data, PutOptions::default()).await.unwrap();
@@ -542,8 +697,9 @@ async fn remote_tampering_is_detected_per_key_and_the_rest_syncs() {
     // Replay: the old body behind the current envelope.
     edit("replay", &|d| {
         let envelope_len = 12 + u32::from_be_bytes([d[8], d[9], d[10], d[11]]) as usize;
-        let old_envelope_len =
-            12 + u32::from_be_bytes([replay_v1[8], replay_v1[9], replay_v1[10], replay_v1[11]]) as usize;
+        let old_envelope_len = 12
+            + u32::from_be_bytes([replay_v1[8], replay_v1[9], replay_v1[10], replay_v1[11]])
+                as usize;
         let mut spliced = d[..envelope_len].to_vec();
         spliced.extend_from_slice(&replay_v1[old_envelope_len..]);
         *d = spliced;
@@ -553,7 +709,14 @@ async fn remote_tampering_is_detected_per_key_and_the_rest_syncs() {
     let failed: Vec<&str> = report.errors.iter().map(|e| e.key.as_str()).collect();
     assert_eq!(
         failed,
-        vec!["flip-body", "flip-envelope", "replay", "swap-1", "swap-2", "truncate"],
+        vec![
+            "flip-body",
+            "flip-envelope",
+            "replay",
+            "swap-1",
+            "swap-2",
+            "truncate"
+        ],
         "{:?}",
         report.errors
     );
@@ -564,7 +727,11 @@ async fn remote_tampering_is_detected_per_key_and_the_rest_syncs() {
             e.key,
             e.cause
         );
-        assert!(e.cause.contains(&e.key), "the error names the key: {}", e.cause);
+        assert!(
+            e.cause.contains(&e.key),
+            "the error names the key: {}",
+            e.cause
+        );
         assert!(!e.retryable, "{}", e.cause);
     }
     assert_eq!(report.pulled, 1, "the untouched object still syncs");
@@ -583,9 +750,19 @@ async fn remote_tampering_is_detected_per_key_and_the_rest_syncs() {
 async fn local_tampering_is_detected() {
     let folder = Folder::new();
     let a = first_device(folder.remote()).await;
-    let big = a.bucket.put("big", pseudo_random(500_000, 3), PutOptions::default()).await.unwrap();
-    a.bucket.put("small", "tiny secret", opts("text/plain", &[("a", "b")])).await.unwrap();
-    a.bucket.put("other", "other secret", opts("text/plain", &[("c", "d")])).await.unwrap();
+    let big = a
+        .bucket
+        .put("big", pseudo_random(500_000, 3), PutOptions::default())
+        .await
+        .unwrap();
+    a.bucket
+        .put("small", "tiny secret", opts("text/plain", &[("a", "b")]))
+        .await
+        .unwrap();
+    a.bucket
+        .put("other", "other secret", opts("text/plain", &[("c", "d")]))
+        .await
+        .unwrap();
     let dir = a.bucket.dir().to_owned();
     let bucket = crate::reopen(a.bucket).await;
     bucket.unlock(PASS).await.unwrap();
@@ -599,7 +776,10 @@ async fn local_tampering_is_detected() {
     let mut sink = Vec::new();
     let err = object.body.read_to_end(&mut sink).await.unwrap_err();
     let err = Error::from_body_io(err);
-    assert!(matches!(&err, Error::Corrupt { key, .. } if key == "big"), "{err}");
+    assert!(
+        matches!(&err, Error::Corrupt { key, .. } if key == "big"),
+        "{err}"
+    );
 
     // Sealed inline content and metadata rows, edited in the index.
     let conn = rusqlite::Connection::open(dir.join(ferry::INDEX_FILE)).unwrap();
@@ -613,11 +793,17 @@ async fn local_tampering_is_detected() {
     for (hash, mut data) in rows {
         let last = data.len() - 1;
         data[last] ^= 1;
-        conn.execute("UPDATE small_blobs SET data = ?2 WHERE hash = ?1", rusqlite::params![hash, data])
-            .unwrap();
+        conn.execute(
+            "UPDATE small_blobs SET data = ?2 WHERE hash = ?1",
+            rusqlite::params![hash, data],
+        )
+        .unwrap();
     }
     let err = bucket.get_bytes("small").await.unwrap_err();
-    assert!(matches!(&err, Error::Corrupt { key, .. } if key == "small"), "{err}");
+    assert!(
+        matches!(&err, Error::Corrupt { key, .. } if key == "small"),
+        "{err}"
+    );
     // Swapping two objects' sealed metadata is caught (it is bound to the key).
     conn.execute(
         "UPDATE objects SET metadata = (SELECT metadata FROM objects WHERE key = 'other') WHERE key = 'small'",
@@ -625,16 +811,24 @@ async fn local_tampering_is_detected() {
     )
     .unwrap();
     let err = bucket.head("small").await.unwrap_err();
-    assert!(matches!(&err, Error::Corrupt { key, .. } if key == "small"), "{err}");
+    assert!(
+        matches!(&err, Error::Corrupt { key, .. } if key == "small"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_objects_on_an_encrypted_remote_are_reported_not_pulled() {
     let folder = Folder::new();
     let a = first_device(folder.remote()).await;
-    a.bucket.put("mine", "ok", PutOptions::default()).await.unwrap();
+    a.bucket
+        .put("mine", "ok", PutOptions::default())
+        .await
+        .unwrap();
     sync_clean(&a.bucket).await;
-    folder.foreign_put("plain-file.txt", b"not encrypted", "text/plain").await;
+    folder
+        .foreign_put("plain-file.txt", b"not encrypted", "text/plain")
+        .await;
     let b = joining_device(folder.remote(), PASS).await;
     let report = b.bucket.sync(SyncOptions::default()).await.unwrap();
     assert_eq!(report.pulled, 1);
@@ -650,7 +844,10 @@ async fn foreign_objects_on_an_encrypted_remote_are_reported_not_pulled() {
 async fn lazy_pull_learns_sealed_metadata() {
     let folder = Folder::new();
     let a = first_device(folder.remote()).await;
-    a.bucket.put("doc", "lazy content", opts("text/x-lazy", &[("k", "v")])).await.unwrap();
+    a.bucket
+        .put("doc", "lazy content", opts("text/x-lazy", &[("k", "v")]))
+        .await
+        .unwrap();
     sync_clean(&a.bucket).await;
     let b = joining_device(folder.remote(), PASS).await;
     b.bucket
