@@ -424,7 +424,7 @@ impl Bucket {
             base_delay: Duration::from_millis(config.retry_base_delay_ms),
             ..RetryPolicy::default()
         };
-        let base: SharedRemote = Arc::new(Retrying::new(layered.clone(), retry.clone()));
+        let base: SharedRemote = Arc::new(Retrying::new(layered.clone(), retry));
         let full: SharedRemote = match keys {
             Some(k) => Arc::new(Retrying::new(Arc::new(Encrypted::new(layered, k)), retry)),
             None => base.clone(),
