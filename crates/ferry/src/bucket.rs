@@ -269,7 +269,7 @@ impl Bucket {
         match self.inner.writer.submit(op).await? {
             Outcome::Put(meta) => {
                 self.inner.local_write.notify_one();
-                self.after_write(meta.size).await;
+                self.after_write(meta.size, None).await;
                 Ok(meta)
             }
             _ => Err(Error::IndexData(

@@ -64,6 +64,12 @@ impl Bucket {
     /// Evicts eligible objects until at least `bytes` are freed (or none is
     /// left); returns the bytes freed.
     pub async fn evict(&self, bytes: u64) -> Result<u64> {
+        self.evict_except(bytes, None).await
+    }
+
+    /// [`Bucket::evict`], sparing `keep` (the object just fetched to be
+    /// read: a cache smaller than one object must still serve it).
+    async fn evict_except(&self, bytes: u64, keep: Option<&str>) -> Result<u64> {
         self.flush_accesses().await?;
         let order = match self.sync_config()?.eviction {
             Eviction::Lru => "last_access_ms ASC, key",
@@ -91,6 +97,9 @@ impl Bucket {
             if freed >= bytes {
                 break;
             }
+            if keep == Some(key.as_str()) {
+                continue;
+            }
             if self.record_evicted(&key, hash).await? {
                 freed += size;
                 let _ = self.inner.events.send(Event::ObjectEvicted { key });
@@ -110,7 +119,7 @@ impl Bucket {
     /// Keeps the cache within its limit after `size` bytes arrived locally.
     /// A running estimate avoids summing the index on every write; it is
     /// made exact whenever it crosses the limit.
-    pub(crate) async fn after_write(&self, size: u64) {
+    pub(crate) async fn after_write(&self, size: u64, keep: Option<&str>) {
         let Ok(config) = self.sync_config() else {
             return;
         };
@@ -129,7 +138,7 @@ impl Bucket {
         };
         let mut used = usage.used;
         if used > config.max_cache_size {
-            if let Ok(freed) = self.evict(used - config.max_cache_size).await {
+            if let Ok(freed) = self.evict_except(used - config.max_cache_size, keep).await {
                 used = used.saturating_sub(freed);
             }
         }

@@ -7,6 +7,7 @@
 //! and reports status, but refuses content and metadata until
 //! [`Bucket::unlock`] derives the [`Keyring`] from the passphrase.
 
+use std::collections::BTreeSet;
 use std::io::{self, Read};
 use std::path::Path;
 use std::sync::Arc;
@@ -30,6 +31,9 @@ pub(crate) const SETTING: &str = "encryption";
 
 /// The longest encrypted name accepted (S3's key limit).
 pub const MAX_ENCRYPTED_KEY_LEN: usize = 1024;
+
+/// Setting: the endpoints whose encryption mode was verified on attach.
+const MODES_VERIFIED: &str = "modes_verified";
 
 /// Refuses keys whose encrypted name no object store would take.
 pub(crate) fn check_name_length(key: &str) -> Result<()> {
@@ -185,16 +189,50 @@ impl Bucket {
 
     /// Checks that `remote` (raw, before any layer) is in the bucket's mode;
     /// claims an empty remote for an encrypted bucket by writing its key file.
+    ///
+    /// An endpoint whose mode was verified before may be attached while it
+    /// cannot be reached (offline work goes on); the check is repeated on
+    /// the next attach that reaches it.
     pub(crate) async fn check_remote_mode(&self, remote: &dyn Remote) -> Result<()> {
+        let endpoint = remote.endpoint();
+        let mut verified: BTreeSet<String> = self.setting_json(MODES_VERIFIED)?.unwrap_or_default();
+        match self.verify_remote_mode(remote).await {
+            Ok(()) => {
+                if verified.insert(endpoint) {
+                    self.set_setting_json(MODES_VERIFIED, &verified).await?;
+                }
+                Ok(())
+            }
+            Err(Error::Remote(e))
+                if matches!(
+                    e.kind,
+                    RemoteErrorKind::Unreachable | RemoteErrorKind::Retryable
+                ) && verified.contains(&endpoint) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn verify_remote_mode(&self, remote: &dyn Remote) -> Result<()> {
         let endpoint = remote.endpoint();
         let Some(local) = self.key_file() else {
             return match encrypted::read_key_file(remote).await {
                 Ok(None) => Ok(()),
-                Ok(Some(_)) | Err(_) => Err(Error::RemoteMode {
+                Ok(Some(_)) => Err(Error::RemoteMode {
                     endpoint,
                     remote: "encrypted",
                     local: "plaintext",
                 }),
+                // A key file that is there but unreadable still marks the
+                // remote as ferry-encrypted (or damaged): refuse either way.
+                Err(e) if e.kind == RemoteErrorKind::Integrity => Err(Error::RemoteMode {
+                    endpoint,
+                    remote: "encrypted",
+                    local: "plaintext",
+                }),
+                Err(e) => Err(e.into()),
             };
         };
         loop {

@@ -257,7 +257,10 @@ fn parse_reason(s: Option<String>) -> Option<ConflictReason> {
 impl Bucket {
     // ----- settings -------------------------------------------------------
 
-    fn setting_json<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
+    pub(crate) fn setting_json<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<Option<T>> {
         let raw = self.with_reader(|c| index::setting(c, name))?;
         raw.map(|v| {
             serde_json::from_str(&v).map_err(|e| Error::IndexData(format!("setting {name}: {e}")))
@@ -265,7 +268,11 @@ impl Bucket {
         .transpose()
     }
 
-    async fn set_setting_json<T: serde::Serialize>(&self, name: &str, value: &T) -> Result<()> {
+    pub(crate) async fn set_setting_json<T: serde::Serialize>(
+        &self,
+        name: &str,
+        value: &T,
+    ) -> Result<()> {
         let text = serde_json::to_string(value)
             .map_err(|e| Error::IndexData(format!("setting {name}: {e}")))?;
         let path = self.inner.index_path.clone();
@@ -1193,7 +1200,7 @@ impl Bucket {
             })
             .await?;
         if applied {
-            self.after_write(size_pulled).await;
+            self.after_write(size_pulled, Some(key)).await;
         }
         Ok(applied)
     }

@@ -411,6 +411,39 @@ async fn the_cache_limit_holds_while_writing_and_pulling() {
     assert!(used <= 20_000 + 3000, "cache at {used} after writing");
 }
 
+/// A cache smaller than one object still serves that object: fetching it to
+/// be read must not evict it before the read opens it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_larger_than_the_cache_can_still_be_read() {
+    let be = Memory::new();
+    let (_d, writer) = live_bucket(be.remote(), SyncConfig::default()).await;
+    let big = vec![7u8; 50_000];
+    writer
+        .put("big", big.clone(), PutOptions::default())
+        .await
+        .unwrap();
+    writer.sync(SyncOptions::default()).await.unwrap();
+    let config = SyncConfig {
+        max_cache_size: 10_000,
+        ..SyncConfig::default()
+    };
+    let (_d2, reader) = live_bucket(be.remote(), config).await;
+    reader.sync(SyncOptions::default()).await.unwrap();
+    assert_eq!(&reader.get_bytes("big").await.unwrap().1[..], &big[..]);
+    // It stays over the limit only until the next write makes room.
+    reader
+        .put("small", vec![1u8; 100], PutOptions::default())
+        .await
+        .unwrap();
+    reader.sync(SyncOptions::default()).await.unwrap();
+    reader
+        .put("small2", vec![2u8; 100], PutOptions::default())
+        .await
+        .unwrap();
+    assert!(reader.cache_usage().await.unwrap().used <= 10_000);
+    assert_eq!(&reader.get_bytes("big").await.unwrap().1[..], &big[..]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn destroy_stops_sync_and_clears_local_data() {
     let store = MemoryRemote::new();
