@@ -15,8 +15,8 @@
 
 use std::io::{self, Read, Write};
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 
 use super::keys::Key;
 use super::CryptoError;
@@ -79,23 +79,19 @@ impl<W: Write> Sealer<W> {
             prefix,
             aad,
             counter: 0,
-            buf: Vec::with_capacity(CHUNK),
+            buf: Vec::with_capacity(CHUNK + TAG),
         })
     }
 
     fn emit(&mut self, last: bool) -> io::Result<()> {
         let n = nonce(&self.prefix, self.counter, last);
-        let ct = self
+        // Sealed in place: no allocation or copy per chunk.
+        let tag = self
             .cipher
-            .encrypt(
-                &n,
-                Payload {
-                    msg: &self.buf,
-                    aad: &self.aad,
-                },
-            )
+            .encrypt_in_place_detached(&n, &self.aad, &mut self.buf)
             .map_err(|_| io::Error::other("sealing failed"))?;
-        self.out.write_all(&ct)?;
+        self.out.write_all(&self.buf)?;
+        self.out.write_all(&tag)?;
         self.buf.clear();
         self.counter = self
             .counter
@@ -141,11 +137,16 @@ pub struct Opener<R: Read> {
     prefix: [u8; 16],
     aad: Vec<u8>,
     counter: u32,
-    /// Ciphertext read ahead (to know whether a chunk is the last).
-    ahead: Vec<u8>,
-    plain: Vec<u8>,
+    /// One sealed chunk, opened in place: `plain` bytes of plaintext once
+    /// opened.
+    chunk: Vec<u8>,
+    plain: usize,
     pos: usize,
+    /// The byte read beyond a full chunk (to know whether it is the last).
+    peeked: Option<u8>,
     done: bool,
+    /// Set once a chunk failed: every later read fails too.
+    failed: bool,
 }
 
 impl<R: Read> Opener<R> {
@@ -174,53 +175,66 @@ impl<R: Read> Opener<R> {
             prefix,
             aad,
             counter: 0,
-            ahead: Vec::new(),
-            plain: Vec::new(),
+            chunk: vec![0u8; CHUNK + TAG],
+            plain: 0,
             pos: 0,
+            peeked: None,
             done: false,
+            failed: false,
         })
     }
 
-    fn fill_ahead(&mut self, want: usize) -> io::Result<()> {
-        let mut chunk = [0u8; 8192];
-        while self.ahead.len() < want {
-            let n = self
-                .inner
-                .read(&mut chunk[..(want - self.ahead.len()).min(8192)])?;
-            if n == 0 {
-                break;
+    /// Reads until `buf` is full or the input ends; returns the count.
+    fn read_full(inner: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+        let mut have = 0;
+        while have < buf.len() {
+            match inner.read(&mut buf[have..]) {
+                Ok(0) => break,
+                Ok(n) => have += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
-            self.ahead.extend_from_slice(&chunk[..n]);
         }
-        Ok(())
+        Ok(have)
     }
 
     fn next_chunk(&mut self) -> io::Result<()> {
         let full = CHUNK + TAG;
+        self.plain = 0;
+        self.pos = 0;
+        let mut len = 0;
+        if let Some(b) = self.peeked.take() {
+            self.chunk[0] = b;
+            len = 1;
+        }
+        len += Self::read_full(&mut self.inner, &mut self.chunk[len..full])?;
         // One byte beyond a full chunk tells whether more follow.
-        self.fill_ahead(full + 1)?;
-        if self.ahead.len() < TAG {
+        let last = if len == full {
+            let mut one = [0u8; 1];
+            if Self::read_full(&mut self.inner, &mut one)? == 1 {
+                self.peeked = Some(one[0]);
+                false
+            } else {
+                true
+            }
+        } else {
+            true
+        };
+        if len < TAG {
             return Err(integrity("the sealed blob is truncated"));
         }
-        let last = self.ahead.len() <= full;
-        let take = self.ahead.len().min(full);
-        let ct: Vec<u8> = self.ahead.drain(..take).collect();
         let n = nonce(&self.prefix, self.counter, last);
-        self.plain = self
-            .cipher
-            .decrypt(
-                &n,
-                Payload {
-                    msg: &ct,
-                    aad: &self.aad,
-                },
-            )
+        let (body, tag) = self.chunk[..len].split_at_mut(len - TAG);
+        let tag = Tag::clone_from_slice(tag);
+        self.cipher
+            .decrypt_in_place_detached(&n, &self.aad, body, &tag)
             .map_err(|_| {
                 integrity(format!(
                     "chunk {} failed authentication (modified, reordered, truncated or swapped)",
                     self.counter
                 ))
             })?;
+        self.plain = len - TAG;
         self.pos = 0;
         self.counter = self
             .counter
@@ -234,16 +248,22 @@ impl<R: Read> Opener<R> {
 impl<R: Read> Read for Opener<R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         loop {
-            if self.pos < self.plain.len() {
-                let n = (self.plain.len() - self.pos).min(out.len());
-                out[..n].copy_from_slice(&self.plain[self.pos..self.pos + n]);
+            if self.pos < self.plain {
+                let n = (self.plain - self.pos).min(out.len());
+                out[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
                 self.pos += n;
                 return Ok(n);
+            }
+            if self.failed {
+                return Err(integrity("the sealed blob already failed to open"));
             }
             if self.done {
                 return Ok(0);
             }
-            self.next_chunk()?;
+            if let Err(e) = self.next_chunk() {
+                self.failed = true;
+                return Err(e);
+            }
         }
     }
 }

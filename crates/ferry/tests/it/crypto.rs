@@ -190,6 +190,12 @@ fn every_kind_of_tampering_is_an_integrity_error() {
     let mut o = Opener::new(&key, b"object-a", &t[..]).unwrap();
     let mut out = Vec::new();
     assert!(o.read_to_end(&mut out).is_err());
+    // ...and a reader that carries on after the error keeps getting it,
+    // never an end of stream that would pass for success.
+    let mut buf = [0u8; 100];
+    for _ in 0..3 {
+        assert!(o.read(&mut buf).is_err());
+    }
 }
 
 #[test]
