@@ -18,13 +18,7 @@ use crate::output::{human_size, rfc3339};
 pub async fn open_connected(global: &Global) -> Result<Bucket, CommandError> {
     let dir = locate::bucket_dir(global)?;
     let bucket = Bucket::open(&dir).await?;
-    crate::passphrase::unlock(global, &bucket).await?;
     let file = config::load(&dir)?;
-    if let Some(sync) = file.sync {
-        if bucket.sync_config()? != sync {
-            bucket.set_sync_config(sync).await?;
-        }
-    }
     let Some(spec) = bucket.remote_spec()? else {
         return Err(CommandError::user(
             "this bucket has no remote",
@@ -35,6 +29,19 @@ pub async fn open_connected(global: &Global) -> Result<Bucket, CommandError> {
     let remote = spec
         .build(&config::credentials(&file))
         .map_err(ferry::Error::from)?;
+    if bucket.is_locked() {
+        // With the remote at hand, a passphrase changed on another device
+        // is learned here (and the old one retired on this device).
+        let p = crate::passphrase::existing(global)?;
+        bucket
+            .unlock_with_remote(p.as_bytes(), remote.as_ref())
+            .await?;
+    }
+    if let Some(sync) = file.sync {
+        if bucket.sync_config()? != sync {
+            bucket.set_sync_config(sync).await?;
+        }
+    }
     bucket.attach(remote).await?;
     Ok(bucket)
 }

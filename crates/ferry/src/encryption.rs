@@ -146,7 +146,45 @@ impl Bucket {
             };
             encrypted::write_key_file(remote.as_ref(), &rewrapped, cond).await?;
         }
-        let text = rewrapped.to_json();
+        self.store_key_file(rewrapped).await
+    }
+
+    /// Unlocks like [`Bucket::unlock`], and when this device's copy of the
+    /// key file refuses the passphrase, tries the remote's copy: after
+    /// `passwd` on another device, the remote holds the same master key
+    /// under the new passphrase. That copy is taken only if it unwraps to
+    /// the same master key (its id is checked after unwrapping); it then
+    /// replaces this device's copy, so the old passphrase stops working here
+    /// too. A passphrase neither copy takes is [`Error::WrongPassphrase`]
+    /// and changes nothing; so is an unreachable remote.
+    pub async fn unlock_with_remote(&self, passphrase: &[u8], remote: &dyn Remote) -> Result<()> {
+        let local = self.key_file().ok_or(Error::NotEncrypted)?;
+        let passphrase = zeroize::Zeroizing::new(passphrase.to_vec());
+        let (file, pass) = (local.clone(), passphrase.clone());
+        match blocking(move || Ok(file.unlock(&pass)?)).await {
+            Ok(keys) => {
+                self.set_keys(Some(Arc::new(keys)));
+                self.emit(Event::Unlocked);
+                return Ok(());
+            }
+            Err(Error::WrongPassphrase) => {}
+            Err(e) => return Err(e),
+        }
+        let newer = match encrypted::read_key_file(remote).await {
+            Ok(Some(file)) if file.key_id == local.key_id && file != local => file,
+            _ => return Err(Error::WrongPassphrase),
+        };
+        let file = newer.clone();
+        let keys = blocking(move || Ok(file.unlock(&passphrase)?)).await?;
+        self.store_key_file(newer).await?;
+        self.set_keys(Some(Arc::new(keys)));
+        self.emit(Event::Unlocked);
+        Ok(())
+    }
+
+    /// Makes `file` this device's key file (index and memory).
+    async fn store_key_file(&self, file: KeyFile) -> Result<()> {
+        let text = file.to_json();
         let path = self.inner.index_path.clone();
         blocking(move || {
             let conn = crate::index::open(&path, false)?;
@@ -154,7 +192,7 @@ impl Bucket {
         })
         .await?;
         if let Ok(mut k) = self.inner.key_file.write() {
-            *k = Some(rewrapped);
+            *k = Some(file);
         }
         Ok(())
     }

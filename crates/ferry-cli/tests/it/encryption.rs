@@ -156,6 +156,27 @@ fn encrypted_buckets_through_the_cli() {
         &["cat", "docs/plan.txt"],
         b"",
     ));
+    // Device b still holds the key under the old passphrase; commands that
+    // stay local do not know the new one, and say how to learn it.
+    let err = fails(ferry(
+        root,
+        "b",
+        Some("new words"),
+        &["cat", "docs/plan.txt"],
+        b"",
+    ));
+    assert!(err.contains("ferry sync"), "{err}");
+    // `ferry sync` reaches the remote and learns it; the old one is retired.
+    ok(ferry(root, "b", Some("new words"), &["sync"], b""));
+    ok(ferry(
+        root,
+        "b",
+        Some("new words"),
+        &["cat", "docs/plan.txt"],
+        b"",
+    ));
+    let err = fails(ferry(root, "b", pass, &["cat", "docs/plan.txt"], b""));
+    assert!(err.contains("wrong passphrase"), "{err}");
     // A third device joins with the new one.
     ok(ferry(
         root,

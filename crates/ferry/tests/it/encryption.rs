@@ -403,6 +403,86 @@ async fn changing_the_passphrase_rewraps_without_rewriting_data() {
     assert_eq!(&bytes[..], &pseudo_random(300_000, 1)[..]);
 }
 
+/// After `passwd` on device A, device B learns the new passphrase from the
+/// remote's key file (and stops taking the old one); a key file on the
+/// remote that claims B's key id but wraps another key is never adopted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_device_learns_a_changed_passphrase_from_the_remote() {
+    let folder = Folder::new();
+    let a = first_device(folder.remote()).await;
+    let b = joining_device(folder.remote(), PASS).await;
+    a.bucket
+        .put("doc", pseudo_random(5_000, 3), PutOptions::default())
+        .await
+        .unwrap();
+    sync_clean(&a.bucket).await;
+    a.bucket
+        .change_passphrase(PASS, b"new pass", TEST_KDF)
+        .await
+        .unwrap();
+
+    let b_bucket = crate::reopen(b.bucket).await;
+    let before = b_bucket.key_file().unwrap();
+    // The local copy alone does not know the new passphrase.
+    assert!(matches!(
+        b_bucket.unlock(b"new pass").await,
+        Err(Error::WrongPassphrase)
+    ));
+    // A passphrase neither copy takes changes nothing.
+    assert!(matches!(
+        b_bucket
+            .unlock_with_remote(b"guess", folder.remote().as_ref())
+            .await,
+        Err(Error::WrongPassphrase)
+    ));
+    assert_eq!(b_bucket.key_file().unwrap(), before);
+    assert!(b_bucket.is_locked());
+
+    b_bucket
+        .unlock_with_remote(b"new pass", folder.remote().as_ref())
+        .await
+        .unwrap();
+    assert!(!b_bucket.is_locked());
+    assert_ne!(b_bucket.key_file().unwrap(), before);
+    b_bucket.attach(folder.remote()).await.unwrap();
+    sync_clean(&b_bucket).await;
+    let (_, bytes) = b_bucket.get_bytes("doc").await.unwrap();
+    assert_eq!(&bytes[..], &pseudo_random(5_000, 3)[..]);
+
+    // The new copy is this device's for good: the old passphrase is retired.
+    let b_bucket = crate::reopen(b_bucket).await;
+    assert!(matches!(
+        b_bucket.unlock(PASS).await,
+        Err(Error::WrongPassphrase)
+    ));
+    b_bucket.unlock(b"new pass").await.unwrap();
+
+    // A forged key file: another master key under the attacker's
+    // passphrase, labelled with this bucket's key id.
+    let b_bucket = crate::reopen(b_bucket).await;
+    let ours = b_bucket.key_file().unwrap();
+    let (mut forged, _) = ferry::crypto::keyring::KeyFile::generate(b"evil", TEST_KDF).unwrap();
+    forged.key_id = ours.key_id.clone();
+    let remote = folder.remote();
+    let current = remote.head(KEY_FILE).await.unwrap().unwrap();
+    ferry::remote::encrypted::write_key_file(
+        remote.as_ref(),
+        &forged,
+        ferry::remote::Precondition::IfMatch(current.etag),
+    )
+    .await
+    .unwrap();
+    let err = b_bucket
+        .unlock_with_remote(b"evil", remote.as_ref())
+        .await
+        .unwrap_err();
+    assert!(!matches!(err, Error::WrongPassphrase), "{err}");
+    assert!(err.to_string().contains("altered"), "{err}");
+    assert_eq!(b_bucket.key_file().unwrap(), ours);
+    assert!(b_bucket.is_locked());
+    b_bucket.unlock(b"new pass").await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mode_mismatch_is_refused_naming_the_remote_mode() {
     // A plaintext bucket on an encrypted remote.
