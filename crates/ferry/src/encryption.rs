@@ -158,18 +158,12 @@ impl Bucket {
     /// too. A passphrase neither copy takes is [`Error::WrongPassphrase`]
     /// and changes nothing; so is an unreachable remote.
     pub async fn unlock_with_remote(&self, passphrase: &[u8], remote: &dyn Remote) -> Result<()> {
+        match self.unlock(passphrase).await {
+            Err(Error::WrongPassphrase) => {}
+            done => return done,
+        }
         let local = self.key_file().ok_or(Error::NotEncrypted)?;
         let passphrase = zeroize::Zeroizing::new(passphrase.to_vec());
-        let (file, pass) = (local.clone(), passphrase.clone());
-        match blocking(move || Ok(file.unlock(&pass)?)).await {
-            Ok(keys) => {
-                self.set_keys(Some(Arc::new(keys)));
-                self.emit(Event::Unlocked);
-                return Ok(());
-            }
-            Err(Error::WrongPassphrase) => {}
-            Err(e) => return Err(e),
-        }
         let newer = match encrypted::read_key_file(remote).await {
             Ok(Some(file)) if file.key_id == local.key_id && file != local => file,
             _ => return Err(Error::WrongPassphrase),

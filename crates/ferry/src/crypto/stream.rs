@@ -235,7 +235,6 @@ impl<R: Read> Opener<R> {
                 ))
             })?;
         self.plain = len - TAG;
-        self.pos = 0;
         self.counter = self
             .counter
             .checked_add(1)
