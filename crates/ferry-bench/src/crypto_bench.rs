@@ -178,6 +178,7 @@ async fn attached(server: &Server, dir: &Path, name: &str, encrypted: bool) -> R
         access_key_id: Some(crate::sync_bench::ACCESS.into()),
         secret_access_key: Some(crate::sync_bench::SECRET.into()),
         session_token: None,
+        ..Default::default()
     })?;
     bucket.attach(Arc::new(remote)).await?;
     Ok(bucket)

@@ -182,6 +182,7 @@ async fn ferry_bucket(server: &Server, dir: &Path, name: &str) -> Result<Bucket>
         access_key_id: Some(ACCESS.into()),
         secret_access_key: Some(SECRET.into()),
         session_token: None,
+        ..Default::default()
     })?;
     bucket.attach(Arc::new(remote)).await?;
     Ok(bucket)

@@ -169,7 +169,7 @@ pub enum RemoteCommand {
     },
     /// Set the remote (checks that it answers first).
     Set {
-        /// `s3://BUCKET[/PREFIX]`, `file:///ABS/PATH` or `memory://`.
+        /// `s3://BUCKET[/PREFIX]` or `file:///ABS/PATH`.
         url: String,
         /// S3 endpoint URL (default: $AWS_ENDPOINT_URL, then AWS).
         #[arg(long)]
@@ -180,6 +180,10 @@ pub enum RemoteCommand {
         /// Path-style S3 addressing (needed by most self-hosted stores).
         #[arg(long)]
         path_style: bool,
+        /// Switch to a different remote without asking (what was agreed
+        /// with the old one is forgotten).
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
 }
 
@@ -188,6 +192,17 @@ pub struct SyncArgs {
     /// Show what would happen; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Go on past the safety rails: more deletes than `max_delete`, or a
+    /// remote that lists nothing where objects were synced.
+    #[arg(long)]
+    pub force: bool,
+    /// Retry now the keys whose last push failed (parked failures too).
+    #[arg(long)]
+    pub retry: bool,
+    /// Most deletes this run may make on either side: a count (1000) or a
+    /// share of the synced objects (50%, the default, applies above 100).
+    #[arg(long, value_name = "N|P%", value_parser = parse_delete_limit)]
+    pub max_delete: Option<ferry::DeleteLimit>,
     /// Print the run's result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -343,4 +358,8 @@ pub struct CpArgs {
     /// Destination: a local path, or `ferry:KEY` / `ferry:PREFIX` (a bare
     /// destination is a key prefix when the source is local).
     pub dest: String,
+}
+
+fn parse_delete_limit(s: &str) -> Result<ferry::DeleteLimit, String> {
+    s.parse()
 }

@@ -24,6 +24,11 @@ impl CommandError {
         }
     }
 
+    /// The error's message, without the hint.
+    pub fn message(&self) -> String {
+        format!("{:#}", self.error)
+    }
+
     /// A usage error (exit 2).
     pub fn usage(message: impl Into<String>) -> Self {
         CommandError {
@@ -64,6 +69,8 @@ fn classify(err: &ferry::Error) -> (u8, Option<String>) {
         E::RemoteMode { .. } => (1, Some("an encrypted bucket needs an empty remote or one it encrypted itself; choose another prefix".into())),
         E::DifferentKey { .. } => (1, Some("this remote belongs to another encrypted bucket; choose another prefix, or join it with `ferry init --remote URL`".into())),
         E::EncryptedKeyTooLong { .. } => (2, None),
+        E::TooManyDeletes { .. } => (1, Some("`ferry sync --dry-run` lists what would be deleted; `--max-delete N|P%` sets the limit for one run, `--force` lifts it".into())),
+        E::EmptyRemote { .. } => (1, Some("`ferry remote show` shows the remote; check that it is mounted and the prefix and credentials are right".into())),
         _ => (1, None),
     }
 }

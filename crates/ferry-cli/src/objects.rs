@@ -208,6 +208,7 @@ fn part_path(path: &Path) -> PathBuf {
 pub async fn get(global: &Global, args: GetArgs) -> Result<(), CommandError> {
     ferry::validate_key(&args.key).map_err(ferry::Error::from)?;
     let bucket = locate::open(global).await?;
+    crate::syncing::connect_for_reading(global, &bucket, [args.key.as_str()]).await?;
     match args.file.as_deref() {
         Some(path) if path != Path::new("-") => {
             get_to_file(&bucket, &args.key, path, global.quiet).await?;
@@ -225,6 +226,8 @@ pub async fn cat(global: &Global, args: CatArgs) -> Result<(), CommandError> {
         ferry::validate_key(key).map_err(ferry::Error::from)?;
     }
     let bucket = locate::open(global).await?;
+    crate::syncing::connect_for_reading(global, &bucket, args.keys.iter().map(String::as_str))
+        .await?;
     let mut stdout = tokio::io::stdout();
     for key in &args.keys {
         let mut object = bucket.get(key).await?;
@@ -301,8 +304,12 @@ pub async fn stat(global: &Global, args: StatArgs) -> Result<(), CommandError> {
     ferry::validate_key(&args.key).map_err(ferry::Error::from)?;
     let bucket = locate::open(global).await?;
     let meta = bucket.head(&args.key).await?;
+    let residency = bucket.residency(&args.key)?;
     let text = if args.json {
-        let mut s = serde_json::to_string_pretty(&object_json(&meta)).context("encoding JSON")?;
+        let mut v = object_json(&meta);
+        v["cached"] = residency.cached.into();
+        v["pinned"] = residency.pinned.into();
+        let mut s = serde_json::to_string_pretty(&v).context("encoding JSON")?;
         s.push('\n');
         s
     } else {
@@ -316,6 +323,15 @@ pub async fn stat(global: &Global, args: StatArgs) -> Result<(), CommandError> {
             rfc3339(meta.modified),
             meta.state
         );
+        s.push_str(&format!(
+            "local:        {}{}\n",
+            if residency.cached {
+                "content on this device"
+            } else {
+                "content only on the remote (fetched when read)"
+            },
+            if residency.pinned { ", pinned" } else { "" }
+        ));
         for (name, value) in &meta.metadata {
             s.push_str(&format!("meta:         {name}={value}\n"));
         }

@@ -131,3 +131,20 @@ pub async fn unlock_if_given(global: &Global, bucket: &Bucket) -> Result<(), Com
     }
     Ok(())
 }
+
+/// Asks a yes/no question on the terminal; `false` when stdin is not one
+/// (the caller then says which flag answers yes).
+pub fn confirm(question: &str) -> Result<bool, CommandError> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return Ok(false);
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| CommandError::from(anyhow::anyhow!("reading the answer: {e}")))?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
+}

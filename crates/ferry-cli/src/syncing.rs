@@ -18,6 +18,38 @@ use crate::output::{human_size, rfc3339};
 pub async fn open_connected(global: &Global) -> Result<Bucket, CommandError> {
     let dir = locate::bucket_dir(global)?;
     let bucket = Bucket::open(&dir).await?;
+    connect(global, &bucket).await?;
+    Ok(bucket)
+}
+
+/// Connects the remote of an open bucket when one of `keys` has its content
+/// only there (evicted, or learned by a lazy pull), so reading it fetches it.
+pub async fn connect_for_reading<'a>(
+    global: &Global,
+    bucket: &Bucket,
+    keys: impl IntoIterator<Item = &'a str>,
+) -> Result<(), CommandError> {
+    let missing = keys
+        .into_iter()
+        .find(|k| matches!(bucket.residency(k), Ok(r) if !r.cached));
+    let Some(key) = missing else {
+        return Ok(());
+    };
+    connect(global, bucket).await.map_err(|e| {
+        CommandError::user(
+            format!(
+                "the content of {key:?} is not on this device, and the remote cannot be reached: {}",
+                e.message()
+            ),
+            "run the command again when the remote answers; `ferry pin KEY` keeps an object on this device",
+        )
+    })
+}
+
+/// Connects the remote of an open bucket (unlocking it with the remote's
+/// key file where needed).
+pub async fn connect(global: &Global, bucket: &Bucket) -> Result<(), CommandError> {
+    let dir = bucket.dir().to_owned();
     let file = config::load(&dir)?;
     let Some(spec) = bucket.remote_spec()? else {
         return Err(CommandError::user(
@@ -43,7 +75,7 @@ pub async fn open_connected(global: &Global) -> Result<Bucket, CommandError> {
         }
     }
     bucket.attach(remote).await?;
-    Ok(bucket)
+    Ok(())
 }
 
 /// Checks a remote before anything is written locally (used by `init --remote`).
@@ -118,7 +150,13 @@ pub fn spec_from(
         region,
         path_style,
     };
-    spec.kind().map_err(|e| CommandError::usage(e.detail))?;
+    if spec.kind().map_err(|e| CommandError::usage(e.detail))? == ferry::remote::spec::RemoteKind::Memory {
+        return Err(CommandError::usage(
+            "memory:// lives inside one process: the next `ferry` command would see it empty and \
+             its sync would delete everything. Use file:///PATH or s3://BUCKET/PREFIX \
+             (memory:// is for the library and tests)",
+        ));
+    }
     Ok(spec)
 }
 
@@ -149,8 +187,26 @@ pub async fn remote(global: &Global, args: RemoteArgs) -> Result<(), CommandErro
             endpoint,
             region,
             path_style,
+            yes,
         } => {
             let spec = spec_from(&url, endpoint, region, path_style)?;
+            if let Some(old) = bucket.remote_spec()? {
+                if !old.same_location(&spec) && !yes {
+                    let status = bucket.status().await?;
+                    let what = format!(
+                        "this bucket syncs with {}; switching to {url} forgets what was agreed with it: \
+                         the {} synced object(s) are compared afresh with the new remote, and {} local \
+                         delete(s) not yet pushed are dropped",
+                        old.url, status.synced, status.pending_delete
+                    );
+                    if !crate::passphrase::confirm(&format!("{what}. Go on?"))? {
+                        return Err(CommandError::user(
+                            what,
+                            "pass --yes to switch anyway (or keep the current remote)",
+                        ));
+                    }
+                }
+            }
             let mode = probe_spec(&spec, bucket.dir()).await?;
             check_mode(&bucket, &url, &mode)?;
             bucket.set_remote(spec).await?;
@@ -173,6 +229,7 @@ pub fn report_json(r: &SyncReport) -> serde_json::Value {
             "reason": c.reason.map(|x| x.describe()),
         })).collect::<Vec<_>>(),
         "errors": r.errors.iter().map(|e| json!({"key": e.key, "cause": e.cause, "retryable": e.retryable})).collect::<Vec<_>>(),
+        "parked": r.parked,
         "planned": r.planned.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>(),
         "duration_ms": r.duration.as_millis() as u64,
         "timestamp": r.timestamp.map(rfc3339),
@@ -206,6 +263,9 @@ pub async fn sync(global: &Global, args: SyncArgs, mode: SyncMode) -> Result<(),
             SyncOptions {
                 mode,
                 dry_run: args.dry_run,
+                force: args.force,
+                retry: args.retry,
+                max_delete: args.max_delete,
             },
             Some(progress),
         )
@@ -223,9 +283,16 @@ pub async fn sync(global: &Global, args: SyncArgs, mode: SyncMode) -> Result<(),
     if report.errors.is_empty() {
         Ok(())
     } else {
+        let hint = if report.errors.iter().all(|e| !e.retryable) {
+            "each failure is listed above; these keys are parked until they change, \
+             or until `ferry sync --retry`"
+        } else {
+            "each failure is listed above; the next sync retries them (after a growing delay), \
+             `ferry sync --retry` retries them now"
+        };
         Err(CommandError::user(
             format!("{} object(s) could not be synced", report.errors.len()),
-            "each failure is listed above; run the same command again to retry",
+            hint,
         ))
     }
 }

@@ -48,6 +48,21 @@ pub async fn cp(global: &Global, args: CpArgs) -> Result<(), CommandError> {
         (_, d) => d,
     };
     let bucket = locate::open(global).await?;
+    if let Place::Bucket(from) = &source {
+        // Content that is only on the remote (evicted, lazy) is fetched.
+        let keys: Vec<String> = if args.recursive {
+            bucket
+                .list_all(from)
+                .await?
+                .into_iter()
+                .map(|m| m.key)
+                .collect()
+        } else {
+            vec![from.clone()]
+        };
+        crate::syncing::connect_for_reading(global, &bucket, keys.iter().map(String::as_str))
+            .await?;
+    }
     match (source, dest) {
         (Place::Local(src), Place::Bucket(prefix)) => {
             import(&bucket, &src, &prefix, args.recursive, global.quiet).await

@@ -54,6 +54,25 @@ impl std::fmt::Debug for TempBlob {
     }
 }
 
+/// Whether the blob file at `dest` is whole: a plaintext blob hashes to
+/// `hash`; a sealed one (which only the keyring can verify) has the length
+/// the new sealed temp has (same plaintext, same sealed length).
+fn intact(dest: &Path, temp: &Path, hash: &ContentHash) -> bool {
+    use std::io::{Read, Seek};
+    let Ok(mut f) = fs::File::open(dest) else {
+        return false;
+    };
+    let mut magic = [0u8; 4];
+    if f.read_exact(&mut magic).is_ok() && &magic == b"FRYB" {
+        let len = |p: &Path| fs::metadata(p).map(|m| m.len()).ok();
+        return len(dest).is_some() && len(dest) == len(temp);
+    }
+    let mut hasher = blake3::Hasher::new();
+    f.seek(io::SeekFrom::Start(0)).is_ok()
+        && io::copy(&mut f, &mut hasher).is_ok()
+        && ContentHash::from(hasher.finalize()) == *hash
+}
+
 impl BlobStore {
     /// The store under `root` (the bucket directory); directories must exist.
     pub(crate) fn new(root: &Path) -> Self {
@@ -139,6 +158,13 @@ impl BlobStore {
         if !dir.exists() {
             fs::create_dir_all(dir).map_err(|e| Error::io("creating blob directory", dir, e))?;
             sync_dir(&self.blobs)?;
+        }
+        if intact(&dest, &temp.path, hash) {
+            // The same content is already stored: keep that file (a push may
+            // be streaming it; in an encrypted bucket its sealed bytes, nonce
+            // included, differ from the new temp's). The temp goes when
+            // dropped. A damaged file is replaced: writing again repairs it.
+            return Ok(());
         }
         fs::rename(&temp.path, &dest).map_err(|e| Error::io("moving blob into place", &dest, e))?;
         temp.installed = true;

@@ -256,6 +256,7 @@ impl Bucket {
                 self.read_body(key, reader, threshold, keys.clone()).await?
             }
         };
+        let meta_digest = crate::sync::meta_digest(keys.as_deref(), &content_type, &metadata);
         let op = WriteOp::Put(NewObject {
             key: key.to_owned(),
             size,
@@ -264,6 +265,7 @@ impl Bucket {
             content_type,
             metadata,
             sealed_meta,
+            meta_digest,
             modified_ms,
         });
         match self.inner.writer.submit(op).await? {
@@ -348,7 +350,8 @@ impl Bucket {
             self.note_access(key);
             if !stored.cached {
                 // Known from the remote but not downloaded (lazy pull): fetch it now.
-                self.fetch(key, crate::plan::Expect::Present(stored.meta.hash))
+                let meta = self.local_meta_digest(key)?;
+                self.fetch(key, crate::plan::Expect::Present(stored.meta.hash, meta))
                     .await?;
                 continue;
             }

@@ -49,6 +49,8 @@ pub(crate) struct NewObject {
     /// Encrypted buckets: the sealed metadata column (the plaintext above
     /// is only returned to the caller).
     pub sealed_meta: Option<String>,
+    /// Digest of the content type and metadata (keyed when encrypted).
+    pub meta_digest: crate::hash::MetaDigest,
     pub modified_ms: i64,
 }
 
@@ -238,11 +240,11 @@ fn put(
         index::meta_columns(&obj.content_type, &obj.metadata, obj.sealed_meta.as_deref())?;
     conn.prepare_cached(
         "INSERT INTO objects (key, present, size, hash, inline, content_type, metadata, \
-             modified_ms, state, last_access_ms, access_count) \
-         VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7, 'dirty', ?8, 0) \
+             modified_ms, state, last_access_ms, access_count, meta_digest) \
+         VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7, 'dirty', ?8, 0, ?9) \
          ON CONFLICT (key) DO UPDATE SET present = 1, size = ?2, hash = ?3, inline = ?4, \
              content_type = ?5, metadata = ?6, modified_ms = ?7, state = 'dirty', \
-             cached = 1, last_access_ms = ?8, conflict = NULL, remote_etag = NULL",
+             cached = 1, last_access_ms = ?8, conflict = NULL, remote_etag = NULL, meta_digest = ?9",
     )?
     .execute(params![
         obj.key,
@@ -252,7 +254,8 @@ fn put(
         content_type,
         metadata,
         obj.modified_ms,
-        now
+        now,
+        &obj.meta_digest.0[..]
     ])?;
     enqueue(conn, &obj.key, "put", Some(&obj.hash), now)?;
     if old.is_some_and(|(h, i, _)| h != obj.hash || i != inline) {

@@ -136,7 +136,9 @@ impl Bucket {
             .lock()
             .map(|e| e.is_some())
             .unwrap_or(false);
-        if self.is_leader() && engine_running {
+        // A dry run changes nothing: it needs no leadership and runs here,
+        // so its plan comes back whole.
+        if (self.is_leader() && engine_running) || opts.dry_run {
             return self.run_sync(opts, progress).await;
         }
         if self.try_lead()? {
@@ -160,8 +162,16 @@ impl Bucket {
         let id: i64 = tokio::task::spawn_blocking(move || -> Result<i64> {
             let conn = index::open(&path, false)?;
             conn.execute(
-                "INSERT INTO sync_requests (mode, dry_run, requested_ms, state) VALUES (?1, ?2, ?3, 'pending')",
-                params![mode, opts.dry_run, index::now_ms()],
+                "INSERT INTO sync_requests (mode, dry_run, requested_ms, state, force, retry, max_delete) \
+                 VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6)",
+                params![
+                    mode,
+                    opts.dry_run,
+                    index::now_ms(),
+                    opts.force,
+                    opts.retry,
+                    opts.max_delete.map(|m| m.to_string())
+                ],
             )?;
             Ok(conn.last_insert_rowid())
         })
@@ -312,8 +322,27 @@ impl Bucket {
             }
             let requests = self.pending_requests();
             if !requests.is_empty() || schedule.is_due(Instant::now()) {
+                // Requests with the same options share one run; a due
+                // scheduled run joins the default one.
+                let mut runs: Vec<(SyncOptions, Vec<i64>)> = Vec::new();
+                if schedule.is_due(Instant::now()) {
+                    runs.push((SyncOptions::default(), Vec::new()));
+                }
+                for (id, opts) in requests {
+                    match runs.iter_mut().find(|(o, _)| *o == opts) {
+                        Some((_, ids)) => ids.push(id),
+                        None => runs.push((opts, vec![id])),
+                    }
+                }
                 schedule.on_sync_start();
-                let outcome = self.engine_run(&requests).await;
+                let mut outcome = RunOutcome::Idle;
+                for (opts, ids) in runs {
+                    outcome = match (outcome, self.engine_run(opts, &ids).await) {
+                        (RunOutcome::Offline, _) | (_, RunOutcome::Offline) => RunOutcome::Offline,
+                        (RunOutcome::Changed, _) | (_, RunOutcome::Changed) => RunOutcome::Changed,
+                        _ => RunOutcome::Idle,
+                    };
+                }
                 match schedule.on_sync_done(Instant::now(), outcome) {
                     Connectivity::WentOffline => self.emit(Event::Offline),
                     Connectivity::CameOnline => self.emit(Event::Online),
@@ -337,22 +366,42 @@ impl Bucket {
         .unwrap_or(false)
     }
 
-    fn pending_requests(&self) -> Vec<i64> {
+    /// Pending one-shot requests filed by other processes, with their options.
+    fn pending_requests(&self) -> Vec<(i64, SyncOptions)> {
         self.with_reader(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT id FROM sync_requests WHERE state = 'pending' ORDER BY id",
+                "SELECT id, mode, dry_run, force, retry, max_delete FROM sync_requests \
+                 WHERE state = 'pending' ORDER BY id",
             )?;
-            let ids = stmt
-                .query_map([], |r| r.get::<_, i64>(0))?
+            let rows = stmt
+                .query_map([], |r| {
+                    let mode = match r.get::<_, String>(1)?.as_str() {
+                        "push" => SyncMode::Push,
+                        "pull" => SyncMode::Pull,
+                        _ => SyncMode::Both,
+                    };
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        SyncOptions {
+                            mode,
+                            dry_run: r.get(2)?,
+                            force: r.get(3)?,
+                            retry: r.get(4)?,
+                            max_delete: r
+                                .get::<_, Option<String>>(5)?
+                                .and_then(|m| m.parse().ok()),
+                        },
+                    ))
+                })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(ids)
+            Ok(rows)
         })
         .unwrap_or_default()
     }
 
-    /// One engine run; answers the requests it covers.
-    async fn engine_run(&self, requests: &[i64]) -> RunOutcome {
-        let result = self.run_sync(SyncOptions::default(), None).await;
+    /// One engine run with `opts`; answers the requests it covers.
+    async fn engine_run(&self, opts: SyncOptions, requests: &[i64]) -> RunOutcome {
+        let result = self.run_sync(opts, None).await;
         let (state, answer, error) = match &result {
             Ok(r) => (
                 "done",
@@ -402,6 +451,7 @@ impl Bucket {
 /// Rebuilds a report from a summary answered by another process.
 fn report_of(s: &SyncSummary) -> SyncReport {
     SyncReport {
+        parked: 0,
         pushed: s.pushed,
         pulled: s.pulled,
         deleted_remote: s.deleted_remote,

@@ -94,6 +94,33 @@ pub enum Error {
     /// The bucket has no remote, or it is not connected.
     #[error("this bucket has no connected remote")]
     NoRemote,
+    /// Safety rail: the run would delete more objects than allowed.
+    #[error(
+        "this sync would delete {count} of {synced} synced objects {side}, more than the limit ({limit}); \
+         nothing was deleted. Check the remote and scope; run with --force to go on"
+    )]
+    TooManyDeletes {
+        /// `locally` or `on the remote`.
+        side: &'static str,
+        /// Deletes planned on that side.
+        count: u64,
+        /// Objects synced before the run.
+        synced: u64,
+        /// The limit, as configured (`50%`, `1000`).
+        limit: String,
+    },
+    /// Safety rail: the remote listed nothing where objects were synced.
+    #[error(
+        "the remote {remote} lists no objects under the sync scope, but {synced} objects were synced \
+         with it; a wiped bucket, a wrong prefix, an unmounted folder or credentials that list nothing \
+         would look like this. Nothing was deleted; run with --force if the remote really is empty"
+    )]
+    EmptyRemote {
+        /// The remote.
+        remote: String,
+        /// Objects synced before the run.
+        synced: u64,
+    },
     /// `resolve` was asked about a key that is not in conflict.
     #[error("{key:?} is not in conflict")]
     NotInConflict {

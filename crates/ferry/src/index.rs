@@ -17,7 +17,7 @@ use crate::metadata::Metadata;
 use crate::state::SyncState;
 
 /// The schema version this build writes and the newest it reads.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// How long a writer waits for another process's write transaction.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -82,6 +82,18 @@ const MIGRATIONS: &[&str] = &[
         result       TEXT,
         error        TEXT
     );
+    "#,
+    // 3 -> 4: versions are content and metadata; remote listing times;
+    // what our own last push was based on; parked outbox failures.
+    r#"
+    ALTER TABLE objects ADD COLUMN meta_digest BLOB;
+    ALTER TABLE objects ADD COLUMN base_meta BLOB;
+    ALTER TABLE objects ADD COLUMN base_modified_ms INTEGER;
+    ALTER TABLE objects ADD COLUMN pushed_base TEXT;
+    ALTER TABLE objects ADD COLUMN remote_hash BLOB;
+    ALTER TABLE sync_requests ADD COLUMN force INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sync_requests ADD COLUMN retry INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sync_requests ADD COLUMN max_delete TEXT;
     "#,
 ];
 

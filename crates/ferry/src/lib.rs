@@ -46,7 +46,7 @@ pub use crypto::keys::KdfParams;
 pub use encryption::MAX_ENCRYPTED_KEY_LEN;
 pub use error::{Error, Result};
 pub use events::{Event, SyncSummary};
-pub use hash::{ContentHash, ParseHashError};
+pub use hash::{version_id, ContentHash, MetaDigest, ParseHashError};
 pub use index::{ObjectMeta, SCHEMA_VERSION};
 pub use key::{validate_key, validate_key_bytes, KeyError, KeyRule, MAX_KEY_LEN, RESERVED_PREFIX};
 pub use list::{ListOptions, ListPage};
@@ -56,6 +56,7 @@ pub use metadata::{
 };
 pub use state::{ParseStateError, SyncState};
 pub use sync::{
-    ConflictInfo, GetOptions, ProgressFn, Resolution, ResolveOutcome, Status, SyncConfig,
+    ConflictInfo, DeleteLimit, GetOptions, ProgressFn, Residency, Resolution, ResolveOutcome,
+    Status, SyncConfig,
     SyncIssue, SyncMode, SyncOptions, SyncProgress, SyncReport,
 };

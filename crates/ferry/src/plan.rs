@@ -9,8 +9,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::hash::ContentHash;
-use crate::remote::{Precondition, RemoteObject};
+use crate::hash::{version_id, ContentHash, MetaDigest};
+use crate::remote::{Precondition, RemoteObject, BASE_NONE};
 use crate::state::SyncState;
 
 /// Which way changes flow.
@@ -86,6 +86,18 @@ pub struct LocalEntry {
     pub state: SyncState,
     /// Last local write, ms since the epoch.
     pub modified_ms: i64,
+    /// Digest of the content type and metadata (`None`: rows older than
+    /// schema v4, compared as equal to an unknown base).
+    pub meta: Option<MetaDigest>,
+    /// The metadata digest both sides last agreed on.
+    pub base_meta: Option<MetaDigest>,
+    /// The remote listing time of the agreed version, ms (`None`: not yet
+    /// seen in a listing). With the ETag it tells a remote version apart
+    /// from a metadata-only rewrite that kept the same ETag (S3's ETag is
+    /// the content's MD5).
+    pub base_modified_ms: Option<i64>,
+    /// When the agreed version is our own push: the `ferry-base` it carried.
+    pub pushed_base: Option<String>,
 }
 
 /// What the local row must still look like for an outcome to be recorded.
@@ -93,8 +105,8 @@ pub struct LocalEntry {
 pub enum Expect {
     /// No row, or a tombstone that never reached the remote.
     Absent,
-    /// A present row with this content hash.
-    Present(ContentHash),
+    /// A present row with this content hash and metadata digest.
+    Present(ContentHash, Option<MetaDigest>),
     /// A tombstone.
     Tombstone,
 }
@@ -113,6 +125,9 @@ pub enum ConflictReason {
     DeletedLocallyModifiedRemotely,
     /// A conditional write found a version it did not expect.
     RemoteChangedDuringPush,
+    /// Our pushed version was overwritten by one based on the same version
+    /// (a sibling): a store that ignores conditional writes lost our update.
+    LostUpdate,
 }
 
 impl ConflictReason {
@@ -124,6 +139,9 @@ impl ConflictReason {
             ConflictReason::ModifiedLocallyDeletedRemotely => "changed here, deleted on the remote",
             ConflictReason::DeletedLocallyModifiedRemotely => "deleted here, changed on the remote",
             ConflictReason::RemoteChangedDuringPush => "the remote changed while pushing",
+            ConflictReason::LostUpdate => {
+                "our pushed version was overwritten by a concurrent write (the store ignores conditional writes)"
+            }
         }
     }
 }
@@ -133,11 +151,13 @@ impl ConflictReason {
 #[allow(missing_docs)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Upload the local content (hash `hash`) if `cond` holds.
+    /// Upload the local version (content hash `hash`) if `cond` holds;
+    /// `base` is the `ferry-base` it carries (the version it replaces).
     Push {
         key: String,
         hash: ContentHash,
         cond: Precondition,
+        base: String,
     },
     /// Delete the remote object if `cond` holds.
     DeleteRemote { key: String, cond: Precondition },
@@ -155,11 +175,20 @@ pub enum Action {
     },
     /// Delete the local object (the remote deleted it).
     DeleteLocal { key: String, expect: Expect },
-    /// Both sides hold the same content: record the agreement.
+    /// Both sides hold the same content: record the remote version
+    /// (`etag`, `meta`, listing time `modified_ms`) as the agreement.
     Adopt {
         key: String,
         etag: String,
         hash: ContentHash,
+        meta: Option<MetaDigest>,
+        modified_ms: Option<i64>,
+    },
+    /// The agreed remote version is unchanged: remember its listing time.
+    Refresh {
+        key: String,
+        etag: String,
+        modified_ms: i64,
     },
     /// Drop a tombstone (both sides are gone).
     Forget { key: String },
@@ -183,6 +212,7 @@ impl Action {
             | Action::Learn { key, .. }
             | Action::DeleteLocal { key, .. }
             | Action::Adopt { key, .. }
+            | Action::Refresh { key, .. }
             | Action::Forget { key }
             | Action::Conflict { key, .. }
             | Action::SetState { key, .. } => key,
@@ -225,7 +255,7 @@ fn local_side(l: Option<&LocalEntry>) -> LocalSide {
     match l {
         None => LocalSide::Absent,
         Some(l) if l.present => {
-            if l.base_etag.is_some() && l.base_hash == Some(l.hash) {
+            if l.base_etag.is_some() && l.base_hash == Some(l.hash) && l.base_meta == l.meta {
                 LocalSide::Unchanged
             } else {
                 LocalSide::Changed
@@ -241,18 +271,80 @@ fn remote_side(l: Option<&LocalEntry>, r: Option<&RemoteObject>) -> RemoteSide {
     match (r, base) {
         (None, None) => RemoteSide::Absent,
         (None, Some(_)) => RemoteSide::Deleted,
-        (Some(r), Some(b)) if r.etag == b => RemoteSide::Unchanged,
+        (Some(r), Some(b))
+            if r.etag == b && same_second(r.modified_ms, l.and_then(|l| l.base_modified_ms)) =>
+        {
+            RemoteSide::Unchanged
+        }
         (Some(_), _) => RemoteSide::Changed,
     }
 }
 
-/// True when the planner needs the remote object's content hash (from a
-/// HEAD) to decide: the remote changed and so did the local side, so equal
-/// content must be told apart from a conflict.
+/// Listing times compared at second precision (S3 lists milliseconds but
+/// answers HEAD with an HTTP date); unknown on either side: no difference.
+fn same_second(a: Option<i64>, b: Option<i64>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a.div_euclid(1000) == b.div_euclid(1000),
+        _ => true,
+    }
+}
+
+/// True when `r` is a version this device wrote (its `ferry-device`).
+fn is_ours(r: &RemoteObject, device: &str) -> bool {
+    !device.is_empty() && r.device.as_deref() == Some(device) && r.hash.is_some()
+}
+
+/// The local and remote versions are the same: content, content type and
+/// metadata (a remote answer without metadata is never the same version).
+fn same_version(l: &LocalEntry, r: &RemoteObject) -> bool {
+    l.present && r.hash == Some(l.hash) && r.meta.is_some() && r.meta == l.meta
+}
+
+/// The same bytes on both sides, created or changed independently: adopted
+/// when the remote was not written by ferry (its metadata carries no ferry
+/// version) or the local row predates metadata digests; two ferry versions
+/// with different metadata are a conflict.
+fn adoptable(l: &LocalEntry, r: &RemoteObject) -> bool {
+    same_version(l, r)
+        || (l.present && r.hash == Some(l.hash) && (r.device.is_none() || l.meta.is_none()))
+}
+
+/// The `ferry-base` a push under `cond` carries: the id of the version it
+/// replaces.
+fn base_value(cond: &Precondition, l: Option<&LocalEntry>, r: Option<&RemoteObject>) -> String {
+    if matches!(cond, Precondition::IfAbsent) {
+        return BASE_NONE.to_owned();
+    }
+    if let Some(h) = r.and_then(|r| r.hash) {
+        return version_id(&h, r.and_then(|r| r.meta.as_ref()));
+    }
+    match l.and_then(|l| l.base_hash.map(|h| (h, l.base_meta))) {
+        Some((h, m)) => version_id(&h, m.as_ref()),
+        None => BASE_NONE.to_owned(),
+    }
+}
+
+/// True when the planner needs the remote object's metadata (from a HEAD)
+/// to decide:
+/// - the remote changed and so did the local side: equal versions must be
+///   told apart from a conflict;
+/// - a row that never agreed with the remote (a new key or a local delete)
+///   meets a remote object: it may be our own push whose answer was lost
+///   (`ferry-device`);
+/// - our own push was replaced: by a sibling (a lost update) or not
+///   (`ferry-base`).
 pub fn needs_inspection(l: Option<&LocalEntry>, r: &RemoteObject) -> bool {
-    r.hash.is_none()
-        && local_side(l) == LocalSide::Changed
-        && remote_side(l, Some(r)) == RemoteSide::Changed
+    if r.has_metadata && r.meta.is_some() {
+        return false;
+    }
+    let Some(e) = l else {
+        return false;
+    };
+    let ls = local_side(l);
+    let rs = remote_side(l, Some(r));
+    (ls == LocalSide::Changed && rs == RemoteSide::Changed)
+        || e.base_etag.is_none()
+        || (ls == LocalSide::Unchanged && rs == RemoteSide::Changed && e.pushed_base.is_some())
 }
 
 /// True when `key` falls under one of `scopes` (no scopes: everything).
@@ -260,7 +352,8 @@ pub fn in_scope(scopes: &[String], key: &str) -> bool {
     scopes.is_empty() || scopes.iter().any(|s| key.starts_with(s.as_str()))
 }
 
-/// Plans a sync of `local` rows against the `remote` listing.
+/// Plans a sync of `local` rows against the `remote` listing, for the
+/// replica whose device id is `device`.
 ///
 /// Both inputs may be in any order; each key appears at most once in each.
 /// Remote objects outside `scopes` are ignored; local rows outside them
@@ -270,6 +363,7 @@ pub fn plan(
     remote: &[RemoteObject],
     scopes: &[String],
     policy: Policy,
+    device: &str,
 ) -> Vec<Action> {
     let mut keys: BTreeMap<&str, (Option<&LocalEntry>, Option<&RemoteObject>)> = BTreeMap::new();
     for l in local {
@@ -281,13 +375,13 @@ pub fn plan(
         }
     }
     keys.into_iter()
-        .filter_map(|(key, (l, r))| plan_key(key, l, r, scopes, policy))
+        .filter_map(|(key, (l, r))| plan_key(key, l, r, scopes, policy, device))
         .collect()
 }
 
 fn expect_of(l: Option<&LocalEntry>) -> Expect {
     match l {
-        Some(l) if l.present => Expect::Present(l.hash),
+        Some(l) if l.present => Expect::Present(l.hash, l.meta),
         Some(l) if l.base_etag.is_some() => Expect::Tombstone,
         _ => Expect::Absent,
     }
@@ -299,6 +393,7 @@ fn plan_key(
     r: Option<&RemoteObject>,
     scopes: &[String],
     policy: Policy,
+    device: &str,
 ) -> Option<Action> {
     let key_s = key.to_owned();
     if !in_scope(scopes, key) {
@@ -312,11 +407,52 @@ fn plan_key(
     }
     let can_push = policy.direction != Direction::DownloadOnly;
     let can_pull = policy.direction != Direction::UploadOnly;
+    if let (Some(lo), Some(ro)) = (l, r) {
+        if lo.base_etag.is_none() && is_ours(ro, device) {
+            // Our own push landed but was never recorded (a crash, or every
+            // answer lost): the remote version is the base we agreed on.
+            let adopt = Action::Adopt {
+                key: key_s.clone(),
+                etag: ro.etag.clone(),
+                hash: ro.hash?,
+                meta: ro.meta,
+                modified_ms: ro.modified_ms,
+            };
+            let cond = Precondition::IfMatch(ro.etag.clone());
+            return if same_version(lo, ro) {
+                Some(adopt)
+            } else if !can_push {
+                None
+            } else if lo.present {
+                Some(Action::Push {
+                    key: key_s,
+                    hash: lo.hash,
+                    base: base_value(&cond, l, r),
+                    cond,
+                })
+            } else {
+                Some(Action::DeleteRemote { key: key_s, cond })
+            };
+        }
+    }
     let ls = local_side(l);
     let rs = remote_side(l, r);
-    let same_content = match (l, r) {
-        (Some(l), Some(r)) => l.present && r.hash == Some(l.hash),
+    let same = match (l, r) {
+        (Some(l), Some(r)) => same_version(l, r),
         _ => false,
+    };
+    let adopt_changed = match (l, r) {
+        (Some(l), Some(r)) => adoptable(l, r),
+        _ => false,
+    };
+    let adopt = |r: &RemoteObject| -> Option<Action> {
+        Some(Action::Adopt {
+            key: key_s.clone(),
+            etag: r.etag.clone(),
+            hash: r.hash?,
+            meta: r.meta,
+            modified_ms: r.modified_ms,
+        })
     };
     let fetch = |r: &RemoteObject| -> Option<Action> {
         if !can_pull {
@@ -349,6 +485,14 @@ fn plan_key(
         (LocalSide::Absent, RemoteSide::Changed | RemoteSide::Unchanged) => r.and_then(fetch),
         (LocalSide::Unchanged, RemoteSide::Unchanged) => {
             let l = l?;
+            let refresh = match (l.base_modified_ms, r) {
+                (None, Some(ro)) => ro.modified_ms.map(|modified_ms| Action::Refresh {
+                    key: key_s.clone(),
+                    etag: ro.etag.clone(),
+                    modified_ms,
+                }),
+                _ => None,
+            };
             // A synced row without local content was evicted: it stays
             // synced and is fetched again only when read (or pinned).
             let evicted = !l.cached && l.state == SyncState::Synced;
@@ -368,19 +512,27 @@ fn plan_key(
                     state: want,
                 })
             } else {
-                None
+                refresh
             }
         }
         (LocalSide::Unchanged, RemoteSide::Changed) => {
             let r = r?;
-            let wants_content = l.is_some_and(|l| !l.cached)
-                && (policy.strategy == PullStrategy::Eager || l.is_some_and(|l| l.pinned));
-            if same_content && !wants_content {
-                Some(Action::Adopt {
-                    key: key_s,
-                    etag: r.etag.clone(),
-                    hash: r.hash?,
-                })
+            let lo = l?;
+            let wants_content =
+                !lo.cached && (policy.strategy == PullStrategy::Eager || lo.pinned);
+            if same && !wants_content {
+                adopt(r)
+            } else if !same
+                && lo.pushed_base.is_some()
+                && r.has_metadata
+                && r.base.is_some()
+                && r.base == lo.pushed_base
+                && r.device.as_deref() != Some(device)
+            {
+                // Our push and this version were both based on the same
+                // version: this one overwrote ours (a store that ignores
+                // conditional writes). Never pull over it.
+                conflict(ConflictReason::LostUpdate)
             } else {
                 fetch(r)
             }
@@ -391,30 +543,28 @@ fn plan_key(
         }),
         (LocalSide::Unchanged, RemoteSide::Absent) => None, // unreachable: Unchanged needs a base
         (LocalSide::Changed, RemoteSide::Unchanged) => {
-            let l = l?;
-            let base = l.base_etag.clone()?;
-            can_push.then_some(Action::Push {
+            let lo = l?;
+            let cond = Precondition::IfMatch(lo.base_etag.clone()?);
+            can_push.then(|| Action::Push {
                 key: key_s,
-                hash: l.hash,
-                cond: Precondition::IfMatch(base),
+                hash: lo.hash,
+                base: base_value(&cond, l, None),
+                cond,
             })
         }
         (LocalSide::Changed, RemoteSide::Absent) => {
-            let l = l?;
-            can_push.then_some(Action::Push {
+            let lo = l?;
+            can_push.then(|| Action::Push {
                 key: key_s,
-                hash: l.hash,
+                hash: lo.hash,
                 cond: Precondition::IfAbsent,
+                base: BASE_NONE.to_owned(),
             })
         }
         (LocalSide::Changed, RemoteSide::Changed) => {
             let r = r?;
-            if same_content {
-                Some(Action::Adopt {
-                    key: key_s,
-                    etag: r.etag.clone(),
-                    hash: r.hash?,
-                })
+            if adopt_changed {
+                adopt(r)
             } else if l.is_some_and(|l| l.base_etag.is_none()) {
                 conflict(ConflictReason::BothCreated)
             } else {
@@ -491,6 +641,7 @@ pub fn keep_local_action(
         Action::Push {
             key: key.to_owned(),
             hash: l.hash,
+            base: base_value(&cond, Some(l), r),
             cond,
         }
     } else if r.is_some() {

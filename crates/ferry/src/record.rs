@@ -9,7 +9,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::blobs::BlobStore;
 use crate::commit::{current, release_old, store_content, Content};
 use crate::error::Result;
-use crate::hash::ContentHash;
+use crate::hash::{ContentHash, MetaDigest};
 use crate::metadata::Metadata;
 use crate::plan::{ConflictReason, Expect};
 use crate::remote::RemoteObject;
@@ -25,18 +25,25 @@ pub(crate) struct Pulled {
     pub metadata: Metadata,
     /// Encrypted buckets: the sealed metadata column.
     pub sealed_meta: Option<String>,
+    /// Digest of `content_type` and `metadata`.
+    pub meta: MetaDigest,
     pub modified_ms: i64,
     pub etag: String,
+    /// The remote's last-modified time of this version, when known.
+    pub remote_modified_ms: Option<i64>,
 }
 
 /// The outcome of one sync action.
 #[derive(Debug)]
 pub(crate) enum SyncRecord {
-    /// A push of `hash` succeeded with `etag`.
+    /// A push of version (`hash`, `meta`) carrying `ferry-base` `base`
+    /// succeeded with `etag`.
     Pushed {
         key: String,
         hash: ContentHash,
+        meta: MetaDigest,
         etag: String,
+        base: String,
     },
     /// The remote object was deleted.
     RemoteDeleted { key: String },
@@ -56,11 +63,22 @@ pub(crate) enum SyncRecord {
     },
     /// The remote deleted the object; delete it here.
     LocalDeleted { key: String, expect: Expect },
-    /// Both sides agree on `hash` at `etag`.
+    /// Both sides agree on `hash` at `etag` (remote metadata digest
+    /// `meta`, listing time `modified_ms`); `pushed_base` when the remote
+    /// version is our own push.
     Adopted {
         key: String,
         etag: String,
         hash: ContentHash,
+        meta: Option<MetaDigest>,
+        modified_ms: Option<i64>,
+        pushed_base: Option<String>,
+    },
+    /// The agreed version `etag` was listed at `modified_ms`.
+    Refreshed {
+        key: String,
+        etag: String,
+        modified_ms: i64,
     },
     /// Drop a tombstone.
     Forgot { key: String },
@@ -90,15 +108,18 @@ pub(crate) enum SyncRecord {
 }
 
 fn matches(conn: &Connection, key: &str, expect: &Expect) -> Result<bool> {
-    let row: Option<(bool, Vec<u8>, Option<String>)> = conn
-        .prepare_cached("SELECT present, hash, base_etag FROM objects WHERE key = ?1")?
-        .query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+    type Row = (bool, Vec<u8>, Option<String>, Option<Vec<u8>>);
+    let row: Option<Row> = conn
+        .prepare_cached("SELECT present, hash, base_etag, meta_digest FROM objects WHERE key = ?1")?
+        .query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .optional()?;
     Ok(match (expect, row) {
         (Expect::Absent, None) => true,
-        (Expect::Absent, Some((present, _, base))) => !present && base.is_none(),
-        (Expect::Present(h), Some((true, hash, _))) => hash == h.0,
-        (Expect::Tombstone, Some((false, _, base))) => base.is_some(),
+        (Expect::Absent, Some((present, _, base, _))) => !present && base.is_none(),
+        (Expect::Present(h, m), Some((true, hash, _, meta))) => {
+            hash == h.0 && meta.as_deref() == m.as_ref().map(|m| &m.0[..])
+        }
+        (Expect::Tombstone, Some((false, _, base, _))) => base.is_some(),
         _ => false,
     })
 }
@@ -118,20 +139,28 @@ pub(crate) fn apply(
     garbage: &mut Vec<ContentHash>,
 ) -> Result<bool> {
     match rec {
-        SyncRecord::Pushed { key, hash, etag } => {
+        SyncRecord::Pushed {
+            key,
+            hash,
+            meta,
+            etag,
+            base,
+        } => {
             let n = conn
                 .prepare_cached(
                     "UPDATE objects SET state = 'synced', base_etag = ?2, base_hash = ?3, \
+                     base_meta = ?4, base_modified_ms = NULL, pushed_base = ?5, \
                      conflict = NULL, remote_etag = NULL \
-                     WHERE key = ?1 AND present = 1 AND hash = ?3",
+                     WHERE key = ?1 AND present = 1 AND hash = ?3 AND meta_digest IS ?4",
                 )?
-                .execute(params![key, etag, &hash.0[..]])?;
+                .execute(params![key, etag, &hash.0[..], &meta.0[..], base])?;
             if n == 0 {
                 // Changed again meanwhile: the remote now holds what we pushed.
                 conn.prepare_cached(
-                    "UPDATE objects SET base_etag = ?2, base_hash = ?3 WHERE key = ?1",
+                    "UPDATE objects SET base_etag = ?2, base_hash = ?3, base_meta = ?4, \
+                     base_modified_ms = NULL, pushed_base = ?5 WHERE key = ?1",
                 )?
-                .execute(params![key, etag, &hash.0[..]])?;
+                .execute(params![key, etag, &hash.0[..], &meta.0[..], base])?;
             } else {
                 ack(conn, &key)?;
             }
@@ -167,12 +196,14 @@ pub(crate) fn apply(
                 crate::index::meta_columns(&p.content_type, &p.metadata, p.sealed_meta.as_deref())?;
             conn.prepare_cached(
                 "INSERT INTO objects (key, present, size, hash, inline, content_type, metadata, \
-                     modified_ms, state, base_etag, base_hash, cached, last_access_ms, access_count) \
-                 VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7, 'synced', ?8, ?3, 1, ?9, 0) \
+                     modified_ms, state, base_etag, base_hash, cached, last_access_ms, access_count, \
+                     meta_digest, base_meta, base_modified_ms, pushed_base) \
+                 VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7, 'synced', ?8, ?3, 1, ?9, 0, ?10, ?10, ?11, NULL) \
                  ON CONFLICT (key) DO UPDATE SET present = 1, size = ?2, hash = ?3, inline = ?4, \
                      content_type = ?5, metadata = ?6, modified_ms = ?7, state = 'synced', \
                      base_etag = ?8, base_hash = ?3, cached = 1, last_access_ms = ?9, \
-                     conflict = NULL, remote_etag = NULL",
+                     conflict = NULL, remote_etag = NULL, meta_digest = ?10, base_meta = ?10, \
+                     base_modified_ms = ?11, pushed_base = NULL",
             )?
             .execute(params![
                 key,
@@ -183,7 +214,9 @@ pub(crate) fn apply(
                 metadata,
                 p.modified_ms,
                 p.etag,
-                now
+                now,
+                &p.meta.0[..],
+                p.remote_modified_ms,
             ])?;
             conn.prepare_cached("DELETE FROM outbox WHERE key = ?1 AND state <> 'inflight'")?
                 .execute([&key])?;
@@ -212,15 +245,18 @@ pub(crate) fn apply(
                 sealed_meta.as_deref(),
             )?;
             let modified = remote.ferry_mtime.or(remote.modified_ms).unwrap_or(now);
+            let meta = remote.meta.map(|m| m.0.to_vec());
             conn.prepare_cached(
                 "INSERT INTO objects (key, present, size, hash, inline, content_type, metadata, \
-                     modified_ms, state, base_etag, base_hash, cached, last_access_ms, access_count) \
-                 VALUES (?1, 1, ?2, ?3, 0, ?4, ?5, ?6, 'stale', ?7, ?3, 0, ?8, 0) \
+                     modified_ms, state, base_etag, base_hash, cached, last_access_ms, access_count, \
+                     meta_digest, base_meta, base_modified_ms, pushed_base) \
+                 VALUES (?1, 1, ?2, ?3, 0, ?4, ?5, ?6, 'stale', ?7, ?3, 0, ?8, 0, ?9, ?9, ?10, NULL) \
                  ON CONFLICT (key) DO UPDATE SET present = 1, size = ?2, hash = ?3, inline = 0, \
                      content_type = ?4, metadata = ?5, modified_ms = ?6, state = 'stale', \
-                     base_etag = ?7, base_hash = ?3, cached = 0, conflict = NULL, remote_etag = NULL",
+                     base_etag = ?7, base_hash = ?3, cached = 0, conflict = NULL, remote_etag = NULL, \
+                     meta_digest = ?9, base_meta = ?9, base_modified_ms = ?10, pushed_base = NULL",
             )?
-            .execute(params![key, remote.size as i64, &hash.0[..], content_type, metadata, modified, remote.etag, now])?;
+            .execute(params![key, remote.size as i64, &hash.0[..], content_type, metadata, modified, remote.etag, now, meta, remote.modified_ms])?;
             conn.prepare_cached("DELETE FROM outbox WHERE key = ?1 AND state <> 'inflight'")?
                 .execute([&key])?;
             release_old(conn, old, garbage)?;
@@ -238,17 +274,48 @@ pub(crate) fn apply(
             release_old(conn, old, garbage)?;
             Ok(true)
         }
-        SyncRecord::Adopted { key, etag, hash } => {
+        SyncRecord::Adopted {
+            key,
+            etag,
+            hash,
+            meta,
+            modified_ms,
+            pushed_base,
+        } => {
+            // The row's own metadata may differ from the adopted remote
+            // version's (a foreign copy of the same bytes): then it stays
+            // dirty and the next run pushes it.
             let n = conn
                 .prepare_cached(
-                    "UPDATE objects SET state = CASE WHEN cached = 1 THEN 'synced' ELSE 'stale' END, \
-                     base_etag = ?2, base_hash = ?3, conflict = NULL, remote_etag = NULL \
+                    "UPDATE objects SET state = CASE WHEN meta_digest IS NOT ?4 THEN 'dirty' \
+                         WHEN cached = 1 THEN 'synced' ELSE 'stale' END, \
+                     base_etag = ?2, base_hash = ?3, base_meta = ?4, base_modified_ms = ?5, \
+                     pushed_base = ?6, conflict = NULL, remote_etag = NULL \
                      WHERE key = ?1 AND present = 1 AND hash = ?3",
                 )?
-                .execute(params![key, etag, &hash.0[..]])?;
+                .execute(params![
+                    key,
+                    etag,
+                    &hash.0[..],
+                    meta.map(|m| m.0.to_vec()),
+                    modified_ms,
+                    pushed_base
+                ])?;
             if n > 0 {
                 ack(conn, &key)?;
             }
+            Ok(n > 0)
+        }
+        SyncRecord::Refreshed {
+            key,
+            etag,
+            modified_ms,
+        } => {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE objects SET base_modified_ms = ?3 WHERE key = ?1 AND base_etag = ?2",
+                )?
+                .execute(params![key, etag, modified_ms])?;
             Ok(n > 0)
         }
         SyncRecord::Forgot { key } => {

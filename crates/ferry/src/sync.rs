@@ -14,7 +14,8 @@ use tokio::task::JoinSet;
 use crate::bucket::Bucket;
 use crate::commit::{Outcome, WriteOp};
 use crate::error::{Error, Result};
-use crate::hash::ContentHash;
+use crate::crypto::keyring::Keyring;
+use crate::hash::{ContentHash, MetaDigest};
 use crate::index;
 use crate::key::{validate_key, RESERVED_PREFIX};
 use crate::metadata::Metadata;
@@ -64,6 +65,92 @@ pub struct SyncConfig {
     pub max_cache_size: u64,
     /// Which synced objects are evicted first.
     pub eviction: crate::cache::Eviction,
+    /// Most deletes one run makes on either side before it stops and asks
+    /// for `force`.
+    pub max_delete: DeleteLimit,
+    /// Seconds to wait for a connection to the remote.
+    pub connect_timeout_secs: u64,
+    /// Seconds a remote request may go without progress.
+    pub io_timeout_secs: u64,
+}
+
+/// The safety rail on deletes: a count, or a share of the synced objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteLimit {
+    /// At most this many deletes per side.
+    Count(u64),
+    /// At most this percentage of the synced objects per side, when more
+    /// than 100 objects would go.
+    Percent(u32),
+}
+
+impl Default for DeleteLimit {
+    fn default() -> Self {
+        DeleteLimit::Percent(50)
+    }
+}
+
+impl DeleteLimit {
+    /// Whether `count` deletes out of `synced` objects break the limit.
+    pub fn exceeded(self, count: u64, synced: u64) -> bool {
+        match self {
+            DeleteLimit::Count(n) => count > n,
+            DeleteLimit::Percent(p) => {
+                count > 100 && u128::from(count) * 100 > u128::from(p) * u128::from(synced)
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for DeleteLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeleteLimit::Count(n) => write!(f, "{n}"),
+            DeleteLimit::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+impl std::str::FromStr for DeleteLimit {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let s = s.trim();
+        let bad = || format!("{s:?} is not a delete limit: use a count (1000) or a percentage (50%)");
+        match s.strip_suffix('%') {
+            Some(p) => {
+                let p: u32 = p.trim().parse().map_err(|_| bad())?;
+                if p > 100 {
+                    return Err(bad());
+                }
+                Ok(DeleteLimit::Percent(p))
+            }
+            None => s.parse().map(DeleteLimit::Count).map_err(|_| bad()),
+        }
+    }
+}
+
+impl serde::Serialize for DeleteLimit {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            DeleteLimit::Count(n) => s.serialize_u64(*n),
+            DeleteLimit::Percent(_) => s.serialize_str(&self.to_string()),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DeleteLimit {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Count(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Count(n) => Ok(DeleteLimit::Count(n)),
+            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 impl Default for SyncConfig {
@@ -81,6 +168,9 @@ impl Default for SyncConfig {
             leader_poll_ms: 1000,
             max_cache_size: 1 << 30,
             eviction: crate::cache::Eviction::Lru,
+            max_delete: DeleteLimit::default(),
+            connect_timeout_secs: 10,
+            io_timeout_secs: 60,
         }
     }
 }
@@ -104,6 +194,57 @@ pub struct SyncOptions {
     pub mode: SyncMode,
     /// Plan only: report what would happen, change nothing.
     pub dry_run: bool,
+    /// Go on past the safety rails (mass deletes, a suspiciously empty listing).
+    pub force: bool,
+    /// Retry keys whose last failure was parked (terminal, or backing off).
+    pub retry: bool,
+    /// This run's delete limit instead of the configured one.
+    pub max_delete: Option<DeleteLimit>,
+}
+
+/// Where an object's content is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Residency {
+    /// The content is on this device.
+    pub cached: bool,
+    /// The object is pinned (always downloaded, never evicted).
+    pub pinned: bool,
+}
+
+/// The digest of an object's content type and metadata (keyed with the
+/// bucket's hash key when encrypted).
+pub(crate) fn meta_digest(
+    keys: Option<&Keyring>,
+    content_type: &str,
+    metadata: &Metadata,
+) -> MetaDigest {
+    match keys {
+        Some(k) => MetaDigest::with(k.hasher(), content_type, metadata),
+        None => MetaDigest::of(content_type, metadata),
+    }
+}
+
+/// The content type a remote object is stored with locally: its own, or
+/// the one its key's extension suggests.
+fn remote_content_type(r: &RemoteObject) -> String {
+    r.content_type
+        .clone()
+        .unwrap_or_else(|| crate::metadata::content_type_for(&r.key, None).unwrap_or_default())
+}
+
+/// Fills in `r.meta` for answers that carry metadata.
+fn annotate(keys: Option<&Keyring>, r: &mut RemoteObject) {
+    if r.has_metadata {
+        r.meta = Some(meta_digest(keys, &remote_content_type(r), &r.metadata));
+    }
+}
+
+/// The S3 ETag of a single-part upload is the content's MD5 (32 hex
+/// digits, no `-N` part count).
+fn md5_etag(etag: &str) -> Option<[u8; 16]> {
+    let t = etag.trim_matches('"');
+    let mut out = [0u8; 16];
+    (t.len() == 32 && hex::decode_to_slice(t, &mut out).is_ok()).then_some(out)
 }
 
 /// A key that could not be synced, and why.
@@ -145,6 +286,9 @@ pub struct SyncReport {
     pub conflicts: Vec<ConflictInfo>,
     /// Keys that failed, with their causes.
     pub errors: Vec<SyncIssue>,
+    /// Pushes not attempted: their key's last failure is parked (see
+    /// `failures`; `SyncOptions::retry` tries them now).
+    pub parked: u64,
     /// With `dry_run`: the plan.
     pub planned: Vec<Action>,
     /// How long the run took.
@@ -290,16 +434,16 @@ impl Bucket {
         self.setting_json("remote")
     }
 
-    /// Records the remote. Changing it forgets what was agreed with the old
-    /// one: every object is compared afresh (by content hash) on the next sync.
+    /// Records the remote. The same location spelled differently (see
+    /// [`RemoteSpec::same_location`]) keeps every agreement and tombstone.
+    /// A different location forgets what was agreed with the old one: every
+    /// object is compared afresh (by version) on the next sync, and local
+    /// deletes not yet pushed are dropped (the new remote never had them).
     pub async fn set_remote(&self, spec: RemoteSpec) -> Result<()> {
         spec.kind()?;
         let previous = self.remote_spec()?;
         self.set_setting_json("remote", &spec).await?;
-        if previous
-            .as_ref()
-            .is_some_and(|p| p.url != spec.url || p.endpoint != spec.endpoint)
-        {
+        if previous.as_ref().is_some_and(|p| !p.same_location(&spec)) {
             let path = self.inner.index_path.clone();
             tokio::task::spawn_blocking(move || -> Result<()> {
                 let conn = index::open(&path, false)?;
@@ -360,6 +504,7 @@ impl Bucket {
             self.sync(SyncOptions {
                 mode: SyncMode::Pull,
                 dry_run: false,
+                ..Default::default()
             })
             .await
         } else {
@@ -474,7 +619,8 @@ impl Bucket {
     fn read_entries(&self, key: Option<&str>) -> Result<Vec<LocalEntry>> {
         self.with_reader(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT key, present, hash, cached, pinned, base_etag, base_hash, state, modified_ms \
+                "SELECT key, present, hash, cached, pinned, base_etag, base_hash, state, modified_ms, \
+                 meta_digest, base_meta, base_modified_ms, pushed_base \
                  FROM objects WHERE ?1 IS NULL OR key = ?1",
             )?;
             let rows = stmt.query_map([key], |r| {
@@ -488,11 +634,18 @@ impl Bucket {
                     r.get::<_, Option<Vec<u8>>>(6)?,
                     r.get::<_, String>(7)?,
                     r.get::<_, i64>(8)?,
+                    (
+                        r.get::<_, Option<Vec<u8>>>(9)?,
+                        r.get::<_, Option<Vec<u8>>>(10)?,
+                        r.get::<_, Option<i64>>(11)?,
+                        r.get::<_, Option<String>>(12)?,
+                    ),
                 ))
             })?;
             let mut out = Vec::new();
             for row in rows {
-                let (key, present, hash, cached, pinned, base_etag, base_hash, state, modified_ms) = row?;
+                let (key, present, hash, cached, pinned, base_etag, base_hash, state, modified_ms, v4) = row?;
+                let (meta, base_meta, base_modified_ms, pushed_base) = v4;
                 let bad = || Error::IndexData(format!("object {key:?} has a malformed row"));
                 out.push(LocalEntry {
                     hash: ContentHash::from_slice(&hash).ok_or_else(bad)?,
@@ -504,10 +657,32 @@ impl Bucket {
                     pinned,
                     base_etag,
                     modified_ms,
+                    meta: meta.as_deref().and_then(MetaDigest::from_slice),
+                    base_meta: base_meta.as_deref().and_then(MetaDigest::from_slice),
+                    base_modified_ms,
+                    pushed_base,
                 });
             }
             Ok(out)
         })
+    }
+
+    /// Whether `key`'s content is on this device, and whether it is pinned.
+    pub fn residency(&self, key: &str) -> Result<Residency> {
+        validate_key(key)?;
+        let l = self.local_entry(key)?.filter(|l| l.present);
+        let l = l.ok_or_else(|| Error::NotFound {
+            key: key.to_owned(),
+        })?;
+        Ok(Residency {
+            cached: l.cached,
+            pinned: l.pinned,
+        })
+    }
+
+    /// The row's metadata digest (what a record made against it expects).
+    pub(crate) fn local_meta_digest(&self, key: &str) -> Result<Option<MetaDigest>> {
+        Ok(self.local_entry(key)?.and_then(|l| l.meta))
     }
 
     fn local_entry(&self, key: &str) -> Result<Option<LocalEntry>> {
@@ -672,7 +847,7 @@ impl Bucket {
         progress: Option<ProgressFn>,
     ) -> Result<SyncReport> {
         let _one_at_a_time = self.inner.sync_lock.lock().await;
-        self.keyring()?;
+        let keys = self.keyring()?;
         let started = Instant::now();
         let remote = self.connected_remote()?;
         let config = self.sync_config()?;
@@ -684,19 +859,34 @@ impl Bucket {
         let scopes = self.effective_scopes()?;
         let mut report = SyncReport::default();
 
-        // Attempts a crash left in flight go back to pending.
+        // Attempts a crash left in flight go back to pending; uploads that
+        // were interrupted are aborted on the store.
         if !opts.dry_run {
             let path = self.inner.index_path.clone();
-            tokio::task::spawn_blocking(move || -> Result<()> {
+            let interrupted = tokio::task::spawn_blocking(move || -> Result<usize> {
                 let conn = index::open(&path, false)?;
-                conn.execute(
+                let n = conn.execute(
                     "UPDATE outbox SET state = 'pending' WHERE state = 'inflight'",
                     [],
                 )?;
-                Ok(())
+                let failed: i64 = conn.query_row(
+                    "SELECT COUNT(*) FROM outbox WHERE state = 'failed'",
+                    [],
+                    |r| r.get(0),
+                )?;
+                Ok(n + failed as usize)
             })
             .await
             .map_err(|e| Error::IndexData(format!("outbox task: {e}")))??;
+            if interrupted > 0 {
+                if let Err(e) = remote.cleanup(self.device_id()).await {
+                    report.errors.push(SyncIssue {
+                        key: String::new(),
+                        cause: format!("aborting interrupted uploads: {e}"),
+                        retryable: e.is_retryable(),
+                    });
+                }
+            }
         }
 
         // 1. The remote listing, for each scope (an unreachable remote fails the run here, before any change).
@@ -708,7 +898,7 @@ impl Bucket {
             if prefix == NOTHING_IN_SCOPE {
                 continue;
             }
-            for obj in remote.list(prefix).await? {
+            for mut obj in remote.list(prefix).await? {
                 if obj.key.starts_with(RESERVED_PREFIX) {
                     continue;
                 }
@@ -733,56 +923,122 @@ impl Bucket {
                     });
                     continue;
                 }
+                annotate(keys.as_deref(), &mut obj);
                 listing.insert(obj.key.clone(), obj);
             }
         }
 
-        // 2. The local side, and HEADs where content equality must be checked.
+        // 2. The local side, and HEADs where the remote version's metadata
+        // decides. A failed HEAD fails its key only.
         let local = self.local_entries()?;
-        let by_key: HashMap<&str, &LocalEntry> =
-            local.iter().map(|l| (l.key.as_str(), l)).collect();
-        let to_inspect: Vec<String> = listing
-            .values()
-            .filter(|r| plan::needs_inspection(by_key.get(r.key.as_str()).copied(), r))
-            .map(|r| r.key.clone())
-            .collect();
-        let mut heads = JoinSet::new();
-        let limit = Arc::new(Semaphore::new(config.pull_concurrency.max(1)));
-        for key in to_inspect {
-            let remote = remote.clone();
-            let limit = limit.clone();
-            heads.spawn(async move {
-                let _permit = limit.acquire_owned().await;
-                (key.clone(), remote.head(&key).await)
+        let synced_before = local
+            .iter()
+            .filter(|l| l.base_etag.is_some() && plan::in_scope(&scopes, &l.key))
+            .count() as u64;
+        if listing.is_empty() && synced_before > 0 && !opts.force {
+            return Err(Error::EmptyRemote {
+                remote: remote.endpoint(),
+                synced: synced_before,
             });
         }
-        while let Some(joined) = heads.join_next().await {
-            let (key, result) =
-                joined.map_err(|e| Error::IndexData(format!("inspect task: {e}")))?;
-            match result {
-                Ok(Some(obj)) => {
-                    listing.insert(key, obj);
+        let mut failed_keys: std::collections::HashSet<String> = Default::default();
+        {
+            let by_key: HashMap<&str, &LocalEntry> =
+                local.iter().map(|l| (l.key.as_str(), l)).collect();
+            let to_inspect: Vec<String> = listing
+                .values()
+                .filter(|r| plan::needs_inspection(by_key.get(r.key.as_str()).copied(), r))
+                .map(|r| r.key.clone())
+                .collect();
+            let mut heads = JoinSet::new();
+            let limit = Arc::new(Semaphore::new(config.pull_concurrency.max(1)));
+            for key in to_inspect {
+                let remote = remote.clone();
+                let limit = limit.clone();
+                heads.spawn(async move {
+                    let _permit = limit.acquire_owned().await;
+                    (key.clone(), remote.head(&key).await)
+                });
+            }
+            while let Some(joined) = heads.join_next().await {
+                let (key, result) =
+                    joined.map_err(|e| Error::IndexData(format!("inspect task: {e}")))?;
+                match result {
+                    Ok(Some(mut obj)) => {
+                        annotate(keys.as_deref(), &mut obj);
+                        listing.insert(key, obj);
+                    }
+                    Ok(None) => {
+                        listing.remove(&key);
+                    }
+                    Err(e) => {
+                        report.errors.push(issue(&key, &Error::Remote(e)));
+                        failed_keys.insert(key);
+                    }
                 }
-                Ok(None) => {
-                    listing.remove(&key);
+            }
+            // Foreign objects (no ferry-hash) that meet a local version:
+            // establish their content hash once, by ETag or by download.
+            for r in listing.values_mut() {
+                let Some(l) = by_key.get(r.key.as_str()) else {
+                    continue;
+                };
+                if r.hash.is_some()
+                    || !r.has_metadata
+                    || !l.present
+                    || !l.cached
+                    || l.base_etag.as_deref() == Some(r.etag.as_str())
+                    || keys.is_some()
+                {
+                    continue;
                 }
-                Err(e) => return Err(e.into()),
+                match self.establish_hash(&remote, l, r).await {
+                    Ok(h) => r.hash = h,
+                    Err(e) => {
+                        report.errors.push(issue(&r.key, &e));
+                        failed_keys.insert(r.key.clone());
+                    }
+                }
             }
         }
-        let remote_list: Vec<RemoteObject> = listing.into_values().collect();
+        let remote_list: Vec<RemoteObject> = listing
+            .into_values()
+            .filter(|r| !failed_keys.contains(&r.key))
+            .collect();
+        let local: Vec<LocalEntry> = local
+            .into_iter()
+            .filter(|l| !failed_keys.contains(&l.key))
+            .collect();
 
         // 3. Plan.
-        let mut actions = plan::plan(&local, &remote_list, &scopes, policy);
+        let mut actions = plan::plan(&local, &remote_list, &scopes, policy, self.device_id());
         actions.retain(|a| match opts.mode {
             SyncMode::Both => true,
             SyncMode::Push => !a.is_pull_side(),
             SyncMode::Pull => !a.is_push_side(),
+        });
+        // Keys whose last push failed wait for their backoff (terminal
+        // failures until the object changes or `retry` is asked).
+        let parked = self.parked()?;
+        let now = index::now_ms();
+        actions.retain(|a| {
+            let waiting = a.is_push_side()
+                && !opts.retry
+                && parked.get(a.key()).is_some_and(|next| *next > now);
+            if waiting {
+                report.parked += 1;
+            }
+            !waiting
         });
         if opts.dry_run {
             report.planned = actions;
             report.duration = started.elapsed();
             report.timestamp = Some(SystemTime::now());
             return Ok(report);
+        }
+        if !opts.force {
+            let limit = opts.max_delete.unwrap_or(config.max_delete);
+            self.check_deletes(&actions, synced_before, limit)?;
         }
 
         // 4. Execute, pushes and pulls each with their own concurrency limit.
@@ -870,11 +1126,104 @@ impl Bucket {
         Ok(report)
     }
 
+    /// Safety rail: refuses a plan that deletes more than `limit` objects on
+    /// either side.
+    fn check_deletes(&self, actions: &[Action], synced: u64, limit: DeleteLimit) -> Result<()> {
+        let local = actions
+            .iter()
+            .filter(|a| matches!(a, Action::DeleteLocal { .. }))
+            .count() as u64;
+        let remote = actions
+            .iter()
+            .filter(|a| matches!(a, Action::DeleteRemote { .. }))
+            .count() as u64;
+        for (side, count) in [("locally", local), ("on the remote", remote)] {
+            if limit.exceeded(count, synced) {
+                return Err(Error::TooManyDeletes {
+                    side,
+                    count,
+                    synced,
+                    limit: limit.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Outbox keys whose last attempt failed, and when they may run again.
+    fn parked(&self) -> Result<HashMap<String, i64>> {
+        self.with_reader(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT key, next_attempt_ms FROM outbox WHERE state = 'failed'",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            let mut out = HashMap::new();
+            for row in rows {
+                let (key, next) = row?;
+                out.insert(key, next);
+            }
+            Ok(out)
+        })
+    }
+
+    /// The content hash of a foreign remote object `r` (no `ferry-hash`)
+    /// where it may equal the local version `l`: `None` when it differs.
+    /// Sizes first; then a single-part upload's MD5 ETag against the local
+    /// bytes; otherwise the remote bytes are downloaded and hashed.
+    async fn establish_hash(
+        &self,
+        remote: &SharedRemote,
+        l: &LocalEntry,
+        r: &RemoteObject,
+    ) -> Result<Option<ContentHash>> {
+        use md5::Digest;
+        use tokio::io::AsyncReadExt;
+        let stored = self.lookup(&l.key)?;
+        if stored.meta.size != r.size {
+            return Ok(None);
+        }
+        let mut buf = vec![0u8; 64 * 1024];
+        if let Some(etag_md5) = md5_etag(&r.etag) {
+            let object = self.get(&l.key).await?;
+            let mut body = object.body;
+            let mut md5 = md5::Md5::new();
+            loop {
+                let n = body.read(&mut buf).await.map_err(|e| Error::Corrupt {
+                    key: l.key.clone(),
+                    detail: e.to_string(),
+                })?;
+                if n == 0 {
+                    break;
+                }
+                md5.update(&buf[..n]);
+            }
+            let local_md5: [u8; 16] = md5.finalize().into();
+            return Ok((local_md5 == etag_md5).then_some(l.hash));
+        }
+        let (_, mut body) = remote.get(&r.key).await?;
+        let mut hasher = blake3::Hasher::new();
+        loop {
+            let n = body.read(&mut buf).await.map_err(|e| {
+                Error::Remote(RemoteError::new(
+                    RemoteErrorKind::Retryable,
+                    remote.endpoint(),
+                    format!("downloading {}: {e}", r.key),
+                ))
+            })?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        Ok(Some(ContentHash::from(hasher.finalize())))
+    }
+
     /// Only pushes.
     pub async fn push(&self) -> Result<SyncReport> {
         self.sync(SyncOptions {
             mode: SyncMode::Push,
             dry_run: false,
+            ..Default::default()
         })
         .await
     }
@@ -884,6 +1233,7 @@ impl Bucket {
         self.sync(SyncOptions {
             mode: SyncMode::Pull,
             dry_run: false,
+            ..Default::default()
         })
         .await
     }
@@ -912,8 +1262,21 @@ impl Bucket {
         policy: ConflictPolicy,
     ) -> Result<Done> {
         match action {
-            Action::Push { key, hash, cond } => {
-                self.push_one(remote, &key, hash, cond, policy).await
+            Action::Push {
+                key,
+                hash,
+                cond,
+                base,
+            } => {
+                if let Some(why) = remote.refuses(&key) {
+                    let e = RemoteError::new(
+                        RemoteErrorKind::Terminal,
+                        remote.endpoint(),
+                        format!("the remote cannot hold the key {key:?}: {why}"),
+                    );
+                    return self.fail_attempt(&key, e).await;
+                }
+                self.push_one(remote, &key, hash, cond, base, policy).await
             }
             Action::DeleteRemote { key, cond } => match remote.delete(&key, cond).await {
                 Ok(()) => {
@@ -921,7 +1284,10 @@ impl Bucket {
                     Ok(Done::DeletedRemote)
                 }
                 Err(e) if e.kind == RemoteErrorKind::PreconditionFailed => {
-                    let current = remote.head(&key).await?;
+                    let current = match remote.head(&key).await {
+                        Ok(c) => c,
+                        Err(e) => return self.fail_attempt(&key, e).await,
+                    };
                     self.conflict(
                         key,
                         ConflictReason::DeletedLocallyModifiedRemotely,
@@ -945,11 +1311,12 @@ impl Bucket {
                 expect,
             } => {
                 // A listing carries no metadata; learn it with a HEAD when needed.
-                let obj = if obj.has_metadata {
+                let mut obj = if obj.has_metadata {
                     obj
                 } else {
                     remote.head(&key).await?.unwrap_or(obj)
                 };
+                annotate(self.keyring()?.as_deref(), &mut obj);
                 let sealed_meta = self.keyring()?.map(|k| {
                     let content_type = obj.content_type.clone().unwrap_or_else(|| {
                         crate::metadata::content_type_for(&key, None).unwrap_or_default()
@@ -976,8 +1343,39 @@ impl Bucket {
                     Done::Nothing
                 })
             }
-            Action::Adopt { key, etag, hash } => {
-                self.record(SyncRecord::Adopted { key, etag, hash }).await?;
+            Action::Adopt {
+                key,
+                etag,
+                hash,
+                meta,
+                modified_ms,
+            } => {
+                // Our own push whose answer was lost: it keeps what it was based on.
+                let pushed_base = seen
+                    .filter(|s| s.device.as_deref() == Some(self.device_id()))
+                    .and_then(|s| s.base);
+                self.record(SyncRecord::Adopted {
+                    key,
+                    etag,
+                    hash,
+                    meta,
+                    modified_ms,
+                    pushed_base,
+                })
+                .await?;
+                Ok(Done::Nothing)
+            }
+            Action::Refresh {
+                key,
+                etag,
+                modified_ms,
+            } => {
+                self.record(SyncRecord::Refreshed {
+                    key,
+                    etag,
+                    modified_ms,
+                })
+                .await?;
                 Ok(Done::Nothing)
             }
             Action::Forget { key } => {
@@ -1049,10 +1447,23 @@ impl Bucket {
         }
     }
 
+    /// Records a failed push-side attempt: a retryable one waits for a
+    /// delay that doubles with every failed attempt (1 s up to an hour, with
+    /// jitter) across runs; a terminal one is parked until the object
+    /// changes or a retry is asked for; an unreachable store parks nothing.
     async fn fail_attempt(&self, key: &str, e: RemoteError) -> Result<Done> {
         let retryable = e.is_retryable();
-        let next = if retryable {
-            index::now_ms() + RetryPolicy::default().delay(3).as_millis() as i64
+        let next = if e.kind == RemoteErrorKind::Unreachable {
+            // The store was down, not this key's fault: the next run (which
+            // the schedule delays while offline) tries it again.
+            0
+        } else if retryable {
+            let attempts = self.with_reader(|c| {
+                Ok(c.prepare_cached("SELECT MAX(attempts) FROM outbox WHERE key = ?1")?
+                    .query_row([key], |r| r.get::<_, Option<i64>>(0))?
+                    .unwrap_or(0))
+            })?;
+            index::now_ms() + backoff_ms(attempts)
         } else {
             i64::MAX
         };
@@ -1077,6 +1488,7 @@ impl Bucket {
         key: &str,
         hash: ContentHash,
         cond: Precondition,
+        base: String,
         policy: ConflictPolicy,
     ) -> Result<Done> {
         let stored = match self.lookup(key) {
@@ -1105,27 +1517,51 @@ impl Bucket {
                 .map(|d| d.as_millis() as i64)
                 .unwrap_or(0),
             device: self.device_id().to_owned(),
+            base: base.clone(),
             sealed: false,
         };
+        let meta = meta_digest(
+            self.keyring()?.as_deref(),
+            &req.content_type,
+            &req.metadata,
+        );
         match remote.put(&req, body, cond).await {
             Ok(etag) => {
                 self.record(SyncRecord::Pushed {
                     key: key.to_owned(),
                     hash,
+                    meta,
                     etag,
+                    base,
                 })
                 .await?;
                 Ok(Done::Pushed)
             }
             Err(e) if e.kind == RemoteErrorKind::PreconditionFailed => {
                 // Either someone else wrote, or our own earlier attempt landed
-                // and its answer was lost: the content hash tells them apart.
-                match remote.head(key).await? {
-                    Some(r) if r.hash == Some(hash) => {
-                        self.record(SyncRecord::Adopted {
+                // and its answer was lost: the version tells them apart.
+                let current = match remote.head(key).await {
+                    Ok(c) => c,
+                    Err(e) => return self.fail_attempt(key, e).await,
+                };
+                let keys = self.keyring()?;
+                match current {
+                    Some(mut r)
+                        if r.hash == Some(hash)
+                            && r.device.as_deref() == Some(self.device_id())
+                            && r.base.as_deref() == Some(base.as_str()) =>
+                    {
+                        annotate(keys.as_deref(), &mut r);
+                        if r.meta != Some(meta) {
+                            let reason = ConflictReason::RemoteChangedDuringPush;
+                            return self.conflict(key.to_owned(), reason, Some(r.etag), policy).await;
+                        }
+                        self.record(SyncRecord::Pushed {
                             key: key.to_owned(),
-                            etag: r.etag,
                             hash,
+                            meta,
+                            etag: r.etag,
+                            base,
                         })
                         .await?;
                         Ok(Done::Pushed)
@@ -1177,6 +1613,7 @@ impl Bucket {
             .clone()
             .unwrap_or_else(|| crate::metadata::content_type_for(key, None).unwrap_or_default());
         let metadata: Metadata = obj.metadata.clone();
+        let meta = meta_digest(keys.as_deref(), &content_type, &metadata);
         let sealed_meta = keys.map(|k| k.seal_local_meta(key, &content_type, &metadata));
         let pulled = Pulled {
             content,
@@ -1185,6 +1622,8 @@ impl Bucket {
             content_type,
             metadata,
             sealed_meta,
+            meta,
+            remote_modified_ms: obj.modified_ms,
             modified_ms: obj
                 .ferry_mtime
                 .or(obj.modified_ms)
@@ -1226,7 +1665,7 @@ impl Bucket {
                     }) => {}
                 Some(_) => {
                     let expect = match &local {
-                        Some(l) if l.present => Expect::Present(l.hash),
+                        Some(l) if l.present => Expect::Present(l.hash, l.meta),
                         Some(l) if l.base_etag.is_some() => Expect::Tombstone,
                         _ => Expect::Absent,
                     };
@@ -1236,7 +1675,7 @@ impl Bucket {
                     if let Some(l) = local.filter(|l| l.present) {
                         self.record(SyncRecord::LocalDeleted {
                             key: key.to_owned(),
-                            expect: Expect::Present(l.hash),
+                            expect: Expect::Present(l.hash, l.meta),
                         })
                         .await?;
                     }
@@ -1317,6 +1756,14 @@ impl Bucket {
         validate_key(&candidate)?;
         Ok(candidate)
     }
+}
+
+/// The wait before retrying a push that failed `attempts` times: doubling
+/// from 1 s up to an hour, the upper half jittered.
+fn backoff_ms(attempts: i64) -> i64 {
+    use rand::Rng;
+    let cap = (1000i64 << attempts.clamp(0, 12)).min(3_600_000);
+    cap / 2 + rand::rng().random_range(0..=cap / 2)
 }
 
 /// `20261122T031500Z`: sortable, and a valid key segment.

@@ -85,6 +85,14 @@ impl Remote for Emulated {
             self.inner.delete(key, cond).await
         }
     }
+
+    fn refuses(&self, key: &str) -> Option<String> {
+        self.inner.refuses(key)
+    }
+
+    async fn cleanup(&self, device: &str) -> Result<u64, RemoteError> {
+        self.inner.cleanup(device).await
+    }
 }
 
 /// What the capability probe found.
@@ -110,6 +118,7 @@ pub async fn probe(remote: &dyn Remote, device: &str) -> Result<ProbeResult, Rem
         size: 5,
         mtime_ms: crate::index::now_ms(),
         device: device.to_owned(),
+        base: String::new(),
     };
     let body = || RemoteBody::Bytes(bytes::Bytes::from_static(b"probe"));
     let first = remote.put(&req, body(), Precondition::IfAbsent).await;

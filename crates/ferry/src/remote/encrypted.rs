@@ -65,6 +65,12 @@ pub struct EnvelopeRecord {
     pub mtime: i64,
     /// The sealed blob's nonce prefix (hex).
     pub blob: String,
+    /// The writing device (absent in envelopes written before it was added).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// The `ferry-base` of the version (see `remote::META_BASE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
 }
 
 fn context(key: &str) -> Vec<u8> {
@@ -155,6 +161,8 @@ impl Encrypted {
         obj.content_type = Some(record.content_type);
         obj.metadata = record.metadata;
         obj.ferry_mtime = Some(record.mtime);
+        obj.device = record.device;
+        obj.base = record.base;
         obj.has_metadata = true;
         obj
     }
@@ -302,6 +310,8 @@ impl Remote for Encrypted {
             metadata: req.metadata.clone(),
             mtime: req.mtime_ms,
             blob: hex::encode(&header[8..]),
+            device: (!req.device.is_empty()).then(|| req.device.clone()),
+            base: (!req.base.is_empty()).then(|| req.base.clone()),
         };
         let envelope = seal_envelope(&self.keys, &req.key, &record);
         let body = match body {
@@ -323,9 +333,24 @@ impl Remote for Encrypted {
             size: 0,
             mtime_ms: 0,
             device: String::new(),
+            base: String::new(),
             sealed: true,
         };
         self.inner.put(&sealed, body, cond).await
+    }
+
+    fn refuses(&self, key: &str) -> Option<String> {
+        match self.keys.encrypt_name(key) {
+            Ok(name) => self
+                .inner
+                .refuses(&name)
+                .map(|why| format!("its encrypted name: {why}")),
+            Err(e) => Some(format!("its name cannot be encrypted: {e}")),
+        }
+    }
+
+    async fn cleanup(&self, device: &str) -> Result<u64, RemoteError> {
+        self.inner.cleanup(device).await
     }
 
     async fn delete(&self, key: &str, cond: Precondition) -> Result<(), RemoteError> {
@@ -420,6 +445,7 @@ pub async fn write_key_file(
         mtime_ms: 0,
         device: String::new(),
         sealed: true,
+        base: String::new(),
     };
     remote
         .put(&req, RemoteBody::Bytes(json.into_bytes().into()), cond)

@@ -125,4 +125,12 @@ impl Remote for Faulty {
     async fn delete(&self, key: &str, cond: Precondition) -> Result<(), RemoteError> {
         self.run(self.inner.delete(key, cond)).await
     }
+
+    fn refuses(&self, key: &str) -> Option<String> {
+        self.inner.refuses(key)
+    }
+
+    async fn cleanup(&self, device: &str) -> Result<u64, RemoteError> {
+        self.inner.cleanup(device).await
+    }
 }

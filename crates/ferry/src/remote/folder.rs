@@ -39,6 +39,32 @@ fn mtime_ns(meta: &fs::Metadata) -> i128 {
     i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec())
 }
 
+/// Longest file name most file systems allow (`NAME_MAX`), in bytes.
+const NAME_MAX: usize = 255;
+
+/// Why a folder cannot hold `key` as a file path, if it cannot.
+fn folder_refuses(key: &str) -> Option<String> {
+    for segment in key.split('/') {
+        if segment.is_empty() {
+            return Some(if key.ends_with('/') {
+                "it ends with `/`, and a folder cannot hold a file whose name is empty".into()
+            } else {
+                "it has an empty segment (`//` or a leading `/`), which a file path cannot hold".into()
+            });
+        }
+        if segment == "." || segment == ".." {
+            return Some("it has a `.` or `..` segment".into());
+        }
+        if segment.len() > NAME_MAX {
+            return Some(format!(
+                "its segment of {} bytes is longer than a file name may be ({NAME_MAX} bytes)",
+                segment.len()
+            ));
+        }
+    }
+    None
+}
+
 impl FolderRemote {
     /// A remote in `root` (created if missing).
     pub fn new(root: impl Into<PathBuf>) -> Result<Self, RemoteError> {
@@ -64,14 +90,11 @@ impl FolderRemote {
 
     /// The file for `key`, refusing keys a folder cannot hold faithfully.
     fn path(&self, key: &str) -> Result<PathBuf, RemoteError> {
-        if key
-            .split('/')
-            .any(|s| s.is_empty() || s == "." || s == "..")
-        {
+        if let Some(why) = folder_refuses(key) {
             return Err(RemoteError::new(
                 RemoteErrorKind::Terminal,
                 self.endpoint(),
-                format!("the key {key:?} has an empty segment, which a folder remote cannot store"),
+                format!("the key {key:?} cannot be stored in a folder remote: {why}"),
             ));
         }
         Ok(self.root.join(key))
@@ -123,6 +146,9 @@ impl FolderRemote {
             metadata: BTreeMap::new(),
             ferry_mtime: None,
             has_metadata: false,
+            device: None,
+            base: None,
+            meta: None,
         };
         if let Some(s) = sidecar {
             obj.etag = s.etag;
@@ -337,6 +363,10 @@ impl Remote for FolderRemote {
         let me = self.clone();
         let req = req.clone();
         blocking(move || me.put_sync(&req, body, &cond)).await
+    }
+
+    fn refuses(&self, key: &str) -> Option<String> {
+        folder_refuses(key)
     }
 
     async fn delete(&self, key: &str, cond: Precondition) -> Result<(), RemoteError> {

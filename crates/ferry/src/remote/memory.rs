@@ -67,6 +67,9 @@ impl MemoryRemote {
             metadata: Metadata::new(),
             ferry_mtime: None,
             has_metadata: false,
+            device: None,
+            base: None,
+            meta: None,
         }
         .with_metadata(s.metadata.clone())
     }

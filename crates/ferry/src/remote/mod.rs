@@ -23,7 +23,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::io::AsyncRead;
 
-use crate::hash::ContentHash;
+use crate::hash::{ContentHash, MetaDigest};
 use crate::metadata::Metadata;
 
 /// Remote metadata names ferry adds to every object it writes.
@@ -32,6 +32,13 @@ pub const META_HASH: &str = "ferry-hash";
 pub const META_MTIME: &str = "ferry-mtime";
 /// The writing replica's device id.
 pub const META_DEVICE: &str = "ferry-device";
+/// The version a pushed version replaced: the hex [`crate::plan::Version`]
+/// id of the writer's base, or `none` for a key the writer created. Two
+/// pushed versions with the same base are siblings: one overwrote the other
+/// (see `docs/design.md`, "Lost updates").
+pub const META_BASE: &str = "ferry-base";
+/// The `ferry-base` value of a version written as a new key.
+pub const BASE_NONE: &str = "none";
 
 /// An object as a remote describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,9 +61,34 @@ pub struct RemoteObject {
     pub ferry_mtime: Option<i64>,
     /// Whether this answer carried metadata at all (listings usually do not).
     pub has_metadata: bool,
+    /// The writing device (`ferry-device`), when ferry wrote the object.
+    pub device: Option<String>,
+    /// What the writer based this version on (`ferry-base`), when ferry wrote it.
+    pub base: Option<String>,
+    /// The digest of the content type and user metadata, filled in by the
+    /// sync executor for answers that carry metadata (never by a store).
+    pub meta: Option<MetaDigest>,
 }
 
 impl RemoteObject {
+    /// A description from a listing: no metadata yet.
+    pub fn listed(key: impl Into<String>, etag: impl Into<String>, size: u64) -> Self {
+        RemoteObject {
+            key: key.into(),
+            etag: etag.into(),
+            size,
+            modified_ms: None,
+            hash: None,
+            content_type: None,
+            metadata: Metadata::new(),
+            ferry_mtime: None,
+            has_metadata: false,
+            device: None,
+            base: None,
+            meta: None,
+        }
+    }
+
     /// Splits a store's user metadata into ferry's entries and the user's.
     pub fn with_metadata(mut self, all: impl IntoIterator<Item = (String, String)>) -> Self {
         self.has_metadata = true;
@@ -65,7 +97,8 @@ impl RemoteObject {
             match name.as_str() {
                 META_HASH => self.hash = value.parse().ok(),
                 META_MTIME => self.ferry_mtime = value.parse().ok(),
-                META_DEVICE => {}
+                META_DEVICE => self.device = Some(value),
+                META_BASE => self.base = Some(value),
                 _ => {
                     self.metadata.insert(name, value);
                 }
@@ -129,6 +162,9 @@ pub struct PutRequest {
     pub mtime_ms: i64,
     /// Writing device.
     pub device: String,
+    /// The `ferry-base` entry: the version this one replaces
+    /// ([`BASE_NONE`] for a new key); empty: none written (probes).
+    pub base: String,
     /// An encrypted remote's object: ferry's own entries (hash, time,
     /// device) travel inside the sealed body, never as readable headers.
     pub sealed: bool,
@@ -144,6 +180,9 @@ impl PutRequest {
         all.insert(META_HASH.into(), self.hash.to_hex());
         all.insert(META_MTIME.into(), self.mtime_ms.to_string());
         all.insert(META_DEVICE.into(), self.device.clone());
+        if !self.base.is_empty() {
+            all.insert(META_BASE.into(), self.base.clone());
+        }
         all
     }
 }
@@ -283,6 +322,21 @@ pub trait Remote: Send + Sync + fmt::Debug {
 
     /// Deletes an object if `cond` holds. Deleting a missing object succeeds.
     async fn delete(&self, key: &str, cond: Precondition) -> Result<(), RemoteError>;
+
+    /// Why this store cannot hold `key` exactly (a valid ferry key), or
+    /// `None` when it can. A remote never renames a key: the keys it cannot
+    /// hold are refused by name before any request is made.
+    fn refuses(&self, key: &str) -> Option<String> {
+        let _ = key;
+        None
+    }
+
+    /// Removes what `device`'s interrupted writes left behind on the store
+    /// (incomplete multipart uploads); returns how many were removed.
+    async fn cleanup(&self, device: &str) -> Result<u64, RemoteError> {
+        let _ = device;
+        Ok(0)
+    }
 }
 
 /// A shared remote.

@@ -111,4 +111,12 @@ impl Remote for Retrying {
     async fn delete(&self, key: &str, cond: Precondition) -> Result<(), RemoteError> {
         self.run(|| self.inner.delete(key, cond.clone())).await
     }
+
+    fn refuses(&self, key: &str) -> Option<String> {
+        self.inner.refuses(key)
+    }
+
+    async fn cleanup(&self, device: &str) -> Result<u64, RemoteError> {
+        self.inner.cleanup(device).await
+    }
 }

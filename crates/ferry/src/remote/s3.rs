@@ -1,28 +1,83 @@
-//! `s3://BUCKET[/PREFIX]`: any S3-compatible store, through OpenDAL.
+//! `s3://BUCKET[/PREFIX]`: any S3-compatible store, through the official
+//! AWS SDK for Rust (`aws-sdk-s3`).
 //!
-//! Conditional writes map to `If-None-Match: *` (OpenDAL's `if_not_exists`)
-//! and `If-Match`; conditional deletes to `If-Match`. Whether the store
-//! enforces them is found out by the capability probe (`crate::probe`), not
-//! assumed. ferry's content hash, mtime and device travel as `x-amz-meta-*`.
+//! This module owns everything ferry says to an S3 API: the client's
+//! settings (built by hand: no environment, no `~/.aws`, no SDK retries, as
+//! ferry retries in its own layer), the mapping of [`Remote`] operations to
+//! S3 requests, the multipart protocol and its clean-up, and the
+//! classification of the SDK's errors into [`RemoteErrorKind`]s.
+//!
+//! **Keys travel byte for byte.** The object for the ferry key `k` is
+//! `PREFIX/k` (just `k` when the prefix is empty), with no trimming,
+//! collapsing of `//`, Unicode normalisation or "directory" reading of a
+//! trailing `/`: `"x "`, `a//b`, `a/`, `a%2Fb` and NFC `ä` beside NFD `ä` are
+//! six different objects, as S3 says they are. OpenDAL, which this module
+//! used before, normalises paths by design (apache/opendal#4101, #6577);
+//! a storage product cannot, so the plain SDK it is. Listings ask for
+//! `encoding-type=url` and decode the answer, so that any key survives XML.
+//! A key longer than S3's 1,024 bytes (with the prefix) is refused by name
+//! ([`Remote::refuses`]), never shortened.
+//!
+//! Conditional writes map to `If-None-Match: *` and `If-Match` (on
+//! `PutObject`, and on `CompleteMultipartUpload` for large objects);
+//! conditional deletes to `If-Match`. Whether the store enforces them is
+//! found out by the capability probe, not assumed. ferry's content hash,
+//! mtime, device and base travel as `x-amz-meta-*`.
+//!
+//! Objects up to [`PART`] bytes go in one `PutObject`, larger ones as a
+//! multipart upload with up to [`PARALLEL_PARTS`] parts in flight. A
+//! multipart upload leaves a small marker object under
+//! `PREFIX/.ferry/uploads/DEVICE/` while it runs, naming the upload; any
+//! failure (or dropping the write) aborts the upload and removes the
+//! marker, and [`Remote::cleanup`] aborts whatever a crashed process left.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    StalledStreamProtectionConfig,
+};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::{ByteStream, DateTime, Length};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, EncodingType};
+use aws_sdk_s3::Client;
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
-use opendal::{ErrorKind, Operator};
-use tokio::io::AsyncReadExt;
+use futures::StreamExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::{
     Capabilities, Precondition, PutRequest, Remote, RemoteBody, RemoteError, RemoteErrorKind,
     RemoteObject, RemoteReader,
 };
 
-/// Part size for multipart uploads; memory per upload is about
-/// `PART * (PARALLEL_PARTS + 1)`.
-const PART: usize = 8 << 20;
-const PARALLEL_PARTS: usize = 8;
+/// Part size for multipart uploads, and the largest object sent in one
+/// `PutObject`. Memory per upload is at most `PART * (PARALLEL_PARTS + 1)`.
+pub const PART: u64 = 8 << 20;
+/// Parts of one multipart upload in flight at once.
+pub const PARALLEL_PARTS: usize = 8;
+/// S3's limit on the number of parts; objects above `PART * MAX_PARTS`
+/// (80 GiB) use larger parts (powers of two times [`PART`]).
+const MAX_PARTS: u64 = 10_000;
+/// S3's limit on a key's length, in bytes of UTF-8.
+pub const MAX_S3_KEY: usize = 1024;
+/// The slowest upload a request body is given time for before the read
+/// timeout ends it (bytes per second). Stalls are caught sooner, by the
+/// stalled-stream protection; this only bounds a server that took the whole
+/// body and then fell silent.
+const MIN_UPLOAD_RATE: u64 = 32 << 10;
+/// Concurrent HEADs completing a listing that lacks ETags.
+const LIST_HEADS: usize = 16;
+/// Where multipart markers live, under the remote prefix.
+const UPLOADS_DIR: &str = ".ferry/uploads/";
 
 /// Where and how to reach an S3-compatible store. Credentials are given by
 /// the caller (the library reads no environment).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Config {
     /// Bucket name.
     pub bucket: String,
@@ -34,121 +89,744 @@ pub struct S3Config {
     pub region: String,
     /// Path-style addressing (`endpoint/bucket/key`) instead of virtual hosts.
     pub path_style: bool,
-    /// Access key id; `None` with no secret: anonymous requests.
+    /// Access key id; `None` with no secret: anonymous (unsigned) requests.
     pub access_key_id: Option<String>,
     /// Secret access key.
     pub secret_access_key: Option<String>,
     /// Session token for temporary credentials.
     pub session_token: Option<String>,
+    /// How long establishing a connection (TCP and TLS) may take.
+    pub connect_timeout: Duration,
+    /// How long a request may make no progress: no response to a request
+    /// without a body, or no bytes moving in either direction, before it
+    /// fails (and ferry's retry layer decides what next).
+    pub io_timeout: Duration,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            bucket: String::new(),
+            prefix: String::new(),
+            endpoint: None,
+            region: String::new(),
+            path_style: false,
+            access_key_id: None,
+            secret_access_key: None,
+            session_token: None,
+            connect_timeout: Duration::from_secs(10),
+            io_timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 /// An S3-compatible remote.
 #[derive(Debug, Clone)]
 pub struct S3Remote {
-    op: Operator,
+    client: Client,
+    bucket: String,
+    /// The remote prefix without surrounding `/`; empty: the bucket's root.
+    prefix: String,
     described: String,
+    connect_timeout: Duration,
+    io_timeout: Duration,
+}
+
+/// What a multipart marker object holds.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Marker {
+    /// The upload's full S3 key (prefix included).
+    key: String,
+    /// The store's upload id.
+    upload_id: String,
 }
 
 impl S3Remote {
     /// Builds the client (no request is made).
     pub fn new(cfg: &S3Config) -> Result<Self, RemoteError> {
-        opendal::install_default();
         let described = format!(
             "s3://{}/{} at {}",
             cfg.bucket,
             cfg.prefix,
             cfg.endpoint.as_deref().unwrap_or("AWS")
         );
-        let config_err = |e: opendal::Error| {
+        let invalid = |why: String| {
             RemoteError::new(
                 RemoteErrorKind::Terminal,
                 described.clone(),
-                format!("invalid S3 settings: {e}"),
+                format!("invalid S3 settings: {why}"),
             )
         };
-        let mut b = opendal::services::S3::default()
-            .bucket(&cfg.bucket)
-            .root(&format!("/{}", cfg.prefix.trim_matches('/')))
-            .region(if cfg.region.is_empty() {
-                "us-east-1"
-            } else {
-                &cfg.region
-            })
-            .disable_config_load()
-            .disable_ec2_metadata();
-        if let Some(endpoint) = &cfg.endpoint {
-            b = b.endpoint(endpoint);
+        if cfg.bucket.is_empty() {
+            return Err(invalid("the bucket name is empty".into()));
         }
-        if !cfg.path_style {
-            b = b.enable_virtual_host_style();
+        let region = if cfg.region.is_empty() {
+            "us-east-1".to_owned()
+        } else {
+            cfg.region.clone()
+        };
+        let mut b = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(region))
+            .force_path_style(cfg.path_style)
+            // ferry's retry layer decides what is retried, and how often.
+            .retry_config(RetryConfig::disabled())
+            // Many S3-compatible servers reject the SDK's default trailing
+            // CRC checksums (aws-chunked bodies); ferry checks content
+            // hashes itself.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(cfg.connect_timeout)
+                    .read_timeout(cfg.io_timeout)
+                    .build(),
+            )
+            .stalled_stream_protection(
+                StalledStreamProtectionConfig::enabled()
+                    .grace_period(cfg.io_timeout)
+                    .build(),
+            );
+        if let Some(endpoint) = &cfg.endpoint {
+            let host = endpoint
+                .strip_prefix("http://")
+                .or_else(|| endpoint.strip_prefix("https://"));
+            if host.is_none_or(str::is_empty) {
+                return Err(invalid(format!(
+                    "the endpoint {endpoint:?} is not an http:// or https:// URL"
+                )));
+            }
+            b = b.endpoint_url(endpoint);
         }
         match (&cfg.access_key_id, &cfg.secret_access_key) {
             (Some(id), Some(secret)) => {
-                b = b.access_key_id(id).secret_access_key(secret);
-                if let Some(token) = &cfg.session_token {
-                    b = b.session_token(token);
+                b = b.credentials_provider(Credentials::new(
+                    id,
+                    secret,
+                    cfg.session_token.clone(),
+                    None,
+                    "ferry",
+                ));
+            }
+            (None, None) => b = b.allow_no_auth(),
+            _ => {
+                return Err(invalid(
+                    "an access key id needs a secret access key, and the other way round".into(),
+                ))
+            }
+        }
+        Ok(S3Remote {
+            client: Client::from_conf(b.build()),
+            bucket: cfg.bucket.clone(),
+            prefix: cfg.prefix.trim_matches('/').to_owned(),
+            described,
+            connect_timeout: cfg.connect_timeout,
+            io_timeout: cfg.io_timeout,
+        })
+    }
+
+    /// The S3 key of a ferry key (or of a listing prefix): exact.
+    fn full(&self, key: &str) -> String {
+        if self.prefix.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}/{key}", self.prefix)
+        }
+    }
+
+    /// What every S3 key of this remote starts with.
+    fn root(&self) -> String {
+        self.full("")
+    }
+
+    fn error(&self, kind: RemoteErrorKind, detail: String) -> RemoteError {
+        RemoteError::new(kind, self.described.clone(), detail)
+    }
+
+    /// An SDK failure as a [`RemoteError`], its text saying what was done.
+    fn sdk_err<E>(&self, e: SdkError<E, HttpResponse>, what: &str) -> RemoteError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let kind = classify(&e);
+        self.error(kind, format!("{what}: {}", DisplayErrorContext(&e)))
+    }
+
+    /// Timeouts for a request that sends up to `part` bytes: its response may
+    /// come only after the whole body went out.
+    fn upload_timeouts(&self, part: u64) -> aws_sdk_s3::config::Builder {
+        let sending = Duration::from_secs(part.div_ceil(MIN_UPLOAD_RATE));
+        aws_sdk_s3::config::Builder::default().timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(self.connect_timeout)
+                .read_timeout(self.io_timeout + sending)
+                .build(),
+        )
+    }
+
+    /// Why this remote cannot write `key`, as a [`RemoteError`].
+    fn refusal(&self, key: &str) -> Option<RemoteError> {
+        self.refuses(key).map(|why| {
+            self.error(
+                RemoteErrorKind::Terminal,
+                format!("the key {key:?} cannot be stored on this S3 remote: {why}"),
+            )
+        })
+    }
+
+    /// Every object whose S3 key starts with `PREFIX/prefix`, keys relative
+    /// to the remote prefix, as the listing gives them (ETags may be missing).
+    async fn list_raw(&self, prefix: &str) -> Result<Vec<RemoteObject>, RemoteError> {
+        let root = self.root();
+        let full = self.full(prefix);
+        let what = format!("listing {prefix:?}");
+        let mut req = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .encoding_type(EncodingType::Url);
+        if !full.is_empty() {
+            req = req.prefix(&full);
+        }
+        let mut pages = req.into_paginator().send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.sdk_err(e, &what))?;
+            // Decode only what the store says it encoded: a store that
+            // ignores `encoding-type` sends keys as they are.
+            let encoded = page.encoding_type() == Some(&EncodingType::Url);
+            for o in page.contents() {
+                let Some(raw) = o.key() else { continue };
+                let key = if encoded {
+                    url_decode(raw).ok_or_else(|| {
+                        self.error(
+                            RemoteErrorKind::Terminal,
+                            format!("{what}: the store listed a key that is not URL-encoded UTF-8: {raw:?}"),
+                        )
+                    })?
+                } else {
+                    raw.to_owned()
+                };
+                let Some(rel) = key.strip_prefix(&root) else {
+                    continue;
+                };
+                let size = o.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0);
+                let mut obj = RemoteObject::listed(rel, o.e_tag().unwrap_or_default(), size);
+                obj.modified_ms = millis(o.last_modified());
+                out.push(obj);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes a small object (at most [`PART`] bytes) in one `PutObject`.
+    async fn put_single(
+        &self,
+        req: &PutRequest,
+        body: RemoteBody,
+        size: u64,
+        cond: &Precondition,
+    ) -> Result<Option<String>, RemoteError> {
+        let what = format!("writing {:?}", req.key);
+        let stream = match body {
+            RemoteBody::Bytes(b) => ByteStream::from(b),
+            RemoteBody::File(_) if size == 0 => ByteStream::from(Bytes::new()),
+            RemoteBody::File(path) => ByteStream::read_from()
+                .path(&path)
+                .length(Length::Exact(size))
+                .build()
+                .await
+                .map_err(|e| {
+                    self.error(
+                        RemoteErrorKind::Terminal,
+                        format!("{what}: reading {}: {e}", path.display()),
+                    )
+                })?,
+            RemoteBody::Framed { head, file } => {
+                // At most PART bytes, and never more than the object.
+                let mut buf = vec![0u8; usize::try_from(size).unwrap_or(usize::MAX)];
+                let mut reader = framed_reader(head, &file).await.map_err(|e| {
+                    self.error(
+                        RemoteErrorKind::Terminal,
+                        format!("{what}: reading {}: {e}", file.display()),
+                    )
+                })?;
+                reader.read_exact(&mut buf).await.map_err(|e| {
+                    self.error(
+                        RemoteErrorKind::Terminal,
+                        format!("{what}: reading {}: {e}", file.display()),
+                    )
+                })?;
+                ByteStream::from(buf)
+            }
+        };
+        let mut put = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full(&req.key))
+            .body(stream)
+            .content_length(to_i64(size))
+            .set_metadata(Some(req.all_metadata().into_iter().collect()));
+        if !req.content_type.is_empty() {
+            put = put.content_type(&req.content_type);
+        }
+        match cond {
+            Precondition::None => {}
+            Precondition::IfAbsent => put = put.if_none_match("*"),
+            Precondition::IfMatch(etag) => put = put.if_match(etag),
+        }
+        let out = put
+            .customize()
+            .config_override(self.upload_timeouts(PART))
+            .send()
+            .await
+            .map_err(|e| self.sdk_err(e, &what))?;
+        Ok(out.e_tag().map(str::to_owned))
+    }
+
+    /// Writes a large object as a multipart upload.
+    async fn put_multipart(
+        &self,
+        req: &PutRequest,
+        body: RemoteBody,
+        size: u64,
+        cond: &Precondition,
+    ) -> Result<Option<String>, RemoteError> {
+        let what = format!("writing {:?}", req.key);
+        let full = self.full(&req.key);
+        let mut create = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&full)
+            .set_metadata(Some(req.all_metadata().into_iter().collect()));
+        if !req.content_type.is_empty() {
+            create = create.content_type(&req.content_type);
+        }
+        let created = create
+            .send()
+            .await
+            .map_err(|e| self.sdk_err(e, &format!("{what} (starting a multipart upload)")))?;
+        let upload_id = created.upload_id().unwrap_or_default().to_owned();
+        if upload_id.is_empty() {
+            return Err(self.error(
+                RemoteErrorKind::Terminal,
+                format!("{what}: the store started a multipart upload without an upload id"),
+            ));
+        }
+        let mut upload = Upload {
+            remote: self.clone(),
+            marker: marker_key(&req.device, &full, &upload_id),
+            key: full,
+            upload_id,
+            armed: true,
+        };
+        let sent = async {
+            self.write_marker(&upload).await?;
+            self.send_parts(req, &upload, body, size, cond).await
+        }
+        .await;
+        match sent {
+            Ok(etag) => {
+                upload.armed = false;
+                // A marker left behind only costs `cleanup` an abort that
+                // finds no upload.
+                let _ = self.delete_marker(&upload.marker).await;
+                Ok(etag)
+            }
+            Err(e) => {
+                upload.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn write_marker(&self, upload: &Upload) -> Result<(), RemoteError> {
+        let marker = Marker {
+            key: upload.key.clone(),
+            upload_id: upload.upload_id.clone(),
+        };
+        let body = serde_json::to_vec(&marker).unwrap_or_default();
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full(&upload.marker))
+            .content_type("application/json")
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| self.sdk_err(e, &format!("writing {:?}", upload.marker)))?;
+        Ok(())
+    }
+
+    async fn delete_marker(&self, marker: &str) -> Result<(), RemoteError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.full(marker))
+            .send()
+            .await
+            .map_err(|e| self.sdk_err(e, &format!("deleting {marker:?}")))?;
+        Ok(())
+    }
+
+    /// Aborts a multipart upload; `Ok(false)` when the store knows no such
+    /// upload (already completed or aborted).
+    async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<bool, RemoteError> {
+        match self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let e = self.sdk_err(e, &format!("aborting the multipart upload of {key:?}"));
+                if e.kind == RemoteErrorKind::NotFound {
+                    Ok(false)
+                } else {
+                    Err(e)
                 }
             }
-            _ => b = b.skip_signature(),
         }
-        let op = Operator::new(b).map_err(config_err)?;
-        Ok(S3Remote { op, described })
     }
 
-    fn err(&self, e: opendal::Error, what: &str) -> RemoteError {
-        let kind = match e.kind() {
-            ErrorKind::NotFound => RemoteErrorKind::NotFound,
-            ErrorKind::ConditionNotMatch => RemoteErrorKind::PreconditionFailed,
-            ErrorKind::RateLimited | ErrorKind::Conflict => RemoteErrorKind::Retryable,
-            _ if e.is_temporary() => RemoteErrorKind::Retryable,
-            ErrorKind::Unexpected if looks_unreachable(&e) => RemoteErrorKind::Unreachable,
-            _ => RemoteErrorKind::Terminal,
+    /// Uploads the parts (at most [`PARALLEL_PARTS`] in flight) and
+    /// completes the upload under `cond`.
+    async fn send_parts(
+        &self,
+        req: &PutRequest,
+        upload: &Upload,
+        body: RemoteBody,
+        size: u64,
+        cond: &Precondition,
+    ) -> Result<Option<String>, RemoteError> {
+        let what = format!("writing {:?}", req.key);
+        let part = part_size(size);
+        let read_err = |path: &std::path::Path, e: std::io::Error| {
+            self.error(
+                RemoteErrorKind::Terminal,
+                format!("{what}: reading {}: {e}", path.display()),
+            )
         };
-        RemoteError::new(kind, self.described.clone(), format!("{what}: {e}"))
+        let mut source = match body {
+            RemoteBody::Bytes(b) => PartSource::Bytes(b),
+            RemoteBody::File(path) => {
+                let file = tokio::fs::File::open(&path)
+                    .await
+                    .map_err(|e| read_err(&path, e))?;
+                PartSource::Reader(Box::new(file), path)
+            }
+            RemoteBody::Framed { head, file } => {
+                let reader = framed_reader(head, &file)
+                    .await
+                    .map_err(|e| read_err(&file, e))?;
+                PartSource::Reader(reader, file)
+            }
+        };
+        let mut tasks: tokio::task::JoinSet<Result<CompletedPart, RemoteError>> =
+            tokio::task::JoinSet::new();
+        let mut done: Vec<CompletedPart> = Vec::new();
+        let joined = |r: Result<Result<CompletedPart, RemoteError>, tokio::task::JoinError>| {
+            r.map_err(|e| {
+                self.error(
+                    RemoteErrorKind::Terminal,
+                    format!("{what}: a part upload failed: {e}"),
+                )
+            })?
+        };
+        let mut sent = 0u64;
+        let mut number = 0i32;
+        while sent < size {
+            while let Some(r) = tasks.try_join_next() {
+                done.push(joined(r)?);
+            }
+            while tasks.len() >= PARALLEL_PARTS {
+                if let Some(r) = tasks.join_next().await {
+                    done.push(joined(r)?);
+                }
+            }
+            let want = part.min(size - sent);
+            let data = match &mut source {
+                PartSource::Bytes(b) => b.split_to(usize::try_from(want).unwrap_or(usize::MAX)),
+                PartSource::Reader(reader, path) => {
+                    let mut buf = vec![0u8; usize::try_from(want).unwrap_or(usize::MAX)];
+                    reader
+                        .read_exact(&mut buf)
+                        .await
+                        .map_err(|e| read_err(path, e))?;
+                    Bytes::from(buf)
+                }
+            };
+            sent += want;
+            number += 1;
+            let me = self.clone();
+            let key = upload.key.clone();
+            let upload_id = upload.upload_id.clone();
+            let what = format!("{what} (part {number})");
+            tasks.spawn(async move {
+                let len = data.len() as u64;
+                let out = me
+                    .client
+                    .upload_part()
+                    .bucket(&me.bucket)
+                    .key(key)
+                    .upload_id(upload_id)
+                    .part_number(number)
+                    .content_length(to_i64(len))
+                    .body(ByteStream::from(data))
+                    .customize()
+                    .config_override(me.upload_timeouts(part))
+                    .send()
+                    .await
+                    .map_err(|e| me.sdk_err(e, &what))?;
+                let etag = out.e_tag().unwrap_or_default();
+                if etag.is_empty() {
+                    return Err(me.error(
+                        RemoteErrorKind::Terminal,
+                        format!("{what}: the store answered without an ETag"),
+                    ));
+                }
+                Ok(CompletedPart::builder()
+                    .part_number(number)
+                    .e_tag(etag)
+                    .build())
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            done.push(joined(r)?);
+        }
+        done.sort_by_key(|p| p.part_number());
+        let mut complete = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&upload.key)
+            .upload_id(&upload.upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(done))
+                    .build(),
+            );
+        match cond {
+            Precondition::None => {}
+            Precondition::IfAbsent => complete = complete.if_none_match("*"),
+            Precondition::IfMatch(etag) => complete = complete.if_match(etag),
+        }
+        let out = complete
+            .send()
+            .await
+            .map_err(|e| self.sdk_err(e, &format!("{what} (completing the upload)")))?;
+        Ok(out.e_tag().map(str::to_owned))
     }
+}
 
-    fn describe(&self, key: String, meta: &opendal::Metadata, with_meta: bool) -> RemoteObject {
-        let obj = RemoteObject {
-            key,
-            etag: meta.etag().unwrap_or_default().to_owned(),
-            size: meta.content_length(),
-            modified_ms: meta
-                .last_modified()
-                .map(|t| t.into_inner().as_millisecond()),
-            hash: None,
-            content_type: meta.content_type().map(str::to_owned),
-            metadata: Default::default(),
-            ferry_mtime: None,
-            has_metadata: false,
-        };
-        if with_meta {
-            let pairs: Vec<(String, String)> = meta
-                .user_metadata()
-                .map(|m| {
-                    m.into_iter()
-                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            obj.with_metadata(pairs)
-        } else {
-            obj
+/// Where a multipart upload's parts come from.
+enum PartSource {
+    /// An in-memory body, split without copying.
+    Bytes(Bytes),
+    /// A file (after its head bytes), read part by part; its path for messages.
+    Reader(Box<dyn AsyncRead + Send + Unpin>, std::path::PathBuf),
+}
+
+/// `head` followed by the file at `path`.
+async fn framed_reader(
+    head: Bytes,
+    path: &std::path::Path,
+) -> std::io::Result<Box<dyn AsyncRead + Send + Unpin>> {
+    let file = tokio::fs::File::open(path).await?;
+    Ok(Box::new(std::io::Cursor::new(head).chain(file)))
+}
+
+/// A multipart upload in progress: aborted (and its marker removed) unless
+/// disarmed, also when the write is dropped half way.
+struct Upload {
+    remote: S3Remote,
+    /// Full S3 key.
+    key: String,
+    upload_id: String,
+    /// The marker's key, relative to the remote prefix.
+    marker: String,
+    armed: bool,
+}
+
+impl Upload {
+    /// Aborts now. The marker stays when the abort itself failed, for
+    /// [`Remote::cleanup`] to find.
+    async fn abort(&mut self) {
+        self.armed = false;
+        abort_and_unmark(&self.remote, &self.key, &self.upload_id, &self.marker).await;
+    }
+}
+
+async fn abort_and_unmark(remote: &S3Remote, key: &str, upload_id: &str, marker: &str) {
+    if remote.abort_upload(key, upload_id).await.is_ok() {
+        let _ = remote.delete_marker(marker).await;
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        // The write was dropped (cancelled) half way: abort in the
+        // background. Without a runtime, the marker stays for `cleanup`.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let remote = self.remote.clone();
+            let key = std::mem::take(&mut self.key);
+            let upload_id = std::mem::take(&mut self.upload_id);
+            let marker = std::mem::take(&mut self.marker);
+            rt.spawn(async move {
+                abort_and_unmark(&remote, &key, &upload_id, &marker).await;
+            });
         }
     }
 }
 
-fn looks_unreachable(e: &opendal::Error) -> bool {
-    let text = format!("{e:?}").to_ascii_lowercase();
-    [
-        "connect",
-        "connection",
-        "dns",
-        "error sending request",
-        "timed out",
-        "reset",
-    ]
-    .iter()
-    .any(|w| text.contains(w))
+/// The marker's directory for `device`, under the remote prefix.
+fn uploads_dir(device: &str) -> String {
+    let safe = !device.is_empty()
+        && device
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if safe {
+        format!("{UPLOADS_DIR}{device}/")
+    } else {
+        format!("{UPLOADS_DIR}x{}/", hex::encode(device))
+    }
+}
+
+/// The marker for one upload: short whatever the key's length (the key and
+/// upload id are in its body).
+fn marker_key(device: &str, key: &str, upload_id: &str) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(key.as_bytes());
+    h.update(&[0]);
+    h.update(upload_id.as_bytes());
+    let id = h.finalize().to_hex();
+    format!("{}{}", uploads_dir(device), &id[..32])
+}
+
+/// The part size for an object of `size` bytes: [`PART`], doubled until the
+/// upload fits in [`MAX_PARTS`] parts.
+fn part_size(size: u64) -> u64 {
+    let mut part = PART;
+    while part.saturating_mul(MAX_PARTS) < size {
+        part *= 2;
+    }
+    part
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn millis(t: Option<&DateTime>) -> Option<i64> {
+    t.and_then(|t| t.to_millis().ok())
+}
+
+/// Decodes a key from a listing made with `encoding-type=url`. S3 encodes
+/// like an HTML form (a space may come as `+`, a `+` always as `%2B`), as
+/// the AWS CLI and SDKs decode it.
+fn url_decode(raw: &str) -> Option<String> {
+    let spaced: Cow<'_, str> = if raw.contains('+') {
+        Cow::Owned(raw.replace('+', " "))
+    } else {
+        Cow::Borrowed(raw)
+    };
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .ok()
+        .map(Cow::into_owned)
+}
+
+/// An object description from a HEAD or GET answer.
+fn describe(
+    key: &str,
+    etag: Option<&str>,
+    size: Option<i64>,
+    modified: Option<&DateTime>,
+    content_type: Option<&str>,
+    metadata: Option<&HashMap<String, String>>,
+) -> RemoteObject {
+    let size = size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0);
+    let mut obj = RemoteObject::listed(key, etag.unwrap_or_default(), size);
+    obj.modified_ms = millis(modified);
+    obj.content_type = content_type.map(str::to_owned);
+    obj.with_metadata(
+        metadata
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone())),
+    )
+}
+
+/// The total size from a `Content-Range: bytes 0-9/1234` answer.
+fn range_total(content_range: Option<&str>) -> Option<u64> {
+    content_range?.rsplit_once('/')?.1.trim().parse().ok()
+}
+
+/// What kind of failure an SDK error is.
+fn classify<E>(e: &SdkError<E, HttpResponse>) -> RemoteErrorKind
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    use RemoteErrorKind::*;
+    match e {
+        SdkError::ConstructionFailure(_) => Terminal,
+        SdkError::TimeoutError(_) => Unreachable,
+        SdkError::DispatchFailure(d) => {
+            if d.is_timeout() || d.is_io() {
+                Unreachable
+            } else if d.is_user() {
+                // The body failed while being sent: the stalled-stream
+                // protection (no progress), or reading the file.
+                let text = DisplayErrorContext(e).to_string();
+                if text.contains("throughput") {
+                    Retryable
+                } else {
+                    Terminal
+                }
+            } else if d.as_other().is_some() {
+                Retryable
+            } else {
+                Terminal
+            }
+        }
+        // The answer could not be read (cut off mid-body, garbled).
+        SdkError::ResponseError(_) => Retryable,
+        SdkError::ServiceError(s) => {
+            from_status(s.raw().status().as_u16(), s.err().code().unwrap_or_default())
+        }
+        _ => Terminal,
+    }
+}
+
+/// What kind of failure an S3 error answer is, by status and error code.
+fn from_status(status: u16, code: &str) -> RemoteErrorKind {
+    use RemoteErrorKind::*;
+    match code {
+        // Some servers answer a failed condition with 409: trust the code.
+        "PreconditionFailed" => return PreconditionFailed,
+        "NoSuchKey" | "NoSuchUpload" => return NotFound,
+        "NoSuchBucket" => return Terminal,
+        "ConditionalRequestConflict" | "OperationAborted" | "SlowDown" | "RequestTimeout"
+        | "InternalError" | "ServiceUnavailable" | "Throttling" | "ThrottlingException" => {
+            return Retryable
+        }
+        _ => {}
+    }
+    match status {
+        404 => NotFound,
+        412 => PreconditionFailed,
+        408 | 429 | 500 | 502 | 503 | 504 => Retryable,
+        _ => Terminal,
+    }
 }
 
 #[async_trait::async_trait]
@@ -158,32 +836,15 @@ impl Remote for S3Remote {
     }
 
     fn capabilities(&self) -> Capabilities {
-        let cap = self.op.info().capability();
+        // Claimed; the capability probe checks that the store enforces them.
         Capabilities {
-            conditional_put: cap.write_with_if_not_exists && cap.write_with_if_match,
-            conditional_delete: cap.delete_with_if_match,
+            conditional_put: true,
+            conditional_delete: true,
         }
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<RemoteObject>, RemoteError> {
-        let mut lister = self
-            .op
-            .lister_with(prefix)
-            .recursive(true)
-            .await
-            .map_err(|e| self.err(e, "listing"))?;
-        let mut out = Vec::new();
-        while let Some(entry) = lister
-            .try_next()
-            .await
-            .map_err(|e| self.err(e, "listing"))?
-        {
-            let path = entry.path();
-            if path.ends_with('/') {
-                continue;
-            }
-            out.push(self.describe(path.to_owned(), entry.metadata(), false));
-        }
+        let mut out = self.list_raw(prefix).await?;
         // Some stores (s3s-fs among them) list objects without their ETag;
         // a version-less entry would look changed on every run, so ask.
         let missing: Vec<usize> = out
@@ -197,7 +858,7 @@ impl Remote for S3Remote {
                 let key = out[i].key.clone();
                 async move { (i, self.head(&key).await) }
             }))
-            .buffer_unordered(16)
+            .buffer_unordered(LIST_HEADS)
             .collect()
             .await;
         let mut gone = Vec::new();
@@ -211,38 +872,58 @@ impl Remote for S3Remote {
         for i in gone.into_iter().rev() {
             out.remove(i);
         }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
 
     async fn head(&self, key: &str) -> Result<Option<RemoteObject>, RemoteError> {
-        match self.op.stat(key).await {
-            Ok(meta) => Ok(Some(self.describe(key.to_owned(), &meta, true))),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(self.err(e, &format!("reading {key}"))),
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .send()
+            .await
+        {
+            Ok(o) => Ok(Some(describe(
+                key,
+                o.e_tag(),
+                o.content_length(),
+                o.last_modified(),
+                o.content_type(),
+                o.metadata(),
+            ))),
+            Err(e) => {
+                let e = self.sdk_err(e, &format!("reading {key:?}"));
+                if e.kind == RemoteErrorKind::NotFound {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            }
         }
     }
 
     async fn get(&self, key: &str) -> Result<(RemoteObject, RemoteReader), RemoteError> {
-        let meta = self
-            .op
-            .stat(key)
+        // One request: the body is the version the description is of.
+        let o = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .send()
             .await
-            .map_err(|e| self.err(e, &format!("reading {key}")))?;
-        let obj = self.describe(key.to_owned(), &meta, true);
-        let mut reader = self.op.reader_with(key).chunk(PART).concurrent(2);
-        if !obj.etag.is_empty() {
-            // The body must be the version the description is of.
-            reader = reader.if_match(&obj.etag);
-        }
-        let reader = reader
-            .await
-            .map_err(|e| self.err(e, &format!("reading {key}")))?;
-        let stream = reader
-            .into_bytes_stream(0..obj.size)
-            .await
-            .map_err(|e| self.err(e, &format!("reading {key}")))?;
-        let body: RemoteReader = Box::new(tokio_util::io::StreamReader::new(stream));
-        Ok((obj, body))
+            .map_err(|e| self.sdk_err(e, &format!("reading {key:?}")))?;
+        let obj = describe(
+            key,
+            o.e_tag(),
+            o.content_length(),
+            o.last_modified(),
+            o.content_type(),
+            o.metadata(),
+        );
+        let reader: RemoteReader = Box::new(Box::pin(o.body.into_async_read()));
+        Ok((obj, reader))
     }
 
     async fn get_prefix(
@@ -250,24 +931,51 @@ impl Remote for S3Remote {
         key: &str,
         len: u64,
     ) -> Result<Option<(RemoteObject, Bytes)>, RemoteError> {
-        let meta = match self.op.stat(key).await {
-            Ok(meta) => meta,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(self.err(e, &format!("reading {key}"))),
-        };
-        let obj = self.describe(key.to_owned(), &meta, true);
-        let end = len.min(obj.size);
-        if end == 0 {
-            return Ok(Some((obj, Bytes::new())));
+        if len == 0 {
+            return Ok(self.head(key).await?.map(|obj| (obj, Bytes::new())));
         }
-        let mut read = self.op.read_with(key).range(0..end);
-        if !obj.etag.is_empty() {
-            read = read.if_match(&obj.etag);
-        }
-        let data = read
+        let what = format!("reading {key:?}");
+        let o = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .range(format!("bytes=0-{}", len - 1))
+            .send()
             .await
-            .map_err(|e| self.err(e, &format!("reading {key}")))?;
-        Ok(Some((obj, data.to_bytes())))
+        {
+            Ok(o) => o,
+            Err(e) => {
+                let unsatisfiable = e.raw_response().map(|r| r.status().as_u16()) == Some(416)
+                    || e.code() == Some("InvalidRange");
+                let e = self.sdk_err(e, &what);
+                return if unsatisfiable {
+                    // A zero-length object has no byte 0.
+                    Ok(self.head(key).await?.map(|obj| (obj, Bytes::new())))
+                } else if e.kind == RemoteErrorKind::NotFound {
+                    Ok(None)
+                } else {
+                    Err(e)
+                };
+            }
+        };
+        let size = range_total(o.content_range()).map(to_i64).or(o.content_length());
+        let obj = describe(
+            key,
+            o.e_tag(),
+            size,
+            o.last_modified(),
+            o.content_type(),
+            o.metadata(),
+        );
+        // A store that ignores `Range` sends it all: read only what is asked.
+        let mut data = Vec::new();
+        Box::pin(o.body.into_async_read())
+            .take(len)
+            .read_to_end(&mut data)
+            .await
+            .map_err(|e| self.error(RemoteErrorKind::Retryable, format!("{what}: {e}")))?;
+        Ok(Some((obj, data.into())))
     }
 
     async fn put(
@@ -276,85 +984,196 @@ impl Remote for S3Remote {
         body: RemoteBody,
         cond: Precondition,
     ) -> Result<String, RemoteError> {
-        let what = format!("writing {}", req.key);
-        let metadata: Vec<(String, String)> = req.all_metadata().into_iter().collect();
-        let mut w = self
-            .op
-            .writer_with(&req.key)
-            .chunk(PART)
-            .concurrent(PARALLEL_PARTS)
-            .content_type(&req.content_type)
-            .user_metadata(metadata);
-        match &cond {
-            Precondition::None => {}
-            Precondition::IfAbsent => w = w.if_not_exists(true),
-            Precondition::IfMatch(etag) => w = w.if_match(etag),
-        }
-        let mut writer = w.await.map_err(|e| self.err(e, &what))?;
-        let written: Result<(), RemoteError> = async {
-            let (head, file) = match body {
-                RemoteBody::Bytes(b) => (Some(b), None),
-                RemoteBody::File(path) => (None, Some(path)),
-                RemoteBody::Framed { head, file } => (Some(head), Some(file)),
-            };
-            if let Some(b) = head {
-                writer.write(b).await.map_err(|e| self.err(e, &what))?;
-            }
-            let Some(path) = file else {
-                return Ok(());
-            };
-            let read_err = |e: std::io::Error| {
-                RemoteError::new(
-                    RemoteErrorKind::Terminal,
-                    self.endpoint(),
-                    format!("reading {}: {e}", path.display()),
-                )
-            };
-            let mut file = tokio::fs::File::open(&path).await.map_err(read_err)?;
-            loop {
-                let mut buf = vec![0u8; PART];
-                let mut filled = 0;
-                while filled < PART {
-                    let n = file.read(&mut buf[filled..]).await.map_err(read_err)?;
-                    if n == 0 {
-                        break;
-                    }
-                    filled += n;
-                }
-                if filled == 0 {
-                    break;
-                }
-                buf.truncate(filled);
-                writer
-                    .write(Bytes::from(buf))
-                    .await
-                    .map_err(|e| self.err(e, &what))?;
-            }
-            Ok(())
-        }
-        .await;
-        if let Err(e) = written {
-            let _ = writer.abort().await;
+        if let Some(e) = self.refusal(&req.key) {
             return Err(e);
         }
-        let meta = writer.close().await.map_err(|e| self.err(e, &what))?;
-        match meta.etag() {
-            Some(etag) => Ok(etag.to_owned()),
+        let size = match &body {
+            RemoteBody::Bytes(b) => Ok(b.len() as u64),
+            RemoteBody::File(file) => file_len(file).await,
+            RemoteBody::Framed { head, file } => file_len(file).await.map(|n| n + head.len() as u64),
+        }
+        .map_err(|(path, e)| {
+            self.error(
+                RemoteErrorKind::Terminal,
+                format!("writing {:?}: reading {}: {e}", req.key, path.display()),
+            )
+        })?;
+        let etag = if size <= PART {
+            self.put_single(req, body, size, &cond).await?
+        } else {
+            self.put_multipart(req, body, size, &cond).await?
+        };
+        match etag.filter(|e| !e.is_empty()) {
+            Some(etag) => Ok(etag),
             None => self.head(&req.key).await?.map(|o| o.etag).ok_or_else(|| {
-                RemoteError::new(
+                self.error(
                     RemoteErrorKind::Retryable,
-                    self.endpoint(),
-                    format!("{} vanished after writing", req.key),
+                    format!("{:?} vanished after writing", req.key),
                 )
             }),
         }
     }
 
     async fn delete(&self, key: &str, cond: Precondition) -> Result<(), RemoteError> {
-        let mut d = self.op.delete_with(key);
-        if let Precondition::IfMatch(etag) = &cond {
-            d = d.if_match(etag);
+        let what = format!("deleting {key:?}");
+        let mut del = self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.full(key));
+        match &cond {
+            Precondition::None => {}
+            Precondition::IfMatch(etag) => del = del.if_match(etag),
+            Precondition::IfAbsent => {
+                // Deleting what must not exist: nothing to do if it holds.
+                let current = self.head(key).await?;
+                return cond.check(current.map(|o| o.etag).as_deref(), &self.described, key);
+            }
         }
-        d.await.map_err(|e| self.err(e, &format!("deleting {key}")))
+        match del.send().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = self.sdk_err(e, &what);
+                match (e.kind, &cond) {
+                    (RemoteErrorKind::NotFound, Precondition::None) => Ok(()),
+                    // `If-Match` on a missing object: the version is gone.
+                    (RemoteErrorKind::NotFound, _) => Err(RemoteError {
+                        kind: RemoteErrorKind::PreconditionFailed,
+                        ..e
+                    }),
+                    _ => Err(e),
+                }
+            }
+        }
+    }
+
+    fn refuses(&self, key: &str) -> Option<String> {
+        let len = self.full(key).len();
+        if len <= MAX_S3_KEY {
+            None
+        } else if self.prefix.is_empty() {
+            Some(format!(
+                "it is {len} bytes, and an S3 key may be at most {MAX_S3_KEY} bytes"
+            ))
+        } else {
+            Some(format!(
+                "under the remote prefix {:?} ({} bytes with its `/`) it is {len} bytes, \
+                 and an S3 key may be at most {MAX_S3_KEY} bytes",
+                self.prefix,
+                self.prefix.len() + 1
+            ))
+        }
+    }
+
+    /// Aborts the multipart uploads `device` left behind, by their markers.
+    /// Call it when no write of `device` is in flight.
+    async fn cleanup(&self, device: &str) -> Result<u64, RemoteError> {
+        let mut aborted = 0;
+        for m in self.list_raw(&uploads_dir(device)).await? {
+            let marker: Option<Marker> = match self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(self.full(&m.key))
+                .send()
+                .await
+            {
+                Ok(o) => match o.body.collect().await {
+                    Ok(data) => serde_json::from_slice(&data.into_bytes()).ok(),
+                    Err(e) => {
+                        return Err(self.error(
+                            RemoteErrorKind::Retryable,
+                            format!("reading {:?}: {e}", m.key),
+                        ))
+                    }
+                },
+                Err(e) => {
+                    let e = self.sdk_err(e, &format!("reading {:?}", m.key));
+                    if e.kind == RemoteErrorKind::NotFound {
+                        continue;
+                    }
+                    return Err(e);
+                }
+            };
+            // A marker that names nothing readable is removed all the same.
+            if let Some(marker) = marker {
+                if self.abort_upload(&marker.key, &marker.upload_id).await? {
+                    aborted += 1;
+                }
+            }
+            self.delete_marker(&m.key).await?;
+        }
+        Ok(aborted)
+    }
+}
+
+async fn file_len(
+    path: &std::path::Path,
+) -> Result<u64, (std::path::PathBuf, std::io::Error)> {
+    tokio::fs::metadata(path)
+        .await
+        .map(|m| m.len())
+        .map_err(|e| (path.to_owned(), e))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listing_keys_decode_like_the_aws_sdks() {
+        assert_eq!(url_decode("a%2Bb+c").as_deref(), Some("a+b c"));
+        assert_eq!(url_decode("x%20").as_deref(), Some("x "));
+        assert_eq!(url_decode("a%252Fb").as_deref(), Some("a%2Fb"));
+        assert_eq!(url_decode("a//b/").as_deref(), Some("a//b/"));
+        assert_eq!(url_decode("a%CC%88").as_deref(), Some("a\u{308}"));
+        assert_eq!(url_decode("%FF"), None);
+    }
+
+    #[test]
+    fn parts_fit_s3s_limit() {
+        assert_eq!(part_size(1), PART);
+        assert_eq!(part_size(PART * MAX_PARTS), PART);
+        assert_eq!(part_size(PART * MAX_PARTS + 1), 2 * PART);
+        assert!(part_size(5 << 40).saturating_mul(MAX_PARTS) >= 5 << 40);
+    }
+
+    #[test]
+    fn errors_are_classified_by_code_then_status() {
+        use RemoteErrorKind::*;
+        assert_eq!(from_status(404, "NotFound"), NotFound);
+        assert_eq!(from_status(404, "NoSuchBucket"), Terminal);
+        assert_eq!(from_status(412, "PreconditionFailed"), PreconditionFailed);
+        assert_eq!(from_status(409, "PreconditionFailed"), PreconditionFailed);
+        assert_eq!(from_status(409, "ConditionalRequestConflict"), Retryable);
+        assert_eq!(from_status(409, "BucketNotEmpty"), Terminal);
+        assert_eq!(from_status(400, "RequestTimeout"), Retryable);
+        assert_eq!(from_status(503, "SlowDown"), Retryable);
+        assert_eq!(from_status(403, "AccessDenied"), Terminal);
+        assert_eq!(from_status(400, "InvalidArgument"), Terminal);
+    }
+
+    #[test]
+    fn keys_are_exact_and_long_ones_refused() {
+        let r = S3Remote::new(&S3Config {
+            bucket: "b".into(),
+            prefix: "p".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(r.full("x "), "p/x ");
+        assert_eq!(r.full("a//b/"), "p/a//b/");
+        assert!(r.refuses(&"k".repeat(1022)).is_none());
+        let why = r.refuses(&"k".repeat(1023)).unwrap();
+        assert!(why.contains("1025 bytes"), "{why}");
+        let root = S3Remote::new(&S3Config {
+            bucket: "b".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(root.refuses(&"k".repeat(1024)).is_none());
+        assert!(root.refuses(&"k".repeat(1025)).is_some());
+        assert!(marker_key("0123abcd", &"k".repeat(1024), "id").len() < 100);
     }
 }

@@ -76,6 +76,62 @@ fn bad(url: &str, why: &str) -> RemoteError {
 }
 
 impl RemoteSpec {
+    /// The location this spec names, spelled one way: `s3://bucket/prefix`
+    /// with its endpoint (no trailing `/`, scheme and host lowercase) and
+    /// region, or the folder path with `.` segments and trailing `/` gone.
+    /// Two specs with the same location are the same remote however they
+    /// were typed.
+    pub fn location(&self) -> Result<String, RemoteError> {
+        Ok(match self.kind()? {
+            RemoteKind::S3 { bucket, prefix } => {
+                let endpoint = self
+                    .endpoint
+                    .as_deref()
+                    .map(|e| {
+                        let e = e.trim().trim_end_matches('/');
+                        match e.split_once("://") {
+                            Some((scheme, rest)) => {
+                                let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+                                let mut out = format!(
+                                    "{}://{}",
+                                    scheme.to_ascii_lowercase(),
+                                    host.to_ascii_lowercase()
+                                );
+                                if !path.is_empty() {
+                                    out.push('/');
+                                    out.push_str(path);
+                                }
+                                out
+                            }
+                            None => e.to_ascii_lowercase(),
+                        }
+                    })
+                    .unwrap_or_else(|| "aws".into());
+                let region = self.region.as_deref().unwrap_or("us-east-1");
+                format!("s3://{bucket}/{prefix} at {endpoint} in {region}")
+            }
+            RemoteKind::Folder { path } => {
+                let mut clean = std::path::PathBuf::new();
+                for c in path.components() {
+                    match c {
+                        std::path::Component::CurDir => {}
+                        std::path::Component::ParentDir => {
+                            clean.pop();
+                        }
+                        other => clean.push(other),
+                    }
+                }
+                format!("file://{}", clean.display())
+            }
+            RemoteKind::Memory => "memory://".into(),
+        })
+    }
+
+    /// True when both specs name the same location (see [`RemoteSpec::location`]).
+    pub fn same_location(&self, other: &RemoteSpec) -> bool {
+        matches!((self.location(), other.location()), (Ok(a), Ok(b)) if a == b)
+    }
+
     /// A spec for `url` with default settings.
     pub fn new(url: impl Into<String>) -> Self {
         RemoteSpec {
@@ -133,6 +189,7 @@ impl RemoteSpec {
                 access_key_id: creds.access_key_id.clone(),
                 secret_access_key: creds.secret_access_key.clone(),
                 session_token: creds.session_token.clone(),
+                ..S3Config::default()
             })?),
             RemoteKind::Folder { path } => Arc::new(FolderRemote::new(path)?),
             RemoteKind::Memory => Arc::new(MemoryRemote::new()),

@@ -123,19 +123,39 @@ fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-/// An S3 location: a fresh prefix in a bucket of some S3 server, and a plain
-/// OpenDAL client on it (it writes no ferry metadata, like any S3 tool).
+/// An S3 location: a fresh prefix in a bucket of some S3 server (or a fresh
+/// bucket), and a plain `aws-sdk-s3` client on it (it writes no ferry
+/// metadata, like any S3 tool). Keys are exact: the object for `k` is
+/// `prefix/k`, or `k` when the prefix is empty.
 pub struct S3Location {
     pub endpoint: String,
     pub bucket: String,
     pub prefix: String,
-    plain: opendal::Operator,
+    plain: aws_sdk_s3::Client,
     /// Keeps an in-process server alive for the test.
     _server: Option<(tempfile::TempDir, tokio::task::JoinHandle<()>)>,
 }
 
 pub const ACCESS_KEY: &str = "ferrytest";
 pub const SECRET_KEY: &str = "ferrytestsecret";
+
+/// A plain S3 client for `endpoint` (path style, static test credentials).
+pub fn plain_client(endpoint: &str) -> aws_sdk_s3::Client {
+    use aws_sdk_s3::config::{
+        BehaviorVersion, Credentials, Region, RequestChecksumCalculation,
+        ResponseChecksumValidation,
+    };
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .credentials_provider(Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test"))
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
 
 impl S3Location {
     pub fn new(
@@ -144,23 +164,11 @@ impl S3Location {
         server: Option<(tempfile::TempDir, tokio::task::JoinHandle<()>)>,
     ) -> Self {
         let prefix = format!("t{:016x}", rand::random::<u64>());
-        let plain = opendal::Operator::new(
-            opendal::services::S3::default()
-                .bucket(bucket)
-                .root(&format!("/{prefix}"))
-                .endpoint(&endpoint)
-                .region("us-east-1")
-                .access_key_id(ACCESS_KEY)
-                .secret_access_key(SECRET_KEY)
-                .disable_config_load()
-                .disable_ec2_metadata(),
-        )
-        .unwrap();
         S3Location {
+            plain: plain_client(&endpoint),
             endpoint,
             bucket: bucket.to_owned(),
             prefix,
-            plain,
             _server: server,
         }
     }
@@ -196,15 +204,36 @@ impl S3Location {
         S3Location::new(format!("http://{addr}"), "ferry-test", Some((root, handle)))
     }
 
-    /// The moto server the test command started (see scripts/test.sh).
-    pub fn moto() -> Self {
-        let endpoint = std::env::var("FERRY_TEST_MOTO_ENDPOINT").unwrap_or_else(|_| {
+    fn moto_endpoint() -> String {
+        std::env::var("FERRY_TEST_MOTO_ENDPOINT").unwrap_or_else(|_| {
             panic!(
                 "FERRY_TEST_MOTO_ENDPOINT is not set: run the suite with ./scripts/test.sh, \
                  which installs moto[server] in a venv and starts it"
             )
-        });
-        S3Location::new(endpoint, "ferry-test", None)
+        })
+    }
+
+    /// The moto server the test command started (see scripts/test.sh).
+    pub fn moto() -> Self {
+        S3Location::new(Self::moto_endpoint(), "ferry-test", None)
+    }
+
+    /// A new, empty bucket of its own on the moto server, used with an
+    /// empty prefix: for keys at the bucket's root (1,024-byte keys).
+    pub async fn fresh_bucket_moto() -> Self {
+        let mut me = S3Location::new(
+            Self::moto_endpoint(),
+            &format!("ferry-t{:016x}", rand::random::<u64>()),
+            None,
+        );
+        me.plain
+            .create_bucket()
+            .bucket(&me.bucket)
+            .send()
+            .await
+            .unwrap();
+        me.prefix = String::new();
+        me
     }
 
     /// The in-process server's storage directory (s3s-fs only).
@@ -222,8 +251,26 @@ impl S3Location {
             access_key_id: Some(ACCESS_KEY.into()),
             secret_access_key: Some(SECRET_KEY.into()),
             session_token: None,
+            ..Default::default()
         }
     }
+
+    /// The S3 key of `key`: exact.
+    fn full(&self, key: &str) -> String {
+        if self.prefix.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}/{key}", self.prefix)
+        }
+    }
+}
+
+/// Decodes a listing's `encoding-type=url` key (a space may come as `+`).
+fn url_decode(raw: &str) -> String {
+    percent_encoding::percent_decode_str(&raw.replace('+', " "))
+        .decode_utf8()
+        .unwrap()
+        .into_owned()
 }
 
 #[async_trait::async_trait]
@@ -233,35 +280,66 @@ impl Backend for S3Location {
     }
     async fn foreign_put(&self, key: &str, data: &[u8], content_type: &str) {
         self.plain
-            .write_with(key, data.to_vec())
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
             .content_type(content_type)
+            .body(data.to_vec().into())
+            .send()
             .await
             .unwrap();
     }
     async fn foreign_get(&self, key: &str) -> Option<Plain> {
-        let meta = self.plain.stat(key).await.ok()?;
-        let data = self.plain.read(key).await.ok()?.to_vec();
-        let metadata: BTreeMap<String, String> = meta
-            .user_metadata()
-            .map(|m| {
-                m.into_iter()
-                    .map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let o = self
+            .plain
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .send()
+            .await
+            .ok()?;
+        let metadata: BTreeMap<String, String> = o
+            .metadata()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect();
+        let content_type = o.content_type().map(str::to_owned);
+        let data = o.body.collect().await.ok()?.into_bytes().to_vec();
         Some(Plain {
             data,
-            content_type: meta.content_type().map(str::to_owned),
+            content_type,
             metadata,
         })
     }
     async fn foreign_keys(&self) -> Vec<String> {
-        let entries = self.plain.list_with("").recursive(true).await.unwrap();
-        let mut keys: Vec<String> = entries
-            .into_iter()
-            .map(|e| e.path().to_owned())
-            .filter(|p| !p.ends_with('/') && !p.starts_with(".ferry/"))
-            .collect();
+        let root = self.full("");
+        let mut req = self
+            .plain
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .encoding_type(aws_sdk_s3::types::EncodingType::Url);
+        if !root.is_empty() {
+            req = req.prefix(&root);
+        }
+        let mut pages = req.into_paginator().send();
+        let mut keys = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.unwrap();
+            let encoded = page.encoding_type() == Some(&aws_sdk_s3::types::EncodingType::Url);
+            for o in page.contents() {
+                let raw = o.key().unwrap();
+                let key = if encoded {
+                    url_decode(raw)
+                } else {
+                    raw.to_owned()
+                };
+                let rel = key.strip_prefix(&root).unwrap().to_owned();
+                if !rel.starts_with(".ferry/") {
+                    keys.push(rel);
+                }
+            }
+        }
         keys.sort();
         keys
     }

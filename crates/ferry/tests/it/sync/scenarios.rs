@@ -283,6 +283,7 @@ pub async fn third_party_write_between_listing_and_push_is_a_conflict(be: &dyn B
                     size: 6,
                     mtime_ms: 0,
                     device: "third-party".into(),
+                    base: String::new(),
                     sealed: false,
                 };
                 w.put(
