@@ -108,7 +108,19 @@ pub async fn put(global: &Global, args: PutArgs) -> Result<(), CommandError> {
     if !global.quiet {
         eprintln!("stored {} ({})", meta.key, human_size(meta.size));
     }
+    warn_if_refused(&bucket, &meta.key);
     Ok(())
+}
+
+/// Says at once when the bucket's remote cannot hold a key: the object is
+/// stored here, and `ferry status` keeps showing it as not synced.
+pub fn warn_if_refused(bucket: &Bucket, key: &str) {
+    if let Ok(Some(why)) = bucket.remote_refuses(key) {
+        eprintln!(
+            "warning: the remote cannot hold the key {key:?} ({why}); it stays on this device \
+             only, and `ferry status` counts it as failed. Store it under another key to sync it"
+        );
+    }
 }
 
 /// Stores one file, with a progress bar when it is large.

@@ -58,8 +58,12 @@ pub async fn connect(global: &Global, bucket: &Bucket) -> Result<(), CommandErro
         ));
     };
     let spec = config::with_env_defaults(spec);
+    let timeouts = match &file.sync {
+        Some(s) => s.timeouts(),
+        None => bucket.sync_config()?.timeouts(),
+    };
     let remote = spec
-        .build(&config::credentials(&file))
+        .build_with(&config::credentials(&file), timeouts)
         .map_err(ferry::Error::from)?;
     if bucket.is_locked() {
         // With the remote at hand, a passphrase changed on another device
@@ -86,10 +90,18 @@ pub async fn probe_spec(
 ) -> Result<ferry::remote::encrypted::RemoteMode, CommandError> {
     let file = config::load(dir).unwrap_or_default();
     let spec = config::with_env_defaults(spec.clone());
+    let sync = file.sync.unwrap_or_default();
     let remote = spec
-        .build(&config::credentials(&file))
+        .build_with(&config::credentials(&file), sync.timeouts())
         .map_err(ferry::Error::from)?;
-    ferry::remote::emulated::probe(remote.as_ref(), "ferry-init")
+    let retrying = ferry::remote::retry::Retrying::new(
+        remote.clone(),
+        ferry::remote::retry::RetryPolicy {
+            max_retries: sync.max_retries,
+            ..Default::default()
+        },
+    );
+    ferry::remote::emulated::probe(&retrying, "ferry-init")
         .await
         .map_err(ferry::Error::from)?;
     Ok(ferry::remote::encrypted::inspect(remote.as_ref())

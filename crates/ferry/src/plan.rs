@@ -272,7 +272,7 @@ fn remote_side(l: Option<&LocalEntry>, r: Option<&RemoteObject>) -> RemoteSide {
         (None, None) => RemoteSide::Absent,
         (None, Some(_)) => RemoteSide::Deleted,
         (Some(r), Some(b))
-            if r.etag == b && same_second(r.modified_ms, l.and_then(|l| l.base_modified_ms)) =>
+            if r.etag == b && same_listing_time(r.modified_ms, l.and_then(|l| l.base_modified_ms)) =>
         {
             RemoteSide::Unchanged
         }
@@ -280,11 +280,12 @@ fn remote_side(l: Option<&LocalEntry>, r: Option<&RemoteObject>) -> RemoteSide {
     }
 }
 
-/// Listing times compared at second precision (S3 lists milliseconds but
-/// answers HEAD with an HTTP date); unknown on either side: no difference.
-fn same_second(a: Option<i64>, b: Option<i64>) -> bool {
+/// Listing times compared exactly (both come from listings: the executor
+/// keeps a listing's time on the HEAD answers that replace its entries);
+/// unknown on either side: no difference.
+fn same_listing_time(a: Option<i64>, b: Option<i64>) -> bool {
     match (a, b) {
-        (Some(a), Some(b)) => a.div_euclid(1000) == b.div_euclid(1000),
+        (Some(a), Some(b)) => a == b,
         _ => true,
     }
 }

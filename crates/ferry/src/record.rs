@@ -29,7 +29,8 @@ pub(crate) struct Pulled {
     pub meta: MetaDigest,
     pub modified_ms: i64,
     pub etag: String,
-    /// The remote's last-modified time of this version, when known.
+    /// The remote's listing time of this version, when known (a GET's
+    /// time is not a listing's: the next run records it by `Refresh`).
     pub remote_modified_ms: Option<i64>,
 }
 
@@ -256,7 +257,8 @@ pub(crate) fn apply(
                      base_etag = ?7, base_hash = ?3, cached = 0, conflict = NULL, remote_etag = NULL, \
                      meta_digest = ?9, base_meta = ?9, base_modified_ms = ?10, pushed_base = NULL",
             )?
-            .execute(params![key, remote.size as i64, &hash.0[..], content_type, metadata, modified, remote.etag, now, meta, remote.modified_ms])?;
+            // The listing time comes with the next run's `Refresh`.
+            .execute(params![key, remote.size as i64, &hash.0[..], content_type, metadata, modified, remote.etag, now, meta, None::<i64>])?;
             conn.prepare_cached("DELETE FROM outbox WHERE key = ?1 AND state <> 'inflight'")?
                 .execute([&key])?;
             release_old(conn, old, garbage)?;

@@ -27,7 +27,7 @@ use crate::record::{Pulled, SyncRecord};
 use crate::remote::emulated::{probe, Emulated, ProbeResult};
 use crate::remote::encrypted::{Encrypted, UNREADABLE_NAME};
 use crate::remote::retry::{RetryPolicy, Retrying};
-use crate::remote::spec::{Credentials, RemoteSpec};
+use crate::remote::spec::{Credentials, RemoteSpec, Timeouts};
 use crate::remote::{
     Precondition, PutRequest, RemoteBody, RemoteError, RemoteErrorKind, RemoteObject, SharedRemote,
 };
@@ -72,6 +72,16 @@ pub struct SyncConfig {
     pub connect_timeout_secs: u64,
     /// Seconds a remote request may go without progress.
     pub io_timeout_secs: u64,
+}
+
+impl SyncConfig {
+    /// The time limits on remote requests.
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            connect: Duration::from_secs(self.connect_timeout_secs.max(1)),
+            io: Duration::from_secs(self.io_timeout_secs.max(1)),
+        }
+    }
 }
 
 /// The safety rail on deletes: a count, or a share of the synced objects.
@@ -536,7 +546,7 @@ impl Bucket {
     /// Builds the recorded remote with `creds` and connects to it.
     pub async fn connect(&self, creds: &Credentials) -> Result<ProbeResult> {
         let spec = self.remote_spec()?.ok_or(Error::NoRemote)?;
-        let remote = spec.build(creds)?;
+        let remote = spec.build_with(creds, self.sync_config()?.timeouts())?;
         self.attach(remote).await
     }
 
@@ -553,16 +563,22 @@ impl Bucket {
         let endpoint = remote.endpoint();
         let mut probes: BTreeMap<String, ProbeResult> =
             self.setting_json("probes")?.unwrap_or_default();
+        let config = self.sync_config()?;
+        let retry = RetryPolicy {
+            max_retries: config.max_retries,
+            base_delay: Duration::from_millis(config.retry_base_delay_ms),
+            ..RetryPolicy::default()
+        };
         let found = match probes.get(&endpoint) {
             Some(p) => *p,
             None => {
-                let p = probe(remote.as_ref(), self.device_id()).await?;
+                let retrying = Retrying::new(remote.clone(), retry);
+                let p = probe(&retrying, self.device_id()).await?;
                 probes.insert(endpoint, p);
                 self.set_setting_json("probes", &probes).await?;
                 p
             }
         };
-        let config = self.sync_config()?;
         let mut layered = remote;
         if !found.conditional_put || !found.conditional_delete {
             layered = Arc::new(Emulated::new(
@@ -571,11 +587,6 @@ impl Bucket {
                 !found.conditional_delete,
             ));
         }
-        let retry = RetryPolicy {
-            max_retries: config.max_retries,
-            base_delay: Duration::from_millis(config.retry_base_delay_ms),
-            ..RetryPolicy::default()
-        };
         let base: SharedRemote = Arc::new(Retrying::new(layered.clone(), retry));
         let full: SharedRemote = match keys {
             Some(k) => Arc::new(Retrying::new(Arc::new(Encrypted::new(layered, k)), retry)),
@@ -665,6 +676,16 @@ impl Bucket {
             }
             Ok(out)
         })
+    }
+
+    /// Why the remote cannot hold `key` exactly (it would be refused at
+    /// every push), or `None`: asks the connected remote's rules, else the
+    /// recorded remote's. Makes no request.
+    pub fn remote_refuses(&self, key: &str) -> Result<Option<String>> {
+        if let Ok(remote) = self.connected_remote() {
+            return Ok(remote.refuses(key));
+        }
+        Ok(self.remote_spec()?.and_then(|s| s.refuses(key)))
     }
 
     /// Whether `key`'s content is on this device, and whether it is pinned.
@@ -966,6 +987,10 @@ impl Bucket {
                 match result {
                     Ok(Some(mut obj)) => {
                         annotate(keys.as_deref(), &mut obj);
+                        // Listing times are compared with listing times.
+                        if let Some(listed) = listing.get(&key).filter(|l| l.etag == obj.etag) {
+                            obj.modified_ms = listed.modified_ms;
+                        }
                         listing.insert(key, obj);
                     }
                     Ok(None) => {
@@ -1623,7 +1648,7 @@ impl Bucket {
             metadata,
             sealed_meta,
             meta,
-            remote_modified_ms: obj.modified_ms,
+            remote_modified_ms: None,
             modified_ms: obj
                 .ferry_mtime
                 .or(obj.modified_ms)

@@ -138,6 +138,16 @@ pub async fn probe(remote: &dyn Remote, device: &str) -> Result<ProbeResult, Rem
             Precondition::IfMatch("\"ferry-probe-no-such-etag\"".into()),
         )
         .await;
+    // A transient failure says nothing about the store: never record "not
+    // enforced" because of a 503 or a timeout (the caller's retry layer has
+    // already tried again).
+    for answer in [&again, &wrong] {
+        if let Err(e) = answer {
+            if e.is_retryable() {
+                return Err(e.clone());
+            }
+        }
+    }
     let put_enforced = matches!(again, Err(ref e) if e.kind == RemoteErrorKind::PreconditionFailed)
         && matches!(wrong, Err(ref e) if e.kind == RemoteErrorKind::PreconditionFailed);
     let _ = etag;
@@ -147,6 +157,11 @@ pub async fn probe(remote: &dyn Remote, device: &str) -> Result<ProbeResult, Rem
             Precondition::IfMatch("\"ferry-probe-no-such-etag\"".into()),
         )
         .await;
+    if let Err(e) = &del {
+        if e.is_retryable() {
+            return Err(e.clone());
+        }
+    }
     let still_there = remote.head(&key).await?.is_some();
     let delete_enforced =
         still_there && matches!(del, Err(ref e) if e.kind == RemoteErrorKind::PreconditionFailed);

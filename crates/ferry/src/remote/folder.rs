@@ -43,7 +43,7 @@ fn mtime_ns(meta: &fs::Metadata) -> i128 {
 const NAME_MAX: usize = 255;
 
 /// Why a folder cannot hold `key` as a file path, if it cannot.
-fn folder_refuses(key: &str) -> Option<String> {
+pub(crate) fn folder_refuses(key: &str) -> Option<String> {
     for segment in key.split('/') {
         if segment.is_empty() {
             return Some(if key.ends_with('/') {

@@ -1177,3 +1177,239 @@ mod tests {
         assert!(marker_key("0123abcd", &"k".repeat(1024), "id").len() < 100);
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod scratch {
+    use super::*;
+    use crate::remote::{PutRequest, RemoteBody};
+
+    fn req(key: &str) -> PutRequest {
+        PutRequest {
+            key: key.into(),
+            content_type: "text/x-test".into(),
+            metadata: [("owner".to_string(), "ann".to_string())].into(),
+            hash: crate::hash::ContentHash::of(b"x"),
+            size: 0,
+            mtime_ms: 5,
+            device: "dev0123".into(),
+            base: String::new(),
+            sealed: false,
+        }
+    }
+
+    async fn s3s_server() -> (tempfile::TempDir, String) {
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        use hyper_util::server::conn::auto::Builder as ConnBuilder;
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("ferry-test")).unwrap();
+        let fs = s3s_fs::FileSystem::new(root.path()).unwrap();
+        let service = {
+            let mut b = s3s::service::S3ServiceBuilder::new(fs);
+            b.set_auth(s3s::auth::SimpleAuth::from_single("ak", "sk"));
+            b.build()
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let http = ConnBuilder::new(TokioExecutor::new());
+            loop {
+                let Ok((socket, _)) = listener.accept().await else { continue };
+                let conn = http.serve_connection(TokioIo::new(socket), service.clone()).into_owned();
+                tokio::spawn(async move { let _ = conn.await; });
+            }
+        });
+        (root, format!("http://{addr}"))
+    }
+
+    async fn exercise(r: &S3Remote, keys: &[String]) {
+        for key in keys {
+            let data = format!("data of {key:?}");
+            let res = r
+                .put(&req(key), RemoteBody::Bytes(Bytes::from(data.clone())), Precondition::IfAbsent)
+                .await;
+            let etag = match res {
+                Ok(e) => e,
+                Err(e) => {
+                    println!("PUT {key:?} ({} bytes): FAILED {e}", key.len());
+                    continue;
+                }
+            };
+            let head = r.head(key).await;
+            let got = r.get(key).await;
+            let body = match got {
+                Ok((o, mut rd)) => {
+                    let mut v = Vec::new();
+                    rd.read_to_end(&mut v).await.unwrap();
+                    Some((o.etag, o.content_type, o.metadata.get("owner").cloned(), String::from_utf8(v).unwrap()))
+                }
+                Err(e) => {
+                    println!("GET {key:?}: FAILED {e}");
+                    None
+                }
+            };
+            let prefix = r.get_prefix(key, 4).await.map(|o| o.map(|(o, b)| (o.size, b)));
+            let listed: Vec<String> = r.list("").await.unwrap().into_iter().map(|o| o.key).filter(|k| !k.starts_with(".ferry/")).collect();
+            let ok_head = matches!(&head, Ok(Some(o)) if o.etag == etag && o.size == data.len() as u64 && o.hash.is_some());
+            let ok_get = matches!(&body, Some((e, Some(ct), Some(owner), b)) if *e == etag && ct == "text/x-test" && owner == "ann" && *b == data);
+            let ok_prefix = matches!(&prefix, Ok(Some((n, b))) if *n == data.len() as u64 && b[..] == data.as_bytes()[..4]);
+            let ok_list = listed == vec![key.clone()];
+            let again = r.put(&req(key), RemoteBody::Bytes(Bytes::from("v2")), Precondition::IfAbsent).await;
+            let ok_cond = matches!(&again, Err(e) if e.kind == RemoteErrorKind::PreconditionFailed);
+            let bad_del = r.delete(key, Precondition::IfMatch("\"nope\"".into())).await;
+            let ok_bad_del = matches!(&bad_del, Err(e) if e.kind == RemoteErrorKind::PreconditionFailed);
+            let del = r.delete(key, Precondition::IfMatch(etag.clone())).await;
+            let gone = r.head(key).await;
+            let ok_del = del.is_ok() && matches!(gone, Ok(None));
+            let left: Vec<String> = r.list("").await.unwrap().into_iter().map(|o| o.key).filter(|k| !k.starts_with(".ferry/")).collect();
+            let short: String = key.chars().take(20).collect();
+            println!(
+                "{short:?} ({} B): head {ok_head} get {ok_get} prefix {ok_prefix} list {ok_list} ifabsent {ok_cond} ifmatch-del {ok_bad_del} del {ok_del} left {}{}",
+                key.len(),
+                left.len(),
+                if ok_list { String::new() } else { format!(" listed {listed:?} head {head:?}") }
+            );
+            for k in left {
+                let _ = r.delete(&k, Precondition::None).await;
+            }
+        }
+    }
+
+    fn exotic() -> Vec<String> {
+        [
+            "x ", " x", "\u{a0}x", "a//b", "a/", "a+b", "a%2Fb", "\u{e4}", "a\u{308}", "a b/c d",
+            "&<>\"'", "q?x=1#f", "~!@$^*()[]{};,=", "tab\tx", "\u{1F600}", "a\\b", "a/./b", "x%",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn scratch_exotic_keys() {
+        let Ok(endpoint) = std::env::var("FERRY_SCRATCH_MOTO") else { return };
+        let cfg = |endpoint: &str, bucket: &str, prefix: &str, ak: &str, sk: &str| S3Config {
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+            endpoint: Some(endpoint.into()),
+            region: "us-east-1".into(),
+            path_style: true,
+            access_key_id: Some(ak.into()),
+            secret_access_key: Some(sk.into()),
+            ..Default::default()
+        };
+        let prefix = format!("scratch{:08x}", rand::random::<u32>());
+        println!("== moto prefix {prefix}");
+        let r = S3Remote::new(&cfg(&endpoint, "ferry-test", &prefix, "x", "y")).unwrap();
+        let mut keys = exotic();
+        keys.push("k".repeat(1024 - prefix.len() - 1));
+        exercise(&r, &keys).await;
+        let long = "k".repeat(1024 - prefix.len());
+        println!("refuses 1025: {:?}", r.refuses(&long));
+        println!("put 1025: {:?}", r.put(&req(&long), RemoteBody::Bytes(Bytes::from("x")), Precondition::None).await.err());
+
+        // Leave three objects for boto3 to look at.
+        for k in ["x ", "a//b", "a/"] {
+            r.put(&req(k), RemoteBody::Bytes(Bytes::from("boto")), Precondition::None).await.unwrap();
+        }
+        std::fs::write("/tmp/scratch_prefix", &prefix).unwrap();
+
+        for enc in [true, false] {
+            let mut l = r.client.list_objects_v2().bucket("ferry-test").prefix(format!("{prefix}/"));
+            if enc { l = l.encoding_type(EncodingType::Url); }
+            let out = l.start_after(format!("{prefix} ")).send().await.unwrap();
+            println!("moto list enc={enc}: {:?} encoding {:?} start_after {:?} prefix {:?}", out.contents().iter().map(|o| o.key().unwrap_or_default().to_owned()).collect::<Vec<_>>(), out.encoding_type(), out.start_after(), out.prefix());
+        }
+        // Root of a fresh bucket: a 1,024-byte key.
+        let bucket = format!("ferry-t{:08x}", rand::random::<u32>());
+        reqwest_put_bucket(&endpoint, &bucket).await;
+        let root = S3Remote::new(&cfg(&endpoint, &bucket, "", "x", "y")).unwrap();
+        exercise(&root, &["r".repeat(1024), "é".repeat(512)]).await;
+
+        // Anonymous client (moto accepts unsigned requests).
+        let mut anon_cfg = cfg(&endpoint, "ferry-test", &prefix, "x", "y");
+        anon_cfg.access_key_id = None;
+        anon_cfg.secret_access_key = None;
+        let anon = S3Remote::new(&anon_cfg).unwrap();
+        println!("anonymous list: {:?}", anon.list("").await.map(|l| l.len()));
+
+        // Multipart with an exotic key, from a file, and a cancelled one.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big");
+        let data: Vec<u8> = (0..(20u32 << 20) + 7).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let mut rq = req("big  file");
+        rq.size = data.len() as u64;
+        let etag = r.put(&rq, RemoteBody::Framed { head: Bytes::from_static(b"HEAD"), file: path.clone() }, Precondition::IfAbsent).await.unwrap();
+        let (o, mut rd) = r.get("big  file").await.unwrap();
+        let mut v = Vec::new();
+        rd.read_to_end(&mut v).await.unwrap();
+        println!("multipart: etag {etag} head-etag {} size {} ok {}", o.etag, o.size, v[..4] == *b"HEAD" && v[4..] == data[..]);
+        let again = r.put(&rq, RemoteBody::File(path.clone()), Precondition::IfAbsent).await;
+        println!("multipart IfAbsent on existing: {:?}", again.map_err(|e| e.kind));
+        let again = r.put(&rq, RemoteBody::File(path.clone()), Precondition::IfMatch(etag.clone())).await;
+        println!("multipart IfMatch: {:?}", again.as_ref().map_err(|e| e.kind));
+        let markers = r.list_raw(".ferry/").await.unwrap();
+        println!("markers after completes: {}", markers.len());
+        // Cancelled mid-way.
+        let fut = r.put(&rq, RemoteBody::File(path.clone()), Precondition::None);
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(150), fut).await;
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let markers = r.list_raw(".ferry/").await.unwrap();
+        let uploads = r.client.list_multipart_uploads().bucket("ferry-test").prefix(&prefix).send().await.unwrap();
+        println!("after cancel: markers {} uploads {}", markers.len(), uploads.uploads().len());
+        // A crash: upload + marker left behind, then cleanup.
+        let full = r.full("crashed");
+        let up = r.client.create_multipart_upload().bucket("ferry-test").key(&full).send().await.unwrap();
+        let upload = Upload { remote: r.clone(), key: full.clone(), upload_id: up.upload_id().unwrap().to_owned(), marker: marker_key("dev0123", &full, up.upload_id().unwrap()), armed: false };
+        r.write_marker(&upload).await.unwrap();
+        println!("cleanup other device: {:?}", r.cleanup("other").await);
+        println!("cleanup: {:?}", r.cleanup("dev0123").await);
+        let uploads = r.client.list_multipart_uploads().bucket("ferry-test").prefix(&prefix).send().await.unwrap();
+        println!("after cleanup: markers {} uploads {}", r.list_raw(".ferry/").await.unwrap().len(), uploads.uploads().len());
+        println!("cleanup again: {:?}", r.cleanup("dev0123").await);
+        r.delete("big  file", Precondition::None).await.unwrap();
+        println!("delete missing: {:?}", r.delete("big  file", Precondition::None).await);
+        println!("get missing: {:?}", r.get("nope").await.err().map(|e| (e.kind, e.detail)));
+        println!("get_prefix missing: {:?}", r.get_prefix("nope", 4).await);
+        r.put(&req("empty"), RemoteBody::Bytes(Bytes::new()), Precondition::None).await.unwrap();
+        println!("get_prefix empty: {:?}", r.get_prefix("empty", 4).await.map(|o| o.map(|(o, b)| (o.size, b))));
+        r.put(&req("emptyfile"), RemoteBody::File(dir.path().join("e")), Precondition::None).await.map_err(|e| println!("missing file: {e}")).ok();
+        std::fs::write(dir.path().join("e"), b"").unwrap();
+        println!("empty file put: {:?}", r.put(&req("emptyfile"), RemoteBody::File(dir.path().join("e")), Precondition::None).await.is_ok());
+        std::fs::write(dir.path().join("s"), b"small file").unwrap();
+        r.put(&req("smallfile"), RemoteBody::File(dir.path().join("s")), Precondition::None).await.unwrap();
+        println!("small file: {:?}", r.get_prefix("smallfile", 100).await.unwrap().map(|(o, b)| (o.size, b)));
+        println!("wrong bucket: {:?}", S3Remote::new(&cfg(&endpoint, "no-such-bucket-x", "", "x", "y")).unwrap().list("").await.err().map(|e| e.kind));
+        println!("unreachable: {:?}", S3Remote::new(&cfg("http://127.0.0.1:9", "b", "", "x", "y")).unwrap().head("k").await.err().map(|e| (e.kind, e.detail)));
+
+        // s3s-fs.
+        let (_root, s3s) = s3s_server().await;
+        {
+            let r = S3Remote::new(&cfg(&s3s, "ferry-test", "p", "ak", "sk")).unwrap();
+            for k in ["a+b", "a%2Fb", "a b"] {
+                r.put(&req(k), RemoteBody::Bytes(Bytes::from("x")), Precondition::None).await.unwrap();
+            }
+            for enc in [true, false] {
+                let mut l = r.client.list_objects_v2().bucket("ferry-test").prefix("p/");
+                if enc { l = l.encoding_type(EncodingType::Url); }
+                let out = l.start_after("p ").send().await.unwrap();
+                println!("s3s list enc={enc}: {:?} encoding {:?} start_after {:?} prefix {:?}", out.contents().iter().map(|o| o.key().unwrap_or_default().to_owned()).collect::<Vec<_>>(), out.encoding_type(), out.start_after(), out.prefix());
+            }
+            let out = r.client.list_objects_v2().bucket("ferry-test").send().await.unwrap();
+            println!("s3s list all: {:?}", out.contents().iter().map(|o| o.key().unwrap_or_default().to_owned()).collect::<Vec<_>>());
+            for k in ["a+b", "a%2Fb", "a b"] { r.delete(k, Precondition::None).await.unwrap(); }
+        }
+        println!("== s3s-fs");
+        let r = S3Remote::new(&cfg(&s3s, "ferry-test", "p", "ak", "sk")).unwrap();
+        let mut keys = exotic();
+        keys.push("k".repeat(1022));
+        keys.push(format!("{}/{}", "d".repeat(200), "f".repeat(200)));
+        exercise(&r, &keys).await;
+    }
+
+    async fn reqwest_put_bucket(endpoint: &str, bucket: &str) {
+        let r = S3Remote::new(&S3Config { bucket: bucket.into(), endpoint: Some(endpoint.into()), path_style: true, access_key_id: Some("x".into()), secret_access_key: Some("y".into()), ..Default::default() }).unwrap();
+        r.client.create_bucket().bucket(bucket).send().await.unwrap();
+    }
+}

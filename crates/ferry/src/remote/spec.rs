@@ -25,6 +25,24 @@ pub struct RemoteSpec {
     pub path_style: bool,
 }
 
+/// Time limits on every remote request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// To establish a connection.
+    pub connect: std::time::Duration,
+    /// Without any progress (no byte sent or received) once connected.
+    pub io: std::time::Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: std::time::Duration::from_secs(10),
+            io: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
 /// What a remote URL names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RemoteKind {
@@ -179,6 +197,28 @@ impl RemoteSpec {
 
     /// Builds the remote (no request is made).
     pub fn build(&self, creds: &Credentials) -> Result<SharedRemote, RemoteError> {
+        self.build_with(creds, Timeouts::default())
+    }
+
+    /// Why the remote this spec names cannot hold `key` (a valid ferry key)
+    /// exactly, without contacting it; `None` when it can.
+    pub fn refuses(&self, key: &str) -> Option<String> {
+        match self.kind().ok()? {
+            RemoteKind::Folder { .. } => super::folder::folder_refuses(key),
+            RemoteKind::S3 { .. } => self
+                .build(&Credentials::default())
+                .ok()
+                .and_then(|r| r.refuses(key)),
+            RemoteKind::Memory => None,
+        }
+    }
+
+    /// Builds the remote with these time limits (no request is made).
+    pub fn build_with(
+        &self,
+        creds: &Credentials,
+        timeouts: Timeouts,
+    ) -> Result<SharedRemote, RemoteError> {
         Ok(match self.kind()? {
             RemoteKind::S3 { bucket, prefix } => Arc::new(S3Remote::new(&S3Config {
                 bucket,
@@ -189,7 +229,8 @@ impl RemoteSpec {
                 access_key_id: creds.access_key_id.clone(),
                 secret_access_key: creds.secret_access_key.clone(),
                 session_token: creds.session_token.clone(),
-                ..S3Config::default()
+                connect_timeout: timeouts.connect,
+                io_timeout: timeouts.io,
             })?),
             RemoteKind::Folder { path } => Arc::new(FolderRemote::new(path)?),
             RemoteKind::Memory => Arc::new(MemoryRemote::new()),

@@ -5,6 +5,7 @@
 
 pub mod backends;
 mod convergence;
+mod fidelity;
 pub mod layers;
 mod scenarios;
 
