@@ -280,11 +280,13 @@ fn remote_side(l: Option<&LocalEntry>, r: Option<&RemoteObject>) -> RemoteSide {
     }
 }
 
-/// Listing times compared exactly (both come from listings: the executor
-/// keeps a listing's time on the HEAD answers that replace its entries);
-/// unknown on either side: no difference.
-fn same_listing_time(a: Option<i64>, b: Option<i64>) -> bool {
-    match (a, b) {
+/// A listing time against the agreed one. A time from a GET or HEAD
+/// (an HTTP date: whole seconds, so a multiple of 1,000 ms) is compared at
+/// that precision; listing times exactly. Unknown on either side: no
+/// difference.
+fn same_listing_time(listed: Option<i64>, base: Option<i64>) -> bool {
+    match (listed, base) {
+        (Some(a), Some(b)) if b % 1000 == 0 => a.div_euclid(1000) == b.div_euclid(1000),
         (Some(a), Some(b)) => a == b,
         _ => true,
     }

@@ -29,8 +29,8 @@ pub(crate) struct Pulled {
     pub meta: MetaDigest,
     pub modified_ms: i64,
     pub etag: String,
-    /// The remote's listing time of this version, when known (a GET's
-    /// time is not a listing's: the next run records it by `Refresh`).
+    /// The remote's last-modified time of this version, in whole seconds
+    /// (from the GET), when known.
     pub remote_modified_ms: Option<i64>,
 }
 
@@ -247,6 +247,8 @@ pub(crate) fn apply(
             )?;
             let modified = remote.ferry_mtime.or(remote.modified_ms).unwrap_or(now);
             let meta = remote.meta.map(|m| m.0.to_vec());
+            // Whole seconds: compared at that precision (see `plan`).
+            let remote_modified = remote.modified_ms.map(|t| t.div_euclid(1000) * 1000);
             conn.prepare_cached(
                 "INSERT INTO objects (key, present, size, hash, inline, content_type, metadata, \
                      modified_ms, state, base_etag, base_hash, cached, last_access_ms, access_count, \
@@ -257,8 +259,7 @@ pub(crate) fn apply(
                      base_etag = ?7, base_hash = ?3, cached = 0, conflict = NULL, remote_etag = NULL, \
                      meta_digest = ?9, base_meta = ?9, base_modified_ms = ?10, pushed_base = NULL",
             )?
-            // The listing time comes with the next run's `Refresh`.
-            .execute(params![key, remote.size as i64, &hash.0[..], content_type, metadata, modified, remote.etag, now, meta, None::<i64>])?;
+            .execute(params![key, remote.size as i64, &hash.0[..], content_type, metadata, modified, remote.etag, now, meta, remote_modified])?;
             conn.prepare_cached("DELETE FROM outbox WHERE key = ?1 AND state <> 'inflight'")?
                 .execute([&key])?;
             release_old(conn, old, garbage)?;

@@ -1648,7 +1648,8 @@ impl Bucket {
             metadata,
             sealed_meta,
             meta,
-            remote_modified_ms: None,
+            // The version's time from the GET (an HTTP date, whole seconds).
+            remote_modified_ms: obj.modified_ms.map(|t| t.div_euclid(1000) * 1000),
             modified_ms: obj
                 .ferry_mtime
                 .or(obj.modified_ms)

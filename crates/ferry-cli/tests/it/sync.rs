@@ -195,3 +195,151 @@ fn unreachable_remote_at_init_is_a_clear_error_and_creates_nothing() {
     assert_eq!(sync.status.code(), Some(1));
     assert!(stderr(&sync).contains("no remote"), "{}", stderr(&sync));
 }
+
+/// `ferry cache evict` then `cat`, `get` and `cp -r` of the evicted object
+/// fetch it from the remote; `stat --json` says whether the content is
+/// local and pinned.
+#[test]
+fn reading_an_evicted_object_fetches_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let url = format!("file://{}", root.join("remote").display());
+    ok(ferry(root, "a", &["init", "--remote", &url], None));
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    ok(ferry(root, "a", &["put", "c/2.bin"], Some(&big)));
+    ok(ferry(root, "a", &["sync"], None));
+    let st = json(&ok(ferry(root, "a", &["stat", "c/2.bin", "--json"], None)));
+    assert_eq!((st["cached"].as_bool(), st["pinned"].as_bool()), (Some(true), Some(false)));
+    ok(ferry(root, "a", &["cache", "evict", "4MiB"], None));
+    let st = json(&ok(ferry(root, "a", &["stat", "c/2.bin", "--json"], None)));
+    assert_eq!(st["cached"], false, "{st}");
+    let out = ok(ferry(root, "a", &["cat", "c/2.bin"], None));
+    assert!(out.stdout == big, "cat returned {} bytes", out.stdout.len());
+    ok(ferry(root, "a", &["cache", "evict", "4MiB"], None));
+    let target = root.join("out.bin");
+    ok(ferry(root, "a", &["get", "c/2.bin", target.to_str().unwrap()], None));
+    assert!(std::fs::read(&target).unwrap() == big);
+    ok(ferry(root, "a", &["cache", "evict", "4MiB"], None));
+    let dir = root.join("export");
+    ok(ferry(root, "a", &["cp", "-r", "ferry:c/", dir.to_str().unwrap()], None));
+    assert!(std::fs::read(dir.join("2.bin")).unwrap() == big);
+
+    // Unreachable (the remote's path is no longer a folder): a clear
+    // error, never a wrong or empty body.
+    ok(ferry(root, "a", &["cache", "evict", "4MiB"], None));
+    std::fs::rename(root.join("remote"), root.join("remote-away")).unwrap();
+    std::fs::write(root.join("remote"), b"not a folder").unwrap();
+    let out = ferry(root, "a", &["cat", "c/2.bin"], None);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    assert!(stderr(&out).contains("not on this device"), "{}", stderr(&out));
+}
+
+/// `memory://` is refused by the CLI: the next command would see it empty.
+#[test]
+fn memory_remote_is_refused_by_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let out = ferry(root, "a", &["init", "--remote", "memory://"], None);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("memory://"), "{}", stderr(&out));
+    assert!(!root.join("a").exists(), "nothing created");
+    ok(ferry(root, "a", &["init"], None));
+    let out = ferry(root, "a", &["remote", "set", "memory://"], None);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+/// A `file://` remote whose folder was replaced by an empty one (an
+/// unmounted drive): `sync` refuses, deletes nothing locally, exit 1;
+/// `--force` goes on.
+#[test]
+fn empty_remote_folder_is_refused_not_turned_into_deletes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let url = format!("file://{}", root.join("remote").display());
+    ok(ferry(root, "a", &["init", "--remote", &url], None));
+    for i in 0..3 {
+        ok(ferry(root, "a", &["put", &format!("n/{i}")], Some(b"x")));
+    }
+    ok(ferry(root, "a", &["sync"], None));
+    std::fs::rename(root.join("remote"), root.join("remote-real")).unwrap();
+    std::fs::create_dir(root.join("remote")).unwrap();
+    let out = ferry(root, "a", &["sync"], None);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("lists no objects"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
+    let ls = stdout(&ok(ferry(root, "a", &["ls"], None)));
+    assert_eq!(ls.lines().count(), 3, "{ls}");
+    ok(ferry(root, "a", &["sync", "--force"], None));
+    assert_eq!(stdout(&ok(ferry(root, "a", &["ls"], None))).lines().count(), 0);
+}
+
+/// A sync that would delete more than `--max-delete` stops and says why.
+#[test]
+fn max_delete_stops_a_mass_delete() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let url = format!("file://{}", root.join("remote").display());
+    ok(ferry(root, "a", &["init", "--remote", &url], None));
+    for i in 0..5 {
+        ok(ferry(root, "a", &["put", &format!("n/{i}")], Some(b"x")));
+    }
+    ok(ferry(root, "a", &["sync"], None));
+    ok(ferry(root, "a", &["rm", "-r", "n/"], None));
+    let out = ferry(root, "a", &["sync", "--max-delete", "2"], None);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("would delete 5"), "{}", stderr(&out));
+    assert_eq!(std::fs::read_dir(root.join("remote/n")).unwrap().count(), 5);
+    let out = ferry(root, "a", &["sync", "--max-delete", "nonsense"], None);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    ok(ferry(root, "a", &["sync", "--max-delete", "100%"], None));
+}
+
+/// `remote set` with the same remote spelled differently keeps what was
+/// agreed (a deleted object stays deleted); a different remote asks first.
+#[test]
+fn remote_set_same_remote_keeps_tombstones_different_asks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let dir = root.join("remote");
+    let url = format!("file://{}", dir.display());
+    ok(ferry(root, "a", &["init", "--remote", &url], None));
+    ok(ferry(root, "a", &["put", "k"], Some(b"v")));
+    ok(ferry(root, "a", &["sync"], None));
+    ok(ferry(root, "a", &["rm", "k"], None));
+    let respelled = format!("file://{}/./", dir.display());
+    ok(ferry(root, "a", &["remote", "set", &respelled], None));
+    let run = json(&ok(ferry(root, "a", &["sync", "--json"], None)));
+    assert_eq!((run["deleted_remote"].as_u64(), run["pulled"].as_u64()), (Some(1), Some(0)), "{run}");
+    let other = format!("file://{}", root.join("other").display());
+    let out = ferry(root, "a", &["remote", "set", &other], None);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--yes"), "{}", stderr(&out));
+    let shown = json(&ok(ferry(root, "a", &["remote", "show", "--json"], None)));
+    assert_eq!(shown["url"], respelled.as_str());
+    ok(ferry(root, "a", &["remote", "set", &other, "--yes"], None));
+}
+
+/// A key the folder remote cannot hold is refused by name: a warning at
+/// `put`, one error at the first sync, then parked (counted by `status`),
+/// never an error on every run.
+#[test]
+fn key_the_remote_cannot_hold_is_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let url = format!("file://{}", root.join("remote").display());
+    ok(ferry(root, "a", &["init", "--remote", &url], None));
+    let out = ok(ferry(root, "a", &["put", "a//b"], Some(b"x")));
+    assert!(stderr(&out).contains("cannot hold the key \"a//b\""), "{}", stderr(&out));
+    ok(ferry(root, "a", &["put", "fine"], Some(b"x")));
+    let out = ferry(root, "a", &["sync", "--json"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let run = json(&out);
+    assert_eq!(run["pushed"], 1, "{run}");
+    assert_eq!(run["errors"][0]["key"], "a//b", "{run}");
+    assert_eq!(run["errors"][0]["retryable"], false, "{run}");
+    let run = json(&ok(ferry(root, "a", &["sync", "--json"], None)));
+    assert_eq!(run["parked"], 1, "{run}");
+    let status = json(&ok(ferry(root, "a", &["status", "--json"], None)));
+    assert_eq!(status["failed"], 1, "{status}");
+}

@@ -33,6 +33,8 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use aws_sdk_s3::config::http::HttpResponse;
@@ -42,13 +44,13 @@ use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
     StalledStreamProtectionConfig,
 };
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::primitives::{ByteStream, DateTime, Length};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::{ByteStream, DateTime, Length, SdkBody};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, EncodingType};
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
 use super::{
     Capabilities, Precondition, PutRequest, Remote, RemoteBody, RemoteError, RemoteErrorKind,
@@ -70,6 +72,10 @@ pub const MAX_S3_KEY: usize = 1024;
 /// stalled-stream protection; this only bounds a server that took the whole
 /// body and then fell silent.
 const MIN_UPLOAD_RATE: u64 = 32 << 10;
+/// Request bodies are handed to the HTTP client in pieces this large, so
+/// that the stalled-stream protection sees an upload that stops moving (a
+/// body handed over whole counts as sent at once).
+const CHUNK: usize = 64 << 10;
 /// Concurrent HEADs completing a listing that lacks ETags.
 const LIST_HEADS: usize = 16;
 /// Where multipart markers live, under the remote prefix.
@@ -248,8 +254,7 @@ impl S3Remote {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let kind = classify(&e);
-        self.error(kind, format!("{what}: {}", DisplayErrorContext(&e)))
+        self.error(classify(&e), format!("{what}: {}", error_text(&e)))
     }
 
     /// Timeouts for a request that sends up to `part` bytes: its response may
@@ -329,10 +334,11 @@ impl S3Remote {
     ) -> Result<Option<String>, RemoteError> {
         let what = format!("writing {:?}", req.key);
         let stream = match body {
-            RemoteBody::Bytes(b) => ByteStream::from(b),
+            RemoteBody::Bytes(b) => chunked(b),
             RemoteBody::File(_) if size == 0 => ByteStream::from(Bytes::new()),
             RemoteBody::File(path) => ByteStream::read_from()
                 .path(&path)
+                .buffer_size(CHUNK)
                 .length(Length::Exact(size))
                 .build()
                 .await
@@ -357,7 +363,7 @@ impl S3Remote {
                         format!("{what}: reading {}: {e}", file.display()),
                     )
                 })?;
-                ByteStream::from(buf)
+                chunked(Bytes::from(buf))
             }
         };
         let mut put = self
@@ -578,7 +584,7 @@ impl S3Remote {
                     .upload_id(upload_id)
                     .part_number(number)
                     .content_length(to_i64(len))
-                    .body(ByteStream::from(data))
+                    .body(chunked(data))
                     .customize()
                     .config_override(me.upload_timeouts(part))
                     .send()
@@ -631,6 +637,72 @@ enum PartSource {
     Bytes(Bytes),
     /// A file (after its head bytes), read part by part; its path for messages.
     Reader(Box<dyn AsyncRead + Send + Unpin>, std::path::PathBuf),
+}
+
+/// An in-memory request body, handed over in [`CHUNK`]s (and re-readable).
+fn chunked(data: Bytes) -> ByteStream {
+    if data.len() <= CHUNK {
+        return ByteStream::from(data);
+    }
+    ByteStream::new(SdkBody::retryable(move || {
+        SdkBody::from_body_1_x(Chunked(data.clone()))
+    }))
+}
+
+/// The body behind [`chunked`].
+struct Chunked(Bytes);
+
+impl http_body::Body for Chunked {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        if self.0.is_empty() {
+            return Poll::Ready(None);
+        }
+        let n = CHUNK.min(self.0.len());
+        Poll::Ready(Some(Ok(http_body::Frame::data(self.0.split_to(n)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.0.len() as u64)
+    }
+}
+
+/// A response body whose read errors say what happened (the SDK's own say
+/// only "streaming error", the cause being in their sources).
+struct Explained<R>(R);
+
+impl<R: AsyncRead + Unpin> AsyncRead for Explained<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match Pin::new(&mut self.0).poll_read(cx, buf) {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(std::io::Error::new(e.kind(), causes(&e)))),
+            other => other,
+        }
+    }
+}
+
+/// An error and its sources, joined by `: `.
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// `head` followed by the file at `path`.
@@ -771,6 +843,27 @@ fn range_total(content_range: Option<&str>) -> Option<u64> {
     content_range?.rsplit_once('/')?.1.trim().parse().ok()
 }
 
+/// An SDK failure in plain words: the store's answer (status, code and
+/// message), or the chain of causes. (The SDK's own `DisplayErrorContext`
+/// appends a `Debug` dump of the whole response, headers and all.)
+fn error_text<E>(e: &SdkError<E, HttpResponse>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    if let SdkError::ServiceError(s) = e {
+        let status = s.raw().status().as_u16();
+        let err = s.err();
+        return match (err.code(), err.message()) {
+            (Some(code), Some(message)) => {
+                format!("the store answered HTTP {status} {code}: {message}")
+            }
+            (Some(code), None) => format!("the store answered HTTP {status} {code}"),
+            _ => format!("the store answered HTTP {status}"),
+        };
+    }
+    causes(e)
+}
+
 /// What kind of failure an SDK error is.
 fn classify<E>(e: &SdkError<E, HttpResponse>) -> RemoteErrorKind
 where
@@ -786,8 +879,7 @@ where
             } else if d.is_user() {
                 // The body failed while being sent: the stalled-stream
                 // protection (no progress), or reading the file.
-                let text = DisplayErrorContext(e).to_string();
-                if text.contains("throughput") {
+                if error_text(e).contains("throughput") {
                     Retryable
                 } else {
                     Terminal
@@ -922,7 +1014,7 @@ impl Remote for S3Remote {
             o.content_type(),
             o.metadata(),
         );
-        let reader: RemoteReader = Box::new(Box::pin(o.body.into_async_read()));
+        let reader: RemoteReader = Box::new(Explained(Box::pin(o.body.into_async_read())));
         Ok((obj, reader))
     }
 
@@ -1406,6 +1498,59 @@ mod scratch {
         keys.push("k".repeat(1022));
         keys.push(format!("{}/{}", "d".repeat(200), "f".repeat(200)));
         exercise(&r, &keys).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn scratch_timeouts() {
+        use tokio::io::AsyncWriteExt;
+        if std::env::var("FERRY_SCRATCH_MOTO").is_err() { return }
+        // A server that answers GETs with headers and 10 of 100 bytes, then
+        // stalls; that never answers HEADs; and that never reads PUT bodies.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let n = sock.read(&mut buf).await.unwrap_or(0);
+                    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                    if head.starts_with("GET") {
+                        sock.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nETag: \"e\"\r\n\r\n0123456789").await.unwrap();
+                    }
+                    tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+                    drop(sock);
+                });
+            }
+        });
+        let r = S3Remote::new(&S3Config {
+            bucket: "b".into(),
+            endpoint: Some(format!("http://{addr}")),
+            path_style: true,
+            access_key_id: Some("x".into()),
+            secret_access_key: Some("y".into()),
+            io_timeout: std::time::Duration::from_secs(2),
+            ..Default::default()
+        }).unwrap();
+        let t = std::time::Instant::now();
+        let e = r.head("k").await.unwrap_err();
+        println!("head: {:?} after {:?}: {}", e.kind, t.elapsed(), e.detail);
+        let t = std::time::Instant::now();
+        let (o, mut rd) = r.get("k").await.unwrap();
+        let mut v = Vec::new();
+        let e = rd.read_to_end(&mut v).await.unwrap_err();
+        println!("get body: size {} got {} err after {:?}: {e}", o.size, v.len(), t.elapsed());
+        let t = std::time::Instant::now();
+        let e = r.put(&req("k"), RemoteBody::Bytes(Bytes::from(vec![7u8; 8 << 20])), Precondition::None).await.unwrap_err();
+        println!("put: {:?} after {:?}: {}", e.kind, t.elapsed(), e.detail);
+        let r = S3Remote::new(&S3Config {
+            bucket: "b".into(),
+            endpoint: Some("http://10.255.255.1:9".into()),
+            connect_timeout: std::time::Duration::from_millis(1),
+            ..Default::default()
+        }).unwrap();
+        let e = r.head("k").await.unwrap_err();
+        println!("connect: {:?}: {}", e.kind, e.detail);
     }
 
     async fn reqwest_put_bucket(endpoint: &str, bucket: &str) {
