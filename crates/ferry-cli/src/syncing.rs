@@ -162,7 +162,9 @@ pub fn spec_from(
         region,
         path_style,
     };
-    if spec.kind().map_err(|e| CommandError::usage(e.detail))? == ferry::remote::spec::RemoteKind::Memory {
+    if spec.kind().map_err(|e| CommandError::usage(e.detail))?
+        == ferry::remote::spec::RemoteKind::Memory
+    {
         return Err(CommandError::usage(
             "memory:// lives inside one process: the next `ferry` command would see it empty and \
              its sync would delete everything. Use file:///PATH or s3://BUCKET/PREFIX \

@@ -387,9 +387,7 @@ impl Bucket {
                             dry_run: r.get(2)?,
                             force: r.get(3)?,
                             retry: r.get(4)?,
-                            max_delete: r
-                                .get::<_, Option<String>>(5)?
-                                .and_then(|m| m.parse().ok()),
+                            max_delete: r.get::<_, Option<String>>(5)?.and_then(|m| m.parse().ok()),
                         },
                     ))
                 })?

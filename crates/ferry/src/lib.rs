@@ -57,6 +57,5 @@ pub use metadata::{
 pub use state::{ParseStateError, SyncState};
 pub use sync::{
     ConflictInfo, DeleteLimit, GetOptions, ProgressFn, Residency, Resolution, ResolveOutcome,
-    Status, SyncConfig,
-    SyncIssue, SyncMode, SyncOptions, SyncProgress, SyncReport,
+    Status, SyncConfig, SyncIssue, SyncMode, SyncOptions, SyncProgress, SyncReport,
 };

@@ -170,7 +170,7 @@ pub enum Action {
     /// Record a remote object without downloading it (lazy).
     Learn {
         key: String,
-        remote: RemoteObject,
+        remote: Box<RemoteObject>,
         expect: Expect,
     },
     /// Delete the local object (the remote deleted it).
@@ -272,7 +272,8 @@ fn remote_side(l: Option<&LocalEntry>, r: Option<&RemoteObject>) -> RemoteSide {
         (None, None) => RemoteSide::Absent,
         (None, Some(_)) => RemoteSide::Deleted,
         (Some(r), Some(b))
-            if r.etag == b && same_listing_time(r.modified_ms, l.and_then(|l| l.base_modified_ms)) =>
+            if r.etag == b
+                && same_listing_time(r.modified_ms, l.and_then(|l| l.base_modified_ms)) =>
         {
             RemoteSide::Unchanged
         }
@@ -473,7 +474,7 @@ fn plan_key(
         } else {
             Action::Learn {
                 key: key_s.clone(),
-                remote: r.clone(),
+                remote: Box::new(r.clone()),
                 expect,
             }
         })
@@ -521,8 +522,7 @@ fn plan_key(
         (LocalSide::Unchanged, RemoteSide::Changed) => {
             let r = r?;
             let lo = l?;
-            let wants_content =
-                !lo.cached && (policy.strategy == PullStrategy::Eager || lo.pinned);
+            let wants_content = !lo.cached && (policy.strategy == PullStrategy::Eager || lo.pinned);
             if same && !wants_content {
                 adopt(r)
             } else if !same

@@ -13,8 +13,8 @@ use tokio::task::JoinSet;
 
 use crate::bucket::Bucket;
 use crate::commit::{Outcome, WriteOp};
-use crate::error::{Error, Result};
 use crate::crypto::keyring::Keyring;
+use crate::error::{Error, Result};
 use crate::hash::{ContentHash, MetaDigest};
 use crate::index;
 use crate::key::{validate_key, RESERVED_PREFIX};
@@ -125,7 +125,8 @@ impl std::str::FromStr for DeleteLimit {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         let s = s.trim();
-        let bad = || format!("{s:?} is not a delete limit: use a count (1000) or a percentage (50%)");
+        let bad =
+            || format!("{s:?} is not a delete limit: use a count (1000) or a percentage (50%)");
         match s.strip_suffix('%') {
             Some(p) => {
                 let p: u32 = p.trim().parse().map_err(|_| bad())?;
@@ -1178,9 +1179,8 @@ impl Bucket {
     /// Outbox keys whose last attempt failed, and when they may run again.
     fn parked(&self) -> Result<HashMap<String, i64>> {
         self.with_reader(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT key, next_attempt_ms FROM outbox WHERE state = 'failed'",
-            )?;
+            let mut stmt =
+                c.prepare_cached("SELECT key, next_attempt_ms FROM outbox WHERE state = 'failed'")?;
             let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
             let mut out = HashMap::new();
             for row in rows {
@@ -1337,9 +1337,9 @@ impl Bucket {
             } => {
                 // A listing carries no metadata; learn it with a HEAD when needed.
                 let mut obj = if obj.has_metadata {
-                    obj
+                    *obj
                 } else {
-                    remote.head(&key).await?.unwrap_or(obj)
+                    remote.head(&key).await?.unwrap_or(*obj)
                 };
                 annotate(self.keyring()?.as_deref(), &mut obj);
                 let sealed_meta = self.keyring()?.map(|k| {
@@ -1484,9 +1484,11 @@ impl Bucket {
             0
         } else if retryable {
             let attempts = self.with_reader(|c| {
-                Ok(c.prepare_cached("SELECT MAX(attempts) FROM outbox WHERE key = ?1")?
-                    .query_row([key], |r| r.get::<_, Option<i64>>(0))?
-                    .unwrap_or(0))
+                Ok(
+                    c.prepare_cached("SELECT MAX(attempts) FROM outbox WHERE key = ?1")?
+                        .query_row([key], |r| r.get::<_, Option<i64>>(0))?
+                        .unwrap_or(0),
+                )
             })?;
             index::now_ms() + backoff_ms(attempts)
         } else {
@@ -1545,11 +1547,7 @@ impl Bucket {
             base: base.clone(),
             sealed: false,
         };
-        let meta = meta_digest(
-            self.keyring()?.as_deref(),
-            &req.content_type,
-            &req.metadata,
-        );
+        let meta = meta_digest(self.keyring()?.as_deref(), &req.content_type, &req.metadata);
         match remote.put(&req, body, cond).await {
             Ok(etag) => {
                 self.record(SyncRecord::Pushed {
@@ -1579,7 +1577,9 @@ impl Bucket {
                         annotate(keys.as_deref(), &mut r);
                         if r.meta != Some(meta) {
                             let reason = ConflictReason::RemoteChangedDuringPush;
-                            return self.conflict(key.to_owned(), reason, Some(r.etag), policy).await;
+                            return self
+                                .conflict(key.to_owned(), reason, Some(r.etag), policy)
+                                .await;
                         }
                         self.record(SyncRecord::Pushed {
                             key: key.to_owned(),

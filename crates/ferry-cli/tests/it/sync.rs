@@ -209,7 +209,10 @@ fn reading_an_evicted_object_fetches_it() {
     ok(ferry(root, "a", &["put", "c/2.bin"], Some(&big)));
     ok(ferry(root, "a", &["sync"], None));
     let st = json(&ok(ferry(root, "a", &["stat", "c/2.bin", "--json"], None)));
-    assert_eq!((st["cached"].as_bool(), st["pinned"].as_bool()), (Some(true), Some(false)));
+    assert_eq!(
+        (st["cached"].as_bool(), st["pinned"].as_bool()),
+        (Some(true), Some(false))
+    );
     ok(ferry(root, "a", &["cache", "evict", "4MiB"], None));
     let st = json(&ok(ferry(root, "a", &["stat", "c/2.bin", "--json"], None)));
     assert_eq!(st["cached"], false, "{st}");
@@ -217,11 +220,21 @@ fn reading_an_evicted_object_fetches_it() {
     assert!(out.stdout == big, "cat returned {} bytes", out.stdout.len());
     ok(ferry(root, "a", &["cache", "evict", "4MiB"], None));
     let target = root.join("out.bin");
-    ok(ferry(root, "a", &["get", "c/2.bin", target.to_str().unwrap()], None));
+    ok(ferry(
+        root,
+        "a",
+        &["get", "c/2.bin", target.to_str().unwrap()],
+        None,
+    ));
     assert!(std::fs::read(&target).unwrap() == big);
     ok(ferry(root, "a", &["cache", "evict", "4MiB"], None));
     let dir = root.join("export");
-    ok(ferry(root, "a", &["cp", "-r", "ferry:c/", dir.to_str().unwrap()], None));
+    ok(ferry(
+        root,
+        "a",
+        &["cp", "-r", "ferry:c/", dir.to_str().unwrap()],
+        None,
+    ));
     assert!(std::fs::read(dir.join("2.bin")).unwrap() == big);
 
     // Unreachable (the remote's path is no longer a folder): a clear
@@ -232,7 +245,11 @@ fn reading_an_evicted_object_fetches_it() {
     let out = ferry(root, "a", &["cat", "c/2.bin"], None);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(out.stdout.is_empty());
-    assert!(stderr(&out).contains("not on this device"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not on this device"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// `memory://` is refused by the CLI: the next command would see it empty.
@@ -266,12 +283,19 @@ fn empty_remote_folder_is_refused_not_turned_into_deletes() {
     std::fs::create_dir(root.join("remote")).unwrap();
     let out = ferry(root, "a", &["sync"], None);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).contains("lists no objects"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("lists no objects"),
+        "{}",
+        stderr(&out)
+    );
     assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
     let ls = stdout(&ok(ferry(root, "a", &["ls"], None)));
     assert_eq!(ls.lines().count(), 3, "{ls}");
     ok(ferry(root, "a", &["sync", "--force"], None));
-    assert_eq!(stdout(&ok(ferry(root, "a", &["ls"], None))).lines().count(), 0);
+    assert_eq!(
+        stdout(&ok(ferry(root, "a", &["ls"], None))).lines().count(),
+        0
+    );
 }
 
 /// A sync that would delete more than `--max-delete` stops and says why.
@@ -310,7 +334,11 @@ fn remote_set_same_remote_keeps_tombstones_different_asks() {
     let respelled = format!("file://{}/./", dir.display());
     ok(ferry(root, "a", &["remote", "set", &respelled], None));
     let run = json(&ok(ferry(root, "a", &["sync", "--json"], None)));
-    assert_eq!((run["deleted_remote"].as_u64(), run["pulled"].as_u64()), (Some(1), Some(0)), "{run}");
+    assert_eq!(
+        (run["deleted_remote"].as_u64(), run["pulled"].as_u64()),
+        (Some(1), Some(0)),
+        "{run}"
+    );
     let other = format!("file://{}", root.join("other").display());
     let out = ferry(root, "a", &["remote", "set", &other], None);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -330,7 +358,11 @@ fn key_the_remote_cannot_hold_is_refused_by_name() {
     let url = format!("file://{}", root.join("remote").display());
     ok(ferry(root, "a", &["init", "--remote", &url], None));
     let out = ok(ferry(root, "a", &["put", "a//b"], Some(b"x")));
-    assert!(stderr(&out).contains("cannot hold the key \"a//b\""), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot hold the key \"a//b\""),
+        "{}",
+        stderr(&out)
+    );
     ok(ferry(root, "a", &["put", "fine"], Some(b"x")));
     let out = ferry(root, "a", &["sync", "--json"], None);
     assert_eq!(out.status.code(), Some(1));

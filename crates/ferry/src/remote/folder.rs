@@ -49,7 +49,8 @@ pub(crate) fn folder_refuses(key: &str) -> Option<String> {
             return Some(if key.ends_with('/') {
                 "it ends with `/`, and a folder cannot hold a file whose name is empty".into()
             } else {
-                "it has an empty segment (`//` or a leading `/`), which a file path cannot hold".into()
+                "it has an empty segment (`//` or a leading `/`), which a file path cannot hold"
+                    .into()
             });
         }
         if segment == "." || segment == ".." {

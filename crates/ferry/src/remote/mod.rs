@@ -3,7 +3,8 @@
 //! A [`Remote`] stores objects under ferry keys (the remote prefix is the
 //! implementation's business) and answers with plain data. Implementations:
 //! [`memory::MemoryRemote`] (tests), [`folder::FolderRemote`] (`file://`,
-//! the embedded default) and [`s3::S3Remote`] (`s3://`, through OpenDAL).
+//! the embedded default) and [`s3::S3Remote`] (`s3://`, through the AWS
+//! SDK, which keeps keys byte for byte).
 //! Retry with backoff ([`retry::Retrying`]) and fault injection
 //! ([`fault::Faulty`]) wrap any remote as layers.
 
@@ -32,8 +33,8 @@ pub const META_HASH: &str = "ferry-hash";
 pub const META_MTIME: &str = "ferry-mtime";
 /// The writing replica's device id.
 pub const META_DEVICE: &str = "ferry-device";
-/// The version a pushed version replaced: the hex [`crate::plan::Version`]
-/// id of the writer's base, or `none` for a key the writer created. Two
+/// The version a pushed version replaced: the version id
+/// ([`crate::version_id`]) of the writer's base, or `none` for a key the writer created. Two
 /// pushed versions with the same base are siblings: one overwrote the other
 /// (see `docs/design.md`, "Lost updates").
 pub const META_BASE: &str = "ferry-base";

@@ -324,6 +324,88 @@ impl S3Remote {
         Ok(out)
     }
 
+    /// How to upload: single up to [`PART`], multipart above. But a
+    /// rewrite (`If-Match`) must never produce the ETag it replaces: on
+    /// stores whose ETag is the content's MD5, a metadata-only rewrite
+    /// would otherwise be invisible in listings (same ETag; S3 lists whole
+    /// seconds). So when the bytes are those of the replaced single-part
+    /// version, the upload is one part of a multipart upload (ETag `...-1`),
+    /// and when a multipart version would be rewritten with the same part
+    /// count, the part size changes.
+    async fn shape(
+        &self,
+        req: &PutRequest,
+        body: &RemoteBody,
+        size: u64,
+        cond: &Precondition,
+    ) -> Result<Shape, RemoteError> {
+        let natural = if size <= PART {
+            Shape::Single
+        } else {
+            Shape::Multipart(part_size(size))
+        };
+        let Precondition::IfMatch(base) = cond else {
+            return Ok(natural);
+        };
+        match natural {
+            Shape::Single if size > 0 => {
+                let Some(old) = plain_md5(base) else {
+                    return Ok(natural);
+                };
+                let md5 = self.body_md5(req, body).await?;
+                Ok(if md5 == old {
+                    Shape::Multipart(size)
+                } else {
+                    natural
+                })
+            }
+            Shape::Multipart(mut part) => {
+                if multipart_count(base) == Some(size.div_ceil(part)) {
+                    let n = size.div_ceil(part);
+                    while size.div_ceil(part) == n {
+                        part += 1 << 20;
+                    }
+                }
+                Ok(Shape::Multipart(part))
+            }
+            Shape::Single => Ok(natural),
+        }
+    }
+
+    /// The MD5 of a body of at most [`PART`] bytes.
+    async fn body_md5(&self, req: &PutRequest, body: &RemoteBody) -> Result<[u8; 16], RemoteError> {
+        use md5::Digest;
+        let mut md5 = md5::Md5::new();
+        let read_err = |path: &std::path::Path, e: std::io::Error| {
+            self.error(
+                RemoteErrorKind::Terminal,
+                format!("writing {:?}: reading {}: {e}", req.key, path.display()),
+            )
+        };
+        let (head, file) = match body {
+            RemoteBody::Bytes(b) => (Some(b.clone()), None),
+            RemoteBody::File(path) => (None, Some(path)),
+            RemoteBody::Framed { head, file } => (Some(head.clone()), Some(file)),
+        };
+        if let Some(h) = head {
+            md5.update(&h);
+        }
+        if let Some(path) = file {
+            let mut f = tokio::fs::File::open(path)
+                .await
+                .map_err(|e| read_err(path, e))?;
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                let n = f.read(&mut buf).await.map_err(|e| read_err(path, e))?;
+                if n == 0 {
+                    break;
+                }
+                md5.update(&buf[..n]);
+            }
+        }
+        Ok(md5.finalize().into())
+    }
+
     /// Writes a small object (at most [`PART`] bytes) in one `PutObject`.
     async fn put_single(
         &self,
@@ -397,6 +479,7 @@ impl S3Remote {
         req: &PutRequest,
         body: RemoteBody,
         size: u64,
+        part: u64,
         cond: &Precondition,
     ) -> Result<Option<String>, RemoteError> {
         let what = format!("writing {:?}", req.key);
@@ -430,7 +513,7 @@ impl S3Remote {
         };
         let sent = async {
             self.write_marker(&upload).await?;
-            self.send_parts(req, &upload, body, size, cond).await
+            self.send_parts(req, &upload, body, size, part, cond).await
         }
         .await;
         match sent {
@@ -509,10 +592,10 @@ impl S3Remote {
         upload: &Upload,
         body: RemoteBody,
         size: u64,
+        part: u64,
         cond: &Precondition,
     ) -> Result<Option<String>, RemoteError> {
         let what = format!("writing {:?}", req.key);
-        let part = part_size(size);
         let read_err = |path: &std::path::Path, e: std::io::Error| {
             self.error(
                 RemoteErrorKind::Terminal,
@@ -784,6 +867,30 @@ fn marker_key(device: &str, key: &str, upload_id: &str) -> String {
     format!("{}{}", uploads_dir(device), &id[..32])
 }
 
+/// How an object is uploaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// One `PutObject` (ETag: the content's MD5 on AWS and most stores).
+    Single,
+    /// A multipart upload with parts of this size (ETag: `<md5 of the
+    /// parts' MD5s>-<part count>`).
+    Multipart(u64),
+}
+
+/// The MD5 a plain single-part ETag names, if `etag` is one.
+fn plain_md5(etag: &str) -> Option<[u8; 16]> {
+    let t = etag.trim_matches('"');
+    let mut out = [0u8; 16];
+    (t.len() == 32 && hex::decode_to_slice(t, &mut out).is_ok()).then_some(out)
+}
+
+/// The part count a multipart ETag (`...-N`) names, if `etag` is one.
+fn multipart_count(etag: &str) -> Option<u64> {
+    let (md5, n) = etag.trim_matches('"').rsplit_once('-')?;
+    (md5.len() == 32).then_some(())?;
+    n.parse().ok()
+}
+
 /// The part size for an object of `size` bytes: [`PART`], doubled until the
 /// upload fits in [`MAX_PARTS`] parts.
 fn part_size(size: u64) -> u64 {
@@ -892,9 +999,10 @@ where
         }
         // The answer could not be read (cut off mid-body, garbled).
         SdkError::ResponseError(_) => Retryable,
-        SdkError::ServiceError(s) => {
-            from_status(s.raw().status().as_u16(), s.err().code().unwrap_or_default())
-        }
+        SdkError::ServiceError(s) => from_status(
+            s.raw().status().as_u16(),
+            s.err().code().unwrap_or_default(),
+        ),
         _ => Terminal,
     }
 }
@@ -907,10 +1015,14 @@ fn from_status(status: u16, code: &str) -> RemoteErrorKind {
         "PreconditionFailed" => return PreconditionFailed,
         "NoSuchKey" | "NoSuchUpload" => return NotFound,
         "NoSuchBucket" => return Terminal,
-        "ConditionalRequestConflict" | "OperationAborted" | "SlowDown" | "RequestTimeout"
-        | "InternalError" | "ServiceUnavailable" | "Throttling" | "ThrottlingException" => {
-            return Retryable
-        }
+        "ConditionalRequestConflict"
+        | "OperationAborted"
+        | "SlowDown"
+        | "RequestTimeout"
+        | "InternalError"
+        | "ServiceUnavailable"
+        | "Throttling"
+        | "ThrottlingException" => return Retryable,
         _ => {}
     }
     match status {
@@ -1051,7 +1163,9 @@ impl Remote for S3Remote {
                 };
             }
         };
-        let size = range_total(o.content_range()).map(to_i64).or(o.content_length());
+        let size = range_total(o.content_range())
+            .map(to_i64)
+            .or(o.content_length());
         let obj = describe(
             key,
             o.e_tag(),
@@ -1082,7 +1196,9 @@ impl Remote for S3Remote {
         let size = match &body {
             RemoteBody::Bytes(b) => Ok(b.len() as u64),
             RemoteBody::File(file) => file_len(file).await,
-            RemoteBody::Framed { head, file } => file_len(file).await.map(|n| n + head.len() as u64),
+            RemoteBody::Framed { head, file } => {
+                file_len(file).await.map(|n| n + head.len() as u64)
+            }
         }
         .map_err(|(path, e)| {
             self.error(
@@ -1090,10 +1206,9 @@ impl Remote for S3Remote {
                 format!("writing {:?}: reading {}: {e}", req.key, path.display()),
             )
         })?;
-        let etag = if size <= PART {
-            self.put_single(req, body, size, &cond).await?
-        } else {
-            self.put_multipart(req, body, size, &cond).await?
+        let etag = match self.shape(req, &body, size, &cond).await? {
+            Shape::Single => self.put_single(req, body, size, &cond).await?,
+            Shape::Multipart(part) => self.put_multipart(req, body, size, part, &cond).await?,
         };
         match etag.filter(|e| !e.is_empty()) {
             Some(etag) => Ok(etag),
@@ -1199,9 +1314,7 @@ impl Remote for S3Remote {
     }
 }
 
-async fn file_len(
-    path: &std::path::Path,
-) -> Result<u64, (std::path::PathBuf, std::io::Error)> {
+async fn file_len(path: &std::path::Path) -> Result<u64, (std::path::PathBuf, std::io::Error)> {
     tokio::fs::metadata(path)
         .await
         .map(|m| m.len())
@@ -1267,296 +1380,5 @@ mod tests {
         assert!(root.refuses(&"k".repeat(1024)).is_none());
         assert!(root.refuses(&"k".repeat(1025)).is_some());
         assert!(marker_key("0123abcd", &"k".repeat(1024), "id").len() < 100);
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
-mod scratch {
-    use super::*;
-    use crate::remote::{PutRequest, RemoteBody};
-
-    fn req(key: &str) -> PutRequest {
-        PutRequest {
-            key: key.into(),
-            content_type: "text/x-test".into(),
-            metadata: [("owner".to_string(), "ann".to_string())].into(),
-            hash: crate::hash::ContentHash::of(b"x"),
-            size: 0,
-            mtime_ms: 5,
-            device: "dev0123".into(),
-            base: String::new(),
-            sealed: false,
-        }
-    }
-
-    async fn s3s_server() -> (tempfile::TempDir, String) {
-        use hyper_util::rt::{TokioExecutor, TokioIo};
-        use hyper_util::server::conn::auto::Builder as ConnBuilder;
-        let root = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(root.path().join("ferry-test")).unwrap();
-        let fs = s3s_fs::FileSystem::new(root.path()).unwrap();
-        let service = {
-            let mut b = s3s::service::S3ServiceBuilder::new(fs);
-            b.set_auth(s3s::auth::SimpleAuth::from_single("ak", "sk"));
-            b.build()
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let http = ConnBuilder::new(TokioExecutor::new());
-            loop {
-                let Ok((socket, _)) = listener.accept().await else { continue };
-                let conn = http.serve_connection(TokioIo::new(socket), service.clone()).into_owned();
-                tokio::spawn(async move { let _ = conn.await; });
-            }
-        });
-        (root, format!("http://{addr}"))
-    }
-
-    async fn exercise(r: &S3Remote, keys: &[String]) {
-        for key in keys {
-            let data = format!("data of {key:?}");
-            let res = r
-                .put(&req(key), RemoteBody::Bytes(Bytes::from(data.clone())), Precondition::IfAbsent)
-                .await;
-            let etag = match res {
-                Ok(e) => e,
-                Err(e) => {
-                    println!("PUT {key:?} ({} bytes): FAILED {e}", key.len());
-                    continue;
-                }
-            };
-            let head = r.head(key).await;
-            let got = r.get(key).await;
-            let body = match got {
-                Ok((o, mut rd)) => {
-                    let mut v = Vec::new();
-                    rd.read_to_end(&mut v).await.unwrap();
-                    Some((o.etag, o.content_type, o.metadata.get("owner").cloned(), String::from_utf8(v).unwrap()))
-                }
-                Err(e) => {
-                    println!("GET {key:?}: FAILED {e}");
-                    None
-                }
-            };
-            let prefix = r.get_prefix(key, 4).await.map(|o| o.map(|(o, b)| (o.size, b)));
-            let listed: Vec<String> = r.list("").await.unwrap().into_iter().map(|o| o.key).filter(|k| !k.starts_with(".ferry/")).collect();
-            let ok_head = matches!(&head, Ok(Some(o)) if o.etag == etag && o.size == data.len() as u64 && o.hash.is_some());
-            let ok_get = matches!(&body, Some((e, Some(ct), Some(owner), b)) if *e == etag && ct == "text/x-test" && owner == "ann" && *b == data);
-            let ok_prefix = matches!(&prefix, Ok(Some((n, b))) if *n == data.len() as u64 && b[..] == data.as_bytes()[..4]);
-            let ok_list = listed == vec![key.clone()];
-            let again = r.put(&req(key), RemoteBody::Bytes(Bytes::from("v2")), Precondition::IfAbsent).await;
-            let ok_cond = matches!(&again, Err(e) if e.kind == RemoteErrorKind::PreconditionFailed);
-            let bad_del = r.delete(key, Precondition::IfMatch("\"nope\"".into())).await;
-            let ok_bad_del = matches!(&bad_del, Err(e) if e.kind == RemoteErrorKind::PreconditionFailed);
-            let del = r.delete(key, Precondition::IfMatch(etag.clone())).await;
-            let gone = r.head(key).await;
-            let ok_del = del.is_ok() && matches!(gone, Ok(None));
-            let left: Vec<String> = r.list("").await.unwrap().into_iter().map(|o| o.key).filter(|k| !k.starts_with(".ferry/")).collect();
-            let short: String = key.chars().take(20).collect();
-            println!(
-                "{short:?} ({} B): head {ok_head} get {ok_get} prefix {ok_prefix} list {ok_list} ifabsent {ok_cond} ifmatch-del {ok_bad_del} del {ok_del} left {}{}",
-                key.len(),
-                left.len(),
-                if ok_list { String::new() } else { format!(" listed {listed:?} head {head:?}") }
-            );
-            for k in left {
-                let _ = r.delete(&k, Precondition::None).await;
-            }
-        }
-    }
-
-    fn exotic() -> Vec<String> {
-        [
-            "x ", " x", "\u{a0}x", "a//b", "a/", "a+b", "a%2Fb", "\u{e4}", "a\u{308}", "a b/c d",
-            "&<>\"'", "q?x=1#f", "~!@$^*()[]{};,=", "tab\tx", "\u{1F600}", "a\\b", "a/./b", "x%",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn scratch_exotic_keys() {
-        let Ok(endpoint) = std::env::var("FERRY_SCRATCH_MOTO") else { return };
-        let cfg = |endpoint: &str, bucket: &str, prefix: &str, ak: &str, sk: &str| S3Config {
-            bucket: bucket.into(),
-            prefix: prefix.into(),
-            endpoint: Some(endpoint.into()),
-            region: "us-east-1".into(),
-            path_style: true,
-            access_key_id: Some(ak.into()),
-            secret_access_key: Some(sk.into()),
-            ..Default::default()
-        };
-        let prefix = format!("scratch{:08x}", rand::random::<u32>());
-        println!("== moto prefix {prefix}");
-        let r = S3Remote::new(&cfg(&endpoint, "ferry-test", &prefix, "x", "y")).unwrap();
-        let mut keys = exotic();
-        keys.push("k".repeat(1024 - prefix.len() - 1));
-        exercise(&r, &keys).await;
-        let long = "k".repeat(1024 - prefix.len());
-        println!("refuses 1025: {:?}", r.refuses(&long));
-        println!("put 1025: {:?}", r.put(&req(&long), RemoteBody::Bytes(Bytes::from("x")), Precondition::None).await.err());
-
-        // Leave three objects for boto3 to look at.
-        for k in ["x ", "a//b", "a/"] {
-            r.put(&req(k), RemoteBody::Bytes(Bytes::from("boto")), Precondition::None).await.unwrap();
-        }
-        std::fs::write("/tmp/scratch_prefix", &prefix).unwrap();
-
-        for enc in [true, false] {
-            let mut l = r.client.list_objects_v2().bucket("ferry-test").prefix(format!("{prefix}/"));
-            if enc { l = l.encoding_type(EncodingType::Url); }
-            let out = l.start_after(format!("{prefix} ")).send().await.unwrap();
-            println!("moto list enc={enc}: {:?} encoding {:?} start_after {:?} prefix {:?}", out.contents().iter().map(|o| o.key().unwrap_or_default().to_owned()).collect::<Vec<_>>(), out.encoding_type(), out.start_after(), out.prefix());
-        }
-        // Root of a fresh bucket: a 1,024-byte key.
-        let bucket = format!("ferry-t{:08x}", rand::random::<u32>());
-        reqwest_put_bucket(&endpoint, &bucket).await;
-        let root = S3Remote::new(&cfg(&endpoint, &bucket, "", "x", "y")).unwrap();
-        exercise(&root, &["r".repeat(1024), "é".repeat(512)]).await;
-
-        // Anonymous client (moto accepts unsigned requests).
-        let mut anon_cfg = cfg(&endpoint, "ferry-test", &prefix, "x", "y");
-        anon_cfg.access_key_id = None;
-        anon_cfg.secret_access_key = None;
-        let anon = S3Remote::new(&anon_cfg).unwrap();
-        println!("anonymous list: {:?}", anon.list("").await.map(|l| l.len()));
-
-        // Multipart with an exotic key, from a file, and a cancelled one.
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("big");
-        let data: Vec<u8> = (0..(20u32 << 20) + 7).map(|i| (i % 251) as u8).collect();
-        std::fs::write(&path, &data).unwrap();
-        let mut rq = req("big  file");
-        rq.size = data.len() as u64;
-        let etag = r.put(&rq, RemoteBody::Framed { head: Bytes::from_static(b"HEAD"), file: path.clone() }, Precondition::IfAbsent).await.unwrap();
-        let (o, mut rd) = r.get("big  file").await.unwrap();
-        let mut v = Vec::new();
-        rd.read_to_end(&mut v).await.unwrap();
-        println!("multipart: etag {etag} head-etag {} size {} ok {}", o.etag, o.size, v[..4] == *b"HEAD" && v[4..] == data[..]);
-        let again = r.put(&rq, RemoteBody::File(path.clone()), Precondition::IfAbsent).await;
-        println!("multipart IfAbsent on existing: {:?}", again.map_err(|e| e.kind));
-        let again = r.put(&rq, RemoteBody::File(path.clone()), Precondition::IfMatch(etag.clone())).await;
-        println!("multipart IfMatch: {:?}", again.as_ref().map_err(|e| e.kind));
-        let markers = r.list_raw(".ferry/").await.unwrap();
-        println!("markers after completes: {}", markers.len());
-        // Cancelled mid-way.
-        let fut = r.put(&rq, RemoteBody::File(path.clone()), Precondition::None);
-        let _ = tokio::time::timeout(std::time::Duration::from_millis(150), fut).await;
-        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-        let markers = r.list_raw(".ferry/").await.unwrap();
-        let uploads = r.client.list_multipart_uploads().bucket("ferry-test").prefix(&prefix).send().await.unwrap();
-        println!("after cancel: markers {} uploads {}", markers.len(), uploads.uploads().len());
-        // A crash: upload + marker left behind, then cleanup.
-        let full = r.full("crashed");
-        let up = r.client.create_multipart_upload().bucket("ferry-test").key(&full).send().await.unwrap();
-        let upload = Upload { remote: r.clone(), key: full.clone(), upload_id: up.upload_id().unwrap().to_owned(), marker: marker_key("dev0123", &full, up.upload_id().unwrap()), armed: false };
-        r.write_marker(&upload).await.unwrap();
-        println!("cleanup other device: {:?}", r.cleanup("other").await);
-        println!("cleanup: {:?}", r.cleanup("dev0123").await);
-        let uploads = r.client.list_multipart_uploads().bucket("ferry-test").prefix(&prefix).send().await.unwrap();
-        println!("after cleanup: markers {} uploads {}", r.list_raw(".ferry/").await.unwrap().len(), uploads.uploads().len());
-        println!("cleanup again: {:?}", r.cleanup("dev0123").await);
-        r.delete("big  file", Precondition::None).await.unwrap();
-        println!("delete missing: {:?}", r.delete("big  file", Precondition::None).await);
-        println!("get missing: {:?}", r.get("nope").await.err().map(|e| (e.kind, e.detail)));
-        println!("get_prefix missing: {:?}", r.get_prefix("nope", 4).await);
-        r.put(&req("empty"), RemoteBody::Bytes(Bytes::new()), Precondition::None).await.unwrap();
-        println!("get_prefix empty: {:?}", r.get_prefix("empty", 4).await.map(|o| o.map(|(o, b)| (o.size, b))));
-        r.put(&req("emptyfile"), RemoteBody::File(dir.path().join("e")), Precondition::None).await.map_err(|e| println!("missing file: {e}")).ok();
-        std::fs::write(dir.path().join("e"), b"").unwrap();
-        println!("empty file put: {:?}", r.put(&req("emptyfile"), RemoteBody::File(dir.path().join("e")), Precondition::None).await.is_ok());
-        std::fs::write(dir.path().join("s"), b"small file").unwrap();
-        r.put(&req("smallfile"), RemoteBody::File(dir.path().join("s")), Precondition::None).await.unwrap();
-        println!("small file: {:?}", r.get_prefix("smallfile", 100).await.unwrap().map(|(o, b)| (o.size, b)));
-        println!("wrong bucket: {:?}", S3Remote::new(&cfg(&endpoint, "no-such-bucket-x", "", "x", "y")).unwrap().list("").await.err().map(|e| e.kind));
-        println!("unreachable: {:?}", S3Remote::new(&cfg("http://127.0.0.1:9", "b", "", "x", "y")).unwrap().head("k").await.err().map(|e| (e.kind, e.detail)));
-
-        // s3s-fs.
-        let (_root, s3s) = s3s_server().await;
-        {
-            let r = S3Remote::new(&cfg(&s3s, "ferry-test", "p", "ak", "sk")).unwrap();
-            for k in ["a+b", "a%2Fb", "a b"] {
-                r.put(&req(k), RemoteBody::Bytes(Bytes::from("x")), Precondition::None).await.unwrap();
-            }
-            for enc in [true, false] {
-                let mut l = r.client.list_objects_v2().bucket("ferry-test").prefix("p/");
-                if enc { l = l.encoding_type(EncodingType::Url); }
-                let out = l.start_after("p ").send().await.unwrap();
-                println!("s3s list enc={enc}: {:?} encoding {:?} start_after {:?} prefix {:?}", out.contents().iter().map(|o| o.key().unwrap_or_default().to_owned()).collect::<Vec<_>>(), out.encoding_type(), out.start_after(), out.prefix());
-            }
-            let out = r.client.list_objects_v2().bucket("ferry-test").send().await.unwrap();
-            println!("s3s list all: {:?}", out.contents().iter().map(|o| o.key().unwrap_or_default().to_owned()).collect::<Vec<_>>());
-            for k in ["a+b", "a%2Fb", "a b"] { r.delete(k, Precondition::None).await.unwrap(); }
-        }
-        println!("== s3s-fs");
-        {
-            let r = S3Remote::new(&cfg(&s3s, "ferry-test", "q", "ak", "sk")).unwrap();
-            let res = r.put(&req("a/"), RemoteBody::Bytes(Bytes::from("data")), Precondition::None).await;
-            println!("fresh s3s a/: put {:?} get {:?} list {:?}", res.map_err(|e| e.detail), r.get_prefix("a/", 10).await.map(|o| o.map(|(o, b)| (o.size, b))), r.list("").await.map(|l| l.into_iter().map(|o| o.key).collect::<Vec<_>>()));
-            for n in [150usize, 200, 210, 220, 230, 240, 255] {
-                let k = "f".repeat(n);
-                let res = r.put(&req(&k), RemoteBody::Bytes(Bytes::from("data")), Precondition::None).await;
-                println!("s3s segment {n}: {:?}", res.map(|_| ()).map_err(|e| e.kind));
-            }
-        }
-        let r = S3Remote::new(&cfg(&s3s, "ferry-test", "p", "ak", "sk")).unwrap();
-        let mut keys = exotic();
-        keys.push("k".repeat(1022));
-        keys.push(format!("{}/{}", "d".repeat(200), "f".repeat(200)));
-        exercise(&r, &keys).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn scratch_timeouts() {
-        use tokio::io::AsyncWriteExt;
-        if std::env::var("FERRY_SCRATCH_MOTO").is_err() { return }
-        // A server that answers GETs with headers and 10 of 100 bytes, then
-        // stalls; that never answers HEADs; and that never reads PUT bodies.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            loop {
-                let (mut sock, _) = listener.accept().await.unwrap();
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 4096];
-                    let n = sock.read(&mut buf).await.unwrap_or(0);
-                    let head = String::from_utf8_lossy(&buf[..n]).to_string();
-                    if head.starts_with("GET") {
-                        sock.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nETag: \"e\"\r\n\r\n0123456789").await.unwrap();
-                    }
-                    tokio::time::sleep(std::time::Duration::from_secs(60)).await;
-                    drop(sock);
-                });
-            }
-        });
-        let r = S3Remote::new(&S3Config {
-            bucket: "b".into(),
-            endpoint: Some(format!("http://{addr}")),
-            path_style: true,
-            access_key_id: Some("x".into()),
-            secret_access_key: Some("y".into()),
-            io_timeout: std::time::Duration::from_secs(2),
-            ..Default::default()
-        }).unwrap();
-        let t = std::time::Instant::now();
-        let e = r.head("k").await.unwrap_err();
-        println!("head: {:?} after {:?}: {}", e.kind, t.elapsed(), e.detail);
-        let t = std::time::Instant::now();
-        let (o, mut rd) = r.get("k").await.unwrap();
-        let mut v = Vec::new();
-        let e = rd.read_to_end(&mut v).await.unwrap_err();
-        println!("get body: size {} got {} err after {:?}: {e}", o.size, v.len(), t.elapsed());
-        let t = std::time::Instant::now();
-        let e = r.put(&req("k"), RemoteBody::Bytes(Bytes::from(vec![7u8; 8 << 20])), Precondition::None).await.unwrap_err();
-        println!("put: {:?} after {:?}: {}", e.kind, t.elapsed(), e.detail);
-    }
-
-    async fn reqwest_put_bucket(endpoint: &str, bucket: &str) {
-        let r = S3Remote::new(&S3Config { bucket: bucket.into(), endpoint: Some(endpoint.into()), path_style: true, access_key_id: Some("x".into()), secret_access_key: Some("y".into()), ..Default::default() }).unwrap();
-        r.client.create_bucket().bucket(bucket).send().await.unwrap();
     }
 }

@@ -564,7 +564,7 @@ proptest! {
                     prop_assert_eq!(Some(etag), c.listed(key).map(|r| &r.etag), "{:?}", a);
                 }
                 Action::Learn { key, remote, .. } => {
-                    prop_assert_eq!(Some(remote), c.listed(key), "{:?}", a);
+                    prop_assert_eq!(Some(&**remote), c.listed(key), "{:?}", a);
                 }
                 Action::Adopt { key, etag, hash, .. } => {
                     let r = c.listed(key);

@@ -220,7 +220,6 @@ impl S3Location {
 
     /// A new, empty bucket of its own on the moto server, used with an
     /// empty prefix: for keys at the bucket's root (1,024-byte keys).
-    #[allow(dead_code)] // for the exact-key tests
     pub async fn fresh_bucket_moto() -> Self {
         let mut me = S3Location::new(
             Self::moto_endpoint(),

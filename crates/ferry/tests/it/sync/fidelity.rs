@@ -66,12 +66,18 @@ pub async fn exotic_keys_travel_byte_for_byte(be: &dyn Backend) {
     let a = replica(be).await;
     let probe = be.remote();
     let keys = exotic_keys();
-    let (held, refused): (Vec<String>, Vec<String>) =
-        keys.iter().cloned().partition(|k| probe.refuses(k).is_none());
+    let (held, refused): (Vec<String>, Vec<String>) = keys
+        .iter()
+        .cloned()
+        .partition(|k| probe.refuses(k).is_none());
     for k in &keys {
         ferry::validate_key(k).unwrap();
         a.bucket
-            .put(k, format!("body of {k:?}").into_bytes(), PutOptions::default())
+            .put(
+                k,
+                format!("body of {k:?}").into_bytes(),
+                PutOptions::default(),
+            )
             .await
             .unwrap();
         assert_eq!(
@@ -88,7 +94,10 @@ pub async fn exotic_keys_travel_byte_for_byte(be: &dyn Backend) {
     assert_eq!(failed, refused.iter().cloned().collect(), "{r:?}");
     for e in &r.errors {
         assert!(!e.retryable, "a refusal is terminal: {e:?}");
-        assert!(e.cause.contains(&format!("{:?}", e.key)), "names the key: {e:?}");
+        assert!(
+            e.cause.contains(&format!("{:?}", e.key)),
+            "names the key: {e:?}"
+        );
     }
     let remote_keys: BTreeSet<String> = be.foreign_keys().await.into_iter().collect();
     assert_eq!(remote_keys, held.iter().cloned().collect());
@@ -127,7 +136,10 @@ pub async fn exotic_keys_travel_byte_for_byte(be: &dyn Backend) {
         assert_eq!(&data[..], format!("body of {k:?}").as_bytes(), "{k:?}");
     }
     let r = sync(&a.bucket).await;
-    assert_eq!((r.deleted_local, r.pulled), (0, expected.len() as u64 - held.len() as u64));
+    assert_eq!(
+        (r.deleted_local, r.pulled),
+        (0, expected.len() as u64 - held.len() as u64)
+    );
     assert!(r.conflicts.is_empty(), "{r:?}");
     let remote_keys: BTreeSet<String> = be.foreign_keys().await.into_iter().collect();
     assert_eq!(remote_keys, expected);
@@ -153,10 +165,16 @@ pub async fn metadata_only_changes_sync(be: &dyn Backend) {
         .put("m.txt", b"same bytes".to_vec(), with_meta(&[("v", "2")]))
         .await
         .unwrap();
-    assert_eq!(a.bucket.head("m.txt").await.unwrap().state, SyncState::Dirty);
+    assert_eq!(
+        a.bucket.head("m.txt").await.unwrap().state,
+        SyncState::Dirty
+    );
     let r = sync(&a.bucket).await;
     assert_eq!(r.pushed, 1, "{r:?}");
-    assert_eq!(a.bucket.head("m.txt").await.unwrap().state, SyncState::Synced);
+    assert_eq!(
+        a.bucket.head("m.txt").await.unwrap().state,
+        SyncState::Synced
+    );
     let plain = be.foreign_get("m.txt").await.unwrap();
     assert_eq!(plain.metadata.get("v").map(String::as_str), Some("2"));
     let r = sync(&c.bucket).await;
@@ -233,7 +251,11 @@ pub async fn unrecorded_push_then_offline_delete_stays_deleted(be: &dyn Backend)
     });
     a.bucket.attach(lossy).await.unwrap();
     a.bucket
-        .put("gone", b"pushed, never recorded".to_vec(), PutOptions::default())
+        .put(
+            "gone",
+            b"pushed, never recorded".to_vec(),
+            PutOptions::default(),
+        )
         .await
         .unwrap();
     let r = sync(&a.bucket).await;
@@ -304,7 +326,11 @@ pub async fn identical_foreign_content_is_adopted(be: &dyn Backend) {
             .unwrap();
     }
     a.bucket
-        .put("photos/differs.txt", b"ours!!".to_vec(), PutOptions::default())
+        .put(
+            "photos/differs.txt",
+            b"ours!!".to_vec(),
+            PutOptions::default(),
+        )
         .await
         .unwrap();
     let r = sync(&a.bucket).await;
@@ -341,7 +367,14 @@ pub async fn mass_delete_stops_before_deleting(be: &dyn Backend) {
     }
     let err = a.bucket.sync(SyncOptions::default()).await.unwrap_err();
     assert!(
-        matches!(err, Error::TooManyDeletes { count: 110, synced: 120, .. }),
+        matches!(
+            err,
+            Error::TooManyDeletes {
+                count: 110,
+                synced: 120,
+                ..
+            }
+        ),
         "{err}"
     );
     assert_eq!(be.foreign_keys().await.len(), 120, "nothing was deleted");
@@ -472,7 +505,11 @@ async fn exotic_keys_listed_exactly_by_boto3() {
         .env_remove("AWS_CA_BUNDLE")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let listed: BTreeSet<String> = serde_json::from_slice::<Vec<String>>(&out.stdout)
         .unwrap()
         .into_iter()
@@ -589,7 +626,10 @@ async fn lost_update_is_a_conflict(raw: SharedRemote) {
     let be = Shared(liar.clone());
     let a = replica(&be).await;
     let b = Arc::new(replica(&be).await);
-    assert_eq!(a.bucket.status().await.unwrap().conditional_writes, Some(false));
+    assert_eq!(
+        a.bucket.status().await.unwrap().conditional_writes,
+        Some(false)
+    );
     for r in [&a.bucket, &b.bucket] {
         r.put("doc", b"v0".to_vec(), PutOptions::default())
             .await
@@ -636,7 +676,10 @@ async fn lost_update_is_a_conflict(raw: SharedRemote) {
     sync(&b.bucket).await;
     sync(&a.bucket).await;
     let keys = local_keys(&a.bucket).await;
-    assert!(keys.iter().any(|k| k.starts_with("doc.conflict.")), "{keys:?}");
+    assert!(
+        keys.iter().any(|k| k.starts_with("doc.conflict.")),
+        "{keys:?}"
+    );
     assert_eq!(&a.bucket.get_bytes("doc").await.unwrap().1[..], b"from a");
 }
 
@@ -721,7 +764,10 @@ async fn probe_retries_transient_errors() {
     .await
     .unwrap();
     let found = b.attach(busy).await.unwrap();
-    assert!(found.conditional_put && found.conditional_delete, "{found:?}");
+    assert!(
+        found.conditional_put && found.conditional_delete,
+        "{found:?}"
+    );
 
     let always = Arc::new(Busy {
         inner: Arc::new(ferry::remote::memory::MemoryRemote::new()),
@@ -739,7 +785,10 @@ async fn probe_retries_transient_errors() {
     .await
     .unwrap();
     let err = b2.attach(always.clone()).await.unwrap_err();
-    assert!(matches!(err, Error::Remote(ref e) if e.is_retryable()), "{err}");
+    assert!(
+        matches!(err, Error::Remote(ref e) if e.is_retryable()),
+        "{err}"
+    );
     assert_eq!(b2.status().await.unwrap().conditional_writes, None);
 }
 
@@ -817,7 +866,11 @@ async fn failing_key_is_parked_and_the_rest_syncs() {
         assert!(r.errors.is_empty(), "{r:?}");
         assert_eq!(r.parked, 1, "{r:?}");
     }
-    assert_eq!(refuse.tries.load(Ordering::SeqCst), 1, "parked, not retried");
+    assert_eq!(
+        refuse.tries.load(Ordering::SeqCst),
+        1,
+        "parked, not retried"
+    );
     let r = a
         .bucket
         .sync(SyncOptions {
@@ -932,7 +985,10 @@ async fn leader_honours_dry_run_and_push_only() {
         .await
         .unwrap();
     assert_eq!((r.pushed, r.pulled), (1, 0), "{r:?}");
-    assert!(!other.exists("incoming").await.unwrap(), "a push pulls nothing");
+    assert!(
+        !other.exists("incoming").await.unwrap(),
+        "a push pulls nothing"
+    );
     leader.bucket.stop_sync().await.unwrap();
 }
 
@@ -1005,7 +1061,11 @@ async fn silent_endpoint_times_out() {
     let remote = ferry::remote::s3::S3Remote::new(&cfg).unwrap();
     let started = std::time::Instant::now();
     let err = remote.list("").await.unwrap_err();
-    assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(err.is_retryable(), "{err:?}");
     assert!(err.to_string().contains(&addr.to_string()), "{err}");
 }
