@@ -96,8 +96,10 @@ pub async fn probe_spec(
         .map_err(ferry::Error::from)?;
     let retrying = ferry::remote::retry::Retrying::new(
         remote.clone(),
+        // One retry: a store that accepts connections and never answers
+        // costs the no-progress timeout twice, then a clear error.
         ferry::remote::retry::RetryPolicy {
-            max_retries: sync.max_retries,
+            max_retries: sync.max_retries.min(1),
             ..Default::default()
         },
     );

@@ -162,15 +162,16 @@ impl Bucket {
         let id: i64 = tokio::task::spawn_blocking(move || -> Result<i64> {
             let conn = index::open(&path, false)?;
             conn.execute(
-                "INSERT INTO sync_requests (mode, dry_run, requested_ms, state, force, retry, max_delete) \
-                 VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6)",
+                "INSERT INTO sync_requests (mode, dry_run, requested_ms, state, force, retry, max_delete, full) \
+                 VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7)",
                 params![
                     mode,
                     opts.dry_run,
                     index::now_ms(),
                     opts.force,
                     opts.retry,
-                    opts.max_delete.map(|m| m.to_string())
+                    opts.max_delete.map(|m| m.to_string()),
+                    opts.full
                 ],
             )?;
             Ok(conn.last_insert_rowid())
@@ -370,7 +371,7 @@ impl Bucket {
     fn pending_requests(&self) -> Vec<(i64, SyncOptions)> {
         self.with_reader(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT id, mode, dry_run, force, retry, max_delete FROM sync_requests \
+                "SELECT id, mode, dry_run, force, retry, max_delete, full FROM sync_requests \
                  WHERE state = 'pending' ORDER BY id",
             )?;
             let rows = stmt
@@ -388,6 +389,7 @@ impl Bucket {
                             force: r.get(3)?,
                             retry: r.get(4)?,
                             max_delete: r.get::<_, Option<String>>(5)?.and_then(|m| m.parse().ok()),
+                            full: r.get(6)?,
                         },
                     ))
                 })?
@@ -450,6 +452,7 @@ impl Bucket {
 fn report_of(s: &SyncSummary) -> SyncReport {
     SyncReport {
         parked: 0,
+        full: false,
         pushed: s.pushed,
         pulled: s.pulled,
         deleted_remote: s.deleted_remote,

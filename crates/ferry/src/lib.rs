@@ -28,6 +28,7 @@ mod error;
 pub mod events;
 mod hash;
 mod index;
+pub mod journal;
 mod key;
 mod list;
 mod metadata;

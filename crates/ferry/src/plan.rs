@@ -593,6 +593,22 @@ fn plan_key(
     }
 }
 
+/// A push for a new key (`If-None-Match: *`) met an object: when it is our
+/// own earlier push whose answer was lost (`ferry-device` is ours), the
+/// write that replaces it (`If-Match` on it, and the `ferry-base` naming it).
+pub fn own_unrecorded_push(
+    cond: &Precondition,
+    r: &RemoteObject,
+    device: &str,
+) -> Option<(Precondition, String)> {
+    if *cond != Precondition::IfAbsent || !is_ours(r, device) {
+        return None;
+    }
+    let next = Precondition::IfMatch(r.etag.clone());
+    let base = base_value(&next, None, Some(r));
+    Some((next, base))
+}
+
 /// Turns a detected conflict into the policy's action.
 pub fn resolve_conflict(
     key: &str,

@@ -75,6 +75,10 @@ pub(crate) enum SyncRecord {
         modified_ms: Option<i64>,
         pushed_base: Option<String>,
     },
+    /// These (key, etag) journal entries were appended to the remote journal.
+    Journaled {
+        entries: Vec<(String, Option<String>)>,
+    },
     /// The agreed version `etag` was listed at `modified_ms`.
     Refreshed {
         key: String,
@@ -125,6 +129,15 @@ fn matches(conn: &Connection, key: &str, expect: &Expect) -> Result<bool> {
     })
 }
 
+/// Queues a journal entry for a version this replica wrote to the remote.
+fn journal_put(conn: &Connection, key: &str, etag: &str, hash: &ContentHash) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO journal_pending (key, op, etag, hash) VALUES (?1, 'put', ?2, ?3)",
+    )?
+    .execute(params![key, etag, &hash.0[..]])?;
+    Ok(())
+}
+
 fn ack(conn: &Connection, key: &str) -> Result<()> {
     conn.prepare_cached("UPDATE outbox SET state = 'acked' WHERE key = ?1 AND state <> 'acked'")?
         .execute([key])?;
@@ -155,6 +168,7 @@ pub(crate) fn apply(
                      WHERE key = ?1 AND present = 1 AND hash = ?3 AND meta_digest IS ?4",
                 )?
                 .execute(params![key, etag, &hash.0[..], &meta.0[..], base])?;
+            journal_put(conn, &key, &etag, &hash)?;
             if n == 0 {
                 // Changed again meanwhile: the remote now holds what we pushed.
                 conn.prepare_cached(
@@ -168,6 +182,10 @@ pub(crate) fn apply(
             Ok(n > 0)
         }
         SyncRecord::RemoteDeleted { key } => {
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO journal_pending (key, op, etag, hash) VALUES (?1, 'delete', NULL, NULL)",
+            )?
+            .execute([&key])?;
             let n = conn
                 .prepare_cached("DELETE FROM objects WHERE key = ?1 AND present = 0")?
                 .execute([&key])?;
@@ -306,8 +324,20 @@ pub(crate) fn apply(
                 ])?;
             if n > 0 {
                 ack(conn, &key)?;
+                if pushed_base.is_some() {
+                    // Our own push, recognised: it may never have been journaled.
+                    journal_put(conn, &key, &etag, &hash)?;
+                }
             }
             Ok(n > 0)
+        }
+        SyncRecord::Journaled { entries } => {
+            let mut stmt =
+                conn.prepare_cached("DELETE FROM journal_pending WHERE key = ?1 AND etag IS ?2")?;
+            for (key, etag) in &entries {
+                stmt.execute(params![key, etag])?;
+            }
+            Ok(true)
         }
         SyncRecord::Refreshed {
             key,

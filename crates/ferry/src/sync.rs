@@ -17,6 +17,7 @@ use crate::crypto::keyring::Keyring;
 use crate::error::{Error, Result};
 use crate::hash::{ContentHash, MetaDigest};
 use crate::index;
+use crate::journal;
 use crate::key::{validate_key, RESERVED_PREFIX};
 use crate::metadata::Metadata;
 use crate::plan::{
@@ -72,6 +73,10 @@ pub struct SyncConfig {
     pub connect_timeout_secs: u64,
     /// Seconds a remote request may go without progress.
     pub io_timeout_secs: u64,
+    /// Seconds between full reconciles (a whole listing, which finds what
+    /// writers that are not ferry changed); in between, runs read the
+    /// journal. 0: every run lists everything.
+    pub full_sync_interval_secs: u64,
 }
 
 impl SyncConfig {
@@ -182,6 +187,7 @@ impl Default for SyncConfig {
             max_delete: DeleteLimit::default(),
             connect_timeout_secs: 10,
             io_timeout_secs: 60,
+            full_sync_interval_secs: 3600,
         }
     }
 }
@@ -211,6 +217,18 @@ pub struct SyncOptions {
     pub retry: bool,
     /// This run's delete limit instead of the configured one.
     pub max_delete: Option<DeleteLimit>,
+    /// A full reconcile: list the whole remote (finds what writers that
+    /// are not ferry changed) instead of reading the journal.
+    pub full: bool,
+}
+
+/// A replica's place in one remote's journal (setting `journal`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct JournalState {
+    /// The last record read (`None`: never; a full reconcile comes first).
+    pos: Option<u64>,
+    /// When the last full reconcile started, ms since the Unix epoch.
+    last_full_ms: i64,
 }
 
 /// Where an object's content is.
@@ -300,6 +318,8 @@ pub struct SyncReport {
     /// Pushes not attempted: their key's last failure is parked (see
     /// `failures`; `SyncOptions::retry` tries them now).
     pub parked: u64,
+    /// Whether the run listed the whole remote (else it read the journal).
+    pub full: bool,
     /// With `dry_run`: the plan.
     pub planned: Vec<Action>,
     /// How long the run took.
@@ -512,9 +532,10 @@ impl Bucket {
         scopes.sort();
         self.set_setting_json("scopes", &scopes).await?;
         if self.connected_remote().is_ok() {
+            // The new prefix's objects predate what the journal tells: list them.
             self.sync(SyncOptions {
                 mode: SyncMode::Pull,
-                dry_run: false,
+                full: true,
                 ..Default::default()
             })
             .await
@@ -627,14 +648,45 @@ impl Bucket {
         self.read_entries(None)
     }
 
+    /// Rows with local work: changes not pushed, and pinned objects whose
+    /// content is not here.
+    fn local_work_entries(&self) -> Result<Vec<LocalEntry>> {
+        self.read_rows(
+            "WHERE state IN ('dirty', 'pending-delete') \
+             OR (pinned = 1 AND cached = 0 AND present = 1) OR ?1 IS NOT NULL",
+            None,
+        )
+    }
+
     /// Rows as the planner sees them: all of them, or the one for `key`.
     fn read_entries(&self, key: Option<&str>) -> Result<Vec<LocalEntry>> {
+        self.read_rows("WHERE ?1 IS NULL OR key = ?1", key)
+    }
+
+    /// Objects synced with the remote (they have a base).
+    fn synced_count(&self, scopes: &[String]) -> Result<u64> {
+        if scopes.iter().any(|s| s.is_empty()) {
+            return self.with_reader(|c| {
+                Ok(
+                    c.prepare_cached("SELECT COUNT(*) FROM objects WHERE base_etag IS NOT NULL")?
+                        .query_row([], |r| r.get::<_, i64>(0))? as u64,
+                )
+            });
+        }
+        Ok(self
+            .local_entries()?
+            .iter()
+            .filter(|l| l.base_etag.is_some() && plan::in_scope(scopes, &l.key))
+            .count() as u64)
+    }
+
+    fn read_rows(&self, filter: &str, key: Option<&str>) -> Result<Vec<LocalEntry>> {
         self.with_reader(|c| {
-            let mut stmt = c.prepare_cached(
+            let mut stmt = c.prepare_cached(&format!(
                 "SELECT key, present, hash, cached, pinned, base_etag, base_hash, state, modified_ms, \
                  meta_digest, base_meta, base_modified_ms, pushed_base \
-                 FROM objects WHERE ?1 IS NULL OR key = ?1",
-            )?;
+                 FROM objects {filter}"
+            ))?;
             let rows = stmt.query_map([key], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
@@ -911,59 +963,108 @@ impl Bucket {
             }
         }
 
-        // 1. The remote listing, for each scope (an unreachable remote fails the run here, before any change).
+        // 1. The journal: what ferry writers changed since this replica last
+        // read it. A full reconcile (the whole listing) when it is due: at
+        // first, on schedule, when asked, or when the history is gone.
+        let raw = self.raw_remote()?;
+        let endpoint = remote.endpoint();
+        let mut jstate = self.journal_state(&endpoint)?;
+        let records = self.list_records(&raw).await?;
+        let started_ms = index::now_ms();
+        let tail = journal::tail(jstate.pos, &records);
+        let interval_ms =
+            i64::try_from(config.full_sync_interval_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let full = opts.full
+            || config.full_sync_interval_secs == 0
+            || tail == journal::Tail::Gap
+            || started_ms.saturating_sub(jstate.last_full_ms) >= interval_ms;
+        report.full = full;
+        let newest_record = records.iter().max().copied().unwrap_or(0);
+        let mut read_to = jstate.pos.unwrap_or(0);
+        let mut failed_keys: std::collections::HashSet<String> = Default::default();
         let mut listing: BTreeMap<String, RemoteObject> = BTreeMap::new();
-        let mut prefixes: Vec<&String> = scopes.iter().collect();
-        prefixes.sort();
-        prefixes.dedup_by(|b, a| b.starts_with(a.as_str()));
-        for prefix in prefixes {
-            if prefix == NOTHING_IN_SCOPE {
-                continue;
+        let local: Vec<LocalEntry> = if full {
+            self.full_listing(&remote, &scopes, keys.as_deref(), &mut listing, &mut report)
+                .await?;
+            self.local_entries()?
+        } else {
+            let seqs = match &tail {
+                journal::Tail::Read(s) => s.clone(),
+                _ => Vec::new(),
+            };
+            let mut changed: std::collections::BTreeSet<String> = Default::default();
+            for seq in seqs {
+                let record = self.read_record(&raw, seq, keys.as_deref()).await?;
+                if record.device != self.device_id() {
+                    for e in record.entries {
+                        if validate_key(&e.key).is_ok() && plan::in_scope(&scopes, &e.key) {
+                            changed.insert(e.key);
+                        }
+                    }
+                }
+                read_to = seq;
             }
-            for mut obj in remote.list(prefix).await? {
-                if obj.key.starts_with(RESERVED_PREFIX) {
-                    continue;
+            let mut work = self.local_work_entries()?;
+            let in_work: std::collections::HashSet<String> =
+                work.iter().map(|l| l.key.clone()).collect();
+            for key in &changed {
+                if !in_work.contains(key) {
+                    work.extend(self.local_entry(key)?);
                 }
-                if let Some(raw) = obj.key.strip_prefix(UNREADABLE_NAME) {
-                    report.errors.push(SyncIssue {
-                        key: raw.to_owned(),
-                        cause: "the remote object's name does not decrypt under this bucket's key \
-                                (tampered, or not written by this bucket), skipped"
-                            .into(),
-                        retryable: false,
-                    });
-                    continue;
-                }
-                if let Err(e) = validate_key(&obj.key) {
-                    report.errors.push(SyncIssue {
-                        key: obj.key.clone(),
-                        cause: format!(
-                            "the remote object cannot be a ferry key, skipped: {}",
-                            e.rule
-                        ),
-                        retryable: false,
-                    });
-                    continue;
-                }
-                annotate(keys.as_deref(), &mut obj);
-                listing.insert(obj.key.clone(), obj);
             }
-        }
+            // The keys the journal names, and local deletes or failed
+            // pushes of keys that never agreed with the remote (our own push
+            // may have landed unrecorded): as the remote has them now.
+            let failed_before = self.parked()?;
+            let mut ask: Vec<String> = changed.iter().cloned().collect();
+            ask.extend(
+                work.iter()
+                    .filter(|l| {
+                        l.base_etag.is_none()
+                            && !changed.contains(&l.key)
+                            && (!l.present || failed_before.contains_key(&l.key))
+                    })
+                    .map(|l| l.key.clone()),
+            );
+            let heads = self.heads(&remote, ask, config.pull_concurrency).await?;
+            for (key, result) in heads {
+                match result {
+                    Ok(Some(mut obj)) => {
+                        annotate(keys.as_deref(), &mut obj);
+                        listing.insert(key, obj);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        report.errors.push(issue(&key, &Error::Remote(e)));
+                        failed_keys.insert(key);
+                    }
+                }
+            }
+            // Local work the journal does not name: the remote is taken to
+            // hold the agreed version; a conditional write finds out if not.
+            for l in &work {
+                if changed.contains(&l.key) {
+                    continue;
+                }
+                if let (Some(etag), Some(hash)) = (&l.base_etag, l.base_hash) {
+                    let mut r = RemoteObject::listed(l.key.clone(), etag.clone(), 0);
+                    r.modified_ms = l.base_modified_ms;
+                    r.hash = Some(hash);
+                    listing.insert(l.key.clone(), r);
+                }
+            }
+            work
+        };
 
         // 2. The local side, and HEADs where the remote version's metadata
         // decides. A failed HEAD fails its key only.
-        let local = self.local_entries()?;
-        let synced_before = local
-            .iter()
-            .filter(|l| l.base_etag.is_some() && plan::in_scope(&scopes, &l.key))
-            .count() as u64;
-        if listing.is_empty() && synced_before > 0 && !opts.force {
+        let synced_before = self.synced_count(&scopes)?;
+        if full && listing.is_empty() && synced_before > 0 && !opts.force {
             return Err(Error::EmptyRemote {
                 remote: remote.endpoint(),
                 synced: synced_before,
             });
         }
-        let mut failed_keys: std::collections::HashSet<String> = Default::default();
         {
             let by_key: HashMap<&str, &LocalEntry> =
                 local.iter().map(|l| (l.key.as_str(), l)).collect();
@@ -972,19 +1073,10 @@ impl Bucket {
                 .filter(|r| plan::needs_inspection(by_key.get(r.key.as_str()).copied(), r))
                 .map(|r| r.key.clone())
                 .collect();
-            let mut heads = JoinSet::new();
-            let limit = Arc::new(Semaphore::new(config.pull_concurrency.max(1)));
-            for key in to_inspect {
-                let remote = remote.clone();
-                let limit = limit.clone();
-                heads.spawn(async move {
-                    let _permit = limit.acquire_owned().await;
-                    (key.clone(), remote.head(&key).await)
-                });
-            }
-            while let Some(joined) = heads.join_next().await {
-                let (key, result) =
-                    joined.map_err(|e| Error::IndexData(format!("inspect task: {e}")))?;
+            for (key, result) in self
+                .heads(&remote, to_inspect, config.pull_concurrency)
+                .await?
+            {
                 match result {
                     Ok(Some(mut obj)) => {
                         annotate(keys.as_deref(), &mut obj);
@@ -1138,6 +1230,28 @@ impl Bucket {
                 }),
             }
         }
+        // 5. Tell the other replicas what changed, and remember how far the
+        // journal was read.
+        match self
+            .append_journal(&raw, keys.as_deref(), newest_record.max(read_to))
+            .await
+        {
+            Ok(Some((first, last))) if first == read_to + 1 && !full => read_to = last,
+            Ok(_) => {}
+            Err(e) => report.errors.push(SyncIssue {
+                key: String::new(),
+                cause: format!("writing the change journal (the next sync tries again): {e}"),
+                retryable: true,
+            }),
+        }
+        if full {
+            jstate.pos = Some(newest_record);
+            jstate.last_full_ms = started_ms;
+        } else {
+            jstate.pos = Some(read_to);
+        }
+        self.set_journal_state(&endpoint, jstate).await?;
+
         // Conflicts found earlier and still open are part of the picture.
         let known: Vec<String> = report.conflicts.iter().map(|c| c.key.clone()).collect();
         for c in self.conflicts().await? {
@@ -1150,6 +1264,224 @@ impl Bucket {
         report.duration = started.elapsed();
         report.timestamp = Some(SystemTime::now());
         Ok(report)
+    }
+
+    /// The whole remote listing under the scopes (a full reconcile), into
+    /// `listing`; names that are not keys are reported and skipped.
+    async fn full_listing(
+        &self,
+        remote: &SharedRemote,
+        scopes: &[String],
+        keys: Option<&Keyring>,
+        listing: &mut BTreeMap<String, RemoteObject>,
+        report: &mut SyncReport,
+    ) -> Result<()> {
+        let mut prefixes: Vec<&String> = scopes.iter().collect();
+        prefixes.sort();
+        prefixes.dedup_by(|b, a| b.starts_with(a.as_str()));
+        for prefix in prefixes {
+            if prefix == NOTHING_IN_SCOPE {
+                continue;
+            }
+            for mut obj in remote.list(prefix).await? {
+                if obj.key.starts_with(RESERVED_PREFIX) {
+                    continue;
+                }
+                if let Some(raw) = obj.key.strip_prefix(UNREADABLE_NAME) {
+                    report.errors.push(SyncIssue {
+                        key: raw.to_owned(),
+                        cause: "the remote object's name does not decrypt under this bucket's key \
+                                (tampered, or not written by this bucket), skipped"
+                            .into(),
+                        retryable: false,
+                    });
+                    continue;
+                }
+                if let Err(e) = validate_key(&obj.key) {
+                    report.errors.push(SyncIssue {
+                        key: obj.key.clone(),
+                        cause: format!(
+                            "the remote object cannot be a ferry key, skipped: {}",
+                            e.rule
+                        ),
+                        retryable: false,
+                    });
+                    continue;
+                }
+                annotate(keys, &mut obj);
+                listing.insert(obj.key.clone(), obj);
+            }
+        }
+        Ok(())
+    }
+
+    /// HEADs `keys`, at most `concurrency` at once.
+    async fn heads(
+        &self,
+        remote: &SharedRemote,
+        keys: Vec<String>,
+        concurrency: usize,
+    ) -> Result<
+        Vec<(
+            String,
+            std::result::Result<Option<RemoteObject>, RemoteError>,
+        )>,
+    > {
+        use futures::StreamExt;
+        Ok(futures::stream::iter(keys.into_iter().map(|key| {
+            let remote = remote.clone();
+            async move {
+                let found = remote.head(&key).await;
+                (key, found)
+            }
+        }))
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await)
+    }
+
+    /// Where this replica is in `endpoint`'s journal.
+    fn journal_state(&self, endpoint: &str) -> Result<JournalState> {
+        let all: BTreeMap<String, JournalState> = self.setting_json("journal")?.unwrap_or_default();
+        Ok(all.get(endpoint).copied().unwrap_or_default())
+    }
+
+    async fn set_journal_state(&self, endpoint: &str, state: JournalState) -> Result<()> {
+        let mut all: BTreeMap<String, JournalState> =
+            self.setting_json("journal")?.unwrap_or_default();
+        if all.get(endpoint) == Some(&state) {
+            return Ok(());
+        }
+        all.insert(endpoint.to_owned(), state);
+        self.set_setting_json("journal", &all).await
+    }
+
+    /// The sequence numbers of the journal's records (one LIST).
+    async fn list_records(&self, raw: &SharedRemote) -> Result<Vec<u64>> {
+        Ok(raw
+            .list(journal::RECORDS)
+            .await?
+            .iter()
+            .filter_map(|o| journal::parse_name(&o.key))
+            .collect())
+    }
+
+    /// Reads one journal record.
+    async fn read_record(
+        &self,
+        raw: &SharedRemote,
+        seq: u64,
+        keys: Option<&Keyring>,
+    ) -> Result<journal::Record> {
+        use tokio::io::AsyncReadExt;
+        let name = journal::record_name(seq);
+        let (_, reader) = raw.get(&name).await?;
+        let mut bytes = Vec::new();
+        reader
+            .take(64 << 20)
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| {
+                Error::Remote(RemoteError::new(
+                    RemoteErrorKind::Retryable,
+                    raw.endpoint(),
+                    format!("reading {name}: {e}"),
+                ))
+            })?;
+        journal::decode(&bytes, keys).map_err(|e| {
+            Error::Remote(RemoteError::new(
+                RemoteErrorKind::Integrity,
+                raw.endpoint(),
+                format!("{name}: {e}"),
+            ))
+        })
+    }
+
+    /// Appends what this replica wrote to the remote and has not journaled
+    /// yet (`journal_pending`, filled in the same transactions that record
+    /// the writes) as records after `newest`, each with `If-None-Match: *`
+    /// (a number another writer took is skipped). Compacts the journal
+    /// when it grew past twice [`journal::RETAIN`] records. Returns the
+    /// first and last sequence numbers written.
+    async fn append_journal(
+        &self,
+        raw: &SharedRemote,
+        keys: Option<&Keyring>,
+        newest: u64,
+    ) -> Result<Option<(u64, u64)>> {
+        let pending: Vec<journal::Entry> = self.with_reader(|c| {
+            let mut stmt =
+                c.prepare_cached("SELECT key, op, etag, hash FROM journal_pending ORDER BY key")?;
+            let rows = stmt.query_map([], |r| {
+                Ok(journal::Entry {
+                    key: r.get(0)?,
+                    op: if r.get::<_, String>(1)? == "delete" {
+                        journal::Op::Delete
+                    } else {
+                        journal::Op::Put
+                    },
+                    etag: r.get(2)?,
+                    hash: r.get::<_, Option<Vec<u8>>>(3)?.map(hex::encode),
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })?;
+        if pending.is_empty() {
+            return Ok(None);
+        }
+        let mut seq = newest + 1;
+        let mut first = None;
+        for chunk in pending.chunks(journal::MAX_ENTRIES) {
+            let mut tries = 0;
+            loop {
+                let record = journal::Record {
+                    v: journal::FORMAT,
+                    seq,
+                    device: self.device_id().to_owned(),
+                    time_ms: index::now_ms(),
+                    entries: chunk.to_vec(),
+                };
+                let body = journal::encode(&record, keys);
+                let req = PutRequest {
+                    key: journal::record_name(seq),
+                    content_type: "application/json".into(),
+                    metadata: Metadata::new(),
+                    hash: ContentHash::of(&body),
+                    size: body.len() as u64,
+                    mtime_ms: record.time_ms,
+                    device: String::new(),
+                    base: String::new(),
+                    sealed: true,
+                };
+                match raw
+                    .put(&req, RemoteBody::Bytes(body.into()), Precondition::IfAbsent)
+                    .await
+                {
+                    Ok(_) => break,
+                    Err(e) if e.kind == RemoteErrorKind::PreconditionFailed && tries < 10_000 => {
+                        // Another writer took this number: the next one.
+                        tries += 1;
+                        seq += 1;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            first.get_or_insert(seq);
+            let done: Vec<(String, Option<String>)> = chunk
+                .iter()
+                .map(|e| (e.key.clone(), e.etag.clone()))
+                .collect();
+            self.record(SyncRecord::Journaled { entries: done }).await?;
+            seq += 1;
+        }
+        let last = seq - 1;
+        // Compaction: the oldest records go once there are too many.
+        let listed = self.list_records(raw).await?;
+        for old in journal::to_compact(&listed, last) {
+            raw.delete(&journal::record_name(old), Precondition::None)
+                .await?;
+        }
+        Ok(first.map(|f| (f, last)))
     }
 
     /// Safety rail: refuses a plan that deletes more than `limit` objects on
@@ -1548,7 +1880,7 @@ impl Bucket {
             sealed: false,
         };
         let meta = meta_digest(self.keyring()?.as_deref(), &req.content_type, &req.metadata);
-        match remote.put(&req, body, cond).await {
+        match remote.put(&req, body, cond.clone()).await {
             Ok(etag) => {
                 self.record(SyncRecord::Pushed {
                     key: key.to_owned(),
@@ -1568,6 +1900,14 @@ impl Bucket {
                     Err(e) => return self.fail_attempt(key, e).await,
                 };
                 let keys = self.keyring()?;
+                if let Some((cond, base)) = current
+                    .as_ref()
+                    .and_then(|r| plan::own_unrecorded_push(&cond, r, self.device_id()))
+                {
+                    // Our earlier attempt landed and its answer was lost; the
+                    // local version changed since: it replaces our own.
+                    return Box::pin(self.push_one(remote, key, hash, cond, base, policy)).await;
+                }
                 match current {
                     Some(mut r)
                         if r.hash == Some(hash)
@@ -1747,7 +2087,14 @@ impl Bucket {
         };
         if let Some(action) = action {
             match self.execute_inner(&remote, action, r, ConflictPolicy::Flag).await? {
-                Done::Failed(i) => return Err(Error::Remote(RemoteError::new(RemoteErrorKind::Retryable, remote.endpoint(), i.cause))),
+                Done::Failed(i) => {
+                    let kind = if i.retryable {
+                        RemoteErrorKind::Retryable
+                    } else {
+                        RemoteErrorKind::Terminal
+                    };
+                    return Err(Error::Remote(RemoteError::new(kind, remote.endpoint(), i.cause)));
+                }
                 Done::Conflict(_) => {
                     return Err(Error::Remote(RemoteError::new(
                         RemoteErrorKind::PreconditionFailed,

@@ -970,6 +970,7 @@ async fn leader_honours_dry_run_and_push_only() {
     let r = other
         .sync(SyncOptions {
             dry_run: true,
+            full: true,
             ..Default::default()
         })
         .await
@@ -1068,4 +1069,94 @@ async fn silent_endpoint_times_out() {
     );
     assert!(err.is_retryable(), "{err:?}");
     assert!(err.to_string().contains(&addr.to_string()), "{err}");
+}
+
+/// Incomplete multipart uploads under the test prefix, as S3 lists them.
+async fn incomplete_uploads(be: &super::backends::S3Location) -> usize {
+    let client = super::backends::plain_client(&be.endpoint);
+    let out = client
+        .list_multipart_uploads()
+        .bucket(&be.bucket)
+        .prefix(format!("{}/", be.prefix))
+        .send()
+        .await
+        .unwrap();
+    out.uploads().len()
+}
+
+/// A multipart upload that fails (here: its future is dropped mid-way, as a
+/// cancelled sync or a lost connection does) is aborted, not left on the
+/// store; one a crash left behind (its marker still there) is aborted by
+/// the next `cleanup` of the same device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_multipart_uploads_are_aborted() {
+    let be = super::backends::S3Location::moto();
+    let remote = be.remote();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big");
+    std::fs::write(&path, vec![3u8; 40 << 20]).unwrap();
+    let req = PutRequest {
+        key: "big".into(),
+        content_type: "application/octet-stream".into(),
+        metadata: Default::default(),
+        hash: ferry::ContentHash::of(b"not checked here"),
+        size: 40 << 20,
+        mtime_ms: 0,
+        device: "dev-crash".into(),
+        base: String::new(),
+        sealed: false,
+    };
+    // Cancelled mid-upload: the drop guard aborts it.
+    let put = remote.put(&req, RemoteBody::File(path.clone()), Precondition::IfAbsent);
+    let cancelled = tokio::time::timeout(std::time::Duration::from_millis(150), put).await;
+    assert!(cancelled.is_err(), "the upload should still be running");
+    let mut left = usize::MAX;
+    for _ in 0..50 {
+        left = incomplete_uploads(&be).await;
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, 0, "a cancelled upload is aborted");
+
+    // A crash: the process dies with the upload open and its marker written.
+    // Simulated by starting the upload and its marker by hand, then calling
+    // cleanup as the next run of the same device does.
+    let client = super::backends::plain_client(&be.endpoint);
+    let full = format!("{}/big", be.prefix);
+    let created = client
+        .create_multipart_upload()
+        .bucket(&be.bucket)
+        .key(&full)
+        .send()
+        .await
+        .unwrap();
+    let id = created.upload_id().unwrap().to_owned();
+    let marker = serde_json::json!({ "key": full, "upload_id": id }).to_string();
+    client
+        .put_object()
+        .bucket(&be.bucket)
+        .key(format!(
+            "{}/.ferry/uploads/dev-crash/0123456789abcdef0123456789abcdef",
+            be.prefix
+        ))
+        .body(marker.into_bytes().into())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(incomplete_uploads(&be).await, 1);
+    assert_eq!(
+        remote.cleanup("other-device").await.unwrap(),
+        0,
+        "only our own"
+    );
+    assert_eq!(remote.cleanup("dev-crash").await.unwrap(), 1);
+    assert_eq!(incomplete_uploads(&be).await, 0);
+    // The upload completes normally afterwards.
+    remote
+        .put(&req, RemoteBody::File(path), Precondition::IfAbsent)
+        .await
+        .unwrap();
+    assert_eq!(incomplete_uploads(&be).await, 0);
 }

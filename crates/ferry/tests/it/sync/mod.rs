@@ -40,8 +40,17 @@ pub struct Replica {
     _dir: TempDir,
 }
 
+/// A replica whose every run is a full reconcile (it sees what plain
+/// clients write at once); the journal scenarios use `replica_with`.
 pub async fn replica(backend: &dyn Backend) -> Replica {
-    replica_with(backend, SyncConfig::default()).await
+    replica_with(
+        backend,
+        SyncConfig {
+            full_sync_interval_secs: 0,
+            ..SyncConfig::default()
+        },
+    )
+    .await
 }
 
 pub async fn replica_with(backend: &dyn Backend, config: SyncConfig) -> Replica {
