@@ -199,6 +199,11 @@ pub struct SyncArgs {
     /// Retry now the keys whose last push failed (parked failures too).
     #[arg(long)]
     pub retry: bool,
+    /// List the whole remote instead of reading the change journal: finds
+    /// what tools other than ferry wrote (runs by itself every
+    /// `full_sync_interval_secs`).
+    #[arg(long)]
+    pub full: bool,
     /// Most deletes this run may make on either side: a count (1000) or a
     /// share of the synced objects (50%, the default, applies above 100).
     #[arg(long, value_name = "N|P%", value_parser = parse_delete_limit)]

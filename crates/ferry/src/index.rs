@@ -95,6 +95,7 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE sync_requests ADD COLUMN retry INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE sync_requests ADD COLUMN max_delete TEXT;
     ALTER TABLE sync_requests ADD COLUMN full INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX objects_pinned ON objects(key) WHERE pinned = 1;
     CREATE TABLE journal_pending (
         key  TEXT PRIMARY KEY NOT NULL,
         op   TEXT NOT NULL,

@@ -21,8 +21,8 @@ pub const RECORDS: &str = ".ferry/journal/r/";
 /// Format version written in every record.
 pub const FORMAT: u32 = 1;
 
-/// Records kept; a writer that sees more than twice this many deletes the
-/// oldest down to this many.
+/// Records kept by default (`SyncConfig::journal_retain`); a writer that
+/// sees more than twice as many deletes the oldest down to this many.
 pub const RETAIN: u64 = 256;
 
 /// Most entries in one record (a run that changed more writes several).
@@ -145,11 +145,12 @@ pub fn tail(pos: Option<u64>, listed: &[u64]) -> Tail {
 }
 
 /// The records a writer that just wrote `newest` deletes: the oldest ones
-/// when more than `2 * RETAIN` are kept, down to `RETAIN`.
-pub fn to_compact(listed: &[u64], newest: u64) -> Vec<u64> {
-    let keep_from = newest.saturating_sub(RETAIN - 1);
+/// when more than `2 * retain` are kept, down to `retain`.
+pub fn to_compact(listed: &[u64], newest: u64, retain: u64) -> Vec<u64> {
+    let retain = retain.max(1);
+    let keep_from = newest.saturating_sub(retain - 1);
     let old: Vec<u64> = listed.iter().copied().filter(|s| *s < keep_from).collect();
-    if (listed.len() as u64) > 2 * RETAIN {
+    if (listed.len() as u64) > 2 * retain {
         old
     } else {
         Vec::new()
@@ -183,8 +184,8 @@ mod tests {
     fn compaction_keeps_retain() {
         let listed: Vec<u64> = (1..=2 * RETAIN + 1).collect();
         let newest = 2 * RETAIN + 1;
-        let gone = to_compact(&listed, newest);
+        let gone = to_compact(&listed, newest, RETAIN);
         assert_eq!(gone.len() as u64, RETAIN + 1);
-        assert!(to_compact(&listed[..10], 10).is_empty());
+        assert!(to_compact(&listed[..10], 10, RETAIN).is_empty());
     }
 }

@@ -77,6 +77,9 @@ pub struct SyncConfig {
     /// writers that are not ferry changed); in between, runs read the
     /// journal. 0: every run lists everything.
     pub full_sync_interval_secs: u64,
+    /// Journal records kept on the remote: a replica away for longer (in
+    /// records) does a full reconcile.
+    pub journal_retain: u64,
 }
 
 impl SyncConfig {
@@ -188,6 +191,7 @@ impl Default for SyncConfig {
             connect_timeout_secs: 10,
             io_timeout_secs: 60,
             full_sync_interval_secs: 3600,
+            journal_retain: journal::RETAIN,
         }
     }
 }
@@ -651,11 +655,18 @@ impl Bucket {
     /// Rows with local work: changes not pushed, and pinned objects whose
     /// content is not here.
     fn local_work_entries(&self) -> Result<Vec<LocalEntry>> {
-        self.read_rows(
-            "WHERE state IN ('dirty', 'pending-delete') \
-             OR (pinned = 1 AND cached = 0 AND present = 1) OR ?1 IS NOT NULL",
+        // Two indexed queries (`objects_by_state`, `objects_pinned`): an
+        // idle sync reads no row of a large bucket.
+        let mut rows = self.read_rows(
+            "WHERE state IN ('dirty', 'pending-delete') AND ?1 IS NULL",
             None,
-        )
+        )?;
+        rows.extend(self.read_rows(
+            "WHERE pinned = 1 AND cached = 0 AND present = 1 \
+             AND state NOT IN ('dirty', 'pending-delete') AND ?1 IS NULL",
+            None,
+        )?);
+        Ok(rows)
     }
 
     /// Rows as the planner sees them: all of them, or the one for `key`.
@@ -1023,6 +1034,7 @@ impl Bucket {
                         l.base_etag.is_none()
                             && !changed.contains(&l.key)
                             && (!l.present || failed_before.contains_key(&l.key))
+                            && remote.refuses(&l.key).is_none()
                     })
                     .map(|l| l.key.clone()),
             );
@@ -1058,12 +1070,14 @@ impl Bucket {
 
         // 2. The local side, and HEADs where the remote version's metadata
         // decides. A failed HEAD fails its key only.
-        let synced_before = self.synced_count(&scopes)?;
-        if full && listing.is_empty() && synced_before > 0 && !opts.force {
-            return Err(Error::EmptyRemote {
-                remote: remote.endpoint(),
-                synced: synced_before,
-            });
+        if full && listing.is_empty() && !opts.force {
+            let synced = self.synced_count(&scopes)?;
+            if synced > 0 {
+                return Err(Error::EmptyRemote {
+                    remote: remote.endpoint(),
+                    synced,
+                });
+            }
         }
         {
             let by_key: HashMap<&str, &LocalEntry> =
@@ -1154,9 +1168,12 @@ impl Bucket {
             report.timestamp = Some(SystemTime::now());
             return Ok(report);
         }
-        if !opts.force {
+        let deletes = actions
+            .iter()
+            .any(|a| matches!(a, Action::DeleteLocal { .. } | Action::DeleteRemote { .. }));
+        if !opts.force && deletes {
             let limit = opts.max_delete.unwrap_or(config.max_delete);
-            self.check_deletes(&actions, synced_before, limit)?;
+            self.check_deletes(&actions, self.synced_count(&scopes)?, limit)?;
         }
 
         // 4. Execute, pushes and pulls each with their own concurrency limit.
@@ -1232,11 +1249,18 @@ impl Bucket {
         }
         // 5. Tell the other replicas what changed, and remember how far the
         // journal was read.
+        let mut pos = if full { newest_record } else { read_to };
         match self
-            .append_journal(&raw, keys.as_deref(), newest_record.max(read_to))
+            .append_journal(
+                &raw,
+                keys.as_deref(),
+                newest_record.max(read_to),
+                config.journal_retain,
+            )
             .await
         {
-            Ok(Some((first, last))) if first == read_to + 1 && !full => read_to = last,
+            // Our own records right after what we read: nothing to read there.
+            Ok(Some((first, last))) if first == pos + 1 => pos = last,
             Ok(_) => {}
             Err(e) => report.errors.push(SyncIssue {
                 key: String::new(),
@@ -1244,11 +1268,9 @@ impl Bucket {
                 retryable: true,
             }),
         }
+        jstate.pos = Some(pos);
         if full {
-            jstate.pos = Some(newest_record);
             jstate.last_full_ms = started_ms;
-        } else {
-            jstate.pos = Some(read_to);
         }
         self.set_journal_state(&endpoint, jstate).await?;
 
@@ -1401,13 +1423,14 @@ impl Bucket {
     /// yet (`journal_pending`, filled in the same transactions that record
     /// the writes) as records after `newest`, each with `If-None-Match: *`
     /// (a number another writer took is skipped). Compacts the journal
-    /// when it grew past twice [`journal::RETAIN`] records. Returns the
+    /// when it grew past twice `retain` records. Returns the
     /// first and last sequence numbers written.
     async fn append_journal(
         &self,
         raw: &SharedRemote,
         keys: Option<&Keyring>,
         newest: u64,
+        retain: u64,
     ) -> Result<Option<(u64, u64)>> {
         let pending: Vec<journal::Entry> = self.with_reader(|c| {
             let mut stmt =
@@ -1477,7 +1500,7 @@ impl Bucket {
         let last = seq - 1;
         // Compaction: the oldest records go once there are too many.
         let listed = self.list_records(raw).await?;
-        for old in journal::to_compact(&listed, last) {
+        for old in journal::to_compact(&listed, last, retain) {
             raw.delete(&journal::record_name(old), Precondition::None)
                 .await?;
         }

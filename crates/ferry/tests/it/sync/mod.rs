@@ -6,6 +6,7 @@
 pub mod backends;
 mod convergence;
 mod fidelity;
+mod journal;
 pub mod layers;
 mod scenarios;
 
