@@ -16,6 +16,7 @@ use ferry::{Body, Bucket, BucketConfig, PutOptions};
 use rand::RngCore;
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
+mod counting;
 mod crypto_bench;
 mod live_bench;
 mod sync_bench;

@@ -184,7 +184,9 @@ async fn ferry_bucket(server: &Server, dir: &Path, name: &str) -> Result<Bucket>
         session_token: None,
         ..Default::default()
     })?;
-    bucket.attach(Arc::new(remote)).await?;
+    bucket
+        .attach(Arc::new(crate::counting::Counting(Arc::new(remote))))
+        .await?;
     Ok(bucket)
 }
 
@@ -425,7 +427,30 @@ async fn many_objects(
         crate::reset_peak_rss();
         let (_, r) = timed_sync(&m).await?;
         anyhow::ensure!(r.pushed as usize == many, "pushed {} of {many}", r.pushed);
-        let (fy, _) = timed_sync(&m).await?;
+        // The first sync after the push reads the journal (the push's own
+        // records): the idle sync is the one after.
+        timed_sync(&m).await?;
+        let calls = crate::counting::requests();
+        let (fy, r) = timed_sync(&m).await?;
+        let idle_calls = crate::counting::requests() - calls;
+        anyhow::ensure!(
+            !r.full && r.pushed + r.pulled == 0,
+            "not an idle journal sync: {r:?}"
+        );
+        let calls = crate::counting::requests();
+        let full_start = Instant::now();
+        let r = m
+            .sync(SyncOptions {
+                full: true,
+                ..Default::default()
+            })
+            .await?;
+        let full_time = full_start.elapsed();
+        let full_calls = crate::counting::requests() - calls;
+        anyhow::ensure!(
+            r.full && r.pushed + r.pulled == 0,
+            "not a no-op full sync: {r:?}"
+        );
         let peak = crate::peak_rss_kib().unwrap_or(0) as f64 / 1024.0;
         rclone(
             server,
@@ -462,8 +487,18 @@ async fn many_objects(
             ],
         )?;
         rows.push(time_row(
-            format!("no-op sync of {many} objects"),
+            format!("no-op sync of {many} objects (journal, {idle_calls} request(s))"),
             fy,
+            rc,
+            0.1,
+            "rclone bisync",
+        ));
+        rows.push(time_row(
+            format!(
+                "no-op full reconcile of {many} objects ({full_calls} call(s), {} LIST page(s))",
+                many.div_ceil(1000)
+            ),
+            full_time,
             rc,
             0.1,
             "rclone bisync",

@@ -1,0 +1,66 @@
+//! A remote layer that counts requests, for the requests-per-operation
+//! figures.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ferry::remote::{
+    Capabilities, Precondition, PutRequest, Remote, RemoteBody, RemoteError, RemoteObject,
+    RemoteReader, SharedRemote,
+};
+
+/// Requests made through every `Counting` layer of this process.
+pub static REQUESTS: AtomicU64 = AtomicU64::new(0);
+
+/// Requests so far.
+pub fn requests() -> u64 {
+    REQUESTS.load(Ordering::SeqCst)
+}
+
+/// Counts each request to `0` in [`REQUESTS`].
+#[derive(Debug)]
+pub struct Counting(pub SharedRemote);
+
+fn seen() {
+    REQUESTS.fetch_add(1, Ordering::SeqCst);
+}
+
+#[async_trait::async_trait]
+impl Remote for Counting {
+    fn endpoint(&self) -> String {
+        self.0.endpoint()
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.0.capabilities()
+    }
+    async fn list(&self, p: &str) -> Result<Vec<RemoteObject>, RemoteError> {
+        seen();
+        self.0.list(p).await
+    }
+    async fn head(&self, k: &str) -> Result<Option<RemoteObject>, RemoteError> {
+        seen();
+        self.0.head(k).await
+    }
+    async fn get(&self, k: &str) -> Result<(RemoteObject, RemoteReader), RemoteError> {
+        seen();
+        self.0.get(k).await
+    }
+    async fn put(
+        &self,
+        r: &PutRequest,
+        b: RemoteBody,
+        c: Precondition,
+    ) -> Result<String, RemoteError> {
+        seen();
+        self.0.put(r, b, c).await
+    }
+    async fn delete(&self, k: &str, c: Precondition) -> Result<(), RemoteError> {
+        seen();
+        self.0.delete(k, c).await
+    }
+    fn refuses(&self, key: &str) -> Option<String> {
+        self.0.refuses(key)
+    }
+    async fn cleanup(&self, device: &str) -> Result<u64, RemoteError> {
+        self.0.cleanup(device).await
+    }
+}
