@@ -3,9 +3,10 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use ferry::remote::layer::Layer;
 use ferry::remote::{
-    Capabilities, Precondition, PutRequest, Remote, RemoteBody, RemoteError, RemoteObject,
-    RemoteReader, SharedRemote,
+    Precondition, PutRequest, Remote, RemoteBody, RemoteError, RemoteObject, RemoteReader,
+    SharedRemote,
 };
 
 /// Requests made through every `Counting` layer of this process.
@@ -25,12 +26,9 @@ fn seen() {
 }
 
 #[async_trait::async_trait]
-impl Remote for Counting {
-    fn endpoint(&self) -> String {
-        self.0.endpoint()
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.0.capabilities()
+impl Layer for Counting {
+    fn inner(&self) -> &dyn Remote {
+        self.0.as_ref()
     }
     async fn list(&self, p: &str) -> Result<Vec<RemoteObject>, RemoteError> {
         seen();
@@ -56,11 +54,5 @@ impl Remote for Counting {
     async fn delete(&self, k: &str, c: Precondition) -> Result<(), RemoteError> {
         seen();
         self.0.delete(k, c).await
-    }
-    fn refuses(&self, key: &str) -> Option<String> {
-        self.0.refuses(key)
-    }
-    async fn cleanup(&self, device: &str) -> Result<u64, RemoteError> {
-        self.0.cleanup(device).await
     }
 }

@@ -5,10 +5,8 @@
 
 use std::sync::Arc;
 
-use super::{
-    Capabilities, Precondition, PutRequest, Remote, RemoteBody, RemoteError, RemoteErrorKind,
-    RemoteObject, RemoteReader,
-};
+use super::layer::Layer;
+use super::{Precondition, PutRequest, Remote, RemoteBody, RemoteError, RemoteErrorKind};
 
 /// Checks preconditions by HEAD instead of trusting the store.
 #[derive(Debug)]
@@ -42,25 +40,9 @@ impl Emulated {
 }
 
 #[async_trait::async_trait]
-impl Remote for Emulated {
-    fn endpoint(&self) -> String {
-        self.inner.endpoint()
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-
-    async fn list(&self, prefix: &str) -> Result<Vec<RemoteObject>, RemoteError> {
-        self.inner.list(prefix).await
-    }
-
-    async fn head(&self, key: &str) -> Result<Option<RemoteObject>, RemoteError> {
-        self.inner.head(key).await
-    }
-
-    async fn get(&self, key: &str) -> Result<(RemoteObject, RemoteReader), RemoteError> {
-        self.inner.get(key).await
+impl Layer for Emulated {
+    fn inner(&self) -> &dyn Remote {
+        self.inner.as_ref()
     }
 
     async fn put(
@@ -84,14 +66,6 @@ impl Remote for Emulated {
         } else {
             self.inner.delete(key, cond).await
         }
-    }
-
-    fn refuses(&self, key: &str) -> Option<String> {
-        self.inner.refuses(key)
-    }
-
-    async fn cleanup(&self, device: &str) -> Result<u64, RemoteError> {
-        self.inner.cleanup(device).await
     }
 }
 

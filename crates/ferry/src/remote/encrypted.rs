@@ -26,9 +26,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use super::layer::Layer;
 use super::{
-    Capabilities, Precondition, PutRequest, Remote, RemoteBody, RemoteError, RemoteErrorKind,
-    RemoteObject, RemoteReader, SharedRemote,
+    Precondition, PutRequest, Remote, RemoteBody, RemoteError, RemoteErrorKind, RemoteObject,
+    RemoteReader, SharedRemote,
 };
 use crate::crypto::keyring::{KeyFile, Keyring};
 use crate::crypto::stream::HEADER as BLOB_HEADER;
@@ -148,7 +149,7 @@ impl Encrypted {
         self.keys.encrypt_name(key).map_err(|e| {
             RemoteError::new(
                 RemoteErrorKind::Terminal,
-                self.endpoint(),
+                self.inner.endpoint(),
                 format!("encrypting the name {key:?}: {e}"),
             )
         })
@@ -169,13 +170,18 @@ impl Encrypted {
 }
 
 #[async_trait::async_trait]
-impl Remote for Encrypted {
-    fn endpoint(&self) -> String {
-        self.inner.endpoint()
+impl Layer for Encrypted {
+    fn inner(&self) -> &dyn Remote {
+        self.inner.as_ref()
     }
 
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
+    async fn get_prefix(
+        &self,
+        key: &str,
+        len: u64,
+    ) -> Result<Option<(RemoteObject, Bytes)>, RemoteError> {
+        // Through `get`: the name must be encrypted and the envelope opened.
+        super::read_prefix(self, key, len).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<RemoteObject>, RemoteError> {
@@ -217,7 +223,8 @@ impl Remote for Encrypted {
         let Some((obj, mut data)) = self.inner.get_prefix(&name, HEAD_READ).await? else {
             return Ok(None);
         };
-        let total = envelope_len(&data).map_err(|e| integrity(&self.endpoint(), key, e))? as u64;
+        let total =
+            envelope_len(&data).map_err(|e| integrity(&self.inner.endpoint(), key, e))? as u64;
         if (data.len() as u64) < total && total > HEAD_READ {
             // A longer envelope than ferry writes: read exactly it.
             match self.inner.get_prefix(&name, total).await? {
@@ -227,14 +234,14 @@ impl Remote for Encrypted {
         }
         let envelope = &data[..(total as usize).min(data.len())];
         let record = open_envelope(&self.keys, key, envelope)
-            .map_err(|e| integrity(&self.endpoint(), key, e))?;
+            .map_err(|e| integrity(&self.inner.endpoint(), key, e))?;
         Ok(Some(self.describe(key, obj, record)))
     }
 
     async fn get(&self, key: &str) -> Result<(RemoteObject, RemoteReader), RemoteError> {
         let name = self.name(key)?;
         let (obj, mut reader) = self.inner.get(&name).await?;
-        let endpoint = self.endpoint();
+        let endpoint = self.inner.endpoint();
         let read_err = |e: std::io::Error| {
             RemoteError::new(
                 RemoteErrorKind::Retryable,
@@ -282,8 +289,9 @@ impl Remote for Encrypted {
         cond: Precondition,
     ) -> Result<String, RemoteError> {
         let name = self.name(&req.key)?;
-        let local_err =
-            |detail: String| RemoteError::new(RemoteErrorKind::Terminal, self.endpoint(), detail);
+        let local_err = |detail: String| {
+            RemoteError::new(RemoteErrorKind::Terminal, self.inner.endpoint(), detail)
+        };
         let header: Vec<u8> = match &body {
             RemoteBody::Bytes(b) => b.get(..BLOB_HEADER).map(<[u8]>::to_vec).unwrap_or_default(),
             RemoteBody::File(path) => {
@@ -347,10 +355,6 @@ impl Remote for Encrypted {
                 .map(|why| format!("its encrypted name: {why}")),
             Err(e) => Some(format!("its name cannot be encrypted: {e}")),
         }
-    }
-
-    async fn cleanup(&self, device: &str) -> Result<u64, RemoteError> {
-        self.inner.cleanup(device).await
     }
 
     async fn delete(&self, key: &str, cond: Precondition) -> Result<(), RemoteError> {

@@ -11,9 +11,10 @@ use std::sync::{Arc, Mutex};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::layer::Layer;
 use super::{
-    Capabilities, Precondition, PutRequest, Remote, RemoteBody, RemoteError, RemoteErrorKind,
-    RemoteObject, RemoteReader,
+    Precondition, PutRequest, Remote, RemoteBody, RemoteError, RemoteErrorKind, RemoteObject,
+    RemoteReader,
 };
 
 /// Wraps a remote and fails `rate` of its requests (seeded, reproducible).
@@ -92,13 +93,9 @@ impl Faulty {
 }
 
 #[async_trait::async_trait]
-impl Remote for Faulty {
-    fn endpoint(&self) -> String {
-        self.inner.endpoint()
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
+impl Layer for Faulty {
+    fn inner(&self) -> &dyn Remote {
+        self.inner.as_ref()
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<RemoteObject>, RemoteError> {
@@ -124,13 +121,5 @@ impl Remote for Faulty {
 
     async fn delete(&self, key: &str, cond: Precondition) -> Result<(), RemoteError> {
         self.run(self.inner.delete(key, cond)).await
-    }
-
-    fn refuses(&self, key: &str) -> Option<String> {
-        self.inner.refuses(key)
-    }
-
-    async fn cleanup(&self, device: &str) -> Result<u64, RemoteError> {
-        self.inner.cleanup(device).await
     }
 }

@@ -5,13 +5,16 @@
 //! [`memory::MemoryRemote`] (tests), [`folder::FolderRemote`] (`file://`,
 //! the embedded default) and [`s3::S3Remote`] (`s3://`, through the AWS
 //! SDK, which keeps keys byte for byte).
-//! Retry with backoff ([`retry::Retrying`]) and fault injection
-//! ([`fault::Faulty`]) wrap any remote as layers.
+//! Retry with backoff ([`retry::Retrying`]), emulated preconditions
+//! ([`emulated::Emulated`]), encryption ([`encrypted::Encrypted`]) and
+//! fault injection ([`fault::Faulty`]) wrap any remote as layers, on the
+//! forwarding base [`layer::Layer`]: a layer writes only what it changes.
 
 pub mod emulated;
 pub mod encrypted;
 pub mod fault;
 pub mod folder;
+pub mod layer;
 pub mod memory;
 pub mod retry;
 pub mod s3;
@@ -296,21 +299,7 @@ pub trait Remote: Send + Sync + fmt::Debug {
         key: &str,
         len: u64,
     ) -> Result<Option<(RemoteObject, Bytes)>, RemoteError> {
-        use tokio::io::AsyncReadExt;
-        let (obj, reader) = match self.get(key).await {
-            Ok(found) => found,
-            Err(e) if e.kind == RemoteErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let mut out = Vec::new();
-        reader.take(len).read_to_end(&mut out).await.map_err(|e| {
-            RemoteError::new(
-                RemoteErrorKind::Retryable,
-                self.endpoint(),
-                format!("reading {key}: {e}"),
-            )
-        })?;
-        Ok(Some((obj, out.into())))
+        read_prefix(self, key, len).await
     }
 
     /// Writes an object if `cond` holds; returns the new etag.
@@ -342,3 +331,27 @@ pub trait Remote: Send + Sync + fmt::Debug {
 
 /// A shared remote.
 pub type SharedRemote = Arc<dyn Remote>;
+
+/// Reads an object's description and at most its first `len` bytes through
+/// `get` (the default of [`Remote::get_prefix`]); `None` when it does not exist.
+pub async fn read_prefix<R: Remote + ?Sized>(
+    remote: &R,
+    key: &str,
+    len: u64,
+) -> Result<Option<(RemoteObject, Bytes)>, RemoteError> {
+    use tokio::io::AsyncReadExt;
+    let (obj, reader) = match remote.get(key).await {
+        Ok(found) => found,
+        Err(e) if e.kind == RemoteErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    reader.take(len).read_to_end(&mut out).await.map_err(|e| {
+        RemoteError::new(
+            RemoteErrorKind::Retryable,
+            remote.endpoint(),
+            format!("reading {key}: {e}"),
+        )
+    })?;
+    Ok(Some((obj, out.into())))
+}

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use rand::Rng;
 
+use super::layer::Layer;
 use super::{
-    Capabilities, Precondition, PutRequest, Remote, RemoteBody, RemoteError, RemoteObject,
-    RemoteReader,
+    Precondition, PutRequest, Remote, RemoteBody, RemoteError, RemoteObject, RemoteReader,
 };
 
 /// Backoff settings.
@@ -77,13 +77,17 @@ impl Retrying {
 }
 
 #[async_trait::async_trait]
-impl Remote for Retrying {
-    fn endpoint(&self) -> String {
-        self.inner.endpoint()
+impl Layer for Retrying {
+    fn inner(&self) -> &dyn Remote {
+        self.inner.as_ref()
     }
 
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
+    async fn get_prefix(
+        &self,
+        key: &str,
+        len: u64,
+    ) -> Result<Option<(RemoteObject, bytes::Bytes)>, RemoteError> {
+        self.run(|| self.inner.get_prefix(key, len)).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<RemoteObject>, RemoteError> {
@@ -110,13 +114,5 @@ impl Remote for Retrying {
 
     async fn delete(&self, key: &str, cond: Precondition) -> Result<(), RemoteError> {
         self.run(|| self.inner.delete(key, cond.clone())).await
-    }
-
-    fn refuses(&self, key: &str) -> Option<String> {
-        self.inner.refuses(key)
-    }
-
-    async fn cleanup(&self, device: &str) -> Result<u64, RemoteError> {
-        self.inner.cleanup(device).await
     }
 }

@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ferry::plan::ConflictReason;
+use ferry::remote::layer::Layer;
 use ferry::remote::{
-    Capabilities, Precondition, PutRequest, Remote, RemoteBody, RemoteError, RemoteErrorKind,
-    RemoteObject, RemoteReader, SharedRemote,
+    Precondition, PutRequest, Remote, RemoteBody, RemoteError, RemoteErrorKind, SharedRemote,
 };
 use ferry::{Bucket, Error, PutOptions, SyncConfig, SyncOptions, SyncState};
 
@@ -524,22 +524,11 @@ async fn exotic_keys_listed_exactly_by_boto3() {
 pub struct IgnoresConditions(pub SharedRemote);
 
 #[async_trait::async_trait]
-impl Remote for IgnoresConditions {
-    fn endpoint(&self) -> String {
-        self.0.endpoint()
+impl Layer for IgnoresConditions {
+    fn inner(&self) -> &dyn Remote {
+        self.0.as_ref()
     }
-    fn capabilities(&self) -> Capabilities {
-        self.0.capabilities()
-    }
-    async fn list(&self, p: &str) -> Result<Vec<RemoteObject>, RemoteError> {
-        self.0.list(p).await
-    }
-    async fn head(&self, k: &str) -> Result<Option<RemoteObject>, RemoteError> {
-        self.0.head(k).await
-    }
-    async fn get(&self, k: &str) -> Result<(RemoteObject, RemoteReader), RemoteError> {
-        self.0.get(k).await
-    }
+
     async fn put(
         &self,
         r: &PutRequest,
@@ -547,9 +536,6 @@ impl Remote for IgnoresConditions {
         _c: Precondition,
     ) -> Result<String, RemoteError> {
         self.0.put(r, b, Precondition::None).await
-    }
-    async fn delete(&self, k: &str, _c: Precondition) -> Result<(), RemoteError> {
-        self.0.delete(k, Precondition::None).await
     }
 }
 
@@ -571,22 +557,11 @@ impl std::fmt::Debug for BeforePut {
 }
 
 #[async_trait::async_trait]
-impl Remote for BeforePut {
-    fn endpoint(&self) -> String {
-        self.inner.endpoint()
+impl Layer for BeforePut {
+    fn inner(&self) -> &dyn Remote {
+        self.inner.as_ref()
     }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    async fn list(&self, p: &str) -> Result<Vec<RemoteObject>, RemoteError> {
-        self.inner.list(p).await
-    }
-    async fn head(&self, k: &str) -> Result<Option<RemoteObject>, RemoteError> {
-        self.inner.head(k).await
-    }
-    async fn get(&self, k: &str) -> Result<(RemoteObject, RemoteReader), RemoteError> {
-        self.inner.get(k).await
-    }
+
     async fn put(
         &self,
         r: &PutRequest,
@@ -597,9 +572,6 @@ impl Remote for BeforePut {
             (self.hook)().await;
         }
         self.inner.put(r, b, c).await
-    }
-    async fn delete(&self, k: &str, c: Precondition) -> Result<(), RemoteError> {
-        self.inner.delete(k, c).await
     }
 }
 
@@ -702,22 +674,11 @@ struct Busy {
 }
 
 #[async_trait::async_trait]
-impl Remote for Busy {
-    fn endpoint(&self) -> String {
-        self.inner.endpoint()
+impl Layer for Busy {
+    fn inner(&self) -> &dyn Remote {
+        self.inner.as_ref()
     }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    async fn list(&self, p: &str) -> Result<Vec<RemoteObject>, RemoteError> {
-        self.inner.list(p).await
-    }
-    async fn head(&self, k: &str) -> Result<Option<RemoteObject>, RemoteError> {
-        self.inner.head(k).await
-    }
-    async fn get(&self, k: &str) -> Result<(RemoteObject, RemoteReader), RemoteError> {
-        self.inner.get(k).await
-    }
+
     async fn put(
         &self,
         r: &PutRequest,
@@ -732,14 +693,11 @@ impl Remote for Busy {
         {
             return Err(RemoteError::new(
                 RemoteErrorKind::Retryable,
-                self.endpoint(),
+                self.inner.endpoint(),
                 "503 Slow Down (test)",
             ));
         }
         self.inner.put(r, b, c).await
-    }
-    async fn delete(&self, k: &str, c: Precondition) -> Result<(), RemoteError> {
-        self.inner.delete(k, c).await
     }
 }
 
@@ -805,22 +763,11 @@ async fn failing_key_is_parked_and_the_rest_syncs() {
         heal: AtomicBool,
     }
     #[async_trait::async_trait]
-    impl Remote for Refuse {
-        fn endpoint(&self) -> String {
-            self.inner.endpoint()
+    impl Layer for Refuse {
+        fn inner(&self) -> &dyn Remote {
+            self.inner.as_ref()
         }
-        fn capabilities(&self) -> Capabilities {
-            self.inner.capabilities()
-        }
-        async fn list(&self, p: &str) -> Result<Vec<RemoteObject>, RemoteError> {
-            self.inner.list(p).await
-        }
-        async fn head(&self, k: &str) -> Result<Option<RemoteObject>, RemoteError> {
-            self.inner.head(k).await
-        }
-        async fn get(&self, k: &str) -> Result<(RemoteObject, RemoteReader), RemoteError> {
-            self.inner.get(k).await
-        }
+
         async fn put(
             &self,
             r: &PutRequest,
@@ -831,14 +778,11 @@ async fn failing_key_is_parked_and_the_rest_syncs() {
                 self.tries.fetch_add(1, Ordering::SeqCst);
                 return Err(RemoteError::new(
                     RemoteErrorKind::Terminal,
-                    self.endpoint(),
+                    self.inner.endpoint(),
                     "403 Forbidden (test: policy denies this key)",
                 ));
             }
             self.inner.put(r, b, c).await
-        }
-        async fn delete(&self, k: &str, c: Precondition) -> Result<(), RemoteError> {
-            self.inner.delete(k, c).await
         }
     }
     let be = super::backends::Memory::new();

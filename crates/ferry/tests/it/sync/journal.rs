@@ -8,9 +8,10 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use ferry::remote::layer::Layer;
 use ferry::remote::{
-    Capabilities, Precondition, PutRequest, Remote, RemoteBody, RemoteError, RemoteErrorKind,
-    RemoteObject, RemoteReader, SharedRemote,
+    Precondition, PutRequest, Remote, RemoteBody, RemoteError, RemoteErrorKind, RemoteObject,
+    RemoteReader, SharedRemote,
 };
 use ferry::{Bucket, PutOptions, SyncConfig, SyncOptions};
 
@@ -54,12 +55,9 @@ impl Watched {
 }
 
 #[async_trait::async_trait]
-impl Remote for Watched {
-    fn endpoint(&self) -> String {
-        self.inner.endpoint()
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
+impl Layer for Watched {
+    fn inner(&self) -> &dyn Remote {
+        self.inner.as_ref()
     }
     async fn list(&self, p: &str) -> Result<Vec<RemoteObject>, RemoteError> {
         self.seen();
@@ -88,7 +86,7 @@ impl Remote for Watched {
             if self.fail_journal.swap(false, Ordering::SeqCst) {
                 return Err(RemoteError::new(
                     RemoteErrorKind::Terminal,
-                    self.endpoint(),
+                    self.inner.endpoint(),
                     "test: the process died before the journal record was written",
                 ));
             }

@@ -4,9 +4,10 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use ferry::remote::layer::Layer;
 use ferry::remote::{
-    Capabilities, Precondition, PutRequest, Remote, RemoteBody, RemoteError, RemoteErrorKind,
-    RemoteObject, RemoteReader, SharedRemote,
+    Precondition, PutRequest, Remote, RemoteBody, RemoteError, RemoteErrorKind, RemoteObject,
+    RemoteReader, SharedRemote,
 };
 
 type Hook = Box<dyn Fn(String) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
@@ -44,17 +45,6 @@ pub struct Outage {
     pub healed: AtomicBool,
 }
 
-macro_rules! forward_reads {
-    () => {
-        fn endpoint(&self) -> String {
-            self.inner.endpoint()
-        }
-        fn capabilities(&self) -> Capabilities {
-            self.inner.capabilities()
-        }
-    };
-}
-
 impl Interposer {
     async fn fire(&self, key: &str) {
         let fire = {
@@ -69,17 +59,14 @@ impl Interposer {
 }
 
 #[async_trait::async_trait]
-impl Remote for Interposer {
-    forward_reads!();
-    async fn list(&self, p: &str) -> Result<Vec<RemoteObject>, RemoteError> {
-        self.inner.list(p).await
+impl Layer for Interposer {
+    fn inner(&self) -> &dyn Remote {
+        self.inner.as_ref()
     }
+
     async fn head(&self, k: &str) -> Result<Option<RemoteObject>, RemoteError> {
         self.fire(k).await;
         self.inner.head(k).await
-    }
-    async fn get(&self, k: &str) -> Result<(RemoteObject, RemoteReader), RemoteError> {
-        self.inner.get(k).await
     }
     async fn put(
         &self,
@@ -90,23 +77,14 @@ impl Remote for Interposer {
         self.fire(&r.key).await;
         self.inner.put(r, b, c).await
     }
-    async fn delete(&self, k: &str, c: Precondition) -> Result<(), RemoteError> {
-        self.inner.delete(k, c).await
-    }
 }
 
 #[async_trait::async_trait]
-impl Remote for LoseAnswer {
-    forward_reads!();
-    async fn list(&self, p: &str) -> Result<Vec<RemoteObject>, RemoteError> {
-        self.inner.list(p).await
+impl Layer for LoseAnswer {
+    fn inner(&self) -> &dyn Remote {
+        self.inner.as_ref()
     }
-    async fn head(&self, k: &str) -> Result<Option<RemoteObject>, RemoteError> {
-        self.inner.head(k).await
-    }
-    async fn get(&self, k: &str) -> Result<(RemoteObject, RemoteReader), RemoteError> {
-        self.inner.get(k).await
-    }
+
     async fn put(
         &self,
         r: &PutRequest,
@@ -120,14 +98,11 @@ impl Remote for LoseAnswer {
         {
             return Err(RemoteError::new(
                 RemoteErrorKind::Retryable,
-                self.endpoint(),
+                self.inner.endpoint(),
                 "connection reset (test: answer lost)",
             ));
         }
         result
-    }
-    async fn delete(&self, k: &str, c: Precondition) -> Result<(), RemoteError> {
-        self.inner.delete(k, c).await
     }
 }
 
@@ -137,7 +112,7 @@ impl Outage {
         if n >= self.after && !self.healed.load(Ordering::SeqCst) {
             Err(RemoteError::new(
                 RemoteErrorKind::Unreachable,
-                self.endpoint(),
+                self.inner.endpoint(),
                 "connection refused (test outage)",
             ))
         } else {
@@ -147,8 +122,11 @@ impl Outage {
 }
 
 #[async_trait::async_trait]
-impl Remote for Outage {
-    forward_reads!();
+impl Layer for Outage {
+    fn inner(&self) -> &dyn Remote {
+        self.inner.as_ref()
+    }
+
     async fn list(&self, p: &str) -> Result<Vec<RemoteObject>, RemoteError> {
         self.gate()?;
         self.inner.list(p).await
