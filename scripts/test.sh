@@ -4,6 +4,7 @@
 # a Python venv under target/); .ci/run calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+STARTED=$(date +%s)
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
@@ -30,3 +31,4 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 cargo test --workspace --locked
+echo "test suite: $(( $(date +%s) - STARTED )) s"

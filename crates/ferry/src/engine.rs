@@ -301,6 +301,7 @@ impl Bucket {
         }
         self.emit(Event::LeaderPromoted);
         let mut schedule = Schedule::new(cfg, Instant::now());
+        let mut reconciled = false;
         let mut watcher = DataVersion::new(&self);
         let tick = Duration::from_millis(200);
         loop {
@@ -327,7 +328,14 @@ impl Bucket {
                 // scheduled run joins the default one.
                 let mut runs: Vec<(SyncOptions, Vec<i64>)> = Vec::new();
                 if schedule.is_due(Instant::now()) {
-                    runs.push((SyncOptions::default(), Vec::new()));
+                    // The engine's first run is a full reconcile (what tools
+                    // other than ferry changed while it was not running);
+                    // later ones read the change journal.
+                    let opts = SyncOptions {
+                        full: !reconciled,
+                        ..SyncOptions::default()
+                    };
+                    runs.push((opts, Vec::new()));
                 }
                 for (id, opts) in requests {
                     match runs.iter_mut().find(|(o, _)| *o == opts) {
@@ -343,6 +351,9 @@ impl Bucket {
                         (RunOutcome::Changed, _) | (_, RunOutcome::Changed) => RunOutcome::Changed,
                         _ => RunOutcome::Idle,
                     };
+                }
+                if outcome != RunOutcome::Offline {
+                    reconciled = true;
                 }
                 match schedule.on_sync_done(Instant::now(), outcome) {
                     Connectivity::WentOffline => self.emit(Event::Offline),

@@ -1197,28 +1197,39 @@ impl Bucket {
         if let Some(p) = &progress {
             p(SyncProgress { done, total });
         }
+        // A bounded queue: at most both concurrencies' worth of actions in
+        // flight (each kind limited by its own semaphore), not a task per
+        // action spawned up front.
+        let in_flight = config.push_concurrency.max(1) + config.pull_concurrency.max(1);
+        let mut pending = actions.into_iter();
         let mut tasks = JoinSet::new();
-        for action in actions {
-            let me = self.clone();
-            let remote = remote.clone();
-            let limit = if action.is_push_side() {
-                push_limit.clone()
-            } else {
-                pull_limit.clone()
+        loop {
+            while tasks.len() < in_flight {
+                let Some(action) = pending.next() else {
+                    break;
+                };
+                let me = self.clone();
+                let remote = remote.clone();
+                let limit = if action.is_push_side() {
+                    push_limit.clone()
+                } else {
+                    pull_limit.clone()
+                };
+                let remote_by_key = remote_by_key.clone();
+                let conflict_policy = config.conflict;
+                tasks.spawn(async move {
+                    let _permit = limit.acquire_owned().await;
+                    let key = action.key().to_owned();
+                    let seen = remote_by_key.get(&key).cloned();
+                    (
+                        key.clone(),
+                        me.execute(&remote, action, seen, conflict_policy).await,
+                    )
+                });
+            }
+            let Some(joined) = tasks.join_next().await else {
+                break;
             };
-            let remote_by_key = remote_by_key.clone();
-            let conflict_policy = config.conflict;
-            tasks.spawn(async move {
-                let _permit = limit.acquire_owned().await;
-                let key = action.key().to_owned();
-                let seen = remote_by_key.get(&key).cloned();
-                (
-                    key.clone(),
-                    me.execute(&remote, action, seen, conflict_policy).await,
-                )
-            });
-        }
-        while let Some(joined) = tasks.join_next().await {
             done += 1;
             if let Some(p) = &progress {
                 p(SyncProgress { done, total });
