@@ -247,7 +247,11 @@ pub fn report_json(r: &SyncReport) -> serde_json::Value {
         "errors": r.errors.iter().map(|e| json!({"key": e.key, "cause": e.cause, "retryable": e.retryable})).collect::<Vec<_>>(),
         "parked": r.parked,
         "full": r.full,
-        "planned": r.planned.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>(),
+        "planned": r.planned.iter().map(|a| json!({
+            "action": a.verb(),
+            "key": a.key(),
+            "text": a.to_string(),
+        })).collect::<Vec<_>>(),
         "duration_ms": r.duration.as_millis() as u64,
         "timestamp": r.timestamp.map(rfc3339),
     })
@@ -322,7 +326,7 @@ fn print_summary(r: &SyncReport, dry_run: bool) {
             r.planned.len()
         );
         for a in &r.planned {
-            println!("  {a:?}");
+            println!("  {a}");
         }
         return;
     }
@@ -348,6 +352,13 @@ fn print_summary(r: &SyncReport, dry_run: bool) {
     }
     for e in &r.errors {
         eprintln!("  error: {}: {}", e.key, e.cause);
+    }
+    if r.parked > 0 {
+        println!(
+            "  {} key(s) not pushed: their last failure is parked (`ferry status` lists them; \
+             `ferry sync --retry` tries now)",
+            r.parked
+        );
     }
 }
 

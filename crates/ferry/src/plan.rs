@@ -233,6 +233,49 @@ impl Action {
     }
 }
 
+impl Action {
+    /// The action's name in a plan shown to people or scripts (`upload`,
+    /// `delete remotely`, `download`, `learn`, `delete locally`, `adopt`,
+    /// `refresh`, `forget`, `conflict`, `set state`).
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Action::Push { .. } => "upload",
+            Action::DeleteRemote { .. } => "delete remotely",
+            Action::Pull { .. } => "download",
+            Action::Learn { .. } => "learn",
+            Action::DeleteLocal { .. } => "delete locally",
+            Action::Adopt { .. } => "adopt",
+            Action::Refresh { .. } => "refresh",
+            Action::Forget { .. } => "forget",
+            Action::Conflict { .. } => "conflict",
+            Action::SetState { .. } => "set state",
+        }
+    }
+}
+
+/// A plan step in words: `upload notes/x`, `delete locally notes/y`,
+/// `conflict doc (changed on both sides)`.
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.verb(), self.key())?;
+        match self {
+            Action::Push {
+                cond: Precondition::IfMatch(_),
+                ..
+            } => f.write_str(" (replacing the remote version)"),
+            Action::Push {
+                cond: Precondition::IfAbsent,
+                ..
+            } => f.write_str(" (new on the remote)"),
+            Action::Conflict { reason, .. } => write!(f, " ({})", reason.describe()),
+            Action::SetState { state, .. } => write!(f, " ({state})"),
+            Action::Learn { .. } => f.write_str(" (known, downloaded when read)"),
+            Action::Adopt { .. } => f.write_str(" (same on both sides)"),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// How the local side differs from the base.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LocalSide {

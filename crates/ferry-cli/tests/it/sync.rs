@@ -489,3 +489,27 @@ fn metadata_only_change_syncs_through_the_cli() {
     assert_eq!(st["metadata"]["v"], "2", "{st}");
     assert_eq!(st["state"], "synced", "{st}");
 }
+
+/// `--dry-run` prints the plan in words, and `--json` as objects.
+#[test]
+fn dry_run_plan_in_words_and_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let url = format!("file://{}", root.join("remote").display());
+    ok(ferry(root, "a", &["init", "--remote", &url], None));
+    ok(ferry(root, "a", &["put", "notes/x"], Some(b"x")));
+    let out = stdout(&ok(ferry(root, "a", &["sync", "--dry-run"], None)));
+    assert!(
+        out.contains("  upload notes/x (new on the remote)"),
+        "{out}"
+    );
+    assert!(!out.contains("Push {"), "{out}");
+    let plan = json(&ok(ferry(
+        root,
+        "a",
+        &["sync", "--dry-run", "--json"],
+        None,
+    )));
+    assert_eq!(plan["planned"][0]["action"], "upload", "{plan}");
+    assert_eq!(plan["planned"][0]["key"], "notes/x", "{plan}");
+}
