@@ -674,6 +674,13 @@ async fn leak_scan(backend: &dyn Backend, remote_root: &Path) {
         "the markers really were written"
     );
 
+    // The change journal names the keys: its records are scanned too.
+    assert!(
+        crate::files_under(remote_root)
+            .iter()
+            .any(|p| p.to_string_lossy().contains("journal")),
+        "the journal was written"
+    );
     for marker in [&content, &name, &meta, &tag] {
         let found = files_containing(remote_root, marker.as_bytes());
         assert!(
