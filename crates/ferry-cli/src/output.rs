@@ -56,5 +56,21 @@ pub fn byte_bar(total: u64, quiet: bool) -> indicatif::ProgressBar {
     bar
 }
 
+/// A progress line for a transfer whose size is not known in advance
+/// (a streamed folder walk): bytes so far and the rate.
+pub fn count_bar(quiet: bool) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar =
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{spinner} {msg}, {bytes} {binary_bytes_per_sec}")
+    {
+        bar.set_style(style);
+    }
+    bar
+}
+
 /// Transfers at least this large get a progress bar of their own.
 pub const LARGE_TRANSFER: u64 = 16 << 20;

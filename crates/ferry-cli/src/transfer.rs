@@ -2,11 +2,9 @@
 //! prefixes out of it, and objects within it.
 
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::Context;
 use ferry::{Body, Bucket, PutOptions};
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::args::{CpArgs, Global};
@@ -133,9 +131,23 @@ async fn import(
             src.display()
         )));
     }
+    // The walk streams into at most PARALLEL puts in flight: memory stays
+    // bounded whatever the tree's size (no list of every file first).
     let mut failures = Failures::default();
-    let mut files = Vec::new();
-    let mut total_bytes = 0;
+    let bar = crate::output::count_bar(quiet);
+    let mut tasks = JoinSet::new();
+    let mut total = 0usize;
+    let mut done = 0usize;
+    let mut finish = |joined: Result<(PathBuf, Result<(), String>), tokio::task::JoinError>,
+                      failures: &mut Failures| {
+        match joined {
+            Ok((_, Ok(()))) => {}
+            Ok((path, Err(e))) => failures.add(&path.display().to_string(), e),
+            Err(e) => failures.add("copy task", e),
+        }
+        done += 1;
+        bar.set_message(format!("{done} files"));
+    };
     for entry in walkdir::WalkDir::new(src)
         .follow_links(true)
         .sort_by_file_name()
@@ -165,19 +177,17 @@ async fn import(
             );
             continue;
         }
-        total_bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
-        files.push((entry.path().to_owned(), join_key(prefix, &parts.join("/"))));
-    }
-    let bar = byte_bar(total_bytes, quiet);
-    let total = files.len();
-    let limit = Arc::new(Semaphore::new(PARALLEL));
-    let mut tasks = JoinSet::new();
-    for (path, key) in files {
+        let path = entry.path().to_owned();
+        let key = join_key(prefix, &parts.join("/"));
+        total += 1;
+        while tasks.len() >= PARALLEL {
+            if let Some(joined) = tasks.join_next().await {
+                finish(joined, &mut failures);
+            }
+        }
         let bucket = bucket.clone();
-        let limit = limit.clone();
         let bar = bar.clone();
         tasks.spawn(async move {
-            let _permit = limit.acquire_owned().await;
             let result = async {
                 let file = tokio::fs::File::open(&path)
                     .await
@@ -186,21 +196,15 @@ async fn import(
                 bucket
                     .put(&key, body, PutOptions::default())
                     .await
+                    .map(|_| ())
                     .map_err(|e| e.to_string())
             }
             .await;
             (path, result)
         });
     }
-    let mut done = 0;
     while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok((_, Ok(_))) => {}
-            Ok((path, Err(e))) => failures.add(&path.display().to_string(), e),
-            Err(e) => failures.add("copy task", e),
-        }
-        done += 1;
-        bar.set_message(format!("{done}/{total} files"));
+        finish(joined, &mut failures);
     }
     bar.finish_and_clear();
     if !quiet {
