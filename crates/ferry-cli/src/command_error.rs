@@ -54,6 +54,10 @@ fn classify(err: &ferry::Error) -> (u8, Option<String>) {
             Some("the local copy is damaged; nothing wrong was returned. Restore it by writing the object again".into()),
         ),
         E::UnsupportedSchema { .. } => (1, Some("upgrade ferry to open this bucket".into())),
+        E::Remote(e) if e.kind == ferry::remote::RemoteErrorKind::Unreachable => (
+            1,
+            Some("the remote could not be reached or did not answer in time (limits: connect_timeout_secs and io_timeout_secs in ferry.toml's [sync]); check the endpoint and the network; nothing was changed locally".into()),
+        ),
         E::Remote(_) => (
             1,
             Some("check the remote URL, endpoint and credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, or ferry.toml); nothing was changed locally".into()),

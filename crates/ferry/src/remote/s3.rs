@@ -466,7 +466,7 @@ impl S3Remote {
         }
         let out = put
             .customize()
-            .config_override(self.upload_timeouts(PART))
+            .config_override(self.upload_timeouts(size))
             .send()
             .await
             .map_err(|e| self.sdk_err(e, &what))?;
