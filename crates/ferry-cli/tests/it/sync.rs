@@ -513,3 +513,54 @@ fn dry_run_plan_in_words_and_json() {
     assert_eq!(plan["planned"][0]["action"], "upload", "{plan}");
     assert_eq!(plan["planned"][0]["key"], "notes/x", "{plan}");
 }
+
+/// An endpoint that accepts connections and never answers: `init` ends
+/// with a clear error naming the endpoint after the no-progress time limit
+/// (here 1 s from `ferry.toml`), creates nothing, never hangs.
+#[test]
+fn silent_endpoint_at_init_times_out_with_a_clear_error() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    std::fs::create_dir_all(root.join("a")).unwrap();
+    std::fs::write(
+        root.join("a/ferry.toml"),
+        "[sync]\nio_timeout_secs = 1\nconnect_timeout_secs = 1\n",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let endpoint = format!("http://{addr}");
+    let out = ferry(
+        root,
+        "a",
+        &[
+            "init",
+            "--remote",
+            "s3://b/p",
+            "--endpoint",
+            &endpoint,
+            "--path-style",
+        ],
+        None,
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&addr.to_string()), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("did not answer in time"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!root.join("a/index.db").exists(), "nothing created");
+}
