@@ -345,9 +345,13 @@ pub struct RmArgs {
     /// Keys to delete (prefixes with `--recursive`).
     #[arg(required = true)]
     pub keys: Vec<String>,
-    /// Delete every object under each prefix.
+    /// Delete every object under each folder (`photos` means `photos/`).
     #[arg(long, short)]
     pub recursive: bool,
+    /// With --recursive: match keys starting with the argument as a plain
+    /// string (`photos` also matches `photos2/x` and `photos-old.txt`).
+    #[arg(long, requires = "recursive")]
+    pub prefix: bool,
     /// Do not fail on keys that do not exist.
     #[arg(long, short)]
     pub force: bool,
@@ -355,9 +359,13 @@ pub struct RmArgs {
 
 #[derive(Debug, Args)]
 pub struct CpArgs {
-    /// Copy folders (and prefixes) recursively.
+    /// Copy folders recursively (`ferry:photos` means `ferry:photos/`).
     #[arg(long, short)]
     pub recursive: bool,
+    /// With --recursive from the bucket: match keys starting with the
+    /// source as a plain string prefix instead of a folder.
+    #[arg(long, requires = "recursive")]
+    pub prefix: bool,
     /// Source: a local path, or `ferry:KEY` / `ferry:PREFIX`.
     pub source: String,
     /// Destination: a local path, or `ferry:KEY` / `ferry:PREFIX` (a bare

@@ -363,7 +363,7 @@ pub async fn rm(global: &Global, args: RmArgs) -> Result<(), CommandError> {
     let mut removed = 0usize;
     for key in &args.keys {
         if args.recursive {
-            for meta in bucket.list_all(key).await? {
+            for meta in bucket.list_all(&folder(key, args.prefix)).await? {
                 if bucket.delete(&meta.key).await? {
                     removed += 1;
                 }
@@ -394,5 +394,15 @@ pub async fn rm(global: &Global, args: RmArgs) -> Result<(), CommandError> {
             ),
             "`ferry ls` lists the keys this bucket holds; --force ignores missing keys",
         ))
+    }
+}
+
+/// What a recursive argument names: the folder `arg/` (as `aws s3
+/// --recursive` and rclone read it), or with `plain` the string prefix.
+pub fn folder(arg: &str, plain: bool) -> String {
+    if plain || arg.is_empty() || arg.ends_with('/') {
+        arg.to_owned()
+    } else {
+        format!("{arg}/")
     }
 }

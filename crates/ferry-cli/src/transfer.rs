@@ -46,6 +46,14 @@ pub async fn cp(global: &Global, args: CpArgs) -> Result<(), CommandError> {
         (_, d) => d,
     };
     let bucket = locate::open(global).await?;
+    // A recursive source in the bucket names a folder (`photos` is
+    // `photos/`), unless --prefix asks for a plain string prefix.
+    let source = match source {
+        Place::Bucket(from) if args.recursive => {
+            Place::Bucket(crate::objects::folder(&from, args.prefix))
+        }
+        other => other,
+    };
     if let Place::Bucket(from) = &source {
         // Content that is only on the remote (evicted, lazy) is fetched.
         let keys: Vec<String> = if args.recursive {

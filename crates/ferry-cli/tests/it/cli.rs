@@ -317,3 +317,38 @@ fn corrupt_objects_fail_get_and_leave_no_output_file() {
     assert!(!s.path().join("restored").exists());
     assert!(!s.path().join("restored.ferry-part").exists());
 }
+
+/// A recursive argument without a trailing `/` names the folder: with
+/// `photos/x.jpg`, `photos2/y.jpg` and `photos-old.txt`, `cp -r
+/// ferry:photos out` exports only `photos/`, and `rm -r photos` deletes
+/// only `photos/...`; `--prefix` asks for the plain string match.
+#[test]
+fn recursive_arguments_are_folders_not_string_prefixes() {
+    let s = Scratch::new();
+    for k in [
+        "photos/x.jpg",
+        "photos2/y.jpg",
+        "photos-old.txt",
+        "photosX/a",
+    ] {
+        let out = s.ferry_stdin(&["put", k], k.as_bytes());
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let out_dir = s.path().join("out");
+    let out = s.ferry(&["cp", "-r", "ferry:photos", out_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut got: Vec<String> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    got.sort();
+    assert_eq!(got, ["x.jpg"]);
+    let out = s.ferry(&["rm", "-r", "photos"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ls = stdout(&s.ferry(&["ls"]));
+    let keys: Vec<&str> = ls.lines().collect();
+    assert_eq!(keys, ["photos-old.txt", "photos2/y.jpg", "photosX/a"]);
+    let out = s.ferry(&["rm", "-r", "--prefix", "photos"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&s.ferry(&["ls"])), "");
+}
