@@ -147,12 +147,12 @@ pub async fn cache(global: &Global, args: CacheArgs) -> Result<(), CommandError>
         CacheCommand::Usage => {
             let u = bucket.cache_usage().await?;
             if args.json {
-                println!(
+                out!(
                     "{}",
                     json!({"used": u.used, "limit": u.limit, "percent": u.percent})
                 );
             } else {
-                println!(
+                out!(
                     "{} of {} used ({:.1}%)",
                     human_size(u.used),
                     human_size(u.limit),
@@ -164,9 +164,9 @@ pub async fn cache(global: &Global, args: CacheArgs) -> Result<(), CommandError>
             let want = parse_size(&size)?;
             let freed = bucket.evict(want).await?;
             if args.json {
-                println!("{}", json!({"requested": want, "freed": freed}));
+                out!("{}", json!({"requested": want, "freed": freed}));
             } else {
-                println!(
+                out!(
                     "freed {} of the {} asked for",
                     human_size(freed),
                     human_size(want)

@@ -4,6 +4,17 @@
 //! progress bars, output formats, and mapping library errors to messages,
 //! hints and exit codes (`command_error`).
 
+/// Writes a line to stdout. A closed pipe (`ferry status | head -1`) is an
+/// `io::Error` that ends the command quietly with exit 0 (see
+/// `command_error`), never a panic.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+            .map_err(|e| $crate::command_error::CommandError::from(anyhow::Error::new(e)))?
+    }};
+}
+
 mod args;
 mod command_error;
 mod config;

@@ -61,11 +61,11 @@ pub async fn init(global: &Global, args: InitArgs) -> Result<(), CommandError> {
             "a"
         };
         match &args.remote {
-            Some(url) => println!(
+            Some(url) => out!(
                 "Created {kind} ferry bucket in {} syncing with {url}",
                 shown.display()
             ),
-            None => println!("Created {kind} empty ferry bucket in {}", shown.display()),
+            None => out!("Created {kind} empty ferry bucket in {}", shown.display()),
         }
     }
     Ok(())

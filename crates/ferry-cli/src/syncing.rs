@@ -182,20 +182,20 @@ pub async fn remote(global: &Global, args: RemoteArgs) -> Result<(), CommandErro
         RemoteCommand::Show { json } => {
             let spec = bucket.remote_spec()?;
             if json {
-                println!(
+                out!(
                     "{}",
                     serde_json::to_string_pretty(&spec).context("encoding JSON")?
                 );
             } else if let Some(s) = spec {
-                println!("url:        {}", s.url);
-                println!(
+                out!("url:        {}", s.url);
+                out!(
                     "endpoint:   {}",
                     s.endpoint.as_deref().unwrap_or("(default)")
                 );
-                println!("region:     {}", s.region.as_deref().unwrap_or("(default)"));
-                println!("path style: {}", s.path_style);
+                out!("region:     {}", s.region.as_deref().unwrap_or("(default)"));
+                out!("path style: {}", s.path_style);
             } else {
-                println!("no remote (set one with `ferry remote set URL`)");
+                out!("no remote (set one with `ferry remote set URL`)");
             }
         }
         RemoteCommand::Set {
@@ -295,12 +295,12 @@ pub async fn sync(global: &Global, args: SyncArgs, mode: SyncMode) -> Result<(),
     bar.finish_and_clear();
     let report = report?;
     if args.json {
-        println!(
+        out!(
             "{}",
             serde_json::to_string_pretty(&report_json(&report)).context("encoding JSON")?
         );
     } else if !global.quiet || !report.errors.is_empty() || !report.conflicts.is_empty() {
-        print_summary(&report, args.dry_run);
+        print_summary(&report, args.dry_run)?;
     }
     if report.errors.is_empty() {
         Ok(())
@@ -319,18 +319,18 @@ pub async fn sync(global: &Global, args: SyncArgs, mode: SyncMode) -> Result<(),
     }
 }
 
-fn print_summary(r: &SyncReport, dry_run: bool) {
+fn print_summary(r: &SyncReport, dry_run: bool) -> Result<(), CommandError> {
     if dry_run {
-        println!(
+        out!(
             "dry run: {} action(s) planned, nothing changed",
             r.planned.len()
         );
         for a in &r.planned {
-            println!("  {a}");
+            out!("  {a}");
         }
-        return;
+        return Ok(());
     }
-    println!(
+    out!(
         "pushed {}, pulled {}, deleted {} remote and {} local, {} conflict(s), {} error(s) in {:.1}s",
         r.pushed,
         r.pulled,
@@ -341,25 +341,26 @@ fn print_summary(r: &SyncReport, dry_run: bool) {
         r.duration.as_secs_f64()
     );
     for c in &r.conflicts {
-        println!(
+        out!(
             "  conflict: {} ({})",
             c.key,
             c.reason.map(|x| x.describe()).unwrap_or("unknown")
         );
     }
     if !r.conflicts.is_empty() {
-        println!("  settle each with `ferry resolve KEY keep-local|keep-remote|keep-both`");
+        out!("  settle each with `ferry resolve KEY keep-local|keep-remote|keep-both`");
     }
     for e in &r.errors {
         eprintln!("  error: {}: {}", e.key, e.cause);
     }
     if r.parked > 0 {
-        println!(
+        out!(
             "  {} key(s) not pushed: their last failure is parked (`ferry status` lists them; \
              `ferry sync --retry` tries now)",
             r.parked
         );
     }
+    Ok(())
 }
 
 pub async fn status(global: &Global, args: StatusArgs) -> Result<(), CommandError> {
@@ -373,16 +374,16 @@ pub async fn status(global: &Global, args: StatusArgs) -> Result<(), CommandErro
             "leader": s.leader, "leader_pid": s.leader_pid,
             "encrypted": s.encrypted, "locked": s.locked,
         });
-        println!(
+        out!(
             "{}",
             serde_json::to_string_pretty(&v).context("encoding JSON")?
         );
     } else {
-        println!(
+        out!(
             "remote:         {}",
             s.remote.as_deref().unwrap_or("(none)")
         );
-        println!(
+        out!(
             "encryption:     {}",
             match (s.encrypted, s.locked) {
                 (false, _) => "none",
@@ -390,21 +391,21 @@ pub async fn status(global: &Global, args: StatusArgs) -> Result<(), CommandErro
                 (true, false) => "end to end (unlocked)",
             }
         );
-        println!("objects:        {}", s.total);
-        println!("synced:         {}", s.synced);
-        println!("dirty:          {}", s.dirty);
-        println!("stale:          {}", s.stale);
-        println!("conflicts:      {}", s.conflicts);
-        println!("pending delete: {}", s.pending_delete);
-        println!("orphan:         {}", s.orphan);
-        println!("failed pushes:  {}", s.failed);
-        println!("cache size:     {}", human_size(s.cache_size));
+        out!("objects:        {}", s.total);
+        out!("synced:         {}", s.synced);
+        out!("dirty:          {}", s.dirty);
+        out!("stale:          {}", s.stale);
+        out!("conflicts:      {}", s.conflicts);
+        out!("pending delete: {}", s.pending_delete);
+        out!("orphan:         {}", s.orphan);
+        out!("failed pushes:  {}", s.failed);
+        out!("cache size:     {}", human_size(s.cache_size));
         match s.leader_pid {
-            Some(pid) => println!("sync engine:    run by process {pid}"),
-            None => println!("sync engine:    not running (start one with `ferry watch`)"),
+            Some(pid) => out!("sync engine:    run by process {pid}"),
+            None => out!("sync engine:    not running (start one with `ferry watch`)"),
         }
         for f in bucket.failures().await? {
-            println!("  failed: {}: {}", f.key, f.cause);
+            out!("  failed: {}: {}", f.key, f.cause);
         }
     }
     Ok(())
@@ -418,13 +419,13 @@ pub async fn conflicts(global: &Global, args: ConflictsArgs) -> Result<(), Comma
             .iter()
             .map(|c| json!({"key": c.key, "reason": c.reason.map(|x| x.describe()), "deleted_locally": c.deleted_locally, "remote_etag": c.remote_etag}))
             .collect();
-        println!(
+        out!(
             "{}",
             serde_json::to_string_pretty(&v).context("encoding JSON")?
         );
     } else {
         for c in &list {
-            println!(
+            out!(
                 "{}\t{}",
                 c.key,
                 c.reason.map(|x| x.describe()).unwrap_or("conflict")
@@ -465,7 +466,7 @@ pub async fn scope(global: &Global, args: ScopeArgs) -> Result<(), CommandError>
         ScopeCommand::Ls => {
             let bucket = locate::open_locked(global).await?;
             for s in bucket.scopes()? {
-                println!("{}", if s.is_empty() { "(everything)" } else { &s });
+                out!("{}", if s.is_empty() { "(everything)" } else { &s });
             }
         }
         ScopeCommand::Add { prefix } => {

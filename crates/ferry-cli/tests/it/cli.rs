@@ -352,3 +352,37 @@ fn recursive_arguments_are_folders_not_string_prefixes() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&s.ferry(&["ls"])), "");
 }
+
+/// Every command that prints exits quietly (0, no panic) when its output
+/// pipe is closed.
+#[test]
+fn closed_output_pipe_is_a_quiet_exit() {
+    let s = Scratch::new();
+    assert!(s.ferry_stdin(&["put", "k"], b"v").status.success());
+    for args in [
+        &["status"][..],
+        &["remote", "show"],
+        &["cache"],
+        &["scope", "ls"],
+        &["ls"],
+        &["stat", "k"],
+        &["conflicts"],
+        &["cat", "k"],
+    ] {
+        let mut child = s
+            .cmd()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert!(
+            !stderr(&out).contains("panicked"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+}
