@@ -53,7 +53,7 @@ pub use key::{validate_key, validate_key_bytes, KeyError, KeyRule, MAX_KEY_LEN, 
 pub use list::{ListOptions, ListPage};
 pub use metadata::{
     content_type_for, normalize_metadata, Metadata, MetadataError, DEFAULT_CONTENT_TYPE,
-    MAX_METADATA_BYTES,
+    MAX_METADATA_BYTES, RESERVED_METADATA_PREFIX, STORE_METADATA_BYTES,
 };
 pub use state::{ParseStateError, SyncState};
 pub use sync::{

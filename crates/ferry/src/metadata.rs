@@ -3,15 +3,26 @@
 //! User metadata follows S3's rules so that it can travel as the store's own
 //! headers later: names are ASCII header tokens (stored lowercase, as S3
 //! does), values hold no control characters, and names plus values total at
-//! most 2 KiB.
+//! most 1,792 bytes (2 KiB less room for ferry's own entries), and no
+//! name starts with `ferry-`.
 
 use std::collections::BTreeMap;
 
 /// User metadata: lowercase ASCII names to string values, in name order.
 pub type Metadata = BTreeMap<String, String>;
 
-/// S3's limit on the total size of user metadata (names plus values, bytes).
-pub const MAX_METADATA_BYTES: usize = 2048;
+/// What user metadata may total (names plus values, bytes): S3's 2 KiB
+/// ([`STORE_METADATA_BYTES`]) less the room ferry's own entries need on
+/// the store (`ferry-hash`, `ferry-mtime`, `ferry-device`, `ferry-base`:
+/// about 190 bytes), so a user at the limit is never refused by a strict
+/// store at push time.
+pub const MAX_METADATA_BYTES: usize = STORE_METADATA_BYTES - 256;
+
+/// S3's limit on the total size of an object's user metadata.
+pub const STORE_METADATA_BYTES: usize = 2048;
+
+/// Metadata names starting with this are ferry's own (`ferry-hash`, ...).
+pub const RESERVED_METADATA_PREFIX: &str = "ferry-";
 
 /// The content type used when none is given and the extension says nothing.
 pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
@@ -51,6 +62,13 @@ pub enum MetadataError {
         /// Total bytes of names and values.
         size: usize,
     },
+    /// The name is one of ferry's own (`ferry-*`): it would never reach
+    /// another device as the user's.
+    #[error("invalid metadata name {name:?}: names starting with `ferry-` are reserved for ferry's own entries")]
+    Reserved {
+        /// The rejected name.
+        name: String,
+    },
     /// The content type is empty or holds control characters.
     #[error(
         "invalid content type {value:?}: it must be non-empty printable text like `text/plain`"
@@ -79,6 +97,9 @@ pub fn normalize_metadata(metadata: &Metadata) -> Result<Metadata, MetadataError
             return Err(MetadataError::BadValue { name: name.clone() });
         }
         let lower = name.to_ascii_lowercase();
+        if lower.starts_with(RESERVED_METADATA_PREFIX) {
+            return Err(MetadataError::Reserved { name: name.clone() });
+        }
         size += lower.len() + value.len();
         if out.insert(lower.clone(), value.clone()).is_some() {
             return Err(MetadataError::DuplicateName { name: lower });

@@ -386,3 +386,14 @@ fn closed_output_pipe_is_a_quiet_exit() {
         );
     }
 }
+
+/// `put --meta ferry-hash=...` is refused with exit 2: ferry's own names
+/// would silently go missing on the other device.
+#[test]
+fn reserved_metadata_names_are_refused_at_put() {
+    let s = Scratch::new();
+    let out = s.ferry_stdin(&["put", "k", "--meta", "ferry-hash=abc"], b"v");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("reserved"), "{}", stderr(&out));
+    assert_eq!(stdout(&s.ferry(&["ls"])), "");
+}

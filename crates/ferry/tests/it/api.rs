@@ -274,39 +274,47 @@ async fn metadata_rules_are_enforced_with_messages() {
         "control",
     )
     .await;
-    // Names and values together: 1 + 2048 = 2049 bytes.
+    // Names and values together: 1 + 1792 = 1793 bytes.
     let big = "v".repeat(MAX_METADATA_BYTES);
     metadata_rejected(
         &bucket,
         &[("a", &big)],
-        |e| matches!(e, MetadataError::TooLarge { size: 2049 }),
-        "2048",
+        |e| matches!(e, MetadataError::TooLarge { size: 1793 }),
+        "1792",
     )
     .await;
-    // Spread over several entries, multibyte values counted in bytes: 3 * (2 + 342*2) = 2058.
-    let wide = "é".repeat(342);
+    // Spread over several entries, multibyte values counted in bytes: 3 * (2 + 300*2) = 1806.
+    let wide = "é".repeat(300);
     metadata_rejected(
         &bucket,
         &[("k1", &wide), ("k2", &wide), ("k3", &wide)],
-        |e| matches!(e, MetadataError::TooLarge { size: 2058 }),
+        |e| matches!(e, MetadataError::TooLarge { size: 1806 }),
         "too large",
+    )
+    .await;
+    // ferry's own names are reserved, in any case.
+    metadata_rejected(
+        &bucket,
+        &[("Ferry-Hash", "0")],
+        |e| matches!(e, MetadataError::Reserved { .. }),
+        "reserved",
     )
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metadata_of_exactly_2048_bytes_is_accepted() {
+async fn metadata_of_exactly_the_limit_is_accepted() {
     let (_tmp, bucket) = new_bucket().await;
-    assert_eq!(MAX_METADATA_BYTES, 2048);
-    let value = "v".repeat(2048 - 4);
+    assert_eq!(MAX_METADATA_BYTES, 1792);
+    let value = "v".repeat(1792 - 4);
     let put = bucket
         .put("k", "x", with_metadata(&[("Name", &value)]))
         .await
         .unwrap();
     assert_eq!(put.metadata, meta_of(&[("name", &value)]));
-    // Two entries summing to 2048.
+    // Two entries summing to 1792.
     let a = "a".repeat(1000);
-    let b = "b".repeat(1046);
+    let b = "b".repeat(790);
     let put = bucket
         .put("k2", "x", with_metadata(&[("x", &a), ("y", &b)]))
         .await
