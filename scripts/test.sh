@@ -5,6 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STARTED=$(date +%s)
+# `--heavy`: the heavy tier only (scale runs, release build), after the
+# same setup; run it before resolving work on storage, streaming, crypto
+# or sync.
+HEAVY=0
+if [ "${1:-}" = "--heavy" ]; then HEAVY=1; fi
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
@@ -26,6 +31,12 @@ done
 curl -sf -X PUT "http://127.0.0.1:$PORT/ferry-test" > /dev/null
 export FERRY_TEST_MOTO_ENDPOINT="http://127.0.0.1:$PORT"
 export FERRY_TEST_PYTHON="$PWD/$VENV/bin/python"
+
+if [ "$HEAVY" = 1 ]; then
+    cargo test -p ferry --release --locked --features heavy --test heavy -- --nocapture
+    echo "heavy tier: $(( $(date +%s) - STARTED )) s"
+    exit 0
+fi
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -1,0 +1,100 @@
+//! The heavy tier: runs too large for the default suite (`./scripts/test.sh
+//! --heavy` runs it, in release mode). Each test asserts behaviour at scale,
+//! never a time (speed and memory are the benchmark's).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::sync::Arc;
+
+use ferry::remote::memory::MemoryRemote;
+use ferry::{Bucket, BucketConfig, PutOptions, SyncConfig, SyncOptions};
+
+/// Objects of the scale run (override with `FERRY_HEAVY_OBJECTS`).
+fn objects() -> usize {
+    std::env::var("FERRY_HEAVY_OBJECTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000)
+}
+
+async fn replica(store: &MemoryRemote) -> (tempfile::TempDir, Bucket) {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Bucket::create(dir.path().join(".ferry"), BucketConfig::default())
+        .await
+        .unwrap();
+    b.set_sync_config(SyncConfig {
+        push_concurrency: 64,
+        ..SyncConfig::default()
+    })
+    .await
+    .unwrap();
+    b.attach(Arc::new(store.clone())).await.unwrap();
+    (dir, b)
+}
+
+/// N objects pushed by one replica arrive whole at a second; then an idle
+/// sync of either is one request (the journal's LIST) at this size, and one
+/// change among N costs a handful of requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journal_keeps_idle_syncs_at_one_request_at_scale() {
+    let n = objects();
+    let store = MemoryRemote::new();
+    let (_a_dir, a) = replica(&store).await;
+    let (_c_dir, c) = replica(&store).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..8 {
+        let a = a.clone();
+        tasks.spawn(async move {
+            for i in (w..n).step_by(8) {
+                a.put(
+                    &format!("o/{i:07}"),
+                    vec![(i % 251) as u8; 64],
+                    PutOptions::default(),
+                )
+                .await
+                .unwrap();
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    let r = a.sync(SyncOptions::default()).await.unwrap();
+    assert_eq!(
+        r.pushed as usize,
+        n,
+        "{:?}",
+        &r.errors[..r.errors.len().min(3)]
+    );
+    let r = c.sync(SyncOptions::default()).await.unwrap();
+    assert_eq!(r.pulled as usize, n);
+    for b in [&a, &c] {
+        let before = store.request_count();
+        let r = b.sync(SyncOptions::default()).await.unwrap();
+        assert!(!r.full && r.pushed + r.pulled == 0, "{r:?}");
+        assert!(
+            store.request_count() - before <= 2,
+            "idle sync at {n} objects"
+        );
+    }
+    let before = store.request_count();
+    let r = c.sync(SyncOptions::default()).await.unwrap();
+    assert_eq!(store.request_count() - before, 1, "idle: one LIST");
+    assert!(!r.full);
+    a.put("o/0000042", b"changed".to_vec(), PutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(a.sync(SyncOptions::default()).await.unwrap().pushed, 1);
+    let before = store.request_count();
+    let r = c.sync(SyncOptions::default()).await.unwrap();
+    assert_eq!(r.pulled, 1);
+    assert!(store.request_count() - before <= 4, "one change among {n}");
+    let full = c
+        .sync(SyncOptions {
+            full: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(full.full && full.pushed + full.pulled == 0, "{full:?}");
+    assert_eq!(c.status().await.unwrap().synced as usize, n);
+}
