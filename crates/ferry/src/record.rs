@@ -79,12 +79,9 @@ pub(crate) enum SyncRecord {
     Journaled {
         entries: Vec<(String, Option<String>)>,
     },
-    /// The agreed version `etag` was listed at `modified_ms`.
-    Refreshed {
-        key: String,
-        etag: String,
-        modified_ms: i64,
-    },
+    /// Each (key, etag, modified_ms): the agreed version `etag` was listed
+    /// at `modified_ms`.
+    Refreshed { batch: Vec<(String, String, i64)> },
     /// Drop a tombstone.
     Forgot { key: String },
     /// Flag a conflict.
@@ -339,16 +336,14 @@ pub(crate) fn apply(
             }
             Ok(true)
         }
-        SyncRecord::Refreshed {
-            key,
-            etag,
-            modified_ms,
-        } => {
-            let n = conn
-                .prepare_cached(
-                    "UPDATE objects SET base_modified_ms = ?3 WHERE key = ?1 AND base_etag = ?2",
-                )?
-                .execute(params![key, etag, modified_ms])?;
+        SyncRecord::Refreshed { batch } => {
+            let mut stmt = conn.prepare_cached(
+                "UPDATE objects SET base_modified_ms = ?3 WHERE key = ?1 AND base_etag = ?2",
+            )?;
+            let mut n = 0;
+            for (key, etag, modified_ms) in &batch {
+                n += stmt.execute(params![key, etag, modified_ms])?;
+            }
             Ok(n > 0)
         }
         SyncRecord::Forgot { key } => {

@@ -1176,7 +1176,30 @@ impl Bucket {
             self.check_deletes(&actions, self.synced_count(&scopes)?, limit)?;
         }
 
-        // 4. Execute, pushes and pulls each with their own concurrency limit.
+        // 4. Bookkeeping first, in batches: the listing times of agreed
+        // versions (after a large push, every key once).
+        let (refreshes, actions): (Vec<Action>, Vec<Action>) = actions
+            .into_iter()
+            .partition(|a| matches!(a, Action::Refresh { .. }));
+        let refreshes: Vec<(String, String, i64)> = refreshes
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Refresh {
+                    key,
+                    etag,
+                    modified_ms,
+                } => Some((key, etag, modified_ms)),
+                _ => None,
+            })
+            .collect();
+        for batch in refreshes.chunks(10_000) {
+            self.record(SyncRecord::Refreshed {
+                batch: batch.to_vec(),
+            })
+            .await?;
+        }
+
+        // 5. Execute, pushes and pulls each with their own concurrency limit.
         let pushing: Vec<String> = actions
             .iter()
             .filter(|a| a.is_push_side())
@@ -1258,7 +1281,7 @@ impl Bucket {
                 }),
             }
         }
-        // 5. Tell the other replicas what changed, and remember how far the
+        // 6. Tell the other replicas what changed, and remember how far the
         // journal was read.
         let mut pos = if full { newest_record } else { read_to };
         match self
@@ -1762,9 +1785,7 @@ impl Bucket {
                 modified_ms,
             } => {
                 self.record(SyncRecord::Refreshed {
-                    key,
-                    etag,
-                    modified_ms,
+                    batch: vec![(key, etag, modified_ms)],
                 })
                 .await?;
                 Ok(Done::Nothing)

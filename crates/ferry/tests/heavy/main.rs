@@ -88,13 +88,22 @@ async fn journal_keeps_idle_syncs_at_one_request_at_scale() {
     let r = c.sync(SyncOptions::default()).await.unwrap();
     assert_eq!(r.pulled, 1);
     assert!(store.request_count() - before <= 4, "one change among {n}");
-    let full = c
-        .sync(SyncOptions {
-            full: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert!(full.full && full.pushed + full.pulled == 0, "{full:?}");
-    assert_eq!(c.status().await.unwrap().synced as usize, n);
+    // Full reconciles find nothing to move (the pusher's also records
+    // every key's listing time once, in batches).
+    for b in [&a, &c] {
+        let started = std::time::Instant::now();
+        let full = b
+            .sync(SyncOptions {
+                full: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        eprintln!(
+            "full reconcile of {n} objects: {:?} (not asserted)",
+            started.elapsed()
+        );
+        assert!(full.full && full.pushed + full.pulled == 0, "{full:?}");
+        assert_eq!(b.status().await.unwrap().synced as usize, n);
+    }
 }
