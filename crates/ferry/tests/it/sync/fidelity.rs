@@ -236,7 +236,10 @@ pub async fn two_metadata_changes_are_a_conflict(be: &dyn Backend) {
 /// A push lands but its answer is lost every time (max_retries 0), then
 /// the key is deleted offline: the next sync deletes the remote copy
 /// (recognisably ours by `ferry-device`), nothing comes back.
-pub async fn unrecorded_push_then_offline_delete_stays_deleted(be: &dyn Backend) {
+/// A replica whose push of `key` lands on the store while every answer is
+/// lost (no retries): the write is on the remote, unrecorded here. The
+/// returned replica is attached to the plain remote again.
+async fn unrecorded_push(be: &dyn Backend, key: &str, data: &[u8]) -> super::Replica {
     let a = replica_with(
         be,
         SyncConfig {
@@ -251,18 +254,19 @@ pub async fn unrecorded_push_then_offline_delete_stays_deleted(be: &dyn Backend)
     });
     a.bucket.attach(lossy).await.unwrap();
     a.bucket
-        .put(
-            "gone",
-            b"pushed, never recorded".to_vec(),
-            PutOptions::default(),
-        )
+        .put(key, data.to_vec(), PutOptions::default())
         .await
         .unwrap();
     let r = sync(&a.bucket).await;
     assert_eq!(r.errors.len(), 1, "{r:?}");
-    assert_eq!(be.foreign_keys().await, ["gone"]);
-    assert!(a.bucket.delete("gone").await.unwrap());
+    assert_eq!(be.foreign_keys().await, [key]);
     a.bucket.attach(be.remote()).await.unwrap();
+    a
+}
+
+pub async fn unrecorded_push_then_offline_delete_stays_deleted(be: &dyn Backend) {
+    let a = unrecorded_push(be, "gone", b"pushed, never recorded").await;
+    assert!(a.bucket.delete("gone").await.unwrap());
     let r = sync(&a.bucket).await;
     assert!(r.errors.is_empty() && r.conflicts.is_empty(), "{r:?}");
     assert_eq!((r.deleted_remote, r.pulled), (1, 0), "{r:?}");
@@ -275,29 +279,11 @@ pub async fn unrecorded_push_then_offline_delete_stays_deleted(be: &dyn Backend)
 /// Same setup with a local edit instead of a delete: no conflict, the
 /// edit is pushed over our own unrecorded version.
 pub async fn unrecorded_push_then_offline_edit_is_pushed(be: &dyn Backend) {
-    let a = replica_with(
-        be,
-        SyncConfig {
-            max_retries: 0,
-            ..Default::default()
-        },
-    )
-    .await;
-    let lossy = Arc::new(LoseAnswer {
-        inner: be.remote(),
-        armed: AtomicBool::new(true),
-    });
-    a.bucket.attach(lossy).await.unwrap();
-    a.bucket
-        .put("doc", b"first".to_vec(), PutOptions::default())
-        .await
-        .unwrap();
-    assert_eq!(sync(&a.bucket).await.errors.len(), 1);
+    let a = unrecorded_push(be, "doc", b"first").await;
     a.bucket
         .put("doc", b"edited offline".to_vec(), PutOptions::default())
         .await
         .unwrap();
-    a.bucket.attach(be.remote()).await.unwrap();
     let r = sync(&a.bucket).await;
     assert!(r.errors.is_empty() && r.conflicts.is_empty(), "{r:?}");
     assert_eq!(r.pushed, 1, "{r:?}");
@@ -429,23 +415,9 @@ pub async fn empty_listing_where_objects_were_synced_is_refused(be: &dyn Backend
     assert_eq!(r.deleted_local, 3, "{r:?}");
 }
 
-macro_rules! fidelity_suite {
-    ($backend:ident: $make:expr; $($name:ident),* $(,)?) => {
-        mod $backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let backend = $make;
-                    super::$name(&backend).await;
-                }
-            )*
-        }
-    };
-}
-
 macro_rules! all_fidelity {
     ($backend:ident: $make:expr) => {
-        fidelity_suite!($backend: $make;
+        suite!($backend: $make;
             metadata_only_changes_sync,
             two_metadata_changes_are_a_conflict,
             unrecorded_push_then_offline_delete_stays_deleted,
@@ -466,10 +438,10 @@ all_fidelity!(moto: super::super::backends::S3Location::moto());
 // root, where a 1,024-byte key fits); the folder remote refuses the keys a
 // file path cannot hold, by name; on S3 under a prefix the 1,024-byte key is
 // refused (prefix + key would pass S3's limit).
-fidelity_suite!(exact_memory: super::super::backends::Memory::new(); exotic_keys_travel_byte_for_byte);
-fidelity_suite!(exact_folder: super::super::backends::Folder::new(); exotic_keys_travel_byte_for_byte);
-fidelity_suite!(exact_moto_prefix: super::super::backends::S3Location::moto(); exotic_keys_travel_byte_for_byte);
-fidelity_suite!(exact_moto_root: super::super::backends::S3Location::fresh_bucket_moto().await; exotic_keys_travel_byte_for_byte);
+suite!(exact_memory: super::super::backends::Memory::new(); exotic_keys_travel_byte_for_byte);
+suite!(exact_folder: super::super::backends::Folder::new(); exotic_keys_travel_byte_for_byte);
+suite!(exact_moto_prefix: super::super::backends::S3Location::moto(); exotic_keys_travel_byte_for_byte);
+suite!(exact_moto_root: super::super::backends::S3Location::fresh_bucket_moto().await; exotic_keys_travel_byte_for_byte);
 
 /// The exact-key scenario, checked with a raw client (boto3) on moto at a
 /// bucket root: the listing holds exactly the keys ferry was given.

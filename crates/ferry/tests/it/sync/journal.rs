@@ -308,30 +308,19 @@ pub async fn crash_between_object_and_journal_write_loses_nothing(be: &dyn Backe
     assert_eq!(r.pulled, 1, "{r:?}");
 }
 
-macro_rules! journal_suite {
+macro_rules! all_journal {
     ($backend:ident: $make:expr) => {
-        mod $backend {
-            journal_suite!(@each $make;
-                idle_sync_is_one_request_and_changes_arrive_by_journal,
-                foreign_writer_is_caught_by_the_full_reconcile,
-                replica_away_longer_than_the_history_reconciles_in_full,
-                two_writers_never_share_a_sequence_number,
-                crash_between_object_and_journal_write_loses_nothing,
-            );
-        }
-    };
-    (@each $make:expr; $($name:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let backend = $make;
-                super::$name(&backend).await;
-            }
-        )*
+        suite!($backend: $make;
+            idle_sync_is_one_request_and_changes_arrive_by_journal,
+            foreign_writer_is_caught_by_the_full_reconcile,
+            replica_away_longer_than_the_history_reconciles_in_full,
+            two_writers_never_share_a_sequence_number,
+            crash_between_object_and_journal_write_loses_nothing,
+        );
     };
 }
 
-journal_suite!(memory: super::super::backends::Memory::new());
-journal_suite!(folder: super::super::backends::Folder::new());
-journal_suite!(s3s: super::super::backends::S3Location::s3s().await);
-journal_suite!(moto: super::super::backends::S3Location::moto());
+all_journal!(memory: super::super::backends::Memory::new());
+all_journal!(folder: super::super::backends::Folder::new());
+all_journal!(s3s: super::super::backends::S3Location::s3s().await);
+all_journal!(moto: super::super::backends::S3Location::moto());

@@ -3,6 +3,22 @@
 //! Each backend provides a fresh, empty remote location per test and a way to
 //! read and write it as a plain (non-ferry) client would.
 
+/// Runs each named scenario `async fn name(&dyn Backend)` of the calling
+/// module as a test against the backend `$make` builds, in a module `$backend`.
+macro_rules! suite {
+    ($backend:ident: $make:expr; $($name:ident),* $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let backend = $make;
+                    super::$name(&backend).await;
+                }
+            )*
+        }
+    };
+}
+
 pub mod backends;
 mod convergence;
 mod fidelity;

@@ -552,20 +552,6 @@ pub async fn dry_run_changes_nothing(be: &dyn Backend) {
     assert_eq!(a.bucket.head("d/1").await.unwrap().state, SyncState::Dirty);
 }
 
-macro_rules! suite {
-    ($backend:ident: $make:expr; $($name:ident),* $(,)?) => {
-        mod $backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let backend = $make;
-                    super::$name(&backend).await;
-                }
-            )*
-        }
-    };
-}
-
 macro_rules! all_scenarios {
     ($backend:ident: $make:expr) => {
         suite!($backend: $make;
