@@ -80,7 +80,11 @@ pub fn parse_meta(items: &[String]) -> Result<BTreeMap<String, String>, CommandE
                 "--meta {item:?} is not NAME=VALUE (for example --meta author=ann)"
             )));
         };
-        out.insert(name.to_owned(), value.to_owned());
+        if let Some(before) = out.insert(name.to_owned(), value.to_owned()) {
+            return Err(CommandError::usage(format!(
+                "--meta {name:?} is given twice ({before:?} and {value:?}); give each name once"
+            )));
+        }
     }
     Ok(out)
 }
@@ -223,7 +227,21 @@ pub async fn get(global: &Global, args: GetArgs) -> Result<(), CommandError> {
     crate::syncing::connect_for_reading(global, &bucket, [args.key.as_str()]).await?;
     match args.file.as_deref() {
         Some(path) if path != Path::new("-") => {
-            get_to_file(&bucket, &args.key, path, global.quiet).await?;
+            // Into a directory: under the key's last segment, as `cp` does.
+            let target = if tokio::fs::metadata(path).await.is_ok_and(|m| m.is_dir()) {
+                let name = args.key.rsplit('/').find(|s| !s.is_empty()).unwrap_or("");
+                if name.is_empty() || name == "." || name == ".." {
+                    return Err(CommandError::usage(format!(
+                        "{:?} has no last segment to name a file in {}; give a file path",
+                        args.key,
+                        path.display()
+                    )));
+                }
+                path.join(name)
+            } else {
+                path.to_owned()
+            };
+            get_to_file(&bucket, &args.key, &target, global.quiet).await?;
         }
         _ => {
             let mut object = bucket.get(&args.key).await?;

@@ -158,6 +158,12 @@ pub fn spec_from(
     region: Option<String>,
     path_style: bool,
 ) -> Result<RemoteSpec, CommandError> {
+    if url.trim() != url {
+        return Err(CommandError::usage(format!(
+            "the remote URL {url:?} starts or ends with whitespace; remove it (a folder named \
+             with a trailing space is almost never meant)"
+        )));
+    }
     let spec = RemoteSpec {
         url: url.to_owned(),
         endpoint,
@@ -478,6 +484,12 @@ pub async fn scope(global: &Global, args: ScopeArgs) -> Result<(), CommandError>
         }
         ScopeCommand::Rm { prefix } => {
             let bucket = locate::open_locked(global).await?;
+            if !bucket.scopes()?.iter().any(|s| *s == prefix) {
+                return Err(CommandError::user(
+                    format!("{prefix:?} is not a sync scope; nothing was changed"),
+                    "`ferry scope ls` lists the scopes",
+                ));
+            }
             bucket.remove_scope(&prefix).await?;
             if !global.quiet {
                 eprintln!("removed scope {prefix:?}; its local objects stay, as orphans");

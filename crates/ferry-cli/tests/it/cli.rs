@@ -397,3 +397,61 @@ fn reserved_metadata_names_are_refused_at_put() {
     assert!(stderr(&out).contains("reserved"), "{}", stderr(&out));
     assert_eq!(stdout(&s.ferry(&["ls"])), "");
 }
+
+/// `get KEY EXISTING_DIR` writes into the directory under the key's last
+/// segment, and never leaves a `.ferry-part` file behind.
+#[test]
+fn get_into_an_existing_directory() {
+    let s = Scratch::new();
+    assert!(s
+        .ferry_stdin(&["put", "notes/today.txt"], b"hello")
+        .status
+        .success());
+    let dir = s.path().join("outdir");
+    std::fs::create_dir(&dir).unwrap();
+    let out = s.ferry(&["get", "notes/today.txt", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(dir.join("today.txt")).unwrap(), b"hello");
+    let names: Vec<String> = std::fs::read_dir(s.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.ends_with(".ferry-part")),
+        "{names:?}"
+    );
+}
+
+/// `--meta k=a --meta k=b` is an error (exit 2), not a silent pick.
+#[test]
+fn repeated_meta_name_is_an_error() {
+    let s = Scratch::new();
+    let out = s.ferry_stdin(&["put", "k", "--meta", "k=a", "--meta", "k=b"], b"v");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("twice"), "{}", stderr(&out));
+}
+
+/// `scope rm` of a prefix that is not a scope says so (exit 1) and
+/// changes nothing.
+#[test]
+fn removing_a_scope_that_is_not_there_is_an_error() {
+    let s = Scratch::new();
+    let out = s.ferry(&["scope", "rm", "nothere/"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not a sync scope"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stdout(&s.ferry(&["scope", "ls"])).trim(), "(everything)");
+}
+
+/// A remote URL with a trailing space is refused (it made a folder `r2 `).
+#[test]
+fn remote_url_with_surrounding_whitespace_is_refused() {
+    let s = Scratch::new();
+    let url = format!("file://{}/r2 ", s.path().display());
+    let out = s.ferry(&["remote", "set", &url]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(!s.path().join("r2 ").exists());
+}
