@@ -484,7 +484,7 @@ pub async fn scope(global: &Global, args: ScopeArgs) -> Result<(), CommandError>
         }
         ScopeCommand::Rm { prefix } => {
             let bucket = locate::open_locked(global).await?;
-            if !bucket.scopes()?.iter().any(|s| *s == prefix) {
+            if !bucket.scopes()?.contains(&prefix) {
                 return Err(CommandError::user(
                     format!("{prefix:?} is not a sync scope; nothing was changed"),
                     "`ferry scope ls` lists the scopes",
