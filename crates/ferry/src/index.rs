@@ -84,13 +84,12 @@ const MIGRATIONS: &[&str] = &[
     );
     "#,
     // 3 -> 4: versions are content and metadata; remote listing times;
-    // what our own last push was based on; parked outbox failures.
+    // what our own last push was based on; one-shot options; the journal queue.
     r#"
     ALTER TABLE objects ADD COLUMN meta_digest BLOB;
     ALTER TABLE objects ADD COLUMN base_meta BLOB;
     ALTER TABLE objects ADD COLUMN base_modified_ms INTEGER;
     ALTER TABLE objects ADD COLUMN pushed_base TEXT;
-    ALTER TABLE objects ADD COLUMN remote_hash BLOB;
     ALTER TABLE sync_requests ADD COLUMN force INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE sync_requests ADD COLUMN retry INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE sync_requests ADD COLUMN max_delete TEXT;

@@ -272,14 +272,6 @@ fn annotate(keys: Option<&Keyring>, r: &mut RemoteObject) {
     }
 }
 
-/// The S3 ETag of a single-part upload is the content's MD5 (32 hex
-/// digits, no `-N` part count).
-fn md5_etag(etag: &str) -> Option<[u8; 16]> {
-    let t = etag.trim_matches('"');
-    let mut out = [0u8; 16];
-    (t.len() == 32 && hex::decode_to_slice(t, &mut out).is_ok()).then_some(out)
-}
-
 /// A key that could not be synced, and why.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SyncIssue {
@@ -991,6 +983,8 @@ impl Bucket {
             || started_ms.saturating_sub(jstate.last_full_ms) >= interval_ms;
         report.full = full;
         let newest_record = records.iter().max().copied().unwrap_or(0);
+        // Keys whose last push failed, and when they may run again.
+        let parked = self.parked()?;
         let mut read_to = jstate.pos.unwrap_or(0);
         let mut failed_keys: std::collections::HashSet<String> = Default::default();
         let mut listing: BTreeMap<String, RemoteObject> = BTreeMap::new();
@@ -1026,14 +1020,13 @@ impl Bucket {
             // The keys the journal names, and local deletes or failed
             // pushes of keys that never agreed with the remote (our own push
             // may have landed unrecorded): as the remote has them now.
-            let failed_before = self.parked()?;
             let mut ask: Vec<String> = changed.iter().cloned().collect();
             ask.extend(
                 work.iter()
                     .filter(|l| {
                         l.base_etag.is_none()
                             && !changed.contains(&l.key)
-                            && (!l.present || failed_before.contains_key(&l.key))
+                            && (!l.present || parked.contains_key(&l.key))
                             && remote.refuses(&l.key).is_none()
                     })
                     .map(|l| l.key.clone()),
@@ -1151,7 +1144,6 @@ impl Bucket {
         });
         // Keys whose last push failed wait for their backoff (terminal
         // failures until the object changes or `retry` is asked).
-        let parked = self.parked()?;
         let now = index::now_ms();
         actions.retain(|a| {
             let waiting = a.is_push_side()
@@ -1597,7 +1589,7 @@ impl Bucket {
             return Ok(None);
         }
         let mut buf = vec![0u8; 64 * 1024];
-        if let Some(etag_md5) = md5_etag(&r.etag) {
+        if let Some(etag_md5) = crate::remote::plain_md5_etag(&r.etag) {
             let object = self.get(&l.key).await?;
             let mut body = object.body;
             let mut md5 = md5::Md5::new();

@@ -332,6 +332,14 @@ pub trait Remote: Send + Sync + fmt::Debug {
 /// A shared remote.
 pub type SharedRemote = Arc<dyn Remote>;
 
+/// The MD5 a single-part upload's ETag names (32 hex digits, quoted or
+/// not, no `-N` part count), on AWS and the stores that follow it.
+pub fn plain_md5_etag(etag: &str) -> Option<[u8; 16]> {
+    let t = etag.trim_matches('"');
+    let mut out = [0u8; 16];
+    (t.len() == 32 && hex::decode_to_slice(t, &mut out).is_ok()).then_some(out)
+}
+
 /// Reads an object's description and at most its first `len` bytes through
 /// `get` (the default of [`Remote::get_prefix`]); `None` when it does not exist.
 pub async fn read_prefix<R: Remote + ?Sized>(

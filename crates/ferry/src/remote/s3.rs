@@ -349,7 +349,7 @@ impl S3Remote {
         };
         match natural {
             Shape::Single if size > 0 => {
-                let Some(old) = plain_md5(base) else {
+                let Some(old) = super::plain_md5_etag(base) else {
                     return Ok(natural);
                 };
                 let md5 = self.body_md5(req, body).await?;
@@ -875,13 +875,6 @@ enum Shape {
     /// A multipart upload with parts of this size (ETag: `<md5 of the
     /// parts' MD5s>-<part count>`).
     Multipart(u64),
-}
-
-/// The MD5 a plain single-part ETag names, if `etag` is one.
-fn plain_md5(etag: &str) -> Option<[u8; 16]> {
-    let t = etag.trim_matches('"');
-    let mut out = [0u8; 16];
-    (t.len() == 32 && hex::decode_to_slice(t, &mut out).is_ok()).then_some(out)
 }
 
 /// The part count a multipart ETag (`...-N`) names, if `etag` is one.
