@@ -30,9 +30,13 @@ impl Layer for Counting {
     fn inner(&self) -> &dyn Remote {
         self.0.as_ref()
     }
-    async fn list(&self, p: &str) -> Result<Vec<RemoteObject>, RemoteError> {
+    async fn list_page(
+        &self,
+        p: &str,
+        t: Option<String>,
+    ) -> Result<ferry::remote::RemotePage, RemoteError> {
         seen();
-        self.0.list(p).await
+        self.0.list_page(p, t).await
     }
     async fn head(&self, k: &str) -> Result<Option<RemoteObject>, RemoteError> {
         seen();
@@ -41,6 +45,14 @@ impl Layer for Counting {
     async fn get(&self, k: &str) -> Result<(RemoteObject, RemoteReader), RemoteError> {
         seen();
         self.0.get(k).await
+    }
+    async fn get_prefix(
+        &self,
+        k: &str,
+        len: u64,
+    ) -> Result<Option<(RemoteObject, bytes::Bytes)>, RemoteError> {
+        seen();
+        self.0.get_prefix(k, len).await
     }
     async fn put(
         &self,
@@ -54,5 +66,10 @@ impl Layer for Counting {
     async fn delete(&self, k: &str, c: Precondition) -> Result<(), RemoteError> {
         seen();
         self.0.delete(k, c).await
+    }
+    /// At least one request (S3 lists the multipart uploads).
+    async fn cleanup(&self, device: &str) -> Result<u64, RemoteError> {
+        seen();
+        self.0.cleanup(device).await
     }
 }

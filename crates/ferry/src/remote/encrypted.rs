@@ -184,17 +184,23 @@ impl Layer for Encrypted {
         super::read_prefix(self, key, len).await
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<RemoteObject>, RemoteError> {
+    async fn list_page(
+        &self,
+        prefix: &str,
+        token: Option<String>,
+    ) -> Result<super::RemotePage, RemoteError> {
         // Whole segments of the prefix are encrypted and listed; the rest
-        // is matched after decryption.
+        // is matched after decryption. Pages follow the ciphertext names'
+        // order, not the keys'.
         let dir = prefix.rfind('/').map(|i| &prefix[..i]).unwrap_or("");
         let listed = if dir.is_empty() {
             String::new()
         } else {
             format!("{}/", self.name(dir)?)
         };
+        let page = self.inner.list_page(&listed, token).await?;
         let mut out = Vec::new();
-        for mut obj in self.inner.list(&listed).await? {
+        for mut obj in page.objects {
             if obj.key.starts_with(RESERVED_PREFIX) {
                 continue;
             }
@@ -215,7 +221,10 @@ impl Layer for Encrypted {
                 }
             }
         }
-        Ok(out)
+        Ok(super::RemotePage {
+            objects: out,
+            next: page.next,
+        })
     }
 
     async fn head(&self, key: &str) -> Result<Option<RemoteObject>, RemoteError> {

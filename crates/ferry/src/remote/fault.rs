@@ -98,8 +98,12 @@ impl Layer for Faulty {
         self.inner.as_ref()
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<RemoteObject>, RemoteError> {
-        self.run(self.inner.list(prefix)).await
+    async fn list_page(
+        &self,
+        prefix: &str,
+        token: Option<String>,
+    ) -> Result<super::RemotePage, RemoteError> {
+        self.run(self.inner.list_page(prefix, token)).await
     }
 
     async fn head(&self, key: &str) -> Result<Option<RemoteObject>, RemoteError> {

@@ -17,8 +17,11 @@ use std::path::{Path, PathBuf};
 
 use super::{
     Capabilities, Precondition, PutRequest, Remote, RemoteBody, RemoteError, RemoteErrorKind,
-    RemoteObject, RemoteReader,
+    RemoteObject, RemotePage, RemoteReader,
 };
+
+/// Objects per listing page.
+const PAGE: usize = 1000;
 
 /// A folder remote rooted at an absolute path.
 #[derive(Debug, Clone)]
@@ -165,27 +168,72 @@ impl FolderRemote {
         Ok(Some(obj))
     }
 
-    fn walk(&self, dir: &Path, rel: &str, out: &mut Vec<RemoteObject>) -> Result<(), RemoteError> {
+    /// Appends to `out`, in key order, the objects under the folder `dir`
+    /// (keys starting with `rel/`) whose key is after `after`, until `out`
+    /// holds `limit`. Folders whose keys all sort at or before `after` are
+    /// not read; entries are visited as their keys sort (a folder `a` as
+    /// `a/`, so `a.b` comes before `a/x`).
+    fn walk(
+        &self,
+        dir: &Path,
+        rel: &str,
+        after: Option<&str>,
+        limit: usize,
+        out: &mut Vec<RemoteObject>,
+    ) -> Result<(), RemoteError> {
         let entries = match fs::read_dir(dir) {
             Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    || e.kind() == io::ErrorKind::NotADirectory =>
+            {
+                return Ok(())
+            }
             Err(e) => return Err(self.err(&e, "listing")),
         };
+        let mut names: Vec<(String, bool)> = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| self.err(&e, "listing"))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if rel.is_empty() && name == ".ferry" {
                 continue;
             }
+            let ft = entry.file_type().map_err(|e| self.err(&e, "listing"))?;
             let key = if rel.is_empty() {
                 name
             } else {
                 format!("{rel}/{name}")
             };
-            let ft = entry.file_type().map_err(|e| self.err(&e, "listing"))?;
             if ft.is_dir() {
-                self.walk(&entry.path(), &key, out)?;
-            } else if let Some(obj) = self.describe(&key, false)? {
+                let folder = format!("{key}/");
+                // Every key in it sorts before `after` when the folder's
+                // name does and `after` is not inside it.
+                if after.is_some_and(|a| folder.as_str() < a && !a.starts_with(&folder)) {
+                    continue;
+                }
+                names.push((folder, true));
+            } else {
+                if after.is_some_and(|a| key.as_str() <= a) {
+                    continue;
+                }
+                names.push((key, false));
+            }
+        }
+        names.sort_unstable();
+        for (name, is_dir) in names {
+            if out.len() >= limit {
+                break;
+            }
+            if is_dir {
+                let key = &name[..name.len() - 1];
+                self.walk(
+                    &dir.join(&key[key.rfind('/').map_or(0, |i| i + 1)..]),
+                    key,
+                    after,
+                    limit,
+                    out,
+                )?;
+            } else if let Some(obj) = self.describe(&name, false)? {
                 out.push(obj);
             }
         }
@@ -315,16 +363,28 @@ impl Remote for FolderRemote {
         }
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<RemoteObject>, RemoteError> {
+    async fn list_page(
+        &self,
+        prefix: &str,
+        token: Option<String>,
+    ) -> Result<RemotePage, RemoteError> {
         let me = self.clone();
         let prefix = prefix.to_owned();
         blocking(move || {
-            // Walk only the folder the prefix names (its part up to the last `/`).
+            // Walk only the folder the prefix names (its part up to the last
+            // `/`), in key order from the token (the last key given).
             let dir_part = prefix.rfind('/').map(|i| &prefix[..i]).unwrap_or("");
             let mut out = Vec::new();
-            me.walk(&me.root.join(dir_part), dir_part, &mut out)?;
+            me.walk(
+                &me.root.join(dir_part),
+                dir_part,
+                token.as_deref(),
+                PAGE,
+                &mut out,
+            )?;
+            let next = (out.len() >= PAGE).then(|| out[out.len() - 1].key.clone());
             out.retain(|o| o.key.starts_with(&prefix));
-            Ok(out)
+            Ok(RemotePage { objects: out, next })
         })
         .await
     }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::{
     Capabilities, Precondition, PutRequest, Remote, RemoteBody, RemoteError, RemoteObject,
-    RemoteReader,
+    RemotePage, RemoteReader,
 };
 
 /// A remote wrapped around another. Each method's default forwards to
@@ -28,8 +28,27 @@ pub trait Layer: Send + Sync + fmt::Debug {
         self.inner().capabilities()
     }
 
+    /// Collects this layer's own pages (so a layer that changes pages
+    /// changes listings too).
     async fn list(&self, prefix: &str) -> Result<Vec<RemoteObject>, RemoteError> {
-        self.inner().list(prefix).await
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self.list_page(prefix, token).await?;
+            out.extend(page.objects);
+            match page.next {
+                Some(next) => token = Some(next),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    async fn list_page(
+        &self,
+        prefix: &str,
+        token: Option<String>,
+    ) -> Result<RemotePage, RemoteError> {
+        self.inner().list_page(prefix, token).await
     }
 
     async fn head(&self, key: &str) -> Result<Option<RemoteObject>, RemoteError> {
@@ -82,6 +101,14 @@ impl<L: Layer> Remote for L {
 
     async fn list(&self, prefix: &str) -> Result<Vec<RemoteObject>, RemoteError> {
         Layer::list(self, prefix).await
+    }
+
+    async fn list_page(
+        &self,
+        prefix: &str,
+        token: Option<String>,
+    ) -> Result<RemotePage, RemoteError> {
+        Layer::list_page(self, prefix, token).await
     }
 
     async fn head(&self, key: &str) -> Result<Option<RemoteObject>, RemoteError> {

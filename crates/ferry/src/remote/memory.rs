@@ -9,9 +9,12 @@ use bytes::Bytes;
 
 use super::{
     Capabilities, Precondition, PutRequest, Remote, RemoteBody, RemoteError, RemoteErrorKind,
-    RemoteObject, RemoteReader,
+    RemoteObject, RemotePage, RemoteReader,
 };
 use crate::metadata::Metadata;
+
+/// Keys per listing page (small, so that tests cross page boundaries).
+const PAGE: usize = 100;
 
 #[derive(Debug, Clone)]
 struct Stored {
@@ -95,11 +98,22 @@ impl Remote for MemoryRemote {
         }
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<RemoteObject>, RemoteError> {
+    async fn list_page(
+        &self,
+        prefix: &str,
+        token: Option<String>,
+    ) -> Result<RemotePage, RemoteError> {
+        // Pages of `PAGE` keys in key order; the token is the last key given.
+        use std::ops::Bound;
         let objects = self.lock()?;
-        Ok(objects
-            .range(prefix.to_owned()..)
+        let start = match &token {
+            Some(after) => Bound::Excluded(after.clone()),
+            None => Bound::Included(prefix.to_owned()),
+        };
+        let page: Vec<RemoteObject> = objects
+            .range((start, Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(prefix))
+            .take(PAGE)
             .map(|(k, s)| {
                 let mut o = Self::describe(k, s);
                 // Listings carry no metadata, as on S3.
@@ -110,7 +124,12 @@ impl Remote for MemoryRemote {
                 o.has_metadata = false;
                 o
             })
-            .collect())
+            .collect();
+        let next = (page.len() == PAGE).then(|| page[PAGE - 1].key.clone());
+        Ok(RemotePage {
+            objects: page,
+            next,
+        })
     }
 
     async fn head(&self, key: &str) -> Result<Option<RemoteObject>, RemoteError> {

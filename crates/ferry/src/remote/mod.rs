@@ -44,6 +44,32 @@ pub const META_BASE: &str = "ferry-base";
 /// The `ferry-base` value of a version written as a new key.
 pub const BASE_NONE: &str = "none";
 
+/// One page of a listing ([`Remote::list_page`]).
+#[derive(Debug, Clone, Default)]
+pub struct RemotePage {
+    /// The objects on this page.
+    pub objects: Vec<RemoteObject>,
+    /// Where the next page starts, or `None` after the last page.
+    pub next: Option<String>,
+}
+
+/// Every page of `remote`'s listing under `prefix`, collected.
+pub async fn collect_pages<R: Remote + ?Sized>(
+    remote: &R,
+    prefix: &str,
+) -> Result<Vec<RemoteObject>, RemoteError> {
+    let mut out = Vec::new();
+    let mut token = None;
+    loop {
+        let page = remote.list_page(prefix, token).await?;
+        out.extend(page.objects);
+        match page.next {
+            Some(next) => token = Some(next),
+            None => return Ok(out),
+        }
+    }
+}
+
 /// An object as a remote describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteObject {
@@ -282,8 +308,22 @@ pub trait Remote: Send + Sync + fmt::Debug {
     /// What the implementation claims it can do.
     fn capabilities(&self) -> Capabilities;
 
-    /// Every object under `prefix` (recursive), any order.
-    async fn list(&self, prefix: &str) -> Result<Vec<RemoteObject>, RemoteError>;
+    /// Every object under `prefix` (recursive), any order: every page of
+    /// [`Remote::list_page`], collected.
+    async fn list(&self, prefix: &str) -> Result<Vec<RemoteObject>, RemoteError> {
+        collect_pages(self, prefix).await
+    }
+
+    /// One page of the objects under `prefix` (recursive), from the
+    /// position `token` names (`None`: the first page), and the token of
+    /// the next page (`None`: this was the last). Pages hold a bounded
+    /// number of objects (about a thousand) on stores that page; the order
+    /// across pages is the store's.
+    async fn list_page(
+        &self,
+        prefix: &str,
+        token: Option<String>,
+    ) -> Result<RemotePage, RemoteError>;
 
     /// One object's description with metadata, or `None`.
     async fn head(&self, key: &str) -> Result<Option<RemoteObject>, RemoteError>;

@@ -90,8 +90,13 @@ impl Layer for Retrying {
         self.run(|| self.inner.get_prefix(key, len)).await
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<RemoteObject>, RemoteError> {
-        self.run(|| self.inner.list(prefix)).await
+    async fn list_page(
+        &self,
+        prefix: &str,
+        token: Option<String>,
+    ) -> Result<super::RemotePage, RemoteError> {
+        self.run(|| self.inner.list_page(prefix, token.clone()))
+            .await
     }
 
     async fn head(&self, key: &str) -> Result<Option<RemoteObject>, RemoteError> {

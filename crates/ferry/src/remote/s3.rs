@@ -54,7 +54,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
 use super::{
     Capabilities, Precondition, PutRequest, Remote, RemoteBody, RemoteError, RemoteErrorKind,
-    RemoteObject, RemoteReader,
+    RemoteObject, RemotePage, RemoteReader,
 };
 
 /// Part size for multipart uploads, and the largest object sent in one
@@ -279,9 +279,14 @@ impl S3Remote {
         })
     }
 
-    /// Every object whose S3 key starts with `PREFIX/prefix`, keys relative
-    /// to the remote prefix, as the listing gives them (ETags may be missing).
-    async fn list_raw(&self, prefix: &str) -> Result<Vec<RemoteObject>, RemoteError> {
+    /// One page of the objects whose S3 key starts with `PREFIX/prefix`,
+    /// keys relative to the remote prefix, as the listing gives them (ETags
+    /// may be missing), and the continuation token of the next page.
+    async fn list_raw_page(
+        &self,
+        prefix: &str,
+        token: Option<String>,
+    ) -> Result<(Vec<RemoteObject>, Option<String>), RemoteError> {
         let root = self.root();
         let full = self.full(prefix);
         let what = format!("listing {prefix:?}");
@@ -289,39 +294,69 @@ impl S3Remote {
             .client
             .list_objects_v2()
             .bucket(&self.bucket)
-            .encoding_type(EncodingType::Url);
+            .encoding_type(EncodingType::Url)
+            .set_continuation_token(token);
         if !full.is_empty() {
             req = req.prefix(&full);
         }
-        let mut pages = req.into_paginator().send();
+        let page = req.send().await.map_err(|e| self.sdk_err(e, &what))?;
+        // Decode only what the store says it encoded: a store that
+        // ignores `encoding-type` sends keys as they are.
+        let encoded = page.encoding_type() == Some(&EncodingType::Url);
         let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.sdk_err(e, &what))?;
-            // Decode only what the store says it encoded: a store that
-            // ignores `encoding-type` sends keys as they are.
-            let encoded = page.encoding_type() == Some(&EncodingType::Url);
-            for o in page.contents() {
-                let Some(raw) = o.key() else { continue };
-                let key = if encoded {
-                    url_decode(raw).ok_or_else(|| {
-                        self.error(
-                            RemoteErrorKind::Terminal,
-                            format!("{what}: the store listed a key that is not URL-encoded UTF-8: {raw:?}"),
-                        )
-                    })?
-                } else {
-                    raw.to_owned()
-                };
-                let Some(rel) = key.strip_prefix(&root) else {
-                    continue;
-                };
-                let size = o.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0);
-                let mut obj = RemoteObject::listed(rel, o.e_tag().unwrap_or_default(), size);
-                obj.modified_ms = millis(o.last_modified());
-                out.push(obj);
+        for o in page.contents() {
+            let Some(raw) = o.key() else { continue };
+            let key = if encoded {
+                url_decode(raw).ok_or_else(|| {
+                    self.error(
+                        RemoteErrorKind::Terminal,
+                        format!(
+                            "{what}: the store listed a key that is not URL-encoded UTF-8: {raw:?}"
+                        ),
+                    )
+                })?
+            } else {
+                raw.to_owned()
+            };
+            let Some(rel) = key.strip_prefix(&root) else {
+                continue;
+            };
+            let size = o.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0);
+            let mut obj = RemoteObject::listed(rel, o.e_tag().unwrap_or_default(), size);
+            obj.modified_ms = millis(o.last_modified());
+            out.push(obj);
+        }
+        let next = if page.is_truncated() == Some(true) {
+            match page.next_continuation_token() {
+                Some(t) if !t.is_empty() => Some(t.to_owned()),
+                _ => {
+                    return Err(self.error(
+                        RemoteErrorKind::Terminal,
+                        format!(
+                        "{what}: the store said the listing goes on but gave no continuation token"
+                    ),
+                    ))
+                }
+            }
+        } else {
+            None
+        };
+        Ok((out, next))
+    }
+
+    /// Every object whose S3 key starts with `PREFIX/prefix`, as
+    /// [`S3Remote::list_raw_page`] gives them.
+    async fn list_raw(&self, prefix: &str) -> Result<Vec<RemoteObject>, RemoteError> {
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let (page, next) = self.list_raw_page(prefix, token).await?;
+            out.extend(page);
+            match next {
+                Some(t) => token = Some(t),
+                None => return Ok(out),
             }
         }
-        Ok(out)
     }
 
     /// How to upload: single up to [`PART`], multipart above. But a
@@ -1040,8 +1075,12 @@ impl Remote for S3Remote {
         }
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<RemoteObject>, RemoteError> {
-        let mut out = self.list_raw(prefix).await?;
+    async fn list_page(
+        &self,
+        prefix: &str,
+        token: Option<String>,
+    ) -> Result<RemotePage, RemoteError> {
+        let (mut out, next) = self.list_raw_page(prefix, token).await?;
         // Some stores (s3s-fs among them) list objects without their ETag;
         // a version-less entry would look changed on every run, so ask.
         let missing: Vec<usize> = out
@@ -1069,8 +1108,7 @@ impl Remote for S3Remote {
         for i in gone.into_iter().rev() {
             out.remove(i);
         }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
+        Ok(RemotePage { objects: out, next })
     }
 
     async fn head(&self, key: &str) -> Result<Option<RemoteObject>, RemoteError> {

@@ -59,9 +59,13 @@ impl Layer for Watched {
     fn inner(&self) -> &dyn Remote {
         self.inner.as_ref()
     }
-    async fn list(&self, p: &str) -> Result<Vec<RemoteObject>, RemoteError> {
+    async fn list_page(
+        &self,
+        p: &str,
+        t: Option<String>,
+    ) -> Result<ferry::remote::RemotePage, RemoteError> {
         self.seen();
-        self.inner.list(p).await
+        self.inner.list_page(p, t).await
     }
     async fn head(&self, k: &str) -> Result<Option<RemoteObject>, RemoteError> {
         self.seen();

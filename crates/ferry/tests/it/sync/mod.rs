@@ -24,6 +24,7 @@ mod convergence;
 mod fidelity;
 mod journal;
 pub mod layers;
+mod paging;
 mod scenarios;
 
 use ferry::remote::SharedRemote;
@@ -75,8 +76,10 @@ pub async fn replica_with(backend: &dyn Backend, config: SyncConfig) -> Replica 
     let bucket = Bucket::create(dir.path().join(".ferry"), BucketConfig::default())
         .await
         .unwrap();
+    // Small planning windows: every scenario crosses window boundaries.
     let config = SyncConfig {
         retry_base_delay_ms: 5,
+        window_keys: 3,
         ..config
     };
     bucket.set_sync_config(config).await.unwrap();

@@ -5,11 +5,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use rusqlite::OptionalExtension;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 
 use crate::bucket::Bucket;
 use crate::commit::{Outcome, WriteOp};
@@ -18,21 +16,23 @@ use crate::error::{Error, Result};
 use crate::hash::{ContentHash, MetaDigest};
 use crate::index;
 use crate::journal;
-use crate::key::{validate_key, RESERVED_PREFIX};
+use crate::key::validate_key;
 use crate::metadata::Metadata;
 use crate::plan::{
-    self, Action, ConflictPolicy, ConflictReason, Direction, Expect, LocalEntry, Policy,
-    PullStrategy,
+    self, Action, ConflictPolicy, ConflictReason, Direction, Expect, LocalEntry, PullStrategy,
 };
 use crate::record::{Pulled, SyncRecord};
 use crate::remote::emulated::{probe, Emulated, ProbeResult};
-use crate::remote::encrypted::{Encrypted, UNREADABLE_NAME};
+use crate::remote::encrypted::Encrypted;
 use crate::remote::retry::{RetryPolicy, Retrying};
 use crate::remote::spec::{Credentials, RemoteSpec, Timeouts};
 use crate::remote::{
     Precondition, PutRequest, RemoteBody, RemoteError, RemoteErrorKind, RemoteObject, SharedRemote,
 };
 use crate::state::SyncState;
+
+mod run;
+mod spill;
 
 /// A scope list that matches no key (no valid key starts with NUL).
 const NOTHING_IN_SCOPE: &str = "\0";
@@ -80,6 +80,10 @@ pub struct SyncConfig {
     /// Journal records kept on the remote: a replica away for longer (in
     /// records) does a full reconcile.
     pub journal_retain: u64,
+    /// Keys planned at once: a sync holds about this many index rows and
+    /// remote descriptions in memory (and the tasks in flight), whatever
+    /// the bucket's size.
+    pub window_keys: usize,
 }
 
 impl SyncConfig {
@@ -192,6 +196,7 @@ impl Default for SyncConfig {
             io_timeout_secs: 60,
             full_sync_interval_secs: 3600,
             journal_retain: journal::RETAIN,
+            window_keys: run::WINDOW,
         }
     }
 }
@@ -546,15 +551,27 @@ impl Bucket {
         scopes.retain(|s| s != prefix);
         self.set_setting_json("scopes", &scopes).await?;
         let effective = self.effective_scopes()?;
-        let local = self.local_entries()?;
-        for l in local {
-            if l.present && l.state != SyncState::Orphan && !plan::in_scope(&effective, &l.key) {
-                self.record(SyncRecord::State {
-                    key: l.key,
-                    state: SyncState::Orphan,
-                })
-                .await?;
+        // The removed prefix's rows, a window at a time.
+        let mut after = prefix.to_owned();
+        loop {
+            let page = self.read_page("1 = 1", Some(&after), run::WINDOW)?;
+            let Some(last) = page.last().map(|l| l.key.clone()) else {
+                break;
+            };
+            for l in page {
+                if !l.key.starts_with(prefix) {
+                    return Ok(());
+                }
+                if l.present && l.state != SyncState::Orphan && !plan::in_scope(&effective, &l.key)
+                {
+                    self.record(SyncRecord::State {
+                        key: l.key,
+                        state: SyncState::Orphan,
+                    })
+                    .await?;
+                }
             }
+            after = last;
         }
         Ok(())
     }
@@ -640,47 +657,36 @@ impl Bucket {
 
     // ----- reading the index ------------------------------------------------
 
-    fn local_entries(&self) -> Result<Vec<LocalEntry>> {
-        self.read_entries(None)
-    }
-
-    /// Rows with local work: changes not pushed, and pinned objects whose
-    /// content is not here.
-    fn local_work_entries(&self) -> Result<Vec<LocalEntry>> {
-        // Two indexed queries (`objects_by_state`, `objects_pinned`): an
-        // idle sync reads no row of a large bucket.
-        let mut rows = self.read_rows(
-            "WHERE state IN ('dirty', 'pending-delete') AND ?1 IS NULL",
-            None,
-        )?;
-        rows.extend(self.read_rows(
-            "WHERE pinned = 1 AND cached = 0 AND present = 1 \
-             AND state NOT IN ('dirty', 'pending-delete') AND ?1 IS NULL",
-            None,
-        )?);
-        Ok(rows)
-    }
-
-    /// Rows as the planner sees them: all of them, or the one for `key`.
+    /// Rows as the planner sees them: the one for `key`.
     fn read_entries(&self, key: Option<&str>) -> Result<Vec<LocalEntry>> {
         self.read_rows("WHERE ?1 IS NULL OR key = ?1", key)
     }
 
-    /// Objects synced with the remote (they have a base).
+    /// At most `limit` rows matching `cond` with keys after `after`, in key
+    /// order (every key sorts after the empty string).
+    fn read_page(&self, cond: &str, after: Option<&str>, limit: usize) -> Result<Vec<LocalEntry>> {
+        self.read_rows(
+            &format!("WHERE ({cond}) AND key > ?1 ORDER BY key LIMIT {limit}"),
+            Some(after.unwrap_or("")),
+        )
+    }
+
+    /// Objects synced with the remote (they have a base), under `scopes`.
     fn synced_count(&self, scopes: &[String]) -> Result<u64> {
-        if scopes.iter().any(|s| s.is_empty()) {
-            return self.with_reader(|c| {
-                Ok(
-                    c.prepare_cached("SELECT COUNT(*) FROM objects WHERE base_etag IS NOT NULL")?
-                        .query_row([], |r| r.get::<_, i64>(0))? as u64,
-                )
-            });
-        }
-        Ok(self
-            .local_entries()?
-            .iter()
-            .filter(|l| l.base_etag.is_some() && plan::in_scope(scopes, &l.key))
-            .count() as u64)
+        let mut prefixes: Vec<&String> = scopes.iter().collect();
+        prefixes.sort();
+        prefixes.dedup_by(|b, a| b.starts_with(a.as_str()));
+        self.with_reader(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT COUNT(*) FROM objects WHERE base_etag IS NOT NULL \
+                 AND substr(key, 1, length(?1)) = ?1",
+            )?;
+            let mut total = 0u64;
+            for prefix in prefixes {
+                total += stmt.query_row([prefix], |r| r.get::<_, i64>(0))? as u64;
+            }
+            Ok(total)
+        })
     }
 
     fn read_rows(&self, filter: &str, key: Option<&str>) -> Result<Vec<LocalEntry>> {
@@ -893,499 +899,6 @@ impl Bucket {
     /// Pushes local changes and pulls remote ones.
     pub async fn sync(&self, opts: SyncOptions) -> Result<SyncReport> {
         self.sync_with_progress(opts, None).await
-    }
-
-    /// One run, in this process (the caller holds leadership).
-    pub(crate) async fn run_sync(
-        &self,
-        opts: SyncOptions,
-        progress: Option<ProgressFn>,
-    ) -> Result<SyncReport> {
-        if !opts.dry_run {
-            self.emit(crate::events::Event::SyncStarted);
-        }
-        let result = self.run_sync_inner(opts, progress).await;
-        if !opts.dry_run {
-            match &result {
-                Ok(r) => self.emit(crate::events::Event::SyncCompleted {
-                    result: crate::events::SyncSummary::of(r),
-                }),
-                Err(e) => self.emit(crate::events::Event::SyncFailed {
-                    error: e.to_string(),
-                }),
-            }
-        }
-        result
-    }
-
-    async fn run_sync_inner(
-        &self,
-        opts: SyncOptions,
-        progress: Option<ProgressFn>,
-    ) -> Result<SyncReport> {
-        let _one_at_a_time = self.inner.sync_lock.lock().await;
-        let keys = self.keyring()?;
-        let started = Instant::now();
-        let remote = self.connected_remote()?;
-        let config = self.sync_config()?;
-        let policy = Policy {
-            direction: config.direction,
-            conflict: config.conflict,
-            strategy: config.strategy,
-        };
-        let scopes = self.effective_scopes()?;
-        let mut report = SyncReport::default();
-
-        // Attempts a crash left in flight go back to pending; uploads that
-        // were interrupted are aborted on the store.
-        if !opts.dry_run {
-            let path = self.inner.index_path.clone();
-            let interrupted = tokio::task::spawn_blocking(move || -> Result<usize> {
-                let conn = index::open(&path, false)?;
-                let n = conn.execute(
-                    "UPDATE outbox SET state = 'pending' WHERE state = 'inflight'",
-                    [],
-                )?;
-                let failed: i64 = conn.query_row(
-                    "SELECT COUNT(*) FROM outbox WHERE state = 'failed'",
-                    [],
-                    |r| r.get(0),
-                )?;
-                Ok(n + failed as usize)
-            })
-            .await
-            .map_err(|e| Error::IndexData(format!("outbox task: {e}")))??;
-            if interrupted > 0 {
-                if let Err(e) = remote.cleanup(self.device_id()).await {
-                    report.errors.push(SyncIssue {
-                        key: String::new(),
-                        cause: format!("aborting interrupted uploads: {e}"),
-                        retryable: e.is_retryable(),
-                    });
-                }
-            }
-        }
-
-        // 1. The journal: what ferry writers changed since this replica last
-        // read it. A full reconcile (the whole listing) when it is due: at
-        // first, on schedule, when asked, or when the history is gone.
-        let raw = self.raw_remote()?;
-        let endpoint = remote.endpoint();
-        let mut jstate = self.journal_state(&endpoint)?;
-        let records = self.list_records(&raw).await?;
-        let started_ms = index::now_ms();
-        let tail = journal::tail(jstate.pos, &records);
-        let interval_ms =
-            i64::try_from(config.full_sync_interval_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-        let full = opts.full
-            || config.full_sync_interval_secs == 0
-            || tail == journal::Tail::Gap
-            || started_ms.saturating_sub(jstate.last_full_ms) >= interval_ms;
-        report.full = full;
-        let newest_record = records.iter().max().copied().unwrap_or(0);
-        // Keys whose last push failed, and when they may run again.
-        let parked = self.parked()?;
-        let mut read_to = jstate.pos.unwrap_or(0);
-        let mut failed_keys: std::collections::HashSet<String> = Default::default();
-        let mut listing: BTreeMap<String, RemoteObject> = BTreeMap::new();
-        let local: Vec<LocalEntry> = if full {
-            self.full_listing(&remote, &scopes, keys.as_deref(), &mut listing, &mut report)
-                .await?;
-            self.local_entries()?
-        } else {
-            let seqs = match &tail {
-                journal::Tail::Read(s) => s.clone(),
-                _ => Vec::new(),
-            };
-            let mut changed: std::collections::BTreeSet<String> = Default::default();
-            for seq in seqs {
-                let record = self.read_record(&raw, seq, keys.as_deref()).await?;
-                if record.device != self.device_id() {
-                    for e in record.entries {
-                        if validate_key(&e.key).is_ok() && plan::in_scope(&scopes, &e.key) {
-                            changed.insert(e.key);
-                        }
-                    }
-                }
-                read_to = seq;
-            }
-            let mut work = self.local_work_entries()?;
-            let in_work: std::collections::HashSet<String> =
-                work.iter().map(|l| l.key.clone()).collect();
-            for key in &changed {
-                if !in_work.contains(key) {
-                    work.extend(self.local_entry(key)?);
-                }
-            }
-            // The keys the journal names, and local deletes or failed
-            // pushes of keys that never agreed with the remote (our own push
-            // may have landed unrecorded): as the remote has them now.
-            let mut ask: Vec<String> = changed.iter().cloned().collect();
-            ask.extend(
-                work.iter()
-                    .filter(|l| {
-                        l.base_etag.is_none()
-                            && !changed.contains(&l.key)
-                            && (!l.present || parked.contains_key(&l.key))
-                            && remote.refuses(&l.key).is_none()
-                    })
-                    .map(|l| l.key.clone()),
-            );
-            let heads = self.heads(&remote, ask, config.pull_concurrency).await?;
-            for (key, result) in heads {
-                match result {
-                    Ok(Some(mut obj)) => {
-                        annotate(keys.as_deref(), &mut obj);
-                        listing.insert(key, obj);
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        report.errors.push(issue(&key, &Error::Remote(e)));
-                        failed_keys.insert(key);
-                    }
-                }
-            }
-            // Local work the journal does not name: the remote is taken to
-            // hold the agreed version; a conditional write finds out if not.
-            for l in &work {
-                if changed.contains(&l.key) {
-                    continue;
-                }
-                if let (Some(etag), Some(hash)) = (&l.base_etag, l.base_hash) {
-                    let mut r = RemoteObject::listed(l.key.clone(), etag.clone(), 0);
-                    r.modified_ms = l.base_modified_ms;
-                    r.hash = Some(hash);
-                    listing.insert(l.key.clone(), r);
-                }
-            }
-            work
-        };
-
-        // 2. The local side, and HEADs where the remote version's metadata
-        // decides. A failed HEAD fails its key only.
-        if full && listing.is_empty() && !opts.force {
-            let synced = self.synced_count(&scopes)?;
-            if synced > 0 {
-                return Err(Error::EmptyRemote {
-                    remote: remote.endpoint(),
-                    synced,
-                });
-            }
-        }
-        {
-            let by_key: HashMap<&str, &LocalEntry> =
-                local.iter().map(|l| (l.key.as_str(), l)).collect();
-            let to_inspect: Vec<String> = listing
-                .values()
-                .filter(|r| plan::needs_inspection(by_key.get(r.key.as_str()).copied(), r))
-                .map(|r| r.key.clone())
-                .collect();
-            for (key, result) in self
-                .heads(&remote, to_inspect, config.pull_concurrency)
-                .await?
-            {
-                match result {
-                    Ok(Some(mut obj)) => {
-                        annotate(keys.as_deref(), &mut obj);
-                        // Listing times are compared with listing times.
-                        if let Some(listed) = listing.get(&key).filter(|l| l.etag == obj.etag) {
-                            obj.modified_ms = listed.modified_ms;
-                        }
-                        listing.insert(key, obj);
-                    }
-                    Ok(None) => {
-                        listing.remove(&key);
-                    }
-                    Err(e) => {
-                        report.errors.push(issue(&key, &Error::Remote(e)));
-                        failed_keys.insert(key);
-                    }
-                }
-            }
-            // Foreign objects (no ferry-hash) that meet a local version:
-            // establish their content hash once, by ETag or by download.
-            for r in listing.values_mut() {
-                let Some(l) = by_key.get(r.key.as_str()) else {
-                    continue;
-                };
-                if r.hash.is_some()
-                    || !r.has_metadata
-                    || !l.present
-                    || !l.cached
-                    || l.base_etag.as_deref() == Some(r.etag.as_str())
-                    || keys.is_some()
-                {
-                    continue;
-                }
-                match self.establish_hash(&remote, l, r).await {
-                    Ok(h) => r.hash = h,
-                    Err(e) => {
-                        report.errors.push(issue(&r.key, &e));
-                        failed_keys.insert(r.key.clone());
-                    }
-                }
-            }
-        }
-        let remote_list: Vec<RemoteObject> = listing
-            .into_values()
-            .filter(|r| !failed_keys.contains(&r.key))
-            .collect();
-        let local: Vec<LocalEntry> = local
-            .into_iter()
-            .filter(|l| !failed_keys.contains(&l.key))
-            .collect();
-
-        // 3. Plan.
-        let mut actions = plan::plan(&local, &remote_list, &scopes, policy, self.device_id());
-        actions.retain(|a| match opts.mode {
-            SyncMode::Both => true,
-            SyncMode::Push => !a.is_pull_side(),
-            SyncMode::Pull => !a.is_push_side(),
-        });
-        // Keys whose last push failed wait for their backoff (terminal
-        // failures until the object changes or `retry` is asked).
-        let now = index::now_ms();
-        actions.retain(|a| {
-            let waiting = a.is_push_side()
-                && !opts.retry
-                && parked.get(a.key()).is_some_and(|next| *next > now);
-            if waiting {
-                report.parked += 1;
-            }
-            !waiting
-        });
-        if opts.dry_run {
-            report.planned = actions;
-            report.duration = started.elapsed();
-            report.timestamp = Some(SystemTime::now());
-            return Ok(report);
-        }
-        let deletes = actions
-            .iter()
-            .any(|a| matches!(a, Action::DeleteLocal { .. } | Action::DeleteRemote { .. }));
-        if !opts.force && deletes {
-            let limit = opts.max_delete.unwrap_or(config.max_delete);
-            self.check_deletes(&actions, self.synced_count(&scopes)?, limit)?;
-        }
-
-        // 4. Bookkeeping first, in batches: the listing times of agreed
-        // versions (after a large push, every key once).
-        let (refreshes, actions): (Vec<Action>, Vec<Action>) = actions
-            .into_iter()
-            .partition(|a| matches!(a, Action::Refresh { .. }));
-        let refreshes: Vec<(String, String, i64)> = refreshes
-            .into_iter()
-            .filter_map(|a| match a {
-                Action::Refresh {
-                    key,
-                    etag,
-                    modified_ms,
-                } => Some((key, etag, modified_ms)),
-                _ => None,
-            })
-            .collect();
-        for batch in refreshes.chunks(10_000) {
-            self.record(SyncRecord::Refreshed {
-                batch: batch.to_vec(),
-            })
-            .await?;
-        }
-
-        // 5. Execute, pushes and pulls each with their own concurrency limit.
-        let pushing: Vec<String> = actions
-            .iter()
-            .filter(|a| a.is_push_side())
-            .map(|a| a.key().to_owned())
-            .collect();
-        if !pushing.is_empty() {
-            self.record(SyncRecord::Starting { keys: pushing }).await?;
-        }
-        let push_limit = Arc::new(Semaphore::new(config.push_concurrency.max(1)));
-        let pull_limit = Arc::new(Semaphore::new(config.pull_concurrency.max(1)));
-        let remote_by_key: HashMap<String, RemoteObject> = remote_list
-            .into_iter()
-            .map(|r| (r.key.clone(), r))
-            .collect();
-        let remote_by_key = Arc::new(remote_by_key);
-        let total = actions.len() as u64;
-        let mut done = 0u64;
-        if let Some(p) = &progress {
-            p(SyncProgress { done, total });
-        }
-        // A bounded queue: at most both concurrencies' worth of actions in
-        // flight (each kind limited by its own semaphore), not a task per
-        // action spawned up front.
-        let in_flight = config.push_concurrency.max(1) + config.pull_concurrency.max(1);
-        let mut pending = actions.into_iter();
-        let mut tasks = JoinSet::new();
-        loop {
-            while tasks.len() < in_flight {
-                let Some(action) = pending.next() else {
-                    break;
-                };
-                let me = self.clone();
-                let remote = remote.clone();
-                let limit = if action.is_push_side() {
-                    push_limit.clone()
-                } else {
-                    pull_limit.clone()
-                };
-                let remote_by_key = remote_by_key.clone();
-                let conflict_policy = config.conflict;
-                tasks.spawn(async move {
-                    let _permit = limit.acquire_owned().await;
-                    let key = action.key().to_owned();
-                    let seen = remote_by_key.get(&key).cloned();
-                    (
-                        key.clone(),
-                        me.execute(&remote, action, seen, conflict_policy).await,
-                    )
-                });
-            }
-            let Some(joined) = tasks.join_next().await else {
-                break;
-            };
-            done += 1;
-            if let Some(p) = &progress {
-                p(SyncProgress { done, total });
-            }
-            match joined {
-                Ok((key, Done::Pushed)) => {
-                    report.pushed += 1;
-                    self.emit(crate::events::Event::ObjectPushed { key });
-                }
-                Ok((key, Done::Pulled)) => {
-                    report.pulled += 1;
-                    self.emit(crate::events::Event::ObjectPulled { key });
-                }
-                Ok((_, Done::DeletedRemote)) => report.deleted_remote += 1,
-                Ok((_, Done::DeletedLocal)) => report.deleted_local += 1,
-                Ok((key, Done::Conflict(c))) => {
-                    report.conflicts.push(c);
-                    self.emit(crate::events::Event::ObjectConflict { key });
-                }
-                Ok((_, Done::Nothing)) => {}
-                Ok((_, Done::Failed(i))) => report.errors.push(i),
-                Err(e) => report.errors.push(SyncIssue {
-                    key: String::new(),
-                    cause: format!("sync task failed: {e}"),
-                    retryable: true,
-                }),
-            }
-        }
-        // 6. Tell the other replicas what changed, and remember how far the
-        // journal was read.
-        let mut pos = if full { newest_record } else { read_to };
-        match self
-            .append_journal(
-                &raw,
-                keys.as_deref(),
-                newest_record.max(read_to),
-                config.journal_retain,
-            )
-            .await
-        {
-            // Our own records right after what we read: nothing to read there.
-            Ok(Some((first, last))) if first == pos + 1 => pos = last,
-            Ok(_) => {}
-            Err(e) => report.errors.push(SyncIssue {
-                key: String::new(),
-                cause: format!("writing the change journal (the next sync tries again): {e}"),
-                retryable: true,
-            }),
-        }
-        jstate.pos = Some(pos);
-        if full {
-            jstate.last_full_ms = started_ms;
-        }
-        self.set_journal_state(&endpoint, jstate).await?;
-
-        // Conflicts found earlier and still open are part of the picture.
-        let known: Vec<String> = report.conflicts.iter().map(|c| c.key.clone()).collect();
-        for c in self.conflicts().await? {
-            if !known.contains(&c.key) {
-                report.conflicts.push(c);
-            }
-        }
-        report.conflicts.sort_by(|a, b| a.key.cmp(&b.key));
-        report.errors.sort_by(|a, b| a.key.cmp(&b.key));
-        report.duration = started.elapsed();
-        report.timestamp = Some(SystemTime::now());
-        Ok(report)
-    }
-
-    /// The whole remote listing under the scopes (a full reconcile), into
-    /// `listing`; names that are not keys are reported and skipped.
-    async fn full_listing(
-        &self,
-        remote: &SharedRemote,
-        scopes: &[String],
-        keys: Option<&Keyring>,
-        listing: &mut BTreeMap<String, RemoteObject>,
-        report: &mut SyncReport,
-    ) -> Result<()> {
-        let mut prefixes: Vec<&String> = scopes.iter().collect();
-        prefixes.sort();
-        prefixes.dedup_by(|b, a| b.starts_with(a.as_str()));
-        for prefix in prefixes {
-            if prefix == NOTHING_IN_SCOPE {
-                continue;
-            }
-            for mut obj in remote.list(prefix).await? {
-                if obj.key.starts_with(RESERVED_PREFIX) {
-                    continue;
-                }
-                if let Some(raw) = obj.key.strip_prefix(UNREADABLE_NAME) {
-                    report.errors.push(SyncIssue {
-                        key: raw.to_owned(),
-                        cause: "the remote object's name does not decrypt under this bucket's key \
-                                (tampered, or not written by this bucket), skipped"
-                            .into(),
-                        retryable: false,
-                    });
-                    continue;
-                }
-                if let Err(e) = validate_key(&obj.key) {
-                    report.errors.push(SyncIssue {
-                        key: obj.key.clone(),
-                        cause: format!(
-                            "the remote object cannot be a ferry key, skipped: {}",
-                            e.rule
-                        ),
-                        retryable: false,
-                    });
-                    continue;
-                }
-                annotate(keys, &mut obj);
-                listing.insert(obj.key.clone(), obj);
-            }
-        }
-        Ok(())
-    }
-
-    /// HEADs `keys`, at most `concurrency` at once.
-    async fn heads(
-        &self,
-        remote: &SharedRemote,
-        keys: Vec<String>,
-        concurrency: usize,
-    ) -> Result<
-        Vec<(
-            String,
-            std::result::Result<Option<RemoteObject>, RemoteError>,
-        )>,
-    > {
-        use futures::StreamExt;
-        Ok(futures::stream::iter(keys.into_iter().map(|key| {
-            let remote = remote.clone();
-            async move {
-                let found = remote.head(&key).await;
-                (key, found)
-            }
-        }))
-        .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await)
     }
 
     /// Where this replica is in `endpoint`'s journal.

@@ -1,0 +1,799 @@
+//! One sync run, in windows: the planner's inputs are gathered a window of
+//! keys at a time (a merge of the index, read in key order, with the remote
+//! listing, spilled and read back in key order, or with the keys the
+//! journal names), each window is planned by the pure planner and its
+//! actions go to a bounded queue of tasks. Memory holds a window and the
+//! tasks in flight, never the whole bucket.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::spill::Spill;
+use super::{
+    annotate, issue, Done, ProgressFn, SyncIssue, SyncMode, SyncOptions, SyncProgress, SyncReport,
+    NOTHING_IN_SCOPE,
+};
+use crate::bucket::Bucket;
+use crate::crypto::keyring::Keyring;
+use crate::error::{Error, Result};
+use crate::index;
+use crate::journal;
+use crate::key::{validate_key, RESERVED_PREFIX};
+use crate::plan::{self, Action, ConflictPolicy, LocalEntry, Policy};
+use crate::record::SyncRecord;
+use crate::remote::encrypted::UNREADABLE_NAME;
+use crate::remote::{RemoteError, RemoteObject, SharedRemote};
+
+/// Keys per planning window, by default ([`super::SyncConfig::window_keys`]).
+pub(crate) const WINDOW: usize = 1000;
+
+/// A journal tail naming more keys than this is read as a full reconcile
+/// (the keys would otherwise be held in memory at once).
+const JOURNAL_KEYS_MAX: usize = 100_000;
+
+/// Where a run's remote side comes from.
+enum Gather {
+    /// A full reconcile: the whole listing, spilled.
+    Full(Spill),
+    /// The keys the journal names (other writers' changes since we read it).
+    Journal(BTreeSet<String>),
+}
+
+/// One window of keys: the local rows and the remote objects in it.
+struct Window {
+    local: Vec<LocalEntry>,
+    listing: BTreeMap<String, RemoteObject>,
+    /// The window's last key; `None` when it was the last window.
+    bound: Option<String>,
+}
+
+/// Keeps `rows` (sorted by key) at or below `bound`.
+fn clip<T>(rows: &mut Vec<T>, bound: Option<&str>, key: impl Fn(&T) -> &str) {
+    if let Some(b) = bound {
+        let keep = rows.partition_point(|r| key(r) <= b);
+        rows.truncate(keep);
+    }
+}
+
+/// The smallest last key among the pages that came back full (their
+/// source may hold more): the window ends there.
+fn window_bound<'a>(
+    limit: usize,
+    pages: impl IntoIterator<Item = (usize, Option<&'a str>)>,
+) -> Option<String> {
+    pages
+        .into_iter()
+        .filter(|(len, _)| *len >= limit)
+        .filter_map(|(_, last)| last)
+        .min()
+        .map(str::to_owned)
+}
+
+/// The bounded queue of running actions: at most `in_flight` tasks, each
+/// kind (push side, pull side) limited by its own semaphore.
+struct Runner {
+    tasks: JoinSet<(String, Done)>,
+    in_flight: usize,
+    push_limit: Arc<Semaphore>,
+    pull_limit: Arc<Semaphore>,
+    policy: ConflictPolicy,
+    done: u64,
+    total: u64,
+    progress: Option<ProgressFn>,
+}
+
+impl Runner {
+    fn tell(&self) {
+        if let Some(p) = &self.progress {
+            p(SyncProgress {
+                done: self.done,
+                total: self.total,
+            });
+        }
+    }
+
+    /// Queues `action` (waiting for room first).
+    async fn run(
+        &mut self,
+        bucket: &Bucket,
+        remote: &SharedRemote,
+        action: Action,
+        seen: Option<RemoteObject>,
+        report: &mut SyncReport,
+    ) {
+        while self.tasks.len() >= self.in_flight {
+            self.join_one(bucket, report).await;
+        }
+        let me = bucket.clone();
+        let remote = remote.clone();
+        let limit = if action.is_push_side() {
+            self.push_limit.clone()
+        } else {
+            self.pull_limit.clone()
+        };
+        let policy = self.policy;
+        self.tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let key = action.key().to_owned();
+            (key, me.execute(&remote, action, seen, policy).await)
+        });
+    }
+
+    /// Waits for one action and counts its outcome; false when none runs.
+    async fn join_one(&mut self, bucket: &Bucket, report: &mut SyncReport) -> bool {
+        let Some(joined) = self.tasks.join_next().await else {
+            return false;
+        };
+        self.done += 1;
+        self.tell();
+        match joined {
+            Ok((key, Done::Pushed)) => {
+                report.pushed += 1;
+                bucket.emit(crate::events::Event::ObjectPushed { key });
+            }
+            Ok((key, Done::Pulled)) => {
+                report.pulled += 1;
+                bucket.emit(crate::events::Event::ObjectPulled { key });
+            }
+            Ok((_, Done::DeletedRemote)) => report.deleted_remote += 1,
+            Ok((_, Done::DeletedLocal)) => report.deleted_local += 1,
+            Ok((key, Done::Conflict(c))) => {
+                report.conflicts.push(c);
+                bucket.emit(crate::events::Event::ObjectConflict { key });
+            }
+            Ok((_, Done::Nothing)) => {}
+            Ok((_, Done::Failed(i))) => report.errors.push(i),
+            Err(e) => report.errors.push(SyncIssue {
+                key: String::new(),
+                cause: format!("sync task failed: {e}"),
+                retryable: true,
+            }),
+        }
+        true
+    }
+
+    /// Waits for every queued action.
+    async fn drain(&mut self, bucket: &Bucket, report: &mut SyncReport) {
+        while self.join_one(bucket, report).await {}
+    }
+}
+
+impl Bucket {
+    /// One run, in this process (the caller holds leadership).
+    pub(crate) async fn run_sync(
+        &self,
+        opts: SyncOptions,
+        progress: Option<ProgressFn>,
+    ) -> Result<SyncReport> {
+        if !opts.dry_run {
+            self.emit(crate::events::Event::SyncStarted);
+        }
+        let result = self.run_sync_inner(opts, progress).await;
+        if !opts.dry_run {
+            match &result {
+                Ok(r) => self.emit(crate::events::Event::SyncCompleted {
+                    result: crate::events::SyncSummary::of(r),
+                }),
+                Err(e) => self.emit(crate::events::Event::SyncFailed {
+                    error: e.to_string(),
+                }),
+            }
+        }
+        result
+    }
+
+    async fn run_sync_inner(
+        &self,
+        opts: SyncOptions,
+        progress: Option<ProgressFn>,
+    ) -> Result<SyncReport> {
+        let _one_at_a_time = self.inner.sync_lock.lock().await;
+        let keys = self.keyring()?;
+        let started = Instant::now();
+        let remote = self.connected_remote()?;
+        let config = self.sync_config()?;
+        let policy = Policy {
+            direction: config.direction,
+            conflict: config.conflict,
+            strategy: config.strategy,
+        };
+        let scopes = self.effective_scopes()?;
+        let mut report = SyncReport::default();
+
+        // Attempts a crash left in flight go back to pending; uploads that
+        // were interrupted are aborted on the store.
+        if !opts.dry_run {
+            let path = self.inner.index_path.clone();
+            let interrupted = tokio::task::spawn_blocking(move || -> Result<usize> {
+                let conn = index::open(&path, false)?;
+                let n = conn.execute(
+                    "UPDATE outbox SET state = 'pending' WHERE state = 'inflight'",
+                    [],
+                )?;
+                let failed: i64 = conn.query_row(
+                    "SELECT COUNT(*) FROM outbox WHERE state = 'failed'",
+                    [],
+                    |r| r.get(0),
+                )?;
+                Ok(n + failed as usize)
+            })
+            .await
+            .map_err(|e| Error::IndexData(format!("outbox task: {e}")))??;
+            if interrupted > 0 {
+                if let Err(e) = remote.cleanup(self.device_id()).await {
+                    report.errors.push(SyncIssue {
+                        key: String::new(),
+                        cause: format!("aborting interrupted uploads: {e}"),
+                        retryable: e.is_retryable(),
+                    });
+                }
+            }
+        }
+
+        // 1. The journal: what ferry writers changed since this replica last
+        // read it. A full reconcile (the whole listing) when it is due: at
+        // first, on schedule, when asked, when the history is gone, or when
+        // the journal names too many keys to hold.
+        let raw = self.raw_remote()?;
+        let endpoint = remote.endpoint();
+        let mut jstate = self.journal_state(&endpoint)?;
+        let records = self.list_records(&raw).await?;
+        let started_ms = index::now_ms();
+        let tail = journal::tail(jstate.pos, &records);
+        let interval_ms =
+            i64::try_from(config.full_sync_interval_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let mut full = opts.full
+            || config.full_sync_interval_secs == 0
+            || tail == journal::Tail::Gap
+            || started_ms.saturating_sub(jstate.last_full_ms) >= interval_ms;
+        let newest_record = records.iter().max().copied().unwrap_or(0);
+        let mut read_to = jstate.pos.unwrap_or(0);
+        let mut changed: BTreeSet<String> = BTreeSet::new();
+        if !full {
+            if let journal::Tail::Read(seqs) = &tail {
+                for &seq in seqs {
+                    let record = self.read_record(&raw, seq, keys.as_deref()).await?;
+                    if record.device != self.device_id() {
+                        for e in record.entries {
+                            if validate_key(&e.key).is_ok() && plan::in_scope(&scopes, &e.key) {
+                                changed.insert(e.key);
+                            }
+                        }
+                    }
+                    read_to = seq;
+                    if changed.len() > JOURNAL_KEYS_MAX {
+                        full = true;
+                        break;
+                    }
+                }
+            }
+        }
+        report.full = full;
+        let gather = if full {
+            drop(changed);
+            let spill = self
+                .spill_listing(&remote, &scopes, keys.as_deref(), &mut report)
+                .await?;
+            // A remote that lists nothing where objects were synced (wiped,
+            // wrong prefix, unmounted) deletes nothing.
+            if spill.is_empty() && !opts.force {
+                let synced = self.synced_count(&scopes)?;
+                if synced > 0 {
+                    return Err(Error::EmptyRemote {
+                        remote: remote.endpoint(),
+                        synced,
+                    });
+                }
+            }
+            Gather::Full(spill)
+        } else {
+            Gather::Journal(changed)
+        };
+        // Keys whose last push failed, and when they may run again.
+        let parked = self.parked()?;
+        let now = index::now_ms();
+
+        // 2. Window by window: gather, plan, queue. Deletes wait until the
+        // whole plan is known (the delete limit counts them all first).
+        let mut runner = Runner {
+            tasks: JoinSet::new(),
+            in_flight: config.push_concurrency.max(1) + config.pull_concurrency.max(1),
+            push_limit: Arc::new(Semaphore::new(config.push_concurrency.max(1))),
+            pull_limit: Arc::new(Semaphore::new(config.pull_concurrency.max(1))),
+            policy: config.conflict,
+            done: 0,
+            total: 0,
+            progress,
+        };
+        runner.tell();
+        let mut deletes: Vec<Action> = Vec::new();
+        let mut planned: Vec<Action> = Vec::new();
+        let mut after: Option<String> = None;
+        let size = config.window_keys.max(1);
+        loop {
+            let window = match &gather {
+                Gather::Full(spill) => self.full_window(spill, after.as_deref(), size)?,
+                Gather::Journal(changed) => {
+                    self.journal_window(
+                        &remote,
+                        changed,
+                        &parked,
+                        after.as_deref(),
+                        size,
+                        keys.as_deref(),
+                        config.pull_concurrency,
+                        &mut report,
+                    )
+                    .await?
+                }
+            };
+            let bound = window.bound.clone();
+            let actions = self
+                .plan_window(
+                    &remote,
+                    window,
+                    &scopes,
+                    policy,
+                    keys.as_deref(),
+                    config.pull_concurrency,
+                    &mut report,
+                )
+                .await?;
+            let mut window_actions: Vec<(Action, Option<RemoteObject>)> = Vec::new();
+            for (action, seen) in actions {
+                let included = match opts.mode {
+                    SyncMode::Both => true,
+                    SyncMode::Push => !action.is_pull_side(),
+                    SyncMode::Pull => !action.is_push_side(),
+                };
+                if !included {
+                    continue;
+                }
+                // Keys whose last push failed wait for their backoff
+                // (terminal failures until the object changes or `retry`
+                // is asked).
+                if action.is_push_side()
+                    && !opts.retry
+                    && parked.get(action.key()).is_some_and(|next| *next > now)
+                {
+                    report.parked += 1;
+                    continue;
+                }
+                if opts.dry_run {
+                    planned.push(action);
+                } else if matches!(
+                    action,
+                    Action::DeleteLocal { .. } | Action::DeleteRemote { .. }
+                ) {
+                    deletes.push(action);
+                } else {
+                    window_actions.push((action, seen));
+                }
+            }
+            if !opts.dry_run {
+                self.queue_window(&remote, &mut runner, window_actions, &mut report)
+                    .await?;
+            }
+            match bound {
+                Some(b) => after = Some(b),
+                None => break,
+            }
+        }
+        drop(gather);
+        if opts.dry_run {
+            planned.sort_by(|a, b| a.key().cmp(b.key()));
+            report.planned = planned;
+            report.duration = started.elapsed();
+            report.timestamp = Some(SystemTime::now());
+            return Ok(report);
+        }
+
+        // 3. Deletes, once the limit allows them.
+        if !deletes.is_empty() {
+            if !opts.force {
+                let limit = opts.max_delete.unwrap_or(config.max_delete);
+                if let Err(e) = self.check_deletes(&deletes, self.synced_count(&scopes)?, limit) {
+                    runner.drain(self, &mut report).await;
+                    return Err(e);
+                }
+            }
+            runner.total += deletes.len() as u64;
+            for action in deletes {
+                runner.run(self, &remote, action, None, &mut report).await;
+            }
+        }
+        runner.drain(self, &mut report).await;
+
+        // 4. Tell the other replicas what changed, and remember how far the
+        // journal was read.
+        let mut pos = if full { newest_record } else { read_to };
+        match self
+            .append_journal(
+                &raw,
+                keys.as_deref(),
+                newest_record.max(read_to),
+                config.journal_retain,
+            )
+            .await
+        {
+            // Our own records right after what we read: nothing to read there.
+            Ok(Some((first, last))) if first == pos + 1 => pos = last,
+            Ok(_) => {}
+            Err(e) => report.errors.push(SyncIssue {
+                key: String::new(),
+                cause: format!("writing the change journal (the next sync tries again): {e}"),
+                retryable: true,
+            }),
+        }
+        jstate.pos = Some(pos);
+        if full {
+            jstate.last_full_ms = started_ms;
+        }
+        self.set_journal_state(&endpoint, jstate).await?;
+
+        // Conflicts found earlier and still open are part of the picture.
+        let known: HashSet<String> = report.conflicts.iter().map(|c| c.key.clone()).collect();
+        for c in self.conflicts().await? {
+            if !known.contains(&c.key) {
+                report.conflicts.push(c);
+            }
+        }
+        report.conflicts.sort_by(|a, b| a.key.cmp(&b.key));
+        report.errors.sort_by(|a, b| a.key.cmp(&b.key));
+        report.duration = started.elapsed();
+        report.timestamp = Some(SystemTime::now());
+        Ok(report)
+    }
+
+    /// Records a window's bookkeeping in one batch and queues the rest.
+    async fn queue_window(
+        &self,
+        remote: &SharedRemote,
+        runner: &mut Runner,
+        actions: Vec<(Action, Option<RemoteObject>)>,
+        report: &mut SyncReport,
+    ) -> Result<()> {
+        // Listing times of agreed versions (after a large push, every key
+        // once), in one transaction.
+        let mut refreshes = Vec::new();
+        let mut rest = Vec::new();
+        for (action, seen) in actions {
+            match action {
+                Action::Refresh {
+                    key,
+                    etag,
+                    modified_ms,
+                } => refreshes.push((key, etag, modified_ms)),
+                other => rest.push((other, seen)),
+            }
+        }
+        if !refreshes.is_empty() {
+            self.record(SyncRecord::Refreshed { batch: refreshes })
+                .await?;
+        }
+        let pushing: Vec<String> = rest
+            .iter()
+            .filter(|(a, _)| a.is_push_side())
+            .map(|(a, _)| a.key().to_owned())
+            .collect();
+        if !pushing.is_empty() {
+            self.record(SyncRecord::Starting { keys: pushing }).await?;
+        }
+        runner.total += rest.len() as u64;
+        for (action, seen) in rest {
+            runner.run(self, remote, action, seen, report).await;
+        }
+        Ok(())
+    }
+
+    /// The whole remote listing under the scopes (a full reconcile), page
+    /// by page into a spill file; names that are not keys are reported and
+    /// skipped.
+    async fn spill_listing(
+        &self,
+        remote: &SharedRemote,
+        scopes: &[String],
+        keys: Option<&Keyring>,
+        report: &mut SyncReport,
+    ) -> Result<Spill> {
+        let mut spill = Spill::create(&self.inner.dir.join("tmp"))?;
+        let mut prefixes: Vec<&String> = scopes.iter().collect();
+        prefixes.sort();
+        prefixes.dedup_by(|b, a| b.starts_with(a.as_str()));
+        for prefix in prefixes {
+            if prefix == NOTHING_IN_SCOPE {
+                continue;
+            }
+            let mut token = None;
+            loop {
+                let page = remote.list_page(prefix, token).await?;
+                let mut objects = Vec::with_capacity(page.objects.len());
+                for mut obj in page.objects {
+                    if obj.key.starts_with(RESERVED_PREFIX) || !obj.key.starts_with(prefix.as_str())
+                    {
+                        continue;
+                    }
+                    if let Some(raw) = obj.key.strip_prefix(UNREADABLE_NAME) {
+                        report.errors.push(SyncIssue {
+                            key: raw.to_owned(),
+                            cause: "the remote object's name does not decrypt under this bucket's \
+                                    key (tampered, or not written by this bucket), skipped"
+                                .into(),
+                            retryable: false,
+                        });
+                        continue;
+                    }
+                    if let Err(e) = validate_key(&obj.key) {
+                        report.errors.push(SyncIssue {
+                            key: obj.key.clone(),
+                            cause: format!(
+                                "the remote object cannot be a ferry key, skipped: {}",
+                                e.rule
+                            ),
+                            retryable: false,
+                        });
+                        continue;
+                    }
+                    annotate(keys, &mut obj);
+                    objects.push(obj);
+                }
+                spill.insert(&objects)?;
+                match page.next {
+                    Some(next) => token = Some(next),
+                    None => break,
+                }
+            }
+        }
+        Ok(spill)
+    }
+
+    /// The next window of a full reconcile: every index row and every
+    /// listed object with keys after `after`, up to a window's worth.
+    fn full_window(&self, spill: &Spill, after: Option<&str>, size: usize) -> Result<Window> {
+        let mut local = self.read_page("1 = 1", after, size)?;
+        let mut remote = spill.page(after, size)?;
+        let bound = window_bound(
+            size,
+            [
+                (local.len(), local.last().map(|l| l.key.as_str())),
+                (remote.len(), remote.last().map(|r| r.key.as_str())),
+            ],
+        );
+        clip(&mut local, bound.as_deref(), |l| &l.key);
+        clip(&mut remote, bound.as_deref(), |r| &r.key);
+        Ok(Window {
+            local,
+            listing: remote.into_iter().map(|r| (r.key.clone(), r)).collect(),
+            bound,
+        })
+    }
+
+    /// The next window of a journal run: local work (changes not pushed,
+    /// pinned objects whose content is not here) and the keys the journal
+    /// names, after `after`. The remote side is what the journal says
+    /// changed (as a HEAD finds it now) and, for local work it does not
+    /// name, the version this replica agreed on (a conditional write finds
+    /// out if the remote moved).
+    #[allow(clippy::too_many_arguments)]
+    async fn journal_window(
+        &self,
+        remote: &SharedRemote,
+        changed: &BTreeSet<String>,
+        parked: &std::collections::HashMap<String, i64>,
+        after: Option<&str>,
+        size: usize,
+        keys: Option<&Keyring>,
+        concurrency: usize,
+        report: &mut SyncReport,
+    ) -> Result<Window> {
+        // Three indexed queries, each in key order; an idle sync reads no
+        // row of a large bucket.
+        let mut pages = [
+            self.read_page("state <> 'synced' AND state = 'dirty'", after, size)?,
+            self.read_page(
+                "state <> 'synced' AND state = 'pending-delete'",
+                after,
+                size,
+            )?,
+            self.read_page(
+                "pinned = 1 AND cached = 0 AND present = 1 \
+                 AND state NOT IN ('dirty', 'pending-delete')",
+                after,
+                size,
+            )?,
+        ];
+        let bound = window_bound(
+            size,
+            pages
+                .iter()
+                .map(|p| (p.len(), p.last().map(|l| l.key.as_str()))),
+        );
+        let mut work: Vec<LocalEntry> = Vec::new();
+        for page in &mut pages {
+            clip(page, bound.as_deref(), |l| &l.key);
+            work.append(page);
+        }
+        let in_window =
+            |k: &str| after.is_none_or(|a| k > a) && bound.as_deref().is_none_or(|b| k <= b);
+        let lower = match after {
+            Some(a) => std::ops::Bound::Excluded(a.to_owned()),
+            None => std::ops::Bound::Unbounded,
+        };
+        let named: Vec<&String> = changed
+            .range((lower, std::ops::Bound::Unbounded))
+            .take_while(|k| in_window(k))
+            .collect();
+        let in_work: HashSet<String> = work.iter().map(|l| l.key.clone()).collect();
+        for key in &named {
+            if !in_work.contains(key.as_str()) {
+                work.extend(self.local_entry(key)?);
+            }
+        }
+        work.sort_by(|a, b| a.key.cmp(&b.key));
+        // The keys the journal names, and local deletes or failed pushes of
+        // keys that never agreed with the remote (our own push may have
+        // landed unrecorded): as the remote has them now.
+        let mut ask: Vec<String> = named.iter().map(|k| (*k).clone()).collect();
+        ask.extend(
+            work.iter()
+                .filter(|l| {
+                    l.base_etag.is_none()
+                        && !changed.contains(&l.key)
+                        && (!l.present || parked.contains_key(&l.key))
+                        && remote.refuses(&l.key).is_none()
+                })
+                .map(|l| l.key.clone()),
+        );
+        let mut listing = BTreeMap::new();
+        let mut failed: HashSet<String> = HashSet::new();
+        for (key, result) in self.heads(remote, ask, concurrency).await {
+            match result {
+                Ok(Some(mut obj)) => {
+                    annotate(keys, &mut obj);
+                    listing.insert(key, obj);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    report.errors.push(issue(&key, &Error::Remote(e)));
+                    failed.insert(key);
+                }
+            }
+        }
+        // Local work the journal does not name: the remote is taken to
+        // hold the agreed version.
+        for l in &work {
+            if changed.contains(&l.key) {
+                continue;
+            }
+            if let (Some(etag), Some(hash)) = (&l.base_etag, l.base_hash) {
+                let mut r = RemoteObject::listed(l.key.clone(), etag.clone(), 0);
+                r.modified_ms = l.base_modified_ms;
+                r.hash = Some(hash);
+                listing.insert(l.key.clone(), r);
+            }
+        }
+        work.retain(|l| !failed.contains(&l.key));
+        Ok(Window {
+            local: work,
+            listing,
+            bound,
+        })
+    }
+
+    /// Completes a window's inputs (HEADs where the remote version's
+    /// metadata decides; content hashes of foreign objects that meet a
+    /// local version) and plans it. A failed HEAD fails its key only.
+    #[allow(clippy::too_many_arguments)]
+    async fn plan_window(
+        &self,
+        remote: &SharedRemote,
+        window: Window,
+        scopes: &[String],
+        policy: Policy,
+        keys: Option<&Keyring>,
+        concurrency: usize,
+        report: &mut SyncReport,
+    ) -> Result<Vec<(Action, Option<RemoteObject>)>> {
+        let Window {
+            local, mut listing, ..
+        } = window;
+        let mut failed: HashSet<String> = HashSet::new();
+        {
+            let by_key: std::collections::HashMap<&str, &LocalEntry> =
+                local.iter().map(|l| (l.key.as_str(), l)).collect();
+            let to_inspect: Vec<String> = listing
+                .values()
+                .filter(|r| plan::needs_inspection(by_key.get(r.key.as_str()).copied(), r))
+                .map(|r| r.key.clone())
+                .collect();
+            for (key, result) in self.heads(remote, to_inspect, concurrency).await {
+                match result {
+                    Ok(Some(mut obj)) => {
+                        annotate(keys, &mut obj);
+                        // Listing times are compared with listing times.
+                        if let Some(listed) = listing.get(&key).filter(|l| l.etag == obj.etag) {
+                            obj.modified_ms = listed.modified_ms;
+                        }
+                        listing.insert(key, obj);
+                    }
+                    Ok(None) => {
+                        listing.remove(&key);
+                    }
+                    Err(e) => {
+                        report.errors.push(issue(&key, &Error::Remote(e)));
+                        failed.insert(key);
+                    }
+                }
+            }
+            // Foreign objects (no ferry-hash) that meet a local version:
+            // establish their content hash once, by ETag or by download.
+            for r in listing.values_mut() {
+                let Some(l) = by_key.get(r.key.as_str()) else {
+                    continue;
+                };
+                if r.hash.is_some()
+                    || !r.has_metadata
+                    || !l.present
+                    || !l.cached
+                    || l.base_etag.as_deref() == Some(r.etag.as_str())
+                    || keys.is_some()
+                {
+                    continue;
+                }
+                match self.establish_hash(remote, l, r).await {
+                    Ok(h) => r.hash = h,
+                    Err(e) => {
+                        report.errors.push(issue(&r.key, &e));
+                        failed.insert(r.key.clone());
+                    }
+                }
+            }
+        }
+        listing.retain(|k, _| !failed.contains(k));
+        let local: Vec<LocalEntry> = local
+            .into_iter()
+            .filter(|l| !failed.contains(&l.key))
+            .collect();
+        let remote_list: Vec<RemoteObject> = listing.into_values().collect();
+        let actions = plan::plan(&local, &remote_list, scopes, policy, self.device_id());
+        // Each action with the remote object it was planned against.
+        let mut by_key: BTreeMap<String, RemoteObject> = remote_list
+            .into_iter()
+            .map(|r| (r.key.clone(), r))
+            .collect();
+        Ok(actions
+            .into_iter()
+            .map(|a| {
+                let seen = by_key.remove(a.key());
+                (a, seen)
+            })
+            .collect())
+    }
+
+    /// HEADs `keys`, at most `concurrency` at once.
+    async fn heads(
+        &self,
+        remote: &SharedRemote,
+        keys: Vec<String>,
+        concurrency: usize,
+    ) -> Vec<(
+        String,
+        std::result::Result<Option<RemoteObject>, RemoteError>,
+    )> {
+        use futures::StreamExt;
+        futures::stream::iter(keys.into_iter().map(|key| {
+            let remote = remote.clone();
+            async move {
+                let found = remote.head(&key).await;
+                (key, found)
+            }
+        }))
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await
+    }
+}
