@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 mod counting;
 mod crypto_bench;
 mod live_bench;
+mod scale_bench;
 mod sync_bench;
 
 #[derive(Debug, Parser)]
@@ -36,7 +37,9 @@ struct Args {
     /// Concurrent writers for the concurrent-put figure.
     #[arg(long, default_value_t = 16)]
     writers: usize,
-    /// Which figures: local, live, sync, crypto, or all.
+    /// Which figures: local, live, sync, crypto, scale, or all (`scale`:
+    /// `--objects` × 1 KiB through the release `ferry` binary, which must
+    /// be built: `cargo build --release -p ferry-bench -p ferry-cli`).
     #[arg(long, default_value = "all")]
     suite: String,
     /// S3 endpoint for the sync figures (default: start `--server` on loopback).
@@ -57,6 +60,14 @@ struct Args {
     /// Objects for the large no-op sync and the RSS figure (0 skips them).
     #[arg(long, default_value_t = 100_000)]
     many: usize,
+    /// Objects (1 KiB each) for the scale figures.
+    #[arg(long, default_value_t = 10_000)]
+    objects: usize,
+    /// Remote of the scale figures: folder (a local folder, rclone to a
+    /// local folder) or s3 (`--endpoint`, else moto on loopback). Default:
+    /// s3 when `--endpoint` is given, else folder.
+    #[arg(long, value_parser = ["folder", "s3"])]
+    remote: Option<String>,
 }
 
 /// One line of the result table.
@@ -71,6 +82,13 @@ pub(crate) struct Row {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    let suites = ["local", "live", "sync", "crypto", "scale", "all"];
+    anyhow::ensure!(
+        suites.contains(&args.suite.as_str()),
+        "--suite {}: use one of {}",
+        args.suite,
+        suites.join(", ")
+    );
     let root = args
         .dir
         .clone()
@@ -175,6 +193,38 @@ fn main() -> Result<()> {
             }
         }
         print_table(&sync_rows);
+    }
+    if args.suite == "scale" || args.suite == "all" {
+        match scale_bench::ferry_binary() {
+            Err(e) if args.suite == "all" => eprintln!("\nskipping the scale figures: {e:#}"),
+            found => {
+                let bin = found?;
+                let s3 = match &args.remote {
+                    Some(kind) => kind == "s3",
+                    None => args.endpoint.is_some(),
+                };
+                let server = match (s3, &args.endpoint) {
+                    (false, _) => None,
+                    (true, Some(e)) => Some(sync_bench::external(e, &args.s3_bucket)),
+                    (true, None) => Some(sync_bench::start_moto(scratch.path())?),
+                };
+                let remote = match &server {
+                    Some(s) => format!("S3 at {} (rclone on the same server)", s.endpoint),
+                    None => "a folder remote (rclone to a local folder)".into(),
+                };
+                println!(
+                    "\nscale figures: {} × 1 KiB through {} (child processes), {remote}",
+                    args.objects,
+                    bin.display()
+                );
+                let scale_rows = rt.block_on(scale_bench::run(
+                    scratch.path(),
+                    args.objects,
+                    server.as_ref(),
+                ))?;
+                print_table(&scale_rows);
+            }
+        }
     }
     Ok(())
 }
@@ -409,9 +459,14 @@ fn print_table(rows: &[Row]) {
         } else {
             "MISSED"
         };
+        let ratio = if r.ratio.is_finite() {
+            format!("{:.2}×", r.ratio)
+        } else {
+            "-".into()
+        };
         println!(
-            "{:w$}  {:>14}  {:>26}  {:>6.2}×  {:>12}  {verdict}",
-            r.name, r.ferry, r.baseline, r.ratio, r.target
+            "{:w$}  {:>14}  {:>26}  {ratio:>7}  {:>12}  {verdict}",
+            r.name, r.ferry, r.baseline, r.target
         );
     }
 }

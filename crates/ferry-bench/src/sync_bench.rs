@@ -29,6 +29,13 @@ pub struct Server {
     child: Option<Child>,
 }
 
+impl Server {
+    /// True when this run started the server (it goes away with the run).
+    pub(crate) fn started_here(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(c) = &mut self.child {
@@ -134,11 +141,10 @@ fn free_port() -> Result<u16> {
         .port())
 }
 
-fn rclone(server: &Server, args: &[&str]) -> Result<Duration> {
-    let start = Instant::now();
-    let out = Command::new("rclone")
-        .args(args)
-        .env_remove("AWS_CA_BUNDLE")
+/// Configures an rclone command for `server` as the remote `bench:`
+/// (no config file; AWS_CA_BUNDLE unset, which rclone would try to load).
+pub(crate) fn rclone_env(cmd: &mut Command, server: &Server) {
+    cmd.env_remove("AWS_CA_BUNDLE")
         .env("RCLONE_CONFIG", "/dev/null")
         .env("RCLONE_CONFIG_BENCH_TYPE", "s3")
         .env("RCLONE_CONFIG_BENCH_PROVIDER", "Other")
@@ -146,7 +152,15 @@ fn rclone(server: &Server, args: &[&str]) -> Result<Duration> {
         .env("RCLONE_CONFIG_BENCH_ACCESS_KEY_ID", ACCESS)
         .env("RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY", SECRET)
         .env("RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE", "true")
-        .env("RCLONE_CONFIG_BENCH_REGION", "us-east-1")
+        .env("RCLONE_CONFIG_BENCH_REGION", "us-east-1");
+}
+
+fn rclone(server: &Server, args: &[&str]) -> Result<Duration> {
+    let start = Instant::now();
+    let mut cmd = Command::new("rclone");
+    cmd.args(args);
+    rclone_env(&mut cmd, server);
+    let out = cmd
         .output()
         .context("running rclone (apt-get install rclone)")?;
     let took = start.elapsed();

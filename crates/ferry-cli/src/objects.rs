@@ -172,12 +172,15 @@ pub async fn copy_body(
 }
 
 /// Writes an object to a local file through a temp file, so a failed or
-/// corrupt read never leaves a partial file under the final name.
+/// corrupt read never leaves a partial file under the final name. `durable`:
+/// the file is fsynced before it takes its name (one `get`; a recursive
+/// export leaves that to the system, as `cp` and `rclone` do).
 pub async fn get_to_file(
     bucket: &Bucket,
     key: &str,
     path: &Path,
     quiet: bool,
+    durable: bool,
 ) -> Result<u64, CommandError> {
     let mut object = bucket.get(key).await?;
     let part = part_path(path);
@@ -190,12 +193,13 @@ pub async fn get_to_file(
     let copied = copy_body(&mut object.body, &mut out).await;
     bar.finish_and_clear();
     let result = match copied {
-        Ok(n) => file
+        Ok(n) if durable => file
             .sync_all()
             .await
             .context("syncing output")
             .map(|()| n)
             .map_err(Into::into),
+        Ok(n) => Ok(n),
         Err(e) => Err(e),
     };
     match result {
@@ -241,7 +245,7 @@ pub async fn get(global: &Global, args: GetArgs) -> Result<(), CommandError> {
             } else {
                 path.to_owned()
             };
-            get_to_file(&bucket, &args.key, &target, global.quiet).await?;
+            get_to_file(&bucket, &args.key, &target, global.quiet, true).await?;
         }
         _ => {
             let mut object = bucket.get(&args.key).await?;

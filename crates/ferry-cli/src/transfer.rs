@@ -256,38 +256,66 @@ async fn export(
         } else {
             dst.to_owned()
         };
-        get_to_file(bucket, key, &target, quiet).await?;
+        get_to_file(bucket, key, &target, quiet, true).await?;
         return Ok(());
     }
-    let objects = bucket.list_all(key).await?;
-    let total = objects.len();
-    let bar = byte_bar(objects.iter().map(|o| o.size).sum(), quiet);
+    // The listing a page at a time, a few files in flight: memory stays
+    // flat whatever the prefix holds.
+    let bar = byte_bar(0, quiet);
     let mut failures = Failures::default();
-    for (i, meta) in objects.iter().enumerate() {
-        let rel = meta.key[key.len()..].trim_start_matches('/');
-        let rel = if rel.is_empty() {
-            meta.key.rsplit('/').next().unwrap_or(&meta.key)
-        } else {
-            rel
-        };
-        let path = match key_path(dst, rel) {
-            Ok(p) => p,
-            Err(e) => {
-                failures.add(&meta.key, e);
-                continue;
+    let mut tasks: JoinSet<(String, u64, Result<(), String>)> = JoinSet::new();
+    let mut total = 0usize;
+    let mut done = 0usize;
+    let mut opts = ferry::ListOptions::prefix(key).limit(1000);
+    loop {
+        let page = bucket.list(opts.clone()).await?;
+        for meta in page.objects {
+            total += 1;
+            bar.inc_length(meta.size);
+            let rel = meta.key[key.len()..].trim_start_matches('/');
+            let rel = if rel.is_empty() {
+                meta.key.rsplit('/').next().unwrap_or(&meta.key)
+            } else {
+                rel
+            };
+            let path = match key_path(dst, rel) {
+                Ok(p) => p,
+                Err(e) => {
+                    failures.add(&meta.key, e);
+                    continue;
+                }
+            };
+            while tasks.len() >= PARALLEL {
+                if let Some(joined) = tasks.join_next().await {
+                    done += 1;
+                    exported(joined, &bar, &mut failures, done, total);
+                }
             }
-        };
-        if let Some(parent) = path.parent() {
-            if let Err(e) = tokio::fs::create_dir_all(parent).await {
-                failures.add(&meta.key, format!("creating {}: {e}", parent.display()));
-                continue;
-            }
+            let bucket = bucket.clone();
+            tasks.spawn(async move {
+                let result = async {
+                    if let Some(parent) = path.parent() {
+                        tokio::fs::create_dir_all(parent)
+                            .await
+                            .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+                    }
+                    get_to_file(&bucket, &meta.key, &path, true, false)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.message())
+                }
+                .await;
+                (meta.key, meta.size, result)
+            });
         }
-        if let Err(e) = get_to_file(bucket, &meta.key, &path, true).await {
-            failures.add(&meta.key, format!("{e:?}"));
+        match page.next_start_after {
+            Some(next) => opts = opts.start_after(next),
+            None => break,
         }
-        bar.inc(meta.size);
-        bar.set_message(format!("{}/{total} files", i + 1));
+    }
+    while let Some(joined) = tasks.join_next().await {
+        done += 1;
+        exported(joined, &bar, &mut failures, done, total);
     }
     bar.finish_and_clear();
     if !quiet {
@@ -298,6 +326,26 @@ async fn export(
         );
     }
     failures.finish(total, "exported")
+}
+
+/// Counts one finished export.
+fn exported(
+    joined: Result<(String, u64, Result<(), String>), tokio::task::JoinError>,
+    bar: &indicatif::ProgressBar,
+    failures: &mut Failures,
+    done: usize,
+    total: usize,
+) {
+    match joined {
+        Ok((key, size, result)) => {
+            if let Err(e) = result {
+                failures.add(&key, e);
+            }
+            bar.inc(size);
+        }
+        Err(e) => failures.add("(task)", e),
+    }
+    bar.set_message(format!("{done}/{total} files"));
 }
 
 async fn copy_within(

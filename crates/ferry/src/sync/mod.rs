@@ -657,11 +657,6 @@ impl Bucket {
 
     // ----- reading the index ------------------------------------------------
 
-    /// Rows as the planner sees them: the one for `key`.
-    fn read_entries(&self, key: Option<&str>) -> Result<Vec<LocalEntry>> {
-        self.read_rows("WHERE ?1 IS NULL OR key = ?1", key)
-    }
-
     /// At most `limit` rows matching `cond` with keys after `after`, in key
     /// order (every key sorts after the empty string).
     fn read_page(&self, cond: &str, after: Option<&str>, limit: usize) -> Result<Vec<LocalEntry>> {
@@ -769,7 +764,8 @@ impl Bucket {
     }
 
     fn local_entry(&self, key: &str) -> Result<Option<LocalEntry>> {
-        Ok(self.read_entries(Some(key))?.pop())
+        // `key = ?1` alone: the primary key finds the row (an `OR` would scan).
+        Ok(self.read_rows("WHERE key = ?1", Some(key))?.pop())
     }
 
     pub(crate) async fn record_sync(&self, rec: SyncRecord) -> Result<bool> {
@@ -971,29 +967,37 @@ impl Bucket {
         newest: u64,
         retain: u64,
     ) -> Result<Option<(u64, u64)>> {
-        let pending: Vec<journal::Entry> = self.with_reader(|c| {
-            let mut stmt =
-                c.prepare_cached("SELECT key, op, etag, hash FROM journal_pending ORDER BY key")?;
-            let rows = stmt.query_map([], |r| {
-                Ok(journal::Entry {
-                    key: r.get(0)?,
-                    op: if r.get::<_, String>(1)? == "delete" {
-                        journal::Op::Delete
-                    } else {
-                        journal::Op::Put
-                    },
-                    etag: r.get(2)?,
-                    hash: r.get::<_, Option<Vec<u8>>>(3)?.map(hex::encode),
-                })
-            })?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-        })?;
-        if pending.is_empty() {
-            return Ok(None);
-        }
+        // Read a record's worth of entries at a time, in key order.
+        let page = |after: &str| -> Result<Vec<journal::Entry>> {
+            self.with_reader(|c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT key, op, etag, hash FROM journal_pending WHERE key > ?1 \
+                     ORDER BY key LIMIT ?2",
+                )?;
+                let rows =
+                    stmt.query_map(rusqlite::params![after, journal::MAX_ENTRIES as i64], |r| {
+                        Ok(journal::Entry {
+                            key: r.get(0)?,
+                            op: if r.get::<_, String>(1)? == "delete" {
+                                journal::Op::Delete
+                            } else {
+                                journal::Op::Put
+                            },
+                            etag: r.get(2)?,
+                            hash: r.get::<_, Option<Vec<u8>>>(3)?.map(hex::encode),
+                        })
+                    })?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+        };
         let mut seq = newest + 1;
         let mut first = None;
-        for chunk in pending.chunks(journal::MAX_ENTRIES) {
+        let mut after = String::new();
+        loop {
+            let chunk = page(&after)?;
+            let Some(last_key) = chunk.last().map(|e| e.key.clone()) else {
+                break;
+            };
             let mut tries = 0;
             loop {
                 let record = journal::Record {
@@ -1001,7 +1005,7 @@ impl Bucket {
                     seq,
                     device: self.device_id().to_owned(),
                     time_ms: index::now_ms(),
-                    entries: chunk.to_vec(),
+                    entries: chunk.clone(),
                 };
                 let body = journal::encode(&record, keys);
                 let req = PutRequest {
@@ -1029,13 +1033,15 @@ impl Bucket {
                 }
             }
             first.get_or_insert(seq);
-            let done: Vec<(String, Option<String>)> = chunk
-                .iter()
-                .map(|e| (e.key.clone(), e.etag.clone()))
-                .collect();
+            let done: Vec<(String, Option<String>)> =
+                chunk.into_iter().map(|e| (e.key, e.etag)).collect();
             self.record(SyncRecord::Journaled { entries: done }).await?;
             seq += 1;
+            after = last_key;
         }
+        let Some(first) = first else {
+            return Ok(None);
+        };
         let last = seq - 1;
         // Compaction: the oldest records go once there are too many.
         let listed = self.list_records(raw).await?;
@@ -1043,7 +1049,7 @@ impl Bucket {
             raw.delete(&journal::record_name(old), Precondition::None)
                 .await?;
         }
-        Ok(first.map(|f| (f, last)))
+        Ok(Some((first, last)))
     }
 
     /// Safety rail: refuses a plan that deletes more than `limit` objects on

@@ -135,11 +135,11 @@ impl Spill {
             .prepare_cached(
                 "SELECT key, etag, size, modified_ms, hash, content_type, metadata, ferry_mtime, \
                  has_metadata, device, base, meta FROM listing \
-                 WHERE ?1 IS NULL OR key > ?1 ORDER BY key LIMIT ?2",
+                 WHERE key > ?1 ORDER BY key LIMIT ?2",
             )
             .map_err(|e| db_err(&self.path, e))?;
         let rows = stmt
-            .query_map(params![after, limit as i64], |r| {
+            .query_map(params![after.unwrap_or(""), limit as i64], |r| {
                 let metadata: String = r.get(6)?;
                 Ok(RemoteObject {
                     key: r.get(0)?,
