@@ -16,46 +16,38 @@
 //! # Ok(()) }
 //! ```
 
-mod blobs;
-mod body;
 mod bucket;
-mod cache;
-mod commit;
 pub mod crypto;
-mod encryption;
 mod engine;
 mod error;
-pub mod events;
 mod hash;
-mod index;
-pub mod journal;
 mod key;
-mod list;
 mod metadata;
-pub mod plan;
-mod record;
 pub mod remote;
-pub mod schedule;
 mod state;
+mod store;
 mod sync;
 
-pub use body::{Body, ObjectReader};
+pub use engine::{events, schedule};
+pub use sync::{journal, plan};
+
+pub use bucket::cache::{CacheUsage, Eviction};
 pub use bucket::{Bucket, BucketConfig, GarbageReport, Object, PutOptions, INDEX_FILE};
-pub use cache::{CacheUsage, Eviction};
 pub use crypto::keyring::KeyFile;
+pub use crypto::keyring::MAX_ENCRYPTED_KEY_LEN;
 pub use crypto::keys::KdfParams;
-pub use encryption::MAX_ENCRYPTED_KEY_LEN;
+pub use engine::events::{Event, SyncSummary};
 pub use error::{Error, Result};
-pub use events::{Event, SyncSummary};
 pub use hash::{version_id, ContentHash, MetaDigest, ParseHashError};
-pub use index::{ObjectMeta, SCHEMA_VERSION};
 pub use key::{validate_key, validate_key_bytes, KeyError, KeyRule, MAX_KEY_LEN, RESERVED_PREFIX};
-pub use list::{ListOptions, ListPage};
 pub use metadata::{
     content_type_for, normalize_metadata, Metadata, MetadataError, DEFAULT_CONTENT_TYPE,
     MAX_METADATA_BYTES, RESERVED_METADATA_PREFIX, STORE_METADATA_BYTES,
 };
 pub use state::{ParseStateError, SyncState};
+pub use store::body::{Body, ObjectReader};
+pub use store::index::{ObjectMeta, SCHEMA_VERSION};
+pub use store::list::{ListOptions, ListPage};
 pub use sync::{
     ConflictInfo, DeleteLimit, GetOptions, ProgressFn, Residency, Resolution, ResolveOutcome,
     Status, SyncConfig, SyncIssue, SyncMode, SyncOptions, SyncProgress, SyncReport,

@@ -267,3 +267,19 @@ fn pad(n: usize) -> usize {
         _ => 0,
     }
 }
+
+/// The longest encrypted name accepted (S3's key limit).
+pub const MAX_ENCRYPTED_KEY_LEN: usize = 1024;
+
+/// The digest of an object's content type and metadata (keyed with the
+/// bucket's hash key when encrypted).
+pub(crate) fn meta_digest(
+    keys: Option<&Keyring>,
+    content_type: &str,
+    metadata: &Metadata,
+) -> crate::hash::MetaDigest {
+    match keys {
+        Some(k) => crate::hash::MetaDigest::with(k.hasher(), content_type, metadata),
+        None => crate::hash::MetaDigest::of(content_type, metadata),
+    }
+}

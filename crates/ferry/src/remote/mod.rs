@@ -10,15 +10,13 @@
 //! fault injection ([`fault::Faulty`]) wrap any remote as layers, on the
 //! forwarding base [`layer::Layer`]: a layer writes only what it changes.
 
-pub mod emulated;
-pub mod encrypted;
-pub mod fault;
-pub mod folder;
 pub mod layer;
-pub mod memory;
-pub mod retry;
-pub mod s3;
+pub mod layers;
+pub mod services;
 pub mod spec;
+
+pub use layers::{emulated, encrypted, fault, retry};
+pub use services::{folder, memory, s3};
 
 use std::fmt;
 use std::path::PathBuf;

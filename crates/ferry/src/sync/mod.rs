@@ -10,18 +10,11 @@ use std::time::{Duration, SystemTime};
 use rusqlite::OptionalExtension;
 
 use crate::bucket::Bucket;
-use crate::commit::{Outcome, WriteOp};
-use crate::crypto::keyring::Keyring;
+use crate::crypto::keyring::{meta_digest, Keyring};
 use crate::error::{Error, Result};
 use crate::hash::{ContentHash, MetaDigest};
-use crate::index;
-use crate::journal;
 use crate::key::validate_key;
 use crate::metadata::Metadata;
-use crate::plan::{
-    self, Action, ConflictPolicy, ConflictReason, Direction, Expect, LocalEntry, PullStrategy,
-};
-use crate::record::{Pulled, SyncRecord};
 use crate::remote::emulated::{probe, Emulated, ProbeResult};
 use crate::remote::encrypted::Encrypted;
 use crate::remote::retry::{RetryPolicy, Retrying};
@@ -30,7 +23,15 @@ use crate::remote::{
     Precondition, PutRequest, RemoteBody, RemoteError, RemoteErrorKind, RemoteObject, SharedRemote,
 };
 use crate::state::SyncState;
+use crate::store::index;
+use crate::store::record::{Pulled, SyncRecord};
+use crate::store::writer::{Outcome, WriteOp};
+use crate::sync::plan::{
+    Action, ConflictPolicy, ConflictReason, Direction, Expect, LocalEntry, PullStrategy,
+};
 
+pub mod journal;
+pub mod plan;
 mod run;
 mod spill;
 
@@ -65,7 +66,7 @@ pub struct SyncConfig {
     /// Most bytes of synced content kept locally before eviction.
     pub max_cache_size: u64,
     /// Which synced objects are evicted first.
-    pub eviction: crate::cache::Eviction,
+    pub eviction: crate::bucket::cache::Eviction,
     /// Most deletes one run makes on either side before it stops and asks
     /// for `force`.
     pub max_delete: DeleteLimit,
@@ -190,7 +191,7 @@ impl Default for SyncConfig {
             debounce_ms: 300,
             leader_poll_ms: 1000,
             max_cache_size: 1 << 30,
-            eviction: crate::cache::Eviction::Lru,
+            eviction: crate::bucket::cache::Eviction::Lru,
             max_delete: DeleteLimit::default(),
             connect_timeout_secs: 10,
             io_timeout_secs: 60,
@@ -247,19 +248,6 @@ pub struct Residency {
     pub cached: bool,
     /// The object is pinned (always downloaded, never evicted).
     pub pinned: bool,
-}
-
-/// The digest of an object's content type and metadata (keyed with the
-/// bucket's hash key when encrypted).
-pub(crate) fn meta_digest(
-    keys: Option<&Keyring>,
-    content_type: &str,
-    metadata: &Metadata,
-) -> MetaDigest {
-    match keys {
-        Some(k) => MetaDigest::with(k.hasher(), content_type, metadata),
-        None => MetaDigest::of(content_type, metadata),
-    }
 }
 
 /// The content type a remote object is stored with locally: its own, or
@@ -1510,6 +1498,17 @@ impl Bucket {
 
     /// Downloads `key` and records it if the local row still matches
     /// `expect`; returns whether it was recorded.
+    /// Fetches `key`'s content, known locally as version (`hash`, `meta`)
+    /// but not downloaded (a lazy pull).
+    pub(crate) async fn fetch_version(
+        &self,
+        key: &str,
+        hash: ContentHash,
+        meta: Option<MetaDigest>,
+    ) -> Result<bool> {
+        self.fetch(key, Expect::Present(hash, meta)).await
+    }
+
     pub(crate) async fn fetch(&self, key: &str, expect: Expect) -> Result<bool> {
         let remote = self.connected_remote()?;
         let keys = self.keyring()?;
@@ -1643,8 +1642,12 @@ impl Bucket {
                         content_type: Some(object.meta.content_type.clone()),
                         metadata: object.meta.metadata.clone(),
                     };
-                    self.put(&copy, crate::body::Body::from_reader(object.body), opts)
-                        .await?;
+                    self.put(
+                        &copy,
+                        crate::store::body::Body::from_reader(object.body),
+                        opts,
+                    )
+                    .await?;
                     outcome.renamed_to = Some(copy);
                 }
                 let l = self.local_entry(key)?;

@@ -20,13 +20,13 @@ use super::{
 use crate::bucket::Bucket;
 use crate::crypto::keyring::Keyring;
 use crate::error::{Error, Result};
-use crate::index;
-use crate::journal;
 use crate::key::{validate_key, RESERVED_PREFIX};
-use crate::plan::{self, Action, ConflictPolicy, LocalEntry, Policy};
-use crate::record::SyncRecord;
 use crate::remote::encrypted::UNREADABLE_NAME;
 use crate::remote::{RemoteError, RemoteObject, SharedRemote};
+use crate::store::index;
+use crate::store::record::SyncRecord;
+use crate::sync::journal;
+use crate::sync::plan::{self, Action, ConflictPolicy, LocalEntry, Policy};
 
 /// Keys per planning window, by default ([`super::SyncConfig::window_keys`]).
 pub(crate) const WINDOW: usize = 1000;
@@ -133,17 +133,17 @@ impl Runner {
         match joined {
             Ok((key, Done::Pushed)) => {
                 report.pushed += 1;
-                bucket.emit(crate::events::Event::ObjectPushed { key });
+                bucket.emit(crate::engine::events::Event::ObjectPushed { key });
             }
             Ok((key, Done::Pulled)) => {
                 report.pulled += 1;
-                bucket.emit(crate::events::Event::ObjectPulled { key });
+                bucket.emit(crate::engine::events::Event::ObjectPulled { key });
             }
             Ok((_, Done::DeletedRemote)) => report.deleted_remote += 1,
             Ok((_, Done::DeletedLocal)) => report.deleted_local += 1,
             Ok((key, Done::Conflict(c))) => {
                 report.conflicts.push(c);
-                bucket.emit(crate::events::Event::ObjectConflict { key });
+                bucket.emit(crate::engine::events::Event::ObjectConflict { key });
             }
             Ok((_, Done::Nothing)) => {}
             Ok((_, Done::Failed(i))) => report.errors.push(i),
@@ -170,15 +170,15 @@ impl Bucket {
         progress: Option<ProgressFn>,
     ) -> Result<SyncReport> {
         if !opts.dry_run {
-            self.emit(crate::events::Event::SyncStarted);
+            self.emit(crate::engine::events::Event::SyncStarted);
         }
         let result = self.run_sync_inner(opts, progress).await;
         if !opts.dry_run {
             match &result {
-                Ok(r) => self.emit(crate::events::Event::SyncCompleted {
-                    result: crate::events::SyncSummary::of(r),
+                Ok(r) => self.emit(crate::engine::events::Event::SyncCompleted {
+                    result: crate::engine::events::SyncSummary::of(r),
                 }),
-                Err(e) => self.emit(crate::events::Event::SyncFailed {
+                Err(e) => self.emit(crate::engine::events::Event::SyncFailed {
                     error: e.to_string(),
                 }),
             }

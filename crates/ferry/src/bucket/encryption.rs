@@ -15,38 +15,22 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::blobs::{TempBlob, CHUNK};
 use crate::bucket::{Bucket, BucketConfig};
-use crate::commit::Content;
-use crate::crypto::keyring::{encrypted_name_len, KeyFile, Keyring};
+use crate::crypto::keyring::{KeyFile, Keyring};
 use crate::crypto::keys::KdfParams;
+use crate::engine::events::Event;
 use crate::error::{Error, Result};
-use crate::events::Event;
 use crate::hash::ContentHash;
 use crate::remote::encrypted::{self, RemoteMode};
 use crate::remote::{Precondition, Remote, RemoteErrorKind, RemoteReader};
+use crate::store::blobs::{TempBlob, CHUNK};
+use crate::store::rows::Content;
 
 /// The index setting holding the key file.
 pub(crate) const SETTING: &str = "encryption";
 
-/// The longest encrypted name accepted (S3's key limit).
-pub const MAX_ENCRYPTED_KEY_LEN: usize = 1024;
-
 /// Setting: the endpoints whose encryption mode was verified on attach.
 const MODES_VERIFIED: &str = "modes_verified";
-
-/// Refuses keys whose encrypted name no object store would take.
-pub(crate) fn check_name_length(key: &str) -> Result<()> {
-    let len = encrypted_name_len(key);
-    if len > MAX_ENCRYPTED_KEY_LEN {
-        return Err(Error::EncryptedKeyTooLong {
-            key: key.to_owned(),
-            len,
-            max: MAX_ENCRYPTED_KEY_LEN,
-        });
-    }
-    Ok(())
-}
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
@@ -181,8 +165,8 @@ impl Bucket {
         let text = file.to_json();
         let path = self.inner.index_path.clone();
         blocking(move || {
-            let conn = crate::index::open(&path, false)?;
-            crate::index::set_setting(&conn, SETTING, &text)
+            let conn = crate::store::index::open(&path, false)?;
+            crate::store::index::set_setting(&conn, SETTING, &text)
         })
         .await?;
         if let Ok(mut k) = self.inner.key_file.write() {
@@ -406,7 +390,7 @@ fn sealed_limit(threshold: u64) -> usize {
 }
 
 fn tee_error(key: &str, e: io::Error) -> Error {
-    Error::from_body_io(crate::body::sealed_error(key, e))
+    Error::from_body_io(crate::store::body::sealed_error(key, e))
 }
 
 /// Reads the pulled stream for the opener, keeping every byte as it came:
@@ -417,7 +401,7 @@ struct Tee {
     memory: Vec<u8>,
     temp: Option<TempBlob>,
     limit: usize,
-    blobs: crate::blobs::BlobStore,
+    blobs: crate::store::blobs::BlobStore,
     failed: Option<Error>,
 }
 

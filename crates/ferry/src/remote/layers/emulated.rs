@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use super::layer::Layer;
-use super::{Precondition, PutRequest, Remote, RemoteBody, RemoteError, RemoteErrorKind};
+use crate::remote::layer::Layer;
+use crate::remote::{Precondition, PutRequest, Remote, RemoteBody, RemoteError, RemoteErrorKind};
 
 /// Checks preconditions by HEAD instead of trusting the store.
 #[derive(Debug)]
@@ -90,7 +90,7 @@ pub async fn probe(remote: &dyn Remote, device: &str) -> Result<ProbeResult, Rem
         hash: crate::hash::ContentHash::of(b"probe"),
         sealed: false,
         size: 5,
-        mtime_ms: crate::index::now_ms(),
+        mtime_ms: crate::store::index::now_ms(),
         device: device.to_owned(),
         base: String::new(),
     };

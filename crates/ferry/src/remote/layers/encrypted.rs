@@ -26,16 +26,16 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::layer::Layer;
-use super::{
-    Precondition, PutRequest, Remote, RemoteBody, RemoteError, RemoteErrorKind, RemoteObject,
-    RemoteReader, SharedRemote,
-};
 use crate::crypto::keyring::{KeyFile, Keyring};
 use crate::crypto::stream::HEADER as BLOB_HEADER;
 use crate::hash::ContentHash;
 use crate::key::RESERVED_PREFIX;
 use crate::metadata::Metadata;
+use crate::remote::layer::Layer;
+use crate::remote::{
+    Precondition, PutRequest, Remote, RemoteBody, RemoteError, RemoteErrorKind, RemoteObject,
+    RemoteReader, SharedRemote,
+};
 
 /// Where an encrypted remote keeps its key file.
 pub const KEY_FILE: &str = ".ferry/key.json";
@@ -181,14 +181,14 @@ impl Layer for Encrypted {
         len: u64,
     ) -> Result<Option<(RemoteObject, Bytes)>, RemoteError> {
         // Through `get`: the name must be encrypted and the envelope opened.
-        super::read_prefix(self, key, len).await
+        crate::remote::read_prefix(self, key, len).await
     }
 
     async fn list_page(
         &self,
         prefix: &str,
         token: Option<String>,
-    ) -> Result<super::RemotePage, RemoteError> {
+    ) -> Result<crate::remote::RemotePage, RemoteError> {
         // Whole segments of the prefix are encrypted and listed; the rest
         // is matched after decryption. Pages follow the ciphertext names'
         // order, not the keys'.
@@ -221,7 +221,7 @@ impl Layer for Encrypted {
                 }
             }
         }
-        Ok(super::RemotePage {
+        Ok(crate::remote::RemotePage {
             objects: out,
             next: page.next,
         })
@@ -429,11 +429,25 @@ pub async fn inspect(remote: &dyn Remote) -> Result<RemoteMode, RemoteError> {
     if let Some(file) = read_key_file(remote).await? {
         return Ok(RemoteMode::Encrypted(file));
     }
-    let any = remote
-        .list("")
-        .await?
-        .iter()
-        .any(|o| !o.key.starts_with(RESERVED_PREFIX));
+    // Pages until the first object that is not ferry's own: a large
+    // remote costs one request, not its whole listing.
+    let mut any = false;
+    let mut token = None;
+    loop {
+        let page = remote.list_page("", token).await?;
+        if page
+            .objects
+            .iter()
+            .any(|o| !o.key.starts_with(RESERVED_PREFIX))
+        {
+            any = true;
+            break;
+        }
+        match page.next {
+            Some(next) => token = Some(next),
+            None => break,
+        }
+    }
     Ok(if any {
         RemoteMode::Plaintext
     } else {

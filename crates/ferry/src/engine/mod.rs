@@ -9,6 +9,10 @@
 //! (`sync_requests`) that the leader runs and answers; it never runs a
 //! second engine.
 
+pub mod events;
+pub(crate) mod handle;
+pub mod schedule;
+
 use std::fs::{File, OpenOptions};
 use std::time::Duration;
 
@@ -17,19 +21,14 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::bucket::Bucket;
+use crate::engine::events::{Event, SyncSummary};
+use crate::engine::schedule::{Connectivity, RunOutcome, Schedule, ScheduleConfig};
 use crate::error::{Error, Result};
-use crate::events::{Event, SyncSummary};
-use crate::index;
 use crate::remote::RemoteErrorKind;
-use crate::schedule::{Connectivity, RunOutcome, Schedule, ScheduleConfig};
+use crate::store::index;
 use crate::sync::{ProgressFn, SyncMode, SyncOptions, SyncReport};
 
-/// A running engine: its stop signal and task.
-#[derive(Debug)]
-pub(crate) struct EngineHandle {
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
+pub(crate) use handle::EngineHandle;
 
 /// How long a one-shot sync waits for the leader to answer its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);

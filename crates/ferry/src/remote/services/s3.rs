@@ -52,7 +52,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
-use super::{
+use crate::remote::{
     Capabilities, Precondition, PutRequest, Remote, RemoteBody, RemoteError, RemoteErrorKind,
     RemoteObject, RemotePage, RemoteReader,
 };
@@ -384,7 +384,7 @@ impl S3Remote {
         };
         match natural {
             Shape::Single if size > 0 => {
-                let Some(old) = super::plain_md5_etag(base) else {
+                let Some(old) = crate::remote::plain_md5_etag(base) else {
                     return Ok(natural);
                 };
                 let md5 = self.body_md5(req, body).await?;

@@ -7,11 +7,11 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use super::{
+use crate::metadata::Metadata;
+use crate::remote::{
     Capabilities, Precondition, PutRequest, Remote, RemoteBody, RemoteError, RemoteErrorKind,
     RemoteObject, RemotePage, RemoteReader,
 };
-use crate::metadata::Metadata;
 
 /// Keys per listing page (small, so that tests cross page boundaries).
 const PAGE: usize = 100;
@@ -183,7 +183,7 @@ impl Remote for MemoryRemote {
                 etag: etag.clone(),
                 content_type: req.content_type.clone(),
                 metadata: req.all_metadata(),
-                modified_ms: crate::index::now_ms(),
+                modified_ms: crate::store::index::now_ms(),
             },
         );
         Ok(etag)
@@ -212,7 +212,7 @@ impl MemoryRemote {
                     etag: etag.clone(),
                     content_type: content_type.to_owned(),
                     metadata: Metadata::new(),
-                    modified_ms: crate::index::now_ms(),
+                    modified_ms: crate::store::index::now_ms(),
                 },
             );
         }

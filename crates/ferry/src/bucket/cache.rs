@@ -6,14 +6,12 @@
 //! `synced`) with `cached = 0`; `get` fetches it again. Reads are counted in
 //! memory and written to the index in one batch before each eviction.
 
-use rusqlite::params;
-
 use crate::bucket::Bucket;
+use crate::engine::events::Event;
 use crate::error::Result;
-use crate::events::Event;
 use crate::hash::ContentHash;
-use crate::index;
-use crate::record::SyncRecord;
+use crate::store::index;
+use crate::store::record::SyncRecord;
 
 /// Which synced objects go first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -168,18 +166,4 @@ impl Bucket {
         self.record_sync(SyncRecord::Accessed { batch }).await?;
         Ok(())
     }
-}
-
-/// Applies an access batch (called from `record`).
-pub(crate) fn apply_accesses(
-    conn: &rusqlite::Connection,
-    batch: &[(String, i64, i64)],
-) -> Result<()> {
-    let mut stmt = conn.prepare_cached(
-        "UPDATE objects SET last_access_ms = MAX(last_access_ms, ?2), access_count = access_count + ?3 WHERE key = ?1",
-    )?;
-    for (key, t, n) in batch {
-        stmt.execute(params![key, t, n])?;
-    }
-    Ok(())
 }

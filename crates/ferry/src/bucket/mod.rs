@@ -1,5 +1,8 @@
 //! `Bucket`: the public object API over the blob store, the index and the writer.
 
+pub mod cache;
+pub(crate) mod encryption;
+
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -10,16 +13,17 @@ use rusqlite::Connection;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 
-use crate::blobs::{self, BlobStore, TempBlob, CHUNK};
-use crate::body::{corrupt, Body, BodyInner, ObjectReader};
-use crate::commit::{Content, NewObject, Outcome, WriteOp, Writer};
 use crate::crypto::keyring::{KeyFile, Keyring};
 use crate::error::{Error, Result};
 use crate::hash::ContentHash;
-use crate::index::{self, ObjectMeta, StoredObject};
 use crate::key::validate_key;
-use crate::list::{ListOptions, ListPage};
 use crate::metadata::{content_type_for, normalize_metadata, Metadata};
+use crate::store::blobs::{self, BlobStore, TempBlob, CHUNK};
+use crate::store::body::{corrupt, Body, BodyInner, ObjectReader};
+use crate::store::index::{self, ObjectMeta, StoredObject};
+use crate::store::list::{ListOptions, ListPage};
+use crate::store::rows::Content;
+use crate::store::writer::{NewObject, Outcome, WriteOp, Writer};
 
 /// The index file's name inside the bucket directory.
 pub const INDEX_FILE: &str = "index.db";
@@ -92,13 +96,13 @@ pub(crate) struct Inner {
     /// One sync run at a time per process.
     pub(crate) sync_lock: tokio::sync::Mutex<()>,
     /// Event subscribers.
-    pub(crate) events: tokio::sync::broadcast::Sender<crate::events::Event>,
+    pub(crate) events: tokio::sync::broadcast::Sender<crate::engine::events::Event>,
     /// Woken by every local write of this process (the engine debounces).
     pub(crate) local_write: tokio::sync::Notify,
     /// The leader lock, while this process leads.
     pub(crate) leader: Mutex<Option<std::fs::File>>,
     /// The background engine, while running.
-    pub(crate) engine: Mutex<Option<crate::engine::EngineHandle>>,
+    pub(crate) engine: Mutex<Option<crate::engine::handle::EngineHandle>>,
     /// Running estimate of cached bytes (exact after each eviction check).
     pub(crate) cache_estimate: Mutex<Option<u64>>,
     /// Reads not yet recorded for cache eviction: key -> (last ms, count).
@@ -140,7 +144,7 @@ impl Bucket {
                 )?;
                 index::set_setting(&tx, "created_ms", &index::now_ms().to_string())?;
                 if let Some(file) = &key_file {
-                    index::set_setting(&tx, crate::encryption::SETTING, &file.to_json())?;
+                    index::set_setting(&tx, crate::bucket::encryption::SETTING, &file.to_json())?;
                 }
             }
             tx.commit()?;
@@ -171,7 +175,7 @@ impl Bucket {
         let inline_threshold = index::setting(&conn, "inline_threshold")?
             .and_then(|v| v.parse().ok())
             .unwrap_or(BucketConfig::default().inline_threshold);
-        let key_file = index::setting(&conn, crate::encryption::SETTING)?
+        let key_file = index::setting(&conn, crate::bucket::encryption::SETTING)?
             .map(|text| KeyFile::from_json(text.as_bytes()))
             .transpose()?;
         collect_all(&mut conn, &blobs)?;
@@ -188,7 +192,7 @@ impl Bucket {
                 remote: std::sync::RwLock::new(None),
                 base_remote: std::sync::RwLock::new(None),
                 sync_lock: tokio::sync::Mutex::new(()),
-                events: tokio::sync::broadcast::channel(crate::events::EVENT_CAPACITY).0,
+                events: tokio::sync::broadcast::channel(crate::engine::events::EVENT_CAPACITY).0,
                 local_write: tokio::sync::Notify::new(),
                 leader: Mutex::new(None),
                 engine: Mutex::new(None),
@@ -227,7 +231,7 @@ impl Bucket {
         let content_type = content_type_for(key, opts.content_type.as_deref())?;
         let keys = self.keyring()?;
         if keys.is_some() {
-            crate::encryption::check_name_length(key)?;
+            check_name_length(key)?;
         }
         let sealed_meta = keys
             .as_ref()
@@ -256,7 +260,8 @@ impl Bucket {
                 self.read_body(key, reader, threshold, keys.clone()).await?
             }
         };
-        let meta_digest = crate::sync::meta_digest(keys.as_deref(), &content_type, &metadata);
+        let meta_digest =
+            crate::crypto::keyring::meta_digest(keys.as_deref(), &content_type, &metadata);
         let op = WriteOp::Put(NewObject {
             key: key.to_owned(),
             size,
@@ -351,8 +356,7 @@ impl Bucket {
             if !stored.cached {
                 // Known from the remote but not downloaded (lazy pull): fetch it now.
                 let meta = self.local_meta_digest(key)?;
-                self.fetch(key, crate::plan::Expect::Present(stored.meta.hash, meta))
-                    .await?;
+                self.fetch_version(key, stored.meta.hash, meta).await?;
                 continue;
             }
             if stored.inline {
@@ -425,7 +429,7 @@ impl Bucket {
     /// until it is unlocked.
     pub async fn list(&self, opts: ListOptions) -> Result<ListPage> {
         let keys = self.current_keys();
-        self.with_reader(|c| index::list(c, &opts, &|s| reveal(s, keys.as_deref())))
+        self.with_reader(|c| crate::store::list::list(c, &opts, &|s| reveal(s, keys.as_deref())))
     }
 
     /// Every object under `prefix`, in key order.
@@ -612,4 +616,17 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
             io::Error::other(e),
         )
     })?
+}
+
+/// Refuses keys whose encrypted name no object store would take.
+fn check_name_length(key: &str) -> Result<()> {
+    let len = crate::crypto::keyring::encrypted_name_len(key);
+    if len > crate::crypto::keyring::MAX_ENCRYPTED_KEY_LEN {
+        return Err(Error::EncryptedKeyTooLong {
+            key: key.to_owned(),
+            len,
+            max: crate::crypto::keyring::MAX_ENCRYPTED_KEY_LEN,
+        });
+    }
+    Ok(())
 }

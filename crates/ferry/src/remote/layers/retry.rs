@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use super::layer::Layer;
-use super::{
+use crate::remote::layer::Layer;
+use crate::remote::{
     Precondition, PutRequest, Remote, RemoteBody, RemoteError, RemoteObject, RemoteReader,
 };
 
@@ -94,7 +94,7 @@ impl Layer for Retrying {
         &self,
         prefix: &str,
         token: Option<String>,
-    ) -> Result<super::RemotePage, RemoteError> {
+    ) -> Result<crate::remote::RemotePage, RemoteError> {
         self.run(|| self.inner.list_page(prefix, token.clone()))
             .await
     }

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::layer::Layer;
-use super::{
+use crate::remote::layer::Layer;
+use crate::remote::{
     Precondition, PutRequest, Remote, RemoteBody, RemoteError, RemoteErrorKind, RemoteObject,
     RemoteReader,
 };
@@ -102,7 +102,7 @@ impl Layer for Faulty {
         &self,
         prefix: &str,
         token: Option<String>,
-    ) -> Result<super::RemotePage, RemoteError> {
+    ) -> Result<crate::remote::RemotePage, RemoteError> {
         self.run(self.inner.list_page(prefix, token)).await
     }
 

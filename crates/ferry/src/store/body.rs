@@ -10,9 +10,9 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::mpsc;
 
-use crate::blobs::CHUNK;
 use crate::error::Error;
 use crate::hash::ContentHash;
+use crate::store::blobs::CHUNK;
 
 /// The content given to `put`: bytes in memory or a stream of any size.
 pub struct Body(pub(crate) BodyInner);

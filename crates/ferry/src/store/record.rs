@@ -6,14 +6,14 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::blobs::BlobStore;
-use crate::commit::{current, release_old, store_content, Content};
 use crate::error::Result;
 use crate::hash::{ContentHash, MetaDigest};
 use crate::metadata::Metadata;
-use crate::plan::{ConflictReason, Expect};
 use crate::remote::RemoteObject;
 use crate::state::SyncState;
+use crate::store::blobs::BlobStore;
+use crate::store::rows::{current, release_old, store_content, Content};
+use crate::sync::plan::{ConflictReason, Expect};
 
 /// Content pulled from the remote, ready to store.
 #[derive(Debug)]
@@ -208,8 +208,11 @@ pub(crate) fn apply(
             let old = current(conn, &key)?;
             let p = *pulled;
             let inline = store_content(conn, blobs, p.content, &p.hash, garbage)?;
-            let (content_type, metadata) =
-                crate::index::meta_columns(&p.content_type, &p.metadata, p.sealed_meta.as_deref())?;
+            let (content_type, metadata) = crate::store::index::meta_columns(
+                &p.content_type,
+                &p.metadata,
+                p.sealed_meta.as_deref(),
+            )?;
             conn.prepare_cached(
                 "INSERT INTO objects (key, present, size, hash, inline, content_type, metadata, \
                      modified_ms, state, base_etag, base_hash, cached, last_access_ms, access_count, \
@@ -255,7 +258,7 @@ pub(crate) fn apply(
             let content_type = remote.content_type.clone().unwrap_or_else(|| {
                 crate::metadata::content_type_for(&key, None).unwrap_or_default()
             });
-            let (content_type, metadata) = crate::index::meta_columns(
+            let (content_type, metadata) = crate::store::index::meta_columns(
                 &content_type,
                 &remote.metadata,
                 sealed_meta.as_deref(),
@@ -392,7 +395,7 @@ pub(crate) fn apply(
             Ok(n > 0)
         }
         SyncRecord::Accessed { batch } => {
-            crate::cache::apply_accesses(conn, &batch)?;
+            apply_accesses(conn, &batch)?;
             Ok(true)
         }
         SyncRecord::Pinned { key, pinned } => {
@@ -428,4 +431,15 @@ pub(crate) fn apply(
             Ok(n > 0)
         }
     }
+}
+
+/// Applies an access batch (called from `record`).
+fn apply_accesses(conn: &rusqlite::Connection, batch: &[(String, i64, i64)]) -> Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE objects SET last_access_ms = MAX(last_access_ms, ?2), access_count = access_count + ?3 WHERE key = ?1",
+    )?;
+    for (key, t, n) in batch {
+        stmt.execute(params![key, t, n])?;
+    }
+    Ok(())
 }

@@ -1,0 +1,5 @@
+//! Services: the object stores ferry talks to, one client each.
+
+pub mod folder;
+pub mod memory;
+pub mod s3;
