@@ -111,6 +111,8 @@ pub(crate) struct Inner {
     pub(crate) key_file: std::sync::RwLock<Option<crate::crypto::keyring::KeyFile>>,
     /// Encrypted buckets: the subkeys, while unlocked.
     pub(crate) keys: std::sync::RwLock<Option<Arc<Keyring>>>,
+    /// This process has the bucket open (a crash leaves it behind).
+    _open_marker: blobs::OpenMarker,
 }
 
 impl Bucket {
@@ -178,7 +180,15 @@ impl Bucket {
         let key_file = index::setting(&conn, crate::bucket::encryption::SETTING)?
             .map(|text| KeyFile::from_json(text.as_bytes()))
             .transpose()?;
-        collect_all(&mut conn, &blobs)?;
+        // Unreferenced blobs exist only after a crash: the whole
+        // collection runs when a process died with the bucket open (its
+        // marker is unlocked), else only dead writers' temp files go.
+        if blobs.crashed_openers()? {
+            collect_all(&mut conn, &blobs)?;
+        } else {
+            blobs.collect_temps()?;
+        }
+        let open_marker = blobs.open_marker()?;
         let writer = Writer::spawn(conn, blobs.clone())?;
         Ok(Bucket {
             inner: Arc::new(Inner {
@@ -200,6 +210,7 @@ impl Bucket {
                 cache_estimate: Mutex::new(None),
                 key_file: std::sync::RwLock::new(key_file),
                 keys: std::sync::RwLock::new(None),
+                _open_marker: open_marker,
             }),
         })
     }

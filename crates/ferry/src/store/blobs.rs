@@ -2,7 +2,9 @@
 //!
 //! Layout under the bucket directory:
 //! - `blobs/<first two hex digits>/<64 hex digits>`: one file per distinct content;
-//! - `tmp/<pid>-<random>.tmp`: content being written, locked by its writer.
+//! - `tmp/<pid>-<random>.tmp`: content being written, locked by its writer;
+//! - `open/<pid>-<random>`: one per process with the bucket open, locked
+//!   while it is (an unlocked one is a crash: the next open collects).
 //!
 //! A blob is written to a temp file (hashed as it streams), fsynced, and only
 //! renamed into `blobs/` by the index writer while it holds the index write
@@ -30,6 +32,7 @@ pub(crate) const CHUNK: usize = 1 << 20;
 pub(crate) struct BlobStore {
     blobs: PathBuf,
     tmp: PathBuf,
+    open: PathBuf,
 }
 
 /// A blob being written: an open, locked temp file and the running hash.
@@ -79,12 +82,13 @@ impl BlobStore {
         BlobStore {
             blobs: root.join("blobs"),
             tmp: root.join("tmp"),
+            open: root.join("open"),
         }
     }
 
     /// Creates the store's directories.
     pub(crate) fn create_dirs(&self) -> Result<()> {
-        for dir in [&self.blobs, &self.tmp] {
+        for dir in [&self.blobs, &self.tmp, &self.open] {
             fs::create_dir_all(dir).map_err(|e| Error::io("creating directory", dir, e))?;
         }
         Ok(())
@@ -181,6 +185,40 @@ impl BlobStore {
         }
     }
 
+    /// Whether a process that had the bucket open died without closing it
+    /// (its `open/<pid>-<rand>` marker is there and unlocked): only then
+    /// can unreferenced blobs be left behind. Such markers are removed.
+    pub(crate) fn crashed_openers(&self) -> Result<bool> {
+        let entries = fs::read_dir(&self.open).map_err(|e| Error::io("listing", &self.open, e))?;
+        let mut crashed = false;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("listing", &self.open, e))?;
+            let Ok(file) = OpenOptions::new().write(true).open(entry.path()) else {
+                continue;
+            };
+            if file.try_lock().is_ok() {
+                crashed = true;
+                // Its collection is about to run: the marker has done its job.
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        Ok(crashed)
+    }
+
+    /// Marks the bucket open by this process until the marker is dropped.
+    pub(crate) fn open_marker(&self) -> Result<OpenMarker> {
+        let name = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
+        let path = self.open.join(name);
+        let file = OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io("creating", &path, e))?;
+        file.try_lock()
+            .map_err(|e| Error::io("locking", &path, io::Error::other(e.to_string())))?;
+        Ok(OpenMarker { _file: file, path })
+    }
+
     /// Deletes temp files whose writer is gone (their lock is free).
     pub(crate) fn collect_temps(&self) -> Result<usize> {
         let mut removed = 0;
@@ -275,4 +313,18 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io("syncing directory", dir, e))
+}
+
+/// A locked marker saying "this bucket is open in a live process"; removed
+/// when dropped (a crash leaves it unlocked, see `crashed_openers`).
+#[derive(Debug)]
+pub(crate) struct OpenMarker {
+    _file: File,
+    path: PathBuf,
+}
+
+impl Drop for OpenMarker {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
 }

@@ -214,12 +214,24 @@ async fn garbage_is_collected_at_open() {
     // A file whose name is not a hash is not the collector's business.
     let not_a_hash = dir.join("blobs").join("ab").join("README");
     fs::write(&not_a_hash, b"keep").unwrap();
+    // Without a crash (every opener closed), an open does not walk the
+    // blobs: the stray blob stays until a crash or `collect_garbage`.
+    let bucket = Bucket::open(&dir).await.unwrap();
+    assert!(stray_blob.exists(), "a clean open is cheap");
+    drop(bucket);
+    // The crashed process's open marker (unlocked: nobody holds it).
+    fs::write(dir.join("open").join("12345-00000000deadbeef"), b"").unwrap();
 
     let bucket = Bucket::open(&dir).await.unwrap();
     assert!(!stray_tmp.exists(), "stray temp file must be collected");
     assert!(!stray_blob.exists(), "unreferenced blob must be collected");
     assert!(not_a_hash.exists());
     assert!(tmp_files(&dir).is_empty());
+    assert_eq!(
+        fs::read_dir(dir.join("open")).unwrap().count(),
+        1,
+        "ours only"
+    );
     // Referenced content is untouched.
     assert!(blob_path(&dir, &meta.hash).is_file());
     assert!(bucket.get_bytes(KEY).await.unwrap().1[..] == data[..]);
