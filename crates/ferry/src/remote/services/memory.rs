@@ -13,8 +13,8 @@ use crate::remote::{
     RemoteObject, RemotePage, RemoteReader,
 };
 
-/// Keys per listing page (small, so that tests cross page boundaries).
-const PAGE: usize = 100;
+/// Keys per listing page (as S3 pages).
+const PAGE: usize = 1000;
 
 #[derive(Debug, Clone)]
 struct Stored {

@@ -91,7 +91,7 @@ async fn folder_listing_pages_in_key_order() {
 
 #[tokio::test]
 async fn memory_listing_pages_in_key_order() {
-    pages_in_key_order(&MemoryRemote::new(), &tricky_keys(), 100).await;
+    pages_in_key_order(&MemoryRemote::new(), &tricky_keys(), 1000).await;
 }
 
 /// A full reconcile spills the listing to a temp file and removes it; a
