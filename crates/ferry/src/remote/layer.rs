@@ -28,21 +28,6 @@ pub trait Layer: Send + Sync + fmt::Debug {
         self.inner().capabilities()
     }
 
-    /// Collects this layer's own pages (so a layer that changes pages
-    /// changes listings too).
-    async fn list(&self, prefix: &str) -> Result<Vec<RemoteObject>, RemoteError> {
-        let mut out = Vec::new();
-        let mut token = None;
-        loop {
-            let page = self.list_page(prefix, token).await?;
-            out.extend(page.objects);
-            match page.next {
-                Some(next) => token = Some(next),
-                None => return Ok(out),
-            }
-        }
-    }
-
     async fn list_page(
         &self,
         prefix: &str,
@@ -99,9 +84,7 @@ impl<L: Layer> Remote for L {
         Layer::capabilities(self)
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<RemoteObject>, RemoteError> {
-        Layer::list(self, prefix).await
-    }
+    // `list` is the trait's default: this layer's own pages, collected.
 
     async fn list_page(
         &self,
