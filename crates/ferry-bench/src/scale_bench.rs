@@ -42,6 +42,12 @@ const RSS_LIMIT_MIB: f64 = 64.0;
 const NOOP_LIMIT: Duration = Duration::from_millis(100);
 const NOOP_REQUEST_LIMIT: u64 = 3;
 const ONE_CHANGE_LIMIT: Duration = Duration::from_millis(300);
+/// Daemon put-to-remote latency at `n` objects over the latency at 1k.
+const LATENCY_RATIO_LIMIT: f64 = 1.2;
+/// Objects in the small bucket the daemon latency is compared with.
+const SMALL: usize = 1000;
+/// Puts timed per daemon-latency figure (the median is reported).
+const LATENCY_SAMPLES: usize = 7;
 
 /// rclone's parallelism, as in the sync figures.
 const RCLONE_PARALLEL: [&str; 4] = ["--transfers", "16", "--checkers", "16"];
@@ -168,6 +174,8 @@ struct Setup<'a> {
     s3: Option<&'a Server>,
     /// `ferry init --remote` arguments.
     ferry_remote: Vec<OsString>,
+    /// `ferry init --remote` arguments of the small bucket (daemon latency).
+    ferry_remote_small: Vec<OsString>,
     /// rclone's destination (a folder, or `bench:BUCKET/PREFIX`).
     rclone_remote: String,
     rss_file: PathBuf,
@@ -207,9 +215,99 @@ impl Setup<'_> {
     }
 
     fn init(&self, bucket: &Path) -> Result<Measured> {
+        self.init_with(bucket, &self.ferry_remote)
+    }
+
+    fn init_with(&self, bucket: &Path, remote: &[OsString]) -> Result<Measured> {
         let mut args = os(&[&"init", &"--remote"]);
-        args.extend_from_slice(&self.ferry_remote);
+        args.extend_from_slice(remote);
         self.ferry(bucket, &args)
+    }
+
+    /// The `ferry` command for a child that is not measured (`watch`).
+    fn ferry_command(&self, bucket: &Path) -> Command {
+        let mut cmd = Command::new(&self.ferry);
+        cmd.arg("--bucket").arg(bucket).arg("--quiet");
+        for var in [
+            "FERRY_BUCKET",
+            "FERRY_PASSPHRASE",
+            "AWS_ENDPOINT_URL",
+            "AWS_CA_BUNDLE",
+        ] {
+            cmd.env_remove(var);
+        }
+        if self.s3.is_some() {
+            cmd.env("AWS_ACCESS_KEY_ID", ACCESS)
+                .env("AWS_SECRET_ACCESS_KEY", SECRET);
+        }
+        cmd
+    }
+
+    /// The daemon's put-to-remote latency in `bucket` (median of
+    /// [`LATENCY_SAMPLES`]): `ferry watch` runs as a child; each sample is
+    /// a `ferry put` in another process, timed from its start until the
+    /// object is on the remote (HEAD through the bucket's own remote spec).
+    async fn daemon_latency(&self, bucket: &Path, scratch: &Path) -> Result<Duration> {
+        let opened = Bucket::open(bucket).await?;
+        let spec = opened.remote_spec()?.context("the bucket has no remote")?;
+        let remote = spec.build_with(&self.credentials(), opened.sync_config()?.timeouts())?;
+        drop(opened);
+        let mut watch = self
+            .ferry_command(bucket)
+            .args(["watch", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting ferry watch")?;
+        let result = async {
+            // Ready once the engine's first run (a full reconcile) is done.
+            let stdout = watch.stdout.take().context("watch's stdout")?;
+            let mut lines = BufReader::new(stdout).lines();
+            loop {
+                let line = lines
+                    .next()
+                    .context("ferry watch exited before its first sync")??;
+                if line.contains("\"sync-completed\"") {
+                    break;
+                }
+                ensure!(
+                    !line.contains("\"sync-failed\""),
+                    "ferry watch's first sync failed: {line}"
+                );
+            }
+            // Drain the rest of its output so it never blocks on a full pipe.
+            std::thread::spawn(move || for _ in lines {});
+            let body = scratch.join("latency.bin");
+            let mut samples = Vec::new();
+            for i in 0..LATENCY_SAMPLES {
+                rewrite(&body)?;
+                let key = format!("latency/{}-{i}", std::process::id());
+                let start = Instant::now();
+                let status = self
+                    .ferry_command(bucket)
+                    .args(["put", &key])
+                    .arg(&body)
+                    .status()?;
+                ensure!(status.success(), "ferry put {key}: {status}");
+                loop {
+                    if remote.head(&key).await?.is_some() {
+                        break;
+                    }
+                    ensure!(
+                        start.elapsed() < Duration::from_secs(120),
+                        "{key} did not reach the remote in 120 s"
+                    );
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                samples.push(start.elapsed());
+            }
+            samples.sort();
+            Ok(samples[samples.len() / 2])
+        }
+        .await;
+        let _ = watch.kill();
+        let _ = watch.wait();
+        result
     }
 
     fn rclone_cmd(&self, args: &[OsString]) -> Result<Measured> {
@@ -378,16 +476,20 @@ pub async fn run(dir: &Path, n: usize, s3: Option<&Server>) -> Result<Vec<Row>> 
     let ferry = ferry_binary()?;
     let dir = &dir.join("scale");
     fs::create_dir_all(dir)?;
-    let (ferry_remote, rclone_remote, s3_prefix) = match s3 {
+    let (ferry_remote, ferry_remote_small, rclone_remote, s3_prefix) = match s3 {
         None => {
             let abs = std::path::absolute(dir)?;
             let rclone = abs.join("remote-rclone");
             fs::create_dir_all(&rclone)?;
-            (
+            let folder = |name: &str| {
                 vec![OsString::from(format!(
                     "file://{}",
-                    abs.join("remote-ferry").display()
-                ))],
+                    abs.join(name).display()
+                ))]
+            };
+            (
+                folder("remote-ferry"),
+                folder("remote-small"),
                 rclone.to_string_lossy().into_owned(),
                 None,
             )
@@ -396,15 +498,19 @@ pub async fn run(dir: &Path, n: usize, s3: Option<&Server>) -> Result<Vec<Row>> 
             // Unique per run: an external store keeps what earlier runs left.
             let stamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
             let prefix = format!("scale-{stamp}-{}", std::process::id());
-            (
+            let s3_args = |name: &str| {
                 os(&[
-                    &format!("s3://{}/{prefix}/ferry", server.bucket),
+                    &format!("s3://{}/{prefix}/{name}", server.bucket),
                     &"--endpoint",
                     &server.endpoint,
                     &"--region",
                     &"us-east-1",
                     &"--path-style",
-                ]),
+                ])
+            };
+            (
+                s3_args("ferry"),
+                s3_args("small"),
                 format!("bench:{}/{prefix}/rclone", server.bucket),
                 Some(prefix),
             )
@@ -414,6 +520,7 @@ pub async fn run(dir: &Path, n: usize, s3: Option<&Server>) -> Result<Vec<Row>> 
         ferry,
         s3,
         ferry_remote,
+        ferry_remote_small,
         rclone_remote,
         rss_file: dir.join("rss.txt"),
     };
@@ -637,5 +744,28 @@ async fn figures(setup: &Setup<'_>, dir: &Path, n: usize) -> Result<Vec<Row>> {
         "rclone copy",
         Some(RSS_LIMIT_MIB),
     ));
+
+    // 7. The daemon's put-to-remote latency at n objects against the same
+    // at 1k objects (a bucket made here for it).
+    let small = dir.join("replica-small");
+    let small_src = dir.join("src-small");
+    generate(&small_src, SMALL)?;
+    setup.init_with(&small, &setup.ferry_remote_small)?;
+    setup.ferry(&small, &os(&[&"cp", &"-r", &small_src, &"ferry:data/"]))?;
+    let (_, r) = setup.ferry_sync(&small, false)?;
+    ensure!(r.pushed as usize == SMALL, "small bucket push: {r:?}");
+    let at_small = setup.daemon_latency(&small, dir).await?;
+    let at_n = setup.daemon_latency(&replica_a, dir).await?;
+    let ratio = at_n.as_secs_f64() / at_small.as_secs_f64();
+    rows.push(report_row(Row {
+        name: format!(
+            "daemon put-to-remote latency at {n} (median of {LATENCY_SAMPLES}, `ferry put` beside `ferry watch`)"
+        ),
+        ferry: show_time(at_n),
+        baseline: format!("{} at {SMALL} objects", show_time(at_small)),
+        ratio,
+        target: format!("≤ {LATENCY_RATIO_LIMIT}× the 1k figure"),
+        ok: ratio <= LATENCY_RATIO_LIMIT,
+    }));
     Ok(rows)
 }
