@@ -69,7 +69,7 @@ fn classify(err: &ferry::Error) -> (u8, Option<String>) {
         E::DiskFull { .. } => (1, Some("free some disk space and retry; nothing was half-written".into())),
         E::Locked => (1, Some("give the passphrase with FERRY_PASSPHRASE, --passphrase-file FILE, or at a terminal prompt".into())),
         E::WrongPassphrase => (1, Some("nothing was changed; check FERRY_PASSPHRASE or --passphrase-file (a passphrase changed with `ferry passwd` on another device is learned by `ferry sync` while the remote is reachable)".into())),
-        E::RemoteMode { remote: "encrypted", .. } => (1, Some("to sync with an encrypted remote, create a bucket with `ferry init --remote URL`: it detects the encryption and asks for the passphrase".into())),
+        E::RemoteMode { remote: ferry::StorageMode::Encrypted, .. } => (1, Some("to sync with an encrypted remote, create a bucket with `ferry init --remote URL`: it detects the encryption and asks for the passphrase".into())),
         E::RemoteMode { .. } => (1, Some("an encrypted bucket needs an empty remote or one it encrypted itself; choose another prefix".into())),
         E::DifferentKey { .. } => (1, Some("this remote belongs to another encrypted bucket; choose another prefix, or join it with `ferry init --remote URL`".into())),
         E::EncryptedKeyTooLong { .. } => (2, None),

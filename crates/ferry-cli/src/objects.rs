@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use ferry::{Body, Bucket, BucketConfig, ListOptions, PutOptions};
+use ferry::{Body, Bucket, BucketConfig, ListOptions, NewKey, PutOptions};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::args::{CatArgs, GetArgs, Global, InitArgs, LsArgs, PutArgs, RmArgs, StatArgs};
@@ -18,41 +18,39 @@ pub async fn init(global: &Global, args: InitArgs) -> Result<(), CommandError> {
     if dir.join(ferry::INDEX_FILE).exists() {
         return Err(ferry::Error::AlreadyExists { path: dir }.into());
     }
-    // Check the remote answers (and what it holds) before anything is written locally.
-    let (spec, mode) = match &args.remote {
-        Some(url) => {
-            let spec = crate::syncing::spec_from(url, args.endpoint, args.region, args.path_style)?;
-            let mode = crate::syncing::probe_spec(&spec, &dir).await?;
-            (Some(spec), mode)
-        }
-        None => (None, RemoteMode::Empty),
-    };
     let config = BucketConfig::default();
-    let bucket = match mode {
-        RemoteMode::Plaintext if args.encrypt => {
-            return Err(ferry::Error::RemoteMode {
-                endpoint: args.remote.unwrap_or_default(),
-                remote: "plaintext",
-                local: "encrypted",
-            }
-            .into())
-        }
-        RemoteMode::Encrypted(file) => {
-            if !global.quiet {
-                eprintln!("The remote is encrypted: unlocking it with its passphrase.");
-            }
-            let pass = crate::passphrase::existing(global)?;
-            Bucket::create_joining(&dir, config, file, pass.as_bytes()).await?
-        }
-        _ if args.encrypt => {
+    let bucket = match &args.remote {
+        None if args.encrypt => {
             let pass = crate::passphrase::new(global, None, true)?;
             Bucket::create_encrypted(&dir, config, pass.as_bytes(), args.kdf.params()).await?
         }
-        _ => Bucket::create(&dir, config).await?,
+        None => Bucket::create(&dir, config).await?,
+        Some(url) => {
+            // What the remote holds decides, before anything is written locally.
+            let spec = crate::syncing::spec_from(url, args.endpoint, args.region, args.path_style)?;
+            let mode = crate::syncing::check_spec(&spec, &dir).await?;
+            if let RemoteMode::Encrypted(_) = mode {
+                if !global.quiet {
+                    eprintln!("The remote is encrypted: unlocking it with its passphrase.");
+                }
+                let pass = crate::passphrase::existing(global)?;
+                let key = NewKey::Join {
+                    passphrase: pass.as_bytes(),
+                };
+                Bucket::create_over(&dir, config, spec, mode, key).await?
+            } else if args.encrypt {
+                ferry::check_new_bucket(url, &mode, ferry::StorageMode::Encrypted)?;
+                let pass = crate::passphrase::new(global, None, true)?;
+                let key = NewKey::Encrypt {
+                    passphrase: pass.as_bytes(),
+                    kdf: args.kdf.params(),
+                };
+                Bucket::create_over(&dir, config, spec, mode, key).await?
+            } else {
+                Bucket::create_over(&dir, config, spec, mode, NewKey::Plaintext).await?
+            }
+        }
     };
-    if let Some(spec) = spec {
-        bucket.set_remote(spec).await?;
-    }
     if !global.quiet {
         let shown = std::path::absolute(&dir).unwrap_or(dir);
         let kind = if bucket.is_encrypted() {

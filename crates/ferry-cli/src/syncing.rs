@@ -65,26 +65,25 @@ pub async fn connect(global: &Global, bucket: &Bucket) -> Result<(), CommandErro
     let remote = spec
         .build_with(&config::credentials(&file), timeouts)
         .map_err(ferry::Error::from)?;
-    if bucket.is_locked() {
-        // With the remote at hand, a passphrase changed on another device
-        // is learned here (and the old one retired on this device).
-        let p = crate::passphrase::existing(global)?;
-        bucket
-            .unlock_with_remote(p.as_bytes(), remote.as_ref())
-            .await?;
-    }
+    // Settings first: connecting probes with the retry policy they set.
     if let Some(sync) = file.sync {
         if bucket.sync_config()? != sync {
             bucket.set_sync_config(sync).await?;
         }
     }
-    bucket.attach(remote).await?;
+    let passphrase = match bucket.is_locked() {
+        true => Some(crate::passphrase::existing(global)?),
+        false => None,
+    };
+    bucket
+        .connect_remote(remote, passphrase.as_ref().map(|p| p.as_bytes()))
+        .await?;
     Ok(())
 }
 
-/// Checks a remote before anything is written locally (used by `init --remote`).
-/// Returns what the remote holds (encrypted, plaintext or empty).
-pub async fn probe_spec(
+/// Checks a remote before anything is written locally (`init --remote`,
+/// `remote set`): what it holds, encrypted, plaintext or empty.
+pub async fn check_spec(
     spec: &RemoteSpec,
     dir: &std::path::Path,
 ) -> Result<ferry::remote::encrypted::RemoteMode, CommandError> {
@@ -94,62 +93,9 @@ pub async fn probe_spec(
     let remote = spec
         .build_with(&config::credentials(&file), sync.timeouts())
         .map_err(ferry::Error::from)?;
-    let retrying = ferry::remote::retry::Retrying::new(
-        remote.clone(),
-        // One retry: a store that accepts connections and never answers
-        // costs the no-progress timeout twice, then a clear error.
-        ferry::remote::retry::RetryPolicy {
-            max_retries: sync.max_retries.min(1),
-            ..Default::default()
-        },
-    );
-    ferry::remote::emulated::probe(&retrying, "ferry-init")
-        .await
-        .map_err(ferry::Error::from)?;
-    Ok(ferry::remote::encrypted::inspect(remote.as_ref())
-        .await
-        .map_err(ferry::Error::from)?)
-}
-
-/// Refuses a remote whose encryption mode differs from the bucket's.
-pub fn check_mode(
-    bucket: &Bucket,
-    url: &str,
-    mode: &ferry::remote::encrypted::RemoteMode,
-) -> Result<(), CommandError> {
-    use ferry::remote::encrypted::RemoteMode;
-    let local = if bucket.is_encrypted() {
-        "encrypted"
-    } else {
-        "plaintext"
-    };
-    let clash = match mode {
-        RemoteMode::Empty => None,
-        RemoteMode::Plaintext if bucket.is_encrypted() => Some("plaintext"),
-        RemoteMode::Encrypted(_) if !bucket.is_encrypted() => Some("encrypted"),
-        RemoteMode::Encrypted(file) => {
-            let mine = bucket.key_file().map(|k| k.key_id).unwrap_or_default();
-            if file.key_id != mine {
-                return Err(ferry::Error::DifferentKey {
-                    endpoint: url.to_owned(),
-                    remote_key_id: file.key_id.clone(),
-                    local_key_id: mine,
-                }
-                .into());
-            }
-            None
-        }
-        RemoteMode::Plaintext => None,
-    };
-    match clash {
-        Some(remote) => Err(ferry::Error::RemoteMode {
-            endpoint: url.to_owned(),
-            remote,
-            local,
-        }
-        .into()),
-        None => Ok(()),
-    }
+    // One retry: a store that accepts connections and never answers costs
+    // the no-progress timeout twice, then a clear error.
+    Ok(ferry::check_remote(remote, sync.max_retries.min(1)).await?)
 }
 
 pub fn spec_from(
@@ -229,9 +175,8 @@ pub async fn remote(global: &Global, args: RemoteArgs) -> Result<(), CommandErro
                     }
                 }
             }
-            let mode = probe_spec(&spec, bucket.dir()).await?;
-            check_mode(&bucket, &url, &mode)?;
-            bucket.set_remote(spec).await?;
+            let mode = check_spec(&spec, bucket.dir()).await?;
+            bucket.switch_remote(spec, &mode).await?;
             if !global.quiet {
                 eprintln!("remote set to {url}");
             }

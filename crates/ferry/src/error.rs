@@ -88,6 +88,16 @@ pub enum Error {
     /// The index holds something this build cannot read.
     #[error("bucket index is inconsistent: {0}")]
     IndexData(String),
+    /// A background task of the library panicked or was cancelled (a bug,
+    /// or the runtime shutting down); what it was doing is not known to
+    /// have happened.
+    #[error("internal task {task} did not finish: {cause}")]
+    Task {
+        /// What the task did.
+        task: &'static str,
+        /// The runtime's answer.
+        cause: String,
+    },
     /// A remote request failed.
     #[error("remote {0}")]
     Remote(#[from] crate::remote::RemoteError),
@@ -167,10 +177,10 @@ pub enum Error {
     RemoteMode {
         /// The remote.
         endpoint: String,
-        /// What the remote is: "encrypted" or "plaintext".
-        remote: &'static str,
+        /// What the remote holds.
+        remote: StorageMode,
         /// What the bucket is.
-        local: &'static str,
+        local: StorageMode,
     },
     /// The remote is encrypted under another master key.
     #[error("the remote {endpoint} is encrypted under a different key (key id {remote_key_id}, this bucket's is {local_key_id}); they cannot sync")]
@@ -192,6 +202,35 @@ pub enum Error {
         /// The limit.
         max: usize,
     },
+}
+
+/// Whether a bucket or a remote holds plaintext or ciphertext.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageMode {
+    /// Names and content in the clear.
+    Plaintext,
+    /// Sealed with a bucket's keys (a `.ferry/key.json` on the remote).
+    Encrypted,
+}
+
+impl std::fmt::Display for StorageMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StorageMode::Plaintext => "plaintext",
+            StorageMode::Encrypted => "encrypted",
+        })
+    }
+}
+
+impl Error {
+    /// The error of a blocking or spawned task that did not finish.
+    pub(crate) fn task(task: &'static str, e: tokio::task::JoinError) -> Self {
+        Error::Task {
+            task,
+            cause: e.to_string(),
+        }
+    }
 }
 
 impl From<crate::crypto::CryptoError> for Error {

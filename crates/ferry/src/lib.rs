@@ -32,12 +32,13 @@ pub use engine::{events, schedule};
 pub use sync::{journal, plan};
 
 pub use bucket::cache::{CacheUsage, Eviction};
+pub use bucket::setup::{check_new_bucket, check_remote, NewKey};
 pub use bucket::{Bucket, BucketConfig, GarbageReport, Object, PutOptions, INDEX_FILE};
 pub use crypto::keyring::KeyFile;
 pub use crypto::keyring::MAX_ENCRYPTED_KEY_LEN;
 pub use crypto::keys::KdfParams;
 pub use engine::events::{Event, SyncSummary};
-pub use error::{Error, Result};
+pub use error::{Error, Result, StorageMode};
 pub use hash::{version_id, ContentHash, MetaDigest, ParseHashError};
 pub use key::{validate_key, validate_key_bytes, KeyError, KeyRule, MAX_KEY_LEN, RESERVED_PREFIX};
 pub use metadata::{

@@ -19,7 +19,7 @@ use crate::bucket::{Bucket, BucketConfig};
 use crate::crypto::keyring::{KeyFile, Keyring};
 use crate::crypto::keys::KdfParams;
 use crate::engine::events::Event;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StorageMode};
 use crate::hash::ContentHash;
 use crate::remote::encrypted::{self, RemoteMode};
 use crate::remote::{Precondition, Remote, RemoteErrorKind, RemoteReader};
@@ -35,7 +35,7 @@ const MODES_VERIFIED: &str = "modes_verified";
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| Error::IndexData(format!("blocking task: {e}")))?
+        .map_err(|e| Error::task("blocking task", e))?
 }
 
 impl Bucket {
@@ -238,36 +238,21 @@ impl Bucket {
                 Ok(None) => Ok(()),
                 Ok(Some(_)) => Err(Error::RemoteMode {
                     endpoint,
-                    remote: "encrypted",
-                    local: "plaintext",
+                    remote: StorageMode::Encrypted,
+                    local: StorageMode::Plaintext,
                 }),
                 // A key file that is there but unreadable still marks the
                 // remote as ferry-encrypted (or damaged): refuse either way.
                 Err(e) if e.kind == RemoteErrorKind::Integrity => Err(Error::RemoteMode {
                     endpoint,
-                    remote: "encrypted",
-                    local: "plaintext",
+                    remote: StorageMode::Encrypted,
+                    local: StorageMode::Plaintext,
                 }),
                 Err(e) => Err(e.into()),
             };
         };
         loop {
             match encrypted::inspect(remote).await? {
-                RemoteMode::Plaintext => {
-                    return Err(Error::RemoteMode {
-                        endpoint,
-                        remote: "plaintext",
-                        local: "encrypted",
-                    })
-                }
-                RemoteMode::Encrypted(file) if file.key_id == local.key_id => return Ok(()),
-                RemoteMode::Encrypted(file) => {
-                    return Err(Error::DifferentKey {
-                        endpoint,
-                        remote_key_id: file.key_id,
-                        local_key_id: local.key_id,
-                    })
-                }
                 RemoteMode::Empty => {
                     match encrypted::write_key_file(remote, &local, Precondition::IfAbsent).await {
                         Ok(_) => return Ok(()),
@@ -276,6 +261,7 @@ impl Bucket {
                         Err(e) => return Err(e.into()),
                     }
                 }
+                mode => return super::setup::mode_matches(Some(&local), &mode, &endpoint),
             }
         }
     }
@@ -370,7 +356,7 @@ impl Bucket {
         drop(tx);
         let verified = verifier
             .await
-            .map_err(|e| Error::IndexData(format!("verifying task: {e}")))?;
+            .map_err(|e| Error::task("verifying task", e))?;
         read_result?;
         let v = verified?;
         Ok((v.content, v.hash, v.size))

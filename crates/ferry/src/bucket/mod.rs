@@ -2,6 +2,7 @@
 
 pub mod cache;
 pub(crate) mod encryption;
+pub mod setup;
 
 use std::fs;
 use std::io;
@@ -620,13 +621,9 @@ async fn fill(
 
 /// Runs blocking file-system or index work off the async threads.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| {
-        Error::io(
-            "running a blocking task",
-            PathBuf::new(),
-            io::Error::other(e),
-        )
-    })?
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::task("blocking", e))?
 }
 
 /// Refuses keys whose encrypted name no object store would take.

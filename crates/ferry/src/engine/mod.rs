@@ -176,7 +176,7 @@ impl Bucket {
             Ok(conn.last_insert_rowid())
         })
         .await
-        .map_err(|e| Error::IndexData(format!("request task: {e}")))??;
+        .map_err(|e| Error::task("request task", e))??;
         let started = Instant::now();
         loop {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -227,7 +227,7 @@ impl Bucket {
             Ok(())
         })
         .await
-        .map_err(|e| Error::IndexData(format!("request task: {e}")))?
+        .map_err(|e| Error::task("request task", e))?
     }
 
     /// Starts the background engine in this process (it waits to lead).

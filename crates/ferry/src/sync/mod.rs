@@ -446,7 +446,7 @@ impl Bucket {
             index::set_setting(&conn, &name, &text)
         })
         .await
-        .map_err(|e| Error::IndexData(format!("settings task: {e}")))?
+        .map_err(|e| Error::task("settings task", e))?
     }
 
     /// The recorded remote, if any.
@@ -476,7 +476,7 @@ impl Bucket {
                 Ok(())
             })
             .await
-            .map_err(|e| Error::IndexData(format!("settings task: {e}")))??;
+            .map_err(|e| Error::task("settings task", e))??;
         }
         if let Ok(mut r) = self.inner.remote.write() {
             *r = None;

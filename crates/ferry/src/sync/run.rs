@@ -222,7 +222,7 @@ impl Bucket {
                 Ok(n + failed as usize)
             })
             .await
-            .map_err(|e| Error::IndexData(format!("outbox task: {e}")))??;
+            .map_err(|e| Error::task("outbox task", e))??;
             if interrupted > 0 {
                 if let Err(e) = remote.cleanup(self.device_id()).await {
                     report.errors.push(SyncIssue {

@@ -6,8 +6,12 @@ use std::sync::Arc;
 
 use ferry::remote::encrypted::{inspect, RemoteMode, KEY_FILE};
 use ferry::remote::folder::FolderRemote;
+use ferry::remote::spec::RemoteSpec;
 use ferry::remote::SharedRemote;
-use ferry::{Body, Bucket, BucketConfig, Error, KdfParams, PutOptions, SyncConfig, SyncOptions};
+use ferry::{
+    check_remote, Body, Bucket, BucketConfig, Error, KdfParams, NewKey, PutOptions, StorageMode,
+    SyncConfig, SyncOptions,
+};
 use tempfile::TempDir;
 use tokio::io::AsyncReadExt;
 
@@ -498,8 +502,8 @@ async fn mode_mismatch_is_refused_naming_the_remote_mode() {
         matches!(
             err,
             Error::RemoteMode {
-                remote: "encrypted",
-                local: "plaintext",
+                remote: StorageMode::Encrypted,
+                local: StorageMode::Plaintext,
                 ..
             }
         ),
@@ -526,8 +530,8 @@ async fn mode_mismatch_is_refused_naming_the_remote_mode() {
         matches!(
             err,
             Error::RemoteMode {
-                remote: "plaintext",
-                local: "encrypted",
+                remote: StorageMode::Plaintext,
+                local: StorageMode::Encrypted,
                 ..
             }
         ),
@@ -542,6 +546,116 @@ async fn mode_mismatch_is_refused_naming_the_remote_mode() {
     // Another encrypted bucket's remote.
     let err = enc.attach(encrypted.remote()).await.unwrap_err();
     assert!(matches!(err, Error::DifferentKey { .. }), "{err}");
+}
+
+fn folder_spec(folder: &Folder) -> RemoteSpec {
+    RemoteSpec {
+        url: format!("file://{}", folder.0.path().display()),
+        endpoint: None,
+        region: None,
+        path_style: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creating_over_a_remote_joins_or_refuses_by_what_it_holds() {
+    let encrypted = Folder::new();
+    let a = first_device(encrypted.remote()).await;
+    a.bucket.put("k", "v", PutOptions::default()).await.unwrap();
+    sync_clean(&a.bucket).await;
+    let plaintext = Folder::new();
+    std::fs::write(plaintext.0.path().join("foreign.txt"), "x").unwrap();
+    let empty = Folder::new();
+    let mode = |f: &Folder| check_remote(f.remote(), 0);
+    assert!(matches!(
+        mode(&encrypted).await.unwrap(),
+        RemoteMode::Encrypted(_)
+    ));
+    assert_eq!(mode(&plaintext).await.unwrap(), RemoteMode::Plaintext);
+    assert_eq!(mode(&empty).await.unwrap(), RemoteMode::Empty);
+
+    let dirs = tempfile::tempdir().unwrap();
+    let create = |name: &str, f: &Folder, m: RemoteMode, key: NewKey<'static>| {
+        let dir = dirs.path().join(name);
+        let spec = folder_spec(f);
+        async move { Bucket::create_over(&dir, BucketConfig::default(), spec, m, key).await }
+    };
+    let new_key = NewKey::Encrypt {
+        passphrase: PASS,
+        kdf: TEST_KDF,
+    };
+    // Mismatches create nothing.
+    let refusals = [
+        ("plain-over-encrypted", &encrypted, NewKey::Plaintext),
+        ("new-key-over-plaintext", &plaintext, new_key),
+        ("new-key-over-encrypted", &encrypted, new_key),
+        (
+            "join-wrong-passphrase",
+            &encrypted,
+            NewKey::Join {
+                passphrase: b"nope",
+            },
+        ),
+    ];
+    for (name, folder, key) in refusals {
+        let m = mode(folder).await.unwrap();
+        let err = create(name, folder, m, key).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::RemoteMode { .. } | Error::DifferentKey { .. } | Error::WrongPassphrase
+            ),
+            "{name}: {err}"
+        );
+        assert!(!dirs.path().join(name).exists(), "{name} created a bucket");
+    }
+    // Joining the encrypted remote reads what the first device wrote.
+    let m = mode(&encrypted).await.unwrap();
+    let joined = create("joined", &encrypted, m, NewKey::Join { passphrase: PASS })
+        .await
+        .unwrap();
+    assert!(joined.is_encrypted());
+    assert_eq!(joined.remote_spec().unwrap(), Some(folder_spec(&encrypted)));
+    joined.attach(encrypted.remote()).await.unwrap();
+    sync_clean(&joined).await;
+    assert_eq!(&joined.get_bytes("k").await.unwrap().1[..], b"v");
+    // A new encrypted bucket claims an empty remote; a plaintext one takes plaintext.
+    let m = mode(&empty).await.unwrap();
+    let fresh = create("fresh", &empty, m, new_key).await.unwrap();
+    assert!(fresh.is_encrypted());
+    let m = mode(&plaintext).await.unwrap();
+    let plain = create("plain", &plaintext, m, NewKey::Plaintext)
+        .await
+        .unwrap();
+    assert!(!plain.is_encrypted());
+
+    // Switching: the plaintext bucket may not move to the encrypted remote.
+    let m = mode(&encrypted).await.unwrap();
+    let err = plain
+        .switch_remote(folder_spec(&encrypted), &m)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::RemoteMode {
+                remote: StorageMode::Encrypted,
+                local: StorageMode::Plaintext,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(plain.remote_spec().unwrap(), Some(folder_spec(&plaintext)));
+    // ... nor the fresh encrypted one to another key's remote.
+    let err = fresh
+        .switch_remote(folder_spec(&encrypted), &m)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::DifferentKey { .. }), "{err}");
+    let m = mode(&empty).await.unwrap();
+    plain.switch_remote(folder_spec(&empty), &m).await.unwrap();
+    assert_eq!(plain.remote_spec().unwrap(), Some(folder_spec(&empty)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

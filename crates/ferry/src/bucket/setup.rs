@@ -1,0 +1,191 @@
+//! Creating a bucket over a remote, switching a bucket to another remote,
+//! and connecting one: the decisions front ends would otherwise each make
+//! (does the remote answer, does it honour conditional writes, does it hold
+//! ciphertext or plaintext, may this bucket sync with it).
+//!
+//! A front end first asks [`check_remote`] what a remote holds (nothing is
+//! written locally), then asks the person what that answer needs (the
+//! existing passphrase of an encrypted remote, a new one), then calls
+//! [`Bucket::create_over`] or [`Bucket::switch_remote`], which refuse a
+//! mismatch with [`Error::RemoteMode`] or [`Error::DifferentKey`].
+
+use std::path::Path;
+
+use crate::bucket::{Bucket, BucketConfig};
+use crate::crypto::keyring::KeyFile;
+use crate::crypto::keys::KdfParams;
+use crate::error::{Error, Result, StorageMode};
+use crate::remote::emulated::probe;
+use crate::remote::encrypted::{self, RemoteMode};
+use crate::remote::retry::{RetryPolicy, Retrying};
+use crate::remote::spec::RemoteSpec;
+use crate::remote::{Remote, SharedRemote};
+
+/// The encryption a new bucket gets.
+#[derive(Debug, Clone, Copy)]
+pub enum NewKey<'a> {
+    /// No encryption (refused over an encrypted remote).
+    Plaintext,
+    /// A fresh master key wrapped under `passphrase` (refused over a remote
+    /// that holds plaintext objects).
+    Encrypt {
+        /// The new passphrase.
+        passphrase: &'a [u8],
+        /// Argon2id cost of wrapping it.
+        kdf: KdfParams,
+    },
+    /// The encrypted remote's master key, unwrapped with its passphrase
+    /// (a wrong one creates nothing).
+    Join {
+        /// The remote's passphrase.
+        passphrase: &'a [u8],
+    },
+}
+
+/// Checks a remote before anything is written locally: that it answers
+/// (with at most `max_retries` retries, so a store that never answers costs
+/// the no-progress timeout that many times plus one, then an error), how it
+/// treats conditional writes (the probe, whose answer the bucket records
+/// when it first attaches), and what it holds.
+pub async fn check_remote(remote: SharedRemote, max_retries: u32) -> Result<RemoteMode> {
+    let retrying = Retrying::new(
+        remote.clone(),
+        RetryPolicy {
+            max_retries,
+            ..RetryPolicy::default()
+        },
+    );
+    probe(&retrying, "ferry-check").await?;
+    Ok(encrypted::inspect(&retrying).await?)
+}
+
+/// Refuses a remote holding `mode` for a bucket whose key file is `local`
+/// (`None`: plaintext). An empty remote suits either.
+pub(crate) fn mode_matches(
+    local: Option<&KeyFile>,
+    mode: &RemoteMode,
+    endpoint: &str,
+) -> Result<()> {
+    let clash = |remote, local| Error::RemoteMode {
+        endpoint: endpoint.to_owned(),
+        remote,
+        local,
+    };
+    match (local, mode) {
+        (_, RemoteMode::Empty) | (None, RemoteMode::Plaintext) => Ok(()),
+        (Some(_), RemoteMode::Plaintext) => {
+            Err(clash(StorageMode::Plaintext, StorageMode::Encrypted))
+        }
+        (None, RemoteMode::Encrypted(_)) => {
+            Err(clash(StorageMode::Encrypted, StorageMode::Plaintext))
+        }
+        (Some(mine), RemoteMode::Encrypted(file)) if file.key_id != mine.key_id => {
+            Err(Error::DifferentKey {
+                endpoint: endpoint.to_owned(),
+                remote_key_id: file.key_id.clone(),
+                local_key_id: mine.key_id.clone(),
+            })
+        }
+        (Some(_), RemoteMode::Encrypted(_)) => Ok(()),
+    }
+}
+
+/// Refuses a new bucket of mode `local` over a remote holding `mode` that
+/// it could never sync with, before any passphrase is asked for: a new
+/// encrypted bucket over plaintext objects, a plaintext bucket over an
+/// encrypted remote (which is joined, with its passphrase, instead).
+pub fn check_new_bucket(endpoint: &str, mode: &RemoteMode, local: StorageMode) -> Result<()> {
+    let remote = match mode {
+        RemoteMode::Empty => return Ok(()),
+        RemoteMode::Plaintext => StorageMode::Plaintext,
+        RemoteMode::Encrypted(_) => StorageMode::Encrypted,
+    };
+    if remote == local {
+        return Ok(());
+    }
+    Err(Error::RemoteMode {
+        endpoint: endpoint.to_owned(),
+        remote,
+        local,
+    })
+}
+
+impl Bucket {
+    /// Creates a bucket in `dir` that syncs with `spec`, a remote that
+    /// [`check_remote`] found holding `mode`. `key` must suit it: joining
+    /// an encrypted remote takes its passphrase ([`NewKey::Join`]); a new
+    /// encrypted bucket needs a remote without plaintext objects; a
+    /// plaintext bucket needs one without a key file. A mismatch creates
+    /// nothing.
+    pub async fn create_over(
+        dir: impl AsRef<Path>,
+        config: BucketConfig,
+        spec: RemoteSpec,
+        mode: RemoteMode,
+        key: NewKey<'_>,
+    ) -> Result<Bucket> {
+        let endpoint = spec.url.clone();
+        let bucket = match (mode, key) {
+            (RemoteMode::Encrypted(file), NewKey::Join { passphrase }) => {
+                Bucket::create_joining(dir, config, file, passphrase).await?
+            }
+            (RemoteMode::Encrypted(_), NewKey::Plaintext) => {
+                return Err(Error::RemoteMode {
+                    endpoint,
+                    remote: StorageMode::Encrypted,
+                    local: StorageMode::Plaintext,
+                })
+            }
+            // A new key over someone else's encrypted remote: a different key.
+            (RemoteMode::Encrypted(file), NewKey::Encrypt { .. }) => {
+                return Err(Error::DifferentKey {
+                    endpoint,
+                    remote_key_id: file.key_id,
+                    local_key_id: "(a new key)".into(),
+                })
+            }
+            (RemoteMode::Plaintext, NewKey::Encrypt { .. } | NewKey::Join { .. }) => {
+                return Err(Error::RemoteMode {
+                    endpoint,
+                    remote: StorageMode::Plaintext,
+                    local: StorageMode::Encrypted,
+                })
+            }
+            (RemoteMode::Empty, NewKey::Join { .. }) => return Err(Error::NotEncrypted),
+            (RemoteMode::Empty, NewKey::Encrypt { passphrase, kdf }) => {
+                Bucket::create_encrypted(dir, config, passphrase, kdf).await?
+            }
+            (RemoteMode::Empty | RemoteMode::Plaintext, NewKey::Plaintext) => {
+                Bucket::create(dir, config).await?
+            }
+        };
+        bucket.set_remote(spec).await?;
+        Ok(bucket)
+    }
+
+    /// Makes `spec` the bucket's remote, after [`check_remote`] found it
+    /// holding `mode`: refused, changing nothing, when its encryption is
+    /// not the bucket's.
+    pub async fn switch_remote(&self, spec: RemoteSpec, mode: &RemoteMode) -> Result<()> {
+        mode_matches(self.key_file().as_ref(), mode, &spec.url)?;
+        self.set_remote(spec).await
+    }
+
+    /// Connects `remote` (built from the bucket's spec by the caller, with
+    /// its credentials). A locked encrypted bucket is unlocked first with
+    /// `passphrase`, learning a passphrase changed on another device from
+    /// the remote's key file; a locked bucket without one is
+    /// [`Error::Locked`].
+    pub async fn connect_remote(
+        &self,
+        remote: SharedRemote,
+        passphrase: Option<&[u8]>,
+    ) -> Result<crate::remote::emulated::ProbeResult> {
+        if self.is_locked() {
+            let passphrase = passphrase.ok_or(Error::Locked)?;
+            self.unlock_with_remote(passphrase, remote.as_ref() as &dyn Remote)
+                .await?;
+        }
+        self.attach(remote).await
+    }
+}
