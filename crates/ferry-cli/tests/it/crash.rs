@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 
-use crate::support::{blob_files, referenced_blobs, Scratch, TORTURE};
+use crate::support::{blob_files, referenced_blobs, torture, Scratch};
 
 /// What a key may hold: `None` means absent, `Some(hash)` that content.
 type Value = Option<String>;
@@ -24,7 +24,7 @@ async fn sigkill_during_puts_and_deletes_loses_no_acknowledged_write() {
     let mut acked_total = 0;
     let mut torn_candidates = 0;
     for round in 0..200u64 {
-        let mut child = Command::new(TORTURE)
+        let mut child = Command::new(torture())
             .args(["crash", dir.to_str().unwrap(), &round.to_string()])
             .stdout(Stdio::piped())
             .spawn()

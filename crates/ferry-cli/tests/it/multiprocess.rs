@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::support::{Scratch, TORTURE};
+use crate::support::{torture, Scratch};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_each_put_1000_and_all_are_present() {
@@ -11,7 +11,7 @@ async fn two_processes_each_put_1000_and_all_are_present() {
     let children: Vec<_> = ["p1", "p2"]
         .iter()
         .map(|p| {
-            Command::new(TORTURE)
+            Command::new(torture())
                 .args(["put-many", bucket.to_str().unwrap(), p, "1000"])
                 .spawn()
                 .unwrap()

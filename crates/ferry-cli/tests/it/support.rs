@@ -4,7 +4,24 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 pub const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
-pub const TORTURE: &str = env!("CARGO_BIN_EXE_ferry-torture");
+/// The `ferry-torture` test driver: an example (so `cargo install` leaves
+/// it out), which `cargo test` builds next to the test binaries' folder.
+pub fn torture() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/<profile>/deps/it-<hash> -> target/<profile>/examples/
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary is in target/<profile>/deps")
+        .join("examples")
+        .join("ferry-torture");
+    assert!(
+        path.is_file(),
+        "{} is missing: `cargo test -p ferry-cli` (or nextest) builds it",
+        path.display()
+    );
+    path
+}
 
 /// A scratch directory with a bucket at `<root>/.ferry`.
 pub struct Scratch {
