@@ -17,6 +17,7 @@
 //! ```
 
 mod bucket;
+pub mod clock;
 pub mod crypto;
 mod engine;
 mod error;

@@ -10,7 +10,6 @@ use crate::bucket::Bucket;
 use crate::engine::events::Event;
 use crate::error::Result;
 use crate::hash::ContentHash;
-use crate::store::index;
 use crate::store::record::SyncRecord;
 
 /// Which synced objects go first.
@@ -149,7 +148,7 @@ impl Bucket {
     pub(crate) fn note_access(&self, key: &str) {
         if let Ok(mut map) = self.inner.accesses.lock() {
             let e = map.entry(key.to_owned()).or_insert((0, 0));
-            e.0 = index::now_ms();
+            e.0 = self.now_ms();
             e.1 += 1;
         }
     }

@@ -14,6 +14,7 @@ use rusqlite::Connection;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 
+use crate::clock::{Clock, SharedClock};
 use crate::crypto::keyring::{KeyFile, Keyring};
 use crate::error::{Error, Result};
 use crate::hash::ContentHash;
@@ -112,6 +113,8 @@ pub(crate) struct Inner {
     pub(crate) key_file: std::sync::RwLock<Option<crate::crypto::keyring::KeyFile>>,
     /// Encrypted buckets: the subkeys, while unlocked.
     pub(crate) keys: std::sync::RwLock<Option<Arc<Keyring>>>,
+    /// Wall-clock time for what the bucket stamps and decides.
+    pub(crate) clock: SharedClock,
     /// This process has the bucket open (a crash leaves it behind).
     _open_marker: blobs::OpenMarker,
 }
@@ -145,7 +148,11 @@ impl Bucket {
                     "inline_threshold",
                     &config.inline_threshold.to_string(),
                 )?;
-                index::set_setting(&tx, "created_ms", &index::now_ms().to_string())?;
+                index::set_setting(
+                    &tx,
+                    "created_ms",
+                    &crate::clock::SystemClock.now_ms().to_string(),
+                )?;
                 if let Some(file) = &key_file {
                     index::set_setting(&tx, crate::bucket::encryption::SETTING, &file.to_json())?;
                 }
@@ -190,7 +197,8 @@ impl Bucket {
             blobs.collect_temps()?;
         }
         let open_marker = blobs.open_marker()?;
-        let writer = Writer::spawn(conn, blobs.clone())?;
+        let clock = SharedClock::default();
+        let writer = Writer::spawn(conn, blobs.clone(), clock.clone())?;
         Ok(Bucket {
             inner: Arc::new(Inner {
                 dir,
@@ -211,9 +219,23 @@ impl Bucket {
                 cache_estimate: Mutex::new(None),
                 key_file: std::sync::RwLock::new(key_file),
                 keys: std::sync::RwLock::new(None),
+                clock,
                 _open_marker: open_marker,
             }),
         })
+    }
+
+    /// Replaces the bucket's clock (tests make time jump with a
+    /// [`crate::clock::ManualClock`]): it stamps modification times, outbox,
+    /// request and journal times, paces retries of failed keys and names
+    /// conflict copies.
+    pub fn set_clock(&self, clock: Arc<dyn Clock>) {
+        self.inner.clock.set(clock);
+    }
+
+    /// Milliseconds since the Unix epoch, by the bucket's clock.
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.inner.clock.now_ms()
     }
 
     /// The bucket's directory.
@@ -248,7 +270,7 @@ impl Bucket {
         let sealed_meta = keys
             .as_ref()
             .map(|k| k.seal_local_meta(key, &content_type, &metadata));
-        let modified_ms = index::now_ms();
+        let modified_ms = self.now_ms();
         let threshold = self.inner.config.inline_threshold;
         let (content, hash, size) = match body.into().0 {
             BodyInner::Bytes(data) if data.len() as u64 <= threshold => {

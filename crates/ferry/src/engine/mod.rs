@@ -158,6 +158,7 @@ impl Bucket {
             SyncMode::Pull => "pull",
         };
         let path = self.inner.index_path.clone();
+        let now = self.now_ms();
         let id: i64 = tokio::task::spawn_blocking(move || -> Result<i64> {
             let conn = index::open(&path, false)?;
             conn.execute(
@@ -166,7 +167,7 @@ impl Bucket {
                 params![
                     mode,
                     opts.dry_run,
-                    index::now_ms(),
+                    now,
                     opts.force,
                     opts.retry,
                     opts.max_delete.map(|m| m.to_string()),
@@ -423,6 +424,7 @@ impl Bucket {
         if !requests.is_empty() {
             let path = self.inner.index_path.clone();
             let ids = requests.to_vec();
+            let now = self.now_ms();
             let _ = tokio::task::spawn_blocking(move || -> Result<()> {
                 let conn = index::open(&path, false)?;
                 for id in ids {
@@ -431,7 +433,7 @@ impl Bucket {
                         params![id, state, answer, error],
                     )?;
                 }
-                conn.execute("DELETE FROM sync_requests WHERE state <> 'pending' AND requested_ms < ?1", [index::now_ms() - 3_600_000])?;
+                conn.execute("DELETE FROM sync_requests WHERE state <> 'pending' AND requested_ms < ?1", [now - 3_600_000])?;
                 Ok(())
             })
             .await;

@@ -143,14 +143,6 @@ pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// Reads a setting.
 pub(crate) fn setting(conn: &Connection, name: &str) -> Result<Option<String>> {
     Ok(conn

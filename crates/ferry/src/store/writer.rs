@@ -17,6 +17,7 @@ use std::thread;
 use rusqlite::{params, Connection, TransactionBehavior};
 use tokio::sync::oneshot;
 
+use crate::clock::SharedClock;
 use crate::error::{Error, Result};
 use crate::hash::ContentHash;
 use crate::metadata::Metadata;
@@ -76,11 +77,11 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Starts the writer thread on `conn`.
-    pub(crate) fn spawn(conn: Connection, blobs: BlobStore) -> Result<Self> {
+    pub(crate) fn spawn(conn: Connection, blobs: BlobStore, clock: SharedClock) -> Result<Self> {
         let (tx, rx) = mpsc::channel::<Request>();
         let handle = thread::Builder::new()
             .name("ferry-index-writer".into())
-            .spawn(move || run(conn, blobs, rx))
+            .spawn(move || run(conn, blobs, clock, rx))
             .map_err(|e| Error::io("starting the index writer", PathBuf::new(), e))?;
         Ok(Writer {
             tx: Mutex::new(Some(tx)),
@@ -117,7 +118,7 @@ impl Drop for Writer {
     }
 }
 
-fn run(mut conn: Connection, blobs: BlobStore, rx: mpsc::Receiver<Request>) {
+fn run(mut conn: Connection, blobs: BlobStore, clock: SharedClock, rx: mpsc::Receiver<Request>) {
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -128,7 +129,7 @@ fn run(mut conn: Connection, blobs: BlobStore, rx: mpsc::Receiver<Request>) {
         }
         let (ops, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
         let mut garbage = Vec::new();
-        let results = apply_group(&mut conn, &blobs, ops, &mut garbage);
+        let results = apply_group(&mut conn, &blobs, &clock, ops, &mut garbage);
         for (reply, result) in replies.into_iter().zip(results) {
             let _ = reply.send(result);
         }
@@ -144,6 +145,7 @@ fn run(mut conn: Connection, blobs: BlobStore, rx: mpsc::Receiver<Request>) {
 fn apply_group(
     conn: &mut Connection,
     blobs: &BlobStore,
+    clock: &SharedClock,
     ops: Vec<WriteOp>,
     garbage: &mut Vec<ContentHash>,
 ) -> Vec<Result<Outcome>> {
@@ -152,7 +154,7 @@ fn apply_group(
         Ok(tx) => tx,
         Err(e) => return fail_all(count, e.into()),
     };
-    let now = index::now_ms();
+    let now = clock.now_ms();
     let mut results = Vec::with_capacity(count);
     for op in ops {
         let result = (|| {

@@ -992,7 +992,7 @@ impl Bucket {
                     v: journal::FORMAT,
                     seq,
                     device: self.device_id().to_owned(),
-                    time_ms: index::now_ms(),
+                    time_ms: self.now_ms(),
                     entries: chunk.clone(),
                 };
                 let body = journal::encode(&record, keys);
@@ -1376,7 +1376,7 @@ impl Bucket {
                         .unwrap_or(0),
                 )
             })?;
-            index::now_ms() + backoff_ms(attempts)
+            self.now_ms() + backoff_ms(attempts)
         } else {
             i64::MAX
         };
@@ -1558,7 +1558,7 @@ impl Bucket {
             modified_ms: obj
                 .ferry_mtime
                 .or(obj.modified_ms)
-                .unwrap_or_else(index::now_ms),
+                .unwrap_or_else(|| self.now_ms()),
             etag: obj.etag,
         };
         let size_pulled = size;
@@ -1679,7 +1679,7 @@ impl Bucket {
 
     /// `{key}.conflict.{UTC timestamp}`, with a counter if that exists too.
     fn free_conflict_name(&self, key: &str) -> Result<String> {
-        let stamp = conflict_stamp(SystemTime::now());
+        let stamp = conflict_stamp(self.inner.clock.now());
         let base = format!("{key}.conflict.{stamp}");
         let exists = |k: &str| -> Result<bool> {
             self.with_reader(|c| {

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -242,7 +242,7 @@ impl Bucket {
         let endpoint = remote.endpoint();
         let mut jstate = self.journal_state(&endpoint)?;
         let records = self.list_records(&raw).await?;
-        let started_ms = index::now_ms();
+        let started_ms = self.now_ms();
         let tail = journal::tail(jstate.pos, &records);
         let interval_ms =
             i64::try_from(config.full_sync_interval_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
@@ -295,7 +295,7 @@ impl Bucket {
         };
         // Keys whose last push failed, and when they may run again.
         let parked = self.parked()?;
-        let now = index::now_ms();
+        let now = self.now_ms();
 
         // 2. Window by window: gather, plan, queue. Deletes wait until the
         // whole plan is known (the delete limit counts them all first).
@@ -388,7 +388,7 @@ impl Bucket {
             planned.sort_by(|a, b| a.key().cmp(b.key()));
             report.planned = planned;
             report.duration = started.elapsed();
-            report.timestamp = Some(SystemTime::now());
+            report.timestamp = Some(self.inner.clock.now());
             return Ok(report);
         }
 
@@ -445,7 +445,7 @@ impl Bucket {
         report.conflicts.sort_by(|a, b| a.key.cmp(&b.key));
         report.errors.sort_by(|a, b| a.key.cmp(&b.key));
         report.duration = started.elapsed();
-        report.timestamp = Some(SystemTime::now());
+        report.timestamp = Some(self.inner.clock.now());
         Ok(report)
     }
 

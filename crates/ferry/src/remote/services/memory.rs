@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
+use crate::clock::{Clock, SharedClock};
 use crate::metadata::Metadata;
 use crate::remote::{
     Capabilities, Precondition, PutRequest, Remote, RemoteBody, RemoteError, RemoteErrorKind,
@@ -33,12 +34,19 @@ pub struct MemoryRemote {
     versions: Arc<AtomicU64>,
     ignore_conditions: Arc<AtomicBool>,
     requests: Arc<AtomicU64>,
+    clock: SharedClock,
 }
 
 impl MemoryRemote {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Stamps objects with `clock` instead of the system's.
+    pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self {
+        self.clock.set(clock);
+        self
     }
 
     /// Makes the store accept conditional headers but ignore them, as some
@@ -183,7 +191,7 @@ impl Remote for MemoryRemote {
                 etag: etag.clone(),
                 content_type: req.content_type.clone(),
                 metadata: req.all_metadata(),
-                modified_ms: crate::store::index::now_ms(),
+                modified_ms: self.clock.now_ms(),
             },
         );
         Ok(etag)
@@ -212,7 +220,7 @@ impl MemoryRemote {
                     etag: etag.clone(),
                     content_type: content_type.to_owned(),
                     metadata: Metadata::new(),
-                    modified_ms: crate::store::index::now_ms(),
+                    modified_ms: self.clock.now_ms(),
                 },
             );
         }

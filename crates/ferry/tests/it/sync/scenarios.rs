@@ -758,3 +758,41 @@ async fn boto3_objects_round_trip_on_moto() {
         ferry::ContentHash::of(b"from ferry").to_hex().as_str()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bucket_clock_stamps_writes_and_names_conflict_copies() {
+    use std::time::{Duration, UNIX_EPOCH};
+    let be = super::backends::Memory::new();
+    let (a, c) = make_conflict(&be, "doc", b"from a", b"from c").await;
+    // 2030-01-02T03:04:05Z, far from the machine's time.
+    let at = 1_893_553_445_000;
+    let clock = Arc::new(ferry::clock::ManualClock::at(at));
+    c.bucket.set_clock(clock.clone());
+    put(&c.bucket, "stamped", b"x").await;
+    assert_eq!(
+        c.bucket.head("stamped").await.unwrap().modified,
+        UNIX_EPOCH + Duration::from_millis(at as u64)
+    );
+    let out = c.bucket.resolve("doc", Resolution::KeepBoth).await.unwrap();
+    assert_eq!(
+        out.renamed_to.as_deref(),
+        Some("doc.conflict.20300102T030405Z")
+    );
+    // A second keep-both at the same instant takes the next free name.
+    put(&a.bucket, "doc", b"a again").await;
+    put(&c.bucket, "doc", b"c again").await;
+    sync(&a.bucket).await;
+    sync(&c.bucket).await;
+    let out = c.bucket.resolve("doc", Resolution::KeepBoth).await.unwrap();
+    assert_eq!(
+        out.renamed_to.as_deref(),
+        Some("doc.conflict.20300102T030405Z-2")
+    );
+    // The sync report is stamped by the same clock.
+    clock.advance(60_000);
+    let r = sync(&c.bucket).await;
+    assert_eq!(
+        r.timestamp,
+        Some(UNIX_EPOCH + Duration::from_millis(at as u64 + 60_000))
+    );
+}
