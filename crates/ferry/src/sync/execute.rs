@@ -1,0 +1,491 @@
+//! Executing the planner's actions: one action against the remote, its
+//! outcome recorded through the index writer; the delete limit; conflicts and
+//! failed attempts.
+
+use std::collections::HashMap;
+
+use crate::bucket::Bucket;
+use crate::crypto::keyring::meta_digest;
+use crate::error::{Error, Result};
+use crate::hash::ContentHash;
+use crate::remote::{
+    Precondition, PutRequest, RemoteBody, RemoteError, RemoteErrorKind, RemoteObject, SharedRemote,
+};
+use crate::store::record::SyncRecord;
+use crate::sync::plan;
+use crate::sync::plan::{Action, ConflictPolicy, ConflictReason, LocalEntry};
+
+use super::{
+    annotate, issue, ConflictInfo, DeleteLimit, Done, SyncIssue, SyncMode, SyncOptions, SyncReport,
+};
+
+impl Bucket {
+    /// Safety rail: refuses a plan that deletes more than `limit` objects on
+    /// either side.
+    pub(super) fn check_deletes(
+        &self,
+        actions: &[Action],
+        synced: u64,
+        limit: DeleteLimit,
+    ) -> Result<()> {
+        let local = actions
+            .iter()
+            .filter(|a| matches!(a, Action::DeleteLocal { .. }))
+            .count() as u64;
+        let remote = actions
+            .iter()
+            .filter(|a| matches!(a, Action::DeleteRemote { .. }))
+            .count() as u64;
+        for (side, count) in [("locally", local), ("on the remote", remote)] {
+            if limit.exceeded(count, synced) {
+                return Err(Error::TooManyDeletes {
+                    side,
+                    count,
+                    synced,
+                    limit: limit.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Outbox keys whose last attempt failed, and when they may run again.
+    pub(super) fn parked(&self) -> Result<HashMap<String, i64>> {
+        self.with_reader(|c| {
+            let mut stmt =
+                c.prepare_cached("SELECT key, next_attempt_ms FROM outbox WHERE state = 'failed'")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            let mut out = HashMap::new();
+            for row in rows {
+                let (key, next) = row?;
+                out.insert(key, next);
+            }
+            Ok(out)
+        })
+    }
+
+    /// The content hash of a foreign remote object `r` (no `ferry-hash`)
+    /// where it may equal the local version `l`: `None` when it differs.
+    /// Sizes first; then a single-part upload's MD5 ETag against the local
+    /// bytes; otherwise the remote bytes are downloaded and hashed.
+    pub(super) async fn establish_hash(
+        &self,
+        remote: &SharedRemote,
+        l: &LocalEntry,
+        r: &RemoteObject,
+    ) -> Result<Option<ContentHash>> {
+        use md5::Digest;
+        use tokio::io::AsyncReadExt;
+        let stored = self.lookup(&l.key)?;
+        if stored.meta.size != r.size {
+            return Ok(None);
+        }
+        let mut buf = vec![0u8; 64 * 1024];
+        if let Some(etag_md5) = crate::remote::plain_md5_etag(&r.etag) {
+            let object = self.get(&l.key).await?;
+            let mut body = object.body;
+            let mut md5 = md5::Md5::new();
+            loop {
+                let n = body.read(&mut buf).await.map_err(|e| Error::Corrupt {
+                    key: l.key.clone(),
+                    detail: e.to_string(),
+                })?;
+                if n == 0 {
+                    break;
+                }
+                md5.update(&buf[..n]);
+            }
+            let local_md5: [u8; 16] = md5.finalize().into();
+            return Ok((local_md5 == etag_md5).then_some(l.hash));
+        }
+        let (_, mut body) = remote.get(&r.key).await?;
+        let mut hasher = blake3::Hasher::new();
+        loop {
+            let n = body.read(&mut buf).await.map_err(|e| {
+                Error::Remote(RemoteError::new(
+                    RemoteErrorKind::Retryable,
+                    remote.endpoint(),
+                    format!("downloading {}: {e}", r.key),
+                ))
+            })?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        Ok(Some(ContentHash::from(hasher.finalize())))
+    }
+
+    /// Only pushes.
+    pub async fn push(&self) -> Result<SyncReport> {
+        self.sync(SyncOptions {
+            mode: SyncMode::Push,
+            dry_run: false,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Only pulls.
+    pub async fn pull(&self) -> Result<SyncReport> {
+        self.sync(SyncOptions {
+            mode: SyncMode::Pull,
+            dry_run: false,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Runs one action and records its outcome.
+    pub(super) async fn execute(
+        &self,
+        remote: &SharedRemote,
+        action: Action,
+        seen: Option<RemoteObject>,
+        policy: ConflictPolicy,
+    ) -> Done {
+        let key = action.key().to_owned();
+        let result = self.execute_inner(remote, action, seen, policy).await;
+        match result {
+            Ok(done) => done,
+            Err(e) => Done::Failed(issue(&key, &e)),
+        }
+    }
+
+    pub(super) async fn execute_inner(
+        &self,
+        remote: &SharedRemote,
+        action: Action,
+        seen: Option<RemoteObject>,
+        policy: ConflictPolicy,
+    ) -> Result<Done> {
+        match action {
+            Action::Push {
+                key,
+                hash,
+                cond,
+                base,
+            } => {
+                if let Some(why) = remote.refuses(&key) {
+                    let e = RemoteError::new(
+                        RemoteErrorKind::Terminal,
+                        remote.endpoint(),
+                        format!("the remote cannot hold the key {key:?}: {why}"),
+                    );
+                    return self.fail_attempt(&key, e).await;
+                }
+                self.push_one(remote, &key, hash, cond, base, policy).await
+            }
+            Action::DeleteRemote { key, cond } => match remote.delete(&key, cond).await {
+                Ok(()) => {
+                    self.record(SyncRecord::RemoteDeleted { key }).await?;
+                    Ok(Done::DeletedRemote)
+                }
+                Err(e) if e.kind == RemoteErrorKind::PreconditionFailed => {
+                    let current = match remote.head(&key).await {
+                        Ok(c) => c,
+                        Err(e) => return self.fail_attempt(&key, e).await,
+                    };
+                    self.conflict(
+                        key,
+                        ConflictReason::DeletedLocallyModifiedRemotely,
+                        current.map(|c| c.etag),
+                        policy,
+                    )
+                    .await
+                }
+                Err(e) => self.fail_attempt(&key, e).await,
+            },
+            Action::Pull { key, expect, .. } => {
+                if self.fetch(&key, expect).await? {
+                    Ok(Done::Pulled)
+                } else {
+                    Ok(Done::Nothing)
+                }
+            }
+            Action::Learn {
+                key,
+                remote: obj,
+                expect,
+            } => {
+                // A listing carries no metadata; learn it with a HEAD when needed.
+                let mut obj = if obj.has_metadata {
+                    *obj
+                } else {
+                    remote.head(&key).await?.unwrap_or(*obj)
+                };
+                annotate(self.keyring()?.as_deref(), &mut obj);
+                let sealed_meta = self.keyring()?.map(|k| {
+                    let content_type = obj.content_type.clone().unwrap_or_else(|| {
+                        crate::metadata::content_type_for(&key, None).unwrap_or_default()
+                    });
+                    k.seal_local_meta(&key, &content_type, &obj.metadata)
+                });
+                let applied = self
+                    .record(SyncRecord::Learned {
+                        key,
+                        expect,
+                        remote: Box::new(obj),
+                        sealed_meta,
+                    })
+                    .await?;
+                Ok(if applied { Done::Pulled } else { Done::Nothing })
+            }
+            Action::DeleteLocal { key, expect } => {
+                let applied = self
+                    .record(SyncRecord::LocalDeleted { key, expect })
+                    .await?;
+                Ok(if applied {
+                    Done::DeletedLocal
+                } else {
+                    Done::Nothing
+                })
+            }
+            Action::Adopt {
+                key,
+                etag,
+                hash,
+                meta,
+                modified_ms,
+            } => {
+                // Our own push whose answer was lost: it keeps what it was based on.
+                let pushed_base = seen
+                    .filter(|s| s.device.as_deref() == Some(self.device_id()))
+                    .and_then(|s| s.base);
+                self.record(SyncRecord::Adopted {
+                    key,
+                    etag,
+                    hash,
+                    meta,
+                    modified_ms,
+                    pushed_base,
+                })
+                .await?;
+                Ok(Done::Nothing)
+            }
+            Action::Refresh {
+                key,
+                etag,
+                modified_ms,
+            } => {
+                self.record(SyncRecord::Refreshed {
+                    batch: vec![(key, etag, modified_ms)],
+                })
+                .await?;
+                Ok(Done::Nothing)
+            }
+            Action::Forget { key } => {
+                self.record(SyncRecord::Forgot { key }).await?;
+                Ok(Done::Nothing)
+            }
+            Action::Conflict {
+                key,
+                reason,
+                remote_etag,
+            } => {
+                let etag = remote_etag.or(seen.map(|s| s.etag));
+                self.record(SyncRecord::Conflicted {
+                    key: key.clone(),
+                    reason,
+                    remote_etag: etag.clone(),
+                })
+                .await?;
+                let deleted_locally = reason == ConflictReason::DeletedLocallyModifiedRemotely;
+                Ok(Done::Conflict(ConflictInfo {
+                    key,
+                    reason: Some(reason),
+                    remote_etag: etag,
+                    deleted_locally,
+                }))
+            }
+            Action::SetState { key, state } => {
+                self.record(SyncRecord::State { key, state }).await?;
+                Ok(Done::Nothing)
+            }
+        }
+    }
+
+    pub(super) async fn conflict(
+        &self,
+        key: String,
+        reason: ConflictReason,
+        remote_etag: Option<String>,
+        policy: ConflictPolicy,
+    ) -> Result<Done> {
+        if policy == ConflictPolicy::Flag {
+            self.record(SyncRecord::Conflicted {
+                key: key.clone(),
+                reason,
+                remote_etag: remote_etag.clone(),
+            })
+            .await?;
+            let deleted_locally = reason == ConflictReason::DeletedLocallyModifiedRemotely;
+            Ok(Done::Conflict(ConflictInfo {
+                key,
+                reason: Some(reason),
+                remote_etag,
+                deleted_locally,
+            }))
+        } else {
+            // An automatic policy settles it on the next run, from a fresh listing.
+            self.record(SyncRecord::Attempt {
+                key: key.clone(),
+                state: "pending",
+                error: Some(reason.describe().into()),
+                next_attempt_ms: 0,
+            })
+            .await?;
+            Ok(Done::Failed(SyncIssue {
+                key,
+                cause: format!("{}; the next sync applies the policy", reason.describe()),
+                retryable: true,
+            }))
+        }
+    }
+
+    /// Records a failed push-side attempt: a retryable one waits for a
+    /// delay that doubles with every failed attempt (1 s up to an hour, with
+    /// jitter) across runs; a terminal one is parked until the object
+    /// changes or a retry is asked for; an unreachable store parks nothing.
+    pub(super) async fn fail_attempt(&self, key: &str, e: RemoteError) -> Result<Done> {
+        let retryable = e.is_retryable();
+        let next = if e.kind == RemoteErrorKind::Unreachable {
+            // The store was down, not this key's fault: the next run (which
+            // the schedule delays while offline) tries it again.
+            0
+        } else if retryable {
+            let attempts = self.with_reader(|c| {
+                Ok(
+                    c.prepare_cached("SELECT MAX(attempts) FROM outbox WHERE key = ?1")?
+                        .query_row([key], |r| r.get::<_, Option<i64>>(0))?
+                        .unwrap_or(0),
+                )
+            })?;
+            self.now_ms() + backoff_ms(attempts)
+        } else {
+            i64::MAX
+        };
+        self.record(SyncRecord::Attempt {
+            key: key.to_owned(),
+            state: "failed",
+            error: Some(e.to_string()),
+            next_attempt_ms: next,
+        })
+        .await?;
+        Ok(Done::Failed(SyncIssue {
+            key: key.to_owned(),
+            cause: Error::Remote(e).to_string(),
+            retryable,
+        }))
+    }
+
+    /// Uploads the local version of `key` (if it still has `hash`).
+    pub(super) async fn push_one(
+        &self,
+        remote: &SharedRemote,
+        key: &str,
+        hash: ContentHash,
+        cond: Precondition,
+        base: String,
+        policy: ConflictPolicy,
+    ) -> Result<Done> {
+        let stored = match self.lookup(key) {
+            Ok(s) if s.meta.hash == hash && s.cached => s,
+            // Changed or deleted since planning: the next run takes the new version.
+            Ok(_) | Err(Error::NotFound { .. }) => return Ok(Done::Nothing),
+            Err(e) => return Err(e),
+        };
+        let body = if stored.inline && self.is_encrypted() {
+            RemoteBody::Bytes(self.read_inline_raw(&stored)?)
+        } else if stored.inline {
+            RemoteBody::Bytes(self.read_inline(&stored)?)
+        } else {
+            RemoteBody::File(self.inner.blobs.path(&hash))
+        };
+        let req = PutRequest {
+            key: key.to_owned(),
+            content_type: stored.meta.content_type.clone(),
+            metadata: stored.meta.metadata.clone(),
+            hash,
+            size: stored.meta.size,
+            mtime_ms: stored
+                .meta
+                .modified
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
+            device: self.device_id().to_owned(),
+            base: base.clone(),
+            sealed: false,
+        };
+        let meta = meta_digest(self.keyring()?.as_deref(), &req.content_type, &req.metadata);
+        match remote.put(&req, body, cond.clone()).await {
+            Ok(etag) => {
+                self.record(SyncRecord::Pushed {
+                    key: key.to_owned(),
+                    hash,
+                    meta,
+                    etag,
+                    base,
+                })
+                .await?;
+                Ok(Done::Pushed)
+            }
+            Err(e) if e.kind == RemoteErrorKind::PreconditionFailed => {
+                // Either someone else wrote, or our own earlier attempt landed
+                // and its answer was lost: the version tells them apart.
+                let current = match remote.head(key).await {
+                    Ok(c) => c,
+                    Err(e) => return self.fail_attempt(key, e).await,
+                };
+                let keys = self.keyring()?;
+                if let Some((cond, base)) = current
+                    .as_ref()
+                    .and_then(|r| plan::own_unrecorded_push(&cond, r, self.device_id()))
+                {
+                    // Our earlier attempt landed and its answer was lost; the
+                    // local version changed since: it replaces our own.
+                    return Box::pin(self.push_one(remote, key, hash, cond, base, policy)).await;
+                }
+                match current {
+                    Some(mut r)
+                        if r.hash == Some(hash)
+                            && r.device.as_deref() == Some(self.device_id())
+                            && r.base.as_deref() == Some(base.as_str()) =>
+                    {
+                        annotate(keys.as_deref(), &mut r);
+                        if r.meta != Some(meta) {
+                            let reason = ConflictReason::RemoteChangedDuringPush;
+                            return self
+                                .conflict(key.to_owned(), reason, Some(r.etag), policy)
+                                .await;
+                        }
+                        self.record(SyncRecord::Pushed {
+                            key: key.to_owned(),
+                            hash,
+                            meta,
+                            etag: r.etag,
+                            base,
+                        })
+                        .await?;
+                        Ok(Done::Pushed)
+                    }
+                    current => {
+                        let reason = ConflictReason::RemoteChangedDuringPush;
+                        self.conflict(key.to_owned(), reason, current.map(|c| c.etag), policy)
+                            .await
+                    }
+                }
+            }
+            Err(e) => self.fail_attempt(key, e).await,
+        }
+    }
+}
+
+/// The wait before retrying a push that failed `attempts` times: doubling
+/// from 1 s up to an hour, the upper half jittered.
+pub(super) fn backoff_ms(attempts: i64) -> i64 {
+    use rand::Rng;
+    let cap = (1000i64 << attempts.clamp(0, 12)).min(3_600_000);
+    cap / 2 + rand::rng().random_range(0..=cap / 2)
+}

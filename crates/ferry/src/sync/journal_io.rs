@@ -1,0 +1,183 @@
+//! The change journal on the remote: this replica's position in it, reading
+//! records and appending them (the format is in `journal`).
+
+use std::collections::BTreeMap;
+
+use crate::bucket::Bucket;
+use crate::crypto::keyring::Keyring;
+use crate::error::{Error, Result};
+use crate::hash::ContentHash;
+use crate::metadata::Metadata;
+use crate::remote::{
+    Precondition, PutRequest, RemoteBody, RemoteError, RemoteErrorKind, SharedRemote,
+};
+use crate::store::record::SyncRecord;
+use crate::sync::journal;
+
+use super::{JournalState, SyncOptions, SyncReport};
+
+impl Bucket {
+    /// Pushes local changes and pulls remote ones.
+    pub async fn sync(&self, opts: SyncOptions) -> Result<SyncReport> {
+        self.sync_with_progress(opts, None).await
+    }
+
+    /// Where this replica is in `endpoint`'s journal.
+    pub(super) fn journal_state(&self, endpoint: &str) -> Result<JournalState> {
+        let all: BTreeMap<String, JournalState> = self.setting_json("journal")?.unwrap_or_default();
+        Ok(all.get(endpoint).copied().unwrap_or_default())
+    }
+
+    pub(super) async fn set_journal_state(
+        &self,
+        endpoint: &str,
+        state: JournalState,
+    ) -> Result<()> {
+        let mut all: BTreeMap<String, JournalState> =
+            self.setting_json("journal")?.unwrap_or_default();
+        if all.get(endpoint) == Some(&state) {
+            return Ok(());
+        }
+        all.insert(endpoint.to_owned(), state);
+        self.set_setting_json("journal", &all).await
+    }
+
+    /// The sequence numbers of the journal's records (one LIST).
+    pub(super) async fn list_records(&self, raw: &SharedRemote) -> Result<Vec<u64>> {
+        Ok(raw
+            .list(journal::RECORDS)
+            .await?
+            .iter()
+            .filter_map(|o| journal::parse_name(&o.key))
+            .collect())
+    }
+
+    /// Reads one journal record.
+    pub(super) async fn read_record(
+        &self,
+        raw: &SharedRemote,
+        seq: u64,
+        keys: Option<&Keyring>,
+    ) -> Result<journal::Record> {
+        use tokio::io::AsyncReadExt;
+        let name = journal::record_name(seq);
+        let (_, reader) = raw.get(&name).await?;
+        let mut bytes = Vec::new();
+        reader
+            .take(64 << 20)
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| {
+                Error::Remote(RemoteError::new(
+                    RemoteErrorKind::Retryable,
+                    raw.endpoint(),
+                    format!("reading {name}: {e}"),
+                ))
+            })?;
+        journal::decode(&bytes, keys).map_err(|e| {
+            Error::Remote(RemoteError::new(
+                RemoteErrorKind::Integrity,
+                raw.endpoint(),
+                format!("{name}: {e}"),
+            ))
+        })
+    }
+
+    /// Appends what this replica wrote to the remote and has not journaled
+    /// yet (`journal_pending`, filled in the same transactions that record
+    /// the writes) as records after `newest`, each with `If-None-Match: *`
+    /// (a number another writer took is skipped). Compacts the journal
+    /// when it grew past twice `retain` records. Returns the
+    /// first and last sequence numbers written.
+    pub(super) async fn append_journal(
+        &self,
+        raw: &SharedRemote,
+        keys: Option<&Keyring>,
+        newest: u64,
+        retain: u64,
+    ) -> Result<Option<(u64, u64)>> {
+        // Read a record's worth of entries at a time, in key order.
+        let page = |after: &str| -> Result<Vec<journal::Entry>> {
+            self.with_reader(|c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT key, op, etag, hash FROM journal_pending WHERE key > ?1 \
+                     ORDER BY key LIMIT ?2",
+                )?;
+                let rows =
+                    stmt.query_map(rusqlite::params![after, journal::MAX_ENTRIES as i64], |r| {
+                        Ok(journal::Entry {
+                            key: r.get(0)?,
+                            op: if r.get::<_, String>(1)? == "delete" {
+                                journal::Op::Delete
+                            } else {
+                                journal::Op::Put
+                            },
+                            etag: r.get(2)?,
+                            hash: r.get::<_, Option<Vec<u8>>>(3)?.map(hex::encode),
+                        })
+                    })?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+        };
+        let mut seq = newest + 1;
+        let mut first = None;
+        let mut after = String::new();
+        loop {
+            let chunk = page(&after)?;
+            let Some(last_key) = chunk.last().map(|e| e.key.clone()) else {
+                break;
+            };
+            let mut tries = 0;
+            loop {
+                let record = journal::Record {
+                    v: journal::FORMAT,
+                    seq,
+                    device: self.device_id().to_owned(),
+                    time_ms: self.now_ms(),
+                    entries: chunk.clone(),
+                };
+                let body = journal::encode(&record, keys);
+                let req = PutRequest {
+                    key: journal::record_name(seq),
+                    content_type: "application/json".into(),
+                    metadata: Metadata::new(),
+                    hash: ContentHash::of(&body),
+                    size: body.len() as u64,
+                    mtime_ms: record.time_ms,
+                    device: String::new(),
+                    base: String::new(),
+                    sealed: true,
+                };
+                match raw
+                    .put(&req, RemoteBody::Bytes(body.into()), Precondition::IfAbsent)
+                    .await
+                {
+                    Ok(_) => break,
+                    Err(e) if e.kind == RemoteErrorKind::PreconditionFailed && tries < 10_000 => {
+                        // Another writer took this number: the next one.
+                        tries += 1;
+                        seq += 1;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            first.get_or_insert(seq);
+            let done: Vec<(String, Option<String>)> =
+                chunk.into_iter().map(|e| (e.key, e.etag)).collect();
+            self.record(SyncRecord::Journaled { entries: done }).await?;
+            seq += 1;
+            after = last_key;
+        }
+        let Some(first) = first else {
+            return Ok(None);
+        };
+        let last = seq - 1;
+        // Compaction: the oldest records go once there are too many.
+        let listed = self.list_records(raw).await?;
+        for old in journal::to_compact(&listed, last, retain) {
+            raw.delete(&journal::record_name(old), Precondition::None)
+                .await?;
+        }
+        Ok(Some((first, last)))
+    }
+}

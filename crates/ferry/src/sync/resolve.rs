@@ -1,0 +1,129 @@
+//! Settling a conflict: keep local, keep remote, or keep both under a
+//! conflict name.
+
+use std::time::SystemTime;
+
+use rusqlite::OptionalExtension;
+
+use crate::bucket::Bucket;
+use crate::error::{Error, Result};
+use crate::key::validate_key;
+use crate::remote::{RemoteError, RemoteErrorKind};
+use crate::state::SyncState;
+use crate::sync::plan;
+use crate::sync::plan::ConflictPolicy;
+
+use super::{Done, Resolution, ResolveOutcome};
+
+impl Bucket {
+    /// Settles a conflict on `key`.
+    pub async fn resolve(&self, key: &str, how: Resolution) -> Result<ResolveOutcome> {
+        validate_key(key)?;
+        let remote = self.connected_remote()?;
+        let l = self
+            .local_entry(key)?
+            .filter(|l| l.state == SyncState::Conflict)
+            .ok_or_else(|| Error::NotInConflict {
+                key: key.to_owned(),
+            })?;
+        let r = remote.head(key).await?;
+        let mut outcome = ResolveOutcome::default();
+        let action = match how {
+            Resolution::KeepLocal => plan::keep_local_action(key, Some(&l), r.as_ref()),
+            Resolution::KeepRemote => Some(plan::keep_remote_action(key, Some(&l), r.as_ref())),
+            Resolution::KeepBoth => {
+                if l.present {
+                    let copy = self.free_conflict_name(key)?;
+                    let object = self.get(key).await?;
+                    let opts = crate::bucket::PutOptions {
+                        content_type: Some(object.meta.content_type.clone()),
+                        metadata: object.meta.metadata.clone(),
+                    };
+                    self.put(
+                        &copy,
+                        crate::store::body::Body::from_reader(object.body),
+                        opts,
+                    )
+                    .await?;
+                    outcome.renamed_to = Some(copy);
+                }
+                let l = self.local_entry(key)?;
+                Some(plan::keep_remote_action(key, l.as_ref(), r.as_ref()))
+            }
+        };
+        if let Some(action) = action {
+            match self.execute_inner(&remote, action, r, ConflictPolicy::Flag).await? {
+                Done::Failed(i) => {
+                    let kind = if i.retryable {
+                        RemoteErrorKind::Retryable
+                    } else {
+                        RemoteErrorKind::Terminal
+                    };
+                    return Err(Error::Remote(RemoteError::new(kind, remote.endpoint(), i.cause)));
+                }
+                Done::Conflict(_) => {
+                    return Err(Error::Remote(RemoteError::new(
+                        RemoteErrorKind::PreconditionFailed,
+                        remote.endpoint(),
+                        format!("{key} changed on the remote again while resolving; it is still in conflict"),
+                    )))
+                }
+                _ => {}
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// `{key}.conflict.{UTC timestamp}`, with a counter if that exists too.
+    pub(super) fn free_conflict_name(&self, key: &str) -> Result<String> {
+        let stamp = conflict_stamp(self.inner.clock.now());
+        let base = format!("{key}.conflict.{stamp}");
+        let exists = |k: &str| -> Result<bool> {
+            self.with_reader(|c| {
+                Ok(c.prepare_cached("SELECT 1 FROM objects WHERE key = ?1")?
+                    .query_row([k], |_| Ok(()))
+                    .optional()?
+                    .is_some())
+            })
+        };
+        let mut candidate = base.clone();
+        let mut n = 1;
+        while exists(&candidate)? {
+            n += 1;
+            candidate = format!("{base}-{n}");
+        }
+        validate_key(&candidate)?;
+        Ok(candidate)
+    }
+}
+
+/// `20261122T031500Z`: sortable, and a valid key segment.
+pub(super) fn conflict_stamp(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
+pub(super) fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}

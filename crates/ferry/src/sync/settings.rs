@@ -1,0 +1,156 @@
+//! Sync settings and scopes, kept in the index's settings table.
+
+use crate::bucket::Bucket;
+use crate::error::{Error, Result};
+use crate::remote::spec::RemoteSpec;
+use crate::state::SyncState;
+use crate::store::index;
+use crate::store::record::SyncRecord;
+use crate::sync::plan;
+
+use super::{SyncConfig, SyncMode, SyncOptions, SyncReport, NOTHING_IN_SCOPE};
+
+impl Bucket {
+    pub(crate) fn setting_json<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<Option<T>> {
+        let raw = self.with_reader(|c| index::setting(c, name))?;
+        raw.map(|v| {
+            serde_json::from_str(&v).map_err(|e| Error::IndexData(format!("setting {name}: {e}")))
+        })
+        .transpose()
+    }
+
+    pub(crate) async fn set_setting_json<T: serde::Serialize>(
+        &self,
+        name: &str,
+        value: &T,
+    ) -> Result<()> {
+        let text = serde_json::to_string(value)
+            .map_err(|e| Error::IndexData(format!("setting {name}: {e}")))?;
+        let path = self.inner.index_path.clone();
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let conn = index::open(&path, false)?;
+            index::set_setting(&conn, &name, &text)
+        })
+        .await
+        .map_err(|e| Error::task("settings task", e))?
+    }
+
+    /// The recorded remote, if any.
+    pub fn remote_spec(&self) -> Result<Option<RemoteSpec>> {
+        self.setting_json("remote")
+    }
+
+    /// Records the remote. The same location spelled differently (see
+    /// [`RemoteSpec::same_location`]) keeps every agreement and tombstone.
+    /// A different location forgets what was agreed with the old one: every
+    /// object is compared afresh (by version) on the next sync, and local
+    /// deletes not yet pushed are dropped (the new remote never had them).
+    pub async fn set_remote(&self, spec: RemoteSpec) -> Result<()> {
+        spec.kind()?;
+        let previous = self.remote_spec()?;
+        self.set_setting_json("remote", &spec).await?;
+        if previous.as_ref().is_some_and(|p| !p.same_location(&spec)) {
+            let path = self.inner.index_path.clone();
+            tokio::task::spawn_blocking(move || -> Result<()> {
+                let conn = index::open(&path, false)?;
+                conn.execute(
+                    "UPDATE objects SET base_etag = NULL, base_hash = NULL, \
+                     state = CASE WHEN present = 1 THEN 'dirty' ELSE state END",
+                    [],
+                )?;
+                conn.execute("DELETE FROM objects WHERE present = 0", [])?;
+                Ok(())
+            })
+            .await
+            .map_err(|e| Error::task("settings task", e))??;
+        }
+        if let Ok(mut r) = self.inner.remote.write() {
+            *r = None;
+        }
+        Ok(())
+    }
+
+    /// The sync settings.
+    pub fn sync_config(&self) -> Result<SyncConfig> {
+        Ok(self.setting_json("sync")?.unwrap_or_default())
+    }
+
+    /// Changes the sync settings (takes effect at the next connect for `max_retries`).
+    pub async fn set_sync_config(&self, config: SyncConfig) -> Result<()> {
+        self.set_setting_json("sync", &config).await
+    }
+
+    /// The prefixes that sync (`[""]`, the default, means everything).
+    pub fn scopes(&self) -> Result<Vec<String>> {
+        Ok(self
+            .setting_json("scopes")?
+            .unwrap_or_else(|| vec![String::new()]))
+    }
+
+    pub(super) fn effective_scopes(&self) -> Result<Vec<String>> {
+        let scopes = self.scopes()?;
+        Ok(if scopes.is_empty() {
+            vec![NOTHING_IN_SCOPE.to_owned()]
+        } else {
+            scopes
+        })
+    }
+
+    /// Adds a prefix to the sync scope and, when connected, pulls it at once.
+    /// Adding a prefix when everything syncs narrows the scope to that prefix.
+    pub async fn add_scope(&self, prefix: &str) -> Result<SyncReport> {
+        let mut scopes = self.scopes()?;
+        scopes.retain(|s| !s.is_empty());
+        if !scopes.iter().any(|s| s == prefix) {
+            scopes.push(prefix.to_owned());
+        }
+        scopes.sort();
+        self.set_setting_json("scopes", &scopes).await?;
+        if self.connected_remote().is_ok() {
+            // The new prefix's objects predate what the journal tells: list them.
+            self.sync(SyncOptions {
+                mode: SyncMode::Pull,
+                full: true,
+                ..Default::default()
+            })
+            .await
+        } else {
+            Ok(SyncReport::default())
+        }
+    }
+
+    /// Removes a prefix from the sync scope; its local objects stay, as orphans.
+    pub async fn remove_scope(&self, prefix: &str) -> Result<()> {
+        let mut scopes = self.scopes()?;
+        scopes.retain(|s| s != prefix);
+        self.set_setting_json("scopes", &scopes).await?;
+        let effective = self.effective_scopes()?;
+        // The removed prefix's rows, a window at a time.
+        let mut after = prefix.to_owned();
+        loop {
+            let page = self.read_page("1 = 1", Some(&after), super::run::WINDOW)?;
+            let Some(last) = page.last().map(|l| l.key.clone()) else {
+                break;
+            };
+            for l in page {
+                if !l.key.starts_with(prefix) {
+                    return Ok(());
+                }
+                if l.present && l.state != SyncState::Orphan && !plan::in_scope(&effective, &l.key)
+                {
+                    self.record(SyncRecord::State {
+                        key: l.key,
+                        state: SyncState::Orphan,
+                    })
+                    .await?;
+                }
+            }
+            after = last;
+        }
+        Ok(())
+    }
+}
