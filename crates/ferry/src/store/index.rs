@@ -16,7 +16,7 @@ use crate::metadata::Metadata;
 use crate::state::SyncState;
 
 /// The schema version this build writes and the newest it reads.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// How long a writer waits for another process's write transaction.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -100,6 +100,21 @@ const MIGRATIONS: &[&str] = &[
         etag TEXT,
         hash BLOB
     ) WITHOUT ROWID;
+    "#,
+    // 4 -> 5: a pushed version's outbox entry is deleted, not kept as
+    // 'acked' (the outbox held one row per key ever pushed, scanned by
+    // every run); small_blobs becomes a rowid table (in a WITHOUT ROWID
+    // table every row over about 1 KiB took an overflow page of its own:
+    // 4 KiB on disk per small object).
+    r#"
+    DELETE FROM outbox WHERE state = 'acked';
+    CREATE TABLE small_blobs_v5 (
+        hash BLOB PRIMARY KEY NOT NULL,
+        data BLOB NOT NULL
+    );
+    INSERT INTO small_blobs_v5 (hash, data) SELECT hash, data FROM small_blobs;
+    DROP TABLE small_blobs;
+    ALTER TABLE small_blobs_v5 RENAME TO small_blobs;
     "#,
 ];
 

@@ -135,8 +135,9 @@ fn journal_put(conn: &Connection, key: &str, etag: &str, hash: &ContentHash) -> 
     Ok(())
 }
 
+/// The key's pushed version is recorded: its outbox entry is done.
 fn ack(conn: &Connection, key: &str) -> Result<()> {
-    conn.prepare_cached("UPDATE outbox SET state = 'acked' WHERE key = ?1 AND state <> 'acked'")?
+    conn.prepare_cached("DELETE FROM outbox WHERE key = ?1")?
         .execute([key])?;
     Ok(())
 }
@@ -407,7 +408,7 @@ pub(crate) fn apply(
         SyncRecord::Starting { keys } => {
             let mut stmt = conn.prepare_cached(
                 "UPDATE outbox SET state = 'inflight', attempts = attempts + 1 \
-                 WHERE key = ?1 AND state <> 'acked'",
+                 WHERE key = ?1",
             )?;
             for key in &keys {
                 stmt.execute([key])?;
@@ -425,7 +426,7 @@ pub(crate) fn apply(
                 .prepare_cached(
                     "UPDATE outbox SET state = ?2, attempts = attempts + ?3, \
                      last_error = COALESCE(?4, last_error), next_attempt_ms = ?5 \
-                     WHERE key = ?1 AND state <> 'acked'",
+                     WHERE key = ?1",
                 )?
                 .execute(params![key, state, bump, error, next_attempt_ms])?;
             Ok(n > 0)

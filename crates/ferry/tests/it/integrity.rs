@@ -311,3 +311,75 @@ async fn writing_the_same_bytes_again_repairs_a_damaged_blob() {
     let (_, back) = bucket.get_bytes(KEY).await.unwrap();
     assert!(back[..] == data[..]);
 }
+
+fn count(conn: &rusqlite::Connection, sql: &str) -> i64 {
+    conn.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+/// The outbox holds only work not yet done: a pushed version's entry goes
+/// (v4 kept every one as `acked`, so each run scanned one row per key ever
+/// pushed). An index left at v4 is migrated: its acked rows dropped, its
+/// small objects moved to a rowid table, their content intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushed_versions_leave_the_outbox_and_a_v4_index_migrates() {
+    let (_tmp, bucket) = new_bucket().await;
+    let remote = std::sync::Arc::new(ferry::remote::memory::MemoryRemote::new());
+    bucket.attach(remote.clone()).await.unwrap();
+    for i in 0..20 {
+        bucket
+            .put(
+                &format!("k/{i}"),
+                vec![i as u8; 1500],
+                PutOptions::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let r = bucket.sync(Default::default()).await.unwrap();
+    assert_eq!(r.pushed, 20, "{r:?}");
+    bucket
+        .put("waiting", "w", PutOptions::default())
+        .await
+        .unwrap();
+    let dir = bucket.dir().to_owned();
+    drop(bucket);
+    let conn = rusqlite::Connection::open(dir.join(INDEX_FILE)).unwrap();
+    assert_eq!(
+        count(&conn, "SELECT COUNT(*) FROM outbox"),
+        1,
+        "only the unpushed put"
+    );
+
+    // Back to what v4 left: acked rows, small_blobs WITHOUT ROWID.
+    conn.execute_batch(
+        "INSERT INTO outbox (key, op, hash, state, created_ms) \
+           SELECT key, 'put', hash, 'acked', 0 FROM objects WHERE key LIKE 'k/%';
+         CREATE TABLE old_small (hash BLOB PRIMARY KEY NOT NULL, data BLOB NOT NULL) WITHOUT ROWID;
+         INSERT INTO old_small SELECT hash, data FROM small_blobs;
+         DROP TABLE small_blobs;
+         ALTER TABLE old_small RENAME TO small_blobs;
+         PRAGMA user_version = 4;",
+    )
+    .unwrap();
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM outbox"), 21);
+    drop(conn);
+
+    let bucket = Bucket::open(&dir).await.unwrap();
+    for i in 0..20 {
+        let (_, data) = bucket.get_bytes(&format!("k/{i}")).await.unwrap();
+        assert_eq!(&data[..], &vec![i as u8; 1500][..]);
+    }
+    drop(bucket);
+    let conn = rusqlite::Connection::open(dir.join(INDEX_FILE)).unwrap();
+    assert_eq!(count(&conn, "PRAGMA user_version"), ferry::SCHEMA_VERSION);
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM outbox"), 1);
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM small_blobs"), 21);
+    let sql: String = conn
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE name = 'small_blobs'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(!sql.contains("WITHOUT ROWID"), "{sql}");
+}
