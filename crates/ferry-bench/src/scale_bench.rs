@@ -305,7 +305,15 @@ impl Setup<'_> {
             Ok(samples[samples.len() / 2])
         }
         .await;
-        let _ = watch.kill();
+        // SIGTERM: watch stops cleanly (a SIGKILL would mark a crash, and
+        // the next open would collect garbage over the whole bucket).
+        let stopped = Command::new("kill")
+            .args(["-TERM", &watch.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !stopped {
+            let _ = watch.kill();
+        }
         let _ = watch.wait();
         result
     }

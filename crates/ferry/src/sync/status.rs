@@ -224,7 +224,7 @@ impl Bucket {
     pub async fn conflicts(&self) -> Result<Vec<ConflictInfo>> {
         self.with_reader(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT key, conflict, remote_etag, present FROM objects WHERE state = 'conflict' ORDER BY key",
+                "SELECT key, conflict, remote_etag, present FROM objects WHERE state <> 'synced' AND state = 'conflict' ORDER BY key",
             )?;
             let rows = stmt.query_map([], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, Option<String>>(2)?, r.get::<_, bool>(3)?))
