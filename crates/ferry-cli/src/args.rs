@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::command_error::CommandError;
+
 use clap::{Args, Parser, Subcommand};
 
 /// Local-first object storage.
@@ -81,21 +83,34 @@ pub enum Command {
 /// Argon2id cost of a new passphrase.
 #[derive(Debug, Args)]
 pub struct KdfArgs {
-    /// Argon2id memory in MiB (at least 64 recommended).
+    /// Argon2id memory in MiB (19 to 1024; 64 or more recommended).
     #[arg(long, value_name = "MIB", default_value_t = 64)]
     pub kdf_memory: u32,
-    /// Argon2id passes.
+    /// Argon2id passes (2 to 16).
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub kdf_passes: u32,
 }
 
 impl KdfArgs {
-    pub fn params(&self) -> ferry::KdfParams {
-        ferry::KdfParams {
+    /// The cost, checked as the library checks every new wrapping (floor
+    /// 19 MiB and 2 passes, ceiling 1 GiB and 16 passes): a cost the bucket
+    /// could never be unlocked with is refused before anything happens.
+    pub fn params(&self) -> Result<ferry::KdfParams, CommandError> {
+        let params = ferry::KdfParams {
             m_kib: self.kdf_memory.saturating_mul(1024),
             t: self.kdf_passes,
             p: 1,
-        }
+        };
+        params.check_new().map_err(|e| {
+            CommandError::usage(format!(
+                "{e}; --kdf-memory takes {} to {} (MiB), --kdf-passes {} to {}",
+                ferry::KdfParams::MIN_MEMORY_KIB / 1024,
+                ferry::KdfParams::MAX_MEMORY_KIB / 1024,
+                ferry::KdfParams::MIN_PASSES,
+                ferry::KdfParams::MAX_PASSES
+            ))
+        })?;
+        Ok(params)
     }
 }
 

@@ -214,6 +214,8 @@ pub async fn destroy(global: &Global, args: DestroyArgs) -> Result<(), CommandEr
 }
 
 pub async fn passwd(global: &Global, args: crate::args::PasswdArgs) -> Result<(), CommandError> {
+    // A cost no device could unlock with is refused before anything.
+    let kdf = args.kdf.params()?;
     let dir = locate::bucket_dir(global)?;
     let bucket = ferry::Bucket::open(&dir).await?;
     if !bucket.is_encrypted() {
@@ -232,7 +234,7 @@ pub async fn passwd(global: &Global, args: crate::args::PasswdArgs) -> Result<()
     }
     let new = crate::passphrase::new(global, args.new_passphrase_file.as_deref(), false)?;
     bucket
-        .change_passphrase(old.as_bytes(), new.as_bytes(), args.kdf.params())
+        .change_passphrase(old.as_bytes(), new.as_bytes(), kdf)
         .await?;
     if !global.quiet {
         eprintln!("passphrase changed (the key was re-wrapped; no data was rewritten)");

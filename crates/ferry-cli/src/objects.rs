@@ -18,11 +18,13 @@ pub async fn init(global: &Global, args: InitArgs) -> Result<(), CommandError> {
     if dir.join(ferry::INDEX_FILE).exists() {
         return Err(ferry::Error::AlreadyExists { path: dir }.into());
     }
+    // A cost no device could unlock with is refused before anything.
+    let kdf = args.kdf.params()?;
     let config = BucketConfig::default();
     let bucket = match &args.remote {
         None if args.encrypt => {
             let pass = crate::passphrase::new(global, None, true)?;
-            Bucket::create_encrypted(&dir, config, pass.as_bytes(), args.kdf.params()).await?
+            Bucket::create_encrypted(&dir, config, pass.as_bytes(), kdf).await?
         }
         None => Bucket::create(&dir, config).await?,
         Some(url) => {
@@ -43,7 +45,7 @@ pub async fn init(global: &Global, args: InitArgs) -> Result<(), CommandError> {
                 let pass = crate::passphrase::new(global, None, true)?;
                 let key = NewKey::Encrypt {
                     passphrase: pass.as_bytes(),
-                    kdf: args.kdf.params(),
+                    kdf,
                 };
                 Bucket::create_over(&dir, config, spec, mode, key).await?
             } else {

@@ -47,7 +47,7 @@ fn fails(o: Output) -> String {
 }
 
 /// A cheap KDF for tests; the default is 64 MiB / 3 passes.
-const KDF: [&str; 4] = ["--kdf-memory", "1", "--kdf-passes", "1"];
+const KDF: [&str; 4] = ["--kdf-memory", "19", "--kdf-passes", "2"];
 
 #[test]
 fn encrypted_buckets_through_the_cli() {
@@ -231,4 +231,42 @@ fn ferry_env(
         cmd.env("FERRY_NEW_PASSPHRASE", n);
     }
     cmd
+}
+
+/// A cost the bucket could never be unlocked with (above the ceiling a
+/// phone can meet, or below the floor) is a usage error before any prompt
+/// or write: `init` creates nothing, `passwd` leaves the old passphrase.
+#[test]
+fn kdf_costs_out_of_range_are_refused_before_anything() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let pass = Some("s3cret words");
+    for cost in [
+        ["--kdf-passes", "100"],
+        ["--kdf-memory", "4096"],
+        ["--kdf-memory", "1"],
+        ["--kdf-passes", "1"],
+    ] {
+        let mut init = vec!["init", "--encrypt"];
+        init.extend(cost);
+        let out = ferry(root, "a", pass, &init, b"");
+        assert_eq!(out.status.code(), Some(2), "{cost:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("--kdf-"), "{}", stderr(&out));
+        assert!(!root.join("a").exists(), "{cost:?} created a bucket");
+    }
+    let mut init = vec!["init", "--encrypt"];
+    init.extend(KDF);
+    ok(ferry(root, "a", pass, &init, b""));
+    ok(ferry(root, "a", pass, &["put", "k"], b"v"));
+    let out = Command::new(FERRY)
+        .args(["--bucket"])
+        .arg(root.join("a"))
+        .args(["passwd", "--kdf-passes", "100"])
+        .env("FERRY_PASSPHRASE", "s3cret words")
+        .env("FERRY_NEW_PASSPHRASE", "other words")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = ok(ferry(root, "a", pass, &["cat", "k"], b""));
+    assert_eq!(stdout(&out), "v");
 }

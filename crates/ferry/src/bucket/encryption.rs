@@ -29,6 +29,10 @@ use crate::store::rows::Content;
 /// The index setting holding the key file.
 pub(crate) const SETTING: &str = "encryption";
 
+/// How much more Argon2 work (memory × passes) a remote key file may ask
+/// for than this device's copy before it is refused unopened.
+const MAX_COST_RISE: u64 = 8;
+
 /// Setting: the endpoints whose encryption mode was verified on attach.
 const MODES_VERIFIED: &str = "modes_verified";
 
@@ -152,6 +156,16 @@ impl Bucket {
             Ok(Some(file)) if file.key_id == local.key_id && file != local => file,
             _ => return Err(Error::WrongPassphrase),
         };
+        // A key file anyone with write access could have forged: refused
+        // before any Argon2 work when it asks for far more than ours.
+        let (theirs, ours) = (newer.kdf(), local.kdf());
+        if theirs.work() > MAX_COST_RISE * ours.work().max(1) {
+            return Err(crate::crypto::CryptoError::KdfOutOfRange(format!(
+                "the remote key file asks for {} KiB × {} passes, more than {MAX_COST_RISE}× this                  device's {} KiB × {} (a forged file, or a passphrase changed with a far higher                  cost: join again with `ferry init --remote`)",
+                theirs.m_kib, theirs.t, ours.m_kib, ours.t
+            ))
+            .into());
+        }
         let file = newer.clone();
         let keys = blocking(move || Ok(file.unlock(&passphrase)?)).await?;
         self.store_key_file(newer).await?;

@@ -69,6 +69,11 @@ impl KeyFile {
         })
     }
 
+    /// The Argon2id cost of unwrapping this file's key.
+    pub fn kdf(&self) -> KdfParams {
+        self.wrapped.params()
+    }
+
     /// Opens the master key; a wrong passphrase is [`CryptoError::WrongPassphrase`].
     pub fn unlock(&self, passphrase: &[u8]) -> Result<Keyring, CryptoError> {
         self.check_format()?;
@@ -89,6 +94,7 @@ impl KeyFile {
         params: KdfParams,
     ) -> Result<KeyFile, CryptoError> {
         self.check_format()?;
+        params.check_new()?;
         let master = self.wrapped.unwrap_key(old)?;
         KeyFile::wrap(&master, new, params)
     }

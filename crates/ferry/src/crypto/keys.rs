@@ -85,6 +85,89 @@ impl Default for KdfParams {
     }
 }
 
+impl KdfParams {
+    /// The least memory a new wrapping may use: 19 MiB (OWASP's Argon2id
+    /// minimum).
+    pub const MIN_MEMORY_KIB: u32 = 19 * 1024;
+    /// The most memory any wrapping may ask for: 1 GiB, which a phone can
+    /// give.
+    pub const MAX_MEMORY_KIB: u32 = 1024 * 1024;
+    /// The fewest passes of a new wrapping.
+    pub const MIN_PASSES: u32 = 2;
+    /// The most passes of any wrapping.
+    pub const MAX_PASSES: u32 = 16;
+    /// The most lanes of any wrapping (and at least one).
+    pub const MAX_LANES: u32 = 16;
+
+    /// Checks the cost of a wrapping about to be made (a new bucket, a new
+    /// passphrase): within the floor and the ceiling, so that it protects
+    /// the key and every device can meet it. `wrap`, `rewrap` and the
+    /// command's arguments all call this, before any work.
+    pub fn check_new(&self) -> Result<(), CryptoError> {
+        self.check_readable()?;
+        if self.m_kib < Self::MIN_MEMORY_KIB {
+            return Err(self.out_of_range(format!(
+                "memory {} KiB is below the floor of {} KiB (19 MiB)",
+                self.m_kib,
+                Self::MIN_MEMORY_KIB
+            )));
+        }
+        if self.t < Self::MIN_PASSES {
+            return Err(self.out_of_range(format!(
+                "{} pass(es) is below the floor of {}",
+                self.t,
+                Self::MIN_PASSES
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks the cost of a wrapping met in a key file, before any Argon2
+    /// work: the ceiling only (a forged file must not make a device spend
+    /// gigabytes and minutes; files below the floor, written before it
+    /// existed, still open).
+    pub fn check_readable(&self) -> Result<(), CryptoError> {
+        if self.m_kib > Self::MAX_MEMORY_KIB {
+            return Err(self.out_of_range(format!(
+                "memory {} KiB is above the ceiling of {} KiB (1 GiB)",
+                self.m_kib,
+                Self::MAX_MEMORY_KIB
+            )));
+        }
+        if self.t > Self::MAX_PASSES {
+            return Err(self.out_of_range(format!(
+                "{} passes is above the ceiling of {}",
+                self.t,
+                Self::MAX_PASSES
+            )));
+        }
+        if self.p == 0 || self.p > Self::MAX_LANES {
+            return Err(self.out_of_range(format!(
+                "{} lanes is outside 1 to {}",
+                self.p,
+                Self::MAX_LANES
+            )));
+        }
+        // Argon2 needs at least 8 KiB per lane.
+        if self.m_kib < 8 * self.p {
+            return Err(
+                self.out_of_range(format!("memory {} KiB is below 8 KiB per lane", self.m_kib))
+            );
+        }
+        Ok(())
+    }
+
+    /// Work this cost asks for (memory × passes, in KiB): what a key file's
+    /// cost is compared by.
+    pub fn work(&self) -> u64 {
+        u64::from(self.m_kib) * u64::from(self.t)
+    }
+
+    fn out_of_range(&self, detail: String) -> CryptoError {
+        CryptoError::KdfOutOfRange(detail)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct KdfRecord {
     alg: String,
@@ -124,12 +207,14 @@ fn kek(
 impl WrappedKey {
     /// Wraps `master` under `passphrase` with a fresh salt and nonce.
     pub fn wrap(master: &Key, passphrase: &[u8], params: KdfParams) -> Result<Self, CryptoError> {
+        params.check_new()?;
         let salt: [u8; 16] = rand::random();
         let nonce: [u8; 24] = rand::random();
         Self::wrap_with(master, passphrase, params, salt, nonce)
     }
 
-    /// Wraps with the given salt and nonce (known-answer tests).
+    /// Wraps with the given salt and nonce (known-answer tests); the cost is
+    /// not checked against the floor.
     pub fn wrap_with(
         master: &Key,
         passphrase: &[u8],
@@ -162,6 +247,15 @@ impl WrappedKey {
         })
     }
 
+    /// The Argon2id cost this wrapping asks for.
+    pub fn params(&self) -> KdfParams {
+        KdfParams {
+            m_kib: self.kdf.m_kib,
+            t: self.kdf.t,
+            p: self.kdf.p,
+        }
+    }
+
     /// Opens the wrapped key; a wrong passphrase is [`CryptoError::WrongPassphrase`].
     pub fn unwrap_key(&self, passphrase: &[u8]) -> Result<Key, CryptoError> {
         let bad = |detail: &str| CryptoError::Format {
@@ -178,10 +272,7 @@ impl WrappedKey {
             return Err(bad(&format!("KDF {:?}", self.kdf.alg)));
         }
         // Refuse absurd costs from a tampered record before spending them.
-        if self.kdf.m_kib > 4 * 1024 * 1024 || self.kdf.t > 64 || self.kdf.p == 0 || self.kdf.p > 64
-        {
-            return Err(bad("KDF parameters out of range"));
-        }
+        self.params().check_readable()?;
         let salt = B64
             .decode(&self.kdf.salt)
             .map_err(|_| bad("salt is not base64"))?;
@@ -227,6 +318,7 @@ impl WrappedKey {
 
     /// Re-wraps the same master key under a new passphrase (no data changes).
     pub fn rewrap(&self, old: &[u8], new: &[u8], params: KdfParams) -> Result<Self, CryptoError> {
+        params.check_new()?;
         let master = self.unwrap_key(old)?;
         Self::wrap(&master, new, params)
     }

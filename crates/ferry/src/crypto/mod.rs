@@ -33,6 +33,9 @@ pub enum CryptoError {
     /// Authentication failed: the data was modified, truncated, reordered or swapped.
     #[error("integrity check failed: {0}")]
     Integrity(String),
+    /// A KDF cost outside what ferry accepts (see `KdfParams::check_new`).
+    #[error("Argon2id cost out of range: {0}")]
+    KdfOutOfRange(String),
     /// The key derivation function failed (bad parameters).
     #[error("key derivation failed: {0}")]
     Kdf(String),

@@ -21,8 +21,8 @@ use crate::{files_under, pseudo_random};
 
 /// A cheap KDF cost for tests (the default is 64 MiB / 3 passes).
 pub const TEST_KDF: KdfParams = KdfParams {
-    m_kib: 256,
-    t: 1,
+    m_kib: 19 * 1024,
+    t: 2,
     p: 1,
 };
 const PASS: &[u8] = b"correct horse battery staple";
@@ -487,6 +487,99 @@ async fn another_device_learns_a_changed_passphrase_from_the_remote() {
     assert_eq!(b_bucket.key_file().unwrap(), ours);
     assert!(b_bucket.is_locked());
     b_bucket.unlock(b"new pass").await.unwrap();
+}
+
+/// A key file with its Argon2 cost rewritten (JSON surgery: running
+/// Argon2 at these costs is what the checks must prevent).
+fn with_cost(file: &ferry::KeyFile, m_kib: u32, t: u32) -> ferry::KeyFile {
+    let mut v: serde_json::Value = serde_json::from_str(&file.to_json()).unwrap();
+    let kdf = &mut v["wrapped"]["kdf"];
+    kdf["m_kib"] = m_kib.into();
+    kdf["t"] = t.into();
+    ferry::KeyFile::from_json(v.to_string().as_bytes()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kdf_costs_no_device_could_meet_are_refused_before_any_work() {
+    use ferry::crypto::CryptoError::KdfOutOfRange;
+    let out_of_range = |e: &Error| matches!(e, Error::Crypto(KdfOutOfRange(_)));
+    let dir = tempfile::tempdir().unwrap();
+    // New wrappings: below the floor or above the ceiling create nothing.
+    let costs = [
+        (1024, 2, 1),            // 1 MiB: below 19 MiB
+        (19 * 1024, 1, 1),       // 1 pass: below 2
+        (19 * 1024, 100, 1),     // 100 passes: above 16
+        (4 * 1024 * 1024, 2, 1), // 4 GiB: above 1 GiB
+        (64 * 1024, 3, 0),       // no lane
+        (64 * 1024, 3, 17),      // 17 lanes: above 16
+    ];
+    for (i, (m_kib, t, p)) in costs.into_iter().enumerate() {
+        let at = dir.path().join(format!("b{i}"));
+        let kdf = KdfParams { m_kib, t, p };
+        let err = Bucket::create_encrypted(&at, BucketConfig::default(), PASS, kdf)
+            .await
+            .unwrap_err();
+        assert!(out_of_range(&err), "{kdf:?}: {err}");
+        assert!(!at.exists(), "{kdf:?} created a bucket");
+    }
+
+    // passwd with a cost out of range changes nothing, here or on the remote.
+    let folder = Folder::new();
+    let a = first_device(folder.remote()).await;
+    let before = std::fs::read(folder.0.path().join(KEY_FILE)).unwrap();
+    let huge = KdfParams {
+        m_kib: 2 * 1024 * 1024,
+        t: 3,
+        p: 1,
+    };
+    let err = a
+        .bucket
+        .change_passphrase(PASS, b"new pass", huge)
+        .await
+        .unwrap_err();
+    assert!(out_of_range(&err), "{err}");
+    assert_eq!(
+        std::fs::read(folder.0.path().join(KEY_FILE)).unwrap(),
+        before
+    );
+    let a_bucket = crate::reopen(a.bucket).await;
+    a_bucket.unlock(PASS).await.unwrap();
+
+    // A key file asking for more than the ceiling is refused unopened,
+    // whether joining or unlocking.
+    let ours = a_bucket.key_file().unwrap();
+    let err = Bucket::create_joining(
+        dir.path().join("joined"),
+        BucketConfig::default(),
+        with_cost(&ours, 4 * 1024 * 1024, 3),
+        PASS,
+    )
+    .await
+    .unwrap_err();
+    assert!(out_of_range(&err), "{err}");
+    assert!(!dir.path().join("joined").exists());
+
+    // A remote key file (forged, or from a device gone wild) asking for far
+    // more work than this device's copy is refused before any Argon2 work,
+    // even within the ceiling (1 GiB × 16 passes is 800× ours).
+    let remote = folder.remote();
+    let current = remote.head(KEY_FILE).await.unwrap().unwrap();
+    ferry::remote::encrypted::write_key_file(
+        remote.as_ref(),
+        &with_cost(&ours, 1024 * 1024, 16),
+        ferry::remote::Precondition::IfMatch(current.etag),
+    )
+    .await
+    .unwrap();
+    let a_bucket = crate::reopen(a_bucket).await;
+    let err = a_bucket
+        .unlock_with_remote(b"the new passphrase?", remote.as_ref())
+        .await
+        .unwrap_err();
+    assert!(out_of_range(&err), "{err}");
+    assert!(err.to_string().contains("remote key file"), "{err}");
+    assert_eq!(a_bucket.key_file().unwrap(), ours);
+    a_bucket.unlock(PASS).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
