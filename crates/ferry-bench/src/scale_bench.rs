@@ -219,7 +219,8 @@ impl Setup<'_> {
     }
 
     fn init_with(&self, bucket: &Path, remote: &[OsString]) -> Result<Measured> {
-        let mut args = os(&[&"init", &"--remote"]);
+        // --plaintext: the second replica joins a remote that holds objects.
+        let mut args = os(&[&"init", &"--plaintext", &"--remote"]);
         args.extend_from_slice(remote);
         self.ferry(bucket, &args)
     }

@@ -199,6 +199,11 @@ pub enum RemoteCommand {
         /// with the old one is forgotten).
         #[arg(long, short = 'y')]
         yes: bool,
+        /// Accept a remote that holds objects and no key file, in the clear
+        /// (an encrypted remote whose .ferry/key.json was deleted looks the
+        /// same).
+        #[arg(long)]
+        plaintext: bool,
     },
 }
 
@@ -295,6 +300,11 @@ pub struct InitArgs {
     /// to join an encrypted remote: that is detected.
     #[arg(long)]
     pub encrypt: bool,
+    /// Join a remote that already holds objects and no key file, in the
+    /// clear. Asked for because an encrypted remote whose .ferry/key.json
+    /// was deleted looks the same.
+    #[arg(long, requires = "remote", conflicts_with = "encrypt")]
+    pub plaintext: bool,
     #[command(flatten)]
     pub kdf: KdfArgs,
 }

@@ -30,7 +30,7 @@ pub async fn init(global: &Global, args: InitArgs) -> Result<(), CommandError> {
         Some(url) => {
             // What the remote holds decides, before anything is written locally.
             let spec = crate::syncing::spec_from(url, args.endpoint, args.region, args.path_style)?;
-            let mode = crate::syncing::check_spec(&spec, &dir).await?;
+            let (_, mode) = crate::syncing::check_spec(&spec, &dir).await?;
             if let RemoteMode::Encrypted(_) = mode {
                 if !global.quiet {
                     eprintln!("The remote is encrypted: unlocking it with its passphrase.");
@@ -49,7 +49,11 @@ pub async fn init(global: &Global, args: InitArgs) -> Result<(), CommandError> {
                 };
                 Bucket::create_over(&dir, config, spec, mode, key).await?
             } else {
-                Bucket::create_over(&dir, config, spec, mode, NewKey::Plaintext).await?
+                let key = match args.plaintext {
+                    true => NewKey::PlaintextOverObjects,
+                    false => NewKey::Plaintext,
+                };
+                Bucket::create_over(&dir, config, spec, mode, key).await?
             }
         }
     };

@@ -86,7 +86,13 @@ pub async fn connect(global: &Global, bucket: &Bucket) -> Result<(), CommandErro
 pub async fn check_spec(
     spec: &RemoteSpec,
     dir: &std::path::Path,
-) -> Result<ferry::remote::encrypted::RemoteMode, CommandError> {
+) -> Result<
+    (
+        ferry::remote::SharedRemote,
+        ferry::remote::encrypted::RemoteMode,
+    ),
+    CommandError,
+> {
     let file = config::load(dir).unwrap_or_default();
     let spec = config::with_env_defaults(spec.clone());
     let sync = file.sync.unwrap_or_default();
@@ -95,7 +101,8 @@ pub async fn check_spec(
         .map_err(ferry::Error::from)?;
     // One retry: a store that accepts connections and never answers costs
     // the no-progress timeout twice, then a clear error.
-    Ok(ferry::check_remote(remote, sync.max_retries.min(1)).await?)
+    let mode = ferry::check_remote(remote.clone(), sync.max_retries.min(1)).await?;
+    Ok((remote, mode))
 }
 
 pub fn spec_from(
@@ -156,6 +163,7 @@ pub async fn remote(global: &Global, args: RemoteArgs) -> Result<(), CommandErro
             region,
             path_style,
             yes,
+            plaintext,
         } => {
             let spec = spec_from(&url, endpoint, region, path_style)?;
             if let Some(old) = bucket.remote_spec()? {
@@ -175,8 +183,10 @@ pub async fn remote(global: &Global, args: RemoteArgs) -> Result<(), CommandErro
                     }
                 }
             }
-            let mode = check_spec(&spec, bucket.dir()).await?;
-            bucket.switch_remote(spec, &mode).await?;
+            let (remote, mode) = check_spec(&spec, bucket.dir()).await?;
+            bucket
+                .switch_remote(spec, remote.as_ref(), &mode, plaintext)
+                .await?;
             if !global.quiet {
                 eprintln!("remote set to {url}");
             }

@@ -182,6 +182,14 @@ pub enum Error {
         /// What the bucket is.
         local: StorageMode,
     },
+    /// A remote holds objects and no key file: plaintext, or encrypted with
+    /// its key file deleted. Joining it in the clear needs an explicit
+    /// choice.
+    #[error("the remote {endpoint} holds objects but no .ferry/key.json: it is a plaintext remote, or an encrypted one whose key file was removed; joining it in the clear needs an explicit choice")]
+    UnconfirmedPlaintext {
+        /// The remote.
+        endpoint: String,
+    },
     /// The remote is encrypted under another master key.
     #[error("the remote {endpoint} is encrypted under a different key (key id {remote_key_id}, this bucket's is {local_key_id}); they cannot sync")]
     DifferentKey {

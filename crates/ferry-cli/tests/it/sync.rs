@@ -564,3 +564,44 @@ fn silent_endpoint_at_init_times_out_with_a_clear_error() {
     );
     assert!(!root.join("a/index.db").exists(), "nothing created");
 }
+
+/// A remote with objects and no key file may be an encrypted remote whose
+/// key file someone deleted: `init --remote` does not join it in the clear
+/// unasked (exit 1, nothing created, the hint names --plaintext); with
+/// --plaintext it does. `remote set` asks the same.
+#[test]
+fn joining_a_remote_with_objects_and_no_key_file_needs_plaintext() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let url = format!("file://{}", root.join("remote").display());
+    ok(ferry(root, "a", &["init", "--remote", &url], None));
+    ok(ferry(root, "a", &["put", "k"], Some(b"v")));
+    ok(ferry(root, "a", &["sync"], None));
+
+    let out = ferry(root, "b", &["init", "--remote", &url], None);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--plaintext"), "{}", stderr(&out));
+    assert!(!root.join("b").exists());
+    ok(ferry(
+        root,
+        "b",
+        &["init", "--plaintext", "--remote", &url],
+        None,
+    ));
+    ok(ferry(root, "b", &["sync"], None));
+    assert_eq!(stdout(&ok(ferry(root, "b", &["cat", "k"], None))), "v");
+
+    ok(ferry(root, "c", &["init"], None));
+    let out = ferry(root, "c", &["remote", "set", &url], None);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--plaintext"), "{}", stderr(&out));
+    ok(ferry(
+        root,
+        "c",
+        &["remote", "set", &url, "--plaintext"],
+        None,
+    ));
+    // The same remote again (respelled) needs no second confirmation.
+    let respelled = format!("{url}/./");
+    ok(ferry(root, "c", &["remote", "set", &respelled], None));
+}

@@ -223,6 +223,11 @@ impl Bucket {
     /// An endpoint whose mode was verified before may be attached while it
     /// cannot be reached (offline work goes on); the check is repeated on
     /// the next attach that reaches it.
+    /// The endpoints whose mode this bucket verified on attach.
+    pub(crate) fn verified_modes(&self) -> Result<BTreeSet<String>> {
+        Ok(self.setting_json(MODES_VERIFIED)?.unwrap_or_default())
+    }
+
     pub(crate) async fn check_remote_mode(&self, remote: &dyn Remote) -> Result<()> {
         let endpoint = remote.endpoint();
         let mut verified: BTreeSet<String> = self.setting_json(MODES_VERIFIED)?.unwrap_or_default();

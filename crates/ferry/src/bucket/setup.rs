@@ -24,8 +24,15 @@ use crate::remote::{Remote, SharedRemote};
 /// The encryption a new bucket gets.
 #[derive(Debug, Clone, Copy)]
 pub enum NewKey<'a> {
-    /// No encryption (refused over an encrypted remote).
+    /// No encryption, over an empty remote (refused over an encrypted
+    /// one, and over one holding objects: see [`NewKey::PlaintextOverObjects`]).
     Plaintext,
+    /// No encryption, over a remote that already holds objects and no key
+    /// file. An explicit choice: an encrypted remote whose `.ferry/key.json`
+    /// was deleted (by anyone who can write to the store) looks the same,
+    /// and joining it in the clear would upload names and content readable
+    /// to the store.
+    PlaintextOverObjects,
     /// A fresh master key wrapped under `passphrase` (refused over a remote
     /// that holds plaintext objects).
     Encrypt {
@@ -129,7 +136,7 @@ impl Bucket {
             (RemoteMode::Encrypted(file), NewKey::Join { passphrase }) => {
                 Bucket::create_joining(dir, config, file, passphrase).await?
             }
-            (RemoteMode::Encrypted(_), NewKey::Plaintext) => {
+            (RemoteMode::Encrypted(_), NewKey::Plaintext | NewKey::PlaintextOverObjects) => {
                 return Err(Error::RemoteMode {
                     endpoint,
                     remote: StorageMode::Encrypted,
@@ -151,11 +158,15 @@ impl Bucket {
                     local: StorageMode::Encrypted,
                 })
             }
+            (RemoteMode::Plaintext, NewKey::Plaintext) => {
+                return Err(Error::UnconfirmedPlaintext { endpoint })
+            }
             (RemoteMode::Empty, NewKey::Join { .. }) => return Err(Error::NotEncrypted),
             (RemoteMode::Empty, NewKey::Encrypt { passphrase, kdf }) => {
                 Bucket::create_encrypted(dir, config, passphrase, kdf).await?
             }
-            (RemoteMode::Empty | RemoteMode::Plaintext, NewKey::Plaintext) => {
+            (RemoteMode::Empty, NewKey::Plaintext)
+            | (RemoteMode::Empty | RemoteMode::Plaintext, NewKey::PlaintextOverObjects) => {
                 Bucket::create(dir, config).await?
             }
         };
@@ -163,11 +174,28 @@ impl Bucket {
         Ok(bucket)
     }
 
-    /// Makes `spec` the bucket's remote, after [`check_remote`] found it
-    /// holding `mode`: refused, changing nothing, when its encryption is
-    /// not the bucket's.
-    pub async fn switch_remote(&self, spec: RemoteSpec, mode: &RemoteMode) -> Result<()> {
+    /// Makes `spec` the bucket's remote, after [`check_remote`] found
+    /// `remote` (built from it) holding `mode`: refused, changing nothing, when its encryption is
+    /// not the bucket's. A plaintext bucket moving to a remote that holds
+    /// objects and no key file needs `plaintext_confirmed` (see
+    /// [`NewKey::PlaintextOverObjects`]) unless it is the bucket's remote
+    /// already (however spelled) or one it verified as plaintext before.
+    pub async fn switch_remote(
+        &self,
+        spec: RemoteSpec,
+        remote: &dyn Remote,
+        mode: &RemoteMode,
+        plaintext_confirmed: bool,
+    ) -> Result<()> {
         mode_matches(self.key_file().as_ref(), mode, &spec.url)?;
+        if *mode == RemoteMode::Plaintext && !plaintext_confirmed {
+            let same = self
+                .remote_spec()?
+                .is_some_and(|old| old.same_location(&spec));
+            if !same && !self.verified_modes()?.contains(&remote.endpoint()) {
+                return Err(Error::UnconfirmedPlaintext { endpoint: spec.url });
+            }
+        }
         self.set_remote(spec).await
     }
 

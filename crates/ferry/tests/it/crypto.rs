@@ -84,7 +84,10 @@ fn malformed_wrapped_keys_are_format_errors_not_panics() {
     ] {
         let r = WrappedKey::from_json(bad.as_bytes()).and_then(|w| w.unwrap_key(b"p"));
         assert!(
-            matches!(r, Err(CryptoError::Format { .. } | CryptoError::KdfOutOfRange(_))),
+            matches!(
+                r,
+                Err(CryptoError::Format { .. } | CryptoError::KdfOutOfRange(_))
+            ),
             "{bad}: {r:?}"
         );
     }

@@ -717,7 +717,12 @@ async fn creating_over_a_remote_joins_or_refuses_by_what_it_holds() {
     let fresh = create("fresh", &empty, m, new_key).await.unwrap();
     assert!(fresh.is_encrypted());
     let m = mode(&plaintext).await.unwrap();
-    let plain = create("plain", &plaintext, m, NewKey::Plaintext)
+    let err = create("unconfirmed", &plaintext, m.clone(), NewKey::Plaintext)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::UnconfirmedPlaintext { .. }), "{err}");
+    assert!(!dirs.path().join("unconfirmed").exists());
+    let plain = create("plain", &plaintext, m, NewKey::PlaintextOverObjects)
         .await
         .unwrap();
     assert!(!plain.is_encrypted());
@@ -725,7 +730,12 @@ async fn creating_over_a_remote_joins_or_refuses_by_what_it_holds() {
     // Switching: the plaintext bucket may not move to the encrypted remote.
     let m = mode(&encrypted).await.unwrap();
     let err = plain
-        .switch_remote(folder_spec(&encrypted), &m)
+        .switch_remote(
+            folder_spec(&encrypted),
+            encrypted.remote().as_ref(),
+            &m,
+            true,
+        )
         .await
         .unwrap_err();
     assert!(
@@ -742,13 +752,79 @@ async fn creating_over_a_remote_joins_or_refuses_by_what_it_holds() {
     assert_eq!(plain.remote_spec().unwrap(), Some(folder_spec(&plaintext)));
     // ... nor the fresh encrypted one to another key's remote.
     let err = fresh
-        .switch_remote(folder_spec(&encrypted), &m)
+        .switch_remote(
+            folder_spec(&encrypted),
+            encrypted.remote().as_ref(),
+            &m,
+            true,
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, Error::DifferentKey { .. }), "{err}");
     let m = mode(&empty).await.unwrap();
-    plain.switch_remote(folder_spec(&empty), &m).await.unwrap();
+    plain
+        .switch_remote(folder_spec(&empty), empty.remote().as_ref(), &m, false)
+        .await
+        .unwrap();
     assert_eq!(plain.remote_spec().unwrap(), Some(folder_spec(&empty)));
+}
+
+/// Anyone who can write to the store deletes `.ferry/key.json`: the remote
+/// now looks plaintext. A new device joining it does not silently upload in
+/// the clear; a plaintext bucket does not move onto it without the choice;
+/// the encrypted devices refuse it instead of switching mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_key_file_does_not_downgrade_joining_devices_to_plaintext() {
+    let folder = Folder::new();
+    let a = first_device(folder.remote()).await;
+    a.bucket
+        .put("secret/plan.txt", "the plan", PutOptions::default())
+        .await
+        .unwrap();
+    sync_clean(&a.bucket).await;
+    std::fs::remove_file(folder.0.path().join(KEY_FILE)).unwrap();
+
+    let m = check_remote(folder.remote(), 0).await.unwrap();
+    assert_eq!(m, RemoteMode::Plaintext, "it looks plaintext now");
+    let dirs = tempfile::tempdir().unwrap();
+    let err = Bucket::create_over(
+        dirs.path().join("b"),
+        BucketConfig::default(),
+        folder_spec(&folder),
+        m.clone(),
+        NewKey::Plaintext,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::UnconfirmedPlaintext { .. }), "{err}");
+    assert!(err.to_string().contains("key file was removed"), "{err}");
+    assert!(!dirs.path().join("b").exists());
+
+    // A plaintext bucket may not switch onto it unasked either...
+    let (_t, plain) = crate::new_bucket().await;
+    let err = plain
+        .switch_remote(folder_spec(&folder), folder.remote().as_ref(), &m, false)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::UnconfirmedPlaintext { .. }), "{err}");
+    assert_eq!(plain.remote_spec().unwrap(), None);
+
+    // ... and the encrypted device refuses the remote rather than switch.
+    let a_bucket = crate::reopen(a.bucket).await;
+    a_bucket.unlock(PASS).await.unwrap();
+    let err = a_bucket.attach(folder.remote()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::RemoteMode {
+                remote: StorageMode::Plaintext,
+                local: StorageMode::Encrypted,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(!folder.0.path().join(KEY_FILE).exists(), "not re-claimed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
