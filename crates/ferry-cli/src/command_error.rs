@@ -71,6 +71,7 @@ fn classify(err: &ferry::Error) -> (u8, Option<String>) {
         E::WrongPassphrase => (1, Some("nothing was changed; check FERRY_PASSPHRASE or --passphrase-file (a passphrase changed with `ferry passwd` on another device is learned by `ferry sync` while the remote is reachable)".into())),
         E::RemoteMode { remote: ferry::StorageMode::Encrypted, .. } => (1, Some("to sync with an encrypted remote, create a bucket with `ferry init --remote URL`: it detects the encryption and asks for the passphrase".into())),
         E::RemoteMode { .. } => (1, Some("an encrypted bucket needs an empty remote or one it encrypted itself; choose another prefix".into())),
+        E::BucketInUse { .. } => (1, Some("stop those processes (a `ferry watch` stops by itself within a second; other programs must close the bucket), then run `ferry destroy --clear-local` again".into())),
         E::UnconfirmedPlaintext { .. } => (1, Some("if it is a plaintext remote (objects written by other tools, or by a plaintext ferry bucket), run the command again with --plaintext; if it was an encrypted ferry remote, do not: someone removed its key file, restore .ferry/key.json from a backup first".into())),
         E::DifferentKey { .. } => (1, Some("this remote belongs to another encrypted bucket; choose another prefix, or join it with `ferry init --remote URL`".into())),
         E::EncryptedKeyTooLong { .. } => (2, None),

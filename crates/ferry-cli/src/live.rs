@@ -32,6 +32,7 @@ fn describe(event: &ferry::Event) -> String {
         E::Online => "remote reachable again".into(),
         E::LeaderPromoted => "this process now runs the sync engine".into(),
         E::LeaderDemoted => "this process stopped running the sync engine".into(),
+        E::Destroyed => "the bucket was destroyed (`ferry destroy`): stopping".into(),
         other => format!("{other:?}"),
     }
 }
@@ -68,6 +69,10 @@ pub async fn watch(global: &Global, args: WatchArgs) -> Result<(), CommandError>
     loop {
         tokio::select! {
             received = events.recv() => match received {
+                Ok(ferry::Event::Destroyed) => {
+                    print_event(&ferry::Event::Destroyed, args.json)?;
+                    break;
+                }
                 Ok(e) => print_event(&e, args.json)?,
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     eprintln!("warning: {n} events were dropped (output too slow)");

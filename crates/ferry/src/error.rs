@@ -190,6 +190,13 @@ pub enum Error {
         /// The remote.
         endpoint: String,
     },
+    /// Other processes still have the bucket open, so its local data was
+    /// not deleted (the remote is detached and their engines told to stop).
+    #[error("the bucket is still open in process(es) {pids:?}; its local data was not deleted (the remote is already detached)")]
+    BucketInUse {
+        /// The processes, by pid.
+        pids: Vec<u32>,
+    },
     /// The remote is encrypted under another master key.
     #[error("the remote {endpoint} is encrypted under a different key (key id {remote_key_id}, this bucket's is {local_key_id}); they cannot sync")]
     DifferentKey {

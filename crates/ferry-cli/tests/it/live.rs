@@ -269,3 +269,61 @@ fn a_one_shot_sync_is_run_by_the_leader_and_the_event_stream_is_golden() {
         "golden event sequence"
     );
 }
+
+/// `destroy` detaches the remote and stops every engine of the bucket (a
+/// `watch` in another process exits by itself on the `destroyed` event), and
+/// only then deletes the local data; the remote keeps what was pushed.
+#[test]
+fn destroy_stops_running_engines_before_clearing_local_data() {
+    let (_t, root) = setup(30);
+    assert!(ferry(&root, &["put", "k"], b"v").status.success());
+    let mut w = Watcher::start(&root);
+    assert!(w.wait_for("sync-completed", Duration::from_secs(20)));
+    assert_eq!(remote_files(&root, ""), 2, "k and .ferry/ on the remote");
+
+    // Without --clear-local: detached, the watch stops, a sync has no remote.
+    let out = ferry(&root, &["destroy", "-y"], b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        wait_until(Duration::from_secs(10), || w
+            .child
+            .try_wait()
+            .unwrap()
+            .is_some()),
+        "watch kept running after destroy"
+    );
+    assert!(
+        w.events().iter().any(|e| e == "destroyed"),
+        "{:?}",
+        w.events()
+    );
+    let shown = ferry(&root, &["remote", "show"], b"");
+    assert!(
+        String::from_utf8_lossy(&shown.stdout).contains("no remote"),
+        "{}",
+        String::from_utf8_lossy(&shown.stdout)
+    );
+    let sync = ferry(&root, &["sync"], b"");
+    assert_eq!(sync.status.code(), Some(1), "{}", stderr(&sync));
+    assert!(stderr(&sync).contains("no remote"), "{}", stderr(&sync));
+
+    // Given a remote again it lives again; a new watch, then destroy
+    // --clear-local from another process: the watch stops first.
+    let url = format!("file://{}", root.join("remote").display());
+    let out = ferry(&root, &["remote", "set", &url, "--yes"], b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut w = Watcher::start(&root);
+    assert!(w.wait_for("sync-completed", Duration::from_secs(20)));
+    let out = ferry(&root, &["destroy", "--clear-local", "-y"], b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!root.join("b").exists(), "local data deleted");
+    assert!(
+        wait_until(Duration::from_secs(10), || w
+            .child
+            .try_wait()
+            .unwrap()
+            .is_some()),
+        "watch kept running after destroy"
+    );
+    assert!(root.join("remote").join("k").exists(), "the remote keeps k");
+}

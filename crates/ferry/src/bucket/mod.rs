@@ -116,7 +116,7 @@ pub(crate) struct Inner {
     /// Wall-clock time for what the bucket stamps and decides.
     pub(crate) clock: SharedClock,
     /// This process has the bucket open (a crash leaves it behind).
-    _open_marker: blobs::OpenMarker,
+    pub(crate) open_marker: blobs::OpenMarker,
 }
 
 impl Bucket {
@@ -220,7 +220,7 @@ impl Bucket {
                 key_file: std::sync::RwLock::new(key_file),
                 keys: std::sync::RwLock::new(None),
                 clock,
-                _open_marker: open_marker,
+                open_marker,
             }),
         })
     }

@@ -77,6 +77,9 @@ pub enum Event {
     LeaderPromoted,
     /// This process stopped running the sync engine.
     LeaderDemoted,
+    /// The bucket was destroyed (by this or another process): its remote is
+    /// detached and this process's engine has stopped; close the bucket.
+    Destroyed,
 }
 
 /// Capacity of the event channel.

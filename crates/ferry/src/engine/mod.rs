@@ -26,9 +26,13 @@ use crate::engine::schedule::{Connectivity, RunOutcome, Schedule, ScheduleConfig
 use crate::error::{Error, Result};
 use crate::remote::RemoteErrorKind;
 use crate::store::index;
-use crate::sync::{ProgressFn, SyncMode, SyncOptions, SyncReport};
+use crate::sync::{ProgressFn, SyncMode, SyncOptions, SyncReport, DESTROYED};
 
 pub(crate) use handle::EngineHandle;
+
+/// How long `destroy --clear-local` waits for other processes to close
+/// the bucket (their engines stop at their next tick).
+const DESTROY_WAIT: Duration = Duration::from_secs(10);
 
 /// How long a one-shot sync waits for the leader to answer its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
@@ -259,12 +263,53 @@ impl Bucket {
     pub async fn destroy(self, clear_local: bool) -> Result<()> {
         self.stop_sync().await?;
         self.resign();
-        let dir = self.dir().to_owned();
-        drop(self);
+        // Detached and marked: every engine of the bucket, in any process,
+        // sees the mark at its next tick and stops.
+        self.mark_destroyed().await?;
         if clear_local {
+            let deadline = Instant::now() + DESTROY_WAIT;
+            loop {
+                let others = self.inner.blobs.other_openers(&self.inner.open_marker)?;
+                if others.is_empty() {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(Error::BucketInUse { pids: others });
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let dir = self.dir().to_owned();
+            drop(self);
             std::fs::remove_dir_all(&dir).map_err(|e| Error::io("deleting the bucket", &dir, e))?;
         }
         Ok(())
+    }
+
+    /// Detaches the remote and marks the bucket destroyed (cleared by the
+    /// next `set_remote`).
+    async fn mark_destroyed(&self) -> Result<()> {
+        let path = self.inner.index_path.clone();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let conn = index::open(&path, false)?;
+            conn.execute("DELETE FROM settings WHERE name = 'remote'", [])?;
+            index::set_setting(&conn, DESTROYED, "1")?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::task("destroy", e))??;
+        if let Ok(mut r) = self.inner.remote.write() {
+            *r = None;
+        }
+        self.emit(Event::Destroyed);
+        Ok(())
+    }
+
+    /// True once `destroy` ran on the bucket (in any process).
+    pub(crate) fn is_destroyed(&self) -> bool {
+        self.with_reader(|c| index::setting(c, DESTROYED))
+            .ok()
+            .flatten()
+            .is_some()
     }
 
     fn schedule_config(&self) -> Result<(ScheduleConfig, Duration)> {
@@ -287,6 +332,10 @@ impl Bucket {
             if *stop.borrow() {
                 return;
             }
+            if self.is_destroyed() {
+                self.emit(Event::Destroyed);
+                return;
+            }
             match self.try_lead() {
                 Ok(true) => break,
                 Ok(false) => {}
@@ -306,6 +355,10 @@ impl Bucket {
         let tick = Duration::from_millis(200);
         loop {
             if *stop.borrow() {
+                break;
+            }
+            if self.is_destroyed() {
+                self.emit(Event::Destroyed);
                 break;
             }
             let now = Instant::now();

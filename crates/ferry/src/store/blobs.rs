@@ -205,6 +205,29 @@ impl BlobStore {
         Ok(crashed)
     }
 
+    /// Processes other than the holder of `mine` that have the bucket open
+    /// (their marker is locked), by pid.
+    pub(crate) fn other_openers(&self, mine: &OpenMarker) -> Result<Vec<u32>> {
+        let entries = fs::read_dir(&self.open).map_err(|e| Error::io("listing", &self.open, e))?;
+        let mut pids = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("listing", &self.open, e))?;
+            if entry.path() == mine.path {
+                continue;
+            }
+            let Ok(file) = OpenOptions::new().write(true).open(entry.path()) else {
+                continue;
+            };
+            if file.try_lock().is_err() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                pids.extend(name.split('-').next().and_then(|p| p.parse::<u32>().ok()));
+            }
+        }
+        pids.sort_unstable();
+        pids.dedup();
+        Ok(pids)
+    }
+
     /// Marks the bucket open by this process until the marker is dropped.
     pub(crate) fn open_marker(&self) -> Result<OpenMarker> {
         let name = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());

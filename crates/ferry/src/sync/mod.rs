@@ -29,6 +29,7 @@ pub mod plan;
 mod resolve;
 mod run;
 mod settings;
+pub(crate) use settings::DESTROYED;
 mod spill;
 mod status;
 

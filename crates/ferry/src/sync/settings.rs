@@ -10,6 +10,10 @@ use crate::sync::plan;
 
 use super::{SyncConfig, SyncMode, SyncOptions, SyncReport, NOTHING_IN_SCOPE};
 
+/// Setting: present once the bucket was destroyed (engines in every
+/// process stop when they see it; `set_remote` removes it).
+pub(crate) const DESTROYED: &str = "destroyed";
+
 impl Bucket {
     pub(crate) fn setting_json<T: serde::de::DeserializeOwned>(
         &self,
@@ -39,6 +43,18 @@ impl Bucket {
         .map_err(|e| Error::task("settings task", e))?
     }
 
+    /// Removes a setting.
+    pub(crate) async fn clear_setting(&self, name: &'static str) -> Result<()> {
+        let path = self.inner.index_path.clone();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let conn = index::open(&path, false)?;
+            conn.execute("DELETE FROM settings WHERE name = ?1", [name])?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::task("settings task", e))?
+    }
+
     /// The recorded remote, if any.
     pub fn remote_spec(&self) -> Result<Option<RemoteSpec>> {
         self.setting_json("remote")
@@ -53,6 +69,8 @@ impl Bucket {
         spec.kind()?;
         let previous = self.remote_spec()?;
         self.set_setting_json("remote", &spec).await?;
+        // A destroyed bucket given a remote again lives again.
+        self.clear_setting(DESTROYED).await?;
         if previous.as_ref().is_some_and(|p| !p.same_location(&spec)) {
             let path = self.inner.index_path.clone();
             tokio::task::spawn_blocking(move || -> Result<()> {

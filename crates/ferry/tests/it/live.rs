@@ -8,7 +8,7 @@ use ferry::remote::memory::MemoryRemote;
 use ferry::remote::Remote;
 use ferry::schedule::{Connectivity, RunOutcome, Schedule, ScheduleConfig};
 use ferry::{
-    Bucket, BucketConfig, Event, Eviction, PutOptions, SyncConfig, SyncOptions, SyncState,
+    Bucket, BucketConfig, Error, Event, Eviction, PutOptions, SyncConfig, SyncOptions, SyncState,
 };
 use tokio::time::Instant;
 
@@ -442,6 +442,47 @@ async fn an_object_larger_than_the_cache_can_still_be_read() {
         .unwrap();
     assert!(reader.cache_usage().await.unwrap().used <= 10_000);
     assert_eq!(&reader.get_bytes("big").await.unwrap().1[..], &big[..]);
+}
+
+/// Another handle (as another process would) running the engine stops at
+/// its next tick once the bucket is destroyed; a handle that keeps the
+/// bucket open stops `--clear-local` with `BucketInUse` after the wait,
+/// and nothing local is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroy_waits_for_other_openers_and_stops_their_engines() {
+    let store = MemoryRemote::new();
+    let (d, b) = live_bucket(Arc::new(store.clone()), fast()).await;
+    let dir = d.path().join(".ferry");
+    let other = Bucket::open(&dir).await.unwrap();
+    other.attach(Arc::new(store.clone())).await.unwrap();
+    let mut events = other.subscribe();
+    other.start_sync().await.unwrap();
+    let err = b.destroy(true).await.unwrap_err();
+    match &err {
+        Error::BucketInUse { pids } => assert_eq!(pids, &[std::process::id()]),
+        e => panic!("{e}"),
+    }
+    assert!(dir.join(ferry::INDEX_FILE).exists(), "nothing deleted");
+    // The other handle's engine saw the mark and stopped.
+    let saw = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match events.recv().await {
+                Ok(Event::Destroyed) => return true,
+                Ok(_) => continue,
+                Err(_) => return false,
+            }
+        }
+    })
+    .await;
+    assert_eq!(saw, Ok(true));
+    drop(other);
+    Bucket::open(&dir)
+        .await
+        .unwrap()
+        .destroy(true)
+        .await
+        .unwrap();
+    assert!(!dir.exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
