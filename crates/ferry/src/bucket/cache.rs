@@ -40,10 +40,12 @@ impl Bucket {
     /// Bytes of content stored locally, against the limit.
     pub async fn cache_usage(&self) -> Result<CacheUsage> {
         let used = self.with_reader(|c| {
-            Ok(c.prepare_cached(
-                "SELECT COALESCE(SUM(size), 0) FROM objects WHERE present = 1 AND cached = 1",
-            )?
-            .query_row([], |r| r.get::<_, i64>(0))? as u64)
+            // Kept by triggers on `objects` (index v5).
+            Ok(
+                c.prepare_cached("SELECT value FROM totals WHERE name = 'cached_bytes'")?
+                    .query_row([], |r| r.get::<_, i64>(0))?
+                    .max(0) as u64,
+            )
         })?;
         let limit = self.sync_config()?.max_cache_size;
         let percent = if limit == 0 {

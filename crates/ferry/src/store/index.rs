@@ -105,7 +105,9 @@ const MIGRATIONS: &[&str] = &[
     // 'acked' (the outbox held one row per key ever pushed, scanned by
     // every run); small_blobs becomes a rowid table (in a WITHOUT ROWID
     // table every row over about 1 KiB took an overflow page of its own:
-    // 4 KiB on disk per small object).
+    // 4 KiB on disk per small object); the bytes of cached content are a
+    // total kept by triggers (summing them read every row: seconds at 1M,
+    // in every process's first put).
     r#"
     DELETE FROM outbox WHERE state = 'acked';
     CREATE TABLE small_blobs_v5 (
@@ -115,6 +117,30 @@ const MIGRATIONS: &[&str] = &[
     INSERT INTO small_blobs_v5 (hash, data) SELECT hash, data FROM small_blobs;
     DROP TABLE small_blobs;
     ALTER TABLE small_blobs_v5 RENAME TO small_blobs;
+    CREATE TABLE totals (
+        name  TEXT PRIMARY KEY NOT NULL,
+        value INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO totals (name, value)
+        SELECT 'cached_bytes', COALESCE(SUM(size), 0) FROM objects
+        WHERE present = 1 AND cached = 1;
+    CREATE TRIGGER cached_bytes_insert AFTER INSERT ON objects
+        WHEN new.present = 1 AND new.cached = 1
+    BEGIN
+        UPDATE totals SET value = value + new.size WHERE name = 'cached_bytes';
+    END;
+    CREATE TRIGGER cached_bytes_delete AFTER DELETE ON objects
+        WHEN old.present = 1 AND old.cached = 1
+    BEGIN
+        UPDATE totals SET value = value - old.size WHERE name = 'cached_bytes';
+    END;
+    CREATE TRIGGER cached_bytes_update AFTER UPDATE OF present, cached, size ON objects
+    BEGIN
+        UPDATE totals SET value = value
+            - (CASE WHEN old.present = 1 AND old.cached = 1 THEN old.size ELSE 0 END)
+            + (CASE WHEN new.present = 1 AND new.cached = 1 THEN new.size ELSE 0 END)
+        WHERE name = 'cached_bytes';
+    END;
     "#,
 ];
 

@@ -350,7 +350,7 @@ async fn pushed_versions_leave_the_outbox_and_a_v4_index_migrates() {
         "only the unpushed put"
     );
 
-    // Back to what v4 left: acked rows, small_blobs WITHOUT ROWID.
+    // Back to what v4 left: acked rows, small_blobs WITHOUT ROWID, no totals.
     conn.execute_batch(
         "INSERT INTO outbox (key, op, hash, state, created_ms) \
            SELECT key, 'put', hash, 'acked', 0 FROM objects WHERE key LIKE 'k/%';
@@ -358,6 +358,10 @@ async fn pushed_versions_leave_the_outbox_and_a_v4_index_migrates() {
          INSERT INTO old_small SELECT hash, data FROM small_blobs;
          DROP TABLE small_blobs;
          ALTER TABLE old_small RENAME TO small_blobs;
+         DROP TRIGGER cached_bytes_insert;
+         DROP TRIGGER cached_bytes_delete;
+         DROP TRIGGER cached_bytes_update;
+         DROP TABLE totals;
          PRAGMA user_version = 4;",
     )
     .unwrap();
@@ -382,4 +386,32 @@ async fn pushed_versions_leave_the_outbox_and_a_v4_index_migrates() {
         )
         .unwrap();
     assert!(!sql.contains("WITHOUT ROWID"), "{sql}");
+    // The cached-bytes total the triggers keep starts from the sum.
+    let sum = "SELECT COALESCE(SUM(size), 0) FROM objects WHERE present = 1 AND cached = 1";
+    let total = "SELECT value FROM totals WHERE name = 'cached_bytes'";
+    assert_eq!(count(&conn, total), count(&conn, sum));
+    assert_eq!(count(&conn, sum), 20 * 1500 + 1);
+    drop(conn);
+
+    // ... and follows puts, overwrites, deletes and evictions.
+    let bucket = Bucket::open(&dir).await.unwrap();
+    bucket.attach(remote.clone()).await.unwrap();
+    bucket
+        .put("k/0", vec![1u8; 10], PutOptions::default())
+        .await
+        .unwrap();
+    bucket.delete("k/1").await.unwrap();
+    bucket
+        .put("new", vec![1u8; 700], PutOptions::default())
+        .await
+        .unwrap();
+    bucket.sync(Default::default()).await.unwrap();
+    let freed = bucket.evict(3000).await.unwrap();
+    assert!(freed >= 3000, "{freed}");
+    let used = bucket.cache_usage().await.unwrap().used;
+    drop(bucket);
+    let conn = rusqlite::Connection::open(dir.join(INDEX_FILE)).unwrap();
+    assert_eq!(count(&conn, total), count(&conn, sum));
+    assert_eq!(used as i64, count(&conn, sum));
+    assert_eq!(used as i64, 18 * 1500 + 1 + 10 + 700 - freed as i64);
 }
