@@ -185,23 +185,27 @@ impl Setup<'_> {
     fn ferry(&self, bucket: &Path, args: &[OsString]) -> Result<Measured> {
         let mut all = os(&[&"--bucket", &bucket, &"--quiet"]);
         all.extend_from_slice(args);
-        measure(&self.rss_file, &self.ferry, &all, |cmd| {
-            for var in [
-                "FERRY_BUCKET",
-                "FERRY_PASSPHRASE",
-                "AWS_ACCESS_KEY_ID",
-                "AWS_SECRET_ACCESS_KEY",
-                "AWS_SESSION_TOKEN",
-                "AWS_ENDPOINT_URL",
-                "AWS_CA_BUNDLE",
-            ] {
-                cmd.env_remove(var);
-            }
-            if self.s3.is_some() {
-                cmd.env("AWS_ACCESS_KEY_ID", ACCESS)
-                    .env("AWS_SECRET_ACCESS_KEY", SECRET);
-            }
-        })
+        measure(&self.rss_file, &self.ferry, &all, |cmd| self.ferry_env(cmd))
+    }
+
+    /// A `ferry` child's environment: nothing of ours leaks in; the S3
+    /// server's keys when syncing to it.
+    fn ferry_env(&self, cmd: &mut Command) {
+        for var in [
+            "FERRY_BUCKET",
+            "FERRY_PASSPHRASE",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_ENDPOINT_URL",
+            "AWS_CA_BUNDLE",
+        ] {
+            cmd.env_remove(var);
+        }
+        if self.s3.is_some() {
+            cmd.env("AWS_ACCESS_KEY_ID", ACCESS)
+                .env("AWS_SECRET_ACCESS_KEY", SECRET);
+        }
     }
 
     fn ferry_sync(&self, bucket: &Path, full: bool) -> Result<(Measured, Report)> {
@@ -229,18 +233,7 @@ impl Setup<'_> {
     fn ferry_command(&self, bucket: &Path) -> Command {
         let mut cmd = Command::new(&self.ferry);
         cmd.arg("--bucket").arg(bucket).arg("--quiet");
-        for var in [
-            "FERRY_BUCKET",
-            "FERRY_PASSPHRASE",
-            "AWS_ENDPOINT_URL",
-            "AWS_CA_BUNDLE",
-        ] {
-            cmd.env_remove(var);
-        }
-        if self.s3.is_some() {
-            cmd.env("AWS_ACCESS_KEY_ID", ACCESS)
-                .env("AWS_SECRET_ACCESS_KEY", SECRET);
-        }
+        self.ferry_env(&mut cmd);
         cmd
     }
 

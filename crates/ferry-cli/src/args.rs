@@ -78,6 +78,18 @@ pub enum Command {
     Destroy(DestroyArgs),
     /// Change an encrypted bucket's passphrase (re-wraps its key; no data is rewritten).
     Passwd(PasswdArgs),
+    /// Print a shell completion script (`ferry completions bash > /etc/bash_completion.d/ferry`).
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff: `ferry man | man -l -`).
+    Man,
+}
+
+/// `ferry completions SHELL`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// Argon2id cost of a new passphrase.

@@ -80,5 +80,7 @@ async fn run(cli: Cli) -> Result<(), CommandError> {
         Command::Cache(a) => live::cache(&global, a).await,
         Command::Destroy(a) => live::destroy(&global, a).await,
         Command::Passwd(a) => live::passwd(&global, a).await,
+        Command::Completions(a) => output::completions(a.shell),
+        Command::Man => output::man(),
     }
 }

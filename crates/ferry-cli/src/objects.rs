@@ -16,6 +16,12 @@ pub async fn init(global: &Global, args: InitArgs) -> Result<(), CommandError> {
     use ferry::remote::encrypted::RemoteMode;
     let dir = global.bucket.clone().unwrap_or(args.dir);
     if dir.join(ferry::INDEX_FILE).exists() {
+        if let Some(url) = &args.remote {
+            return Err(CommandError::user(
+                format!("a ferry bucket already exists in {}", dir.display()),
+                format!("to make it sync with {url}, run `ferry remote set {url}`"),
+            ));
+        }
         return Err(ferry::Error::AlreadyExists { path: dir }.into());
     }
     // A cost no device could unlock with is refused before anything.
@@ -59,17 +65,22 @@ pub async fn init(global: &Global, args: InitArgs) -> Result<(), CommandError> {
     };
     if !global.quiet {
         let shown = std::path::absolute(&dir).unwrap_or(dir);
-        let kind = if bucket.is_encrypted() {
-            "an encrypted"
-        } else {
-            "a"
-        };
+        let encrypted = bucket.is_encrypted();
         match &args.remote {
             Some(url) => out!(
-                "Created {kind} ferry bucket in {} syncing with {url}",
+                "Created {} ferry bucket in {} syncing with {url}",
+                if encrypted { "an encrypted" } else { "a" },
                 shown.display()
             ),
-            None => out!("Created {kind} empty ferry bucket in {}", shown.display()),
+            None => out!(
+                "Created {} ferry bucket in {} (local only: `ferry remote set URL` adds a remote)",
+                if encrypted {
+                    "an empty encrypted"
+                } else {
+                    "an empty"
+                },
+                shown.display()
+            ),
         }
     }
     Ok(())

@@ -2,8 +2,11 @@
 
 use std::time::SystemTime;
 
+use anyhow::Context;
 use ferry::ObjectMeta;
 use serde_json::{json, Value};
+
+use crate::command_error::CommandError;
 
 /// The JSON shape of an object (`stat --json`, `ls --json`).
 pub fn object_json(meta: &ObjectMeta) -> Value {
@@ -74,3 +77,32 @@ pub fn count_bar(quiet: bool) -> indicatif::ProgressBar {
 
 /// Transfers at least this large get a progress bar of their own.
 pub const LARGE_TRANSFER: u64 = 16 << 20;
+
+/// `ferry completions SHELL`: the script on standard output.
+pub fn completions(shell: clap_complete::Shell) -> Result<(), CommandError> {
+    use clap::CommandFactory;
+    let mut cmd = crate::args::Cli::command();
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "ferry", &mut out);
+    write_stdout(&out)
+}
+
+/// `ferry man`: the manual page (roff) on standard output.
+pub fn man() -> Result<(), CommandError> {
+    use clap::CommandFactory;
+    let mut out = Vec::new();
+    clap_mangen::Man::new(crate::args::Cli::command())
+        .render(&mut out)
+        .context("rendering the manual page")?;
+    write_stdout(&out)
+}
+
+fn write_stdout(bytes: &[u8]) -> Result<(), CommandError> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(bytes)
+        .and_then(|()| stdout.flush())
+        .context("writing output")?;
+    Ok(())
+}

@@ -15,6 +15,29 @@ fn init_creates_the_bucket_and_refuses_a_second_time() {
         "{}",
         stderr(&again)
     );
+    // With --remote, the way to give the existing bucket a remote.
+    let url = format!("file://{}", s.path().join("r").display());
+    let again = s.ferry(&["init", "--remote", &url]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains(&format!("ferry remote set {url}")),
+        "{}",
+        stderr(&again)
+    );
+    assert!(!s.path().join("r").exists(), "the remote was not touched");
+}
+
+#[test]
+fn init_says_what_it_created() {
+    let s = Scratch::empty();
+    let out = s.ferry(&["init"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = stdout(&out);
+    assert!(
+        said.starts_with("Created an empty ferry bucket in "),
+        "{said}"
+    );
+    assert!(said.contains("ferry remote set URL"), "{said}");
 }
 
 #[test]
@@ -454,4 +477,46 @@ fn remote_url_with_surrounding_whitespace_is_refused() {
     let out = s.ferry(&["remote", "set", &url]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(!s.path().join("r2 ").exists());
+}
+
+#[test]
+fn completions_and_man_page_cover_every_command() {
+    let s = Scratch::empty();
+    for shell in ["bash", "zsh", "fish", "powershell"] {
+        let out = s.ferry(&["completions", shell]);
+        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+        let script = stdout(&out);
+        for cmd in ["init", "sync", "watch", "destroy", "completions"] {
+            assert!(script.contains(cmd), "{shell} lacks {cmd}");
+        }
+    }
+    let out = s.ferry(&["completions", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = s.ferry(&["man"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let page = stdout(&out);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH ferry"),
+        "{}",
+        &page[..page.len().min(200)]
+    );
+    assert!(page.contains("object storage"), "not the about text");
+    for cmd in ["init", "sync", "watch", "destroy", "completions"] {
+        assert!(page.contains(cmd), "the man page lacks {cmd}");
+    }
+    // Closed pipes are quiet, as for every command that prints.
+    let mut child = Command::new(FERRY)
+        .args(["completions", "bash"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

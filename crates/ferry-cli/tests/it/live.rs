@@ -62,6 +62,11 @@ impl Watcher {
         false
     }
 
+    /// True once the process has exited by itself within `timeout`.
+    fn exits_within(&mut self, timeout: Duration) -> bool {
+        wait_until(timeout, || self.child.try_wait().unwrap().is_some())
+    }
+
     fn terminate(mut self) -> Vec<String> {
         Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
@@ -285,11 +290,7 @@ fn destroy_stops_running_engines_before_clearing_local_data() {
     let out = ferry(&root, &["destroy", "-y"], b"");
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        wait_until(Duration::from_secs(10), || w
-            .child
-            .try_wait()
-            .unwrap()
-            .is_some()),
+        w.exits_within(Duration::from_secs(10)),
         "watch kept running after destroy"
     );
     assert!(
@@ -318,11 +319,7 @@ fn destroy_stops_running_engines_before_clearing_local_data() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!root.join("b").exists(), "local data deleted");
     assert!(
-        wait_until(Duration::from_secs(10), || w
-            .child
-            .try_wait()
-            .unwrap()
-            .is_some()),
+        w.exits_within(Duration::from_secs(10)),
         "watch kept running after destroy"
     );
     assert!(root.join("remote").join("k").exists(), "the remote keeps k");
