@@ -285,6 +285,20 @@ pub async fn cat(global: &Global, args: CatArgs) -> Result<(), CommandError> {
     Ok(())
 }
 
+/// Where an object's content is, for `ls -l`: `local`, `remote` (fetched
+/// when read), either `+pinned`.
+fn residency_word(bucket: &Bucket, key: &str) -> &'static str {
+    match bucket.residency(key) {
+        Ok(r) => match (r.cached, r.pinned) {
+            (true, false) => "local",
+            (true, true) => "local+pinned",
+            (false, false) => "remote",
+            (false, true) => "remote+pinned",
+        },
+        Err(_) => "?",
+    }
+}
+
 pub async fn ls(global: &Global, args: LsArgs) -> Result<(), CommandError> {
     let bucket = locate::open_locked(global).await?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -311,16 +325,18 @@ pub async fn ls(global: &Global, args: LsArgs) -> Result<(), CommandError> {
                 (true, Some(m)) => object_json(m).to_string(),
                 (true, None) => serde_json::json!({ "prefix": name }).to_string(),
                 (false, Some(m)) if args.long => format!(
-                    "{:>10}  {}  {:<14}  {:<24}  {}",
+                    "{:>10}  {}  {:<14}  {:<13}  {:<24}  {}",
                     human_size(m.size),
                     rfc3339(m.modified),
                     m.state.as_str(),
+                    residency_word(&bucket, &m.key),
                     m.content_type,
                     m.key
                 ),
-                (false, None) if args.long => {
-                    format!("{:>10}  {:24}  {:<14}  {:<24}  {}", "DIR", "", "", "", name)
-                }
+                (false, None) if args.long => format!(
+                    "{:>10}  {:24}  {:<14}  {:<13}  {:<24}  {}",
+                    "DIR", "", "", "", "", name
+                ),
                 (false, _) => name.to_owned(),
             };
             if args.json {

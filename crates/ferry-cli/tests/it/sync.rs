@@ -605,3 +605,31 @@ fn joining_a_remote_with_objects_and_no_key_file_needs_plaintext() {
     let respelled = format!("{url}/./");
     ok(ferry(root, "c", &["remote", "set", &respelled], None));
 }
+
+/// `ls -l` says where each object's content is and whether it is pinned.
+#[test]
+fn ls_long_shows_where_content_is_and_pins() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let url = format!("file://{}", root.join("remote").display());
+    ok(ferry(root, "a", &["init", "--remote", &url], None));
+    ok(ferry(root, "a", &["put", "kept"], Some(b"v")));
+    ok(ferry(root, "a", &["put", "gone"], Some(b"w")));
+    ok(ferry(root, "a", &["put", "new"], Some(b"n")));
+    ok(ferry(root, "a", &["pin", "kept"], None));
+    ok(ferry(root, "a", &["sync"], None));
+    ok(ferry(root, "a", &["rm", "new"], None));
+    ok(ferry(root, "a", &["put", "new"], Some(b"n2")));
+    ok(ferry(root, "a", &["cache", "evict", "1MiB"], None));
+    let listing = stdout(&ok(ferry(root, "a", &["ls", "-l"], None)));
+    let line = |key: &str| {
+        listing
+            .lines()
+            .find(|l| l.ends_with(&format!("  {key}")))
+            .unwrap_or_else(|| panic!("no {key} in {listing}"))
+            .to_owned()
+    };
+    assert!(line("kept").contains(" local+pinned "), "{listing}");
+    assert!(line("gone").contains(" remote "), "{listing}");
+    assert!(line("new").contains(" local "), "{listing}");
+}
