@@ -145,9 +145,16 @@ pub struct WatchArgs {
 
 #[derive(Debug, Args)]
 pub struct KeysArgs {
-    /// Keys.
+    /// Keys (folders with `--recursive`).
     #[arg(required = true)]
     pub keys: Vec<String>,
+    /// Every object under each folder (`photos` means `photos/`).
+    #[arg(long, short)]
+    pub recursive: bool,
+    /// With --recursive: match keys starting with the argument as a plain
+    /// string (`photos` also matches `photos2/x` and `photos-old.txt`).
+    #[arg(long, requires = "recursive")]
+    pub prefix: bool,
 }
 
 #[derive(Debug, Args)]

@@ -92,11 +92,29 @@ pub async fn watch(global: &Global, args: WatchArgs) -> Result<(), CommandError>
 }
 
 pub async fn pin(global: &Global, args: KeysArgs, pinned: bool) -> Result<(), CommandError> {
-    for key in &args.keys {
-        ferry::validate_key(key).map_err(ferry::Error::from)?;
+    if !args.recursive {
+        for key in &args.keys {
+            ferry::validate_key(key).map_err(ferry::Error::from)?;
+        }
     }
     let bucket = locate::open_locked(global).await?;
-    let keys: Vec<&str> = args.keys.iter().map(String::as_str).collect();
+    let mut named = Vec::new();
+    if args.recursive {
+        for folder in &args.keys {
+            let under = crate::objects::folder(folder, args.prefix);
+            let found = bucket.list_all(&under).await?;
+            if found.is_empty() {
+                return Err(CommandError::user(
+                    format!("no objects under {under:?}"),
+                    "`ferry ls` lists the keys this bucket holds",
+                ));
+            }
+            named.extend(found.into_iter().map(|m| m.key));
+        }
+    } else {
+        named = args.keys.clone();
+    }
+    let keys: Vec<&str> = named.iter().map(String::as_str).collect();
     let found = if pinned {
         bucket.pin(&keys).await?
     } else {

@@ -633,3 +633,35 @@ fn ls_long_shows_where_content_is_and_pins() {
     assert!(line("gone").contains(" remote "), "{listing}");
     assert!(line("new").contains(" local "), "{listing}");
 }
+
+/// `pin -r FOLDER` pins every object under the folder (not `photos2/`),
+/// `unpin -r` undoes it; a folder with nothing under it is an error.
+#[test]
+fn pin_and_unpin_take_folders_with_recursive() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    ok(ferry(root, "a", &["init"], None));
+    for key in ["photos/a.jpg", "photos/b/c.jpg", "photos2/d.jpg"] {
+        ok(ferry(root, "a", &["put", key], Some(b"x")));
+    }
+    let plain = ferry(root, "a", &["pin", "photos"], None);
+    assert_eq!(plain.status.code(), Some(1), "a folder is not a key");
+    ok(ferry(root, "a", &["pin", "-r", "photos"], None));
+    let listing = stdout(&ok(ferry(root, "a", &["ls", "-l"], None)));
+    let pinned: Vec<&str> = listing
+        .lines()
+        .filter(|l| l.contains("+pinned"))
+        .filter_map(|l| l.split_whitespace().last())
+        .collect();
+    assert_eq!(pinned, ["photos/a.jpg", "photos/b/c.jpg"], "{listing}");
+    ok(ferry(root, "a", &["unpin", "-r", "photos/b/"], None));
+    let listing = stdout(&ok(ferry(root, "a", &["ls", "-l"], None)));
+    assert_eq!(listing.matches("+pinned").count(), 1, "{listing}");
+    let none = ferry(root, "a", &["pin", "-r", "nothing"], None);
+    assert_eq!(none.status.code(), Some(1));
+    assert!(
+        stderr(&none).contains("no objects under \"nothing/\""),
+        "{}",
+        stderr(&none)
+    );
+}
