@@ -410,6 +410,11 @@ pub struct CpArgs {
     /// source as a plain string prefix instead of a folder.
     #[arg(long, requires = "recursive")]
     pub prefix: bool,
+    /// Importing a folder: follow symbolic links and copy what they point
+    /// to (as rsync -L and rclone -L do). Without it each link is skipped
+    /// and named.
+    #[arg(long = "copy-links", short = 'L')]
+    pub copy_links: bool,
     /// Source: a local path, or `ferry:KEY` / `ferry:PREFIX`.
     pub source: String,
     /// Destination: a local path, or `ferry:KEY` / `ferry:PREFIX` (a bare

@@ -71,7 +71,7 @@ pub async fn cp(global: &Global, args: CpArgs) -> Result<(), CommandError> {
     }
     match (source, dest) {
         (Place::Local(src), Place::Bucket(prefix)) => {
-            import(&bucket, &src, &prefix, args.recursive, global.quiet).await
+            import(&bucket, &src, &prefix, &args, global.quiet).await
         }
         (Place::Bucket(key), Place::Local(dst)) => {
             export(&bucket, &key, &dst, args.recursive, global.quiet).await
@@ -112,9 +112,10 @@ async fn import(
     bucket: &Bucket,
     src: &Path,
     prefix: &str,
-    recursive: bool,
+    args: &CpArgs,
     quiet: bool,
 ) -> Result<(), CommandError> {
+    let recursive = args.recursive;
     let meta = tokio::fs::metadata(src)
         .await
         .with_context(|| format!("reading {}", src.display()))?;
@@ -144,12 +145,13 @@ async fn import(
     let mut failures = Failures::default();
     let bar = crate::output::count_bar(quiet);
     let mut tasks = JoinSet::new();
-    let mut total = 0usize;
     let mut done = 0usize;
+    let mut copied = 0usize;
+    let mut skipped = 0usize;
     let mut finish = |joined: Result<(PathBuf, Result<(), String>), tokio::task::JoinError>,
                       failures: &mut Failures| {
         match joined {
-            Ok((_, Ok(()))) => {}
+            Ok((_, Ok(()))) => copied += 1,
             Ok((path, Err(e))) => failures.add(&path.display().to_string(), e),
             Err(e) => failures.add("copy task", e),
         }
@@ -157,17 +159,41 @@ async fn import(
         bar.set_message(format!("{done} files"));
     };
     for entry in walkdir::WalkDir::new(src)
-        .follow_links(true)
+        .follow_links(args.copy_links)
         .sort_by_file_name()
     {
         let entry = match entry {
             Ok(e) => e,
             Err(e) => {
-                failures.add(&src.display().to_string(), e);
+                // Unreadable folders, dangling links and link loops (with
+                // -L): named and counted, never silently dropped.
+                let path = e.path().unwrap_or(src).display().to_string();
+                let why = match (e.loop_ancestor(), e.io_error()) {
+                    (Some(a), _) => format!("a symbolic link loop (back to {})", a.display()),
+                    (None, Some(io)) if io.kind() == std::io::ErrorKind::NotFound => {
+                        "a symbolic link to nothing".to_owned()
+                    }
+                    (None, Some(io)) => io.to_string(),
+                    (None, None) => e.to_string(),
+                };
+                failures.add(&path, why);
                 continue;
             }
         };
-        if !entry.file_type().is_file() {
+        let kind = entry.file_type();
+        if kind.is_dir() {
+            continue;
+        }
+        if !kind.is_file() {
+            let why = if kind.is_symlink() {
+                "a symbolic link, not followed (-L/--copy-links follows links)"
+            } else {
+                "not a regular file (a fifo, socket or device)"
+            };
+            if !quiet {
+                eprintln!("skipped: {}: {why}", entry.path().display());
+            }
+            skipped += 1;
             continue;
         }
         let rel = entry.path().strip_prefix(src).unwrap_or(entry.path());
@@ -187,7 +213,7 @@ async fn import(
         }
         let path = entry.path().to_owned();
         let key = join_key(prefix, &parts.join("/"));
-        total += 1;
+
         while tasks.len() >= PARALLEL {
             if let Some(joined) = tasks.join_next().await {
                 finish(joined, &mut failures);
@@ -216,12 +242,21 @@ async fn import(
     }
     bar.finish_and_clear();
     if !quiet {
-        eprintln!(
-            "copied {} of {total} files into the bucket",
-            total - failures.0.len().min(total)
+        let mut line = format!(
+            "copied {copied} file{} into the bucket",
+            if copied == 1 { "" } else { "s" }
         );
+        if skipped > 0 {
+            line.push_str(&format!("; skipped {skipped} (named above)"));
+        }
+        if !failures.0.is_empty() {
+            line.push_str(&format!("; {} failed (named above)", failures.0.len()));
+        }
+        eprintln!("{line}");
     }
-    failures.finish(total, "copied")
+    // Every entry that was to be copied: the copied and the failed.
+    let attempted = copied + failures.0.len();
+    failures.finish(attempted, "copied")
 }
 
 /// Maps a key (relative to the exported prefix) to a path under `dir`,

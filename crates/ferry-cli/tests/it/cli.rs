@@ -520,3 +520,55 @@ fn completions_and_man_page_cover_every_command() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// An import counts exactly: symbolic links are skipped and named unless
+/// `-L` follows them; with `-L`, a dangling link and a link loop are named
+/// failures; a tab in a name is an invalid key, a named failure (exit 1).
+#[test]
+fn import_counts_exactly_and_names_each_skipped_link() {
+    use std::os::unix::fs::symlink;
+    let s = Scratch::new();
+    let tree = s.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    std::fs::write(tree.join("a.txt"), "a").unwrap();
+    std::fs::write(tree.join("sub/b.txt"), "b").unwrap();
+    std::fs::write(tree.join("tab\tname.txt"), "t").unwrap();
+    symlink(tree.join("a.txt"), tree.join("link-to-a")).unwrap();
+    symlink(tree.join("missing"), tree.join("dangling")).unwrap();
+    symlink(&tree, tree.join("sub/loop")).unwrap();
+
+    // The tab makes an invalid key: a named failure, counted.
+    let out = s.ferry(&["cp", "-r", tree.to_str().unwrap(), "plain/"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("copied 2 files into the bucket; skipped 3 (named above); 1 failed"),
+        "{err}"
+    );
+    assert!(err.contains("1 of 3 files could not be copied"), "{err}");
+    assert!(err.contains("tab\tname.txt"), "{err}");
+    for name in ["link-to-a", "dangling", "sub/loop"] {
+        assert!(
+            err.contains(&format!(
+                "skipped: {}: a symbolic link",
+                tree.join(name).display()
+            )),
+            "{name} not named: {err}"
+        );
+    }
+    let listed = stdout(&s.ferry(&["ls", "plain/"]));
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+
+    let out = s.ferry(&["cp", "-r", "-L", tree.to_str().unwrap(), "followed/"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("copied 3 files into the bucket; 3 failed"),
+        "{err}"
+    );
+    assert!(err.contains("a symbolic link to nothing"), "{err}");
+    assert!(err.contains("a symbolic link loop"), "{err}");
+    assert!(err.contains("3 of 6 files could not be copied"), "{err}");
+    let got = s.ferry(&["cat", "followed/link-to-a"]);
+    assert_eq!(stdout(&got), "a");
+}
