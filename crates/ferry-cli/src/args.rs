@@ -26,6 +26,11 @@ pub struct Global {
     /// Print no progress bars or confirmations.
     #[arg(long, short, global = true)]
     pub quiet: bool,
+    /// Log to stderr: -v each remote request with its timing, -vv also
+    /// each decision of the planner. RUST_LOG (e.g. `ferry=debug`)
+    /// overrides.
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
     /// Read an encrypted bucket's passphrase from the first line of FILE
     /// (default: $FERRY_PASSPHRASE, then a prompt on a terminal).
     #[arg(long, global = true, value_name = "FILE")]

@@ -665,3 +665,43 @@ fn pin_and_unpin_take_folders_with_recursive() {
         stderr(&none)
     );
 }
+
+/// `-v` logs each remote request with its timing on stderr, `-vv` also the
+/// planner's decisions, RUST_LOG overrides both; without them, no log.
+#[test]
+fn verbose_flags_and_rust_log_log_requests_and_decisions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let url = format!("file://{}", root.join("remote").display());
+    ok(ferry(root, "a", &["init", "--remote", &url], None));
+    ok(ferry(root, "a", &["put", "k1"], Some(b"1")));
+    let quiet = stderr(&ok(ferry(root, "a", &["sync"], None)));
+    assert!(!quiet.contains("request="), "{quiet}");
+    ok(ferry(root, "a", &["put", "k2"], Some(b"2")));
+    let v = stderr(&ok(ferry(root, "a", &["-v", "sync"], None)));
+    assert!(v.contains("request=\"put\" key=\"k2\""), "{v}");
+    assert!(v.contains(" ms="), "{v}");
+    assert!(!v.contains("planned"), "{v}");
+    assert!(
+        !v.contains("\u{1b}["),
+        "no colours when stderr is not a terminal"
+    );
+    ok(ferry(root, "a", &["put", "k3"], Some(b"3")));
+    let vv = stderr(&ok(ferry(root, "a", &["-vv", "sync"], None)));
+    assert!(vv.contains("planned key=\"k3\""), "{vv}");
+    ok(ferry(root, "a", &["put", "k4"], Some(b"4")));
+    let out = Command::new(FERRY)
+        .current_dir(root)
+        .env("RUST_LOG", "ferry=trace")
+        .arg("--bucket")
+        .arg(root.join("a"))
+        .arg("sync")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        stderr(&out).contains("planned key=\"k4\""),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -760,6 +760,9 @@ impl Bucket {
             .collect();
         let remote_list: Vec<RemoteObject> = listing.into_values().collect();
         let actions = plan::plan(&local, &remote_list, scopes, policy, self.device_id());
+        for a in &actions {
+            tracing::trace!(key = a.key(), action = ?a, "planned");
+        }
         // Each action with the remote object it was planned against.
         let mut by_key: BTreeMap<String, RemoteObject> = remote_list
             .into_iter()

@@ -58,16 +58,34 @@ impl Retrying {
         Retrying { inner, policy }
     }
 
-    async fn run<T, F, Fut>(&self, mut op: F) -> Result<T, RemoteError>
+    /// Runs `op` (the request `what` on `key`), retrying what may be
+    /// retried; every attempt is logged at debug level with its timing.
+    async fn run<T, F, Fut>(
+        &self,
+        what: &'static str,
+        key: &str,
+        mut op: F,
+    ) -> Result<T, RemoteError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, RemoteError>>,
     {
         let mut attempt = 0;
         loop {
-            match op().await {
+            let started = std::time::Instant::now();
+            let result = op().await;
+            let ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1e3);
+            match &result {
+                Ok(_) => tracing::debug!(request = what, key, attempt, ms = %ms, "ok"),
+                Err(e) => {
+                    tracing::debug!(request = what, key, attempt, ms = %ms, error = %e, "failed")
+                }
+            }
+            match result {
                 Err(e) if e.is_retryable() && attempt < self.policy.max_retries => {
-                    tokio::time::sleep(self.policy.delay(attempt)).await;
+                    let wait = self.policy.delay(attempt);
+                    tracing::info!(request = what, key, attempt, wait_ms = wait.as_millis() as u64, error = %e, "retrying");
+                    tokio::time::sleep(wait).await;
                     attempt += 1;
                 }
                 other => return other,
@@ -87,7 +105,8 @@ impl Layer for Retrying {
         key: &str,
         len: u64,
     ) -> Result<Option<(RemoteObject, bytes::Bytes)>, RemoteError> {
-        self.run(|| self.inner.get_prefix(key, len)).await
+        self.run("get-prefix", key, || self.inner.get_prefix(key, len))
+            .await
     }
 
     async fn list_page(
@@ -95,16 +114,18 @@ impl Layer for Retrying {
         prefix: &str,
         token: Option<String>,
     ) -> Result<crate::remote::RemotePage, RemoteError> {
-        self.run(|| self.inner.list_page(prefix, token.clone()))
-            .await
+        self.run("list", prefix, || {
+            self.inner.list_page(prefix, token.clone())
+        })
+        .await
     }
 
     async fn head(&self, key: &str) -> Result<Option<RemoteObject>, RemoteError> {
-        self.run(|| self.inner.head(key)).await
+        self.run("head", key, || self.inner.head(key)).await
     }
 
     async fn get(&self, key: &str) -> Result<(RemoteObject, RemoteReader), RemoteError> {
-        self.run(|| self.inner.get(key)).await
+        self.run("get", key, || self.inner.get(key)).await
     }
 
     async fn put(
@@ -113,11 +134,14 @@ impl Layer for Retrying {
         body: RemoteBody,
         cond: Precondition,
     ) -> Result<String, RemoteError> {
-        self.run(|| self.inner.put(req, body.clone(), cond.clone()))
-            .await
+        self.run("put", &req.key, || {
+            self.inner.put(req, body.clone(), cond.clone())
+        })
+        .await
     }
 
     async fn delete(&self, key: &str, cond: Precondition) -> Result<(), RemoteError> {
-        self.run(|| self.inner.delete(key, cond.clone())).await
+        self.run("delete", key, || self.inner.delete(key, cond.clone()))
+            .await
     }
 }
