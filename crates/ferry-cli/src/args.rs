@@ -71,7 +71,7 @@ pub enum Command {
     Resolve(ResolveArgs),
     /// Show or change which prefixes sync.
     Scope(ScopeArgs),
-    /// Run the background sync engine and print its events until Ctrl-C.
+    /// Run the background sync engine and print its events until Ctrl-C (-q: none).
     Watch(WatchArgs),
     /// Keep objects downloaded (never evicted, always pulled).
     Pin(KeysArgs),

@@ -57,6 +57,9 @@ fn print_event(event: &ferry::Event, as_json: bool) -> Result<(), CommandError> 
 
 pub async fn watch(global: &Global, args: WatchArgs) -> Result<(), CommandError> {
     let bucket = open_connected(global).await?;
+    // --quiet: no event lines (errors still go to stderr); --json is asked
+    // for explicitly and always prints.
+    let silent = global.quiet && !args.json;
     let mut events = bucket.subscribe();
     bucket.start_sync().await?;
     if !global.quiet && !args.json {
@@ -70,10 +73,13 @@ pub async fn watch(global: &Global, args: WatchArgs) -> Result<(), CommandError>
         tokio::select! {
             received = events.recv() => match received {
                 Ok(ferry::Event::Destroyed) => {
-                    print_event(&ferry::Event::Destroyed, args.json)?;
+                    if !silent {
+                        print_event(&ferry::Event::Destroyed, args.json)?;
+                    }
                     break;
                 }
-                Ok(e) => print_event(&e, args.json)?,
+                Ok(e) if !silent => print_event(&e, args.json)?,
+                Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     eprintln!("warning: {n} events were dropped (output too slow)");
                 }
@@ -86,7 +92,9 @@ pub async fn watch(global: &Global, args: WatchArgs) -> Result<(), CommandError>
     // Finish cleanly: the run in progress completes, leadership is released.
     bucket.stop_sync().await?;
     while let Ok(e) = events.try_recv() {
-        print_event(&e, args.json)?;
+        if !silent {
+            print_event(&e, args.json)?;
+        }
     }
     Ok(())
 }

@@ -324,3 +324,31 @@ fn destroy_stops_running_engines_before_clearing_local_data() {
     );
     assert!(root.join("remote").join("k").exists(), "the remote keeps k");
 }
+
+/// `-q` silences `watch` too: it syncs and prints nothing.
+#[test]
+fn quiet_watch_syncs_and_prints_nothing() {
+    let (_t, root) = setup(30);
+    let child = Command::new(FERRY)
+        .current_dir(&root)
+        .env_remove("FERRY_BUCKET")
+        .args(["--bucket", root.join("b").to_str().unwrap(), "-q", "watch"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(ferry(&root, &["put", "quiet/k"], b"v").status.success());
+    assert!(
+        wait_until(Duration::from_secs(20), || remote_files(&root, "quiet")
+            == 1),
+        "the put did not reach the remote"
+    );
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "", "no event lines");
+    assert_eq!(stderr(&out), "");
+}
