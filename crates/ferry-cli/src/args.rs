@@ -83,10 +83,40 @@ pub enum Command {
     Destroy(DestroyArgs),
     /// Change an encrypted bucket's passphrase (re-wraps its key; no data is rewritten).
     Passwd(PasswdArgs),
+    /// Objects and bytes per folder under a prefix.
+    Du(DuArgs),
+    /// Rename objects (no content is copied; syncs as a put and a delete).
+    Mv(MvArgs),
     /// Print a shell completion script (`ferry completions bash > /etc/bash_completion.d/ferry`).
     Completions(CompletionsArgs),
     /// Print the manual page (roff: `ferry man | man -l -`).
     Man,
+}
+
+/// `ferry du [PREFIX]`.
+#[derive(Debug, Args)]
+pub struct DuArgs {
+    /// Only keys under this folder (`photos` means `photos/`; empty: all).
+    #[arg(default_value = "")]
+    pub prefix: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `ferry mv SRC DST`.
+#[derive(Debug, Args)]
+pub struct MvArgs {
+    /// The key to rename (a folder with --recursive).
+    pub source: String,
+    /// The new key (the new folder with --recursive).
+    pub dest: String,
+    /// Rename every object under the folder SOURCE to the same name under DEST.
+    #[arg(long, short)]
+    pub recursive: bool,
+    /// Replace objects that already exist at the new names.
+    #[arg(long, short)]
+    pub force: bool,
 }
 
 /// `ferry completions SHELL`.

@@ -7,7 +7,9 @@ use anyhow::Context;
 use ferry::{Body, Bucket, BucketConfig, ListOptions, NewKey, PutOptions};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::args::{CatArgs, GetArgs, Global, InitArgs, LsArgs, PutArgs, RmArgs, StatArgs};
+use crate::args::{
+    CatArgs, DuArgs, GetArgs, Global, InitArgs, LsArgs, MvArgs, PutArgs, RmArgs, StatArgs,
+};
 use crate::command_error::CommandError;
 use crate::locate;
 use crate::output::{byte_bar, human_size, object_json, rfc3339, LARGE_TRANSFER};
@@ -458,4 +460,133 @@ pub fn folder(arg: &str, plain: bool) -> String {
     } else {
         format!("{arg}/")
     }
+}
+
+/// `ferry du`: objects and bytes per first-level folder under the prefix
+/// (keys directly under it count as `.`), and the total. Streams the
+/// listing a page at a time.
+pub async fn du(global: &Global, args: DuArgs) -> Result<(), CommandError> {
+    let bucket = locate::open_locked(global).await?;
+    let base = if args.prefix.is_empty() {
+        String::new()
+    } else {
+        folder(&args.prefix, false)
+    };
+    let mut folders: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut total = (0u64, 0u64);
+    let mut opts = ListOptions::prefix(base.clone()).limit(1000);
+    loop {
+        let page = bucket.list(opts.clone()).await?;
+        for m in &page.objects {
+            let rest = &m.key[base.len()..];
+            let name = match rest.find('/') {
+                Some(i) => format!("{base}{}", &rest[..=i]),
+                None => ".".to_owned(),
+            };
+            let e = folders.entry(name).or_default();
+            e.0 += 1;
+            e.1 += m.size;
+            total.0 += 1;
+            total.1 += m.size;
+        }
+        match page.next_start_after {
+            Some(next) => opts = opts.start_after(next),
+            None => break,
+        }
+    }
+    if args.json {
+        let rows: Vec<_> = folders
+            .iter()
+            .map(|(f, (n, b))| serde_json::json!({"folder": f, "objects": n, "bytes": b}))
+            .collect();
+        let v = serde_json::json!({
+            "prefix": base,
+            "folders": rows,
+            "objects": total.0,
+            "bytes": total.1,
+        });
+        out!(
+            "{}",
+            serde_json::to_string_pretty(&v).context("encoding JSON")?
+        );
+        return Ok(());
+    }
+    for (f, (n, b)) in &folders {
+        out!("{:>10}  {:>8} objects  {f}", human_size(*b), n);
+    }
+    out!(
+        "{:>10}  {:>8} objects  total{}",
+        human_size(total.1),
+        total.0,
+        if base.is_empty() {
+            String::new()
+        } else {
+            format!(" under {base}")
+        }
+    );
+    Ok(())
+}
+
+/// `ferry mv`: each object is written under its new name from its own
+/// content (the same hash: no content is stored twice) with its content
+/// type and metadata, then the old name is deleted.
+pub async fn mv(global: &Global, args: MvArgs) -> Result<(), CommandError> {
+    let bucket = locate::open(global).await?;
+    let pairs: Vec<(String, String)> = if args.recursive {
+        let from = folder(&args.source, false);
+        let to = folder(&args.dest, false);
+        if to.starts_with(&from) {
+            return Err(CommandError::usage(format!(
+                "cannot move {from} into itself ({to})"
+            )));
+        }
+        let found = bucket.list_all(&from).await?;
+        if found.is_empty() {
+            return Err(CommandError::user(
+                format!("no objects under {from:?}"),
+                "`ferry ls` lists the keys this bucket holds",
+            ));
+        }
+        found
+            .into_iter()
+            .map(|m| {
+                let new = format!("{to}{}", &m.key[from.len()..]);
+                (m.key, new)
+            })
+            .collect()
+    } else {
+        vec![(args.source.clone(), args.dest.clone())]
+    };
+    for (old, new) in &pairs {
+        ferry::validate_key(old).map_err(ferry::Error::from)?;
+        ferry::validate_key(new).map_err(ferry::Error::from)?;
+        if !args.force && bucket.exists(new).await? {
+            return Err(CommandError::user(
+                format!("{new:?} already exists"),
+                "pass --force to replace it",
+            ));
+        }
+    }
+    crate::syncing::connect_for_reading(global, &bucket, pairs.iter().map(|(o, _)| o.as_str()))
+        .await?;
+    for (old, new) in &pairs {
+        let object = bucket.get(old).await?;
+        let opts = PutOptions {
+            content_type: Some(object.meta.content_type.clone()),
+            metadata: object.meta.metadata.clone(),
+        };
+        bucket
+            .put(new, Body::from_reader(object.body), opts)
+            .await?;
+        bucket.delete(old).await?;
+        warn_if_refused(&bucket, new);
+    }
+    if !global.quiet {
+        eprintln!(
+            "moved {} object{}",
+            pairs.len(),
+            if pairs.len() == 1 { "" } else { "s" }
+        );
+    }
+    Ok(())
 }

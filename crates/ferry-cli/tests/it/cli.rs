@@ -572,3 +572,100 @@ fn import_counts_exactly_and_names_each_skipped_link() {
     let got = s.ferry(&["cat", "followed/link-to-a"]);
     assert_eq!(stdout(&got), "a");
 }
+
+#[test]
+fn du_counts_objects_and_bytes_per_folder() {
+    let s = Scratch::new();
+    for (key, data) in [
+        ("photos/2024/a.jpg", "aaaa"),
+        ("photos/2024/b.jpg", "bb"),
+        ("photos/2025/c.jpg", "c"),
+        ("photos/top.txt", "ttt"),
+        ("photos2/x", "xxxxx"),
+    ] {
+        let out = s.ferry_stdin(&["put", key, "-"], data.as_bytes());
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let out = s.ferry(&["du", "photos", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["prefix"], "photos/");
+    assert_eq!(v["objects"], 4, "photos2/ is another folder");
+    assert_eq!(v["bytes"], 10);
+    let folders: Vec<(String, u64, u64)> = v["folders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["folder"].as_str().unwrap().to_owned(),
+                f["objects"].as_u64().unwrap(),
+                f["bytes"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        folders,
+        [
+            (".".to_owned(), 1, 3),
+            ("photos/2024/".to_owned(), 2, 6),
+            ("photos/2025/".to_owned(), 1, 1)
+        ]
+    );
+    let text = stdout(&s.ferry(&["du"]));
+    assert!(text.contains("photos2/"), "{text}");
+    assert!(
+        text.lines().last().unwrap().contains("5 objects  total"),
+        "{text}"
+    );
+}
+
+#[test]
+fn mv_renames_keeping_content_type_and_metadata() {
+    let s = Scratch::new();
+    let out = s.ferry_stdin(
+        &[
+            "put",
+            "docs/a.txt",
+            "-",
+            "--meta",
+            "who=ann",
+            "--content-type",
+            "text/x-note",
+        ],
+        b"alpha",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(s
+        .ferry_stdin(&["put", "docs/sub/b", "-"], b"beta")
+        .status
+        .success());
+    assert!(s.ferry_stdin(&["put", "other", "-"], b"o").status.success());
+
+    let out = s.ferry(&["mv", "docs/a.txt", "notes/a.txt"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stat = s.ferry(&["stat", "notes/a.txt", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&stat)).unwrap();
+    assert_eq!(v["content_type"], "text/x-note");
+    assert_eq!(v["metadata"]["who"], "ann");
+    assert_eq!(stdout(&s.ferry(&["cat", "notes/a.txt"])), "alpha");
+    assert_eq!(s.ferry(&["stat", "docs/a.txt"]).status.code(), Some(1));
+
+    // An existing destination needs --force.
+    let out = s.ferry(&["mv", "other", "notes/a.txt"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
+    assert!(s
+        .ferry(&["mv", "-f", "other", "notes/a.txt"])
+        .status
+        .success());
+    assert_eq!(stdout(&s.ferry(&["cat", "notes/a.txt"])), "o");
+
+    // A folder with -r.
+    let out = s.ferry(&["mv", "-r", "docs", "archive/docs"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&s.ferry(&["cat", "archive/docs/sub/b"])), "beta");
+    assert_eq!(stdout(&s.ferry(&["ls", "docs/"])), "");
+    let out = s.ferry(&["mv", "-r", "archive", "archive/inner"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
