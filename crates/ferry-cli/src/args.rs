@@ -85,12 +85,25 @@ pub enum Command {
     Passwd(PasswdArgs),
     /// Objects and bytes per folder under a prefix.
     Du(DuArgs),
+    /// Verify the index and every local object's content against its hash (exit 1 on damage).
+    Check(CheckArgs),
     /// Rename objects (no content is copied; syncs as a put and a delete).
     Mv(MvArgs),
     /// Print a shell completion script (`ferry completions bash > /etc/bash_completion.d/ferry`).
     Completions(CompletionsArgs),
     /// Print the manual page (roff: `ferry man | man -l -`).
     Man,
+}
+
+/// `ferry check [PREFIX]`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Only keys starting with this.
+    #[arg(default_value = "")]
+    pub prefix: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `ferry du [PREFIX]`.

@@ -102,6 +102,7 @@ async fn run(cli: Cli) -> Result<(), CommandError> {
         Command::Destroy(a) => live::destroy(&global, a).await,
         Command::Passwd(a) => live::passwd(&global, a).await,
         Command::Du(a) => objects::du(&global, a).await,
+        Command::Check(a) => objects::check(&global, a).await,
         Command::Mv(a) => objects::mv(&global, a).await,
         Command::Completions(a) => output::completions(a.shell),
         Command::Man => output::man(),

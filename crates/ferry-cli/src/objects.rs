@@ -8,7 +8,8 @@ use ferry::{Body, Bucket, BucketConfig, ListOptions, NewKey, PutOptions};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::args::{
-    CatArgs, DuArgs, GetArgs, Global, InitArgs, LsArgs, MvArgs, PutArgs, RmArgs, StatArgs,
+    CatArgs, CheckArgs, DuArgs, GetArgs, Global, InitArgs, LsArgs, MvArgs, PutArgs, RmArgs,
+    StatArgs,
 };
 use crate::command_error::CommandError;
 use crate::locate;
@@ -589,4 +590,82 @@ pub async fn mv(global: &Global, args: MvArgs) -> Result<(), CommandError> {
         );
     }
     Ok(())
+}
+
+/// `ferry check`: SQLite's integrity check of the index, then every object
+/// whose content is on this device read through and compared with its hash
+/// (content only on the remote is not fetched). Each problem is named;
+/// any problem exits 1.
+pub async fn check(global: &Global, args: CheckArgs) -> Result<(), CommandError> {
+    let bucket = locate::open_locked(global).await?;
+    let index_problems = bucket.check_index().await?;
+    let mut damaged: Vec<(String, String)> = Vec::new();
+    let (mut objects, mut verified) = (0u64, 0u64);
+    let mut opts = ListOptions::prefix(args.prefix.clone()).limit(1000);
+    loop {
+        let page = bucket.list(opts.clone()).await?;
+        for m in &page.objects {
+            objects += 1;
+            if !bucket.residency(&m.key).is_ok_and(|r| r.cached) {
+                continue;
+            }
+            let result = async {
+                let mut object = bucket.get(&m.key).await?;
+                tokio::io::copy(&mut object.body, &mut tokio::io::sink())
+                    .await
+                    .map_err(|e| ferry::Error::IndexData(e.to_string()))?;
+                Ok::<(), ferry::Error>(())
+            }
+            .await;
+            match result {
+                Ok(()) => verified += 1,
+                Err(e) => damaged.push((m.key.clone(), e.to_string())),
+            }
+        }
+        match page.next_start_after {
+            Some(next) => opts = opts.start_after(next),
+            None => break,
+        }
+    }
+    if args.json {
+        let v = serde_json::json!({
+            "index": if index_problems.is_empty() { "ok" } else { "damaged" },
+            "index_problems": index_problems,
+            "objects": objects,
+            "verified": verified,
+            "damaged": damaged
+                .iter()
+                .map(|(k, e)| serde_json::json!({"key": k, "error": e}))
+                .collect::<Vec<_>>(),
+        });
+        out!(
+            "{}",
+            serde_json::to_string_pretty(&v).context("encoding JSON")?
+        );
+    } else {
+        for p in &index_problems {
+            out!("index: {p}");
+        }
+        for (k, e) in &damaged {
+            out!("damaged: {k}: {e}");
+        }
+        out!(
+            "{objects} objects, {verified} verified on this device, {} damaged; index {}",
+            damaged.len(),
+            if index_problems.is_empty() {
+                "ok"
+            } else {
+                "damaged"
+            }
+        );
+    }
+    if index_problems.is_empty() && damaged.is_empty() {
+        Ok(())
+    } else {
+        Err(CommandError::user(
+            "the bucket is damaged (each problem is listed above)",
+            "a damaged object is repaired by writing it again (`ferry put KEY FILE`); no reader was \
+             given damaged bytes",
+        ))
+    }
 }

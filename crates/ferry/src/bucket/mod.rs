@@ -466,6 +466,18 @@ impl Bucket {
         self.with_reader(|c| crate::store::list::list(c, &opts, &|s| reveal(s, keys.as_deref())))
     }
 
+    /// SQLite's own check of the index file: empty when it is sound, else
+    /// what it found (`PRAGMA integrity_check`).
+    pub async fn check_index(&self) -> Result<Vec<String>> {
+        self.with_reader(|c| {
+            let mut stmt = c.prepare("PRAGMA integrity_check")?;
+            let rows = stmt
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows.into_iter().filter(|r| r != "ok").collect())
+        })
+    }
+
     /// Every object under `prefix`, in key order.
     pub async fn list_all(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         Ok(self.list(ListOptions::prefix(prefix)).await?.objects)
