@@ -88,6 +88,15 @@ pub enum Error {
     /// The index holds something this build cannot read.
     #[error("bucket index is inconsistent: {0}")]
     IndexData(String),
+    /// The index file is damaged (emptied, truncated, overwritten): the
+    /// bucket cannot be opened, and it was not modified.
+    #[error("the bucket index {} is damaged: {detail}", path.display())]
+    DamagedIndex {
+        /// The index file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
     /// A background task of the library panicked or was cancelled (a bug,
     /// or the runtime shutting down); what it was doing is not known to
     /// have happened.

@@ -707,3 +707,33 @@ fn check_verifies_content_and_names_damage() {
     assert_eq!(v["verified"], 1);
     assert_eq!(v["damaged"][0]["key"], "data/big.bin", "{v}");
 }
+
+/// An emptied or overwritten index is named as damaged (exit 1, a hint
+/// with the way out), and left exactly as it was.
+#[test]
+fn damaged_index_is_named_and_left_untouched() {
+    for (name, damage) in [
+        ("emptied", Vec::new()),
+        ("overwritten", b"this is not a database at all".repeat(200)),
+    ] {
+        let s = Scratch::new();
+        assert!(s.ferry_stdin(&["put", "k", "-"], b"v").status.success());
+        let index = s.bucket().join("index.db");
+        let _ = std::fs::remove_file(s.bucket().join("index.db-wal"));
+        let _ = std::fs::remove_file(s.bucket().join("index.db-shm"));
+        std::fs::write(&index, &damage).unwrap();
+        for cmd in [&["ls"][..], &["status"], &["check"]] {
+            let out = s.ferry(cmd);
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(1), "{name} {cmd:?}: {err}");
+            assert!(err.contains("is damaged"), "{name} {cmd:?}: {err}");
+            assert!(err.contains("restore index.db"), "{name}: {err}");
+            assert!(!err.contains("panicked"), "{err}");
+        }
+        assert_eq!(
+            std::fs::read(&index).unwrap(),
+            damage,
+            "{name} was modified"
+        );
+    }
+}

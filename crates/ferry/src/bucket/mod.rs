@@ -176,12 +176,36 @@ impl Bucket {
         if !index_path.is_file() {
             return Err(Error::NoBucket { path: dir });
         }
+        let damaged = |detail: String| Error::DamagedIndex {
+            path: index_path.clone(),
+            detail,
+        };
+        // An emptied index would otherwise be "migrated" into a new, empty
+        // catalogue: refuse it untouched.
+        let len = std::fs::metadata(&index_path)
+            .map_err(|e| Error::io("reading", &index_path, e))?
+            .len();
+        if len == 0 {
+            return Err(damaged("the file is empty (0 bytes)".into()));
+        }
         let blobs = BlobStore::new(&dir);
         blobs.create_dirs()?;
-        let mut conn = index::open(&index_path, false)?;
-        index::migrate(&mut conn, &index_path)?;
-        let device_id = index::setting(&conn, "device_id")?
-            .ok_or_else(|| Error::IndexData("the bucket has no device id".into()))?;
+        let corrupt = |e: Error| match e {
+            Error::Index(rusqlite::Error::SqliteFailure(f, msg))
+                if matches!(
+                    f.code,
+                    rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
+                ) =>
+            {
+                damaged(msg.unwrap_or_else(|| f.to_string()))
+            }
+            other => other,
+        };
+        let mut conn = index::open(&index_path, false).map_err(corrupt)?;
+        index::migrate(&mut conn, &index_path).map_err(corrupt)?;
+        let device_id = index::setting(&conn, "device_id")
+            .map_err(corrupt)?
+            .ok_or_else(|| damaged("it has no device id (not a ferry index, or damaged)".into()))?;
         let inline_threshold = index::setting(&conn, "inline_threshold")?
             .and_then(|v| v.parse().ok())
             .unwrap_or(BucketConfig::default().inline_threshold);
