@@ -528,8 +528,16 @@ impl S3Remote {
         if !req.content_type.is_empty() {
             create = create.content_type(&req.content_type);
         }
-        let created = create
-            .send()
+        // Started in a task of its own: if this write is dropped while the
+        // store is still creating the upload, the guard waits for the
+        // answer in the background and aborts what was created.
+        let mut pending = PendingCreate {
+            remote: self.clone(),
+            key: full.clone(),
+            handle: Some(tokio::spawn(create.send())),
+        };
+        let created = pending
+            .wait()
             .await
             .map_err(|e| self.sdk_err(e, &format!("{what} (starting a multipart upload)")))?;
         let upload_id = created.upload_id().unwrap_or_default().to_owned();
@@ -830,6 +838,59 @@ async fn framed_reader(
 ) -> std::io::Result<Box<dyn AsyncRead + Send + Unpin>> {
     let file = tokio::fs::File::open(path).await?;
     Ok(Box::new(std::io::Cursor::new(head).chain(file)))
+}
+
+type CreateResult = Result<
+    aws_sdk_s3::operation::create_multipart_upload::CreateMultipartUploadOutput,
+    aws_sdk_s3::error::SdkError<
+        aws_sdk_s3::operation::create_multipart_upload::CreateMultipartUploadError,
+        aws_sdk_s3::config::http::HttpResponse,
+    >,
+>;
+
+/// A CreateMultipartUpload request in flight. Dropped before its answer
+/// (the write was cancelled), it aborts in the background whatever upload
+/// the store creates, so a cancelled write never leaves one behind.
+struct PendingCreate {
+    remote: S3Remote,
+    /// Full S3 key.
+    key: String,
+    handle: Option<tokio::task::JoinHandle<CreateResult>>,
+}
+
+impl PendingCreate {
+    async fn wait(&mut self) -> CreateResult {
+        let Some(handle) = self.handle.as_mut() else {
+            return Err(aws_sdk_s3::error::SdkError::construction_failure(
+                "the multipart upload's creation was already awaited",
+            ));
+        };
+        let joined = handle.await;
+        self.handle = None;
+        match joined {
+            Ok(result) => result,
+            Err(e) => Err(aws_sdk_s3::error::SdkError::construction_failure(e)),
+        }
+    }
+}
+
+impl Drop for PendingCreate {
+    fn drop(&mut self) {
+        let Some(handle) = self.handle.take() else {
+            return;
+        };
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let remote = self.remote.clone();
+            let key = std::mem::take(&mut self.key);
+            rt.spawn(async move {
+                if let Ok(Ok(created)) = handle.await {
+                    if let Some(id) = created.upload_id() {
+                        let _ = remote.abort_upload(&key, id).await;
+                    }
+                }
+            });
+        }
+    }
 }
 
 /// A multipart upload in progress: aborted (and its marker removed) unless
