@@ -15,7 +15,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::bucket::{Bucket, BucketConfig};
+use crate::bucket::{blocking, Bucket, BucketConfig};
 use crate::crypto::keyring::{KeyFile, Keyring};
 use crate::crypto::keys::KdfParams;
 use crate::engine::events::Event;
@@ -35,12 +35,6 @@ const MAX_COST_RISE: u64 = 8;
 
 /// Setting: the endpoints whose encryption mode was verified on attach.
 const MODES_VERIFIED: &str = "modes_verified";
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::task("blocking task", e))?
-}
 
 impl Bucket {
     /// Creates an encrypted bucket: a fresh random master key wrapped under
@@ -356,7 +350,7 @@ impl Bucket {
         let mut read_result = Ok(());
         loop {
             let mut buf = bytes::BytesMut::with_capacity(CHUNK);
-            match fill(&mut reader, &mut buf).await {
+            match super::fill(&mut reader, &mut buf).await {
                 Ok(0) => break,
                 Ok(_) => {
                     if tx.send(buf.freeze()).await.is_err() {
@@ -443,18 +437,4 @@ impl Read for Tee {
         out[..n].copy_from_slice(&self.current.split_to(n));
         Ok(n)
     }
-}
-
-/// Fills `buf` (up to its capacity) from `reader`; returns bytes read.
-async fn fill(reader: &mut RemoteReader, buf: &mut bytes::BytesMut) -> io::Result<usize> {
-    use tokio::io::AsyncReadExt;
-    let mut total = 0;
-    while buf.len() < buf.capacity() {
-        let n = reader.read_buf(buf).await?;
-        if n == 0 {
-            break;
-        }
-        total += n;
-    }
-    Ok(total)
 }

@@ -662,7 +662,7 @@ fn collect_all(conn: &mut Connection, blobs: &BlobStore) -> Result<GarbageReport
 }
 
 /// Fills `buf` (up to its capacity) from `reader`; returns bytes read.
-async fn fill(
+pub(crate) async fn fill(
     reader: &mut (dyn AsyncRead + Send + Unpin),
     buf: &mut BytesMut,
 ) -> io::Result<usize> {
@@ -678,7 +678,9 @@ async fn fill(
 }
 
 /// Runs blocking file-system or index work off the async threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::task("blocking", e))?
