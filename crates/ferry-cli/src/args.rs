@@ -298,6 +298,61 @@ pub struct SyncArgs {
     /// Print the run's result as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+/// Include and exclude rules, in rclone's filter syntax.
+#[derive(Debug, Args, Default, Clone)]
+pub struct FilterArgs {
+    /// Only keys matching this glob (repeatable; rclone syntax: `*` within
+    /// a folder, `**` across folders, a leading `/` anchors at the root,
+    /// a trailing `/` names folders).
+    #[arg(long, value_name = "GLOB", help_heading = "Filters")]
+    pub include: Vec<String>,
+    /// Leave out keys matching this glob (repeatable).
+    #[arg(long, value_name = "GLOB", help_heading = "Filters")]
+    pub exclude: Vec<String>,
+    /// A rule: `+ GLOB` includes, `- GLOB` excludes, `!` clears; the first
+    /// rule that matches decides (repeatable).
+    #[arg(
+        long,
+        value_name = "RULE",
+        help_heading = "Filters",
+        allow_hyphen_values = true
+    )]
+    pub filter: Vec<String>,
+    /// Read rules from a file, one per line (`#` and `;` start comments).
+    #[arg(long, value_name = "FILE", help_heading = "Filters")]
+    pub filter_from: Vec<std::path::PathBuf>,
+}
+
+impl FilterArgs {
+    /// True when no rule was given.
+    pub fn is_empty(&self) -> bool {
+        self.include.is_empty()
+            && self.exclude.is_empty()
+            && self.filter.is_empty()
+            && self.filter_from.is_empty()
+    }
+
+    /// The filter the flags describe (`None` without flags); a bad pattern
+    /// or an unreadable rules file is a usage error naming it.
+    pub fn build(&self) -> Result<Option<ferry::Filter>, CommandError> {
+        if self.is_empty() {
+            return Ok(None);
+        }
+        let mut rules = self.filter.clone();
+        for path in &self.filter_from {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                CommandError::usage(format!("reading filter rules {}: {e}", path.display()))
+            })?;
+            rules.extend(ferry::Filter::file_lines(&text));
+        }
+        ferry::Filter::new(&self.include, &self.exclude, &rules)
+            .map(Some)
+            .map_err(|e| CommandError::usage(e.to_string()))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -331,8 +386,18 @@ pub struct ScopeArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ScopeCommand {
-    /// List the prefixes that sync.
+    /// List the prefixes that sync, and the scope filter.
     Ls,
+    /// Set the rules that narrow what syncs (replacing the current ones):
+    /// excluded objects stay here as orphans, newly included ones are
+    /// pulled. Without rules: print the current ones.
+    Filter {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Remove every rule (everything under the prefixes syncs).
+        #[arg(long, conflicts_with_all = ["include", "exclude", "filter", "filter_from"])]
+        clear: bool,
+    },
     /// Sync this prefix too (pulls it at once).
     Add {
         /// Key prefix.
@@ -468,6 +533,9 @@ pub struct CpArgs {
     /// Destination: a local path, or `ferry:KEY` / `ferry:PREFIX` (a bare
     /// destination is a key prefix when the source is local).
     pub dest: String,
+    /// With --recursive: rules over paths relative to the source.
+    #[command(flatten)]
+    pub filter: FilterArgs,
 }
 
 fn parse_delete_limit(s: &str) -> Result<ferry::DeleteLimit, String> {

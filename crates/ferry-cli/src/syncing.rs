@@ -219,6 +219,7 @@ pub fn report_json(r: &SyncReport) -> serde_json::Value {
 }
 
 pub async fn sync(global: &Global, args: SyncArgs, mode: SyncMode) -> Result<(), CommandError> {
+    let filter = args.filter.build()?.map(std::sync::Arc::new);
     let bucket = open_connected(global).await?;
     let bar = if global.quiet || args.json {
         indicatif::ProgressBar::hidden()
@@ -249,6 +250,7 @@ pub async fn sync(global: &Global, args: SyncArgs, mode: SyncMode) -> Result<(),
                 retry: args.retry,
                 max_delete: args.max_delete,
                 full: args.full,
+                filter,
             },
             Some(progress),
         )
@@ -428,6 +430,35 @@ pub async fn scope(global: &Global, args: ScopeArgs) -> Result<(), CommandError>
             let bucket = locate::open_locked(global).await?;
             for s in bucket.scopes()? {
                 out!("{}", if s.is_empty() { "(everything)" } else { &s });
+            }
+            let filter = bucket.scope_filter()?;
+            if !filter.is_empty() {
+                out!("filter:");
+                for line in filter.lines() {
+                    out!("  {line}");
+                }
+            }
+        }
+        ScopeCommand::Filter { filter, clear } => {
+            let rules = filter.build()?;
+            if rules.is_none() && !clear {
+                let bucket = locate::open_locked(global).await?;
+                for line in bucket.scope_filter()?.lines() {
+                    out!("{line}");
+                }
+                return Ok(());
+            }
+            let bucket = open_connected(global).await?;
+            let r = bucket.set_scope_filter(rules.unwrap_or_default()).await?;
+            if !global.quiet {
+                if clear {
+                    eprintln!("cleared the scope filter; pulled {}", r.pulled);
+                } else {
+                    eprintln!(
+                        "set the scope filter; objects it excludes stay here as orphans; pulled {}",
+                        r.pulled
+                    );
+                }
             }
         }
         ScopeCommand::Add { prefix } => {

@@ -39,6 +39,13 @@ fn join_key(prefix: &str, rel: &str) -> String {
 }
 
 pub async fn cp(global: &Global, args: CpArgs) -> Result<(), CommandError> {
+    let filter = args.filter.build()?;
+    if filter.is_some() && !args.recursive {
+        return Err(CommandError::usage(
+            "--include, --exclude, --filter and --filter-from apply to `cp -r`",
+        ));
+    }
+    let filter = filter.unwrap_or_default();
     let source = place(&args.source);
     // A bare destination is a key prefix when the source is local.
     let dest = match (&source, place(&args.dest)) {
@@ -62,6 +69,7 @@ pub async fn cp(global: &Global, args: CpArgs) -> Result<(), CommandError> {
                 .await?
                 .into_iter()
                 .map(|m| m.key)
+                .filter(|k| filter.matches(relative(from, k)))
                 .collect()
         } else {
             vec![from.clone()]
@@ -71,17 +79,40 @@ pub async fn cp(global: &Global, args: CpArgs) -> Result<(), CommandError> {
     }
     match (source, dest) {
         (Place::Local(src), Place::Bucket(prefix)) => {
-            import(&bucket, &src, &prefix, &args, global.quiet).await
+            import(&bucket, &src, &prefix, &args, &filter, global.quiet).await
         }
         (Place::Bucket(key), Place::Local(dst)) => {
-            export(&bucket, &key, &dst, args.recursive, global.quiet).await
+            export(&bucket, &key, &dst, args.recursive, &filter, global.quiet).await
         }
         (Place::Bucket(from), Place::Bucket(to)) => {
-            copy_within(&bucket, &from, &to, args.recursive).await
+            copy_within(&bucket, &from, &to, args.recursive, &filter).await
         }
         (Place::Local(_), Place::Local(_)) => Err(CommandError::usage(
             "one side of `ferry cp` must be `ferry:KEY`",
         )),
+    }
+}
+
+/// A key's path below the copied prefix, which filters judge.
+fn relative<'k>(prefix: &str, key: &'k str) -> &'k str {
+    key.get(prefix.len()..)
+        .unwrap_or(key)
+        .trim_start_matches('/')
+}
+
+/// The "(N files and M folders excluded by the filters)" part of a
+/// summary (the files inside excluded folders are not looked at).
+fn excluded_note(files: usize, folders: usize) -> String {
+    let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    match (files, folders) {
+        (0, 0) => String::new(),
+        (f, 0) => format!(" ({} excluded by the filters)", plural(f, "file")),
+        (0, d) => format!(" ({} excluded by the filters)", plural(d, "folder")),
+        (f, d) => format!(
+            " ({} and {} excluded by the filters)",
+            plural(f, "file"),
+            plural(d, "folder")
+        ),
     }
 }
 
@@ -113,6 +144,7 @@ async fn import(
     src: &Path,
     prefix: &str,
     args: &CpArgs,
+    filter: &ferry::Filter,
     quiet: bool,
 ) -> Result<(), CommandError> {
     let recursive = args.recursive;
@@ -148,6 +180,7 @@ async fn import(
     let mut done = 0usize;
     let mut copied = 0usize;
     let mut skipped = 0usize;
+    let mut excluded = 0usize;
     let mut finish = |joined: Result<(PathBuf, Result<(), String>), tokio::task::JoinError>,
                       failures: &mut Failures| {
         match joined {
@@ -158,9 +191,22 @@ async fn import(
         done += 1;
         bar.set_message(format!("{done} files"));
     };
+    // Folders the filters exclude are not walked (as rclone does not).
+    let pruned = std::cell::Cell::new(0usize);
+    let walk_into = |e: &walkdir::DirEntry| {
+        let walk = e.depth() == 0
+            || !e.file_type().is_dir()
+            || filter.includes_dir(&relative_path(src, e.path()).unwrap_or_default());
+        if !walk {
+            pruned.set(pruned.get() + 1);
+        }
+        walk
+    };
     for entry in walkdir::WalkDir::new(src)
         .follow_links(args.copy_links)
         .sort_by_file_name()
+        .into_iter()
+        .filter_entry(walk_into)
     {
         let entry = match entry {
             Ok(e) => e,
@@ -183,6 +229,12 @@ async fn import(
         let kind = entry.file_type();
         if kind.is_dir() {
             continue;
+        }
+        if let Some(rel) = relative_path(src, entry.path()) {
+            if !filter.matches(&rel) {
+                excluded += 1;
+                continue;
+            }
         }
         if !kind.is_file() {
             let why = if kind.is_symlink() {
@@ -246,6 +298,7 @@ async fn import(
             "copied {copied} file{} into the bucket",
             if copied == 1 { "" } else { "s" }
         );
+        line.push_str(&excluded_note(excluded, pruned.get()));
         if skipped > 0 {
             line.push_str(&format!("; skipped {skipped} (named above)"));
         }
@@ -257,6 +310,13 @@ async fn import(
     // Every entry that was to be copied: the copied and the failed.
     let attempted = copied + failures.0.len();
     failures.finish(attempted, "copied")
+}
+
+/// `path` below `root` with `/` separators, when every part is UTF-8.
+fn relative_path(root: &Path, path: &Path) -> Option<String> {
+    let rel = path.strip_prefix(root).ok()?;
+    let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
+    Some(parts?.join("/"))
 }
 
 /// Maps a key (relative to the exported prefix) to a path under `dir`,
@@ -283,6 +343,7 @@ async fn export(
     key: &str,
     dst: &Path,
     recursive: bool,
+    filter: &ferry::Filter,
     quiet: bool,
 ) -> Result<(), CommandError> {
     if !recursive {
@@ -301,10 +362,15 @@ async fn export(
     let mut tasks: JoinSet<(String, u64, Result<(), String>)> = JoinSet::new();
     let mut total = 0usize;
     let mut done = 0usize;
+    let mut excluded = 0usize;
     let mut opts = ferry::ListOptions::prefix(key).limit(1000);
     loop {
         let page = bucket.list(opts.clone()).await?;
         for meta in page.objects {
+            if !filter.matches(relative(key, &meta.key)) {
+                excluded += 1;
+                continue;
+            }
             total += 1;
             bar.inc_length(meta.size);
             let rel = meta.key[key.len()..].trim_start_matches('/');
@@ -355,9 +421,10 @@ async fn export(
     bar.finish_and_clear();
     if !quiet {
         eprintln!(
-            "copied {} of {total} objects to {}",
+            "copied {} of {total} objects to {}{}",
             total - failures.0.len().min(total),
-            dst.display()
+            dst.display(),
+            excluded_note(excluded, 0)
         );
     }
     failures.finish(total, "exported")
@@ -388,12 +455,14 @@ async fn copy_within(
     from: &str,
     to: &str,
     recursive: bool,
+    filter: &ferry::Filter,
 ) -> Result<(), CommandError> {
     let pairs: Vec<(String, String)> = if recursive {
         bucket
             .list_all(from)
             .await?
             .into_iter()
+            .filter(|m| filter.matches(relative(from, &m.key)))
             .map(|m| {
                 let rel = m.key[from.len()..].trim_start_matches('/').to_owned();
                 let dest = join_key(to, &rel);

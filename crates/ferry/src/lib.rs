@@ -21,6 +21,7 @@ pub mod clock;
 pub mod crypto;
 mod engine;
 mod error;
+pub mod filter;
 mod hash;
 mod key;
 mod metadata;
@@ -40,6 +41,7 @@ pub use crypto::keyring::MAX_ENCRYPTED_KEY_LEN;
 pub use crypto::keys::KdfParams;
 pub use engine::events::{Event, SyncSummary};
 pub use error::{Error, Result, StorageMode};
+pub use filter::{Filter, FilterError};
 pub use hash::{version_id, ContentHash, MetaDigest, ParseHashError};
 pub use key::{validate_key, validate_key_bytes, KeyError, KeyRule, MAX_KEY_LEN, RESERVED_PREFIX};
 pub use metadata::{

@@ -5,6 +5,7 @@
 mod cli;
 mod crash;
 mod encryption;
+mod filters;
 mod live;
 mod multiprocess;
 mod support;

@@ -14,6 +14,7 @@ pub(crate) mod handle;
 pub mod schedule;
 
 use std::fs::{File, OpenOptions};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::params;
@@ -24,6 +25,7 @@ use crate::bucket::Bucket;
 use crate::engine::events::{Event, SyncSummary};
 use crate::engine::schedule::{Connectivity, RunOutcome, Schedule, ScheduleConfig};
 use crate::error::{Error, Result};
+use crate::filter::Filter;
 use crate::remote::RemoteErrorKind;
 use crate::store::index;
 use crate::sync::{ProgressFn, SyncMode, SyncOptions, SyncReport, DESTROYED};
@@ -161,13 +163,18 @@ impl Bucket {
             SyncMode::Push => "push",
             SyncMode::Pull => "pull",
         };
+        // Serializing a list of strings cannot fail.
+        let filter = opts
+            .filter
+            .as_ref()
+            .map(|f| serde_json::to_string(f.lines()).unwrap_or_default());
         let path = self.inner.index_path.clone();
         let now = self.now_ms();
         let id: i64 = tokio::task::spawn_blocking(move || -> Result<i64> {
             let conn = index::open(&path, false)?;
             conn.execute(
-                "INSERT INTO sync_requests (mode, dry_run, requested_ms, state, force, retry, max_delete, full) \
-                 VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7)",
+                "INSERT INTO sync_requests (mode, dry_run, requested_ms, state, force, retry, max_delete, full, filter) \
+                 VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?8)",
                 params![
                     mode,
                     opts.dry_run,
@@ -175,7 +182,8 @@ impl Bucket {
                     opts.force,
                     opts.retry,
                     opts.max_delete.map(|m| m.to_string()),
-                    opts.full
+                    opts.full,
+                    filter
                 ],
             )?;
             Ok(conn.last_insert_rowid())
@@ -435,7 +443,7 @@ impl Bucket {
     fn pending_requests(&self) -> Vec<(i64, SyncOptions)> {
         self.with_reader(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT id, mode, dry_run, force, retry, max_delete, full FROM sync_requests \
+                "SELECT id, mode, dry_run, force, retry, max_delete, full, filter FROM sync_requests \
                  WHERE state = 'pending' ORDER BY id",
             )?;
             let rows = stmt
@@ -454,6 +462,13 @@ impl Bucket {
                             retry: r.get(4)?,
                             max_delete: r.get::<_, Option<String>>(5)?.and_then(|m| m.parse().ok()),
                             full: r.get(6)?,
+                            filter: r.get::<_, Option<String>>(7)?.map(|json| {
+                                // Written from a `Filter` by `request_sync`;
+                                // a row that does not parse matches nothing.
+                                Arc::new(serde_json::from_str(&json).unwrap_or_else(|_| {
+                                    Filter::from_lines(&["- **"]).unwrap_or_default()
+                                }))
+                            }),
                         },
                     ))
                 })?

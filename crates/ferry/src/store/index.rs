@@ -16,7 +16,7 @@ use crate::metadata::Metadata;
 use crate::state::SyncState;
 
 /// The schema version this build writes and the newest it reads.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// How long a writer waits for another process's write transaction.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -141,6 +141,11 @@ const MIGRATIONS: &[&str] = &[
             + (CASE WHEN new.present = 1 AND new.cached = 1 THEN new.size ELSE 0 END)
         WHERE name = 'cached_bytes';
     END;
+    "#,
+    // 5 -> 6: a sync request may carry a filter (the JSON array of its
+    // rule lines; NULL: none).
+    r#"
+    ALTER TABLE sync_requests ADD COLUMN filter TEXT;
     "#,
 ];
 

@@ -213,7 +213,7 @@ pub enum SyncMode {
 }
 
 /// Options for one run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SyncOptions {
     /// Which half to run.
     pub mode: SyncMode,
@@ -228,6 +228,11 @@ pub struct SyncOptions {
     /// A full reconcile: list the whole remote (finds what writers that
     /// are not ferry changed) instead of reading the journal.
     pub full: bool,
+    /// Only keys this filter includes take part in the run; the others
+    /// are left as they are on both sides (unlike the scope filter, which
+    /// makes them orphans). The journal is not marked read by a filtered
+    /// run, so the next run still sees what it skipped.
+    pub filter: Option<Arc<crate::filter::Filter>>,
 }
 
 /// A replica's place in one remote's journal (setting `journal`).

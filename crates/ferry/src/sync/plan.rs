@@ -394,21 +394,42 @@ pub fn needs_inspection(l: Option<&LocalEntry>, r: &RemoteObject) -> bool {
         || (ls == LocalSide::Unchanged && rs == RemoteSide::Changed && e.pushed_base.is_some())
 }
 
-/// True when `key` falls under one of `scopes` (no scopes: everything).
-pub fn in_scope(scopes: &[String], key: &str) -> bool {
-    scopes.is_empty() || scopes.iter().any(|s| key.starts_with(s.as_str()))
+/// What syncs: keys under one of the prefixes that the filter includes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// Key prefixes (none: every key; `""` also means every key).
+    pub prefixes: Vec<String>,
+    /// Rules over whole keys (empty: all).
+    pub filter: crate::filter::Filter,
+}
+
+impl Scope {
+    /// Every key under `prefixes`, no filter.
+    pub fn prefixes<S: Into<String>>(prefixes: impl IntoIterator<Item = S>) -> Scope {
+        Scope {
+            prefixes: prefixes.into_iter().map(Into::into).collect(),
+            filter: crate::filter::Filter::default(),
+        }
+    }
+
+    /// True when `key` falls under one of the prefixes (no prefixes:
+    /// everything) and the filter includes it.
+    pub fn contains(&self, key: &str) -> bool {
+        (self.prefixes.is_empty() || self.prefixes.iter().any(|s| key.starts_with(s.as_str())))
+            && self.filter.matches(key)
+    }
 }
 
 /// Plans a sync of `local` rows against the `remote` listing, for the
 /// replica whose device id is `device`.
 ///
 /// Both inputs may be in any order; each key appears at most once in each.
-/// Remote objects outside `scopes` are ignored; local rows outside them
+/// Remote objects outside `scope` are ignored; local rows outside them
 /// become `orphan`. The result holds at most one action per key, in key order.
 pub fn plan(
     local: &[LocalEntry],
     remote: &[RemoteObject],
-    scopes: &[String],
+    scope: &Scope,
     policy: Policy,
     device: &str,
 ) -> Vec<Action> {
@@ -417,12 +438,12 @@ pub fn plan(
         keys.entry(&l.key).or_default().0 = Some(l);
     }
     for r in remote {
-        if in_scope(scopes, &r.key) {
+        if scope.contains(&r.key) {
             keys.entry(&r.key).or_default().1 = Some(r);
         }
     }
     keys.into_iter()
-        .filter_map(|(key, (l, r))| plan_key(key, l, r, scopes, policy, device))
+        .filter_map(|(key, (l, r))| plan_key(key, l, r, scope, policy, device))
         .collect()
 }
 
@@ -438,12 +459,12 @@ fn plan_key(
     key: &str,
     l: Option<&LocalEntry>,
     r: Option<&RemoteObject>,
-    scopes: &[String],
+    scope: &Scope,
     policy: Policy,
     device: &str,
 ) -> Option<Action> {
     let key_s = key.to_owned();
-    if !in_scope(scopes, key) {
+    if !scope.contains(key) {
         return match l {
             Some(l) if l.present && l.state != SyncState::Orphan => Some(Action::SetState {
                 key: key_s,

@@ -172,8 +172,9 @@ impl Bucket {
         if !opts.dry_run {
             self.emit(crate::engine::events::Event::SyncStarted);
         }
+        let dry_run = opts.dry_run;
         let result = self.run_sync_inner(opts, progress).await;
-        if !opts.dry_run {
+        if !dry_run {
             match &result {
                 Ok(r) => self.emit(crate::engine::events::Event::SyncCompleted {
                     result: crate::engine::events::SyncSummary::of(r),
@@ -201,7 +202,7 @@ impl Bucket {
             conflict: config.conflict,
             strategy: config.strategy,
         };
-        let scopes = self.effective_scopes()?;
+        let scope = self.effective_scope()?;
         let mut report = SyncReport::default();
 
         // Attempts a crash left in flight go back to pending; uploads that
@@ -259,7 +260,7 @@ impl Bucket {
                     let record = self.read_record(&raw, seq, keys.as_deref()).await?;
                     if record.device != self.device_id() {
                         for e in record.entries {
-                            if validate_key(&e.key).is_ok() && plan::in_scope(&scopes, &e.key) {
+                            if validate_key(&e.key).is_ok() && scope.contains(&e.key) {
                                 changed.insert(e.key);
                             }
                         }
@@ -276,12 +277,12 @@ impl Bucket {
         let gather = if full {
             drop(changed);
             let spill = self
-                .spill_listing(&remote, &scopes, keys.as_deref(), &mut report)
+                .spill_listing(&remote, &scope.prefixes, keys.as_deref(), &mut report)
                 .await?;
             // A remote that lists nothing where objects were synced (wiped,
             // wrong prefix, unmounted) deletes nothing.
             if spill.is_empty() && !opts.force {
-                let synced = self.synced_count(&scopes)?;
+                let synced = self.synced_count(&scope.prefixes)?;
                 if synced > 0 {
                     return Err(Error::EmptyRemote {
                         remote: remote.endpoint(),
@@ -336,7 +337,7 @@ impl Bucket {
                 .plan_window(
                     &remote,
                     window,
-                    &scopes,
+                    &scope,
                     policy,
                     keys.as_deref(),
                     config.pull_concurrency,
@@ -345,6 +346,13 @@ impl Bucket {
                 .await?;
             let mut window_actions: Vec<(Action, Option<RemoteObject>)> = Vec::new();
             for (action, seen) in actions {
+                if opts
+                    .filter
+                    .as_ref()
+                    .is_some_and(|f| !f.matches(action.key()))
+                {
+                    continue;
+                }
                 let included = match opts.mode {
                     SyncMode::Both => true,
                     SyncMode::Push => !action.is_pull_side(),
@@ -396,7 +404,9 @@ impl Bucket {
         if !deletes.is_empty() {
             if !opts.force {
                 let limit = opts.max_delete.unwrap_or(config.max_delete);
-                if let Err(e) = self.check_deletes(&deletes, self.synced_count(&scopes)?, limit) {
+                if let Err(e) =
+                    self.check_deletes(&deletes, self.synced_count(&scope.prefixes)?, limit)
+                {
                     runner.drain(self, &mut report).await;
                     return Err(e);
                 }
@@ -429,11 +439,14 @@ impl Bucket {
                 retryable: true,
             }),
         }
-        jstate.pos = Some(pos);
-        if full {
-            jstate.last_full_ms = started_ms;
+        // A filtered run skipped keys: what it read stays unread.
+        if opts.filter.is_none() {
+            jstate.pos = Some(pos);
+            if full {
+                jstate.last_full_ms = started_ms;
+            }
+            self.set_journal_state(&endpoint, jstate).await?;
         }
-        self.set_journal_state(&endpoint, jstate).await?;
 
         // Conflicts found earlier and still open are part of the picture.
         let known: HashSet<String> = report.conflicts.iter().map(|c| c.key.clone()).collect();
@@ -692,7 +705,7 @@ impl Bucket {
         &self,
         remote: &SharedRemote,
         window: Window,
-        scopes: &[String],
+        scope: &plan::Scope,
         policy: Policy,
         keys: Option<&Keyring>,
         concurrency: usize,
@@ -759,7 +772,7 @@ impl Bucket {
             .filter(|l| !failed.contains(&l.key))
             .collect();
         let remote_list: Vec<RemoteObject> = listing.into_values().collect();
-        let actions = plan::plan(&local, &remote_list, scopes, policy, self.device_id());
+        let actions = plan::plan(&local, &remote_list, scope, policy, self.device_id());
         for a in &actions {
             tracing::trace!(key = a.key(), action = ?a, "planned");
         }

@@ -2,6 +2,7 @@
 
 use crate::bucket::Bucket;
 use crate::error::{Error, Result};
+use crate::filter::Filter;
 use crate::remote::spec::RemoteSpec;
 use crate::state::SyncState;
 use crate::store::index;
@@ -13,6 +14,9 @@ use super::{SyncConfig, SyncMode, SyncOptions, SyncReport, NOTHING_IN_SCOPE};
 /// Setting: present once the bucket was destroyed (engines in every
 /// process stop when they see it; `set_remote` removes it).
 pub(crate) const DESTROYED: &str = "destroyed";
+
+/// Setting: the scope filter's rule lines.
+const SCOPE_FILTER: &str = "scope_filter";
 
 impl Bucket {
     pub(crate) fn setting_json<T: serde::de::DeserializeOwned>(
@@ -109,13 +113,35 @@ impl Bucket {
             .unwrap_or_else(|| vec![String::new()]))
     }
 
-    pub(super) fn effective_scopes(&self) -> Result<Vec<String>> {
+    /// What syncs: the prefixes and the scope filter.
+    pub(super) fn effective_scope(&self) -> Result<plan::Scope> {
         let scopes = self.scopes()?;
-        Ok(if scopes.is_empty() {
-            vec![NOTHING_IN_SCOPE.to_owned()]
-        } else {
-            scopes
+        Ok(plan::Scope {
+            prefixes: if scopes.is_empty() {
+                vec![NOTHING_IN_SCOPE.to_owned()]
+            } else {
+                scopes
+            },
+            filter: self.scope_filter()?,
         })
+    }
+
+    /// The rules that narrow the scope's prefixes (empty: none).
+    pub fn scope_filter(&self) -> Result<Filter> {
+        Ok(self.setting_json(SCOPE_FILTER)?.unwrap_or_default())
+    }
+
+    /// Replaces the scope filter: local objects it now excludes become
+    /// orphans (their data stays), and, when connected, what it now
+    /// includes is pulled at once.
+    pub async fn set_scope_filter(&self, filter: Filter) -> Result<SyncReport> {
+        if filter.is_empty() {
+            self.clear_setting(SCOPE_FILTER).await?;
+        } else {
+            self.set_setting_json(SCOPE_FILTER, &filter).await?;
+        }
+        self.orphan_out_of_scope("").await?;
+        self.pull_new_scope().await
     }
 
     /// Adds a prefix to the sync scope and, when connected, pulls it at once.
@@ -128,8 +154,12 @@ impl Bucket {
         }
         scopes.sort();
         self.set_setting_json("scopes", &scopes).await?;
+        self.pull_new_scope().await
+    }
+
+    /// A pull of the whole scope (what it gained predates the journal).
+    async fn pull_new_scope(&self) -> Result<SyncReport> {
         if self.connected_remote().is_ok() {
-            // The new prefix's objects predate what the journal tells: list them.
             self.sync(SyncOptions {
                 mode: SyncMode::Pull,
                 full: true,
@@ -146,8 +176,13 @@ impl Bucket {
         let mut scopes = self.scopes()?;
         scopes.retain(|s| s != prefix);
         self.set_setting_json("scopes", &scopes).await?;
-        let effective = self.effective_scopes()?;
-        // The removed prefix's rows, a window at a time.
+        self.orphan_out_of_scope(prefix).await
+    }
+
+    /// Marks the present objects under `prefix` that are out of scope as
+    /// orphans, a window at a time.
+    async fn orphan_out_of_scope(&self, prefix: &str) -> Result<()> {
+        let scope = self.effective_scope()?;
         let mut after = prefix.to_owned();
         loop {
             let page = self.read_page("1 = 1", Some(&after), super::run::WINDOW)?;
@@ -158,8 +193,7 @@ impl Bucket {
                 if !l.key.starts_with(prefix) {
                     return Ok(());
                 }
-                if l.present && l.state != SyncState::Orphan && !plan::in_scope(&effective, &l.key)
-                {
+                if l.present && l.state != SyncState::Orphan && !scope.contains(&l.key) {
                     self.record(SyncRecord::State {
                         key: l.key,
                         state: SyncState::Orphan,

@@ -13,10 +13,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ferry::plan::{
     needs_inspection, plan, Action, ConflictPolicy, ConflictReason, Direction, Expect, LocalEntry,
-    Policy, PullStrategy,
+    Policy, PullStrategy, Scope,
 };
 use ferry::remote::{Precondition, RemoteObject};
-use ferry::{ContentHash, MetaDigest, Metadata, SyncState};
+use ferry::{ContentHash, Filter, MetaDigest, Metadata, SyncState};
 
 /// The metadata digest every generated version has: these properties vary
 /// content; metadata-only changes have their own tests below.
@@ -198,11 +198,18 @@ fn policy_s() -> impl Strategy<Value = Policy> {
     })
 }
 
-fn scopes_s() -> impl Strategy<Value = Vec<String>> {
+/// Prefix scopes, and filters (a folder excluded, only some keys included).
+fn scopes_s() -> impl Strategy<Value = Scope> {
+    let filtered = |lines: &[&str]| Scope {
+        prefixes: Vec::new(),
+        filter: Filter::from_lines(lines).unwrap(),
+    };
     prop_oneof![
-        Just(Vec::new()),
-        Just(vec!["p/".to_owned()]),
-        Just(vec!["a".to_owned()]),
+        Just(Scope::default()),
+        Just(Scope::prefixes(["p/"])),
+        Just(Scope::prefixes(["a"])),
+        Just(filtered(&["- p/"])),
+        Just(filtered(&["+ {a,b,q/y}", "- **"])),
     ]
 }
 
@@ -211,7 +218,7 @@ fn scopes_s() -> impl Strategy<Value = Vec<String>> {
 struct Case {
     local: Vec<LocalEntry>,
     remote: Vec<RemoteObject>,
-    scopes: Vec<String>,
+    scopes: Scope,
     policy: Policy,
 }
 
@@ -229,7 +236,7 @@ impl Case {
     }
 
     fn in_scope(&self, key: &str) -> bool {
-        self.scopes.is_empty() || self.scopes.iter().any(|s| key.starts_with(s.as_str()))
+        self.scopes.contains(key)
     }
 
     /// The remote object for `key` as the planner sees it (outside scope: none).
@@ -946,7 +953,7 @@ fn auto_eager_case() -> impl Strategy<Value = Case> {
         realistic(Case {
             local,
             remote,
-            scopes: Vec::new(),
+            scopes: Scope::default(),
             policy,
         })
     })
@@ -958,7 +965,7 @@ fn flag_eager_case() -> impl Strategy<Value = Case> {
         realistic(Case {
             local,
             remote,
-            scopes: Vec::new(),
+            scopes: Scope::default(),
             policy: Policy {
                 direction: Direction::Bidirectional,
                 conflict: ConflictPolicy::Flag,
