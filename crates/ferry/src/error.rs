@@ -39,6 +39,13 @@ pub enum Error {
         /// The directory that was opened.
         path: PathBuf,
     },
+    /// The bucket can only be read by this user (its directory or index
+    /// is not writable): it was opened read-only and this call writes.
+    #[error("the bucket at {} is read-only for this user (no write permission); reading works, changes need write access", dir.display())]
+    ReadOnly {
+        /// The bucket directory.
+        dir: PathBuf,
+    },
     /// `create` found a bucket already there.
     #[error("a ferry bucket already exists at {}", path.display())]
     AlreadyExists {

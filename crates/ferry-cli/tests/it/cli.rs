@@ -737,3 +737,102 @@ fn damaged_index_is_named_and_left_untouched() {
         );
     }
 }
+
+/// A bucket this user may read but not write: as root the commands run as
+/// `nobody` (setpriv), otherwise the bucket is made read-only with chmod.
+#[test]
+fn read_only_bucket_serves_reads_and_refuses_writes_by_name() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let s = Scratch::new();
+    let put = s.ferry_stdin(&["put", "notes/a.txt"], b"hello");
+    assert!(put.status.success(), "{}", stderr(&put));
+    let root = s.path();
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The binary where `nobody` can run it, and a folder it may write to.
+    let exe = root.join("ferry-bin");
+    std::fs::copy(FERRY, &exe).unwrap();
+    let out_dir = root.join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    std::fs::set_permissions(&out_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let as_root = std::fs::metadata(&exe).unwrap().uid() == 0;
+    if !as_root {
+        for entry in walk_all(&s.bucket()) {
+            let mode = std::fs::metadata(&entry).unwrap().permissions().mode();
+            std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(mode & !0o222))
+                .unwrap();
+        }
+    }
+    let before = walk_all(&s.bucket());
+    let run = |args: &[&str]| {
+        let mut cmd = if as_root {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(&exe);
+            c
+        } else {
+            Command::new(&exe)
+        };
+        cmd.current_dir(root)
+            .env_remove("FERRY_BUCKET")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for args in [
+        &["ls"][..],
+        &["ls", "-l"],
+        &["stat", "notes/a.txt"],
+        &["status"],
+        &["du"],
+        &["check"],
+        &["scope", "ls"],
+        &["cache"],
+    ] {
+        let o = run(args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    }
+    let o = run(&["cat", "notes/a.txt"]);
+    assert_eq!(o.stdout, b"hello", "{}", stderr(&o));
+    let target = out_dir.join("a.txt");
+    let o = run(&["get", "notes/a.txt", target.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&target).unwrap(), b"hello");
+
+    for args in [
+        &["put", "notes/b.txt", target.to_str().unwrap()][..],
+        &["rm", "notes/a.txt"],
+        &["pin", "notes/a.txt"],
+        &["mv", "notes/a.txt", "notes/c.txt"],
+        &["cache", "evict", "1"],
+    ] {
+        let o = run(args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("is read-only for this user"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+    assert_eq!(walk_all(&s.bucket()), before, "nothing was written");
+    if !as_root {
+        for entry in walk_all(&s.bucket()) {
+            let mode = std::fs::metadata(&entry).unwrap().permissions().mode();
+            std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(mode | 0o200))
+                .unwrap();
+        }
+    }
+    let o = s.ferry(&["ls"]);
+    assert_eq!(stdout(&o), "notes/a.txt\n");
+}
+
+/// Every path under `dir` (itself included), sorted.
+fn walk_all(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![dir.to_owned()];
+    if dir.is_dir() {
+        for e in std::fs::read_dir(dir).unwrap() {
+            out.extend(walk_all(&e.unwrap().path()));
+        }
+    }
+    out.sort();
+    out
+}

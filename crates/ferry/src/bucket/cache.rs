@@ -63,6 +63,7 @@ impl Bucket {
     /// Evicts eligible objects until at least `bytes` are freed (or none is
     /// left); returns the bytes freed.
     pub async fn evict(&self, bytes: u64) -> Result<u64> {
+        self.writable()?;
         self.evict_except(bytes, None).await
     }
 

@@ -114,6 +114,7 @@ impl Bucket {
     /// connected remote, its `.ferry/key.json` is replaced first, so a new
     /// device joins with the new passphrase; if that fails nothing changes.
     pub async fn change_passphrase(&self, old: &[u8], new: &[u8], kdf: KdfParams) -> Result<()> {
+        self.writable()?;
         let file = self.key_file().ok_or(Error::NotEncrypted)?;
         let (old, new) = (
             zeroize::Zeroizing::new(old.to_vec()),

@@ -116,7 +116,10 @@ pub(crate) struct Inner {
     /// Wall-clock time for what the bucket stamps and decides.
     pub(crate) clock: SharedClock,
     /// This process has the bucket open (a crash leaves it behind).
-    pub(crate) open_marker: blobs::OpenMarker,
+    /// This process's open marker (none when the bucket is read-only here).
+    pub(crate) open_marker: Option<blobs::OpenMarker>,
+    /// Opened read-only: this user cannot write the directory or index.
+    pub(crate) read_only: bool,
 }
 
 impl Bucket {
@@ -189,7 +192,6 @@ impl Bucket {
             return Err(damaged("the file is empty (0 bytes)".into()));
         }
         let blobs = BlobStore::new(&dir);
-        blobs.create_dirs()?;
         let corrupt = |e: Error| match e {
             Error::Index(rusqlite::Error::SqliteFailure(f, msg))
                 if matches!(
@@ -202,6 +204,11 @@ impl Bucket {
             other => other,
         };
         let mut conn = index::open(&index_path, false).map_err(corrupt)?;
+        // A bucket this user cannot write: reads work, writes say why not.
+        let read_only = conn.is_readonly(rusqlite::MAIN_DB)?;
+        if !read_only {
+            blobs.create_dirs()?;
+        }
         index::migrate(&mut conn, &index_path).map_err(corrupt)?;
         let device_id = index::setting(&conn, "device_id")
             .map_err(corrupt)?
@@ -215,12 +222,16 @@ impl Bucket {
         // Unreferenced blobs exist only after a crash: the whole
         // collection runs when a process died with the bucket open (its
         // marker is unlocked), else only dead writers' temp files go.
-        if blobs.crashed_openers()? {
-            collect_all(&mut conn, &blobs)?;
+        let open_marker = if read_only {
+            None
         } else {
-            blobs.collect_temps()?;
-        }
-        let open_marker = blobs.open_marker()?;
+            if blobs.crashed_openers()? {
+                collect_all(&mut conn, &blobs)?;
+            } else {
+                blobs.collect_temps()?;
+            }
+            Some(blobs.open_marker()?)
+        };
         let clock = SharedClock::default();
         let writer = Writer::spawn(conn, blobs.clone(), clock.clone())?;
         Ok(Bucket {
@@ -245,6 +256,7 @@ impl Bucket {
                 keys: std::sync::RwLock::new(None),
                 clock,
                 open_marker,
+                read_only,
             }),
         })
     }
@@ -277,6 +289,24 @@ impl Bucket {
         &self.inner.config
     }
 
+    /// True when this user can only read the bucket (its directory or
+    /// index is not writable): reads work, writes fail with
+    /// [`Error::ReadOnly`].
+    pub fn is_read_only(&self) -> bool {
+        self.inner.read_only
+    }
+
+    /// `Error::ReadOnly` when the bucket was opened read-only.
+    pub(crate) fn writable(&self) -> Result<()> {
+        if self.inner.read_only {
+            Err(Error::ReadOnly {
+                dir: self.inner.dir.clone(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+
     /// Stores `body` under `key`; returns once the write is durable.
     pub async fn put(
         &self,
@@ -285,6 +315,7 @@ impl Bucket {
         opts: PutOptions,
     ) -> Result<ObjectMeta> {
         validate_key(key)?;
+        self.writable()?;
         let metadata = normalize_metadata(&opts.metadata)?;
         let content_type = content_type_for(key, opts.content_type.as_deref())?;
         let keys = self.keyring()?;
@@ -331,6 +362,7 @@ impl Bucket {
             meta_digest,
             modified_ms,
         });
+        self.writable()?;
         match self.inner.writer.submit(op).await? {
             Outcome::Put(meta) => {
                 self.inner.local_write.notify_one();
@@ -510,6 +542,7 @@ impl Bucket {
     /// Deletes `key`; returns whether it existed. Durable when it returns.
     pub async fn delete(&self, key: &str) -> Result<bool> {
         validate_key(key)?;
+        self.writable()?;
         self.keyring()?;
         match self
             .inner
@@ -531,6 +564,7 @@ impl Bucket {
 
     /// Deletes blob files no object references and temp files of dead writers.
     pub async fn collect_garbage(&self) -> Result<GarbageReport> {
+        self.writable()?;
         let path = self.inner.index_path.clone();
         let blobs = self.inner.blobs.clone();
         blocking(move || {

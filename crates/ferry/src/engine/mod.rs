@@ -135,6 +135,9 @@ impl Bucket {
         opts: SyncOptions,
         progress: Option<ProgressFn>,
     ) -> Result<SyncReport> {
+        if !opts.dry_run {
+            self.writable()?;
+        }
         let engine_running = self
             .inner
             .engine
@@ -245,6 +248,7 @@ impl Bucket {
 
     /// Starts the background engine in this process (it waits to lead).
     pub async fn start_sync(&self) -> Result<()> {
+        self.writable()?;
         let mut engine = self.inner.engine.lock().map_err(|_| Error::Closed)?;
         if engine.is_some() {
             return Ok(());
@@ -277,7 +281,10 @@ impl Bucket {
         if clear_local {
             let deadline = Instant::now() + DESTROY_WAIT;
             loop {
-                let others = self.inner.blobs.other_openers(&self.inner.open_marker)?;
+                let others = self
+                    .inner
+                    .blobs
+                    .other_openers(self.inner.open_marker.as_ref())?;
                 if others.is_empty() {
                     break;
                 }

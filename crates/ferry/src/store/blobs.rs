@@ -207,12 +207,12 @@ impl BlobStore {
 
     /// Processes other than the holder of `mine` that have the bucket open
     /// (their marker is locked), by pid.
-    pub(crate) fn other_openers(&self, mine: &OpenMarker) -> Result<Vec<u32>> {
+    pub(crate) fn other_openers(&self, mine: Option<&OpenMarker>) -> Result<Vec<u32>> {
         let entries = fs::read_dir(&self.open).map_err(|e| Error::io("listing", &self.open, e))?;
         let mut pids = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| Error::io("listing", &self.open, e))?;
-            if entry.path() == mine.path {
+            if mine.is_some_and(|m| entry.path() == m.path) {
                 continue;
             }
             let Ok(file) = OpenOptions::new().write(true).open(entry.path()) else {

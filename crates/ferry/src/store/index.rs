@@ -149,18 +149,81 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
-/// Opens a connection to the index at `path` with ferry's pragmas.
+/// Opens a connection to the index at `path` with ferry's pragmas; an
+/// existing index this user cannot write (read-only file or directory) is
+/// opened read-only (`Connection::is_readonly` tells).
 pub(crate) fn open(path: &Path, create: bool) -> Result<Connection> {
+    match open_writable(path, create) {
+        Err(e) if !create && lacks_write_access(&e) => open_read_only(path),
+        other => other,
+    }
+}
+
+fn open_writable(path: &Path, create: bool) -> Result<Connection> {
     let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     if create {
         flags |= OpenFlags::SQLITE_OPEN_CREATE;
     }
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    // SQLite quietly opens a write-protected file read-only.
+    if conn.is_readonly(rusqlite::MAIN_DB)? {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY),
+            None,
+        )
+        .into());
+    }
     // WAL lets readers in any process run beside one writer; FULL makes every
     // commit durable (NORMAL can lose the last commits on power loss).
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // A directory that is not writable shows at the first read (the WAL
+    // index cannot be created).
+    conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    })?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+fn lacks_write_access(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Index(rusqlite::Error::SqliteFailure(f, _)) if matches!(
+            f.code,
+            rusqlite::ErrorCode::ReadOnly
+                | rusqlite::ErrorCode::CannotOpen
+                | rusqlite::ErrorCode::PermissionDenied
+        )
+    )
+}
+
+/// A read-only connection. Without a write-ahead log left over (a clean
+/// close removes it) the file is opened `immutable`: SQLite then needs no
+/// shared-memory file, which a read-only directory could not hold.
+fn open_read_only(path: &Path) -> Result<Connection> {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let has_wal = std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0);
+    let mut uri = String::from("file:");
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' => uri.push_str("%25"),
+            '?' => uri.push_str("%3f"),
+            '#' => uri.push_str("%23"),
+            c => uri.push(c),
+        }
+    }
+    uri.push_str(if has_wal { "?mode=ro" } else { "?immutable=1" });
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_URI
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(&uri, flags)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    })?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
@@ -177,6 +240,11 @@ pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
     }
     if found == SCHEMA_VERSION {
         return Ok(());
+    }
+    if conn.is_readonly(rusqlite::MAIN_DB)? {
+        return Err(Error::ReadOnly {
+            dir: path.parent().map(Path::to_owned).unwrap_or_default(),
+        });
     }
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     // Re-read under the write lock: another process may have migrated meanwhile.

@@ -18,6 +18,7 @@ use super::{Done, Resolution, ResolveOutcome};
 impl Bucket {
     /// Settles a conflict on `key`.
     pub async fn resolve(&self, key: &str, how: Resolution) -> Result<ResolveOutcome> {
+        self.writable()?;
         validate_key(key)?;
         let remote = self.connected_remote()?;
         let l = self

@@ -192,6 +192,9 @@ impl Bucket {
         opts: SyncOptions,
         progress: Option<ProgressFn>,
     ) -> Result<SyncReport> {
+        if !opts.dry_run {
+            self.writable()?;
+        }
         let _one_at_a_time = self.inner.sync_lock.lock().await;
         let keys = self.keyring()?;
         let started = Instant::now();

@@ -35,6 +35,7 @@ impl Bucket {
         name: &str,
         value: &T,
     ) -> Result<()> {
+        self.writable()?;
         let text = serde_json::to_string(value)
             .map_err(|e| Error::IndexData(format!("setting {name}: {e}")))?;
         let path = self.inner.index_path.clone();
@@ -49,6 +50,7 @@ impl Bucket {
 
     /// Removes a setting.
     pub(crate) async fn clear_setting(&self, name: &'static str) -> Result<()> {
+        self.writable()?;
         let path = self.inner.index_path.clone();
         tokio::task::spawn_blocking(move || -> Result<()> {
             let conn = index::open(&path, false)?;

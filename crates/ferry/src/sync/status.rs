@@ -137,6 +137,7 @@ impl Bucket {
     }
 
     pub(super) async fn record(&self, rec: SyncRecord) -> Result<bool> {
+        self.writable()?;
         match self.inner.writer.submit(WriteOp::Record(rec)).await? {
             Outcome::Recorded(applied) => Ok(applied),
             _ => Err(Error::IndexData(
@@ -148,11 +149,13 @@ impl Bucket {
     /// Pins objects: they are always downloaded (under every pull strategy).
     /// Returns how many of the keys exist.
     pub async fn pin(&self, keys: &[&str]) -> Result<usize> {
+        self.writable()?;
         self.set_pinned(keys, true).await
     }
 
     /// Unpins objects. Returns how many of the keys exist.
     pub async fn unpin(&self, keys: &[&str]) -> Result<usize> {
+        self.writable()?;
         self.set_pinned(keys, false).await
     }
 
