@@ -89,10 +89,30 @@ pub enum Command {
     Check(CheckArgs),
     /// Rename objects (no content is copied; syncs as a put and a delete).
     Mv(MvArgs),
+    /// Show the effective settings and where each comes from.
+    Config(ConfigArgs),
     /// Print a shell completion script (`ferry completions bash > /etc/bash_completion.d/ferry`).
     Completions(CompletionsArgs),
     /// Print the manual page (roff: `ferry man | man -l -`).
     Man,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    #[command(subcommand)]
+    pub command: ConfigCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print every setting with its value and source (user config
+    /// `$XDG_CONFIG_HOME/ferry/config.toml`, the bucket's `ferry.toml`,
+    /// environment, the bucket's index, default); secrets are hidden.
+    Show {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `ferry check [PREFIX]`.

@@ -1,27 +1,29 @@
-//! `ferry.toml` (in the bucket directory) and the usual `AWS_*` variables:
-//! the CLI's configuration, read here and handed to the library as values.
+//! The CLI's configuration, read here and handed to the library as values:
+//! the user's `$XDG_CONFIG_HOME/ferry/config.toml` (defaults for every
+//! bucket), the bucket's `ferry.toml`, the usual `AWS_*` variables, flags.
 //!
-//! Precedence for credentials: environment, then `ferry.toml`. Endpoint and
-//! region: command-line flags, then what the bucket records, then
-//! `AWS_ENDPOINT_URL` / `AWS_REGION`.
+//! Precedence, lowest first: built-in defaults, the user config, the
+//! bucket's `ferry.toml`, then the environment and flags.
+//!
+//! - Sync settings (`[sync]`): the user's, then the bucket's, key by key.
+//!   They are written into the bucket's index whenever a command opens it
+//!   (and by `ferry watch` when a file changes), so running engines and
+//!   every process use them. When no file has a `[sync]` section, the
+//!   index keeps what it has.
+//! - Credentials: `AWS_*` variables, then the bucket's `[credentials]`, then
+//!   the profile it names (`profile = "NAME"`, or `FERRY_PROFILE`) from the
+//!   user config's `[profiles.NAME]`, then the user's `[credentials]`.
+//! - Endpoint and region: flags, then what the bucket records, then
+//!   `AWS_ENDPOINT_URL` / `AWS_REGION` (`AWS_DEFAULT_REGION`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use anyhow::{anyhow, Context};
 use ferry::remote::spec::{Credentials, RemoteSpec};
 use ferry::SyncConfig;
 
-/// The file's shape.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    #[serde(default)]
-    pub credentials: CredentialsSection,
-    #[serde(default)]
-    pub sync: Option<SyncConfig>,
-}
-
-#[derive(Debug, Default, serde::Deserialize)]
+/// A credential set.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialsSection {
     pub access_key_id: Option<String>,
@@ -29,27 +31,369 @@ pub struct CredentialsSection {
     pub session_token: Option<String>,
 }
 
-/// Reads `<bucket>/ferry.toml` if it exists.
-pub fn load(bucket_dir: &Path) -> anyhow::Result<FileConfig> {
-    let path = bucket_dir.join("ferry.toml");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => toml::from_str(&text).with_context(|| format!("reading {}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileConfig::default()),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+/// One configuration file as written.
+#[derive(Debug, Default, Clone)]
+struct Layer {
+    path: PathBuf,
+    credentials: CredentialsSection,
+    profile: Option<String>,
+    profiles: std::collections::BTreeMap<String, CredentialsSection>,
+    sync: Option<toml::Table>,
+}
+
+/// Where a value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    UserFile(PathBuf),
+    UserProfile(PathBuf, String),
+    BucketFile(PathBuf),
+    Env(&'static str),
+    Index,
+    Unset,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Default => write!(f, "default"),
+            Source::UserFile(p) => write!(f, "user config {}", p.display()),
+            Source::UserProfile(p, name) => {
+                write!(f, "user config {} [profiles.{name}]", p.display())
+            }
+            Source::BucketFile(p) => write!(f, "bucket config {}", p.display()),
+            Source::Env(name) => write!(f, "environment {name}"),
+            Source::Index => write!(f, "the bucket's index"),
+            Source::Unset => write!(f, "not set"),
+        }
     }
+}
+
+/// The effective configuration of one command.
+#[derive(Debug, Default, Clone)]
+pub struct FileConfig {
+    user: Option<Layer>,
+    bucket: Option<Layer>,
+    /// The user config's path, whether or not it exists.
+    pub user_path: Option<PathBuf>,
+    /// The merged sync settings, when a file has a `[sync]` section.
+    pub sync: Option<SyncConfig>,
 }
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-/// Credentials from the environment, then the file.
+/// `$XDG_CONFIG_HOME/ferry/config.toml`, else `$HOME/.config/ferry/config.toml`.
+pub fn user_config_path() -> Option<PathBuf> {
+    let base = env("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("ferry").join("config.toml"))
+}
+
+/// The sync setting names (the fields of `SyncConfig`).
+fn sync_fields() -> Vec<String> {
+    match serde_json::to_value(SyncConfig::default()) {
+        Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Reads one file: `None` when it does not exist; unknown sections or
+/// settings are errors naming the file and the field.
+fn read_layer(path: &Path, user: bool) -> anyhow::Result<Option<Layer>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
+    let bad = |what: String| anyhow!("{}: {what}", path.display());
+    let mut layer = Layer {
+        path: path.to_owned(),
+        ..Layer::default()
+    };
+    for (name, value) in table {
+        match (name.as_str(), user) {
+            ("credentials", _) => {
+                layer.credentials = value
+                    .try_into()
+                    .map_err(|e| bad(format!("[credentials]: {e}")))?;
+            }
+            ("profile", false) => {
+                layer.profile = Some(
+                    value
+                        .as_str()
+                        .ok_or_else(|| bad("`profile` must be a string".into()))?
+                        .to_owned(),
+                );
+            }
+            ("profiles", true) => {
+                layer.profiles = value
+                    .try_into()
+                    .map_err(|e| bad(format!("[profiles]: {e}")))?;
+            }
+            ("sync", _) => {
+                let sync = match value {
+                    toml::Value::Table(t) => t,
+                    _ => return Err(bad("[sync] must be a table".into())),
+                };
+                let known = sync_fields();
+                if let Some(unknown) = sync.keys().find(|k| !known.contains(k)) {
+                    return Err(bad(format!(
+                        "unknown setting `{unknown}` in [sync] (known: {})",
+                        known.join(", ")
+                    )));
+                }
+                toml::Value::Table(sync.clone())
+                    .try_into::<SyncConfig>()
+                    .map_err(|e| bad(format!("[sync]: {e}")))?;
+                layer.sync = Some(sync);
+            }
+            (other, _) => {
+                let known = if user {
+                    "credentials, profiles, sync"
+                } else {
+                    "credentials, profile, sync"
+                };
+                return Err(bad(format!("unknown field `{other}` (known: {known})")));
+            }
+        }
+    }
+    Ok(Some(layer))
+}
+
+/// Reads the user config and, when given, the bucket's `ferry.toml`.
+pub fn load_layers(bucket_dir: Option<&Path>) -> anyhow::Result<FileConfig> {
+    let user_path = user_config_path();
+    let user = match &user_path {
+        Some(p) => read_layer(p, true)?,
+        None => None,
+    };
+    let bucket = match bucket_dir {
+        Some(dir) => read_layer(&dir.join("ferry.toml"), false)?,
+        None => None,
+    };
+    let mut merged: Option<toml::Table> = None;
+    for layer in [&user, &bucket].into_iter().flatten() {
+        if let Some(sync) = &layer.sync {
+            merged
+                .get_or_insert_with(toml::Table::new)
+                .extend(sync.clone());
+        }
+    }
+    let sync = match merged {
+        Some(t) => Some(
+            toml::Value::Table(t)
+                .try_into::<SyncConfig>()
+                .map_err(|e| anyhow!("the merged [sync] settings: {e}"))?,
+        ),
+        None => None,
+    };
+    let config = FileConfig {
+        user,
+        bucket,
+        user_path,
+        sync,
+    };
+    // A profile that is named must exist.
+    if let Some((name, _)) = config.profile() {
+        if config.profile_section(&name).is_none() {
+            let user_file = config
+                .user_path
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "the user config".into());
+            return Err(anyhow!(
+                "the credentials profile {name:?} is not defined (add [profiles.{name}] to {user_file})"
+            ));
+        }
+    }
+    Ok(config)
+}
+
+/// Reads `<bucket>/ferry.toml` and the user config.
+pub fn load(bucket_dir: &Path) -> anyhow::Result<FileConfig> {
+    load_layers(Some(bucket_dir))
+}
+
+impl FileConfig {
+    /// The profile in use and who chose it.
+    fn profile(&self) -> Option<(String, Source)> {
+        if let Some(p) = env("FERRY_PROFILE") {
+            return Some((p, Source::Env("FERRY_PROFILE")));
+        }
+        let b = self.bucket.as_ref()?;
+        Some((b.profile.clone()?, Source::BucketFile(b.path.clone())))
+    }
+
+    fn profile_section(&self, name: &str) -> Option<&CredentialsSection> {
+        self.user.as_ref()?.profiles.get(name)
+    }
+
+    /// One credential field and where it came from.
+    fn credential(
+        &self,
+        var: &'static str,
+        field: fn(&CredentialsSection) -> &Option<String>,
+    ) -> (Option<String>, Source) {
+        if let Some(v) = env(var) {
+            return (Some(v), Source::Env(var));
+        }
+        if let Some(b) = &self.bucket {
+            if let Some(v) = field(&b.credentials) {
+                return (Some(v.clone()), Source::BucketFile(b.path.clone()));
+            }
+        }
+        if let (Some((name, _)), Some(u)) = (self.profile(), &self.user) {
+            if let Some(v) = self.profile_section(&name).and_then(|s| field(s).clone()) {
+                return (Some(v), Source::UserProfile(u.path.clone(), name));
+            }
+        }
+        if let Some(u) = &self.user {
+            if let Some(v) = field(&u.credentials) {
+                return (Some(v.clone()), Source::UserFile(u.path.clone()));
+            }
+        }
+        (None, Source::Unset)
+    }
+
+    /// Where one sync setting came from.
+    fn sync_source(&self, name: &str) -> Source {
+        for layer in [&self.bucket, &self.user].into_iter().flatten() {
+            if layer.sync.as_ref().is_some_and(|t| t.contains_key(name)) {
+                return if Some(layer) == self.bucket.as_ref() {
+                    Source::BucketFile(layer.path.clone())
+                } else {
+                    Source::UserFile(layer.path.clone())
+                };
+            }
+        }
+        if self.sync.is_some() {
+            Source::Default
+        } else {
+            Source::Index
+        }
+    }
+
+    /// Every effective setting: (name, value, source); secrets are masked.
+    pub fn show(
+        &self,
+        bucket: Option<&ferry::Bucket>,
+    ) -> anyhow::Result<Vec<(String, String, Source)>> {
+        let mut rows = Vec::new();
+        if let Some((name, source)) = self.profile() {
+            rows.push(("profile".to_owned(), name, source));
+        }
+        let mask = |v: &str| {
+            if v.len() > 4 {
+                format!(
+                    "{}…",
+                    &v[..v.char_indices().nth(4).map_or(v.len(), |(i, _)| i)]
+                )
+            } else {
+                "…".to_owned()
+            }
+        };
+        for (name, var, field, secret) in [
+            (
+                "access_key_id",
+                "AWS_ACCESS_KEY_ID",
+                (|c: &CredentialsSection| &c.access_key_id)
+                    as fn(&CredentialsSection) -> &Option<String>,
+                false,
+            ),
+            (
+                "secret_access_key",
+                "AWS_SECRET_ACCESS_KEY",
+                |c| &c.secret_access_key,
+                true,
+            ),
+            (
+                "session_token",
+                "AWS_SESSION_TOKEN",
+                |c| &c.session_token,
+                true,
+            ),
+        ] {
+            let (value, source) = self.credential(var, field);
+            let shown = match (value, secret) {
+                (None, _) => "-".to_owned(),
+                (Some(_), true) => "(hidden)".to_owned(),
+                (Some(v), false) => mask(&v),
+            };
+            rows.push((format!("credentials.{name}"), shown, source));
+        }
+        if let Some(bucket) = bucket {
+            match bucket.remote_spec()? {
+                Some(spec) => {
+                    rows.push(("remote".into(), spec.url.clone(), Source::Index));
+                    let effective = with_env_defaults(spec.clone());
+                    let (ep_source, region_source) = (
+                        if spec.endpoint.is_some() {
+                            Source::Index
+                        } else if effective.endpoint.is_some() {
+                            Source::Env("AWS_ENDPOINT_URL")
+                        } else {
+                            Source::Unset
+                        },
+                        if spec.region.is_some() {
+                            Source::Index
+                        } else if env("AWS_REGION").is_some() {
+                            Source::Env("AWS_REGION")
+                        } else if env("AWS_DEFAULT_REGION").is_some() {
+                            Source::Env("AWS_DEFAULT_REGION")
+                        } else {
+                            Source::Unset
+                        },
+                    );
+                    rows.push((
+                        "endpoint".into(),
+                        effective.endpoint.clone().unwrap_or_else(|| "-".into()),
+                        ep_source,
+                    ));
+                    rows.push((
+                        "region".into(),
+                        effective.region.clone().unwrap_or_else(|| "-".into()),
+                        region_source,
+                    ));
+                }
+                None => rows.push(("remote".into(), "-".into(), Source::Unset)),
+            }
+        }
+        let sync = match (&self.sync, bucket) {
+            (Some(s), _) => *s,
+            (None, Some(b)) => b.sync_config()?,
+            (None, None) => SyncConfig::default(),
+        };
+        if let serde_json::Value::Object(map) = serde_json::to_value(sync)? {
+            for (name, value) in map {
+                let shown = match value {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                let source = match (bucket, self.sync_source(&name)) {
+                    (None, Source::Index) => Source::Default,
+                    (_, s) => s,
+                };
+                rows.push((format!("sync.{name}"), shown, source));
+            }
+        }
+        Ok(rows)
+    }
+}
+
+/// Credentials by the precedence above.
 pub fn credentials(file: &FileConfig) -> Credentials {
     Credentials {
-        access_key_id: env("AWS_ACCESS_KEY_ID").or_else(|| file.credentials.access_key_id.clone()),
-        secret_access_key: env("AWS_SECRET_ACCESS_KEY")
-            .or_else(|| file.credentials.secret_access_key.clone()),
-        session_token: env("AWS_SESSION_TOKEN").or_else(|| file.credentials.session_token.clone()),
+        access_key_id: file.credential("AWS_ACCESS_KEY_ID", |c| &c.access_key_id).0,
+        secret_access_key: file
+            .credential("AWS_SECRET_ACCESS_KEY", |c| &c.secret_access_key)
+            .0,
+        session_token: file.credential("AWS_SESSION_TOKEN", |c| &c.session_token).0,
     }
 }
 
@@ -62,4 +406,24 @@ pub fn with_env_defaults(mut spec: RemoteSpec) -> RemoteSpec {
         spec.region = env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION"));
     }
     spec
+}
+
+/// Writes the files' sync settings into the bucket's index when they
+/// differ from what it holds (a lower cache limit evicts at once). A
+/// read-only bucket is left as it is.
+pub async fn apply(bucket: &ferry::Bucket, file: &FileConfig) -> Result<bool, ferry::Error> {
+    let Some(sync) = file.sync else {
+        return Ok(false);
+    };
+    if bucket.is_read_only() || bucket.sync_config()? == sync {
+        return Ok(false);
+    }
+    bucket.set_sync_config(sync).await?;
+    Ok(true)
+}
+
+impl PartialEq for Layer {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path
+    }
 }

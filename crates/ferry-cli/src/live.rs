@@ -69,8 +69,12 @@ pub async fn watch(global: &Global, args: WatchArgs) -> Result<(), CommandError>
     }
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("listening for SIGTERM")?;
+    // Edits to the configuration files reach the running engine.
+    let mut files = ConfigWatch::new(bucket.dir());
+    let mut poll = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         tokio::select! {
+            _ = poll.tick() => files.reapply(&bucket).await,
             received = events.recv() => match received {
                 Ok(ferry::Event::Destroyed) => {
                     if !silent {
@@ -97,6 +101,52 @@ pub async fn watch(global: &Global, args: WatchArgs) -> Result<(), CommandError>
         }
     }
     Ok(())
+}
+
+/// The configuration files' modification times, polled by `watch`.
+struct ConfigWatch {
+    dir: std::path::PathBuf,
+    seen: Vec<Option<std::time::SystemTime>>,
+}
+
+impl ConfigWatch {
+    fn paths(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut paths = vec![dir.join("ferry.toml")];
+        paths.extend(crate::config::user_config_path());
+        paths
+    }
+
+    fn stamps(dir: &std::path::Path) -> Vec<Option<std::time::SystemTime>> {
+        Self::paths(dir)
+            .iter()
+            .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+            .collect()
+    }
+
+    fn new(dir: &std::path::Path) -> Self {
+        ConfigWatch {
+            dir: dir.to_owned(),
+            seen: Self::stamps(dir),
+        }
+    }
+
+    /// Applies the files again when one changed; a file that does not
+    /// parse is reported and the settings in force stay.
+    async fn reapply(&mut self, bucket: &ferry::Bucket) {
+        let now = Self::stamps(&self.dir);
+        if now == self.seen {
+            return;
+        }
+        self.seen = now;
+        match crate::config::load(&self.dir) {
+            Ok(file) => match crate::config::apply(bucket, &file).await {
+                Ok(true) => eprintln!("settings changed: applied to the running engine"),
+                Ok(false) => {}
+                Err(e) => eprintln!("warning: applying the new settings: {e}"),
+            },
+            Err(e) => eprintln!("warning: the settings in force stay: {e:#}"),
+        }
+    }
 }
 
 pub async fn pin(global: &Global, args: KeysArgs, pinned: bool) -> Result<(), CommandError> {
@@ -269,6 +319,61 @@ pub async fn passwd(global: &Global, args: crate::args::PasswdArgs) -> Result<()
         .await?;
     if !global.quiet {
         eprintln!("passphrase changed (the key was re-wrapped; no data was rewritten)");
+    }
+    Ok(())
+}
+
+pub async fn config(global: &Global, args: crate::args::ConfigArgs) -> Result<(), CommandError> {
+    let crate::args::ConfigCommand::Show { json } = args.command;
+    // Outside a bucket: the user-level settings alone.
+    let dir = locate::bucket_dir(global).ok();
+    let file = crate::config::load_layers(dir.as_deref())?;
+    let bucket = match &dir {
+        Some(d) => Some(ferry::Bucket::open(d).await?),
+        None => None,
+    };
+    if let Some(b) = &bucket {
+        crate::config::apply(b, &file).await?;
+    }
+    let rows = file.show(bucket.as_ref())?;
+    if json {
+        let settings: serde_json::Map<String, serde_json::Value> = rows
+            .iter()
+            .map(|(name, value, source)| {
+                (
+                    name.clone(),
+                    json!({"value": value, "source": source.to_string()}),
+                )
+            })
+            .collect();
+        let v = json!({
+            "bucket": dir.as_ref().map(|d| d.display().to_string()),
+            "user_config": file.user_path.as_ref().map(|p| p.display().to_string()),
+            "settings": settings,
+        });
+        out!(
+            "{}",
+            serde_json::to_string_pretty(&v).context("encoding JSON")?
+        );
+        return Ok(());
+    }
+    match &dir {
+        Some(d) => out!("bucket:      {}", d.display()),
+        None => out!("bucket:      (none here: user-level settings only)"),
+    }
+    if let Some(p) = &file.user_path {
+        let state = if p.is_file() { "" } else { " (not present)" };
+        out!("user config: {}{state}", p.display());
+    }
+    let width = rows.iter().map(|(n, _, _)| n.len()).max().unwrap_or(0);
+    let vwidth = rows
+        .iter()
+        .map(|(_, v, _)| v.chars().count())
+        .max()
+        .unwrap_or(0)
+        .min(40);
+    for (name, value, source) in rows {
+        out!("{name:<width$}  {value:<vwidth$}  ({source})");
     }
     Ok(())
 }

@@ -39,8 +39,7 @@ fn find_upwards(start: &Path) -> Option<PathBuf> {
 
 /// Opens the bucket the command should use, unlocked if it is encrypted.
 pub async fn open(global: &Global) -> Result<Bucket, CommandError> {
-    let dir = bucket_dir(global)?;
-    let bucket = Bucket::open(&dir).await?;
+    let bucket = open_configured(global).await?;
     crate::passphrase::unlock(global, &bucket).await?;
     Ok(bucket)
 }
@@ -48,8 +47,17 @@ pub async fn open(global: &Global) -> Result<Bucket, CommandError> {
 /// Opens the bucket for a command that works while it is locked (listing,
 /// status): unlocked only when a passphrase was given, never prompting.
 pub async fn open_locked(global: &Global) -> Result<Bucket, CommandError> {
+    let bucket = open_configured(global).await?;
+    crate::passphrase::unlock_if_given(global, &bucket).await?;
+    Ok(bucket)
+}
+
+/// Opens the bucket and brings its sync settings in line with the
+/// configuration files (settings take effect at the next command).
+pub async fn open_configured(global: &Global) -> Result<Bucket, CommandError> {
     let dir = bucket_dir(global)?;
     let bucket = Bucket::open(&dir).await?;
-    crate::passphrase::unlock_if_given(global, &bucket).await?;
+    let file = crate::config::load(&dir)?;
+    crate::config::apply(&bucket, &file).await?;
     Ok(bucket)
 }

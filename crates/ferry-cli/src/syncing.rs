@@ -16,8 +16,7 @@ use crate::output::{human_size, rfc3339};
 
 /// Opens the bucket, applies `ferry.toml`'s sync settings, and connects its remote.
 pub async fn open_connected(global: &Global) -> Result<Bucket, CommandError> {
-    let dir = locate::bucket_dir(global)?;
-    let bucket = Bucket::open(&dir).await?;
+    let bucket = locate::open_configured(global).await?;
     connect(global, &bucket).await?;
     Ok(bucket)
 }
@@ -66,11 +65,7 @@ pub async fn connect(global: &Global, bucket: &Bucket) -> Result<(), CommandErro
         .build_with(&config::credentials(&file), timeouts)
         .map_err(ferry::Error::from)?;
     // Settings first: connecting probes with the retry policy they set.
-    if let Some(sync) = file.sync {
-        if bucket.sync_config()? != sync {
-            bucket.set_sync_config(sync).await?;
-        }
-    }
+    config::apply(bucket, &file).await?;
     let passphrase = match bucket.is_locked() {
         true => Some(crate::passphrase::existing(global)?),
         false => None,

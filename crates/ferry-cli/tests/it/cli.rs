@@ -772,8 +772,11 @@ fn read_only_bucket_serves_reads_and_refuses_writes_by_name() {
         } else {
             Command::new(&exe)
         };
+        // The other user's own home, without a ferry config.
         cmd.current_dir(root)
             .env_remove("FERRY_BUCKET")
+            .env("HOME", &out_dir)
+            .env_remove("XDG_CONFIG_HOME")
             .args(args)
             .output()
             .unwrap()
@@ -835,4 +838,106 @@ fn walk_all(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out.sort();
     out
+}
+
+#[test]
+fn config_show_names_where_each_setting_comes_from_and_files_apply_at_the_next_command() {
+    let s = Scratch::new();
+    let xdg = s.path().join("xdg");
+    std::fs::create_dir_all(xdg.join("ferry")).unwrap();
+    std::fs::write(
+        xdg.join("ferry/config.toml"),
+        "[credentials]\naccess_key_id = \"AKIAUSERDEFAULT\"\n\
+         [profiles.lab]\naccess_key_id = \"LABKEY1234\"\nsecret_access_key = \"labsecret\"\n\
+         [sync]\nconflict = \"keep-local\"\nmax_cache_size = 5000\n",
+    )
+    .unwrap();
+    std::fs::write(
+        s.bucket().join("ferry.toml"),
+        "profile = \"lab\"\n[sync]\nmax_cache_size = 3000\n",
+    )
+    .unwrap();
+    let show = |extra: &[(&str, &str)]| {
+        let mut c = s.cmd();
+        c.env("XDG_CONFIG_HOME", &xdg)
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("FERRY_PROFILE")
+            .args(["config", "show", "--json"]);
+        for (k, v) in extra {
+            c.env(k, v);
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["settings"].clone()
+    };
+    let v = show(&[]);
+    let user = xdg.join("ferry/config.toml").display().to_string();
+    let bucket_file = s.bucket().join("ferry.toml").display().to_string();
+    assert_eq!(v["sync.max_cache_size"]["value"], "3000");
+    assert_eq!(
+        v["sync.max_cache_size"]["source"],
+        format!("bucket config {bucket_file}")
+    );
+    assert_eq!(v["sync.conflict"]["value"], "keep-local");
+    assert_eq!(v["sync.conflict"]["source"], format!("user config {user}"));
+    assert_eq!(v["sync.direction"]["source"], "default");
+    assert_eq!(v["profile"]["value"], "lab");
+    assert_eq!(v["credentials.access_key_id"]["value"], "LABK…");
+    assert_eq!(
+        v["credentials.access_key_id"]["source"],
+        format!("user config {user} [profiles.lab]")
+    );
+    assert_eq!(v["credentials.secret_access_key"]["value"], "(hidden)");
+    // The environment wins over both files.
+    let v = show(&[("AWS_ACCESS_KEY_ID", "ENVKEY99")]);
+    assert_eq!(
+        v["credentials.access_key_id"]["source"],
+        "environment AWS_ACCESS_KEY_ID"
+    );
+    // The files' settings reached the index (any command applies them).
+    let conn = rusqlite::Connection::open(s.bucket().join(ferry::INDEX_FILE)).unwrap();
+    let stored: String = conn
+        .query_row("SELECT value FROM settings WHERE name = 'sync'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let stored: serde_json::Value = serde_json::from_str(&stored).unwrap();
+    assert_eq!(stored["max_cache_size"], 3000);
+    assert_eq!(stored["conflict"], "keep-local");
+
+    // A typo is an error naming the field and the file, for every command.
+    std::fs::write(
+        s.bucket().join("ferry.toml"),
+        "[sync]\nconflit = \"flag\"\n",
+    )
+    .unwrap();
+    let o = s
+        .cmd()
+        .env("XDG_CONFIG_HOME", &xdg)
+        .arg("ls")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("unknown setting `conflit`"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains(&bucket_file), "{}", stderr(&o));
+    // A profile that does not exist is named.
+    std::fs::write(s.bucket().join("ferry.toml"), "profile = \"nope\"\n").unwrap();
+    let o = s
+        .cmd()
+        .env("XDG_CONFIG_HOME", &xdg)
+        .arg("ls")
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&o).contains("profile \"nope\" is not defined"),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -352,3 +352,54 @@ fn quiet_watch_syncs_and_prints_nothing() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "", "no event lines");
     assert_eq!(stderr(&out), "");
 }
+
+/// Bytes of cached content, as the index counts them.
+fn cached_bytes(root: &Path) -> i64 {
+    let conn = rusqlite::Connection::open_with_flags(
+        root.join("b").join(ferry::INDEX_FILE),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    conn.query_row(
+        "SELECT value FROM totals WHERE name = 'cached_bytes'",
+        [],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+#[test]
+fn settings_edited_while_watch_runs_apply_to_the_running_engine() {
+    let (_t, root) = setup(1);
+    let w = Watcher::start(&root);
+    assert!(
+        w.wait_for("sync-completed", Duration::from_secs(10)),
+        "{:?}",
+        w.events()
+    );
+    for i in 0..3 {
+        let out = ferry(&root, &["put", &format!("k/{i}")], &[b'x'; 2000]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || remote_files(&root, "k") == 3),
+        "writes never reached the remote"
+    );
+    assert_eq!(cached_bytes(&root), 6000);
+    // No other command runs: the watch process itself applies the edit.
+    std::fs::write(
+        root.join("b/ferry.toml"),
+        "[sync]\ninterval_secs = 1\ndebounce_ms = 100\nleader_poll_ms = 200\nmax_cache_size = 2500\n",
+    )
+    .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || cached_bytes(&root) <= 2500),
+        "the running engine kept {} bytes cached over a limit of 2500",
+        cached_bytes(&root)
+    );
+    let events = w.terminate();
+    assert!(
+        events.iter().filter(|e| *e == "object-evicted").count() >= 2,
+        "{events:?}"
+    );
+}

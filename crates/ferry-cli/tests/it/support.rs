@@ -58,7 +58,10 @@ impl Scratch {
 
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(FERRY);
-        c.current_dir(self.root.path()).env_remove("FERRY_BUCKET");
+        // No user config from the machine running the tests.
+        c.current_dir(self.root.path())
+            .env_remove("FERRY_BUCKET")
+            .env("XDG_CONFIG_HOME", self.root.path().join("no-user-config"));
         c
     }
 

@@ -60,6 +60,21 @@ impl Bucket {
         })
     }
 
+    /// Evicts synced content until the cache is within `max_cache_size`
+    /// (after the limit was lowered); returns the bytes freed.
+    pub async fn enforce_cache_limit(&self) -> Result<u64> {
+        let usage = self.cache_usage().await?;
+        let freed = if usage.used > usage.limit {
+            self.evict(usage.used - usage.limit).await?
+        } else {
+            0
+        };
+        if let Ok(mut e) = self.inner.cache_estimate.lock() {
+            *e = Some(usage.used.saturating_sub(freed));
+        }
+        Ok(freed)
+    }
+
     /// Evicts eligible objects until at least `bytes` are freed (or none is
     /// left); returns the bytes freed.
     pub async fn evict(&self, bytes: u64) -> Result<u64> {

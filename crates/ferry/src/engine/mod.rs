@@ -365,6 +365,7 @@ impl Bucket {
         }
         self.emit(Event::LeaderPromoted);
         let mut schedule = Schedule::new(cfg, Instant::now());
+        let mut current_cfg = cfg;
         let mut reconciled = false;
         let mut watcher = DataVersion::new(&self);
         let tick = Duration::from_millis(200);
@@ -386,9 +387,20 @@ impl Bucket {
                 _ = self.inner.local_write.notified() => schedule.on_local_write(Instant::now()),
                 _ = stop.changed() => break,
             }
-            // Writes by other processes show as a new data version with work queued.
-            if watcher.changed() && self.has_local_work() {
-                schedule.on_local_write(Instant::now());
+            // Writes by other processes show as a new data version: work
+            // queued, or new settings.
+            if watcher.changed() {
+                if let Ok((new_cfg, _)) = self.schedule_config() {
+                    if new_cfg != current_cfg {
+                        schedule.set_config(new_cfg, Instant::now());
+                        current_cfg = new_cfg;
+                    }
+                }
+                // A lower cache limit applies at once.
+                let _ = self.enforce_cache_limit().await;
+                if self.has_local_work() {
+                    schedule.on_local_write(Instant::now());
+                }
             }
             let requests = self.pending_requests();
             if !requests.is_empty() || schedule.is_due(Instant::now()) {

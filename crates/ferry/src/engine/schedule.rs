@@ -92,6 +92,22 @@ impl Schedule {
         }
     }
 
+    /// New settings (changed while the engine runs): the period restarts
+    /// from `now` under the new interval; a pending push keeps its time
+    /// unless the new debounce makes it sooner.
+    pub fn set_config(&mut self, cfg: ScheduleConfig, now: Instant) {
+        if cfg.interval != self.cfg.interval {
+            self.period = cfg.interval;
+            if !self.offline {
+                self.next_periodic = cfg.interval.map(|p| now + p);
+            }
+        }
+        if let Some(at) = self.push_at {
+            self.push_at = Some(at.min(now + cfg.debounce));
+        }
+        self.cfg = cfg;
+    }
+
     /// True while the remote is believed unreachable.
     pub fn is_offline(&self) -> bool {
         self.offline

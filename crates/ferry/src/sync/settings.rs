@@ -105,7 +105,14 @@ impl Bucket {
 
     /// Changes the sync settings (takes effect at the next connect for `max_retries`).
     pub async fn set_sync_config(&self, config: SyncConfig) -> Result<()> {
-        self.set_setting_json("sync", &config).await
+        let lowered = config.max_cache_size < self.sync_config()?.max_cache_size;
+        self.set_setting_json("sync", &config).await?;
+        // A lower cache limit applies at once (running engines in other
+        // processes see the new settings at their next tick and do the same).
+        if lowered {
+            self.enforce_cache_limit().await?;
+        }
+        Ok(())
     }
 
     /// The prefixes that sync (`[""]`, the default, means everything).

@@ -39,6 +39,39 @@ async fn schedule_runs_at_start_then_on_the_interval() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn schedule_takes_new_settings_while_running() {
+    let t0 = Instant::now();
+    let mut s = Schedule::new(cfg(), t0);
+    s.on_sync_start();
+    s.on_sync_done(t0, RunOutcome::Changed);
+    assert_eq!(s.next_wakeup(), Some(t0 + Duration::from_secs(30)));
+    // A shorter interval restarts the period from now.
+    let t1 = t0 + Duration::from_secs(5);
+    let faster = ScheduleConfig {
+        interval: Some(Duration::from_secs(2)),
+        ..cfg()
+    };
+    s.set_config(faster, t1);
+    assert_eq!(s.next_wakeup(), Some(t1 + Duration::from_secs(2)));
+    // No interval: only writes and requests wake it.
+    let manual = ScheduleConfig {
+        interval: None,
+        ..cfg()
+    };
+    s.set_config(manual, t1);
+    assert_eq!(s.next_wakeup(), None);
+    s.on_local_write(t1);
+    assert_eq!(s.next_wakeup(), Some(t1 + Duration::from_millis(300)));
+    // A shorter debounce brings a waiting push forward, never back.
+    let quick = ScheduleConfig {
+        debounce: Duration::from_millis(50),
+        ..manual
+    };
+    s.set_config(quick, t1);
+    assert_eq!(s.next_wakeup(), Some(t1 + Duration::from_millis(50)));
+}
+
+#[tokio::test(start_paused = true)]
 async fn schedule_debounces_a_burst_of_writes_into_one_push() {
     let t0 = Instant::now();
     let mut s = Schedule::new(cfg(), t0);
