@@ -89,12 +89,25 @@ pub enum Command {
     Check(CheckArgs),
     /// Rename objects (no content is copied; syncs as a put and a delete).
     Mv(MvArgs),
+    /// Show what differs between this bucket and its remote (exit 1 when something does).
+    Diff(DiffArgs),
     /// Show the effective settings and where each comes from.
     Config(ConfigArgs),
     /// Print a shell completion script (`ferry completions bash > /etc/bash_completion.d/ferry`).
     Completions(CompletionsArgs),
     /// Print the manual page (roff: `ferry man | man -l -`).
     Man,
+}
+
+/// `ferry diff [PREFIX]`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// Only keys starting with this.
+    #[arg(default_value = "")]
+    pub prefix: String,
+    /// Print JSON: an array of {key, kind, reason}.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

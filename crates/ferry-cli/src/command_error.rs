@@ -12,6 +12,8 @@ pub struct CommandError {
     error: anyhow::Error,
     hint: Option<String>,
     exit: u8,
+    /// The command already said everything (e.g. `diff` found differences).
+    silent: bool,
 }
 
 impl CommandError {
@@ -21,6 +23,7 @@ impl CommandError {
             error: anyhow::anyhow!(message.into()),
             hint: Some(hint.into()),
             exit: 1,
+            silent: false,
         }
     }
 
@@ -35,6 +38,17 @@ impl CommandError {
             error: anyhow::anyhow!(message.into()),
             hint: None,
             exit: 2,
+            silent: false,
+        }
+    }
+
+    /// Exit with `code` and print nothing more (the output said it).
+    pub fn exit_quietly(code: u8) -> Self {
+        CommandError {
+            error: anyhow::anyhow!("exit {code}"),
+            hint: None,
+            exit: code,
+            silent: true,
         }
     }
 }
@@ -90,6 +104,7 @@ impl From<ferry::Error> for CommandError {
             error: anyhow::Error::new(err),
             hint,
             exit,
+            silent: false,
         }
     }
 }
@@ -101,7 +116,12 @@ impl From<anyhow::Error> for CommandError {
             .find_map(|e| e.downcast_ref::<ferry::Error>())
             .map(classify)
             .unwrap_or((1, None));
-        CommandError { error, hint, exit }
+        CommandError {
+            error,
+            hint,
+            exit,
+            silent: false,
+        }
     }
 }
 
@@ -116,6 +136,9 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 pub fn report(err: &CommandError) -> ExitCode {
     if is_broken_pipe(&err.error) {
         return ExitCode::SUCCESS;
+    }
+    if err.silent {
+        return ExitCode::from(err.exit);
     }
     let mut message = format!("error: {}", err.error);
     for cause in err.error.chain().skip(1) {

@@ -104,6 +104,7 @@ async fn run(cli: Cli) -> Result<(), CommandError> {
         Command::Du(a) => objects::du(&global, a).await,
         Command::Check(a) => objects::check(&global, a).await,
         Command::Mv(a) => objects::mv(&global, a).await,
+        Command::Diff(a) => syncing::diff(&global, a).await,
         Command::Config(a) => live::config(&global, a).await,
         Command::Completions(a) => output::completions(a.shell),
         Command::Man => output::man(),

@@ -479,3 +479,39 @@ pub async fn scope(global: &Global, args: ScopeArgs) -> Result<(), CommandError>
     }
     Ok(())
 }
+
+pub async fn diff(global: &Global, args: crate::args::DiffArgs) -> Result<(), CommandError> {
+    let bucket = open_connected(global).await?;
+    let found = bucket.diff(&args.prefix).await?;
+    if args.json {
+        out!(
+            "{}",
+            serde_json::to_string_pretty(&found).context("encoding JSON")?
+        );
+    } else {
+        let width = found
+            .iter()
+            .map(|d| d.kind.describe().len())
+            .max()
+            .unwrap_or(0);
+        for d in &found {
+            let kind = d.kind.describe();
+            match d.reason {
+                Some(r) => out!("{kind:<width$}  {}  ({})", d.key, r.describe()),
+                None => out!("{kind:<width$}  {}", d.key),
+            }
+        }
+        if !global.quiet {
+            match found.len() {
+                0 => eprintln!("no differences"),
+                1 => eprintln!("1 key differs"),
+                n => eprintln!("{n} keys differ"),
+            }
+        }
+    }
+    if found.is_empty() {
+        Ok(())
+    } else {
+        Err(CommandError::exit_quietly(1))
+    }
+}

@@ -84,6 +84,25 @@ impl Filter {
         Ok(f)
     }
 
+    /// Only the keys starting with `prefix` (glob characters in it are
+    /// taken literally).
+    pub fn prefix(prefix: &str) -> Filter {
+        let mut glob = String::from("/");
+        for c in prefix.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '{' | '}' | '\\' | ',') {
+                glob.push('\\');
+            }
+            glob.push(c);
+        }
+        glob.push_str("**");
+        let mut f = Filter::default();
+        // An escaped literal and `**` always compile.
+        if f.add(true, &glob).is_err() || f.add(false, "/**").is_err() {
+            return Filter::default();
+        }
+        f
+    }
+
     /// A filter from rule lines (`+ pat`, `- pat`, `!` clears the rules
     /// before it), as [`Filter::lines`] returns them.
     pub fn from_lines<S: AsRef<str>>(lines: &[S]) -> Result<Filter, FilterError> {
@@ -398,6 +417,28 @@ mod tests {
     fn unanchored_include_walks_only_the_folders_it_names() {
         let f = Filter::new(&["a/*.jpg".into()], &[], &[]).unwrap();
         assert_eq!(keep(&f, &["a/p.jpg", "x/a/p.jpg", "a/q.txt"]), ["a/p.jpg"]);
+    }
+
+    #[test]
+    fn a_prefix_filter_takes_glob_characters_literally() {
+        let f = Filter::prefix("a*[b]{c,d}/x ");
+        assert_eq!(
+            keep(
+                &f,
+                &[
+                    "a*[b]{c,d}/x y",
+                    "aX[b]{c,d}/x y",
+                    "a*[b]{c,d}/z",
+                    "a*[b]{c,d}/x "
+                ]
+            ),
+            ["a*[b]{c,d}/x y", "a*[b]{c,d}/x "]
+        );
+        let f = Filter::prefix("photos");
+        assert_eq!(
+            keep(&f, &["photos/a", "photos2/b", "photo"]),
+            ["photos/a", "photos2/b"]
+        );
     }
 
     #[test]

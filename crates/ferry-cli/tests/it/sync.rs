@@ -705,3 +705,87 @@ fn verbose_flags_and_rust_log_log_requests_and_decisions() {
         stderr(&out)
     );
 }
+
+#[test]
+fn diff_shows_what_differs_both_ways_and_exits_1_until_synced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let url = format!("file://{}", root.join("remote").display());
+    ok(ferry(root, "a", &["init", "--remote", &url], None));
+    ok(ferry(root, "b", &["init", "--remote", &url], None));
+    for key in ["d/x", "d/y", "d/z", "d/c", "e/w"] {
+        ok(ferry(root, "a", &["put", key], Some(key.as_bytes())));
+    }
+    ok(ferry(root, "a", &["sync"], None));
+    ok(ferry(root, "b", &["sync"], None));
+    let o = ok(ferry(root, "a", &["diff"], None));
+    assert_eq!(stdout(&o), "");
+    assert!(stderr(&o).contains("no differences"), "{}", stderr(&o));
+
+    // The other replica changes z and c, adds m, deletes w; this one
+    // changes x and c, deletes y, adds n.
+    ok(ferry(root, "b", &["put", "d/z"], Some(b"z2")));
+    ok(ferry(root, "b", &["put", "d/c"], Some(b"c-b")));
+    ok(ferry(root, "b", &["put", "d/m"], Some(b"m")));
+    ok(ferry(root, "b", &["rm", "e/w"], None));
+    ok(ferry(root, "b", &["sync"], None));
+    ok(ferry(root, "a", &["put", "d/x"], Some(b"x2")));
+    ok(ferry(root, "a", &["put", "d/c"], Some(b"c-a")));
+    ok(ferry(root, "a", &["rm", "d/y"], None));
+    ok(ferry(root, "a", &["put", "d/n"], Some(b"n")));
+    // The conflict policy and direction do not hide differences.
+    std::fs::write(
+        root.join("a/ferry.toml"),
+        "[sync]\nconflict = \"keep-local\"\ndirection = \"upload-only\"\n",
+    )
+    .unwrap();
+
+    let o = ferry(root, "a", &["diff", "--json"], None);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let found: Vec<(String, String)> = json(&o)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["key"].as_str().unwrap().to_owned(),
+                d["kind"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("d/c", "conflict"),
+        ("d/m", "new-there"),
+        ("d/n", "new-here"),
+        ("d/x", "changed-here"),
+        ("d/y", "deleted-here"),
+        ("d/z", "changed-there"),
+        ("e/w", "deleted-there"),
+    ];
+    assert_eq!(
+        found,
+        expected.map(|(k, v)| (k.to_owned(), v.to_owned())),
+        "{}",
+        stdout(&o)
+    );
+    // In words, under a prefix (a folder prefix of keys, like `ls`).
+    let o = ferry(root, "a", &["diff", "e/"], None);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stdout(&o), "deleted there  e/w\n");
+    assert!(stderr(&o).contains("1 key differs"), "{}", stderr(&o));
+    let o = ferry(root, "a", &["diff", "d/c"], None);
+    assert_eq!(stdout(&o), "conflict  d/c  (changed on both sides)\n");
+    // Nothing was changed by looking.
+    assert_eq!(std::fs::read(root.join("remote/d/x")).unwrap(), b"d/x");
+    assert_eq!(stdout(&ok(ferry(root, "a", &["cat", "d/z"], None))), "d/z");
+
+    std::fs::remove_file(root.join("a/ferry.toml")).unwrap();
+    std::fs::write(
+        root.join("a/ferry.toml"),
+        "[sync]\nconflict = \"keep-local\"\n",
+    )
+    .unwrap();
+    ok(ferry(root, "a", &["sync"], None));
+    let o = ok(ferry(root, "a", &["diff"], None));
+    assert_eq!(stdout(&o), "");
+}

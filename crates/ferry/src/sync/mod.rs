@@ -21,6 +21,8 @@ use crate::remote::{RemoteErrorKind, RemoteObject};
 use crate::sync::plan::{Action, ConflictPolicy, ConflictReason, Direction, PullStrategy};
 
 mod connect;
+mod diff;
+pub use diff::{DiffKind, Difference};
 mod execute;
 mod fetch;
 pub mod journal;

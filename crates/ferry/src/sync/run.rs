@@ -173,7 +173,7 @@ impl Bucket {
             self.emit(crate::engine::events::Event::SyncStarted);
         }
         let dry_run = opts.dry_run;
-        let result = self.run_sync_inner(opts, progress).await;
+        let result = self.run_sync_with(opts, progress, None).await;
         if !dry_run {
             match &result {
                 Ok(r) => self.emit(crate::engine::events::Event::SyncCompleted {
@@ -187,10 +187,12 @@ impl Bucket {
         result
     }
 
-    async fn run_sync_inner(
+    /// One run under `policy` (default: the configured one).
+    pub(super) async fn run_sync_with(
         &self,
         opts: SyncOptions,
         progress: Option<ProgressFn>,
+        policy: Option<Policy>,
     ) -> Result<SyncReport> {
         if !opts.dry_run {
             self.writable()?;
@@ -200,11 +202,11 @@ impl Bucket {
         let started = Instant::now();
         let remote = self.connected_remote()?;
         let config = self.sync_config()?;
-        let policy = Policy {
+        let policy = policy.unwrap_or(Policy {
             direction: config.direction,
             conflict: config.conflict,
             strategy: config.strategy,
-        };
+        });
         let scope = self.effective_scope()?;
         let mut report = SyncReport::default();
 
