@@ -137,6 +137,16 @@ pub struct CheckArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also compare with the remote: what differs (as `ferry diff`), and
+    /// whether each synced object's remote copy still carries the agreed
+    /// content hash.
+    #[arg(long)]
+    pub remote: bool,
+    /// Repair what can be: damaged objects that are on the remote are
+    /// downloaded again, the index's indexes are rebuilt; the rest is
+    /// named with the reason.
+    #[arg(long)]
+    pub repair: bool,
 }
 
 /// `ferry du [PREFIX]`.

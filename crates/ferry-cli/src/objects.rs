@@ -598,7 +598,7 @@ pub async fn mv(global: &Global, args: MvArgs) -> Result<(), CommandError> {
 /// any problem exits 1.
 pub async fn check(global: &Global, args: CheckArgs) -> Result<(), CommandError> {
     let bucket = locate::open_locked(global).await?;
-    let index_problems = bucket.check_index().await?;
+    let mut index_problems = bucket.check_index().await?;
     let mut damaged: Vec<(String, String)> = Vec::new();
     let (mut objects, mut verified) = (0u64, 0u64);
     let mut opts = ListOptions::prefix(args.prefix.clone()).limit(1000);
@@ -627,8 +627,56 @@ pub async fn check(global: &Global, args: CheckArgs) -> Result<(), CommandError>
             None => break,
         }
     }
+
+    // The remote side: connected when asked, or to repair from it.
+    let has_remote = bucket.remote_spec()?.is_some();
+    let mut connect_error: Option<String> = None;
+    if args.remote || (args.repair && has_remote && !damaged.is_empty()) {
+        if let Err(e) = crate::syncing::connect(global, &bucket).await {
+            if args.remote {
+                return Err(e);
+            }
+            connect_error = Some(e.message());
+        }
+    }
+    let mut differences = Vec::new();
+    let mut remote_check = ferry::RemoteCheck::default();
+    if args.remote {
+        differences = bucket.diff(&args.prefix).await?;
+        remote_check = bucket.verify_remote(&args.prefix).await?;
+    }
+
+    // Repairs.
+    let mut repaired: Vec<String> = Vec::new();
+    let mut unrepaired: Vec<(String, String)> = Vec::new();
+    let mut index_repaired = false;
+    if args.repair {
+        if !index_problems.is_empty() {
+            let left = bucket.repair_index().await?;
+            index_repaired = left.is_empty();
+            index_problems = left;
+        }
+        for (key, _) in std::mem::take(&mut damaged) {
+            let outcome = match (&connect_error, has_remote) {
+                (_, false) => ferry::Repair::Unrepairable(
+                    "the bucket has no remote to download it from (write it again, or delete it)"
+                        .into(),
+                ),
+                (Some(e), true) => {
+                    ferry::Repair::Unrepairable(format!("the remote is not reachable: {e}"))
+                }
+                (None, true) => bucket.repair(&key).await?,
+            };
+            match outcome {
+                ferry::Repair::Refetched => repaired.push(key),
+                ferry::Repair::Unrepairable(why) => unrepaired.push((key, why)),
+            }
+        }
+        damaged = unrepaired.clone();
+    }
+
     if args.json {
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "index": if index_problems.is_empty() { "ok" } else { "damaged" },
             "index_problems": index_problems,
             "objects": objects,
@@ -638,6 +686,18 @@ pub async fn check(global: &Global, args: CheckArgs) -> Result<(), CommandError>
                 .map(|(k, e)| serde_json::json!({"key": k, "error": e}))
                 .collect::<Vec<_>>(),
         });
+        if args.repair {
+            v["repaired"] = serde_json::json!(repaired);
+            v["index_repaired"] = serde_json::json!(index_repaired);
+        }
+        if args.remote {
+            v["remote"] = serde_json::json!({
+                "differences": differences,
+                "verified": remote_check.verified,
+                "unverifiable": remote_check.unverifiable,
+                "mismatched": remote_check.mismatched,
+            });
+        }
         out!(
             "{}",
             serde_json::to_string_pretty(&v).context("encoding JSON")?
@@ -646,26 +706,69 @@ pub async fn check(global: &Global, args: CheckArgs) -> Result<(), CommandError>
         for p in &index_problems {
             out!("index: {p}");
         }
+        if index_repaired {
+            out!("repaired: the index (its indexes were rebuilt)");
+        }
+        for k in &repaired {
+            out!("repaired: {k} (downloaded again from the remote)");
+        }
         for (k, e) in &damaged {
-            out!("damaged: {k}: {e}");
+            if args.repair {
+                out!("cannot repair: {k}: {e}");
+            } else {
+                out!("damaged: {k}: {e}");
+            }
+        }
+        for d in &differences {
+            out!("differs: {} {}", d.kind.describe(), d.key);
+        }
+        for m in &remote_check.mismatched {
+            out!("remote mismatch: {}: {}", m.key, m.detail);
         }
         out!(
-            "{objects} objects, {verified} verified on this device, {} damaged; index {}",
+            "{objects} objects, {verified} verified on this device, {} damaged{}; index {}",
             damaged.len(),
+            if repaired.is_empty() {
+                String::new()
+            } else {
+                format!(", {} repaired", repaired.len())
+            },
             if index_problems.is_empty() {
                 "ok"
             } else {
                 "damaged"
             }
         );
+        if args.remote {
+            out!(
+                "remote: {} verified by hash, {} without a ferry hash, {} mismatched, {} differ",
+                remote_check.verified,
+                remote_check.unverifiable,
+                remote_check.mismatched.len(),
+                differences.len()
+            );
+        }
     }
-    if index_problems.is_empty() && damaged.is_empty() {
+    let local_ok = index_problems.is_empty() && damaged.is_empty();
+    let remote_ok = differences.is_empty() && remote_check.mismatched.is_empty();
+    if local_ok && remote_ok {
         Ok(())
-    } else {
+    } else if !local_ok {
         Err(CommandError::user(
             "the bucket is damaged (each problem is listed above)",
-            "a damaged object is repaired by writing it again (`ferry put KEY FILE`); no reader was \
-             given damaged bytes",
+            if args.repair {
+                "what could not be repaired is named with the reason; an object is also repaired \
+                 by writing it again (`ferry put KEY FILE`); no reader was given damaged bytes"
+            } else {
+                "`ferry check --repair` downloads damaged objects again from the remote where it \
+                 has them; no reader was given damaged bytes"
+            },
+        ))
+    } else {
+        Err(CommandError::user(
+            "the bucket and its remote differ (listed above)",
+            "`ferry sync` brings them together; a remote mismatch means the remote copy was \
+             replaced without its ETag changing, or tampered with",
         ))
     }
 }

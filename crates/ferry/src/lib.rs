@@ -53,6 +53,7 @@ pub use store::body::{Body, ObjectReader};
 pub use store::index::{ObjectMeta, SCHEMA_VERSION};
 pub use store::list::{ListOptions, ListPage};
 pub use sync::{
-    ConflictInfo, DeleteLimit, DiffKind, Difference, GetOptions, ProgressFn, Residency, Resolution,
-    ResolveOutcome, Status, SyncConfig, SyncIssue, SyncMode, SyncOptions, SyncProgress, SyncReport,
+    ConflictInfo, DeleteLimit, DiffKind, Difference, GetOptions, Mismatch, ProgressFn, RemoteCheck,
+    Repair, Residency, Resolution, ResolveOutcome, Status, SyncConfig, SyncIssue, SyncMode,
+    SyncOptions, SyncProgress, SyncReport,
 };

@@ -789,3 +789,82 @@ fn diff_shows_what_differs_both_ways_and_exits_1_until_synced() {
     let o = ok(ferry(root, "a", &["diff"], None));
     assert_eq!(stdout(&o), "");
 }
+
+/// Flips one byte in the middle of every blob file of `bucket`.
+fn damage_blobs(bucket: &Path) -> usize {
+    let mut n = 0;
+    for dir in std::fs::read_dir(bucket.join("blobs")).unwrap() {
+        for f in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+            let path = f.unwrap().path();
+            let mut bytes = std::fs::read(&path).unwrap();
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0xff;
+            std::fs::write(&path, bytes).unwrap();
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn check_repair_downloads_damaged_objects_again_and_names_what_it_cannot_repair() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let url = format!("file://{}", root.join("remote").display());
+    ok(ferry(root, "a", &["init", "--remote", &url], None));
+    let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    ok(ferry(root, "a", &["put", "big.bin"], Some(&big)));
+    ok(ferry(root, "a", &["put", "small.txt"], Some(b"small")));
+    ok(ferry(root, "a", &["sync"], None));
+    let o = ok(ferry(root, "a", &["check", "--remote"], None));
+    assert!(
+        stdout(&o)
+            .contains("remote: 2 verified by hash, 0 without a ferry hash, 0 mismatched, 0 differ"),
+        "{}",
+        stdout(&o)
+    );
+
+    assert_eq!(damage_blobs(&root.join("a")), 1);
+    let o = ferry(root, "a", &["check"], None);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("damaged: big.bin"), "{}", stdout(&o));
+    assert!(stderr(&o).contains("check --repair"), "{}", stderr(&o));
+    let o = ok(ferry(root, "a", &["check", "--repair"], None));
+    assert!(
+        stdout(&o).contains("repaired: big.bin (downloaded again from the remote)"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(ok(ferry(root, "a", &["cat", "big.bin"], None)).stdout, big);
+    ok(ferry(root, "a", &["check"], None));
+
+    // A change that was never pushed has no other copy.
+    let mut other = big.clone();
+    other[0] ^= 1;
+    ok(ferry(root, "a", &["put", "big.bin"], Some(&other)));
+    damage_blobs(&root.join("a"));
+    let o = ferry(root, "a", &["check", "--repair", "--json"], None);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["repaired"], serde_json::json!([]));
+    assert_eq!(v["damaged"][0]["key"], "big.bin");
+    assert!(
+        v["damaged"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("changed here and not pushed"),
+        "{v}"
+    );
+    // Nothing damaged was pushed meanwhile: the remote keeps the good copy.
+    assert_eq!(std::fs::read(root.join("remote/big.bin")).unwrap(), big);
+
+    // The remote side: a change there shows as a difference.
+    std::fs::write(root.join("remote/small.txt"), b"changed by another tool").unwrap();
+    let o = ferry(root, "a", &["check", "--remote", "small.txt"], None);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).contains("differs: changed there small.txt"),
+        "{}",
+        stdout(&o)
+    );
+}

@@ -534,6 +534,24 @@ impl Bucket {
         })
     }
 
+    /// Rebuilds the index's indexes (`REINDEX`, which repairs what SQLite's
+    /// check most often finds: an index out of step with its table) and
+    /// checks again; returns what is still wrong.
+    pub async fn repair_index(&self) -> Result<Vec<String>> {
+        self.writable()?;
+        let path = self.inner.index_path.clone();
+        blocking(move || {
+            let conn = index::open(&path, false)?;
+            conn.execute_batch("REINDEX")?;
+            let mut stmt = conn.prepare("PRAGMA integrity_check")?;
+            let rows = stmt
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows.into_iter().filter(|r| r != "ok").collect())
+        })
+        .await
+    }
+
     /// Every object under `prefix`, in key order.
     pub async fn list_all(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         Ok(self.list(ListOptions::prefix(prefix)).await?.objects)

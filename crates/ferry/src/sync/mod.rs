@@ -22,7 +22,7 @@ use crate::sync::plan::{Action, ConflictPolicy, ConflictReason, Direction, PullS
 
 mod connect;
 mod diff;
-pub use diff::{DiffKind, Difference};
+pub use diff::{DiffKind, Difference, Mismatch, RemoteCheck, Repair};
 mod execute;
 mod fetch;
 pub mod journal;

@@ -796,7 +796,7 @@ impl Bucket {
     }
 
     /// HEADs `keys`, at most `concurrency` at once.
-    async fn heads(
+    pub(super) async fn heads(
         &self,
         remote: &SharedRemote,
         keys: Vec<String>,
