@@ -107,8 +107,11 @@ impl Bucket {
             }
             Ok(out)
         })?;
+        // Keys sharing a blob free its bytes only once the last one goes:
+        // what was freed is measured, not summed.
+        let start = self.cache_usage().await?.used;
         let mut freed = 0;
-        for (key, size, hash) in candidates {
+        for (key, _size, hash) in candidates {
             if freed >= bytes {
                 break;
             }
@@ -116,7 +119,7 @@ impl Bucket {
                 continue;
             }
             if self.record_evicted(&key, hash).await? {
-                freed += size;
+                freed = start.saturating_sub(self.cache_usage().await?.used);
                 let _ = self.inner.events.send(Event::ObjectEvicted { key });
             }
         }

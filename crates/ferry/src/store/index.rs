@@ -143,9 +143,47 @@ const MIGRATIONS: &[&str] = &[
     END;
     "#,
     // 5 -> 6: a sync request may carry a filter (the JSON array of its
-    // rule lines; NULL: none).
+    // rule lines; NULL: none). The cached bytes count each blob once: keys
+    // that share content share one blob (the first reference adds its
+    // size, the last one gone removes it; objects_by_hash answers the
+    // EXISTS).
     r#"
     ALTER TABLE sync_requests ADD COLUMN filter TEXT;
+    DROP TRIGGER cached_bytes_insert;
+    DROP TRIGGER cached_bytes_delete;
+    DROP TRIGGER cached_bytes_update;
+    UPDATE totals SET value = (
+        SELECT COALESCE(SUM(size), 0) FROM (
+            SELECT MAX(size) AS size FROM objects
+            WHERE present = 1 AND cached = 1 GROUP BY hash
+        )
+    ) WHERE name = 'cached_bytes';
+    CREATE TRIGGER cached_bytes_insert AFTER INSERT ON objects
+        WHEN new.present = 1 AND new.cached = 1 AND NOT EXISTS (
+            SELECT 1 FROM objects WHERE hash = new.hash AND present = 1 AND cached = 1
+            AND key <> new.key)
+    BEGIN
+        UPDATE totals SET value = value + new.size WHERE name = 'cached_bytes';
+    END;
+    CREATE TRIGGER cached_bytes_delete AFTER DELETE ON objects
+        WHEN old.present = 1 AND old.cached = 1 AND NOT EXISTS (
+            SELECT 1 FROM objects WHERE hash = old.hash AND present = 1 AND cached = 1)
+    BEGIN
+        UPDATE totals SET value = value - old.size WHERE name = 'cached_bytes';
+    END;
+    CREATE TRIGGER cached_bytes_update AFTER UPDATE OF present, cached, size, hash ON objects
+    BEGIN
+        UPDATE totals SET value = value
+            - (CASE WHEN old.present = 1 AND old.cached = 1 AND NOT EXISTS (
+                   SELECT 1 FROM objects WHERE hash = old.hash AND present = 1 AND cached = 1
+                   AND key <> old.key)
+               THEN old.size ELSE 0 END)
+            + (CASE WHEN new.present = 1 AND new.cached = 1 AND NOT EXISTS (
+                   SELECT 1 FROM objects WHERE hash = new.hash AND present = 1 AND cached = 1
+                   AND key <> new.key)
+               THEN new.size ELSE 0 END)
+        WHERE name = 'cached_bytes';
+    END;
     "#,
 ];
 

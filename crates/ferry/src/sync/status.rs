@@ -181,16 +181,18 @@ impl Bucket {
         let mut status = self.with_reader(|c| {
             let mut s = Status::default();
             let mut stmt = c.prepare_cached(
-                "SELECT state, present, COUNT(*), COALESCE(SUM(CASE WHEN cached = 1 AND present = 1 THEN size ELSE 0 END), 0) \
-                 FROM objects GROUP BY state, present",
+                "SELECT state, present, COUNT(*) FROM objects GROUP BY state, present",
             )?;
             let rows = stmt.query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, bool>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
             })?;
             for row in rows {
-                let (state, present, count, bytes) = row?;
+                let (state, present, count) = row?;
                 let count = count as u64;
-                s.cache_size += bytes as u64;
                 if present {
                     s.total += count;
                 }
@@ -209,6 +211,8 @@ impl Bucket {
                 .query_row([], |r| r.get::<_, i64>(0))? as u64;
             Ok(s)
         })?;
+        // Each blob once (shared content counts once).
+        status.cache_size = self.cache_usage().await?.used;
         status.remote = self.remote_spec()?.map(|s| s.url);
         status.leader = self.is_leader();
         status.leader_pid = self.leader_pid();

@@ -3,7 +3,7 @@
 use std::fs::{self, OpenOptions};
 use std::io::ErrorKind;
 
-use ferry::{Bucket, Error, ObjectMeta, PutOptions, INDEX_FILE};
+use ferry::{Bucket, BucketConfig, Error, ObjectMeta, PutOptions, INDEX_FILE};
 use tokio::io::AsyncReadExt;
 
 use crate::{blob_files, blob_path, new_bucket, pseudo_random, reopen, tmp_files};
@@ -388,7 +388,9 @@ async fn pushed_versions_leave_the_outbox_and_a_v4_index_migrates() {
         .unwrap();
     assert!(!sql.contains("WITHOUT ROWID"), "{sql}");
     // The cached-bytes total the triggers keep starts from the sum.
-    let sum = "SELECT COALESCE(SUM(size), 0) FROM objects WHERE present = 1 AND cached = 1";
+    // (each blob once: keys that share content share its bytes)
+    let sum = "SELECT COALESCE(SUM(size), 0) FROM (SELECT MAX(size) AS size FROM objects \
+               WHERE present = 1 AND cached = 1 GROUP BY hash)";
     let total = "SELECT value FROM totals WHERE name = 'cached_bytes'";
     assert_eq!(count(&conn, total), count(&conn, sum));
     assert_eq!(count(&conn, sum), 20 * 1500 + 1);
@@ -415,4 +417,52 @@ async fn pushed_versions_leave_the_outbox_and_a_v4_index_migrates() {
     assert_eq!(count(&conn, total), count(&conn, sum));
     assert_eq!(used as i64, count(&conn, sum));
     assert_eq!(used as i64, 18 * 1500 + 1 + 10 + 700 - freed as i64);
+}
+
+/// Keys with the same content share one blob, and the cache counts its
+/// bytes once: added with the first reference, removed with the last.
+#[tokio::test]
+async fn shared_content_is_counted_once_in_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = Bucket::create(dir.path().join("b"), BucketConfig::default())
+        .await
+        .unwrap();
+    let used = |b: &Bucket| {
+        let b = b.clone();
+        async move { b.cache_usage().await.unwrap().used }
+    };
+    let big = vec![7u8; 100_000];
+    for key in ["a", "b", "c"] {
+        bucket
+            .put(key, big.clone(), PutOptions::default())
+            .await
+            .unwrap();
+    }
+    bucket
+        .put("s1", "small", PutOptions::default())
+        .await
+        .unwrap();
+    bucket
+        .put("s2", "small", PutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(used(&bucket).await, 100_000 + 5);
+    assert_eq!(bucket.status().await.unwrap().cache_size, 100_000 + 5);
+    bucket.delete("a").await.unwrap();
+    bucket.delete("s1").await.unwrap();
+    assert_eq!(used(&bucket).await, 100_000 + 5, "still referenced");
+    // Overwriting one sharer with other content keeps the shared blob.
+    bucket
+        .put("b", vec![8u8; 10], PutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(used(&bucket).await, 100_000 + 5 + 10);
+    bucket.delete("c").await.unwrap();
+    assert_eq!(used(&bucket).await, 5 + 10, "the last reference is gone");
+    // A second key taking the remaining content of another.
+    bucket
+        .put("d", vec![8u8; 10], PutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(used(&bucket).await, 5 + 10);
 }
