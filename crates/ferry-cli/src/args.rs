@@ -26,6 +26,10 @@ pub struct Global {
     /// Print no progress bars or confirmations.
     #[arg(long, short, global = true)]
     pub quiet: bool,
+    /// Show progress (bytes, rate, ETA) even when stderr is not a
+    /// terminal: one plain line per second, for logs.
+    #[arg(long, global = true, conflicts_with = "quiet")]
+    pub progress: bool,
     /// Log to stderr: -v each remote request with its timing, -vv also
     /// each decision of the planner. RUST_LOG (e.g. `ferry=debug`)
     /// overrides.

@@ -43,6 +43,9 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cli.global.verbose);
+    if cli.global.progress {
+        output::force_progress();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

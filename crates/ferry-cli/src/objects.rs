@@ -157,7 +157,10 @@ pub async fn put_file(
         .await
         .with_context(|| format!("opening {}", path.display()))?;
     let size = file.metadata().await.map(|m| m.len()).unwrap_or(0);
-    let bar = byte_bar(size, quiet || size < LARGE_TRANSFER);
+    let bar = byte_bar(
+        size,
+        quiet || (size < LARGE_TRANSFER && !crate::output::progress_forced()),
+    );
     bar.set_message(key.to_owned());
     let meta = bucket
         .put(key, Body::from_reader(bar.wrap_async_read(file)), opts)
@@ -205,7 +208,10 @@ pub async fn get_to_file(
     let mut file = tokio::fs::File::create(&part)
         .await
         .with_context(|| format!("creating {}", part.display()))?;
-    let bar = byte_bar(object.meta.size, quiet || object.meta.size < LARGE_TRANSFER);
+    let bar = byte_bar(
+        object.meta.size,
+        quiet || (object.meta.size < LARGE_TRANSFER && !crate::output::progress_forced()),
+    );
     bar.set_message(key.to_owned());
     let mut out = bar.wrap_async_write(&mut file);
     let copied = copy_body(&mut object.body, &mut out).await;

@@ -41,16 +41,86 @@ pub fn human_size(bytes: u64) -> String {
     format!("{value:.1} {}", UNITS[unit])
 }
 
+/// Set by `--progress`: bars are drawn even when stderr is not a terminal.
+static FORCE_PROGRESS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `--progress`: draw progress on stderr even when it is not a terminal
+/// (a log file, a CI job), one plain line per second.
+pub fn force_progress() {
+    FORCE_PROGRESS.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// True when `--progress` was given.
+pub fn progress_forced() -> bool {
+    FORCE_PROGRESS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Where bars draw: stderr when it is a terminal (indicatif checks), plain
+/// lines with `--progress`.
+pub fn draw_target() -> indicatif::ProgressDrawTarget {
+    if progress_forced() {
+        indicatif::ProgressDrawTarget::term_like(Box::new(LineTerm::default()))
+    } else {
+        indicatif::ProgressDrawTarget::stderr()
+    }
+}
+
+/// A "terminal" that writes each drawn line to stderr as a plain line
+/// (no cursor movement): progress a log can hold.
+#[derive(Debug, Default)]
+struct LineTerm {
+    /// When the last line was written: at most one a second.
+    last: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl indicatif::TermLike for LineTerm {
+    fn width(&self) -> u16 {
+        100
+    }
+    fn move_cursor_up(&self, _n: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_down(&self, _n: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_right(&self, _n: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_left(&self, _n: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        if s.trim().is_empty() {
+            return Ok(());
+        }
+        if let Ok(mut last) = self.last.lock() {
+            let now = std::time::Instant::now();
+            if last.is_some_and(|t| now.duration_since(t) < std::time::Duration::from_secs(1)) {
+                return Ok(());
+            }
+            *last = Some(now);
+        }
+        use std::io::Write;
+        writeln!(std::io::stderr().lock(), "{s}")
+    }
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        self.write_line(s)
+    }
+    fn clear_line(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A byte progress bar on stderr; hidden with `--quiet` or when stderr is
-/// not a terminal (indicatif checks).
+/// not a terminal (unless `--progress`).
 pub fn byte_bar(total: u64, quiet: bool) -> indicatif::ProgressBar {
     if quiet {
         return indicatif::ProgressBar::hidden();
     }
-    let bar = indicatif::ProgressBar::with_draw_target(
-        Some(total),
-        indicatif::ProgressDrawTarget::stderr(),
-    );
+    let bar = indicatif::ProgressBar::with_draw_target(Some(total), draw_target());
     if let Ok(style) = indicatif::ProgressStyle::with_template(
         "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
     ) {
@@ -65,8 +135,7 @@ pub fn count_bar(quiet: bool) -> indicatif::ProgressBar {
     if quiet {
         return indicatif::ProgressBar::hidden();
     }
-    let bar =
-        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    let bar = indicatif::ProgressBar::with_draw_target(None, draw_target());
     if let Ok(style) =
         indicatif::ProgressStyle::with_template("{spinner} {msg}, {bytes} {binary_bytes_per_sec}")
     {

@@ -219,7 +219,7 @@ pub async fn sync(global: &Global, args: SyncArgs, mode: SyncMode) -> Result<(),
     let bar = if global.quiet || args.json {
         indicatif::ProgressBar::hidden()
     } else {
-        indicatif::ProgressBar::with_draw_target(Some(0), indicatif::ProgressDrawTarget::stderr())
+        indicatif::ProgressBar::with_draw_target(Some(0), crate::output::draw_target())
     };
     if let Ok(style) =
         indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} objects, eta {eta}")

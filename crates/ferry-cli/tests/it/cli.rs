@@ -941,3 +941,28 @@ fn config_show_names_where_each_setting_comes_from_and_files_apply_at_the_next_c
         stderr(&o)
     );
 }
+
+#[test]
+fn progress_flag_draws_plain_progress_lines_on_a_non_terminal() {
+    let s = Scratch::new();
+    let file = s.path().join("data.bin");
+    std::fs::write(&file, vec![5u8; 3 << 20]).unwrap();
+    // stderr is a pipe here: no bar unless asked.
+    let o = s.ferry(&["put", "plain", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("/3.00 MiB"), "{}", stderr(&o));
+    let o = s.ferry(&["put", "--progress", "shown", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("shown ["), "{err}");
+    assert!(err.contains("/3.00 MiB"), "{err}");
+    assert!(
+        !err.contains('\r') && !err.contains('\x1b'),
+        "plain lines: {err:?}"
+    );
+    let out = s.path().join("back.bin");
+    let o = s.ferry(&["get", "--progress", "shown", out.to_str().unwrap()]);
+    assert!(stderr(&o).contains("/3.00 MiB"), "{}", stderr(&o));
+    let o = s.ferry(&["put", "--progress", "-q", "x", file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
