@@ -8,5 +8,6 @@ mod encryption;
 mod filters;
 mod live;
 mod multiprocess;
+mod snapshots;
 mod support;
 mod sync;

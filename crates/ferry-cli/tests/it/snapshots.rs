@@ -1,0 +1,102 @@
+//! The exact text people read, pinned with insta snapshots
+//! (`tests/it/snapshots/`): help, plans, status, diffs and errors. A
+//! change of wording shows as a snapshot diff in review.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::support::{stderr, stdout, Scratch, FERRY};
+
+fn ferry(root: &Path, bucket: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(FERRY)
+        .current_dir(root)
+        .env_remove("FERRY_BUCKET")
+        .env("XDG_CONFIG_HOME", root.join("no-user-config"))
+        .arg("--bucket")
+        .arg(root.join(bucket))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(data) = stdin {
+        input.write_all(data).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn help_lists_every_command_with_a_one_line_summary() {
+    let o = Command::new(FERRY).arg("--help").output().unwrap();
+    assert!(o.status.success());
+    insta::assert_snapshot!("help", stdout(&o));
+}
+
+#[test]
+fn status_plan_and_diff_texts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let url = format!("file://{}", root.join("remote").display());
+    assert!(ferry(root, "a", &["init", "-q", "--remote", &url], None)
+        .status
+        .success());
+    assert!(ferry(root, "b", &["init", "-q", "--remote", &url], None)
+        .status
+        .success());
+    for key in ["docs/a.txt", "docs/b.txt", "old.txt"] {
+        assert!(ferry(root, "a", &["put", "-q", key], Some(key.as_bytes()))
+            .status
+            .success());
+    }
+    assert!(ferry(root, "a", &["sync", "-q"], None).status.success());
+    assert!(ferry(root, "b", &["sync", "-q"], None).status.success());
+    assert!(ferry(root, "b", &["put", "-q", "docs/a.txt"], Some(b"b's"))
+        .status
+        .success());
+    assert!(ferry(root, "b", &["sync", "-q"], None).status.success());
+    assert!(ferry(root, "a", &["put", "-q", "docs/a.txt"], Some(b"a's"))
+        .status
+        .success());
+    assert!(ferry(root, "a", &["put", "-q", "new.txt"], Some(b"new"))
+        .status
+        .success());
+    assert!(ferry(root, "a", &["rm", "-q", "old.txt"], None)
+        .status
+        .success());
+
+    let o = ferry(root, "a", &["sync", "--dry-run"], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    insta::assert_snapshot!("dry_run_plan", stdout(&o));
+    let o = ferry(root, "a", &["diff"], None);
+    insta::assert_snapshot!("diff", format!("{}---\n{}", stdout(&o), stderr(&o)));
+    let o = ferry(root, "a", &["status"], None);
+    let text = stdout(&o).replace(&url, "file:///REMOTE");
+    insta::assert_snapshot!("status", text);
+}
+
+#[test]
+fn error_messages_and_hints() {
+    let s = Scratch::new();
+    let mut all = String::new();
+    for args in [
+        &["put", "a//b"][..],
+        &["put", "../x"],
+        &["get", "missing"],
+        &["put", "k", "--meta", "ferry-hash=1"],
+        &["cp", "-r", "--include", "a{b", ".", "t/"],
+        &["sync"],
+    ] {
+        let o = s.ferry_stdin(args, b"x");
+        all.push_str(&format!(
+            "$ ferry {}\nexit {:?}\n{}\n",
+            args.join(" "),
+            o.status.code(),
+            stderr(&o)
+        ));
+    }
+    insta::assert_snapshot!("errors", all);
+}
