@@ -28,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = keys.open_blob(data);
     let _ = open_streaming(&keys, data);
 
-    let sealed = keys.seal_blob(data);
+    let sealed = keys.seal_blob(data).unwrap();
     assert_eq!(keys.open_blob(&sealed).unwrap(), data);
     assert_eq!(open_streaming(&keys, &sealed).unwrap(), data);
     let seed = data

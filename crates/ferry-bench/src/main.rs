@@ -111,7 +111,7 @@ fn main() -> Result<()> {
     }
     if args.suite == "crypto" || args.suite == "all" {
         println!("\nencryption figures (same run, same disk, same server)");
-        let mut crypto_rows = crypto_bench::throughput(256)?;
+        let mut crypto_rows = crypto_bench::throughput(1024)?;
         crypto_rows.extend(rt.block_on(crypto_bench::puts(scratch.path(), args.count))?);
         let server = match &args.endpoint {
             Some(e) => sync_bench::external(e, &args.s3_bucket),

@@ -378,7 +378,7 @@ fn settings_edited_while_watch_runs_apply_to_the_running_engine() {
         w.events()
     );
     for i in 0..3 {
-        let out = ferry(&root, &["put", &format!("k/{i}")], &[b'x'; 2000]);
+        let out = ferry(&root, &["put", &format!("k/{i}")], &[b'a' + i; 2000]);
         assert!(out.status.success(), "{}", stderr(&out));
     }
     assert!(

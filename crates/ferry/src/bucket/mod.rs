@@ -324,12 +324,13 @@ impl Bucket {
         }
         let sealed_meta = keys
             .as_ref()
-            .map(|k| k.seal_local_meta(key, &content_type, &metadata));
+            .map(|k| k.seal_local_meta(key, &content_type, &metadata))
+            .transpose()?;
         let modified_ms = self.now_ms();
         let threshold = self.inner.config.inline_threshold;
         let (content, hash, size) = match body.into().0 {
             BodyInner::Bytes(data) if data.len() as u64 <= threshold => {
-                inline_content(keys.as_deref(), data)
+                inline_content(keys.as_deref(), data)?
             }
             BodyInner::Bytes(data) => {
                 let blobs = self.inner.blobs.clone();
@@ -393,7 +394,7 @@ impl Bucket {
         let mut head = BytesMut::with_capacity((threshold as usize + 1).min(CHUNK));
         while (head.len() as u64) <= threshold {
             if reader.read_buf(&mut head).await.map_err(body_err)? == 0 {
-                return Ok(inline_content(keys.as_deref(), head.freeze()));
+                return inline_content(keys.as_deref(), head.freeze());
             }
         }
         let (tx, mut rx) = mpsc::channel::<Bytes>(4);
@@ -659,16 +660,16 @@ impl Bucket {
 
 /// Small content as it is stored inline: its hash and (sealed in an encrypted
 /// bucket) bytes.
-fn inline_content(keys: Option<&Keyring>, data: Bytes) -> (Content, ContentHash, u64) {
+fn inline_content(keys: Option<&Keyring>, data: Bytes) -> Result<(Content, ContentHash, u64)> {
     let size = data.len() as u64;
-    match keys {
+    Ok(match keys {
         None => (Content::Inline(data.clone()), ContentHash::of(&data), size),
         Some(k) => (
-            Content::Inline(k.seal_blob(&data).into()),
+            Content::Inline(k.seal_blob(&data)?.into()),
             k.hash(&data),
             size,
         ),
-    }
+    })
 }
 
 /// A row's metadata as the caller may see it: opened with `keys`, or

@@ -177,7 +177,7 @@ impl Keyring {
     }
 
     /// Seals a blob held in memory.
-    pub fn seal_blob(&self, data: &[u8]) -> Vec<u8> {
+    pub fn seal_blob(&self, data: &[u8]) -> Result<Vec<u8>, CryptoError> {
         stream::seal(&self.content, BLOB_CONTEXT, data)
     }
 
@@ -197,7 +197,7 @@ impl Keyring {
     }
 
     /// Seals a record with the metadata key, bound to `context`.
-    pub(crate) fn seal_record(&self, context: &[u8], data: &[u8]) -> Vec<u8> {
+    pub(crate) fn seal_record(&self, context: &[u8], data: &[u8]) -> Result<Vec<u8>, CryptoError> {
         stream::seal(&self.metadata, context, data)
     }
 
@@ -212,14 +212,25 @@ impl Keyring {
 
     /// The index's metadata column for an object: its content type and user
     /// metadata sealed together, bound to its key.
-    pub fn seal_local_meta(&self, key: &str, content_type: &str, metadata: &Metadata) -> String {
+    pub fn seal_local_meta(
+        &self,
+        key: &str,
+        content_type: &str,
+        metadata: &Metadata,
+    ) -> Result<String, CryptoError> {
         let record = LocalMeta {
             content_type: content_type.to_owned(),
             metadata: metadata.clone(),
         };
-        let json = Zeroizing::new(serde_json::to_vec(&record).unwrap_or_default());
-        let sealed = self.seal_record(&local_context(key), &json);
-        format!("{SEALED_META_PREFIX}{}", B64.encode(sealed))
+        let json =
+            Zeroizing::new(
+                serde_json::to_vec(&record).map_err(|e| CryptoError::Format {
+                    what: "sealed metadata",
+                    detail: e.to_string(),
+                })?,
+            );
+        let sealed = self.seal_record(&local_context(key), &json)?;
+        Ok(format!("{SEALED_META_PREFIX}{}", B64.encode(sealed)))
     }
 
     /// Opens a metadata column sealed by [`Keyring::seal_local_meta`] for `key`.

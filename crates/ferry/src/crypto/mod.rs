@@ -1,10 +1,11 @@
-//! End-to-end encryption (format v1), pinned by known-answer tests (see
+//! End-to-end encryption, pinned by known-answer tests (see
 //! `docs/design.md`, "Encryption").
 //!
 //! - [`keys`]: a random 256-bit master key wrapped under a passphrase with
 //!   Argon2id + XChaCha20-Poly1305; subkeys derived with BLAKE3's KDF mode.
-//! - [`stream`]: STREAM-style chunked AEAD for blobs (XChaCha20-Poly1305,
-//!   64 KiB chunks, a fresh random nonce prefix per blob, last-chunk flag).
+//! - [`stream`]: STREAM-style chunked AEAD for blobs: v2 (a key per blob
+//!   from a random salt, AES-256-GCM or ChaCha20-Poly1305, counter nonces)
+//!   written, v1 (XChaCha20-Poly1305) read; 64 KiB chunks, last-chunk flag.
 //! - [`names`]: deterministic per-segment name encryption (AES-SIV).
 //! - [`keyring`]: the key file (wrapped key + key id) and an unlocked
 //!   bucket's subkeys with the operations built on them.

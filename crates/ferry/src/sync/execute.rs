@@ -221,6 +221,7 @@ impl Bucket {
                     });
                     k.seal_local_meta(&key, &content_type, &obj.metadata)
                 });
+                let sealed_meta = sealed_meta.transpose()?;
                 let applied = self
                     .record(SyncRecord::Learned {
                         key,

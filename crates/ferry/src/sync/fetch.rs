@@ -62,7 +62,9 @@ impl Bucket {
             .unwrap_or_else(|| crate::metadata::content_type_for(key, None).unwrap_or_default());
         let metadata: Metadata = obj.metadata.clone();
         let meta = meta_digest(keys.as_deref(), &content_type, &metadata);
-        let sealed_meta = keys.map(|k| k.seal_local_meta(key, &content_type, &metadata));
+        let sealed_meta = keys
+            .map(|k| k.seal_local_meta(key, &content_type, &metadata))
+            .transpose()?;
         let pulled = Pulled {
             content,
             hash,

@@ -85,11 +85,11 @@ pub fn parse_name(name: &str) -> Option<u64> {
 }
 
 /// The bytes of a record: JSON, sealed in an encrypted bucket.
-pub fn encode(record: &Record, keys: Option<&Keyring>) -> Vec<u8> {
-    let json = serde_json::to_vec(record).unwrap_or_default();
+pub fn encode(record: &Record, keys: Option<&Keyring>) -> Result<Vec<u8>, String> {
+    let json = serde_json::to_vec(record).map_err(|e| e.to_string())?;
     match keys {
-        Some(k) => k.seal_record(CONTEXT, &json),
-        None => json,
+        Some(k) => k.seal_record(CONTEXT, &json).map_err(|e| e.to_string()),
+        None => Ok(json),
     }
 }
 

@@ -136,7 +136,7 @@ impl Bucket {
                     time_ms: self.now_ms(),
                     entries: chunk.clone(),
                 };
-                let body = journal::encode(&record, keys);
+                let body = journal::encode(&record, keys).map_err(Error::IndexData)?;
                 let req = PutRequest {
                     key: journal::record_name(seq),
                     content_type: "application/json".into(),

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 
 use ferry::crypto::keys::{keyed_hash, KdfParams, Key, Purpose, WrappedKey};
 use ferry::crypto::names::{decrypt_name, encrypt_name};
-use ferry::crypto::stream::{open, seal, Opener, Sealer, CHUNK, HEADER};
+use ferry::crypto::stream::{open, seal, Aead, Opener, Sealer, CHUNK, HEADER};
 use ferry::crypto::CryptoError;
 
 /// The cheapest cost `wrap` accepts (the floor).
@@ -122,14 +122,62 @@ fn subkeys_are_distinct_and_hashes_are_keyed() {
     );
 }
 
+/// Seals `data` as each format does: v2 with either AEAD, and v1.
+fn seal_as(format: &str, key: &Key, ctx: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut s = match format {
+        "aes" => Sealer::with_salt(key, ctx, Aead::Aes256Gcm, rand_salt(data), Vec::new()),
+        "chacha" => Sealer::with_salt(
+            key,
+            ctx,
+            Aead::ChaCha20Poly1305,
+            rand_salt(data),
+            Vec::new(),
+        ),
+        _ => Sealer::v1_with_prefix(key, ctx, rand_salt(data), Vec::new()),
+    }
+    .unwrap();
+    s.write_all(data).unwrap();
+    s.finish().unwrap()
+}
+
+fn rand_salt(data: &[u8]) -> [u8; 16] {
+    let mut salt = [0u8; 16];
+    salt.copy_from_slice(&blake3::hash(data).as_bytes()[..16]);
+    salt
+}
+
+const FORMATS: [&str; 3] = ["aes", "chacha", "v1"];
+
 #[test]
-fn sealed_blobs_round_trip_at_chunk_boundaries() {
+fn sealed_blobs_round_trip_at_chunk_and_batch_boundaries() {
     let key = Key([3; 32]);
-    for len in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK, 200_000] {
+    // 16 chunks are sealed and opened together (on several cores).
+    for len in [
+        0,
+        1,
+        CHUNK - 1,
+        CHUNK,
+        CHUNK + 1,
+        3 * CHUNK,
+        200_000,
+        16 * CHUNK,
+        16 * CHUNK + 1,
+        33 * CHUNK + 5,
+    ] {
         let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
-        let sealed = seal(&key, b"ctx", &data);
-        assert!(sealed.len() >= HEADER + 16 + len);
+        let sealed = seal(&key, b"ctx", &data).unwrap();
+        let chunks = len.div_ceil(CHUNK).max(1);
+        assert_eq!(sealed.len(), HEADER + len + 16 * chunks, "len {len}");
+        assert_eq!(sealed[4], 2, "new blobs are v2");
         assert_eq!(open(&key, b"ctx", &sealed).unwrap(), data, "len {len}");
+        for format in FORMATS {
+            let sealed = seal_as(format, &key, b"ctx", &data);
+            assert_eq!(
+                open(&key, b"ctx", &sealed).unwrap(),
+                data,
+                "{format} len {len}"
+            );
+        }
         // Streaming in odd-sized writes and reads gives the same.
         let mut s = Sealer::new(&key, b"ctx", Vec::new()).unwrap();
         for piece in data.chunks(7777) {
@@ -147,28 +195,72 @@ fn sealed_blobs_round_trip_at_chunk_boundaries() {
             out.extend_from_slice(&buf[..n]);
         }
         assert_eq!(out, data);
+        // One core gives the same bytes as several (same salt).
+        let one = {
+            let mut s = Sealer::with_salt(&key, b"ctx", Aead::Aes256Gcm, [1; 16], Vec::new())
+                .unwrap()
+                .single_threaded();
+            s.write_all(&data).unwrap();
+            s.finish().unwrap()
+        };
+        let many = {
+            let mut s =
+                Sealer::with_salt(&key, b"ctx", Aead::Aes256Gcm, [1; 16], Vec::new()).unwrap();
+            s.write_all(&data).unwrap();
+            s.finish().unwrap()
+        };
+        assert_eq!(one, many, "len {len}");
+        let mut o = Opener::new(&key, b"ctx", &one[..])
+            .unwrap()
+            .single_threaded();
+        let mut back = Vec::new();
+        o.read_to_end(&mut back).unwrap();
+        assert_eq!(back, data);
     }
 }
 
 #[test]
 fn every_kind_of_tampering_is_an_integrity_error() {
+    for format in FORMATS {
+        tampering_is_an_integrity_error(format, CHUNK * 2 + 500);
+        // Past a batch: the failures of chunks opened together.
+        tampering_is_an_integrity_error(format, CHUNK * 20 + 500);
+    }
+}
+
+fn tampering_is_an_integrity_error(format: &str, len: usize) {
     let key = Key([4; 32]);
-    let data: Vec<u8> = (0..(CHUNK * 2 + 500)).map(|i| i as u8).collect();
-    let sealed = seal(&key, b"object-a", &data);
+    let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
+    let sealed = seal_as(format, &key, b"object-a", &data);
     let integrity = |r: Result<Vec<u8>, CryptoError>| matches!(r, Err(CryptoError::Integrity(_)));
     // Flip any byte (header, first chunk, tag, last chunk).
     for pos in [
         0,
+        4,
         5,
+        6,
         10,
         HEADER,
         HEADER + 100,
         HEADER + CHUNK + 15,
+        sealed.len() / 2,
         sealed.len() - 1,
     ] {
         let mut t = sealed.clone();
         t[pos] ^= 0x01;
-        assert!(integrity(open(&key, b"object-a", &t)), "flip at {pos}");
+        assert!(
+            integrity(open(&key, b"object-a", &t)),
+            "{format}: flip at {pos}"
+        );
+    }
+    // The other AEAD named in the header (a downgrade attempt).
+    if format != "v1" {
+        let mut t = sealed.clone();
+        t[6] = if t[6] == 1 { 2 } else { 1 };
+        assert!(
+            integrity(open(&key, b"object-a", &t)),
+            "{format}: AEAD swapped"
+        );
     }
     // Truncate at chunk boundaries and inside chunks.
     let chunk_ct = CHUNK + 16;
@@ -205,6 +297,10 @@ fn every_kind_of_tampering_is_an_integrity_error() {
     let mut o = Opener::new(&key, b"object-a", &t[..]).unwrap();
     let mut out = Vec::new();
     assert!(o.read_to_end(&mut out).is_err());
+    assert!(
+        out.len() < data.len(),
+        "{format}: never the whole plaintext"
+    );
     // ...and a reader that carries on after the error keeps getting it,
     // never an end of stream that would pass for success.
     let mut buf = [0u8; 100];
@@ -216,7 +312,8 @@ fn every_kind_of_tampering_is_an_integrity_error() {
 #[test]
 fn sealed_blob_known_answer() {
     let key = Key([6; 32]);
-    let mut s = Sealer::with_prefix(&key, b"kat", [9; 16], Vec::new()).unwrap();
+    // v1 (read, and written only by this test's kept v1 path).
+    let mut s = Sealer::v1_with_prefix(&key, b"kat", [9; 16], Vec::new()).unwrap();
     s.write_all(&[0xAB; 70_000]).unwrap();
     let sealed = s.finish().unwrap();
     assert_eq!(sealed.len(), HEADER + 70_000 + 32);
@@ -230,6 +327,29 @@ fn sealed_blob_known_answer() {
         "format v1 changed"
     );
     assert_eq!(open(&key, b"kat", &sealed).unwrap(), vec![0xAB; 70_000]);
+
+    // v2, both AEADs. The vectors were checked against an independent
+    // implementation (Python's `cryptography` AESGCM / ChaCha20Poly1305
+    // with the `blake3` package deriving the blob key), see docs/design.md §8.
+    for (aead, id, expected) in [
+        (Aead::Aes256Gcm, 1, KAT_SEALED_V2_AES_BLAKE3),
+        (Aead::ChaCha20Poly1305, 2, KAT_SEALED_V2_CHACHA_BLAKE3),
+    ] {
+        let mut s = Sealer::with_salt(&key, b"kat", aead, [9; 16], Vec::new()).unwrap();
+        s.write_all(&[0xAB; 70_000]).unwrap();
+        let sealed = s.finish().unwrap();
+        assert_eq!(sealed.len(), HEADER + 70_000 + 32);
+        assert_eq!(
+            hex_of(&sealed[..HEADER]),
+            format!("465259420210{id:02x}00{}", "09".repeat(16))
+        );
+        assert_eq!(
+            blake3::hash(&sealed).to_hex().as_str(),
+            expected,
+            "format v2 ({aead:?}) changed"
+        );
+        assert_eq!(open(&key, b"kat", &sealed).unwrap(), vec![0xAB; 70_000]);
+    }
 }
 
 #[test]
@@ -265,5 +385,9 @@ fn names_encrypt_per_segment_deterministically() {
 
 const KAT_WRAPPED_CT: &str = "NTH4t/eBc++a9+fipXvGAU4SdhAgMFK0ntFyXQuAqEOrtNgZ0NGv+LkB3UOEjMLY";
 const KAT_HASH_SUBKEY: &str = "8204d7e4f9a811c60ed16b504cf16555df0c33be07b824949be073767a163bcf";
+const KAT_SEALED_V2_AES_BLAKE3: &str =
+    "cff31c18180b14abb300213aa173e83f30ab29c05e03683b1a44b6a2e9efb456";
+const KAT_SEALED_V2_CHACHA_BLAKE3: &str =
+    "f92e0777cf5c28a005d1895ef97b3b4d9a16d0f494204f5ea2bfef75e0e6cbc6";
 const KAT_SEALED_BLAKE3: &str = "595d8855e3d7d58e3d62450a3f91248b897d054a9dfee44ca4c27150a6283700";
 const KAT_NAME_A: &str = "yI0l4qUcRzXwhUArNKcpo4I";

@@ -89,15 +89,24 @@ fn integrity(endpoint: &str, key: &str, detail: impl std::fmt::Display) -> Remot
 }
 
 /// Builds an envelope for `key` (format v1).
-pub fn seal_envelope(keys: &Keyring, key: &str, record: &EnvelopeRecord) -> Vec<u8> {
-    let json = zeroize::Zeroizing::new(serde_json::to_vec(record).unwrap_or_default());
-    let sealed = keys.seal_record(&context(key), &json);
+pub fn seal_envelope(
+    keys: &Keyring,
+    key: &str,
+    record: &EnvelopeRecord,
+) -> Result<Vec<u8>, crate::crypto::CryptoError> {
+    let json = zeroize::Zeroizing::new(serde_json::to_vec(record).map_err(|e| {
+        crate::crypto::CryptoError::Format {
+            what: "envelope",
+            detail: e.to_string(),
+        }
+    })?);
+    let sealed = keys.seal_record(&context(key), &json)?;
     let mut out = Vec::with_capacity(FIXED + sealed.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&[1, 0, 0, 0]);
     out.extend_from_slice(&(sealed.len() as u32).to_be_bytes());
     out.extend_from_slice(&sealed);
-    out
+    Ok(out)
 }
 
 /// The envelope's total length from its fixed part (at least 12 bytes).
@@ -330,7 +339,8 @@ impl Layer for Encrypted {
             device: (!req.device.is_empty()).then(|| req.device.clone()),
             base: (!req.base.is_empty()).then(|| req.base.clone()),
         };
-        let envelope = seal_envelope(&self.keys, &req.key, &record);
+        let envelope = seal_envelope(&self.keys, &req.key, &record)
+            .map_err(|e| local_err(format!("sealing the envelope of {:?}: {e}", req.key)))?;
         let body = match body {
             RemoteBody::Bytes(b) => {
                 let mut all = envelope;
