@@ -39,6 +39,15 @@ pub struct Global {
     /// (default: $FERRY_PASSPHRASE, then a prompt on a terminal).
     #[arg(long, global = true, value_name = "FILE")]
     pub passphrase_file: Option<PathBuf>,
+    /// Run CMD (with `sh -c`) and take the first line it prints as the
+    /// passphrase: a password manager (`pass show ferry`, `op read …`).
+    #[arg(
+        long,
+        global = true,
+        value_name = "CMD",
+        conflicts_with = "passphrase_file"
+    )]
+    pub passphrase_command: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -86,6 +95,13 @@ pub enum Command {
     /// Stop syncing and, with --clear-local, delete the local data.
     Destroy(DestroyArgs),
     /// Change an encrypted bucket's passphrase (re-wraps its key; no data is rewritten).
+    ///
+    /// This is not a response to a leaked passphrase: whoever had the old
+    /// passphrase and a copy of the old key file (from the remote or a
+    /// backup) can still unwrap the same master key, and the data stays
+    /// sealed under it. After a leak, make a new encrypted bucket and copy
+    /// the data into it (a `rekey` command that does this in place is not
+    /// built yet).
     Passwd(PasswdArgs),
     /// Objects and bytes per folder under a prefix.
     Du(DuArgs),

@@ -55,7 +55,18 @@ fn print_event(event: &ferry::Event, as_json: bool) -> Result<(), CommandError> 
     Ok(())
 }
 
+/// A long-running process holding keys: no core file may carry them.
+fn disable_core_dumps() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) =
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+    {
+        eprintln!("warning: could not disable core dumps: {e}");
+    }
+}
+
 pub async fn watch(global: &Global, args: WatchArgs) -> Result<(), CommandError> {
+    disable_core_dumps();
     let bucket = open_connected(global).await?;
     // --quiet: no event lines (errors still go to stderr); --json is asked
     // for explicitly and always prints.

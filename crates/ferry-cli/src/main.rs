@@ -34,6 +34,8 @@ use crate::args::{Cli, Command};
 use crate::command_error::{report, CommandError};
 
 fn main() -> ExitCode {
+    // Before anything else, while this is the only thread.
+    passphrase::take_from_env();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -1,6 +1,9 @@
-//! Where an encrypted bucket's passphrase comes from: `FERRY_PASSPHRASE`,
-//! `--passphrase-file FILE` (its first line), or a no-echo prompt when
-//! standard input is a terminal. New passphrases (`init --encrypt`,
+//! Where an encrypted bucket's passphrase comes from: `--passphrase-file
+//! FILE` (its first line), `--passphrase-command CMD` (the first line it
+//! prints: a password manager), `FERRY_PASSPHRASE`, or a no-echo prompt
+//! when standard input is a terminal. The variables are moved out of the
+//! process environment before anything else runs (no thread, child or
+//! core file sees them). New passphrases (`init --encrypt`,
 //! `passwd`) come from `FERRY_NEW_PASSPHRASE`, `--new-passphrase-file`, or
 //! are asked twice at the prompt.
 
@@ -21,6 +24,58 @@ pub const NEW_ENV: &str = "FERRY_NEW_PASSPHRASE";
 /// A passphrase, zeroized when dropped.
 pub type Secret = Zeroizing<String>;
 
+/// `FERRY_PASSPHRASE` and `FERRY_NEW_PASSPHRASE`, taken out of the
+/// environment at start.
+static FROM_ENV: std::sync::OnceLock<(Option<Secret>, Option<Secret>)> = std::sync::OnceLock::new();
+
+/// Moves the passphrase variables out of the process environment. Called
+/// first in `main`, while the process has one thread (changing the
+/// environment is only sound then).
+pub fn take_from_env() {
+    let take = |name: &str| {
+        let value = std::env::var(name).ok().map(Zeroizing::new);
+        if value.is_some() {
+            std::env::remove_var(name);
+        }
+        value
+    };
+    let _ = FROM_ENV.set((take(ENV), take(NEW_ENV)));
+}
+
+fn env_secret(new: bool) -> Option<Secret> {
+    let (current, next) = FROM_ENV.get()?;
+    if new {
+        next.clone()
+    } else {
+        current.clone()
+    }
+}
+
+/// The first line a password-manager command prints (`sh -c CMD`; its
+/// stderr and the terminal stay its own).
+fn from_command(cmd: &str) -> Result<Secret, CommandError> {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(std::process::Stdio::inherit())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| {
+            CommandError::user(
+                format!("cannot run the passphrase command `{cmd}`: {e}"),
+                "--passphrase-command runs its argument with `sh -c`",
+            )
+        })?;
+    let text = Zeroizing::new(String::from_utf8_lossy(&out.stdout).into_owned());
+    if !out.status.success() {
+        return Err(CommandError::user(
+            format!("the passphrase command `{cmd}` failed ({})", out.status),
+            "nothing was changed; check the command (its messages are above)",
+        ));
+    }
+    Ok(Zeroizing::new(text.lines().next().unwrap_or("").to_owned()))
+}
+
 fn from_file(path: &Path) -> Result<Secret, CommandError> {
     let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
         CommandError::user(
@@ -39,7 +94,9 @@ fn prompt(question: &str) -> Result<Secret, CommandError> {
 }
 
 fn no_source_hint() -> String {
-    format!("set {ENV}, pass --passphrase-file FILE, or run ferry at a terminal")
+    format!(
+        "set {ENV}, pass --passphrase-file FILE or --passphrase-command CMD, or run ferry at a terminal"
+    )
 }
 
 fn check_not_empty(p: Secret) -> Result<Secret, CommandError> {
@@ -57,9 +114,12 @@ pub fn given(global: &Global) -> Result<Option<Secret>, CommandError> {
     if let Some(path) = &global.passphrase_file {
         return from_file(path).and_then(check_not_empty).map(Some);
     }
-    match std::env::var(ENV) {
-        Ok(v) => check_not_empty(Zeroizing::new(v)).map(Some),
-        Err(_) => Ok(None),
+    if let Some(cmd) = &global.passphrase_command {
+        return from_command(cmd).and_then(check_not_empty).map(Some);
+    }
+    match env_secret(false) {
+        Some(v) => check_not_empty(v).map(Some),
+        None => Ok(None),
     }
 }
 
@@ -87,8 +147,8 @@ pub fn new(
     if let Some(path) = new_file {
         return from_file(path).and_then(check_not_empty);
     }
-    if let Ok(v) = std::env::var(NEW_ENV) {
-        return check_not_empty(Zeroizing::new(v));
+    if let Some(v) = env_secret(true) {
+        return check_not_empty(v);
     }
     if fallback_given {
         if let Some(p) = given(global)? {

@@ -270,3 +270,71 @@ fn kdf_costs_out_of_range_are_refused_before_anything() {
     let out = ok(ferry(root, "a", pass, &["cat", "k"], b""));
     assert_eq!(stdout(&out), "v");
 }
+
+#[test]
+fn passphrase_command_is_asked_and_the_environment_variable_is_gone_for_children() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let mut init = vec!["init", "--encrypt"];
+    init.extend(KDF);
+    ok(ferry(root, "b", Some("from env"), &init, b""));
+    ok(ferry(
+        root,
+        "b",
+        Some("from env"),
+        &["put", "k"],
+        b"secret data",
+    ));
+
+    // A password manager's command; the variable it could have read is
+    // already out of the environment when it runs.
+    let seen = root.join("seen.txt");
+    let cmd = format!(
+        "printf '%s' \"${{FERRY_PASSPHRASE:-absent}}\" > '{}'; echo 'from env'",
+        seen.display()
+    );
+    let o = ok(ferry(
+        root,
+        "b",
+        Some("wrong"),
+        &["--passphrase-command", &cmd, "cat", "k"],
+        b"",
+    ));
+    assert_eq!(o.stdout, b"secret data");
+    assert_eq!(std::fs::read_to_string(&seen).unwrap(), "absent");
+    // The command's first line only.
+    let o = ok(ferry(
+        root,
+        "b",
+        None,
+        &[
+            "--passphrase-command",
+            "printf 'from env\\nsecond line\\n'",
+            "cat",
+            "k",
+        ],
+        b"",
+    ));
+    assert_eq!(o.stdout, b"secret data");
+    // A failing command is named, and nothing is read.
+    let err = fails(ferry(
+        root,
+        "b",
+        Some("from env"),
+        &["--passphrase-command", "exit 3", "cat", "k"],
+        b"",
+    ));
+    assert!(
+        err.contains("the passphrase command `exit 3` failed"),
+        "{err}"
+    );
+    // A wrong passphrase from a command is the usual error.
+    let err = fails(ferry(
+        root,
+        "b",
+        None,
+        &["--passphrase-command", "echo nope", "cat", "k"],
+        b"",
+    ));
+    assert!(err.contains("wrong passphrase"), "{err}");
+}

@@ -403,3 +403,77 @@ fn settings_edited_while_watch_runs_apply_to_the_running_engine() {
         "{events:?}"
     );
 }
+
+/// `watch` holds keys for hours: it makes itself non-dumpable, which
+/// Linux shows by handing the files in `/proc/<pid>` to root. As root the watch runs as
+/// `nobody` (setpriv) so the change is visible.
+#[test]
+fn watch_disables_core_dumps() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let (_t, root) = setup(30);
+    let exe = root.join("ferry-bin");
+    std::fs::copy(FERRY, &exe).unwrap();
+    let as_root = std::fs::metadata(&exe).unwrap().uid() == 0;
+    let mut cmd = if as_root {
+        // Everything under the scratch root writable for `nobody`.
+        let mut stack = vec![root.clone()];
+        while let Some(p) = stack.pop() {
+            let mode = if p.is_dir() { 0o777 } else { 0o666 };
+            let keep_exec = p == exe;
+            std::fs::set_permissions(
+                &p,
+                std::fs::Permissions::from_mode(if keep_exec { 0o755 } else { mode }),
+            )
+            .unwrap();
+            if p.is_dir() {
+                stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+            }
+        }
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&exe);
+        c
+    } else {
+        Command::new(&exe)
+    };
+    let mut child = cmd
+        .current_dir(&root)
+        .env_remove("FERRY_BUCKET")
+        .env("HOME", &root)
+        .args(["--bucket", root.join("b").to_str().unwrap(), "watch", "-q"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    // The process's own user, and the owner Linux gives its /proc entry.
+    let real_uid = |status: &str| -> u32 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    };
+    let became_private = wait_until(Duration::from_secs(10), || {
+        let Ok(status) = std::fs::read_to_string(proc_dir.join("status")) else {
+            return false;
+        };
+        let uid = real_uid(&status);
+        uid != 0
+            && std::fs::metadata(proc_dir.join("environ"))
+                .map(|m| m.uid())
+                .ok()
+                == Some(0)
+    });
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        became_private,
+        "/proc/{pid}/environ stayed owned by the process's user: core dumps are enabled ({})",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -169,13 +169,19 @@ impl Bucket {
         Ok(())
     }
 
-    /// Makes `file` this device's key file (index and memory).
+    /// Makes `file` this device's key file (index and memory). The old
+    /// wrapping is overwritten, not left behind: `secure_delete` zeroes the
+    /// freed bytes and a truncating checkpoint empties the WAL, so neither
+    /// free pages nor old WAL frames keep it.
     async fn store_key_file(&self, file: KeyFile) -> Result<()> {
-        let text = file.to_json();
+        let text = file.to_json()?;
         let path = self.inner.index_path.clone();
         blocking(move || {
             let conn = crate::store::index::open(&path, false)?;
-            crate::store::index::set_setting(&conn, SETTING, &text)
+            conn.pragma_update(None, "secure_delete", true)?;
+            crate::store::index::set_setting(&conn, SETTING, &text)?;
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            Ok(())
         })
         .await?;
         if let Ok(mut k) = self.inner.key_file.write() {

@@ -157,7 +157,7 @@ impl Bucket {
                     &crate::clock::SystemClock.now_ms().to_string(),
                 )?;
                 if let Some(file) = &key_file {
-                    index::set_setting(&tx, crate::bucket::encryption::SETTING, &file.to_json())?;
+                    index::set_setting(&tx, crate::bucket::encryption::SETTING, &file.to_json()?)?;
                 }
             }
             tx.commit()?;

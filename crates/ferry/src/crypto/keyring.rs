@@ -123,8 +123,11 @@ impl KeyFile {
     }
 
     /// The JSON form.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+    pub fn to_json(&self) -> Result<String, CryptoError> {
+        serde_json::to_string(self).map_err(|e| CryptoError::Format {
+            what: "key file",
+            detail: e.to_string(),
+        })
     }
 }
 

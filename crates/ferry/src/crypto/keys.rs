@@ -332,8 +332,11 @@ impl WrappedKey {
     }
 
     /// The JSON form.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+    pub fn to_json(&self) -> Result<String, CryptoError> {
+        serde_json::to_string(self).map_err(|e| CryptoError::Format {
+            what: "wrapped key",
+            detail: e.to_string(),
+        })
     }
 }
 

@@ -492,7 +492,7 @@ async fn another_device_learns_a_changed_passphrase_from_the_remote() {
 /// A key file with its Argon2 cost rewritten (JSON surgery: running
 /// Argon2 at these costs is what the checks must prevent).
 fn with_cost(file: &ferry::KeyFile, m_kib: u32, t: u32) -> ferry::KeyFile {
-    let mut v: serde_json::Value = serde_json::from_str(&file.to_json()).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&file.to_json().unwrap()).unwrap();
     let kdf = &mut v["wrapped"]["kdf"];
     kdf["m_kib"] = m_kib.into();
     kdf["t"] = t.into();
@@ -1256,4 +1256,48 @@ async fn encrypted_folder_remote_is_claimed_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_gib_round_trip_moto() {
     multi_gib(&S3Location::moto()).await;
+}
+
+/// After a passphrase change the old wrapping is gone from the index file
+/// and its WAL: not in free pages, not in old WAL frames.
+#[tokio::test]
+async fn old_wrapping_is_not_left_in_the_index_after_passwd() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("b");
+    let bucket = Bucket::create_encrypted(&path, BucketConfig::default(), PASS, TEST_KDF)
+        .await
+        .unwrap();
+    for i in 0..50 {
+        bucket
+            .put(&format!("k/{i}"), vec![i as u8; 100], PutOptions::default())
+            .await
+            .unwrap();
+    }
+    let conn = rusqlite::Connection::open(path.join(ferry::INDEX_FILE)).unwrap();
+    let file: String = conn
+        .query_row(
+            "SELECT value FROM settings WHERE name = 'encryption'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    drop(conn);
+    let v: serde_json::Value = serde_json::from_str(&file).unwrap();
+    let old = v["wrapped"]["ciphertext"].as_str().unwrap().to_owned();
+    assert!(old.len() > 40, "{v}");
+    let on_disk = |needle: &str| {
+        ["", "-wal"].iter().any(|suffix| {
+            std::fs::read(path.join(format!("{}{suffix}", ferry::INDEX_FILE)))
+                .map(|bytes| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
+                .unwrap_or(false)
+        })
+    };
+    assert!(on_disk(&old), "the test must see the wrapping before");
+    bucket
+        .change_passphrase(PASS, b"new pass", TEST_KDF)
+        .await
+        .unwrap();
+    assert!(!on_disk(&old), "the old wrapping is still on disk");
+    bucket.lock().await.unwrap();
+    bucket.unlock(b"new pass").await.unwrap();
 }

@@ -472,7 +472,13 @@ pub async fn write_key_file(
     file: &KeyFile,
     cond: Precondition,
 ) -> Result<String, RemoteError> {
-    let json = file.to_json();
+    let json = file.to_json().map_err(|e| {
+        RemoteError::new(
+            RemoteErrorKind::Terminal,
+            remote.endpoint(),
+            format!("encoding the key file: {e}"),
+        )
+    })?;
     let req = PutRequest {
         key: KEY_FILE.into(),
         content_type: "application/json".into(),
