@@ -436,7 +436,7 @@ fn watch_disables_core_dumps() {
     } else {
         Command::new(&exe)
     };
-    let mut child = cmd
+    let child = cmd
         .current_dir(&root)
         .env_remove("FERRY_BUCKET")
         .env("HOME", &root)
