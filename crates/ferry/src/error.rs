@@ -39,6 +39,18 @@ pub enum Error {
         /// The directory that was opened.
         path: PathBuf,
     },
+    /// An encrypted remote offered a version of `key` older than one this
+    /// replica has already seen: a rollback or a replay by someone with
+    /// write access to the store. Nothing was changed locally.
+    #[error("the remote's version of {key:?} is older than one this replica has already seen (stamp {} < {seen}): a rollback or replay of the store; the local copy is kept", found.map_or("none".to_owned(), |f| f.to_string()))]
+    Rollback {
+        /// The key.
+        key: String,
+        /// The newest stamp seen here.
+        seen: u64,
+        /// The stamp the remote offered (none: an unstamped envelope).
+        found: Option<u64>,
+    },
     /// The bucket can only be read by this user (its directory or index
     /// is not writable): it was opened read-only and this call writes.
     #[error("the bucket at {} is read-only for this user (no write permission); reading works, changes need write access", dir.display())]

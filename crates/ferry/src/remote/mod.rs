@@ -96,6 +96,10 @@ pub struct RemoteObject {
     /// The digest of the content type and user metadata, filled in by the
     /// sync executor for answers that carry metadata (never by a store).
     pub meta: Option<MetaDigest>,
+    /// The version stamp sealed in an encrypted object's envelope (see
+    /// `docs/design.md` §8, rollback): a replica refuses a version older
+    /// than one it has seen.
+    pub stamp: Option<u64>,
 }
 
 impl RemoteObject {
@@ -114,6 +118,7 @@ impl RemoteObject {
             device: None,
             base: None,
             meta: None,
+            stamp: None,
         }
     }
 
@@ -196,6 +201,8 @@ pub struct PutRequest {
     /// An encrypted remote's object: ferry's own entries (hash, time,
     /// device) travel inside the sealed body, never as readable headers.
     pub sealed: bool,
+    /// The version stamp to seal in an encrypted object's envelope.
+    pub stamp: Option<u64>,
 }
 
 impl PutRequest {

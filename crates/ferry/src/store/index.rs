@@ -143,12 +143,17 @@ const MIGRATIONS: &[&str] = &[
     END;
     "#,
     // 5 -> 6: a sync request may carry a filter (the JSON array of its
-    // rule lines; NULL: none). The cached bytes count each blob once: keys
+    // rule lines; NULL: none). `stamps` holds, per key, the newest version
+    // stamp an encrypted bucket has seen (rows outlive deletions). The cached bytes count each blob once: keys
     // that share content share one blob (the first reference adds its
     // size, the last one gone removes it; objects_by_hash answers the
     // EXISTS).
     r#"
     ALTER TABLE sync_requests ADD COLUMN filter TEXT;
+    CREATE TABLE stamps (
+        key   TEXT PRIMARY KEY NOT NULL,
+        stamp INTEGER NOT NULL
+    ) WITHOUT ROWID;
     DROP TRIGGER cached_bytes_insert;
     DROP TRIGGER cached_bytes_delete;
     DROP TRIGGER cached_bytes_update;

@@ -32,6 +32,8 @@ pub(crate) struct Pulled {
     /// The remote's last-modified time of this version, in whole seconds
     /// (from the GET), when known.
     pub remote_modified_ms: Option<i64>,
+    /// The version stamp from its envelope (encrypted buckets).
+    pub stamp: Option<u64>,
 }
 
 /// The outcome of one sync action.
@@ -45,6 +47,8 @@ pub(crate) enum SyncRecord {
         meta: MetaDigest,
         etag: String,
         base: String,
+        /// The version stamp sealed in its envelope (encrypted buckets).
+        stamp: Option<u64>,
     },
     /// The remote object was deleted.
     RemoteDeleted { key: String },
@@ -127,6 +131,25 @@ fn matches(conn: &Connection, key: &str, expect: &Expect) -> Result<bool> {
 }
 
 /// Queues a journal entry for a version this replica wrote to the remote.
+/// Raises the newest version stamp seen for `key` to `stamp`.
+fn note_stamp(conn: &Connection, key: &str, stamp: Option<u64>) -> Result<()> {
+    if let Some(stamp) = stamp.and_then(|s| i64::try_from(s).ok()) {
+        conn.prepare_cached(
+            "INSERT INTO stamps (key, stamp) VALUES (?1, ?2) \
+             ON CONFLICT (key) DO UPDATE SET stamp = max(stamp, excluded.stamp)",
+        )?
+        .execute(params![key, stamp])?;
+    }
+    Ok(())
+}
+
+/// A deletion: newer than every version seen so far.
+fn bump_stamp(conn: &Connection, key: &str) -> Result<()> {
+    conn.prepare_cached("UPDATE stamps SET stamp = stamp + 1 WHERE key = ?1")?
+        .execute([key])?;
+    Ok(())
+}
+
 fn journal_put(conn: &Connection, key: &str, etag: &str, hash: &ContentHash) -> Result<()> {
     conn.prepare_cached(
         "INSERT OR REPLACE INTO journal_pending (key, op, etag, hash) VALUES (?1, 'put', ?2, ?3)",
@@ -157,7 +180,9 @@ pub(crate) fn apply(
             meta,
             etag,
             base,
+            stamp,
         } => {
+            note_stamp(conn, &key, stamp)?;
             let n = conn
                 .prepare_cached(
                     "UPDATE objects SET state = 'synced', base_etag = ?2, base_hash = ?3, \
@@ -180,6 +205,9 @@ pub(crate) fn apply(
             Ok(n > 0)
         }
         SyncRecord::RemoteDeleted { key } => {
+            // A deletion is newer than the version it removed: replaying
+            // that version later is a rollback too.
+            bump_stamp(conn, &key)?;
             conn.prepare_cached(
                 "INSERT OR REPLACE INTO journal_pending (key, op, etag, hash) VALUES (?1, 'delete', NULL, NULL)",
             )?
@@ -208,6 +236,7 @@ pub(crate) fn apply(
             }
             let old = current(conn, &key)?;
             let p = *pulled;
+            note_stamp(conn, &key, p.stamp)?;
             let inline = store_content(conn, blobs, p.content, &p.hash, garbage)?;
             let (content_type, metadata) = crate::store::index::meta_columns(
                 &p.content_type,
@@ -255,6 +284,7 @@ pub(crate) fn apply(
                 return Ok(false);
             }
             let old = current(conn, &key)?;
+            note_stamp(conn, &key, remote.stamp)?;
             let hash = remote.hash.unwrap_or(ContentHash([0; 32]));
             let content_type = remote.content_type.clone().unwrap_or_else(|| {
                 crate::metadata::content_type_for(&key, None).unwrap_or_default()
@@ -288,6 +318,7 @@ pub(crate) fn apply(
             if !matches(conn, &key, &expect)? {
                 return Ok(false);
             }
+            bump_stamp(conn, &key)?;
             let old = current(conn, &key)?;
             conn.prepare_cached("DELETE FROM objects WHERE key = ?1")?
                 .execute([&key])?;

@@ -215,6 +215,7 @@ impl Bucket {
                     remote.head(&key).await?.unwrap_or(*obj)
                 };
                 annotate(self.keyring()?.as_deref(), &mut obj);
+                self.check_stamp(&key, obj.stamp)?;
                 let sealed_meta = self.keyring()?.map(|k| {
                     let content_type = obj.content_type.clone().unwrap_or_else(|| {
                         crate::metadata::content_type_for(&key, None).unwrap_or_default()
@@ -403,6 +404,14 @@ impl Bucket {
         } else {
             RemoteBody::File(self.inner.blobs.path(&hash))
         };
+        // Encrypted buckets seal a version stamp in the envelope: larger
+        // than any this replica has seen for the key.
+        let stamp = if self.is_encrypted() {
+            let seen = self.seen_stamp(key)?.unwrap_or(0);
+            Some((self.now_ms().max(0) as u64).max(seen.saturating_add(1)))
+        } else {
+            None
+        };
         let req = PutRequest {
             key: key.to_owned(),
             content_type: stored.meta.content_type.clone(),
@@ -418,6 +427,7 @@ impl Bucket {
             device: self.device_id().to_owned(),
             base: base.clone(),
             sealed: false,
+            stamp,
         };
         let meta = meta_digest(self.keyring()?.as_deref(), &req.content_type, &req.metadata);
         match remote.put(&req, body, cond.clone()).await {
@@ -428,6 +438,7 @@ impl Bucket {
                     meta,
                     etag,
                     base,
+                    stamp,
                 })
                 .await?;
                 Ok(Done::Pushed)
@@ -467,6 +478,7 @@ impl Bucket {
                             meta,
                             etag: r.etag,
                             base,
+                            stamp: r.stamp,
                         })
                         .await?;
                         Ok(Done::Pushed)

@@ -14,6 +14,33 @@ use crate::sync::plan::Expect;
 use super::GetOptions;
 
 impl Bucket {
+    /// The newest version stamp this replica has seen for `key`.
+    pub(crate) fn seen_stamp(&self, key: &str) -> Result<Option<u64>> {
+        self.with_reader(|c| {
+            use rusqlite::OptionalExtension;
+            Ok(c.prepare_cached("SELECT stamp FROM stamps WHERE key = ?1")?
+                .query_row([key], |r| r.get::<_, i64>(0))
+                .optional()?
+                .map(|s| s.max(0) as u64))
+        })
+    }
+
+    /// `Error::Rollback` when an encrypted remote offers a version of `key`
+    /// older than one seen here (or an unstamped one after a stamped one).
+    pub(crate) fn check_stamp(&self, key: &str, found: Option<u64>) -> Result<()> {
+        if !self.is_encrypted() {
+            return Ok(());
+        }
+        match self.seen_stamp(key)? {
+            Some(seen) if found.is_none_or(|f| f < seen) => Err(Error::Rollback {
+                key: key.to_owned(),
+                seen,
+                found,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Fetches `key`'s content, known locally as version (`hash`, `meta`)
     /// but not downloaded (a lazy pull).
     pub(crate) async fn fetch_version(
@@ -31,6 +58,9 @@ impl Bucket {
         let remote = self.connected_remote()?;
         let keys = self.keyring()?;
         let (obj, reader) = remote.get(key).await?;
+        // Before any byte is downloaded: an older version than one this
+        // replica has seen is a rollback or replay, and the local copy stays.
+        self.check_stamp(key, obj.stamp)?;
         let threshold = self.inner.config.inline_threshold;
         let read = match keys.clone() {
             Some(k) => self.read_sealed_body(key, reader, threshold, k).await,
@@ -80,6 +110,7 @@ impl Bucket {
                 .or(obj.modified_ms)
                 .unwrap_or_else(|| self.now_ms()),
             etag: obj.etag,
+            stamp: obj.stamp,
         };
         let size_pulled = size;
         let applied = self

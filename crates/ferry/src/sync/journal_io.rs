@@ -147,6 +147,7 @@ impl Bucket {
                     device: String::new(),
                     base: String::new(),
                     sealed: true,
+                    stamp: None,
                 };
                 match raw
                     .put(&req, RemoteBody::Bytes(body.into()), Precondition::IfAbsent)

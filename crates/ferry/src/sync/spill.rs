@@ -160,6 +160,7 @@ impl Spill {
                         .get::<_, Option<Vec<u8>>>(11)?
                         .as_deref()
                         .and_then(MetaDigest::from_slice),
+                    stamp: None,
                 })
             })
             .map_err(|e| db_err(&self.path, e))?;

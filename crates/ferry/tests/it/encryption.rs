@@ -1301,3 +1301,125 @@ async fn old_wrapping_is_not_left_in_the_index_after_passwd() {
     bucket.lock().await.unwrap();
     bucket.unlock(b"new pass").await.unwrap();
 }
+
+/// Snapshot of the remote folder's object files (not `.ferry/`).
+fn remote_object_files(root: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    files_under(root)
+        .into_iter()
+        .filter(|p| {
+            !p.strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".ferry")
+        })
+        .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+        .collect()
+}
+
+/// Someone with write access to the store restores an old envelope and
+/// body of a key: a replica that has seen the newer version refuses it by
+/// name and keeps its copy; the same for a deleted key brought back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_old_versions_are_refused_by_replicas_that_saw_newer_ones() {
+    let folder = Folder::new();
+    let a = first_device(folder.remote()).await;
+    a.bucket
+        .put("doc", "version 1", PutOptions::default())
+        .await
+        .unwrap();
+    a.bucket
+        .put("gone", "to be deleted", PutOptions::default())
+        .await
+        .unwrap();
+    sync_clean(&a.bucket).await;
+    let old = remote_object_files(folder.0.path());
+    assert_eq!(old.len(), 2);
+    let b = joining_device(folder.remote(), PASS).await;
+    sync_clean(&b.bucket).await;
+
+    a.bucket
+        .put("doc", "version 2", PutOptions::default())
+        .await
+        .unwrap();
+    a.bucket.delete("gone").await.unwrap();
+    sync_clean(&a.bucket).await;
+    sync_clean(&b.bucket).await;
+    assert_eq!(
+        &b.bucket.get_bytes("doc").await.unwrap().1[..],
+        b"version 2"
+    );
+    assert!(!b.bucket.exists("gone").await.unwrap());
+
+    // The replay: both old files back, byte for byte.
+    for (path, bytes) in &old {
+        std::fs::write(path, bytes).unwrap();
+    }
+    for dev in [&a, &b] {
+        let r = dev
+            .bucket
+            .sync(SyncOptions {
+                full: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut refused: Vec<&str> = r
+            .errors
+            .iter()
+            .filter(|e| {
+                e.cause
+                    .contains("older than one this replica has already seen")
+            })
+            .map(|e| e.key.as_str())
+            .collect();
+        refused.sort();
+        assert_eq!(refused, ["doc", "gone"], "{:?}", r.errors);
+        assert!(r.errors.iter().all(|e| !e.retryable), "{:?}", r.errors);
+        assert_eq!(
+            &dev.bucket.get_bytes("doc").await.unwrap().1[..],
+            b"version 2",
+            "the good local copy stays"
+        );
+        assert!(!dev.bucket.exists("gone").await.unwrap());
+    }
+    // A lazy read of the replayed version is refused too.
+    let err = b
+        .bucket
+        .get_with("doc", ferry::GetOptions { remote: true })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Rollback { .. }), "{err}");
+    // The way out: a new version written over the replay (the replay is a
+    // remote change, so it is a conflict to settle), with a newer stamp
+    // every replica accepts.
+    a.bucket
+        .put("doc", "version 3", PutOptions::default())
+        .await
+        .unwrap();
+    let r = a
+        .bucket
+        .sync(SyncOptions {
+            full: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(r.conflicts.iter().any(|c| c.key == "doc"), "{r:?}");
+    a.bucket
+        .resolve("doc", ferry::Resolution::KeepLocal)
+        .await
+        .unwrap();
+    let r = b
+        .bucket
+        .sync(SyncOptions {
+            full: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(r.errors.iter().all(|e| e.key != "doc"), "{:?}", r.errors);
+    assert_eq!(
+        &b.bucket.get_bytes("doc").await.unwrap().1[..],
+        b"version 3"
+    );
+}

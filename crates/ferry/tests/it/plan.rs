@@ -111,6 +111,7 @@ fn remote_obj(
         device: None,
         base: None,
         meta: hash.map(|_| M0),
+        stamp: None,
     }
 }
 

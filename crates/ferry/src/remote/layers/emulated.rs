@@ -94,6 +94,7 @@ pub async fn probe(remote: &dyn Remote, device: &str) -> Result<ProbeResult, Rem
         mtime_ms: 0,
         device: device.to_owned(),
         base: String::new(),
+        stamp: None,
     };
     let body = || RemoteBody::Bytes(bytes::Bytes::from_static(b"probe"));
     let first = remote.put(&req, body(), Precondition::IfAbsent).await;

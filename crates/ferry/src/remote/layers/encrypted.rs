@@ -72,6 +72,10 @@ pub struct EnvelopeRecord {
     /// The `ferry-base` of the version (see `remote::META_BASE`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<String>,
+    /// The version stamp: later versions of a key carry larger stamps
+    /// (absent in envelopes written before it was added).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stamp: Option<u64>,
 }
 
 fn context(key: &str) -> Vec<u8> {
@@ -173,6 +177,7 @@ impl Encrypted {
         obj.ferry_mtime = Some(record.mtime);
         obj.device = record.device;
         obj.base = record.base;
+        obj.stamp = record.stamp;
         obj.has_metadata = true;
         obj
     }
@@ -338,6 +343,7 @@ impl Layer for Encrypted {
             blob: hex::encode(&header[8..]),
             device: (!req.device.is_empty()).then(|| req.device.clone()),
             base: (!req.base.is_empty()).then(|| req.base.clone()),
+            stamp: req.stamp,
         };
         let envelope = seal_envelope(&self.keys, &req.key, &record)
             .map_err(|e| local_err(format!("sealing the envelope of {:?}: {e}", req.key)))?;
@@ -362,6 +368,7 @@ impl Layer for Encrypted {
             device: String::new(),
             base: String::new(),
             sealed: true,
+            stamp: None,
         };
         self.inner.put(&sealed, body, cond).await
     }
@@ -489,6 +496,7 @@ pub async fn write_key_file(
         device: String::new(),
         sealed: true,
         base: String::new(),
+        stamp: None,
     };
     remote
         .put(&req, RemoteBody::Bytes(json.into_bytes().into()), cond)

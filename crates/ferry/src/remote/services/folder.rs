@@ -153,6 +153,7 @@ impl FolderRemote {
             device: None,
             base: None,
             meta: None,
+            stamp: None,
         };
         if let Some(s) = sidecar {
             obj.etag = s.etag;

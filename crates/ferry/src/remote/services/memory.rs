@@ -81,6 +81,7 @@ impl MemoryRemote {
             device: None,
             base: None,
             meta: None,
+            stamp: None,
         }
         .with_metadata(s.metadata.clone())
     }

@@ -1021,6 +1021,7 @@ async fn interrupted_multipart_uploads_are_aborted() {
         device: "dev-crash".into(),
         base: String::new(),
         sealed: false,
+        stamp: None,
     };
     // Cancelled mid-upload: the drop guard aborts it.
     let put = remote.put(&req, RemoteBody::File(path.clone()), Precondition::IfAbsent);

@@ -18,6 +18,7 @@ fn request(key: &str) -> PutRequest {
         device: "dev".into(),
         base: "none".into(),
         sealed: false,
+        stamp: None,
     }
 }
 

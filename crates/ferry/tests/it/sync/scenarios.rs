@@ -285,6 +285,7 @@ pub async fn third_party_write_between_listing_and_push_is_a_conflict(be: &dyn B
                     device: "third-party".into(),
                     base: String::new(),
                     sealed: false,
+                    stamp: None,
                 };
                 w.put(
                     &req,
