@@ -42,6 +42,13 @@ impl CommandError {
         }
     }
 
+    /// True when the cause is a damaged index (`check --repair` rebuilds it).
+    pub fn is_damaged_index(&self) -> bool {
+        self.error
+            .chain()
+            .any(|e| e.downcast_ref::<ferry::Error>().is_some_and(damaged_index))
+    }
+
     /// Exit with `code` and print nothing more (the output said it).
     pub fn exit_quietly(code: u8) -> Self {
         CommandError {
@@ -53,8 +60,16 @@ impl CommandError {
     }
 }
 
+/// A damaged index: refused at open, or found damaged while reading.
+fn damaged_index(err: &ferry::Error) -> bool {
+    err.is_damaged_index()
+}
+
 fn classify(err: &ferry::Error) -> (u8, Option<String>) {
     use ferry::Error as E;
+    if damaged_index(err) && !matches!(err, E::DamagedIndex { .. }) {
+        return (1, Some("the bucket's index is damaged: `ferry check --repair` rebuilds it from what can still be read (the damaged file is kept); what was synced comes back from the remote".into()));
+    }
     match err {
         E::InvalidKey(_) | E::InvalidMetadata(_) => (2, None),
         E::NotFound { .. } => (1, Some("`ferry ls` lists the keys this bucket holds".into())),
@@ -85,7 +100,7 @@ fn classify(err: &ferry::Error) -> (u8, Option<String>) {
         E::WrongPassphrase => (1, Some("nothing was changed; check FERRY_PASSPHRASE or --passphrase-file (a passphrase changed with `ferry passwd` on another device is learned by `ferry sync` while the remote is reachable)".into())),
         E::RemoteMode { remote: ferry::StorageMode::Encrypted, .. } => (1, Some("to sync with an encrypted remote, create a bucket with `ferry init --remote URL`: it detects the encryption and asks for the passphrase".into())),
         E::RemoteMode { .. } => (1, Some("an encrypted bucket needs an empty remote or one it encrypted itself; choose another prefix".into())),
-        E::DamagedIndex { .. } => (1, Some("the index is the bucket's catalogue and cannot be rebuilt from the blob files alone (names and metadata live only there): restore index.db from a backup, or make a new bucket that pulls from the remote (`ferry init --remote URL` in another directory, with --plaintext for a plaintext remote); the damaged file was left as it was".into())),
+        E::DamagedIndex { .. } => (1, Some("the index is the bucket's catalogue and cannot be rebuilt from the blob files alone (names and metadata live only there): `ferry check --repair` rebuilds it from what can still be read (the damaged file is kept), the rest comes back from the remote at the next sync; or restore index.db from a backup".into())),
         E::ReadOnly { .. } => (1, Some("nothing was changed; reading commands (ls, cat, get, stat, status, du, check) work here; to change it, run as a user who can write the bucket directory".into())),
         E::BucketInUse { .. } => (1, Some("stop those processes (a `ferry watch` stops by itself within a second; other programs must close the bucket), then run `ferry destroy --clear-local` again".into())),
         E::UnconfirmedPlaintext { .. } => (1, Some("if it is a plaintext remote (objects written by other tools, or by a plaintext ferry bucket), run the command again with --plaintext; if it was an encrypted ferry remote, do not: someone removed its key file, restore .ferry/key.json from a backup first".into())),

@@ -602,7 +602,70 @@ pub async fn mv(global: &Global, args: MvArgs) -> Result<(), CommandError> {
 /// whose content is on this device read through and compared with its hash
 /// (content only on the remote is not fetched). Each problem is named;
 /// any problem exits 1.
+/// `check --repair` on an index that does not open: rebuilt from what can
+/// be read of it, the rest named.
+async fn rebuild_index(global: &Global, args: &CheckArgs) -> Result<(), CommandError> {
+    let dir = locate::bucket_dir(global)?;
+    let (bucket, report) = ferry::Bucket::rebuild_index(&dir).await?;
+    if args.json {
+        out!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "rebuilt": report }))
+                .context("encoding JSON")?
+        );
+    } else {
+        out!(
+            "rebuilt the index: {} objects and {} settings read back; the damaged file is kept as {}",
+            report.objects,
+            report.settings.len(),
+            report.damaged_copy.display()
+        );
+        for t in &report.partial_tables {
+            out!("  {t}: read only up to the damage (what was synced comes back from the remote at the next sync)");
+        }
+        for k in &report.refetch {
+            out!("  {k}: content missing here, downloaded again from the remote when needed");
+        }
+        for k in &report.lost {
+            out!("  lost: {k}: its content was neither here nor on the remote");
+        }
+        for p in &report.set_aside {
+            out!(
+                "  set aside: {} (content no object names any more)",
+                p.display()
+            );
+        }
+        if !report.settings.iter().any(|s| s == "remote") {
+            out!("  the remote setting was not recovered: `ferry remote set URL` attaches it again (with --plaintext for a plaintext remote); the key of an encrypted bucket went with the index: join its remote from a new bucket (`ferry init --remote URL` in another directory)");
+        }
+        if bucket.is_encrypted() && bucket.is_locked() {
+            out!("  the bucket is encrypted: its key file was recovered");
+        }
+        out!("next: `ferry sync` (it lists the whole remote once)");
+    }
+    if report.lost.is_empty() {
+        Ok(())
+    } else {
+        Err(CommandError::user(
+            format!(
+                "{} object(s) could not be recovered (listed above)",
+                report.lost.len()
+            ),
+            "content no object names was set aside under lost+found/ in the bucket directory",
+        ))
+    }
+}
+
 pub async fn check(global: &Global, args: CheckArgs) -> Result<(), CommandError> {
+    // A damaged index found at any step of a repair is rebuilt (the bucket
+    // of the failed attempt is closed by then).
+    match check_bucket(global, &args).await {
+        Err(e) if args.repair && e.is_damaged_index() => rebuild_index(global, &args).await,
+        other => other,
+    }
+}
+
+async fn check_bucket(global: &Global, args: &CheckArgs) -> Result<(), CommandError> {
     let bucket = locate::open_locked(global).await?;
     let mut index_problems = bucket.check_index().await?;
     let mut damaged: Vec<(String, String)> = Vec::new();
@@ -660,6 +723,14 @@ pub async fn check(global: &Global, args: CheckArgs) -> Result<(), CommandError>
         if !index_problems.is_empty() {
             let left = bucket.repair_index().await?;
             index_repaired = left.is_empty();
+            if !index_repaired {
+                // Beyond what REINDEX fixes: rebuild it.
+                return Err(ferry::Error::DamagedIndex {
+                    path: bucket.dir().join(ferry::INDEX_FILE),
+                    detail: left.join("; "),
+                }
+                .into());
+            }
             index_problems = left;
         }
         for (key, _) in std::mem::take(&mut damaged) {

@@ -267,6 +267,19 @@ impl std::fmt::Display for StorageMode {
 }
 
 impl Error {
+    /// True for a damaged index: refused when opened (`DamagedIndex`), or
+    /// found corrupt while reading (SQLite's "malformed" errors).
+    pub fn is_damaged_index(&self) -> bool {
+        match self {
+            Error::DamagedIndex { .. } => true,
+            Error::Index(rusqlite::Error::SqliteFailure(f, _)) => matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
+            ),
+            _ => false,
+        }
+    }
+
     /// The error of a blocking or spawned task that did not finish.
     pub(crate) fn task(task: &'static str, e: tokio::task::JoinError) -> Self {
         Error::Task {

@@ -868,3 +868,100 @@ fn check_repair_downloads_damaged_objects_again_and_names_what_it_cannot_repair(
         stdout(&o)
     );
 }
+
+#[test]
+fn check_repair_rebuilds_a_damaged_index_and_sync_brings_the_rest_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let url = format!("file://{}", root.join("remote").display());
+    ok(ferry(root, "a", &["init", "--remote", &url], None));
+    let big: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+    ok(ferry(root, "a", &["put", "synced/big.bin"], Some(&big)));
+    for i in 0..300 {
+        let key = format!("synced/small-{i:03}");
+        ok(ferry(root, "a", &["put", &key], Some(key.as_bytes())));
+    }
+    ok(ferry(root, "a", &["sync"], None));
+    // A change that was never pushed, in a blob file.
+    let local: Vec<u8> = (0..150_000u32).map(|i| (i % 241) as u8).collect();
+    ok(ferry(root, "a", &["put", "unpushed.bin"], Some(&local)));
+
+    // The root page of the objects table is overwritten.
+    let index = root.join("a").join(ferry::INDEX_FILE);
+    let (root_page, page_size): (i64, i64) = {
+        let c = rusqlite::Connection::open(&index).unwrap();
+        (
+            c.query_row(
+                "SELECT rootpage FROM sqlite_master WHERE name = 'objects'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap(),
+            c.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap(),
+        )
+    };
+    let mut bytes = std::fs::read(&index).unwrap();
+    let at = ((root_page - 1) * page_size) as usize;
+    bytes[at..at + page_size as usize].fill(0xff);
+    std::fs::write(&index, &bytes).unwrap();
+    let o = ferry(root, "a", &["ls"], None);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("check --repair"), "{}", stderr(&o));
+
+    let o = ferry(root, "a", &["check", "--repair"], None);
+    let out = stdout(&o);
+    assert!(out.contains("rebuilt the index"), "{out}\n{}", stderr(&o));
+    assert!(!out.contains("remote setting was not recovered"), "{out}");
+    assert!(out.contains("the damaged file is kept as"), "{out}");
+    let kept: Vec<_> = std::fs::read_dir(root.join("a"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("index.db.damaged-"))
+        .collect();
+    assert!(!kept.is_empty());
+    // Whatever the rebuilt index lost of the synced objects, a sync
+    // brings back from the remote; the unpushed content is either still
+    // named or set aside, never deleted.
+    ok(ferry(root, "a", &["sync"], None));
+    let listed = stdout(&ok(ferry(root, "a", &["ls", "synced/"], None)));
+    assert_eq!(listed.lines().count(), 301, "{listed}");
+    assert_eq!(
+        ok(ferry(root, "a", &["cat", "synced/big.bin"], None)).stdout,
+        big
+    );
+    let named = ferry(root, "a", &["cat", "unpushed.bin"], None);
+    let set_aside: Vec<Vec<u8>> = std::fs::read_dir(root.join("a/lost+found"))
+        .map(|d| {
+            d.map(|e| std::fs::read(e.unwrap().path()).unwrap())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        named.stdout == local || set_aside.contains(&local),
+        "the unpushed content is neither named nor set aside: {out}"
+    );
+    ok(ferry(root, "a", &["check"], None));
+
+    // An emptied index: nothing to read back, everything from the remote.
+    std::fs::write(&index, b"").unwrap();
+    let o = ferry(root, "a", &["check", "--repair"], None);
+    assert!(
+        stdout(&o).contains("rebuilt the index: 0 objects"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stdout(&o).contains("`ferry remote set URL` attaches it again"),
+        "{}",
+        stdout(&o)
+    );
+    ok(ferry(
+        root,
+        "a",
+        &["remote", "set", "--plaintext", &url],
+        None,
+    ));
+    ok(ferry(root, "a", &["sync"], None));
+    let listed = stdout(&ok(ferry(root, "a", &["ls", "synced/"], None)));
+    assert_eq!(listed.lines().count(), 301);
+}

@@ -2,6 +2,7 @@
 
 pub mod cache;
 pub(crate) mod encryption;
+pub mod rebuild;
 pub mod setup;
 
 use std::fs;

@@ -363,6 +363,7 @@ async fn pushed_versions_leave_the_outbox_and_a_v4_index_migrates() {
          DROP TRIGGER cached_bytes_update;
          DROP TABLE totals;
          ALTER TABLE sync_requests DROP COLUMN filter;
+         DROP TABLE stamps;
          PRAGMA user_version = 4;",
     )
     .unwrap();
