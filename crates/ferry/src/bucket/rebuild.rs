@@ -42,6 +42,10 @@ pub struct RebuildReport {
     pub partial_tables: Vec<String>,
 }
 
+/// An object row and where its content should be: (key, hash, inline,
+/// base hash, whether `small_blobs` has the hash).
+type ContentRow = (String, Vec<u8>, bool, Option<Vec<u8>>, bool);
+
 /// Tables copied from the damaged index, in order.
 const TABLES: [&str; 5] = ["settings", "objects", "small_blobs", "outbox", "stamps"];
 
@@ -158,7 +162,7 @@ fn rebuild(dir: &Path) -> Result<RebuildReport> {
     let blobs = BlobStore::new(dir);
     blobs.create_dirs()?;
     let on_disk = blobs.list()?;
-    let rows: Vec<(String, Vec<u8>, bool, Option<Vec<u8>>, bool)> = {
+    let rows: Vec<ContentRow> = {
         let mut stmt = new.prepare(
             "SELECT key, hash, inline, base_hash, \
              EXISTS (SELECT 1 FROM small_blobs s WHERE s.hash = objects.hash) \
