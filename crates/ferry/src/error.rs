@@ -51,6 +51,16 @@ pub enum Error {
         /// The stamp the remote offered (none: an unstamped envelope).
         found: Option<u64>,
     },
+    /// The remote's change journal is not the one this replica read: it
+    /// ends below the record read last (rolled back), or a record follows
+    /// another predecessor (forked). Nothing was changed.
+    #[error("the change journal on {remote} was rewritten below what this replica has read ({detail}): the store was rolled back or forked; nothing was changed")]
+    JournalRewritten {
+        /// The remote.
+        remote: String,
+        /// What was found.
+        detail: String,
+    },
     /// The bucket can only be read by this user (its directory or index
     /// is not writable): it was opened read-only and this call writes.
     #[error("the bucket at {} is read-only for this user (no write permission); reading works, changes need write access", dir.display())]

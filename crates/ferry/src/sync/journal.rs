@@ -69,6 +69,18 @@ pub struct Record {
     pub time_ms: i64,
     /// What changed.
     pub entries: Vec<Entry>,
+    /// The digest ([`digest`], hex) of the record before it, as its writer
+    /// read it: the records form a chain, so a replica notices a journal
+    /// rewritten below what it has read (absent in records written before
+    /// the chain, and in the first record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev: Option<String>,
+}
+
+/// A record's digest: BLAKE3 of its bytes as stored (sealed, in an
+/// encrypted bucket).
+pub fn digest(bytes: &[u8]) -> [u8; 32] {
+    *blake3::hash(bytes).as_bytes()
 }
 
 /// The object name of record `seq`.

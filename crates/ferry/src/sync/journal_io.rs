@@ -52,13 +52,20 @@ impl Bucket {
             .collect())
     }
 
-    /// Reads one journal record.
-    pub(super) async fn read_record(
+    /// The digest of record `seq` as stored (`None`: there is none).
+    pub(super) async fn record_digest(
         &self,
         raw: &SharedRemote,
         seq: u64,
-        keys: Option<&Keyring>,
-    ) -> Result<journal::Record> {
+    ) -> Result<Option<[u8; 32]>> {
+        match self.read_record_bytes(raw, seq).await {
+            Ok(bytes) => Ok(Some(journal::digest(&bytes))),
+            Err(Error::Remote(e)) if e.kind == RemoteErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn read_record_bytes(&self, raw: &SharedRemote, seq: u64) -> Result<Vec<u8>> {
         use tokio::io::AsyncReadExt;
         let name = journal::record_name(seq);
         let (_, reader) = raw.get(&name).await?;
@@ -74,13 +81,26 @@ impl Bucket {
                     format!("reading {name}: {e}"),
                 ))
             })?;
-        journal::decode(&bytes, keys).map_err(|e| {
+        Ok(bytes)
+    }
+
+    /// Reads one journal record, with its digest.
+    pub(super) async fn read_record(
+        &self,
+        raw: &SharedRemote,
+        seq: u64,
+        keys: Option<&Keyring>,
+    ) -> Result<(journal::Record, [u8; 32])> {
+        let name = journal::record_name(seq);
+        let bytes = self.read_record_bytes(raw, seq).await?;
+        let record = journal::decode(&bytes, keys).map_err(|e| {
             Error::Remote(RemoteError::new(
                 RemoteErrorKind::Integrity,
                 raw.endpoint(),
                 format!("{name}: {e}"),
             ))
-        })
+        })?;
+        Ok((record, journal::digest(&bytes)))
     }
 
     /// Appends what this replica wrote to the remote and has not journaled
@@ -94,8 +114,9 @@ impl Bucket {
         raw: &SharedRemote,
         keys: Option<&Keyring>,
         newest: u64,
+        newest_digest: Option<[u8; 32]>,
         retain: u64,
-    ) -> Result<Option<(u64, u64)>> {
+    ) -> Result<Option<(u64, u64, [u8; 32])>> {
         // Read a record's worth of entries at a time, in key order.
         let page = |after: &str| -> Result<Vec<journal::Entry>> {
             self.with_reader(|c| {
@@ -122,11 +143,21 @@ impl Bucket {
         let mut seq = newest + 1;
         let mut first = None;
         let mut after = String::new();
+        // The chain: each record names the digest of the one before it.
+        let mut prev: Option<Option<[u8; 32]>> = newest_digest.map(Some);
+        let mut last_digest = [0u8; 32];
         loop {
             let chunk = page(&after)?;
             let Some(last_key) = chunk.last().map(|e| e.key.clone()) else {
                 break;
             };
+            if prev.is_none() {
+                prev = Some(if seq > 1 {
+                    self.record_digest(raw, seq - 1).await?
+                } else {
+                    None
+                });
+            }
             let mut tries = 0;
             loop {
                 let record = journal::Record {
@@ -135,8 +166,10 @@ impl Bucket {
                     device: self.device_id().to_owned(),
                     time_ms: self.now_ms(),
                     entries: chunk.clone(),
+                    prev: prev.flatten().map(hex::encode),
                 };
                 let body = journal::encode(&record, keys).map_err(Error::IndexData)?;
+                let written = journal::digest(&body);
                 let req = PutRequest {
                     key: journal::record_name(seq),
                     content_type: "application/json".into(),
@@ -153,10 +186,16 @@ impl Bucket {
                     .put(&req, RemoteBody::Bytes(body.into()), Precondition::IfAbsent)
                     .await
                 {
-                    Ok(_) => break,
+                    Ok(_) => {
+                        last_digest = written;
+                        prev = Some(Some(written));
+                        break;
+                    }
                     Err(e) if e.kind == RemoteErrorKind::PreconditionFailed && tries < 10_000 => {
-                        // Another writer took this number: the next one.
+                        // Another writer took this number: the next one,
+                        // chained to what it wrote.
                         tries += 1;
+                        prev = Some(self.record_digest(raw, seq).await?);
                         seq += 1;
                     }
                     Err(e) => return Err(e.into()),
@@ -179,6 +218,6 @@ impl Bucket {
             raw.delete(&journal::record_name(old), Precondition::None)
                 .await?;
         }
-        Ok(Some((first, last)))
+        Ok(Some((first, last, last_digest)))
     }
 }

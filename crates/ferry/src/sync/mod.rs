@@ -244,6 +244,9 @@ struct JournalState {
     pos: Option<u64>,
     /// When the last full reconcile started, ms since the Unix epoch.
     last_full_ms: i64,
+    /// The digest of record `pos` as this replica read or wrote it.
+    #[serde(default)]
+    digest: Option<[u8; 32]>,
 }
 
 /// Where an object's content is.

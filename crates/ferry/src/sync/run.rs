@@ -257,12 +257,36 @@ impl Bucket {
             || tail == journal::Tail::Gap
             || started_ms.saturating_sub(jstate.last_full_ms) >= interval_ms;
         let newest_record = records.iter().max().copied().unwrap_or(0);
+        // The journal never moves back below what this replica has read
+        // (a full reconcile re-reads the store as it now is, and trusts it).
+        if let Some(read) = jstate.pos.filter(|p| *p > newest_record && !opts.full) {
+            return Err(Error::JournalRewritten {
+                remote: endpoint,
+                detail: format!(
+                    "its newest record is {newest_record}, this replica has read up to {read}"
+                ),
+            });
+        }
         let mut read_to = jstate.pos.unwrap_or(0);
+        // The digest of record `read_to`, as read (the chain's next link).
+        let mut read_digest = jstate.digest;
         let mut changed: BTreeSet<String> = BTreeSet::new();
         if !full {
             if let journal::Tail::Read(seqs) = &tail {
                 for &seq in seqs {
-                    let record = self.read_record(&raw, seq, keys.as_deref()).await?;
+                    let (record, digest) = self.read_record(&raw, seq, keys.as_deref()).await?;
+                    if let (Some(want), Some(got)) = (read_digest, record.prev.as_deref()) {
+                        if seq == read_to + 1 && hex::encode(want) != got && !opts.full {
+                            return Err(Error::JournalRewritten {
+                                remote: endpoint,
+                                detail: format!(
+                                    "record {seq} follows another record {read_to} than the one \
+                                     this replica read (a fork)"
+                                ),
+                            });
+                        }
+                    }
+                    read_digest = Some(digest);
                     if record.device != self.device_id() {
                         for e in record.entries {
                             if validate_key(&e.key).is_ok() && scope.contains(&e.key) {
@@ -426,17 +450,27 @@ impl Bucket {
         // 4. Tell the other replicas what changed, and remember how far the
         // journal was read.
         let mut pos = if full { newest_record } else { read_to };
+        // The digest of record `pos`, when known without a request.
+        let mut pos_digest = if !full || jstate.pos == Some(pos) {
+            read_digest
+        } else {
+            None
+        };
         match self
             .append_journal(
                 &raw,
                 keys.as_deref(),
                 newest_record.max(read_to),
+                pos_digest.filter(|_| pos == newest_record.max(read_to)),
                 config.journal_retain,
             )
             .await
         {
             // Our own records right after what we read: nothing to read there.
-            Ok(Some((first, last))) if first == pos + 1 => pos = last,
+            Ok(Some((first, last, digest))) if first == pos + 1 => {
+                pos = last;
+                pos_digest = Some(digest);
+            }
             Ok(_) => {}
             Err(e) => report.errors.push(SyncIssue {
                 key: String::new(),
@@ -446,7 +480,11 @@ impl Bucket {
         }
         // A filtered run skipped keys: what it read stays unread.
         if opts.filter.is_none() {
+            if pos_digest.is_none() && pos > 0 {
+                pos_digest = self.record_digest(&raw, pos).await.ok().flatten();
+            }
             jstate.pos = Some(pos);
+            jstate.digest = pos_digest;
             if full {
                 jstate.last_full_ms = started_ms;
             }
