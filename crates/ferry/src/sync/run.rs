@@ -259,7 +259,12 @@ impl Bucket {
         let newest_record = records.iter().max().copied().unwrap_or(0);
         // The journal never moves back below what this replica has read
         // (a full reconcile re-reads the store as it now is, and trusts it).
-        if let Some(read) = jstate.pos.filter(|p| *p > newest_record && !opts.full) {
+        // (No record at all is a wiped or new journal: the full reconcile
+        // that follows meets the emptiness check instead.)
+        if let Some(read) = jstate
+            .pos
+            .filter(|p| *p > newest_record && !records.is_empty() && !opts.full && !opts.force)
+        {
             return Err(Error::JournalRewritten {
                 remote: endpoint,
                 detail: format!(
