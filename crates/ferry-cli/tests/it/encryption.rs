@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use crate::support::{stderr, stdout, FERRY};
+use crate::support::{ok, stderr, stdout, FERRY};
 
 /// Runs ferry on bucket `root/<bucket>`; `pass` sets FERRY_PASSPHRASE.
 fn ferry(root: &Path, bucket: &str, pass: Option<&str>, args: &[&str], stdin: &[u8]) -> Output {
@@ -28,17 +28,6 @@ fn ferry(root: &Path, bucket: &str, pass: Option<&str>, args: &[&str], stdin: &[
     input.write_all(stdin).unwrap();
     drop(input);
     child.wait_with_output().unwrap()
-}
-
-fn ok(o: Output) -> Output {
-    assert!(
-        o.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        stdout(&o),
-        stderr(&o)
-    );
-    o
 }
 
 fn fails(o: Output) -> String {

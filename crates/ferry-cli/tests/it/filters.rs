@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::support::{stderr, stdout, Scratch, FERRY};
+use crate::support::{ok, stderr, stdout, Scratch, FERRY};
 
 /// The tree the expected results were taken from.
 const TREE: [&str; 14] = [
@@ -53,17 +53,6 @@ const RCLONE: &[(&[&str], &[&str])] = &[
     (&["--include", "**/a/*"], &["x/a/p.jpg", "x/a/s.txt"]),
     (&["--filter", "+ /c/*", "--filter", "!", "--filter", "- *.txt"], &["a/b/r.jpg", "a/p.jpg", "c/d.TXT", "photos/2024/i.jpg", "photos/2024/i.raw", "photos/n.raw", "secret/k.jpg", "top.jpg", "x/a/p.jpg"]),
 ];
-
-fn ok(o: Output) -> Output {
-    assert!(
-        o.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        stdout(&o),
-        stderr(&o)
-    );
-    o
-}
 
 fn lines(o: &Output) -> Vec<String> {
     stdout(o).lines().map(str::to_owned).collect()

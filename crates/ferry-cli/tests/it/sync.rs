@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use crate::support::{stderr, stdout, FERRY};
+use crate::support::{ok, stderr, stdout, FERRY};
 
 fn ferry(root: &Path, bucket: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
     use std::io::Write;
@@ -23,17 +23,6 @@ fn ferry(root: &Path, bucket: &str, args: &[&str], stdin: Option<&[u8]>) -> Outp
     }
     drop(input);
     child.wait_with_output().unwrap()
-}
-
-fn ok(o: Output) -> Output {
-    assert!(
-        o.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        stdout(&o),
-        stderr(&o)
-    );
-    o
 }
 
 fn json(o: &Output) -> serde_json::Value {

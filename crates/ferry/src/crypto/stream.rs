@@ -102,6 +102,39 @@ impl Aead {
     }
 }
 
+/// How chunks are spread over cores: batches of `batch` chunks, sealed or
+/// opened in parallel when `parallel`.
+#[derive(Debug, Clone, Copy)]
+struct Cores {
+    batch: usize,
+    parallel: bool,
+}
+
+impl Cores {
+    /// Parallel batches when the AEAD, not memory, is the bottleneck.
+    fn for_cipher(cipher: &Cipher) -> Cores {
+        if cipher.parallel() {
+            Cores::all()
+        } else {
+            Cores::one()
+        }
+    }
+
+    fn one() -> Cores {
+        Cores {
+            batch: 1,
+            parallel: false,
+        }
+    }
+
+    fn all() -> Cores {
+        Cores {
+            batch: BATCH,
+            parallel: true,
+        }
+    }
+}
+
 /// The key schedule of one blob.
 enum Cipher {
     V1 {
@@ -218,10 +251,9 @@ pub struct Sealer<W: Write> {
     cipher: Cipher,
     aad: Vec<u8>,
     counter: u32,
-    /// Up to `batch` chunks of plaintext, sealed together.
+    /// Up to a batch of chunks of plaintext, sealed together.
     buf: Zeroizing<Vec<u8>>,
-    batch: usize,
-    parallel: bool,
+    cores: Cores,
 }
 
 impl<W: Write> Sealer<W> {
@@ -269,28 +301,26 @@ impl<W: Write> Sealer<W> {
         out.write_all(&header)?;
         let mut aad = header;
         aad.extend_from_slice(context);
-        let parallel = cipher.parallel();
+        let cores = Cores::for_cipher(&cipher);
         Ok(Sealer {
             out,
             cipher,
             aad,
             counter: 0,
             buf: Zeroizing::new(Vec::new()),
-            batch: if parallel { BATCH } else { 1 },
-            parallel,
+            cores,
         })
     }
 
     /// Seals on the calling thread only (benchmarks of one core).
     pub fn single_threaded(mut self) -> Self {
-        self.parallel = false;
+        self.cores = Cores::one();
         self
     }
 
     /// Seals batches on every core whatever the AEAD (benchmarks).
     pub fn multi_threaded(mut self) -> Self {
-        self.parallel = true;
-        self.batch = BATCH;
+        self.cores = Cores::all();
         self
     }
 
@@ -308,7 +338,7 @@ impl<W: Write> Sealer<W> {
         let seal_one = |(i, piece): (usize, &mut &mut [u8])| {
             cipher.seal(first + i as u32, last && i + 1 == n, aad, piece)
         };
-        let tags: Vec<io::Result<[u8; TAG]>> = if self.parallel && n > 1 {
+        let tags: Vec<io::Result<[u8; TAG]>> = if self.cores.parallel && n > 1 {
             pieces.par_iter_mut().enumerate().map(seal_one).collect()
         } else {
             pieces.iter_mut().enumerate().map(seal_one).collect()
@@ -336,7 +366,7 @@ impl<W: Write> Sealer<W> {
 impl<W: Write> Write for Sealer<W> {
     fn write(&mut self, mut data: &[u8]) -> io::Result<usize> {
         let total = data.len();
-        let cap = CHUNK * self.batch;
+        let cap = CHUNK * self.cores.batch;
         while !data.is_empty() {
             // Full chunks are sealed only once more data arrives, so the
             // final chunk (possibly full) always carries the last flag.
@@ -373,8 +403,7 @@ pub struct Opener<R: Read> {
     done: bool,
     /// Set once a chunk failed: every later read fails too.
     failed: bool,
-    batch: usize,
-    parallel: bool,
+    cores: Cores,
 }
 
 impl<R: Read> Opener<R> {
@@ -407,7 +436,7 @@ impl<R: Read> Opener<R> {
         };
         let mut aad = header.to_vec();
         aad.extend_from_slice(context);
-        let parallel = cipher.parallel();
+        let cores = Cores::for_cipher(&cipher);
         Ok(Opener {
             inner,
             cipher,
@@ -420,21 +449,19 @@ impl<R: Read> Opener<R> {
             peeked: None,
             done: false,
             failed: false,
-            batch: if parallel { BATCH } else { 1 },
-            parallel,
+            cores,
         })
     }
 
     /// Opens on the calling thread only (benchmarks of one core).
     pub fn single_threaded(mut self) -> Self {
-        self.parallel = false;
+        self.cores = Cores::one();
         self
     }
 
     /// Opens batches on every core whatever the AEAD (benchmarks).
     pub fn multi_threaded(mut self) -> Self {
-        self.parallel = true;
-        self.batch = BATCH;
+        self.cores = Cores::all();
         self
     }
 
@@ -455,7 +482,11 @@ impl<R: Read> Opener<R> {
     /// Reads and opens the next batch of chunks.
     fn next_batch(&mut self) -> io::Result<()> {
         // One chunk first (most blobs are small), then whole batches.
-        let chunks = if self.counter == 0 { 1 } else { self.batch };
+        let chunks = if self.counter == 0 {
+            1
+        } else {
+            self.cores.batch
+        };
         let full = (CHUNK + TAG) * chunks;
         self.sealed.resize(full, 0);
         let mut len = 0;
@@ -486,7 +517,7 @@ impl<R: Read> Opener<R> {
         let open_one = |(i, piece): (usize, &mut &mut [u8])| {
             cipher.open(first + i as u32, last && i + 1 == n, aad, piece)
         };
-        let opened: Vec<io::Result<()>> = if self.parallel && n > 1 {
+        let opened: Vec<io::Result<()>> = if self.cores.parallel && n > 1 {
             pieces.par_iter_mut().enumerate().map(open_one).collect()
         } else {
             pieces.iter_mut().enumerate().map(open_one).collect()
