@@ -461,6 +461,9 @@ impl Bucket {
             let path = self.inner.blobs.path(&stored.meta.hash);
             match fs::File::open(&path) {
                 Ok(file) => {
+                    if keys.is_some() {
+                        self.check_blob_salt(key, &stored.meta.hash)?;
+                    }
                     let body = ObjectReader::file(
                         file,
                         path,
@@ -489,6 +492,33 @@ impl Bucket {
             key: key.to_owned(),
             detail: "its blob kept disappearing".into(),
         })
+    }
+
+    /// Refuses a blob file whose sealed header is not the one recorded for
+    /// its hash (another object's blob put in its place): caught before any
+    /// plaintext streams, not at the end of the stream.
+    fn check_blob_salt(&self, key: &str, hash: &ContentHash) -> Result<()> {
+        let recorded: Option<Vec<u8>> = self.with_reader(|c| {
+            use rusqlite::OptionalExtension;
+            Ok(
+                c.prepare_cached("SELECT salt FROM blob_salts WHERE hash = ?1")?
+                    .query_row([&hash.0[..]], |r| r.get(0))
+                    .optional()?,
+            )
+        })?;
+        let Some(recorded) = recorded else {
+            return Ok(()); // written before index v6
+        };
+        let found = self.inner.blobs.sealed_salt(hash)?;
+        if found.as_ref().map(|s| &s[..]) != Some(&recorded[..]) {
+            return Err(Error::Corrupt {
+                key: key.to_owned(),
+                detail: "its blob file holds another sealed blob (swapped or replaced); \
+                         nothing of it was read"
+                    .into(),
+            });
+        }
+        Ok(())
     }
 
     /// Reads a whole object into memory (verified).
@@ -700,6 +730,7 @@ fn collect_all(conn: &mut Connection, blobs: &BlobStore) -> Result<GarbageReport
     for hash in blobs.list()? {
         if !referenced.contains(&hash) {
             blobs.remove(&hash)?;
+            tx.execute("DELETE FROM blob_salts WHERE hash = ?1", [&hash.0[..]])?;
             removed += 1;
         }
     }

@@ -175,6 +175,30 @@ impl BlobStore {
         sync_dir(dir)
     }
 
+    /// The salt (or v1 nonce prefix) in the sealed header of the blob file
+    /// for `hash`: `None` when the file is not a sealed blob or is missing.
+    pub(crate) fn sealed_salt(&self, hash: &ContentHash) -> Result<Option<[u8; 16]>> {
+        use std::io::Read;
+        let path = self.path(hash);
+        let mut header = [0u8; crate::crypto::stream::HEADER];
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("opening blob", path, e)),
+        };
+        match file.read_exact(&mut header) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(Error::io("reading blob", path, e)),
+        }
+        if &header[..4] != b"FRYB" {
+            return Ok(None);
+        }
+        let mut salt = [0u8; 16];
+        salt.copy_from_slice(&header[8..24]);
+        Ok(Some(salt))
+    }
+
     /// Deletes the blob with `hash` (the caller checked it is unreferenced).
     pub(crate) fn remove(&self, hash: &ContentHash) -> Result<()> {
         let path = self.path(hash);

@@ -144,7 +144,9 @@ const MIGRATIONS: &[&str] = &[
     "#,
     // 5 -> 6: a sync request may carry a filter (the JSON array of its
     // rule lines; NULL: none). `stamps` holds, per key, the newest version
-    // stamp an encrypted bucket has seen (rows outlive deletions). The cached bytes count each blob once: keys
+    // stamp an encrypted bucket has seen (rows outlive deletions);
+    // `blob_salts` the header salt of each sealed blob file, checked before
+    // a byte of it is opened. The cached bytes count each blob once: keys
     // that share content share one blob (the first reference adds its
     // size, the last one gone removes it; objects_by_hash answers the
     // EXISTS).
@@ -153,6 +155,10 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE stamps (
         key   TEXT PRIMARY KEY NOT NULL,
         stamp INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE blob_salts (
+        hash BLOB PRIMARY KEY NOT NULL,
+        salt BLOB NOT NULL
     ) WITHOUT ROWID;
     DROP TRIGGER cached_bytes_insert;
     DROP TRIGGER cached_bytes_delete;

@@ -49,6 +49,15 @@ pub(crate) fn store_content(
         }
         Content::Blob(mut temp) => {
             blobs.install(&mut temp, hash)?;
+            // A sealed blob's header names it: remember the salt of the file
+            // now in place (an existing file is kept), so a read can refuse
+            // another blob's file before opening any of it.
+            if let Some(salt) = blobs.sealed_salt(hash)? {
+                conn.prepare_cached(
+                    "INSERT OR REPLACE INTO blob_salts (hash, salt) VALUES (?1, ?2)",
+                )?
+                .execute(params![&hash.0[..], &salt[..]])?;
+            }
             // Should a later statement fail, the blob is unreferenced: collect it.
             garbage.push(*hash);
             false
@@ -104,6 +113,8 @@ pub(crate) fn collect(
     for hash in candidates {
         if !index::is_referenced(&tx, hash, false)? {
             blobs.remove(hash)?;
+            tx.prepare_cached("DELETE FROM blob_salts WHERE hash = ?1")?
+                .execute([&hash.0[..]])?;
             removed += 1;
         }
     }

@@ -1498,3 +1498,41 @@ async fn a_journal_rolled_back_or_forked_below_what_was_read_is_refused() {
     assert!(!r.full);
     assert!(b.bucket.exists("k5").await.unwrap());
 }
+
+/// A sealed blob file replaced by another object's (valid, same key) blob
+/// is refused from its header, before any plaintext streams: `get` itself
+/// fails, not the end of the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swapped_local_blob_is_refused_before_any_plaintext() {
+    let folder = Folder::new();
+    let a = first_device(folder.remote()).await;
+    let one = a
+        .bucket
+        .put("one", pseudo_random(300_000, 1), PutOptions::default())
+        .await
+        .unwrap();
+    let two = a
+        .bucket
+        .put("two", pseudo_random(300_000, 2), PutOptions::default())
+        .await
+        .unwrap();
+    let dir = a.bucket.dir().to_owned();
+    let (p1, p2) = (
+        crate::blob_path(&dir, &one.hash),
+        crate::blob_path(&dir, &two.hash),
+    );
+    std::fs::copy(&p2, &p1).unwrap();
+    let err = match a.bucket.get("one").await {
+        Ok(_) => panic!("a swapped blob must be refused at get"),
+        Err(e) => e,
+    };
+    assert!(
+        matches!(&err, Error::Corrupt { key, detail } if key == "one" && detail.contains("another sealed blob")),
+        "{err}"
+    );
+    // The other object still reads.
+    assert_eq!(
+        &a.bucket.get_bytes("two").await.unwrap().1[..],
+        &pseudo_random(300_000, 2)[..]
+    );
+}

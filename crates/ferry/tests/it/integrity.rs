@@ -364,6 +364,7 @@ async fn pushed_versions_leave_the_outbox_and_a_v4_index_migrates() {
          DROP TABLE totals;
          ALTER TABLE sync_requests DROP COLUMN filter;
          DROP TABLE stamps;
+         DROP TABLE blob_salts;
          PRAGMA user_version = 4;",
     )
     .unwrap();
