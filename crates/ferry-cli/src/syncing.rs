@@ -57,15 +57,12 @@ pub async fn connect(global: &Global, bucket: &Bucket) -> Result<(), CommandErro
         ));
     };
     let spec = config::with_env_defaults(spec);
-    let timeouts = match &file.sync {
-        Some(s) => s.timeouts(),
-        None => bucket.sync_config()?.timeouts(),
-    };
+    // The files' settings are in the index already (`locate::open_configured`
+    // applied them when the bucket was opened).
+    let timeouts = bucket.sync_config()?.timeouts();
     let remote = spec
         .build_with(&config::credentials(&file), timeouts)
         .map_err(ferry::Error::from)?;
-    // Settings first: connecting probes with the retry policy they set.
-    config::apply(bucket, &file).await?;
     let passphrase = match bucket.is_locked() {
         true => Some(crate::passphrase::existing(global)?),
         false => None,

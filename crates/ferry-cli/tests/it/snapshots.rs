@@ -2,32 +2,9 @@
 //! (`tests/it/snapshots/`): help, plans, status, diffs and errors. A
 //! change of wording shows as a snapshot diff in review.
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-use crate::support::{stderr, stdout, Scratch, FERRY};
-
-fn ferry(root: &Path, bucket: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
-    use std::io::Write;
-    let mut child = Command::new(FERRY)
-        .current_dir(root)
-        .env_remove("FERRY_BUCKET")
-        .env("XDG_CONFIG_HOME", root.join("no-user-config"))
-        .arg("--bucket")
-        .arg(root.join(bucket))
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(data) = stdin {
-        input.write_all(data).unwrap();
-    }
-    drop(input);
-    child.wait_with_output().unwrap()
-}
+use crate::support::{ferry_in as ferry, stderr, stdout, Scratch, FERRY};
 
 #[test]
 fn help_lists_every_command_with_a_one_line_summary() {

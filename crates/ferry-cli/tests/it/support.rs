@@ -85,6 +85,30 @@ impl Scratch {
     }
 }
 
+/// Runs ferry in `root` on the bucket `root/<bucket>`, with `stdin` fed
+/// in, and no user config from the machine running the tests.
+pub fn ferry_in(root: &Path, bucket: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(FERRY)
+        .current_dir(root)
+        .env_remove("FERRY_BUCKET")
+        .env("XDG_CONFIG_HOME", root.join("no-user-config"))
+        .arg("--bucket")
+        .arg(root.join(bucket))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(data) = stdin {
+        input.write_all(data).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
 /// `o`, after asserting it succeeded (its output in the message if not).
 pub fn ok(o: Output) -> Output {
     assert!(

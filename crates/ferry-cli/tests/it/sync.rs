@@ -3,27 +3,7 @@
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use crate::support::{ok, stderr, stdout, FERRY};
-
-fn ferry(root: &Path, bucket: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
-    use std::io::Write;
-    let mut cmd = Command::new(FERRY);
-    cmd.current_dir(root)
-        .env_remove("FERRY_BUCKET")
-        .arg("--bucket")
-        .arg(root.join(bucket))
-        .args(args);
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(data) = stdin {
-        input.write_all(data).unwrap();
-    }
-    drop(input);
-    child.wait_with_output().unwrap()
-}
+use crate::support::{ferry_in as ferry, ok, stderr, stdout, FERRY};
 
 fn json(o: &Output) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(o)))

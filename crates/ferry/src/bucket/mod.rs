@@ -462,7 +462,7 @@ impl Bucket {
             match fs::File::open(&path) {
                 Ok(file) => {
                     if keys.is_some() {
-                        self.check_blob_salt(key, &stored.meta.hash)?;
+                        self.check_blob_salt(key, &stored.meta.hash, &file, &path)?;
                     }
                     let body = ObjectReader::file(
                         file,
@@ -497,7 +497,13 @@ impl Bucket {
     /// Refuses a blob file whose sealed header is not the one recorded for
     /// its hash (another object's blob put in its place): caught before any
     /// plaintext streams, not at the end of the stream.
-    fn check_blob_salt(&self, key: &str, hash: &ContentHash) -> Result<()> {
+    fn check_blob_salt(
+        &self,
+        key: &str,
+        hash: &ContentHash,
+        file: &fs::File,
+        path: &Path,
+    ) -> Result<()> {
         let recorded: Option<Vec<u8>> = self.with_reader(|c| {
             use rusqlite::OptionalExtension;
             Ok(
@@ -509,7 +515,7 @@ impl Bucket {
         let Some(recorded) = recorded else {
             return Ok(()); // written before index v6
         };
-        let found = self.inner.blobs.sealed_salt(hash)?;
+        let found = blobs::sealed_salt_of(file).map_err(|e| Error::io("reading blob", path, e))?;
         if found.as_ref().map(|s| &s[..]) != Some(&recorded[..]) {
             return Err(Error::Corrupt {
                 key: key.to_owned(),

@@ -133,6 +133,21 @@ impl Cores {
             parallel: true,
         }
     }
+
+    /// Runs `f(i, piece)` on every piece of a batch, on several cores when
+    /// it pays; results in piece order.
+    fn each<T: Send>(
+        self,
+        pieces: &mut [&mut [u8]],
+        f: impl Fn(usize, &mut [u8]) -> io::Result<T> + Sync,
+    ) -> Vec<io::Result<T>> {
+        let one = |(i, piece): (usize, &mut &mut [u8])| f(i, piece);
+        if self.parallel && pieces.len() > 1 {
+            pieces.par_iter_mut().enumerate().map(one).collect()
+        } else {
+            pieces.iter_mut().enumerate().map(one).collect()
+        }
+    }
 }
 
 /// The key schedule of one blob.
@@ -335,14 +350,9 @@ impl<W: Write> Sealer<W> {
         let n = pieces.len();
         let first = self.counter;
         let (cipher, aad) = (&self.cipher, &self.aad[..]);
-        let seal_one = |(i, piece): (usize, &mut &mut [u8])| {
+        let tags = self.cores.each(&mut pieces, |i, piece| {
             cipher.seal(first + i as u32, last && i + 1 == n, aad, piece)
-        };
-        let tags: Vec<io::Result<[u8; TAG]>> = if self.cores.parallel && n > 1 {
-            pieces.par_iter_mut().enumerate().map(seal_one).collect()
-        } else {
-            pieces.iter_mut().enumerate().map(seal_one).collect()
-        };
+        });
         for (piece, tag) in pieces.iter().zip(tags) {
             self.out.write_all(piece)?;
             self.out.write_all(&tag?)?;
@@ -514,14 +524,9 @@ impl<R: Read> Opener<R> {
         let n = pieces.len();
         let first = self.counter;
         let (cipher, aad) = (&self.cipher, &self.aad[..]);
-        let open_one = |(i, piece): (usize, &mut &mut [u8])| {
+        let opened = self.cores.each(&mut pieces, |i, piece| {
             cipher.open(first + i as u32, last && i + 1 == n, aad, piece)
-        };
-        let opened: Vec<io::Result<()>> = if self.cores.parallel && n > 1 {
-            pieces.par_iter_mut().enumerate().map(open_one).collect()
-        } else {
-            pieces.iter_mut().enumerate().map(open_one).collect()
-        };
+        });
         // The first failure in stream order is the one reported.
         opened.into_iter().collect::<io::Result<Vec<()>>>()?;
         self.ranges.clear();

@@ -178,25 +178,12 @@ impl BlobStore {
     /// The salt (or v1 nonce prefix) in the sealed header of the blob file
     /// for `hash`: `None` when the file is not a sealed blob or is missing.
     pub(crate) fn sealed_salt(&self, hash: &ContentHash) -> Result<Option<[u8; 16]>> {
-        use std::io::Read;
         let path = self.path(hash);
-        let mut header = [0u8; crate::crypto::stream::HEADER];
-        let mut file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io("opening blob", path, e)),
-        };
-        match file.read_exact(&mut header) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-            Err(e) => return Err(Error::io("reading blob", path, e)),
+        match File::open(&path) {
+            Ok(file) => sealed_salt_of(&file).map_err(|e| Error::io("reading blob", path, e)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("opening blob", path, e)),
         }
-        if &header[..4] != b"FRYB" {
-            return Ok(None);
-        }
-        let mut salt = [0u8; 16];
-        salt.copy_from_slice(&header[8..24]);
-        Ok(Some(salt))
     }
 
     /// Deletes the blob with `hash` (the caller checked it is unreferenced).
@@ -356,6 +343,24 @@ impl Drop for TempBlob {
 }
 
 /// Fsyncs a directory so a rename or create inside it is durable.
+/// The salt in the sealed header of an open blob file, read in place (the
+/// file's position does not move): `None` when it is not a sealed blob.
+pub(crate) fn sealed_salt_of(file: &File) -> io::Result<Option<[u8; 16]>> {
+    use std::os::unix::fs::FileExt;
+    let mut header = [0u8; crate::crypto::stream::HEADER];
+    match file.read_exact_at(&mut header, 0) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    if &header[..4] != b"FRYB" {
+        return Ok(None);
+    }
+    let mut salt = [0u8; 16];
+    salt.copy_from_slice(&header[8..24]);
+    Ok(Some(salt))
+}
+
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
