@@ -186,3 +186,121 @@ async fn multi_gib_stream_round_trips_with_matching_hash() {
     assert_eq!(total, LEN);
     assert_eq!(ferry::ContentHash::from(hasher.finalize()), expected);
 }
+
+/// A 2 GiB object sealed by one encrypted device streams to the remote and
+/// back to a second device that joins with the passphrase, intact, on a
+/// folder remote and on moto (the default suite checks this at 40 MiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_multi_gib_round_trip_folder_and_moto() {
+    use ferry::remote::encrypted::{inspect, RemoteMode};
+    use ferry::remote::SharedRemote;
+    use tokio::io::AsyncReadExt;
+    const LEN: u64 = (2 << 30) + 12345;
+    const PASS: &[u8] = b"correct horse battery staple";
+    let kdf = ferry::KdfParams {
+        m_kib: 19 * 1024,
+        t: 2,
+        p: 1,
+    };
+    let mut block = vec![0u8; 1 << 20];
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    for b in block.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    let source = || Repeating {
+        block: block.clone(),
+        pos: 0,
+        len: LEN,
+    };
+    async fn digest(mut r: impl tokio::io::AsyncRead + Unpin) -> (blake3::Hash, u64) {
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            let n = r.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            total += n as u64;
+        }
+        (hasher.finalize(), total)
+    }
+    let want = digest(source()).await;
+
+    let folder = tempfile::tempdir().unwrap();
+    let endpoint = std::env::var("FERRY_TEST_MOTO_ENDPOINT").unwrap_or_else(|_| {
+        panic!("FERRY_TEST_MOTO_ENDPOINT is not set: run ./scripts/test.sh --heavy")
+    });
+    let moto = ferry::remote::s3::S3Config {
+        bucket: "ferry-test".into(),
+        prefix: format!("heavy-{:016x}/", rand::random::<u64>()),
+        endpoint: Some(endpoint),
+        region: "us-east-1".into(),
+        path_style: true,
+        access_key_id: Some("test".into()),
+        secret_access_key: Some("test".into()),
+        session_token: None,
+        ..Default::default()
+    };
+    let remotes: Vec<(&str, SharedRemote)> = vec![
+        (
+            "folder",
+            Arc::new(ferry::remote::folder::FolderRemote::new(folder.path()).unwrap()),
+        ),
+        (
+            "moto",
+            Arc::new(ferry::remote::s3::S3Remote::new(&moto).unwrap()),
+        ),
+    ];
+    for (name, remote) in remotes {
+        let a_dir = tempfile::tempdir().unwrap();
+        let a =
+            Bucket::create_encrypted(a_dir.path().join("b"), BucketConfig::default(), PASS, kdf)
+                .await
+                .unwrap();
+        a.attach(remote.clone()).await.unwrap();
+        let meta = a
+            .put(
+                "big/object",
+                ferry::Body::from_reader(source()),
+                PutOptions::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(meta.size, LEN, "{name}");
+        let report = a.sync(SyncOptions::default()).await.unwrap();
+        assert!(
+            report.errors.is_empty() && report.conflicts.is_empty(),
+            "{name}: {report:?}"
+        );
+        drop(a);
+        drop(a_dir); // the local copy goes: only the remote holds the object
+
+        let RemoteMode::Encrypted(file) = inspect(remote.as_ref()).await.unwrap() else {
+            panic!("{name}: the remote should be encrypted");
+        };
+        let b_dir = tempfile::tempdir().unwrap();
+        let b = Bucket::create_joining(b_dir.path().join("b"), BucketConfig::default(), file, PASS)
+            .await
+            .unwrap();
+        b.attach(remote).await.unwrap();
+        let report = b.sync(SyncOptions::default()).await.unwrap();
+        assert!(
+            report.errors.is_empty() && report.conflicts.is_empty(),
+            "{name}: {report:?}"
+        );
+        let object = b.get("big/object").await.unwrap();
+        assert_eq!(digest(object.body).await, want, "{name}");
+        // Leave the servers without 2 GiB to hold.
+        b.delete("big/object").await.unwrap();
+        let report = b.sync(SyncOptions::default()).await.unwrap();
+        assert!(
+            report.errors.is_empty() && report.conflicts.is_empty(),
+            "{name}: {report:?}"
+        );
+    }
+}
