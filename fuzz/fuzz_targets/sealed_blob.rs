@@ -24,7 +24,7 @@ fn open_streaming(keys: &Keyring, sealed: &[u8]) -> Option<Vec<u8>> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let keys = Keyring::new(&Key([7u8; 32]));
+    let keys = Keyring::new(&Key([7u8; 32]), ferry::crypto::names::NameFormat::V2);
     let _ = keys.open_blob(data);
     let _ = open_streaming(&keys, data);
 

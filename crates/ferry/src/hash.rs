@@ -67,7 +67,7 @@ impl MetaDigest {
     /// The digest of `content_type` and `metadata`, with `hasher` (a plain
     /// BLAKE3 hasher, or the bucket's keyed one).
     pub fn with(
-        mut hasher: blake3::Hasher,
+        hasher: &mut blake3::Hasher,
         content_type: &str,
         metadata: &crate::metadata::Metadata,
     ) -> Self {
@@ -86,7 +86,7 @@ impl MetaDigest {
 
     /// The unkeyed digest (plaintext buckets).
     pub fn of(content_type: &str, metadata: &crate::metadata::Metadata) -> Self {
-        Self::with(blake3::Hasher::new(), content_type, metadata)
+        Self::with(&mut blake3::Hasher::new(), content_type, metadata)
     }
 
     /// Reads a digest from the 32 raw bytes stored in the index.

@@ -320,8 +320,8 @@ impl Bucket {
         let metadata = normalize_metadata(&opts.metadata)?;
         let content_type = content_type_for(key, opts.content_type.as_deref())?;
         let keys = self.keyring()?;
-        if keys.is_some() {
-            check_name_length(key)?;
+        if let Some(k) = &keys {
+            check_name_length(k, key)?;
         }
         let sealed_meta = keys
             .as_ref()
@@ -778,8 +778,8 @@ pub(crate) async fn blocking<T: Send + 'static>(
 }
 
 /// Refuses keys whose encrypted name no object store would take.
-fn check_name_length(key: &str) -> Result<()> {
-    let len = crate::crypto::keyring::encrypted_name_len(key);
+fn check_name_length(keys: &crate::crypto::keyring::Keyring, key: &str) -> Result<()> {
+    let len = keys.encrypted_name_len(key);
     if len > crate::crypto::keyring::MAX_ENCRYPTED_KEY_LEN {
         return Err(Error::EncryptedKeyTooLong {
             key: key.to_owned(),

@@ -1,9 +1,11 @@
 //! An unlocked bucket's keys, and the key file that stores the master key.
 //!
-//! - [`KeyFile`] (format v1, JSON): what the index's `encryption` setting
-//!   and the remote's `.ferry/key.json` hold: the wrapped master key and a
-//!   key id, so two buckets can tell whether they share a master key
-//!   without a passphrase.
+//! - [`KeyFile`] (JSON): what the index's `encryption` setting and the
+//!   remote's `.ferry/key.json` hold: the wrapped master key and a key id,
+//!   so two buckets can tell whether they share a master key without a
+//!   passphrase. Version 1 files encrypt names as v1; version 2 files (all
+//!   new buckets, and every `rekey`) encrypt names as v2 and count key
+//!   epochs.
 //! - [`Keyring`]: the four subkeys derived from the master key (content,
 //!   hash, metadata, names), zeroized when dropped, with the operations an
 //!   encrypted bucket needs: keyed hashes, sealing blobs and metadata,
@@ -14,7 +16,8 @@ use zeroize::Zeroizing;
 
 use super::keys::{KdfParams, Key, Purpose, WrappedKey};
 use super::stream::{self, Opener, Sealer};
-use super::{names, CryptoError};
+use super::names::{self, NameFormat};
+use super::CryptoError;
 use crate::hash::ContentHash;
 use crate::metadata::Metadata;
 
@@ -32,17 +35,28 @@ const KEY_ID_CONTEXT: &str = "ferry 2026 v1 key id";
 /// The `format` field of a key file.
 pub const KEY_FILE_FORMAT: &str = "ferry-key";
 
-/// The master key wrapped under a passphrase, with the key's id (format v1).
+/// The newest key file version, written for new buckets and by `rekey`.
+pub const KEY_FILE_VERSION: u32 = 2;
+
+/// The master key wrapped under a passphrase, with the key's id.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KeyFile {
     /// Always [`KEY_FILE_FORMAT`].
     pub format: String,
-    /// Format version (1).
+    /// Format version: 1 (names v1) or 2 (names v2).
     pub version: u32,
     /// 32 hex digits derived from the master key (not secret).
     pub key_id: String,
+    /// The key epoch: 1 for a bucket's first master key, one more at every
+    /// `rekey` (absent in version 1 files, where it is 1).
+    #[serde(default = "first_epoch")]
+    pub epoch: u32,
     /// The wrapped master key.
     pub wrapped: WrappedKey,
+}
+
+fn first_epoch() -> u32 {
+    1
 }
 
 fn key_id(master: &Key) -> String {
@@ -55,18 +69,55 @@ impl KeyFile {
         passphrase: &[u8],
         params: KdfParams,
     ) -> Result<(KeyFile, Keyring), CryptoError> {
-        let master = Key::random();
-        let file = KeyFile::wrap(&master, passphrase, params)?;
-        Ok((file, Keyring::new(&master)))
+        KeyFile::generate_epoch(passphrase, params, first_epoch())
     }
 
-    fn wrap(master: &Key, passphrase: &[u8], params: KdfParams) -> Result<KeyFile, CryptoError> {
+    /// A fresh random master key for key epoch `epoch` (what `rekey` makes).
+    pub fn generate_epoch(
+        passphrase: &[u8],
+        params: KdfParams,
+        epoch: u32,
+    ) -> Result<(KeyFile, Keyring), CryptoError> {
+        let master = Key::random();
+        let file = KeyFile::wrap(&master, passphrase, params, KEY_FILE_VERSION, epoch)?;
+        Ok((file, Keyring::new(&master, NameFormat::V2)))
+    }
+
+    /// A version 1 key file, as releases before format v2 wrote it: kept
+    /// so tests can build the v1 buckets that this build must still read.
+    #[doc(hidden)]
+    pub fn generate_v1(
+        passphrase: &[u8],
+        params: KdfParams,
+    ) -> Result<(KeyFile, Keyring), CryptoError> {
+        let master = Key::random();
+        let file = KeyFile::wrap(&master, passphrase, params, 1, first_epoch())?;
+        Ok((file, Keyring::new(&master, NameFormat::V1)))
+    }
+
+    fn wrap(
+        master: &Key,
+        passphrase: &[u8],
+        params: KdfParams,
+        version: u32,
+        epoch: u32,
+    ) -> Result<KeyFile, CryptoError> {
         Ok(KeyFile {
             format: KEY_FILE_FORMAT.into(),
-            version: 1,
+            version,
             key_id: key_id(master),
+            epoch,
             wrapped: WrappedKey::wrap(master, passphrase, params)?,
         })
+    }
+
+    /// How this file's key encrypts names.
+    pub fn name_format(&self) -> NameFormat {
+        if self.version >= 2 {
+            NameFormat::V2
+        } else {
+            NameFormat::V1
+        }
     }
 
     /// The Argon2id cost of unwrapping this file's key.
@@ -83,7 +134,7 @@ impl KeyFile {
                 "the key file's id does not match its key (the file was altered)".into(),
             ));
         }
-        Ok(Keyring::new(&master))
+        Ok(Keyring::new(&master, self.name_format()))
     }
 
     /// The same master key wrapped under `new` (nothing else changes).
@@ -96,17 +147,23 @@ impl KeyFile {
         self.check_format()?;
         params.check_new()?;
         let master = self.wrapped.unwrap_key(old)?;
-        KeyFile::wrap(&master, new, params)
+        KeyFile::wrap(&master, new, params, self.version, self.epoch)
     }
 
     fn check_format(&self) -> Result<(), CryptoError> {
-        if self.format != KEY_FILE_FORMAT || self.version != 1 {
+        if self.format != KEY_FILE_FORMAT || !(1..=KEY_FILE_VERSION).contains(&self.version) {
             return Err(CryptoError::Format {
                 what: "key file",
                 detail: format!(
-                    "{:?} version {} (this build reads {KEY_FILE_FORMAT:?} 1)",
+                    "{:?} version {} (this build reads {KEY_FILE_FORMAT:?} 1 to {KEY_FILE_VERSION})",
                     self.format, self.version
                 ),
+            });
+        }
+        if self.epoch == 0 {
+            return Err(CryptoError::Format {
+                what: "key file",
+                detail: "key epoch 0".into(),
             });
         }
         Ok(())
@@ -137,6 +194,7 @@ pub struct Keyring {
     hash: Key,
     metadata: Key,
     names: Key,
+    name_format: NameFormat,
     id: String,
 }
 
@@ -153,15 +211,21 @@ struct LocalMeta {
 }
 
 impl Keyring {
-    /// Derives the subkeys of `master`.
-    pub fn new(master: &Key) -> Keyring {
+    /// Derives the subkeys of `master`; names are encrypted as `name_format`.
+    pub fn new(master: &Key, name_format: NameFormat) -> Keyring {
         Keyring {
             content: master.derive(Purpose::Content),
             hash: master.derive(Purpose::Hash),
             metadata: master.derive(Purpose::Metadata),
             names: master.derive(Purpose::Names),
+            name_format,
             id: key_id(master),
         }
+    }
+
+    /// How this keyring encrypts names.
+    pub fn name_format(&self) -> NameFormat {
+        self.name_format
     }
 
     /// The master key's id (as in [`KeyFile::key_id`]).
@@ -169,9 +233,10 @@ impl Keyring {
         &self.id
     }
 
-    /// A hasher for keyed content hashes.
-    pub fn hasher(&self) -> blake3::Hasher {
-        blake3::Hasher::new_keyed(&self.hash.0)
+    /// A hasher for keyed content hashes; its state (which holds the key)
+    /// is zeroized when dropped.
+    pub fn hasher(&self) -> Zeroizing<blake3::Hasher> {
+        Zeroizing::new(blake3::Hasher::new_keyed(&self.hash.0))
     }
 
     /// The keyed content hash of `data`.
@@ -257,12 +322,17 @@ impl Keyring {
 
     /// Encrypts a key name for the remote.
     pub fn encrypt_name(&self, name: &str) -> Result<String, CryptoError> {
-        names::encrypt_name(&self.names, name)
+        names::encrypt_name(&self.names, self.name_format, name)
     }
 
     /// Decrypts a remote name.
     pub fn decrypt_name(&self, remote: &str) -> Result<String, CryptoError> {
-        names::decrypt_name(&self.names, remote)
+        names::decrypt_name(&self.names, self.name_format, remote)
+    }
+
+    /// How long `name` is once encrypted by this keyring.
+    pub fn encrypted_name_len(&self, name: &str) -> usize {
+        names::encrypted_name_len(self.name_format, name)
     }
 }
 
@@ -270,22 +340,6 @@ fn local_context(key: &str) -> Vec<u8> {
     let mut c = LOCAL_META_CONTEXT.to_vec();
     c.extend_from_slice(key.as_bytes());
     c
-}
-
-/// How long `name` is once encrypted (segments grow by the SIV tag, then base64).
-pub fn encrypted_name_len(name: &str) -> usize {
-    name.split('/')
-        .map(|s| (s.len() + 16).div_ceil(3) * 4 - pad(s.len() + 16))
-        .sum::<usize>()
-        + name.matches('/').count()
-}
-
-fn pad(n: usize) -> usize {
-    match n % 3 {
-        1 => 2,
-        2 => 1,
-        _ => 0,
-    }
 }
 
 /// The longest encrypted name accepted (S3's key limit).
@@ -299,7 +353,7 @@ pub(crate) fn meta_digest(
     metadata: &Metadata,
 ) -> crate::hash::MetaDigest {
     match keys {
-        Some(k) => crate::hash::MetaDigest::with(k.hasher(), content_type, metadata),
+        Some(k) => crate::hash::MetaDigest::with(&mut k.hasher(), content_type, metadata),
         None => crate::hash::MetaDigest::of(content_type, metadata),
     }
 }

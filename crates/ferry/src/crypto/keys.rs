@@ -191,15 +191,23 @@ fn kek(
     salt: &[u8],
     params: KdfParams,
 ) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
+    let argon_params = argon2::Params::new(params.m_kib, params.t, params.p, Some(32))
+        .map_err(|e| CryptoError::Kdf(e.to_string()))?;
+    // The working memory is ours, so it is zeroized when dropped (the
+    // crate's own `hash_password_into` frees it as it is; its `zeroize`
+    // feature clears only its internal hashes).
+    let mut memory = Zeroizing::new(vec![
+        argon2::Block::default();
+        argon_params.block_count()
+    ]);
     let argon = argon2::Argon2::new(
         argon2::Algorithm::Argon2id,
         argon2::Version::V0x13,
-        argon2::Params::new(params.m_kib, params.t, params.p, Some(32))
-            .map_err(|e| CryptoError::Kdf(e.to_string()))?,
+        argon_params,
     );
     let mut out = Zeroizing::new([0u8; 32]);
     argon
-        .hash_password_into(passphrase, salt, out.as_mut())
+        .hash_password_into_with_memory(passphrase, salt, out.as_mut(), memory.as_mut_slice())
         .map_err(|e| CryptoError::Kdf(e.to_string()))?;
     Ok(out)
 }

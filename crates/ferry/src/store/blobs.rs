@@ -41,7 +41,7 @@ pub(crate) struct BlobStore {
 pub(crate) struct TempBlob {
     file: File,
     path: PathBuf,
-    hasher: blake3::Hasher,
+    hasher: zeroize::Zeroizing<blake3::Hasher>,
     sealer: Option<Sealer<File>>,
     size: u64,
     installed: bool,
@@ -123,7 +123,7 @@ impl BlobStore {
             match fs::metadata(&path) {
                 Ok(named) if named.ino() == held.ino() && named.dev() == held.dev() => {
                     let (hasher, sealer) = match keys {
-                        None => (blake3::Hasher::new(), None),
+                        None => (zeroize::Zeroizing::new(blake3::Hasher::new()), None),
                         Some(k) => {
                             let out = file
                                 .try_clone()

@@ -130,7 +130,7 @@ impl ObjectReader {
         let (tx, rx) = mpsc::channel(2);
         tokio::task::spawn_blocking(move || {
             let pumped = match &keys {
-                None => pump(file, blake3::Hasher::new(), &tx, &key, &hash, size),
+                None => pump(file, zeroize::Zeroizing::new(blake3::Hasher::new()), &tx, &key, &hash, size),
                 Some(k) => match k.blob_opener(file) {
                     Ok(opener) => pump(opener, k.hasher(), &tx, &key, &hash, size),
                     Err(e) => Err(e),
@@ -173,7 +173,7 @@ pub(crate) fn sealed_error(key: &str, e: io::Error) -> io::Error {
 /// Reads, hashes and sends the content; Ok(false) when the receiver went away.
 fn pump(
     mut file: impl Read,
-    mut hasher: blake3::Hasher,
+    mut hasher: zeroize::Zeroizing<blake3::Hasher>,
     tx: &mpsc::Sender<Chunk>,
     key: &str,
     hash: &ContentHash,

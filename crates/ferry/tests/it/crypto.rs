@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 
 use ferry::crypto::keys::{keyed_hash, KdfParams, Key, Purpose, WrappedKey};
-use ferry::crypto::names::{decrypt_name, encrypt_name};
+use ferry::crypto::names::{decrypt_name, encrypt_name, encrypted_name_len, NameFormat};
 use ferry::crypto::stream::{open, seal, Aead, Opener, Sealer, CHUNK, HEADER};
 use ferry::crypto::CryptoError;
 
@@ -354,33 +354,122 @@ fn sealed_blob_known_answer() {
 
 #[test]
 fn names_encrypt_per_segment_deterministically() {
+    for format in [NameFormat::V1, NameFormat::V2] {
+        let k = Key([1; 32]).derive(Purpose::Names);
+        let a = encrypt_name(&k, format, "photos/2026/cat.jpg").unwrap();
+        let b = encrypt_name(&k, format, "photos/2026/dog.jpg").unwrap();
+        assert_eq!(
+            a,
+            encrypt_name(&k, format, "photos/2026/cat.jpg").unwrap(),
+            "deterministic"
+        );
+        assert_eq!(a.split('/').count(), 3);
+        assert_eq!(
+            a.rsplit_once('/').unwrap().0,
+            b.rsplit_once('/').unwrap().0,
+            "whole-segment prefixes are kept"
+        );
+        assert!(!a.contains("photos") && !a.contains("cat"));
+        assert_eq!(decrypt_name(&k, format, &a).unwrap(), "photos/2026/cat.jpg");
+        assert_eq!(a.len(), encrypted_name_len(format, "photos/2026/cat.jpg"));
+        let other = Key([2; 32]).derive(Purpose::Names);
+        assert!(matches!(
+            decrypt_name(&other, format, &a),
+            Err(CryptoError::Integrity(_))
+        ));
+        assert!(decrypt_name(&k, format, "not-base64!").is_err());
+    }
     let k = Key([1; 32]).derive(Purpose::Names);
-    let a = encrypt_name(&k, "photos/2026/cat.jpg").unwrap();
-    let b = encrypt_name(&k, "photos/2026/dog.jpg").unwrap();
     assert_eq!(
-        a,
-        encrypt_name(&k, "photos/2026/cat.jpg").unwrap(),
-        "deterministic"
+        encrypt_name(&k, NameFormat::V1, "a").unwrap(),
+        KAT_NAME_A,
+        "names v1 changed"
     );
-    assert_eq!(a.split('/').count(), 3);
     assert_eq!(
-        a.rsplit_once('/').unwrap().0,
-        b.rsplit_once('/').unwrap().0,
-        "whole-segment prefixes are kept"
+        encrypt_name(&k, NameFormat::V2, "a/b").unwrap(),
+        KAT_NAME_V2_A_B,
+        "names v2 changed"
     );
-    assert!(!a.contains("photos") && !a.contains("cat"));
-    assert_eq!(decrypt_name(&k, &a).unwrap(), "photos/2026/cat.jpg");
-    let other = Key([2; 32]).derive(Purpose::Names);
+}
+
+/// v1 encrypted `index.html` the same at every depth; v2 binds a segment
+/// to its parent path, so equal segments under different parents differ.
+#[test]
+fn equal_segments_under_different_parents_differ_in_names_v2() {
+    let k = Key([3; 32]).derive(Purpose::Names);
+    let last = |format, name| {
+        let enc = encrypt_name(&k, format, name).unwrap();
+        enc.rsplit_once('/').unwrap().1.to_owned()
+    };
+    assert_eq!(
+        last(NameFormat::V1, "site/index.html"),
+        last(NameFormat::V1, "site/docs/index.html"),
+        "v1 leaks equal segments (why v2 exists)"
+    );
+    assert_ne!(
+        last(NameFormat::V2, "site/index.html"),
+        last(NameFormat::V2, "site/docs/index.html")
+    );
+    assert_ne!(
+        last(NameFormat::V2, "a/x"),
+        last(NameFormat::V2, "b/x"),
+        "the parent is bound"
+    );
+    // A segment moved under another parent does not decrypt.
+    let a = encrypt_name(&k, NameFormat::V2, "a/x").unwrap();
+    let b = encrypt_name(&k, NameFormat::V2, "b/x").unwrap();
+    let spliced = format!(
+        "{}/{}",
+        a.split_once('/').unwrap().0,
+        b.split_once('/').unwrap().1
+    );
     assert!(matches!(
-        decrypt_name(&other, &a),
+        decrypt_name(&k, NameFormat::V2, &spliced),
         Err(CryptoError::Integrity(_))
     ));
-    assert!(decrypt_name(&k, "not-base64!").is_err());
-    assert_eq!(
-        encrypt_name(&Key([1; 32]).derive(Purpose::Names), "a").unwrap(),
-        KAT_NAME_A,
-        "format v1 changed"
-    );
+    // Names of one format do not decrypt as the other.
+    assert!(decrypt_name(&k, NameFormat::V1, &a).is_err());
+}
+
+/// v2 pads every segment to a multiple of 16 bytes: names of lengths 1 to 16
+/// look alike; empty segments and the 1,024-byte budget are exact.
+#[test]
+fn names_v2_pad_segments_to_16_bytes() {
+    let k = Key([4; 32]).derive(Purpose::Names);
+    let len_of = |name: &str| encrypt_name(&k, NameFormat::V2, name).unwrap().len();
+    for n in 1..=16 {
+        assert_eq!(len_of(&"x".repeat(n)), len_of("x"), "{n} bytes");
+    }
+    assert!(len_of(&"x".repeat(17)) > len_of(&"x".repeat(16)));
+    for name in ["a//b", "dir/", "ü/€/😀", "x", &"y".repeat(100), "a/b/c/d/e/f"] {
+        let enc = encrypt_name(&k, NameFormat::V2, name).unwrap();
+        assert_eq!(enc.len(), encrypted_name_len(NameFormat::V2, name), "{name}");
+        assert_eq!(decrypt_name(&k, NameFormat::V2, &enc).unwrap(), name);
+    }
+    // One segment: 752 bytes is the longest that fits 1,024 (752 + 16 tag
+    // = 768 bytes = 1,024 base64 characters).
+    assert_eq!(encrypted_name_len(NameFormat::V2, &"z".repeat(752)), 1024);
+    assert_eq!(encrypted_name_len(NameFormat::V2, &"z".repeat(753)), 1046);
+    // A non-canonical padding (a NUL too many) does not decrypt: one name,
+    // one remote form. Built with the v2 layout by hand: AES-SIV over
+    // "a" + 31 NULs (two blocks where one suffices).
+    use aes_siv::siv::Aes256Siv;
+    use aes_siv::KeyInit;
+    use base64::Engine as _;
+    let mut wide = [0u8; 64];
+    blake3::Hasher::new_derive_key("ferry 2026 v1 names siv")
+        .update(&k.0)
+        .finalize_xof()
+        .fill(&mut wide);
+    let mut siv = Aes256Siv::new((&wide).into());
+    let mut long = b"a".to_vec();
+    long.resize(32, 0);
+    let ct = siv.encrypt([b"ferry-name v2".as_slice(), b""], &long).unwrap();
+    let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(ct);
+    assert!(matches!(
+        decrypt_name(&k, NameFormat::V2, &forged),
+        Err(CryptoError::Integrity(_))
+    ));
 }
 
 const KAT_WRAPPED_CT: &str = "NTH4t/eBc++a9+fipXvGAU4SdhAgMFK0ntFyXQuAqEOrtNgZ0NGv+LkB3UOEjMLY";
@@ -391,3 +480,6 @@ const KAT_SEALED_V2_CHACHA_BLAKE3: &str =
     "f92e0777cf5c28a005d1895ef97b3b4d9a16d0f494204f5ea2bfef75e0e6cbc6";
 const KAT_SEALED_BLAKE3: &str = "595d8855e3d7d58e3d62450a3f91248b897d054a9dfee44ca4c27150a6283700";
 const KAT_NAME_A: &str = "yI0l4qUcRzXwhUArNKcpo4I";
+// Cross-checked with Python (`blake3` and `cryptography`'s AESSIV).
+const KAT_NAME_V2_A_B: &str =
+    "NoV9b5l-KxAU-cZ6lwkAUPxelqG5kqOclKOCaGJKkc0/nJDqVXKgjM0ayk4EZzrnc5RAHIkIbGzvEOip9RJgRPc";

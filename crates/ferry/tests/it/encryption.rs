@@ -896,14 +896,33 @@ async fn scopes_work_on_encrypted_names() {
 async fn overlong_encrypted_names_are_refused_at_put() {
     let folder = Folder::new();
     let a = first_device(folder.remote()).await;
-    let key = "x".repeat(900);
+    // Names v2: one segment of 752 bytes pads to 752 and encrypts to 1,024
+    // characters; 753 bytes pad to 768 and do not fit.
+    a.bucket
+        .put(&"x".repeat(752), "v", PutOptions::default())
+        .await
+        .unwrap();
     let err = a
         .bucket
-        .put(&key, "v", PutOptions::default())
+        .put(&"x".repeat(753), "v", PutOptions::default())
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::EncryptedKeyTooLong { .. }), "{err}");
+    assert!(
+        matches!(err, Error::EncryptedKeyTooLong { len: 1046, max: 1024, .. }),
+        "{err}"
+    );
     assert!(err.is_invalid_input());
+    // Every segment pays its padding and tag: 64 segments of one byte are
+    // 64 × 43 + 63 slashes.
+    let err = a
+        .bucket
+        .put(&vec!["s"; 64].join("/"), "v", PutOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::EncryptedKeyTooLong { len: 2815, .. }),
+        "{err}"
+    );
 }
 
 /// Searches every file under `dir` for `marker`; returns the files holding it.
