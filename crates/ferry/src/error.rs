@@ -245,6 +245,23 @@ pub enum Error {
         /// This bucket's key id.
         local_key_id: String,
     },
+    /// The remote was rekeyed on another device: it holds a newer master key
+    /// (a later key epoch) than this bucket.
+    #[error("the remote {endpoint} was rekeyed (key epoch {remote_epoch}, this bucket has epoch {local_epoch}): this bucket's key no longer opens it; join it again with `ferry init --remote` in a new folder (this folder keeps its data)")]
+    Rekeyed {
+        /// The remote.
+        endpoint: String,
+        /// The remote key file's epoch.
+        remote_epoch: u32,
+        /// This bucket's epoch.
+        local_epoch: u32,
+    },
+    /// `rekey` cannot start or go on; nothing was lost.
+    #[error("rekey cannot go on: {reason}")]
+    RekeyBlocked {
+        /// Why, and what to do.
+        reason: String,
+    },
     /// A key is too long to store on a remote once encrypted.
     #[error("invalid key {key:?}: encrypted, it is {len} bytes, over the {max}-byte limit of object stores (encrypted names grow by about a third)")]
     EncryptedKeyTooLong {

@@ -35,6 +35,7 @@ pub use sync::{journal, plan};
 
 pub use bucket::cache::{CacheUsage, Eviction};
 pub use bucket::rebuild::RebuildReport;
+pub use bucket::rekey::{RekeyProgressFn, RekeyReport, RekeyStep};
 pub use bucket::setup::{check_new_bucket, check_remote, NewKey};
 pub use bucket::{Bucket, BucketConfig, GarbageReport, Object, PutOptions, INDEX_FILE};
 pub use crypto::keyring::KeyFile;

@@ -52,6 +52,24 @@ impl Bucket {
         Ok(bucket)
     }
 
+    /// Creates an encrypted bucket as releases before format v2 did: a
+    /// version 1 key file (names v1), blobs and records sealed as v1 while
+    /// this handle is open (a reopened bucket writes v2 blobs, keeps v1
+    /// names until `rekey`). Kept to test that v1 buckets stay readable.
+    #[doc(hidden)]
+    pub async fn create_encrypted_v1(
+        dir: impl AsRef<Path>,
+        config: BucketConfig,
+        passphrase: &[u8],
+        kdf: KdfParams,
+    ) -> Result<Bucket> {
+        let passphrase = zeroize::Zeroizing::new(passphrase.to_vec());
+        let (file, keys) = blocking(move || Ok(KeyFile::generate_v1(&passphrase, kdf)?)).await?;
+        let bucket = Bucket::create_inner(dir.as_ref().to_owned(), config, Some(file)).await?;
+        bucket.set_keys(Some(Arc::new(keys.sealing_v1())));
+        Ok(bucket)
+    }
+
     /// Creates a bucket that joins an encrypted remote: `key_file` is the
     /// remote's (see [`encrypted::inspect`]). The passphrase is checked
     /// first; a wrong one creates nothing. Returns it unlocked.
@@ -169,6 +187,24 @@ impl Bucket {
         Ok(())
     }
 
+    /// An encrypted bucket's key against the remote's key file, read now:
+    /// [`Error::Rekeyed`] or [`Error::DifferentKey`] when another master key
+    /// holds the remote (checked where a sync meets a journal or a listing
+    /// it cannot read). A missing key file is left to the mode checks.
+    pub(crate) async fn check_remote_key(&self, raw: &dyn Remote) -> Result<()> {
+        let Some(mine) = self.key_file() else {
+            return Ok(());
+        };
+        match encrypted::read_key_file(raw).await? {
+            Some(file) => crate::bucket::setup::mode_matches(
+                Some(&mine),
+                &RemoteMode::Encrypted(file),
+                &raw.endpoint(),
+            ),
+            None => Ok(()),
+        }
+    }
+
     /// Makes `file` this device's key file (index and memory). The old
     /// wrapping is overwritten, not left behind: `secure_delete` zeroes the
     /// freed bytes and a truncating checkpoint empties the WAL, so neither
@@ -190,7 +226,7 @@ impl Bucket {
         Ok(())
     }
 
-    fn set_keys(&self, keys: Option<Arc<Keyring>>) {
+    pub(super) fn set_keys(&self, keys: Option<Arc<Keyring>>) {
         if let Ok(mut k) = self.inner.keys.write() {
             *k = keys;
         }

@@ -3,6 +3,7 @@
 pub mod cache;
 pub(crate) mod encryption;
 pub mod rebuild;
+pub mod rekey;
 pub mod setup;
 
 use std::fs;
@@ -177,7 +178,7 @@ impl Bucket {
 
     fn open_sync(dir: PathBuf) -> Result<Bucket> {
         let index_path = dir.join(INDEX_FILE);
-        if !index_path.is_file() {
+        if !index_path.is_file() && !rekey::finish_interrupted_swap(&dir)? {
             return Err(Error::NoBucket { path: dir });
         }
         let damaged = |detail: String| Error::DamagedIndex {

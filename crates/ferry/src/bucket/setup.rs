@@ -86,6 +86,15 @@ pub(crate) fn mode_matches(
         (None, RemoteMode::Encrypted(_)) => {
             Err(clash(StorageMode::Encrypted, StorageMode::Plaintext))
         }
+        (Some(mine), RemoteMode::Encrypted(file))
+            if file.key_id != mine.key_id && file.epoch > mine.epoch =>
+        {
+            Err(Error::Rekeyed {
+                endpoint: endpoint.to_owned(),
+                remote_epoch: file.epoch,
+                local_epoch: mine.epoch,
+            })
+        }
         (Some(mine), RemoteMode::Encrypted(file)) if file.key_id != mine.key_id => {
             Err(Error::DifferentKey {
                 endpoint: endpoint.to_owned(),

@@ -195,6 +195,8 @@ pub struct Keyring {
     metadata: Key,
     names: Key,
     name_format: NameFormat,
+    /// Seal blobs and records as format v1 (tests that build v1 buckets).
+    seal_v1: bool,
     id: String,
 }
 
@@ -219,8 +221,17 @@ impl Keyring {
             metadata: master.derive(Purpose::Metadata),
             names: master.derive(Purpose::Names),
             name_format,
+            seal_v1: false,
             id: key_id(master),
         }
+    }
+
+    /// Makes this keyring seal blobs and records as format v1 did: kept so
+    /// tests can build the v1 buckets this build must still read.
+    #[doc(hidden)]
+    pub fn sealing_v1(mut self) -> Keyring {
+        self.seal_v1 = true;
+        self
     }
 
     /// How this keyring encrypts names.
@@ -246,6 +257,9 @@ impl Keyring {
 
     /// Seals a blob held in memory.
     pub fn seal_blob(&self, data: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        if self.seal_v1 {
+            return stream::seal_v1(&self.content, BLOB_CONTEXT, data);
+        }
         stream::seal(&self.content, BLOB_CONTEXT, data)
     }
 
@@ -256,6 +270,9 @@ impl Keyring {
 
     /// A streaming blob sealer writing to `out`.
     pub fn blob_sealer<W: std::io::Write>(&self, out: W) -> std::io::Result<Sealer<W>> {
+        if self.seal_v1 {
+            return Sealer::v1_with_prefix(&self.content, BLOB_CONTEXT, rand::random(), out);
+        }
         Sealer::new(&self.content, BLOB_CONTEXT, out)
     }
 
@@ -266,6 +283,9 @@ impl Keyring {
 
     /// Seals a record with the metadata key, bound to `context`.
     pub(crate) fn seal_record(&self, context: &[u8], data: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        if self.seal_v1 {
+            return stream::seal_v1(&self.metadata, context, data);
+        }
         stream::seal(&self.metadata, context, data)
     }
 

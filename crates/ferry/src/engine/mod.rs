@@ -92,7 +92,7 @@ impl Bucket {
     }
 
     /// Tries to take the leader lock; true when this process now leads.
-    fn try_lead(&self) -> Result<bool> {
+    pub(crate) fn try_lead(&self) -> Result<bool> {
         let mut held = self.inner.leader.lock().map_err(|_| Error::Closed)?;
         if held.is_some() {
             return Ok(true);
@@ -120,7 +120,7 @@ impl Bucket {
         }
     }
 
-    fn resign(&self) {
+    pub(crate) fn resign(&self) {
         if let Ok(mut held) = self.inner.leader.lock() {
             if held.take().is_some() {
                 let _ = std::fs::remove_file(self.dir().join("leader.pid"));

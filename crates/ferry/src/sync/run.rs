@@ -265,6 +265,7 @@ impl Bucket {
             .pos
             .filter(|p| *p > newest_record && !records.is_empty() && !opts.full && !opts.force)
         {
+            self.check_remote_key(raw.as_ref()).await?;
             return Err(Error::JournalRewritten {
                 remote: endpoint,
                 detail: format!(
@@ -279,9 +280,17 @@ impl Bucket {
         if !full {
             if let journal::Tail::Read(seqs) = &tail {
                 for &seq in seqs {
-                    let (record, digest) = self.read_record(&raw, seq, keys.as_deref()).await?;
+                    let (record, digest) =
+                        match self.read_record(&raw, seq, keys.as_deref()).await {
+                            Ok(read) => read,
+                            Err(e) => {
+                                self.check_remote_key(raw.as_ref()).await?;
+                                return Err(e);
+                            }
+                        };
                     if let (Some(want), Some(got)) = (read_digest, record.prev.as_deref()) {
                         if seq == read_to + 1 && hex::encode(want) != got && !opts.full {
+                            self.check_remote_key(raw.as_ref()).await?;
                             return Err(Error::JournalRewritten {
                                 remote: endpoint,
                                 detail: format!(
@@ -308,6 +317,11 @@ impl Bucket {
             }
         }
         report.full = full;
+        if full {
+            // A full listing of a remote rekeyed elsewhere would show only
+            // names this key cannot read: say what happened instead.
+            self.check_remote_key(raw.as_ref()).await?;
+        }
         let gather = if full {
             drop(changed);
             let spill = self

@@ -1556,3 +1556,301 @@ async fn a_swapped_local_blob_is_refused_before_any_plaintext() {
         &pseudo_random(300_000, 2)[..]
     );
 }
+
+/// The objects of the v1-bucket scenario: inline, multi-chunk, metadata,
+/// and one segment name at two depths (names v1 encrypt it equally).
+fn v1_objects() -> Vec<(&'static str, Vec<u8>, PutOptions)> {
+    vec![
+        (
+            "docs/a.txt",
+            b"small and inline".to_vec(),
+            opts("text/plain", &[("owner", "ann")]),
+        ),
+        (
+            "big/blob.bin",
+            pseudo_random(200_000, 5),
+            opts("application/x-big", &[]),
+        ),
+        ("site/index.html", b"<h1>top</h1>".to_vec(), PutOptions::default()),
+        (
+            "site/docs/index.html",
+            b"<h1>docs</h1>".to_vec(),
+            PutOptions::default(),
+        ),
+    ]
+}
+
+/// The raw remote names outside `.ferry/`.
+async fn raw_names(remote: &SharedRemote) -> Vec<String> {
+    let mut names: Vec<String> = remote
+        .list("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .filter(|k| !k.starts_with(".ferry/"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// The sealed-blob format byte of every object body on the remote.
+async fn raw_blob_versions(remote: &SharedRemote) -> Vec<u8> {
+    let mut out = Vec::new();
+    for name in raw_names(remote).await {
+        let (_, mut body) = remote.get(&name).await.unwrap();
+        let mut bytes = Vec::new();
+        body.read_to_end(&mut bytes).await.unwrap();
+        let at = bytes
+            .windows(4)
+            .position(|w| w == b"FRYB")
+            .expect("a sealed blob after the envelope");
+        out.push(bytes[at + 4]);
+    }
+    out.sort();
+    out
+}
+
+/// True when two remote names end in the same ciphertext segment.
+fn some_last_segments_repeat(names: &[String]) -> bool {
+    let mut lasts: Vec<&str> = names
+        .iter()
+        .map(|n| n.rsplit_once('/').map_or(n.as_str(), |(_, l)| l))
+        .collect();
+    let before = lasts.len();
+    lasts.sort();
+    lasts.dedup();
+    lasts.len() < before
+}
+
+async fn read_all(bucket: &Bucket, key: &str) -> Vec<u8> {
+    let mut body = bucket.get(key).await.unwrap().body;
+    let mut out = Vec::new();
+    body.read_to_end(&mut out).await.unwrap();
+    out
+}
+
+/// A bucket made as format v1 wrote it (key file v1, names v1, blobs and
+/// records sealed v1) opens, syncs and reads under this build, a device
+/// joins it, and `rekey` turns it into v2: a new key epoch, names v2, every
+/// blob re-sealed, old names deleted; the old-key device is told it was
+/// rekeyed, and a new device reads everything.
+async fn v1_bucket_opens_syncs_and_rekeys(backend: &dyn Backend) {
+    let remote = backend.remote();
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("a");
+    let a = Bucket::create_encrypted_v1(&path, BucketConfig::default(), PASS, TEST_KDF)
+        .await
+        .unwrap();
+    a.set_sync_config(fast_sync()).await.unwrap();
+    a.attach(remote.clone()).await.unwrap();
+    for (key, data, o) in v1_objects() {
+        a.put(key, data, o).await.unwrap();
+    }
+    sync_clean(&a).await;
+    let RemoteMode::Encrypted(file) = inspect(remote.as_ref()).await.unwrap() else {
+        panic!("encrypted");
+    };
+    assert_eq!((file.version, file.epoch), (1, 1));
+    assert!(some_last_segments_repeat(&raw_names(&remote).await), "names v1");
+    assert_eq!(raw_blob_versions(&remote).await, vec![1, 1, 1, 1], "blobs v1");
+    let modified = a.head("docs/a.txt").await.unwrap().modified;
+
+    // This build opens it, reads it and writes to it (new blobs are v2).
+    let a = crate::reopen(a).await;
+    assert!(a.is_locked());
+    a.unlock(PASS).await.unwrap();
+    a.attach(remote.clone()).await.unwrap();
+    for (key, data, o) in v1_objects() {
+        let object = a.get(key).await.unwrap();
+        assert_eq!(object.meta.metadata, o.metadata, "{key}");
+        assert_eq!(read_all(&a, key).await, data, "{key}");
+    }
+    a.put("docs/new.txt", "written by v2", PutOptions::default())
+        .await
+        .unwrap();
+    sync_clean(&a).await;
+    assert_eq!(raw_blob_versions(&remote).await, vec![1, 1, 1, 1, 2]);
+    let b = joining_device(remote.clone(), PASS).await;
+    sync_clean(&b.bucket).await;
+    assert_eq!(read_all(&b.bucket, "docs/new.txt").await, b"written by v2");
+    assert_eq!(
+        read_all(&b.bucket, "big/blob.bin").await,
+        pseudo_random(200_000, 5)
+    );
+
+    // rekey: everything re-sealed under a new master key, names v2.
+    let (a, report) = a.rekey(remote.clone(), PASS, TEST_KDF, None).await.unwrap();
+    assert_eq!(
+        (report.epoch, report.copied, report.pushed, report.retired),
+        (2, 5, 5, 5),
+        "{report:?}"
+    );
+    assert!(report.left.is_empty() && !report.resumed, "{report:?}");
+    let RemoteMode::Encrypted(file) = inspect(remote.as_ref()).await.unwrap() else {
+        panic!("encrypted");
+    };
+    assert_eq!((file.version, file.epoch), (2, 2));
+    assert_eq!(Some(&file), a.key_file().as_ref());
+    let names = raw_names(&remote).await;
+    assert_eq!(names.len(), 5, "old names are gone: {names:?}");
+    assert!(!some_last_segments_repeat(&names), "names v2");
+    assert_eq!(raw_blob_versions(&remote).await, vec![2, 2, 2, 2, 2]);
+    assert_eq!(a.head("docs/a.txt").await.unwrap().modified, modified);
+    assert!(
+        !dir.path().join("a.rekey-new").exists() && !dir.path().join("a.rekey-old").exists()
+    );
+
+    // The device holding the old key is told, and loses nothing locally.
+    let err = b.bucket.sync(SyncOptions::default()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Rekeyed {
+                remote_epoch: 2,
+                local_epoch: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(read_all(&b.bucket, "docs/a.txt").await, b"small and inline");
+
+    // A new device joins the rekeyed remote and reads everything.
+    let c = joining_device(remote.clone(), PASS).await;
+    sync_clean(&c.bucket).await;
+    for (key, data, o) in v1_objects() {
+        let object = c.bucket.get(key).await.unwrap();
+        assert_eq!(object.meta.metadata, o.metadata, "{key}");
+        assert_eq!(read_all(&c.bucket, key).await, data, "{key}");
+    }
+    assert_eq!(
+        c.bucket.head("big/blob.bin").await.unwrap().content_type,
+        "application/x-big"
+    );
+    // And the rekeyed bucket goes on syncing with it.
+    a.put("docs/after.txt", "after", PutOptions::default())
+        .await
+        .unwrap();
+    sync_clean(&a).await;
+    sync_clean(&c.bucket).await;
+    assert_eq!(read_all(&c.bucket, "docs/after.txt").await, b"after");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_bucket_opens_syncs_and_rekeys_folder() {
+    v1_bucket_opens_syncs_and_rekeys(&Folder::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_bucket_opens_syncs_and_rekeys_s3s() {
+    v1_bucket_opens_syncs_and_rekeys(&S3Location::s3s().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_bucket_opens_syncs_and_rekeys_moto() {
+    v1_bucket_opens_syncs_and_rekeys(&S3Location::moto()).await;
+}
+
+/// A rekey interrupted by remote failures at any point is taken up again
+/// by the next `rekey` and ends with every object readable under the new
+/// key; a swap cut between its two renames is finished at open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_rekey_resumes_and_loses_nothing() {
+    let folder = Folder::new();
+    let remote = folder.remote();
+    let a = first_device(remote.clone()).await;
+    let path = a.bucket.dir().to_owned();
+    for i in 0..40 {
+        a.bucket
+            .put(
+                &format!("k/{i:02}"),
+                pseudo_random(1000 + i * 3000, i as u64),
+                PutOptions::default(),
+            )
+            .await
+            .unwrap();
+    }
+    sync_clean(&a.bucket).await;
+    let mut bucket = a.bucket;
+    let mut failures = 0;
+    let mut seed = 0;
+    let (rekeyed, report) = loop {
+        seed += 1;
+        assert!(seed < 60, "rekey never finished");
+        let flaky: SharedRemote = Arc::new(ferry::remote::fault::Faulty::new(
+            remote.clone(),
+            0.05,
+            seed,
+        ));
+        match bucket.rekey(flaky, PASS, TEST_KDF, None).await {
+            Ok(done) => break done,
+            Err(e) => {
+                failures += 1;
+                eprintln!("attempt {seed}: {e}");
+                bucket = Bucket::open(&path).await.unwrap();
+                bucket.unlock(PASS).await.unwrap();
+            }
+        }
+    };
+    assert!(failures > 0, "the faults should have interrupted a run");
+    assert!(report.left.is_empty(), "{report:?}");
+    assert_eq!(rekeyed.key_file().unwrap().epoch, 2);
+    drop(rekeyed);
+    let c = joining_device(remote.clone(), PASS).await;
+    sync_clean(&c.bucket).await;
+    assert_eq!(c.bucket.status().await.unwrap().synced, 40);
+    for i in 0..40usize {
+        assert_eq!(
+            read_all(&c.bucket, &format!("k/{i:02}")).await,
+            pseudo_random(1000 + i * 3000, i as u64)
+        );
+    }
+    assert_eq!(raw_names(&remote).await.len(), 40, "old names retired");
+
+    // A crash between the swap's renames: the bucket is at `.rekey-new`
+    // and the old one at `.rekey-old`; opening finishes the swap.
+    let mut staged = path.clone().into_os_string();
+    staged.push(".rekey-new");
+    let mut retired = path.clone().into_os_string();
+    retired.push(".rekey-old");
+    std::fs::rename(&path, &staged).unwrap();
+    std::fs::create_dir(&retired).unwrap();
+    let reopened = Bucket::open(&path).await.unwrap();
+    reopened.unlock(PASS).await.unwrap();
+    assert_eq!(reopened.list_all("k/").await.unwrap().len(), 40);
+    assert!(!Path::new(&retired).exists() && !Path::new(&staged).exists());
+}
+
+/// rekey refuses a wrong passphrase and a bucket that syncs only part of
+/// its remote, and changes nothing (local or remote) when it does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rekey_refuses_what_it_cannot_do_safely() {
+    let folder = Folder::new();
+    let remote = folder.remote();
+    let a = first_device(remote.clone()).await;
+    a.bucket.put("x/1", "one", PutOptions::default()).await.unwrap();
+    let path = a.bucket.dir().to_owned();
+    let err = a
+        .bucket
+        .rekey(remote.clone(), b"wrong", TEST_KDF, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::WrongPassphrase), "{err}");
+    let bucket = Bucket::open(&path).await.unwrap();
+    bucket.unlock(PASS).await.unwrap();
+    bucket.add_scope("x/").await.unwrap();
+    let err = bucket
+        .rekey(remote.clone(), PASS, TEST_KDF, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::RekeyBlocked { .. }), "{err}");
+    assert!(err.to_string().contains("scope"), "{err}");
+    let RemoteMode::Encrypted(file) = inspect(remote.as_ref()).await.unwrap() else {
+        panic!("encrypted");
+    };
+    assert_eq!(file.epoch, 1, "nothing changed on the remote");
+    let mut staged = path.clone().into_os_string();
+    staged.push(".rekey-new");
+    assert!(!Path::new(&staged).exists(), "nothing staged");
+}
