@@ -99,10 +99,20 @@ pub enum Command {
     /// This is not a response to a leaked passphrase: whoever had the old
     /// passphrase and a copy of the old key file (from the remote or a
     /// backup) can still unwrap the same master key, and the data stays
-    /// sealed under it. After a leak, make a new encrypted bucket and copy
-    /// the data into it (a `rekey` command that does this in place is not
-    /// built yet).
+    /// sealed under it. After a leak, run `ferry rekey`.
     Passwd(PasswdArgs),
+    /// Replace an encrypted bucket's master key: every object re-sealed and
+    /// re-pushed under a new key (the answer to a leaked passphrase or key).
+    ///
+    /// Syncs first and refuses while changes are unpushed, conflicts are
+    /// open, a scope limits the sync, or another process has the bucket
+    /// open. The new bucket is built beside this one (as much disk again as
+    /// its content) and swapped in at the end; if it is interrupted, run it
+    /// again with the same passphrase to go on. Other devices must join the
+    /// remote again afterwards (`ferry init --remote` in a new folder): the
+    /// old key no longer opens it. The new key is wrapped under the current
+    /// passphrase; change it with `ferry passwd` after, if it leaked.
+    Rekey(RekeyArgs),
     /// Objects and bytes per folder under a prefix.
     Du(DuArgs),
     /// Verify the index and every local object's content against its hash (exit 1 on damage).
@@ -243,6 +253,18 @@ pub struct PasswdArgs {
     /// (default: $FERRY_NEW_PASSPHRASE, then asked twice at a terminal).
     #[arg(long, value_name = "FILE")]
     pub new_passphrase_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub kdf: KdfArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RekeyArgs {
+    /// Do not ask for confirmation.
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// The result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub kdf: KdfArgs,
 }

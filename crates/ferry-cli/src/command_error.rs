@@ -101,6 +101,8 @@ fn classify(err: &ferry::Error) -> (u8, Option<String>) {
         E::RemoteMode { remote: ferry::StorageMode::Encrypted, .. } => (1, Some("to sync with an encrypted remote, create a bucket with `ferry init --remote URL`: it detects the encryption and asks for the passphrase".into())),
         E::RemoteMode { .. } => (1, Some("an encrypted bucket needs an empty remote or one it encrypted itself; choose another prefix".into())),
         E::DamagedIndex { .. } => (1, Some("the index is the bucket's catalogue and cannot be rebuilt from the blob files alone (names and metadata live only there): `ferry check --repair` rebuilds it from what can still be read (the damaged file is kept), the rest comes back from the remote at the next sync; or restore index.db from a backup".into())),
+        E::Rekeyed { .. } => (1, Some("this folder's data stays as it is; after joining anew, copy anything that was never pushed with `ferry cp -r`".into())),
+        E::RekeyBlocked { .. } => (1, None),
         E::JournalRewritten { .. } => (1, Some("if the store was restored from a backup on purpose, `ferry sync --full` re-reads it as it now is (versions older than ones this device saw are still refused); otherwise someone with write access rewrote it".into())),
         E::ReadOnly { .. } => (1, Some("nothing was changed; reading commands (ls, cat, get, stat, status, du, check) work here; to change it, run as a user who can write the bucket directory".into())),
         E::BucketInUse { .. } => (1, Some("stop those processes (a `ferry watch` stops by itself within a second; other programs must close the bucket), then run `ferry destroy --clear-local` again".into())),

@@ -334,6 +334,95 @@ pub async fn passwd(global: &Global, args: crate::args::PasswdArgs) -> Result<()
     Ok(())
 }
 
+pub async fn rekey(global: &Global, args: crate::args::RekeyArgs) -> Result<(), CommandError> {
+    let kdf = args.kdf.params()?;
+    let dir = locate::bucket_dir(global)?;
+    let bucket = ferry::Bucket::open(&dir).await?;
+    if !bucket.is_encrypted() {
+        return Err(ferry::Error::NotEncrypted.into());
+    }
+    let Some(spec) = bucket.remote_spec()? else {
+        return Err(CommandError::user(
+            "rekey re-seals the bucket and its remote, and this bucket has no remote",
+            "a bucket without a remote: make a new encrypted bucket and `ferry cp -r` the data into it",
+        ));
+    };
+    if !args.yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(CommandError::usage("`ferry rekey` asks for confirmation on a terminal; pass --yes to run it unattended"));
+        }
+        if !crate::passphrase::confirm(&format!(
+            "rekey {}: re-seal and re-push every object under a new key (other devices must join again)?",
+            dir.display()
+        ))? {
+            return Err(CommandError::user("not rekeyed", "nothing was changed"));
+        }
+    }
+    let passphrase = crate::passphrase::existing(global)?;
+    bucket.unlock(passphrase.as_bytes()).await?;
+    let file = crate::config::load(&dir)?;
+    let spec = crate::config::with_env_defaults(spec);
+    let remote = spec
+        .build(&crate::config::credentials(&file))
+        .map_err(ferry::Error::from)?;
+    let bar = if global.quiet || args.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::with_draw_target(Some(0), crate::output::draw_target())
+    };
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} objects, eta {eta}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    let shown = bar.clone();
+    let progress: ferry::RekeyProgressFn =
+        std::sync::Arc::new(move |step: ferry::RekeyStep, done, total| {
+            shown.set_message(match step {
+                ferry::RekeyStep::Copy => "re-sealing",
+                ferry::RekeyStep::Push => "pushing",
+                ferry::RekeyStep::Retire => "deleting old objects",
+            });
+            shown.set_length(total);
+            shown.set_position(done);
+        });
+    let result = bucket
+        .rekey(remote, passphrase.as_bytes(), kdf, Some(progress))
+        .await;
+    bar.finish_and_clear();
+    let (_bucket, report) = result?;
+    if args.json {
+        out!(
+            "{}",
+            json!({
+                "epoch": report.epoch,
+                "key_id": report.key_id,
+                "copied": report.copied,
+                "pushed": report.pushed,
+                "retired": report.retired,
+                "resumed": report.resumed,
+                "left": report.left,
+            })
+        );
+    } else if !global.quiet {
+        eprintln!(
+            "rekeyed {}: key epoch {} (key id {}), {} object(s) re-sealed, {} pushed, {} old remote object(s) deleted{}",
+            dir.display(),
+            report.epoch,
+            report.key_id,
+            report.copied,
+            report.pushed,
+            report.retired,
+            if report.resumed { " (an interrupted rekey was resumed)" } else { "" }
+        );
+        for key in &report.left {
+            eprintln!("left under the old key (not in this bucket): {key}");
+        }
+        eprintln!("other devices must join the remote again: ferry init --remote URL");
+    }
+    Ok(())
+}
+
 pub async fn config(global: &Global, args: crate::args::ConfigArgs) -> Result<(), CommandError> {
     let crate::args::ConfigCommand::Show { json } = args.command;
     // Outside a bucket: the user-level settings alone.

@@ -327,3 +327,84 @@ fn passphrase_command_is_asked_and_the_environment_variable_is_gone_for_children
     ));
     assert!(err.contains("wrong passphrase"), "{err}");
 }
+
+/// `ferry rekey`: asks for confirmation (refused without a terminal unless
+/// --yes), re-seals and re-pushes every object under a new key epoch, and
+/// the device still on the old key is told to join again.
+#[test]
+fn rekey_re_seals_everything_and_other_devices_must_join_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let url = format!("file://{}", root.join("remote").display());
+    let pass = Some("s3cret words");
+    let mut init = vec!["init", "--encrypt", "--remote", &url];
+    init.extend(KDF);
+    ok(ferry(root, "a", pass, &init, b""));
+    ok(ferry(
+        root,
+        "a",
+        pass,
+        &["put", "notes/a.txt", "--meta", "who=ann"],
+        b"alpha",
+    ));
+    ok(ferry(root, "a", pass, &["put", "notes/b.txt"], b"beta"));
+    ok(ferry(root, "a", pass, &["sync"], b""));
+    ok(ferry(root, "b", pass, &["init", "--remote", &url], b""));
+    ok(ferry(root, "b", pass, &["sync"], b""));
+    let key_file = || -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(root.join("remote/.ferry/key.json")).unwrap())
+            .unwrap()
+    };
+    assert_eq!(
+        (key_file()["version"].clone(), key_file()["epoch"].clone()),
+        (2.into(), 1.into())
+    );
+
+    let err = fails(ferry(root, "a", pass, &["rekey"], b""));
+    assert!(err.contains("--yes"), "{err}");
+    let err = fails(ferry(root, "a", Some("wrong"), &["rekey", "--yes"], b""));
+    assert!(err.contains("wrong passphrase"), "{err}");
+    assert_eq!(key_file()["epoch"], 1, "nothing changed");
+
+    let mut rekey = vec!["rekey", "--yes", "--json"];
+    rekey.extend(KDF);
+    let out = ok(ferry(root, "a", pass, &rekey, b""));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["epoch"], 2, "{v}");
+    assert_eq!(
+        (
+            v["copied"].clone(),
+            v["pushed"].clone(),
+            v["retired"].clone()
+        ),
+        (2.into(), 2.into(), 2.into()),
+        "{v}"
+    );
+    assert_eq!(key_file()["epoch"], 2);
+    assert_eq!(key_file()["key_id"], v["key_id"]);
+    let cat = ok(ferry(root, "a", pass, &["cat", "notes/a.txt"], b""));
+    assert_eq!(cat.stdout, b"alpha");
+
+    // The old device: a clear error, its data still readable here.
+    let err = fails(ferry(root, "b", pass, &["sync"], b""));
+    assert!(
+        err.contains("rekeyed") && err.contains("init --remote"),
+        "{err}"
+    );
+    let cat = ok(ferry(root, "b", pass, &["cat", "notes/b.txt"], b""));
+    assert_eq!(cat.stdout, b"beta");
+    // Joining again works, with every object and its metadata.
+    ok(ferry(root, "c", pass, &["init", "--remote", &url], b""));
+    ok(ferry(root, "c", pass, &["sync"], b""));
+    let stat = ok(ferry(
+        root,
+        "c",
+        pass,
+        &["stat", "notes/a.txt", "--json"],
+        b"",
+    ));
+    let v: serde_json::Value = serde_json::from_slice(&stat.stdout).unwrap();
+    assert_eq!(v["metadata"]["who"], "ann", "{v}");
+    let cat = ok(ferry(root, "c", pass, &["cat", "notes/b.txt"], b""));
+    assert_eq!(cat.stdout, b"beta");
+}

@@ -15,8 +15,8 @@ use base64::Engine as _;
 use zeroize::Zeroizing;
 
 use super::keys::{KdfParams, Key, Purpose, WrappedKey};
-use super::stream::{self, Opener, Sealer};
 use super::names::{self, NameFormat};
+use super::stream::{self, Opener, Sealer};
 use super::CryptoError;
 use crate::hash::ContentHash;
 use crate::metadata::Metadata;

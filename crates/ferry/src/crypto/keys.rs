@@ -196,10 +196,7 @@ fn kek(
     // The working memory is ours, so it is zeroized when dropped (the
     // crate's own `hash_password_into` frees it as it is; its `zeroize`
     // feature clears only its internal hashes).
-    let mut memory = Zeroizing::new(vec![
-        argon2::Block::default();
-        argon_params.block_count()
-    ]);
+    let mut memory = Zeroizing::new(vec![argon2::Block::default(); argon_params.block_count()]);
     let argon = argon2::Argon2::new(
         argon2::Algorithm::Argon2id,
         argon2::Version::V0x13,

@@ -130,7 +130,14 @@ impl ObjectReader {
         let (tx, rx) = mpsc::channel(2);
         tokio::task::spawn_blocking(move || {
             let pumped = match &keys {
-                None => pump(file, zeroize::Zeroizing::new(blake3::Hasher::new()), &tx, &key, &hash, size),
+                None => pump(
+                    file,
+                    zeroize::Zeroizing::new(blake3::Hasher::new()),
+                    &tx,
+                    &key,
+                    &hash,
+                    size,
+                ),
                 Some(k) => match k.blob_opener(file) {
                     Ok(opener) => pump(opener, k.hasher(), &tx, &key, &hash, size),
                     Err(e) => Err(e),

@@ -280,14 +280,14 @@ impl Bucket {
         if !full {
             if let journal::Tail::Read(seqs) = &tail {
                 for &seq in seqs {
-                    let (record, digest) =
-                        match self.read_record(&raw, seq, keys.as_deref()).await {
-                            Ok(read) => read,
-                            Err(e) => {
-                                self.check_remote_key(raw.as_ref()).await?;
-                                return Err(e);
-                            }
-                        };
+                    let (record, digest) = match self.read_record(&raw, seq, keys.as_deref()).await
+                    {
+                        Ok(read) => read,
+                        Err(e) => {
+                            self.check_remote_key(raw.as_ref()).await?;
+                            return Err(e);
+                        }
+                    };
                     if let (Some(want), Some(got)) = (read_digest, record.prev.as_deref()) {
                         if seq == read_to + 1 && hex::encode(want) != got && !opts.full {
                             self.check_remote_key(raw.as_ref()).await?;

@@ -441,9 +441,20 @@ fn names_v2_pad_segments_to_16_bytes() {
         assert_eq!(len_of(&"x".repeat(n)), len_of("x"), "{n} bytes");
     }
     assert!(len_of(&"x".repeat(17)) > len_of(&"x".repeat(16)));
-    for name in ["a//b", "dir/", "ü/€/😀", "x", &"y".repeat(100), "a/b/c/d/e/f"] {
+    for name in [
+        "a//b",
+        "dir/",
+        "ü/€/😀",
+        "x",
+        &"y".repeat(100),
+        "a/b/c/d/e/f",
+    ] {
         let enc = encrypt_name(&k, NameFormat::V2, name).unwrap();
-        assert_eq!(enc.len(), encrypted_name_len(NameFormat::V2, name), "{name}");
+        assert_eq!(
+            enc.len(),
+            encrypted_name_len(NameFormat::V2, name),
+            "{name}"
+        );
         assert_eq!(decrypt_name(&k, NameFormat::V2, &enc).unwrap(), name);
     }
     // One segment: 752 bytes is the longest that fits 1,024 (752 + 16 tag
@@ -464,7 +475,9 @@ fn names_v2_pad_segments_to_16_bytes() {
     let mut siv = Aes256Siv::new((&wide).into());
     let mut long = b"a".to_vec();
     long.resize(32, 0);
-    let ct = siv.encrypt([b"ferry-name v2".as_slice(), b""], &long).unwrap();
+    let ct = siv
+        .encrypt([b"ferry-name v2".as_slice(), b""], &long)
+        .unwrap();
     let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(ct);
     assert!(matches!(
         decrypt_name(&k, NameFormat::V2, &forged),

@@ -908,7 +908,14 @@ async fn overlong_encrypted_names_are_refused_at_put() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, Error::EncryptedKeyTooLong { len: 1046, max: 1024, .. }),
+        matches!(
+            err,
+            Error::EncryptedKeyTooLong {
+                len: 1046,
+                max: 1024,
+                ..
+            }
+        ),
         "{err}"
     );
     assert!(err.is_invalid_input());
@@ -1571,7 +1578,11 @@ fn v1_objects() -> Vec<(&'static str, Vec<u8>, PutOptions)> {
             pseudo_random(200_000, 5),
             opts("application/x-big", &[]),
         ),
-        ("site/index.html", b"<h1>top</h1>".to_vec(), PutOptions::default()),
+        (
+            "site/index.html",
+            b"<h1>top</h1>".to_vec(),
+            PutOptions::default(),
+        ),
         (
             "site/docs/index.html",
             b"<h1>docs</h1>".to_vec(),
@@ -1652,8 +1663,15 @@ async fn v1_bucket_opens_syncs_and_rekeys(backend: &dyn Backend) {
         panic!("encrypted");
     };
     assert_eq!((file.version, file.epoch), (1, 1));
-    assert!(some_last_segments_repeat(&raw_names(&remote).await), "names v1");
-    assert_eq!(raw_blob_versions(&remote).await, vec![1, 1, 1, 1], "blobs v1");
+    assert!(
+        some_last_segments_repeat(&raw_names(&remote).await),
+        "names v1"
+    );
+    assert_eq!(
+        raw_blob_versions(&remote).await,
+        vec![1, 1, 1, 1],
+        "blobs v1"
+    );
     let modified = a.head("docs/a.txt").await.unwrap().modified;
 
     // This build opens it, reads it and writes to it (new blobs are v2).
@@ -1697,9 +1715,7 @@ async fn v1_bucket_opens_syncs_and_rekeys(backend: &dyn Backend) {
     assert!(!some_last_segments_repeat(&names), "names v2");
     assert_eq!(raw_blob_versions(&remote).await, vec![2, 2, 2, 2, 2]);
     assert_eq!(a.head("docs/a.txt").await.unwrap().modified, modified);
-    assert!(
-        !dir.path().join("a.rekey-new").exists() && !dir.path().join("a.rekey-old").exists()
-    );
+    assert!(!dir.path().join("a.rekey-new").exists() && !dir.path().join("a.rekey-old").exists());
 
     // The device holding the old key is told, and loses nothing locally.
     let err = b.bucket.sync(SyncOptions::default()).await.unwrap_err();
@@ -1829,7 +1845,10 @@ async fn rekey_refuses_what_it_cannot_do_safely() {
     let folder = Folder::new();
     let remote = folder.remote();
     let a = first_device(remote.clone()).await;
-    a.bucket.put("x/1", "one", PutOptions::default()).await.unwrap();
+    a.bucket
+        .put("x/1", "one", PutOptions::default())
+        .await
+        .unwrap();
     let path = a.bucket.dir().to_owned();
     let err = a
         .bucket
