@@ -35,7 +35,6 @@ pub use sync::{journal, plan};
 
 pub use bucket::cache::{CacheUsage, Eviction};
 pub use bucket::rebuild::RebuildReport;
-pub use bucket::rekey::{RekeyProgressFn, RekeyReport, RekeyStep};
 pub use bucket::setup::{check_new_bucket, check_remote, NewKey};
 pub use bucket::{Bucket, BucketConfig, GarbageReport, Object, PutOptions, INDEX_FILE};
 pub use crypto::keyring::KeyFile;
@@ -54,6 +53,7 @@ pub use state::{ParseStateError, SyncState};
 pub use store::body::{Body, ObjectReader};
 pub use store::index::{ObjectMeta, SCHEMA_VERSION};
 pub use store::list::{ListOptions, ListPage};
+pub use sync::rekey::{RekeyProgressFn, RekeyReport, RekeyStep};
 pub use sync::{
     ConflictInfo, DeleteLimit, DiffKind, Difference, GetOptions, Mismatch, ProgressFn, RemoteCheck,
     Repair, Residency, Resolution, ResolveOutcome, Status, SyncConfig, SyncIssue, SyncMode,

@@ -226,7 +226,7 @@ impl Bucket {
         Ok(())
     }
 
-    pub(super) fn set_keys(&self, keys: Option<Arc<Keyring>>) {
+    pub(crate) fn set_keys(&self, keys: Option<Arc<Keyring>>) {
         if let Ok(mut k) = self.inner.keys.write() {
             *k = keys;
         }

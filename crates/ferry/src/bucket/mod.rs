@@ -3,7 +3,6 @@
 pub mod cache;
 pub(crate) mod encryption;
 pub mod rebuild;
-pub mod rekey;
 pub mod setup;
 
 use std::fs;
@@ -178,7 +177,7 @@ impl Bucket {
 
     fn open_sync(dir: PathBuf) -> Result<Bucket> {
         let index_path = dir.join(INDEX_FILE);
-        if !index_path.is_file() && !rekey::finish_interrupted_swap(&dir)? {
+        if !index_path.is_file() && !finish_interrupted_swap(&dir)? {
             return Err(Error::NoBucket { path: dir });
         }
         let damaged = |detail: String| Error::DamagedIndex {
@@ -789,4 +788,34 @@ fn check_name_length(keys: &crate::crypto::keyring::Keyring, key: &str) -> Resul
         });
     }
     Ok(())
+}
+
+// Where `rekey` (in `sync`) builds the new bucket and parks the old one.
+
+/// `<dir>` with `suffix` appended to its last component.
+fn sibling(dir: &Path, suffix: &str) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    dir.with_file_name(name)
+}
+
+pub(crate) fn staging_dir(dir: &Path) -> PathBuf {
+    sibling(dir, ".rekey-new")
+}
+
+pub(crate) fn retired_dir(dir: &Path) -> PathBuf {
+    sibling(dir, ".rekey-old")
+}
+
+/// Finishes a swap a crash interrupted between its two renames: `dir` is
+/// gone, the new bucket waits at `<dir>.rekey-new` and the old one at
+/// `<dir>.rekey-old`. True when it did.
+pub(crate) fn finish_interrupted_swap(dir: &Path) -> Result<bool> {
+    let (staged, retired) = (staging_dir(dir), retired_dir(dir));
+    if dir.exists() || !retired.is_dir() || !staged.join(INDEX_FILE).is_file() {
+        return Ok(false);
+    }
+    std::fs::rename(&staged, dir).map_err(|e| Error::io("finishing a rekey", dir, e))?;
+    std::fs::remove_dir_all(&retired).map_err(|e| Error::io("removing", &retired, e))?;
+    Ok(true)
 }

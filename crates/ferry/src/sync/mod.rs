@@ -28,6 +28,7 @@ mod fetch;
 pub mod journal;
 mod journal_io;
 pub mod plan;
+pub mod rekey;
 mod resolve;
 mod run;
 mod settings;

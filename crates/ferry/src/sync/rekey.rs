@@ -31,10 +31,10 @@
 //! to 5 are idempotent); the remote holds every object under the old names
 //! until step 4 has pushed them under the new.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use crate::bucket::{blocking, Bucket, PutOptions};
+use crate::bucket::{blocking, retired_dir, staging_dir, Bucket, PutOptions};
 use crate::crypto::keyring::KeyFile;
 use crate::crypto::keys::KdfParams;
 use crate::error::{Error, Result};
@@ -81,34 +81,6 @@ pub struct RekeyReport {
     /// device that had not seen the new key file): readable only with the
     /// old key, never deleted by rekey.
     pub left: Vec<String>,
-}
-
-/// `<dir>` with `suffix` appended to its last component.
-fn sibling(dir: &Path, suffix: &str) -> PathBuf {
-    let mut name = dir.file_name().unwrap_or_default().to_os_string();
-    name.push(suffix);
-    dir.with_file_name(name)
-}
-
-fn staging_dir(dir: &Path) -> PathBuf {
-    sibling(dir, ".rekey-new")
-}
-
-fn retired_dir(dir: &Path) -> PathBuf {
-    sibling(dir, ".rekey-old")
-}
-
-/// Finishes a swap a crash interrupted between its two renames: `dir` is
-/// gone, the new bucket waits at `<dir>.rekey-new` and the old one at
-/// `<dir>.rekey-old`. True when it did.
-pub(crate) fn finish_interrupted_swap(dir: &Path) -> Result<bool> {
-    let (staged, retired) = (staging_dir(dir), retired_dir(dir));
-    if dir.exists() || !retired.is_dir() || !staged.join(super::INDEX_FILE).is_file() {
-        return Ok(false);
-    }
-    std::fs::rename(&staged, dir).map_err(|e| Error::io("finishing a rekey", dir, e))?;
-    std::fs::remove_dir_all(&retired).map_err(|e| Error::io("removing", &retired, e))?;
-    Ok(true)
 }
 
 fn blocked(reason: impl Into<String>) -> Error {
@@ -174,7 +146,7 @@ impl Bucket {
                 if self.scope_filter()?.is_empty() { "" } else { " and a scope filter" }
             )));
         }
-        let resumed = staged.join(super::INDEX_FILE).is_file();
+        let resumed = staged.join(crate::bucket::INDEX_FILE).is_file();
         let remote_file = encrypted::read_key_file(raw.as_ref()).await?;
         let remote_id = remote_file.as_ref().map(|f| f.key_id.clone());
         if remote_id.as_deref() == Some(old_file.key_id.as_str()) {
@@ -360,7 +332,7 @@ impl Bucket {
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })?;
-        let path = staged.join(super::INDEX_FILE);
+        let path = staged.join(crate::bucket::INDEX_FILE);
         blocking(move || {
             let conn = index::open(&path, false)?;
             for (name, value) in settings {
