@@ -365,16 +365,7 @@ pub async fn rekey(global: &Global, args: crate::args::RekeyArgs) -> Result<(), 
     let remote = spec
         .build(&crate::config::credentials(&file))
         .map_err(ferry::Error::from)?;
-    let bar = if global.quiet || args.json {
-        indicatif::ProgressBar::hidden()
-    } else {
-        indicatif::ProgressBar::with_draw_target(Some(0), crate::output::draw_target())
-    };
-    if let Ok(style) =
-        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} objects, eta {eta}")
-    {
-        bar.set_style(style.progress_chars("=> "));
-    }
+    let bar = crate::output::object_bar(global.quiet || args.json);
     let shown = bar.clone();
     let progress: ferry::RekeyProgressFn =
         std::sync::Arc::new(move |step: ferry::RekeyStep, done, total| {

@@ -129,6 +129,21 @@ pub fn byte_bar(total: u64, quiet: bool) -> indicatif::ProgressBar {
     bar
 }
 
+/// A progress bar of objects done of a total (sync, rekey) on stderr;
+/// hidden when asked.
+pub fn object_bar(hidden: bool) -> indicatif::ProgressBar {
+    if hidden {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::with_draw_target(Some(0), draw_target());
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} objects, eta {eta}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
 /// A progress line for a transfer whose size is not known in advance
 /// (a streamed folder walk): bytes so far and the rate.
 pub fn count_bar(quiet: bool) -> indicatif::ProgressBar {

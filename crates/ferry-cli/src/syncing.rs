@@ -213,16 +213,7 @@ pub fn report_json(r: &SyncReport) -> serde_json::Value {
 pub async fn sync(global: &Global, args: SyncArgs, mode: SyncMode) -> Result<(), CommandError> {
     let filter = args.filter.build()?.map(std::sync::Arc::new);
     let bucket = open_connected(global).await?;
-    let bar = if global.quiet || args.json {
-        indicatif::ProgressBar::hidden()
-    } else {
-        indicatif::ProgressBar::with_draw_target(Some(0), crate::output::draw_target())
-    };
-    if let Ok(style) =
-        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} objects, eta {eta}")
-    {
-        bar.set_style(style.progress_chars("=> "));
-    }
+    let bar = crate::output::object_bar(global.quiet || args.json);
     bar.set_message(match mode {
         SyncMode::Both => "syncing",
         SyncMode::Push => "pushing",

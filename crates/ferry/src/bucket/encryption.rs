@@ -47,7 +47,17 @@ impl Bucket {
     ) -> Result<Bucket> {
         let passphrase = zeroize::Zeroizing::new(passphrase.to_vec());
         let (file, keys) = blocking(move || Ok(KeyFile::generate(&passphrase, kdf)?)).await?;
-        let bucket = Bucket::create_inner(dir.as_ref().to_owned(), config, Some(file)).await?;
+        Bucket::create_unlocked(dir.as_ref(), config, file, keys).await
+    }
+
+    /// A new bucket holding `file`, unlocked with its `keys`.
+    async fn create_unlocked(
+        dir: &Path,
+        config: BucketConfig,
+        file: KeyFile,
+        keys: Keyring,
+    ) -> Result<Bucket> {
+        let bucket = Bucket::create_inner(dir.to_owned(), config, Some(file)).await?;
         bucket.set_keys(Some(Arc::new(keys)));
         Ok(bucket)
     }
@@ -65,9 +75,7 @@ impl Bucket {
     ) -> Result<Bucket> {
         let passphrase = zeroize::Zeroizing::new(passphrase.to_vec());
         let (file, keys) = blocking(move || Ok(KeyFile::generate_v1(&passphrase, kdf)?)).await?;
-        let bucket = Bucket::create_inner(dir.as_ref().to_owned(), config, Some(file)).await?;
-        bucket.set_keys(Some(Arc::new(keys.sealing_v1())));
-        Ok(bucket)
+        Bucket::create_unlocked(dir.as_ref(), config, file, keys.sealing_v1()).await
     }
 
     /// Creates a bucket that joins an encrypted remote: `key_file` is the
