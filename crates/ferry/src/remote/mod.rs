@@ -3,8 +3,9 @@
 //! A [`Remote`] stores objects under ferry keys (the remote prefix is the
 //! implementation's business) and answers with plain data. Implementations:
 //! [`memory::MemoryRemote`] (tests), [`folder::FolderRemote`] (`file://`,
-//! the embedded default) and [`s3::S3Remote`] (`s3://`, through the AWS
-//! SDK, which keeps keys byte for byte).
+//! the embedded default), [`s3::S3Remote`] (`s3://`, through the AWS
+//! SDK, which keeps keys byte for byte) and [`gcs::GcsRemote`] (`gs://`,
+//! Google's JSON API over plain HTTP, for the same reason).
 //! Retry with backoff ([`retry::Retrying`]), emulated preconditions
 //! ([`emulated::Emulated`]), encryption ([`encrypted::Encrypted`]) and
 //! fault injection ([`fault::Faulty`]) wrap any remote as layers, on the
@@ -16,7 +17,7 @@ pub mod services;
 pub mod spec;
 
 pub use layers::{emulated, encrypted, fault, retry};
-pub use services::{folder, memory, s3};
+pub use services::{folder, gcs, memory, s3};
 
 use std::fmt;
 use std::path::PathBuf;

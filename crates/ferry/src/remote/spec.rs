@@ -1,10 +1,11 @@
-//! Remote URLs and settings: `s3://BUCKET[/PREFIX]`, `file:///ABS/PATH`,
-//! `memory://`, parsed here and turned into a [`Remote`](super::Remote).
+//! Remote URLs and settings: `s3://BUCKET[/PREFIX]`, `gs://BUCKET[/PREFIX]`,
+//! `file:///ABS/PATH`, `memory://`, parsed here and turned into a [`Remote`](super::Remote).
 //! Credentials come from the caller; the library reads no environment.
 
 use std::sync::Arc;
 
 use super::folder::FolderRemote;
+use super::gcs::{GcsConfig, GcsRemote};
 use super::memory::MemoryRemote;
 use super::s3::{S3Config, S3Remote};
 use super::{RemoteError, RemoteErrorKind, SharedRemote};
@@ -12,9 +13,11 @@ use super::{RemoteError, RemoteErrorKind, SharedRemote};
 /// A remote as recorded in the bucket: its URL and connection settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RemoteSpec {
-    /// `s3://BUCKET[/PREFIX]`, `file:///ABS/PATH` or `memory://`.
+    /// `s3://BUCKET[/PREFIX]`, `gs://BUCKET[/PREFIX]`, `file:///ABS/PATH`
+    /// or `memory://`.
     pub url: String,
-    /// S3 endpoint URL (for stores other than AWS).
+    /// Endpoint URL: an S3-compatible store other than AWS, or a GCS
+    /// emulator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
     /// S3 region.
@@ -53,6 +56,13 @@ pub enum RemoteKind {
         /// Key prefix (no surrounding slashes; may be empty).
         prefix: String,
     },
+    /// A Google Cloud Storage bucket and key prefix.
+    Gcs {
+        /// Bucket name.
+        bucket: String,
+        /// Key prefix (no surrounding slashes; may be empty).
+        prefix: String,
+    },
     /// A local folder.
     Folder {
         /// Absolute path.
@@ -71,6 +81,8 @@ pub struct Credentials {
     pub secret_access_key: Option<String>,
     /// Session token.
     pub session_token: Option<String>,
+    /// A Google service account's JSON key (GCS); `None`: anonymous.
+    pub gcs_service_account: Option<String>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -80,6 +92,10 @@ impl std::fmt::Debug for Credentials {
             .field(
                 "secret_access_key",
                 &self.secret_access_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "gcs_service_account",
+                &self.gcs_service_account.as_ref().map(|_| "<redacted>"),
             )
             .finish()
     }
@@ -127,6 +143,14 @@ impl RemoteSpec {
                     .unwrap_or_else(|| "aws".into());
                 let region = self.region.as_deref().unwrap_or("us-east-1");
                 format!("s3://{bucket}/{prefix} at {endpoint} in {region}")
+            }
+            RemoteKind::Gcs { bucket, prefix } => {
+                let endpoint = self
+                    .endpoint
+                    .as_deref()
+                    .map(|e| e.trim().trim_end_matches('/').to_ascii_lowercase())
+                    .unwrap_or_else(|| "google".into());
+                format!("gs://{bucket}/{prefix} at {endpoint}")
             }
             RemoteKind::Folder { path } => {
                 let mut clean = std::path::PathBuf::new();
@@ -177,6 +201,22 @@ impl RemoteSpec {
                 bucket: bucket.to_owned(),
                 prefix,
             })
+        } else if let Some(rest) = url.strip_prefix("gs://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(bad(
+                    url,
+                    "gs:// needs a bucket name, as in gs://my-bucket/some/prefix",
+                ));
+            }
+            let prefix = prefix.trim_matches('/').to_owned();
+            if prefix.split('/').any(|s| s == "." || s == "..") {
+                return Err(bad(url, "the prefix may not contain `.` or `..` segments"));
+            }
+            Ok(RemoteKind::Gcs {
+                bucket: bucket.to_owned(),
+                prefix,
+            })
         } else if let Some(path) = url.strip_prefix("file://") {
             if !path.starts_with('/') {
                 return Err(bad(
@@ -190,7 +230,7 @@ impl RemoteSpec {
         } else {
             Err(bad(
                 url,
-                "use s3://BUCKET[/PREFIX], file:///ABS/PATH or memory://",
+                "use s3://BUCKET[/PREFIX], gs://BUCKET[/PREFIX], file:///ABS/PATH or memory://",
             ))
         }
     }
@@ -205,7 +245,7 @@ impl RemoteSpec {
     pub fn refuses(&self, key: &str) -> Option<String> {
         match self.kind().ok()? {
             RemoteKind::Folder { .. } => super::folder::folder_refuses(key),
-            RemoteKind::S3 { .. } => self
+            RemoteKind::S3 { .. } | RemoteKind::Gcs { .. } => self
                 .build(&Credentials::default())
                 .ok()
                 .and_then(|r| r.refuses(key)),
@@ -229,6 +269,14 @@ impl RemoteSpec {
                 access_key_id: creds.access_key_id.clone(),
                 secret_access_key: creds.secret_access_key.clone(),
                 session_token: creds.session_token.clone(),
+                connect_timeout: timeouts.connect,
+                io_timeout: timeouts.io,
+            })?),
+            RemoteKind::Gcs { bucket, prefix } => Arc::new(GcsRemote::new(&GcsConfig {
+                bucket,
+                prefix,
+                endpoint: self.endpoint.clone(),
+                service_account: creds.gcs_service_account.clone(),
                 connect_timeout: timeouts.connect,
                 io_timeout: timeouts.io,
             })?),

@@ -986,6 +986,7 @@ async fn leak_scan(backend: &dyn Backend, remote_root: &Path) {
         "the markers really were written"
     );
 
+    backend.dump_to(remote_root).await;
     // The change journal names the keys: its records are scanned too.
     assert!(
         crate::files_under(remote_root)
@@ -1025,6 +1026,25 @@ async fn leak_scan_s3s() {
     let s3 = S3Location::s3s().await;
     let root = s3.server_root().unwrap().to_owned();
     leak_scan(&s3, &root).await;
+}
+
+/// The same on fake-gcs-server, whose objects live in its memory: every
+/// object and every name is copied out and scanned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leak_scan_gcs() {
+    let gcs = crate::sync::backends::GcsLocation::new();
+    let dump = TempDir::new().unwrap();
+    leak_scan(&gcs, dump.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_gcs() {
+    round_trip(&crate::sync::backends::GcsLocation::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_object_round_trip_gcs() {
+    large_object(&crate::sync::backends::GcsLocation::new()).await;
 }
 
 /// The remote files of the objects (not `.ferry/`), by path.

@@ -344,3 +344,229 @@ impl Backend for S3Location {
         keys
     }
 }
+
+/// `gs://ferry-test/<random prefix>` on fake-gcs-server (started by
+/// `./scripts/test.sh`); the plain client is its JSON API over HTTP.
+pub struct GcsLocation {
+    endpoint: String,
+    bucket: String,
+    prefix: String,
+    http: reqwest::Client,
+}
+
+impl GcsLocation {
+    fn gcs_endpoint() -> String {
+        std::env::var("FERRY_TEST_GCS_ENDPOINT").unwrap_or_else(|_| {
+            panic!(
+                "FERRY_TEST_GCS_ENDPOINT is not set: run the suite with ./scripts/test.sh, \
+                 which installs fake-gcs-server in a venv and starts it"
+            )
+        })
+    }
+
+    /// A fresh prefix in the shared `ferry-test` bucket.
+    pub fn new() -> Self {
+        GcsLocation {
+            endpoint: Self::gcs_endpoint(),
+            bucket: "ferry-test".into(),
+            prefix: format!("t{:016x}", rand::random::<u64>()),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// A new, empty bucket of its own, used with an empty prefix.
+    pub async fn fresh_bucket() -> Self {
+        let mut me = Self::new();
+        me.bucket = format!("ferry-t{:016x}", rand::random::<u64>());
+        me.prefix = String::new();
+        let resp = me
+            .http
+            .post(format!("{}/storage/v1/b?project=ferry", me.endpoint))
+            .json(&serde_json::json!({ "name": me.bucket }))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.status());
+        me
+    }
+
+    pub fn config(&self) -> ferry::remote::gcs::GcsConfig {
+        ferry::remote::gcs::GcsConfig {
+            bucket: self.bucket.clone(),
+            prefix: self.prefix.clone(),
+            endpoint: Some(self.endpoint.clone()),
+            service_account: None,
+            connect_timeout: std::time::Duration::from_secs(5),
+            io_timeout: std::time::Duration::from_secs(30),
+        }
+    }
+
+    /// The URL `gs://…` a user would type for this location.
+    pub fn url(&self) -> String {
+        format!("gs://{}/{}", self.bucket, self.prefix)
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    fn full(&self, key: &str) -> String {
+        if self.prefix.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}/{key}", self.prefix)
+        }
+    }
+
+    fn object_url(&self, key: &str) -> String {
+        format!(
+            "{}/storage/v1/b/{}/o/{}",
+            self.endpoint,
+            self.bucket,
+            percent_encoding::utf8_percent_encode(
+                &self.full(key),
+                percent_encoding::NON_ALPHANUMERIC
+            )
+        )
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for GcsLocation {
+    fn remote(&self) -> SharedRemote {
+        Arc::new(ferry::remote::gcs::GcsRemote::new(&self.config()).unwrap())
+    }
+    async fn foreign_put(&self, key: &str, data: &[u8], content_type: &str) {
+        // A plain media upload, as `gsutil cp` would make it.
+        let resp = self
+            .http
+            .post(format!(
+                "{}/upload/storage/v1/b/{}/o",
+                self.endpoint, self.bucket
+            ))
+            .query(&[("uploadType", "media"), ("name", &self.full(key))])
+            .header("content-type", content_type)
+            .body(data.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.status());
+    }
+    async fn foreign_get(&self, key: &str) -> Option<Plain> {
+        let described: serde_json::Value = self
+            .http
+            .get(self.object_url(key))
+            .send()
+            .await
+            .ok()?
+            .error_for_status()
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let data = self
+            .http
+            .get(self.object_url(key))
+            .query(&[("alt", "media")])
+            .send()
+            .await
+            .ok()?
+            .error_for_status()
+            .ok()?
+            .bytes()
+            .await
+            .ok()?
+            .to_vec();
+        let metadata: BTreeMap<String, String> = described["metadata"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.to_ascii_lowercase(), v.as_str().unwrap_or("").to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(Plain {
+            data,
+            content_type: described["contentType"].as_str().map(str::to_owned),
+            metadata,
+        })
+    }
+    async fn dump_to(&self, dir: &std::path::Path) {
+        let root = self.full("");
+        let mut names = String::new();
+        let mut token: Option<String> = None;
+        let mut n = 0;
+        loop {
+            let mut req = self
+                .http
+                .get(format!("{}/storage/v1/b/{}/o", self.endpoint, self.bucket))
+                .query(&[("prefix", root.as_str())]);
+            if let Some(t) = &token {
+                req = req.query(&[("pageToken", t.as_str())]);
+            }
+            let page: serde_json::Value = req.send().await.unwrap().json().await.unwrap();
+            for item in page["items"].as_array().into_iter().flatten() {
+                let name = item["name"].as_str().unwrap();
+                names.push_str(name);
+                names.push('\n');
+                let rel = name.strip_prefix(&root).unwrap();
+                let data = self
+                    .http
+                    .get(format!(
+                        "{}/storage/v1/b/{}/o/{}",
+                        self.endpoint,
+                        self.bucket,
+                        percent_encoding::utf8_percent_encode(
+                            name,
+                            percent_encoding::NON_ALPHANUMERIC
+                        )
+                    ))
+                    .query(&[("alt", "media")])
+                    .send()
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap();
+                std::fs::write(dir.join(format!("object-{n}")), &data).unwrap();
+                if rel.starts_with(".ferry/journal") {
+                    std::fs::write(dir.join(format!("journal-{n}")), &data).unwrap();
+                }
+                n += 1;
+            }
+            match page["nextPageToken"].as_str() {
+                Some(t) if !t.is_empty() => token = Some(t.to_owned()),
+                _ => break,
+            }
+        }
+        std::fs::write(dir.join("NAMES"), names).unwrap();
+    }
+    async fn foreign_keys(&self) -> Vec<String> {
+        let root = self.full("");
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut req = self
+                .http
+                .get(format!("{}/storage/v1/b/{}/o", self.endpoint, self.bucket))
+                .query(&[("prefix", root.as_str())]);
+            if let Some(t) = &token {
+                req = req.query(&[("pageToken", t.as_str())]);
+            }
+            let page: serde_json::Value = req.send().await.unwrap().json().await.unwrap();
+            for item in page["items"].as_array().into_iter().flatten() {
+                let name = item["name"].as_str().unwrap();
+                let rel = name.strip_prefix(&root).unwrap().to_owned();
+                if !rel.starts_with(".ferry/") {
+                    keys.push(rel);
+                }
+            }
+            match page["nextPageToken"].as_str() {
+                Some(t) if !t.is_empty() => token = Some(t.to_owned()),
+                _ => break,
+            }
+        }
+        keys.sort();
+        keys
+    }
+}

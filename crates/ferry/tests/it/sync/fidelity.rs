@@ -433,6 +433,7 @@ all_fidelity!(memory: super::super::backends::Memory::new());
 all_fidelity!(folder: super::super::backends::Folder::new());
 all_fidelity!(s3s: super::super::backends::S3Location::s3s().await);
 all_fidelity!(moto: super::super::backends::S3Location::moto());
+all_fidelity!(gcs: super::super::backends::GcsLocation::new());
 
 // The exact-key scenario: memory and moto hold every key (moto at a bucket
 // root, where a 1,024-byte key fits); the folder remote refuses the keys a
@@ -442,6 +443,8 @@ suite!(exact_memory: super::super::backends::Memory::new(); exotic_keys_travel_b
 suite!(exact_folder: super::super::backends::Folder::new(); exotic_keys_travel_byte_for_byte);
 suite!(exact_moto_prefix: super::super::backends::S3Location::moto(); exotic_keys_travel_byte_for_byte);
 suite!(exact_moto_root: super::super::backends::S3Location::fresh_bucket_moto().await; exotic_keys_travel_byte_for_byte);
+suite!(exact_gcs_prefix: super::super::backends::GcsLocation::new(); exotic_keys_travel_byte_for_byte);
+suite!(exact_gcs_root: super::super::backends::GcsLocation::fresh_bucket().await; exotic_keys_travel_byte_for_byte);
 
 /// The exact-key scenario, checked with a raw client (boto3) on moto at a
 /// bucket root: the listing holds exactly the keys ferry was given.

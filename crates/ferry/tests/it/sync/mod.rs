@@ -50,6 +50,12 @@ pub trait Backend: Send + Sync {
     async fn foreign_get(&self, key: &str) -> Option<Plain>;
     /// Keys present, as a plain listing shows them.
     async fn foreign_keys(&self) -> Vec<String>;
+    /// Copies every stored object (`.ferry/` too) into files under `dir`,
+    /// and their names into `dir/NAMES`, for stores whose bytes are not
+    /// files already (the leak scan reads files). Others: nothing.
+    async fn dump_to(&self, dir: &std::path::Path) {
+        let _ = dir;
+    }
 }
 
 /// A replica: a bucket in its own directory, attached to the backend.
