@@ -22,6 +22,8 @@ use anyhow::{anyhow, Context};
 use ferry::remote::spec::{Credentials, RemoteSpec};
 use ferry::SyncConfig;
 
+use crate::CommandError;
+
 /// A credential set.
 #[derive(Debug, Default, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +31,8 @@ pub struct CredentialsSection {
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<String>,
     pub session_token: Option<String>,
+    /// Path of a Google service account's JSON key (GCS).
+    pub gcs_service_account_file: Option<String>,
 }
 
 /// One configuration file as written.
@@ -318,6 +322,12 @@ impl FileConfig {
                 |c| &c.session_token,
                 true,
             ),
+            (
+                "gcs_service_account_file",
+                "GOOGLE_APPLICATION_CREDENTIALS",
+                |c| &c.gcs_service_account_file,
+                false,
+            ),
         ] {
             let (value, source) = self.credential(var, field);
             let shown = match (value, secret) {
@@ -387,23 +397,57 @@ impl FileConfig {
 }
 
 /// Credentials by the precedence above.
-pub fn credentials(file: &FileConfig) -> Credentials {
-    Credentials {
+pub fn credentials(file: &FileConfig) -> Result<Credentials, CommandError> {
+    let gcs = file
+        .credential("GOOGLE_APPLICATION_CREDENTIALS", |c| {
+            &c.gcs_service_account_file
+        })
+        .0;
+    let gcs_service_account = match gcs {
+        None => None,
+        Some(path) => Some(std::fs::read_to_string(&path).map_err(|e| {
+            CommandError::user(
+                format!("reading the Google service-account key {path}: {e}"),
+                "GOOGLE_APPLICATION_CREDENTIALS (or gcs_service_account_file in [credentials]) names a service account's JSON key file",
+            )
+        })?),
+    };
+    Ok(Credentials {
         access_key_id: file.credential("AWS_ACCESS_KEY_ID", |c| &c.access_key_id).0,
         secret_access_key: file
             .credential("AWS_SECRET_ACCESS_KEY", |c| &c.secret_access_key)
             .0,
         session_token: file.credential("AWS_SESSION_TOKEN", |c| &c.session_token).0,
-    }
+        gcs_service_account,
+    })
 }
 
-/// Fills endpoint and region from `AWS_ENDPOINT_URL` / `AWS_REGION` when the spec has none.
+/// Fills what the spec leaves open from the environment: for `s3://`,
+/// endpoint and region from `AWS_ENDPOINT_URL` / `AWS_REGION`; for
+/// `gs://`, the endpoint from `STORAGE_EMULATOR_HOST` (Google's variable
+/// for emulators).
 pub fn with_env_defaults(mut spec: RemoteSpec) -> RemoteSpec {
-    if spec.endpoint.is_none() {
-        spec.endpoint = env("AWS_ENDPOINT_URL");
-    }
-    if spec.region.is_none() {
-        spec.region = env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION"));
+    match spec.kind() {
+        Ok(ferry::remote::spec::RemoteKind::S3 { .. }) => {
+            if spec.endpoint.is_none() {
+                spec.endpoint = env("AWS_ENDPOINT_URL");
+            }
+            if spec.region.is_none() {
+                spec.region = env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION"));
+            }
+        }
+        Ok(ferry::remote::spec::RemoteKind::Gcs { .. }) => {
+            if spec.endpoint.is_none() {
+                spec.endpoint = env("STORAGE_EMULATOR_HOST").map(|h| {
+                    if h.contains("://") {
+                        h
+                    } else {
+                        format!("http://{h}")
+                    }
+                });
+            }
+        }
+        _ => {}
     }
     spec
 }

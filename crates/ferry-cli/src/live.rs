@@ -320,7 +320,7 @@ pub async fn passwd(global: &Global, args: crate::args::PasswdArgs) -> Result<()
         let file = crate::config::load(&dir)?;
         let spec = crate::config::with_env_defaults(bucket.remote_spec()?.unwrap_or_default());
         let remote = spec
-            .build(&crate::config::credentials(&file))
+            .build(&crate::config::credentials(&file)?)
             .map_err(ferry::Error::from)?;
         bucket.attach(remote).await?;
     }
@@ -363,7 +363,7 @@ pub async fn rekey(global: &Global, args: crate::args::RekeyArgs) -> Result<(), 
     let file = crate::config::load(&dir)?;
     let spec = crate::config::with_env_defaults(spec);
     let remote = spec
-        .build(&crate::config::credentials(&file))
+        .build(&crate::config::credentials(&file)?)
         .map_err(ferry::Error::from)?;
     let bar = crate::output::object_bar(global.quiet || args.json);
     let shown = bar.clone();

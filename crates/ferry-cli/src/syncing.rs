@@ -53,7 +53,7 @@ pub async fn connect(global: &Global, bucket: &Bucket) -> Result<(), CommandErro
     let Some(spec) = bucket.remote_spec()? else {
         return Err(CommandError::user(
             "this bucket has no remote",
-            "set one with `ferry remote set s3://BUCKET/PREFIX` (or file:///PATH)",
+            "set one with `ferry remote set s3://BUCKET/PREFIX` (or gs://BUCKET/PREFIX, file:///PATH)",
         ));
     };
     let spec = config::with_env_defaults(spec);
@@ -61,7 +61,7 @@ pub async fn connect(global: &Global, bucket: &Bucket) -> Result<(), CommandErro
     // applied them when the bucket was opened).
     let timeouts = bucket.sync_config()?.timeouts();
     let remote = spec
-        .build_with(&config::credentials(&file), timeouts)
+        .build_with(&config::credentials(&file)?, timeouts)
         .map_err(ferry::Error::from)?;
     let passphrase = match bucket.is_locked() {
         true => Some(crate::passphrase::existing(global)?),
@@ -89,7 +89,7 @@ pub async fn check_spec(
     let spec = config::with_env_defaults(spec.clone());
     let sync = file.sync.unwrap_or_default();
     let remote = spec
-        .build_with(&config::credentials(&file), sync.timeouts())
+        .build_with(&config::credentials(&file)?, sync.timeouts())
         .map_err(ferry::Error::from)?;
     // One retry: a store that accepts connections and never answers costs
     // the no-progress timeout twice, then a clear error.
