@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 mod counting;
 mod crypto_bench;
 mod live_bench;
+mod remotes_bench;
 mod scale_bench;
 mod sync_bench;
 
@@ -37,7 +38,7 @@ struct Args {
     /// Concurrent writers for the concurrent-put figure.
     #[arg(long, default_value_t = 16)]
     writers: usize,
-    /// Which figures: local, live, sync, crypto, scale, or all (`scale`:
+    /// Which figures: local, live, sync, crypto, scale, remotes, or all (`scale`:
     /// `--objects` × 1 KiB through the release `ferry` binary, which must
     /// be built: `cargo build --release -p ferry-bench -p ferry-cli`).
     #[arg(long, default_value = "all")]
@@ -60,6 +61,9 @@ struct Args {
     /// Objects for the large no-op sync and the RSS figure (0 skips them).
     #[arg(long, default_value_t = 100_000)]
     many: usize,
+    /// Objects (4 KiB each) for the remote figures.
+    #[arg(long, default_value_t = 2_000)]
+    remote_objects: usize,
     /// Objects (1 KiB each) for the scale figures.
     #[arg(long, default_value_t = 10_000)]
     objects: usize,
@@ -82,7 +86,7 @@ pub(crate) struct Row {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let suites = ["local", "live", "sync", "crypto", "scale", "all"];
+    let suites = ["local", "live", "sync", "crypto", "scale", "remotes", "all"];
     anyhow::ensure!(
         suites.contains(&args.suite.as_str()),
         "--suite {}: use one of {}",
@@ -193,6 +197,13 @@ fn main() -> Result<()> {
             }
         }
         print_table(&sync_rows);
+    }
+    if args.suite == "remotes" || args.suite == "all" {
+        println!(
+            "\nremote figures (ferry vs rclone, same server, same run): GCS on fake-gcs-server"
+        );
+        let rows = rt.block_on(remotes_bench::gcs(scratch.path(), args.remote_objects))?;
+        print_table(&rows);
     }
     if args.suite == "scale" || args.suite == "all" {
         match scale_bench::ferry_binary() {

@@ -359,6 +359,7 @@ impl Setup<'_> {
                 access_key_id: Some(ACCESS.into()),
                 secret_access_key: Some(SECRET.into()),
                 session_token: None,
+                gcs_service_account: None,
             },
             None => Credentials::default(),
         }

