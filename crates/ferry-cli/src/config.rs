@@ -436,16 +436,14 @@ pub fn with_env_defaults(mut spec: RemoteSpec) -> RemoteSpec {
                 spec.region = env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION"));
             }
         }
-        Ok(ferry::remote::spec::RemoteKind::Gcs { .. }) => {
-            if spec.endpoint.is_none() {
-                spec.endpoint = env("STORAGE_EMULATOR_HOST").map(|h| {
-                    if h.contains("://") {
-                        h
-                    } else {
-                        format!("http://{h}")
-                    }
-                });
-            }
+        Ok(ferry::remote::spec::RemoteKind::Gcs { .. }) if spec.endpoint.is_none() => {
+            spec.endpoint = env("STORAGE_EMULATOR_HOST").map(|h| {
+                if h.contains("://") {
+                    h
+                } else {
+                    format!("http://{h}")
+                }
+            });
         }
         _ => {}
     }

@@ -401,15 +401,6 @@ impl GcsLocation {
         }
     }
 
-    /// The URL `gs://…` a user would type for this location.
-    pub fn url(&self) -> String {
-        format!("gs://{}/{}", self.bucket, self.prefix)
-    }
-
-    pub fn endpoint(&self) -> &str {
-        &self.endpoint
-    }
-
     fn full(&self, key: &str) -> String {
         if self.prefix.is_empty() {
             key.to_owned()
