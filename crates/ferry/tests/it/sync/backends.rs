@@ -401,6 +401,14 @@ impl GcsLocation {
         }
     }
 
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
     fn full(&self, key: &str) -> String {
         if self.prefix.is_empty() {
             key.to_owned()

@@ -1083,3 +1083,86 @@ async fn interrupted_multipart_uploads_are_aborted() {
         .unwrap();
     assert_eq!(incomplete_uploads(&be).await, 0);
 }
+
+/// A second GCS client (Google's `google-cloud-storage` for Python, from
+/// the suite's venv) lists exactly the keys ferry wrote, reads an object's
+/// bytes, content type and metadata as ferry wrote them, and writes an
+/// object that ferry pulls with its exact key and metadata.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gcs_objects_read_and_written_by_googles_python_client() {
+    let be = super::backends::GcsLocation::fresh_bucket().await;
+    let a = replica(&be).await;
+    for k in exotic_keys() {
+        a.bucket
+            .put(&k, b"x".to_vec(), PutOptions::default())
+            .await
+            .unwrap();
+    }
+    a.bucket
+        .put(
+            "docs/plan.txt",
+            b"the plan".to_vec(),
+            PutOptions {
+                content_type: Some("text/x-plan".into()),
+                metadata: [("owner".to_owned(), "ann".to_owned())]
+                    .into_iter()
+                    .collect(),
+            },
+        )
+        .await
+        .unwrap();
+    let r = sync(&a.bucket).await;
+    assert!(r.errors.is_empty(), "{r:?}");
+    let python = std::env::var("FERRY_TEST_PYTHON").unwrap_or_else(|_| {
+        panic!("FERRY_TEST_PYTHON is not set: run the suite with ./scripts/test.sh (it provides google-cloud-storage)")
+    });
+    let script = "import json, sys\n\
+        from google.auth.credentials import AnonymousCredentials\n\
+        from google.cloud import storage\n\
+        endpoint, bucket = sys.argv[1:3]\n\
+        c = storage.Client(project='ferry', credentials=AnonymousCredentials(), client_options={'api_endpoint': endpoint})\n\
+        b = c.bucket(bucket)\n\
+        names = [x.name for x in c.list_blobs(bucket)]\n\
+        blob = b.get_blob('docs/plan.txt')\n\
+        out = {'names': names, 'metadata': blob.metadata, 'content_type': blob.content_type, 'data': blob.download_as_bytes().decode()}\n\
+        nb = b.blob('from python/\u{fc} name ')\n\
+        nb.metadata = {'owner': 'py'}\n\
+        nb.upload_from_string(b'written by python', content_type='text/x-python')\n\
+        print(json.dumps(out))\n";
+    let out = std::process::Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .arg(be.endpoint())
+        .arg(be.bucket())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed: BTreeSet<String> = seen["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap().to_owned())
+        .filter(|k| !k.starts_with(".ferry/"))
+        .collect();
+    let mut want: BTreeSet<String> = exotic_keys().into_iter().collect();
+    want.insert("docs/plan.txt".into());
+    assert_eq!(listed, want);
+    assert_eq!(seen["data"], "the plan");
+    assert_eq!(seen["content_type"], "text/x-plan");
+    assert_eq!(seen["metadata"]["owner"], "ann", "{seen}");
+    assert!(seen["metadata"]["ferry-hash"].is_string(), "{seen}");
+
+    let r = sync(&a.bucket).await;
+    assert_eq!(r.pulled, 1, "{r:?}");
+    let got = a.bucket.get("from python/\u{fc} name ").await.unwrap();
+    assert_eq!(got.meta.content_type, "text/x-python");
+    assert_eq!(
+        got.meta.metadata.get("owner").map(String::as_str),
+        Some("py")
+    );
+}
