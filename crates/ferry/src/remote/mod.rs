@@ -4,8 +4,9 @@
 //! implementation's business) and answers with plain data. Implementations:
 //! [`memory::MemoryRemote`] (tests), [`folder::FolderRemote`] (`file://`,
 //! the embedded default), [`s3::S3Remote`] (`s3://`, through the AWS
-//! SDK, which keeps keys byte for byte) and [`gcs::GcsRemote`] (`gs://`,
-//! Google's JSON API over plain HTTP, for the same reason).
+//! SDK, which keeps keys byte for byte), [`gcs::GcsRemote`] (`gs://`,
+//! Google's JSON API over plain HTTP, for the same reason) and
+//! [`azure::AzureRemote`] (`az://`, Azure's REST API over plain HTTP).
 //! Retry with backoff ([`retry::Retrying`]), emulated preconditions
 //! ([`emulated::Emulated`]), encryption ([`encrypted::Encrypted`]) and
 //! fault injection ([`fault::Faulty`]) wrap any remote as layers, on the
@@ -17,7 +18,7 @@ pub mod services;
 pub mod spec;
 
 pub use layers::{emulated, encrypted, fault, retry};
-pub use services::{folder, gcs, memory, s3};
+pub use services::{azure, folder, gcs, memory, s3};
 
 use std::fmt;
 use std::path::PathBuf;

@@ -1,9 +1,10 @@
 //! Remote URLs and settings: `s3://BUCKET[/PREFIX]`, `gs://BUCKET[/PREFIX]`,
-//! `file:///ABS/PATH`, `memory://`, parsed here and turned into a [`Remote`](super::Remote).
+//! `az://ACCOUNT/CONTAINER[/PREFIX]`, `file:///ABS/PATH`, `memory://`, parsed here and turned into a [`Remote`](super::Remote).
 //! Credentials come from the caller; the library reads no environment.
 
 use std::sync::Arc;
 
+use super::azure::{AzureAuth, AzureConfig, AzureRemote};
 use super::folder::FolderRemote;
 use super::gcs::{GcsConfig, GcsRemote};
 use super::memory::MemoryRemote;
@@ -63,6 +64,15 @@ pub enum RemoteKind {
         /// Key prefix (no surrounding slashes; may be empty).
         prefix: String,
     },
+    /// An Azure Blob Storage container and key prefix.
+    Azure {
+        /// Storage account name.
+        account: String,
+        /// Container name.
+        container: String,
+        /// Key prefix (no surrounding slashes; may be empty).
+        prefix: String,
+    },
     /// A local folder.
     Folder {
         /// Absolute path.
@@ -83,6 +93,8 @@ pub struct Credentials {
     pub session_token: Option<String>,
     /// A Google service account's JSON key (GCS); `None`: anonymous.
     pub gcs_service_account: Option<String>,
+    /// How Azure requests are authorised (account key or SAS).
+    pub azure: AzureAuth,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -152,6 +164,18 @@ impl RemoteSpec {
                     .unwrap_or_else(|| "google".into());
                 format!("gs://{bucket}/{prefix} at {endpoint}")
             }
+            RemoteKind::Azure {
+                account,
+                container,
+                prefix,
+            } => {
+                let endpoint = self
+                    .endpoint
+                    .as_deref()
+                    .map(|e| e.trim().trim_end_matches('/').to_ascii_lowercase())
+                    .unwrap_or_else(|| "azure".into());
+                format!("az://{account}/{container}/{prefix} at {endpoint}")
+            }
             RemoteKind::Folder { path } => {
                 let mut clean = std::path::PathBuf::new();
                 for c in path.components() {
@@ -217,6 +241,29 @@ impl RemoteSpec {
                 bucket: bucket.to_owned(),
                 prefix,
             })
+        } else if let Some(rest) = url.strip_prefix("az://") {
+            let mut parts = rest.splitn(3, '/');
+            let account = parts.next().unwrap_or_default();
+            let container = parts.next().unwrap_or_default();
+            if account.is_empty() || container.is_empty() {
+                return Err(bad(
+                    url,
+                    "az:// needs an account and a container, as in az://myaccount/mycontainer/some/prefix",
+                ));
+            }
+            let prefix = parts
+                .next()
+                .unwrap_or_default()
+                .trim_matches('/')
+                .to_owned();
+            if prefix.split('/').any(|s| s == "." || s == "..") {
+                return Err(bad(url, "the prefix may not contain `.` or `..` segments"));
+            }
+            Ok(RemoteKind::Azure {
+                account: account.to_owned(),
+                container: container.to_owned(),
+                prefix,
+            })
         } else if let Some(path) = url.strip_prefix("file://") {
             if !path.starts_with('/') {
                 return Err(bad(
@@ -230,7 +277,7 @@ impl RemoteSpec {
         } else {
             Err(bad(
                 url,
-                "use s3://BUCKET[/PREFIX], gs://BUCKET[/PREFIX], file:///ABS/PATH or memory://",
+                "use s3://BUCKET[/PREFIX], gs://BUCKET[/PREFIX], az://ACCOUNT/CONTAINER[/PREFIX], file:///ABS/PATH or memory://",
             ))
         }
     }
@@ -245,7 +292,7 @@ impl RemoteSpec {
     pub fn refuses(&self, key: &str) -> Option<String> {
         match self.kind().ok()? {
             RemoteKind::Folder { .. } => super::folder::folder_refuses(key),
-            RemoteKind::S3 { .. } | RemoteKind::Gcs { .. } => self
+            RemoteKind::S3 { .. } | RemoteKind::Gcs { .. } | RemoteKind::Azure { .. } => self
                 .build(&Credentials::default())
                 .ok()
                 .and_then(|r| r.refuses(key)),
@@ -277,6 +324,19 @@ impl RemoteSpec {
                 prefix,
                 endpoint: self.endpoint.clone(),
                 service_account: creds.gcs_service_account.clone(),
+                connect_timeout: timeouts.connect,
+                io_timeout: timeouts.io,
+            })?),
+            RemoteKind::Azure {
+                account,
+                container,
+                prefix,
+            } => Arc::new(AzureRemote::new(&AzureConfig {
+                account,
+                container,
+                prefix,
+                endpoint: self.endpoint.clone(),
+                auth: creds.azure.clone(),
                 connect_timeout: timeouts.connect,
                 io_timeout: timeouts.io,
             })?),

@@ -1,5 +1,6 @@
 //! Services: the object stores ferry talks to, one client each.
 
+pub mod azure;
 pub mod folder;
 pub mod gcs;
 pub mod memory;

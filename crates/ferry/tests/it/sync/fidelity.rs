@@ -434,6 +434,7 @@ all_fidelity!(folder: super::super::backends::Folder::new());
 all_fidelity!(s3s: super::super::backends::S3Location::s3s().await);
 all_fidelity!(moto: super::super::backends::S3Location::moto());
 all_fidelity!(gcs: super::super::backends::GcsLocation::new());
+all_fidelity!(azure: super::super::backends::AzureLocation::new().await);
 
 // The exact-key scenario: memory and moto hold every key (moto at a bucket
 // root, where a 1,024-byte key fits); the folder remote refuses the keys a
@@ -445,6 +446,8 @@ suite!(exact_moto_prefix: super::super::backends::S3Location::moto(); exotic_key
 suite!(exact_moto_root: super::super::backends::S3Location::fresh_bucket_moto().await; exotic_keys_travel_byte_for_byte);
 suite!(exact_gcs_prefix: super::super::backends::GcsLocation::new(); exotic_keys_travel_byte_for_byte);
 suite!(exact_gcs_root: super::super::backends::GcsLocation::fresh_bucket().await; exotic_keys_travel_byte_for_byte);
+suite!(exact_azure_prefix: super::super::backends::AzureLocation::new().await; exotic_keys_travel_byte_for_byte);
+suite!(exact_azure_root: super::super::backends::AzureLocation::fresh_container().await; exotic_keys_travel_byte_for_byte);
 
 /// The exact-key scenario, checked with a raw client (boto3) on moto at a
 /// bucket root: the listing holds exactly the keys ferry was given.
