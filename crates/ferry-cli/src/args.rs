@@ -336,9 +336,9 @@ pub enum RemoteCommand {
     },
     /// Set the remote (checks that it answers first).
     Set {
-        /// `s3://BUCKET[/PREFIX]`, `gs://BUCKET[/PREFIX]` or `file:///ABS/PATH`.
+        /// `s3://BUCKET[/PREFIX]`, `gs://BUCKET[/PREFIX]`, `az://ACCOUNT/CONTAINER[/PREFIX]` or `file:///ABS/PATH`.
         url: String,
-        /// Endpoint URL: an S3-compatible store (default: $AWS_ENDPOINT_URL, then AWS) or a GCS emulator (default: $STORAGE_EMULATOR_HOST, then Google).
+        /// Endpoint URL: an S3-compatible store (default: $AWS_ENDPOINT_URL, then AWS) a GCS emulator (default: $STORAGE_EMULATOR_HOST, then Google) or an Azure blob service (default: the BlobEndpoint of $AZURE_STORAGE_CONNECTION_STRING, then https://ACCOUNT.blob.core.windows.net).
         #[arg(long)]
         endpoint: Option<String>,
         /// S3 region (default: $AWS_REGION, then us-east-1).
@@ -500,10 +500,10 @@ pub struct InitArgs {
     /// The bucket's data directory.
     #[arg(value_name = "DIR", default_value = ".ferry")]
     pub dir: PathBuf,
-    /// The remote to sync with: `s3://BUCKET[/PREFIX]`, `gs://BUCKET[/PREFIX]`, `file:///ABS/PATH`.
+    /// The remote to sync with: `s3://BUCKET[/PREFIX]`, `gs://BUCKET[/PREFIX]`, `az://ACCOUNT/CONTAINER[/PREFIX]`, `file:///ABS/PATH`.
     #[arg(long)]
     pub remote: Option<String>,
-    /// Endpoint URL: an S3-compatible store (default: $AWS_ENDPOINT_URL, then AWS) or a GCS emulator (default: $STORAGE_EMULATOR_HOST, then Google).
+    /// Endpoint URL: an S3-compatible store (default: $AWS_ENDPOINT_URL, then AWS) a GCS emulator (default: $STORAGE_EMULATOR_HOST, then Google) or an Azure blob service (default: the BlobEndpoint of $AZURE_STORAGE_CONNECTION_STRING, then https://ACCOUNT.blob.core.windows.net).
     #[arg(long, requires = "remote")]
     pub endpoint: Option<String>,
     /// S3 region (default: $AWS_REGION, then us-east-1).

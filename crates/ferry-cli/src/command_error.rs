@@ -91,7 +91,7 @@ fn classify(err: &ferry::Error) -> (u8, Option<String>) {
             1,
             Some("check the remote URL, endpoint and credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, or ferry.toml); nothing was changed locally".into()),
         ),
-        E::NoRemote => (1, Some("set one with `ferry remote set s3://BUCKET/PREFIX` (or gs://BUCKET/PREFIX, file:///PATH)".into())),
+        E::NoRemote => (1, Some("set one with `ferry remote set s3://BUCKET/PREFIX` (or gs://BUCKET/PREFIX, az://ACCOUNT/CONTAINER/PREFIX, file:///PATH)".into())),
         E::LeaderBusy { .. } => (1, Some("another process (`ferry watch` or an app) runs the sync engine; it may be busy or stuck".into())),
         E::NotInConflict { .. } => (1, Some("`ferry conflicts` lists the keys in conflict".into())),
         E::LocalChanges { .. } => (1, Some("run `ferry sync` first".into())),

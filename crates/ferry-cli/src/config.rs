@@ -33,6 +33,12 @@ pub struct CredentialsSection {
     pub session_token: Option<String>,
     /// Path of a Google service account's JSON key (GCS).
     pub gcs_service_account_file: Option<String>,
+    /// An Azure storage connection string (`AccountName=…;AccountKey=…;…`).
+    pub azure_connection_string: Option<String>,
+    /// An Azure storage account key (base64).
+    pub azure_storage_key: Option<String>,
+    /// An Azure SAS token.
+    pub azure_sas_token: Option<String>,
 }
 
 /// One configuration file as written.
@@ -328,6 +334,24 @@ impl FileConfig {
                 |c| &c.gcs_service_account_file,
                 false,
             ),
+            (
+                "azure_connection_string",
+                "AZURE_STORAGE_CONNECTION_STRING",
+                |c| &c.azure_connection_string,
+                true,
+            ),
+            (
+                "azure_storage_key",
+                "AZURE_STORAGE_KEY",
+                |c| &c.azure_storage_key,
+                true,
+            ),
+            (
+                "azure_sas_token",
+                "AZURE_STORAGE_SAS_TOKEN",
+                |c| &c.azure_sas_token,
+                true,
+            ),
         ] {
             let (value, source) = self.credential(var, field);
             let shown = match (value, secret) {
@@ -412,7 +436,26 @@ pub fn credentials(file: &FileConfig) -> Result<Credentials, CommandError> {
             )
         })?),
     };
+    let connection = azure_connection(file);
+    let azure = if let Some(key) = connection.get("accountkey") {
+        ferry::remote::azure::AzureAuth::SharedKey(key.clone())
+    } else if let Some(sas) = connection.get("sharedaccesssignature") {
+        ferry::remote::azure::AzureAuth::Sas(sas.clone())
+    } else if let Some(key) = file
+        .credential("AZURE_STORAGE_KEY", |c| &c.azure_storage_key)
+        .0
+    {
+        ferry::remote::azure::AzureAuth::SharedKey(key)
+    } else if let Some(sas) = file
+        .credential("AZURE_STORAGE_SAS_TOKEN", |c| &c.azure_sas_token)
+        .0
+    {
+        ferry::remote::azure::AzureAuth::Sas(sas)
+    } else {
+        ferry::remote::azure::AzureAuth::Anonymous
+    };
     Ok(Credentials {
+        azure,
         access_key_id: file.credential("AWS_ACCESS_KEY_ID", |c| &c.access_key_id).0,
         secret_access_key: file
             .credential("AWS_SECRET_ACCESS_KEY", |c| &c.secret_access_key)
@@ -422,10 +465,25 @@ pub fn credentials(file: &FileConfig) -> Result<Credentials, CommandError> {
     })
 }
 
+/// The fields of the Azure connection string (names lowercased), from
+/// `AZURE_STORAGE_CONNECTION_STRING` or `azure_connection_string`.
+fn azure_connection(file: &FileConfig) -> std::collections::BTreeMap<String, String> {
+    file.credential("AZURE_STORAGE_CONNECTION_STRING", |c| {
+        &c.azure_connection_string
+    })
+    .0
+    .unwrap_or_default()
+    .split(';')
+    .filter_map(|field| field.split_once('='))
+    .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+    .collect()
+}
+
 /// Fills what the spec leaves open from the environment: for `s3://`,
 /// endpoint and region from `AWS_ENDPOINT_URL` / `AWS_REGION`; for
 /// `gs://`, the endpoint from `STORAGE_EMULATOR_HOST` (Google's variable
-/// for emulators).
+/// for emulators); for `az://`, the endpoint from the connection string's
+/// `BlobEndpoint` (Azurite's form, with the account in the path).
 pub fn with_env_defaults(mut spec: RemoteSpec) -> RemoteSpec {
     match spec.kind() {
         Ok(ferry::remote::spec::RemoteKind::S3 { .. }) => {
@@ -443,6 +501,14 @@ pub fn with_env_defaults(mut spec: RemoteSpec) -> RemoteSpec {
                 } else {
                     format!("http://{h}")
                 }
+            });
+        }
+        Ok(ferry::remote::spec::RemoteKind::Azure { .. }) if spec.endpoint.is_none() => {
+            spec.endpoint = env("AZURE_STORAGE_CONNECTION_STRING").and_then(|cs| {
+                cs.split(';')
+                    .filter_map(|f| f.split_once('='))
+                    .find(|(k, _)| k.trim().eq_ignore_ascii_case("BlobEndpoint"))
+                    .map(|(_, v)| v.trim().to_owned())
             });
         }
         _ => {}

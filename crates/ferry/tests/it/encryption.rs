@@ -1043,6 +1043,16 @@ async fn round_trip_gcs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_azure() {
+    round_trip(&crate::sync::backends::AzureLocation::new().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_object_round_trip_azure() {
+    large_object(&crate::sync::backends::AzureLocation::new().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_object_round_trip_gcs() {
     large_object(&crate::sync::backends::GcsLocation::new()).await;
 }
