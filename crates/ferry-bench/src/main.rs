@@ -200,9 +200,10 @@ fn main() -> Result<()> {
     }
     if args.suite == "remotes" || args.suite == "all" {
         println!(
-            "\nremote figures (ferry vs rclone, same server, same run): GCS on fake-gcs-server"
+            "\nremote figures (ferry vs rclone, same server, same run): GCS on fake-gcs-server, Azure on Azurite"
         );
-        let rows = rt.block_on(remotes_bench::gcs(scratch.path(), args.remote_objects))?;
+        let mut rows = rt.block_on(remotes_bench::gcs(scratch.path(), args.remote_objects))?;
+        rows.extend(rt.block_on(remotes_bench::azure(scratch.path(), args.remote_objects))?);
         print_table(&rows);
     }
     if args.suite == "scale" || args.suite == "all" {

