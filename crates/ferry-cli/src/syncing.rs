@@ -132,19 +132,62 @@ pub async fn remote(global: &Global, args: RemoteArgs) -> Result<(), CommandErro
     match args.command {
         RemoteCommand::Show { json } => {
             let spec = bucket.remote_spec()?;
+            // The effective endpoint (environment defaults filled in) and
+            // what the probe found for it; building makes no request.
+            let effective = spec.clone().map(config::with_env_defaults);
+            let probe = match &effective {
+                Some(s) => match s.build(&Default::default()) {
+                    Ok(remote) => bucket.probe_result(&remote.endpoint())?,
+                    Err(_) => None,
+                },
+                None => None,
+            };
             if json {
+                let mut v = serde_json::to_value(&spec).context("encoding JSON")?;
+                if let Some(obj) = v.as_object_mut() {
+                    obj.insert(
+                        "effective_endpoint".into(),
+                        json!(effective.as_ref().and_then(|s| s.endpoint.clone())),
+                    );
+                    obj.insert(
+                        "probe".into(),
+                        json!(probe.map(|p| json!({
+                            "conditional_put": p.conditional_put,
+                            "conditional_delete": p.conditional_delete,
+                        }))),
+                    );
+                }
                 out!(
                     "{}",
-                    serde_json::to_string_pretty(&spec).context("encoding JSON")?
+                    serde_json::to_string_pretty(&v).context("encoding JSON")?
                 );
             } else if let Some(s) = spec {
                 out!("url:        {}", s.url);
-                out!(
-                    "endpoint:   {}",
-                    s.endpoint.as_deref().unwrap_or("(default)")
-                );
+                let from_env = effective
+                    .as_ref()
+                    .and_then(|e| e.endpoint.clone())
+                    .filter(|_| s.endpoint.is_none());
+                match (&s.endpoint, from_env) {
+                    (Some(e), _) => out!("endpoint:   {e}"),
+                    (None, Some(e)) => out!("endpoint:   {e} (from the environment)"),
+                    (None, None) => out!("endpoint:   (default)"),
+                }
                 out!("region:     {}", s.region.as_deref().unwrap_or("(default)"));
                 out!("path style: {}", s.path_style);
+                let enforced = |yes: bool| {
+                    if yes {
+                        "enforced by the store"
+                    } else {
+                        "not enforced: checked by a HEAD just before (a narrow race)"
+                    }
+                };
+                match probe {
+                    Some(p) => {
+                        out!("conditional writes:  {}", enforced(p.conditional_put));
+                        out!("conditional deletes: {}", enforced(p.conditional_delete));
+                    }
+                    None => out!("conditional writes:  not probed yet (the next sync probes)"),
+                }
             } else {
                 out!("no remote (set one with `ferry remote set URL`)");
             }

@@ -996,8 +996,19 @@ fn gcs_remote_end_to_end() {
         let stat = json(&ok(ferry_gcs(root, "b", &["stat", k, "--json"], &[])));
         assert_eq!(stat["metadata"]["owner"], "ann", "{stat}");
     }
+    // What the probe measured on fake-gcs-server: generation preconditions
+    // on uploads, none on deletes.
     let shown = stdout(&ok(ferry_gcs(root, "a", &["remote", "show"], &[])));
     assert!(shown.contains(&url), "{shown}");
+    assert!(shown.contains("(from the environment)"), "{shown}");
+    assert!(
+        shown.contains("conditional writes:  enforced by the store"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("conditional deletes: not enforced"),
+        "{shown}"
+    );
 
     let out = ferry_gcs(
         root,
@@ -1073,4 +1084,9 @@ fn azure_remote_end_to_end() {
         let stat = json(&ok(run("b", &["stat", k, "--json"], b"")));
         assert_eq!(stat["metadata"]["owner"], "ann", "{stat}");
     }
+    // Azurite enforces both kinds of precondition, as the probe found.
+    let shown = json(&ok(run("a", &["remote", "show", "--json"], b"")));
+    assert_eq!(shown["probe"]["conditional_put"], true, "{shown}");
+    assert_eq!(shown["probe"]["conditional_delete"], true, "{shown}");
+    assert_eq!(shown["effective_endpoint"], endpoint.as_str(), "{shown}");
 }

@@ -227,6 +227,14 @@ impl Bucket {
         Ok(status)
     }
 
+    /// What the capability probe found for `endpoint` (a remote's
+    /// [`Remote::endpoint`](crate::remote::Remote::endpoint)), if it ran.
+    pub fn probe_result(&self, endpoint: &str) -> Result<Option<ProbeResult>> {
+        let probes: BTreeMap<String, ProbeResult> =
+            self.setting_json("probes")?.unwrap_or_default();
+        Ok(probes.get(endpoint).copied())
+    }
+
     /// Every key in conflict.
     pub async fn conflicts(&self) -> Result<Vec<ConflictInfo>> {
         self.with_reader(|c| {
