@@ -87,10 +87,20 @@ fn classify(err: &ferry::Error) -> (u8, Option<String>) {
             1,
             Some("the remote could not be reached or did not answer in time (limits: connect_timeout_secs and io_timeout_secs in ferry.toml's [sync]); check the endpoint and the network; nothing was changed locally".into()),
         ),
-        E::Remote(_) => (
-            1,
-            Some("check the remote URL, endpoint and credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, or ferry.toml); nothing was changed locally".into()),
-        ),
+        E::Remote(r) => {
+            // The credentials to check depend on the kind of store.
+            let creds = if r.endpoint.starts_with("gs://") {
+                "GOOGLE_APPLICATION_CREDENTIALS, or ferry.toml; the bucket must exist"
+            } else if r.endpoint.starts_with("az://") {
+                "AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_KEY, AZURE_STORAGE_SAS_TOKEN, or ferry.toml; the container must exist"
+            } else {
+                "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, or ferry.toml"
+            };
+            (
+                1,
+                Some(format!("check the remote URL, endpoint and credentials ({creds}); nothing was changed locally")),
+            )
+        }
         E::NoRemote => (1, Some("set one with `ferry remote set s3://BUCKET/PREFIX` (or gs://BUCKET/PREFIX, az://ACCOUNT/CONTAINER/PREFIX, file:///PATH)".into())),
         E::LeaderBusy { .. } => (1, Some("another process (`ferry watch` or an app) runs the sync engine; it may be busy or stuck".into())),
         E::NotInConflict { .. } => (1, Some("`ferry conflicts` lists the keys in conflict".into())),

@@ -1010,6 +1010,22 @@ fn gcs_remote_end_to_end() {
         "{shown}"
     );
 
+    // A bucket that does not exist: a clear error naming it, nothing made.
+    let out = ferry_gcs(
+        root,
+        "nb",
+        &["init", "--remote", "gs://no-such-bucket/x"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("does the bucket \"no-such-bucket\" exist")
+            && err.contains("GOOGLE_APPLICATION_CREDENTIALS"),
+        "{err}"
+    );
+    assert!(!root.join("nb").exists());
+
     let out = ferry_gcs(
         root,
         "a",
@@ -1084,6 +1100,23 @@ fn azure_remote_end_to_end() {
         let stat = json(&ok(run("b", &["stat", k, "--json"], b"")));
         assert_eq!(stat["metadata"]["owner"], "ann", "{stat}");
     }
+    // A container that does not exist, and a wrong key: clear errors.
+    let out = run(
+        "nc",
+        &[
+            "init",
+            "--remote",
+            "az://devstoreaccount1/no-such-container",
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("ContainerNotFound") && err.contains("the container must exist"),
+        "{err}"
+    );
+    assert!(!root.join("nc").exists());
     // Azurite enforces both kinds of precondition, as the probe found.
     let shown = json(&ok(run("a", &["remote", "show", "--json"], b"")));
     assert_eq!(shown["probe"]["conditional_put"], true, "{shown}");

@@ -509,12 +509,12 @@ impl Remote for GcsRemote {
             request = request.query(&[("ifGenerationMatch", g)]);
         }
         let resp = match self.send(request, &what).await {
-            // A replace whose object is gone is a failed precondition too.
-            Err(e) if e.kind == RemoteErrorKind::NotFound && cond != Precondition::None => {
-                return Err(self.error(
-                    RemoteErrorKind::PreconditionFailed,
-                    format!("{:?}: precondition failed", req.key),
-                ))
+            // GCS answers a failed generation match with 412 whether or not
+            // the object exists; a 404 on an upload is the bucket missing.
+            Err(mut e) if e.kind == RemoteErrorKind::NotFound => {
+                e.kind = RemoteErrorKind::Terminal;
+                e.detail = format!("{} (does the bucket {:?} exist?)", e.detail, self.bucket);
+                return Err(e);
             }
             other => other?,
         };
