@@ -237,6 +237,7 @@ pub async fn azure(dir: &Path, n: usize) -> Result<Vec<Row>> {
         prefix: "ferry".into(),
         endpoint: Some(server.endpoint.clone()),
         auth: AzureAuth::SharedKey(AZURITE_KEY.into()),
+        single_put_limit: 0,
         connect_timeout: Duration::from_secs(10),
         io_timeout: Duration::from_secs(60),
     };

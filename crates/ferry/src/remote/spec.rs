@@ -337,6 +337,7 @@ impl RemoteSpec {
                 prefix,
                 endpoint: self.endpoint.clone(),
                 auth: creds.azure.clone(),
+                single_put_limit: 0,
                 connect_timeout: timeouts.connect,
                 io_timeout: timeouts.io,
             })?),

@@ -14,9 +14,13 @@
 //!   Values are percent-encoded outside printable ASCII. Names another
 //!   client wrote without the `m_` form are read as they are, lowercased.
 //! - Keys with `\` are refused: Azure turns it into `/`.
-//! - Writes are one Put Blob streamed from the local file (Azure takes up
-//!   to 5,000 MiB that way); staged blocks for larger objects are not
-//!   built yet.
+//! - Writes up to [`AzureConfig::single_put_limit`] (256 MiB by default)
+//!   are one Put Blob streamed from the local file; larger ones are staged
+//!   as blocks of [`BLOCK`] bytes, one in memory at a time, and committed
+//!   by a Put Block List that carries the content type, metadata and
+//!   precondition (so the object appears whole or not at all). Blocks a
+//!   failed write staged are never committed; Azure drops them after a
+//!   week.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -48,6 +52,10 @@ const QUERY: &AsciiSet = &NON_ALPHANUMERIC
 pub const MAX_NAME: usize = 1024;
 const API_VERSION: &str = "2021-08-06";
 const PAGE: u32 = 1000;
+/// Bytes per staged block of a large write.
+pub const BLOCK: usize = 8 << 20;
+/// The default largest write sent as one Put Blob.
+pub const SINGLE_PUT_LIMIT: u64 = 256 << 20;
 
 /// How requests are authorised.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -85,6 +93,9 @@ pub struct AzureConfig {
     pub endpoint: Option<String>,
     /// How requests are authorised.
     pub auth: AzureAuth,
+    /// Writes larger than this are staged as blocks (0: the default,
+    /// [`SINGLE_PUT_LIMIT`]).
+    pub single_put_limit: u64,
     /// To establish a connection.
     pub connect_timeout: Duration,
     /// Without progress once connected.
@@ -104,6 +115,7 @@ pub struct AzureRemote {
     prefix: String,
     key: Option<aws_lc_rs::hmac::Key>,
     sas: Option<String>,
+    single_put_limit: u64,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -197,6 +209,11 @@ impl AzureRemote {
             prefix: cfg.prefix.trim_matches('/').to_owned(),
             key,
             sas,
+            single_put_limit: if cfg.single_put_limit == 0 {
+                SINGLE_PUT_LIMIT
+            } else {
+                cfg.single_put_limit
+            },
         })
     }
 
@@ -390,6 +407,102 @@ impl AzureRemote {
         obj.content_type = get("content-type");
         obj.modified_ms = get("last-modified").as_deref().and_then(parse_http_date);
         obj
+    }
+
+    /// Stages the body as blocks and commits them with the write's
+    /// headers (content type, metadata, precondition) in one Put Block List.
+    async fn put_blocks(
+        &self,
+        req: &PutRequest,
+        body: RemoteBody,
+        headers: Vec<(String, String)>,
+        what: &str,
+    ) -> Result<String, RemoteError> {
+        use tokio::io::AsyncReadExt;
+        let local = |e: std::io::Error| {
+            self.error(
+                RemoteErrorKind::Terminal,
+                format!("{what}: reading the local file: {e}"),
+            )
+        };
+        let (head, file) = match body {
+            RemoteBody::Bytes(b) => (b, None),
+            RemoteBody::File(f) => (Bytes::new(), Some(f)),
+            RemoteBody::Framed { head, file } => (head, Some(file)),
+        };
+        let file: Box<dyn tokio::io::AsyncRead + Send + Unpin> = match file {
+            Some(f) => Box::new(tokio::fs::File::open(&f).await.map_err(local)?),
+            None => Box::new(tokio::io::empty()),
+        };
+        let mut reader = std::io::Cursor::new(head).chain(file);
+        let path = self.blob_path(&req.key);
+        let mut ids = Vec::new();
+        loop {
+            let mut block = vec![0u8; BLOCK];
+            let mut filled = 0;
+            while filled < BLOCK {
+                let n = reader.read(&mut block[filled..]).await.map_err(local)?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            if filled == 0 && !ids.is_empty() {
+                break;
+            }
+            block.truncate(filled);
+            // Ids of one blob must all have the same length.
+            let id = base64::engine::general_purpose::STANDARD
+                .encode(format!("ferry-block-{:08}", ids.len()));
+            let query = [("blockid", id.clone()), ("comp", "block".to_owned())];
+            self.send(
+                reqwest::Method::PUT,
+                &path,
+                &query,
+                vec![],
+                Some((reqwest::Body::from(block), filled as u64)),
+                what,
+            )
+            .await?;
+            ids.push(id);
+            if filled < BLOCK {
+                break;
+            }
+        }
+        let mut list = String::from(r#"<?xml version="1.0" encoding="utf-8"?><BlockList>"#);
+        for id in &ids {
+            list.push_str(&format!("<Latest>{id}</Latest>"));
+        }
+        list.push_str("</BlockList>");
+        // The object's own headers move to their Put Block List names.
+        let committed: Vec<(String, String)> = headers
+            .into_iter()
+            .filter(|(n, _)| n != "x-ms-blob-type")
+            .map(|(n, v)| {
+                if n == "content-type" {
+                    ("x-ms-blob-content-type".to_owned(), v)
+                } else {
+                    (n, v)
+                }
+            })
+            .collect();
+        let n = list.len() as u64;
+        let resp = self
+            .send(
+                reqwest::Method::PUT,
+                &path,
+                &[("comp", "blocklist".to_owned())],
+                committed,
+                Some((reqwest::Body::from(list), n)),
+                what,
+            )
+            .await?;
+        Ok(quoted(
+            resp.headers()
+                .get("etag")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default(),
+        ))
     }
 
     /// Creates the container; one that exists already is fine.
@@ -601,6 +714,19 @@ impl Remote for AzureRemote {
             ));
         }
         headers.extend(Self::conditions(&cond));
+        let size = match &body {
+            RemoteBody::Bytes(b) => b.len() as u64,
+            RemoteBody::File(f) | RemoteBody::Framed { file: f, .. } => {
+                let head = match &body {
+                    RemoteBody::Framed { head, .. } => head.len() as u64,
+                    _ => 0,
+                };
+                head + tokio::fs::metadata(f).await.map(|m| m.len()).unwrap_or(0)
+            }
+        };
+        if size > self.single_put_limit {
+            return self.put_blocks(req, body, headers, &what).await;
+        }
         let content = match body {
             RemoteBody::Bytes(b) => {
                 let n = b.len() as u64;

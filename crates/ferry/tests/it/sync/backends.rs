@@ -625,6 +625,9 @@ impl AzureLocation {
             prefix: self.prefix.clone(),
             endpoint: Some(self.endpoint.clone()),
             auth: ferry::remote::azure::AzureAuth::SharedKey(AZURITE_KEY.into()),
+            // Small, so the suite's larger objects (the 40 MiB encrypted
+            // round trip, the 3 MiB blobs) go through staged blocks.
+            single_put_limit: 1 << 20,
             connect_timeout: std::time::Duration::from_secs(5),
             io_timeout: std::time::Duration::from_secs(30),
         }

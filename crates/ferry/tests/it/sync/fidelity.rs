@@ -1258,3 +1258,67 @@ async fn azure_objects_read_and_written_by_microsofts_python_client() {
         "ann é"
     );
 }
+
+/// A write above the single-put limit is staged as blocks and committed
+/// with its content type, metadata and precondition: it reads back whole,
+/// a second create is refused, and a replace must name the current ETag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_azure_writes_are_staged_blocks_committed_under_their_precondition() {
+    use tokio::io::AsyncReadExt;
+    let be = super::backends::AzureLocation::new().await;
+    let remote = be.remote();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big");
+    let data = crate::pseudo_random((20 << 20) + 77, 3);
+    std::fs::write(&path, &data).unwrap();
+    let req = PutRequest {
+        key: "big/staged.bin".into(),
+        content_type: "application/x-staged".into(),
+        metadata: [("owner".to_owned(), "ann".to_owned())]
+            .into_iter()
+            .collect(),
+        hash: ferry::ContentHash::of(&data),
+        size: data.len() as u64,
+        mtime_ms: 1,
+        device: "dev".into(),
+        base: String::new(),
+        sealed: false,
+        stamp: None,
+    };
+    let etag = remote
+        .put(&req, RemoteBody::File(path.clone()), Precondition::IfAbsent)
+        .await
+        .unwrap();
+    let again = remote
+        .put(&req, RemoteBody::File(path.clone()), Precondition::IfAbsent)
+        .await
+        .unwrap_err();
+    assert_eq!(again.kind, RemoteErrorKind::PreconditionFailed, "{again}");
+    let stale = remote
+        .put(
+            &req,
+            RemoteBody::File(path.clone()),
+            Precondition::IfMatch("\"0x1\"".into()),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(stale.kind, RemoteErrorKind::PreconditionFailed, "{stale}");
+    let (obj, mut body) = remote.get("big/staged.bin").await.unwrap();
+    assert_eq!(obj.etag, etag);
+    assert_eq!(obj.size, data.len() as u64);
+    assert_eq!(obj.content_type.as_deref(), Some("application/x-staged"));
+    assert_eq!(obj.metadata.get("owner").map(String::as_str), Some("ann"));
+    assert_eq!(obj.hash, Some(ferry::ContentHash::of(&data)));
+    let mut got = Vec::new();
+    body.read_to_end(&mut got).await.unwrap();
+    assert!(got == data, "the staged blocks make up the object");
+    let replaced = remote
+        .put(
+            &req,
+            RemoteBody::File(path),
+            Precondition::IfMatch(etag.clone()),
+        )
+        .await
+        .unwrap();
+    assert_ne!(replaced, etag);
+}
