@@ -157,6 +157,7 @@ pub async fn gcs(dir: &Path, n: usize) -> Result<Vec<Row>> {
         prefix: "ferry".into(),
         endpoint: Some(server.endpoint.clone()),
         service_account: None,
+        resumable_above: 0,
         connect_timeout: Duration::from_secs(10),
         io_timeout: Duration::from_secs(60),
     })?;

@@ -324,6 +324,7 @@ impl RemoteSpec {
                 prefix,
                 endpoint: self.endpoint.clone(),
                 service_account: creds.gcs_service_account.clone(),
+                resumable_above: 0,
                 connect_timeout: timeouts.connect,
                 io_timeout: timeouts.io,
             })?),

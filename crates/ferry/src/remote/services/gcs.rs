@@ -9,10 +9,13 @@
 //!   every write). Conditional writes are `ifGenerationMatch=0` (create)
 //!   and `ifGenerationMatch=G` (replace); deletes carry `ifGenerationMatch`
 //!   too. Stores that ignore them are caught by the probe.
-//! - Writes are one `uploadType=multipart` request (metadata JSON and the
-//!   body, streamed from the file: memory stays bounded), the upload kind
-//!   on which the emulator enforces preconditions too. Resumable uploads
-//!   are not used yet (a failed large upload starts over).
+//! - Writes up to [`GcsConfig::resumable_above`] (256 MiB by default) are
+//!   one `uploadType=multipart` request (metadata JSON and the body,
+//!   streamed from the file: memory stays bounded), the upload kind on
+//!   which the emulator enforces preconditions too. Larger writes are
+//!   resumable uploads: a session opened with the metadata and the
+//!   precondition, then chunks of [`CHUNK`] bytes, one in memory at a time;
+//!   a chunk that fails is sent again from what the session confirmed.
 //! - Reads: the object's JSON description, then its bytes pinned to that
 //!   generation (`alt=media&generation=G`), so description and body
 //!   always belong together.
@@ -48,6 +51,12 @@ pub const MAX_NAME: usize = 1024;
 const DEFAULT_ENDPOINT: &str = "https://storage.googleapis.com";
 const SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_write";
 const PAGE: u32 = 1000;
+/// Bytes per chunk of a resumable upload (a multiple of 256 KiB).
+pub const CHUNK: usize = 8 << 20;
+/// The default largest write sent as one multipart upload.
+pub const RESUMABLE_ABOVE: u64 = 256 << 20;
+/// Tries per chunk of a resumable upload.
+const CHUNK_ATTEMPTS: u32 = 4;
 
 /// A GCS remote's settings.
 #[derive(Debug, Clone, Default)]
@@ -62,6 +71,9 @@ pub struct GcsConfig {
     /// A service account's JSON key; `None`: anonymous (emulators, public
     /// buckets).
     pub service_account: Option<String>,
+    /// Writes larger than this are resumable uploads (0: the default,
+    /// [`RESUMABLE_ABOVE`]).
+    pub resumable_above: u64,
     /// To establish a connection.
     pub connect_timeout: Duration,
     /// Without progress once connected.
@@ -95,6 +107,7 @@ pub struct GcsRemote {
     prefix: String,
     account: Option<Arc<ServiceAccount>>,
     token: Mutex<Option<(String, SystemTime)>>,
+    resumable_above: u64,
 }
 
 /// The JSON description of an object.
@@ -158,6 +171,11 @@ impl GcsRemote {
             prefix: cfg.prefix.trim_matches('/').to_owned(),
             account,
             token: Mutex::new(None),
+            resumable_above: if cfg.resumable_above == 0 {
+                RESUMABLE_ABOVE
+            } else {
+                cfg.resumable_above
+            },
         })
     }
 
@@ -470,6 +488,12 @@ impl Remote for GcsRemote {
             "contentType": req.content_type,
             "metadata": metadata,
         });
+        if let RemoteBody::File(f) | RemoteBody::Framed { file: f, .. } = &body {
+            let size = tokio::fs::metadata(f).await.map(|m| m.len()).unwrap_or(0);
+            if size > self.resumable_above {
+                return self.put_resumable(req, resource, body, &cond, &what).await;
+            }
+        }
         let boundary = format!("ferry-{:032x}", rand::random::<u128>());
         let head = format!(
             "--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{resource}\r\n--{boundary}\r\nContent-Type: {}\r\n\r\n",
@@ -559,6 +583,147 @@ impl Remote for GcsRemote {
 }
 
 impl GcsRemote {
+    /// A resumable upload: a session opened with the resource and the
+    /// precondition, then the body in chunks of [`CHUNK`], each sent again
+    /// (from the offset the session confirms) when it fails.
+    async fn put_resumable(
+        &self,
+        req: &PutRequest,
+        resource: serde_json::Value,
+        body: RemoteBody,
+        cond: &Precondition,
+        what: &str,
+    ) -> Result<String, RemoteError> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let local = |e: std::io::Error| {
+            self.error(
+                RemoteErrorKind::Terminal,
+                format!("{what}: reading the local file: {e}"),
+            )
+        };
+        let (head, path) = match body {
+            RemoteBody::File(f) => (Bytes::new(), f),
+            RemoteBody::Framed { head, file } => (head, file),
+            RemoteBody::Bytes(_) => {
+                return Err(self.error(RemoteErrorKind::Terminal, "resumable bytes"))
+            }
+        };
+        let mut file = tokio::fs::File::open(&path).await.map_err(local)?;
+        let total = head.len() as u64 + file.metadata().await.map_err(local)?.len();
+        let mut open = self
+            .http
+            .post(format!(
+                "{}/upload/storage/v1/b/{}/o",
+                self.endpoint,
+                utf8_percent_encode(&self.bucket, SEGMENT)
+            ))
+            .query(&[("uploadType", "resumable")])
+            .header("X-Upload-Content-Type", req.content_type.as_str())
+            .header("X-Upload-Content-Length", total)
+            .json(&resource);
+        if let Some(g) = Self::condition(cond) {
+            open = open.query(&[("ifGenerationMatch", g)]);
+        }
+        let session = self.send(open, what).await?;
+        let Some(url) = session
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+        else {
+            return Err(self.error(
+                RemoteErrorKind::Retryable,
+                format!("{what}: the upload session has no address"),
+            ));
+        };
+        let mut offset = 0u64;
+        let mut attempts = 0;
+        loop {
+            // The chunk at `offset` (the envelope's bytes come first).
+            let len = (total - offset).min(CHUNK as u64);
+            let mut chunk = vec![0u8; len as usize];
+            let mut filled = 0usize;
+            let hlen = head.len() as u64;
+            if offset < hlen {
+                let n = ((hlen - offset) as usize).min(chunk.len());
+                chunk[..n].copy_from_slice(&head[offset as usize..offset as usize + n]);
+                filled = n;
+            }
+            if filled < chunk.len() {
+                file.seek(std::io::SeekFrom::Start(offset + filled as u64 - hlen))
+                    .await
+                    .map_err(local)?;
+                file.read_exact(&mut chunk[filled..]).await.map_err(local)?;
+            }
+            let last = offset + len == total;
+            let range = if len == 0 {
+                format!("bytes */{total}")
+            } else {
+                format!("bytes {offset}-{}/{total}", offset + len - 1)
+            };
+            let sent = self
+                .http
+                .put(&url)
+                .header(reqwest::header::CONTENT_RANGE, range)
+                .header(reqwest::header::CONTENT_LENGTH, len)
+                .body(chunk)
+                .send()
+                .await;
+            let resp = match sent {
+                Ok(r) => r,
+                Err(e) => {
+                    attempts += 1;
+                    if attempts >= CHUNK_ATTEMPTS {
+                        return Err(self.send_error(e, what));
+                    }
+                    offset = self.confirmed(&url, total).await.unwrap_or(offset);
+                    continue;
+                }
+            };
+            match resp.status().as_u16() {
+                200 | 201 => {
+                    let d: Described = resp.json().await.map_err(|e| {
+                        self.error(RemoteErrorKind::Retryable, format!("{what}: {e}"))
+                    })?;
+                    return Ok(d.generation);
+                }
+                // Incomplete: the session says how much it holds.
+                308 if !last || len == 0 => {
+                    offset = range_end(resp.headers()).unwrap_or(offset + len);
+                    attempts = 0;
+                }
+                308 => {
+                    offset = range_end(resp.headers()).unwrap_or(offset);
+                    attempts += 1;
+                }
+                _ => {
+                    let e = self.status_error(resp, what).await;
+                    attempts += 1;
+                    if !e.is_retryable() || attempts >= CHUNK_ATTEMPTS {
+                        return Err(e);
+                    }
+                    offset = self.confirmed(&url, total).await.unwrap_or(offset);
+                }
+            }
+        }
+    }
+
+    /// How many bytes a resumable session holds.
+    async fn confirmed(&self, url: &str, total: u64) -> Option<u64> {
+        let resp = self
+            .http
+            .put(url)
+            .header(reqwest::header::CONTENT_RANGE, format!("bytes */{total}"))
+            .header(reqwest::header::CONTENT_LENGTH, 0)
+            .send()
+            .await
+            .ok()?;
+        match resp.status().as_u16() {
+            308 => Some(range_end(resp.headers()).unwrap_or(0)),
+            _ => None,
+        }
+    }
+
     /// A multipart body around a file's bytes, streamed from disk, and its
     /// whole length.
     async fn file_body(
@@ -597,6 +762,14 @@ impl GcsRemote {
 }
 
 use futures::StreamExt as _;
+
+/// The next offset a resumable session expects (its `Range: bytes=0-N`
+/// answer, N + 1), if it says.
+fn range_end(headers: &reqwest::header::HeaderMap) -> Option<u64> {
+    let r = headers.get(reqwest::header::RANGE)?.to_str().ok()?;
+    let end: u64 = r.rsplit_once('-')?.1.parse().ok()?;
+    Some(end + 1)
+}
 
 /// The RSA key of a service account (PEM PKCS#8), for signing.
 fn signing_key(pem: &str) -> Result<aws_lc_rs::signature::RsaKeyPair, String> {

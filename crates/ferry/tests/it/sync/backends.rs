@@ -396,6 +396,7 @@ impl GcsLocation {
             prefix: self.prefix.clone(),
             endpoint: Some(self.endpoint.clone()),
             service_account: None,
+            resumable_above: 0,
             connect_timeout: std::time::Duration::from_secs(5),
             io_timeout: std::time::Duration::from_secs(30),
         }

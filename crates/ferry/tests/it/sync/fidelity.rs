@@ -1322,3 +1322,60 @@ async fn large_azure_writes_are_staged_blocks_committed_under_their_precondition
         .unwrap();
     assert_ne!(replaced, etag);
 }
+
+/// A write above the resumable threshold goes up as a resumable session in
+/// chunks (here a framed body: bytes in memory, then a file) and reads back
+/// whole with its content type and metadata. fake-gcs-server ignores
+/// preconditions on resumable sessions, so they are not checked here (the
+/// probe's small multipart writes decide what the store enforces).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_gcs_writes_are_resumable_uploads_that_read_back_whole() {
+    use tokio::io::AsyncReadExt;
+    let be = super::backends::GcsLocation::new();
+    let remote = ferry::remote::gcs::GcsRemote::new(&ferry::remote::gcs::GcsConfig {
+        resumable_above: 1 << 20,
+        ..be.config()
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big");
+    let file = crate::pseudo_random((20 << 20) + 77, 4);
+    std::fs::write(&path, &file).unwrap();
+    let head = crate::pseudo_random(1000, 5);
+    let mut data = head.clone();
+    data.extend_from_slice(&file);
+    let req = PutRequest {
+        key: "big/resumable.bin".into(),
+        content_type: "application/x-resumable".into(),
+        metadata: [("owner".to_owned(), "ann".to_owned())]
+            .into_iter()
+            .collect(),
+        hash: ferry::ContentHash::of(&data),
+        size: data.len() as u64,
+        mtime_ms: 1,
+        device: "dev".into(),
+        base: String::new(),
+        sealed: false,
+        stamp: None,
+    };
+    let generation = remote
+        .put(
+            &req,
+            RemoteBody::Framed {
+                head: head.into(),
+                file: path,
+            },
+            Precondition::IfAbsent,
+        )
+        .await
+        .unwrap();
+    let (obj, mut body) = remote.get("big/resumable.bin").await.unwrap();
+    assert_eq!(obj.etag, generation);
+    assert_eq!(obj.size, data.len() as u64);
+    assert_eq!(obj.content_type.as_deref(), Some("application/x-resumable"));
+    assert_eq!(obj.metadata.get("owner").map(String::as_str), Some("ann"));
+    assert_eq!(obj.hash, Some(ferry::ContentHash::of(&data)));
+    let mut got = Vec::new();
+    body.read_to_end(&mut got).await.unwrap();
+    assert!(got == data, "the chunks make up the object");
+}
