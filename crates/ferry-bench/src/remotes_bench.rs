@@ -131,23 +131,6 @@ fn rclone_with(args: &[&str], flags: &[&str]) -> Result<Duration> {
     Ok(took)
 }
 
-fn row(name: String, ferry: Duration, rclone: Duration, target: f64, what: &str) -> Row {
-    let ratio = ferry.as_secs_f64() / rclone.as_secs_f64();
-    eprintln!(
-        "measured: {name}: ferry {:.2} s, {what} {:.2} s, ratio {ratio:.2}",
-        ferry.as_secs_f64(),
-        rclone.as_secs_f64()
-    );
-    Row {
-        name,
-        ferry: format!("{:.2} s", ferry.as_secs_f64()),
-        baseline: format!("{:.2} s {what}", rclone.as_secs_f64()),
-        ratio,
-        target: format!("≤ {target}× time"),
-        ok: ratio <= target,
-    }
-}
-
 /// Push of `n` × 4 KiB and a no-op sync of them on GCS (fake-gcs-server),
 /// beside `rclone copy` and `rclone bisync` of the same files.
 pub async fn gcs(dir: &Path, n: usize) -> Result<Vec<Row>> {
@@ -309,7 +292,7 @@ async fn measure(
         r.pushed,
         &r.errors[..r.errors.len().min(3)]
     );
-    rows.push(row(
+    rows.push(crate::sync_bench::time_row(
         format!("{service}: push of {n} × 4 KiB"),
         fy,
         rc,
@@ -333,7 +316,7 @@ async fn measure(
     let r = bucket.sync(SyncOptions::default()).await?;
     let fy = start.elapsed();
     anyhow::ensure!(r.pushed + r.pulled == 0, "no-op sync moved data: {r:?}");
-    rows.push(row(
+    rows.push(crate::sync_bench::time_row(
         format!("{service}: no-op sync of {n} objects"),
         fy,
         rc,

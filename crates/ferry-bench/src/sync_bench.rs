@@ -227,7 +227,13 @@ async fn fill(bucket: &Bucket, dir: &Path, n: usize, data: &[u8]) -> Result<()> 
     Ok(())
 }
 
-fn time_row(name: String, ferry: Duration, rclone: Duration, target: f64, what: &str) -> Row {
+pub(crate) fn time_row(
+    name: String,
+    ferry: Duration,
+    rclone: Duration,
+    target: f64,
+    what: &str,
+) -> Row {
     let ratio = ferry.as_secs_f64() / rclone.as_secs_f64();
     // Shown as soon as measured: the large figures can take many minutes.
     eprintln!(

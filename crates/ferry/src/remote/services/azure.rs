@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use futures::{StreamExt as _, TryStreamExt as _};
+use futures::TryStreamExt as _;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::remote::{
@@ -195,11 +195,7 @@ impl AzureRemote {
             }
             AzureAuth::Sas(t) => (None, Some(t.trim_start_matches('?').to_owned())),
         };
-        let http = reqwest::Client::builder()
-            .connect_timeout(cfg.connect_timeout)
-            .read_timeout(cfg.io_timeout)
-            .build()
-            .map_err(|e| fail(format!("building the HTTP client: {e}")))?;
+        let http = super::http::client(cfg.connect_timeout, cfg.io_timeout).map_err(fail)?;
         Ok(AzureRemote {
             http,
             service,
@@ -242,20 +238,7 @@ impl AzureRemote {
     }
 
     fn send_error(&self, e: reqwest::Error, what: &str) -> RemoteError {
-        let kind = if e.is_connect() {
-            RemoteErrorKind::Unreachable
-        } else if e.is_timeout() || e.is_request() || e.is_body() {
-            RemoteErrorKind::Retryable
-        } else {
-            RemoteErrorKind::Terminal
-        };
-        let mut detail = format!("{what}: {e}");
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            detail.push_str(&format!(": {s}"));
-            source = s.source();
-        }
-        self.error(kind, detail)
+        super::http::transport_error(self.endpoint(), e, what)
     }
 
     async fn status_error(&self, resp: reqwest::Response, what: &str) -> RemoteError {
@@ -732,8 +715,12 @@ impl Remote for AzureRemote {
                 let n = b.len() as u64;
                 Ok((reqwest::Body::from(b), n))
             }
-            RemoteBody::File(file) => file_body(None, &file).await,
-            RemoteBody::Framed { head, file } => file_body(Some(head), &file).await,
+            RemoteBody::File(file) => {
+                super::http::file_body(Bytes::new(), &file, Bytes::new()).await
+            }
+            RemoteBody::Framed { head, file } => {
+                super::http::file_body(head, &file, Bytes::new()).await
+            }
         }
         .map_err(|e| self.error(RemoteErrorKind::Terminal, format!("{what}: {e}")))?;
         let resp = self
@@ -803,26 +790,6 @@ fn quoted(etag: &str) -> String {
     }
 }
 
-/// A body from a file (after `head`), streamed, and its length.
-async fn file_body(
-    head: Option<Bytes>,
-    file: &std::path::Path,
-) -> Result<(reqwest::Body, u64), String> {
-    let f = tokio::fs::File::open(file)
-        .await
-        .map_err(|e| format!("opening {}: {e}", file.display()))?;
-    let size = f
-        .metadata()
-        .await
-        .map_err(|e| format!("reading {}: {e}", file.display()))?
-        .len();
-    let head = head.unwrap_or_default();
-    let length = head.len() as u64 + size;
-    let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(head) })
-        .chain(tokio_util::io::ReaderStream::new(f));
-    Ok((reqwest::Body::wrap_stream(stream), length))
-}
-
 /// A ferry metadata name as an Azure one (a C# identifier): `m_` and the
 /// name with every character but `a`–`z` and `0`–`9` as `_xx`.
 pub fn to_azure_name(name: &str) -> String {
@@ -884,7 +851,7 @@ fn http_date(t: SystemTime) -> String {
     let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil(days);
+    let (y, m, d) = super::http::civil_from_days(days);
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
@@ -911,27 +878,8 @@ fn parse_http_date(s: &str) -> Option<i64> {
     let year: i64 = parts.next()?.parse().ok()?;
     let mut hms = parts.next()?.split(':').map(|p| p.parse::<i64>().ok());
     let (h, mi, se) = (hms.next()??, hms.next()??, hms.next()??);
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
+    let days = super::http::days_from_civil(year, month, day);
     Some(((days * 24 + h) * 60 + mi) * 60_000 + se * 1000)
-}
-
-/// (year, month, day) of a day count since the epoch.
-fn civil(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 #[cfg(test)]

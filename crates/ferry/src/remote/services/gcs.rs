@@ -159,11 +159,7 @@ impl GcsRemote {
                 Some(Arc::new(a))
             }
         };
-        let http = reqwest::Client::builder()
-            .connect_timeout(cfg.connect_timeout)
-            .read_timeout(cfg.io_timeout)
-            .build()
-            .map_err(|e| fail(format!("building the HTTP client: {e}")))?;
+        let http = super::http::client(cfg.connect_timeout, cfg.io_timeout).map_err(fail)?;
         Ok(GcsRemote {
             http,
             endpoint,
@@ -201,20 +197,7 @@ impl GcsRemote {
     }
 
     fn send_error(&self, e: reqwest::Error, what: &str) -> RemoteError {
-        let kind = if e.is_connect() {
-            RemoteErrorKind::Unreachable
-        } else if e.is_timeout() || e.is_request() || e.is_body() {
-            RemoteErrorKind::Retryable
-        } else {
-            RemoteErrorKind::Terminal
-        };
-        let mut detail = format!("{what}: {e}");
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            detail.push_str(&format!(": {s}"));
-            source = s.source();
-        }
-        self.error(kind, detail)
+        super::http::transport_error(self.endpoint(), e, what)
     }
 
     /// An error answer as a typed error (its JSON message included).
@@ -509,10 +492,15 @@ impl Remote for GcsRemote {
                 let n = all.len() as u64;
                 (all.into(), n)
             }
-            RemoteBody::File(file) => self.file_body(head, None, &file, tail, &what).await?,
+            RemoteBody::File(file) => super::http::file_body(head.into(), &file, tail.into())
+                .await
+                .map_err(|e| self.error(RemoteErrorKind::Terminal, format!("{what}: {e}")))?,
             RemoteBody::Framed { head: first, file } => {
-                self.file_body(head, Some(first), &file, tail, &what)
-                    .await?
+                let mut lead = head.into_bytes();
+                lead.extend_from_slice(&first);
+                super::http::file_body(lead.into(), &file, tail.into())
+                    .await
+                    .map_err(|e| self.error(RemoteErrorKind::Terminal, format!("{what}: {e}")))?
             }
         };
         let mut request = self
@@ -723,45 +711,7 @@ impl GcsRemote {
             _ => None,
         }
     }
-
-    /// A multipart body around a file's bytes, streamed from disk, and its
-    /// whole length.
-    async fn file_body(
-        &self,
-        head: String,
-        first: Option<Bytes>,
-        file: &std::path::Path,
-        tail: String,
-        what: &str,
-    ) -> Result<(reqwest::Body, u64), RemoteError> {
-        let f = tokio::fs::File::open(file).await.map_err(|e| {
-            self.error(
-                RemoteErrorKind::Terminal,
-                format!("{what}: opening {}: {e}", file.display()),
-            )
-        })?;
-        let size = f.metadata().await.map(|m| m.len()).map_err(|e| {
-            self.error(
-                RemoteErrorKind::Terminal,
-                format!("{what}: reading {}: {e}", file.display()),
-            )
-        })?;
-        let mut lead = head.into_bytes();
-        if let Some(first) = first {
-            lead.extend_from_slice(&first);
-        }
-        let length = lead.len() as u64 + size + tail.len() as u64;
-        let stream =
-            futures::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(lead)) })
-                .chain(tokio_util::io::ReaderStream::new(f))
-                .chain(futures::stream::once(async move {
-                    Ok::<_, std::io::Error>(Bytes::from(tail.into_bytes()))
-                }));
-        Ok((reqwest::Body::wrap_stream(stream), length))
-    }
 }
-
-use futures::StreamExt as _;
 
 /// The next offset a resumable session expects (its `Range: bytes=0-N`
 /// answer, N + 1), if it says.
@@ -820,13 +770,6 @@ fn rfc3339_ms(t: &str) -> Option<i64> {
     let mut h = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
     let (hh, mm, ss) = (h.next()??, h.next()??, h.next()??);
     let ms: i64 = format!("{frac:0<3}")[..3].parse().ok()?;
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
+    let days = super::http::days_from_civil(y, m, day);
     Some(((days * 24 + hh) * 60 + mm) * 60_000 + ss * 1000 + ms)
 }

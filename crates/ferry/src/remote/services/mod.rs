@@ -3,5 +3,6 @@
 pub mod azure;
 pub mod folder;
 pub mod gcs;
+mod http;
 pub mod memory;
 pub mod s3;

@@ -1,0 +1,101 @@
+//! What the remotes reached over plain HTTP (GCS, Azure) share: the client
+//! with its time limits, transport errors as typed remote errors, bodies
+//! streamed from a blob file, and the calendar arithmetic of their dates.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt as _;
+
+use crate::remote::{RemoteError, RemoteErrorKind};
+
+/// An HTTP client with a connect limit and a no-progress limit.
+pub(crate) fn client(connect: Duration, io: Duration) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .connect_timeout(connect)
+        .read_timeout(io)
+        .build()
+        .map_err(|e| format!("building the HTTP client: {e}"))
+}
+
+/// A request that got no answer, as a remote error: unreachable when no
+/// connection was made, retryable when it broke or timed out, with every
+/// cause in the text.
+pub(crate) fn transport_error(endpoint: String, e: reqwest::Error, what: &str) -> RemoteError {
+    let kind = if e.is_connect() {
+        RemoteErrorKind::Unreachable
+    } else if e.is_timeout() || e.is_request() || e.is_body() {
+        RemoteErrorKind::Retryable
+    } else {
+        RemoteErrorKind::Terminal
+    };
+    let mut detail = format!("{what}: {e}");
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        detail.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    RemoteError::new(kind, endpoint, detail)
+}
+
+/// A body of `lead`, then the file's bytes (streamed), then `tail`, and its
+/// whole length.
+pub(crate) async fn file_body(
+    lead: Bytes,
+    file: &std::path::Path,
+    tail: Bytes,
+) -> Result<(reqwest::Body, u64), String> {
+    let f = tokio::fs::File::open(file)
+        .await
+        .map_err(|e| format!("opening {}: {e}", file.display()))?;
+    let size = f
+        .metadata()
+        .await
+        .map_err(|e| format!("reading {}: {e}", file.display()))?
+        .len();
+    let length = lead.len() as u64 + size + tail.len() as u64;
+    let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(lead) })
+        .chain(tokio_util::io::ReaderStream::new(f))
+        .chain(futures::stream::once(async move {
+            Ok::<_, std::io::Error>(tail)
+        }));
+    Ok((reqwest::Body::wrap_stream(stream), length))
+}
+
+/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
+pub(crate) fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// (year, month, day) of a day count since 1970-01-01.
+pub(crate) fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates_round_trip() {
+        for days in [-719_468, -1, 0, 1, 11_016, 20_789, 2_932_896] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days, "{y}-{m}-{d}");
+        }
+        assert_eq!(civil_from_days(20_789), (2026, 12, 2));
+    }
+}
