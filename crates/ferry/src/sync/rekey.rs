@@ -110,8 +110,7 @@ impl Bucket {
         self.writable()?;
         let old_file = self.key_file().ok_or(Error::NotEncrypted)?;
         let old_keys = self.keyring()?.ok_or(Error::Locked)?;
-        let raw = remote;
-        let endpoint = raw.endpoint();
+        let endpoint = remote.endpoint();
         let dir = self.dir().to_owned();
         let staged = staging_dir(&dir);
         let tell = |step, done, total| {
@@ -140,17 +139,18 @@ impl Bucket {
 
         // 1. Prepare (or take up the staging bucket of an interrupted run).
         let scopes = self.scopes()?;
-        if scopes.iter().any(|s| !s.is_empty()) || !self.scope_filter()?.is_empty() {
+        let filtered = !self.scope_filter()?.is_empty();
+        if scopes.iter().any(|s| !s.is_empty()) || filtered {
             return Err(blocked(format!(
                 "this bucket syncs only part of the remote (scope {scopes:?}{}), and rekey must re-seal every object on it; widen the scope to everything first (`ferry scope add ''`, `ferry scope filter --clear`)",
-                if self.scope_filter()?.is_empty() { "" } else { " and a scope filter" }
+                if filtered { " and a scope filter" } else { "" }
             )));
         }
         let resumed = staged.join(crate::bucket::INDEX_FILE).is_file();
-        let remote_file = encrypted::read_key_file(raw.as_ref()).await?;
+        let remote_file = encrypted::read_key_file(remote.as_ref()).await?;
         let remote_id = remote_file.as_ref().map(|f| f.key_id.clone());
         if remote_id.as_deref() == Some(old_file.key_id.as_str()) {
-            self.attach(raw.clone()).await?;
+            self.attach(remote.clone()).await?;
         } else if !resumed {
             return Err(match remote_file {
                 Some(f) => Error::DifferentKey {
@@ -236,7 +236,7 @@ impl Bucket {
             self.copy_rows_to(&new).await?;
 
             // 3. The remote's key file, then the old journal.
-            let cond = match raw.head(encrypted::KEY_FILE).await? {
+            let cond = match remote.head(encrypted::KEY_FILE).await? {
                 Some(current) if remote_id.as_deref() == Some(old_file.key_id.as_str()) => {
                     Precondition::IfMatch(current.etag)
                 }
@@ -248,14 +248,14 @@ impl Bucket {
                     })
                 }
             };
-            encrypted::write_key_file(raw.as_ref(), &new_file, cond).await?;
+            encrypted::write_key_file(remote.as_ref(), &new_file, cond).await?;
         }
-        for record in raw.list(".ferry/journal/").await? {
-            raw.delete(&record.key, Precondition::None).await?;
+        for record in remote.list(crate::sync::journal::RECORDS).await? {
+            remote.delete(&record.key, Precondition::None).await?;
         }
 
         // 4. Push under the new key.
-        new.attach(raw.clone()).await?;
+        new.attach(remote.clone()).await?;
         let push_progress: crate::sync::ProgressFn = {
             let progress = progress.clone();
             Arc::new(move |p: crate::sync::SyncProgress| {
@@ -285,7 +285,7 @@ impl Bucket {
 
         // 5. Retire the old objects: the names the old key opens, of keys the
         // new bucket holds (pushed above). Anything else stays and is named.
-        let old_layer = Encrypted::new(raw.clone(), old_keys.clone());
+        let old_layer = Encrypted::new(remote.clone(), old_keys.clone());
         let mut old_objects = Vec::new();
         for object in old_layer.list("").await? {
             if object.key.starts_with(UNREADABLE_NAME) {
@@ -320,7 +320,7 @@ impl Bucket {
         .await?;
         let bucket = Bucket::open(&dir).await?;
         bucket.unlock(&pass).await?;
-        bucket.attach(raw).await?;
+        bucket.attach(remote).await?;
         Ok((bucket, report))
     }
 

@@ -543,11 +543,7 @@ impl Remote for AzureRemote {
         prefix: &str,
         token: Option<String>,
     ) -> Result<RemotePage, RemoteError> {
-        let root = if self.prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", self.prefix)
-        };
+        let root = self.full("");
         let mut query = vec![
             ("comp", "list".to_owned()),
             ("include", "metadata".to_owned()),
@@ -697,17 +693,7 @@ impl Remote for AzureRemote {
             ));
         }
         headers.extend(Self::conditions(&cond));
-        let size = match &body {
-            RemoteBody::Bytes(b) => b.len() as u64,
-            RemoteBody::File(f) | RemoteBody::Framed { file: f, .. } => {
-                let head = match &body {
-                    RemoteBody::Framed { head, .. } => head.len() as u64,
-                    _ => 0,
-                };
-                head + tokio::fs::metadata(f).await.map(|m| m.len()).unwrap_or(0)
-            }
-        };
-        if size > self.single_put_limit {
+        if super::http::body_len(&body).await > self.single_put_limit {
             return self.put_blocks(req, body, headers, &what).await;
         }
         let content = match body {

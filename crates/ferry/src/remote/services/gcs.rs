@@ -372,11 +372,7 @@ impl Remote for GcsRemote {
         prefix: &str,
         token: Option<String>,
     ) -> Result<RemotePage, RemoteError> {
-        let root = if self.prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", self.prefix)
-        };
+        let root = self.full("");
         let full = format!("{root}{prefix}");
         let mut req = self
             .http
@@ -471,11 +467,11 @@ impl Remote for GcsRemote {
             "contentType": req.content_type,
             "metadata": metadata,
         });
-        if let RemoteBody::File(f) | RemoteBody::Framed { file: f, .. } = &body {
-            let size = tokio::fs::metadata(f).await.map(|m| m.len()).unwrap_or(0);
-            if size > self.resumable_above {
-                return self.put_resumable(req, resource, body, &cond, &what).await;
-            }
+        // Bytes in memory are small: only file bodies go resumable.
+        if !matches!(body, RemoteBody::Bytes(_))
+            && super::http::body_len(&body).await > self.resumable_above
+        {
+            return self.put_resumable(req, resource, body, &cond, &what).await;
         }
         let boundary = format!("ferry-{:032x}", rand::random::<u128>());
         let head = format!(

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt as _;
 
-use crate::remote::{RemoteError, RemoteErrorKind};
+use crate::remote::{RemoteBody, RemoteError, RemoteErrorKind};
 
 /// An HTTP client with a connect limit and a no-progress limit.
 pub(crate) fn client(connect: Duration, io: Duration) -> Result<reqwest::Client, String> {
@@ -36,6 +36,18 @@ pub(crate) fn transport_error(endpoint: String, e: reqwest::Error, what: &str) -
         source = s.source();
     }
     RemoteError::new(kind, endpoint, detail)
+}
+
+/// How many bytes `body` sends (a file's size read now; unknown: 0, and
+/// the read that follows names the problem).
+pub(crate) async fn body_len(body: &RemoteBody) -> u64 {
+    match body {
+        RemoteBody::Bytes(b) => b.len() as u64,
+        RemoteBody::File(f) => tokio::fs::metadata(f).await.map_or(0, |m| m.len()),
+        RemoteBody::Framed { head, file } => {
+            head.len() as u64 + tokio::fs::metadata(file).await.map_or(0, |m| m.len())
+        }
+    }
 }
 
 /// A body of `lead`, then the file's bytes (streamed), then `tail`, and its

@@ -1087,14 +1087,11 @@ async fn interrupted_multipart_uploads_are_aborted() {
     assert_eq!(incomplete_uploads(&be).await, 0);
 }
 
-/// A second GCS client (Google's `google-cloud-storage` for Python, from
-/// the suite's venv) lists exactly the keys ferry wrote, reads an object's
-/// bytes, content type and metadata as ferry wrote them, and writes an
-/// object that ferry pulls with its exact key and metadata.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gcs_objects_read_and_written_by_googles_python_client() {
-    let be = super::backends::GcsLocation::fresh_bucket().await;
-    let a = replica(&be).await;
+/// The exotic keys and `docs/plan.txt` (`text/x-plan`, metadata owner =
+/// `owner`), written and pushed by a replica on `be` for a second client
+/// to read.
+async fn write_for_a_second_client(be: &dyn Backend, owner: &str) -> super::Replica {
+    let a = replica(be).await;
     for k in exotic_keys() {
         a.bucket
             .put(&k, b"x".to_vec(), PutOptions::default())
@@ -1107,7 +1104,7 @@ async fn gcs_objects_read_and_written_by_googles_python_client() {
             b"the plan".to_vec(),
             PutOptions {
                 content_type: Some("text/x-plan".into()),
-                metadata: [("owner".to_owned(), "ann".to_owned())]
+                metadata: [("owner".to_owned(), owner.to_owned())]
                     .into_iter()
                     .collect(),
             },
@@ -1116,6 +1113,32 @@ async fn gcs_objects_read_and_written_by_googles_python_client() {
         .unwrap();
     let r = sync(&a.bucket).await;
     assert!(r.errors.is_empty(), "{r:?}");
+    a
+}
+
+/// The second client's listing (`seen["names"]`, `.ferry/` aside) holds
+/// exactly the keys `write_for_a_second_client` wrote.
+fn assert_listed_exactly(seen: &serde_json::Value) {
+    let listed: BTreeSet<String> = seen["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap().to_owned())
+        .filter(|k| !k.starts_with(".ferry/"))
+        .collect();
+    let mut want: BTreeSet<String> = exotic_keys().into_iter().collect();
+    want.insert("docs/plan.txt".into());
+    assert_eq!(listed, want);
+}
+
+/// A second GCS client (Google's `google-cloud-storage` for Python, from
+/// the suite's venv) lists exactly the keys ferry wrote, reads an object's
+/// bytes, content type and metadata as ferry wrote them, and writes an
+/// object that ferry pulls with its exact key and metadata.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gcs_objects_read_and_written_by_googles_python_client() {
+    let be = super::backends::GcsLocation::fresh_bucket().await;
+    let a = write_for_a_second_client(&be, "ann").await;
     let python = std::env::var("FERRY_TEST_PYTHON").unwrap_or_else(|_| {
         panic!("FERRY_TEST_PYTHON is not set: run the suite with ./scripts/test.sh (it provides google-cloud-storage)")
     });
@@ -1145,16 +1168,7 @@ async fn gcs_objects_read_and_written_by_googles_python_client() {
         String::from_utf8_lossy(&out.stderr)
     );
     let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let listed: BTreeSet<String> = seen["names"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n.as_str().unwrap().to_owned())
-        .filter(|k| !k.starts_with(".ferry/"))
-        .collect();
-    let mut want: BTreeSet<String> = exotic_keys().into_iter().collect();
-    want.insert("docs/plan.txt".into());
-    assert_eq!(listed, want);
+    assert_listed_exactly(&seen);
     assert_eq!(seen["data"], "the plan");
     assert_eq!(seen["content_type"], "text/x-plan");
     assert_eq!(seen["metadata"]["owner"], "ann", "{seen}");
@@ -1177,28 +1191,7 @@ async fn gcs_objects_read_and_written_by_googles_python_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn azure_objects_read_and_written_by_microsofts_python_client() {
     let be = super::backends::AzureLocation::fresh_container().await;
-    let a = replica(&be).await;
-    for k in exotic_keys() {
-        a.bucket
-            .put(&k, b"x".to_vec(), PutOptions::default())
-            .await
-            .unwrap();
-    }
-    a.bucket
-        .put(
-            "docs/plan.txt",
-            b"the plan".to_vec(),
-            PutOptions {
-                content_type: Some("text/x-plan".into()),
-                metadata: [("owner".to_owned(), "ann é".to_owned())]
-                    .into_iter()
-                    .collect(),
-            },
-        )
-        .await
-        .unwrap();
-    let r = sync(&a.bucket).await;
-    assert!(r.errors.is_empty(), "{r:?}");
+    let a = write_for_a_second_client(&be, "ann é").await;
     let python = std::env::var("FERRY_TEST_PYTHON").unwrap_or_else(|_| {
         panic!("FERRY_TEST_PYTHON is not set: run the suite with ./scripts/test.sh (it provides azure-storage-blob)")
     });
@@ -1228,16 +1221,7 @@ async fn azure_objects_read_and_written_by_microsofts_python_client() {
         String::from_utf8_lossy(&out.stderr)
     );
     let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let listed: BTreeSet<String> = seen["names"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n.as_str().unwrap().to_owned())
-        .filter(|k| !k.starts_with(".ferry/"))
-        .collect();
-    let mut want: BTreeSet<String> = exotic_keys().into_iter().collect();
-    want.insert("docs/plan.txt".into());
-    assert_eq!(listed, want);
+    assert_listed_exactly(&seen);
     assert_eq!(seen["data"], "the plan");
     assert_eq!(seen["content_type"], "text/x-plan");
     // ferry's metadata names as Azure holds them; values percent-encoded
