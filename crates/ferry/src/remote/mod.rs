@@ -5,8 +5,9 @@
 //! [`memory::MemoryRemote`] (tests), [`folder::FolderRemote`] (`file://`,
 //! the embedded default), [`s3::S3Remote`] (`s3://`, through the AWS
 //! SDK, which keeps keys byte for byte), [`gcs::GcsRemote`] (`gs://`,
-//! Google's JSON API over plain HTTP, for the same reason) and
-//! [`azure::AzureRemote`] (`az://`, Azure's REST API over plain HTTP).
+//! Google's JSON API over plain HTTP, for the same reason),
+//! [`azure::AzureRemote`] (`az://`, Azure's REST API over plain HTTP) and
+//! [`webdav::WebDavRemote`] (`webdav://`, `webdavs://`, over plain HTTP).
 //! Retry with backoff ([`retry::Retrying`]), emulated preconditions
 //! ([`emulated::Emulated`]), encryption ([`encrypted::Encrypted`]) and
 //! fault injection ([`fault::Faulty`]) wrap any remote as layers, on the
@@ -18,7 +19,7 @@ pub mod services;
 pub mod spec;
 
 pub use layers::{emulated, encrypted, fault, retry};
-pub use services::{azure, folder, gcs, memory, s3};
+pub use services::{azure, folder, gcs, memory, s3, webdav};
 
 use std::fmt;
 use std::path::PathBuf;

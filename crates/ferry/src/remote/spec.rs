@@ -1,5 +1,6 @@
 //! Remote URLs and settings: `s3://BUCKET[/PREFIX]`, `gs://BUCKET[/PREFIX]`,
-//! `az://ACCOUNT/CONTAINER[/PREFIX]`, `file:///ABS/PATH`, `memory://`, parsed here and turned into a [`Remote`](super::Remote).
+//! `az://ACCOUNT/CONTAINER[/PREFIX]`, `webdav://HOST[:PORT]/PATH`
+//! (`webdavs://` for HTTPS), `file:///ABS/PATH`, `memory://`, parsed here and turned into a [`Remote`](super::Remote).
 //! Credentials come from the caller; the library reads no environment.
 
 use std::sync::Arc;
@@ -9,16 +10,18 @@ use super::folder::FolderRemote;
 use super::gcs::{GcsConfig, GcsRemote};
 use super::memory::MemoryRemote;
 use super::s3::{S3Config, S3Remote};
+use super::webdav::{WebDavConfig, WebDavRemote};
 use super::{RemoteError, RemoteErrorKind, SharedRemote};
 
 /// A remote as recorded in the bucket: its URL and connection settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RemoteSpec {
-    /// `s3://BUCKET[/PREFIX]`, `gs://BUCKET[/PREFIX]`, `file:///ABS/PATH`
-    /// or `memory://`.
+    /// `s3://BUCKET[/PREFIX]`, `gs://BUCKET[/PREFIX]`,
+    /// `az://ACCOUNT/CONTAINER[/PREFIX]`, `webdav://HOST/PATH`,
+    /// `file:///ABS/PATH` or `memory://`.
     pub url: String,
-    /// Endpoint URL: an S3-compatible store other than AWS, or a GCS
-    /// emulator.
+    /// Endpoint URL: an S3-compatible store other than AWS, a GCS or Azure
+    /// emulator, or (WebDAV) the scheme and host to use instead of the URL's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
     /// S3 region.
@@ -73,6 +76,15 @@ pub enum RemoteKind {
         /// Key prefix (no surrounding slashes; may be empty).
         prefix: String,
     },
+    /// A WebDAV collection.
+    WebDav {
+        /// HTTPS (`webdavs://`).
+        tls: bool,
+        /// `HOST[:PORT]`.
+        host: String,
+        /// The collection's path (no surrounding slashes; may be empty).
+        path: String,
+    },
     /// A local folder.
     Folder {
         /// Absolute path.
@@ -95,6 +107,10 @@ pub struct Credentials {
     pub gcs_service_account: Option<String>,
     /// How Azure requests are authorised (account key or SAS).
     pub azure: AzureAuth,
+    /// WebDAV basic-auth user name.
+    pub webdav_user: Option<String>,
+    /// WebDAV basic-auth password.
+    pub webdav_password: Option<String>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -108,6 +124,12 @@ impl std::fmt::Debug for Credentials {
             .field(
                 "gcs_service_account",
                 &self.gcs_service_account.as_ref().map(|_| "<redacted>"),
+            )
+            .field("azure", &self.azure)
+            .field("webdav_user", &self.webdav_user)
+            .field(
+                "webdav_password",
+                &self.webdav_password.as_ref().map(|_| "<redacted>"),
             )
             .finish()
     }
@@ -176,6 +198,7 @@ impl RemoteSpec {
                     .unwrap_or_else(|| "azure".into());
                 format!("az://{account}/{container}/{prefix} at {endpoint}")
             }
+            RemoteKind::WebDav { .. } => self.webdav_url()?,
             RemoteKind::Folder { path } => {
                 let mut clean = std::path::PathBuf::new();
                 for c in path.components() {
@@ -264,6 +287,30 @@ impl RemoteSpec {
                 container: container.to_owned(),
                 prefix,
             })
+        } else if let Some((tls, rest)) = url
+            .strip_prefix("webdav://")
+            .map(|r| (false, r))
+            .or_else(|| url.strip_prefix("webdavs://").map(|r| (true, r)))
+        {
+            let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+            if host.is_empty() {
+                return Err(bad(
+                    url,
+                    "webdav:// needs a host, as in webdav://nas.local:8080/ferry",
+                ));
+            }
+            let path = path.trim_matches('/').to_owned();
+            if path.split('/').any(|s| s == "." || s == "..") {
+                return Err(bad(url, "the path may not contain `.` or `..` segments"));
+            }
+            if path.contains("//") {
+                return Err(bad(url, "the path may not contain empty segments (`//`)"));
+            }
+            Ok(RemoteKind::WebDav {
+                tls,
+                host: host.to_owned(),
+                path,
+            })
         } else if let Some(path) = url.strip_prefix("file://") {
             if !path.starts_with('/') {
                 return Err(bad(
@@ -277,7 +324,7 @@ impl RemoteSpec {
         } else {
             Err(bad(
                 url,
-                "use s3://BUCKET[/PREFIX], gs://BUCKET[/PREFIX], az://ACCOUNT/CONTAINER[/PREFIX], file:///ABS/PATH or memory://",
+                "use s3://BUCKET[/PREFIX], gs://BUCKET[/PREFIX], az://ACCOUNT/CONTAINER[/PREFIX], webdav://HOST[:PORT]/PATH (webdavs:// for HTTPS), file:///ABS/PATH or memory://",
             ))
         }
     }
@@ -292,7 +339,10 @@ impl RemoteSpec {
     pub fn refuses(&self, key: &str) -> Option<String> {
         match self.kind().ok()? {
             RemoteKind::Folder { .. } => super::folder::folder_refuses(key),
-            RemoteKind::S3 { .. } | RemoteKind::Gcs { .. } | RemoteKind::Azure { .. } => self
+            RemoteKind::S3 { .. }
+            | RemoteKind::Gcs { .. }
+            | RemoteKind::Azure { .. }
+            | RemoteKind::WebDav { .. } => self
                 .build(&Credentials::default())
                 .ok()
                 .and_then(|r| r.refuses(key)),
@@ -342,8 +392,29 @@ impl RemoteSpec {
                 connect_timeout: timeouts.connect,
                 io_timeout: timeouts.io,
             })?),
+            RemoteKind::WebDav { .. } => Arc::new(WebDavRemote::new(&WebDavConfig {
+                url: self.webdav_url()?,
+                user: creds.webdav_user.clone(),
+                password: creds.webdav_password.clone(),
+                connect_timeout: timeouts.connect,
+                io_timeout: timeouts.io,
+            })?),
             RemoteKind::Folder { path } => Arc::new(FolderRemote::new(path)?),
             RemoteKind::Memory => Arc::new(MemoryRemote::new()),
         })
+    }
+
+    /// The HTTP URL of a WebDAV remote's collection: `http://HOST/PATH`
+    /// (`https://` for `webdavs://`), or the endpoint's scheme and host in
+    /// their place when one is set.
+    pub fn webdav_url(&self) -> Result<String, RemoteError> {
+        let RemoteKind::WebDav { tls, host, path } = self.kind()? else {
+            return Err(bad(&self.url, "not a webdav:// URL"));
+        };
+        let origin = match &self.endpoint {
+            Some(e) => e.trim().trim_end_matches('/').to_owned(),
+            None => format!("{}://{host}", if tls { "https" } else { "http" }),
+        };
+        Ok(format!("{origin}/{path}"))
     }
 }

@@ -1053,6 +1053,16 @@ async fn large_object_round_trip_azure() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_webdav() {
+    round_trip(&crate::sync::backends::WebDavLocation::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_object_round_trip_webdav() {
+    large_object(&crate::sync::backends::WebDavLocation::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_object_round_trip_gcs() {
     large_object(&crate::sync::backends::GcsLocation::new()).await;
 }

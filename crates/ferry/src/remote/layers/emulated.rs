@@ -106,6 +106,18 @@ pub async fn probe(remote: &dyn Remote, device: &str) -> Result<ProbeResult, Rem
         }
         Err(e) => return Err(e),
     };
+    // ferry's metadata must come back as written, or no version can be
+    // told from another (a WebDAV server that drops dead properties, or
+    // changes an ETag when a file is moved, fails here).
+    let written = remote.head(&key).await?;
+    if !written.as_ref().is_some_and(|w| w.hash == Some(req.hash)) {
+        let _ = remote.delete(&key, Precondition::None).await;
+        return Err(RemoteError::new(
+            RemoteErrorKind::Terminal,
+            remote.endpoint(),
+            "the store does not give back the metadata ferry writes with an object, so ferry cannot sync with it",
+        ));
+    }
     let again = remote.put(&req, body(), Precondition::IfAbsent).await;
     let wrong = remote
         .put(

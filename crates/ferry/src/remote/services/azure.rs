@@ -388,7 +388,9 @@ impl AzureRemote {
         let mut obj = RemoteObject::listed(key, quoted(&get("etag").unwrap_or_default()), size)
             .with_metadata(from_azure_metadata(meta));
         obj.content_type = get("content-type");
-        obj.modified_ms = get("last-modified").as_deref().and_then(parse_http_date);
+        obj.modified_ms = get("last-modified")
+            .as_deref()
+            .and_then(super::http::parse_http_date);
         obj
     }
 
@@ -589,7 +591,7 @@ impl Remote for AzureRemote {
                     .properties
                     .last_modified
                     .as_deref()
-                    .and_then(parse_http_date);
+                    .and_then(super::http::parse_http_date);
                 Some(obj)
             })
             .collect();
@@ -852,22 +854,6 @@ fn http_date(t: SystemTime) -> String {
     )
 }
 
-/// Milliseconds since the epoch of an HTTP date.
-fn parse_http_date(s: &str) -> Option<i64> {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let mut parts = s.split_whitespace().skip(1);
-    let day: i64 = parts.next()?.parse().ok()?;
-    let name = parts.next()?;
-    let month = MONTHS.iter().position(|m| *m == name)? as i64 + 1;
-    let year: i64 = parts.next()?.parse().ok()?;
-    let mut hms = parts.next()?.split(':').map(|p| p.parse::<i64>().ok());
-    let (h, mi, se) = (hms.next()??, hms.next()??, hms.next()??);
-    let days = super::http::days_from_civil(year, month, day);
-    Some(((days * 24 + h) * 60 + mi) * 60_000 + se * 1000)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -888,6 +874,9 @@ mod tests {
         let t = UNIX_EPOCH + Duration::from_secs(1_796_169_600 + 3_723);
         let s = http_date(t);
         assert_eq!(s, "Wed, 02 Dec 2026 01:02:03 GMT");
-        assert_eq!(parse_http_date(&s), Some((1_796_169_600 + 3_723) * 1000));
+        assert_eq!(
+            super::super::http::parse_http_date(&s),
+            Some((1_796_169_600 + 3_723) * 1000)
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! What the remotes reached over plain HTTP (GCS, Azure) share: the client
+//! What the remotes reached over plain HTTP (GCS, Azure, WebDAV) share: the client
 //! with its time limits, transport errors as typed remote errors, bodies
 //! streamed from a blob file, and the calendar arithmetic of their dates.
 
@@ -11,11 +11,16 @@ use crate::remote::{RemoteBody, RemoteError, RemoteErrorKind};
 
 /// An HTTP client with a connect limit and a no-progress limit.
 pub(crate) fn client(connect: Duration, io: Duration) -> Result<reqwest::Client, String> {
+    builder(connect, io)
+        .build()
+        .map_err(|e| format!("building the HTTP client: {e}"))
+}
+
+/// The builder [`client`] uses, for remotes that change more.
+pub(crate) fn builder(connect: Duration, io: Duration) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .connect_timeout(connect)
         .read_timeout(io)
-        .build()
-        .map_err(|e| format!("building the HTTP client: {e}"))
 }
 
 /// A request that got no answer, as a remote error: unreachable when no
@@ -96,6 +101,22 @@ pub(crate) fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Milliseconds since the epoch of an HTTP date.
+pub(crate) fn parse_http_date(s: &str) -> Option<i64> {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let mut parts = s.split_whitespace().skip(1);
+    let day: i64 = parts.next()?.parse().ok()?;
+    let name = parts.next()?;
+    let month = MONTHS.iter().position(|m| *m == name)? as i64 + 1;
+    let year: i64 = parts.next()?.parse().ok()?;
+    let mut hms = parts.next()?.split(':').map(|p| p.parse::<i64>().ok());
+    let (h, mi, se) = (hms.next()??, hms.next()??, hms.next()??);
+    let days = days_from_civil(year, month, day);
+    Some(((days * 24 + h) * 60 + mi) * 60_000 + se * 1000)
 }
 
 #[cfg(test)]

@@ -6,3 +6,4 @@ pub mod gcs;
 mod http;
 pub mod memory;
 pub mod s3;
+pub mod webdav;

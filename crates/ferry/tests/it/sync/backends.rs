@@ -692,3 +692,138 @@ impl Backend for AzureLocation {
         keys
     }
 }
+
+/// The WsgiDAV user `./scripts/test.sh` configures.
+pub const WEBDAV_USER: &str = "ferry";
+pub const WEBDAV_PASSWORD: &str = "secret";
+
+/// `webdav://127.0.0.1:PORT/<random path>` on WsgiDAV (started by
+/// `./scripts/test.sh`). Its plain client writes with bare `MKCOL` and
+/// `PUT` requests, as any WebDAV client would; Python's `requests` with
+/// `PROPFIND` is the second client in
+/// `webdav_objects_read_and_written_by_a_python_client`.
+pub struct WebDavLocation {
+    endpoint: String,
+    path: String,
+}
+
+impl WebDavLocation {
+    pub fn webdav_endpoint() -> String {
+        std::env::var("FERRY_TEST_WEBDAV_ENDPOINT").unwrap_or_else(|_| {
+            panic!(
+                "FERRY_TEST_WEBDAV_ENDPOINT is not set: run the suite with ./scripts/test.sh, \
+                 which installs WsgiDAV in a venv and starts it"
+            )
+        })
+    }
+
+    /// A fresh collection path (made by the first write).
+    pub fn new() -> Self {
+        WebDavLocation {
+            endpoint: Self::webdav_endpoint(),
+            path: format!("t{:016x}/data", rand::random::<u64>()),
+        }
+    }
+
+    pub fn config(&self) -> ferry::remote::webdav::WebDavConfig {
+        ferry::remote::webdav::WebDavConfig {
+            url: format!("{}/{}", self.endpoint, self.path),
+            user: Some(WEBDAV_USER.into()),
+            password: Some(WEBDAV_PASSWORD.into()),
+            connect_timeout: std::time::Duration::from_secs(5),
+            io_timeout: std::time::Duration::from_secs(30),
+        }
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The `webdav://` URL of this location.
+    pub fn url(&self) -> String {
+        format!(
+            "webdav://{}/{}",
+            self.endpoint.trim_start_matches("http://"),
+            self.path
+        )
+    }
+
+    fn plain(&self) -> ferry::remote::webdav::WebDavRemote {
+        ferry::remote::webdav::WebDavRemote::new(&self.config()).unwrap()
+    }
+
+    /// The escaped URL of `key` under this location.
+    pub fn key_url(&self, key: &str) -> String {
+        format!(
+            "{}/{}",
+            self.endpoint,
+            dav_escape(&format!("{}/{key}", self.path))
+        )
+    }
+}
+
+/// A path with every byte but unreserved characters and `/` escaped.
+pub fn dav_escape(path: &str) -> String {
+    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~')
+        .remove(b'/');
+    percent_encoding::utf8_percent_encode(path, SET).to_string()
+}
+
+#[async_trait::async_trait]
+impl Backend for WebDavLocation {
+    fn remote(&self) -> SharedRemote {
+        Arc::new(self.plain())
+    }
+    async fn foreign_put(&self, key: &str, data: &[u8], content_type: &str) {
+        // A plain client: MKCOL down to the parent, then PUT, no properties.
+        let http = reqwest::Client::new();
+        let full = format!("{}/{key}", self.path);
+        let mut dir = String::new();
+        for seg in full.split('/').collect::<Vec<_>>().split_last().unwrap().1 {
+            dir.push_str(seg);
+            dir.push('/');
+            let _ = http
+                .request(
+                    reqwest::Method::from_bytes(b"MKCOL").unwrap(),
+                    format!("{}/{}", self.endpoint, dav_escape(&dir)),
+                )
+                .basic_auth(WEBDAV_USER, Some(WEBDAV_PASSWORD))
+                .send()
+                .await
+                .unwrap();
+        }
+        let resp = http
+            .put(self.key_url(key))
+            .basic_auth(WEBDAV_USER, Some(WEBDAV_PASSWORD))
+            .header("content-type", content_type)
+            .body(data.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "PUT {key:?}: {}", resp.status());
+    }
+    async fn foreign_get(&self, key: &str) -> Option<Plain> {
+        plain_get(&self.plain(), key).await
+    }
+    async fn foreign_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .plain()
+            .list("")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .filter(|k| !k.starts_with(".ferry/"))
+            .collect();
+        keys.sort();
+        keys
+    }
+}
