@@ -123,6 +123,7 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 export FERRY_TEST_WEBDAV_ENDPOINT="http://127.0.0.1:$DAV_PORT"
+export FERRY_TEST_WEBDAV_ROOT="$PWD/target/webdav-root"
 export FERRY_TEST_PYTHON="$PWD/$VENV/bin/python"
 
 if [ "$HEAVY" = 1 ]; then

@@ -204,6 +204,7 @@ fn main() -> Result<()> {
         );
         let mut rows = rt.block_on(remotes_bench::gcs(scratch.path(), args.remote_objects))?;
         rows.extend(rt.block_on(remotes_bench::azure(scratch.path(), args.remote_objects))?);
+        rows.extend(rt.block_on(remotes_bench::webdav(scratch.path(), args.remote_objects))?);
         print_table(&rows);
     }
     if args.suite == "scale" || args.suite == "all" {

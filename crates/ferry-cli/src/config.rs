@@ -39,6 +39,10 @@ pub struct CredentialsSection {
     pub azure_storage_key: Option<String>,
     /// An Azure SAS token.
     pub azure_sas_token: Option<String>,
+    /// WebDAV basic-auth user name.
+    pub webdav_user: Option<String>,
+    /// WebDAV basic-auth password.
+    pub webdav_password: Option<String>,
 }
 
 /// One configuration file as written.
@@ -352,6 +356,18 @@ impl FileConfig {
                 |c| &c.azure_sas_token,
                 true,
             ),
+            (
+                "webdav_user",
+                "FERRY_WEBDAV_USER",
+                |c| &c.webdav_user,
+                false,
+            ),
+            (
+                "webdav_password",
+                "FERRY_WEBDAV_PASSWORD",
+                |c| &c.webdav_password,
+                true,
+            ),
         ] {
             let (value, source) = self.credential(var, field);
             let shown = match (value, secret) {
@@ -462,6 +478,10 @@ pub fn credentials(file: &FileConfig) -> Result<Credentials, CommandError> {
             .0,
         session_token: file.credential("AWS_SESSION_TOKEN", |c| &c.session_token).0,
         gcs_service_account,
+        webdav_user: file.credential("FERRY_WEBDAV_USER", |c| &c.webdav_user).0,
+        webdav_password: file
+            .credential("FERRY_WEBDAV_PASSWORD", |c| &c.webdav_password)
+            .0,
     })
 }
 

@@ -1123,3 +1123,85 @@ fn azure_remote_end_to_end() {
     assert_eq!(shown["probe"]["conditional_delete"], true, "{shown}");
     assert_eq!(shown["effective_endpoint"], endpoint.as_str(), "{shown}");
 }
+
+/// `ferry init --remote webdav://…` end to end on WsgiDAV, with the
+/// credentials in `FERRY_WEBDAV_USER` / `FERRY_WEBDAV_PASSWORD`: two devices
+/// sync exact keys (checked as files on the server's disk) and metadata;
+/// keys a path cannot hold are refused by name; a wrong password is a clear
+/// error that creates nothing.
+#[test]
+fn webdav_remote_end_to_end() {
+    let endpoint = std::env::var("FERRY_TEST_WEBDAV_ENDPOINT")
+        .expect("FERRY_TEST_WEBDAV_ENDPOINT is not set: run the suite with ./scripts/test.sh");
+    let served = std::path::PathBuf::from(
+        std::env::var("FERRY_TEST_WEBDAV_ROOT")
+            .expect("FERRY_TEST_WEBDAV_ROOT is not set: run the suite with ./scripts/test.sh"),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let run_as = |password: &str, bucket: &str, args: &[&str], stdin: &[u8]| {
+        use std::io::Write;
+        let mut child = Command::new(FERRY)
+            .current_dir(root)
+            .env_remove("FERRY_BUCKET")
+            .env("FERRY_WEBDAV_USER", "ferry")
+            .env("FERRY_WEBDAV_PASSWORD", password)
+            .arg("--bucket")
+            .arg(root.join(bucket))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let run = |bucket: &str, args: &[&str], stdin: &[u8]| run_as("secret", bucket, args, stdin);
+    let path = format!("cli{:016x}/ferry", rand::random::<u64>());
+    let url = format!("webdav://{}/{path}", endpoint.trim_start_matches("http://"));
+    for b in ["a", "b"] {
+        ok(run(b, &["init", "--remote", &url], b""));
+    }
+    let keys = ["notes ", "back\\slash", "ü/€ #%+&=.txt", " lead/x"];
+    for k in keys {
+        ok(run("a", &["put", k, "--meta", "owner=ann"], k.as_bytes()));
+    }
+    for k in ["a//b", "dir/", "what?", "semi;colon"] {
+        let out = ok(run("a", &["put", k], b"x"));
+        assert!(
+            stderr(&out).contains(&format!("cannot hold the key {k:?}")),
+            "{}",
+            stderr(&out)
+        );
+        ok(run("a", &["rm", k], b""));
+    }
+    let report = json(&ok(run("a", &["sync", "--json"], b"")));
+    assert_eq!(report["pushed"], keys.len(), "{report}");
+    // On the server's disk, each key is the file path, byte for byte.
+    for k in keys {
+        let file = served.join(&path).join(k);
+        assert_eq!(std::fs::read(&file).unwrap(), k.as_bytes(), "{file:?}");
+    }
+    let report = json(&ok(run("b", &["sync", "--json"], b"")));
+    assert_eq!(report["pulled"], keys.len(), "{report}");
+    for k in keys {
+        assert_eq!(stdout(&ok(run("b", &["cat", k], b""))), k);
+        let stat = json(&ok(run("b", &["stat", k, "--json"], b"")));
+        assert_eq!(stat["metadata"]["owner"], "ann", "{stat}");
+    }
+    // A wrong password: a clear error, and no bucket.
+    let out = run_as("wrong", "w", &["init", "--remote", &url], b"");
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("401") && err.contains("FERRY_WEBDAV_PASSWORD"),
+        "{err}"
+    );
+    assert!(!root.join("w").exists());
+    // What the probe found: creates by `Overwrite: F`, replaces and
+    // deletes by a check just before (see docs/design.md).
+    let shown = json(&ok(run("a", &["remote", "show", "--json"], b"")));
+    assert_eq!(shown["probe"]["conditional_put"], true, "{shown}");
+    assert_eq!(shown["probe"]["conditional_delete"], true, "{shown}");
+}

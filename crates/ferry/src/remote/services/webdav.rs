@@ -6,7 +6,8 @@
 //! protocol needs five methods. Every key segment is sent percent-escaped,
 //! so the path on the server is the key byte for byte; keys a path cannot
 //! hold (empty, `.` or `..` segments, a trailing `/`, segments over 255
-//! bytes) are refused by name, as a folder remote refuses them.
+//! bytes) are refused by name, as a folder remote refuses them, and so are
+//! keys with `?` or `;`, which WsgiDAV cuts a `MOVE` destination at.
 //!
 //! A write never shows a half-written or metadata-less object:
 //! 1. `PUT` the body to `.ferry/tmp/<device>-<random>` under the remote
@@ -821,8 +822,17 @@ impl Remote for WebDavRemote {
     }
 
     fn refuses(&self, key: &str) -> Option<String> {
-        super::folder::folder_refuses(key)
-            .map(|why| format!("{why}; WebDAV paths are file paths on the server"))
+        if let Some(why) = super::folder::folder_refuses(key) {
+            return Some(format!("{why}; WebDAV paths are file paths on the server"));
+        }
+        if key.contains(['?', ';']) {
+            // Measured: WsgiDAV 4.4 decodes the Destination header of a
+            // MOVE before parsing it as a URL, so `a?b` lands at `a`.
+            return Some(
+                "it holds `?` or `;`, which some WebDAV servers cut a MOVE destination at (ferry places every write with MOVE)".into(),
+            );
+        }
+        None
     }
 
     async fn cleanup(&self, device: &str) -> Result<u64, RemoteError> {

@@ -30,6 +30,7 @@ pub fn exotic_keys() -> Vec<String> {
         "a/".into(),
         "a+b".into(),
         "a%2Fb".into(),
+        "q?x;y#z &=".into(),
         "\u{e4}".into(),
         "a\u{308}".into(),
         format!("long/{}", "k".repeat(1024 - 5)),
@@ -1364,4 +1365,213 @@ async fn large_gcs_writes_are_resumable_uploads_that_read_back_whole() {
     let mut got = Vec::new();
     body.read_to_end(&mut got).await.unwrap();
     assert!(got == data, "the chunks make up the object");
+}
+
+/// A second WebDAV client (Python's `requests` with `PROPFIND`, from the
+/// suite's venv) lists exactly the keys ferry wrote as files (those the
+/// server can hold), reads an object's bytes and ferry's dead property, and
+/// writes a file (MKCOL, PUT) that ferry pulls under its exact key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webdav_objects_read_and_written_by_a_python_client() {
+    let be = super::backends::WebDavLocation::new();
+    let probe = be.remote();
+    let held: Vec<String> = exotic_keys()
+        .into_iter()
+        .filter(|k| probe.refuses(k).is_none())
+        .collect();
+    assert!(held.len() >= 7, "{held:?}");
+    let a = replica(&be).await;
+    for k in &held {
+        a.bucket
+            .put(k, b"x".to_vec(), PutOptions::default())
+            .await
+            .unwrap();
+    }
+    a.bucket
+        .put(
+            "docs/plan.txt",
+            b"the plan".to_vec(),
+            PutOptions {
+                content_type: Some("text/x-plan".into()),
+                metadata: [("owner".to_owned(), "ann é".to_owned())]
+                    .into_iter()
+                    .collect(),
+            },
+        )
+        .await
+        .unwrap();
+    let r = sync(&a.bucket).await;
+    assert!(r.errors.is_empty(), "{r:?}");
+    let python = std::env::var("FERRY_TEST_PYTHON").unwrap_or_else(|_| {
+        panic!("FERRY_TEST_PYTHON is not set: run the suite with ./scripts/test.sh (it provides requests)")
+    });
+    let script = r#"
+import json, sys, requests
+from urllib.parse import quote, unquote, urlparse
+import xml.etree.ElementTree as ET
+endpoint, path, user, password = sys.argv[1:5]
+auth = (user, password)
+base = endpoint + '/' + quote(path) + '/'
+body = '<?xml version="1.0"?><D:propfind xmlns:D="DAV:" xmlns:F="urn:x-ferry:"><D:prop><D:resourcetype/><F:object/></D:prop></D:propfind>'
+r = requests.request('PROPFIND', base, data=body, headers={'Depth': 'infinity'}, auth=auth)
+assert r.status_code == 207, r.status_code
+ns = {'D': 'DAV:', 'F': 'urn:x-ferry:'}
+root = '/' + path + '/'
+names, prop = [], None
+for resp in ET.fromstring(r.content).findall('D:response', ns):
+    href = unquote(urlparse(resp.find('D:href', ns).text).path)
+    if resp.find('.//D:collection', ns) is not None:
+        continue
+    names.append(href[len(root):])
+    if href.endswith('docs/plan.txt'):
+        for ps in resp.findall('D:propstat', ns):
+            if ' 200 ' in ps.find('D:status', ns).text:
+                o = ps.find('D:prop/F:object', ns)
+                if o is not None and o.text:
+                    prop = json.loads(o.text)
+data = requests.get(base + 'docs/plan.txt', auth=auth).text
+requests.request('MKCOL', base + quote('from python') + '/', auth=auth)
+w = requests.put(base + quote('from python/\u00fc name '), data=b'written by python', auth=auth)
+assert w.status_code in (201, 204), w.status_code
+print(json.dumps({'names': names, 'prop': prop, 'data': data}))
+"#;
+    let out = std::process::Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .arg(be.endpoint())
+        .arg(be.path())
+        .arg(super::backends::WEBDAV_USER)
+        .arg(super::backends::WEBDAV_PASSWORD)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed: BTreeSet<String> = seen["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap().to_owned())
+        .filter(|k| !k.starts_with(".ferry/"))
+        .collect();
+    let mut want: BTreeSet<String> = held.iter().cloned().collect();
+    want.insert("docs/plan.txt".into());
+    assert_eq!(listed, want);
+    assert_eq!(seen["data"], "the plan");
+    // ferry's dead property: content type and metadata, as written.
+    assert_eq!(seen["prop"]["content_type"], "text/x-plan", "{seen}");
+    assert_eq!(seen["prop"]["metadata"]["owner"], "ann é", "{seen}");
+    assert!(seen["prop"]["metadata"]["ferry-hash"].is_string(), "{seen}");
+
+    let r = sync(&a.bucket).await;
+    assert_eq!(r.pulled, 1, "{r:?}");
+    let (meta, data) = a
+        .bucket
+        .get_bytes("from python/\u{fc} name ")
+        .await
+        .unwrap();
+    assert_eq!(&data[..], b"written by python");
+    assert!(meta.metadata.is_empty(), "{meta:?}");
+}
+
+/// What WebDAV cannot do is refused with the key named, and nothing is
+/// lost: a key whose path is a collection on the server, a key under a
+/// file, and a server that does not store dead properties (a second
+/// WsgiDAV, started here without its property manager) fails the probe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webdav_refusals_name_the_key_and_lose_nothing() {
+    use ferry::remote::{PutRequest, RemoteBody};
+    let be = super::backends::WebDavLocation::new();
+    let remote = be.remote();
+    let req = |key: &str| PutRequest {
+        key: key.into(),
+        content_type: "text/plain".into(),
+        metadata: Default::default(),
+        hash: ferry::ContentHash::of(b"x"),
+        size: 1,
+        mtime_ms: 1,
+        device: "dev".into(),
+        base: String::new(),
+        sealed: false,
+        stamp: None,
+    };
+    let body = || RemoteBody::Bytes(bytes::Bytes::from_static(b"x"));
+    remote
+        .put(&req("dir/inner"), body(), Precondition::IfAbsent)
+        .await
+        .unwrap();
+    // `dir` is a collection: no write replaces it, no delete removes it.
+    for cond in [Precondition::None, Precondition::IfAbsent] {
+        let e = remote.put(&req("dir"), body(), cond).await.unwrap_err();
+        assert!(e.detail.contains("\"dir\""), "{e}");
+        assert!(!e.is_retryable(), "{e}");
+    }
+    remote.delete("dir", Precondition::None).await.unwrap();
+    assert!(remote.head("dir/inner").await.unwrap().is_some());
+    // `dir/inner` is a file: nothing goes under it.
+    let e = remote
+        .put(&req("dir/inner/deeper"), body(), Precondition::IfAbsent)
+        .await
+        .unwrap_err();
+    assert!(e.detail.contains("\"dir/inner/deeper\""), "{e}");
+    assert!(remote.head("dir/inner").await.unwrap().is_some());
+    // Nothing staged is left behind.
+    assert_eq!(remote.cleanup("dev").await.unwrap(), 0);
+
+    // A WsgiDAV without dead properties.
+    let python = std::env::var("FERRY_TEST_PYTHON").expect("run the suite with ./scripts/test.sh");
+    let wsgidav = std::path::Path::new(&python).with_file_name("wsgidav");
+    let served = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = std::process::Command::new(wsgidav)
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--auth",
+            "anonymous",
+            "--root",
+        ])
+        .arg(served.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/");
+    for _ in 0..100 {
+        if reqwest::get(&url).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let plain = ferry::remote::webdav::WebDavRemote::new(&ferry::remote::webdav::WebDavConfig {
+        url: format!("{url}data"),
+        connect_timeout: std::time::Duration::from_secs(5),
+        io_timeout: std::time::Duration::from_secs(30),
+        ..Default::default()
+    })
+    .unwrap();
+    let e = plain
+        .put(&req("k"), body(), Precondition::IfAbsent)
+        .await
+        .unwrap_err();
+    let dir = tempfile::tempdir().unwrap();
+    let replica = Bucket::create(dir.path().join(".ferry"), ferry::BucketConfig::default())
+        .await
+        .unwrap();
+    let probed = replica.attach(Arc::new(plain)).await;
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert!(e.detail.contains("dead properties"), "{e}");
+    assert!(!e.is_retryable(), "{e}");
+    let probed = probed.unwrap_err().to_string();
+    assert!(probed.contains("dead properties"), "{probed}");
 }
