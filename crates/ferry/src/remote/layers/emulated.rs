@@ -110,7 +110,7 @@ pub async fn probe(remote: &dyn Remote, device: &str) -> Result<ProbeResult, Rem
     // told from another (a WebDAV server that drops dead properties, or
     // changes an ETag when a file is moved, fails here).
     let written = remote.head(&key).await?;
-    if !written.as_ref().is_some_and(|w| w.hash == Some(req.hash)) {
+    if written.as_ref().is_none_or(|w| w.hash != Some(req.hash)) {
         let _ = remote.delete(&key, Precondition::None).await;
         return Err(RemoteError::new(
             RemoteErrorKind::Terminal,

@@ -899,11 +899,9 @@ fn parse_multistatus(xml: &str) -> Result<Vec<(String, Entry)>, String> {
                     _ => {}
                 }
             }
-            Event::Empty(s) => {
-                if s.local_name().as_ref() == b"collection" {
-                    if let Some(p) = props.as_mut() {
-                        p.collection = true;
-                    }
+            Event::Empty(s) if s.local_name().as_ref() == b"collection" => {
+                if let Some(p) = props.as_mut() {
+                    p.collection = true;
                 }
             }
             Event::Text(t) => text.push_str(&t.xml10_content().map_err(|e| bad(&e))?),
@@ -927,10 +925,8 @@ fn parse_multistatus(xml: &str) -> Result<Vec<(String, Entry)>, String> {
                     (b"getcontentlength", Some(p)) => p.size = value.trim().parse().ok(),
                     (b"getlastmodified", Some(p)) => p.modified = Some(value.trim().to_owned()),
                     (b"getcontenttype", Some(p)) => p.content_type = Some(value.trim().to_owned()),
-                    (b"object", Some(p)) if ours || ferry_element => {
-                        if !value.is_empty() {
-                            p.object = Some(value);
-                        }
+                    (b"object", Some(p)) if (ours || ferry_element) && !value.is_empty() => {
+                        p.object = Some(value);
                     }
                     (b"status", Some(p)) => p.status = value.trim().to_owned(),
                     (b"propstat", Some(_)) => {
@@ -965,6 +961,7 @@ fn parse_multistatus(xml: &str) -> Result<Vec<(String, Entry)>, String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

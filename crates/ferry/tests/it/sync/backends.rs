@@ -743,15 +743,6 @@ impl WebDavLocation {
         &self.path
     }
 
-    /// The `webdav://` URL of this location.
-    pub fn url(&self) -> String {
-        format!(
-            "webdav://{}/{}",
-            self.endpoint.trim_start_matches("http://"),
-            self.path
-        )
-    }
-
     fn plain(&self) -> ferry::remote::webdav::WebDavRemote {
         ferry::remote::webdav::WebDavRemote::new(&self.config()).unwrap()
     }
