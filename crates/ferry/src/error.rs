@@ -175,6 +175,12 @@ pub enum Error {
         /// The key.
         key: String,
     },
+    /// A conditional put found another version (or none, or one) of the key.
+    #[error("{key:?}: precondition failed (the object changed, or exists, or does not)")]
+    PreconditionFailed {
+        /// The key.
+        key: String,
+    },
     /// A fresh remote copy was requested for a key with unpushed local changes.
     #[error("{key:?} has local changes that are not pushed yet; sync first")]
     LocalChanges {

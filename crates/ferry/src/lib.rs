@@ -36,7 +36,9 @@ pub use sync::{journal, plan};
 pub use bucket::cache::{CacheUsage, Eviction};
 pub use bucket::rebuild::RebuildReport;
 pub use bucket::setup::{check_new_bucket, check_remote, NewKey};
-pub use bucket::{Bucket, BucketConfig, GarbageReport, Object, PutOptions, INDEX_FILE};
+pub use bucket::{
+    Bucket, BucketConfig, GarbageReport, Object, PutCondition, PutOptions, INDEX_FILE,
+};
 pub use crypto::keyring::KeyFile;
 pub use crypto::keyring::MAX_ENCRYPTED_KEY_LEN;
 pub use crypto::keys::KdfParams;

@@ -56,6 +56,17 @@ pub struct PutOptions {
     pub metadata: Metadata,
 }
 
+/// What a conditional put ([`Bucket::put_if`]) requires of the key's
+/// current version; checked in the same index transaction that records the
+/// write, so two conditional puts never both succeed against one version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutCondition {
+    /// Only if the key holds no object.
+    IfAbsent,
+    /// Only if the key's current content has this hash.
+    IfHash(ContentHash),
+}
+
 /// An object read with `get`: its metadata and a verifying body stream.
 #[derive(Debug)]
 pub struct Object {
@@ -315,6 +326,29 @@ impl Bucket {
         body: impl Into<Body>,
         opts: PutOptions,
     ) -> Result<ObjectMeta> {
+        self.put_checked(key, body.into(), opts, None).await
+    }
+
+    /// `put` only if `cond` holds for the key's current version, checked
+    /// atomically with the write; otherwise [`Error::PreconditionFailed`]
+    /// and nothing is written.
+    pub async fn put_if(
+        &self,
+        key: &str,
+        body: impl Into<Body>,
+        opts: PutOptions,
+        cond: PutCondition,
+    ) -> Result<ObjectMeta> {
+        self.put_checked(key, body.into(), opts, Some(cond)).await
+    }
+
+    async fn put_checked(
+        &self,
+        key: &str,
+        body: Body,
+        opts: PutOptions,
+        condition: Option<PutCondition>,
+    ) -> Result<ObjectMeta> {
         validate_key(key)?;
         self.writable()?;
         let metadata = normalize_metadata(&opts.metadata)?;
@@ -329,7 +363,7 @@ impl Bucket {
             .transpose()?;
         let modified_ms = self.now_ms();
         let threshold = self.inner.config.inline_threshold;
-        let (content, hash, size) = match body.into().0 {
+        let (content, hash, size) = match body.0 {
             BodyInner::Bytes(data) if data.len() as u64 <= threshold => {
                 inline_content(keys.as_deref(), data)?
             }
@@ -363,6 +397,7 @@ impl Bucket {
             sealed_meta,
             meta_digest,
             modified_ms,
+            condition,
         });
         self.writable()?;
         match self.inner.writer.submit(op).await? {

@@ -44,6 +44,8 @@ pub(crate) struct NewObject {
     /// Digest of the content type and metadata (keyed when encrypted).
     pub meta_digest: crate::hash::MetaDigest,
     pub modified_ms: i64,
+    /// Checked against the current row before anything is stored.
+    pub condition: Option<crate::bucket::PutCondition>,
 }
 
 /// One write.
@@ -202,6 +204,14 @@ fn put(
     garbage: &mut Vec<ContentHash>,
 ) -> Result<ObjectMeta> {
     let old = current(conn, &obj.key)?;
+    let holds = match obj.condition {
+        None => true,
+        Some(crate::bucket::PutCondition::IfAbsent) => old.is_none(),
+        Some(crate::bucket::PutCondition::IfHash(h)) => old.is_some_and(|(o, _, _)| o == h),
+    };
+    if !holds {
+        return Err(crate::error::Error::PreconditionFailed { key: obj.key });
+    }
     let inline = store_content(conn, blobs, obj.content, &obj.hash, garbage)?;
     let (content_type, metadata) =
         index::meta_columns(&obj.content_type, &obj.metadata, obj.sealed_meta.as_deref())?;

@@ -704,3 +704,90 @@ async fn two_handles_on_one_directory_see_each_others_writes() {
     assert_eq!(&b.get_bytes("from-a").await.unwrap().1[..], b"1");
     assert_eq!(&a.get_bytes("from-b").await.unwrap().1[..], b"2");
 }
+
+/// `put_if`: a create succeeds once, a replace must name the current
+/// content, and of many racing replaces of one version exactly one wins;
+/// a failed condition writes nothing (no row, no blob).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_puts_are_atomic_against_the_index() {
+    use ferry::PutCondition;
+    let (_tmp, bucket) = new_bucket().await;
+    let big = pseudo_random(INLINE as usize * 4, 9);
+    let first = bucket
+        .put_if(
+            "k",
+            big.clone(),
+            PutOptions::default(),
+            PutCondition::IfAbsent,
+        )
+        .await
+        .unwrap();
+    let blobs = blob_files(bucket.dir()).len();
+    let again = bucket
+        .put_if(
+            "k",
+            pseudo_random(INLINE as usize * 4, 10),
+            PutOptions::default(),
+            PutCondition::IfAbsent,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(again, Error::PreconditionFailed { ref key } if key == "k"),
+        "{again}"
+    );
+    let stale = bucket
+        .put_if(
+            "k",
+            b"x".to_vec(),
+            PutOptions::default(),
+            PutCondition::IfHash(ContentHash::of(b"not it")),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(stale, Error::PreconditionFailed { .. }), "{stale}");
+    assert_eq!(bucket.head("k").await.unwrap().hash, first.hash);
+    assert_eq!(
+        blob_files(bucket.dir()).len(),
+        blobs,
+        "a refused put leaves no blob"
+    );
+    let missing = bucket
+        .put_if(
+            "absent",
+            b"x".to_vec(),
+            PutOptions::default(),
+            PutCondition::IfHash(first.hash),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(missing, Error::PreconditionFailed { .. }),
+        "{missing}"
+    );
+    assert!(!bucket.exists("absent").await.unwrap());
+
+    let mut racers = Vec::new();
+    for i in 0..16u8 {
+        let b = bucket.clone();
+        let base = first.hash;
+        racers.push(tokio::spawn(async move {
+            b.put_if(
+                "k",
+                vec![i; 100],
+                PutOptions::default(),
+                PutCondition::IfHash(base),
+            )
+            .await
+        }));
+    }
+    let mut won = 0;
+    for r in racers {
+        match r.await.unwrap() {
+            Ok(_) => won += 1,
+            Err(Error::PreconditionFailed { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(won, 1);
+}
