@@ -86,6 +86,13 @@ pub enum Command {
     Scope(ScopeArgs),
     /// Run the background sync engine and print its events until Ctrl-C (-q: none).
     Watch(WatchArgs),
+    /// Serve the bucket as a local S3 endpoint until Ctrl-C (aws-cli, boto3, SDKs).
+    ///
+    /// Clients sign with FERRY_SERVE_ACCESS_KEY_ID / FERRY_SERVE_SECRET_ACCESS_KEY,
+    /// else the pair in ferry.toml's [serve], else a pair made and printed at
+    /// the first `serve` (stored in the bucket directory). Every write is
+    /// durable locally when acknowledged; `--watch` also syncs it.
+    Serve(ServeArgs),
     /// Keep objects downloaded (never evicted, always pulled).
     Pin(KeysArgs),
     /// Undo `pin`.
@@ -267,6 +274,33 @@ pub struct RekeyArgs {
     pub json: bool,
     #[command(flatten)]
     pub kdf: KdfArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    pub listen: String,
+    /// Serve every ferry bucket under DIR by its directory name (CreateBucket
+    /// makes new ones there, DeleteBucket removes empty ones).
+    #[arg(long, value_name = "DIR")]
+    pub buckets: Option<std::path::PathBuf>,
+    /// The S3 name of the bucket (default: its directory's name).
+    #[arg(long, conflicts_with = "buckets")]
+    pub name: Option<String>,
+    /// Also run the sync engine in this process (as `ferry watch` does).
+    #[arg(long)]
+    pub watch: bool,
+    /// Allow unsigned GET, HEAD and listings of everything.
+    #[arg(long)]
+    pub anonymous_read: bool,
+    /// Allow unsigned GET and HEAD of keys under PREFIX (`BUCKET/PREFIX`, or
+    /// a key prefix of the one served bucket); repeatable.
+    #[arg(long, value_name = "PREFIX")]
+    pub public_read: Vec<String>,
+    /// Answer CORS requests from ORIGIN (`*`: any); repeatable.
+    #[arg(long, value_name = "ORIGIN")]
+    pub cors_origin: Vec<String>,
 }
 
 #[derive(Debug, Args)]

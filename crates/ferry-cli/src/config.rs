@@ -45,11 +45,20 @@ pub struct CredentialsSection {
     pub webdav_password: Option<String>,
 }
 
+/// `[serve]`: the access key pair of `ferry serve`.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeSection {
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+}
+
 /// One configuration file as written.
 #[derive(Debug, Default, Clone)]
 struct Layer {
     path: PathBuf,
     credentials: CredentialsSection,
+    serve: Option<ServeSection>,
     profile: Option<String>,
     profiles: std::collections::BTreeMap<String, CredentialsSection>,
     sync: Option<toml::Table>,
@@ -137,6 +146,9 @@ fn read_layer(path: &Path, user: bool) -> anyhow::Result<Option<Layer>> {
                     .try_into()
                     .map_err(|e| bad(format!("[credentials]: {e}")))?;
             }
+            ("serve", _) => {
+                layer.serve = Some(value.try_into().map_err(|e| bad(format!("[serve]: {e}")))?);
+            }
             ("profile", false) => {
                 layer.profile = Some(
                     value
@@ -169,9 +181,9 @@ fn read_layer(path: &Path, user: bool) -> anyhow::Result<Option<Layer>> {
             }
             (other, _) => {
                 let known = if user {
-                    "credentials, profiles, sync"
+                    "credentials, profiles, serve, sync"
                 } else {
-                    "credentials, profile, sync"
+                    "credentials, profile, serve, sync"
                 };
                 return Err(bad(format!("unknown field `{other}` (known: {known})")));
             }
@@ -249,6 +261,18 @@ impl FileConfig {
     }
 
     /// One credential field and where it came from.
+    /// `ferry serve`'s key pair: the bucket file's `[serve]`, else the
+    /// user file's (the environment is read by the caller).
+    pub fn serve_keys(&self) -> Option<(String, String)> {
+        [&self.bucket, &self.user]
+            .into_iter()
+            .flatten()
+            .find_map(|l| {
+                let s = l.serve.as_ref()?;
+                Some((s.access_key_id.clone()?, s.secret_access_key.clone()?))
+            })
+    }
+
     fn credential(
         &self,
         var: &'static str,

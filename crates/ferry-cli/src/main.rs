@@ -23,6 +23,7 @@ mod locate;
 mod objects;
 mod output;
 mod passphrase;
+mod serve;
 mod syncing;
 mod transfer;
 
@@ -101,6 +102,7 @@ async fn run(cli: Cli) -> Result<(), CommandError> {
         Command::Resolve(a) => syncing::resolve(&global, a).await,
         Command::Scope(a) => syncing::scope(&global, a).await,
         Command::Watch(a) => live::watch(&global, a).await,
+        Command::Serve(a) => serve::serve(&global, a).await,
         Command::Pin(a) => live::pin(&global, a, true).await,
         Command::Unpin(a) => live::pin(&global, a, false).await,
         Command::Cache(a) => live::cache(&global, a).await,

@@ -1,0 +1,217 @@
+//! `ferry serve`: the bucket (or every bucket under a directory) as a local
+//! S3 endpoint, through `ferry-gateway`.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+
+use crate::args::{Global, ServeArgs};
+use crate::{config, locate, syncing, CommandError};
+
+/// The key pair file `serve` writes when none is configured.
+const KEY_FILE: &str = "serve-keys.json";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Keys {
+    access_key_id: String,
+    secret_access_key: String,
+}
+
+/// The access key pair: `FERRY_SERVE_ACCESS_KEY_ID` and
+/// `FERRY_SERVE_SECRET_ACCESS_KEY`, else `[serve]` in the configuration
+/// files, else the pair stored in `dir` (made, stored and printed on the
+/// first `serve`). Returns it and whether it was just made.
+fn keys(file: &config::FileConfig, dir: &Path) -> Result<(Keys, bool), CommandError> {
+    let env = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
+    match (
+        env("FERRY_SERVE_ACCESS_KEY_ID"),
+        env("FERRY_SERVE_SECRET_ACCESS_KEY"),
+    ) {
+        (Some(access_key_id), Some(secret_access_key)) => {
+            return Ok((
+                Keys {
+                    access_key_id,
+                    secret_access_key,
+                },
+                false,
+            ))
+        }
+        (None, None) => {}
+        _ => {
+            return Err(CommandError::user(
+                "only one of FERRY_SERVE_ACCESS_KEY_ID and FERRY_SERVE_SECRET_ACCESS_KEY is set",
+                "set both, or neither (then ferry.toml's [serve], else a stored pair, is used)",
+            ))
+        }
+    }
+    if let Some((access_key_id, secret_access_key)) = file.serve_keys() {
+        return Ok((
+            Keys {
+                access_key_id,
+                secret_access_key,
+            },
+            false,
+        ));
+    }
+    let path = dir.join(KEY_FILE);
+    if let Ok(text) = std::fs::read(&path) {
+        let keys: Keys =
+            serde_json::from_slice(&text).with_context(|| format!("reading {}", path.display()))?;
+        return Ok((keys, false));
+    }
+    let keys = Keys {
+        access_key_id: format!("FERRY{}", hex::encode_upper(rand::random::<[u8; 8]>())),
+        secret_access_key: hex::encode(rand::random::<[u8; 20]>()),
+    };
+    let tmp = dir.join(format!("{KEY_FILE}.tmp"));
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        f.write_all(&serde_json::to_vec_pretty(&keys).context("encoding the key pair")?)
+            .and_then(|()| f.sync_all())
+            .with_context(|| format!("writing {}", tmp.display()))?;
+    }
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    Ok((keys, true))
+}
+
+/// An S3 bucket name from a directory name: lowercase, other characters
+/// as `-`, 3 to 63 characters.
+fn bucket_name(dir: &Path) -> String {
+    let raw = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    let mut name: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    name = name.trim_matches('-').to_owned();
+    name.truncate(63);
+    while name.len() < 3 {
+        name.push_str("-b");
+        name = name.trim_start_matches('-').to_owned();
+    }
+    name
+}
+
+pub async fn serve(global: &Global, args: ServeArgs) -> Result<(), CommandError> {
+    let (served, key_dir, file, bucket) = match &args.buckets {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            let file = config::load_layers(None)?;
+            (
+                ferry_gateway::Served::Dir(dir.clone()),
+                dir.clone(),
+                file,
+                None,
+            )
+        }
+        None => {
+            let bucket = locate::open(global).await?;
+            let file = config::load(bucket.dir())?;
+            // Lazy objects are fetched when the remote answers; offline,
+            // everything local is still served.
+            if bucket.remote_spec()?.is_some() {
+                if let Err(e) = syncing::connect(global, &bucket).await {
+                    eprintln!(
+                        "warning: the remote cannot be reached ({}); serving what is stored locally",
+                        e.message()
+                    );
+                }
+            }
+            let root = bucket.dir().parent().unwrap_or(bucket.dir()).to_owned();
+            let name = match &args.name {
+                Some(n) if ferry_gateway::store::valid_bucket_name(n) => n.clone(),
+                Some(n) => {
+                    return Err(CommandError::user(
+                        format!("{n:?} is not a valid S3 bucket name"),
+                        "use 3 to 63 characters of a-z, 0-9, `-` and `.`",
+                    ))
+                }
+                None => bucket_name(&root),
+            };
+            (
+                ferry_gateway::Served::One {
+                    name,
+                    bucket: bucket.clone(),
+                },
+                bucket.dir().to_owned(),
+                file,
+                Some(bucket),
+            )
+        }
+    };
+    let (keys, made) = keys(&file, &key_dir)?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| {
+            CommandError::user(
+                format!("listening on {}: {e}", args.listen),
+                "choose another address with --listen HOST:PORT",
+            )
+        })?;
+    let names = match &served {
+        ferry_gateway::Served::One { name, .. } => name.clone(),
+        ferry_gateway::Served::Dir(d) => format!("the buckets under {}", d.display()),
+    };
+    let gateway = ferry_gateway::start(
+        listener,
+        served,
+        ferry_gateway::GatewayConfig {
+            access_key_id: keys.access_key_id.clone(),
+            secret_access_key: keys.secret_access_key.clone(),
+            anonymous_read: args.anonymous_read,
+            public_read: args.public_read.clone(),
+            cors_origins: args.cors_origin.clone(),
+            cache_control: Some("no-cache".into()),
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("starting the gateway: {e}"))?;
+    if args.watch {
+        match &bucket {
+            Some(b) => b.start_sync().await?,
+            None => {
+                return Err(CommandError::user(
+                    "--watch syncs one bucket",
+                    "run `ferry watch` in each bucket, or serve one bucket",
+                ))
+            }
+        }
+    }
+    if !global.quiet {
+        eprintln!("serving {names} at http://{}", gateway.addr);
+        eprintln!("access key id: {}", keys.access_key_id);
+        if made {
+            eprintln!(
+                "secret access key: {} (made now, stored in {})",
+                keys.secret_access_key,
+                key_dir.join(KEY_FILE).display()
+            );
+        }
+    }
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listening for SIGTERM")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    gateway.stop();
+    if let (true, Some(b)) = (args.watch, &bucket) {
+        b.stop_sync().await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,304 @@
+//! `ferry serve`: ferry buckets as a local S3 endpoint.
+//!
+//! The S3 protocol (SigV4 in headers and presigned URLs, chunked and
+//! trailer uploads, XML) is `s3s`; the operations ([`s3::FerryS3`]) run on
+//! the library's [`ferry::Bucket`]: every write is durable in the local
+//! bucket when it is acknowledged and synced by whatever syncs the bucket.
+//! The front end (CLI) reads settings and passes them in; this crate reads
+//! no environment and prints nothing.
+
+pub mod s3;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use s3s::auth::{S3Auth, SecretKey};
+use s3s::{s3_error, S3Result};
+
+pub use store::{Buckets, Served};
+
+/// A gateway failure outside a request.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// A bucket operation failed.
+    #[error(transparent)]
+    Ferry(#[from] ferry::Error),
+    /// A file of the gateway's own could not be used.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The gateway's ETag database could not be used.
+    #[error("{path}: {source}")]
+    Db {
+        /// The database.
+        path: String,
+        /// Why.
+        source: rusqlite::Error,
+    },
+    /// A bucket operation that only `--buckets DIR` serves.
+    #[error("this gateway serves one bucket")]
+    NotHere,
+    /// No such bucket.
+    #[error("no such bucket")]
+    NoSuchBucket,
+}
+
+impl GatewayError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        GatewayError::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+
+    pub(crate) fn db(path: &Path, source: rusqlite::Error) -> Self {
+        GatewayError::Db {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}
+
+/// How a gateway answers.
+#[derive(Debug, Clone, Default)]
+pub struct GatewayConfig {
+    /// The access key id clients sign with.
+    pub access_key_id: String,
+    /// Its secret.
+    pub secret_access_key: String,
+    /// Unsigned GET, HEAD and listings are allowed everywhere.
+    pub anonymous_read: bool,
+    /// Unsigned GET and HEAD of keys under these prefixes (`BUCKET/PREFIX`
+    /// or, serving one bucket, `PREFIX`) are allowed.
+    pub public_read: Vec<String>,
+    /// Origins answered with CORS headers (`*`: any).
+    pub cors_origins: Vec<String>,
+    /// `Cache-Control` on object answers.
+    pub cache_control: Option<String>,
+}
+
+/// One access key pair.
+#[derive(Debug, Clone)]
+struct Auth {
+    key: String,
+    secret: String,
+}
+
+#[async_trait::async_trait]
+impl S3Auth for Auth {
+    async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
+        if access_key == self.key {
+            Ok(SecretKey::from(self.secret.clone()))
+        } else {
+            Err(s3_error!(
+                InvalidAccessKeyId,
+                "the access key id {access_key:?} is not this gateway's"
+            ))
+        }
+    }
+}
+
+/// Who may do what unsigned.
+#[derive(Debug, Clone)]
+struct Access {
+    anonymous_read: bool,
+    public_read: Vec<String>,
+    single: Option<String>,
+}
+
+#[async_trait::async_trait]
+impl s3s::access::S3Access for Access {
+    async fn check(&self, cx: &mut s3s::access::S3AccessContext<'_>) -> S3Result<()> {
+        if cx.credentials().is_some() {
+            return Ok(());
+        }
+        let op = cx.s3_op().name();
+        let reading = matches!(op, "GetObject" | "HeadObject");
+        let listing = matches!(
+            op,
+            "ListObjects" | "ListObjectsV2" | "HeadBucket" | "GetBucketLocation" | "ListBuckets"
+        );
+        if self.anonymous_read && (reading || listing) {
+            return Ok(());
+        }
+        if reading {
+            if let s3s::path::S3Path::Object { bucket, key } = cx.s3_path() {
+                let full = format!("{bucket}/{key}");
+                let public = self.public_read.iter().any(|p| {
+                    full.starts_with(p.as_str())
+                        || self
+                            .single
+                            .as_ref()
+                            .is_some_and(|b| b == bucket.as_ref() && key.starts_with(p.as_str()))
+                });
+                if public {
+                    return Ok(());
+                }
+            }
+        }
+        Err(s3_error!(
+            AccessDenied,
+            "a signature is required (this path is not public)"
+        ))
+    }
+}
+
+/// A running gateway's address and handle.
+#[derive(Debug)]
+pub struct Gateway {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Gateway {
+    /// Stops serving (connections in flight are dropped).
+    pub fn stop(self) {
+        self.task.abort();
+    }
+
+    /// Waits until the gateway stops (it runs until stopped).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Starts serving `served` on `listener`.
+pub fn start(
+    listener: tokio::net::TcpListener,
+    served: Served,
+    config: GatewayConfig,
+) -> Result<Gateway, GatewayError> {
+    let addr = listener
+        .local_addr()
+        .map_err(|e| GatewayError::io(Path::new("listener"), e))?;
+    let single = match &served {
+        Served::One { name, .. } => Some(name.clone()),
+        Served::Dir(_) => None,
+    };
+    let buckets = Arc::new(Buckets::new(served)?);
+    let s3 = s3::FerryS3 {
+        buckets: buckets.clone(),
+        cache_control: config.cache_control.clone(),
+    };
+    let mut builder = s3s::service::S3ServiceBuilder::new(s3);
+    builder.set_auth(Auth {
+        key: config.access_key_id.clone(),
+        secret: config.secret_access_key.clone(),
+    });
+    builder.set_access(Access {
+        anonymous_read: config.anonymous_read,
+        public_read: config.public_read.clone(),
+        single,
+    });
+    let service = builder.build();
+    let cors = Arc::new(config.cors_origins.clone());
+    let task = tokio::spawn(async move {
+        // Incomplete uploads older than a day go, at start and hourly.
+        let collector = async {
+            loop {
+                for e in buckets.open_entries() {
+                    s3::FerryS3::collect_uploads(&e);
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+            }
+        };
+        let http =
+            hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+        let accepting = async {
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    continue;
+                };
+                let service = service.clone();
+                let cors = cors.clone();
+                let handler =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let service = service.clone();
+                        let cors = cors.clone();
+                        async move { handle(service, &cors, req).await }
+                    });
+                let conn = http
+                    .serve_connection(hyper_util::rt::TokioIo::new(socket), handler)
+                    .into_owned();
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+        };
+        tokio::select! {
+            () = collector => {}
+            () = accepting => {}
+        }
+    });
+    Ok(Gateway { addr, task })
+}
+
+/// The origin to answer with CORS headers, if `req`'s is allowed.
+fn allowed_origin(cors: &[String], headers: &http::HeaderMap) -> Option<String> {
+    let origin = headers.get("origin")?.to_str().ok()?;
+    cors.iter()
+        .any(|o| o == "*" || o == origin)
+        .then(|| origin.to_owned())
+}
+
+async fn handle(
+    service: s3s::service::S3Service,
+    cors: &[String],
+    req: http::Request<hyper::body::Incoming>,
+) -> Result<http::Response<s3s::Body>, s3s::HttpError> {
+    let origin = allowed_origin(cors, req.headers());
+    // A CORS preflight is answered here, never by the S3 layer.
+    if req.method() == http::Method::OPTIONS
+        && req.headers().contains_key("access-control-request-method")
+    {
+        let mut resp = http::Response::new(s3s::Body::empty());
+        *resp.status_mut() = match origin {
+            Some(_) => http::StatusCode::NO_CONTENT,
+            None => http::StatusCode::FORBIDDEN,
+        };
+        if let Some(o) = origin {
+            let h = resp.headers_mut();
+            insert(h, "access-control-allow-origin", &o);
+            insert(
+                h,
+                "access-control-allow-methods",
+                "GET, HEAD, PUT, POST, DELETE",
+            );
+            let asked = req
+                .headers()
+                .get("access-control-request-headers")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("*")
+                .to_owned();
+            insert(h, "access-control-allow-headers", &asked);
+            insert(h, "access-control-max-age", "600");
+            insert(h, "vary", "Origin");
+        }
+        return Ok(resp);
+    }
+    let mut resp = service.call(req.map(s3s::Body::from)).await?;
+    if let Some(o) = origin {
+        let h = resp.headers_mut();
+        insert(h, "access-control-allow-origin", &o);
+        insert(
+            h,
+            "access-control-expose-headers",
+            "ETag, Content-Length, Content-Range, Last-Modified, x-amz-request-id",
+        );
+        insert(h, "vary", "Origin");
+    }
+    Ok(resp)
+}
+
+fn insert(h: &mut http::HeaderMap, name: &'static str, value: &str) {
+    if let Ok(v) = http::HeaderValue::from_str(value) {
+        h.insert(name, v);
+    }
+}

@@ -1,0 +1,1168 @@
+//! The S3 operations over ferry buckets.
+
+use std::io;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use ferry::{Bucket, ObjectMeta, PutCondition, PutOptions};
+use futures::TryStreamExt as _;
+use md5::Digest as _;
+use s3s::dto::*;
+use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+
+use crate::store::{valid_bucket_name, Buckets, Entry};
+
+/// Parts of a multipart upload may be at most this many.
+const MAX_PARTS: i32 = 10_000;
+/// S3's smallest part (all but the last).
+const MIN_PART: u64 = 5 << 20;
+/// Incomplete uploads older than this are collected.
+pub const UPLOAD_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// The S3 service over the served buckets.
+#[derive(Debug, Clone)]
+pub struct FerryS3 {
+    pub(crate) buckets: Arc<Buckets>,
+    pub(crate) cache_control: Option<String>,
+}
+
+/// A ferry error as the S3 error a client should see for `key`.
+pub(crate) fn s3_err(e: ferry::Error, key: &str) -> S3Error {
+    use ferry::Error as E;
+    match e {
+        E::NotFound { .. } => s3_error!(NoSuchKey, "no object {key:?}"),
+        E::InvalidKey(k) => s3_error!(InvalidArgument, "invalid key {key:?}: {k}"),
+        E::InvalidMetadata(m) => s3_error!(InvalidArgument, "invalid metadata for {key:?}: {m}"),
+        E::PreconditionFailed { .. } => {
+            s3_error!(PreconditionFailed, "{key:?}: precondition failed")
+        }
+        E::Locked => {
+            let mut e = S3Error::with_message(
+                S3ErrorCode::ServiceUnavailable,
+                "the bucket is encrypted and locked: start `ferry serve` with its passphrase",
+            );
+            e.set_status_code(http::StatusCode::SERVICE_UNAVAILABLE);
+            e
+        }
+        E::Remote(_) | E::NoRemote => {
+            let mut e = S3Error::with_message(
+                S3ErrorCode::ServiceUnavailable,
+                format!("{key:?} is not stored locally and the remote cannot be reached now: {e}"),
+            );
+            e.set_status_code(http::StatusCode::SERVICE_UNAVAILABLE);
+            e
+        }
+        E::DiskFull { .. } => {
+            let mut e = S3Error::with_message(
+                S3ErrorCode::Custom("InsufficientStorage".into()),
+                format!("{key:?}: {e}"),
+            );
+            e.set_status_code(http::StatusCode::INSUFFICIENT_STORAGE);
+            e
+        }
+        other => S3Error::with_message(S3ErrorCode::InternalError, format!("{key:?}: {other}")),
+    }
+}
+
+fn timestamp(t: SystemTime) -> Timestamp {
+    Timestamp::from(t)
+}
+
+/// Whole seconds (HTTP dates have no more).
+fn seconds(t: SystemTime) -> SystemTime {
+    let s = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(s)
+}
+
+/// A reader that computes the MD5 of what passes and, at the end, checks
+/// it against Content-MD5 and the length against Content-Length: a
+/// mismatch fails the read, so the put it feeds commits nothing.
+struct Checked<R> {
+    inner: R,
+    md5: md5::Md5,
+    len: u64,
+    want_md5: Option<[u8; 16]>,
+    want_len: Option<u64>,
+    out: Arc<Mutex<Outcome>>,
+}
+
+#[derive(Debug, Default)]
+struct Outcome {
+    md5: Option<[u8; 16]>,
+    failed: Option<S3Error>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Checked<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let me = &mut *self;
+        match Pin::new(&mut me.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let got = &buf.filled()[before..];
+                if got.is_empty() {
+                    let digest: [u8; 16] = me.md5.clone().finalize().into();
+                    let fail = if me.want_len.is_some_and(|n| n != me.len) {
+                        Some(s3_error!(
+                            IncompleteBody,
+                            "the body had {} bytes, Content-Length said {}",
+                            me.len,
+                            me.want_len.unwrap_or_default()
+                        ))
+                    } else if me.want_md5.is_some_and(|m| m != digest) {
+                        Some(s3_error!(
+                            BadDigest,
+                            "the body does not match its Content-MD5"
+                        ))
+                    } else {
+                        None
+                    };
+                    if let Ok(mut o) = me.out.lock() {
+                        o.md5 = Some(digest);
+                        if let Some(f) = fail {
+                            o.failed = Some(f);
+                            return Poll::Ready(Err(io::Error::other("rejected by the gateway")));
+                        }
+                    }
+                } else {
+                    me.len += got.len() as u64;
+                    me.md5.update(got);
+                }
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+}
+
+/// A request body as a reader.
+fn body_reader(body: Option<StreamingBlob>) -> impl AsyncRead + Send + Unpin + 'static {
+    let stream = body
+        .map(|b| {
+            futures::future::Either::Left(
+                b.map_err(|e| io::Error::other(format!("reading the request body: {e}"))),
+            )
+        })
+        .unwrap_or_else(|| futures::future::Either::Right(futures::stream::empty()));
+    tokio_util::io::StreamReader::new(stream)
+}
+
+fn decode_md5(b64: Option<&str>) -> S3Result<Option<[u8; 16]>> {
+    use base64::Engine as _;
+    let Some(s) = b64 else { return Ok(None) };
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .map_err(|_| s3_error!(InvalidDigest, "Content-MD5 is not base64"))?;
+    <[u8; 16]>::try_from(raw.as_slice())
+        .map(Some)
+        .map_err(|_| s3_error!(InvalidDigest, "Content-MD5 is not an MD5"))
+}
+
+fn check_key(key: &str) -> S3Result<()> {
+    ferry::validate_key(key).map_err(|e| s3_error!(InvalidArgument, "invalid key {key:?}: {e}"))
+}
+
+fn to_metadata(m: Option<Metadata>) -> ferry::Metadata {
+    m.unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect()
+}
+
+fn from_metadata(m: &ferry::Metadata) -> Option<Metadata> {
+    (!m.is_empty()).then(|| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+}
+
+/// The upload's saved request (`meta.json`).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct UploadInfo {
+    key: String,
+    content_type: Option<String>,
+    metadata: ferry::Metadata,
+    initiated_ms: i64,
+}
+
+impl FerryS3 {
+    async fn entry(&self, bucket: &str) -> S3Result<Arc<Entry>> {
+        self.buckets
+            .get(bucket)
+            .await
+            .map_err(|e| S3Error::with_message(S3ErrorCode::InternalError, e.to_string()))?
+            .ok_or_else(|| s3_error!(NoSuchBucket, "no bucket {bucket:?} here"))
+    }
+
+    /// Stores `reader` at `key` through a [`Checked`] reader; returns the
+    /// new object and the body's MD5.
+    #[allow(clippy::too_many_arguments)]
+    async fn store(
+        &self,
+        entry: &Entry,
+        key: &str,
+        reader: impl AsyncRead + Send + Unpin + 'static,
+        opts: PutOptions,
+        cond: Option<PutCondition>,
+        want_md5: Option<[u8; 16]>,
+        want_len: Option<u64>,
+    ) -> S3Result<(ObjectMeta, [u8; 16])> {
+        let out = Arc::new(Mutex::new(Outcome::default()));
+        let checked = Checked {
+            inner: reader,
+            md5: md5::Md5::new(),
+            len: 0,
+            want_md5,
+            want_len,
+            out: out.clone(),
+        };
+        let body = ferry::Body::from_reader(checked);
+        let result = match cond {
+            Some(c) => entry.bucket.put_if(key, body, opts, c).await,
+            None => entry.bucket.put(key, body, opts).await,
+        };
+        let mut o = out.lock().map_err(|_| s3_error!(InternalError))?;
+        if let Some(f) = o.failed.take() {
+            return Err(f);
+        }
+        let meta = result.map_err(|e| match e {
+            ferry::Error::Body { source, .. } => s3_error!(
+                IncompleteBody,
+                "the body of {key:?} could not be read to its end: {source}"
+            ),
+            other => s3_err(other, key),
+        })?;
+        let md5 = o
+            .md5
+            .ok_or_else(|| s3_error!(InternalError, "the body was not read"))?;
+        Ok((meta, md5))
+    }
+
+    /// The condition that makes a put honour `If-None-Match: *` / `If-Match`.
+    async fn put_condition(
+        &self,
+        entry: &Entry,
+        key: &str,
+        if_match: Option<&ETagCondition>,
+        if_none_match: Option<&ETagCondition>,
+    ) -> S3Result<Option<PutCondition>> {
+        if let Some(c) = if_none_match {
+            if !c.is_any() {
+                return Err(s3_error!(
+                    NotImplemented,
+                    "If-None-Match on a write takes only *"
+                ));
+            }
+            return Ok(Some(PutCondition::IfAbsent));
+        }
+        let Some(c) = if_match else { return Ok(None) };
+        let current = match entry.bucket.head(key).await {
+            Ok(m) => m,
+            Err(ferry::Error::NotFound { .. }) => {
+                return Err(s3_error!(NoSuchKey, "no object {key:?} to match"))
+            }
+            Err(e) => return Err(s3_err(e, key)),
+        };
+        let etag = entry.etag(key, &current.hash);
+        let holds = c.is_any() || c.as_etag().is_some_and(|e| e.value() == etag);
+        if !holds {
+            return Err(s3_error!(PreconditionFailed, "{key:?} has another ETag"));
+        }
+        Ok(Some(PutCondition::IfHash(current.hash)))
+    }
+
+    /// The object at `key` and its ETag, checked against the GET/HEAD
+    /// conditions (304 and 412 as S3 answers them).
+    #[allow(clippy::too_many_arguments)]
+    async fn described(
+        &self,
+        entry: &Entry,
+        key: &str,
+        if_match: Option<&ETagCondition>,
+        if_none_match: Option<&ETagCondition>,
+        if_modified_since: Option<&Timestamp>,
+        if_unmodified_since: Option<&Timestamp>,
+    ) -> S3Result<(ObjectMeta, String)> {
+        check_key(key)?;
+        let meta = entry.bucket.head(key).await.map_err(|e| s3_err(e, key))?;
+        let etag = entry.etag(key, &meta.hash);
+        let modified = timestamp(seconds(meta.modified));
+        let matches =
+            |c: &ETagCondition| c.is_any() || c.as_etag().is_some_and(|e| e.value() == etag);
+        if let Some(c) = if_match {
+            if !matches(c) {
+                return Err(s3_error!(PreconditionFailed, "{key:?} has another ETag"));
+            }
+        } else if let Some(t) = if_unmodified_since {
+            if modified > *t {
+                return Err(s3_error!(PreconditionFailed, "{key:?} was modified since"));
+            }
+        }
+        if let Some(c) = if_none_match {
+            if matches(c) {
+                return Err(s3_error!(NotModified));
+            }
+        } else if let Some(t) = if_modified_since {
+            if modified <= *t {
+                return Err(s3_error!(NotModified));
+            }
+        }
+        Ok((meta, etag))
+    }
+
+    /// `bytes` of `key` as a reader (the whole object when `None`).
+    async fn open_range(
+        &self,
+        bucket: &Bucket,
+        key: &str,
+        range: Option<std::ops::Range<u64>>,
+    ) -> S3Result<Box<dyn AsyncRead + Send + Sync + Unpin>> {
+        let object = bucket.get(key).await.map_err(|e| s3_err(e, key))?;
+        let mut body = object.body;
+        match range {
+            None => Ok(Box::new(body)),
+            Some(r) => {
+                // The verifying stream cannot seek: skip to the start.
+                let mut skip = (&mut body).take(r.start);
+                tokio::io::copy(&mut skip, &mut tokio::io::sink())
+                    .await
+                    .map_err(|e| s3_error!(InternalError, "reading {key:?}: {e}"))?;
+                Ok(Box::new(body.take(r.end - r.start)))
+            }
+        }
+    }
+
+    fn upload_dir(entry: &Entry, upload_id: &str) -> S3Result<std::path::PathBuf> {
+        if upload_id.is_empty() || !upload_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(s3_error!(NoSuchUpload, "no upload {upload_id:?}"));
+        }
+        let dir = entry.uploads.join(upload_id);
+        if !dir.join("meta.json").is_file() {
+            return Err(s3_error!(NoSuchUpload, "no upload {upload_id:?}"));
+        }
+        Ok(dir)
+    }
+
+    fn read_upload(dir: &Path) -> S3Result<UploadInfo> {
+        let text = std::fs::read(dir.join("meta.json"))
+            .map_err(|e| s3_error!(InternalError, "reading the upload: {e}"))?;
+        serde_json::from_slice(&text)
+            .map_err(|e| s3_error!(InternalError, "reading the upload: {e}"))
+    }
+
+    /// Writes a part from `reader` (to a temp file renamed into place);
+    /// returns its MD5.
+    async fn write_part(
+        dir: &Path,
+        number: i32,
+        mut reader: impl AsyncRead + Send + Unpin,
+        want_md5: Option<[u8; 16]>,
+        want_len: Option<u64>,
+    ) -> S3Result<[u8; 16]> {
+        use tokio::io::AsyncWriteExt;
+        if !(1..=MAX_PARTS).contains(&number) {
+            return Err(s3_error!(
+                InvalidArgument,
+                "part numbers go from 1 to {MAX_PARTS}"
+            ));
+        }
+        let tmp = dir.join(format!("{number}.{:016x}.tmp", rand::random::<u64>()));
+        let result = async {
+            let mut file = tokio::fs::File::create(&tmp)
+                .await
+                .map_err(|e| s3_error!(InternalError, "writing a part: {e}"))?;
+            let mut md5 = md5::Md5::new();
+            let mut len = 0u64;
+            let mut buf = vec![0u8; 256 << 10];
+            loop {
+                let n = reader.read(&mut buf).await.map_err(|e| {
+                    s3_error!(IncompleteBody, "the part could not be read to its end: {e}")
+                })?;
+                if n == 0 {
+                    break;
+                }
+                md5.update(&buf[..n]);
+                len += n as u64;
+                file.write_all(&buf[..n])
+                    .await
+                    .map_err(|e| s3_error!(InternalError, "writing a part: {e}"))?;
+            }
+            file.sync_all()
+                .await
+                .map_err(|e| s3_error!(InternalError, "writing a part: {e}"))?;
+            let digest: [u8; 16] = md5.finalize().into();
+            if want_len.is_some_and(|n| n != len) {
+                return Err(s3_error!(IncompleteBody, "the part had {len} bytes"));
+            }
+            if want_md5.is_some_and(|m| m != digest) {
+                return Err(s3_error!(
+                    BadDigest,
+                    "the part does not match its Content-MD5"
+                ));
+            }
+            tokio::fs::rename(&tmp, dir.join(format!("{number}.part")))
+                .await
+                .map_err(|e| s3_error!(InternalError, "writing a part: {e}"))?;
+            std::fs::write(dir.join(format!("{number}.md5")), hex::encode(digest))
+                .map_err(|e| s3_error!(InternalError, "writing a part: {e}"))?;
+            Ok(digest)
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        result
+    }
+
+    /// Removes uploads started more than [`UPLOAD_TTL`] ago, and stray
+    /// temp files; returns how many uploads went.
+    pub fn collect_uploads(entry: &Entry) -> usize {
+        let now = SystemTime::now();
+        let mut removed = 0;
+        for e in std::fs::read_dir(&entry.uploads)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|age| age > UPLOAD_TTL);
+            if old && std::fs::remove_dir_all(e.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
+    }
+}
+
+fn parse_copy_source(src: &CopySource) -> S3Result<(String, String)> {
+    match src {
+        CopySource::Bucket { bucket, key, .. } => Ok((bucket.to_string(), key.to_string())),
+        _ => Err(s3_error!(NotImplemented, "only bucket copy sources")),
+    }
+}
+
+fn encode_url(s: &str) -> String {
+    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~')
+        .remove(b'/');
+    percent_encoding::utf8_percent_encode(s, SET).to_string()
+}
+
+#[async_trait::async_trait]
+impl s3s::S3 for FerryS3 {
+    async fn list_buckets(
+        &self,
+        _req: S3Request<ListBucketsInput>,
+    ) -> S3Result<S3Response<ListBucketsOutput>> {
+        let buckets = self
+            .buckets
+            .names()
+            .into_iter()
+            .map(|name| s3s::dto::Bucket {
+                name: Some(name),
+                ..Default::default()
+            })
+            .collect();
+        Ok(S3Response::new(ListBucketsOutput {
+            buckets: Some(buckets),
+            ..Default::default()
+        }))
+    }
+
+    async fn head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
+        self.entry(&req.input.bucket).await?;
+        Ok(S3Response::new(HeadBucketOutput::default()))
+    }
+
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        self.entry(&req.input.bucket).await?;
+        Ok(S3Response::new(GetBucketLocationOutput::default()))
+    }
+
+    async fn create_bucket(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
+        let name = &req.input.bucket;
+        if !valid_bucket_name(name) {
+            return Err(s3_error!(
+                InvalidBucketName,
+                "{name:?} is not a valid bucket name"
+            ));
+        }
+        match self.buckets.create(name).await {
+            Ok(true) => Ok(S3Response::new(CreateBucketOutput {
+                location: Some(format!("/{name}")),
+            })),
+            Ok(false) => Err(s3_error!(BucketAlreadyOwnedByYou, "{name:?} exists")),
+            Err(crate::GatewayError::NotHere) => Err(s3_error!(
+                AccessDenied,
+                "this gateway serves one bucket; start `ferry serve --buckets DIR` to create buckets"
+            )),
+            Err(e) => Err(s3_error!(InternalError, "{e}")),
+        }
+    }
+
+    async fn delete_bucket(
+        &self,
+        req: S3Request<DeleteBucketInput>,
+    ) -> S3Result<S3Response<DeleteBucketOutput>> {
+        let name = &req.input.bucket;
+        match self.buckets.delete(name).await {
+            Ok(true) => Ok(S3Response::new(DeleteBucketOutput {})),
+            Ok(false) => Err(s3_error!(BucketNotEmpty, "{name:?} holds objects")),
+            Err(crate::GatewayError::NotHere) => Err(s3_error!(
+                AccessDenied,
+                "this gateway serves one bucket and does not delete it"
+            )),
+            Err(crate::GatewayError::NoSuchBucket) => Err(s3_error!(NoSuchBucket)),
+            Err(e) => Err(s3_error!(InternalError, "{e}")),
+        }
+    }
+
+    async fn list_objects(
+        &self,
+        req: S3Request<ListObjectsInput>,
+    ) -> S3Result<S3Response<ListObjectsOutput>> {
+        let marker = req.input.marker.clone();
+        let v2 = self.list_objects_v2(req.map_input(Into::into)).await?;
+        let o = v2.output;
+        let next_marker = if o.is_truncated == Some(true) {
+            o.next_continuation_token.clone()
+        } else {
+            None
+        };
+        Ok(S3Response::new(ListObjectsOutput {
+            contents: o.contents,
+            common_prefixes: o.common_prefixes,
+            delimiter: o.delimiter,
+            encoding_type: o.encoding_type,
+            is_truncated: o.is_truncated,
+            marker,
+            max_keys: o.max_keys,
+            name: o.name,
+            next_marker,
+            prefix: o.prefix,
+            ..Default::default()
+        }))
+    }
+
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        let input = req.input;
+        let entry = self.entry(&input.bucket).await?;
+        let max_keys = input.max_keys.unwrap_or(1000).clamp(0, 1000);
+        let delimiter = match input.delimiter.as_deref() {
+            None | Some("") => None,
+            Some(d) => {
+                let mut chars = d.chars();
+                match (chars.next(), chars.next()) {
+                    (Some(c), None) => Some(c),
+                    _ => {
+                        return Err(s3_error!(
+                            InvalidArgument,
+                            "ferry groups keys by a one-character delimiter"
+                        ))
+                    }
+                }
+            }
+        };
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let start = match (&input.continuation_token, &input.start_after) {
+            (Some(t), Some(s)) => Some(t.clone().max(s.clone())),
+            (Some(t), None) => Some(t.clone()),
+            (None, s) => s.clone(),
+        };
+        let page = if max_keys == 0 {
+            ferry::ListPage::default()
+        } else {
+            let mut opts = ferry::ListOptions::prefix(prefix.clone()).limit(max_keys as usize);
+            opts.start_after = start;
+            opts.delimiter = delimiter;
+            entry
+                .bucket
+                .list(opts)
+                .await
+                .map_err(|e| s3_err(e, &prefix))?
+        };
+        let url = input
+            .encoding_type
+            .as_ref()
+            .is_some_and(|e| e.as_str() == "url");
+        let enc = |s: &str| if url { encode_url(s) } else { s.to_owned() };
+        let contents: Vec<Object> = page
+            .objects
+            .iter()
+            .map(|m| Object {
+                key: Some(enc(&m.key)),
+                size: Some(m.size as i64),
+                e_tag: Some(ETag::Strong(entry.etag(&m.key, &m.hash))),
+                last_modified: Some(timestamp(seconds(m.modified))),
+                storage_class: Some(ObjectStorageClass::from_static(
+                    ObjectStorageClass::STANDARD,
+                )),
+                ..Default::default()
+            })
+            .collect();
+        let prefixes: Vec<CommonPrefix> = page
+            .common_prefixes
+            .iter()
+            .map(|p| CommonPrefix {
+                prefix: Some(enc(p)),
+            })
+            .collect();
+        let key_count = (contents.len() + prefixes.len()) as i32;
+        Ok(S3Response::new(ListObjectsV2Output {
+            name: Some(input.bucket),
+            prefix: Some(enc(&prefix)),
+            delimiter: input.delimiter.map(|d| enc(&d)),
+            max_keys: Some(max_keys),
+            key_count: Some(key_count),
+            is_truncated: Some(page.next_start_after.is_some()),
+            continuation_token: input.continuation_token,
+            next_continuation_token: page.next_start_after,
+            start_after: input.start_after.map(|s| enc(&s)),
+            encoding_type: input.encoding_type,
+            contents: (!contents.is_empty()).then_some(contents),
+            common_prefixes: (!prefixes.is_empty()).then_some(prefixes),
+            ..Default::default()
+        }))
+    }
+
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
+        let i = req.input;
+        let entry = self.entry(&i.bucket).await?;
+        let (meta, etag) = self
+            .described(
+                &entry,
+                &i.key,
+                i.if_match.as_ref(),
+                i.if_none_match.as_ref(),
+                i.if_modified_since.as_ref(),
+                i.if_unmodified_since.as_ref(),
+            )
+            .await?;
+        let (len, content_range) = match &i.range {
+            None => (meta.size, None),
+            Some(r) => {
+                let r = r.check(meta.size)?;
+                (
+                    r.end - r.start,
+                    Some(format!(
+                        "bytes {}-{}/{}",
+                        r.start,
+                        r.end.saturating_sub(1),
+                        meta.size
+                    )),
+                )
+            }
+        };
+        Ok(S3Response::new(HeadObjectOutput {
+            content_length: Some(len as i64),
+            content_range,
+            content_type: Some(meta.content_type.clone()),
+            e_tag: Some(ETag::Strong(etag)),
+            last_modified: Some(timestamp(seconds(meta.modified))),
+            metadata: from_metadata(&meta.metadata),
+            accept_ranges: Some("bytes".into()),
+            cache_control: self.cache_control.clone(),
+            ..Default::default()
+        }))
+    }
+
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        let i = req.input;
+        let entry = self.entry(&i.bucket).await?;
+        let (meta, etag) = self
+            .described(
+                &entry,
+                &i.key,
+                i.if_match.as_ref(),
+                i.if_none_match.as_ref(),
+                i.if_modified_since.as_ref(),
+                i.if_unmodified_since.as_ref(),
+            )
+            .await?;
+        let range = i.range.as_ref().map(|r| r.check(meta.size)).transpose()?;
+        let (len, content_range) = match &range {
+            None => (meta.size, None),
+            Some(r) => (
+                r.end - r.start,
+                Some(format!(
+                    "bytes {}-{}/{}",
+                    r.start,
+                    r.end.saturating_sub(1),
+                    meta.size
+                )),
+            ),
+        };
+        let reader = self.open_range(&entry.bucket, &i.key, range).await?;
+        let stream = tokio_util::io::ReaderStream::with_capacity(reader, 256 << 10);
+        Ok(S3Response::new(GetObjectOutput {
+            body: Some(StreamingBlob::wrap(stream)),
+            content_length: Some(len as i64),
+            content_range,
+            content_type: Some(meta.content_type.clone()),
+            e_tag: Some(ETag::Strong(etag)),
+            last_modified: Some(timestamp(seconds(meta.modified))),
+            metadata: from_metadata(&meta.metadata),
+            accept_ranges: Some("bytes".into()),
+            cache_control: self.cache_control.clone(),
+            ..Default::default()
+        }))
+    }
+
+    async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
+        let i = req.input;
+        check_key(&i.key)?;
+        let entry = self.entry(&i.bucket).await?;
+        let want_md5 = decode_md5(i.content_md5.as_deref())?;
+        let cond = self
+            .put_condition(
+                &entry,
+                &i.key,
+                i.if_match.as_ref(),
+                i.if_none_match.as_ref(),
+            )
+            .await?;
+        let opts = PutOptions {
+            content_type: i.content_type.clone(),
+            metadata: to_metadata(i.metadata),
+        };
+        let want_len = i.content_length.and_then(|n| u64::try_from(n).ok());
+        let (meta, md5) = self
+            .store(
+                &entry,
+                &i.key,
+                body_reader(i.body),
+                opts,
+                cond,
+                want_md5,
+                want_len,
+            )
+            .await?;
+        let etag = hex::encode(md5);
+        entry.record_etag(&i.key, &meta.hash, &etag);
+        Ok(S3Response::new(PutObjectOutput {
+            e_tag: Some(ETag::Strong(etag)),
+            size: Some(meta.size as i64),
+            ..Default::default()
+        }))
+    }
+
+    async fn copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
+        let i = req.input;
+        check_key(&i.key)?;
+        let (src_bucket, src_key) = parse_copy_source(&i.copy_source)?;
+        let src = self.entry(&src_bucket).await?;
+        let dst = self.entry(&i.bucket).await?;
+        let (meta, _) = self
+            .described(
+                &src,
+                &src_key,
+                i.copy_source_if_match.as_ref(),
+                i.copy_source_if_none_match.as_ref(),
+                i.copy_source_if_modified_since.as_ref(),
+                i.copy_source_if_unmodified_since.as_ref(),
+            )
+            .await
+            .map_err(|e| {
+                // A copy's unmet source condition is a 412, never a 304.
+                if *e.code() == S3ErrorCode::NotModified {
+                    s3_error!(PreconditionFailed, "the copy source matched If-None-Match")
+                } else {
+                    e
+                }
+            })?;
+        let replace = i
+            .metadata_directive
+            .as_ref()
+            .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+        let opts = if replace {
+            PutOptions {
+                content_type: i.content_type.clone(),
+                metadata: to_metadata(i.metadata),
+            }
+        } else {
+            PutOptions {
+                content_type: Some(meta.content_type.clone()),
+                metadata: meta.metadata.clone(),
+            }
+        };
+        let reader = self.open_range(&src.bucket, &src_key, None).await?;
+        let (new, md5) = self
+            .store(&dst, &i.key, reader, opts, None, None, Some(meta.size))
+            .await?;
+        let etag = hex::encode(md5);
+        dst.record_etag(&i.key, &new.hash, &etag);
+        Ok(S3Response::new(CopyObjectOutput {
+            copy_object_result: Some(CopyObjectResult {
+                e_tag: Some(ETag::Strong(etag)),
+                last_modified: Some(timestamp(seconds(new.modified))),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        let i = req.input;
+        check_key(&i.key)?;
+        let entry = self.entry(&i.bucket).await?;
+        entry
+            .bucket
+            .delete(&i.key)
+            .await
+            .map_err(|e| s3_err(e, &i.key))?;
+        Ok(S3Response::new(DeleteObjectOutput::default()))
+    }
+
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        let i = req.input;
+        let entry = self.entry(&i.bucket).await?;
+        let mut deleted = Vec::new();
+        let mut errors = Vec::new();
+        for o in i.delete.objects {
+            let result = match ferry::validate_key(&o.key) {
+                Err(e) => Err(("InvalidArgument", format!("invalid key: {e}"))),
+                Ok(()) => entry
+                    .bucket
+                    .delete(&o.key)
+                    .await
+                    .map_err(|e| ("InternalError", e.to_string())),
+            };
+            match result {
+                Ok(_) => deleted.push(DeletedObject {
+                    key: Some(o.key),
+                    ..Default::default()
+                }),
+                Err((code, message)) => errors.push(Error {
+                    code: Some(code.into()),
+                    key: Some(o.key),
+                    message: Some(message),
+                    ..Default::default()
+                }),
+            }
+        }
+        let quiet = i.delete.quiet == Some(true);
+        Ok(S3Response::new(DeleteObjectsOutput {
+            deleted: (!quiet && !deleted.is_empty()).then_some(deleted),
+            errors: (!errors.is_empty()).then_some(errors),
+            ..Default::default()
+        }))
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        let i = req.input;
+        check_key(&i.key)?;
+        let entry = self.entry(&i.bucket).await?;
+        // Metadata is checked now, not after the parts are sent.
+        let metadata = to_metadata(i.metadata);
+        ferry::normalize_metadata(&metadata)
+            .map_err(|e| s3_error!(InvalidArgument, "invalid metadata: {e}"))?;
+        let id = format!("{:032x}", rand::random::<u128>());
+        let dir = entry.uploads.join(&id);
+        std::fs::create_dir_all(&dir).map_err(|e| s3_error!(InternalError, "{e}"))?;
+        let info = UploadInfo {
+            key: i.key.clone(),
+            content_type: i.content_type,
+            metadata,
+            initiated_ms: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as i64,
+        };
+        let json = serde_json::to_vec(&info).map_err(|e| s3_error!(InternalError, "{e}"))?;
+        std::fs::write(dir.join("meta.json"), json).map_err(|e| s3_error!(InternalError, "{e}"))?;
+        Ok(S3Response::new(CreateMultipartUploadOutput {
+            bucket: Some(i.bucket),
+            key: Some(i.key),
+            upload_id: Some(id),
+            ..Default::default()
+        }))
+    }
+
+    async fn upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
+        let i = req.input;
+        let entry = self.entry(&i.bucket).await?;
+        let dir = Self::upload_dir(&entry, &i.upload_id)?;
+        let want_md5 = decode_md5(i.content_md5.as_deref())?;
+        let want_len = i.content_length.and_then(|n| u64::try_from(n).ok());
+        let md5 =
+            Self::write_part(&dir, i.part_number, body_reader(i.body), want_md5, want_len).await?;
+        Ok(S3Response::new(UploadPartOutput {
+            e_tag: Some(ETag::Strong(hex::encode(md5))),
+            ..Default::default()
+        }))
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        let i = req.input;
+        let entry = self.entry(&i.bucket).await?;
+        let dir = Self::upload_dir(&entry, &i.upload_id)?;
+        let (src_bucket, src_key) = parse_copy_source(&i.copy_source)?;
+        let src = self.entry(&src_bucket).await?;
+        let meta = src
+            .bucket
+            .head(&src_key)
+            .await
+            .map_err(|e| s3_err(e, &src_key))?;
+        let range = match i.copy_source_range.as_deref() {
+            None => None,
+            Some(r) => {
+                let (a, b) = r
+                    .strip_prefix("bytes=")
+                    .and_then(|r| r.split_once('-'))
+                    .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
+                    .ok_or_else(|| {
+                        s3_error!(
+                            InvalidArgument,
+                            "x-amz-copy-source-range is bytes=FIRST-LAST"
+                        )
+                    })?;
+                if a > b || b >= meta.size {
+                    return Err(s3_error!(InvalidRange, "the range is outside the source"));
+                }
+                Some(a..b + 1)
+            }
+        };
+        let reader = self.open_range(&src.bucket, &src_key, range).await?;
+        let md5 = Self::write_part(&dir, i.part_number, reader, None, None).await?;
+        Ok(S3Response::new(UploadPartCopyOutput {
+            copy_part_result: Some(CopyPartResult {
+                e_tag: Some(ETag::Strong(hex::encode(md5))),
+                last_modified: Some(timestamp(seconds(SystemTime::now()))),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let i = req.input;
+        let entry = self.entry(&i.bucket).await?;
+        let dir = Self::upload_dir(&entry, &i.upload_id)?;
+        let info = Self::read_upload(&dir)?;
+        if info.key != i.key {
+            return Err(s3_error!(NoSuchUpload, "the upload is for another key"));
+        }
+        let parts = i
+            .multipart_upload
+            .and_then(|m| m.parts)
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| s3_error!(InvalidRequest, "the upload names no parts"))?;
+        let mut files = Vec::new();
+        let mut md5s = Vec::new();
+        let mut last = 0;
+        for (n, p) in parts.iter().enumerate() {
+            let number = p.part_number.unwrap_or_default();
+            if number <= last {
+                return Err(s3_error!(
+                    InvalidPartOrder,
+                    "parts must be listed in ascending order"
+                ));
+            }
+            last = number;
+            let file = dir.join(format!("{number}.part"));
+            let stored = std::fs::read_to_string(dir.join(format!("{number}.md5")))
+                .map_err(|_| s3_error!(InvalidPart, "part {number} was not uploaded"))?;
+            let given = p
+                .e_tag
+                .as_ref()
+                .map(|e| e.value().trim_matches('"').to_owned());
+            if given.as_deref() != Some(stored.as_str()) {
+                return Err(s3_error!(
+                    InvalidPart,
+                    "part {number}'s ETag does not match"
+                ));
+            }
+            let size = std::fs::metadata(&file)
+                .map_err(|_| s3_error!(InvalidPart, "part {number} was not uploaded"))?
+                .len();
+            if n + 1 < parts.len() && size < MIN_PART {
+                return Err(s3_error!(EntityTooSmall, "part {number} is under 5 MiB"));
+            }
+            let mut raw = [0u8; 16];
+            hex::decode_to_slice(stored.trim(), &mut raw)
+                .map_err(|_| s3_error!(InternalError, "part {number}'s digest is damaged"))?;
+            md5s.extend_from_slice(&raw);
+            files.push(file);
+        }
+        let cond = self
+            .put_condition(
+                &entry,
+                &i.key,
+                i.if_match.as_ref(),
+                i.if_none_match.as_ref(),
+            )
+            .await?;
+        // The parts, one after another, streamed into the bucket.
+        let mut chain: Box<dyn AsyncRead + Send + Unpin> = Box::new(tokio::io::empty());
+        for f in files.iter().rev() {
+            let file = tokio::fs::File::open(f)
+                .await
+                .map_err(|e| s3_error!(InternalError, "reading a part: {e}"))?;
+            chain = Box::new(file.chain(chain));
+        }
+        let opts = PutOptions {
+            content_type: info.content_type.clone(),
+            metadata: info.metadata.clone(),
+        };
+        let (meta, _) = self
+            .store(&entry, &i.key, chain, opts, cond, None, None)
+            .await?;
+        let etag = format!("{}-{}", hex::encode(md5::Md5::digest(&md5s)), files.len());
+        entry.record_etag(&i.key, &meta.hash, &etag);
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(S3Response::new(CompleteMultipartUploadOutput {
+            bucket: Some(i.bucket),
+            key: Some(i.key),
+            e_tag: Some(ETag::Strong(etag)),
+            ..Default::default()
+        }))
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        let i = req.input;
+        let entry = self.entry(&i.bucket).await?;
+        let dir = Self::upload_dir(&entry, &i.upload_id)?;
+        std::fs::remove_dir_all(&dir).map_err(|e| s3_error!(InternalError, "{e}"))?;
+        Ok(S3Response::new(AbortMultipartUploadOutput::default()))
+    }
+
+    async fn list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
+        let i = req.input;
+        let entry = self.entry(&i.bucket).await?;
+        let dir = Self::upload_dir(&entry, &i.upload_id)?;
+        let marker = i.part_number_marker.unwrap_or(0);
+        let max = i.max_parts.unwrap_or(1000).clamp(1, 1000) as usize;
+        let mut numbers: Vec<i32> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".part")?.parse().ok())
+            .filter(|n| *n > marker)
+            .collect();
+        numbers.sort_unstable();
+        let truncated = numbers.len() > max;
+        numbers.truncate(max);
+        let parts = numbers
+            .iter()
+            .map(|n| {
+                let md = std::fs::metadata(dir.join(format!("{n}.part"))).ok();
+                Part {
+                    part_number: Some(*n),
+                    size: md.as_ref().map(|m| m.len() as i64),
+                    last_modified: md.and_then(|m| m.modified().ok()).map(timestamp),
+                    e_tag: std::fs::read_to_string(dir.join(format!("{n}.md5")))
+                        .ok()
+                        .map(ETag::Strong),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        Ok(S3Response::new(ListPartsOutput {
+            bucket: Some(i.bucket),
+            key: Some(i.key),
+            upload_id: Some(i.upload_id),
+            parts: Some(parts),
+            is_truncated: Some(truncated),
+            next_part_number_marker: truncated.then(|| numbers.last().copied()).flatten(),
+            max_parts: Some(max as i32),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        let i = req.input;
+        let entry = self.entry(&i.bucket).await?;
+        let prefix = i.prefix.clone().unwrap_or_default();
+        let mut uploads: Vec<MultipartUpload> = std::fs::read_dir(&entry.uploads)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let id = e.file_name().into_string().ok()?;
+                let info = Self::read_upload(&e.path()).ok()?;
+                info.key.starts_with(&prefix).then(|| MultipartUpload {
+                    key: Some(info.key),
+                    upload_id: Some(id),
+                    initiated: Some(timestamp(
+                        SystemTime::UNIX_EPOCH
+                            + std::time::Duration::from_millis(info.initiated_ms.max(0) as u64),
+                    )),
+                    ..Default::default()
+                })
+            })
+            .collect();
+        uploads.sort_by(|a, b| (&a.key, &a.upload_id).cmp(&(&b.key, &b.upload_id)));
+        Ok(S3Response::new(ListMultipartUploadsOutput {
+            bucket: Some(i.bucket),
+            prefix: i.prefix,
+            uploads: Some(uploads),
+            is_truncated: Some(false),
+            ..Default::default()
+        }))
+    }
+}

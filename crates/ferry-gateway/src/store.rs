@@ -1,0 +1,221 @@
+//! The buckets a gateway serves, and what the gateway keeps beside each:
+//! the S3 ETags of objects written through it, and multipart uploads in
+//! progress (under `<bucket dir>/gateway/`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use ferry::{Bucket, BucketConfig, ContentHash};
+use rusqlite::OptionalExtension;
+
+use crate::GatewayError;
+
+/// What a gateway serves.
+#[derive(Debug, Clone)]
+pub enum Served {
+    /// One bucket, under this S3 name.
+    One {
+        /// The S3 bucket name.
+        name: String,
+        /// The bucket.
+        bucket: Bucket,
+    },
+    /// Every ferry bucket under a directory (`DIR/NAME/.ferry`), by name;
+    /// CreateBucket makes new ones there.
+    Dir(PathBuf),
+}
+
+/// One served bucket with the gateway's state for it.
+#[derive(Debug)]
+pub struct Entry {
+    /// The bucket.
+    pub bucket: Bucket,
+    etags: Mutex<rusqlite::Connection>,
+    /// Where multipart uploads keep their parts.
+    pub uploads: PathBuf,
+}
+
+impl Entry {
+    fn open(bucket: Bucket) -> Result<Self, GatewayError> {
+        let dir = bucket.dir().join("gateway");
+        let uploads = dir.join("uploads");
+        std::fs::create_dir_all(&uploads).map_err(|e| GatewayError::io(&uploads, e))?;
+        let db = dir.join("etags.db");
+        let conn = rusqlite::Connection::open(&db).map_err(|e| GatewayError::db(&db, e))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000;
+             CREATE TABLE IF NOT EXISTS etags (key TEXT PRIMARY KEY, hash BLOB NOT NULL, etag TEXT NOT NULL);",
+        )
+        .map_err(|e| GatewayError::db(&db, e))?;
+        Ok(Entry {
+            bucket,
+            etags: Mutex::new(conn),
+            uploads,
+        })
+    }
+
+    /// The S3 ETag (unquoted) of `key` at content `hash`: the one recorded
+    /// when it was written through the gateway (an MD5, or MD5s-N for a
+    /// multipart upload), else one derived from the BLAKE3 hash in the
+    /// multipart form (`<32 hex>-1`), which no client takes for an MD5.
+    pub fn etag(&self, key: &str, hash: &ContentHash) -> String {
+        let found: Option<String> = self.etags.lock().ok().and_then(|c| {
+            c.prepare_cached("SELECT etag FROM etags WHERE key = ?1 AND hash = ?2")
+                .and_then(|mut s| {
+                    s.query_row(rusqlite::params![key, &hash.0[..]], |r| r.get(0))
+                        .optional()
+                })
+                .ok()
+                .flatten()
+        });
+        found.unwrap_or_else(|| format!("{}-1", &hash.to_hex()[..32]))
+    }
+
+    /// Records the ETag of a write through the gateway.
+    pub fn record_etag(&self, key: &str, hash: &ContentHash, etag: &str) {
+        if let Ok(c) = self.etags.lock() {
+            let _ = c.execute(
+                "INSERT INTO etags (key, hash, etag) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (key) DO UPDATE SET hash = ?2, etag = ?3",
+                rusqlite::params![key, &hash.0[..], etag],
+            );
+        }
+    }
+}
+
+/// The served buckets, opened on first use.
+#[derive(Debug)]
+pub struct Buckets {
+    served: Served,
+    open: Mutex<HashMap<String, Arc<Entry>>>,
+}
+
+/// Whether `name` is a bucket name S3 clients accept (3–63 characters of
+/// `a`–`z`, `0`–`9`, `-` and `.`, starting and ending with a letter or digit).
+pub fn valid_bucket_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    (3..=63).contains(&b.len())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'.')
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && !name.contains("..")
+}
+
+impl Buckets {
+    /// The buckets `served` names.
+    pub fn new(served: Served) -> Result<Self, GatewayError> {
+        let me = Buckets {
+            served,
+            open: Mutex::new(HashMap::new()),
+        };
+        if let Served::One { name, bucket } = &me.served {
+            let entry = Arc::new(Entry::open(bucket.clone())?);
+            if let Ok(mut m) = me.open.lock() {
+                m.insert(name.clone(), entry);
+            }
+        }
+        Ok(me)
+    }
+
+    fn dir_of(root: &Path, name: &str) -> PathBuf {
+        root.join(name).join(".ferry")
+    }
+
+    /// The bucket named `name`, or `None`.
+    pub async fn get(&self, name: &str) -> Result<Option<Arc<Entry>>, GatewayError> {
+        if let Some(e) = self.open.lock().ok().and_then(|m| m.get(name).cloned()) {
+            return Ok(Some(e));
+        }
+        let Served::Dir(root) = &self.served else {
+            return Ok(None);
+        };
+        if !valid_bucket_name(name) {
+            return Ok(None);
+        }
+        let dir = Self::dir_of(root, name);
+        if !dir.join(ferry::INDEX_FILE).is_file() {
+            return Ok(None);
+        }
+        let bucket = Bucket::open(&dir).await.map_err(GatewayError::Ferry)?;
+        let entry = Arc::new(Entry::open(bucket)?);
+        if let Ok(mut m) = self.open.lock() {
+            m.entry(name.to_owned()).or_insert_with(|| entry.clone());
+        }
+        Ok(Some(entry))
+    }
+
+    /// Every served bucket's name, sorted.
+    pub fn names(&self) -> Vec<String> {
+        match &self.served {
+            Served::One { name, .. } => vec![name.clone()],
+            Served::Dir(root) => {
+                let mut names: Vec<String> = std::fs::read_dir(root)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .filter(|n| {
+                        valid_bucket_name(n)
+                            && Self::dir_of(root, n).join(ferry::INDEX_FILE).is_file()
+                    })
+                    .collect();
+                names.sort();
+                names
+            }
+        }
+    }
+
+    /// Creates a bucket (`--buckets DIR` only): `Ok(false)` when it exists.
+    pub async fn create(&self, name: &str) -> Result<bool, GatewayError> {
+        let Served::Dir(root) = &self.served else {
+            return Err(GatewayError::NotHere);
+        };
+        if self.get(name).await?.is_some() {
+            return Ok(false);
+        }
+        let dir = Self::dir_of(root, name);
+        let bucket = Bucket::create(&dir, BucketConfig::default())
+            .await
+            .map_err(GatewayError::Ferry)?;
+        let entry = Arc::new(Entry::open(bucket)?);
+        if let Ok(mut m) = self.open.lock() {
+            m.insert(name.to_owned(), entry);
+        }
+        Ok(true)
+    }
+
+    /// Removes an empty bucket (`--buckets DIR` only): `Ok(false)` when
+    /// it holds objects.
+    pub async fn delete(&self, name: &str) -> Result<bool, GatewayError> {
+        let Served::Dir(root) = &self.served else {
+            return Err(GatewayError::NotHere);
+        };
+        let Some(entry) = self.get(name).await? else {
+            return Err(GatewayError::NoSuchBucket);
+        };
+        let any = entry
+            .bucket
+            .list(ferry::ListOptions::prefix("").limit(1))
+            .await
+            .map_err(GatewayError::Ferry)?;
+        if !any.objects.is_empty() {
+            return Ok(false);
+        }
+        if let Ok(mut m) = self.open.lock() {
+            m.remove(name);
+        }
+        let dir = root.join(name);
+        std::fs::remove_dir_all(&dir).map_err(|e| GatewayError::io(&dir, e))?;
+        Ok(true)
+    }
+
+    /// Every open bucket (for collecting old uploads).
+    pub fn open_entries(&self) -> Vec<Arc<Entry>> {
+        self.open
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,1 @@
+//! The gateway driven by the AWS SDK for Rust.
