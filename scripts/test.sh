@@ -124,6 +124,11 @@ for _ in $(seq 1 100); do
 done
 export FERRY_TEST_WEBDAV_ENDPOINT="http://127.0.0.1:$DAV_PORT"
 export FERRY_TEST_WEBDAV_ROOT="$PWD/target/webdav-root"
+# S3 clients that drive `ferry serve`: aws-cli (v1, from PyPI) and boto3
+# (already there for moto).
+if [ ! -x "$VENV/bin/aws" ]; then
+    "$VENV/bin/pip" install --quiet 'awscli==1.46.3'
+fi
 export FERRY_TEST_PYTHON="$PWD/$VENV/bin/python"
 
 if [ "$HEAVY" = 1 ]; then

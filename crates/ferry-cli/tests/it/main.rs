@@ -8,6 +8,7 @@ mod encryption;
 mod filters;
 mod live;
 mod multiprocess;
+mod serve;
 mod snapshots;
 mod support;
 mod sync;

@@ -78,7 +78,10 @@ fn status<E>(e: &aws_sdk_s3::error::SdkError<E>) -> u16 {
 /// Files under the gateway's upload directory and the bucket's temp blobs.
 fn leftovers(bucket: &Bucket) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
-    for dir in [bucket.dir().join("gateway/uploads"), bucket.dir().join("tmp")] {
+    for dir in [
+        bucket.dir().join("gateway/uploads"),
+        bucket.dir().join("tmp"),
+    ] {
         let mut stack = vec![dir];
         while let Some(d) = stack.pop() {
             for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
@@ -110,7 +113,13 @@ async fn objects_round_trip_with_exact_keys_metadata_and_md5_etags() {
             .unwrap();
         let md5 = format!("\"{:x}\"", md5_of(key.as_bytes()));
         assert_eq!(put.e_tag(), Some(md5.as_str()), "{key:?}");
-        let got = c.get_object().bucket("photos").key(key).send().await.unwrap();
+        let got = c
+            .get_object()
+            .bucket("photos")
+            .key(key)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(got.e_tag(), Some(md5.as_str()));
         assert_eq!(got.content_type(), Some("text/x-test"));
         assert_eq!(got.metadata().unwrap()["owner"], "ann");
@@ -122,12 +131,7 @@ async fn objects_round_trip_with_exact_keys_metadata_and_md5_etags() {
             key.as_bytes().to_vec()
         );
     }
-    let listed = c
-        .list_objects_v2()
-        .bucket("photos")
-        .send()
-        .await
-        .unwrap();
+    let listed = c.list_objects_v2().bucket("photos").send().await.unwrap();
     let keys: Vec<&str> = listed.contents().iter().filter_map(|o| o.key()).collect();
     assert_eq!(keys, ["a//b", "dir/", "notes ", "ü/€ #%+?.txt"]);
     // Delimiter and paging.
@@ -167,8 +171,18 @@ async fn objects_round_trip_with_exact_keys_metadata_and_md5_etags() {
         .put("local.txt", b"from the CLI".to_vec(), PutOptions::default())
         .await
         .unwrap();
-    let head = c.head_object().bucket("photos").key("local.txt").send().await.unwrap();
-    assert!(head.e_tag().unwrap().ends_with("-1\""), "{:?}", head.e_tag());
+    let head = c
+        .head_object()
+        .bucket("photos")
+        .key("local.txt")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        head.e_tag().unwrap().ends_with("-1\""),
+        "{:?}",
+        head.e_tag()
+    );
     // Invalid keys are S3 errors naming the key, and nothing is written.
     let e = c
         .put_object()
@@ -234,7 +248,13 @@ async fn conditional_writes_race_and_reads_answer_304_412_and_ranges() {
         }
     }
     assert_eq!(won, 1);
-    let current = c.head_object().bucket("photos").key("k").send().await.unwrap();
+    let current = c
+        .head_object()
+        .bucket("photos")
+        .key("k")
+        .send()
+        .await
+        .unwrap();
     let etag = current.e_tag().unwrap().to_owned();
     // 304 and 412 on reads.
     let e = c
@@ -263,7 +283,11 @@ async fn conditional_writes_race_and_reads_answer_304_412_and_ranges() {
         .send()
         .await
         .unwrap();
-    for (range, want) in [("bytes=2-4", &b"234"[..]), ("bytes=7-", b"789"), ("bytes=-2", b"89")] {
+    for (range, want) in [
+        ("bytes=2-4", &b"234"[..]),
+        ("bytes=7-", b"789"),
+        ("bytes=-2", b"89"),
+    ] {
         let got = c
             .get_object()
             .bucket("photos")
@@ -273,7 +297,11 @@ async fn conditional_writes_race_and_reads_answer_304_412_and_ranges() {
             .await
             .unwrap();
         assert!(got.content_range().is_some());
-        assert_eq!(&got.body.collect().await.unwrap().into_bytes()[..], want, "{range}");
+        assert_eq!(
+            &got.body.collect().await.unwrap().into_bytes()[..],
+            want,
+            "{range}"
+        );
     }
     let e = c
         .get_object()
@@ -365,8 +393,18 @@ async fn multipart_checks_parts_and_bad_bodies_leave_nothing() {
         .send()
         .await
         .unwrap();
-    assert!(done.e_tag().unwrap().ends_with("-2\""), "{:?}", done.e_tag());
-    let head = c.head_object().bucket("photos").key("big").send().await.unwrap();
+    assert!(
+        done.e_tag().unwrap().ends_with("-2\""),
+        "{:?}",
+        done.e_tag()
+    );
+    let head = c
+        .head_object()
+        .bucket("photos")
+        .key("big")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(head.content_length(), Some((5 << 20) + 4));
     assert_eq!(head.content_type(), Some("application/x-big"));
     assert_eq!(head.e_tag(), done.e_tag());
@@ -436,8 +474,10 @@ async fn a_client_that_disconnects_mid_upload_leaves_nothing() {
         .bucket("photos")
         .key("cut")
         .presigned(
-            aws_sdk_s3::presigning::PresigningConfig::expires_in(std::time::Duration::from_secs(60))
-                .unwrap(),
+            aws_sdk_s3::presigning::PresigningConfig::expires_in(std::time::Duration::from_secs(
+                60,
+            ))
+            .unwrap(),
         )
         .await
         .unwrap();
@@ -483,7 +523,10 @@ async fn auth_errors_are_403_and_public_prefixes_read_unsigned() {
         .send()
         .await
         .unwrap_err();
-    assert_eq!((code(&e).as_str(), status(&e)), ("SignatureDoesNotMatch", 403));
+    assert_eq!(
+        (code(&e).as_str(), status(&e)),
+        ("SignatureDoesNotMatch", 403)
+    );
     let e = client(&s.endpoint, "NOBODY", SECRET)
         .list_objects_v2()
         .bucket("photos")
@@ -493,7 +536,9 @@ async fn auth_errors_are_403_and_public_prefixes_read_unsigned() {
     assert_eq!((code(&e).as_str(), status(&e)), ("InvalidAccessKeyId", 403));
     // Unsigned: the public prefix reads (with ETag, type and 304), the rest is denied.
     let http = reqwest_like::Client::new();
-    let (st, headers, body) = http.get(&format!("{}/photos/pub/logo.svg", s.endpoint), &[]).await;
+    let (st, headers, body) = http
+        .get(&format!("{}/photos/pub/logo.svg", s.endpoint), &[])
+        .await;
     assert_eq!(st, 200);
     assert_eq!(body, b"<svg/>");
     assert_eq!(headers["content-type"], "image/svg+xml");
@@ -505,7 +550,9 @@ async fn auth_errors_are_403_and_public_prefixes_read_unsigned() {
         )
         .await;
     assert_eq!(st, 304);
-    let (st, _, body) = http.get(&format!("{}/photos/private/x", s.endpoint), &[]).await;
+    let (st, _, body) = http
+        .get(&format!("{}/photos/private/x", s.endpoint), &[])
+        .await;
     assert_eq!(st, 403);
     assert!(String::from_utf8_lossy(&body).contains("AccessDenied"));
     // CORS: a preflight from the allowed origin, and the header on answers.
@@ -520,7 +567,10 @@ async fn auth_errors_are_403_and_public_prefixes_read_unsigned() {
         )
         .await;
     assert_eq!(st, 204);
-    assert_eq!(headers["access-control-allow-origin"], "https://app.example");
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "https://app.example"
+    );
     let (st, _, _) = http
         .request(
             "OPTIONS",
@@ -538,7 +588,10 @@ async fn auth_errors_are_403_and_public_prefixes_read_unsigned() {
             &[("origin", "https://app.example")],
         )
         .await;
-    assert_eq!(headers["access-control-allow-origin"], "https://app.example");
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "https://app.example"
+    );
 }
 
 /// An object known from the remote but not downloaded: served once the
@@ -554,7 +607,11 @@ async fn lazy_objects_are_fetched_online_and_503_offline() {
         .unwrap();
     writer.attach(remote.clone()).await.unwrap();
     writer
-        .put("far/away.txt", b"from the remote".to_vec(), PutOptions::default())
+        .put(
+            "far/away.txt",
+            b"from the remote".to_vec(),
+            PutOptions::default(),
+        )
         .await
         .unwrap();
     writer.sync(Default::default()).await.unwrap();
@@ -578,7 +635,9 @@ async fn lazy_objects_are_fetched_online_and_503_offline() {
         .await
         .unwrap_err();
     assert_eq!(status(&e), 503, "{e:?}");
-    let message = aws_sdk_s3::error::ProvideErrorMetadata::message(&e).unwrap_or_default().to_owned();
+    let message = aws_sdk_s3::error::ProvideErrorMetadata::message(&e)
+        .unwrap_or_default()
+        .to_owned();
     assert!(message.contains("far/away.txt"), "{message}");
     std::fs::rename(&parked, remote_dir.path()).unwrap();
     let got = c
@@ -609,7 +668,12 @@ async fn a_directory_of_buckets_creates_lists_and_deletes_them() {
     c.create_bucket().bucket("beta").send().await.unwrap();
     let e = c.create_bucket().bucket("alpha").send().await.unwrap_err();
     assert_eq!(code(&e), "BucketAlreadyOwnedByYou");
-    let e = c.create_bucket().bucket("Bad_Name").send().await.unwrap_err();
+    let e = c
+        .create_bucket()
+        .bucket("Bad_Name")
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(status(&e), 400, "{e:?}");
     let names: Vec<String> = c
         .list_buckets()
@@ -669,7 +733,8 @@ mod reqwest_like {
             let rest = url.trim_start_matches("http://");
             let (host, path) = rest.split_once('/').unwrap();
             let mut sock = tokio::net::TcpStream::connect(host).await.unwrap();
-            let mut req = format!("{method} /{path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n");
+            let mut req =
+                format!("{method} /{path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n");
             for (n, v) in headers {
                 req.push_str(&format!("{n}: {v}\r\n"));
             }
@@ -706,7 +771,8 @@ mod reqwest_like {
             let Some(end) = raw.windows(2).position(|w| w == b"\r\n") else {
                 return out;
             };
-            let size = usize::from_str_radix(String::from_utf8_lossy(&raw[..end]).trim(), 16).unwrap_or(0);
+            let size =
+                usize::from_str_radix(String::from_utf8_lossy(&raw[..end]).trim(), 16).unwrap_or(0);
             if size == 0 {
                 return out;
             }

@@ -1,0 +1,398 @@
+//! `ferry serve` driven by real S3 clients as child processes: aws-cli
+//! (`s3 cp`, `s3 sync`, `s3api` with conditional headers, a 64 MiB
+//! multipart upload in 8 MiB parts, a presigned URL fetched with curl) and
+//! boto3 (every operation, a conditional-put race between two clients and
+//! between a client and the local CLI). Both come from the suite's venv
+//! (`./scripts/test.sh` installs them).
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use crate::support::{ok, stdout, FERRY};
+
+struct Server {
+    child: Child,
+    endpoint: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const AK: &str = "AKSERVETEST";
+const SK: &str = "serve-secret";
+
+fn venv_bin(name: &str) -> PathBuf {
+    let python = std::env::var("FERRY_TEST_PYTHON").unwrap_or_else(|_| {
+        panic!("FERRY_TEST_PYTHON is not set: run the suite with ./scripts/test.sh (it installs aws-cli and boto3)")
+    });
+    Path::new(&python).with_file_name(name)
+}
+
+fn serve(dir: &Path, extra: &[&str]) -> Server {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(FERRY)
+        .current_dir(dir)
+        .env_remove("FERRY_BUCKET")
+        .env("FERRY_SERVE_ACCESS_KEY_ID", AK)
+        .env("FERRY_SERVE_SECRET_ACCESS_KEY", SK)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It prints its address once it listens.
+    let mut err = child.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while !String::from_utf8_lossy(&seen).contains("access key id") {
+        if err.read(&mut byte).unwrap() == 0 {
+            panic!("ferry serve stopped: {}", String::from_utf8_lossy(&seen));
+        }
+        seen.push(byte[0]);
+    }
+    std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = err.read_to_end(&mut sink);
+    });
+    Server {
+        child,
+        endpoint: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+fn aws(server: &Server, args: &[&str]) -> std::process::Output {
+    Command::new(venv_bin("aws"))
+        .env("AWS_ACCESS_KEY_ID", AK)
+        .env("AWS_SECRET_ACCESS_KEY", SK)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env_remove("AWS_CA_BUNDLE")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .args(["--endpoint-url", &server.endpoint])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ferry(dir: &Path, args: &[&str], stdin: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(FERRY)
+        .current_dir(dir)
+        .env_remove("FERRY_BUCKET")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn aws_cli_copies_syncs_uploads_multipart_and_presigns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("media");
+    std::fs::create_dir_all(&dir).unwrap();
+    ok(ferry(&dir, &["init"], b""));
+    let server = serve(&dir, &[]);
+    // s3 cp of one file, then s3 sync of a tree.
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("sub dir")).unwrap();
+    std::fs::write(src.join("a.txt"), b"alpha").unwrap();
+    std::fs::write(src.join("sub dir/b.bin"), vec![9u8; 70_000]).unwrap();
+    // Files written an hour ago (S3 listings carry whole seconds, and
+    // `s3 sync` uploads a file newer than the listed copy).
+    for f in ["a.txt", "sub dir/b.bin"] {
+        ok(Command::new("touch")
+            .args(["-d", "1 hour ago"])
+            .arg(src.join(f))
+            .output()
+            .unwrap());
+    }
+    ok(aws(
+        &server,
+        &[
+            "s3",
+            "cp",
+            src.join("a.txt").to_str().unwrap(),
+            "s3://media/one/a.txt",
+        ],
+    ));
+    ok(aws(
+        &server,
+        &["s3", "sync", src.to_str().unwrap(), "s3://media/tree"],
+    ));
+    assert_eq!(
+        stdout(&ok(ferry(&dir, &["cat", "one/a.txt"], b""))),
+        "alpha"
+    );
+    assert_eq!(
+        ok(ferry(&dir, &["cat", "tree/sub dir/b.bin"], b"")).stdout,
+        vec![9u8; 70_000]
+    );
+    // A second sync finds nothing to do.
+    let again = ok(aws(
+        &server,
+        &["s3", "sync", src.to_str().unwrap(), "s3://media/tree"],
+    ));
+    assert_eq!(stdout(&again).trim(), "", "{}", stdout(&again));
+    // s3api with conditional headers.
+    let body = tmp.path().join("body");
+    std::fs::write(&body, b"v1").unwrap();
+    let put = ok(aws(
+        &server,
+        &[
+            "s3api",
+            "put-object",
+            "--bucket",
+            "media",
+            "--key",
+            "c.txt",
+            "--body",
+            body.to_str().unwrap(),
+            "--if-none-match",
+            "*",
+        ],
+    ));
+    let etag: serde_json::Value = serde_json::from_slice(&put.stdout).unwrap();
+    let etag = etag["ETag"].as_str().unwrap().to_owned();
+    let again = aws(
+        &server,
+        &[
+            "s3api",
+            "put-object",
+            "--bucket",
+            "media",
+            "--key",
+            "c.txt",
+            "--body",
+            body.to_str().unwrap(),
+            "--if-none-match",
+            "*",
+        ],
+    );
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("PreconditionFailed"));
+    ok(aws(
+        &server,
+        &[
+            "s3api",
+            "put-object",
+            "--bucket",
+            "media",
+            "--key",
+            "c.txt",
+            "--body",
+            body.to_str().unwrap(),
+            "--if-match",
+            &etag,
+        ],
+    ));
+    // 64 MiB in 8 MiB parts.
+    let big = tmp.path().join("big.bin");
+    let data: Vec<u8> = (0..64u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&big, &data).unwrap();
+    ok(aws(
+        &server,
+        &[
+            "s3",
+            "cp",
+            big.to_str().unwrap(),
+            "s3://media/big.bin",
+            "--expected-size",
+            "67108864",
+        ],
+    ));
+    let head = ok(aws(
+        &server,
+        &[
+            "s3api",
+            "head-object",
+            "--bucket",
+            "media",
+            "--key",
+            "big.bin",
+        ],
+    ));
+    let head: serde_json::Value = serde_json::from_slice(&head.stdout).unwrap();
+    assert!(head["ETag"].as_str().unwrap().ends_with("-8\""), "{head}");
+    assert_eq!(head["ContentLength"], 64 << 20);
+    let back = tmp.path().join("back.bin");
+    ok(aws(
+        &server,
+        &["s3", "cp", "s3://media/big.bin", back.to_str().unwrap()],
+    ));
+    assert!(
+        std::fs::read(&back).unwrap() == data,
+        "the 64 MiB object came back whole"
+    );
+    // A presigned URL, fetched with curl.
+    let url = stdout(&ok(aws(
+        &server,
+        &[
+            "s3",
+            "presign",
+            "s3://media/one/a.txt",
+            "--expires-in",
+            "60",
+        ],
+    )));
+    let got = ok(Command::new("curl")
+        .args(["-sf", url.trim()])
+        .output()
+        .unwrap());
+    assert_eq!(got.stdout, b"alpha");
+    // Without a signature: refused.
+    let denied = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("{}/media/one/a.txt", server.endpoint),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&denied), "403");
+}
+
+#[test]
+fn boto3_runs_every_operation_and_conditional_races() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("docs");
+    std::fs::create_dir_all(&dir).unwrap();
+    ok(ferry(&dir, &["init"], b""));
+    let server = serve(&dir, &[]);
+    let script = r#"
+import sys, json, threading, subprocess, urllib.request
+import boto3, botocore
+endpoint, ferry_bin, bucket_dir = sys.argv[1:4]
+def client(secret='serve-secret', key='AKSERVETEST'):
+    return boto3.client('s3', endpoint_url=endpoint, aws_access_key_id=key, aws_secret_access_key=secret, region_name='us-east-1')
+s3, other = client(), client()
+out = {}
+def code(f):
+    try:
+        f(); return 'ok'
+    except botocore.exceptions.ClientError as e:
+        return e.response['Error']['Code']
+out['buckets'] = [b['Name'] for b in s3.list_buckets()['Buckets']]
+s3.head_bucket(Bucket='docs')
+out['location'] = s3.get_bucket_location(Bucket='docs').get('LocationConstraint')
+r = s3.put_object(Bucket='docs', Key='k', Body=b'base', ContentType='text/x-k', Metadata={'owner': 'ann'})
+etag = r['ETag']
+h = s3.head_object(Bucket='docs', Key='k')
+out['head'] = [h['ContentType'], h['Metadata'], h['ContentLength']]
+out['range'] = s3.get_object(Bucket='docs', Key='k', Range='bytes=1-2')['Body'].read().decode()
+out['304'] = code(lambda: s3.get_object(Bucket='docs', Key='k', IfNoneMatch=etag))
+out['412'] = code(lambda: s3.get_object(Bucket='docs', Key='k', IfMatch='"nope"'))
+# Two clients replace the same version at once: one wins.
+results = []
+def race(c, body):
+    results.append(code(lambda: c.put_object(Bucket='docs', Key='k', Body=body, IfMatch=etag)))
+ts = [threading.Thread(target=race, args=(c, b)) for c, b in [(s3, b'one'), (other, b'two')]]
+[t.start() for t in ts]; [t.join() for t in ts]
+out['race'] = sorted(results)
+# A client against the local CLI: the CLI writes, the client's If-Match on the old ETag fails.
+cur = s3.head_object(Bucket='docs', Key='k')['ETag']
+subprocess.run([ferry_bin, '--bucket', bucket_dir, 'put', 'k'], input=b'from the cli', check=True)
+out['after_cli'] = code(lambda: s3.put_object(Bucket='docs', Key='k', Body=b'late', IfMatch=cur))
+out['create_twice'] = code(lambda: s3.put_object(Bucket='docs', Key='k', Body=b'x', IfNoneMatch='*'))
+s3.copy_object(Bucket='docs', Key='k2', CopySource={'Bucket': 'docs', 'Key': 'k'}, MetadataDirective='REPLACE', Metadata={'v': '2'}, ContentType='text/x-two')
+h2 = s3.head_object(Bucket='docs', Key='k2')
+out['copy'] = [h2['Metadata'], h2['ContentType']]
+for i in range(5):
+    s3.put_object(Bucket='docs', Key=f'list/{i}', Body=b'x')
+p = s3.list_objects_v2(Bucket='docs', Prefix='list/', MaxKeys=2)
+out['page'] = [len(p['Contents']), p['IsTruncated']]
+p2 = s3.list_objects_v2(Bucket='docs', Prefix='list/', StartAfter='list/3')
+out['after'] = [o['Key'] for o in p2['Contents']]
+v1 = s3.list_objects(Bucket='docs', Prefix='list/', MaxKeys=3)
+out['v1'] = [len(v1['Contents']), v1['IsTruncated'], v1.get('NextMarker')]
+enc = s3.list_objects_v2(Bucket='docs', Prefix='list/', EncodingType='url', MaxKeys=1)
+out['encoded'] = enc['Contents'][0]['Key']
+d = s3.delete_objects(Bucket='docs', Delete={'Objects': [{'Key': f'list/{i}'} for i in range(5)]})
+out['deleted'] = len(d['Deleted'])
+s3.delete_object(Bucket='docs', Key='k2')
+mp = s3.create_multipart_upload(Bucket='docs', Key='mp', ContentType='application/x-mp')
+p1 = s3.upload_part(Bucket='docs', Key='mp', UploadId=mp['UploadId'], PartNumber=1, Body=b'a' * (5 << 20))
+p2 = s3.upload_part_copy(Bucket='docs', Key='mp', UploadId=mp['UploadId'], PartNumber=2, CopySource={'Bucket': 'docs', 'Key': 'k'}, CopySourceRange='bytes=0-3')
+out['uploads'] = len(s3.list_multipart_uploads(Bucket='docs')['Uploads'])
+out['parts'] = len(s3.list_parts(Bucket='docs', Key='mp', UploadId=mp['UploadId'])['Parts'])
+c = s3.complete_multipart_upload(Bucket='docs', Key='mp', UploadId=mp['UploadId'], MultipartUpload={'Parts': [{'PartNumber': 1, 'ETag': p1['ETag']}, {'PartNumber': 2, 'ETag': p2['CopyPartResult']['ETag']}]})
+out['mp'] = [c['ETag'].endswith('-2"'), s3.head_object(Bucket='docs', Key='mp')['ContentLength']]
+m2 = s3.create_multipart_upload(Bucket='docs', Key='gone')
+s3.abort_multipart_upload(Bucket='docs', Key='gone', UploadId=m2['UploadId'])
+out['aborted'] = code(lambda: s3.list_parts(Bucket='docs', Key='gone', UploadId=m2['UploadId']))
+out['wrong_secret'] = code(lambda: client(secret='bad').list_objects_v2(Bucket='docs'))
+out['unknown_key'] = code(lambda: client(key='NOBODY').list_objects_v2(Bucket='docs'))
+out['bad_key'] = code(lambda: s3.put_object(Bucket='docs', Key='a/../b', Body=b'x'))
+out['no_bucket'] = code(lambda: s3.head_object(Bucket='nope', Key='x'))
+url = s3.generate_presigned_url('get_object', Params={'Bucket': 'docs', 'Key': 'k'}, ExpiresIn=60)
+out['presigned'] = urllib.request.urlopen(url).read().decode()
+print(json.dumps(out))
+"#;
+    let out = Command::new(venv_bin("python"))
+        .arg("-c")
+        .arg(script)
+        .arg(&server.endpoint)
+        .arg(FERRY)
+        .arg(dir.join(".ferry"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["buckets"], serde_json::json!(["docs"]));
+    assert_eq!(
+        seen["head"],
+        serde_json::json!(["text/x-k", {"owner": "ann"}, 4])
+    );
+    assert_eq!(seen["range"], "as");
+    assert_eq!(seen["304"], "304");
+    assert_eq!(seen["412"], "PreconditionFailed");
+    assert_eq!(
+        seen["race"],
+        serde_json::json!(["PreconditionFailed", "ok"])
+    );
+    assert_eq!(seen["after_cli"], "PreconditionFailed");
+    assert_eq!(seen["create_twice"], "PreconditionFailed");
+    assert_eq!(seen["copy"], serde_json::json!([{"v": "2"}, "text/x-two"]));
+    assert_eq!(seen["page"], serde_json::json!([2, true]));
+    assert_eq!(seen["after"], serde_json::json!(["list/4"]));
+    assert_eq!(seen["v1"], serde_json::json!([3, true, "list/2"]));
+    assert_eq!(seen["encoded"], "list/0");
+    assert_eq!(seen["deleted"], 5);
+    assert_eq!(seen["uploads"], 1);
+    assert_eq!(seen["parts"], 2);
+    assert_eq!(seen["mp"], serde_json::json!([true, (5 << 20) + 4]));
+    assert_eq!(seen["aborted"], "NoSuchUpload");
+    assert_eq!(seen["wrong_secret"], "SignatureDoesNotMatch");
+    assert_eq!(seen["unknown_key"], "InvalidAccessKeyId");
+    assert_eq!(seen["bad_key"], "InvalidArgument");
+    assert_eq!(seen["no_bucket"], "404");
+    assert_eq!(seen["presigned"], "from the cli");
+    // What the clients wrote is in the bucket for the CLI.
+    assert_eq!(
+        stdout(&ok(ferry(&dir, &["cat", "mp"], b""))).len(),
+        (5 << 20) + 4
+    );
+}
