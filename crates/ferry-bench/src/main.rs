@@ -21,6 +21,7 @@ mod crypto_bench;
 mod live_bench;
 mod remotes_bench;
 mod scale_bench;
+mod serve_bench;
 mod sync_bench;
 
 #[derive(Debug, Parser)]
@@ -38,7 +39,7 @@ struct Args {
     /// Concurrent writers for the concurrent-put figure.
     #[arg(long, default_value_t = 16)]
     writers: usize,
-    /// Which figures: local, live, sync, crypto, scale, remotes, or all (`scale`:
+    /// Which figures: local, live, sync, crypto, scale, remotes, serve, or all (`scale`:
     /// `--objects` × 1 KiB through the release `ferry` binary, which must
     /// be built: `cargo build --release -p ferry-bench -p ferry-cli`).
     #[arg(long, default_value = "all")]
@@ -72,6 +73,18 @@ struct Args {
     /// s3 when `--endpoint` is given, else folder.
     #[arg(long, value_parser = ["folder", "s3"])]
     remote: Option<String>,
+    /// Size in MiB of the large object of the serve figures.
+    #[arg(long, default_value_t = 1024)]
+    serve_big_mib: u64,
+    /// Requests of each small figure of the serve suite.
+    #[arg(long, default_value_t = 4000)]
+    serve_requests: usize,
+    /// Internal: run s3s-fs on this root (the serve suite's baseline).
+    #[arg(long, hide = true)]
+    serve_s3s_fs: Option<PathBuf>,
+    /// Internal: its port.
+    #[arg(long, hide = true, default_value_t = 0)]
+    serve_port: u16,
 }
 
 /// One line of the result table.
@@ -86,7 +99,12 @@ pub(crate) struct Row {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let suites = ["local", "live", "sync", "crypto", "scale", "remotes", "all"];
+    if let Some(root) = &args.serve_s3s_fs {
+        return serve_bench::run_s3s_fs(root, args.serve_port);
+    }
+    let suites = [
+        "local", "live", "sync", "crypto", "scale", "remotes", "serve", "all",
+    ];
     anyhow::ensure!(
         suites.contains(&args.suite.as_str()),
         "--suite {}: use one of {}",
@@ -205,6 +223,17 @@ fn main() -> Result<()> {
         let mut rows = rt.block_on(remotes_bench::gcs(scratch.path(), args.remote_objects))?;
         rows.extend(rt.block_on(remotes_bench::azure(scratch.path(), args.remote_objects))?);
         rows.extend(rt.block_on(remotes_bench::webdav(scratch.path(), args.remote_objects))?);
+        print_table(&rows);
+    }
+    if args.suite == "serve" || args.suite == "all" {
+        println!(
+            "\nserve figures (ferry serve vs s3s-fs, separate processes, same client, same run)"
+        );
+        let rows = rt.block_on(serve_bench::run(
+            scratch.path(),
+            args.serve_requests,
+            args.serve_big_mib,
+        ))?;
         print_table(&rows);
     }
     if args.suite == "scale" || args.suite == "all" {
