@@ -712,7 +712,7 @@ async fn two_handles_on_one_directory_see_each_others_writes() {
 async fn conditional_puts_are_atomic_against_the_index() {
     use ferry::PutCondition;
     let (_tmp, bucket) = new_bucket().await;
-    let big = pseudo_random(INLINE as usize * 4, 9);
+    let big = pseudo_random(INLINE * 4, 9);
     let first = bucket
         .put_if(
             "k",
@@ -726,7 +726,7 @@ async fn conditional_puts_are_atomic_against_the_index() {
     let again = bucket
         .put_if(
             "k",
-            pseudo_random(INLINE as usize * 4, 10),
+            pseudo_random(INLINE * 4, 10),
             PutOptions::default(),
             PutCondition::IfAbsent,
         )
