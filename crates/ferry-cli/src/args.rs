@@ -301,6 +301,15 @@ pub struct ServeArgs {
     /// Answer CORS requests from ORIGIN (`*`: any); repeatable.
     #[arg(long, value_name = "ORIGIN")]
     pub cors_origin: Vec<String>,
+    /// Serve the app endpoints (URL signer, status, events) under BASE, as
+    /// `BASE/health` and `BASE/v1/...`; callers present a bearer token from
+    /// ferry.toml's [serve.tokens.NAME].
+    #[arg(long, value_name = "BASE")]
+    pub signer_base: Option<String>,
+    /// Where signed URLs point: `local` (this gateway, works offline) or
+    /// `upstream` (the bucket's S3 remote).
+    #[arg(long, default_value = "local", value_parser = ["local", "upstream"])]
+    pub signer_target: String,
 }
 
 #[derive(Debug, Args)]

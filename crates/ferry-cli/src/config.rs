@@ -51,6 +51,28 @@ pub struct CredentialsSection {
 pub struct ServeSection {
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<String>,
+    /// The longest a signed URL lives, in seconds (default 900).
+    pub signer_max_expiry_secs: Option<u64>,
+    /// Bearer tokens of the app endpoints, by name.
+    #[serde(default)]
+    pub tokens: std::collections::BTreeMap<String, TokenSection>,
+}
+
+/// `[serve.tokens.NAME]`.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSection {
+    pub token: String,
+    /// Key prefixes it may touch (default: every key).
+    #[serde(default = "every_key")]
+    pub prefixes: Vec<String>,
+    /// upload, download, delete, list, status (default: all).
+    #[serde(default)]
+    pub verbs: Vec<String>,
+}
+
+fn every_key() -> Vec<String> {
+    vec![String::new()]
 }
 
 /// One configuration file as written.
@@ -263,6 +285,13 @@ impl FileConfig {
     /// One credential field and where it came from.
     /// `ferry serve`'s key pair: the bucket file's `[serve]`, else the
     /// user file's (the environment is read by the caller).
+    pub fn serve_section(&self) -> Option<&ServeSection> {
+        [&self.bucket, &self.user]
+            .into_iter()
+            .flatten()
+            .find_map(|l| l.serve.as_ref())
+    }
+
     pub fn serve_keys(&self) -> Option<(String, String)> {
         [&self.bucket, &self.user]
             .into_iter()

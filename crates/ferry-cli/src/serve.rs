@@ -164,6 +164,77 @@ pub async fn serve(global: &Global, args: ServeArgs) -> Result<(), CommandError>
                 "choose another address with --listen HOST:PORT",
             )
         })?;
+    let app = match &args.signer_base {
+        None => None,
+        Some(base) => {
+            let Some(b) = &bucket else {
+                return Err(CommandError::user(
+                    "--signer-base serves one bucket",
+                    "serve one bucket (without --buckets) to sign URLs for it",
+                ));
+            };
+            let section = file.serve_section();
+            let tokens: Vec<ferry_gateway::app::Token> = section
+                .map(|s| {
+                    s.tokens
+                        .values()
+                        .map(|t| ferry_gateway::app::Token {
+                            token: t.token.clone(),
+                            prefixes: t.prefixes.clone(),
+                            verbs: t.verbs.clone(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            if tokens.is_empty() {
+                return Err(CommandError::user(
+                    "--signer-base needs at least one bearer token",
+                    "add [serve.tokens.NAME] with token = \"...\" (and prefixes, verbs) to ferry.toml",
+                ));
+            }
+            let target = if args.signer_target == "upstream" {
+                if b.is_encrypted() {
+                    return Err(CommandError::user(
+                        "an encrypted bucket's remote holds ciphertext: URLs signed for it would upload plaintext beside it",
+                        "use --signer-target local",
+                    ));
+                }
+                let spec = b.remote_spec()?.ok_or_else(|| {
+                    CommandError::user(
+                        "--signer-target upstream needs a remote",
+                        "set one with `ferry remote set s3://BUCKET/PREFIX`",
+                    )
+                })?;
+                let spec = config::with_env_defaults(spec);
+                let s3 = spec
+                    .build_s3(&config::credentials(&file)?, b.sync_config()?.timeouts())
+                    .map_err(ferry::Error::from)?
+                    .ok_or_else(|| {
+                        CommandError::user(
+                            "--signer-target upstream signs S3 URLs only",
+                            "use --signer-target local for other remotes",
+                        )
+                    })?;
+                ferry_gateway::app::SignerTarget::Upstream(std::sync::Arc::new(s3))
+            } else {
+                ferry_gateway::app::SignerTarget::Local
+            };
+            Some(ferry_gateway::app::AppConfig {
+                base: base.trim_end_matches('/').to_owned(),
+                tokens,
+                max_expiry: std::time::Duration::from_secs(
+                    section
+                        .and_then(|s| s.signer_max_expiry_secs)
+                        .unwrap_or(900),
+                ),
+                target,
+                public_url: format!(
+                    "http://{}",
+                    listener.local_addr().map_err(|e| anyhow::anyhow!("{e}"))?
+                ),
+            })
+        }
+    };
     let names = match &served {
         ferry_gateway::Served::One { name, .. } => name.clone(),
         ferry_gateway::Served::Dir(d) => format!("the buckets under {}", d.display()),
@@ -178,6 +249,7 @@ pub async fn serve(global: &Global, args: ServeArgs) -> Result<(), CommandError>
             public_read: args.public_read.clone(),
             cors_origins: args.cors_origin.clone(),
             cache_control: Some("no-cache".into()),
+            app,
         },
     )
     .map_err(|e| anyhow::anyhow!("starting the gateway: {e}"))?;

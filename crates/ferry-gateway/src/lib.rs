@@ -7,6 +7,7 @@
 //! The front end (CLI) reads settings and passes them in; this crate reads
 //! no environment and prints nothing.
 
+pub mod app;
 pub mod s3;
 pub mod store;
 
@@ -81,6 +82,8 @@ pub struct GatewayConfig {
     pub cors_origins: Vec<String>,
     /// `Cache-Control` on object answers.
     pub cache_control: Option<String>,
+    /// The app endpoints (signer, status, events), serving one bucket.
+    pub app: Option<app::AppConfig>,
 }
 
 /// One access key pair.
@@ -183,6 +186,17 @@ pub fn start(
         Served::Dir(_) => None,
     };
     let buckets = Arc::new(Buckets::new(served)?);
+    let app = match (&config.app, &single, buckets.open_entries().first()) {
+        (Some(a), Some(name), Some(entry)) => Some(Arc::new(app::App {
+            config: a.clone(),
+            name: name.clone(),
+            bucket: entry.bucket.clone(),
+            entry: entry.clone(),
+            access_key_id: config.access_key_id.clone(),
+            secret_access_key: config.secret_access_key.clone(),
+        })),
+        _ => None,
+    };
     let s3 = s3::FerryS3 {
         buckets: buckets.clone(),
         cache_control: config.cache_control.clone(),
@@ -218,11 +232,13 @@ pub fn start(
                 };
                 let service = service.clone();
                 let cors = cors.clone();
+                let app = app.clone();
                 let handler =
                     hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                         let service = service.clone();
                         let cors = cors.clone();
-                        async move { handle(service, &cors, req).await }
+                        let app = app.clone();
+                        async move { handle(service, app.as_deref(), &cors, req).await }
                     });
                 let conn = http
                     .serve_connection(hyper_util::rt::TokioIo::new(socket), handler)
@@ -250,6 +266,7 @@ fn allowed_origin(cors: &[String], headers: &http::HeaderMap) -> Option<String> 
 
 async fn handle(
     service: s3s::service::S3Service,
+    app: Option<&app::App>,
     cors: &[String],
     req: http::Request<hyper::body::Incoming>,
 ) -> Result<http::Response<s3s::Body>, s3s::HttpError> {
@@ -283,7 +300,10 @@ async fn handle(
         }
         return Ok(resp);
     }
-    let mut resp = service.call(req.map(s3s::Body::from)).await?;
+    let mut resp = match app {
+        Some(a) if a.matches(req.uri().path()) => a.handle(req).await,
+        _ => service.call(req.map(s3s::Body::from)).await?,
+    };
     if let Some(o) = origin {
         let h = resp.headers_mut();
         insert(h, "access-control-allow-origin", &o);

@@ -404,6 +404,30 @@ impl RemoteSpec {
         })
     }
 
+    /// The S3 remote this spec names, as its concrete type (for what only
+    /// S3 does, such as presigning); `None` for other kinds.
+    pub fn build_s3(
+        &self,
+        creds: &Credentials,
+        timeouts: Timeouts,
+    ) -> Result<Option<S3Remote>, RemoteError> {
+        let RemoteKind::S3 { bucket, prefix } = self.kind()? else {
+            return Ok(None);
+        };
+        Ok(Some(S3Remote::new(&S3Config {
+            bucket,
+            prefix,
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone().unwrap_or_else(|| "us-east-1".into()),
+            path_style: self.path_style,
+            access_key_id: creds.access_key_id.clone(),
+            secret_access_key: creds.secret_access_key.clone(),
+            session_token: creds.session_token.clone(),
+            connect_timeout: timeouts.connect,
+            io_timeout: timeouts.io,
+        })?))
+    }
+
     /// The HTTP URL of a WebDAV remote's collection: `http://HOST/PATH`
     /// (`https://` for `webdavs://`), or the endpoint's scheme and host in
     /// their place when one is set.

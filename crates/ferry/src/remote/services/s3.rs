@@ -138,6 +138,28 @@ pub struct S3Remote {
     io_timeout: Duration,
 }
 
+/// Which request [`S3Remote::presign`] signs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresignMethod {
+    /// An upload.
+    Put,
+    /// A download.
+    Get,
+    /// A description.
+    Head,
+}
+
+/// A presigned request: anyone holding it may send it until it expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presigned {
+    /// The URL, signature in its query.
+    pub url: String,
+    /// `PUT`, `GET` or `HEAD`.
+    pub method: String,
+    /// Headers the request must carry as signed (content type, metadata).
+    pub headers: Vec<(String, String)>,
+}
+
 /// What a multipart marker object holds.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Marker {
@@ -232,6 +254,66 @@ impl S3Remote {
     }
 
     /// The S3 key of a ferry key (or of a listing prefix): exact.
+    /// A presigned request for `key` (under the remote prefix): a PUT
+    /// with the given content type and user metadata (the headers the
+    /// client must send are returned), a GET, or a HEAD, valid for
+    /// `expires`. Made locally, no request is sent.
+    pub async fn presign(
+        &self,
+        method: PresignMethod,
+        key: &str,
+        expires: Duration,
+        content_type: Option<&str>,
+        metadata: &crate::metadata::Metadata,
+    ) -> Result<Presigned, RemoteError> {
+        let fail = |e: String| {
+            RemoteError::new(
+                RemoteErrorKind::Terminal,
+                self.endpoint(),
+                format!("presigning {key:?}: {e}"),
+            )
+        };
+        let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(expires)
+            .map_err(|e| fail(e.to_string()))?;
+        let full = self.full(key);
+        let req = match method {
+            PresignMethod::Put => {
+                let mut b = self.client.put_object().bucket(&self.bucket).key(&full);
+                if let Some(ct) = content_type {
+                    b = b.content_type(ct);
+                }
+                for (n, v) in metadata {
+                    b = b.metadata(n, v);
+                }
+                b.presigned(config).await.map_err(|e| fail(e.to_string()))?
+            }
+            PresignMethod::Get => self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(&full)
+                .presigned(config)
+                .await
+                .map_err(|e| fail(e.to_string()))?,
+            PresignMethod::Head => self
+                .client
+                .head_object()
+                .bucket(&self.bucket)
+                .key(&full)
+                .presigned(config)
+                .await
+                .map_err(|e| fail(e.to_string()))?,
+        };
+        Ok(Presigned {
+            url: req.uri().to_owned(),
+            method: req.method().to_owned(),
+            headers: req
+                .headers()
+                .map(|(n, v)| (n.to_owned(), v.to_owned()))
+                .collect(),
+        })
+    }
+
     fn full(&self, key: &str) -> String {
         if self.prefix.is_empty() {
             key.to_owned()
