@@ -379,7 +379,7 @@ pub enum RemoteCommand {
     },
     /// Set the remote (checks that it answers first).
     Set {
-        /// `s3://BUCKET[/PREFIX]`, `gs://BUCKET[/PREFIX]`, `az://ACCOUNT/CONTAINER[/PREFIX]`, `webdav://HOST[:PORT]/PATH` (`webdavs://` for HTTPS) or `file:///ABS/PATH`.
+        /// `s3://BUCKET[/PREFIX]`, `gs://BUCKET[/PREFIX]`, `az://ACCOUNT/CONTAINER[/PREFIX]`, `webdav://HOST[:PORT]/PATH` (`webdavs://` for HTTPS), `signer+https://HOST/BASE` (a URL signer, `signer+http://` on loopback) or `file:///ABS/PATH`.
         url: String,
         /// Endpoint URL: an S3-compatible store (default: $AWS_ENDPOINT_URL, then AWS) a GCS emulator (default: $STORAGE_EMULATOR_HOST, then Google) or an Azure blob service (default: the BlobEndpoint of $AZURE_STORAGE_CONNECTION_STRING, then https://ACCOUNT.blob.core.windows.net).
         #[arg(long)]
@@ -543,7 +543,7 @@ pub struct InitArgs {
     /// The bucket's data directory.
     #[arg(value_name = "DIR", default_value = ".ferry")]
     pub dir: PathBuf,
-    /// The remote to sync with: `s3://BUCKET[/PREFIX]`, `gs://BUCKET[/PREFIX]`, `az://ACCOUNT/CONTAINER[/PREFIX]`, `webdav://HOST[:PORT]/PATH` (`webdavs://` for HTTPS), `file:///ABS/PATH`.
+    /// The remote to sync with: `s3://BUCKET[/PREFIX]`, `gs://BUCKET[/PREFIX]`, `az://ACCOUNT/CONTAINER[/PREFIX]`, `webdav://HOST[:PORT]/PATH` (`webdavs://` for HTTPS), `signer+https://HOST/BASE` (a URL signer), `file:///ABS/PATH`.
     #[arg(long)]
     pub remote: Option<String>,
     /// Endpoint URL: an S3-compatible store (default: $AWS_ENDPOINT_URL, then AWS) a GCS emulator (default: $STORAGE_EMULATOR_HOST, then Google) or an Azure blob service (default: the BlobEndpoint of $AZURE_STORAGE_CONNECTION_STRING, then https://ACCOUNT.blob.core.windows.net).

@@ -95,6 +95,8 @@ fn classify(err: &ferry::Error) -> (u8, Option<String>) {
                 "AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_KEY, AZURE_STORAGE_SAS_TOKEN, or ferry.toml; the container must exist"
             } else if r.endpoint.starts_with("webdav") {
                 "FERRY_WEBDAV_USER, FERRY_WEBDAV_PASSWORD, or ferry.toml"
+            } else if r.endpoint.starts_with("signer+") {
+                "FERRY_SIGNER_TOKEN, or signer_token in ferry.toml's [credentials]; the token's prefixes must cover the keys and .ferry/"
             } else {
                 "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, or ferry.toml"
             };
@@ -103,7 +105,7 @@ fn classify(err: &ferry::Error) -> (u8, Option<String>) {
                 Some(format!("check the remote URL, endpoint and credentials ({creds}); nothing was changed locally")),
             )
         }
-        E::NoRemote => (1, Some("set one with `ferry remote set s3://BUCKET/PREFIX` (or gs://BUCKET/PREFIX, az://ACCOUNT/CONTAINER/PREFIX, webdav://HOST/PATH, file:///PATH)".into())),
+        E::NoRemote => (1, Some("set one with `ferry remote set s3://BUCKET/PREFIX` (or gs://BUCKET/PREFIX, az://ACCOUNT/CONTAINER/PREFIX, webdav://HOST/PATH, signer+https://HOST/BASE, file:///PATH)".into())),
         E::LeaderBusy { .. } => (1, Some("another process (`ferry watch` or an app) runs the sync engine; it may be busy or stuck".into())),
         E::NotInConflict { .. } => (1, Some("`ferry conflicts` lists the keys in conflict".into())),
         E::LocalChanges { .. } => (1, Some("run `ferry sync` first".into())),

@@ -43,6 +43,8 @@ pub struct CredentialsSection {
     pub webdav_user: Option<String>,
     /// WebDAV basic-auth password.
     pub webdav_password: Option<String>,
+    /// A URL signer's bearer token (`signer+https://` remotes).
+    pub signer_token: Option<String>,
 }
 
 /// `[serve]`: the access key pair of `ferry serve`.
@@ -421,6 +423,12 @@ impl FileConfig {
                 |c| &c.webdav_password,
                 true,
             ),
+            (
+                "signer_token",
+                "FERRY_SIGNER_TOKEN",
+                |c| &c.signer_token,
+                true,
+            ),
         ] {
             let (value, source) = self.credential(var, field);
             let shown = match (value, secret) {
@@ -535,6 +543,7 @@ pub fn credentials(file: &FileConfig) -> Result<Credentials, CommandError> {
         webdav_password: file
             .credential("FERRY_WEBDAV_PASSWORD", |c| &c.webdav_password)
             .0,
+        signer_token: file.credential("FERRY_SIGNER_TOKEN", |c| &c.signer_token).0,
     })
 }
 

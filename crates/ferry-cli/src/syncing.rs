@@ -53,7 +53,7 @@ pub async fn connect(global: &Global, bucket: &Bucket) -> Result<(), CommandErro
     let Some(spec) = bucket.remote_spec()? else {
         return Err(CommandError::user(
             "this bucket has no remote",
-            "set one with `ferry remote set s3://BUCKET/PREFIX` (or gs://BUCKET/PREFIX, az://ACCOUNT/CONTAINER/PREFIX, webdav://HOST/PATH, file:///PATH)",
+            "set one with `ferry remote set s3://BUCKET/PREFIX` (or gs://BUCKET/PREFIX, az://ACCOUNT/CONTAINER/PREFIX, webdav://HOST/PATH, signer+https://HOST/BASE, file:///PATH)",
         ));
     };
     let spec = config::with_env_defaults(spec);

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use ferry::remote::s3::{PresignMethod, S3Remote};
+use ferry::remote::Precondition;
 use ferry::Bucket;
 use http_body_util::BodyExt as _;
 use serde_json::json;
@@ -121,6 +122,12 @@ struct SignRequest {
     /// User metadata to sign into an upload.
     #[serde(default)]
     metadata: ferry::Metadata,
+    /// A download's method: `GET` (the default) or `HEAD`.
+    method: Option<String>,
+    /// `*`: an upload that creates the key only (`If-None-Match: *`).
+    if_none_match: Option<String>,
+    /// An upload that replaces this ETag only (`If-Match`).
+    if_match: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -224,8 +231,8 @@ impl App {
                 let upload = route.ends_with("upload");
                 let r = parse!(SignRequest);
                 let verb = if upload { "upload" } else { "download" };
-                if let Err(e) = ferry::validate_key(&r.key) {
-                    return error(400, format!("invalid key {:?}: {e}", r.key));
+                if let Err(e) = signable(&r.key) {
+                    return error(400, e);
                 }
                 if !token.may(verb) || !token.covers(&r.key) {
                     return error(403, format!("this token may not {verb} {:?}", r.key));
@@ -236,10 +243,26 @@ impl App {
                     .map(Duration::from_secs)
                     .map_or(max, |e| e.min(max))
                     .max(Duration::from_secs(1));
-                let method = if upload {
-                    PresignMethod::Put
-                } else {
-                    PresignMethod::Get
+                let method = match (upload, r.method.as_deref()) {
+                    (true, None | Some("PUT")) => PresignMethod::Put,
+                    (false, None | Some("GET")) => PresignMethod::Get,
+                    (false, Some("HEAD")) => PresignMethod::Head,
+                    (_, Some(m)) => {
+                        return error(400, format!("{route} does not sign {m} requests"))
+                    }
+                };
+                let cond = match (r.if_none_match.as_deref(), r.if_match) {
+                    (None, None) => Precondition::None,
+                    (Some("*"), None) => Precondition::IfAbsent,
+                    (None, Some(etag)) => {
+                        Precondition::IfMatch(format!("\"{}\"", etag.trim_matches('"')))
+                    }
+                    _ => {
+                        return error(
+                            400,
+                            "ifNoneMatch may only be \"*\", and not together with ifMatch",
+                        )
+                    }
                 };
                 match self
                     .presign(
@@ -248,6 +271,7 @@ impl App {
                         expires,
                         r.content_type.as_deref(),
                         &r.metadata,
+                        &cond,
                     )
                     .await
                 {
@@ -308,10 +332,11 @@ impl App {
         expires: Duration,
         content_type: Option<&str>,
         metadata: &ferry::Metadata,
+        cond: &Precondition,
     ) -> Result<ferry::remote::s3::Presigned, String> {
         match &self.config.target {
             SignerTarget::Upstream(remote) => remote
-                .presign(method, key, expires, content_type, metadata)
+                .presign(method, key, expires, content_type, metadata, cond)
                 .await
                 .map_err(|e| e.to_string()),
             SignerTarget::Local => {
@@ -331,7 +356,7 @@ impl App {
                 })
                 .map_err(|e| e.to_string())?;
                 local
-                    .presign(method, key, expires, content_type, metadata)
+                    .presign(method, key, expires, content_type, metadata, cond)
                     .await
                     .map_err(|e| e.to_string())
             }
@@ -339,7 +364,10 @@ impl App {
     }
 
     async fn delete(&self, key: &str, if_match: Option<&str>) -> Resp {
-        use ferry::remote::{Precondition, Remote as _};
+        use ferry::remote::Remote as _;
+        if let Err(e) = signable(key) {
+            return error(400, e);
+        }
         match &self.config.target {
             SignerTarget::Upstream(remote) => {
                 let cond = if_match.map_or(Precondition::None, |e| {
@@ -364,7 +392,8 @@ impl App {
                     }
                 }
                 match self.bucket.delete(key).await {
-                    Ok(_) => http_status(204),
+                    // Deleting what is not there succeeds, as on S3.
+                    Ok(_) | Err(ferry::Error::NotFound { .. }) => http_status(204),
                     Err(e) => error(500, e.to_string()),
                 }
             }
@@ -378,8 +407,14 @@ impl App {
         match &self.config.target {
             SignerTarget::Upstream(remote) => match remote.list_page(prefix, cursor).await {
                 Ok(page) => {
+                    // ferry's own objects only when asked for by prefix
+                    // (a replica syncing through the signer reads its
+                    // journal so).
+                    let own = prefix.starts_with(ferry::RESERVED_PREFIX);
                     for o in page.objects {
-                        if o.key.starts_with(".ferry/") || !token.covers(&o.key) {
+                        if (!own && o.key.starts_with(ferry::RESERVED_PREFIX))
+                            || !token.covers(&o.key)
+                        {
                             continue;
                         }
                         items.push(json!({
@@ -493,6 +528,14 @@ impl App {
         h.insert("cache-control", http::HeaderValue::from_static("no-cache"));
         r
     }
+}
+
+/// Whether the signer may sign for `key`: a valid ferry key, or one of
+/// ferry's own objects under `.ferry/` (a replica syncing through the
+/// signer writes its journal and probes there).
+fn signable(key: &str) -> Result<(), String> {
+    let rest = key.strip_prefix(ferry::RESERVED_PREFIX).unwrap_or(key);
+    ferry::validate_key(rest).map_err(|e| format!("invalid key {key:?}: {e}"))
 }
 
 fn http_status(status: u16) -> Resp {

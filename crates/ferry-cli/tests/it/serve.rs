@@ -620,3 +620,147 @@ print(json.dumps(out))
         "png bytes"
     );
 }
+
+/// Two replicas that hold only a token sync through the signer
+/// (`signer+http://`), which mints URLs for the moto bucket behind the
+/// gateway: keys with metadata travel both ways, a delete reaches the other
+/// replica, concurrent edits are a conflict, the probe finds the store's
+/// conditional writes through the signed headers, and a token whose
+/// prefixes do not cover `.ferry/` is refused with a message naming it.
+#[test]
+fn signer_replicas_sync_two_buckets_through_it() {
+    let moto = std::env::var("FERRY_TEST_MOTO_ENDPOINT")
+        .expect("FERRY_TEST_MOTO_ENDPOINT is not set: run the suite with ./scripts/test.sh");
+    let tmp = tempfile::tempdir().unwrap();
+    let site = tmp.path().join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_ENDPOINT_URL", moto.as_str()),
+    ];
+    let url = format!("s3://ferry-test/replicas{:016x}", rand::random::<u64>());
+    let mut init = Command::new(FERRY);
+    init.current_dir(&site).env_remove("FERRY_BUCKET").args([
+        "init",
+        "--remote",
+        &url,
+        "--path-style",
+    ]);
+    for (k, v) in env {
+        init.env(k, v);
+    }
+    ok(init.output().unwrap());
+    std::fs::write(
+        site.join(".ferry/ferry.toml"),
+        format!("{TOKENS}\n[serve.tokens.sync]\ntoken = \"sync-token\"\nprefixes = [\"\"]\n"),
+    )
+    .unwrap();
+    let server = serve_with_env(
+        &site,
+        &["--signer-base", "/api", "--signer-target", "upstream"],
+        &env,
+    );
+    let remote = format!(
+        "signer+http://{}/api",
+        server.endpoint.trim_start_matches("http://")
+    );
+    let run_with = |token: &str, bucket: &str, args: &[&str], stdin: &[u8]| {
+        use std::io::Write;
+        let mut child = Command::new(FERRY)
+            .current_dir(tmp.path())
+            .env_remove("FERRY_BUCKET")
+            .env_remove("AWS_ENDPOINT_URL")
+            .env("FERRY_SIGNER_TOKEN", token)
+            .arg("--bucket")
+            .arg(tmp.path().join(bucket))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let run =
+        |bucket: &str, args: &[&str], stdin: &[u8]| run_with("sync-token", bucket, args, stdin);
+    let json = |out: &std::process::Output| -> serde_json::Value {
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    for b in ["a", "b"] {
+        ok(run(b, &["init", "--remote", &remote], b""));
+    }
+    let keys = ["notes ", "ü/€ #%+&=.txt", "a//b", "photos/cat.jpg"];
+    for k in keys {
+        ok(run(
+            "a",
+            &[
+                "put",
+                k,
+                "--meta",
+                "owner=ann",
+                "--content-type",
+                "image/jpeg",
+            ],
+            k.as_bytes(),
+        ));
+    }
+    let report = json(&ok(run("a", &["sync", "--json"], b"")));
+    assert_eq!(report["pushed"], keys.len(), "{report}");
+    // What the probe found through the signer: moto's own conditions.
+    let shown = json(&ok(run("a", &["remote", "show", "--json"], b"")));
+    assert_eq!(shown["probe"]["conditional_put"], true, "{shown}");
+    assert_eq!(shown["probe"]["conditional_delete"], true, "{shown}");
+    let report = json(&ok(run("b", &["sync", "--json"], b"")));
+    assert_eq!(report["pulled"], keys.len(), "{report}");
+    for k in keys {
+        assert_eq!(stdout(&ok(run("b", &["cat", k], b""))), k);
+        let stat = json(&ok(run("b", &["stat", k, "--json"], b"")));
+        assert_eq!(stat["metadata"]["owner"], "ann", "{stat}");
+        assert_eq!(stat["content_type"], "image/jpeg", "{stat}");
+    }
+    // An edit and a delete travel back.
+    ok(run("b", &["put", "notes "], b"edited on b"));
+    ok(run("b", &["rm", "a//b"], b""));
+    ok(run("b", &["sync"], b""));
+    ok(run("a", &["sync"], b""));
+    assert_eq!(
+        stdout(&ok(run("a", &["cat", "notes "], b""))),
+        "edited on b"
+    );
+    assert!(!run("a", &["cat", "a//b"], b"").status.success());
+    // Both edit one key: the second to sync has a conflict, nothing lost.
+    ok(run("a", &["put", "photos/cat.jpg"], b"from a"));
+    ok(run("b", &["put", "photos/cat.jpg"], b"from b"));
+    ok(run("a", &["sync"], b""));
+    let report = json(&ok(run("b", &["sync", "--json"], b"")));
+    assert_eq!(report["conflicts"][0]["key"], "photos/cat.jpg", "{report}");
+    // The gateway's own bucket, which syncs with the store directly, sees
+    // what the replicas wrote.
+    let mut sync = Command::new(FERRY);
+    sync.current_dir(&site)
+        .env_remove("FERRY_BUCKET")
+        .args(["sync"]);
+    for (k, v) in env {
+        sync.env(k, v);
+    }
+    ok(sync.output().unwrap());
+    assert_eq!(
+        stdout(&ok(ferry(&site, &["cat", "notes "], b""))),
+        "edited on b"
+    );
+    // A token limited to uploads/ cannot sync: refused, named, nothing made.
+    let out = run_with("app-token", "c", &["init", "--remote", &remote], b"");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        err.contains("403") && err.contains("FERRY_SIGNER_TOKEN"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("c").exists());
+    // No token at all: 401, named.
+    let out = run_with("", "d", &["init", "--remote", &remote], b"");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(err.contains("401"), "{err}");
+}

@@ -7,7 +7,9 @@
 //! SDK, which keeps keys byte for byte), [`gcs::GcsRemote`] (`gs://`,
 //! Google's JSON API over plain HTTP, for the same reason),
 //! [`azure::AzureRemote`] (`az://`, Azure's REST API over plain HTTP) and
-//! [`webdav::WebDavRemote`] (`webdav://`, `webdavs://`, over plain HTTP).
+//! [`webdav::WebDavRemote`] (`webdav://`, `webdavs://`, over plain HTTP)
+//! and [`signer::SignerRemote`] (`signer+https://`, a store reached through
+//! a URL signer's short-lived URLs).
 //! Retry with backoff ([`retry::Retrying`]), emulated preconditions
 //! ([`emulated::Emulated`]), encryption ([`encrypted::Encrypted`]) and
 //! fault injection ([`fault::Faulty`]) wrap any remote as layers, on the
@@ -19,7 +21,7 @@ pub mod services;
 pub mod spec;
 
 pub use layers::{emulated, encrypted, fault, retry};
-pub use services::{azure, folder, gcs, memory, s3, webdav};
+pub use services::{azure, folder, gcs, memory, s3, signer, webdav};
 
 use std::fmt;
 use std::path::PathBuf;

@@ -1,6 +1,6 @@
 //! Remote URLs and settings: `s3://BUCKET[/PREFIX]`, `gs://BUCKET[/PREFIX]`,
 //! `az://ACCOUNT/CONTAINER[/PREFIX]`, `webdav://HOST[:PORT]/PATH`
-//! (`webdavs://` for HTTPS), `file:///ABS/PATH`, `memory://`, parsed here and turned into a [`Remote`](super::Remote).
+//! (`webdavs://` for HTTPS), `signer+http(s)://HOST/BASE`, `file:///ABS/PATH`, `memory://`, parsed here and turned into a [`Remote`](super::Remote).
 //! Credentials come from the caller; the library reads no environment.
 
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use super::folder::FolderRemote;
 use super::gcs::{GcsConfig, GcsRemote};
 use super::memory::MemoryRemote;
 use super::s3::{S3Config, S3Remote};
+use super::signer::{SignerConfig, SignerRemote};
 use super::webdav::{WebDavConfig, WebDavRemote};
 use super::{RemoteError, RemoteErrorKind, SharedRemote};
 
@@ -18,7 +19,7 @@ use super::{RemoteError, RemoteErrorKind, SharedRemote};
 pub struct RemoteSpec {
     /// `s3://BUCKET[/PREFIX]`, `gs://BUCKET[/PREFIX]`,
     /// `az://ACCOUNT/CONTAINER[/PREFIX]`, `webdav://HOST/PATH`,
-    /// `file:///ABS/PATH` or `memory://`.
+    /// `signer+https://HOST/BASE`, `file:///ABS/PATH` or `memory://`.
     pub url: String,
     /// Endpoint URL: an S3-compatible store other than AWS, a GCS or Azure
     /// emulator, or (WebDAV) the scheme and host to use instead of the URL's.
@@ -85,6 +86,15 @@ pub enum RemoteKind {
         /// The collection's path (no surrounding slashes; may be empty).
         path: String,
     },
+    /// A URL signer (`ferry serve --signer-base`) in front of a store.
+    Signer {
+        /// HTTPS (`signer+https://`).
+        tls: bool,
+        /// `HOST[:PORT]`.
+        host: String,
+        /// The signer's base path (no surrounding slashes; may be empty).
+        base: String,
+    },
     /// A local folder.
     Folder {
         /// Absolute path.
@@ -111,6 +121,8 @@ pub struct Credentials {
     pub webdav_user: Option<String>,
     /// WebDAV basic-auth password.
     pub webdav_password: Option<String>,
+    /// A URL signer's bearer token.
+    pub signer_token: Option<String>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -130,6 +142,10 @@ impl std::fmt::Debug for Credentials {
             .field(
                 "webdav_password",
                 &self.webdav_password.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "signer_token",
+                &self.signer_token.as_ref().map(|_| "<redacted>"),
             )
             .finish()
     }
@@ -199,6 +215,7 @@ impl RemoteSpec {
                 format!("az://{account}/{container}/{prefix} at {endpoint}")
             }
             RemoteKind::WebDav { .. } => self.webdav_url()?,
+            RemoteKind::Signer { .. } => format!("signer+{}", self.signer_url()?),
             RemoteKind::Folder { path } => {
                 let mut clean = std::path::PathBuf::new();
                 for c in path.components() {
@@ -311,6 +328,23 @@ impl RemoteSpec {
                 host: host.to_owned(),
                 path,
             })
+        } else if let Some((tls, rest)) = url
+            .strip_prefix("signer+http://")
+            .map(|r| (false, r))
+            .or_else(|| url.strip_prefix("signer+https://").map(|r| (true, r)))
+        {
+            let (host, base) = rest.split_once('/').unwrap_or((rest, ""));
+            if host.is_empty() {
+                return Err(bad(
+                    url,
+                    "signer+https:// needs a host, as in signer+https://app.example.com/api",
+                ));
+            }
+            Ok(RemoteKind::Signer {
+                tls,
+                host: host.to_owned(),
+                base: base.trim_matches('/').to_owned(),
+            })
         } else if let Some(path) = url.strip_prefix("file://") {
             if !path.starts_with('/') {
                 return Err(bad(
@@ -324,7 +358,7 @@ impl RemoteSpec {
         } else {
             Err(bad(
                 url,
-                "use s3://BUCKET[/PREFIX], gs://BUCKET[/PREFIX], az://ACCOUNT/CONTAINER[/PREFIX], webdav://HOST[:PORT]/PATH (webdavs:// for HTTPS), file:///ABS/PATH or memory://",
+                "use s3://BUCKET[/PREFIX], gs://BUCKET[/PREFIX], az://ACCOUNT/CONTAINER[/PREFIX], webdav://HOST[:PORT]/PATH (webdavs:// for HTTPS), signer+https://HOST/BASE (signer+http:// on loopback), file:///ABS/PATH or memory://",
             ))
         }
     }
@@ -342,7 +376,8 @@ impl RemoteSpec {
             RemoteKind::S3 { .. }
             | RemoteKind::Gcs { .. }
             | RemoteKind::Azure { .. }
-            | RemoteKind::WebDav { .. } => self
+            | RemoteKind::WebDav { .. }
+            | RemoteKind::Signer { .. } => self
                 .build(&Credentials::default())
                 .ok()
                 .and_then(|r| r.refuses(key)),
@@ -399,6 +434,12 @@ impl RemoteSpec {
                 connect_timeout: timeouts.connect,
                 io_timeout: timeouts.io,
             })?),
+            RemoteKind::Signer { .. } => Arc::new(SignerRemote::new(&SignerConfig {
+                url: self.signer_url()?,
+                token: creds.signer_token.clone(),
+                connect_timeout: timeouts.connect,
+                io_timeout: timeouts.io,
+            })?),
             RemoteKind::Folder { path } => Arc::new(FolderRemote::new(path)?),
             RemoteKind::Memory => Arc::new(MemoryRemote::new()),
         })
@@ -426,6 +467,24 @@ impl RemoteSpec {
             connect_timeout: timeouts.connect,
             io_timeout: timeouts.io,
         })?))
+    }
+
+    /// The HTTP URL of a signer remote's base: `https://HOST/BASE` for
+    /// `signer+https://HOST/BASE`, or the endpoint's scheme and host in
+    /// their place when one is set.
+    pub fn signer_url(&self) -> Result<String, RemoteError> {
+        let RemoteKind::Signer { tls, host, base } = self.kind()? else {
+            return Err(bad(&self.url, "not a signer+http(s):// URL"));
+        };
+        let origin = match &self.endpoint {
+            Some(e) => e.trim().trim_end_matches('/').to_owned(),
+            None => format!("{}://{host}", if tls { "https" } else { "http" }),
+        };
+        Ok(if base.is_empty() {
+            origin
+        } else {
+            format!("{origin}/{base}")
+        })
     }
 
     /// The HTTP URL of a WebDAV remote's collection: `http://HOST/PATH`

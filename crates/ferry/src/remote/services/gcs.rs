@@ -308,7 +308,7 @@ impl GcsRemote {
         let mut obj = RemoteObject::listed(key, d.generation, d.size.parse().unwrap_or(0))
             .with_metadata(d.metadata.unwrap_or_default());
         obj.content_type = d.content_type;
-        obj.modified_ms = d.updated.as_deref().and_then(rfc3339_ms);
+        obj.modified_ms = d.updated.as_deref().and_then(super::http::rfc3339_ms);
         obj
     }
 
@@ -754,18 +754,4 @@ fn jwt(account: &ServiceAccount, now: u64) -> Result<String, String> {
     )
     .map_err(|_| "signing the token request failed".to_owned())?;
     Ok(format!("{signing_input}.{}", b64.encode(sig)))
-}
-
-/// Milliseconds since the epoch of an RFC 3339 time (`2026-12-01T10:00:00.123Z`).
-fn rfc3339_ms(t: &str) -> Option<i64> {
-    let (date, time) = t.split_once('T')?;
-    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let time = time.trim_end_matches('Z');
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let mut h = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
-    let (hh, mm, ss) = (h.next()??, h.next()??, h.next()??);
-    let ms: i64 = format!("{frac:0<3}")[..3].parse().ok()?;
-    let days = super::http::days_from_civil(y, m, day);
-    Some(((days * 24 + hh) * 60 + mm) * 60_000 + ss * 1000 + ms)
 }

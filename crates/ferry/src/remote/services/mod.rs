@@ -6,4 +6,5 @@ pub mod gcs;
 mod http;
 pub mod memory;
 pub mod s3;
+pub mod signer;
 pub mod webdav;

@@ -253,11 +253,11 @@ impl S3Remote {
         })
     }
 
-    /// The S3 key of a ferry key (or of a listing prefix): exact.
     /// A presigned request for `key` (under the remote prefix): a PUT
-    /// with the given content type and user metadata (the headers the
-    /// client must send are returned), a GET, or a HEAD, valid for
-    /// `expires`. Made locally, no request is sent.
+    /// with the given content type, user metadata and condition
+    /// (`If-None-Match: *` or `If-Match`, signed in, so the store enforces
+    /// it; the headers the client must send are returned), a GET, or a
+    /// HEAD, valid for `expires`. Made locally, no request is sent.
     pub async fn presign(
         &self,
         method: PresignMethod,
@@ -265,6 +265,7 @@ impl S3Remote {
         expires: Duration,
         content_type: Option<&str>,
         metadata: &crate::metadata::Metadata,
+        cond: &Precondition,
     ) -> Result<Presigned, RemoteError> {
         let fail = |e: String| {
             RemoteError::new(
@@ -284,6 +285,11 @@ impl S3Remote {
                 }
                 for (n, v) in metadata {
                     b = b.metadata(n, v);
+                }
+                match cond {
+                    Precondition::None => {}
+                    Precondition::IfAbsent => b = b.if_none_match("*"),
+                    Precondition::IfMatch(etag) => b = b.if_match(etag),
                 }
                 b.presigned(config).await.map_err(|e| fail(e.to_string()))?
             }
@@ -314,6 +320,7 @@ impl S3Remote {
         })
     }
 
+    /// The S3 key of a ferry key (or of a listing prefix): exact.
     fn full(&self, key: &str) -> String {
         if self.prefix.is_empty() {
             key.to_owned()
