@@ -381,6 +381,18 @@ impl App {
                     Err(e) => error(502, e.to_string()),
                 }
             }
+            SignerTarget::Local if key.starts_with(ferry::RESERVED_PREFIX) => {
+                let cond = if_match.map_or(crate::store::ReservedCondition::None, |e| {
+                    crate::store::ReservedCondition::IfMatch(e.trim_matches('"').to_owned())
+                });
+                match self.entry.reserved_delete(key, &cond) {
+                    Ok(()) => http_status(204),
+                    Err(crate::store::ReservedError::PreconditionFailed) => {
+                        error(412, format!("{key:?} has another ETag"))
+                    }
+                    Err(crate::store::ReservedError::Db(e)) => error(500, e),
+                }
+            }
             SignerTarget::Local => {
                 if let Some(want) = if_match {
                     match self.bucket.head(key).await {
@@ -426,6 +438,26 @@ impl App {
                 }
                 Err(e) => return error(502, e.to_string()),
             },
+            SignerTarget::Local if prefix.starts_with(ferry::RESERVED_PREFIX) => {
+                match self.entry.reserved_list(prefix, cursor.as_deref(), 1000) {
+                    Ok((rows, more)) => {
+                        next = more.then(|| rows.last().map(|r| r.0.clone())).flatten();
+                        for (key, size, etag, ms) in rows {
+                            if !token.covers(&key) {
+                                continue;
+                            }
+                            items.push(json!({
+                                "key": key, "size": size, "etag": etag,
+                                "lastModified": rfc3339(SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)),
+                            }));
+                        }
+                    }
+                    Err(crate::store::ReservedError::Db(e)) => return error(500, e),
+                    Err(crate::store::ReservedError::PreconditionFailed) => {
+                        return error(500, "listing failed")
+                    }
+                }
+            }
             SignerTarget::Local => {
                 let mut opts = ferry::ListOptions::prefix(prefix).limit(1000);
                 opts.start_after = cursor;

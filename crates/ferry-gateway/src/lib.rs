@@ -8,6 +8,7 @@
 //! no environment and prints nothing.
 
 pub mod app;
+mod reserved;
 pub mod s3;
 pub mod store;
 

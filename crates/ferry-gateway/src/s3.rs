@@ -14,6 +14,7 @@ use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
+use crate::reserved;
 use crate::store::{valid_bucket_name, Buckets, Entry};
 
 /// Parts of a multipart upload may be at most this many.
@@ -146,7 +147,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for Checked<R> {
 }
 
 /// A request body as a reader.
-fn body_reader(body: Option<StreamingBlob>) -> impl AsyncRead + Send + Unpin + 'static {
+pub(crate) fn body_reader(body: Option<StreamingBlob>) -> impl AsyncRead + Send + Unpin + 'static {
     let stream = body
         .map(|b| {
             futures::future::Either::Left(
@@ -157,7 +158,7 @@ fn body_reader(body: Option<StreamingBlob>) -> impl AsyncRead + Send + Unpin + '
     tokio_util::io::StreamReader::new(stream)
 }
 
-fn decode_md5(b64: Option<&str>) -> S3Result<Option<[u8; 16]>> {
+pub(crate) fn decode_md5(b64: Option<&str>) -> S3Result<Option<[u8; 16]>> {
     use base64::Engine as _;
     let Some(s) = b64 else { return Ok(None) };
     let raw = base64::engine::general_purpose::STANDARD
@@ -172,15 +173,72 @@ fn check_key(key: &str) -> S3Result<()> {
     ferry::validate_key(key).map_err(|e| s3_error!(InvalidArgument, "invalid key {key:?}: {e}"))
 }
 
-fn to_metadata(m: Option<Metadata>) -> ferry::Metadata {
+/// An S3 metadata name as the bucket keeps it. ferry's own entries
+/// (`ferry-hash`, … sent by a replica syncing to the gateway) cannot be user
+/// metadata in a bucket, so names starting with `ferry-` or `_` are kept
+/// with one `_` before them, and given back without it: a bijection.
+fn stored_name(name: &str) -> String {
+    let lower = name.to_ascii_lowercase();
+    if lower.starts_with(ferry::RESERVED_METADATA_PREFIX) || lower.starts_with('_') {
+        format!("_{lower}")
+    } else {
+        lower
+    }
+}
+
+/// The S3 metadata name of a name kept in the bucket ([`stored_name`]).
+fn served_name(name: &str) -> &str {
+    name.strip_prefix('_').unwrap_or(name)
+}
+
+/// A request's user metadata as the bucket keeps it.
+pub(crate) fn to_metadata(m: Option<Metadata>) -> ferry::Metadata {
     m.unwrap_or_default()
         .into_iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .map(|(k, v)| (stored_name(&k), v))
         .collect()
 }
 
-fn from_metadata(m: &ferry::Metadata) -> Option<Metadata> {
-    (!m.is_empty()).then(|| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+/// A bucket's user metadata as S3 serves it.
+pub(crate) fn from_metadata(m: &ferry::Metadata) -> Option<Metadata> {
+    (!m.is_empty()).then(|| {
+        m.iter()
+            .map(|(k, v)| (served_name(k).to_owned(), v.clone()))
+            .collect()
+    })
+}
+
+/// Checks a GET's or HEAD's conditions against an object's ETag and
+/// modification time (304 and 412 as S3 answers them).
+pub(crate) fn check_read_conditions(
+    key: &str,
+    etag: &str,
+    modified: Timestamp,
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+    if_modified_since: Option<&Timestamp>,
+    if_unmodified_since: Option<&Timestamp>,
+) -> S3Result<()> {
+    let matches = |c: &ETagCondition| c.is_any() || c.as_etag().is_some_and(|e| e.value() == etag);
+    if let Some(c) = if_match {
+        if !matches(c) {
+            return Err(s3_error!(PreconditionFailed, "{key:?} has another ETag"));
+        }
+    } else if let Some(t) = if_unmodified_since {
+        if modified > *t {
+            return Err(s3_error!(PreconditionFailed, "{key:?} was modified since"));
+        }
+    }
+    if let Some(c) = if_none_match {
+        if matches(c) {
+            return Err(s3_error!(NotModified));
+        }
+    } else if let Some(t) = if_modified_since {
+        if modified <= *t {
+            return Err(s3_error!(NotModified));
+        }
+    }
+    Ok(())
 }
 
 /// The upload's saved request (`meta.json`).
@@ -293,27 +351,15 @@ impl FerryS3 {
         check_key(key)?;
         let meta = entry.bucket.head(key).await.map_err(|e| s3_err(e, key))?;
         let etag = entry.etag(key, &meta.hash);
-        let modified = timestamp(seconds(meta.modified));
-        let matches =
-            |c: &ETagCondition| c.is_any() || c.as_etag().is_some_and(|e| e.value() == etag);
-        if let Some(c) = if_match {
-            if !matches(c) {
-                return Err(s3_error!(PreconditionFailed, "{key:?} has another ETag"));
-            }
-        } else if let Some(t) = if_unmodified_since {
-            if modified > *t {
-                return Err(s3_error!(PreconditionFailed, "{key:?} was modified since"));
-            }
-        }
-        if let Some(c) = if_none_match {
-            if matches(c) {
-                return Err(s3_error!(NotModified));
-            }
-        } else if let Some(t) = if_modified_since {
-            if modified <= *t {
-                return Err(s3_error!(NotModified));
-            }
-        }
+        check_read_conditions(
+            key,
+            &etag,
+            timestamp(seconds(meta.modified)),
+            if_match,
+            if_none_match,
+            if_modified_since,
+            if_unmodified_since,
+        )?;
         Ok((meta, etag))
     }
 
@@ -595,6 +641,39 @@ impl s3s::S3 for FerryS3 {
             (Some(t), None) => Some(t.clone()),
             (None, s) => s.clone(),
         };
+        let url = input
+            .encoding_type
+            .as_ref()
+            .is_some_and(|e| e.as_str() == "url");
+        let enc = |s: &str| if url { encode_url(s) } else { s.to_owned() };
+        if reserved::is_reserved(&prefix) {
+            // ferry's own objects, listed flat (no delimiter grouping).
+            let (rows, next) =
+                reserved::list(&entry, &prefix, start.as_deref(), max_keys.max(0) as usize)?;
+            let contents: Vec<Object> = rows
+                .iter()
+                .map(|r| Object {
+                    key: Some(enc(&r.key)),
+                    size: Some(r.size as i64),
+                    e_tag: Some(ETag::Strong(r.etag.clone())),
+                    last_modified: Some(timestamp(seconds(r.modified))),
+                    ..Default::default()
+                })
+                .collect();
+            return Ok(S3Response::new(ListObjectsV2Output {
+                name: Some(input.bucket),
+                prefix: Some(enc(&prefix)),
+                max_keys: Some(max_keys),
+                key_count: Some(contents.len() as i32),
+                is_truncated: Some(next.is_some()),
+                continuation_token: input.continuation_token,
+                next_continuation_token: next,
+                start_after: input.start_after.map(|s| enc(&s)),
+                encoding_type: input.encoding_type,
+                contents: (!contents.is_empty()).then_some(contents),
+                ..Default::default()
+            }));
+        }
         let page = if max_keys == 0 {
             ferry::ListPage::default()
         } else {
@@ -607,11 +686,6 @@ impl s3s::S3 for FerryS3 {
                 .await
                 .map_err(|e| s3_err(e, &prefix))?
         };
-        let url = input
-            .encoding_type
-            .as_ref()
-            .is_some_and(|e| e.as_str() == "url");
-        let enc = |s: &str| if url { encode_url(s) } else { s.to_owned() };
         let contents: Vec<Object> = page
             .objects
             .iter()
@@ -657,6 +731,9 @@ impl s3s::S3 for FerryS3 {
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let i = req.input;
         let entry = self.entry(&i.bucket).await?;
+        if reserved::is_reserved(&i.key) {
+            return reserved::head(&entry, &i).map(S3Response::new);
+        }
         let (meta, etag) = self
             .described(
                 &entry,
@@ -701,6 +778,9 @@ impl s3s::S3 for FerryS3 {
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let i = req.input;
         let entry = self.entry(&i.bucket).await?;
+        if reserved::is_reserved(&i.key) {
+            return reserved::get(&entry, &i).map(S3Response::new);
+        }
         let (meta, etag) = self
             .described(
                 &entry,
@@ -745,6 +825,10 @@ impl s3s::S3 for FerryS3 {
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
         let i = req.input;
+        if reserved::is_reserved(&i.key) {
+            let entry = self.entry(&i.bucket).await?;
+            return reserved::put(&entry, i).await.map(S3Response::new);
+        }
         check_key(&i.key)?;
         let entry = self.entry(&i.bucket).await?;
         let want_md5 = decode_md5(i.content_md5.as_deref())?;
@@ -844,13 +928,37 @@ impl s3s::S3 for FerryS3 {
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
         let i = req.input;
-        check_key(&i.key)?;
         let entry = self.entry(&i.bucket).await?;
-        entry
-            .bucket
-            .delete(&i.key)
-            .await
-            .map_err(|e| s3_err(e, &i.key))?;
+        if reserved::is_reserved(&i.key) {
+            reserved::delete(&entry, &i.key, i.if_match.as_ref())?;
+            return Ok(S3Response::new(DeleteObjectOutput::default()));
+        }
+        check_key(&i.key)?;
+        if let Some(c) = &i.if_match {
+            // Checked just before the delete: a write between the two is
+            // not seen (the check-then-act race of docs/design.md §5).
+            let etag = match entry.bucket.head(&i.key).await {
+                Ok(m) => Some(entry.etag(&i.key, &m.hash)),
+                Err(ferry::Error::NotFound { .. }) => None,
+                Err(e) => return Err(s3_err(e, &i.key)),
+            };
+            let holds = match (c.as_etag(), &etag) {
+                (_, None) => false,
+                (None, Some(_)) => true,
+                (Some(want), Some(have)) => want.value() == have,
+            };
+            if !holds {
+                return Err(s3_error!(
+                    PreconditionFailed,
+                    "{:?} has another ETag",
+                    i.key
+                ));
+            }
+        }
+        match entry.bucket.delete(&i.key).await {
+            Ok(_) | Err(ferry::Error::NotFound { .. }) => {}
+            Err(e) => return Err(s3_err(e, &i.key)),
+        }
         Ok(S3Response::new(DeleteObjectOutput::default()))
     }
 
@@ -864,6 +972,14 @@ impl s3s::S3 for FerryS3 {
         let mut errors = Vec::new();
         for o in i.delete.objects {
             let result = match ferry::validate_key(&o.key) {
+                _ if reserved::is_reserved(&o.key) => reserved::delete(&entry, &o.key, None)
+                    .map(|()| true)
+                    .map_err(|e| {
+                        (
+                            "InvalidArgument",
+                            e.message().unwrap_or_default().to_owned(),
+                        )
+                    }),
                 Err(e) => Err(("InvalidArgument", format!("invalid key: {e}"))),
                 Ok(()) => entry
                     .bucket
@@ -1164,5 +1280,20 @@ impl s3s::S3 for FerryS3 {
             is_truncated: Some(false),
             ..Default::default()
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_names_map_both_ways() {
+        for name in ["owner", "ferry-hash", "_x", "__y", "ferry", "x_ferry-"] {
+            let kept = stored_name(name);
+            assert!(!kept.starts_with("ferry-"), "{kept}");
+            assert_eq!(served_name(&kept), name);
+        }
+        assert_eq!(stored_name("Owner"), "owner");
     }
 }

@@ -1,6 +1,14 @@
 //! The buckets a gateway serves, and what the gateway keeps beside each:
-//! the S3 ETags of objects written through it, and multipart uploads in
-//! progress (under `<bucket dir>/gateway/`).
+//! the S3 ETags of objects written through it, multipart uploads in
+//! progress, and ferry's own objects (under `<bucket dir>/gateway/`).
+//!
+//! ferry's own objects are the keys under `.ferry/` that a ferry replica
+//! syncing *to* the gateway writes on its remote (journal records, probes,
+//! an encrypted remote's key file, multipart markers). A bucket cannot hold
+//! them (the prefix is reserved), so the gateway keeps them whole in its
+//! database, small and apart from the bucket's objects: conditions on them
+//! are checked and applied in one transaction, and they are listed only
+//! under a `.ferry/` prefix.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -45,7 +53,9 @@ impl Entry {
         let conn = rusqlite::Connection::open(&db).map_err(|e| GatewayError::db(&db, e))?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000;
-             CREATE TABLE IF NOT EXISTS etags (key TEXT PRIMARY KEY, hash BLOB NOT NULL, etag TEXT NOT NULL);",
+             CREATE TABLE IF NOT EXISTS etags (key TEXT PRIMARY KEY, hash BLOB NOT NULL, etag TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS reserved (key TEXT PRIMARY KEY, body BLOB NOT NULL, etag TEXT NOT NULL,
+                 content_type TEXT NOT NULL, metadata TEXT NOT NULL, modified_ms INTEGER NOT NULL);",
         )
         .map_err(|e| GatewayError::db(&db, e))?;
         Ok(Entry {
@@ -82,6 +92,204 @@ impl Entry {
             );
         }
     }
+}
+
+/// The largest object kept under `.ferry/` (journal records and probes
+/// are a few hundred bytes, key files a few KiB).
+pub const MAX_RESERVED: usize = 16 << 20;
+
+/// One of ferry's own objects, kept by the gateway.
+#[derive(Debug, Clone)]
+pub struct ReservedObject {
+    /// Its content.
+    pub body: bytes::Bytes,
+    /// Its ETag (unquoted MD5 of the body).
+    pub etag: String,
+    /// Content type.
+    pub content_type: String,
+    /// User metadata.
+    pub metadata: ferry::Metadata,
+    /// When it was written, ms since the Unix epoch.
+    pub modified_ms: i64,
+}
+
+/// What a write or delete of one of ferry's own objects is conditional on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReservedCondition {
+    /// Nothing.
+    None,
+    /// No object there (`If-None-Match: *`).
+    IfAbsent,
+    /// An object there (`If-Match: *`).
+    IfPresent,
+    /// This ETag there (`If-Match`, unquoted).
+    IfMatch(String),
+}
+
+impl ReservedCondition {
+    fn holds(&self, current: Option<&str>) -> bool {
+        match self {
+            ReservedCondition::None => true,
+            ReservedCondition::IfAbsent => current.is_none(),
+            ReservedCondition::IfPresent => current.is_some(),
+            ReservedCondition::IfMatch(e) => current == Some(e.as_str()),
+        }
+    }
+}
+
+/// A failure on ferry's own objects.
+#[derive(Debug)]
+pub enum ReservedError {
+    /// The condition did not hold.
+    PreconditionFailed,
+    /// The database failed.
+    Db(String),
+}
+
+impl Entry {
+    fn db<T>(
+        &self,
+        f: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, ReservedError> {
+        let mut c = self
+            .etags
+            .lock()
+            .map_err(|_| ReservedError::Db("the gateway's database lock is poisoned".into()))?;
+        f(&mut c).map_err(|e| ReservedError::Db(e.to_string()))
+    }
+
+    /// One of ferry's own objects, or `None`.
+    pub fn reserved_get(&self, key: &str) -> Result<Option<ReservedObject>, ReservedError> {
+        self.db(|c| {
+            c.prepare_cached(
+                "SELECT body, etag, content_type, metadata, modified_ms FROM reserved WHERE key = ?1",
+            )?
+            .query_row([key], |r| {
+                let body: Vec<u8> = r.get(0)?;
+                let metadata: String = r.get(3)?;
+                Ok(ReservedObject {
+                    body: body.into(),
+                    etag: r.get(1)?,
+                    content_type: r.get(2)?,
+                    metadata: serde_json::from_str(&metadata).unwrap_or_default(),
+                    modified_ms: r.get(4)?,
+                })
+            })
+            .optional()
+        })
+    }
+
+    /// Writes one of ferry's own objects if `cond` holds, atomically;
+    /// returns its ETag.
+    pub fn reserved_put(
+        &self,
+        key: &str,
+        body: &[u8],
+        content_type: &str,
+        metadata: &ferry::Metadata,
+        cond: &ReservedCondition,
+    ) -> Result<String, ReservedError> {
+        use md5::Digest as _;
+        let etag = hex::encode(md5::Md5::digest(body));
+        let meta = serde_json::to_string(metadata).unwrap_or_else(|_| "{}".into());
+        let now = now_ms();
+        let held = self.db(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let current: Option<String> = tx
+                .query_row("SELECT etag FROM reserved WHERE key = ?1", [key], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            if !cond.holds(current.as_deref()) {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO reserved (key, body, etag, content_type, metadata, modified_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (key) DO UPDATE SET \
+                 body = ?2, etag = ?3, content_type = ?4, metadata = ?5, modified_ms = ?6",
+                rusqlite::params![key, body, etag, content_type, meta, now],
+            )?;
+            tx.commit()?;
+            Ok(true)
+        })?;
+        if held {
+            Ok(etag)
+        } else {
+            Err(ReservedError::PreconditionFailed)
+        }
+    }
+
+    /// Deletes one of ferry's own objects if `cond` holds, atomically
+    /// (deleting what is not there succeeds unless a condition names it).
+    pub fn reserved_delete(
+        &self,
+        key: &str,
+        cond: &ReservedCondition,
+    ) -> Result<(), ReservedError> {
+        let held = self.db(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let current: Option<String> = tx
+                .query_row("SELECT etag FROM reserved WHERE key = ?1", [key], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            if *cond != ReservedCondition::None && !cond.holds(current.as_deref()) {
+                return Ok(false);
+            }
+            tx.execute("DELETE FROM reserved WHERE key = ?1", [key])?;
+            tx.commit()?;
+            Ok(true)
+        })?;
+        if held {
+            Ok(())
+        } else {
+            Err(ReservedError::PreconditionFailed)
+        }
+    }
+
+    /// ferry's own objects under `prefix` after `start_after`, in key
+    /// order, at most `limit`: `(key, size, etag, modified_ms)`, and whether
+    /// more follow.
+    #[allow(clippy::type_complexity)]
+    pub fn reserved_list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<(String, u64, String, i64)>, bool), ReservedError> {
+        let from = start_after.unwrap_or_default().max(prefix).to_owned();
+        let mut rows = self.db(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT key, length(body), etag, modified_ms FROM reserved \
+                 WHERE key > ?1 OR (key = ?1 AND ?2) ORDER BY key LIMIT ?3",
+            )?;
+            let inclusive = start_after.is_none_or(|s| s < prefix);
+            let rows = st
+                .query_map(
+                    rusqlite::params![from, inclusive, (limit + 1) as i64],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, i64>(1)? as u64,
+                            r.get(2)?,
+                            r.get(3)?,
+                        ))
+                    },
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })?;
+        rows.retain(|(k, ..)| k.starts_with(prefix));
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        Ok((rows, more))
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The served buckets, opened on first use.

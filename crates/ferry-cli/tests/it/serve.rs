@@ -764,3 +764,189 @@ fn signer_replicas_sync_two_buckets_through_it() {
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(err.contains("401"), "{err}");
 }
+
+/// ferry replicas whose remote is the gateway itself: one over `s3://`
+/// with the gateway's key pair, one through the local signer with a
+/// token. Their `.ferry/` objects (probes, journal records, an encrypted
+/// replica's key file) are kept by the gateway apart from the bucket's
+/// objects, with the conditions held; both replicas and the gateway's
+/// bucket end up with the same objects.
+#[test]
+fn replicas_sync_with_the_gateway_over_s3_and_the_local_signer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = tmp.path().join("hub");
+    std::fs::create_dir_all(&hub).unwrap();
+    ok(ferry(&hub, &["init"], b""));
+    std::fs::write(
+        hub.join(".ferry/ferry.toml"),
+        "[serve.tokens.sync]\ntoken = \"sync-token\"\nprefixes = [\"\"]\n",
+    )
+    .unwrap();
+    let server = serve(&hub, &["--signer-base", "/api", "--name", "hub"]);
+    let run = |bucket: &str, args: &[&str], stdin: &[u8]| {
+        use std::io::Write;
+        let mut child = Command::new(FERRY)
+            .current_dir(tmp.path())
+            .env_remove("FERRY_BUCKET")
+            .env_remove("AWS_ENDPOINT_URL")
+            .env("AWS_ACCESS_KEY_ID", AK)
+            .env("AWS_SECRET_ACCESS_KEY", SK)
+            .env("FERRY_SIGNER_TOKEN", "sync-token")
+            .env("FERRY_PASSPHRASE", "gateway words")
+            .arg("--bucket")
+            .arg(tmp.path().join(bucket))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let json = |out: &std::process::Output| -> serde_json::Value {
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let signer = format!(
+        "signer+http://{}/api",
+        server.endpoint.trim_start_matches("http://")
+    );
+    ok(run(
+        "s3",
+        &[
+            "init",
+            "--remote",
+            "s3://hub",
+            "--endpoint",
+            &server.endpoint,
+            "--path-style",
+        ],
+        b"",
+    ));
+    ok(run("signed", &["init", "--remote", &signer], b""));
+    // The probe found the gateway's conditions, for both kinds.
+    for b in ["s3", "signed"] {
+        ok(run(b, &["sync"], b""));
+        let shown = json(&ok(run(b, &["remote", "show", "--json"], b"")));
+        assert_eq!(shown["probe"]["conditional_put"], true, "{b}: {shown}");
+        assert_eq!(shown["probe"]["conditional_delete"], true, "{b}: {shown}");
+    }
+    ok(run(
+        "s3",
+        &["put", "from s3/a.txt", "--meta", "who=s3"],
+        b"written over s3",
+    ));
+    let report = json(&ok(run("s3", &["sync", "--json"], b"")));
+    assert_eq!(report["pushed"], 1, "{report}");
+    let report = json(&ok(run("signed", &["sync", "--json"], b"")));
+    assert_eq!(report["pulled"], 1, "{report}");
+    assert_eq!(
+        stdout(&ok(run("signed", &["cat", "from s3/a.txt"], b""))),
+        "written over s3"
+    );
+    ok(run(
+        "signed",
+        &["put", "from signer.txt"],
+        b"written through the signer",
+    ));
+    ok(run("signed", &["rm", "from s3/a.txt"], b""));
+    ok(run("signed", &["sync"], b""));
+    ok(run("s3", &["sync"], b""));
+    assert_eq!(
+        stdout(&ok(run("s3", &["cat", "from signer.txt"], b""))),
+        "written through the signer"
+    );
+    assert!(!run("s3", &["cat", "from s3/a.txt"], b"").status.success());
+    // The gateway's bucket holds the objects, and none of ferry's own.
+    let listed = stdout(&ok(ferry(&hub, &["ls"], b"")));
+    assert_eq!(listed.trim(), "from signer.txt", "{listed}");
+    // The journal records are the gateway's, listed under .ferry/ only.
+    let journal = aws(
+        &server,
+        &[
+            "s3api",
+            "list-objects-v2",
+            "--bucket",
+            "hub",
+            "--prefix",
+            ".ferry/journal/",
+        ],
+    );
+    let journal: serde_json::Value = serde_json::from_slice(&ok(journal).stdout).unwrap();
+    assert!(
+        journal["Contents"].as_array().is_some_and(|c| c.len() >= 2),
+        "{journal}"
+    );
+    let all = aws(&server, &["s3api", "list-objects-v2", "--bucket", "hub"]);
+    let all: serde_json::Value = serde_json::from_slice(&ok(all).stdout).unwrap();
+    assert_eq!(all["Contents"].as_array().map(Vec::len), Some(1), "{all}");
+    // Conditions on them hold: a second create of a record is refused.
+    let key = journal["Contents"][0]["Key"].as_str().unwrap().to_owned();
+    let out = aws(
+        &server,
+        &[
+            "s3api",
+            "put-object",
+            "--bucket",
+            "hub",
+            "--key",
+            &key,
+            "--if-none-match",
+            "*",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("PreconditionFailed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // An encrypted replica at the root: its key file lives at the gateway
+    // too, and a second device joins with the passphrase.
+    let enc_hub = tmp.path().join("enchub");
+    std::fs::create_dir_all(&enc_hub).unwrap();
+    ok(ferry(&enc_hub, &["init"], b""));
+    let enc_server = serve(&enc_hub, &["--name", "enchub"]);
+    let mut init = vec![
+        "init",
+        "--encrypt",
+        "--remote",
+        "s3://enchub",
+        "--endpoint",
+        enc_server.endpoint.as_str(),
+        "--path-style",
+    ];
+    init.extend(["--kdf-memory", "19", "--kdf-passes", "2"]);
+    ok(run("enc1", &init, b""));
+    ok(run("enc1", &["put", "secret.txt"], b"sealed words"));
+    ok(run("enc1", &["sync"], b""));
+    let join = vec![
+        "init",
+        "--remote",
+        "s3://enchub",
+        "--endpoint",
+        enc_server.endpoint.as_str(),
+        "--path-style",
+    ];
+    ok(run("enc2", &join, b""));
+    ok(run("enc2", &["sync"], b""));
+    assert_eq!(
+        stdout(&ok(run("enc2", &["cat", "secret.txt"], b""))),
+        "sealed words"
+    );
+    // The gateway's bucket holds only ciphertext under an opaque name.
+    let names = stdout(&ok(ferry(&enc_hub, &["ls"], b"")));
+    assert!(!names.contains("secret"), "{names}");
+    let file = aws(
+        &enc_server,
+        &[
+            "s3api",
+            "head-object",
+            "--bucket",
+            "enchub",
+            "--key",
+            ".ferry/key.json",
+        ],
+    );
+    ok(file);
+}
