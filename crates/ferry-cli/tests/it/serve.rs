@@ -950,3 +950,88 @@ fn replicas_sync_with_the_gateway_over_s3_and_the_local_signer() {
     );
     ok(file);
 }
+
+/// Events reach followers: with `ferry watch` leading in its own process,
+/// a `ferry serve` without `--watch` streams the leader's sync events on
+/// `/v1/events` (through the bucket's event log).
+#[test]
+fn events_of_another_processs_engine_reach_the_stream() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("app");
+    std::fs::create_dir_all(&dir).unwrap();
+    let remote = tmp.path().join("remote");
+    ok(ferry(
+        &dir,
+        &["init", "--remote", &format!("file://{}", remote.display())],
+        b"",
+    ));
+    std::fs::write(dir.join(".ferry/ferry.toml"), TOKENS).unwrap();
+    let mut leader = Command::new(FERRY)
+        .current_dir(&dir)
+        .env_remove("FERRY_BUCKET")
+        .args(["watch", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The leader has taken the lock once its pid is recorded.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !dir.join(".ferry/leader.pid").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ferry watch never led"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let server = serve(&dir, &["--signer-base", "/api"]);
+    let script = r#"
+import sys, json, time, threading, subprocess, requests
+base, ferry_bin, bucket = sys.argv[1] + '/api', sys.argv[2], sys.argv[3]
+app = {'Authorization': 'Bearer app-token'}
+events = []
+def listen():
+    with requests.get(base + '/v1/events', headers=app, stream=True, timeout=30) as r:
+        for line in r.iter_lines():
+            if line.startswith(b'data: '):
+                e = json.loads(line[6:])
+                events.append(e)
+                if e.get('event') == 'sync-completed' and e['result']['pushed'] >= 1:
+                    return
+t = threading.Thread(target=listen, daemon=True)
+t.start()
+time.sleep(0.5)
+subprocess.run([ferry_bin, '--bucket', bucket, 'put', 'uploads/by-cli.txt'], input=b'x', check=True)
+t.join(25)
+print(json.dumps(events))
+"#;
+    let out = Command::new(venv_bin("python"))
+        .arg("-c")
+        .arg(script)
+        .arg(&server.endpoint)
+        .arg(FERRY)
+        .arg(dir.join(".ferry"))
+        .output()
+        .unwrap();
+    let _ = leader.kill();
+    let _ = leader.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = seen
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["event"].as_str())
+        .collect();
+    assert!(
+        seen.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["event"] == "object-pushed" && e["key"] == "uploads/by-cli.txt"),
+        "the leader's push reached the follower's stream: {names:?}"
+    );
+    assert!(names.contains(&"sync-completed"), "{names:?}");
+}

@@ -120,7 +120,7 @@ impl Bucket {
             }
             if self.record_evicted(&key, hash).await? {
                 freed = start.saturating_sub(self.cache_usage().await?.used);
-                let _ = self.inner.events.send(Event::ObjectEvicted { key });
+                self.emit(Event::ObjectEvicted { key });
             }
         }
         Ok(freed)

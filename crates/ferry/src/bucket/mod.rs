@@ -111,6 +111,8 @@ pub(crate) struct Inner {
     pub(crate) sync_lock: tokio::sync::Mutex<()>,
     /// Event subscribers.
     pub(crate) events: tokio::sync::broadcast::Sender<crate::engine::events::Event>,
+    /// The event log shared with other processes.
+    pub(crate) event_log: crate::engine::events::EventLog,
     /// Woken by every local write of this process (the engine debounces).
     pub(crate) local_write: tokio::sync::Notify,
     /// The leader lock, while this process leads.
@@ -246,6 +248,7 @@ impl Bucket {
         };
         let clock = SharedClock::default();
         let writer = Writer::spawn(conn, blobs.clone(), clock.clone())?;
+        let event_log = crate::engine::events::EventLog::new(&dir, !read_only);
         Ok(Bucket {
             inner: Arc::new(Inner {
                 dir,
@@ -259,6 +262,7 @@ impl Bucket {
                 base_remote: std::sync::RwLock::new(None),
                 sync_lock: tokio::sync::Mutex::new(()),
                 events: tokio::sync::broadcast::channel(crate::engine::events::EVENT_CAPACITY).0,
+                event_log,
                 local_write: tokio::sync::Notify::new(),
                 leader: Mutex::new(None),
                 engine: Mutex::new(None),

@@ -64,12 +64,20 @@ impl SyncSummary {
 }
 
 impl Bucket {
-    /// Receives the bucket's events; drop the receiver to unsubscribe.
+    /// Receives the bucket's events, this process's and (inside a Tokio
+    /// runtime) those other processes with the bucket open append to its
+    /// event log, such as the leader's sync events; drop the receiver to
+    /// unsubscribe.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
-        self.inner.events.subscribe()
+        let receiver = self.inner.events.subscribe();
+        self.inner
+            .event_log
+            .relay(Arc::downgrade(&self.inner), self.inner.events.clone());
+        receiver
     }
 
     pub(crate) fn emit(&self, event: Event) {
+        self.inner.event_log.append(&event);
         let _ = self.inner.events.send(event);
     }
 

@@ -329,6 +329,47 @@ async fn one_shot_sync_while_another_leads_is_run_by_the_leader() {
     leader.stop_sync().await.unwrap();
 }
 
+/// A follower (another handle on the directory, as another process would
+/// be) receives the leader's sync events through the bucket's event log,
+/// once each, and not its own twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_see_the_leaders_events() {
+    let store = MemoryRemote::new();
+    let (d, leader) = live_bucket(
+        Arc::new(store.clone()),
+        SyncConfig {
+            interval_secs: 0,
+            ..fast()
+        },
+    )
+    .await;
+    leader.start_sync().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(leader.is_leader());
+    let follower = Bucket::open(d.path().join(".ferry")).await.unwrap();
+    follower.attach(Arc::new(store.clone())).await.unwrap();
+    let mut rx = follower.subscribe();
+    assert!(!follower.is_leader());
+    leader
+        .put("from/leader", b"x".to_vec(), PutOptions::default())
+        .await
+        .unwrap();
+    let seen = next_matching(
+        &mut rx,
+        |e| matches!(e, Event::SyncCompleted { result } if result.pushed == 1),
+    )
+    .await;
+    let pushed: Vec<_> = seen
+        .iter()
+        .filter(|e| matches!(e, Event::ObjectPushed { key } if key == "from/leader"))
+        .collect();
+    assert_eq!(pushed.len(), 1, "{seen:?}");
+    assert!(seen.contains(&Event::SyncStarted), "{seen:?}");
+    // Events about the leader process itself stay there.
+    assert!(!seen.contains(&Event::LeaderPromoted), "{seen:?}");
+    leader.stop_sync().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_evicts_only_safe_objects_in_strategy_order() {
     for (strategy, expect_first) in [
