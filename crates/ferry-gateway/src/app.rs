@@ -56,7 +56,8 @@ pub struct AppConfig {
     pub max_expiry: Duration,
     /// Where signed URLs point.
     pub target: SignerTarget,
-    /// This gateway's URL as clients reach it (for `Local` URLs).
+    /// This gateway's URL (for `Local` URLs when a request names no
+    /// `Host`; otherwise they point where the caller reached the gateway).
     pub public_url: String,
 }
 
@@ -177,6 +178,14 @@ impl App {
             return error(401, "a bearer token is required (Authorization: Bearer …)");
         };
         let method = req.method().clone();
+        // Local URLs point where the caller reached this gateway (a LAN
+        // address when it listens on 0.0.0.0).
+        let host = req
+            .headers()
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.parse::<http::uri::Authority>().ok())
+            .map(|a| a.to_string());
         match (method, rest.as_str()) {
             (http::Method::GET, "/v1/status") => {
                 if !token.may("status") {
@@ -211,13 +220,13 @@ impl App {
                 if body.len() > 64 << 10 {
                     return error(413, "the request body is over 64 KiB");
                 }
-                self.post(r, &token, body).await
+                self.post(r, &token, body, host.as_deref()).await
             }
             _ => error(404, format!("no endpoint {path}")),
         }
     }
 
-    async fn post(&self, route: &str, token: &Token, body: Bytes) -> Resp {
+    async fn post(&self, route: &str, token: &Token, body: Bytes, host: Option<&str>) -> Resp {
         macro_rules! parse {
             ($t:ty) => {
                 match serde_json::from_slice::<$t>(&body) {
@@ -272,6 +281,7 @@ impl App {
                         r.content_type.as_deref(),
                         &r.metadata,
                         &cond,
+                        host,
                     )
                     .await
                 {
@@ -333,6 +343,7 @@ impl App {
         content_type: Option<&str>,
         metadata: &ferry::Metadata,
         cond: &Precondition,
+        host: Option<&str>,
     ) -> Result<ferry::remote::s3::Presigned, String> {
         match &self.config.target {
             SignerTarget::Upstream(remote) => remote
@@ -342,19 +353,23 @@ impl App {
             SignerTarget::Local => {
                 // This gateway as an S3 remote with no prefix: the same
                 // presigning code, against its own key pair.
-                let local = S3Remote::new(&ferry::remote::s3::S3Config {
-                    bucket: self.name.clone(),
-                    prefix: String::new(),
-                    endpoint: Some(self.config.public_url.clone()),
-                    region: "us-east-1".into(),
-                    path_style: true,
-                    access_key_id: Some(self.access_key_id.clone()),
-                    secret_access_key: Some(self.secret_access_key.clone()),
-                    session_token: None,
-                    connect_timeout: Duration::from_secs(10),
-                    io_timeout: Duration::from_secs(60),
-                })
-                .map_err(|e| e.to_string())?;
+                let local =
+                    S3Remote::new(&ferry::remote::s3::S3Config {
+                        bucket: self.name.clone(),
+                        prefix: String::new(),
+                        endpoint: Some(host.map_or_else(
+                            || self.config.public_url.clone(),
+                            |h| format!("http://{h}"),
+                        )),
+                        region: "us-east-1".into(),
+                        path_style: true,
+                        access_key_id: Some(self.access_key_id.clone()),
+                        secret_access_key: Some(self.secret_access_key.clone()),
+                        session_token: None,
+                        connect_timeout: Duration::from_secs(10),
+                        io_timeout: Duration::from_secs(60),
+                    })
+                    .map_err(|e| e.to_string())?;
                 local
                     .presign(method, key, expires, content_type, metadata, cond)
                     .await

@@ -567,6 +567,10 @@ app = {'Authorization': 'Bearer app-token'}
 out = {}
 up = requests.post(base + '/v1/sign/upload', headers=app, json={'key': 'uploads/pic.png', 'contentType': 'image/png'}).json()
 out['points_here'] = up['url'].startswith(sys.argv[1])
+# A caller that reached the gateway by another name gets URLs for it.
+port = sys.argv[1].rsplit(':', 1)[1]
+named = requests.post(base + '/v1/sign/download', headers={**app, 'Host': 'localhost:' + port}, json={'key': 'uploads/pic.png'}).json()
+out['by_name'] = named['url'].startswith('http://localhost:' + port + '/')
 out['put'] = requests.put(up['url'], data=b'png bytes', headers=up.get('headers', {})).status_code
 short = requests.post(base + '/v1/sign/download', headers=app, json={'key': 'uploads/pic.png', 'expiresIn': 1}).json()
 time.sleep(2.5)
@@ -605,6 +609,7 @@ print(json.dumps(out))
     );
     let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(seen["points_here"], true, "{seen}");
+    assert_eq!(seen["by_name"], true, "{seen}");
     assert_eq!(seen["put"], 200);
     assert_eq!(seen["expired"], 403);
     assert_eq!(seen["state"]["cached"], true, "{seen}");
