@@ -335,6 +335,7 @@ impl App {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn presign(
         &self,
         method: PresignMethod,
