@@ -175,7 +175,11 @@ impl App {
             return answer(200, json!({ "ok": true, "bucket": self.name }));
         }
         let Some(token) = self.token(req.headers()).cloned() else {
-            return error(401, "a bearer token is required (Authorization: Bearer …)");
+            return if req.headers().contains_key("authorization") {
+                error(401, "the bearer token is not one this gateway knows")
+            } else {
+                error(401, "a bearer token is required (Authorization: Bearer …)")
+            };
         };
         let method = req.method().clone();
         // Local URLs point where the caller reached this gateway (a LAN
