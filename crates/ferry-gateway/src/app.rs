@@ -415,13 +415,22 @@ impl App {
             }
             SignerTarget::Local => {
                 if let Some(want) = if_match {
-                    match self.bucket.head(key).await {
-                        Ok(m) if self.entry.etag(key, &m.hash) == want.trim_matches('"') => {}
+                    // Conditional on the content hash the ETag names, in the
+                    // index's transaction.
+                    let hash = match self.bucket.head(key).await {
+                        Ok(m) if self.entry.etag(key, &m.hash) == want.trim_matches('"') => m.hash,
                         Ok(_) | Err(ferry::Error::NotFound { .. }) => {
                             return error(412, format!("{key:?} has another ETag"))
                         }
                         Err(e) => return error(500, e.to_string()),
-                    }
+                    };
+                    return match self.bucket.delete_if(key, hash).await {
+                        Ok(()) => http_status(204),
+                        Err(ferry::Error::PreconditionFailed { .. }) => {
+                            error(412, format!("{key:?} has another ETag"))
+                        }
+                        Err(e) => error(500, e.to_string()),
+                    };
                 }
                 match self.bucket.delete(key).await {
                     // Deleting what is not there succeeds, as on S3.

@@ -935,25 +935,31 @@ impl s3s::S3 for FerryS3 {
         }
         check_key(&i.key)?;
         if let Some(c) = &i.if_match {
-            // Checked just before the delete: a write between the two is
-            // not seen (the check-then-act race of docs/design.md §5).
-            let etag = match entry.bucket.head(&i.key).await {
-                Ok(m) => Some(entry.etag(&i.key, &m.hash)),
+            // The ETag names a content hash; the delete is conditional on
+            // that hash in the index's transaction, so a write in between
+            // fails it.
+            let current = match entry.bucket.head(&i.key).await {
+                Ok(m) => Some((entry.etag(&i.key, &m.hash), m.hash)),
                 Err(ferry::Error::NotFound { .. }) => None,
                 Err(e) => return Err(s3_err(e, &i.key)),
             };
-            let holds = match (c.as_etag(), &etag) {
-                (_, None) => false,
-                (None, Some(_)) => true,
-                (Some(want), Some(have)) => want.value() == have,
+            let hash = match (c.as_etag(), current) {
+                (Some(want), Some((have, hash))) if want.value() == have => hash,
+                (None, Some((_, hash))) => hash,
+                _ => {
+                    return Err(s3_error!(
+                        PreconditionFailed,
+                        "{:?} has another ETag",
+                        i.key
+                    ))
+                }
             };
-            if !holds {
-                return Err(s3_error!(
-                    PreconditionFailed,
-                    "{:?} has another ETag",
-                    i.key
-                ));
-            }
+            entry
+                .bucket
+                .delete_if(&i.key, hash)
+                .await
+                .map_err(|e| s3_err(e, &i.key))?;
+            return Ok(S3Response::new(DeleteObjectOutput::default()));
         }
         match entry.bucket.delete(&i.key).await {
             Ok(_) | Err(ferry::Error::NotFound { .. }) => {}

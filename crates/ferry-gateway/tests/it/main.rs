@@ -312,6 +312,37 @@ async fn conditional_writes_race_and_reads_answer_304_412_and_ranges() {
         .await
         .unwrap_err();
     assert_eq!(status(&e), 416);
+    // A conditional delete names the current ETag, or deletes nothing.
+    let e = c
+        .delete_object()
+        .bucket("photos")
+        .key("k")
+        .if_match("\"other\"")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!((code(&e).as_str(), status(&e)), ("PreconditionFailed", 412));
+    c.head_object()
+        .bucket("photos")
+        .key("k")
+        .send()
+        .await
+        .unwrap();
+    c.delete_object()
+        .bucket("photos")
+        .key("k")
+        .if_match(&etag)
+        .send()
+        .await
+        .unwrap();
+    let e = c
+        .head_object()
+        .bucket("photos")
+        .key("k")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(status(&e), 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

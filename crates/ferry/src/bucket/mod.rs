@@ -636,6 +636,18 @@ impl Bucket {
 
     /// Deletes `key`; returns whether it existed. Durable when it returns.
     pub async fn delete(&self, key: &str) -> Result<bool> {
+        self.delete_checked(key, None).await
+    }
+
+    /// Deletes `key` only if its current content has `hash`, checked in
+    /// the index transaction that records the delete (as `put_if` checks
+    /// its condition): `Error::PreconditionFailed` when the key is absent
+    /// or holds other content.
+    pub async fn delete_if(&self, key: &str, hash: ContentHash) -> Result<()> {
+        self.delete_checked(key, Some(hash)).await.map(|_| ())
+    }
+
+    async fn delete_checked(&self, key: &str, if_hash: Option<ContentHash>) -> Result<bool> {
         validate_key(key)?;
         self.writable()?;
         self.keyring()?;
@@ -644,6 +656,7 @@ impl Bucket {
             .writer
             .submit(WriteOp::Delete {
                 key: key.to_owned(),
+                if_hash,
             })
             .await?
         {

@@ -54,6 +54,8 @@ pub(crate) enum WriteOp {
     Put(NewObject),
     Delete {
         key: String,
+        /// Only if the key's current content has this hash.
+        if_hash: Option<ContentHash>,
     },
     /// The outcome of a sync action (see `record`).
     Record(crate::store::record::SyncRecord),
@@ -189,7 +191,9 @@ fn apply(
 ) -> Result<Outcome> {
     match op {
         WriteOp::Put(obj) => put(conn, blobs, obj, now, garbage).map(Outcome::Put),
-        WriteOp::Delete { key } => delete(conn, &key, now, garbage).map(Outcome::Deleted),
+        WriteOp::Delete { key, if_hash } => {
+            delete(conn, &key, if_hash, now, garbage).map(Outcome::Deleted)
+        }
         WriteOp::Record(rec) => {
             crate::store::record::apply(conn, blobs, rec, now, garbage).map(Outcome::Recorded)
         }
@@ -250,8 +254,22 @@ fn put(
     })
 }
 
-fn delete(conn: &Connection, key: &str, now: i64, garbage: &mut Vec<ContentHash>) -> Result<bool> {
-    let Some(old) = current(conn, key)? else {
+fn delete(
+    conn: &Connection,
+    key: &str,
+    if_hash: Option<ContentHash>,
+    now: i64,
+    garbage: &mut Vec<ContentHash>,
+) -> Result<bool> {
+    let old = current(conn, key)?;
+    if let Some(want) = if_hash {
+        if !old.is_some_and(|(h, _, _)| h == want) {
+            return Err(crate::error::Error::PreconditionFailed {
+                key: key.to_owned(),
+            });
+        }
+    }
+    let Some(old) = old else {
         return Ok(false);
     };
     conn.prepare_cached(

@@ -705,6 +705,58 @@ async fn two_handles_on_one_directory_see_each_others_writes() {
     assert_eq!(&a.get_bytes("from-b").await.unwrap().1[..], b"2");
 }
 
+/// `delete_if`: only the current content's hash deletes; an absent key or
+/// another version fails the condition and deletes nothing; a put racing a
+/// conditional delete always stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_deletes_hold_against_the_index() {
+    let (_tmp, bucket) = new_bucket().await;
+    let first = bucket
+        .put("k", b"one".to_vec(), PutOptions::default())
+        .await
+        .unwrap();
+    let second = bucket
+        .put("k", b"two".to_vec(), PutOptions::default())
+        .await
+        .unwrap();
+    // Another version's hash: refused, nothing deleted.
+    let stale = bucket.delete_if("k", first.hash).await.unwrap_err();
+    assert!(
+        matches!(stale, Error::PreconditionFailed { ref key } if key == "k"),
+        "{stale}"
+    );
+    assert_eq!(&bucket.get_bytes("k").await.unwrap().1[..], b"two");
+    // An absent key fails the condition too.
+    let absent = bucket.delete_if("none", first.hash).await.unwrap_err();
+    assert!(
+        matches!(absent, Error::PreconditionFailed { .. }),
+        "{absent}"
+    );
+    // The current hash: deleted.
+    bucket.delete_if("k", second.hash).await.unwrap();
+    assert!(!bucket.exists("k").await.unwrap());
+    // Of racing conditional deletes and a put, the put either lands after
+    // the delete or makes the delete fail: never a delete of the new content.
+    for round in 0..20u8 {
+        let v = bucket
+            .put("r", vec![round], PutOptions::default())
+            .await
+            .unwrap();
+        let (b1, b2) = (bucket.clone(), bucket.clone());
+        let del = tokio::spawn(async move { b1.delete_if("r", v.hash).await });
+        let put =
+            tokio::spawn(async move { b2.put("r", vec![round, 1], PutOptions::default()).await });
+        let deleted = del.await.unwrap();
+        put.await.unwrap().unwrap();
+        // The put always stands: it came before the delete (which then
+        // failed) or after it.
+        assert_eq!(&bucket.get_bytes("r").await.unwrap().1[..], &[round, 1]);
+        if let Err(e) = deleted {
+            assert!(matches!(e, Error::PreconditionFailed { .. }), "{e}");
+        }
+    }
+}
+
 /// `put_if`: a create succeeds once, a replace must name the current
 /// content, and of many racing replaces of one version exactly one wins;
 /// a failed condition writes nothing (no row, no blob).
