@@ -263,7 +263,7 @@ fn delete(
 ) -> Result<bool> {
     let old = current(conn, key)?;
     if let Some(want) = if_hash {
-        if !old.is_some_and(|(h, _, _)| h == want) {
+        if old.is_none_or(|(h, _, _)| h != want) {
             return Err(crate::error::Error::PreconditionFailed {
                 key: key.to_owned(),
             });
