@@ -172,8 +172,11 @@ pub async fn remote(global: &Global, args: RemoteArgs) -> Result<(), CommandErro
                     (None, Some(e)) => out!("endpoint:   {e} (from the environment)"),
                     (None, None) => out!("endpoint:   (default)"),
                 }
-                out!("region:     {}", s.region.as_deref().unwrap_or("(default)"));
-                out!("path style: {}", s.path_style);
+                // Region and addressing style are S3's alone.
+                if s.url.starts_with("s3://") {
+                    out!("region:     {}", s.region.as_deref().unwrap_or("(default)"));
+                    out!("path style: {}", s.path_style);
+                }
                 let enforced = |yes: bool| {
                     if yes {
                         "enforced by the store"
