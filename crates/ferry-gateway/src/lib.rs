@@ -11,6 +11,7 @@ pub mod app;
 mod reserved;
 pub mod s3;
 pub mod store;
+mod wire;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -66,7 +66,7 @@ pub(crate) async fn put(entry: &Entry, i: PutObjectInput) -> S3Result<PutObjectO
     check(&i.key)?;
     let cond = write_condition(i.if_match.as_ref(), i.if_none_match.as_ref())?;
     let mut body = Vec::new();
-    let mut reader = crate::s3::body_reader(i.body).take(MAX_RESERVED as u64 + 1);
+    let mut reader = crate::wire::body_reader(i.body).take(MAX_RESERVED as u64 + 1);
     reader.read_to_end(&mut body).await.map_err(|e| {
         s3_error!(
             IncompleteBody,
@@ -90,7 +90,7 @@ pub(crate) async fn put(entry: &Entry, i: PutObjectInput) -> S3Result<PutObjectO
             ));
         }
     }
-    if let Some(want) = crate::s3::decode_md5(i.content_md5.as_deref())? {
+    if let Some(want) = crate::wire::decode_md5(i.content_md5.as_deref())? {
         let got: [u8; 16] = md5::Md5::digest(&body).into();
         if got != want {
             return Err(s3_error!(
@@ -99,7 +99,7 @@ pub(crate) async fn put(entry: &Entry, i: PutObjectInput) -> S3Result<PutObjectO
             ));
         }
     }
-    let metadata = crate::s3::to_metadata(i.metadata);
+    let metadata = crate::wire::to_metadata(i.metadata);
     let content_type = i
         .content_type
         .unwrap_or_else(|| "application/octet-stream".into());
@@ -127,7 +127,7 @@ fn found(
         .reserved_get(key)
         .map_err(|e| failed(e, key))?
         .ok_or_else(|| s3_error!(NoSuchKey, "no object {key:?}"))?;
-    crate::s3::check_read_conditions(
+    crate::wire::check_read_conditions(
         key,
         &o.etag,
         Timestamp::from(modified(&o)),
@@ -167,7 +167,7 @@ pub(crate) fn head(entry: &Entry, i: &HeadObjectInput) -> S3Result<HeadObjectOut
         content_type: Some(o.content_type.clone()),
         e_tag: Some(ETag::Strong(o.etag.clone())),
         last_modified: Some(Timestamp::from(modified(&o))),
-        metadata: crate::s3::from_metadata(&o.metadata),
+        metadata: crate::wire::from_metadata(&o.metadata),
         accept_ranges: Some("bytes".into()),
         ..Default::default()
     })
@@ -194,7 +194,7 @@ pub(crate) fn get(entry: &Entry, i: &GetObjectInput) -> S3Result<GetObjectOutput
         content_type: Some(o.content_type.clone()),
         e_tag: Some(ETag::Strong(o.etag.clone())),
         last_modified: Some(Timestamp::from(modified(&o))),
-        metadata: crate::s3::from_metadata(&o.metadata),
+        metadata: crate::wire::from_metadata(&o.metadata),
         accept_ranges: Some("bytes".into()),
         ..Default::default()
     })

@@ -56,16 +56,7 @@ pub struct PutOptions {
     pub metadata: Metadata,
 }
 
-/// What a conditional put ([`Bucket::put_if`]) requires of the key's
-/// current version; checked in the same index transaction that records the
-/// write, so two conditional puts never both succeed against one version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PutCondition {
-    /// Only if the key holds no object.
-    IfAbsent,
-    /// Only if the key's current content has this hash.
-    IfHash(ContentHash),
-}
+pub use crate::store::writer::PutCondition;
 
 /// An object read with `get`: its metadata and a verifying body stream.
 #[derive(Debug)]

@@ -45,7 +45,7 @@ pub(crate) struct NewObject {
     pub meta_digest: crate::hash::MetaDigest,
     pub modified_ms: i64,
     /// Checked against the current row before anything is stored.
-    pub condition: Option<crate::bucket::PutCondition>,
+    pub condition: Option<PutCondition>,
 }
 
 /// One write.
@@ -59,6 +59,18 @@ pub(crate) enum WriteOp {
     },
     /// The outcome of a sync action (see `record`).
     Record(crate::store::record::SyncRecord),
+}
+
+/// What a conditional put ([`crate::Bucket::put_if`]) requires of the
+/// key's current version; checked in the same index transaction that
+/// records the write, so two conditional puts never both succeed against
+/// one version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutCondition {
+    /// Only if the key holds no object.
+    IfAbsent,
+    /// Only if the key's current content has this hash.
+    IfHash(ContentHash),
 }
 
 /// What a write did.
@@ -210,8 +222,8 @@ fn put(
     let old = current(conn, &obj.key)?;
     let holds = match obj.condition {
         None => true,
-        Some(crate::bucket::PutCondition::IfAbsent) => old.is_none(),
-        Some(crate::bucket::PutCondition::IfHash(h)) => old.is_some_and(|(o, _, _)| o == h),
+        Some(PutCondition::IfAbsent) => old.is_none(),
+        Some(PutCondition::IfHash(h)) => old.is_some_and(|(o, _, _)| o == h),
     };
     if !holds {
         return Err(crate::error::Error::PreconditionFailed { key: obj.key });
