@@ -139,17 +139,6 @@ fn found(
     Ok(o)
 }
 
-fn range_of(range: Option<&Range>, size: u64) -> S3Result<(std::ops::Range<u64>, Option<String>)> {
-    match range {
-        None => Ok((0..size, None)),
-        Some(r) => {
-            let r = r.check(size)?;
-            let shown = format!("bytes {}-{}/{size}", r.start, r.end.saturating_sub(1));
-            Ok((r, Some(shown)))
-        }
-    }
-}
-
 /// `HeadObject` of a `.ferry/` key.
 pub(crate) fn head(entry: &Entry, i: &HeadObjectInput) -> S3Result<HeadObjectOutput> {
     let o = found(
@@ -160,7 +149,7 @@ pub(crate) fn head(entry: &Entry, i: &HeadObjectInput) -> S3Result<HeadObjectOut
         i.if_modified_since.as_ref(),
         i.if_unmodified_since.as_ref(),
     )?;
-    let (r, content_range) = range_of(i.range.as_ref(), o.body.len() as u64)?;
+    let (r, content_range) = crate::wire::range_of(i.range.as_ref(), o.body.len() as u64)?;
     Ok(HeadObjectOutput {
         content_length: Some((r.end - r.start) as i64),
         content_range,
@@ -183,7 +172,7 @@ pub(crate) fn get(entry: &Entry, i: &GetObjectInput) -> S3Result<GetObjectOutput
         i.if_modified_since.as_ref(),
         i.if_unmodified_since.as_ref(),
     )?;
-    let (r, content_range) = range_of(i.range.as_ref(), o.body.len() as u64)?;
+    let (r, content_range) = crate::wire::range_of(i.range.as_ref(), o.body.len() as u64)?;
     let part = o.body.slice(r.start as usize..r.end as usize);
     let len = part.len();
     let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(part) });

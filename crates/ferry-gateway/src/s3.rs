@@ -15,7 +15,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
 use crate::reserved;
 use crate::store::{valid_bucket_name, Buckets, Entry};
-use crate::wire::{body_reader, check_read_conditions, decode_md5, from_metadata, to_metadata};
+use crate::wire::{
+    body_reader, check_read_conditions, decode_md5, from_metadata, range_of, to_metadata,
+};
 
 /// Parts of a multipart upload may be at most this many.
 const MAX_PARTS: i32 = 10_000;
@@ -653,23 +655,9 @@ impl s3s::S3 for FerryS3 {
                 i.if_unmodified_since.as_ref(),
             )
             .await?;
-        let (len, content_range) = match &i.range {
-            None => (meta.size, None),
-            Some(r) => {
-                let r = r.check(meta.size)?;
-                (
-                    r.end - r.start,
-                    Some(format!(
-                        "bytes {}-{}/{}",
-                        r.start,
-                        r.end.saturating_sub(1),
-                        meta.size
-                    )),
-                )
-            }
-        };
+        let (r, content_range) = range_of(i.range.as_ref(), meta.size)?;
         Ok(S3Response::new(HeadObjectOutput {
-            content_length: Some(len as i64),
+            content_length: Some((r.end - r.start) as i64),
             content_range,
             content_type: Some(meta.content_type.clone()),
             e_tag: Some(ETag::Strong(etag)),
@@ -700,20 +688,11 @@ impl s3s::S3 for FerryS3 {
                 i.if_unmodified_since.as_ref(),
             )
             .await?;
-        let range = i.range.as_ref().map(|r| r.check(meta.size)).transpose()?;
-        let (len, content_range) = match &range {
-            None => (meta.size, None),
-            Some(r) => (
-                r.end - r.start,
-                Some(format!(
-                    "bytes {}-{}/{}",
-                    r.start,
-                    r.end.saturating_sub(1),
-                    meta.size
-                )),
-            ),
-        };
-        let reader = self.open_range(&entry.bucket, &i.key, range).await?;
+        let (r, content_range) = range_of(i.range.as_ref(), meta.size)?;
+        let len = r.end - r.start;
+        let reader = self
+            .open_range(&entry.bucket, &i.key, i.range.is_some().then_some(r))
+            .await?;
         let stream = tokio_util::io::ReaderStream::with_capacity(reader, 256 << 10);
         Ok(S3Response::new(GetObjectOutput {
             body: Some(StreamingBlob::wrap(stream)),

@@ -102,6 +102,23 @@ pub(crate) fn check_read_conditions(
     Ok(())
 }
 
+/// The bytes a GET or HEAD answers with (the whole object without a
+/// Range) and its `Content-Range`, checked against the object's size (416
+/// when it cannot be met).
+pub(crate) fn range_of(
+    range: Option<&Range>,
+    size: u64,
+) -> S3Result<(std::ops::Range<u64>, Option<String>)> {
+    match range {
+        None => Ok((0..size, None)),
+        Some(r) => {
+            let r = r.check(size)?;
+            let shown = format!("bytes {}-{}/{size}", r.start, r.end.saturating_sub(1));
+            Ok((r, Some(shown)))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use crate::support::{ok, stdout, FERRY};
+use crate::support::{ferry_in_env, json, ok, stdout, FERRY};
 
 struct Server {
     child: Child,
@@ -34,40 +34,7 @@ fn venv_bin(name: &str) -> PathBuf {
 }
 
 fn serve(dir: &Path, extra: &[&str]) -> Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(FERRY)
-        .current_dir(dir)
-        .env_remove("FERRY_BUCKET")
-        .env("FERRY_SERVE_ACCESS_KEY_ID", AK)
-        .env("FERRY_SERVE_SECRET_ACCESS_KEY", SK)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // It prints its address once it listens.
-    let mut err = child.stderr.take().unwrap();
-    let mut seen = Vec::new();
-    let mut byte = [0u8; 1];
-    while !String::from_utf8_lossy(&seen).contains("access key id") {
-        if err.read(&mut byte).unwrap() == 0 {
-            panic!("ferry serve stopped: {}", String::from_utf8_lossy(&seen));
-        }
-        seen.push(byte[0]);
-    }
-    std::thread::spawn(move || {
-        let mut sink = Vec::new();
-        let _ = err.read_to_end(&mut sink);
-    });
-    Server {
-        child,
-        endpoint: format!("http://127.0.0.1:{port}"),
-    }
+    serve_with_env(dir, extra, &[])
 }
 
 fn aws(server: &Server, args: &[&str]) -> std::process::Output {
@@ -86,10 +53,21 @@ fn aws(server: &Server, args: &[&str]) -> std::process::Output {
 }
 
 fn ferry(dir: &Path, args: &[&str], stdin: &[u8]) -> std::process::Output {
+    ferry_env(dir, &[], args, stdin)
+}
+
+/// ferry in `dir` (the bucket found from there) with these variables set.
+fn ferry_env(
+    dir: &Path,
+    env: &[(&str, &str)],
+    args: &[&str],
+    stdin: &[u8],
+) -> std::process::Output {
     use std::io::Write;
     let mut child = Command::new(FERRY)
         .current_dir(dir)
         .env_remove("FERRY_BUCKET")
+        .envs(env.iter().copied())
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -435,6 +413,51 @@ fn serve_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
     }
 }
 
+/// A bucket `ROOT/site` syncing with a new prefix of the moto server's
+/// `ferry-test` bucket, served with the signer minting URLs for moto.
+struct UpstreamSite {
+    dir: PathBuf,
+    moto: String,
+    server: Server,
+}
+
+impl UpstreamSite {
+    fn start(root: &Path, config: &str) -> Self {
+        let moto = std::env::var("FERRY_TEST_MOTO_ENDPOINT")
+            .expect("FERRY_TEST_MOTO_ENDPOINT is not set: run the suite with ./scripts/test.sh");
+        let dir = root.join("site");
+        std::fs::create_dir_all(&dir).unwrap();
+        let env = Self::env_for(&moto);
+        let url = format!("s3://ferry-test/site{:016x}", rand::random::<u64>());
+        ok(ferry_env(
+            &dir,
+            &env,
+            &["init", "--remote", &url, "--path-style"],
+            b"",
+        ));
+        std::fs::write(dir.join(".ferry/ferry.toml"), config).unwrap();
+        let server = serve_with_env(
+            &dir,
+            &["--signer-base", "/api", "--signer-target", "upstream"],
+            &env,
+        );
+        UpstreamSite { dir, moto, server }
+    }
+
+    fn env_for(moto: &str) -> [(&'static str, &str); 3] {
+        [
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_ENDPOINT_URL", moto),
+        ]
+    }
+
+    /// The credentials and endpoint of the site's remote.
+    fn env(&self) -> [(&'static str, &str); 3] {
+        Self::env_for(&self.moto)
+    }
+}
+
 const TOKENS: &str = r#"
 [serve.tokens.app]
 token = "app-token"
@@ -452,34 +475,9 @@ verbs = ["download", "list", "status"]
 /// at its next sync.
 #[test]
 fn signer_mints_upstream_urls_that_moto_honours() {
-    let moto = std::env::var("FERRY_TEST_MOTO_ENDPOINT")
-        .expect("FERRY_TEST_MOTO_ENDPOINT is not set: run the suite with ./scripts/test.sh");
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("site");
-    std::fs::create_dir_all(&dir).unwrap();
-    let env = [
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_ENDPOINT_URL", moto.as_str()),
-    ];
-    let url = format!("s3://ferry-test/signer{:016x}", rand::random::<u64>());
-    let mut init = Command::new(FERRY);
-    init.current_dir(&dir).env_remove("FERRY_BUCKET").args([
-        "init",
-        "--remote",
-        &url,
-        "--path-style",
-    ]);
-    for (k, v) in env {
-        init.env(k, v);
-    }
-    ok(init.output().unwrap());
-    std::fs::write(dir.join(".ferry/ferry.toml"), TOKENS).unwrap();
-    let server = serve_with_env(
-        &dir,
-        &["--signer-base", "/api", "--signer-target", "upstream"],
-        &env,
-    );
+    let site = UpstreamSite::start(tmp.path(), TOKENS);
+    let (server, moto) = (&site.server, &site.moto);
     let script = r#"
 import sys, json, time, requests
 base = sys.argv[1] + '/api'
@@ -517,7 +515,7 @@ print(json.dumps(out))
         .arg("-c")
         .arg(script)
         .arg(&server.endpoint)
-        .arg(&moto)
+        .arg(moto)
         .output()
         .unwrap();
     assert!(
@@ -634,65 +632,22 @@ print(json.dumps(out))
 /// prefixes do not cover `.ferry/` is refused with a message naming it.
 #[test]
 fn signer_replicas_sync_two_buckets_through_it() {
-    let moto = std::env::var("FERRY_TEST_MOTO_ENDPOINT")
-        .expect("FERRY_TEST_MOTO_ENDPOINT is not set: run the suite with ./scripts/test.sh");
     let tmp = tempfile::tempdir().unwrap();
-    let site = tmp.path().join("site");
-    std::fs::create_dir_all(&site).unwrap();
-    let env = [
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_ENDPOINT_URL", moto.as_str()),
-    ];
-    let url = format!("s3://ferry-test/replicas{:016x}", rand::random::<u64>());
-    let mut init = Command::new(FERRY);
-    init.current_dir(&site).env_remove("FERRY_BUCKET").args([
-        "init",
-        "--remote",
-        &url,
-        "--path-style",
-    ]);
-    for (k, v) in env {
-        init.env(k, v);
-    }
-    ok(init.output().unwrap());
-    std::fs::write(
-        site.join(".ferry/ferry.toml"),
-        format!("{TOKENS}\n[serve.tokens.sync]\ntoken = \"sync-token\"\nprefixes = [\"\"]\n"),
-    )
-    .unwrap();
-    let server = serve_with_env(
-        &site,
-        &["--signer-base", "/api", "--signer-target", "upstream"],
-        &env,
+    let site = UpstreamSite::start(
+        tmp.path(),
+        &format!("{TOKENS}\n[serve.tokens.sync]\ntoken = \"sync-token\"\nprefixes = [\"\"]\n"),
     );
+    let server = &site.server;
     let remote = format!(
         "signer+http://{}/api",
         server.endpoint.trim_start_matches("http://")
     );
     let run_with = |token: &str, bucket: &str, args: &[&str], stdin: &[u8]| {
-        use std::io::Write;
-        let mut child = Command::new(FERRY)
-            .current_dir(tmp.path())
-            .env_remove("FERRY_BUCKET")
-            .env_remove("AWS_ENDPOINT_URL")
-            .env("FERRY_SIGNER_TOKEN", token)
-            .arg("--bucket")
-            .arg(tmp.path().join(bucket))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(stdin).unwrap();
-        child.wait_with_output().unwrap()
+        let env = [("FERRY_SIGNER_TOKEN", token)];
+        ferry_in_env(tmp.path(), bucket, &env, args, Some(stdin))
     };
     let run =
         |bucket: &str, args: &[&str], stdin: &[u8]| run_with("sync-token", bucket, args, stdin);
-    let json = |out: &std::process::Output| -> serde_json::Value {
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
     for b in ["a", "b"] {
         ok(run(b, &["init", "--remote", &remote], b""));
     }
@@ -743,16 +698,9 @@ fn signer_replicas_sync_two_buckets_through_it() {
     assert_eq!(report["conflicts"][0]["key"], "photos/cat.jpg", "{report}");
     // The gateway's own bucket, which syncs with the store directly, sees
     // what the replicas wrote.
-    let mut sync = Command::new(FERRY);
-    sync.current_dir(&site)
-        .env_remove("FERRY_BUCKET")
-        .args(["sync"]);
-    for (k, v) in env {
-        sync.env(k, v);
-    }
-    ok(sync.output().unwrap());
+    ok(ferry_env(&site.dir, &site.env(), &["sync"], b""));
     assert_eq!(
-        stdout(&ok(ferry(&site, &["cat", "notes "], b""))),
+        stdout(&ok(ferry(&site.dir, &["cat", "notes "], b""))),
         "edited on b"
     );
     // A token limited to uploads/ cannot sync: refused, named, nothing made.
@@ -789,28 +737,13 @@ fn replicas_sync_with_the_gateway_over_s3_and_the_local_signer() {
     .unwrap();
     let server = serve(&hub, &["--signer-base", "/api", "--name", "hub"]);
     let run = |bucket: &str, args: &[&str], stdin: &[u8]| {
-        use std::io::Write;
-        let mut child = Command::new(FERRY)
-            .current_dir(tmp.path())
-            .env_remove("FERRY_BUCKET")
-            .env_remove("AWS_ENDPOINT_URL")
-            .env("AWS_ACCESS_KEY_ID", AK)
-            .env("AWS_SECRET_ACCESS_KEY", SK)
-            .env("FERRY_SIGNER_TOKEN", "sync-token")
-            .env("FERRY_PASSPHRASE", "gateway words")
-            .arg("--bucket")
-            .arg(tmp.path().join(bucket))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(stdin).unwrap();
-        child.wait_with_output().unwrap()
-    };
-    let json = |out: &std::process::Output| -> serde_json::Value {
-        serde_json::from_slice(&out.stdout).unwrap()
+        let env = [
+            ("AWS_ACCESS_KEY_ID", AK),
+            ("AWS_SECRET_ACCESS_KEY", SK),
+            ("FERRY_SIGNER_TOKEN", "sync-token"),
+            ("FERRY_PASSPHRASE", "gateway words"),
+        ];
+        ferry_in_env(tmp.path(), bucket, &env, args, Some(stdin))
     };
     let signer = format!(
         "signer+http://{}/api",

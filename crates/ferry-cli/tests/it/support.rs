@@ -88,11 +88,28 @@ impl Scratch {
 /// Runs ferry in `root` on the bucket `root/<bucket>`, with `stdin` fed
 /// in, and no user config from the machine running the tests.
 pub fn ferry_in(root: &Path, bucket: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    ferry_in_env(root, bucket, &[], args, stdin)
+}
+
+/// [`ferry_in`] with these environment variables set (credentials,
+/// endpoints); the machine's own store credentials and endpoints are not
+/// passed on.
+pub fn ferry_in_env(
+    root: &Path,
+    bucket: &str,
+    env: &[(&str, &str)],
+    args: &[&str],
+    stdin: Option<&[u8]>,
+) -> Output {
     use std::io::Write;
     let mut child = Command::new(FERRY)
         .current_dir(root)
         .env_remove("FERRY_BUCKET")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+        .env_remove("AZURE_STORAGE_CONNECTION_STRING")
         .env("XDG_CONFIG_HOME", root.join("no-user-config"))
+        .envs(env.iter().copied())
         .arg("--bucket")
         .arg(root.join(bucket))
         .args(args)
@@ -107,6 +124,11 @@ pub fn ferry_in(root: &Path, bucket: &str, args: &[&str], stdin: Option<&[u8]>) 
     }
     drop(input);
     child.wait_with_output().unwrap()
+}
+
+/// The JSON a command printed.
+pub fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(o)))
 }
 
 /// `o`, after asserting it succeeded (its output in the message if not).

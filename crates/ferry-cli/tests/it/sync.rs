@@ -1,13 +1,9 @@
 //! Sync through the real binary, two replicas on a `file://` remote.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
-use crate::support::{ferry_in as ferry, ok, stderr, stdout, FERRY};
-
-fn json(o: &Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(o)))
-}
+use crate::support::{ferry_in as ferry, ferry_in_env, json, ok, stderr, stdout, FERRY};
 
 #[test]
 fn two_replicas_sync_conflict_and_resolve_through_the_cli() {
@@ -347,28 +343,14 @@ fn key_the_remote_cannot_hold_is_refused_by_name() {
 
 /// Runs ferry against the moto server the test command started.
 fn ferry_s3(root: &Path, bucket: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
-    use std::io::Write;
     let endpoint = std::env::var("FERRY_TEST_MOTO_ENDPOINT")
         .expect("FERRY_TEST_MOTO_ENDPOINT is not set: run the suite with ./scripts/test.sh");
-    let mut cmd = Command::new(FERRY);
-    cmd.current_dir(root)
-        .env_remove("FERRY_BUCKET")
-        .env("AWS_ACCESS_KEY_ID", "ferrytest")
-        .env("AWS_SECRET_ACCESS_KEY", "ferrytestsecret")
-        .env("AWS_ENDPOINT_URL", endpoint)
-        .arg("--bucket")
-        .arg(root.join(bucket))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(data) = stdin {
-        input.write_all(data).unwrap();
-    }
-    drop(input);
-    child.wait_with_output().unwrap()
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "ferrytest"),
+        ("AWS_SECRET_ACCESS_KEY", "ferrytestsecret"),
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+    ];
+    ferry_in_env(root, bucket, &env, args, stdin)
 }
 
 /// The defect as measured: `put "notes "` and `a//b`, sync to a real S3
@@ -940,19 +922,9 @@ fn check_repair_rebuilds_a_damaged_index_and_sync_brings_the_rest_back() {
 fn ferry_gcs(root: &Path, bucket: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     let endpoint = std::env::var("FERRY_TEST_GCS_ENDPOINT")
         .expect("FERRY_TEST_GCS_ENDPOINT is not set: run the suite with ./scripts/test.sh");
-    let mut cmd = Command::new(FERRY);
-    cmd.current_dir(root)
-        .env_remove("FERRY_BUCKET")
-        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
-        .env("STORAGE_EMULATOR_HOST", endpoint)
-        .envs(env.iter().copied())
-        .arg("--bucket")
-        .arg(root.join(bucket))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd.output().unwrap()
+    let mut all = vec![("STORAGE_EMULATOR_HOST", endpoint.as_str())];
+    all.extend_from_slice(env);
+    ferry_in_env(root, bucket, &all, args, None)
 }
 
 /// `ferry init --remote gs://…` end to end: two devices sync exact keys
@@ -968,24 +940,12 @@ fn gcs_remote_end_to_end() {
     }
     let keys = ["notes ", "a//b", "dir/", "ü/€ #%+?.txt"];
     for k in keys {
-        let mut put = Command::new(FERRY);
-        let out = put
-            .current_dir(root)
-            .env_remove("FERRY_BUCKET")
-            .arg("--bucket")
-            .arg(root.join("a"))
-            .args(["put", k, "--meta", "owner=ann"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .and_then(|mut c| {
-                use std::io::Write;
-                c.stdin.take().unwrap().write_all(k.as_bytes())?;
-                c.wait_with_output()
-            })
-            .unwrap();
-        ok(out);
+        ok(ferry(
+            root,
+            "a",
+            &["put", k, "--meta", "owner=ann"],
+            Some(k.as_bytes()),
+        ));
     }
     let run = json(&ok(ferry_gcs(root, "a", &["sync", "--json"], &[])));
     assert_eq!(run["pushed"], keys.len(), "{run}");
@@ -1055,21 +1015,8 @@ fn azure_remote_end_to_end() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let run = |bucket: &str, args: &[&str], stdin: &[u8]| {
-        use std::io::Write;
-        let mut child = Command::new(FERRY)
-            .current_dir(root)
-            .env_remove("FERRY_BUCKET")
-            .env("AZURE_STORAGE_CONNECTION_STRING", &conn)
-            .arg("--bucket")
-            .arg(root.join(bucket))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(stdin).unwrap();
-        child.wait_with_output().unwrap()
+        let env = [("AZURE_STORAGE_CONNECTION_STRING", conn.as_str())];
+        ferry_in_env(root, bucket, &env, args, Some(stdin))
     };
     // The container must exist, as an S3 bucket must (ferry does not make
     // it): `./scripts/test.sh` makes `ferry-test`.
@@ -1140,22 +1087,11 @@ fn webdav_remote_end_to_end() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let run_as = |password: &str, bucket: &str, args: &[&str], stdin: &[u8]| {
-        use std::io::Write;
-        let mut child = Command::new(FERRY)
-            .current_dir(root)
-            .env_remove("FERRY_BUCKET")
-            .env("FERRY_WEBDAV_USER", "ferry")
-            .env("FERRY_WEBDAV_PASSWORD", password)
-            .arg("--bucket")
-            .arg(root.join(bucket))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(stdin).unwrap();
-        child.wait_with_output().unwrap()
+        let env = [
+            ("FERRY_WEBDAV_USER", "ferry"),
+            ("FERRY_WEBDAV_PASSWORD", password),
+        ];
+        ferry_in_env(root, bucket, &env, args, Some(stdin))
     };
     let run = |bucket: &str, args: &[&str], stdin: &[u8]| run_as("secret", bucket, args, stdin);
     let path = format!("cli{:016x}/ferry", rand::random::<u64>());

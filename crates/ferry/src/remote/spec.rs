@@ -469,6 +469,15 @@ impl RemoteSpec {
         })?))
     }
 
+    /// The scheme and host an HTTP remote is reached at: the endpoint's
+    /// when one is set, else `http(s)://HOST` from the URL.
+    fn origin(&self, tls: bool, host: &str) -> String {
+        match &self.endpoint {
+            Some(e) => e.trim().trim_end_matches('/').to_owned(),
+            None => format!("{}://{host}", if tls { "https" } else { "http" }),
+        }
+    }
+
     /// The HTTP URL of a signer remote's base: `https://HOST/BASE` for
     /// `signer+https://HOST/BASE`, or the endpoint's scheme and host in
     /// their place when one is set.
@@ -476,10 +485,7 @@ impl RemoteSpec {
         let RemoteKind::Signer { tls, host, base } = self.kind()? else {
             return Err(bad(&self.url, "not a signer+http(s):// URL"));
         };
-        let origin = match &self.endpoint {
-            Some(e) => e.trim().trim_end_matches('/').to_owned(),
-            None => format!("{}://{host}", if tls { "https" } else { "http" }),
-        };
+        let origin = self.origin(tls, &host);
         Ok(if base.is_empty() {
             origin
         } else {
@@ -494,10 +500,7 @@ impl RemoteSpec {
         let RemoteKind::WebDav { tls, host, path } = self.kind()? else {
             return Err(bad(&self.url, "not a webdav:// URL"));
         };
-        let origin = match &self.endpoint {
-            Some(e) => e.trim().trim_end_matches('/').to_owned(),
-            None => format!("{}://{host}", if tls { "https" } else { "http" }),
-        };
+        let origin = self.origin(tls, &host);
         Ok(format!("{origin}/{path}"))
     }
 }

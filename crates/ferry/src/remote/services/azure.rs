@@ -26,7 +26,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use futures::TryStreamExt as _;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::remote::{
@@ -633,10 +632,7 @@ impl Remote for AzureRemote {
             )
             .await?;
         let obj = self.describe_headers(key, &resp);
-        let stream = resp
-            .bytes_stream()
-            .map_err(|e| std::io::Error::other(e.to_string()));
-        Ok((obj, Box::new(tokio_util::io::StreamReader::new(stream))))
+        Ok((obj, super::http::response_reader(resp)))
     }
 
     async fn get_prefix(

@@ -28,7 +28,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use futures::TryStreamExt;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use tokio::sync::Mutex;
 
@@ -425,10 +424,7 @@ impl Remote for GcsRemote {
             }
             other => other?,
         };
-        let stream = resp
-            .bytes_stream()
-            .map_err(|e| std::io::Error::other(e.to_string()));
-        Ok((obj, Box::new(tokio_util::io::StreamReader::new(stream))))
+        Ok((obj, super::http::response_reader(resp)))
     }
 
     async fn get_prefix(

@@ -79,6 +79,25 @@ pub(crate) async fn file_body(
     Ok((reqwest::Body::wrap_stream(stream), length))
 }
 
+/// A body as reqwest sends it (a file streamed, framed by its head), and
+/// its whole length.
+pub(crate) async fn request_body(body: &RemoteBody) -> Result<(reqwest::Body, u64), String> {
+    match body {
+        RemoteBody::Bytes(b) => Ok((reqwest::Body::from(b.clone()), b.len() as u64)),
+        RemoteBody::File(f) => file_body(Bytes::new(), f, Bytes::new()).await,
+        RemoteBody::Framed { head, file } => file_body(head.clone(), file, Bytes::new()).await,
+    }
+}
+
+/// An answer's body as a streaming reader.
+pub(crate) fn response_reader(resp: reqwest::Response) -> crate::remote::RemoteReader {
+    use futures::TryStreamExt as _;
+    let stream = resp
+        .bytes_stream()
+        .map_err(|e| std::io::Error::other(e.to_string()));
+    Box::new(tokio_util::io::StreamReader::new(stream))
+}
+
 /// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
 pub(crate) fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let y = if month <= 2 { year - 1 } else { year };

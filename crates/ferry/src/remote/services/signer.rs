@@ -24,7 +24,6 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::TryStreamExt as _;
 
 use crate::remote::{
     Capabilities, Precondition, PutRequest, Remote, RemoteBody, RemoteError, RemoteErrorKind,
@@ -373,10 +372,7 @@ impl Remote for SignerRemote {
             )
         })?;
         let obj = self.described(key, &resp);
-        let stream = resp
-            .bytes_stream()
-            .map_err(|e| std::io::Error::other(e.to_string()));
-        Ok((obj, Box::new(tokio_util::io::StreamReader::new(stream))))
+        Ok((obj, super::http::response_reader(resp)))
     }
 
     async fn get_prefix(
@@ -413,11 +409,14 @@ impl Remote for SignerRemote {
         cond: Precondition,
     ) -> Result<String, RemoteError> {
         let what = format!("writing {:?}", req.key);
-        let size = super::http::body_len(&body).await;
+        // The body first: its length goes into the signing request.
+        let (content, length) = super::http::request_body(&body)
+            .await
+            .map_err(|e| self.error(RemoteErrorKind::Terminal, format!("{what}: {e}")))?;
         let mut ask = serde_json::json!({
             "key": req.key,
             "contentType": req.content_type,
-            "size": size,
+            "size": length,
             "metadata": req.all_metadata(),
         });
         match &cond {
@@ -426,18 +425,6 @@ impl Remote for SignerRemote {
             Precondition::IfMatch(etag) => ask["ifMatch"] = quoted(etag).into(),
         }
         let signed = self.sign("/v1/sign/upload", ask, &what).await?;
-        let (content, length): (reqwest::Body, u64) = match body {
-            RemoteBody::Bytes(b) => {
-                let n = b.len() as u64;
-                (b.into(), n)
-            }
-            RemoteBody::File(file) => super::http::file_body(Bytes::new(), &file, Bytes::new())
-                .await
-                .map_err(|e| self.error(RemoteErrorKind::Terminal, format!("{what}: {e}")))?,
-            RemoteBody::Framed { head, file } => super::http::file_body(head, &file, Bytes::new())
-                .await
-                .map_err(|e| self.error(RemoteErrorKind::Terminal, format!("{what}: {e}")))?,
-        };
         let resp = self
             .send(
                 &signed,

@@ -439,14 +439,9 @@ impl WebDavRemote {
 
     /// The body as reqwest sends it, and its length.
     async fn body(&self, body: &RemoteBody, what: &str) -> Result<reqwest::Body, RemoteError> {
-        let made = match body {
-            RemoteBody::Bytes(b) => Ok((reqwest::Body::from(b.clone()), b.len() as u64)),
-            RemoteBody::File(f) => super::http::file_body(Bytes::new(), f, Bytes::new()).await,
-            RemoteBody::Framed { head, file } => {
-                super::http::file_body(head.clone(), file, Bytes::new()).await
-            }
-        };
-        made.map(|(b, _)| b)
+        super::http::request_body(body)
+            .await
+            .map(|(b, _)| b)
             .map_err(|e| self.error(RemoteErrorKind::Terminal, format!("{what}: {e}")))
     }
 
@@ -743,10 +738,7 @@ impl Remote for WebDavRemote {
             self.error(RemoteErrorKind::NotFound, format!("{what}: no such object"))
         })?;
         let resp = self.fetch(key, &obj, &[], &what).await?;
-        let stream = resp
-            .bytes_stream()
-            .map_err(|e| std::io::Error::other(e.to_string()));
-        Ok((obj, Box::new(tokio_util::io::StreamReader::new(stream))))
+        Ok((obj, super::http::response_reader(resp)))
     }
 
     async fn get_prefix(
