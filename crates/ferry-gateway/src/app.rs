@@ -68,7 +68,14 @@ pub(crate) struct App {
     pub(crate) entry: Arc<crate::store::Entry>,
     pub(crate) access_key_id: String,
     pub(crate) secret_access_key: String,
+    /// `Local` signers by the URL they sign for (made once each: building
+    /// an S3 client is not free; at most [`LOCAL_SIGNERS`], as the `Host`
+    /// is the caller's to choose).
+    pub(crate) local_signers: std::sync::Mutex<std::collections::HashMap<String, Arc<S3Remote>>>,
 }
+
+/// How many `Local` signers are kept.
+const LOCAL_SIGNERS: usize = 16;
 
 type Resp = http::Response<s3s::Body>;
 
@@ -356,31 +363,46 @@ impl App {
                 .await
                 .map_err(|e| e.to_string()),
             SignerTarget::Local => {
-                // This gateway as an S3 remote with no prefix: the same
-                // presigning code, against its own key pair.
-                let local =
-                    S3Remote::new(&ferry::remote::s3::S3Config {
-                        bucket: self.name.clone(),
-                        prefix: String::new(),
-                        endpoint: Some(host.map_or_else(
-                            || self.config.public_url.clone(),
-                            |h| format!("http://{h}"),
-                        )),
-                        region: "us-east-1".into(),
-                        path_style: true,
-                        access_key_id: Some(self.access_key_id.clone()),
-                        secret_access_key: Some(self.secret_access_key.clone()),
-                        session_token: None,
-                        connect_timeout: Duration::from_secs(10),
-                        io_timeout: Duration::from_secs(60),
-                    })
-                    .map_err(|e| e.to_string())?;
-                local
+                let endpoint =
+                    host.map_or_else(|| self.config.public_url.clone(), |h| format!("http://{h}"));
+                self.local_signer(endpoint)?
                     .presign(method, key, expires, content_type, metadata, cond)
                     .await
                     .map_err(|e| e.to_string())
             }
         }
+    }
+
+    /// This gateway as an S3 remote with no prefix, reached at `endpoint`:
+    /// the same presigning code, against its own key pair.
+    fn local_signer(&self, endpoint: String) -> Result<Arc<S3Remote>, String> {
+        let mut made = self
+            .local_signers
+            .lock()
+            .map_err(|_| "the signer cache lock is poisoned".to_owned())?;
+        if let Some(s) = made.get(&endpoint) {
+            return Ok(s.clone());
+        }
+        let signer = Arc::new(
+            S3Remote::new(&ferry::remote::s3::S3Config {
+                bucket: self.name.clone(),
+                prefix: String::new(),
+                endpoint: Some(endpoint.clone()),
+                region: "us-east-1".into(),
+                path_style: true,
+                access_key_id: Some(self.access_key_id.clone()),
+                secret_access_key: Some(self.secret_access_key.clone()),
+                session_token: None,
+                connect_timeout: Duration::from_secs(10),
+                io_timeout: Duration::from_secs(60),
+            })
+            .map_err(|e| e.to_string())?,
+        );
+        if made.len() >= LOCAL_SIGNERS {
+            made.clear();
+        }
+        made.insert(endpoint, signer.clone());
+        Ok(signer)
     }
 
     async fn delete(&self, key: &str, if_match: Option<&str>) -> Resp {

@@ -196,6 +196,7 @@ pub fn start(
             entry: entry.clone(),
             access_key_id: config.access_key_id.clone(),
             secret_access_key: config.secret_access_key.clone(),
+            local_signers: Default::default(),
         })),
         _ => None,
     };

@@ -177,18 +177,18 @@ impl EventLog {
         let Ok(mut held) = self.file.lock() else {
             return;
         };
+        // One look at the path: rotate it when too large, reopen it when
+        // another process rotated it under us.
         let current = std::fs::metadata(&self.path).ok();
-        if let Some(m) = &current {
-            if m.len() > LOG_ROTATE {
-                let _ = std::fs::rename(&self.path, self.path.with_extension("log.1"));
-                *held = None;
-            }
+        let rotate = current.as_ref().is_some_and(|m| m.len() > LOG_ROTATE);
+        if rotate {
+            let _ = std::fs::rename(&self.path, self.path.with_extension("log.1"));
         }
-        // Reopened when another process rotated the file under us.
-        let stale = match (&*held, std::fs::metadata(&self.path).ok()) {
-            (Some((_, ino)), Some(m)) => inode(&m) != *ino,
-            _ => true,
-        };
+        let stale = rotate
+            || match (&*held, &current) {
+                (Some((_, ino)), Some(m)) => inode(m) != *ino,
+                _ => true,
+            };
         if stale {
             *held = std::fs::OpenOptions::new()
                 .create(true)
