@@ -480,10 +480,8 @@ impl App {
                         {
                             continue;
                         }
-                        items.push(json!({
-                            "key": o.key, "size": o.size, "etag": o.etag.trim_matches('"'),
-                            "lastModified": o.modified_ms.map(|ms| rfc3339(SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))),
-                        }));
+                        let etag = o.etag.trim_matches('"');
+                        items.push(listed(&o.key, o.size, etag, o.modified_ms.map(from_ms)));
                     }
                     next = page.next;
                 }
@@ -497,10 +495,7 @@ impl App {
                             if !token.covers(&key) {
                                 continue;
                             }
-                            items.push(json!({
-                                "key": key, "size": size, "etag": etag,
-                                "lastModified": rfc3339(SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)),
-                            }));
+                            items.push(listed(&key, size, &etag, Some(from_ms(ms))));
                         }
                     }
                     Err(crate::store::ReservedError::Db(e)) => return error(500, e),
@@ -518,11 +513,8 @@ impl App {
                             if !token.covers(&m.key) {
                                 continue;
                             }
-                            items.push(json!({
-                                "key": m.key, "size": m.size,
-                                "etag": self.entry.etag(&m.key, &m.hash),
-                                "lastModified": rfc3339(m.modified),
-                            }));
+                            let etag = self.entry.etag(&m.key, &m.hash);
+                            items.push(listed(&m.key, m.size, &etag, Some(m.modified)));
                         }
                         next = page.next_start_after;
                     }
@@ -619,6 +611,15 @@ impl App {
 fn signable(key: &str) -> Result<(), String> {
     let rest = key.strip_prefix(ferry::RESERVED_PREFIX).unwrap_or(key);
     ferry::validate_key(rest).map_err(|e| format!("invalid key {key:?}: {e}"))
+}
+
+/// One item of a `/v1/list` answer.
+fn listed(key: &str, size: u64, etag: &str, modified: Option<SystemTime>) -> serde_json::Value {
+    json!({ "key": key, "size": size, "etag": etag, "lastModified": modified.map(rfc3339) })
+}
+
+fn from_ms(ms: i64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
 }
 
 fn http_status(status: u16) -> Resp {
