@@ -26,6 +26,7 @@ mod hash;
 mod key;
 mod metadata;
 pub mod remote;
+pub mod sim;
 mod state;
 mod store;
 mod sync;

@@ -125,6 +125,9 @@ pub(crate) struct Inner {
     pub(crate) open_marker: Option<blobs::OpenMarker>,
     /// Opened read-only: this user cannot write the directory or index.
     pub(crate) read_only: bool,
+    /// The seeded source of the bucket's random choices (retry jitter),
+    /// when one was set (the simulator replays them); else the thread's.
+    pub(crate) random: Mutex<Option<rand::rngs::StdRng>>,
 }
 
 impl Bucket {
@@ -264,6 +267,7 @@ impl Bucket {
                 clock,
                 open_marker,
                 read_only,
+                random: Mutex::new(None),
             }),
         })
     }
@@ -274,6 +278,34 @@ impl Bucket {
     /// conflict copies.
     pub fn set_clock(&self, clock: Arc<dyn Clock>) {
         self.inner.clock.set(clock);
+    }
+
+    /// Makes the bucket's random choices (the jitter of retry delays) come
+    /// from a generator seeded with `seed`, so a run can be replayed.
+    pub fn set_random_seed(&self, seed: u64) {
+        use rand::SeedableRng;
+        if let Ok(mut r) = self.inner.random.lock() {
+            *r = Some(rand::rngs::StdRng::seed_from_u64(seed));
+        }
+    }
+
+    /// A random number in `0..=max`, from the seeded source when one is set.
+    pub(crate) fn random_upto(&self, max: i64) -> i64 {
+        use rand::Rng;
+        let max = max.max(0);
+        match self.inner.random.lock() {
+            Ok(mut r) => match r.as_mut() {
+                Some(rng) => rng.random_range(0..=max),
+                None => rand::rng().random_range(0..=max),
+            },
+            Err(_) => max / 2,
+        }
+    }
+
+    /// How many handles on this bucket are alive (the simulator waits for
+    /// a crashed replica's to be gone before reopening its directory).
+    pub(crate) fn handles(&self) -> usize {
+        Arc::strong_count(&self.inner)
     }
 
     /// Milliseconds since the Unix epoch, by the bucket's clock.

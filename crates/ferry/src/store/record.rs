@@ -88,14 +88,20 @@ pub(crate) enum SyncRecord {
     Refreshed { batch: Vec<(String, String, i64)> },
     /// Drop a tombstone.
     Forgot { key: String },
-    /// Flag a conflict.
+    /// Flag a conflict, if the row still looks as planned.
     Conflicted {
         key: String,
         reason: ConflictReason,
         remote_etag: Option<String>,
+        expect: Expect,
     },
-    /// Set the state.
-    State { key: String, state: SyncState },
+    /// Set the state, if the row still looks as planned (`None`: any row,
+    /// for settings that change every row's state).
+    State {
+        key: String,
+        state: SyncState,
+        expect: Option<Expect>,
+    },
     /// Evict a synced object's local content.
     Evicted { key: String, hash: ContentHash },
     /// Reads counted in memory: (key, last read ms, count).
@@ -104,9 +110,11 @@ pub(crate) enum SyncRecord {
     Pinned { key: String, pinned: bool },
     /// Outbox attempts of these keys start (one transaction for a whole run).
     Starting { keys: Vec<String> },
-    /// An outbox attempt changed state.
+    /// An outbox attempt changed state: the key's entry for the version
+    /// `hash` (`None`: a delete's entry).
     Attempt {
         key: String,
+        hash: Option<ContentHash>,
         state: &'static str,
         error: Option<String>,
         next_attempt_ms: i64,
@@ -382,6 +390,20 @@ pub(crate) fn apply(
             Ok(n > 0)
         }
         SyncRecord::Forgot { key } => {
+            // A tombstone of a version the remote held: its delete may have
+            // landed with the answer lost, unjournaled; journal it now
+            // (other replicas learn of it from the journal, not a listing).
+            let agreed: Option<Option<String>> = conn
+                .prepare_cached("SELECT base_etag FROM objects WHERE key = ?1 AND present = 0")?
+                .query_row([&key], |r| r.get(0))
+                .optional()?;
+            if matches!(agreed, Some(Some(_))) {
+                conn.prepare_cached(
+                    "INSERT OR REPLACE INTO journal_pending (key, op, etag, hash) \
+                     VALUES (?1, 'delete', NULL, NULL)",
+                )?
+                .execute([&key])?;
+            }
             let n = conn
                 .prepare_cached("DELETE FROM objects WHERE key = ?1 AND present = 0")?
                 .execute([&key])?;
@@ -395,7 +417,11 @@ pub(crate) fn apply(
             key,
             reason,
             remote_etag,
+            expect,
         } => {
+            if !matches(conn, &key, &expect)? {
+                return Ok(false);
+            }
             let reason = serde_json::to_value(reason)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
@@ -407,7 +433,12 @@ pub(crate) fn apply(
                 .execute(params![key, reason, remote_etag])?;
             Ok(n > 0)
         }
-        SyncRecord::State { key, state } => {
+        SyncRecord::State { key, state, expect } => {
+            if let Some(expect) = expect {
+                if !matches(conn, &key, &expect)? {
+                    return Ok(false);
+                }
+            }
             let n = conn
                 .prepare_cached("UPDATE objects SET state = ?2 WHERE key = ?1")?
                 .execute(params![key, state.as_str()])?;
@@ -448,6 +479,7 @@ pub(crate) fn apply(
         }
         SyncRecord::Attempt {
             key,
+            hash,
             state,
             error,
             next_attempt_ms,
@@ -457,9 +489,16 @@ pub(crate) fn apply(
                 .prepare_cached(
                     "UPDATE outbox SET state = ?2, attempts = attempts + ?3, \
                      last_error = COALESCE(?4, last_error), next_attempt_ms = ?5 \
-                     WHERE key = ?1",
+                     WHERE key = ?1 AND hash IS ?6",
                 )?
-                .execute(params![key, state, bump, error, next_attempt_ms])?;
+                .execute(params![
+                    key,
+                    state,
+                    bump,
+                    error,
+                    next_attempt_ms,
+                    hash.map(|h| h.0.to_vec())
+                ])?;
             Ok(n > 0)
         }
     }

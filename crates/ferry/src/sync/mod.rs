@@ -239,13 +239,29 @@ pub struct SyncOptions {
 }
 
 /// A replica's place in one remote's journal (setting `journal`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct JournalState {
-    /// The last record read (`None`: never; a full reconcile comes first).
+    /// The journal format these positions are in ([`journal::FORMAT`]; a
+    /// state of another format is read as none: a full reconcile first).
+    #[serde(default)]
+    v: u32,
+    /// `Some` once a full reconcile established the positions in
+    /// `streams` (`None`: never; a full reconcile comes first).
     pos: Option<u64>,
     /// When the last full reconcile started, ms since the Unix epoch.
     last_full_ms: i64,
-    /// The digest of record `pos` as this replica read or wrote it.
+    /// The position in each device's stream (this device's own included:
+    /// the last record it wrote).
+    #[serde(default)]
+    streams: std::collections::BTreeMap<String, StreamPos>,
+}
+
+/// How far a replica read (or wrote) one device's stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct StreamPos {
+    /// The last record read.
+    pos: u64,
+    /// Its digest as read (`None`: not known without a request).
     #[serde(default)]
     digest: Option<[u8; 32]>,
 }

@@ -447,7 +447,9 @@ pub fn plan(
         .collect()
 }
 
-fn expect_of(l: Option<&LocalEntry>) -> Expect {
+/// What a row must still look like for an outcome planned against `l`
+/// to be recorded.
+pub fn expect_of(l: Option<&LocalEntry>) -> Expect {
     match l {
         Some(l) if l.present => Expect::Present(l.hash, l.meta),
         Some(l) if l.base_etag.is_some() => Expect::Tombstone,
@@ -472,6 +474,12 @@ fn plan_key(
             }),
             _ => None,
         };
+    }
+    // A key in conflict stays as it is, both sides kept, until `resolve`
+    // ends it: no sync overwrites or deletes it (a later local write
+    // takes it out of conflict).
+    if l.is_some_and(|l| l.state == SyncState::Conflict) {
+        return None;
     }
     let can_push = policy.direction != Direction::DownloadOnly;
     let can_pull = policy.direction != Direction::UploadOnly;

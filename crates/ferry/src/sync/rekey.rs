@@ -250,7 +250,7 @@ impl Bucket {
             };
             encrypted::write_key_file(remote.as_ref(), &new_file, cond).await?;
         }
-        for record in remote.list(crate::sync::journal::RECORDS).await? {
+        for record in remote.list(crate::sync::journal::JOURNAL).await? {
             remote.delete(&record.key, Precondition::None).await?;
         }
 

@@ -53,7 +53,11 @@ impl Bucket {
             }
         };
         if let Some(action) = action {
-            match self.execute_inner(&remote, action, r, ConflictPolicy::Flag).await? {
+            let expect = plan::expect_of(self.local_entry(key)?.as_ref());
+            match self
+                .execute_inner(&remote, action, r, expect, ConflictPolicy::Flag)
+                .await?
+            {
                 Done::Failed(i) => {
                     let kind = if i.retryable {
                         RemoteErrorKind::Retryable

@@ -73,10 +73,24 @@ fn window_bound<'a>(
         .map(str::to_owned)
 }
 
+/// The issue a run reports when a device's journal stream was rewritten
+/// below what this replica read (it lists the whole store instead).
+fn rewritten(endpoint: &str, device: &str, detail: &str) -> SyncIssue {
+    SyncIssue {
+        key: String::new(),
+        cause: format!(
+            "the change journal of device {device} at {endpoint} was rewritten ({detail}); \
+             this run listed the whole store instead. If the store was not restored from a \
+             backup, someone with write access to it changed ferry's records"
+        ),
+        retryable: false,
+    }
+}
+
 /// The bounded queue of running actions: at most `in_flight` tasks, each
 /// kind (push side, pull side) limited by its own semaphore.
 struct Runner {
-    tasks: JoinSet<(String, Done)>,
+    tasks: JoinSet<(String, bool, Done)>,
     in_flight: usize,
     push_limit: Arc<Semaphore>,
     pull_limit: Arc<Semaphore>,
@@ -84,6 +98,9 @@ struct Runner {
     done: u64,
     total: u64,
     progress: Option<ProgressFn>,
+    /// A remote change the run was to bring here failed: the journal
+    /// position must not pass it.
+    unapplied: bool,
 }
 
 impl Runner {
@@ -103,6 +120,7 @@ impl Runner {
         remote: &SharedRemote,
         action: Action,
         seen: Option<RemoteObject>,
+        expect: plan::Expect,
         report: &mut SyncReport,
     ) {
         while self.tasks.len() >= self.in_flight {
@@ -119,7 +137,9 @@ impl Runner {
         self.tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
             let key = action.key().to_owned();
-            (key, me.execute(&remote, action, seen, policy).await)
+            let pull_side = !action.is_push_side();
+            let done = me.execute(&remote, action, seen, expect, policy).await;
+            (key, pull_side, done)
         });
     }
 
@@ -131,27 +151,33 @@ impl Runner {
         self.done += 1;
         self.tell();
         match joined {
-            Ok((key, Done::Pushed)) => {
+            Ok((key, _, Done::Pushed)) => {
                 report.pushed += 1;
                 bucket.emit(crate::engine::events::Event::ObjectPushed { key });
             }
-            Ok((key, Done::Pulled)) => {
+            Ok((key, _, Done::Pulled)) => {
                 report.pulled += 1;
                 bucket.emit(crate::engine::events::Event::ObjectPulled { key });
             }
-            Ok((_, Done::DeletedRemote)) => report.deleted_remote += 1,
-            Ok((_, Done::DeletedLocal)) => report.deleted_local += 1,
-            Ok((key, Done::Conflict(c))) => {
+            Ok((_, _, Done::DeletedRemote)) => report.deleted_remote += 1,
+            Ok((_, _, Done::DeletedLocal)) => report.deleted_local += 1,
+            Ok((key, _, Done::Conflict(c))) => {
                 report.conflicts.push(c);
                 bucket.emit(crate::engine::events::Event::ObjectConflict { key });
             }
-            Ok((_, Done::Nothing)) => {}
-            Ok((_, Done::Failed(i))) => report.errors.push(i),
-            Err(e) => report.errors.push(SyncIssue {
+            Ok((_, _, Done::Nothing)) => {}
+            Ok((_, pull_side, Done::Failed(i))) => {
+                self.unapplied |= pull_side;
+                report.errors.push(i);
+            }
+            Err(e) => {
+                self.unapplied = true;
+                report.errors.push(SyncIssue {
                 key: String::new(),
-                cause: format!("sync task failed: {e}"),
-                retryable: true,
-            }),
+                    cause: format!("sync task failed: {e}"),
+                    retryable: true,
+                })
+            }
         }
         true
     }
@@ -240,80 +266,123 @@ impl Bucket {
             }
         }
 
-        // 1. The journal: what ferry writers changed since this replica last
-        // read it. A full reconcile (the whole listing) when it is due: at
-        // first, on schedule, when asked, when the history is gone, or when
-        // the journal names too many keys to hold.
+        // 1. The journal: what other ferry writers changed since this
+        // replica last read their streams. A full reconcile (the whole
+        // listing) when it is due: at first, on schedule, when asked, when
+        // the history is gone or was rewritten, or when the journal names
+        // too many keys to hold.
         let raw = self.raw_remote()?;
         let endpoint = remote.endpoint();
         let mut jstate = self.journal_state(&endpoint)?;
-        let records = self.list_records(&raw).await?;
+        let streams = self.list_streams(&raw).await?;
         let started_ms = self.now_ms();
-        let tail = journal::tail(jstate.pos, &records);
         let interval_ms =
             i64::try_from(config.full_sync_interval_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         let mut full = opts.full
             || config.full_sync_interval_secs == 0
-            || tail == journal::Tail::Gap
+            || jstate.pos.is_none()
             || started_ms.saturating_sub(jstate.last_full_ms) >= interval_ms;
-        let newest_record = records.iter().max().copied().unwrap_or(0);
-        // The journal never moves back below what this replica has read
-        // (a full reconcile re-reads the store as it now is, and trusts it).
-        // (No record at all is a wiped or new journal: the full reconcile
-        // that follows meets the emptiness check instead.)
-        if let Some(read) = jstate
-            .pos
-            .filter(|p| *p > newest_record && !records.is_empty() && !opts.full && !opts.force)
-        {
-            self.check_remote_key(raw.as_ref()).await?;
-            return Err(Error::JournalRewritten {
-                remote: endpoint,
-                detail: format!(
-                    "its newest record is {newest_record}, this replica has read up to {read}"
-                ),
-            });
-        }
-        let mut read_to = jstate.pos.unwrap_or(0);
-        // The digest of record `read_to`, as read (the chain's next link).
-        let mut read_digest = jstate.digest;
+        let me = self.device_id().to_owned();
+        // Where each stream will have been read to, once this run applied
+        // what it names.
+        let mut read: BTreeMap<String, super::StreamPos> = jstate.streams.clone();
         let mut changed: BTreeSet<String> = BTreeSet::new();
         if !full {
-            if let journal::Tail::Read(seqs) = &tail {
-                for &seq in seqs {
-                    let (record, digest) = match self.read_record(&raw, seq, keys.as_deref()).await
-                    {
-                        Ok(read) => read,
-                        Err(e) => {
-                            self.check_remote_key(raw.as_ref()).await?;
-                            return Err(e);
-                        }
-                    };
-                    if let (Some(want), Some(got)) = (read_digest, record.prev.as_deref()) {
-                        if seq == read_to + 1 && hex::encode(want) != got && !opts.full {
-                            self.check_remote_key(raw.as_ref()).await?;
-                            return Err(Error::JournalRewritten {
-                                remote: endpoint,
-                                detail: format!(
-                                    "record {seq} follows another record {read_to} than the one \
-                                     this replica read (a fork)"
-                                ),
-                            });
-                        }
+            // A stream read before that is gone altogether (compaction
+            // always keeps its newest records): its history is lost.
+            if let Some(device) = jstate
+                .streams
+                .iter()
+                .find(|(d, p)| **d != me && p.pos > 0 && !streams.contains_key(*d))
+                .map(|(d, _)| d.clone())
+            {
+                full = true;
+                report.errors.push(rewritten(&endpoint, &device, "its records are gone"));
+            }
+        }
+        'streams: for (device, seqs) in streams.iter().filter(|(d, _)| **d != me) {
+            if full {
+                break;
+            }
+            let at = jstate.streams.get(device).copied().unwrap_or_default();
+            let tail = journal::tail(Some(at.pos), seqs);
+            let seqs = match tail {
+                journal::Tail::Nothing => continue,
+                journal::Tail::Read(seqs) => seqs,
+                journal::Tail::Gap => {
+                    full = true;
+                    if seqs.last().is_some_and(|n| *n < at.pos) {
+                        // Rolled back below what was read: a rewrite, not
+                        // compaction. The full listing says what is there.
+                        report.errors.push(rewritten(
+                            &endpoint,
+                            device,
+                            &format!(
+                                "its newest record is {}, this replica read up to {}",
+                                seqs.last().copied().unwrap_or(0),
+                                at.pos
+                            ),
+                        ));
                     }
-                    read_digest = Some(digest);
-                    if record.device != self.device_id() {
-                        for e in record.entries {
-                            if validate_key(&e.key).is_ok() && scope.contains(&e.key) {
-                                changed.insert(e.key);
-                            }
-                        }
+                    break;
+                }
+            };
+            let mut digest = at.digest;
+            let mut pos = at.pos;
+            for seq in seqs {
+                let (record, d) = match self.read_record(&raw, device, seq, keys.as_deref()).await
+                {
+                    Ok(found) => found,
+                    Err(e) => {
+                        self.check_remote_key(raw.as_ref()).await?;
+                        return Err(e);
                     }
-                    read_to = seq;
-                    if changed.len() > JOURNAL_KEYS_MAX {
+                };
+                if let (Some(want), Some(got)) = (digest, record.prev.as_deref()) {
+                    if seq == pos + 1 && hex::encode(want) != got {
                         full = true;
-                        break;
+                        report.errors.push(rewritten(
+                            &endpoint,
+                            device,
+                            &format!("record {seq} follows another record {pos} than the one this replica read (a fork)"),
+                        ));
+                        break 'streams;
                     }
                 }
+                digest = Some(d);
+                pos = seq;
+                for e in record.entries {
+                    if validate_key(&e.key).is_ok() && scope.contains(&e.key) {
+                        changed.insert(e.key);
+                    }
+                }
+                if changed.len() > JOURNAL_KEYS_MAX {
+                    full = true;
+                    break 'streams;
+                }
+            }
+            read.insert(device.clone(), super::StreamPos { pos, digest });
+        }
+        if full {
+            // A full reconcile reads the store as it is now: every stream
+            // is read to its newest record as listed before it.
+            read = streams
+                .iter()
+                .map(|(device, seqs)| {
+                    let pos = seqs.last().copied().unwrap_or(0);
+                    let known = jstate.streams.get(device).filter(|p| p.pos == pos);
+                    let digest = known.and_then(|p| p.digest);
+                    (device.clone(), super::StreamPos { pos, digest })
+                })
+                .collect();
+            if let Some(own) = jstate.streams.get(&me) {
+                read.entry(me.clone())
+                    .and_modify(|p| {
+                        if own.pos >= p.pos {
+                            *p = *own;
+                        }
+                    })
+                    .or_insert(*own);
             }
         }
         report.full = full;
@@ -350,20 +419,27 @@ impl Bucket {
         // whole plan is known (the delete limit counts them all first).
         let mut runner = Runner {
             tasks: JoinSet::new(),
-            in_flight: config.push_concurrency.max(1) + config.pull_concurrency.max(1),
+            // One upload and one download at a time means one action at a
+            // time: the order the simulator replays (nothing else races).
+            in_flight: match (config.push_concurrency, config.pull_concurrency) {
+                (0 | 1, 0 | 1) => 1,
+                (push, pull) => push + pull,
+            },
             push_limit: Arc::new(Semaphore::new(config.push_concurrency.max(1))),
             pull_limit: Arc::new(Semaphore::new(config.pull_concurrency.max(1))),
             policy: config.conflict,
             done: 0,
             total: 0,
             progress,
+            unapplied: false,
         };
         runner.tell();
-        let mut deletes: Vec<Action> = Vec::new();
+        let mut deletes: Vec<(Action, plan::Expect)> = Vec::new();
         let mut planned: Vec<Action> = Vec::new();
         let mut after: Option<String> = None;
         let size = config.window_keys.max(1);
         loop {
+            let errors_before = report.errors.len();
             let window = match &gather {
                 Gather::Full(spill) => self.full_window(spill, after.as_deref(), size)?,
                 Gather::Journal(changed) => {
@@ -392,8 +468,12 @@ impl Bucket {
                     &mut report,
                 )
                 .await?;
-            let mut window_actions: Vec<(Action, Option<RemoteObject>)> = Vec::new();
-            for (action, seen) in actions {
+            // A key whose HEAD or content check failed was not planned: what
+            // the journal said of it is not consumed.
+            runner.unapplied |= report.errors.len() > errors_before;
+            let mut window_actions: Vec<(Action, Option<RemoteObject>, plan::Expect)> =
+                Vec::new();
+            for (action, seen, expect) in actions {
                 if opts
                     .filter
                     .as_ref()
@@ -407,6 +487,8 @@ impl Bucket {
                     SyncMode::Pull => !action.is_push_side(),
                 };
                 if !included {
+                    // A remote change left for another run.
+                    runner.unapplied |= action.is_pull_side();
                     continue;
                 }
                 // Keys whose last push failed wait for their backoff
@@ -425,9 +507,9 @@ impl Bucket {
                     action,
                     Action::DeleteLocal { .. } | Action::DeleteRemote { .. }
                 ) {
-                    deletes.push(action);
+                    deletes.push((action, expect));
                 } else {
-                    window_actions.push((action, seen));
+                    window_actions.push((action, seen, expect));
                 }
             }
             if !opts.dry_run {
@@ -452,63 +534,62 @@ impl Bucket {
         if !deletes.is_empty() {
             if !opts.force {
                 let limit = opts.max_delete.unwrap_or(config.max_delete);
+                let actions: Vec<Action> = deletes.iter().map(|(a, _)| a.clone()).collect();
                 if let Err(e) =
-                    self.check_deletes(&deletes, self.synced_count(&scope.prefixes)?, limit)
+                    self.check_deletes(&actions, self.synced_count(&scope.prefixes)?, limit)
                 {
                     runner.drain(self, &mut report).await;
                     return Err(e);
                 }
             }
             runner.total += deletes.len() as u64;
-            for action in deletes {
-                runner.run(self, &remote, action, None, &mut report).await;
+            for (action, expect) in deletes {
+                runner.run(self, &remote, action, None, expect, &mut report).await;
             }
         }
         runner.drain(self, &mut report).await;
 
         // 4. Tell the other replicas what changed, and remember how far the
         // journal was read.
-        let mut pos = if full { newest_record } else { read_to };
-        // The digest of record `pos`, when known without a request.
-        let mut pos_digest = if !full || jstate.pos == Some(pos) {
-            read_digest
-        } else {
-            None
-        };
+        let own = read.get(&me).copied().unwrap_or_default();
         match self
-            .append_journal(
-                &raw,
-                keys.as_deref(),
-                newest_record.max(read_to),
-                pos_digest.filter(|_| pos == newest_record.max(read_to)),
-                config.journal_retain,
-            )
+            .append_journal(&raw, keys.as_deref(), own, config.journal_retain)
             .await
         {
-            // Our own records right after what we read: nothing to read there.
-            Ok(Some((first, last, digest))) if first == pos + 1 => {
-                pos = last;
-                pos_digest = Some(digest);
+            Ok(Some((last, digest))) => {
+                read.insert(
+                    me.clone(),
+                    super::StreamPos {
+                        pos: last,
+                        digest: Some(digest),
+                    },
+                );
             }
-            Ok(_) => {}
+            Ok(None) => {}
             Err(e) => report.errors.push(SyncIssue {
                 key: String::new(),
                 cause: format!("writing the change journal (the next sync tries again): {e}"),
                 retryable: true,
             }),
         }
-        // A filtered run skipped keys: what it read stays unread.
-        if opts.filter.is_none() {
-            if pos_digest.is_none() && pos > 0 {
-                pos_digest = self.record_digest(&raw, pos).await.ok().flatten();
+        // A filtered run skipped keys, and a run that left a remote change
+        // unapplied (a pull-side action a push did not run, a failed HEAD
+        // or download): what it read stays unread (only this device's own
+        // stream moves on), and a full reconcile that did not apply
+        // everything is not one.
+        if opts.filter.is_some() || runner.unapplied {
+            if let Some(own) = read.get(&me).copied() {
+                jstate.streams.insert(me.clone(), own);
             }
-            jstate.pos = Some(pos);
-            jstate.digest = pos_digest;
+        } else {
+            jstate.streams = read;
+            jstate.pos = Some(0);
+            jstate.v = journal::FORMAT;
             if full {
                 jstate.last_full_ms = started_ms;
             }
-            self.set_journal_state(&endpoint, jstate).await?;
         }
+        self.set_journal_state(&endpoint, jstate).await?;
 
         // Conflicts found earlier and still open are part of the picture.
         let known: HashSet<String> = report.conflicts.iter().map(|c| c.key.clone()).collect();
@@ -529,21 +610,21 @@ impl Bucket {
         &self,
         remote: &SharedRemote,
         runner: &mut Runner,
-        actions: Vec<(Action, Option<RemoteObject>)>,
+        actions: Vec<(Action, Option<RemoteObject>, plan::Expect)>,
         report: &mut SyncReport,
     ) -> Result<()> {
         // Listing times of agreed versions (after a large push, every key
         // once), in one transaction.
         let mut refreshes = Vec::new();
         let mut rest = Vec::new();
-        for (action, seen) in actions {
+        for (action, seen, expect) in actions {
             match action {
                 Action::Refresh {
                     key,
                     etag,
                     modified_ms,
                 } => refreshes.push((key, etag, modified_ms)),
-                other => rest.push((other, seen)),
+                other => rest.push((other, seen, expect)),
             }
         }
         if !refreshes.is_empty() {
@@ -552,15 +633,15 @@ impl Bucket {
         }
         let pushing: Vec<String> = rest
             .iter()
-            .filter(|(a, _)| a.is_push_side())
-            .map(|(a, _)| a.key().to_owned())
+            .filter(|(a, _, _)| a.is_push_side())
+            .map(|(a, _, _)| a.key().to_owned())
             .collect();
         if !pushing.is_empty() {
             self.record(SyncRecord::Starting { keys: pushing }).await?;
         }
         runner.total += rest.len() as u64;
-        for (action, seen) in rest {
-            runner.run(self, remote, action, seen, report).await;
+        for (action, seen, expect) in rest {
+            runner.run(self, remote, action, seen, expect, report).await;
         }
         Ok(())
     }
@@ -772,7 +853,7 @@ impl Bucket {
         keys: Option<&Keyring>,
         concurrency: usize,
         report: &mut SyncReport,
-    ) -> Result<Vec<(Action, Option<RemoteObject>)>> {
+    ) -> Result<Vec<(Action, Option<RemoteObject>, plan::Expect)>> {
         let Window {
             local, mut listing, ..
         } = window;
@@ -835,6 +916,10 @@ impl Bucket {
             .collect();
         let remote_list: Vec<RemoteObject> = listing.into_values().collect();
         let actions = plan::plan(&local, &remote_list, scope, policy, self.device_id());
+        let expects: std::collections::HashMap<&str, plan::Expect> = local
+            .iter()
+            .map(|l| (l.key.as_str(), plan::expect_of(Some(l))))
+            .collect();
         for a in &actions {
             tracing::trace!(key = a.key(), action = ?a, "planned");
         }
@@ -847,7 +932,11 @@ impl Bucket {
             .into_iter()
             .map(|a| {
                 let seen = by_key.remove(a.key());
-                (a, seen)
+                let expect = expects
+                    .get(a.key())
+                    .cloned()
+                    .unwrap_or(plan::Expect::Absent);
+                (a, seen, expect)
             })
             .collect())
     }

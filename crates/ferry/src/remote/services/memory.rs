@@ -35,6 +35,8 @@ pub struct MemoryRemote {
     ignore_conditions: Arc<AtomicBool>,
     requests: Arc<AtomicU64>,
     clock: SharedClock,
+    /// Keys per listing page (`0`: [`PAGE`]).
+    page: Arc<AtomicU64>,
 }
 
 impl MemoryRemote {
@@ -53,6 +55,19 @@ impl MemoryRemote {
     /// S3-compatible stores do.
     pub fn ignore_conditions(&self, ignore: bool) {
         self.ignore_conditions.store(ignore, Ordering::SeqCst);
+    }
+
+    /// Lists `n` keys per page (at least one), so listings page while
+    /// others write.
+    pub fn set_page_size(&self, n: usize) {
+        self.page.store(n.max(1) as u64, Ordering::SeqCst);
+    }
+
+    fn page_size(&self) -> usize {
+        match self.page.load(Ordering::SeqCst) {
+            0 => PAGE,
+            n => n as usize,
+        }
     }
 
     /// Requests served so far.
@@ -122,7 +137,7 @@ impl Remote for MemoryRemote {
         let page: Vec<RemoteObject> = objects
             .range((start, Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(prefix))
-            .take(PAGE)
+            .take(self.page_size())
             .map(|(k, s)| {
                 let mut o = Self::describe(k, s);
                 // Listings carry no metadata, as on S3.
@@ -134,7 +149,7 @@ impl Remote for MemoryRemote {
                 o
             })
             .collect();
-        let next = (page.len() == PAGE).then(|| page[PAGE - 1].key.clone());
+        let next = (page.len() == self.page_size()).then(|| page[page.len() - 1].key.clone());
         Ok(RemotePage {
             objects: page,
             next,
@@ -226,5 +241,51 @@ impl MemoryRemote {
             );
         }
         etag
+    }
+
+    /// Replaces the metadata of `key` like a plain client's copy onto
+    /// itself with new metadata (ferry's entries are gone); a new etag.
+    /// False when there is no such object.
+    pub fn rewrite_foreign_metadata(&self, key: &str, metadata: Metadata) -> bool {
+        let etag = format!("\"m{}\"", self.versions.fetch_add(1, Ordering::SeqCst) + 1);
+        let now = self.clock.now_ms();
+        let Ok(mut objects) = self.objects.lock() else {
+            return false;
+        };
+        match objects.get_mut(key) {
+            Some(s) => {
+                s.metadata = metadata;
+                s.etag = etag;
+                s.modified_ms = now;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Deletes `key` as a plain client would; false when it was not there.
+    pub fn delete_foreign(&self, key: &str) -> bool {
+        self.objects
+            .lock()
+            .map(|mut o| o.remove(key).is_some())
+            .unwrap_or(false)
+    }
+
+    /// Every object: key → (bytes, content type, metadata as stored, ferry's
+    /// entries included).
+    pub fn snapshot(&self) -> BTreeMap<String, (Bytes, String, Metadata)> {
+        self.objects
+            .lock()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, s)| {
+                        (
+                            k.clone(),
+                            (s.data.clone(), s.content_type.clone(), s.metadata.clone()),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
