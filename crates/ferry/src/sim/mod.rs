@@ -373,17 +373,23 @@ async fn open_replica(
     clock: &Arc<ManualClock>,
     config: &SimConfig,
 ) -> crate::Result<(Bucket, Arc<SimRemote>)> {
-    let bucket = if create {
-        Bucket::create(
+    if create {
+        let made = Bucket::create(
             dir,
             BucketConfig {
                 inline_threshold: 16,
             },
         )
-        .await?
-    } else {
-        Bucket::open(dir).await?
-    };
+        .await?;
+        drop(made);
+        // Device ids are random; a replayed run needs the same ones (they
+        // order the journal's listing).
+        let mut rng = StdRng::seed_from_u64(config.seed ^ (id as u64 + 1).rotate_left(32));
+        let device = hex::encode(rng.random::<[u8; 16]>());
+        let conn = crate::store::index::open(&dir.join(crate::bucket::INDEX_FILE), false)?;
+        crate::store::index::set_setting(&conn, "device_id", &device)?;
+    }
+    let bucket = Bucket::open(dir).await?;
     bucket.set_clock(clock.clone());
     bucket.set_random_seed(config.seed.wrapping_add(id as u64 + 1));
     if create {
@@ -461,6 +467,11 @@ pub async fn run(dir: &Path, config: &SimConfig) -> Result<SimReport, SimFailure
 
 impl Sim {
     fn log(&mut self, line: String) {
+        // Device ids are random: a history names replicas instead.
+        let mut line = line;
+        for a in &self.actors {
+            line = line.replace(a.bucket.device_id(), &format!("<r{}>", a.id));
+        }
         self.history.push(format!("{:>4} {line}", self.step));
     }
 
@@ -732,7 +743,12 @@ impl Sim {
             match roll {
                 0..=4 => {}
                 5..=7 => {
-                    self.model.saw(ContentHash::of(data), true);
+                    // On a store that ignores conditions a delete without a
+                    // journal record cannot be told from one that raced an
+                    // edit: ferry keeps the data (a conflict), so such a
+                    // delete is not one that must never be undone.
+                    let binding = !self.config.ignore_conditions;
+                    self.model.saw(ContentHash::of(data), binding);
                     self.store.delete_foreign(&key);
                     self.log(format!("foreign delete {key}"));
                     return;
@@ -770,6 +786,9 @@ impl Sim {
                 let r = b
                     .sync(SyncOptions {
                         full,
+                        // Time passes while settling: keys waiting out a
+                        // retry delay run now.
+                        retry: true,
                         ..Default::default()
                     })
                     .await

@@ -8,6 +8,7 @@ use crate::bucket::Bucket;
 use crate::hash::ContentHash;
 use crate::metadata::Metadata;
 use crate::remote::memory::MemoryRemote;
+use crate::state::SyncState;
 
 use super::View;
 
@@ -151,8 +152,15 @@ pub(crate) async fn check_replica(i: usize, bucket: &Bucket) -> Result<(), Strin
         || s.failed != 0
         || s.synced + s.stale != s.total
     {
+        let unsettled: Vec<String> = listed
+            .iter()
+            .filter(|m| !matches!(m.state, SyncState::Synced | SyncState::Stale))
+            .map(|m| format!("{} ({})", m.key, m.state))
+            .collect();
+        let failures = bucket.failures().await.map_err(err)?;
         return Err(format!(
-            "r{i}: status after settling is {s:?} with {} objects listed",
+            "r{i}: status after settling is {s:?} with {} objects listed; unsettled: \
+             {unsettled:?}; failures: {failures:?}",
             listed.len()
         ));
     }

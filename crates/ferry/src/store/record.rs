@@ -158,6 +158,22 @@ fn bump_stamp(conn: &Connection, key: &str) -> Result<()> {
     Ok(())
 }
 
+/// Queues a journal entry for a delete of `key` on the remote, naming the
+/// version it deleted (the row's agreed version): a replica whose own
+/// version was removed by a delete that never saw it tells the two apart.
+fn journal_delete(conn: &Connection, key: &str) -> Result<()> {
+    let base: Option<(Option<String>, Option<Vec<u8>>)> = conn
+        .prepare_cached("SELECT base_etag, base_hash FROM objects WHERE key = ?1")?
+        .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let (etag, hash) = base.unwrap_or((None, None));
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO journal_pending (key, op, etag, hash) VALUES (?1, 'delete', ?2, ?3)",
+    )?
+    .execute(params![key, etag, hash])?;
+    Ok(())
+}
+
 fn journal_put(conn: &Connection, key: &str, etag: &str, hash: &ContentHash) -> Result<()> {
     conn.prepare_cached(
         "INSERT OR REPLACE INTO journal_pending (key, op, etag, hash) VALUES (?1, 'put', ?2, ?3)",
@@ -216,10 +232,7 @@ pub(crate) fn apply(
             // A deletion is newer than the version it removed: replaying
             // that version later is a rollback too.
             bump_stamp(conn, &key)?;
-            conn.prepare_cached(
-                "INSERT OR REPLACE INTO journal_pending (key, op, etag, hash) VALUES (?1, 'delete', NULL, NULL)",
-            )?
-            .execute([&key])?;
+            journal_delete(conn, &key)?;
             let n = conn
                 .prepare_cached("DELETE FROM objects WHERE key = ?1 AND present = 0")?
                 .execute([&key])?;
@@ -398,11 +411,7 @@ pub(crate) fn apply(
                 .query_row([&key], |r| r.get(0))
                 .optional()?;
             if matches!(agreed, Some(Some(_))) {
-                conn.prepare_cached(
-                    "INSERT OR REPLACE INTO journal_pending (key, op, etag, hash) \
-                     VALUES (?1, 'delete', NULL, NULL)",
-                )?
-                .execute([&key])?;
+                journal_delete(conn, &key)?;
             }
             let n = conn
                 .prepare_cached("DELETE FROM objects WHERE key = ?1 AND present = 0")?

@@ -58,10 +58,13 @@ pub struct Entry {
     pub key: String,
     /// Put or delete.
     pub op: Op,
-    /// The remote version written (puts).
+    /// The remote version written (puts), or the version deleted (deletes:
+    /// the version the deleter agreed on, so a replica whose newer version
+    /// a delete removed unseen, on a store that ignores conditions, can
+    /// tell; none in deletes of format 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
-    /// Its content hash, hex (puts).
+    /// Its content hash, hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash: Option<String>,
 }

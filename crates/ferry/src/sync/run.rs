@@ -5,7 +5,7 @@
 //! actions go to a bounded queue of tasks. Memory holds a window and the
 //! tasks in flight, never the whole bucket.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -71,6 +71,15 @@ fn window_bound<'a>(
         .filter_map(|(_, last)| last)
         .min()
         .map(str::to_owned)
+}
+
+/// What the journal says of deletions, for `plan::unproven_delete`.
+struct Deletions<'a> {
+    proofs: &'a HashMap<String, Vec<plan::DeleteProof>>,
+    /// An encrypted bucket.
+    sealed: bool,
+    /// The store ignores conditional deletes (ferry checks by HEAD).
+    emulated: bool,
 }
 
 /// The issue a run reports when a device's journal stream was rewritten
@@ -300,15 +309,19 @@ impl Bucket {
                 report.errors.push(rewritten(&endpoint, &device, "its records are gone"));
             }
         }
+        // Deletes the records name, with the version each deleter saw: a
+        // deletion nothing proves never deletes local data where it
+        // matters (`plan::unproven_delete`). A full reconcile reads the
+        // records too, for these.
+        let mut proofs: HashMap<String, Vec<plan::DeleteProof>> = HashMap::new();
+        let mut keys_named = true;
         'streams: for (device, seqs) in streams.iter().filter(|(d, _)| **d != me) {
-            if full {
-                break;
-            }
             let at = jstate.streams.get(device).copied().unwrap_or_default();
             let tail = journal::tail(Some(at.pos), seqs);
             let seqs = match tail {
                 journal::Tail::Nothing => continue,
                 journal::Tail::Read(seqs) => seqs,
+                journal::Tail::Gap if full => seqs.iter().copied().filter(|s| *s > at.pos).collect(),
                 journal::Tail::Gap => {
                     full = true;
                     if seqs.last().is_some_and(|n| *n < at.pos) {
@@ -324,7 +337,7 @@ impl Bucket {
                             ),
                         ));
                     }
-                    break;
+                    seqs.iter().copied().filter(|s| *s > at.pos).collect()
                 }
             };
             let mut digest = at.digest;
@@ -339,25 +352,38 @@ impl Bucket {
                     }
                 };
                 if let (Some(want), Some(got)) = (digest, record.prev.as_deref()) {
-                    if seq == pos + 1 && hex::encode(want) != got {
+                    if seq == pos + 1 && hex::encode(want) != got && !full {
                         full = true;
                         report.errors.push(rewritten(
                             &endpoint,
                             device,
                             &format!("record {seq} follows another record {pos} than the one this replica read (a fork)"),
                         ));
-                        break 'streams;
                     }
                 }
                 digest = Some(d);
                 pos = seq;
                 for e in record.entries {
-                    if validate_key(&e.key).is_ok() && scope.contains(&e.key) {
+                    if validate_key(&e.key).is_err() || !scope.contains(&e.key) {
+                        continue;
+                    }
+                    if e.op == journal::Op::Delete {
+                        proofs.entry(e.key.clone()).or_default().push(plan::DeleteProof {
+                            etag: e.etag.clone(),
+                            hash: e.hash.as_deref().and_then(|h| h.parse().ok()),
+                        });
+                    }
+                    if keys_named {
                         changed.insert(e.key);
                     }
                 }
                 if changed.len() > JOURNAL_KEYS_MAX {
                     full = true;
+                    keys_named = false;
+                    changed.clear();
+                }
+                if proofs.len() > JOURNAL_KEYS_MAX {
+                    // Too many to hold: deletions beyond are unproven.
                     break 'streams;
                 }
             }
@@ -413,6 +439,11 @@ impl Bucket {
         };
         // Keys whose last push failed, and when they may run again.
         let parked = self.parked()?;
+        // Whether the store's deletes are conditional only by our HEAD.
+        let emulated = self
+            .setting_json::<BTreeMap<String, crate::remote::emulated::ProbeResult>>("probes")?
+            .and_then(|p| p.get(&endpoint).copied())
+            .is_some_and(|p| !p.conditional_delete);
         let now = self.now_ms();
 
         // 2. Window by window: gather, plan, queue. Deletes wait until the
@@ -457,6 +488,11 @@ impl Bucket {
                 }
             };
             let bound = window.bound.clone();
+            let deletes_seen = Deletions {
+                proofs: &proofs,
+                sealed: keys.is_some(),
+                emulated,
+            };
             let actions = self
                 .plan_window(
                     &remote,
@@ -465,12 +501,13 @@ impl Bucket {
                     policy,
                     keys.as_deref(),
                     config.pull_concurrency,
+                    &deletes_seen,
                     &mut report,
                 )
                 .await?;
             // A key whose HEAD or content check failed was not planned: what
             // the journal said of it is not consumed.
-            runner.unapplied |= report.errors.len() > errors_before;
+            runner.unapplied |= report.errors[errors_before..].iter().any(|e| e.retryable);
             let mut window_actions: Vec<(Action, Option<RemoteObject>, plan::Expect)> =
                 Vec::new();
             for (action, seen, expect) in actions {
@@ -852,6 +889,7 @@ impl Bucket {
         policy: Policy,
         keys: Option<&Keyring>,
         concurrency: usize,
+        deletions: &Deletions<'_>,
         report: &mut SyncReport,
     ) -> Result<Vec<(Action, Option<RemoteObject>, plan::Expect)>> {
         let Window {
@@ -915,7 +953,42 @@ impl Bucket {
             .filter(|l| !failed.contains(&l.key))
             .collect();
         let remote_list: Vec<RemoteObject> = listing.into_values().collect();
-        let actions = plan::plan(&local, &remote_list, scope, policy, self.device_id());
+        let local_by_key: HashMap<&str, &LocalEntry> =
+            local.iter().map(|l| (l.key.as_str(), l)).collect();
+        let actions: Vec<Action> = plan::plan(&local, &remote_list, scope, policy, self.device_id())
+            .into_iter()
+            .map(|a| {
+                let l = local_by_key.get(a.key()).copied();
+                let proofs = deletions
+                    .proofs
+                    .get(a.key())
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]);
+                let before = matches!(a, Action::DeleteLocal { .. });
+                let a = plan::unproven_delete(
+                    a,
+                    l,
+                    proofs,
+                    deletions.sealed,
+                    deletions.emulated,
+                    policy,
+                );
+                if before && !matches!(a, Action::DeleteLocal { .. }) {
+                    tracing::warn!(key = a.key(), "a remote deletion nothing proves saw this version: kept");
+                    if deletions.sealed {
+                        report.errors.push(SyncIssue {
+                            key: a.key().to_owned(),
+                            cause: "missing on the remote, and no delete record sealed by this \
+                                    bucket's key proves a device deleted it: kept here and \
+                                    pushed again"
+                                .into(),
+                            retryable: false,
+                        });
+                    }
+                }
+                a
+            })
+            .collect();
         let expects: std::collections::HashMap<&str, plan::Expect> = local
             .iter()
             .map(|l| (l.key.as_str(), plan::expect_of(Some(l))))

@@ -35,8 +35,12 @@ async fn sim_seeds_keep_every_invariant() {
         }
     }
     if let Some(first) = failures.first() {
-        let seeds: Vec<u64> = failures.iter().map(|f| f.seed).collect();
-        panic!("{} of {} seeds failed: {seeds:?}\n{first}", failures.len(), seeds.len());
+        let failed: Vec<u64> = failures.iter().map(|f| f.seed).collect();
+        panic!(
+            "{} of {} seeds failed: {failed:?}\n{first}",
+            failures.len(),
+            seeds.len()
+        );
     }
     if seeds.len() > 1 {
         // The faults are real: a run that injected none would prove nothing.
