@@ -21,6 +21,7 @@ macro_rules! suite {
 
 pub mod backends;
 mod convergence;
+mod findings;
 mod fidelity;
 mod gcs_auth;
 mod journal;
