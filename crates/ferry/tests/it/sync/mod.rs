@@ -22,6 +22,7 @@ macro_rules! suite {
 pub mod backends;
 mod convergence;
 mod fidelity;
+mod findings;
 mod gcs_auth;
 mod journal;
 pub mod layers;
