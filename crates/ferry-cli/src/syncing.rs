@@ -189,7 +189,8 @@ pub async fn remote(global: &Global, args: RemoteArgs) -> Result<(), CommandErro
                     Some(p) => {
                         out!("conditional writes:  {}", enforced(p.conditional_put));
                         out!("conditional deletes: {}", enforced(p.conditional_delete));
-                        if let Some(m) = p.conditional_multipart.filter(|m| *m != p.conditional_put) {
+                        if let Some(m) = p.conditional_multipart.filter(|m| *m != p.conditional_put)
+                        {
                             out!("conditional multipart completions: {}", enforced(m));
                         }
                     }

@@ -98,8 +98,8 @@ pub(crate) enum Settled {
 /// new device id is written. Runs inside the caller's write transaction,
 /// so two processes opening a copy at once agree on one new id.
 pub(crate) fn settle(conn: &Connection, seen: &Origin, now: &Origin) -> Result<Settled> {
-    let recorded: Option<Origin> = index::setting(conn, SETTING)?
-        .and_then(|text| serde_json::from_str(&text).ok());
+    let recorded: Option<Origin> =
+        index::setting(conn, SETTING)?.and_then(|text| serde_json::from_str(&text).ok());
     let settled = match &recorded {
         // Indexes made before the origin was recorded: trusted once.
         None => Settled::Kept,

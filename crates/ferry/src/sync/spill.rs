@@ -94,13 +94,13 @@ impl Spill {
             .conn
             .prepare_cached("SELECT key FROM listing WHERE key >= ?1 ORDER BY key LIMIT 1")
             .map_err(|e| db_err(&self.path, e))?;
-        let first: Option<String> = stmt
-            .query_row([prefix], |r| r.get(0))
-            .map(Some)
-            .or_else(|e| match e {
-                rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                e => Err(db_err(&self.path, e)),
-            })?;
+        let first: Option<String> =
+            stmt.query_row([prefix], |r| r.get(0))
+                .map(Some)
+                .or_else(|e| match e {
+                    rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                    e => Err(db_err(&self.path, e)),
+                })?;
         Ok(first.is_some_and(|k| k.starts_with(prefix)))
     }
 

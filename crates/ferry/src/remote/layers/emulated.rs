@@ -194,7 +194,9 @@ pub async fn probe(remote: &dyn Remote, device: &str) -> Result<ProbeResult, Rem
     let put_enforced = matches!(again, Err(ref e) if e.kind == RemoteErrorKind::PreconditionFailed)
         && matches!(wrong, Err(ref e) if e.kind == RemoteErrorKind::PreconditionFailed);
     let _ = etag;
-    let multipart_enforced = probe_multipart(remote, &req, body).await?.unwrap_or(put_enforced);
+    let multipart_enforced = probe_multipart(remote, &req, body)
+        .await?
+        .unwrap_or(put_enforced);
     let del = remote
         .delete(
             &key,
@@ -246,8 +248,6 @@ async fn probe_multipart(
             }
         }
     }
-    let failed = |a: &Result<String, RemoteError>| {
-        matches!(a, Err(e) if e.kind == RemoteErrorKind::PreconditionFailed)
-    };
+    let failed = |a: &Result<String, RemoteError>| matches!(a, Err(e) if e.kind == RemoteErrorKind::PreconditionFailed);
     Ok(Some(failed(&again) && failed(&wrong)))
 }

@@ -108,10 +108,9 @@ impl MemoryRemote {
             }
         };
         let hash = crate::hash::ContentHash::of(&data);
-        let mut contents = self
-            .contents
-            .lock()
-            .map_err(|_| RemoteError::new(RemoteErrorKind::Terminal, "memory://", "store poisoned"))?;
+        let mut contents = self.contents.lock().map_err(|_| {
+            RemoteError::new(RemoteErrorKind::Terminal, "memory://", "store poisoned")
+        })?;
         let same_bytes = match &cond {
             Precondition::IfMatch(etag) => contents.get(etag) == Some(&hash),
             _ => false,

@@ -258,7 +258,12 @@ impl S3Location {
     /// Rewrites only `key`'s metadata, as `aws s3 cp --metadata-directive
     /// REPLACE` does: a `CopyObject` onto itself (same bytes, so the same
     /// MD5 ETag; ferry's `x-amz-meta-ferry-*` entries are dropped).
-    pub async fn foreign_replace_metadata(&self, key: &str, content_type: &str, meta: &[(&str, &str)]) {
+    pub async fn foreign_replace_metadata(
+        &self,
+        key: &str,
+        content_type: &str,
+        meta: &[(&str, &str)],
+    ) {
         let mut req = self
             .plain
             .copy_object()

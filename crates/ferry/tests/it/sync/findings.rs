@@ -88,7 +88,11 @@ async fn copied_bucket_gets_its_own_device_id(be: &dyn Backend) {
     let a = Bucket::open(&a_dir).await.unwrap();
     let copy = Bucket::open(&copy_dir_path).await.unwrap();
     assert_eq!(a.device_id(), original_id, "the original keeps its id");
-    assert_ne!(copy.device_id(), original_id, "the copy has an id of its own");
+    assert_ne!(
+        copy.device_id(),
+        original_id,
+        "the copy has an id of its own"
+    );
     // Opened again, the copy keeps its new id.
     let copy_id = copy.device_id().to_owned();
     drop(copy);
@@ -98,7 +102,10 @@ async fn copied_bucket_gets_its_own_device_id(be: &dyn Backend) {
     copy.attach(be.remote()).await.unwrap();
     let c = journal_bucket(&c_dir, be).await;
     sync(&c).await;
-    assert_eq!(bytes(&c, "shared").await.as_deref(), Some(&b"before the copy"[..]));
+    assert_eq!(
+        bytes(&c, "shared").await.as_deref(),
+        Some(&b"before the copy"[..])
+    );
 
     // Each writes a key; incremental runs carry them everywhere.
     put(&a, "from-a", b"a").await;
@@ -480,7 +487,10 @@ async fn foreign_metadata_rewrite_is_not_overwritten_moto() {
     assert!(!r.full, "an incremental run: {r:?}");
     assert_eq!(r.pushed, 0, "{r:?}");
     assert_eq!(
-        r.conflicts.iter().map(|c| c.key.as_str()).collect::<Vec<_>>(),
+        r.conflicts
+            .iter()
+            .map(|c| c.key.as_str())
+            .collect::<Vec<_>>(),
         ["doc.txt"],
         "{r:?}"
     );
