@@ -393,6 +393,7 @@ pub async fn rekey(global: &Global, args: crate::args::RekeyArgs) -> Result<(), 
                 "retired": report.retired,
                 "resumed": report.resumed,
                 "left": report.left,
+                "kept": report.kept,
             })
         );
     } else if !global.quiet {
@@ -408,6 +409,11 @@ pub async fn rekey(global: &Global, args: crate::args::RekeyArgs) -> Result<(), 
         );
         for key in &report.left {
             eprintln!("left under the old key (not in this bucket): {key}");
+        }
+        for key in &report.kept {
+            eprintln!(
+                "kept under the old key (written by a device on the old key during the rekey): {key}"
+            );
         }
         eprintln!("other devices must join the remote again: ferry init --remote URL");
     }

@@ -154,6 +154,7 @@ pub async fn remote(global: &Global, args: RemoteArgs) -> Result<(), CommandErro
                         json!(probe.map(|p| json!({
                             "conditional_put": p.conditional_put,
                             "conditional_delete": p.conditional_delete,
+                            "conditional_multipart": p.conditional_multipart,
                         }))),
                     );
                 }
@@ -188,6 +189,10 @@ pub async fn remote(global: &Global, args: RemoteArgs) -> Result<(), CommandErro
                     Some(p) => {
                         out!("conditional writes:  {}", enforced(p.conditional_put));
                         out!("conditional deletes: {}", enforced(p.conditional_delete));
+                        if let Some(m) = p.conditional_multipart.filter(|m| *m != p.conditional_put)
+                        {
+                            out!("conditional multipart completions: {}", enforced(m));
+                        }
                     }
                     None => out!("conditional writes:  not probed yet (the next sync probes)"),
                 }

@@ -159,13 +159,16 @@ pub enum Error {
     },
     /// Safety rail: the remote listed nothing where objects were synced.
     #[error(
-        "the remote {remote} lists no objects under the sync scope, but {synced} objects were synced \
-         with it; a wiped bucket, a wrong prefix, an unmounted folder or credentials that list nothing \
-         would look like this. Nothing was deleted; run with --force if the remote really is empty"
+        "the remote {remote} lists no objects under the sync scope {scope:?}, but {synced} objects \
+         under it were synced with it; a wiped bucket, a wrong prefix, an unmounted folder or \
+         credentials that list nothing would look like this. Nothing was deleted; run with --force \
+         if the remote really is empty there"
     )]
     EmptyRemote {
         /// The remote.
         remote: String,
+        /// The scope prefix that lists nothing (`""`: the whole remote).
+        scope: String,
         /// Objects synced before the run.
         synced: u64,
     },

@@ -2,6 +2,7 @@
 
 pub mod cache;
 pub(crate) mod encryption;
+pub(crate) mod origin;
 pub mod rebuild;
 pub mod setup;
 
@@ -152,8 +153,9 @@ impl Bucket {
             index::migrate(&mut conn, &index_path)?;
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             if index::setting(&tx, "device_id")?.is_none() {
-                let device = hex::encode(rand::random::<[u8; 16]>());
-                index::set_setting(&tx, "device_id", &device)?;
+                index::set_setting(&tx, "device_id", &origin::new_device_id())?;
+                let here = origin::Origin::observe(&dir, &index_path)?;
+                origin::settle(&tx, &here, &here)?;
                 index::set_setting(
                     &tx,
                     "inline_threshold",
@@ -218,6 +220,9 @@ impl Bucket {
             blobs.create_dirs()?;
         }
         index::migrate(&mut conn, &index_path).map_err(corrupt)?;
+        if !read_only {
+            settle_origin(&mut conn, &dir, &index_path).map_err(corrupt)?;
+        }
         let device_id = index::setting(&conn, "device_id")
             .map_err(corrupt)?
             .ok_or_else(|| damaged("it has no device id (not a ferry index, or damaged)".into()))?;
@@ -803,6 +808,25 @@ pub(crate) fn reveal(stored: StoredObject, keys: Option<&Keyring>) -> Result<Obj
 
 /// Collects temp files of dead writers, then unreferenced blobs, the latter
 /// under the index write lock.
+/// Gives a copied or restored bucket its own device id (see [`origin`]).
+fn settle_origin(conn: &mut Connection, dir: &Path, index_path: &Path) -> Result<()> {
+    let here = origin::Origin::observe(dir, index_path)?;
+    if origin::is_recorded(conn, &here)? {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let settled = origin::settle(&tx, &here, &here)?;
+    tx.commit()?;
+    if let origin::Settled::Renewed { old } = settled {
+        tracing::info!(
+            dir = %dir.display(),
+            old = old.as_deref().unwrap_or(""),
+            "the bucket was copied or restored: it has a new device id"
+        );
+    }
+    Ok(())
+}
+
 fn collect_all(conn: &mut Connection, blobs: &BlobStore) -> Result<GarbageReport> {
     let temps = blobs.collect_temps()?;
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;

@@ -179,6 +179,23 @@ impl Bucket {
                     );
                     return self.fail_attempt(&key, Some(hash), e).await;
                 }
+                // A plan made without the remote's metadata (a listing, or
+                // the agreed version assumed) cannot have seen a rewrite
+                // that kept the ETag.
+                if !seen.as_ref().is_some_and(|s| s.has_metadata) {
+                    match self.rewritten_in_place(remote, &key, &cond).await {
+                        Ok(None) => {}
+                        Ok(Some(current)) => {
+                            let reason = ConflictReason::BothModified;
+                            let etag = Some(current.etag);
+                            return self.conflict(key, reason, etag, expect, policy).await;
+                        }
+                        Err(Error::Remote(e)) => {
+                            return self.fail_attempt(&key, Some(hash), e).await
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
                 self.push_one(remote, &key, hash, cond, base, policy).await
             }
             Action::DeleteRemote { key, cond } => match remote.delete(&key, cond.clone()).await {
@@ -563,6 +580,42 @@ impl Bucket {
         Ok(self
             .local_entry(key)?
             .is_some_and(|l| l.present && l.hash == *hash && l.meta.as_ref() == Some(meta)))
+    }
+
+    /// Before an `If-Match` push over an ETag derived from the content
+    /// alone (S3's MD5 ETags): the remote version, when it is not the
+    /// agreed one although its ETag is. A metadata-only rewrite by another
+    /// client (`CopyObject` with `REPLACE`) keeps such an ETag, so the
+    /// condition holds, and incremental runs (which list nothing) do not
+    /// see it: the push would discard the other client's metadata. `None`
+    /// when the remote holds the agreed version, or another ETag (the
+    /// condition decides), or the store's ETags change with metadata.
+    async fn rewritten_in_place(
+        &self,
+        remote: &SharedRemote,
+        key: &str,
+        cond: &Precondition,
+    ) -> Result<Option<RemoteObject>> {
+        let Precondition::IfMatch(etag) = cond else {
+            return Ok(None);
+        };
+        // Encrypted objects carry their metadata sealed in the body.
+        if !crate::remote::content_derived_etag(etag) || self.is_encrypted() {
+            return Ok(None);
+        }
+        let Some(agreed) = self.local_entry(key)? else {
+            return Ok(None);
+        };
+        let Some(mut current) = remote.head(key).await.map_err(Error::Remote)? else {
+            return Ok(None);
+        };
+        if current.etag != *etag {
+            return Ok(None);
+        }
+        annotate(None, &mut current);
+        let hash_moved = current.hash.is_some() && current.hash != agreed.base_hash;
+        let meta_moved = agreed.base_meta.is_some() && current.meta != agreed.base_meta;
+        Ok((hash_moved || meta_moved).then_some(current))
     }
 }
 

@@ -39,13 +39,13 @@ use crate::crypto::keyring::KeyFile;
 use crate::crypto::keys::KdfParams;
 use crate::error::{Error, Result};
 use crate::remote::encrypted::{self, Encrypted, UNREADABLE_NAME};
-use crate::remote::{Precondition, Remote, SharedRemote};
+use crate::remote::{Precondition, Remote, RemoteErrorKind, SharedRemote};
 use crate::store::index;
 use crate::store::list::ListOptions;
 use crate::sync::SyncOptions;
 
 /// Settings the staging bucket does not take from the old one.
-const OWN_SETTINGS: &[&str] = &["encryption", "journal", "created_ms"];
+const OWN_SETTINGS: &[&str] = &["encryption", "journal", "created_ms", "origin"];
 
 /// A step of a running rekey, for progress reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +81,18 @@ pub struct RekeyReport {
     /// device that had not seen the new key file): readable only with the
     /// old key, never deleted by rekey.
     pub left: Vec<String>,
+    /// Old remote objects kept because they are not the version this
+    /// bucket re-sealed: a device still on the old key wrote them after
+    /// rekey read the bucket (between the key file's switch and the
+    /// retire). Readable only with the old key; never deleted by rekey.
+    pub kept: Vec<String>,
+}
+
+/// What the retire step did.
+struct Retired {
+    retired: u64,
+    left: Vec<String>,
+    kept: Vec<String>,
 }
 
 fn blocked(reason: impl Into<String>) -> Error {
@@ -283,27 +295,13 @@ impl Bucket {
             )));
         }
 
-        // 5. Retire the old objects: the names the old key opens, of keys the
-        // new bucket holds (pushed above). Anything else stays and is named.
-        let old_layer = Encrypted::new(remote.clone(), old_keys.clone());
-        let mut old_objects = Vec::new();
-        for object in old_layer.list("").await? {
-            if object.key.starts_with(UNREADABLE_NAME) {
-                continue;
-            }
-            if new.exists(&object.key).await? {
-                old_objects.push(object.key);
-            } else {
-                report.left.push(object.key);
-            }
-        }
-        let total = old_objects.len() as u64;
-        for (i, key) in old_objects.iter().enumerate() {
-            tell(RekeyStep::Retire, i as u64, total);
-            old_layer.delete(key, Precondition::None).await?;
-            report.retired += 1;
-        }
-        tell(RekeyStep::Retire, total, total);
+        // 5. Retire the old objects (only the versions this bucket copied).
+        let retire = self
+            .retire_old(&new, remote.clone(), old_keys.clone(), &tell)
+            .await?;
+        report.retired = retire.retired;
+        report.left.extend(retire.left);
+        report.kept = retire.kept;
 
         // 6. Swap the directories.
         self.resign();
@@ -322,6 +320,69 @@ impl Bucket {
         bucket.unlock(&pass).await?;
         bucket.attach(remote).await?;
         Ok((bucket, report))
+    }
+
+    /// Step 5: deletes the old remote objects, the names `old_keys`
+    /// opens, of keys the new bucket holds, each only while it is still
+    /// the version this bucket agreed on (the one re-sealed): the agreed
+    /// ETag is compared with the listing and the delete is conditional on
+    /// it (emulated by HEAD where the store ignores conditional deletes).
+    /// A version written meanwhile under the old key is kept and named;
+    /// keys the new bucket does not hold are left and named.
+    async fn retire_old(
+        &self,
+        new: &Bucket,
+        remote: SharedRemote,
+        old_keys: Arc<crate::crypto::keyring::Keyring>,
+        tell: &(dyn Fn(RekeyStep, u64, u64) + Send + Sync),
+    ) -> Result<Retired> {
+        let enforced = self
+            .probe_result(&remote.endpoint())?
+            .is_none_or(|p| p.conditional_delete);
+        let base: SharedRemote = if enforced {
+            remote
+        } else {
+            Arc::new(crate::remote::emulated::Emulated::new(remote, false, true))
+        };
+        let old_layer = Encrypted::new(base, old_keys);
+        let mut out = Retired {
+            retired: 0,
+            left: Vec::new(),
+            kept: Vec::new(),
+        };
+        let mut old_objects = Vec::new();
+        for object in old_layer.list("").await? {
+            if object.key.starts_with(UNREADABLE_NAME) {
+                continue;
+            }
+            if !new.exists(&object.key).await? {
+                out.left.push(object.key);
+                continue;
+            }
+            let agreed = self.local_entry(&object.key)?.and_then(|l| l.base_etag);
+            if agreed.as_deref() == Some(object.etag.as_str()) {
+                old_objects.push(object);
+            } else {
+                out.kept.push(object.key);
+            }
+        }
+        let total = old_objects.len() as u64;
+        for (i, object) in old_objects.into_iter().enumerate() {
+            tell(RekeyStep::Retire, i as u64, total);
+            match old_layer
+                .delete(&object.key, Precondition::IfMatch(object.etag))
+                .await
+            {
+                Ok(()) => out.retired += 1,
+                Err(e) if e.kind == RemoteErrorKind::PreconditionFailed => {
+                    out.kept.push(object.key);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        tell(RekeyStep::Retire, total, total);
+        out.kept.sort();
+        Ok(out)
     }
 
     /// Copies this bucket's settings (but its own key file, journal

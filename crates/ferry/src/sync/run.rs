@@ -423,15 +423,9 @@ impl Bucket {
                 .spill_listing(&remote, &scope.prefixes, keys.as_deref(), &mut report)
                 .await?;
             // A remote that lists nothing where objects were synced (wiped,
-            // wrong prefix, unmounted) deletes nothing.
-            if spill.is_empty() && !opts.force {
-                let synced = self.synced_count(&scope.prefixes)?;
-                if synced > 0 {
-                    return Err(Error::EmptyRemote {
-                        remote: remote.endpoint(),
-                        synced,
-                    });
-                }
+            // wrong prefix, unmounted) deletes nothing: each scope on its own.
+            if !opts.force {
+                self.check_scopes_listed(&spill, &scope.prefixes, &remote.endpoint())?;
             }
             Gather::Full(spill)
         } else {

@@ -33,6 +33,10 @@ pub struct MemoryRemote {
     objects: Arc<Mutex<BTreeMap<String, Stored>>>,
     versions: Arc<AtomicU64>,
     ignore_conditions: Arc<AtomicBool>,
+    ignore_multipart_conditions: Arc<AtomicBool>,
+    /// The content hash of every version written, by etag (what S3 reads
+    /// from an MD5 ETag: whether a rewrite keeps the bytes).
+    contents: Arc<Mutex<std::collections::HashMap<String, crate::hash::ContentHash>>>,
     requests: Arc<AtomicU64>,
     clock: SharedClock,
     /// Keys per listing page (`0`: [`PAGE`]).
@@ -70,6 +74,16 @@ impl MemoryRemote {
         }
     }
 
+    /// Makes the store ignore conditions on its second write path only, as
+    /// an S3 store that enforces them on `PutObject` but not on
+    /// `CompleteMultipartUpload`: as on S3, that path takes rewrites of the
+    /// same bytes (`If-Match` a version whose content the new body
+    /// repeats) and [`Remote::put_multipart_probe`].
+    pub fn ignore_multipart_conditions(&self, ignore: bool) {
+        self.ignore_multipart_conditions
+            .store(ignore, Ordering::SeqCst);
+    }
+
     /// Requests served so far.
     pub fn request_count(&self) -> u64 {
         self.requests.load(Ordering::SeqCst)
@@ -80,6 +94,57 @@ impl MemoryRemote {
         self.objects
             .lock()
             .map_err(|_| RemoteError::new(RemoteErrorKind::Terminal, "memory://", "store poisoned"))
+    }
+
+    /// A write, through the second path when `multipart`.
+    fn put_with(
+        &self,
+        req: &PutRequest,
+        body: RemoteBody,
+        cond: Precondition,
+        multipart: bool,
+    ) -> Result<String, RemoteError> {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| {
+                RemoteError::new(
+                    RemoteErrorKind::Terminal,
+                    "memory://",
+                    format!("reading {}: {e}", path.display()),
+                )
+            })
+        };
+        let data: Bytes = match body {
+            RemoteBody::Bytes(b) => b,
+            RemoteBody::File(path) => read(&path)?.into(),
+            RemoteBody::Framed { head, file } => {
+                let mut v = head.to_vec();
+                v.extend_from_slice(&read(&file)?);
+                v.into()
+            }
+        };
+        let hash = crate::hash::ContentHash::of(&data);
+        let mut contents = self.contents.lock().map_err(|_| {
+            RemoteError::new(RemoteErrorKind::Terminal, "memory://", "store poisoned")
+        })?;
+        let same_bytes = match &cond {
+            Precondition::IfMatch(etag) => contents.get(etag) == Some(&hash),
+            _ => false,
+        };
+        let mut objects = self.lock()?;
+        self.check(objects.get(&req.key), &cond, multipart || same_bytes)?;
+        let etag = format!("\"m{}\"", self.versions.fetch_add(1, Ordering::SeqCst) + 1);
+        contents.insert(etag.clone(), hash);
+        objects.insert(
+            req.key.clone(),
+            Stored {
+                data,
+                etag: etag.clone(),
+                content_type: req.content_type.clone(),
+                metadata: req.all_metadata(),
+                modified_ms: self.clock.now_ms(),
+            },
+        );
+        Ok(etag)
     }
 
     fn describe(key: &str, s: &Stored) -> RemoteObject {
@@ -101,8 +166,15 @@ impl MemoryRemote {
         .with_metadata(s.metadata.clone())
     }
 
-    fn check(&self, current: Option<&Stored>, cond: &Precondition) -> Result<(), RemoteError> {
-        if self.ignore_conditions.load(Ordering::SeqCst) {
+    fn check(
+        &self,
+        current: Option<&Stored>,
+        cond: &Precondition,
+        multipart: bool,
+    ) -> Result<(), RemoteError> {
+        if self.ignore_conditions.load(Ordering::SeqCst)
+            || (multipart && self.ignore_multipart_conditions.load(Ordering::SeqCst))
+        {
             return Ok(());
         }
         cond.check(current.map(|c| c.etag.as_str()), "memory://", "object")
@@ -179,44 +251,26 @@ impl Remote for MemoryRemote {
         body: RemoteBody,
         cond: Precondition,
     ) -> Result<String, RemoteError> {
-        let read = |path: &std::path::Path| {
-            std::fs::read(path).map_err(|e| {
-                RemoteError::new(
-                    RemoteErrorKind::Terminal,
-                    "memory://",
-                    format!("reading {}: {e}", path.display()),
-                )
-            })
-        };
-        let data: Bytes = match body {
-            RemoteBody::Bytes(b) => b,
-            RemoteBody::File(path) => read(&path)?.into(),
-            RemoteBody::Framed { head, file } => {
-                let mut v = head.to_vec();
-                v.extend_from_slice(&read(&file)?);
-                v.into()
-            }
-        };
-        let mut objects = self.lock()?;
-        self.check(objects.get(&req.key), &cond)?;
-        let etag = format!("\"m{}\"", self.versions.fetch_add(1, Ordering::SeqCst) + 1);
-        objects.insert(
-            req.key.clone(),
-            Stored {
-                data,
-                etag: etag.clone(),
-                content_type: req.content_type.clone(),
-                metadata: req.all_metadata(),
-                modified_ms: self.clock.now_ms(),
-            },
-        );
-        Ok(etag)
+        self.put_with(req, body, cond, false)
+    }
+
+    async fn put_multipart_probe(
+        &self,
+        req: &PutRequest,
+        body: RemoteBody,
+        cond: Precondition,
+    ) -> Option<Result<String, RemoteError>> {
+        Some(self.put_with(req, body, cond, true))
+    }
+
+    fn may_write_multipart(&self, _size: u64, cond: &Precondition) -> bool {
+        matches!(cond, Precondition::IfMatch(_))
     }
 
     async fn delete(&self, key: &str, cond: Precondition) -> Result<(), RemoteError> {
         let mut objects = self.lock()?;
         if cond != Precondition::None {
-            self.check(objects.get(key), &cond)?;
+            self.check(objects.get(key), &cond, false)?;
         }
         objects.remove(key);
         Ok(())

@@ -21,12 +21,13 @@ macro_rules! suite {
 
 pub mod backends;
 mod convergence;
-mod findings;
 mod fidelity;
+mod findings;
 mod gcs_auth;
 mod journal;
 pub mod layers;
 mod paging;
+mod review;
 mod scenarios;
 
 use ferry::remote::SharedRemote;
