@@ -59,9 +59,14 @@ fn keys(file: &config::FileConfig, dir: &Path) -> Result<(Keys, bool), CommandEr
             serde_json::from_slice(&text).with_context(|| format!("reading {}", path.display()))?;
         return Ok((keys, false));
     }
+    // A secret: from the OS RNG, like every key ferry makes.
+    let random = |e: ferry::crypto::CryptoError| CommandError::from(anyhow::anyhow!("{e}"));
     let keys = Keys {
-        access_key_id: format!("FERRY{}", hex::encode_upper(rand::random::<[u8; 8]>())),
-        secret_access_key: hex::encode(rand::random::<[u8; 20]>()),
+        access_key_id: format!(
+            "FERRY{}",
+            hex::encode_upper(ferry::crypto::random::bytes::<8>().map_err(random)?)
+        ),
+        secret_access_key: hex::encode(ferry::crypto::random::bytes::<20>().map_err(random)?),
     };
     let tmp = dir.join(format!("{KEY_FILE}.tmp"));
     {

@@ -78,7 +78,7 @@ impl KeyFile {
         params: KdfParams,
         epoch: u32,
     ) -> Result<(KeyFile, Keyring), CryptoError> {
-        let master = Key::random();
+        let master = Key::random()?;
         let file = KeyFile::wrap(&master, passphrase, params, KEY_FILE_VERSION, epoch)?;
         Ok((file, Keyring::new(&master, NameFormat::V2)))
     }
@@ -90,7 +90,7 @@ impl KeyFile {
         passphrase: &[u8],
         params: KdfParams,
     ) -> Result<(KeyFile, Keyring), CryptoError> {
-        let master = Key::random();
+        let master = Key::random()?;
         let file = KeyFile::wrap(&master, passphrase, params, 1, first_epoch())?;
         Ok((file, Keyring::new(&master, NameFormat::V1)))
     }
@@ -271,7 +271,8 @@ impl Keyring {
     /// A streaming blob sealer writing to `out`.
     pub fn blob_sealer<W: std::io::Write>(&self, out: W) -> std::io::Result<Sealer<W>> {
         if self.seal_v1 {
-            return Sealer::v1_with_prefix(&self.content, BLOB_CONTEXT, rand::random(), out);
+            let prefix = super::random::bytes().map_err(std::io::Error::other)?;
+            return Sealer::v1_with_prefix(&self.content, BLOB_CONTEXT, prefix, out);
         }
         Sealer::new(&self.content, BLOB_CONTEXT, out)
     }

@@ -28,9 +28,9 @@ impl std::fmt::Debug for Key {
 }
 
 impl Key {
-    /// A fresh random key.
-    pub fn random() -> Self {
-        Key(rand::random())
+    /// A fresh random key, from the OS RNG.
+    pub fn random() -> Result<Self, CryptoError> {
+        super::random::bytes().map(Key)
     }
 
     /// The subkey for `purpose` (BLAKE3 in key-derivation mode).
@@ -213,8 +213,8 @@ impl WrappedKey {
     /// Wraps `master` under `passphrase` with a fresh salt and nonce.
     pub fn wrap(master: &Key, passphrase: &[u8], params: KdfParams) -> Result<Self, CryptoError> {
         params.check_new()?;
-        let salt: [u8; 16] = rand::random();
-        let nonce: [u8; 24] = rand::random();
+        let salt: [u8; 16] = super::random::bytes()?;
+        let nonce: [u8; 24] = super::random::bytes()?;
         Self::wrap_with(master, passphrase, params, salt, nonce)
     }
 

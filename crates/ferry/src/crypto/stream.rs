@@ -275,7 +275,8 @@ impl<W: Write> Sealer<W> {
     /// Starts a sealed blob (v2, this CPU's preferred AEAD, a fresh random
     /// salt), on every core for large blobs.
     pub fn new(key: &Key, context: &[u8], out: W) -> io::Result<Self> {
-        Self::with_salt(key, context, Aead::preferred(), rand::random(), out)
+        let salt = super::random::bytes().map_err(io::Error::other)?;
+        Self::with_salt(key, context, Aead::preferred(), salt, out)
     }
 
     /// Starts a v2 sealed blob with the given AEAD and salt (known-answer
@@ -593,7 +594,8 @@ pub fn seal(key: &Key, context: &[u8], data: &[u8]) -> Result<Vec<u8>, CryptoErr
 #[doc(hidden)]
 pub fn seal_v1(key: &Key, context: &[u8], data: &[u8]) -> Result<Vec<u8>, CryptoError> {
     let fail = |e: io::Error| CryptoError::Integrity(format!("sealing failed: {e}"));
-    let mut s = Sealer::v1_with_prefix(key, context, rand::random(), Vec::new()).map_err(fail)?;
+    let prefix = super::random::bytes()?;
+    let mut s = Sealer::v1_with_prefix(key, context, prefix, Vec::new()).map_err(fail)?;
     s.write_all(data).map_err(fail)?;
     s.finish().map_err(fail)
 }
