@@ -114,6 +114,9 @@ fn bucket_name(dir: &Path) -> String {
 }
 
 pub async fn serve(global: &Global, args: ServeArgs) -> Result<(), CommandError> {
+    // Served buckets stay unlocked for as long as this runs: no core file
+    // may carry their keys (before any is unlocked).
+    crate::passphrase::disable_core_dumps();
     let (served, key_dir, file, bucket) = match &args.buckets {
         Some(dir) => {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

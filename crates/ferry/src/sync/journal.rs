@@ -6,7 +6,10 @@
 //! written with `If-None-Match: *`, so two writers never take the same
 //! sequence number. A record names the keys one run changed (key, op,
 //! remote etag, content hash) and its writer. Encrypted buckets seal the
-//! record (the keys are names). Writers compact: past [`RETAIN`] records
+//! record (the keys are names) bound to its sequence number, so a sealed
+//! record cannot be moved to another slot; every reader checks that a
+//! record's `seq` is its name's and that a record past the first links to
+//! the one before it (`prev`). Writers compact: past [`RETAIN`] records
 //! they delete the oldest, and a reader whose position fell behind what is
 //! kept (or whose records vanished) does a full reconcile instead.
 //!
@@ -28,8 +31,20 @@ pub const RETAIN: u64 = 256;
 /// Most entries in one record (a run that changed more writes several).
 pub const MAX_ENTRIES: usize = 1000;
 
-/// The sealing context of an encrypted bucket's records.
-const CONTEXT: &[u8] = b"ferry journal v1\0";
+/// The sealing context of an encrypted bucket's records: this, then the
+/// record's sequence number (u64 BE).
+const CONTEXT: &[u8] = b"ferry journal v2\0";
+/// The constant context records were sealed under before the sequence
+/// number was bound (still read: the `seq` inside them is checked against
+/// their name all the same).
+const CONTEXT_V1: &[u8] = b"ferry journal v1\0";
+
+/// The sealing context of record `seq`.
+fn context(seq: u64) -> Vec<u8> {
+    let mut c = CONTEXT.to_vec();
+    c.extend_from_slice(&seq.to_be_bytes());
+    c
+}
 
 /// What happened to a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -96,28 +111,47 @@ pub fn parse_name(name: &str) -> Option<u64> {
         .flatten()
 }
 
-/// The bytes of a record: JSON, sealed in an encrypted bucket.
+/// The bytes of a record: JSON, sealed in an encrypted bucket bound to
+/// its sequence number.
 pub fn encode(record: &Record, keys: Option<&Keyring>) -> Result<Vec<u8>, String> {
-    let json = serde_json::to_vec(record).map_err(|e| e.to_string())?;
+    let json = zeroize::Zeroizing::new(serde_json::to_vec(record).map_err(|e| e.to_string())?);
     match keys {
-        Some(k) => k.seal_record(CONTEXT, &json).map_err(|e| e.to_string()),
-        None => Ok(json),
+        Some(k) => k
+            .seal_record(&context(record.seq), &json)
+            .map_err(|e| e.to_string()),
+        None => Ok(json.to_vec()),
     }
 }
 
-/// Reads a record's bytes.
-pub fn decode(bytes: &[u8], keys: Option<&Keyring>) -> Result<Record, String> {
+/// Reads the bytes of record `seq` (the number its name holds). Refused: a
+/// sealed record that does not open as record `seq`, a record whose own
+/// `seq` is another (moved from another slot), and a record past the first
+/// without the link to the one before it.
+pub fn decode(bytes: &[u8], keys: Option<&Keyring>, seq: u64) -> Result<Record, String> {
     let json = match keys {
         Some(k) => k
-            .open_record(CONTEXT, bytes)
-            .map_err(|e| format!("the journal record does not open under this bucket's key ({e})"))?
-            .to_vec(),
-        None => bytes.to_vec(),
+            .open_record(&context(seq), bytes)
+            .or_else(|_| k.open_record(CONTEXT_V1, bytes))
+            .map_err(|e| {
+                format!("the journal record does not open under this bucket's key as record {seq} ({e})")
+            })?,
+        None => zeroize::Zeroizing::new(bytes.to_vec()),
     };
     let record: Record =
         serde_json::from_slice(&json).map_err(|e| format!("malformed journal record: {e}"))?;
     if record.v != FORMAT {
         return Err(format!("unsupported journal format {}", record.v));
+    }
+    if record.seq != seq {
+        return Err(format!(
+            "the record stored as number {seq} says it is number {} (moved from another slot)",
+            record.seq
+        ));
+    }
+    if seq > 1 && record.prev.is_none() {
+        return Err(format!(
+            "record {seq} does not name the record before it (every record past the first must)"
+        ));
     }
     Ok(record)
 }
@@ -190,6 +224,45 @@ mod tests {
         assert_eq!(tail(Some(2), &[5, 6]), Tail::Gap);
         assert_eq!(tail(Some(5), &[]), Tail::Gap);
         assert_eq!(tail(Some(9), &[1, 2]), Tail::Gap);
+    }
+
+    fn record(seq: u64, prev: Option<&str>) -> Record {
+        Record {
+            v: FORMAT,
+            seq,
+            device: "d".into(),
+            time_ms: 0,
+            entries: vec![],
+            prev: prev.map(str::to_owned),
+        }
+    }
+
+    /// A record is read only in its own slot: sealed bound to its number
+    /// (and sealed before that, by the `seq` inside), plaintext by the
+    /// `seq` inside; and past the first it must link to the one before.
+    #[test]
+    fn records_open_only_in_their_own_slot_and_link_past_the_first() {
+        use crate::crypto::keys::Key;
+        use crate::crypto::names::NameFormat;
+        let keys = Keyring::new(&Key([5; 32]), NameFormat::V2);
+        for k in [Some(&keys), None] {
+            let first = encode(&record(1, None), k).unwrap();
+            assert_eq!(decode(&first, k, 1).unwrap(), record(1, None));
+            let err = decode(&first, k, 3).unwrap_err();
+            assert!(err.contains("3"), "{err}");
+            let third = encode(&record(3, Some("ab")), k).unwrap();
+            assert!(decode(&third, k, 3).is_ok());
+            assert!(decode(&third, k, 4).is_err());
+            let unlinked = encode(&record(3, None), k).unwrap();
+            let err = decode(&unlinked, k, 3).unwrap_err();
+            assert!(err.contains("does not name the record before it"), "{err}");
+        }
+        // Sealed under the old constant context: read in its slot only.
+        let json = serde_json::to_vec(&record(2, Some("ab"))).unwrap();
+        let old = keys.seal_record(CONTEXT_V1, &json).unwrap();
+        assert!(decode(&old, Some(&keys), 2).is_ok());
+        let err = decode(&old, Some(&keys), 5).unwrap_err();
+        assert!(err.contains("says it is number 2"), "{err}");
     }
 
     #[test]

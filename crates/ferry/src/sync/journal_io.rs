@@ -93,7 +93,7 @@ impl Bucket {
     ) -> Result<(journal::Record, [u8; 32])> {
         let name = journal::record_name(seq);
         let bytes = self.read_record_bytes(raw, seq).await?;
-        let record = journal::decode(&bytes, keys).map_err(|e| {
+        let record = journal::decode(&bytes, keys, seq).map_err(|e| {
             Error::Remote(RemoteError::new(
                 RemoteErrorKind::Integrity,
                 raw.endpoint(),
