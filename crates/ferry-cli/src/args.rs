@@ -115,10 +115,12 @@ pub enum Command {
     /// open, a scope limits the sync, or another process has the bucket
     /// open. The new bucket is built beside this one (as much disk again as
     /// its content) and swapped in at the end; if it is interrupted, run it
-    /// again with the same passphrase to go on. Other devices must join the
-    /// remote again afterwards (`ferry init --remote` in a new folder): the
-    /// old key no longer opens it. The new key is wrapped under the current
-    /// passphrase; change it with `ferry passwd` after, if it leaked.
+    /// again with the same two passphrases to go on. The new key is wrapped
+    /// under a NEW passphrase ($FERRY_NEW_PASSPHRASE, --new-passphrase-file,
+    /// or asked twice at a terminal; the current one is refused). Other
+    /// devices must join the remote again afterwards, with the new
+    /// passphrase (`ferry init --remote` in a new folder): the old key no
+    /// longer opens it.
     Rekey(RekeyArgs),
     /// Objects and bytes per folder under a prefix.
     Du(DuArgs),
@@ -220,7 +222,9 @@ pub struct CompletionsArgs {
     pub shell: clap_complete::Shell,
 }
 
-/// Argon2id cost of a new passphrase.
+/// Argon2id cost of a new passphrase (and, joining an encrypted remote,
+/// what this device affords: a key file asking for more than 8× its work
+/// is refused before any work).
 #[derive(Debug, Args)]
 pub struct KdfArgs {
     /// Argon2id memory in MiB (19 to 1024; 64 or more recommended).
@@ -269,6 +273,10 @@ pub struct RekeyArgs {
     /// Do not ask for confirmation.
     #[arg(short = 'y', long)]
     pub yes: bool,
+    /// Read the new passphrase from the first line of FILE
+    /// (default: $FERRY_NEW_PASSPHRASE, then asked twice at a terminal).
+    #[arg(long, value_name = "FILE")]
+    pub new_passphrase_file: Option<PathBuf>,
     /// The result as one JSON object.
     #[arg(long)]
     pub json: bool,

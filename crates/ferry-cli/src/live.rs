@@ -55,18 +55,9 @@ fn print_event(event: &ferry::Event, as_json: bool) -> Result<(), CommandError> 
     Ok(())
 }
 
-/// A long-running process holding keys: no core file may carry them.
-fn disable_core_dumps() {
-    #[cfg(target_os = "linux")]
-    if let Err(e) =
-        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
-    {
-        eprintln!("warning: could not disable core dumps: {e}");
-    }
-}
-
 pub async fn watch(global: &Global, args: WatchArgs) -> Result<(), CommandError> {
-    disable_core_dumps();
+    // A long-running process holding keys: no core file may carry them.
+    crate::passphrase::disable_core_dumps();
     let bucket = open_connected(global).await?;
     // --quiet: no event lines (errors still go to stderr); --json is asked
     // for explicitly and always prints.
@@ -360,6 +351,14 @@ pub async fn rekey(global: &Global, args: crate::args::RekeyArgs) -> Result<(), 
     }
     let passphrase = crate::passphrase::existing(global)?;
     bucket.unlock(passphrase.as_bytes()).await?;
+    // A rekey answers a leaked passphrase: the new key gets a new one.
+    let new = crate::passphrase::new(global, args.new_passphrase_file.as_deref(), false)?;
+    if *new == *passphrase {
+        return Err(CommandError::user(
+            "the new passphrase is the current one",
+            "a rekey answers a leaked passphrase: give a new one (FERRY_NEW_PASSPHRASE, --new-passphrase-file, or at the prompt); nothing was changed",
+        ));
+    }
     let file = crate::config::load(&dir)?;
     let spec = crate::config::with_env_defaults(spec);
     let remote = spec
@@ -378,7 +377,13 @@ pub async fn rekey(global: &Global, args: crate::args::RekeyArgs) -> Result<(), 
             shown.set_position(done);
         });
     let result = bucket
-        .rekey(remote, passphrase.as_bytes(), kdf, Some(progress))
+        .rekey(
+            remote,
+            passphrase.as_bytes(),
+            new.as_bytes(),
+            kdf,
+            Some(progress),
+        )
         .await;
     bar.finish_and_clear();
     let (_bucket, report) = result?;
@@ -415,7 +420,9 @@ pub async fn rekey(global: &Global, args: crate::args::RekeyArgs) -> Result<(), 
                 "kept under the old key (written by a device on the old key during the rekey): {key}"
             );
         }
-        eprintln!("other devices must join the remote again: ferry init --remote URL");
+        eprintln!(
+            "other devices must join the remote again, with the NEW passphrase: ferry init --remote URL (the old passphrase no longer opens it)"
+        );
     }
     Ok(())
 }

@@ -46,6 +46,10 @@ pub enum NewKey<'a> {
     Join {
         /// The remote's passphrase.
         passphrase: &'a [u8],
+        /// The Argon2id cost this device affords: a key file asking for
+        /// more than 8× its work is refused before any work (see
+        /// [`Bucket::create_joining`]).
+        afford: KdfParams,
     },
 }
 
@@ -142,8 +146,8 @@ impl Bucket {
     ) -> Result<Bucket> {
         let endpoint = spec.url.clone();
         let bucket = match (mode, key) {
-            (RemoteMode::Encrypted(file), NewKey::Join { passphrase }) => {
-                Bucket::create_joining(dir, config, file, passphrase).await?
+            (RemoteMode::Encrypted(file), NewKey::Join { passphrase, afford }) => {
+                Bucket::create_joining(dir, config, file, passphrase, afford).await?
             }
             (RemoteMode::Encrypted(_), NewKey::Plaintext | NewKey::PlaintextOverObjects) => {
                 return Err(Error::RemoteMode {

@@ -8,8 +8,9 @@
 //! 1. **Prepare** (first run only): sync, and refuse while anything is
 //!    unsynced, in conflict, or the bucket is open in another process.
 //!    Create the staging bucket `<dir>.rekey-new` under a fresh master key
-//!    (key file v2, epoch + 1, the same passphrase) with this bucket's
-//!    settings and device id.
+//!    (key file v3, epoch + 1, wrapped under the **new** passphrase: a
+//!    rekey answers a leaked passphrase, so the old one must not open the
+//!    new key) with this bucket's settings and device id.
 //! 2. **Copy**: every object (lazy ones are fetched) is read as plaintext
 //!    and put into the staging bucket, with its content type, metadata,
 //!    modification time, pin and version stamps. Keys already copied are
@@ -107,15 +108,19 @@ impl Bucket {
     /// remote objects are deleted, and the remote's key file is replaced.
     /// `remote` is the bucket's remote, built by the caller with its
     /// credentials (not attached: after an interrupted run it holds the new
-    /// key file, which this bucket's key does not open). The new key is
-    /// wrapped under `passphrase` (the bucket's current one, checked first)
-    /// at cost `kdf`. Consumes the handle and returns the rekeyed bucket,
-    /// attached to `remote`. Resumable: after a crash or an error, run it
-    /// again with the same passphrase.
+    /// key file, which this bucket's key does not open). `passphrase` is
+    /// the bucket's current one (checked first); the new key is wrapped
+    /// under `new_passphrase` at cost `kdf`, and other devices join with
+    /// it. A new passphrase equal to the current one is refused
+    /// ([`Error::RekeyBlocked`]) before anything changes: a rekey answers
+    /// a leaked passphrase. Consumes the handle and returns the rekeyed
+    /// bucket, attached to `remote`. Resumable: after a crash or an error,
+    /// run it again with the same two passphrases.
     pub async fn rekey(
         self,
         remote: SharedRemote,
         passphrase: &[u8],
+        new_passphrase: &[u8],
         kdf: KdfParams,
         progress: Option<RekeyProgressFn>,
     ) -> Result<(Bucket, RekeyReport)> {
@@ -131,9 +136,18 @@ impl Bucket {
             }
         };
         let pass = zeroize::Zeroizing::new(passphrase.to_vec());
+        let new_pass = zeroize::Zeroizing::new(new_passphrase.to_vec());
         {
             let (file, pass) = (old_file.clone(), pass.clone());
             blocking(move || Ok(file.unlock(&pass)?)).await?;
+        }
+        if new_pass.is_empty() {
+            return Err(blocked("the new passphrase is empty"));
+        }
+        if *new_pass == *pass {
+            return Err(blocked(
+                "the new passphrase is the current one; a rekey answers a leaked passphrase, so give a new one (nothing was changed)",
+            ));
         }
         let others = self
             .inner
@@ -175,7 +189,15 @@ impl Bucket {
         }
         let new = if resumed {
             let s = Bucket::open(&staged).await?;
-            s.unlock(&pass).await?;
+            match s.unlock(&new_pass).await {
+                Err(Error::WrongPassphrase) => {
+                    return Err(blocked(format!(
+                        "an interrupted rekey is waiting in {} under another new passphrase; run it again with the new passphrase it started with",
+                        staged.display()
+                    )))
+                }
+                done => done?,
+            }
             s
         } else {
             let report = self.sync(SyncOptions::default()).await?;
@@ -194,7 +216,7 @@ impl Bucket {
                 )));
             }
             let epoch = old_file.epoch.saturating_add(1);
-            let p = pass.clone();
+            let p = new_pass.clone();
             let (file, keys) =
                 blocking(move || Ok(KeyFile::generate_epoch(&p, kdf, epoch)?)).await?;
             let config = self.config().clone();
@@ -317,7 +339,7 @@ impl Bucket {
         })
         .await?;
         let bucket = Bucket::open(&dir).await?;
-        bucket.unlock(&pass).await?;
+        bucket.unlock(&new_pass).await?;
         bucket.attach(remote).await?;
         Ok((bucket, report))
     }

@@ -284,9 +284,15 @@ async fn encrypted_multi_gib_round_trip_folder_and_moto() {
             panic!("{name}: the remote should be encrypted");
         };
         let b_dir = tempfile::tempdir().unwrap();
-        let b = Bucket::create_joining(b_dir.path().join("b"), BucketConfig::default(), file, PASS)
-            .await
-            .unwrap();
+        let b = Bucket::create_joining(
+            b_dir.path().join("b"),
+            BucketConfig::default(),
+            file,
+            PASS,
+            ferry::KdfParams::default(),
+        )
+        .await
+        .unwrap();
         b.attach(remote).await.unwrap();
         let report = b.sync(SyncOptions::default()).await.unwrap();
         assert!(

@@ -98,12 +98,7 @@ pub fn seal_envelope(
     key: &str,
     record: &EnvelopeRecord,
 ) -> Result<Vec<u8>, crate::crypto::CryptoError> {
-    let json = zeroize::Zeroizing::new(serde_json::to_vec(record).map_err(|e| {
-        crate::crypto::CryptoError::Format {
-            what: "envelope",
-            detail: e.to_string(),
-        }
-    })?);
+    let json = crate::crypto::keyring::sealed_json(record, "envelope")?;
     let sealed = keys.seal_record(&context(key), &json)?;
     let mut out = Vec::with_capacity(FIXED + sealed.len());
     out.extend_from_slice(MAGIC);

@@ -309,7 +309,7 @@ async fn rekey_retire_keeps_a_version_pushed_meanwhile() {
     let RemoteMode::Encrypted(file) = inspect(remote.as_ref()).await.unwrap() else {
         panic!("the remote should be encrypted");
     };
-    let b = Bucket::create_joining(tmp.path().join("b"), BucketConfig::default(), file, PASS)
+    let b = Bucket::create_joining(tmp.path().join("b"), BucketConfig::default(), file, PASS, kdf)
         .await
         .unwrap();
     b.set_sync_config(journal_config()).await.unwrap();
@@ -325,7 +325,7 @@ async fn rekey_retire_keeps_a_version_pushed_meanwhile() {
         switched: std::sync::Mutex::new(Some(switched_tx)),
         resume: tokio::sync::Mutex::new(Some(resume_rx)),
     });
-    let rekey = a.rekey(paused, PASS, kdf, None);
+    let rekey = a.rekey(paused, PASS, b"a new passphrase", kdf, None);
     let meanwhile = async {
         switched_rx.await.unwrap();
         let r = b.sync(SyncOptions::default()).await.unwrap();
