@@ -241,6 +241,7 @@ mod tests {
     /// (and sealed before that, by the `seq` inside), plaintext by the
     /// `seq` inside; and past the first it must link to the one before.
     #[test]
+    #[allow(clippy::unwrap_used)]
     fn records_open_only_in_their_own_slot_and_link_past_the_first() {
         use crate::crypto::keys::Key;
         use crate::crypto::names::NameFormat;
