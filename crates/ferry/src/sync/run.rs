@@ -346,6 +346,17 @@ impl Bucket {
                 let (record, d) = match self.read_record(&raw, device, seq, keys.as_deref()).await
                 {
                     Ok(found) => found,
+                    Err(Error::Remote(e))
+                        if e.kind == crate::remote::RemoteErrorKind::Integrity =>
+                    {
+                        // A record that does not read as its slot's (moved,
+                        // replayed, unlinked, not sealed by this bucket's
+                        // key): the stream is not trusted past it.
+                        self.check_remote_key(raw.as_ref()).await?;
+                        full = true;
+                        report.errors.push(rewritten(&endpoint, device, &e.detail));
+                        break;
+                    }
                     Err(e) => {
                         self.check_remote_key(raw.as_ref()).await?;
                         return Err(e);
