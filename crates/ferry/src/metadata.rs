@@ -132,3 +132,108 @@ pub fn content_type_for(key: &str, given: Option<&str>) -> Result<String, Metada
         }
     }
 }
+
+/// A metadata value as a header-based store (S3, Azure, a URL signer)
+/// must receive it to give it back exactly: values an HTTP header cannot
+/// carry as they are (any character outside visible ASCII and space, a
+/// space or tab at either end, which header parsing trims) and values that
+/// already look encoded (`=?...?=`) go as one RFC 2047 encoded word,
+/// `=?UTF-8?B?<base64>?=` (how S3 itself returns non-ASCII values); others
+/// go unchanged. [`from_header_value`] is its inverse.
+pub fn to_header_value(value: &str) -> std::borrow::Cow<'_, str> {
+    use base64::Engine;
+    let plain = value.bytes().all(|b| (0x20..0x7f).contains(&b))
+        && !value.starts_with([' ', '\t'])
+        && !value.ends_with([' ', '\t'])
+        && !(value.starts_with("=?") && value.ends_with("?="));
+    if plain {
+        std::borrow::Cow::Borrowed(value)
+    } else {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(value.as_bytes());
+        std::borrow::Cow::Owned(format!("=?UTF-8?B?{b64}?="))
+    }
+}
+
+/// A metadata value as a header-based store gave it back: one RFC 2047
+/// encoded word in UTF-8 (`B` or `Q` encoding) is decoded; anything else
+/// (including a word that does not decode) is kept as it is.
+pub fn from_header_value(value: &str) -> String {
+    decode_encoded_word(value).unwrap_or_else(|| value.to_owned())
+}
+
+fn decode_encoded_word(value: &str) -> Option<String> {
+    use base64::Engine;
+    let inner = value.strip_prefix("=?")?.strip_suffix("?=")?;
+    let mut parts = inner.splitn(3, '?');
+    let charset = parts.next()?;
+    let encoding = parts.next()?;
+    let text = parts.next()?;
+    if !charset.eq_ignore_ascii_case("utf-8") {
+        return None;
+    }
+    let bytes = match encoding {
+        "B" | "b" => base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .ok()?,
+        "Q" | "q" => {
+            let mut out = Vec::with_capacity(text.len());
+            let mut rest = text.as_bytes();
+            while let Some((&b, tail)) = rest.split_first() {
+                match b {
+                    b'_' => out.push(b' '),
+                    b'=' => {
+                        let hex = tail.get(..2)?;
+                        let s = std::str::from_utf8(hex).ok()?;
+                        out.push(u8::from_str_radix(s, 16).ok()?);
+                        rest = &tail[2..];
+                        continue;
+                    }
+                    other => out.push(other),
+                }
+                rest = tail;
+            }
+            out
+        }
+        _ => return None,
+    };
+    String::from_utf8(bytes).ok()
+}
+
+#[cfg(test)]
+mod header_value_tests {
+    use super::{from_header_value, to_header_value};
+
+    /// Issue 24, 7.5: every value survives a header-based store exactly.
+    #[test]
+    fn values_round_trip_through_headers() {
+        for v in [
+            "plain",
+            "  two  spaces ",
+            " lead",
+            "trail\t",
+            "ÏnÏcÖdÉ",
+            "日本語",
+            "=?UTF-8?B?aGk=?=",
+            "=?not encoded",
+            "",
+            "a=?b?=c",
+        ] {
+            let sent = to_header_value(v);
+            assert!(
+                sent.bytes().all(|b| (0x20..0x7f).contains(&b)),
+                "{v:?} -> {sent:?}"
+            );
+            assert_eq!(sent.trim(), sent, "{v:?} -> {sent:?}");
+            assert_eq!(from_header_value(&sent), v, "{v:?} -> {sent:?}");
+        }
+        assert_eq!(to_header_value("plain"), "plain");
+        assert_eq!(
+            from_header_value("=?utf-8?Q?caf=C3=A9_au_lait?="),
+            "café au lait"
+        );
+        assert_eq!(
+            from_header_value("=?ISO-8859-1?Q?x?="),
+            "=?ISO-8859-1?Q?x?="
+        );
+    }
+}

@@ -73,8 +73,17 @@ fn window_bound<'a>(
         .map(str::to_owned)
 }
 
+/// Failures without an answer from the remote, in a row with no success
+/// between them, after which a run takes the remote as down and stops.
+const NO_ANSWER_IN_A_ROW: usize = 3;
+
 /// The bounded queue of running actions: at most `in_flight` tasks, each
 /// kind (push side, pull side) limited by its own semaphore.
+///
+/// A remote that stops answering stops the run: after
+/// [`NO_ANSWER_IN_A_ROW`] such failures with no success between them the
+/// queue is aborted, nothing more is queued, and the actions not done are
+/// counted (`left`) instead of each reported with the same cause.
 struct Runner {
     tasks: JoinSet<(String, Done)>,
     in_flight: usize,
@@ -84,6 +93,13 @@ struct Runner {
     done: u64,
     total: u64,
     progress: Option<ProgressFn>,
+    /// No-answer failures since the last success (held back from the report
+    /// until it is known whether the remote is down).
+    no_answer: Vec<SyncIssue>,
+    /// Set once the remote is taken as down: the first cause.
+    down: Option<String>,
+    /// Actions not done because the remote was down.
+    left: u64,
 }
 
 impl Runner {
@@ -105,8 +121,12 @@ impl Runner {
         seen: Option<RemoteObject>,
         report: &mut SyncReport,
     ) {
-        while self.tasks.len() >= self.in_flight {
+        while self.tasks.len() >= self.in_flight && self.down.is_none() {
             self.join_one(bucket, report).await;
+        }
+        if self.down.is_some() {
+            self.left += 1;
+            return;
         }
         let me = bucket.clone();
         let remote = remote.clone();
@@ -130,6 +150,15 @@ impl Runner {
         };
         self.done += 1;
         self.tell();
+        let answered = !matches!(joined, Ok((_, Done::NoAnswer(_))));
+        if answered && self.down.is_none() {
+            report.errors.append(&mut self.no_answer);
+        }
+        if self.down.is_some() && !matches!(joined, Ok((_, ref d)) if d.did_something()) {
+            // Aborted, or failed the same way: left for the next run.
+            self.left += 1;
+            return true;
+        }
         match joined {
             Ok((key, Done::Pushed)) => {
                 report.pushed += 1;
@@ -147,6 +176,16 @@ impl Runner {
             }
             Ok((_, Done::Nothing)) => {}
             Ok((_, Done::Failed(i))) => report.errors.push(i),
+            Ok((_, Done::NoAnswer(i))) => {
+                self.no_answer.push(i);
+                if self.no_answer.len() >= NO_ANSWER_IN_A_ROW {
+                    self.down = Some(self.no_answer[0].cause.clone());
+                    self.left += self.no_answer.len() as u64;
+                    self.no_answer.clear();
+                    // Queued actions would each wait for the time limit too.
+                    self.tasks.abort_all();
+                }
+            }
             Err(e) => report.errors.push(SyncIssue {
                 key: String::new(),
                 cause: format!("sync task failed: {e}"),
@@ -159,6 +198,19 @@ impl Runner {
     /// Waits for every queued action.
     async fn drain(&mut self, bucket: &Bucket, report: &mut SyncReport) {
         while self.join_one(bucket, report).await {}
+        report.errors.append(&mut self.no_answer);
+    }
+
+    /// `Error::RemoteDown` once the remote was taken as down.
+    fn stopped(&self, remote: &SharedRemote) -> Result<()> {
+        match &self.down {
+            Some(cause) => Err(Error::RemoteDown {
+                remote: remote.endpoint(),
+                cause: cause.clone(),
+                left: self.left,
+            }),
+            None => Ok(()),
+        }
     }
 }
 
@@ -252,10 +304,23 @@ impl Bucket {
         let tail = journal::tail(jstate.pos, &records);
         let interval_ms =
             i64::try_from(config.full_sync_interval_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        // A remote whose last full listing was cheap (a few pages) is listed
+        // in full when a person asks for a sync, and more often in the
+        // background: other tools' writes show up without `--full`.
+        let cheap = config.cheap_listing_pages > 0
+            && jstate
+                .full_pages
+                .is_some_and(|p| p <= config.cheap_listing_pages);
+        let cheap_interval_ms =
+            i64::try_from(config.cheap_full_sync_interval_secs.saturating_mul(1000))
+                .unwrap_or(i64::MAX);
+        let since_full = started_ms.saturating_sub(jstate.last_full_ms);
         let mut full = opts.full
+            || opts.restore_remote
             || config.full_sync_interval_secs == 0
             || tail == journal::Tail::Gap
-            || started_ms.saturating_sub(jstate.last_full_ms) >= interval_ms;
+            || since_full >= interval_ms
+            || (cheap && (opts.full_if_cheap || since_full >= cheap_interval_ms));
         let newest_record = records.iter().max().copied().unwrap_or(0);
         // The journal never moves back below what this replica has read
         // (a full reconcile re-reads the store as it now is, and trusts it).
@@ -317,6 +382,8 @@ impl Bucket {
             }
         }
         report.full = full;
+        let mut restore = opts.restore_remote;
+        let mut listed_pages: Option<u64> = None;
         if full {
             // A full listing of a remote rekeyed elsewhere would show only
             // names this key cannot read: say what happened instead.
@@ -324,18 +391,25 @@ impl Bucket {
         }
         let gather = if full {
             drop(changed);
-            let spill = self
+            let (spill, pages) = self
                 .spill_listing(&remote, &scope.prefixes, keys.as_deref(), &mut report)
                 .await?;
+            listed_pages = Some(pages);
             // A remote that lists nothing where objects were synced (wiped,
-            // wrong prefix, unmounted) deletes nothing.
-            if spill.is_empty() && !opts.force {
+            // wrong prefix, unmounted) deletes nothing: the caller chooses
+            // between putting the local copy back and taking the deletes.
+            // A push never deletes here, so after a wipe it puts back.
+            if spill.is_empty() && !opts.restore_remote && !opts.accept_remote_deletes {
                 let synced = self.synced_count(&scope.prefixes)?;
                 if synced > 0 {
-                    return Err(Error::EmptyRemote {
-                        remote: remote.endpoint(),
-                        synced,
-                    });
+                    if opts.mode == SyncMode::Push {
+                        restore = true;
+                    } else {
+                        return Err(Error::EmptyRemote {
+                            remote: remote.endpoint(),
+                            synced,
+                        });
+                    }
                 }
             }
             Gather::Full(spill)
@@ -357,11 +431,16 @@ impl Bucket {
             done: 0,
             total: 0,
             progress,
+            no_answer: Vec::new(),
+            down: None,
+            left: 0,
         };
         runner.tell();
         let mut deletes: Vec<Action> = Vec::new();
         let mut planned: Vec<Action> = Vec::new();
         let mut after: Option<String> = None;
+        // Whether a push left out the remote's changes.
+        let mut skipped = false;
         let size = config.window_keys.max(1);
         loop {
             let window = match &gather {
@@ -394,6 +473,14 @@ impl Bucket {
                 .await?;
             let mut window_actions: Vec<(Action, Option<RemoteObject>)> = Vec::new();
             for (action, seen) in actions {
+                let action = if restore {
+                    match self.restoring(action, &mut report)? {
+                        Some(a) => a,
+                        None => continue,
+                    }
+                } else {
+                    action
+                };
                 if opts
                     .filter
                     .as_ref()
@@ -407,6 +494,7 @@ impl Bucket {
                     SyncMode::Pull => !action.is_push_side(),
                 };
                 if !included {
+                    skipped |= action.is_pull_side();
                     continue;
                 }
                 // Keys whose last push failed wait for their backoff
@@ -434,6 +522,10 @@ impl Bucket {
                 self.queue_window(&remote, &mut runner, window_actions, &mut report)
                     .await?;
             }
+            if runner.down.is_some() {
+                // What is not planned yet stays for the next run.
+                break;
+            }
             match bound {
                 Some(b) => after = Some(b),
                 None => break,
@@ -442,6 +534,29 @@ impl Bucket {
         drop(gather);
         if opts.dry_run {
             planned.sort_by(|a, b| a.key().cmp(b.key()));
+            // The conflicts the plan would flag, and those already open.
+            for action in &planned {
+                if let Action::Conflict {
+                    key,
+                    reason,
+                    remote_etag,
+                } = action
+                {
+                    report.conflicts.push(super::ConflictInfo {
+                        key: key.clone(),
+                        reason: Some(*reason),
+                        remote_etag: remote_etag.clone(),
+                        deleted_locally: !self.exists(key).await?,
+                    });
+                }
+            }
+            let known: HashSet<String> = report.conflicts.iter().map(|c| c.key.clone()).collect();
+            for c in self.conflicts().await? {
+                if !known.contains(&c.key) {
+                    report.conflicts.push(c);
+                }
+            }
+            report.conflicts.sort_by(|a, b| a.key.cmp(&b.key));
             report.planned = planned;
             report.duration = started.elapsed();
             report.timestamp = Some(self.inner.clock.now());
@@ -449,6 +564,10 @@ impl Bucket {
         }
 
         // 3. Deletes, once the limit allows them.
+        if runner.down.is_some() {
+            runner.left += deletes.len() as u64;
+            deletes.clear();
+        }
         if !deletes.is_empty() {
             if !opts.force {
                 let limit = opts.max_delete.unwrap_or(config.max_delete);
@@ -465,6 +584,24 @@ impl Bucket {
             }
         }
         runner.drain(self, &mut report).await;
+        // A remote that stopped answering: what was done is recorded (and its
+        // journal entries wait in `journal_pending`); the journal is neither
+        // read further nor appended to, so the next run sees the rest.
+        runner.stopped(&remote)?;
+
+        // A plaintext bucket's first push records the remote's mode, so a
+        // second device joins it without an explicit `--plaintext`.
+        if keys.is_none() && report.pushed > 0 {
+            if let Err(e) = self.record_plaintext_mode(raw.as_ref(), restore).await {
+                report.errors.push(SyncIssue {
+                    key: String::new(),
+                    cause: format!(
+                        "recording the remote as plaintext (the next push tries again): {e}"
+                    ),
+                    retryable: true,
+                });
+            }
+        }
 
         // 4. Tell the other replicas what changed, and remember how far the
         // journal was read.
@@ -497,8 +634,10 @@ impl Bucket {
                 retryable: true,
             }),
         }
-        // A filtered run skipped keys: what it read stays unread.
-        if opts.filter.is_none() {
+        // A filtered run skipped keys, and a push skipped remote changes
+        // (local ones stay in the index): what it read stays unread (and a
+        // full listing stays due), so the next run still sees them.
+        if opts.filter.is_none() && !skipped {
             if pos_digest.is_none() && pos > 0 {
                 pos_digest = self.record_digest(&raw, pos).await.ok().flatten();
             }
@@ -506,6 +645,7 @@ impl Bucket {
             jstate.digest = pos_digest;
             if full {
                 jstate.last_full_ms = started_ms;
+                jstate.full_pages = listed_pages;
             }
             self.set_journal_state(&endpoint, jstate).await?;
         }
@@ -522,6 +662,54 @@ impl Bucket {
         report.duration = started.elapsed();
         report.timestamp = Some(self.inner.clock.now());
         Ok(report)
+    }
+
+    /// Writes the remote's [`PLAINTEXT_RECORD`](crate::remote::encrypted::PLAINTEXT_RECORD)
+    /// once per endpoint (remembered in the setting `plaintext_recorded`),
+    /// and again when a run puts a wiped remote back (`again`).
+    async fn record_plaintext_mode(
+        &self,
+        raw: &dyn crate::remote::Remote,
+        again: bool,
+    ) -> Result<()> {
+        const RECORDED: &str = "plaintext_recorded";
+        let endpoint = raw.endpoint();
+        let mut recorded: BTreeSet<String> = self.setting_json(RECORDED)?.unwrap_or_default();
+        if recorded.contains(&endpoint) && !again {
+            return Ok(());
+        }
+        crate::remote::encrypted::write_plaintext_record(raw).await?;
+        recorded.insert(endpoint);
+        self.set_setting_json(RECORDED, &recorded).await
+    }
+
+    /// With `restore_remote`: a local delete the remote's loss planned
+    /// becomes a push of the local copy as a new object. `None` (and an
+    /// error in the report) when the content is not on this device.
+    fn restoring(&self, action: Action, report: &mut SyncReport) -> Result<Option<Action>> {
+        let Action::DeleteLocal {
+            key,
+            expect: plan::Expect::Present(hash, _),
+        } = action
+        else {
+            return Ok(Some(action));
+        };
+        if !self.residency(&key)?.cached {
+            report.errors.push(SyncIssue {
+                cause: "the remote no longer holds it and its content is not on this device \
+                        (evicted): it cannot be put back"
+                    .to_owned(),
+                key,
+                retryable: false,
+            });
+            return Ok(None);
+        }
+        Ok(Some(Action::Push {
+            key,
+            hash,
+            cond: crate::remote::Precondition::IfAbsent,
+            base: crate::remote::BASE_NONE.to_owned(),
+        }))
     }
 
     /// Records a window's bookkeeping in one batch and queues the rest.
@@ -574,8 +762,9 @@ impl Bucket {
         scopes: &[String],
         keys: Option<&Keyring>,
         report: &mut SyncReport,
-    ) -> Result<Spill> {
+    ) -> Result<(Spill, u64)> {
         let mut spill = Spill::create(&self.inner.dir.join("tmp"))?;
+        let mut pages = 0u64;
         let mut prefixes: Vec<&String> = scopes.iter().collect();
         prefixes.sort();
         prefixes.dedup_by(|b, a| b.starts_with(a.as_str()));
@@ -586,6 +775,7 @@ impl Bucket {
             let mut token = None;
             loop {
                 let page = remote.list_page(prefix, token).await?;
+                pages += 1;
                 let mut objects = Vec::with_capacity(page.objects.len());
                 for mut obj in page.objects {
                     if obj.key.starts_with(RESERVED_PREFIX) || !obj.key.starts_with(prefix.as_str())
@@ -623,7 +813,7 @@ impl Bucket {
                 }
             }
         }
-        Ok(spill)
+        Ok((spill, pages))
     }
 
     /// The next window of a full reconcile: every index row and every

@@ -284,7 +284,7 @@ impl S3Remote {
                     b = b.content_type(ct);
                 }
                 for (n, v) in metadata {
-                    b = b.metadata(n, v);
+                    b = b.metadata(n, crate::metadata::to_header_value(v));
                 }
                 match cond {
                     Precondition::None => {}
@@ -579,7 +579,7 @@ impl S3Remote {
             .key(self.full(&req.key))
             .body(stream)
             .content_length(to_i64(size))
-            .set_metadata(Some(req.all_metadata().into_iter().collect()));
+            .set_metadata(Some(header_metadata(req)));
         if !req.content_type.is_empty() {
             put = put.content_type(&req.content_type);
         }
@@ -613,7 +613,7 @@ impl S3Remote {
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(&full)
-            .set_metadata(Some(req.all_metadata().into_iter().collect()));
+            .set_metadata(Some(header_metadata(req)));
         if !req.content_type.is_empty() {
             create = create.content_type(&req.content_type);
         }
@@ -1113,6 +1113,18 @@ fn url_decode(raw: &str) -> Option<String> {
         .map(Cow::into_owned)
 }
 
+/// A write's metadata as S3 headers carry it exactly (values a header
+/// cannot hold go RFC 2047 encoded, see `metadata::to_header_value`).
+fn header_metadata(req: &PutRequest) -> HashMap<String, String> {
+    req.all_metadata()
+        .into_iter()
+        .map(|(n, v)| {
+            let v = crate::metadata::to_header_value(&v).into_owned();
+            (n, v)
+        })
+        .collect()
+}
+
 /// An object description from a HEAD or GET answer.
 fn describe(
     key: &str,
@@ -1130,7 +1142,7 @@ fn describe(
         metadata
             .into_iter()
             .flatten()
-            .map(|(k, v)| (k.clone(), v.clone())),
+            .map(|(k, v)| (k.clone(), crate::metadata::from_header_value(v))),
     )
 }
 

@@ -260,8 +260,8 @@ impl SignerRemote {
             .iter()
             .filter_map(|(n, v)| {
                 let name = n.as_str().strip_prefix("x-amz-meta-")?;
-                let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
-                Some((name.to_owned(), value))
+                let value = String::from_utf8_lossy(v.as_bytes());
+                Some((name.to_owned(), crate::metadata::from_header_value(&value)))
             })
             .collect();
         let mut obj = RemoteObject::listed(key, quoted(&text("etag").unwrap_or_default()), size)
@@ -417,7 +417,12 @@ impl Remote for SignerRemote {
             "key": req.key,
             "contentType": req.content_type,
             "size": length,
-            "metadata": req.all_metadata(),
+            // Signed into headers: values a header cannot hold go encoded.
+            "metadata": req
+                .all_metadata()
+                .into_iter()
+                .map(|(n, v)| (n, crate::metadata::to_header_value(&v).into_owned()))
+                .collect::<crate::metadata::Metadata>(),
         });
         match &cond {
             Precondition::None => {}
