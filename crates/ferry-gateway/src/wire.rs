@@ -56,7 +56,7 @@ fn served_name(name: &str) -> &str {
 pub(crate) fn to_metadata(m: Option<Metadata>) -> ferry::Metadata {
     m.unwrap_or_default()
         .into_iter()
-        .map(|(k, v)| (stored_name(&k), ferry::from_header_value(&v)))
+        .map(|(k, v)| (stored_name(&k), v))
         .collect()
 }
 
@@ -64,10 +64,7 @@ pub(crate) fn to_metadata(m: Option<Metadata>) -> ferry::Metadata {
 pub(crate) fn from_metadata(m: &ferry::Metadata) -> Option<Metadata> {
     (!m.is_empty()).then(|| {
         m.iter()
-            .map(|(k, v)| {
-                let v = ferry::to_header_value(v).into_owned();
-                (served_name(k).to_owned(), v)
-            })
+            .map(|(k, v)| (served_name(k).to_owned(), v.clone()))
             .collect()
     })
 }

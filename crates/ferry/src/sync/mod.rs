@@ -448,12 +448,17 @@ enum Done {
     Failed(SyncIssue),
     /// Failed because the remote gave no answer (see `RemoteError::is_no_answer`).
     NoAnswer(SyncIssue),
+    /// Not tried: the remote had stopped answering.
+    NotTried,
 }
 
 impl Done {
     /// Whether the action changed or recorded anything.
     fn did_something(&self) -> bool {
-        !matches!(self, Done::Nothing | Done::Failed(_) | Done::NoAnswer(_))
+        !matches!(
+            self,
+            Done::Nothing | Done::Failed(_) | Done::NoAnswer(_) | Done::NotTried
+        )
     }
 }
 

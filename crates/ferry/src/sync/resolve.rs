@@ -54,6 +54,13 @@ impl Bucket {
         };
         if let Some(action) = action {
             match self.execute_inner(&remote, action, r, ConflictPolicy::Flag).await? {
+                Done::NoAnswer(i) => {
+                    return Err(Error::Remote(RemoteError::new(
+                        RemoteErrorKind::Unreachable,
+                        remote.endpoint(),
+                        i.cause,
+                    )));
+                }
                 Done::Failed(i) => {
                     let kind = if i.retryable {
                         RemoteErrorKind::Retryable

@@ -6,6 +6,7 @@
 //! tasks in flight, never the whole bucket.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -100,6 +101,9 @@ struct Runner {
     down: Option<String>,
     /// Actions not done because the remote was down.
     left: u64,
+    /// No-answer failures in a row as the tasks finish them (tasks check it
+    /// before they start, so the queue stops at once).
+    streak: Arc<AtomicUsize>,
 }
 
 impl Runner {
@@ -136,10 +140,23 @@ impl Runner {
             self.pull_limit.clone()
         };
         let policy = self.policy;
+        let streak = self.streak.clone();
         self.tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
             let key = action.key().to_owned();
-            (key, me.execute(&remote, action, seen, policy).await)
+            // Queued behind a remote that stopped answering: not tried.
+            if streak.load(Ordering::SeqCst) >= NO_ANSWER_IN_A_ROW {
+                return (key, Done::NotTried);
+            }
+            let done = me.execute(&remote, action, seen, policy).await;
+            match &done {
+                Done::NoAnswer(_) => {
+                    streak.fetch_add(1, Ordering::SeqCst);
+                }
+                Done::Failed(_) | Done::NotTried => {}
+                _ => streak.store(0, Ordering::SeqCst),
+            }
+            (key, done)
         });
     }
 
@@ -150,7 +167,7 @@ impl Runner {
         };
         self.done += 1;
         self.tell();
-        let answered = !matches!(joined, Ok((_, Done::NoAnswer(_))));
+        let answered = !matches!(joined, Ok((_, Done::NoAnswer(_) | Done::NotTried)));
         if answered && self.down.is_none() {
             report.errors.append(&mut self.no_answer);
         }
@@ -178,13 +195,13 @@ impl Runner {
             Ok((_, Done::Failed(i))) => report.errors.push(i),
             Ok((_, Done::NoAnswer(i))) => {
                 self.no_answer.push(i);
-                if self.no_answer.len() >= NO_ANSWER_IN_A_ROW {
-                    self.down = Some(self.no_answer[0].cause.clone());
-                    self.left += self.no_answer.len() as u64;
-                    self.no_answer.clear();
-                    // Queued actions would each wait for the time limit too.
-                    self.tasks.abort_all();
+                if self.streak.load(Ordering::SeqCst) >= NO_ANSWER_IN_A_ROW {
+                    self.take_down();
                 }
+            }
+            Ok((_, Done::NotTried)) => {
+                self.left += 1;
+                self.take_down();
             }
             Err(e) => report.errors.push(SyncIssue {
                 key: String::new(),
@@ -193,6 +210,23 @@ impl Runner {
             }),
         }
         true
+    }
+
+    /// The remote is down: the failures held back count as left, and the
+    /// queued actions (which would each wait for the time limit) are aborted.
+    fn take_down(&mut self) {
+        if self.down.is_some() {
+            return;
+        }
+        self.down = Some(
+            self.no_answer
+                .first()
+                .map(|i| i.cause.clone())
+                .unwrap_or_else(|| "no answer".to_owned()),
+        );
+        self.left += self.no_answer.len() as u64;
+        self.no_answer.clear();
+        self.tasks.abort_all();
     }
 
     /// Waits for every queued action.
@@ -434,6 +468,7 @@ impl Bucket {
             no_answer: Vec::new(),
             down: None,
             left: 0,
+            streak: Arc::new(AtomicUsize::new(0)),
         };
         runner.tell();
         let mut deletes: Vec<Action> = Vec::new();

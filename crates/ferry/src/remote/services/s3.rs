@@ -283,8 +283,8 @@ impl S3Remote {
                 if let Some(ct) = content_type {
                     b = b.content_type(ct);
                 }
-                for (n, v) in metadata {
-                    b = b.metadata(n, crate::metadata::to_header_value(v));
+                for (n, v) in crate::metadata::to_headers(metadata) {
+                    b = b.metadata(n, v);
                 }
                 match cond {
                     Precondition::None => {}
@@ -1114,14 +1114,11 @@ fn url_decode(raw: &str) -> Option<String> {
 }
 
 /// A write's metadata as S3 headers carry it exactly (values a header
-/// cannot hold go RFC 2047 encoded, see `metadata::to_header_value`).
+/// cannot hold go RFC 2047 encoded, or exactly in `ferry-exact`: see
+/// `metadata::to_headers`).
 fn header_metadata(req: &PutRequest) -> HashMap<String, String> {
-    req.all_metadata()
+    crate::metadata::to_headers(&req.all_metadata())
         .into_iter()
-        .map(|(n, v)| {
-            let v = crate::metadata::to_header_value(&v).into_owned();
-            (n, v)
-        })
         .collect()
 }
 
@@ -1138,12 +1135,12 @@ fn describe(
     let mut obj = RemoteObject::listed(key, etag.unwrap_or_default(), size);
     obj.modified_ms = millis(modified);
     obj.content_type = content_type.map(str::to_owned);
-    obj.with_metadata(
+    obj.with_metadata(crate::metadata::from_headers(
         metadata
             .into_iter()
             .flatten()
-            .map(|(k, v)| (k.clone(), crate::metadata::from_header_value(v))),
-    )
+            .map(|(k, v)| (k.clone(), v.clone())),
+    ))
 }
 
 /// The total size from a `Content-Range: bytes 0-9/1234` answer.

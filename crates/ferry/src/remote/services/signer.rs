@@ -260,10 +260,11 @@ impl SignerRemote {
             .iter()
             .filter_map(|(n, v)| {
                 let name = n.as_str().strip_prefix("x-amz-meta-")?;
-                let value = String::from_utf8_lossy(v.as_bytes());
-                Some((name.to_owned(), crate::metadata::from_header_value(&value)))
+                let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                Some((name.to_owned(), value))
             })
             .collect();
+        let metadata = crate::metadata::from_headers(metadata);
         let mut obj = RemoteObject::listed(key, quoted(&text("etag").unwrap_or_default()), size)
             .with_metadata(metadata);
         obj.content_type = text("content-type");
@@ -418,11 +419,7 @@ impl Remote for SignerRemote {
             "contentType": req.content_type,
             "size": length,
             // Signed into headers: values a header cannot hold go encoded.
-            "metadata": req
-                .all_metadata()
-                .into_iter()
-                .map(|(n, v)| (n, crate::metadata::to_header_value(&v).into_owned()))
-                .collect::<crate::metadata::Metadata>(),
+            "metadata": crate::metadata::to_headers(&req.all_metadata()),
         });
         match &cond {
             Precondition::None => {}
