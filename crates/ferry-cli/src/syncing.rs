@@ -233,6 +233,13 @@ pub async fn remote(global: &Global, args: RemoteArgs) -> Result<(), CommandErro
     Ok(())
 }
 
+/// Whether a planned action is worth showing: remembering a listing time
+/// (`refresh`, which a full listing plans for versions first seen there)
+/// changes nothing on either side.
+fn shown(a: &ferry::plan::Action) -> bool {
+    !matches!(a, ferry::plan::Action::Refresh { .. })
+}
+
 pub fn report_json(r: &SyncReport) -> serde_json::Value {
     json!({
         "pushed": r.pushed,
@@ -246,7 +253,7 @@ pub fn report_json(r: &SyncReport) -> serde_json::Value {
         "errors": r.errors.iter().map(|e| json!({"key": e.key, "cause": e.cause, "retryable": e.retryable})).collect::<Vec<_>>(),
         "parked": r.parked,
         "full": r.full,
-        "planned": r.planned.iter().map(|a| json!({
+        "planned": r.planned.iter().filter(|a| shown(a)).map(|a| json!({
             "action": a.verb(),
             "key": a.key(),
             "text": a.to_string(),
@@ -354,9 +361,9 @@ fn print_summary(r: &SyncReport, dry_run: bool) -> Result<(), CommandError> {
     if dry_run {
         out!(
             "dry run: {} action(s) planned, nothing changed",
-            r.planned.len()
+            r.planned.iter().filter(|a| shown(a)).count()
         );
-        for a in &r.planned {
+        for a in r.planned.iter().filter(|a| shown(a)) {
             out!("  {a}");
         }
         return Ok(());
