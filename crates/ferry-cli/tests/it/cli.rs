@@ -501,6 +501,13 @@ fn completions_and_man_page_cover_every_command() {
         &page[..page.len().min(200)]
     );
     assert!(page.contains("object storage"), "not the about text");
+    // No reference to pages that are not shipped (`ferry-init(1)`; issue
+    // 24, 7.11): the commands are named, and where their help is.
+    assert!(!page.contains("(1)"), "refers to another page");
+    assert!(
+        page.contains("ferry help COMMAND"),
+        "says where the help is"
+    );
     for cmd in ["init", "sync", "watch", "destroy", "completions"] {
         assert!(page.contains(cmd), "the man page lacks {cmd}");
     }
