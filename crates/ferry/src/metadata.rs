@@ -146,7 +146,7 @@ pub const EXACT_VALUES: &str = "ferry-exact";
 /// - a value a server would not give back as sent (a space at either end,
 ///   which HTTP trims, or one that reads as encoded words, which the
 ///   server would decode) goes trimmed in its own header, for other tools,
-///   and exactly in [`EXACT_VALUES`].
+///   and exactly in the entry `ferry-exact`.
 ///
 /// [`from_headers`] is its inverse.
 pub fn to_headers(all: &Metadata) -> Metadata {
