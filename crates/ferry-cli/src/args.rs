@@ -415,10 +415,24 @@ pub struct SyncArgs {
     /// Show what would happen; change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Go on past the safety rails: more deletes than `max_delete`, or a
-    /// remote that lists nothing where objects were synced.
+    /// Go on past the delete limit (`max_delete`). A remote that lists
+    /// nothing where objects were synced takes --restore-remote or
+    /// --accept-remote-deletes instead.
     #[arg(long)]
     pub force: bool,
+    /// Put this device's copy back on the remote where the remote lost
+    /// objects that were synced (a wiped or recreated bucket, a restored
+    /// backup): they are uploaded again, nothing is deleted here.
+    #[arg(long, conflicts_with = "accept_remote_deletes")]
+    pub restore_remote: bool,
+    /// Take a remote that lists nothing where objects were synced as
+    /// emptied on purpose: delete those objects here too. Says how many and
+    /// asks first (at a terminal; elsewhere pass --yes).
+    #[arg(long)]
+    pub accept_remote_deletes: bool,
+    /// With --accept-remote-deletes: do not ask.
+    #[arg(long, requires = "accept_remote_deletes")]
+    pub yes: bool,
     /// Retry now the keys whose last push failed (parked failures too).
     #[arg(long)]
     pub retry: bool,
@@ -477,6 +491,16 @@ impl FilterArgs {
     pub fn build(&self) -> Result<Option<ferry::Filter>, CommandError> {
         if self.is_empty() {
             return Ok(None);
+        }
+        if !self.include.is_empty() && !self.exclude.is_empty() {
+            // rclone warns the same way: the flags' order is not the order
+            // written, and a surprise here copies or deletes the wrong keys.
+            eprintln!(
+                "warning: --include and --exclude are mixed: every --include rule is checked \
+                 before any --exclude rule (rclone's order), so `--include '*.jpg' --exclude \
+                 'tmp/'` still takes tmp/x.jpg. Use --filter rules ('- tmp/' then '+ *.jpg', \
+                 first match wins) to say the order"
+            );
         }
         let mut rules = self.filter.clone();
         for path in &self.filter_from {

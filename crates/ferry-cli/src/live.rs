@@ -113,7 +113,11 @@ struct ConfigWatch {
 
 impl ConfigWatch {
     fn paths(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        // Both places a bucket's file may be (`config::bucket_file`).
         let mut paths = vec![dir.join("ferry.toml")];
+        if dir.file_name() == Some(std::ffi::OsStr::new(crate::locate::DEFAULT_DIR)) {
+            paths.extend(dir.parent().map(|p| p.join("ferry.toml")));
+        }
         paths.extend(crate::config::user_config_path());
         paths
     }
@@ -440,6 +444,10 @@ pub async fn config(global: &Global, args: crate::args::ConfigArgs) -> Result<()
         crate::config::apply(b, &file).await?;
     }
     let rows = file.show(bucket.as_ref())?;
+    let bucket_file = match &dir {
+        Some(d) => Some(crate::config::bucket_file(d)?),
+        None => None,
+    };
     if json {
         let settings: serde_json::Map<String, serde_json::Value> = rows
             .iter()
@@ -453,6 +461,7 @@ pub async fn config(global: &Global, args: crate::args::ConfigArgs) -> Result<()
         let v = json!({
             "bucket": dir.as_ref().map(|d| d.display().to_string()),
             "user_config": file.user_path.as_ref().map(|p| p.display().to_string()),
+            "bucket_config": bucket_file.as_ref().map(|p| p.display().to_string()),
             "settings": settings,
         });
         out!(
@@ -468,6 +477,14 @@ pub async fn config(global: &Global, args: crate::args::ConfigArgs) -> Result<()
     if let Some(p) = &file.user_path {
         let state = if p.is_file() { "" } else { " (not present)" };
         out!("user config: {}{state}", p.display());
+    }
+    if let Some(p) = &bucket_file {
+        let state = if p.is_file() {
+            ""
+        } else {
+            " (not present; it may also go beside the .ferry folder)"
+        };
+        out!("bucket config: {}{state}", p.display());
     }
     let width = rows.iter().map(|(n, _, _)| n.len()).max().unwrap_or(0);
     let vwidth = rows

@@ -83,8 +83,10 @@ pub(crate) fn mode_matches(
         local,
     };
     match (local, mode) {
-        (_, RemoteMode::Empty) | (None, RemoteMode::Plaintext) => Ok(()),
-        (Some(_), RemoteMode::Plaintext) => {
+        (_, RemoteMode::Empty) | (None, RemoteMode::Plaintext | RemoteMode::PlaintextByFerry) => {
+            Ok(())
+        }
+        (Some(_), RemoteMode::Plaintext | RemoteMode::PlaintextByFerry) => {
             Err(clash(StorageMode::Plaintext, StorageMode::Encrypted))
         }
         (None, RemoteMode::Encrypted(_)) => {
@@ -117,7 +119,7 @@ pub(crate) fn mode_matches(
 pub fn check_new_bucket(endpoint: &str, mode: &RemoteMode, local: StorageMode) -> Result<()> {
     let remote = match mode {
         RemoteMode::Empty => return Ok(()),
-        RemoteMode::Plaintext => StorageMode::Plaintext,
+        RemoteMode::Plaintext | RemoteMode::PlaintextByFerry => StorageMode::Plaintext,
         RemoteMode::Encrypted(_) => StorageMode::Encrypted,
     };
     if remote == local {
@@ -164,7 +166,10 @@ impl Bucket {
                     local_key_id: "(a new key)".into(),
                 })
             }
-            (RemoteMode::Plaintext, NewKey::Encrypt { .. } | NewKey::Join { .. }) => {
+            (
+                RemoteMode::Plaintext | RemoteMode::PlaintextByFerry,
+                NewKey::Encrypt { .. } | NewKey::Join { .. },
+            ) => {
                 return Err(Error::RemoteMode {
                     endpoint,
                     remote: StorageMode::Plaintext,
@@ -178,10 +183,13 @@ impl Bucket {
             (RemoteMode::Empty, NewKey::Encrypt { passphrase, kdf }) => {
                 Bucket::create_encrypted(dir, config, passphrase, kdf).await?
             }
-            (RemoteMode::Empty, NewKey::Plaintext)
-            | (RemoteMode::Empty | RemoteMode::Plaintext, NewKey::PlaintextOverObjects) => {
-                Bucket::create(dir, config).await?
-            }
+            // A remote a plaintext ferry bucket recorded as its own needs no
+            // explicit choice.
+            (RemoteMode::Empty | RemoteMode::PlaintextByFerry, NewKey::Plaintext)
+            | (
+                RemoteMode::Empty | RemoteMode::Plaintext | RemoteMode::PlaintextByFerry,
+                NewKey::PlaintextOverObjects,
+            ) => Bucket::create(dir, config).await?,
         };
         bucket.set_remote(spec).await?;
         Ok(bucket)

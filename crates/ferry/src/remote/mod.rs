@@ -298,6 +298,22 @@ impl RemoteError {
             RemoteErrorKind::Retryable | RemoteErrorKind::Unreachable
         )
     }
+
+    /// True when the store gave no answer: not reached, or no progress
+    /// within the time limit (a stopped, frozen or unplugged store, not a
+    /// refusal of this request).
+    pub fn is_no_answer(&self) -> bool {
+        match self.kind {
+            RemoteErrorKind::Unreachable => true,
+            RemoteErrorKind::Retryable => {
+                let detail = self.detail.to_ascii_lowercase();
+                ["timeout", "timed out", "throughput"]
+                    .iter()
+                    .any(|w| detail.contains(w))
+            }
+            _ => false,
+        }
+    }
 }
 
 /// What a store can do, as declared by the implementation and confirmed by the probe.

@@ -126,7 +126,11 @@ pub struct SimFailure {
 
 impl fmt::Display for SimFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "simulation seed {} failed: {}", self.seed, self.violation)?;
+        writeln!(
+            f,
+            "simulation seed {} failed: {}",
+            self.seed, self.violation
+        )?;
         writeln!(
             f,
             "replay: FERRY_SIM_SEED={} cargo test -p ferry --test it sim",
@@ -197,18 +201,37 @@ impl fmt::Display for Op {
 fn plain(e: &dyn fmt::Display) -> String {
     e.to_string()
         .split_whitespace()
-        .map(|w| if w.contains('/') && w.len() > 24 { "…" } else { w })
+        .map(|w| {
+            if w.contains('/') && w.len() > 24 {
+                "…"
+            } else {
+                w
+            }
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
 
 fn value_bytes(value: &str) -> Bytes {
     // Most values are larger than the inline threshold (blobs), some not.
-    if value.len() % 2 == 0 {
+    if value.len().is_multiple_of(2) {
         Bytes::from(format!("{value}:{}", "x".repeat(40)))
     } else {
         Bytes::from(value.to_owned())
     }
+}
+
+/// The content a replica holds at `key`, as the user sees it: a foreign
+/// object learned lazily has no known hash until it is read, so it is read.
+async fn seen_hash(b: &Bucket, key: &str) -> Option<ContentHash> {
+    let meta = b.head(key).await.ok()?;
+    if meta.hash != ContentHash([0; 32]) {
+        return Some(meta.hash);
+    }
+    b.get_bytes(key)
+        .await
+        .ok()
+        .map(|(_, data)| ContentHash::of(&data))
 }
 
 impl Op {
@@ -217,7 +240,7 @@ impl Op {
         let result: crate::Result<String> = async {
             match self {
                 Op::Put { key, value } => {
-                    let old = b.head(&key).await.ok().map(|m| m.hash);
+                    let old = seen_hash(&b, &key).await;
                     let data = value_bytes(&value);
                     let hash = ContentHash::of(&data);
                     b.put(&key, data, PutOptions::default()).await?;
@@ -248,7 +271,7 @@ impl Op {
                     Ok("ok".into())
                 }
                 Op::Delete { key } => {
-                    let old = b.head(&key).await.ok().map(|m| m.hash);
+                    let old = seen_hash(&b, &key).await;
                     let deleted = b.delete(&key).await?;
                     if deleted {
                         out.saw.extend(old.map(|h| (h, true)));
@@ -257,7 +280,7 @@ impl Op {
                 }
                 Op::Move { from, to } => {
                     let (meta, data) = b.get_bytes(&from).await?;
-                    let old = b.head(&to).await.ok().map(|m| m.hash);
+                    let old = seen_hash(&b, &to).await;
                     let opts = PutOptions {
                         content_type: Some(meta.content_type),
                         metadata: meta.metadata,
@@ -692,7 +715,9 @@ impl Sim {
             tokio::task::yield_now().await;
         }
         if a.bucket.handles() != 1 {
-            return Err(format!("r{who}: the crashed run's handles were not dropped"));
+            return Err(format!(
+                "r{who}: the crashed run's handles were not dropped"
+            ));
         }
         // The last handle goes before the directory is opened again (its
         // leader lock, open marker and writer thread go with it), as a

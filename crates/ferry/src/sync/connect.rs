@@ -38,6 +38,9 @@ impl Bucket {
         let retry = RetryPolicy {
             max_retries: config.max_retries,
             base_delay: Duration::from_millis(config.retry_base_delay_ms),
+            // A request that failed only after the no-progress limit met a
+            // store that does not answer: waiting that long again helps nobody.
+            stall: Some(config.timeouts().io),
             ..RetryPolicy::default()
         };
         let found = match probes.get(&endpoint) {

@@ -146,9 +146,14 @@ impl Bucket {
         policy: ConflictPolicy,
     ) -> Done {
         let key = action.key().to_owned();
-        let result = self.execute_inner(remote, action, seen, expect, policy).await;
+        let result = self
+            .execute_inner(remote, action, seen, expect, policy)
+            .await;
         match result {
             Ok(done) => done,
+            Err(Error::Remote(re)) if re.is_no_answer() => {
+                Done::NoAnswer(issue(&key, &Error::Remote(re)))
+            }
             Err(e) => Done::Failed(issue(&key, &e)),
         }
     }
@@ -441,11 +446,17 @@ impl Bucket {
             next_attempt_ms: next,
         })
         .await?;
-        Ok(Done::Failed(SyncIssue {
+        let no_answer = e.is_no_answer();
+        let issue = SyncIssue {
             key: key.to_owned(),
             cause: Error::Remote(e).to_string(),
             retryable,
-        }))
+        };
+        Ok(if no_answer {
+            Done::NoAnswer(issue)
+        } else {
+            Done::Failed(issue)
+        })
     }
 
     /// Uploads the local version of `key` (if it still has `hash`).

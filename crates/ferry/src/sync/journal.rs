@@ -231,7 +231,10 @@ mod tests {
         assert_eq!(parse_name(".ferry/journal/d/ab12/42"), None);
         assert_eq!(parse_name(".ferry/journal/r/00000000000000000042"), None);
         assert_eq!(parse_name(".ferry/journal/d/../00000000000000000042"), None);
-        assert_eq!(parse_name(".ferry/journal/d/a/b/00000000000000000042"), None);
+        assert_eq!(
+            parse_name(".ferry/journal/d/a/b/00000000000000000042"),
+            None
+        );
     }
 
     #[test]

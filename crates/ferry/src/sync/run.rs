@@ -6,6 +6,7 @@
 //! tasks in flight, never the whole bucket.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -96,8 +97,17 @@ fn rewritten(endpoint: &str, device: &str, detail: &str) -> SyncIssue {
     }
 }
 
+/// Failures without an answer from the remote, in a row with no success
+/// between them, after which a run takes the remote as down and stops.
+const NO_ANSWER_IN_A_ROW: usize = 3;
+
 /// The bounded queue of running actions: at most `in_flight` tasks, each
 /// kind (push side, pull side) limited by its own semaphore.
+///
+/// A remote that stops answering stops the run: after
+/// [`NO_ANSWER_IN_A_ROW`] such failures with no success between them the
+/// queue is aborted, nothing more is queued, and the actions not done are
+/// counted (`left`) instead of each reported with the same cause.
 struct Runner {
     tasks: JoinSet<(String, bool, Done)>,
     in_flight: usize,
@@ -110,6 +120,16 @@ struct Runner {
     /// A remote change the run was to bring here failed: the journal
     /// position must not pass it.
     unapplied: bool,
+    /// No-answer failures since the last success (held back from the report
+    /// until it is known whether the remote is down).
+    no_answer: Vec<SyncIssue>,
+    /// Set once the remote is taken as down: the first cause.
+    down: Option<String>,
+    /// Actions not done because the remote was down.
+    left: u64,
+    /// No-answer failures in a row as the tasks finish them (tasks check it
+    /// before they start, so the queue stops at once).
+    streak: Arc<AtomicUsize>,
 }
 
 impl Runner {
@@ -132,8 +152,12 @@ impl Runner {
         expect: plan::Expect,
         report: &mut SyncReport,
     ) {
-        while self.tasks.len() >= self.in_flight {
+        while self.tasks.len() >= self.in_flight && self.down.is_none() {
             self.join_one(bucket, report).await;
+        }
+        if self.down.is_some() {
+            self.left += 1;
+            return;
         }
         let me = bucket.clone();
         let remote = remote.clone();
@@ -143,11 +167,23 @@ impl Runner {
             self.pull_limit.clone()
         };
         let policy = self.policy;
+        let streak = self.streak.clone();
         self.tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
             let key = action.key().to_owned();
             let pull_side = !action.is_push_side();
+            // Queued behind a remote that stopped answering: not tried.
+            if streak.load(Ordering::SeqCst) >= NO_ANSWER_IN_A_ROW {
+                return (key, pull_side, Done::NotTried);
+            }
             let done = me.execute(&remote, action, seen, expect, policy).await;
+            match &done {
+                Done::NoAnswer(_) => {
+                    streak.fetch_add(1, Ordering::SeqCst);
+                }
+                Done::Failed(_) | Done::NotTried => {}
+                _ => streak.store(0, Ordering::SeqCst),
+            }
             (key, pull_side, done)
         });
     }
@@ -159,6 +195,15 @@ impl Runner {
         };
         self.done += 1;
         self.tell();
+        let answered = !matches!(joined, Ok((_, _, Done::NoAnswer(_) | Done::NotTried)));
+        if answered && self.down.is_none() {
+            report.errors.append(&mut self.no_answer);
+        }
+        if self.down.is_some() && !matches!(joined, Ok((_, _, ref d)) if d.did_something()) {
+            // Aborted, or failed the same way: left for the next run.
+            self.left += 1;
+            return true;
+        }
         match joined {
             Ok((key, _, Done::Pushed)) => {
                 report.pushed += 1;
@@ -179,10 +224,22 @@ impl Runner {
                 self.unapplied |= pull_side;
                 report.errors.push(i);
             }
+            Ok((_, _, Done::NoAnswer(i))) => {
+                self.unapplied = true;
+                self.no_answer.push(i);
+                if self.streak.load(Ordering::SeqCst) >= NO_ANSWER_IN_A_ROW {
+                    self.take_down();
+                }
+            }
+            Ok((_, _, Done::NotTried)) => {
+                self.unapplied = true;
+                self.left += 1;
+                self.take_down();
+            }
             Err(e) => {
                 self.unapplied = true;
                 report.errors.push(SyncIssue {
-                key: String::new(),
+                    key: String::new(),
                     cause: format!("sync task failed: {e}"),
                     retryable: true,
                 })
@@ -191,9 +248,39 @@ impl Runner {
         true
     }
 
+    /// The remote is down: the failures held back count as left, and the
+    /// queued actions (which would each wait for the time limit) are aborted.
+    fn take_down(&mut self) {
+        if self.down.is_some() {
+            return;
+        }
+        self.down = Some(
+            self.no_answer
+                .first()
+                .map(|i| i.cause.clone())
+                .unwrap_or_else(|| "no answer".to_owned()),
+        );
+        self.left += self.no_answer.len() as u64;
+        self.no_answer.clear();
+        self.tasks.abort_all();
+    }
+
     /// Waits for every queued action.
     async fn drain(&mut self, bucket: &Bucket, report: &mut SyncReport) {
         while self.join_one(bucket, report).await {}
+        report.errors.append(&mut self.no_answer);
+    }
+
+    /// `Error::RemoteDown` once the remote was taken as down.
+    fn stopped(&self, remote: &SharedRemote) -> Result<()> {
+        match &self.down {
+            Some(cause) => Err(Error::RemoteDown {
+                remote: remote.endpoint(),
+                cause: cause.clone(),
+                left: self.left,
+            }),
+            None => Ok(()),
+        }
     }
 }
 
@@ -287,10 +374,23 @@ impl Bucket {
         let started_ms = self.now_ms();
         let interval_ms =
             i64::try_from(config.full_sync_interval_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        // A remote whose last full listing was cheap (a few pages) is listed
+        // in full when a person asks for a sync, and more often in the
+        // background: other tools' writes show up without `--full`.
+        let cheap = config.cheap_listing_pages > 0
+            && jstate
+                .full_pages
+                .is_some_and(|p| p <= config.cheap_listing_pages);
+        let cheap_interval_ms =
+            i64::try_from(config.cheap_full_sync_interval_secs.saturating_mul(1000))
+                .unwrap_or(i64::MAX);
+        let since_full = started_ms.saturating_sub(jstate.last_full_ms);
         let mut full = opts.full
+            || opts.restore_remote
             || config.full_sync_interval_secs == 0
             || jstate.pos.is_none()
-            || started_ms.saturating_sub(jstate.last_full_ms) >= interval_ms;
+            || since_full >= interval_ms
+            || (cheap && (opts.full_if_cheap || since_full >= cheap_interval_ms));
         let me = self.device_id().to_owned();
         // Where each stream will have been read to, once this run applied
         // what it names.
@@ -306,7 +406,9 @@ impl Bucket {
                 .map(|(d, _)| d.clone())
             {
                 full = true;
-                report.errors.push(rewritten(&endpoint, &device, "its records are gone"));
+                report
+                    .errors
+                    .push(rewritten(&endpoint, &device, "its records are gone"));
             }
         }
         // Deletes the records name, with the version each deleter saw: a
@@ -321,7 +423,9 @@ impl Bucket {
             let seqs = match tail {
                 journal::Tail::Nothing => continue,
                 journal::Tail::Read(seqs) => seqs,
-                journal::Tail::Gap if full => seqs.iter().copied().filter(|s| *s > at.pos).collect(),
+                journal::Tail::Gap if full => {
+                    seqs.iter().copied().filter(|s| *s > at.pos).collect()
+                }
                 journal::Tail::Gap => {
                     full = true;
                     if seqs.last().is_some_and(|n| *n < at.pos) {
@@ -343,8 +447,7 @@ impl Bucket {
             let mut digest = at.digest;
             let mut pos = at.pos;
             for seq in seqs {
-                let (record, d) = match self.read_record(&raw, device, seq, keys.as_deref()).await
-                {
+                let (record, d) = match self.read_record(&raw, device, seq, keys.as_deref()).await {
                     Ok(found) => found,
                     Err(Error::Remote(e))
                         if e.kind == crate::remote::RemoteErrorKind::Integrity =>
@@ -379,10 +482,13 @@ impl Bucket {
                         continue;
                     }
                     if e.op == journal::Op::Delete {
-                        proofs.entry(e.key.clone()).or_default().push(plan::DeleteProof {
-                            etag: e.etag.clone(),
-                            hash: e.hash.as_deref().and_then(|h| h.parse().ok()),
-                        });
+                        proofs
+                            .entry(e.key.clone())
+                            .or_default()
+                            .push(plan::DeleteProof {
+                                etag: e.etag.clone(),
+                                hash: e.hash.as_deref().and_then(|h| h.parse().ok()),
+                            });
                     }
                     if keys_named {
                         changed.insert(e.key);
@@ -423,6 +529,8 @@ impl Bucket {
             }
         }
         report.full = full;
+        let mut restore = opts.restore_remote;
+        let mut listed_pages: Option<u64> = None;
         if full {
             // A full listing of a remote rekeyed elsewhere would show only
             // names this key cannot read: say what happened instead.
@@ -430,13 +538,22 @@ impl Bucket {
         }
         let gather = if full {
             drop(changed);
-            let spill = self
+            let (spill, pages) = self
                 .spill_listing(&remote, &scope.prefixes, keys.as_deref(), &mut report)
                 .await?;
+            listed_pages = Some(pages);
             // A remote that lists nothing where objects were synced (wiped,
-            // wrong prefix, unmounted) deletes nothing: each scope on its own.
-            if !opts.force {
-                self.check_scopes_listed(&spill, &scope.prefixes, &remote.endpoint())?;
+            // wrong prefix, unmounted) deletes nothing, each scope on its
+            // own: the caller chooses between putting the local copy back
+            // and taking the deletes. A push never deletes here, so after a
+            // wipe it puts back.
+            if !opts.restore_remote && !opts.accept_remote_deletes {
+                match self.check_scopes_listed(&spill, &scope.prefixes, &remote.endpoint()) {
+                    Err(Error::EmptyRemote { .. }) if opts.mode == SyncMode::Push => {
+                        restore = true;
+                    }
+                    other => other?,
+                }
             }
             Gather::Full(spill)
         } else {
@@ -468,11 +585,17 @@ impl Bucket {
             total: 0,
             progress,
             unapplied: false,
+            no_answer: Vec::new(),
+            down: None,
+            left: 0,
+            streak: Arc::new(AtomicUsize::new(0)),
         };
         runner.tell();
         let mut deletes: Vec<(Action, plan::Expect)> = Vec::new();
         let mut planned: Vec<Action> = Vec::new();
         let mut after: Option<String> = None;
+        // Whether a push left out the remote's changes.
+        let mut skipped = false;
         let size = config.window_keys.max(1);
         loop {
             let errors_before = report.errors.len();
@@ -493,10 +616,11 @@ impl Bucket {
                 }
             };
             let bound = window.bound.clone();
+            // Restoring after a wipe puts every lost version back anyway.
             let deletes_seen = Deletions {
                 proofs: &proofs,
-                sealed: keys.is_some(),
-                emulated,
+                sealed: keys.is_some() && !restore,
+                emulated: emulated && !restore,
             };
             let actions = self
                 .plan_window(
@@ -513,9 +637,16 @@ impl Bucket {
             // A key whose HEAD or content check failed was not planned: what
             // the journal said of it is not consumed.
             runner.unapplied |= report.errors[errors_before..].iter().any(|e| e.retryable);
-            let mut window_actions: Vec<(Action, Option<RemoteObject>, plan::Expect)> =
-                Vec::new();
+            let mut window_actions: Vec<(Action, Option<RemoteObject>, plan::Expect)> = Vec::new();
             for (action, seen, expect) in actions {
+                let action = if restore {
+                    match self.restoring(action, &mut report)? {
+                        Some(a) => a,
+                        None => continue,
+                    }
+                } else {
+                    action
+                };
                 if opts
                     .filter
                     .as_ref()
@@ -531,6 +662,7 @@ impl Bucket {
                 if !included {
                     // A remote change left for another run.
                     runner.unapplied |= action.is_pull_side();
+                    skipped |= action.is_pull_side();
                     continue;
                 }
                 // Keys whose last push failed wait for their backoff
@@ -558,6 +690,10 @@ impl Bucket {
                 self.queue_window(&remote, &mut runner, window_actions, &mut report)
                     .await?;
             }
+            if runner.down.is_some() {
+                // What is not planned yet stays for the next run.
+                break;
+            }
             match bound {
                 Some(b) => after = Some(b),
                 None => break,
@@ -566,6 +702,29 @@ impl Bucket {
         drop(gather);
         if opts.dry_run {
             planned.sort_by(|a, b| a.key().cmp(b.key()));
+            // The conflicts the plan would flag, and those already open.
+            for action in &planned {
+                if let Action::Conflict {
+                    key,
+                    reason,
+                    remote_etag,
+                } = action
+                {
+                    report.conflicts.push(super::ConflictInfo {
+                        key: key.clone(),
+                        reason: Some(*reason),
+                        remote_etag: remote_etag.clone(),
+                        deleted_locally: !self.exists(key).await?,
+                    });
+                }
+            }
+            let known: HashSet<String> = report.conflicts.iter().map(|c| c.key.clone()).collect();
+            for c in self.conflicts().await? {
+                if !known.contains(&c.key) {
+                    report.conflicts.push(c);
+                }
+            }
+            report.conflicts.sort_by(|a, b| a.key.cmp(&b.key));
             report.planned = planned;
             report.duration = started.elapsed();
             report.timestamp = Some(self.inner.clock.now());
@@ -573,6 +732,10 @@ impl Bucket {
         }
 
         // 3. Deletes, once the limit allows them.
+        if runner.down.is_some() {
+            runner.left += deletes.len() as u64;
+            deletes.clear();
+        }
         if !deletes.is_empty() {
             if !opts.force {
                 let limit = opts.max_delete.unwrap_or(config.max_delete);
@@ -586,10 +749,30 @@ impl Bucket {
             }
             runner.total += deletes.len() as u64;
             for (action, expect) in deletes {
-                runner.run(self, &remote, action, None, expect, &mut report).await;
+                runner
+                    .run(self, &remote, action, None, expect, &mut report)
+                    .await;
             }
         }
         runner.drain(self, &mut report).await;
+        // A remote that stopped answering: what was done is recorded (and its
+        // journal entries wait in `journal_pending`); the journal is neither
+        // read further nor appended to, so the next run sees the rest.
+        runner.stopped(&remote)?;
+
+        // A plaintext bucket's first push records the remote's mode, so a
+        // second device joins it without an explicit `--plaintext`.
+        if keys.is_none() && report.pushed > 0 {
+            if let Err(e) = self.record_plaintext_mode(raw.as_ref(), restore).await {
+                report.errors.push(SyncIssue {
+                    key: String::new(),
+                    cause: format!(
+                        "recording the remote as plaintext (the next push tries again): {e}"
+                    ),
+                    retryable: true,
+                });
+            }
+        }
 
         // 4. Tell the other replicas what changed, and remember how far the
         // journal was read.
@@ -619,7 +802,7 @@ impl Bucket {
         // or download): what it read stays unread (only this device's own
         // stream moves on), and a full reconcile that did not apply
         // everything is not one.
-        if opts.filter.is_some() || runner.unapplied {
+        if opts.filter.is_some() || runner.unapplied || skipped {
             if let Some(own) = read.get(&me).copied() {
                 jstate.streams.insert(me.clone(), own);
             }
@@ -629,6 +812,7 @@ impl Bucket {
             jstate.v = journal::FORMAT;
             if full {
                 jstate.last_full_ms = started_ms;
+                jstate.full_pages = listed_pages;
             }
         }
         self.set_journal_state(&endpoint, jstate).await?;
@@ -645,6 +829,54 @@ impl Bucket {
         report.duration = started.elapsed();
         report.timestamp = Some(self.inner.clock.now());
         Ok(report)
+    }
+
+    /// Writes the remote's [`PLAINTEXT_RECORD`](crate::remote::encrypted::PLAINTEXT_RECORD)
+    /// once per endpoint (remembered in the setting `plaintext_recorded`),
+    /// and again when a run puts a wiped remote back (`again`).
+    async fn record_plaintext_mode(
+        &self,
+        raw: &dyn crate::remote::Remote,
+        again: bool,
+    ) -> Result<()> {
+        const RECORDED: &str = "plaintext_recorded";
+        let endpoint = raw.endpoint();
+        let mut recorded: BTreeSet<String> = self.setting_json(RECORDED)?.unwrap_or_default();
+        if recorded.contains(&endpoint) && !again {
+            return Ok(());
+        }
+        crate::remote::encrypted::write_plaintext_record(raw).await?;
+        recorded.insert(endpoint);
+        self.set_setting_json(RECORDED, &recorded).await
+    }
+
+    /// With `restore_remote`: a local delete the remote's loss planned
+    /// becomes a push of the local copy as a new object. `None` (and an
+    /// error in the report) when the content is not on this device.
+    fn restoring(&self, action: Action, report: &mut SyncReport) -> Result<Option<Action>> {
+        let Action::DeleteLocal {
+            key,
+            expect: plan::Expect::Present(hash, _),
+        } = action
+        else {
+            return Ok(Some(action));
+        };
+        if !self.residency(&key)?.cached {
+            report.errors.push(SyncIssue {
+                cause: "the remote no longer holds it and its content is not on this device \
+                        (evicted): it cannot be put back"
+                    .to_owned(),
+                key,
+                retryable: false,
+            });
+            return Ok(None);
+        }
+        Ok(Some(Action::Push {
+            key,
+            hash,
+            cond: crate::remote::Precondition::IfAbsent,
+            base: crate::remote::BASE_NONE.to_owned(),
+        }))
     }
 
     /// Records a window's bookkeeping in one batch and queues the rest.
@@ -697,8 +929,9 @@ impl Bucket {
         scopes: &[String],
         keys: Option<&Keyring>,
         report: &mut SyncReport,
-    ) -> Result<Spill> {
+    ) -> Result<(Spill, u64)> {
         let mut spill = Spill::create(&self.inner.dir.join("tmp"))?;
+        let mut pages = 0u64;
         let mut prefixes: Vec<&String> = scopes.iter().collect();
         prefixes.sort();
         prefixes.dedup_by(|b, a| b.starts_with(a.as_str()));
@@ -709,6 +942,7 @@ impl Bucket {
             let mut token = None;
             loop {
                 let page = remote.list_page(prefix, token).await?;
+                pages += 1;
                 let mut objects = Vec::with_capacity(page.objects.len());
                 for mut obj in page.objects {
                     if obj.key.starts_with(RESERVED_PREFIX) || !obj.key.starts_with(prefix.as_str())
@@ -746,7 +980,7 @@ impl Bucket {
                 }
             }
         }
-        Ok(spill)
+        Ok((spill, pages))
     }
 
     /// The next window of a full reconcile: every index row and every
@@ -960,40 +1194,45 @@ impl Bucket {
         let remote_list: Vec<RemoteObject> = listing.into_values().collect();
         let local_by_key: HashMap<&str, &LocalEntry> =
             local.iter().map(|l| (l.key.as_str(), l)).collect();
-        let actions: Vec<Action> = plan::plan(&local, &remote_list, scope, policy, self.device_id())
-            .into_iter()
-            .map(|a| {
-                let l = local_by_key.get(a.key()).copied();
-                let proofs = deletions
-                    .proofs
-                    .get(a.key())
-                    .map(Vec::as_slice)
-                    .unwrap_or(&[]);
-                let before = matches!(a, Action::DeleteLocal { .. });
-                let a = plan::unproven_delete(
-                    a,
-                    l,
-                    proofs,
-                    deletions.sealed,
-                    deletions.emulated,
-                    policy,
-                );
-                if before && !matches!(a, Action::DeleteLocal { .. }) {
-                    tracing::warn!(key = a.key(), "a remote deletion nothing proves saw this version: kept");
-                    if deletions.sealed {
-                        report.errors.push(SyncIssue {
-                            key: a.key().to_owned(),
-                            cause: "missing on the remote, and no delete record sealed by this \
+        let actions: Vec<Action> =
+            plan::plan(&local, &remote_list, scope, policy, self.device_id())
+                .into_iter()
+                .map(|a| {
+                    let l = local_by_key.get(a.key()).copied();
+                    let proofs = deletions
+                        .proofs
+                        .get(a.key())
+                        .map(Vec::as_slice)
+                        .unwrap_or(&[]);
+                    let before = matches!(a, Action::DeleteLocal { .. });
+                    let a = plan::unproven_delete(
+                        a,
+                        l,
+                        proofs,
+                        deletions.sealed,
+                        deletions.emulated,
+                        policy,
+                    );
+                    if before && !matches!(a, Action::DeleteLocal { .. }) {
+                        tracing::warn!(
+                            key = a.key(),
+                            "a remote deletion nothing proves saw this version: kept"
+                        );
+                        if deletions.sealed {
+                            report.errors.push(SyncIssue {
+                                key: a.key().to_owned(),
+                                cause:
+                                    "missing on the remote, and no delete record sealed by this \
                                     bucket's key proves a device deleted it: kept here and \
                                     pushed again"
-                                .into(),
-                            retryable: false,
-                        });
+                                        .into(),
+                                retryable: false,
+                            });
+                        }
                     }
-                }
-                a
-            })
-            .collect();
+                    a
+                })
+                .collect();
         let expects: std::collections::HashMap<&str, plan::Expect> = local
             .iter()
             .map(|l| (l.key.as_str(), plan::expect_of(Some(l))))

@@ -244,6 +244,14 @@ impl Bucket {
         status.leader_pid = self.leader_pid();
         status.encrypted = self.is_encrypted();
         status.locked = self.is_locked();
+        let journals: std::collections::BTreeMap<String, super::JournalState> =
+            self.setting_json("journal")?.unwrap_or_default();
+        status.last_full_listing = journals
+            .values()
+            .map(|j| j.last_full_ms)
+            .filter(|ms| *ms > 0)
+            .max()
+            .map(|ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64));
         let probes: BTreeMap<String, ProbeResult> =
             self.setting_json("probes")?.unwrap_or_default();
         status.conditional_writes = self

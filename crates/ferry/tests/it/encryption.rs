@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use ferry::remote::encrypted::{inspect, RemoteMode, KEY_FILE};
+use ferry::remote::encrypted::{inspect, RemoteMode, KEY_FILE, PLAINTEXT_RECORD};
 use ferry::remote::folder::FolderRemote;
 use ferry::remote::spec::RemoteSpec;
 use ferry::remote::SharedRemote;
@@ -874,6 +874,63 @@ async fn a_deleted_key_file_does_not_downgrade_joining_devices_to_plaintext() {
         "{err}"
     );
     assert!(!folder.0.path().join(KEY_FILE).exists(), "not re-claimed");
+}
+
+/// Issue 24, 1: a plaintext bucket's first push records the remote's mode,
+/// and the remote then reads as ferry's own plaintext (joined without the
+/// explicit choice). A key file swapped for a forged plaintext record does
+/// not pass for it: the names and envelopes still look sealed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plaintext_record_is_trusted_only_where_nothing_looks_sealed() {
+    let own = Folder::new();
+    let (_t, plain) = crate::new_bucket().await;
+    plain.attach(own.remote()).await.unwrap();
+    plain
+        .put("notes/a.txt", "hello", PutOptions::default())
+        .await
+        .unwrap();
+    let r = plain.sync(Default::default()).await.unwrap();
+    assert_eq!(r.pushed, 1, "{r:?}");
+    assert!(own.0.path().join(PLAINTEXT_RECORD).exists());
+    let m = check_remote(own.remote(), 0).await.unwrap();
+    assert_eq!(m, RemoteMode::PlaintextByFerry);
+    let dirs = tempfile::tempdir().unwrap();
+    let joined = Bucket::create_over(
+        dirs.path().join("b"),
+        BucketConfig::default(),
+        folder_spec(&own),
+        m,
+        NewKey::Plaintext,
+    )
+    .await
+    .unwrap();
+    assert!(!joined.is_encrypted());
+
+    let folder = Folder::new();
+    let a = first_device(folder.remote()).await;
+    a.bucket
+        .put("secret/plan.txt", "the plan", PutOptions::default())
+        .await
+        .unwrap();
+    sync_clean(&a.bucket).await;
+    std::fs::remove_file(folder.0.path().join(KEY_FILE)).unwrap();
+    std::fs::copy(
+        own.0.path().join(PLAINTEXT_RECORD),
+        folder.0.path().join(PLAINTEXT_RECORD),
+    )
+    .unwrap();
+    let m = check_remote(folder.remote(), 0).await.unwrap();
+    assert_eq!(m, RemoteMode::Plaintext, "sealed names and envelopes");
+    let err = Bucket::create_over(
+        dirs.path().join("c"),
+        BucketConfig::default(),
+        folder_spec(&folder),
+        m,
+        NewKey::Plaintext,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::UnconfirmedPlaintext { .. }), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

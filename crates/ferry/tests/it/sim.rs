@@ -52,9 +52,19 @@ async fn sim_seeds_keep_every_invariant() {
 #[tokio::test]
 async fn sim_same_seed_same_history() {
     for seed in [3, 17] {
-        let one = run_seed(seed).await.map(|r| r.history).unwrap_or_else(|f| f.history);
-        let two = run_seed(seed).await.map(|r| r.history).unwrap_or_else(|f| f.history);
+        let one = run_seed(seed)
+            .await
+            .map(|r| r.history)
+            .unwrap_or_else(|f| f.history);
+        let two = run_seed(seed)
+            .await
+            .map(|r| r.history)
+            .unwrap_or_else(|f| f.history);
         assert_eq!(one, two, "seed {seed} gave two histories");
-        assert!(one.len() > 20, "seed {seed}: a history of {} lines", one.len());
+        assert!(
+            one.len() > 20,
+            "seed {seed}: a history of {} lines",
+            one.len()
+        );
     }
 }

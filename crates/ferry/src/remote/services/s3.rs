@@ -283,7 +283,7 @@ impl S3Remote {
                 if let Some(ct) = content_type {
                     b = b.content_type(ct);
                 }
-                for (n, v) in metadata {
+                for (n, v) in crate::metadata::to_headers(metadata) {
                     b = b.metadata(n, v);
                 }
                 match cond {
@@ -624,7 +624,7 @@ impl S3Remote {
             .key(self.full(&req.key))
             .body(stream)
             .content_length(to_i64(size))
-            .set_metadata(Some(req.all_metadata().into_iter().collect()));
+            .set_metadata(Some(header_metadata(req)));
         if !req.content_type.is_empty() {
             put = put.content_type(&req.content_type);
         }
@@ -658,7 +658,7 @@ impl S3Remote {
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(&full)
-            .set_metadata(Some(req.all_metadata().into_iter().collect()));
+            .set_metadata(Some(header_metadata(req)));
         if !req.content_type.is_empty() {
             create = create.content_type(&req.content_type);
         }
@@ -1158,6 +1158,15 @@ fn url_decode(raw: &str) -> Option<String> {
         .map(Cow::into_owned)
 }
 
+/// A write's metadata as S3 headers carry it exactly (values a header
+/// cannot hold go RFC 2047 encoded, or exactly in `ferry-exact`: see
+/// `metadata::to_headers`).
+fn header_metadata(req: &PutRequest) -> HashMap<String, String> {
+    crate::metadata::to_headers(&req.all_metadata())
+        .into_iter()
+        .collect()
+}
+
 /// An object description from a HEAD or GET answer.
 fn describe(
     key: &str,
@@ -1171,12 +1180,12 @@ fn describe(
     let mut obj = RemoteObject::listed(key, etag.unwrap_or_default(), size);
     obj.modified_ms = millis(modified);
     obj.content_type = content_type.map(str::to_owned);
-    obj.with_metadata(
+    obj.with_metadata(crate::metadata::from_headers(
         metadata
             .into_iter()
             .flatten()
             .map(|(k, v)| (k.clone(), v.clone())),
-    )
+    ))
 }
 
 /// The total size from a `Content-Range: bytes 0-9/1234` answer.

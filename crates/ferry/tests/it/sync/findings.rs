@@ -240,11 +240,11 @@ async fn empty_listing_rail_checks_each_scope(be: &dyn Backend) {
     for i in 0..2 {
         assert!(bytes(&a, &format!("photos/{i}")).await.is_some(), "kept");
     }
-    // Forced, the deletes go through.
+    // Accepted by name, the deletes go through.
     let r = a
         .sync(SyncOptions {
             full: true,
-            force: true,
+            accept_remote_deletes: true,
             ..Default::default()
         })
         .await
@@ -309,9 +309,15 @@ async fn rekey_retire_keeps_a_version_pushed_meanwhile() {
     let RemoteMode::Encrypted(file) = inspect(remote.as_ref()).await.unwrap() else {
         panic!("the remote should be encrypted");
     };
-    let b = Bucket::create_joining(tmp.path().join("b"), BucketConfig::default(), file, PASS, kdf)
-        .await
-        .unwrap();
+    let b = Bucket::create_joining(
+        tmp.path().join("b"),
+        BucketConfig::default(),
+        file,
+        PASS,
+        kdf,
+    )
+    .await
+    .unwrap();
     b.set_sync_config(journal_config()).await.unwrap();
     b.attach(remote.clone()).await.unwrap();
     assert_eq!(sync(&b).await.pulled, 2);

@@ -67,10 +67,7 @@ async fn a_lost_update_conflict_is_never_deleted_by_a_sync() {
     };
     let r = b.bucket.sync(full.clone()).await.unwrap();
     assert_eq!(r.conflicts.len(), 1, "{r:?}");
-    assert_eq!(
-        b.bucket.head("k").await.unwrap().state,
-        SyncState::Conflict
-    );
+    assert_eq!(b.bucket.head("k").await.unwrap().state, SyncState::Conflict);
     // The other writer deletes the key; B syncs, twice, in full.
     store.delete_foreign("k");
     for _ in 0..2 {
@@ -99,7 +96,10 @@ async fn a_push_does_not_consume_the_changes_it_did_not_pull() {
         .put("k", b"2".to_vec(), PutOptions::default())
         .await
         .unwrap();
-    assert_eq!(b.bucket.sync(SyncOptions::default()).await.unwrap().pushed, 1);
+    assert_eq!(
+        b.bucket.sync(SyncOptions::default()).await.unwrap().pushed,
+        1
+    );
     let r = a
         .bucket
         .sync(SyncOptions {
