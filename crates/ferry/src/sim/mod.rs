@@ -7,7 +7,7 @@
 //! - every replica runs one operation at a time as a task, with one action
 //!   in flight (`push_concurrency = pull_concurrency = 1`), so between two
 //!   remote requests a replica's work is sequential;
-//! - every remote request stops at the gate ([`remote::SimRemote`]) and the
+//! - every remote request stops at the gate (`remote::SimRemote`) and the
 //!   scheduler, which waits until no replica is running, picks which waiting
 //!   request goes next and what happens to it (applied, failed before it
 //!   applies, applied with its answer lost, or the replica crashes there);
@@ -17,7 +17,7 @@
 //!
 //! After the operations, faults stop and every replica syncs (resolving
 //! conflicts by keeping both) until a whole pass moves nothing; then the
-//! invariants are checked ([`model`]): convergence, no lost write, no
+//! invariants are checked (`model`): convergence, no lost write, no
 //! resurrection, status counts, index check and garbage collection.
 //!
 //! This is test support: nothing in ferry's own paths uses it. The tests
