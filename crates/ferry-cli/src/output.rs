@@ -182,8 +182,10 @@ pub fn man() -> Result<(), CommandError> {
     // The subcommand list names pages (`ferry-init(1)`) that are not
     // shipped: name the commands instead, and where their help is.
     let mut page = String::from_utf8_lossy(&out).into_owned();
-    for sub in cmd.get_subcommands() {
-        let name = sub.get_name().replace('-', "\\-");
+    // (`help` is clap's own, added when the page is rendered.)
+    let names = cmd.get_subcommands().map(|s| s.get_name()).chain(["help"]);
+    for name in names {
+        let name = name.replace('-', "\\-");
         page = page.replace(&format!("ferry\\-{name}(1)"), &format!("ferry {name}"));
     }
     page.push_str(".SH \"SEE ALSO\"\n`ferry help COMMAND` (or `ferry COMMAND \\-\\-help`) describes each command and its options.\n");
