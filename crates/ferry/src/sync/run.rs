@@ -1233,10 +1233,6 @@ impl Bucket {
                     a
                 })
                 .collect();
-        let expects: std::collections::HashMap<&str, plan::Expect> = local
-            .iter()
-            .map(|l| (l.key.as_str(), plan::expect_of(Some(l))))
-            .collect();
         for a in &actions {
             tracing::trace!(key = a.key(), action = ?a, "planned");
         }
@@ -1249,10 +1245,7 @@ impl Bucket {
             .into_iter()
             .map(|a| {
                 let seen = by_key.remove(a.key());
-                let expect = expects
-                    .get(a.key())
-                    .cloned()
-                    .unwrap_or(plan::Expect::Absent);
+                let expect = plan::expect_of(local_by_key.get(a.key()).copied());
                 (a, seen, expect)
             })
             .collect())
