@@ -146,7 +146,7 @@ if [ ! -x "$AUDIT" ]; then
 fi
 if [ -f ../shared/advisory-db.bundle ]; then
     rm -rf target/advisory-db
-    git clone --quiet ../shared/advisory-db.bundle target/advisory-db
+    git -c init.defaultBranch=main clone --quiet ../shared/advisory-db.bundle target/advisory-db
     "$AUDIT" audit --no-fetch --no-yanked --db target/advisory-db
 else
     echo "WARNING: cargo audit did not run: ../shared/advisory-db.bundle (the RustSec snapshot) is not on this machine" >&2

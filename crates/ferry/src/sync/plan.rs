@@ -316,12 +316,25 @@ fn remote_side(l: Option<&LocalEntry>, r: Option<&RemoteObject>) -> RemoteSide {
         (None, Some(_)) => RemoteSide::Deleted,
         (Some(r), Some(b))
             if r.etag == b
-                && same_listing_time(r.modified_ms, l.and_then(|l| l.base_modified_ms)) =>
+                && same_listing_time(r.modified_ms, l.and_then(|l| l.base_modified_ms))
+                && !answer_differs(l, r) =>
         {
             RemoteSide::Unchanged
         }
         (Some(_), _) => RemoteSide::Changed,
     }
+}
+
+/// True when an answer that carries metadata names metadata other than the
+/// agreed version's though its ETag is the same: S3 keeps the ETag (the content's
+/// MD5) when only the content type or metadata change, and the listing
+/// time alone misses such a change when the agreed time is unknown (our
+/// own push) or within the same second.
+fn answer_differs(l: Option<&LocalEntry>, r: &RemoteObject) -> bool {
+    let Some(l) = l else {
+        return false;
+    };
+    r.has_metadata && matches!((&r.meta, &l.base_meta), (Some(a), Some(b)) if a != b)
 }
 
 /// A listing time against the agreed one. A time from a GET or HEAD
@@ -379,7 +392,8 @@ fn base_value(cond: &Precondition, l: Option<&LocalEntry>, r: Option<&RemoteObje
 ///   meets a remote object: it may be our own push whose answer was lost
 ///   (`ferry-device`);
 /// - our own push was replaced: by a sibling (a lost update) or not
-///   (`ferry-base`).
+///   (`ferry-base`), or is listed for the first time (its listing time is
+///   not known yet, and the same ETag may carry a sibling's new metadata).
 pub fn needs_inspection(l: Option<&LocalEntry>, r: &RemoteObject) -> bool {
     if r.has_metadata && r.meta.is_some() {
         return false;
@@ -389,9 +403,15 @@ pub fn needs_inspection(l: Option<&LocalEntry>, r: &RemoteObject) -> bool {
     };
     let ls = local_side(l);
     let rs = remote_side(l, Some(r));
+    // Our own push, listed for the first time: its listing time is not
+    // known yet, and a store that keeps the ETag across a metadata-only
+    // rewrite (S3) shows a sibling's such change by its metadata only.
+    let unseen_push = e.base_modified_ms.is_none() && r.modified_ms.is_some();
     (ls == LocalSide::Changed && rs == RemoteSide::Changed)
         || e.base_etag.is_none()
-        || (ls == LocalSide::Unchanged && rs == RemoteSide::Changed && e.pushed_base.is_some())
+        || (ls == LocalSide::Unchanged
+            && e.pushed_base.is_some()
+            && (rs == RemoteSide::Changed || unseen_push))
 }
 
 /// What syncs: keys under one of the prefixes that the filter includes.
