@@ -40,8 +40,9 @@ const JOURNAL_KEYS_MAX: usize = 100_000;
 enum Gather {
     /// A full reconcile: the whole listing, spilled.
     Full(Spill),
-    /// The keys the journal names (other writers' changes since we read it).
-    Journal(BTreeSet<String>),
+    /// The keys the journal names (other writers' changes since we read
+    /// it): the run's `changed` set.
+    Journal,
 }
 
 /// One window of keys: the local rows and the remote objects in it.
@@ -74,9 +75,12 @@ fn window_bound<'a>(
         .map(str::to_owned)
 }
 
-/// What the journal says of deletions, for `plan::unproven_delete`.
+/// What the journal says of deletions, for `plan::unproven_delete`, and
+/// which keys its new records name.
 struct Deletions<'a> {
     proofs: &'a HashMap<String, Vec<plan::DeleteProof>>,
+    /// Keys other writers' new records name (empty when too many).
+    named: &'a BTreeSet<String>,
     /// An encrypted bucket.
     sealed: bool,
     /// The store ignores conditional deletes (ferry checks by HEAD).
@@ -537,7 +541,6 @@ impl Bucket {
             self.check_remote_key(raw.as_ref()).await?;
         }
         let gather = if full {
-            drop(changed);
             let (spill, pages) = self
                 .spill_listing(&remote, &scope.prefixes, keys.as_deref(), &mut report)
                 .await?;
@@ -557,7 +560,7 @@ impl Bucket {
             }
             Gather::Full(spill)
         } else {
-            Gather::Journal(changed)
+            Gather::Journal
         };
         // Keys whose last push failed, and when they may run again.
         let parked = self.parked()?;
@@ -601,10 +604,10 @@ impl Bucket {
             let errors_before = report.errors.len();
             let window = match &gather {
                 Gather::Full(spill) => self.full_window(spill, after.as_deref(), size)?,
-                Gather::Journal(changed) => {
+                Gather::Journal => {
                     self.journal_window(
                         &remote,
-                        changed,
+                        &changed,
                         &parked,
                         after.as_deref(),
                         size,
@@ -619,6 +622,7 @@ impl Bucket {
             // Restoring after a wipe puts every lost version back anyway.
             let deletes_seen = Deletions {
                 proofs: &proofs,
+                named: &changed,
                 sealed: keys.is_some() && !restore,
                 emulated: emulated && !restore,
             };
@@ -1138,9 +1142,22 @@ impl Bucket {
         {
             let by_key: std::collections::HashMap<&str, &LocalEntry> =
                 local.iter().map(|l| (l.key.as_str(), l)).collect();
+            // Also a key the journal names whose listing shows the agreed
+            // ETag: S3 keeps the ETag across a metadata-only rewrite, and
+            // a listing time in the same second as the agreed one hides it.
+            let named_same_etag = |r: &RemoteObject| {
+                !r.has_metadata
+                    && deletions.named.contains(&r.key)
+                    && by_key
+                        .get(r.key.as_str())
+                        .is_some_and(|l| l.base_etag.as_deref() == Some(r.etag.as_str()))
+            };
             let to_inspect: Vec<String> = listing
                 .values()
-                .filter(|r| plan::needs_inspection(by_key.get(r.key.as_str()).copied(), r))
+                .filter(|r| {
+                    plan::needs_inspection(by_key.get(r.key.as_str()).copied(), r)
+                        || named_same_etag(r)
+                })
                 .map(|r| r.key.clone())
                 .collect();
             for (key, result) in self.heads(remote, to_inspect, concurrency).await {
