@@ -310,6 +310,11 @@ pub struct ServeArgs {
     /// `upstream` (the bucket's S3 remote).
     #[arg(long, default_value = "local", value_parser = ["local", "upstream"])]
     pub signer_target: String,
+    /// Answer requests naming this host (`Host`) beside IP addresses and
+    /// localhost, the default (a browser reaching the gateway through
+    /// another name is refused: DNS rebinding); `*`: any; repeatable.
+    #[arg(long, value_name = "HOST")]
+    pub allowed_host: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -30,6 +30,18 @@ fn failed(e: ReservedError, key: &str) -> s3s::S3Error {
             s3_error!(PreconditionFailed, "{key:?}: precondition failed")
         }
         ReservedError::Db(m) => s3_error!(InternalError, "{key:?}: {m}"),
+        ReservedError::Full => {
+            let mut e = s3s::S3Error::with_message(
+                s3s::S3ErrorCode::Custom("InsufficientStorage".into()),
+                format!(
+                    "{key:?}: ferry's own objects are at most {} and {} bytes together",
+                    crate::store::MAX_RESERVED_OBJECTS,
+                    crate::store::MAX_RESERVED_BYTES
+                ),
+            );
+            e.set_status_code(http::StatusCode::INSUFFICIENT_STORAGE);
+            e
+        }
     }
 }
 

@@ -48,7 +48,19 @@ impl Entry {
     fn open(bucket: Bucket) -> Result<Self, GatewayError> {
         let dir = bucket.dir().join("gateway");
         let uploads = dir.join("uploads");
-        std::fs::create_dir_all(&uploads).map_err(|e| GatewayError::io(&uploads, e))?;
+        // The gateway's files are its own: not readable by other users.
+        {
+            use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&uploads)
+                .map_err(|e| GatewayError::io(&uploads, e))?;
+            for d in [&dir, &uploads] {
+                std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))
+                    .map_err(|e| GatewayError::io(d, e))?;
+            }
+        }
         let db = dir.join("etags.db");
         let conn = rusqlite::Connection::open(&db).map_err(|e| GatewayError::db(&db, e))?;
         conn.execute_batch(
@@ -137,11 +149,19 @@ impl ReservedCondition {
     }
 }
 
+/// The most objects kept under `.ferry/` per bucket.
+pub const MAX_RESERVED_OBJECTS: i64 = 100_000;
+/// The most bytes kept under `.ferry/` per bucket, all objects together.
+pub const MAX_RESERVED_BYTES: i64 = 1 << 30;
+
 /// A failure on ferry's own objects.
 #[derive(Debug)]
 pub enum ReservedError {
     /// The condition did not hold.
     PreconditionFailed,
+    /// The write would keep more objects or bytes under `.ferry/` than
+    /// [`MAX_RESERVED_OBJECTS`] and [`MAX_RESERVED_BYTES`].
+    Full,
     /// The database failed.
     Db(String),
 }
@@ -193,7 +213,7 @@ impl Entry {
         let etag = hex::encode(md5::Md5::digest(body));
         let meta = serde_json::to_string(metadata).unwrap_or_else(|_| "{}".into());
         let now = now_ms();
-        let held = self.db(|c| {
+        let refused = self.db(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let current: Option<String> = tx
                 .query_row("SELECT etag FROM reserved WHERE key = ?1", [key], |r| {
@@ -201,7 +221,15 @@ impl Entry {
                 })
                 .optional()?;
             if !cond.holds(current.as_deref()) {
-                return Ok(false);
+                return Ok(Some(ReservedError::PreconditionFailed));
+            }
+            let (count, bytes): (i64, i64) = tx.query_row(
+                "SELECT count(*), coalesce(sum(length(body)), 0) FROM reserved WHERE key != ?1",
+                [key],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            if count + 1 > MAX_RESERVED_OBJECTS || bytes + body.len() as i64 > MAX_RESERVED_BYTES {
+                return Ok(Some(ReservedError::Full));
             }
             tx.execute(
                 "INSERT INTO reserved (key, body, etag, content_type, metadata, modified_ms) \
@@ -210,12 +238,11 @@ impl Entry {
                 rusqlite::params![key, body, etag, content_type, meta, now],
             )?;
             tx.commit()?;
-            Ok(true)
+            Ok(None)
         })?;
-        if held {
-            Ok(etag)
-        } else {
-            Err(ReservedError::PreconditionFailed)
+        match refused {
+            None => Ok(etag),
+            Some(e) => Err(e),
         }
     }
 

@@ -460,11 +460,11 @@ impl UpstreamSite {
 
 const TOKENS: &str = r#"
 [serve.tokens.app]
-token = "app-token"
+token = "app-token-for-tests"
 prefixes = ["uploads/"]
 
 [serve.tokens.reader]
-token = "reader-token"
+token = "reader-token-for-tests"
 verbs = ["download", "list", "status"]
 "#;
 
@@ -481,8 +481,8 @@ fn signer_mints_upstream_urls_that_moto_honours() {
     let script = r#"
 import sys, json, time, requests
 base = sys.argv[1] + '/api'
-app = {'Authorization': 'Bearer app-token'}
-reader = {'Authorization': 'Bearer reader-token'}
+app = {'Authorization': 'Bearer app-token-for-tests'}
+reader = {'Authorization': 'Bearer reader-token-for-tests'}
 out = {}
 out['health'] = requests.get(base + '/health').json()
 out['no_token'] = requests.post(base + '/v1/sign/upload', json={'key': 'uploads/a.txt'}).status_code
@@ -561,7 +561,7 @@ fn signer_mints_local_urls_and_apps_see_state_and_events() {
     let script = r#"
 import sys, json, time, threading, subprocess, requests
 base, ferry_bin, bucket = sys.argv[1] + '/api', sys.argv[2], sys.argv[3]
-app = {'Authorization': 'Bearer app-token'}
+app = {'Authorization': 'Bearer app-token-for-tests'}
 out = {}
 up = requests.post(base + '/v1/sign/upload', headers=app, json={'key': 'uploads/pic.png', 'contentType': 'image/png'}).json()
 out['points_here'] = up['url'].startswith(sys.argv[1])
@@ -635,7 +635,7 @@ fn signer_replicas_sync_two_buckets_through_it() {
     let tmp = tempfile::tempdir().unwrap();
     let site = UpstreamSite::start(
         tmp.path(),
-        &format!("{TOKENS}\n[serve.tokens.sync]\ntoken = \"sync-token\"\nprefixes = [\"\"]\n"),
+        &format!("{TOKENS}\n[serve.tokens.sync]\ntoken = \"sync-token-for-tests\"\nprefixes = [\"\", \".ferry/\"]\n"),
     );
     let server = &site.server;
     let remote = format!(
@@ -646,8 +646,9 @@ fn signer_replicas_sync_two_buckets_through_it() {
         let env = [("FERRY_SIGNER_TOKEN", token)];
         ferry_in_env(tmp.path(), bucket, &env, args, Some(stdin))
     };
-    let run =
-        |bucket: &str, args: &[&str], stdin: &[u8]| run_with("sync-token", bucket, args, stdin);
+    let run = |bucket: &str, args: &[&str], stdin: &[u8]| {
+        run_with("sync-token-for-tests", bucket, args, stdin)
+    };
     for b in ["a", "b"] {
         ok(run(b, &["init", "--remote", &remote], b""));
     }
@@ -704,7 +705,12 @@ fn signer_replicas_sync_two_buckets_through_it() {
         "edited on b"
     );
     // A token limited to uploads/ cannot sync: refused, named, nothing made.
-    let out = run_with("app-token", "c", &["init", "--remote", &remote], b"");
+    let out = run_with(
+        "app-token-for-tests",
+        "c",
+        &["init", "--remote", &remote],
+        b"",
+    );
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
@@ -732,7 +738,7 @@ fn replicas_sync_with_the_gateway_over_s3_and_the_local_signer() {
     ok(ferry(&hub, &["init"], b""));
     std::fs::write(
         hub.join(".ferry/ferry.toml"),
-        "[serve.tokens.sync]\ntoken = \"sync-token\"\nprefixes = [\"\"]\n",
+        "[serve.tokens.sync]\ntoken = \"sync-token-for-tests\"\nprefixes = [\"\", \".ferry/\"]\n",
     )
     .unwrap();
     let server = serve(&hub, &["--signer-base", "/api", "--name", "hub"]);
@@ -740,7 +746,7 @@ fn replicas_sync_with_the_gateway_over_s3_and_the_local_signer() {
         let env = [
             ("AWS_ACCESS_KEY_ID", AK),
             ("AWS_SECRET_ACCESS_KEY", SK),
-            ("FERRY_SIGNER_TOKEN", "sync-token"),
+            ("FERRY_SIGNER_TOKEN", "sync-token-for-tests"),
             ("FERRY_PASSPHRASE", "gateway words"),
         ];
         ferry_in_env(tmp.path(), bucket, &env, args, Some(stdin))
@@ -925,7 +931,7 @@ fn events_of_another_processs_engine_reach_the_stream() {
     let script = r#"
 import sys, json, time, threading, subprocess, requests
 base, ferry_bin, bucket = sys.argv[1] + '/api', sys.argv[2], sys.argv[3]
-app = {'Authorization': 'Bearer app-token'}
+app = {'Authorization': 'Bearer app-token-for-tests'}
 events = []
 def listen():
     with requests.get(base + '/v1/events', headers=app, stream=True, timeout=30) as r:
@@ -972,4 +978,128 @@ print(json.dumps(events))
         "the leader's push reached the follower's stream: {names:?}"
     );
     assert!(names.contains(&"sync-completed"), "{names:?}");
+}
+
+/// Issue 23, item 8: SigV2 (header-signed and presigned, as boto3 still
+/// signs with `signature_version='s3'`) is refused, and so is a SigV4
+/// presigned URL living over 7 days; 7 days is accepted.
+#[test]
+fn sigv2_and_presigned_urls_over_a_week_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("docs");
+    std::fs::create_dir_all(&dir).unwrap();
+    ok(ferry(&dir, &["init"], b""));
+    let server = serve(&dir, &[]);
+    let script = r#"
+import sys, json, requests, boto3, botocore
+from botocore.config import Config
+endpoint = sys.argv[1]
+def client(version):
+    return boto3.client('s3', endpoint_url=endpoint, aws_access_key_id='AKSERVETEST',
+        aws_secret_access_key='serve-secret', region_name='us-east-1',
+        config=Config(signature_version=version, s3={'addressing_style': 'path'}))
+v4, v2 = client('s3v4'), client('s3')
+v4.put_object(Bucket='docs', Key='x.txt', Body=b'x')
+out = {}
+try:
+    v2.get_object(Bucket='docs', Key='x.txt')
+    out['v2_header'] = 200
+except botocore.exceptions.ClientError as e:
+    out['v2_header'] = e.response['ResponseMetadata']['HTTPStatusCode']
+    out['v2_code'] = e.response['Error']['Code']
+url = v2.generate_presigned_url('get_object', Params={'Bucket': 'docs', 'Key': 'x.txt'}, ExpiresIn=60)
+out['v2_query'] = requests.get(url).status_code
+for name, secs in [('week', 7 * 24 * 3600), ('over_a_week', 7 * 24 * 3600 + 1)]:
+    url = v4.generate_presigned_url('get_object', Params={'Bucket': 'docs', 'Key': 'x.txt'}, ExpiresIn=secs)
+    out[name] = requests.get(url).status_code
+print(json.dumps(out))
+"#;
+    let out = Command::new(venv_bin("python"))
+        .arg("-c")
+        .arg(script)
+        .arg(&server.endpoint)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["v2_header"], 400, "{seen}");
+    assert_eq!(seen["v2_code"], "InvalidRequest", "{seen}");
+    assert_eq!(seen["v2_query"], 400, "{seen}");
+    assert_eq!(seen["week"], 200, "{seen}");
+    assert_eq!(seen["over_a_week"], 400, "{seen}");
+}
+
+/// Issue 23, item 12: a key pair made at the first start is stored with
+/// mode 0600 even over a leftover temp file, and its secret is not
+/// printed where it is not read by a person (a log); a short bearer
+/// token is refused.
+#[test]
+fn serve_keys_are_private_and_short_tokens_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("docs");
+    std::fs::create_dir_all(&dir).unwrap();
+    ok(ferry(&dir, &["init"], b""));
+    let leftover = dir.join(".ferry/serve-keys.json.tmp");
+    std::fs::write(&leftover, b"old").unwrap();
+    std::fs::set_permissions(&leftover, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(FERRY)
+        .current_dir(&dir)
+        .env_remove("FERRY_BUCKET")
+        .env_remove("FERRY_SERVE_ACCESS_KEY_ID")
+        .env_remove("FERRY_SERVE_SECRET_ACCESS_KEY")
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while !String::from_utf8_lossy(&seen).contains("secret access key") {
+        if err.read(&mut byte).unwrap() == 0 {
+            break;
+        }
+        seen.push(byte[0]);
+    }
+    while !seen.ends_with(b"\n") {
+        if err.read(&mut byte).unwrap() == 0 {
+            break;
+        }
+        seen.push(byte[0]);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let file = dir.join(".ferry/serve-keys.json");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    let keys: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let secret = keys["secret_access_key"].as_str().unwrap();
+    let printed = String::from_utf8_lossy(&seen).into_owned();
+    assert!(printed.contains("serve-keys.json"), "{printed}");
+    assert!(!printed.contains(secret), "{printed}");
+    // A short token.
+    std::fs::write(
+        dir.join(".ferry/ferry.toml"),
+        "[serve.tokens.web]\ntoken = \"short\"\n",
+    )
+    .unwrap();
+    let out = Command::new(FERRY)
+        .current_dir(&dir)
+        .env_remove("FERRY_BUCKET")
+        .args(["serve", "--listen", "127.0.0.1:0", "--signer-base", "/api"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("shorter than 16"), "{err}");
 }

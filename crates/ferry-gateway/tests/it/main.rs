@@ -10,6 +10,8 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 use ferry::{Bucket, BucketConfig, PutOptions};
 
+mod hostile;
+
 const KEY: &str = "AKFERRYTEST";
 const SECRET: &str = "secret-for-tests";
 

@@ -1,0 +1,174 @@
+//! The checks a request passes before s3s sees it, each refusing
+//! something s3s would otherwise read or accept: form POSTs (PostObject,
+//! which ferry does not offer; s3s reads their fields, and their file into
+//! memory, before authorization), SigV2 (a header-signed V2 request can
+//! be replayed forever), presigned URLs that live over 7 days; and the
+//! limits s3s is given.
+
+/// A request the front door refuses, answered with an S3 error (XML) and
+/// `Connection: close`: its body is not read.
+pub(crate) fn refuse<B>(req: &http::Request<B>) -> Option<http::Response<s3s::Body>> {
+    let v2_header = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("AWS "));
+    let v2_query = crate::access::query_param(req.uri(), "Signature").is_some()
+        || crate::access::query_param(req.uri(), "AWSAccessKeyId").is_some();
+    if v2_header || v2_query {
+        // SigV2 signs no expiry into a header-signed request: it could be
+        // replayed forever.
+        return Some(s3_error(
+            http::StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            "The authorization mechanism you have provided is not supported. Please use AWS4-HMAC-SHA256.",
+        ));
+    }
+    if let Some(expires) = crate::access::query_param(req.uri(), "X-Amz-Expires") {
+        if expires.parse::<u64>().is_ok_and(|e| e > MAX_EXPIRES) {
+            return Some(s3_error(
+                http::StatusCode::BAD_REQUEST,
+                "AuthorizationQueryParametersError",
+                "X-Amz-Expires must be less than a week (in seconds) that is 604800",
+            ));
+        }
+    }
+    if req.method() == http::Method::POST && is_form(req.headers()) {
+        return Some(s3_error(
+            http::StatusCode::NOT_IMPLEMENTED,
+            "NotImplemented",
+            "browser form uploads (POST object) are not offered: use PUT, or a presigned PUT URL",
+        ));
+    }
+    None
+}
+
+/// The longest a presigned URL may live, as on AWS: 7 days.
+const MAX_EXPIRES: u64 = 7 * 24 * 3600;
+
+fn is_form(headers: &http::HeaderMap) -> bool {
+    headers.get_all(http::header::CONTENT_TYPE).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/form-data")
+        })
+    })
+}
+
+/// An S3 error answer.
+pub(crate) fn s3_error(
+    status: http::StatusCode,
+    code: &str,
+    message: &str,
+) -> http::Response<s3s::Body> {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{}</Message></Error>",
+        xml_escape(message)
+    );
+    let mut r = http::Response::new(s3s::Body::from(body));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/xml"),
+    );
+    h.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    r
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// The limits s3s works within, set rather than left to its defaults:
+/// XML bodies (DeleteObjects of 1,000 keys of 1,024 bytes, a
+/// CompleteMultipartUpload of 10,000 parts) fit in 4 MiB; form uploads are
+/// refused before s3s (see [`refuse`]), so their limits are the least
+/// s3s takes.
+pub(crate) fn s3s_limits() -> s3s::config::S3Config {
+    let mut c = s3s::config::S3Config::default();
+    c.xml_max_body_size = 4 << 20;
+    c.post_object_max_file_size = 0;
+    c.form_max_field_size = 1 << 10;
+    c.form_max_fields_size = 4 << 10;
+    c.form_max_parts = 4;
+    c.presigned_url_max_skew_time_secs = 900;
+    c.normalize_forward_slash_path = false;
+    c
+}
+
+/// Whether `req` names a host this gateway answers to: an IP address,
+/// `localhost`, or one of `allowed` (`*`: any). A request naming none
+/// (HTTP/1.0) is answered.
+pub(crate) fn host_allowed<B>(allowed: &[String], req: &http::Request<B>) -> bool {
+    let named = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()));
+    let Some(named) = named else { return true };
+    let Ok(authority) = named.parse::<http::uri::Authority>() else {
+        return false;
+    };
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    host.parse::<std::net::IpAddr>().is_ok()
+        || host.eq_ignore_ascii_case("localhost")
+        || allowed
+            .iter()
+            .any(|a| a == "*" || a.eq_ignore_ascii_case(host))
+}
+
+/// Whether `req` carries no signature (a public or anonymous read).
+pub(crate) fn unsigned<B>(req: &http::Request<B>) -> bool {
+    !req.headers().contains_key(http::header::AUTHORIZATION)
+        && crate::access::query_param(req.uri(), "X-Amz-Signature").is_none()
+}
+
+/// What every answer tells a browser: never guess a content type; and
+/// for an unsigned read of an active type (HTML, SVG, XML), run it
+/// sandboxed, so an uploaded page cannot act as the gateway's origin.
+pub(crate) fn browser_headers(resp: &mut http::Response<s3s::Body>, unsigned: bool) {
+    let h = resp.headers_mut();
+    h.insert(
+        "x-content-type-options",
+        http::HeaderValue::from_static("nosniff"),
+    );
+    let active = h
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .is_some_and(|t| {
+            matches!(
+                t.as_str(),
+                "text/html"
+                    | "application/xhtml+xml"
+                    | "image/svg+xml"
+                    | "text/xml"
+                    | "application/xml"
+            )
+        });
+    if unsigned && active {
+        h.insert(
+            http::header::CONTENT_SECURITY_POLICY,
+            http::HeaderValue::from_static(
+                "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:",
+            ),
+        );
+    }
+}
