@@ -108,15 +108,23 @@ pub(crate) fn query_param(uri: &http::Uri, name: &str) -> Option<String> {
 
 /// Refuses what a presigned URL (SigV4 in the query) was not signed for.
 fn check_presigned(op: &str, uri: &http::Uri, headers: &http::HeaderMap) -> S3Result<()> {
-    let Some(signed) = query_param(uri, "X-Amz-SignedHeaders") else {
+    let v4 = query_param(uri, "X-Amz-Signature").is_some();
+    // SigV2 signs every x-amz-* header sent, so only the operation needs
+    // checking for it.
+    let v2 = query_param(uri, "Signature").is_some();
+    if !v4 && !v2 {
         return Ok(());
-    };
+    }
     if !matches!(op, "GetObject" | "HeadObject" | "PutObject") {
         return Err(s3_error!(
             AccessDenied,
             "a presigned URL may only get, head or put the object it names (this request is {op})"
         ));
     }
+    if !v4 {
+        return Ok(());
+    }
+    let signed = query_param(uri, "X-Amz-SignedHeaders").unwrap_or_default();
     let signed: Vec<&str> = signed.split(';').collect();
     for name in headers.keys() {
         let name = name.as_str();

@@ -1,8 +1,8 @@
 //! The checks a request passes before s3s sees it, each refusing
 //! something s3s would otherwise read or accept: form POSTs (PostObject,
 //! which ferry does not offer; s3s reads their fields, and their file into
-//! memory, before authorization), SigV2 (a header-signed V2 request can
-//! be replayed forever), presigned URLs that live over 7 days; and the
+//! memory, before authorization), header-signed SigV2 (it can be
+//! replayed forever), presigned URLs that live over 7 days; and the
 //! limits s3s is given.
 
 /// A request the front door refuses, answered with an S3 error (XML) and
@@ -13,10 +13,8 @@ pub(crate) fn refuse<B>(req: &http::Request<B>) -> Option<http::Response<s3s::Bo
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("AWS "));
-    let v2_query = crate::access::query_param(req.uri(), "Signature").is_some()
-        || crate::access::query_param(req.uri(), "AWSAccessKeyId").is_some();
-    if v2_header || v2_query {
-        // SigV2 signs no expiry into a header-signed request: it could be
+    if v2_header {
+        // A header-signed SigV2 request carries no expiry: it could be
         // replayed forever.
         return Some(s3_error(
             http::StatusCode::BAD_REQUEST,
@@ -24,14 +22,29 @@ pub(crate) fn refuse<B>(req: &http::Request<B>) -> Option<http::Response<s3s::Bo
             "The authorization mechanism you have provided is not supported. Please use AWS4-HMAC-SHA256.",
         ));
     }
-    if let Some(expires) = crate::access::query_param(req.uri(), "X-Amz-Expires") {
-        if expires.parse::<u64>().is_ok_and(|e| e > MAX_EXPIRES) {
-            return Some(s3_error(
-                http::StatusCode::BAD_REQUEST,
-                "AuthorizationQueryParametersError",
-                "X-Amz-Expires must be less than a week (in seconds) that is 604800",
-            ));
+    // Presigned URLs live at most 7 days: SigV4's X-Amz-Expires, and the
+    // expiry time of a SigV2 one (what aws-cli v1 and boto3 presign by
+    // default), whose expiry s3s checks.
+    let too_long = match crate::access::query_param(req.uri(), "X-Amz-Expires") {
+        Some(e) => e.parse::<u64>().map_or(true, |e| e > MAX_EXPIRES),
+        None => {
+            crate::access::query_param(req.uri(), "Signature").is_some()
+                && crate::access::query_param(req.uri(), "Expires").is_some_and(|e| {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_secs();
+                    e.parse::<u64>()
+                        .map_or(true, |e| e > now.saturating_add(MAX_EXPIRES))
+                })
         }
+    };
+    if too_long {
+        return Some(s3_error(
+            http::StatusCode::BAD_REQUEST,
+            "AuthorizationQueryParametersError",
+            "X-Amz-Expires must be less than a week (in seconds) that is 604800",
+        ));
     }
     if req.method() == http::Method::POST && is_form(req.headers()) {
         return Some(s3_error(
