@@ -18,7 +18,7 @@ use s3s::auth::{S3Auth, SecretKey};
 use s3s::{s3_error, S3Result};
 
 /// Whether `prefix` covers `key` (see the module's invariants).
-pub fn covers(prefix: &str, key: &str) -> bool {
+pub(crate) fn covers(prefix: &str, key: &str) -> bool {
     let reserved = key.starts_with(ferry::RESERVED_PREFIX);
     if reserved && !prefix.starts_with(ferry::RESERVED_PREFIX) {
         return false;

@@ -21,7 +21,7 @@ pub struct Token {
     pub token: String,
     /// What it may touch, each a folder (`photos/`), an exact key, or
     /// `""` (every key but ferry's own); ferry's own objects only through
-    /// a prefix naming `.ferry/` (see [`crate::access::covers`]).
+    /// a prefix naming `.ferry/`.
     pub prefixes: Vec<String>,
     /// `upload`, `download`, `delete`, `list`, `status`; empty: all.
     pub verbs: Vec<String>,

@@ -7,7 +7,7 @@
 //! The front end (CLI) reads settings and passes them in; this crate reads
 //! no environment and prints nothing.
 
-pub mod access;
+mod access;
 pub mod app;
 mod connections;
 mod front;
