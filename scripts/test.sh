@@ -138,6 +138,19 @@ if [ "$HEAVY" = 1 ]; then
 fi
 
 cargo fmt --all -- --check
+# The lock file against known advisories, offline: cargo-audit 0.22.2 on a
+# clone of the RustSec database snapshot in ../shared (no network needed).
+AUDIT=target/tools/bin/cargo-audit
+if [ ! -x "$AUDIT" ]; then
+    cargo install --quiet --locked --root target/tools cargo-audit --version 0.22.2
+fi
+if [ -f ../shared/advisory-db.bundle ]; then
+    rm -rf target/advisory-db
+    git clone --quiet ../shared/advisory-db.bundle target/advisory-db
+    "$AUDIT" audit --no-fetch --no-yanked --db target/advisory-db
+else
+    echo "WARNING: cargo audit did not run: ../shared/advisory-db.bundle (the RustSec snapshot) is not on this machine" >&2
+fi
 cargo clippy --workspace --all-targets --locked -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 cargo test --workspace --locked

@@ -79,12 +79,55 @@ struct Args {
     /// Requests of each small figure of the serve suite.
     #[arg(long, default_value_t = 4000)]
     serve_requests: usize,
+    /// Simulator seeds for `--suite sim` (from `--seed-from`).
+    #[arg(long, default_value_t = 500)]
+    seeds: u64,
+    /// First simulator seed of `--suite sim`.
+    #[arg(long, default_value_t = 0)]
+    seed_from: u64,
     /// Internal: run s3s-fs on this root (the serve suite's baseline).
     #[arg(long, hide = true)]
     serve_s3s_fs: Option<PathBuf>,
     /// Internal: its port.
     #[arg(long, hide = true, default_value_t = 0)]
     serve_port: u16,
+}
+
+/// `--suite sim`: the deterministic simulator over `--seeds` seeds, one at
+/// a time on one thread; prints seeds per second and every failing seed.
+fn sim_suite(args: &Args, dir: &std::path::Path) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let started = std::time::Instant::now();
+    let mut failed = Vec::new();
+    let (mut faults, mut crashes) = (0, 0);
+    for seed in args.seed_from..args.seed_from + args.seeds {
+        let scratch = tempfile::tempdir_in(dir)?;
+        let config = ferry::sim::SimConfig::from_seed(seed);
+        match rt.block_on(ferry::sim::run(scratch.path(), &config)) {
+            Ok(r) => {
+                faults += r.faults;
+                crashes += r.crashes;
+            }
+            Err(f) => {
+                eprintln!("{f}");
+                failed.push(seed);
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "
+simulator: {} seeds from {} in {secs:.1} s: {:.1} seeds/s, {faults} faults and \
+         {crashes} crashes injected, {} seeds failed {failed:?}",
+        args.seeds,
+        args.seed_from,
+        args.seeds as f64 / secs.max(1e-9),
+        failed.len()
+    );
+    anyhow::ensure!(failed.is_empty(), "{} seeds failed", failed.len());
+    Ok(())
 }
 
 /// One line of the result table.
@@ -103,7 +146,7 @@ fn main() -> Result<()> {
         return serve_bench::run_s3s_fs(root, args.serve_port);
     }
     let suites = [
-        "local", "live", "sync", "crypto", "scale", "remotes", "serve", "all",
+        "local", "live", "sync", "crypto", "scale", "remotes", "serve", "sim", "all",
     ];
     anyhow::ensure!(
         suites.contains(&args.suite.as_str()),
@@ -224,6 +267,9 @@ fn main() -> Result<()> {
         rows.extend(rt.block_on(remotes_bench::azure(scratch.path(), args.remote_objects))?);
         rows.extend(rt.block_on(remotes_bench::webdav(scratch.path(), args.remote_objects))?);
         print_table(&rows);
+    }
+    if args.suite == "sim" {
+        return sim_suite(&args, scratch.path());
     }
     if args.suite == "serve" || args.suite == "all" {
         println!(

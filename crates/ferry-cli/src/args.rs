@@ -115,10 +115,12 @@ pub enum Command {
     /// open, a scope limits the sync, or another process has the bucket
     /// open. The new bucket is built beside this one (as much disk again as
     /// its content) and swapped in at the end; if it is interrupted, run it
-    /// again with the same passphrase to go on. Other devices must join the
-    /// remote again afterwards (`ferry init --remote` in a new folder): the
-    /// old key no longer opens it. The new key is wrapped under the current
-    /// passphrase; change it with `ferry passwd` after, if it leaked.
+    /// again with the same two passphrases to go on. The new key is wrapped
+    /// under a NEW passphrase ($FERRY_NEW_PASSPHRASE, --new-passphrase-file,
+    /// or asked twice at a terminal; the current one is refused). Other
+    /// devices must join the remote again afterwards, with the new
+    /// passphrase (`ferry init --remote` in a new folder): the old key no
+    /// longer opens it.
     Rekey(RekeyArgs),
     /// Objects and bytes per folder under a prefix.
     Du(DuArgs),
@@ -220,7 +222,9 @@ pub struct CompletionsArgs {
     pub shell: clap_complete::Shell,
 }
 
-/// Argon2id cost of a new passphrase.
+/// Argon2id cost of a new passphrase (and, joining an encrypted remote,
+/// what this device affords: a key file asking for more than 8× its work
+/// is refused before any work).
 #[derive(Debug, Args)]
 pub struct KdfArgs {
     /// Argon2id memory in MiB (19 to 1024; 64 or more recommended).
@@ -269,6 +273,10 @@ pub struct RekeyArgs {
     /// Do not ask for confirmation.
     #[arg(short = 'y', long)]
     pub yes: bool,
+    /// Read the new passphrase from the first line of FILE
+    /// (default: $FERRY_NEW_PASSPHRASE, then asked twice at a terminal).
+    #[arg(long, value_name = "FILE")]
+    pub new_passphrase_file: Option<PathBuf>,
     /// The result as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -412,10 +420,24 @@ pub struct SyncArgs {
     /// Show what would happen; change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Go on past the safety rails: more deletes than `max_delete`, or a
-    /// remote that lists nothing where objects were synced.
+    /// Go on past the delete limit (`max_delete`). A remote that lists
+    /// nothing where objects were synced takes --restore-remote or
+    /// --accept-remote-deletes instead.
     #[arg(long)]
     pub force: bool,
+    /// Put this device's copy back on the remote where the remote lost
+    /// objects that were synced (a wiped or recreated bucket, a restored
+    /// backup): they are uploaded again, nothing is deleted here.
+    #[arg(long, conflicts_with = "accept_remote_deletes")]
+    pub restore_remote: bool,
+    /// Take a remote that lists nothing where objects were synced as
+    /// emptied on purpose: delete those objects here too. Says how many and
+    /// asks first (at a terminal; elsewhere pass --yes).
+    #[arg(long)]
+    pub accept_remote_deletes: bool,
+    /// With --accept-remote-deletes: do not ask.
+    #[arg(long, requires = "accept_remote_deletes")]
+    pub yes: bool,
     /// Retry now the keys whose last push failed (parked failures too).
     #[arg(long)]
     pub retry: bool,
@@ -474,6 +496,16 @@ impl FilterArgs {
     pub fn build(&self) -> Result<Option<ferry::Filter>, CommandError> {
         if self.is_empty() {
             return Ok(None);
+        }
+        if !self.include.is_empty() && !self.exclude.is_empty() {
+            // rclone warns the same way: the flags' order is not the order
+            // written, and a surprise here copies or deletes the wrong keys.
+            eprintln!(
+                "warning: --include and --exclude are mixed: every --include rule is checked \
+                 before any --exclude rule (rclone's order), so `--include '*.jpg' --exclude \
+                 'tmp/'` still takes tmp/x.jpg. Use --filter rules ('- tmp/' then '+ *.jpg', \
+                 first match wins) to say the order"
+            );
         }
         let mut rules = self.filter.clone();
         for path in &self.filter_from {

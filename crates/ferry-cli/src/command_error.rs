@@ -1,10 +1,15 @@
 //! The one place library errors become messages, hints and exit codes.
 //!
 //! Exit codes: 0 success (and a closed output pipe, as `head` expects),
-//! 1 failure, 2 usage errors (bad arguments, invalid keys or metadata).
+//! 1 failure, 2 usage errors (bad arguments, invalid keys or metadata),
+//! 3 a sync that finished with conflicts left to resolve.
 
 use std::io;
 use std::process::ExitCode;
+
+/// `sync`, `push`, `pull`: everything else synced, and conflicts are left
+/// for `ferry resolve` (the summary listed them).
+pub const EXIT_CONFLICTS: u8 = 3;
 
 /// A failed command: the error, an optional hint, and its exit code.
 #[derive(Debug)]
@@ -105,6 +110,7 @@ fn classify(err: &ferry::Error) -> (u8, Option<String>) {
                 Some(format!("check the remote URL, endpoint and credentials ({creds}); nothing was changed locally")),
             )
         }
+        E::RemoteDown { .. } => (1, Some("what was done before is recorded; the next `ferry sync` (or a running `ferry watch`, once the remote answers) goes on from there; check the endpoint and the network (time limits: connect_timeout_secs and io_timeout_secs in ferry.toml's [sync])".into())),
         E::NoRemote => (1, Some("set one with `ferry remote set s3://BUCKET/PREFIX` (or gs://BUCKET/PREFIX, az://ACCOUNT/CONTAINER/PREFIX, webdav://HOST/PATH, signer+https://HOST/BASE, file:///PATH)".into())),
         E::LeaderBusy { .. } => (1, Some("another process (`ferry watch` or an app) runs the sync engine; it may be busy or stuck".into())),
         E::NotInConflict { .. } => (1, Some("`ferry conflicts` lists the keys in conflict".into())),
@@ -117,14 +123,16 @@ fn classify(err: &ferry::Error) -> (u8, Option<String>) {
         E::DamagedIndex { .. } => (1, Some("the index is the bucket's catalogue and cannot be rebuilt from the blob files alone (names and metadata live only there): `ferry check --repair` rebuilds it from what can still be read (the damaged file is kept), the rest comes back from the remote at the next sync; or restore index.db from a backup".into())),
         E::Rekeyed { .. } => (1, Some("this folder's data stays as it is; after joining anew, copy anything that was never pushed with `ferry cp -r`".into())),
         E::RekeyBlocked { .. } => (1, None),
+        E::Crypto(ferry::crypto::CryptoError::KdfOutOfRange(_)) => (1, Some("nothing was changed; a key file that asks for far more Argon2 work than this device affords is refused before any work. If the bucket was made with such a cost on purpose and this device can afford it, join with --kdf-memory MIB --kdf-passes N at least 1/8 of it".into())),
         E::JournalRewritten { .. } => (1, Some("if the store was restored from a backup on purpose, `ferry sync --full` re-reads it as it now is (versions older than ones this device saw are still refused); otherwise someone with write access rewrote it".into())),
         E::ReadOnly { .. } => (1, Some("nothing was changed; reading commands (ls, cat, get, stat, status, du, check) work here; to change it, run as a user who can write the bucket directory".into())),
         E::BucketInUse { .. } => (1, Some("stop those processes (a `ferry watch` stops by itself within a second; other programs must close the bucket), then run `ferry destroy --clear-local` again".into())),
         E::UnconfirmedPlaintext { .. } => (1, Some("if it is a plaintext remote (objects written by other tools, or by a plaintext ferry bucket), run the command again with --plaintext; if it was an encrypted ferry remote, do not: someone removed its key file, restore .ferry/key.json from a backup first".into())),
         E::DifferentKey { .. } => (1, Some("this remote belongs to another encrypted bucket; choose another prefix, or join it with `ferry init --remote URL`".into())),
         E::EncryptedKeyTooLong { .. } => (2, None),
+        E::TooManyDeletes { side: "locally", .. } => (1, Some("`ferry sync --dry-run` lists what would be deleted; if the remote lost these objects (a wiped bucket, an old backup), `ferry sync --restore-remote` puts this device's copies back; if the deletes are wanted, `--max-delete N|P%` sets the limit for one run, `--force` lifts it".into())),
         E::TooManyDeletes { .. } => (1, Some("`ferry sync --dry-run` lists what would be deleted; `--max-delete N|P%` sets the limit for one run, `--force` lifts it".into())),
-        E::EmptyRemote { .. } => (1, Some("`ferry remote show` shows the remote; check that it is mounted and the prefix and credentials are right".into())),
+        E::EmptyRemote { synced, .. } => (1, Some(format!("check the remote first (`ferry remote show`: mounted? the right prefix and credentials?). If it was wiped or recreated, `ferry sync --restore-remote` (or `ferry push`) uploads this device's {synced} object(s) again and deletes nothing here. Only if it was emptied on purpose, `ferry sync --accept-remote-deletes` deletes them here too (it says how many and asks)"))),
         _ => (1, None),
     }
 }

@@ -216,6 +216,30 @@ fn read_layer(path: &Path, user: bool) -> anyhow::Result<Option<Layer>> {
     Ok(Some(layer))
 }
 
+/// The bucket's `ferry.toml`: in the bucket directory, or beside it when
+/// the bucket is the usual `.ferry` folder (`photos/ferry.toml` for
+/// `photos/.ferry`, which is what "the bucket's folder" reads as). Both at
+/// once is refused: which one wins would be a guess.
+pub fn bucket_file(dir: &Path) -> anyhow::Result<PathBuf> {
+    let inside = dir.join("ferry.toml");
+    let beside = (dir.file_name() == Some(std::ffi::OsStr::new(crate::locate::DEFAULT_DIR)))
+        .then(|| dir.parent().map(|p| p.join("ferry.toml")))
+        .flatten();
+    match beside {
+        Some(beside) if beside.is_file() => {
+            if inside.is_file() {
+                return Err(anyhow!(
+                    "two bucket config files: {} and {}; keep one (they would not be merged)",
+                    inside.display(),
+                    beside.display()
+                ));
+            }
+            Ok(beside)
+        }
+        _ => Ok(inside),
+    }
+}
+
 /// Reads the user config and, when given, the bucket's `ferry.toml`.
 pub fn load_layers(bucket_dir: Option<&Path>) -> anyhow::Result<FileConfig> {
     let user_path = user_config_path();
@@ -224,7 +248,7 @@ pub fn load_layers(bucket_dir: Option<&Path>) -> anyhow::Result<FileConfig> {
         None => None,
     };
     let bucket = match bucket_dir {
-        Some(dir) => read_layer(&dir.join("ferry.toml"), false)?,
+        Some(dir) => read_layer(&bucket_file(dir)?, false)?,
         None => None,
     };
     let mut merged: Option<toml::Table> = None;
@@ -265,7 +289,7 @@ pub fn load_layers(bucket_dir: Option<&Path>) -> anyhow::Result<FileConfig> {
     Ok(config)
 }
 
-/// Reads `<bucket>/ferry.toml` and the user config.
+/// Reads the bucket's `ferry.toml` ([`bucket_file`]) and the user config.
 pub fn load(bucket_dir: &Path) -> anyhow::Result<FileConfig> {
     load_layers(Some(bucket_dir))
 }
@@ -437,6 +461,48 @@ impl FileConfig {
                 (Some(v), false) => mask(&v),
             };
             rows.push((format!("credentials.{name}"), shown, source));
+        }
+        // `ferry serve`'s keys and bearer tokens: where they come from,
+        // never their secrets.
+        if let Some((serve, source)) = [(&self.bucket, true), (&self.user, false)]
+            .into_iter()
+            .find_map(|(l, b)| {
+                l.as_ref()
+                    .and_then(|l| l.serve.as_ref().map(|s| (s, l.path.clone(), b)))
+            })
+            .map(|(s, path, b)| {
+                (
+                    s,
+                    if b {
+                        Source::BucketFile(path)
+                    } else {
+                        Source::UserFile(path)
+                    },
+                )
+            })
+        {
+            if let Some(id) = &serve.access_key_id {
+                rows.push(("serve.access_key_id".into(), mask(id), source.clone()));
+            }
+            if serve.secret_access_key.is_some() {
+                rows.push((
+                    "serve.secret_access_key".into(),
+                    "(hidden)".into(),
+                    source.clone(),
+                ));
+            }
+            for (name, t) in &serve.tokens {
+                let verbs = if t.verbs.is_empty() {
+                    "every verb".to_owned()
+                } else {
+                    t.verbs.join(",")
+                };
+                rows.push((
+                    format!("serve.tokens.{name}"),
+                    format!("(hidden) prefixes {:?}, {verbs}", t.prefixes),
+                    source.clone(),
+                ));
+            }
         }
         if let Some(bucket) = bucket {
             match bucket.remote_spec()? {

@@ -55,18 +55,9 @@ fn print_event(event: &ferry::Event, as_json: bool) -> Result<(), CommandError> 
     Ok(())
 }
 
-/// A long-running process holding keys: no core file may carry them.
-fn disable_core_dumps() {
-    #[cfg(target_os = "linux")]
-    if let Err(e) =
-        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
-    {
-        eprintln!("warning: could not disable core dumps: {e}");
-    }
-}
-
 pub async fn watch(global: &Global, args: WatchArgs) -> Result<(), CommandError> {
-    disable_core_dumps();
+    // A long-running process holding keys: no core file may carry them.
+    crate::passphrase::disable_core_dumps();
     let bucket = open_connected(global).await?;
     // --quiet: no event lines (errors still go to stderr); --json is asked
     // for explicitly and always prints.
@@ -122,7 +113,11 @@ struct ConfigWatch {
 
 impl ConfigWatch {
     fn paths(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        // Both places a bucket's file may be (`config::bucket_file`).
         let mut paths = vec![dir.join("ferry.toml")];
+        if dir.file_name() == Some(std::ffi::OsStr::new(crate::locate::DEFAULT_DIR)) {
+            paths.extend(dir.parent().map(|p| p.join("ferry.toml")));
+        }
         paths.extend(crate::config::user_config_path());
         paths
     }
@@ -360,6 +355,14 @@ pub async fn rekey(global: &Global, args: crate::args::RekeyArgs) -> Result<(), 
     }
     let passphrase = crate::passphrase::existing(global)?;
     bucket.unlock(passphrase.as_bytes()).await?;
+    // A rekey answers a leaked passphrase: the new key gets a new one.
+    let new = crate::passphrase::new(global, args.new_passphrase_file.as_deref(), false)?;
+    if *new == *passphrase {
+        return Err(CommandError::user(
+            "the new passphrase is the current one",
+            "a rekey answers a leaked passphrase: give a new one (FERRY_NEW_PASSPHRASE, --new-passphrase-file, or at the prompt); nothing was changed",
+        ));
+    }
     let file = crate::config::load(&dir)?;
     let spec = crate::config::with_env_defaults(spec);
     let remote = spec
@@ -378,7 +381,13 @@ pub async fn rekey(global: &Global, args: crate::args::RekeyArgs) -> Result<(), 
             shown.set_position(done);
         });
     let result = bucket
-        .rekey(remote, passphrase.as_bytes(), kdf, Some(progress))
+        .rekey(
+            remote,
+            passphrase.as_bytes(),
+            new.as_bytes(),
+            kdf,
+            Some(progress),
+        )
         .await;
     bar.finish_and_clear();
     let (_bucket, report) = result?;
@@ -393,6 +402,7 @@ pub async fn rekey(global: &Global, args: crate::args::RekeyArgs) -> Result<(), 
                 "retired": report.retired,
                 "resumed": report.resumed,
                 "left": report.left,
+                "kept": report.kept,
             })
         );
     } else if !global.quiet {
@@ -409,7 +419,14 @@ pub async fn rekey(global: &Global, args: crate::args::RekeyArgs) -> Result<(), 
         for key in &report.left {
             eprintln!("left under the old key (not in this bucket): {key}");
         }
-        eprintln!("other devices must join the remote again: ferry init --remote URL");
+        for key in &report.kept {
+            eprintln!(
+                "kept under the old key (written by a device on the old key during the rekey): {key}"
+            );
+        }
+        eprintln!(
+            "other devices must join the remote again, with the NEW passphrase: ferry init --remote URL (the old passphrase no longer opens it)"
+        );
     }
     Ok(())
 }
@@ -427,6 +444,10 @@ pub async fn config(global: &Global, args: crate::args::ConfigArgs) -> Result<()
         crate::config::apply(b, &file).await?;
     }
     let rows = file.show(bucket.as_ref())?;
+    let bucket_file = match &dir {
+        Some(d) => Some(crate::config::bucket_file(d)?),
+        None => None,
+    };
     if json {
         let settings: serde_json::Map<String, serde_json::Value> = rows
             .iter()
@@ -440,6 +461,7 @@ pub async fn config(global: &Global, args: crate::args::ConfigArgs) -> Result<()
         let v = json!({
             "bucket": dir.as_ref().map(|d| d.display().to_string()),
             "user_config": file.user_path.as_ref().map(|p| p.display().to_string()),
+            "bucket_config": bucket_file.as_ref().map(|p| p.display().to_string()),
             "settings": settings,
         });
         out!(
@@ -455,6 +477,14 @@ pub async fn config(global: &Global, args: crate::args::ConfigArgs) -> Result<()
     if let Some(p) = &file.user_path {
         let state = if p.is_file() { "" } else { " (not present)" };
         out!("user config: {}{state}", p.display());
+    }
+    if let Some(p) = &bucket_file {
+        let state = if p.is_file() {
+            ""
+        } else {
+            " (not present; it may also go beside the .ferry folder)"
+        };
+        out!("bucket config: {}{state}", p.display());
     }
     let width = rows.iter().map(|(n, _, _)| n.len()).max().unwrap_or(0);
     let vwidth = rows

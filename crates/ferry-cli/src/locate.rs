@@ -14,6 +14,12 @@ pub const DEFAULT_DIR: &str = ".ferry";
 /// Resolves the bucket directory without opening it.
 pub fn bucket_dir(global: &Global) -> Result<PathBuf, CommandError> {
     if let Some(dir) = &global.bucket {
+        // The folder that holds the bucket (`--bucket photos` for
+        // `photos/.ferry`) is accepted as discovery accepts it.
+        let inner = dir.join(DEFAULT_DIR);
+        if !dir.join(ferry::INDEX_FILE).is_file() && inner.join(ferry::INDEX_FILE).is_file() {
+            return Ok(inner);
+        }
         return Ok(dir.clone());
     }
     let cwd = std::env::current_dir().map_err(|e| {

@@ -63,15 +63,18 @@ fn main() -> ExitCode {
 }
 
 /// Logs on stderr: `RUST_LOG` when set, else `-v` (debug) / `-vv` (trace)
-/// for ferry's own targets, else warnings only.
+/// for ferry's own targets, else warnings only. The S3 server library
+/// under `ferry serve` (s3s) logs every refused request as an error with
+/// its raw debug form (`S3Error(Inner {…})`); a refusal is the client's
+/// answer, not the server's problem, so its logs show only with `-vv`.
 fn init_logging(verbose: u8) {
     use tracing_subscriber::EnvFilter;
     let filter = match std::env::var("RUST_LOG") {
         Ok(spec) if !spec.trim().is_empty() => EnvFilter::new(spec),
         _ => EnvFilter::new(match verbose {
-            0 => "warn",
-            1 => "warn,ferry=debug",
-            _ => "warn,ferry=trace",
+            0 => "warn,s3s=off",
+            1 => "warn,ferry=debug,s3s=off",
+            _ => "warn,ferry=trace,s3s=debug",
         }),
     };
     let _ = tracing_subscriber::fmt()

@@ -45,8 +45,10 @@ pub async fn init(global: &Global, args: InitArgs) -> Result<(), CommandError> {
                     eprintln!("The remote is encrypted: unlocking it with its passphrase.");
                 }
                 let pass = crate::passphrase::existing(global)?;
+                // --kdf-memory/--kdf-passes: what this device affords.
                 let key = NewKey::Join {
                     passphrase: pass.as_bytes(),
+                    afford: kdf,
                 };
                 Bucket::create_over(&dir, config, spec, mode, key).await?
             } else if args.encrypt {

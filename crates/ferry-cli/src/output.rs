@@ -174,11 +174,22 @@ pub fn completions(shell: clap_complete::Shell) -> Result<(), CommandError> {
 /// `ferry man`: the manual page (roff) on standard output.
 pub fn man() -> Result<(), CommandError> {
     use clap::CommandFactory;
+    let cmd = crate::args::Cli::command();
     let mut out = Vec::new();
-    clap_mangen::Man::new(crate::args::Cli::command())
+    clap_mangen::Man::new(cmd.clone())
         .render(&mut out)
         .context("rendering the manual page")?;
-    write_stdout(&out)
+    // The subcommand list names pages (`ferry-init(1)`) that are not
+    // shipped: name the commands instead, and where their help is.
+    let mut page = String::from_utf8_lossy(&out).into_owned();
+    // (`help` is clap's own, added when the page is rendered.)
+    let names = cmd.get_subcommands().map(|s| s.get_name()).chain(["help"]);
+    for name in names {
+        let name = name.replace('-', "\\-");
+        page = page.replace(&format!("ferry\\-{name}(1)"), &format!("ferry {name}"));
+    }
+    page.push_str(".SH \"SEE ALSO\"\n`ferry help COMMAND` (or `ferry COMMAND \\-\\-help`) describes each command and its options.\n");
+    write_stdout(page.as_bytes())
 }
 
 fn write_stdout(bytes: &[u8]) -> Result<(), CommandError> {

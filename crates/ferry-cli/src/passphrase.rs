@@ -4,7 +4,7 @@
 //! when standard input is a terminal. The variables are moved out of the
 //! process environment before anything else runs (no thread, child or
 //! core file sees them). New passphrases (`init --encrypt`,
-//! `passwd`) come from `FERRY_NEW_PASSPHRASE`, `--new-passphrase-file`, or
+//! `passwd`, `rekey`) come from `FERRY_NEW_PASSPHRASE`, `--new-passphrase-file`, or
 //! are asked twice at the prompt.
 
 use std::io::IsTerminal;
@@ -51,29 +51,66 @@ fn env_secret(new: bool) -> Option<Secret> {
     }
 }
 
+/// The most a passphrase command may print.
+const COMMAND_OUTPUT_MAX: usize = 64 * 1024;
+
 /// The first line a password-manager command prints (`sh -c CMD`; its
-/// stderr and the terminal stay its own).
+/// stderr and the terminal stay its own). Its output is read into one
+/// buffer of fixed size, zeroized when dropped (a growing buffer, as
+/// `Command::output` uses, would leave copies of the passphrase in freed
+/// memory).
 fn from_command(cmd: &str) -> Result<Secret, CommandError> {
-    let out = std::process::Command::new("sh")
+    use std::io::Read;
+    let cannot = |e: std::io::Error| {
+        CommandError::user(
+            format!("cannot run the passphrase command `{cmd}`: {e}"),
+            "--passphrase-command runs its argument with `sh -c`",
+        )
+    };
+    let mut child = std::process::Command::new("sh")
         .arg("-c")
         .arg(cmd)
         .stdin(std::process::Stdio::inherit())
         .stderr(std::process::Stdio::inherit())
-        .output()
-        .map_err(|e| {
-            CommandError::user(
-                format!("cannot run the passphrase command `{cmd}`: {e}"),
-                "--passphrase-command runs its argument with `sh -c`",
-            )
-        })?;
-    let text = Zeroizing::new(String::from_utf8_lossy(&out.stdout).into_owned());
-    if !out.status.success() {
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(cannot)?;
+    let mut buf = Zeroizing::new(vec![0u8; COMMAND_OUTPUT_MAX]);
+    let mut len = 0;
+    let mut too_long = false;
+    if let Some(mut out) = child.stdout.take() {
+        loop {
+            if len == buf.len() {
+                // Drain the rest so the command is not blocked on a pipe.
+                too_long = std::io::copy(&mut out, &mut std::io::sink()).map_err(cannot)? > 0;
+                break;
+            }
+            match out.read(&mut buf[len..]) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(cannot(e)),
+            }
+        }
+    }
+    let status = child.wait().map_err(cannot)?;
+    if !status.success() {
         return Err(CommandError::user(
-            format!("the passphrase command `{cmd}` failed ({})", out.status),
+            format!("the passphrase command `{cmd}` failed ({status})"),
             "nothing was changed; check the command (its messages are above)",
         ));
     }
-    Ok(Zeroizing::new(text.lines().next().unwrap_or("").to_owned()))
+    if too_long {
+        return Err(CommandError::user(
+            format!("the passphrase command `{cmd}` printed more than 64 KiB"),
+            "it should print the passphrase on its first line",
+        ));
+    }
+    let line = buf[..len].split(|b| *b == b'\n').next().unwrap_or(&[]);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    // Valid UTF-8 is copied once, into the zeroized result; invalid bytes
+    // are replaced in a string that becomes the result itself.
+    Ok(Zeroizing::new(String::from_utf8_lossy(line).into_owned()))
 }
 
 fn from_file(path: &Path) -> Result<Secret, CommandError> {
@@ -190,6 +227,28 @@ pub async fn unlock_if_given(global: &Global, bucket: &Bucket) -> Result<(), Com
         }
     }
     Ok(())
+}
+
+/// For a process that holds an unlocked bucket for long (`watch`,
+/// `serve`): no core file may carry its keys. Sets the core size limit to
+/// 0 (soft and hard) and, on Linux, makes the process non-dumpable
+/// (`PR_SET_DUMPABLE` 0: no core file even if a limit is raised again, no
+/// ptrace by the same user, `/proc/<pid>` files owned by root). A failure
+/// is a warning: the process still runs.
+pub fn disable_core_dumps() {
+    let zero = rustix::process::Rlimit {
+        current: Some(0),
+        maximum: Some(0),
+    };
+    if let Err(e) = rustix::process::setrlimit(rustix::process::Resource::Core, zero) {
+        eprintln!("warning: could not set the core file size limit to 0: {e}");
+    }
+    #[cfg(target_os = "linux")]
+    if let Err(e) =
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+    {
+        eprintln!("warning: could not disable core dumps: {e}");
+    }
 }
 
 /// Asks a yes/no question on the terminal; `false` when stdin is not one

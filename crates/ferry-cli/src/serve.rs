@@ -62,9 +62,14 @@ fn keys(file: &config::FileConfig, dir: &Path) -> Result<(Keys, bool), CommandEr
             serde_json::from_slice(&text).with_context(|| format!("reading {}", path.display()))?;
         return Ok((keys, false));
     }
+    // A secret: from the OS RNG, like every key ferry makes.
+    let random = |e: ferry::crypto::CryptoError| CommandError::from(anyhow::anyhow!("{e}"));
     let keys = Keys {
-        access_key_id: format!("FERRY{}", hex::encode_upper(rand::random::<[u8; 8]>())),
-        secret_access_key: hex::encode(rand::random::<[u8; 20]>()),
+        access_key_id: format!(
+            "FERRY{}",
+            hex::encode_upper(ferry::crypto::random::bytes::<8>().map_err(random)?)
+        ),
+        secret_access_key: hex::encode(ferry::crypto::random::bytes::<20>().map_err(random)?),
     };
     let tmp = dir.join(format!("{KEY_FILE}.tmp"));
     {
@@ -114,6 +119,9 @@ fn bucket_name(dir: &Path) -> String {
 }
 
 pub async fn serve(global: &Global, args: ServeArgs) -> Result<(), CommandError> {
+    // Served buckets stay unlocked for as long as this runs: no core file
+    // may carry their keys (before any is unlocked).
+    crate::passphrase::disable_core_dumps();
     let (served, key_dir, file, bucket) = match &args.buckets {
         Some(dir) => {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

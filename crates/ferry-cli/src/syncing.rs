@@ -154,6 +154,7 @@ pub async fn remote(global: &Global, args: RemoteArgs) -> Result<(), CommandErro
                         json!(probe.map(|p| json!({
                             "conditional_put": p.conditional_put,
                             "conditional_delete": p.conditional_delete,
+                            "conditional_multipart": p.conditional_multipart,
                         }))),
                     );
                 }
@@ -188,6 +189,10 @@ pub async fn remote(global: &Global, args: RemoteArgs) -> Result<(), CommandErro
                     Some(p) => {
                         out!("conditional writes:  {}", enforced(p.conditional_put));
                         out!("conditional deletes: {}", enforced(p.conditional_delete));
+                        if let Some(m) = p.conditional_multipart.filter(|m| *m != p.conditional_put)
+                        {
+                            out!("conditional multipart completions: {}", enforced(m));
+                        }
                     }
                     None => out!("conditional writes:  not probed yet (the next sync probes)"),
                 }
@@ -233,6 +238,13 @@ pub async fn remote(global: &Global, args: RemoteArgs) -> Result<(), CommandErro
     Ok(())
 }
 
+/// Whether a planned action is worth showing: remembering a listing time
+/// (`refresh`, which a full listing plans for versions first seen there)
+/// changes nothing on either side.
+fn shown(a: &ferry::plan::Action) -> bool {
+    !matches!(a, ferry::plan::Action::Refresh { .. })
+}
+
 pub fn report_json(r: &SyncReport) -> serde_json::Value {
     json!({
         "pushed": r.pushed,
@@ -246,7 +258,7 @@ pub fn report_json(r: &SyncReport) -> serde_json::Value {
         "errors": r.errors.iter().map(|e| json!({"key": e.key, "cause": e.cause, "retryable": e.retryable})).collect::<Vec<_>>(),
         "parked": r.parked,
         "full": r.full,
-        "planned": r.planned.iter().map(|a| json!({
+        "planned": r.planned.iter().filter(|a| shown(a)).map(|a| json!({
             "action": a.verb(),
             "key": a.key(),
             "text": a.to_string(),
@@ -270,20 +282,23 @@ pub async fn sync(global: &Global, args: SyncArgs, mode: SyncMode) -> Result<(),
         shown.set_length(p.total);
         shown.set_position(p.done);
     });
-    let report = bucket
-        .sync_with_progress(
-            SyncOptions {
-                mode,
-                dry_run: args.dry_run,
-                force: args.force,
-                retry: args.retry,
-                max_delete: args.max_delete,
-                full: args.full,
-                filter,
-            },
-            Some(progress),
-        )
-        .await;
+    let opts = SyncOptions {
+        mode,
+        dry_run: args.dry_run,
+        force: args.force,
+        restore_remote: args.restore_remote,
+        accept_remote_deletes: args.accept_remote_deletes,
+        retry: args.retry,
+        max_delete: args.max_delete,
+        full: args.full,
+        // A person asking for a sync expects to see the store as it is.
+        full_if_cheap: true,
+        filter,
+    };
+    if args.accept_remote_deletes && !args.dry_run && !args.yes {
+        confirm_remote_deletes(&bucket, &opts).await?;
+    }
+    let report = bucket.sync_with_progress(opts, Some(progress)).await;
     bar.finish_and_clear();
     let report = report?;
     if args.json {
@@ -294,8 +309,13 @@ pub async fn sync(global: &Global, args: SyncArgs, mode: SyncMode) -> Result<(),
     } else if !global.quiet || !report.errors.is_empty() || !report.conflicts.is_empty() {
         print_summary(&report, args.dry_run)?;
     }
-    if report.errors.is_empty() {
+    if report.errors.is_empty() && (report.conflicts.is_empty() || args.dry_run) {
         Ok(())
+    } else if report.errors.is_empty() {
+        // Everything else synced; what is left needs a person.
+        Err(CommandError::exit_quietly(
+            crate::command_error::EXIT_CONFLICTS,
+        ))
     } else {
         let hint = if report.errors.iter().all(|e| !e.retryable) {
             "each failure is listed above; these keys are parked until they change, \
@@ -311,13 +331,44 @@ pub async fn sync(global: &Global, args: SyncArgs, mode: SyncMode) -> Result<(),
     }
 }
 
+/// `--accept-remote-deletes`: plans the run first, says how many local
+/// objects it deletes, and asks (refuses where nobody can answer).
+async fn confirm_remote_deletes(bucket: &Bucket, opts: &SyncOptions) -> Result<(), CommandError> {
+    let plan = bucket
+        .sync(SyncOptions {
+            dry_run: true,
+            ..opts.clone()
+        })
+        .await?;
+    let count = plan
+        .planned
+        .iter()
+        .filter(|a| matches!(a, ferry::plan::Action::DeleteLocal { .. }))
+        .count();
+    if count == 0 {
+        return Ok(());
+    }
+    let what = format!(
+        "accepting the remote's deletes deletes {count} object(s) on this device (the remote no \
+         longer holds them)"
+    );
+    if crate::passphrase::confirm(&format!("{what}. Go on?"))? {
+        return Ok(());
+    }
+    Err(CommandError::user(
+        format!("{what}; nothing was changed"),
+        "pass --yes to delete them without asking; to put them back on the remote instead, run \
+         `ferry sync --restore-remote`",
+    ))
+}
+
 fn print_summary(r: &SyncReport, dry_run: bool) -> Result<(), CommandError> {
     if dry_run {
         out!(
             "dry run: {} action(s) planned, nothing changed",
-            r.planned.len()
+            r.planned.iter().filter(|a| shown(a)).count()
         );
-        for a in &r.planned {
+        for a in r.planned.iter().filter(|a| shown(a)) {
             out!("  {a}");
         }
         return Ok(());
@@ -342,8 +393,14 @@ fn print_summary(r: &SyncReport, dry_run: bool) -> Result<(), CommandError> {
     if !r.conflicts.is_empty() {
         out!("  settle each with `ferry resolve KEY keep-local|keep-remote|keep-both`");
     }
-    for e in &r.errors {
-        eprintln!("  error: {}: {}", e.key, e.cause);
+    // One line per cause: many keys failing the same way read as one.
+    for (cause, keys) in failures_by_cause(&r.errors) {
+        let first = keys.first().map(String::as_str).unwrap_or_default();
+        match keys.len() {
+            1 if first.is_empty() => eprintln!("  error: {cause}"),
+            1 => eprintln!("  error: {first}: {cause}"),
+            n => eprintln!("  error: {n} keys ({first}, ...): {cause}"),
+        }
     }
     if r.parked > 0 {
         out!(
@@ -355,9 +412,33 @@ fn print_summary(r: &SyncReport, dry_run: bool) -> Result<(), CommandError> {
     Ok(())
 }
 
+/// Failures grouped by cause (the key replaced by `KEY` in each cause, so
+/// a store that went down reads as one cause, not one line per key), the
+/// most frequent first: (cause, keys).
+fn failures_by_cause(failures: &[ferry::SyncIssue]) -> Vec<(String, Vec<String>)> {
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    for f in failures {
+        let cause = if f.key.is_empty() {
+            f.cause.clone()
+        } else {
+            f.cause
+                .replace(&format!("{:?}", f.key), "KEY")
+                .replace(&f.key, "KEY")
+        };
+        match groups.iter_mut().find(|(c, _)| *c == cause) {
+            Some((_, keys)) => keys.push(f.key.clone()),
+            None => groups.push((cause, vec![f.key.clone()])),
+        }
+    }
+    groups.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then_with(|| a.0.cmp(&b.0)));
+    groups
+}
+
 pub async fn status(global: &Global, args: StatusArgs) -> Result<(), CommandError> {
     let bucket = locate::open_locked(global).await?;
     let s = bucket.status().await?;
+    let failures = bucket.failures().await?;
+    let by_cause = failures_by_cause(&failures);
     if args.json {
         let v = json!({
             "total": s.total, "synced": s.synced, "dirty": s.dirty, "stale": s.stale,
@@ -365,6 +446,10 @@ pub async fn status(global: &Global, args: StatusArgs) -> Result<(), CommandErro
             "cache_size": s.cache_size, "failed": s.failed, "remote": s.remote,
             "leader": s.leader, "leader_pid": s.leader_pid,
             "encrypted": s.encrypted, "locked": s.locked,
+            "last_full_listing": s.last_full_listing.map(rfc3339),
+            "failures": by_cause.iter().map(|(cause, keys)| json!({
+                "cause": cause, "count": keys.len(), "keys": keys,
+            })).collect::<Vec<_>>(),
         });
         out!(
             "{}",
@@ -392,12 +477,32 @@ pub async fn status(global: &Global, args: StatusArgs) -> Result<(), CommandErro
         out!("orphan:         {}", s.orphan);
         out!("failed pushes:  {}", s.failed);
         out!("cache size:     {}", human_size(s.cache_size));
+        match s.last_full_listing {
+            Some(t) => out!(
+                "full listing:   {} (writes by other tools show up at the next one; `ferry sync --full` lists now)",
+                rfc3339(t)
+            ),
+            None => out!("full listing:   never (the next sync lists the remote in full)"),
+        }
         match s.leader_pid {
             Some(pid) => out!("sync engine:    run by process {pid}"),
             None => out!("sync engine:    not running (start one with `ferry watch`)"),
         }
-        for f in bucket.failures().await? {
-            out!("  failed: {}: {}", f.key, f.cause);
+        // One line per cause; the keys with --verbose (or --json).
+        for (cause, keys) in &by_cause {
+            let first = keys.first().map(String::as_str).unwrap_or_default();
+            match keys.len() {
+                1 => out!("  failed: {first}: {cause}"),
+                n => out!("  failed: {n} keys ({first}, ...): {cause}"),
+            }
+            if global.verbose > 0 && keys.len() > 1 {
+                for k in keys {
+                    out!("    {k}");
+                }
+            }
+        }
+        if global.verbose == 0 && by_cause.iter().any(|(_, k)| k.len() > 1) {
+            out!("  (`ferry status --verbose` or `--json` lists every key)");
         }
     }
     Ok(())

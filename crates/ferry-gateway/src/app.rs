@@ -879,7 +879,8 @@ fn closing(mut r: Resp) -> Resp {
 /// signer writes its journal and probes there).
 fn signable(key: &str) -> Result<(), String> {
     let rest = key.strip_prefix(ferry::RESERVED_PREFIX).unwrap_or(key);
-    ferry::validate_key(rest).map_err(|e| format!("invalid key {key:?}: {e}"))
+    // The rule alone: the error's own text would say "invalid key" again.
+    ferry::validate_key(rest).map_err(|e| format!("invalid key {key:?}: {}", e.rule))
 }
 
 /// One item of a `/v1/list` answer.
@@ -899,4 +900,19 @@ fn http_status(status: u16) -> Resp {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod signable_tests {
+    /// Issue 24, 7.11: the signer's refusal said "invalid key" twice.
+    #[test]
+    fn a_bad_key_says_invalid_key_once() {
+        for key in ["a/../b", ".ferry/../x"] {
+            let Err(e) = super::signable(key) else {
+                panic!("{key:?} was accepted");
+            };
+            assert_eq!(e.matches("invalid key").count(), 1, "{e}");
+            assert!(e.contains(&format!("{key:?}")), "{e}");
+        }
+    }
 }

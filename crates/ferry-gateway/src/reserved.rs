@@ -21,7 +21,8 @@ pub(crate) fn is_reserved(key: &str) -> bool {
 /// Checks a `.ferry/` key: what follows the prefix must be a valid key.
 fn check(key: &str) -> S3Result<()> {
     let rest = &key[ferry::RESERVED_PREFIX.len()..];
-    ferry::validate_key(rest).map_err(|e| s3_error!(InvalidArgument, "invalid key {key:?}: {e}"))
+    ferry::validate_key(rest)
+        .map_err(|e| s3_error!(InvalidArgument, "invalid key {key:?}: {}", e.rule))
 }
 
 fn failed(e: ReservedError, key: &str) -> s3s::S3Error {

@@ -38,7 +38,7 @@ pub(crate) fn s3_err(e: ferry::Error, key: &str) -> S3Error {
     use ferry::Error as E;
     match e {
         E::NotFound { .. } => s3_error!(NoSuchKey, "no object {key:?}"),
-        E::InvalidKey(k) => s3_error!(InvalidArgument, "invalid key {key:?}: {k}"),
+        E::InvalidKey(k) => s3_error!(InvalidArgument, "invalid key {key:?}: {}", k.rule),
         E::InvalidMetadata(m) => s3_error!(InvalidArgument, "invalid metadata for {key:?}: {m}"),
         E::PreconditionFailed { .. } => {
             s3_error!(PreconditionFailed, "{key:?}: precondition failed")
@@ -149,7 +149,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for Checked<R> {
 }
 
 fn check_key(key: &str) -> S3Result<()> {
-    ferry::validate_key(key).map_err(|e| s3_error!(InvalidArgument, "invalid key {key:?}: {e}"))
+    ferry::validate_key(key).map_err(|e| s3_error!(InvalidArgument, "{e}"))
 }
 
 /// The upload's saved request (`meta.json`).
@@ -874,7 +874,7 @@ impl s3s::S3 for FerryS3 {
                             e.message().unwrap_or_default().to_owned(),
                         )
                     }),
-                Err(e) => Err(("InvalidArgument", format!("invalid key: {e}"))),
+                Err(e) => Err(("InvalidArgument", e.to_string())),
                 Ok(()) => entry
                     .bucket
                     .delete(&o.key)

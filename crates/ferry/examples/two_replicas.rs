@@ -9,7 +9,16 @@ use ferry::{Bucket, BucketConfig, PutOptions, Resolution, SyncOptions};
 
 #[tokio::main]
 async fn main() -> ferry::Result<()> {
-    let scratch = std::env::temp_dir().join(format!("ferry-two-replicas-{}", std::process::id()));
+    // Removed when the example ends (the buckets, declared later, close first).
+    let scratch_dir = tempfile::Builder::new()
+        .prefix("ferry-two-replicas-")
+        .tempdir()
+        .map_err(|source| ferry::Error::Io {
+            context: "creating a scratch folder",
+            path: std::env::temp_dir(),
+            source,
+        })?;
+    let scratch = scratch_dir.path().to_owned();
     let remote = RemoteSpec::new(format!(
         "file://{}",
         scratch.join("shared-folder").display()
@@ -79,7 +88,11 @@ async fn main() -> ferry::Result<()> {
             c.reason.map(|x| x.describe()).unwrap_or("?")
         );
     }
-    println!("   desktop status: {:?}", desktop.status().await?);
+    let s = desktop.status().await?;
+    println!(
+        "   desktop status: {} object(s): {} synced, {} dirty, {} in conflict",
+        s.total, s.synced, s.dirty, s.conflicts
+    );
 
     println!("4. the desktop keeps both versions");
     let out = desktop
@@ -97,9 +110,7 @@ async fn main() -> ferry::Result<()> {
             String::from_utf8_lossy(&data)
         );
     }
-    println!(
-        "\nno write was lost. (scratch files are in {})",
-        scratch.display()
-    );
+    println!("\nno write was lost. (the scratch folder is removed now)");
+    drop((laptop, desktop));
     Ok(())
 }

@@ -157,15 +157,31 @@ pub enum Error {
         /// The limit, as configured (`50%`, `1000`).
         limit: String,
     },
+    /// The remote stopped answering during a run, which stopped early (what
+    /// was done is recorded; the rest waits for the next run).
+    #[error(
+        "the remote {remote} stopped answering during the sync ({cause}); the run stopped early, \
+         {left} key(s) left for the next sync"
+    )]
+    RemoteDown {
+        /// The remote.
+        remote: String,
+        /// The first failure that showed it.
+        cause: String,
+        /// Actions planned and not done.
+        left: u64,
+    },
     /// Safety rail: the remote listed nothing where objects were synced.
     #[error(
-        "the remote {remote} lists no objects under the sync scope, but {synced} objects were synced \
+        "the remote {remote} lists no objects under the sync scope {scope:?}, but {synced} objects were synced \
          with it; a wiped bucket, a wrong prefix, an unmounted folder or credentials that list nothing \
-         would look like this. Nothing was deleted; run with --force if the remote really is empty"
+         would look like this. Nothing was deleted"
     )]
     EmptyRemote {
         /// The remote.
         remote: String,
+        /// The scope prefix that lists nothing (`""`: the whole remote).
+        scope: String,
         /// Objects synced before the run.
         synced: u64,
     },

@@ -26,6 +26,7 @@ mod hash;
 mod key;
 mod metadata;
 pub mod remote;
+pub mod sim;
 mod state;
 mod store;
 mod sync;
@@ -48,8 +49,8 @@ pub use filter::{Filter, FilterError};
 pub use hash::{version_id, ContentHash, MetaDigest, ParseHashError};
 pub use key::{validate_key, validate_key_bytes, KeyError, KeyRule, MAX_KEY_LEN, RESERVED_PREFIX};
 pub use metadata::{
-    content_type_for, normalize_metadata, Metadata, MetadataError, DEFAULT_CONTENT_TYPE,
-    MAX_METADATA_BYTES, RESERVED_METADATA_PREFIX, STORE_METADATA_BYTES,
+    content_type_for, from_headers, normalize_metadata, to_headers, Metadata, MetadataError,
+    DEFAULT_CONTENT_TYPE, MAX_METADATA_BYTES, RESERVED_METADATA_PREFIX, STORE_METADATA_BYTES,
 };
 pub use state::{ParseStateError, SyncState};
 pub use store::body::{Body, ObjectReader};

@@ -2,7 +2,7 @@
 
 use std::process::{Command, Stdio};
 
-use crate::support::{stderr, stdout, Scratch, FERRY};
+use crate::support::{ok, stderr, stdout, Scratch, FERRY};
 
 #[test]
 fn init_creates_the_bucket_and_refuses_a_second_time() {
@@ -501,6 +501,13 @@ fn completions_and_man_page_cover_every_command() {
         &page[..page.len().min(200)]
     );
     assert!(page.contains("object storage"), "not the about text");
+    // No reference to pages that are not shipped (`ferry-init(1)`; issue
+    // 24, 7.11): the commands are named, and where their help is.
+    assert!(!page.contains("(1)"), "refers to another page");
+    assert!(
+        page.contains("ferry help COMMAND"),
+        "says where the help is"
+    );
     for cmd in ["init", "sync", "watch", "destroy", "completions"] {
         assert!(page.contains(cmd), "the man page lacks {cmd}");
     }
@@ -965,4 +972,70 @@ fn progress_flag_draws_plain_progress_lines_on_a_non_terminal() {
     assert!(stderr(&o).contains("/3.00 MiB"), "{}", stderr(&o));
     let o = s.ferry(&["put", "--progress", "-q", "x", file.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+/// Issue 24, 7.6 and 7.7: the README's `<bucket>/ferry.toml` read as
+/// `photos/ferry.toml` was ignored; it is read beside the `.ferry` folder
+/// too, `config show` names the file (and shows `[serve]` keys and tokens
+/// masked), both files at once are refused, and `--bucket photos` (the
+/// folder that holds the bucket) is accepted as discovery accepts it.
+#[test]
+fn ferry_toml_beside_the_bucket_folder_and_bucket_by_its_folder() {
+    let s = Scratch::new();
+    let beside = s.path().join("ferry.toml");
+    std::fs::write(
+        &beside,
+        "[sync]\nmax_cache_size = 4321\n[serve]\naccess_key_id = \"SERVEKEY123\"\n\
+         secret_access_key = \"servesecret\"\n[serve.tokens.web]\ntoken = \"tok-secret-value\"\n",
+    )
+    .unwrap();
+    let out = ok(s.ferry(&["config", "show", "--json"]));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["bucket_config"], beside.display().to_string(), "{v}");
+    assert_eq!(v["settings"]["sync.max_cache_size"]["value"], "4321", "{v}");
+    assert_eq!(
+        v["settings"]["serve.access_key_id"]["value"], "SERV…",
+        "{v}"
+    );
+    assert_eq!(
+        v["settings"]["serve.secret_access_key"]["value"],
+        "(hidden)"
+    );
+    let token = v["settings"]["serve.tokens.web"]["value"].as_str().unwrap();
+    assert!(token.starts_with("(hidden)"), "{token}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("tok-secret-value"));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("servesecret"));
+    let human = stdout(&ok(s.ferry(&["config", "show"])));
+    assert!(
+        human.contains(&format!("bucket config: {}", beside.display())),
+        "{human}"
+    );
+
+    // Both files: refused, naming both.
+    std::fs::write(
+        s.bucket().join("ferry.toml"),
+        "[sync]\nmax_cache_size = 1\n",
+    )
+    .unwrap();
+    let out = s.ferry(&["status"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("two bucket config files"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_file(s.bucket().join("ferry.toml")).unwrap();
+
+    // `--bucket` naming the folder that holds `.ferry`.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(crate::support::FERRY)
+        .current_dir(elsewhere.path())
+        .env_remove("FERRY_BUCKET")
+        .env("XDG_CONFIG_HOME", elsewhere.path().join("xdg"))
+        .args(["--bucket", s.path().to_str().unwrap(), "put", "k"])
+        .arg(&beside)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&ok(s.ferry(&["ls"]))).trim(), "k");
 }

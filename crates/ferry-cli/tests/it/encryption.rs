@@ -329,8 +329,10 @@ fn passphrase_command_is_asked_and_the_environment_variable_is_gone_for_children
 }
 
 /// `ferry rekey`: asks for confirmation (refused without a terminal unless
-/// --yes), re-seals and re-pushes every object under a new key epoch, and
-/// the device still on the old key is told to join again.
+/// --yes), takes a new passphrase (refusing the current one), re-seals and
+/// re-pushes every object under a new key epoch wrapped under it, and the
+/// device still on the old key is told to join again, with the new
+/// passphrase.
 #[test]
 fn rekey_re_seals_everything_and_other_devices_must_join_again() {
     let tmp = tempfile::tempdir().unwrap();
@@ -357,7 +359,7 @@ fn rekey_re_seals_everything_and_other_devices_must_join_again() {
     };
     assert_eq!(
         (key_file()["version"].clone(), key_file()["epoch"].clone()),
-        (2.into(), 1.into())
+        (3.into(), 1.into())
     );
 
     let err = fails(ferry(root, "a", pass, &["rekey"], b""));
@@ -366,24 +368,47 @@ fn rekey_re_seals_everything_and_other_devices_must_join_again() {
     assert!(err.contains("wrong passphrase"), "{err}");
     assert_eq!(key_file()["epoch"], 1, "nothing changed");
 
-    let mut rekey = vec!["rekey", "--yes", "--json"];
+    // No new passphrase (no terminal), or the current one: refused.
+    let err = fails(ferry(root, "a", pass, &["rekey", "--yes"], b""));
+    assert!(err.contains("new passphrase"), "{err}");
+    let same = ferry_env(root, "a", &["rekey", "--yes"], pass, pass)
+        .output()
+        .unwrap();
+    let err = fails(same);
+    assert!(
+        err.contains("the new passphrase is the current one"),
+        "{err}"
+    );
+    assert_eq!(key_file()["epoch"], 1, "nothing changed");
+
+    let new_pass = Some("after the leak");
+    let mut rekey = vec!["rekey", "--yes"];
     rekey.extend(KDF);
-    let out = ok(ferry(root, "a", pass, &rekey, b""));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["epoch"], 2, "{v}");
-    assert_eq!(
-        (
-            v["copied"].clone(),
-            v["pushed"].clone(),
-            v["retired"].clone()
-        ),
-        (2.into(), 2.into(), 2.into()),
-        "{v}"
+    let out = ok(ferry_env(root, "a", &rekey, pass, new_pass)
+        .output()
+        .unwrap());
+    let told = stderr(&out);
+    assert!(
+        told.contains("key epoch 2")
+            && told.contains("2 object(s) re-sealed, 2 pushed, 2 old remote object(s) deleted"),
+        "{told}"
+    );
+    assert!(
+        told.contains("join the remote again, with the NEW passphrase"),
+        "{told}"
     );
     assert_eq!(key_file()["epoch"], 2);
-    assert_eq!(key_file()["key_id"], v["key_id"]);
-    let cat = ok(ferry(root, "a", pass, &["cat", "notes/a.txt"], b""));
+    assert!(
+        told.contains(key_file()["key_id"].as_str().unwrap()),
+        "{told}"
+    );
+    let cat = ok(ferry(root, "a", new_pass, &["cat", "notes/a.txt"], b""));
     assert_eq!(cat.stdout, b"alpha");
+    let err = fails(ferry(root, "a", pass, &["cat", "notes/a.txt"], b""));
+    assert!(
+        err.contains("wrong passphrase"),
+        "the old passphrase: {err}"
+    );
 
     // The old device: a clear error, its data still readable here.
     let err = fails(ferry(root, "b", pass, &["sync"], b""));
@@ -393,18 +418,173 @@ fn rekey_re_seals_everything_and_other_devices_must_join_again() {
     );
     let cat = ok(ferry(root, "b", pass, &["cat", "notes/b.txt"], b""));
     assert_eq!(cat.stdout, b"beta");
-    // Joining again works, with every object and its metadata.
-    ok(ferry(root, "c", pass, &["init", "--remote", &url], b""));
-    ok(ferry(root, "c", pass, &["sync"], b""));
+    // Joining again works with the new passphrase (not the old one), with
+    // every object and its metadata.
+    let err = fails(ferry(root, "c", pass, &["init", "--remote", &url], b""));
+    assert!(err.contains("wrong passphrase"), "{err}");
+    ok(ferry(root, "c", new_pass, &["init", "--remote", &url], b""));
+    ok(ferry(root, "c", new_pass, &["sync"], b""));
     let stat = ok(ferry(
         root,
         "c",
-        pass,
+        new_pass,
         &["stat", "notes/a.txt", "--json"],
         b"",
     ));
     let v: serde_json::Value = serde_json::from_slice(&stat.stdout).unwrap();
     assert_eq!(v["metadata"]["who"], "ann", "{v}");
-    let cat = ok(ferry(root, "c", pass, &["cat", "notes/b.txt"], b""));
+    let cat = ok(ferry(root, "c", new_pass, &["cat", "notes/b.txt"], b""));
     assert_eq!(cat.stdout, b"beta");
+}
+
+/// Finding 16, as measured: `"version": 1` written into a folder remote's
+/// key.json made a new device join with names v1 (it could not read the
+/// existing objects and pushed its own beside them). The version is now
+/// bound into the wrapped key: the joining device refuses, saying the key
+/// file was altered, and creates nothing.
+#[test]
+fn a_joining_device_refuses_a_key_file_edited_down_to_version_1() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let url = format!("file://{}", root.join("remote").display());
+    let pass = Some("s3cret words");
+    let mut init = vec!["init", "--encrypt", "--remote", &url];
+    init.extend(KDF);
+    ok(ferry(root, "a", pass, &init, b""));
+    ok(ferry(root, "a", pass, &["put", "k"], b"existing"));
+    ok(ferry(root, "a", pass, &["sync"], b""));
+    let path = root.join("remote/.ferry/key.json");
+    let mut file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(file["version"], 3, "{file}");
+    file["version"] = 1.into();
+    std::fs::write(&path, file.to_string()).unwrap();
+
+    let err = fails(ferry(root, "b", pass, &["init", "--remote", &url], b""));
+    assert!(
+        err.contains("says version 1 but was written as version 3") && err.contains("altered"),
+        "{err}"
+    );
+    assert!(!root.join("b").exists(), "nothing was created");
+}
+
+/// Finding 20 through the CLI: a joining device meets a key file that asks
+/// for far more Argon2 work than it affords (here 512 MiB × 4 passes
+/// against the default 64 MiB × 3: more than 8× the work) and refuses it
+/// at once, before any Argon2 work, with a hint; saying it affords that
+/// cost (--kdf-memory/--kdf-passes) lets it try the passphrase.
+#[test]
+fn a_joining_device_refuses_a_key_file_it_cannot_afford_before_any_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let url = format!("file://{}", root.join("remote").display());
+    let pass = Some("s3cret words");
+    let mut init = vec!["init", "--encrypt", "--remote", &url];
+    init.extend(KDF);
+    ok(ferry(root, "a", pass, &init, b""));
+    ok(ferry(root, "a", pass, &["sync"], b""));
+    let path = root.join("remote/.ferry/key.json");
+    let mut file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    file["wrapped"]["kdf"]["m_kib"] = (512 * 1024).into();
+    file["wrapped"]["kdf"]["t"] = 4.into();
+    std::fs::write(&path, file.to_string()).unwrap();
+
+    let started = std::time::Instant::now();
+    let err = fails(ferry(root, "b", pass, &["init", "--remote", &url], b""));
+    assert!(
+        err.contains("more than 8× the work") && err.contains("--kdf-memory"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "refused before the KDF: {:?}",
+        started.elapsed()
+    );
+    assert!(!root.join("b").exists());
+    // Affording it: the KDF runs, and the forged cost opens nothing.
+    let err = fails(ferry(
+        root,
+        "b",
+        pass,
+        &[
+            "init",
+            "--remote",
+            &url,
+            "--kdf-memory",
+            "512",
+            "--kdf-passes",
+            "4",
+        ],
+        b"",
+    ));
+    assert!(err.contains("wrong passphrase"), "{err}");
+}
+
+/// `ferry serve` keeps an encrypted bucket unlocked for as long as it runs:
+/// it sets its core file size limit to 0 (soft and hard), even when it was
+/// started with core files allowed, before it unlocks anything. (It also
+/// makes itself non-dumpable, which a test running as root cannot see in
+/// `/proc`.)
+#[test]
+fn serve_allows_no_core_file_while_a_bucket_is_unlocked() {
+    use std::io::Read as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let pass = Some("s3cret words");
+    let mut init = vec!["init", "--encrypt"];
+    init.extend(KDF);
+    ok(ferry(root, "a", pass, &init, b""));
+    ok(ferry(root, "a", pass, &["put", "k"], b"secret data"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    // Core files allowed (as far as the hard limit lets a shell raise it).
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -c unlimited 2>/dev/null || ulimit -c \"$(ulimit -H -c)\"; exec \"$@\"")
+        .arg("sh")
+        .arg(FERRY)
+        .arg("--bucket")
+        .arg(root.join("a"))
+        .args(["serve", "--listen", &listen])
+        .current_dir(root)
+        .env_remove("FERRY_BUCKET")
+        .env("FERRY_PASSPHRASE", "s3cret words")
+        .env("FERRY_SERVE_ACCESS_KEY_ID", "AKCORETEST")
+        .env("FERRY_SERVE_SECRET_ACCESS_KEY", "core-secret")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while !String::from_utf8_lossy(&seen).contains("access key id") {
+        if err.read(&mut byte).unwrap() == 0 {
+            let _ = child.kill();
+            panic!("ferry serve stopped: {}", String::from_utf8_lossy(&seen));
+        }
+        seen.push(byte[0]);
+    }
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let core: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap_or_else(|| panic!("{limits}"))
+        .split_whitespace()
+        .skip(4)
+        .take(2)
+        .collect();
+    assert_eq!(
+        core,
+        ["0", "0"],
+        "soft and hard core limits of `ferry serve`:\n{limits}"
+    );
 }

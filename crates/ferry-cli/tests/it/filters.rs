@@ -86,6 +86,63 @@ fn cp_r_filters_select_the_files_rclone_selects() {
     }
 }
 
+/// Issue 24, 7.10: `--include '*.jpg' --exclude 'tmp/'` takes tmp/t.jpg
+/// (rclone's order: includes first), and says so as rclone does; rules
+/// alone, or flags of one kind, give no warning.
+#[test]
+fn mixing_include_and_exclude_warns() {
+    let s = Scratch::new();
+    let tree = s.path().join("mixed");
+    for f in ["tmp/t.jpg", "a.jpg", "b.txt"] {
+        let path = tree.join(f);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, f).unwrap();
+    }
+    let out = ok(s.ferry(&[
+        "cp",
+        "-r",
+        "--include",
+        "*.jpg",
+        "--exclude",
+        "tmp/",
+        tree.to_str().unwrap(),
+        "m/",
+    ]));
+    let err = stderr(&out);
+    assert!(
+        err.contains("warning: --include and --exclude are mixed"),
+        "{err}"
+    );
+    assert!(err.contains("--filter"), "{err}");
+    assert_eq!(
+        lines(&ok(s.ferry(&["ls", "m/"]))),
+        ["m/a.jpg", "m/tmp/t.jpg"]
+    );
+    let out = ok(s.ferry(&[
+        "cp",
+        "-r",
+        "--filter",
+        "- tmp/",
+        "--filter",
+        "+ *.jpg",
+        "--filter",
+        "- **",
+        tree.to_str().unwrap(),
+        "f/",
+    ]));
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+    assert_eq!(lines(&ok(s.ferry(&["ls", "f/"]))), ["f/a.jpg"]);
+    let out = ok(s.ferry(&[
+        "cp",
+        "-r",
+        "--include",
+        "*.jpg",
+        tree.to_str().unwrap(),
+        "i/",
+    ]));
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+}
+
 #[test]
 fn filter_from_reads_rules_with_comments_and_export_filters_below_the_prefix() {
     let s = Scratch::new();

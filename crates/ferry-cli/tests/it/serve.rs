@@ -695,7 +695,9 @@ fn signer_replicas_sync_two_buckets_through_it() {
     ok(run("a", &["put", "photos/cat.jpg"], b"from a"));
     ok(run("b", &["put", "photos/cat.jpg"], b"from b"));
     ok(run("a", &["sync"], b""));
-    let report = json(&ok(run("b", &["sync", "--json"], b"")));
+    let out = run("b", &["sync", "--json"], b"");
+    assert_eq!(out.status.code(), Some(3), "conflicts left: exit 3");
+    let report = json(&out);
     assert_eq!(report["conflicts"][0]["key"], "photos/cat.jpg", "{report}");
     // The gateway's own bucket, which syncs with the store directly, sees
     // what the replicas wrote.

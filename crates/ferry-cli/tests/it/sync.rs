@@ -46,7 +46,17 @@ fn two_replicas_sync_conflict_and_resolve_through_the_cli() {
     ok(ferry(root, "a", &["put", "n/x.txt"], Some(b"from a")));
     ok(ferry(root, "b", &["put", "n/x.txt"], Some(b"from b")));
     ok(ferry(root, "a", &["sync"], None));
-    let human = ok(ferry(root, "b", &["sync"], None));
+    // A dry run's JSON shows the conflict its plan holds (issue 24, 7.11).
+    let dry = json(&ok(ferry(
+        root,
+        "b",
+        &["sync", "--dry-run", "--json"],
+        None,
+    )));
+    assert_eq!(dry["conflicts"][0]["key"], "n/x.txt", "{dry}");
+    // A sync that leaves conflicts exits 3 (documented), not 0.
+    let human = ferry(root, "b", &["sync"], None);
+    assert_eq!(human.status.code(), Some(3), "{}", stderr(&human));
     assert!(
         stdout(&human).contains("conflict: n/x.txt"),
         "{}",
@@ -83,8 +93,9 @@ fn two_replicas_sync_conflict_and_resolve_through_the_cli() {
     );
 
     let resolved = ok(ferry(root, "b", &["resolve", "n/x.txt", "keep-both"], None));
+    // The copy keeps its extension last: n/x.conflict.<time>.txt.
     assert!(
-        stderr(&resolved).contains("n/x.txt.conflict."),
+        stderr(&resolved).contains("n/x.conflict.") && stderr(&resolved).contains(".txt"),
         "{}",
         stderr(&resolved)
     );
@@ -234,29 +245,110 @@ fn memory_remote_is_refused_by_the_cli() {
 /// A `file://` remote whose folder was replaced by an empty one (an
 /// unmounted drive): `sync` refuses, deletes nothing locally, exit 1;
 /// `--force` goes on.
+/// Empties the folder remote (`.ferry/` too) and recreates it, as a wiped
+/// and recreated bucket looks.
+fn wipe_folder(remote: &Path) {
+    std::fs::remove_dir_all(remote).unwrap();
+    std::fs::create_dir(remote).unwrap();
+}
+
+/// The objects a fresh replica pulls from the remote: (key, content).
+fn pulled_by_fresh_replica(root: &Path, name: &str, url: &str) -> Vec<(String, String)> {
+    ok(ferry(root, name, &["init", "--remote", url], None));
+    ok(ferry(root, name, &["sync"], None));
+    let ls = stdout(&ok(ferry(root, name, &["ls"], None)));
+    ls.lines()
+        .map(|k| {
+            let k = k.trim().to_owned();
+            let body = stdout(&ok(ferry(root, name, &["cat", &k], None)));
+            (k, body)
+        })
+        .collect()
+}
+
+/// Issue 24, 7.1: after the remote was wiped, `sync` refuses, and the
+/// command its hint offers puts every object back on the remote and
+/// deletes nothing here (the old hint, `--force`, deleted every synced
+/// object locally). `push` after a wipe pushes everything. Accepting the
+/// remote's deletes is its own option, which says how many and asks.
 #[test]
-fn empty_remote_folder_is_refused_not_turned_into_deletes() {
+fn wiped_remote_folder_the_hint_puts_the_local_copy_back() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let url = format!("file://{}", root.join("remote").display());
+    let remote = root.join("remote");
+    let url = format!("file://{}", remote.display());
     ok(ferry(root, "a", &["init", "--remote", &url], None));
-    for i in 0..3 {
-        ok(ferry(root, "a", &["put", &format!("n/{i}")], Some(b"x")));
+    let want: Vec<(String, String)> = (0..5)
+        .map(|i| (format!("n/{i}.txt"), format!("content {i}")))
+        .collect();
+    for (k, v) in &want {
+        ok(ferry(root, "a", &["put", k], Some(v.as_bytes())));
     }
     ok(ferry(root, "a", &["sync"], None));
-    std::fs::rename(root.join("remote"), root.join("remote-real")).unwrap();
-    std::fs::create_dir(root.join("remote")).unwrap();
+    wipe_folder(&remote);
+
     let out = ferry(root, "a", &["sync"], None);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("lists no objects"), "{err}");
+    let hint = err.split("hint:").nth(1).unwrap_or_default();
+    assert!(hint.contains("`ferry sync --restore-remote`"), "{err}");
+    assert!(hint.contains("5 object(s)"), "{err}");
+    assert!(!hint.contains("--force"), "{err}");
+    // `--force` (the old hint) is not the way past this rail any more.
+    let out = ferry(root, "a", &["sync", "--force"], None);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&ok(ferry(root, "a", &["ls"], None))).lines().count(),
+        5
+    );
+
+    // The hinted command.
+    let run = json(&ok(ferry(
+        root,
+        "a",
+        &["sync", "--restore-remote", "--json"],
+        None,
+    )));
+    assert_eq!(run["pushed"], 5, "{run}");
+    assert_eq!(run["deleted_local"], 0, "{run}");
+    assert_eq!(
+        stdout(&ok(ferry(root, "a", &["ls"], None))).lines().count(),
+        5
+    );
+    assert_eq!(pulled_by_fresh_replica(root, "b", &url), want);
+    let run = json(&ok(ferry(root, "a", &["sync", "--json"], None)));
+    assert_eq!(
+        (run["pushed"].as_u64(), run["deleted_local"].as_u64()),
+        (Some(0), Some(0))
+    );
+
+    // `push` after a wipe pushes everything.
+    wipe_folder(&remote);
+    let run = json(&ok(ferry(root, "a", &["push", "--json"], None)));
+    assert_eq!(run["pushed"], 5, "{run}");
+    assert_eq!(pulled_by_fresh_replica(root, "c", &url), want);
+
+    // Accepting the deletes: says how many, and with nobody to ask, refuses.
+    wipe_folder(&remote);
+    let out = ferry(root, "a", &["sync", "--accept-remote-deletes"], None);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("lists no objects"),
+        stderr(&out).contains("deletes 5 object(s)"),
         "{}",
         stderr(&out)
     );
-    assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
-    let ls = stdout(&ok(ferry(root, "a", &["ls"], None)));
-    assert_eq!(ls.lines().count(), 3, "{ls}");
-    ok(ferry(root, "a", &["sync", "--force"], None));
+    assert_eq!(
+        stdout(&ok(ferry(root, "a", &["ls"], None))).lines().count(),
+        5
+    );
+    let run = json(&ok(ferry(
+        root,
+        "a",
+        &["sync", "--accept-remote-deletes", "--yes", "--json"],
+        None,
+    )));
+    assert_eq!(run["deleted_local"], 5, "{run}");
     assert_eq!(
         stdout(&ok(ferry(root, "a", &["ls"], None))).lines().count(),
         0
@@ -524,10 +616,11 @@ fn silent_endpoint_at_init_times_out_with_a_clear_error() {
 fn joining_a_remote_with_objects_and_no_key_file_needs_plaintext() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let url = format!("file://{}", root.join("remote").display());
-    ok(ferry(root, "a", &["init", "--remote", &url], None));
-    ok(ferry(root, "a", &["put", "k"], Some(b"v")));
-    ok(ferry(root, "a", &["sync"], None));
+    // Foreign data: objects written by another tool, no ferry record.
+    let foreign = root.join("foreign");
+    std::fs::create_dir_all(&foreign).unwrap();
+    std::fs::write(foreign.join("k"), "v").unwrap();
+    let url = format!("file://{}", foreign.display());
 
     let out = ferry(root, "b", &["init", "--remote", &url], None);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -555,6 +648,30 @@ fn joining_a_remote_with_objects_and_no_key_file_needs_plaintext() {
     // The same remote again (respelled) needs no second confirmation.
     let respelled = format!("{url}/./");
     ok(ferry(root, "c", &["remote", "set", &respelled], None));
+}
+
+/// Issue 24, 1: a remote that a plaintext ferry bucket pushed to records
+/// its mode (`.ferry/plaintext.json`), and a second device joins it without
+/// `--plaintext`, by `init` and by `remote set`.
+#[test]
+fn joining_your_own_plaintext_remote_needs_no_flag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let remote = root.join("remote");
+    let url = format!("file://{}", remote.display());
+    ok(ferry(root, "laptop", &["init", "--remote", &url], None));
+    ok(ferry(root, "laptop", &["put", "notes/k.txt"], Some(b"v")));
+    ok(ferry(root, "laptop", &["push"], None));
+    assert!(remote.join(".ferry/plaintext.json").exists());
+
+    ok(ferry(root, "desktop", &["init", "--remote", &url], None));
+    ok(ferry(root, "desktop", &["sync"], None));
+    assert_eq!(
+        stdout(&ok(ferry(root, "desktop", &["cat", "notes/k.txt"], None))),
+        "v"
+    );
+    ok(ferry(root, "third", &["init"], None));
+    ok(ferry(root, "third", &["remote", "set", &url], None));
 }
 
 /// `ls -l` says where each object's content is and whether it is pinned.
@@ -1140,4 +1257,201 @@ fn webdav_remote_end_to_end() {
     let shown = json(&ok(run("a", &["remote", "show", "--json"], b"")));
     assert_eq!(shown["probe"]["conditional_put"], true, "{shown}");
     assert_eq!(shown["probe"]["conditional_delete"], true, "{shown}");
+}
+
+/// A TCP relay to `target` that can be frozen: from then on it forwards
+/// nothing and answers nothing, and keeps every connection open (what a
+/// SIGSTOPped server looks like to a client).
+struct Relay {
+    addr: std::net::SocketAddr,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+fn relay(target: &str) -> Relay {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let target = target
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let frozen = Arc::new(AtomicBool::new(false));
+    let flag = frozen.clone();
+    fn hold() -> ! {
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let flag = flag.clone();
+            let target = target.clone();
+            std::thread::spawn(move || {
+                if flag.load(Ordering::SeqCst) {
+                    let _held = client;
+                    hold();
+                }
+                let Ok(server) = std::net::TcpStream::connect(&target) else {
+                    return;
+                };
+                let pipe = move |mut from: std::net::TcpStream,
+                                 mut to: std::net::TcpStream,
+                                 flag: Arc<AtomicBool>| {
+                    let mut buf = [0u8; 64 * 1024];
+                    loop {
+                        let n = match from.read(&mut buf) {
+                            Ok(0) | Err(_) => {
+                                let _ = to.shutdown(std::net::Shutdown::Write);
+                                return;
+                            }
+                            Ok(n) => n,
+                        };
+                        if flag.load(Ordering::SeqCst) {
+                            let _held = (from, to);
+                            hold();
+                        }
+                        if to.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                };
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let f2 = flag.clone();
+                std::thread::spawn(move || pipe(s2, c2, f2));
+                pipe(client, server, flag);
+            });
+        }
+    });
+    Relay { addr, frozen }
+}
+
+/// Issue 24, 7.2: with the S3 server frozen (no answer, connections kept
+/// open), `cat` of an evicted object and `sync` each give up within about
+/// the no-progress time limit plus a short retry budget (they took the
+/// limit times every retry: 420 s at the default 60 s), and say so.
+#[test]
+fn frozen_s3_server_fails_within_the_time_limit() {
+    let moto = std::env::var("FERRY_TEST_MOTO_ENDPOINT")
+        .expect("FERRY_TEST_MOTO_ENDPOINT is not set: run the suite with ./scripts/test.sh");
+    let relay = relay(&moto);
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    std::fs::create_dir_all(root.join("a")).unwrap();
+    let limit = 3u64;
+    std::fs::write(
+        root.join("a/ferry.toml"),
+        format!("[sync]\nio_timeout_secs = {limit}\nconnect_timeout_secs = 2\n"),
+    )
+    .unwrap();
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "ferrytest"),
+        ("AWS_SECRET_ACCESS_KEY", "ferrytestsecret"),
+    ];
+    let endpoint = format!("http://{}", relay.addr);
+    let url = format!("s3://ferry-test/frozen{:016x}", rand::random::<u64>());
+    let run = |args: &[&str], stdin: Option<&[u8]>| ferry_in_env(root, "a", &env, args, stdin);
+    ok(run(
+        &[
+            "init",
+            "--remote",
+            &url,
+            "--endpoint",
+            &endpoint,
+            "--path-style",
+        ],
+        None,
+    ));
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    ok(run(&["put", "big.bin"], Some(&big)));
+    for i in 0..20 {
+        ok(run(&["put", &format!("k/{i}")], Some(b"x")));
+    }
+    ok(run(&["sync"], None));
+    ok(run(&["cache", "evict", "2MiB"], None));
+    for i in 20..40 {
+        ok(run(&["put", &format!("k/{i}")], Some(b"x")));
+    }
+    relay
+        .frozen
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+
+    // One time limit for the attach's mode check, one for the request,
+    // and the retry budget (10 s): before, 6 attempts of the limit each.
+    let most = std::time::Duration::from_secs(2 * limit + 10);
+    let started = std::time::Instant::now();
+    let out = run(&["cat", "big.bin"], None);
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(took < most, "cat took {took:?}: {}", stderr(&out));
+    eprintln!("cat of an evicted object, server frozen: {took:?}");
+    assert!(
+        stderr(&out).contains("did not answer in time"),
+        "{}",
+        stderr(&out)
+    );
+
+    let started = std::time::Instant::now();
+    let out = run(&["sync"], None);
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    eprintln!("sync, server frozen: {took:?}");
+    assert!(took < most, "sync took {took:?}: {}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.lines().filter(|l| l.starts_with("error")).count() == 1,
+        "{err}"
+    );
+    assert!(
+        err.contains("did not answer in time") || err.contains("stopped answering"),
+        "{err}"
+    );
+}
+
+/// Issue 24, 2: a file another tool writes into the remote shows up at the
+/// next `ferry sync` when the remote is cheap to list (the journal does not
+/// name it; it took `--full` or the hourly listing); `status` says when the
+/// last full listing ran. `cheap_listing_pages = 0` keeps the old rule.
+#[test]
+fn foreign_write_shows_up_at_the_next_sync_where_listing_is_cheap() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let remote = root.join("remote");
+    let url = format!("file://{}", remote.display());
+    ok(ferry(root, "a", &["init", "--remote", &url], None));
+    ok(ferry(root, "a", &["put", "mine.txt"], Some(b"mine")));
+    ok(ferry(root, "a", &["sync"], None));
+    let st = stdout(&ok(ferry(root, "a", &["status"], None)));
+    assert!(st.contains("full listing:"), "{st}");
+    assert!(!st.contains("full listing:   never"), "{st}");
+    let st = json(&ok(ferry(root, "a", &["status", "--json"], None)));
+    assert!(st["last_full_listing"].is_string(), "{st}");
+
+    std::fs::write(remote.join("theirs.txt"), "written by another tool").unwrap();
+    let run = json(&ok(ferry(root, "a", &["sync", "--json"], None)));
+    assert_eq!(run["pulled"], 1, "{run}");
+    assert_eq!(run["full"], true, "{run}");
+    assert_eq!(
+        stdout(&ok(ferry(root, "a", &["cat", "theirs.txt"], None))),
+        "written by another tool"
+    );
+
+    // The threshold is a setting: 0 keeps the journal between full listings.
+    ok(ferry(root, "b", &["init", "--remote", &url], None));
+    std::fs::write(
+        root.join("b/ferry.toml"),
+        "[sync]\ncheap_listing_pages = 0\n",
+    )
+    .unwrap();
+    ok(ferry(root, "b", &["sync"], None));
+    std::fs::write(remote.join("later.txt"), "later").unwrap();
+    let run = json(&ok(ferry(root, "b", &["sync", "--json"], None)));
+    assert_eq!(
+        (run["pulled"].as_u64(), run["full"].as_bool()),
+        (Some(0), Some(false)),
+        "{run}"
+    );
+    let run = json(&ok(ferry(root, "b", &["sync", "--full", "--json"], None)));
+    assert_eq!(run["pulled"], 1, "{run}");
 }

@@ -29,10 +29,6 @@ use crate::store::rows::Content;
 /// The index setting holding the key file.
 pub(crate) const SETTING: &str = "encryption";
 
-/// How much more Argon2 work (memory × passes) a remote key file may ask
-/// for than this device's copy before it is refused unopened.
-const MAX_COST_RISE: u64 = 8;
-
 /// Setting: the endpoints whose encryption mode was verified on attach.
 const MODES_VERIFIED: &str = "modes_verified";
 
@@ -79,14 +75,21 @@ impl Bucket {
     }
 
     /// Creates a bucket that joins an encrypted remote: `key_file` is the
-    /// remote's (see [`encrypted::inspect`]). The passphrase is checked
-    /// first; a wrong one creates nothing. Returns it unlocked.
+    /// remote's (see [`encrypted::inspect`]). Its cost is checked first,
+    /// before any Argon2 work, against `afford`, what this device affords
+    /// (the cost it would wrap a new key with: [`KdfParams::default`], or
+    /// the user's choice): more than [`KdfParams::MAX_COST_RISE`] times
+    /// its work is refused ([`crate::crypto::CryptoError::KdfOutOfRange`]),
+    /// as a forged file could ask for 1 GiB × 16 passes. Then the
+    /// passphrase; a wrong one creates nothing. Returns it unlocked.
     pub async fn create_joining(
         dir: impl AsRef<Path>,
         config: BucketConfig,
         key_file: KeyFile,
         passphrase: &[u8],
+        afford: KdfParams,
     ) -> Result<Bucket> {
+        key_file.kdf().check_affordable(afford)?;
         let passphrase = zeroize::Zeroizing::new(passphrase.to_vec());
         let file = key_file.clone();
         let keys = blocking(move || Ok(file.unlock(&passphrase)?)).await?;
@@ -179,14 +182,7 @@ impl Bucket {
         };
         // A key file anyone with write access could have forged: refused
         // before any Argon2 work when it asks for far more than ours.
-        let (theirs, ours) = (newer.kdf(), local.kdf());
-        if theirs.work() > MAX_COST_RISE * ours.work().max(1) {
-            return Err(crate::crypto::CryptoError::KdfOutOfRange(format!(
-                "the remote key file asks for {} KiB × {} passes, more than {MAX_COST_RISE}× this                  device's {} KiB × {} (a forged file, or a passphrase changed with a far higher                  cost: join again with `ferry init --remote`)",
-                theirs.m_kib, theirs.t, ours.m_kib, ours.t
-            ))
-            .into());
-        }
+        newer.kdf().check_affordable(local.kdf())?;
         let file = newer.clone();
         let keys = blocking(move || Ok(file.unlock(&passphrase)?)).await?;
         self.store_key_file(newer).await?;

@@ -2,6 +2,7 @@
 
 pub mod cache;
 pub(crate) mod encryption;
+pub(crate) mod origin;
 pub mod rebuild;
 pub mod setup;
 
@@ -125,6 +126,9 @@ pub(crate) struct Inner {
     pub(crate) open_marker: Option<blobs::OpenMarker>,
     /// Opened read-only: this user cannot write the directory or index.
     pub(crate) read_only: bool,
+    /// The seeded source of the bucket's random choices (retry jitter),
+    /// when one was set (the simulator replays them); else the thread's.
+    pub(crate) random: Mutex<Option<rand::rngs::StdRng>>,
 }
 
 impl Bucket {
@@ -149,8 +153,9 @@ impl Bucket {
             index::migrate(&mut conn, &index_path)?;
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             if index::setting(&tx, "device_id")?.is_none() {
-                let device = hex::encode(rand::random::<[u8; 16]>());
-                index::set_setting(&tx, "device_id", &device)?;
+                index::set_setting(&tx, "device_id", &origin::new_device_id())?;
+                let here = origin::Origin::observe(&dir, &index_path)?;
+                origin::settle(&tx, &here, &here)?;
                 index::set_setting(
                     &tx,
                     "inline_threshold",
@@ -215,6 +220,9 @@ impl Bucket {
             blobs.create_dirs()?;
         }
         index::migrate(&mut conn, &index_path).map_err(corrupt)?;
+        if !read_only {
+            settle_origin(&mut conn, &dir, &index_path).map_err(corrupt)?;
+        }
         let device_id = index::setting(&conn, "device_id")
             .map_err(corrupt)?
             .ok_or_else(|| damaged("it has no device id (not a ferry index, or damaged)".into()))?;
@@ -264,6 +272,7 @@ impl Bucket {
                 clock,
                 open_marker,
                 read_only,
+                random: Mutex::new(None),
             }),
         })
     }
@@ -274,6 +283,34 @@ impl Bucket {
     /// conflict copies.
     pub fn set_clock(&self, clock: Arc<dyn Clock>) {
         self.inner.clock.set(clock);
+    }
+
+    /// Makes the bucket's random choices (the jitter of retry delays) come
+    /// from a generator seeded with `seed`, so a run can be replayed.
+    pub fn set_random_seed(&self, seed: u64) {
+        use rand::SeedableRng;
+        if let Ok(mut r) = self.inner.random.lock() {
+            *r = Some(rand::rngs::StdRng::seed_from_u64(seed));
+        }
+    }
+
+    /// A random number in `0..=max`, from the seeded source when one is set.
+    pub(crate) fn random_upto(&self, max: i64) -> i64 {
+        use rand::Rng;
+        let max = max.max(0);
+        match self.inner.random.lock() {
+            Ok(mut r) => match r.as_mut() {
+                Some(rng) => rng.random_range(0..=max),
+                None => rand::rng().random_range(0..=max),
+            },
+            Err(_) => max / 2,
+        }
+    }
+
+    /// How many handles on this bucket are alive (the simulator waits for
+    /// a crashed replica's to be gone before reopening its directory).
+    pub(crate) fn handles(&self) -> usize {
+        Arc::strong_count(&self.inner)
     }
 
     /// Milliseconds since the Unix epoch, by the bucket's clock.
@@ -771,6 +808,25 @@ pub(crate) fn reveal(stored: StoredObject, keys: Option<&Keyring>) -> Result<Obj
 
 /// Collects temp files of dead writers, then unreferenced blobs, the latter
 /// under the index write lock.
+/// Gives a copied or restored bucket its own device id (see [`origin`]).
+fn settle_origin(conn: &mut Connection, dir: &Path, index_path: &Path) -> Result<()> {
+    let here = origin::Origin::observe(dir, index_path)?;
+    if origin::is_recorded(conn, &here)? {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let settled = origin::settle(&tx, &here, &here)?;
+    tx.commit()?;
+    if let origin::Settled::Renewed { old } = settled {
+        tracing::info!(
+            dir = %dir.display(),
+            old = old.as_deref().unwrap_or(""),
+            "the bucket was copied or restored: it has a new device id"
+        );
+    }
+    Ok(())
+}
+
 fn collect_all(conn: &mut Connection, blobs: &BlobStore) -> Result<GarbageReport> {
     let temps = blobs.collect_temps()?;
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;

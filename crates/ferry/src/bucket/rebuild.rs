@@ -5,7 +5,8 @@
 //! The old file is renamed (`index.db.damaged-<ms>`), never modified. From
 //! it, table by table and row by row until the first unreadable row, the
 //! settings (remote, key file, device id, scopes, sync settings), object
-//! rows, inline content, outbox and version stamps are copied into a new
+//! rows, inline content, outbox, version stamps and the remote writes not
+//! yet journaled (`journal_pending`) are copied into a new
 //! index. Rows whose content is missing are kept as not downloaded when the
 //! remote holds their agreed version, else dropped and named. Blob files no
 //! row references go to `lost+found/` under their hash. The journal
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags};
 
+use crate::bucket::origin::{self, Origin};
 use crate::bucket::{blocking, Bucket, INDEX_FILE};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
@@ -47,7 +49,16 @@ pub struct RebuildReport {
 type ContentRow = (String, Vec<u8>, bool, Option<Vec<u8>>, bool);
 
 /// Tables copied from the damaged index, in order.
-const TABLES: [&str; 5] = ["settings", "objects", "small_blobs", "outbox", "stamps"];
+/// `journal_pending` holds remote writes no journal record names yet:
+/// dropped, other replicas would learn of them only at a full reconcile.
+const TABLES: [&str; 6] = [
+    "settings",
+    "objects",
+    "small_blobs",
+    "outbox",
+    "stamps",
+    "journal_pending",
+];
 
 /// Copies what can be read of `table` from `old` into `new` (same
 /// columns by name); returns the rows copied and whether it read to the end.
@@ -106,6 +117,9 @@ fn rebuild(dir: &Path) -> Result<RebuildReport> {
             path: dir.to_owned(),
         });
     }
+    // The damaged file's identity: the recorded origin is checked against
+    // it (a rebuilt copy still gets its own device id).
+    let seen = Origin::observe(dir, &path)?;
     let stamp = crate::clock::SystemClock.now_ms();
     let damaged_copy = dir.join(format!("{}.damaged-{stamp}", INDEX_FILE));
     std::fs::rename(&path, &damaged_copy).map_err(|e| Error::io("moving aside", &path, e))?;
@@ -155,8 +169,10 @@ fn rebuild(dir: &Path) -> Result<RebuildReport> {
         .collect::<rusqlite::Result<Vec<_>>>()?;
     drop(stmt);
     if index::setting(&new, "device_id")?.is_none() {
-        index::set_setting(&new, "device_id", &hex::encode(rand::random::<[u8; 16]>()))?;
+        index::set_setting(&new, "device_id", &origin::new_device_id())?;
     }
+    // The new file is this bucket's index from now on.
+    origin::settle(&new, &seen, &Origin::observe(dir, &path)?)?;
 
     // Rows whose content is gone.
     let blobs = BlobStore::new(dir);

@@ -46,6 +46,10 @@ pub enum NewKey<'a> {
     Join {
         /// The remote's passphrase.
         passphrase: &'a [u8],
+        /// The Argon2id cost this device affords: a key file asking for
+        /// more than 8× its work is refused before any work (see
+        /// [`Bucket::create_joining`]).
+        afford: KdfParams,
     },
 }
 
@@ -79,8 +83,10 @@ pub(crate) fn mode_matches(
         local,
     };
     match (local, mode) {
-        (_, RemoteMode::Empty) | (None, RemoteMode::Plaintext) => Ok(()),
-        (Some(_), RemoteMode::Plaintext) => {
+        (_, RemoteMode::Empty) | (None, RemoteMode::Plaintext | RemoteMode::PlaintextByFerry) => {
+            Ok(())
+        }
+        (Some(_), RemoteMode::Plaintext | RemoteMode::PlaintextByFerry) => {
             Err(clash(StorageMode::Plaintext, StorageMode::Encrypted))
         }
         (None, RemoteMode::Encrypted(_)) => {
@@ -113,7 +119,7 @@ pub(crate) fn mode_matches(
 pub fn check_new_bucket(endpoint: &str, mode: &RemoteMode, local: StorageMode) -> Result<()> {
     let remote = match mode {
         RemoteMode::Empty => return Ok(()),
-        RemoteMode::Plaintext => StorageMode::Plaintext,
+        RemoteMode::Plaintext | RemoteMode::PlaintextByFerry => StorageMode::Plaintext,
         RemoteMode::Encrypted(_) => StorageMode::Encrypted,
     };
     if remote == local {
@@ -142,8 +148,8 @@ impl Bucket {
     ) -> Result<Bucket> {
         let endpoint = spec.url.clone();
         let bucket = match (mode, key) {
-            (RemoteMode::Encrypted(file), NewKey::Join { passphrase }) => {
-                Bucket::create_joining(dir, config, file, passphrase).await?
+            (RemoteMode::Encrypted(file), NewKey::Join { passphrase, afford }) => {
+                Bucket::create_joining(dir, config, file, passphrase, afford).await?
             }
             (RemoteMode::Encrypted(_), NewKey::Plaintext | NewKey::PlaintextOverObjects) => {
                 return Err(Error::RemoteMode {
@@ -160,7 +166,10 @@ impl Bucket {
                     local_key_id: "(a new key)".into(),
                 })
             }
-            (RemoteMode::Plaintext, NewKey::Encrypt { .. } | NewKey::Join { .. }) => {
+            (
+                RemoteMode::Plaintext | RemoteMode::PlaintextByFerry,
+                NewKey::Encrypt { .. } | NewKey::Join { .. },
+            ) => {
                 return Err(Error::RemoteMode {
                     endpoint,
                     remote: StorageMode::Plaintext,
@@ -174,10 +183,13 @@ impl Bucket {
             (RemoteMode::Empty, NewKey::Encrypt { passphrase, kdf }) => {
                 Bucket::create_encrypted(dir, config, passphrase, kdf).await?
             }
-            (RemoteMode::Empty, NewKey::Plaintext)
-            | (RemoteMode::Empty | RemoteMode::Plaintext, NewKey::PlaintextOverObjects) => {
-                Bucket::create(dir, config).await?
-            }
+            // A remote a plaintext ferry bucket recorded as its own needs no
+            // explicit choice.
+            (RemoteMode::Empty | RemoteMode::PlaintextByFerry, NewKey::Plaintext)
+            | (
+                RemoteMode::Empty | RemoteMode::Plaintext | RemoteMode::PlaintextByFerry,
+                NewKey::PlaintextOverObjects,
+            ) => Bucket::create(dir, config).await?,
         };
         bucket.set_remote(spec).await?;
         Ok(bucket)

@@ -3,9 +3,11 @@
 //! - [`KeyFile`] (JSON): what the index's `encryption` setting and the
 //!   remote's `.ferry/key.json` hold: the wrapped master key and a key id,
 //!   so two buckets can tell whether they share a master key without a
-//!   passphrase. Version 1 files encrypt names as v1; version 2 files (all
-//!   new buckets, and every `rekey`) encrypt names as v2 and count key
-//!   epochs.
+//!   passphrase. Version 1 files encrypt names as v1; versions 2 and 3
+//!   encrypt names as v2 and count key epochs; version 3 (all new buckets,
+//!   every `rekey`, and a v2 file's `passwd`) binds its header (format,
+//!   version, epoch, key id) into the wrapping's associated data, so none
+//!   of them can be edited without the key failing to unwrap.
 //! - [`Keyring`]: the four subkeys derived from the master key (content,
 //!   hash, metadata, names), zeroized when dropped, with the operations an
 //!   encrypted bucket needs: keyed hashes, sealing blobs and metadata,
@@ -35,15 +37,21 @@ const KEY_ID_CONTEXT: &str = "ferry 2026 v1 key id";
 /// The `format` field of a key file.
 pub const KEY_FILE_FORMAT: &str = "ferry-key";
 
-/// The newest key file version, written for new buckets and by `rekey`.
-pub const KEY_FILE_VERSION: u32 = 2;
+/// The newest key file version, written for new buckets, by `rekey`, and
+/// by `passwd` over a version 2 file.
+pub const KEY_FILE_VERSION: u32 = 3;
+/// The first key file version whose wrapping is bound to its header.
+const BOUND_VERSION: u32 = 3;
+/// The start of a bound wrapping's associated data.
+const HEADER_CONTEXT: &[u8] = b"ferry-key v3\0";
 
 /// The master key wrapped under a passphrase, with the key's id.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KeyFile {
     /// Always [`KEY_FILE_FORMAT`].
     pub format: String,
-    /// Format version: 1 (names v1) or 2 (names v2).
+    /// Format version: 1 (names v1), 2 (names v2) or 3 (names v2, header
+    /// bound into the wrapping).
     pub version: u32,
     /// 32 hex digits derived from the master key (not secret).
     pub key_id: String,
@@ -57,6 +65,18 @@ pub struct KeyFile {
 
 fn first_epoch() -> u32 {
     1
+}
+
+/// A bound wrapping's associated data (key file v3): `"ferry-key v3\0"` ‖
+/// format ‖ 0 ‖ version (u32 BE) ‖ epoch (u32 BE) ‖ key id (ASCII).
+fn header(format: &str, version: u32, epoch: u32, key_id: &str) -> Vec<u8> {
+    let mut aad = HEADER_CONTEXT.to_vec();
+    aad.extend_from_slice(format.as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(&version.to_be_bytes());
+    aad.extend_from_slice(&epoch.to_be_bytes());
+    aad.extend_from_slice(key_id.as_bytes());
+    aad
 }
 
 fn key_id(master: &Key) -> String {
@@ -78,9 +98,51 @@ impl KeyFile {
         params: KdfParams,
         epoch: u32,
     ) -> Result<(KeyFile, Keyring), CryptoError> {
-        let master = Key::random();
+        let master = Key::random()?;
         let file = KeyFile::wrap(&master, passphrase, params, KEY_FILE_VERSION, epoch)?;
         Ok((file, Keyring::new(&master, NameFormat::V2)))
+    }
+
+    /// A version 2 key file (names v2, its header not bound), as releases
+    /// before key file v3 wrote it: kept so tests can build the files this
+    /// build must still read and upgrade.
+    #[doc(hidden)]
+    pub fn generate_v2(
+        passphrase: &[u8],
+        params: KdfParams,
+    ) -> Result<(KeyFile, Keyring), CryptoError> {
+        let master = Key::random()?;
+        let file = KeyFile::wrap(&master, passphrase, params, 2, first_epoch())?;
+        Ok((file, Keyring::new(&master, NameFormat::V2)))
+    }
+
+    /// A version 3 key file from fixed parts (the known-answer test that
+    /// pins the format).
+    #[doc(hidden)]
+    pub fn wrap_v3_with(
+        master: &Key,
+        passphrase: &[u8],
+        params: KdfParams,
+        epoch: u32,
+        salt: [u8; 16],
+        nonce: [u8; 24],
+    ) -> Result<KeyFile, CryptoError> {
+        let id = key_id(master);
+        let aad = header(KEY_FILE_FORMAT, BOUND_VERSION, epoch, &id);
+        Ok(KeyFile {
+            format: KEY_FILE_FORMAT.into(),
+            version: BOUND_VERSION,
+            key_id: id,
+            epoch,
+            wrapped: WrappedKey::wrap_bound_with(master, passphrase, params, salt, nonce, &aad)?,
+        })
+    }
+
+    /// This file's header as a bound wrapping's associated data, with
+    /// `version` in place of the file's (its own, or the bound version a
+    /// downgraded file was written as).
+    fn header(&self, version: u32) -> Vec<u8> {
+        header(&self.format, version, self.epoch, &self.key_id)
     }
 
     /// A version 1 key file, as releases before format v2 wrote it: kept
@@ -90,7 +152,7 @@ impl KeyFile {
         passphrase: &[u8],
         params: KdfParams,
     ) -> Result<(KeyFile, Keyring), CryptoError> {
-        let master = Key::random();
+        let master = Key::random()?;
         let file = KeyFile::wrap(&master, passphrase, params, 1, first_epoch())?;
         Ok((file, Keyring::new(&master, NameFormat::V1)))
     }
@@ -102,12 +164,19 @@ impl KeyFile {
         version: u32,
         epoch: u32,
     ) -> Result<KeyFile, CryptoError> {
+        let id = key_id(master);
+        let wrapped = if version >= BOUND_VERSION {
+            let aad = header(KEY_FILE_FORMAT, version, epoch, &id);
+            WrappedKey::wrap_bound(master, passphrase, params, &aad)?
+        } else {
+            WrappedKey::wrap(master, passphrase, params)?
+        };
         Ok(KeyFile {
             format: KEY_FILE_FORMAT.into(),
             version,
-            key_id: key_id(master),
+            key_id: id,
             epoch,
-            wrapped: WrappedKey::wrap(master, passphrase, params)?,
+            wrapped,
         })
     }
 
@@ -127,17 +196,48 @@ impl KeyFile {
 
     /// Opens the master key; a wrong passphrase is [`CryptoError::WrongPassphrase`].
     pub fn unlock(&self, passphrase: &[u8]) -> Result<Keyring, CryptoError> {
+        let master = self.unwrap_master(passphrase)?;
+        Ok(Keyring::new(&master, self.name_format()))
+    }
+
+    /// The master key, checked against the file's header and key id.
+    fn unwrap_master(&self, passphrase: &[u8]) -> Result<Key, CryptoError> {
         self.check_format()?;
-        let master = self.wrapped.unwrap_key(passphrase)?;
+        let master = if self.version >= BOUND_VERSION {
+            self.wrapped
+                .unwrap_bound(passphrase, &self.header(self.version))?
+        } else {
+            // An older version: the constant associated data. A key that
+            // opens only under this header as version 3 was written as
+            // version 3 and edited down (which would make a joining device
+            // fall back to names v1, say): refused by name.
+            match self
+                .wrapped
+                .unwrap_key_or_bound(passphrase, &self.header(BOUND_VERSION))?
+            {
+                (master, false) => master,
+                (_, true) => return Err(self.downgraded(BOUND_VERSION)),
+            }
+        };
         if key_id(&master) != self.key_id {
             return Err(CryptoError::Integrity(
                 "the key file's id does not match its key (the file was altered)".into(),
             ));
         }
-        Ok(Keyring::new(&master, self.name_format()))
+        Ok(master)
     }
 
-    /// The same master key wrapped under `new` (nothing else changes).
+    fn downgraded(&self, written: u32) -> CryptoError {
+        CryptoError::Integrity(format!(
+            "the key file says version {} but was written as version {written} (its header is \
+             bound into the wrapped key): it was altered, and is refused",
+            self.version
+        ))
+    }
+
+    /// The same master key wrapped under `new`. A version 2 file becomes
+    /// version 3 (its header bound); a version 1 file stays version 1 (the
+    /// version decides its names, which only `rekey` changes).
     pub fn rewrap(
         &self,
         old: &[u8],
@@ -146,8 +246,13 @@ impl KeyFile {
     ) -> Result<KeyFile, CryptoError> {
         self.check_format()?;
         params.check_new()?;
-        let master = self.wrapped.unwrap_key(old)?;
-        KeyFile::wrap(&master, new, params, self.version, self.epoch)
+        let master = self.unwrap_master(old)?;
+        let version = if self.version == 1 {
+            1
+        } else {
+            KEY_FILE_VERSION
+        };
+        KeyFile::wrap(&master, new, params, version, self.epoch)
     }
 
     fn check_format(&self) -> Result<(), CryptoError> {
@@ -164,6 +269,22 @@ impl KeyFile {
             return Err(CryptoError::Format {
                 what: "key file",
                 detail: "key epoch 0".into(),
+            });
+        }
+        // A bound wrapping inside an older version: edited down.
+        let bound = self.wrapped.version() >= 2;
+        if bound != (self.version >= BOUND_VERSION) {
+            if bound {
+                return Err(self.downgraded(BOUND_VERSION));
+            }
+            return Err(CryptoError::Format {
+                what: "key file",
+                detail: format!(
+                    "version {} needs a bound wrapping (wrapped key version 2), this one is \
+                     version {}",
+                    self.version,
+                    self.wrapped.version()
+                ),
             });
         }
         Ok(())
@@ -271,7 +392,8 @@ impl Keyring {
     /// A streaming blob sealer writing to `out`.
     pub fn blob_sealer<W: std::io::Write>(&self, out: W) -> std::io::Result<Sealer<W>> {
         if self.seal_v1 {
-            return Sealer::v1_with_prefix(&self.content, BLOB_CONTEXT, rand::random(), out);
+            let prefix = super::random::bytes().map_err(std::io::Error::other)?;
+            return Sealer::v1_with_prefix(&self.content, BLOB_CONTEXT, prefix, out);
         }
         Sealer::new(&self.content, BLOB_CONTEXT, out)
     }
@@ -310,13 +432,7 @@ impl Keyring {
             content_type: content_type.to_owned(),
             metadata: metadata.clone(),
         };
-        let json =
-            Zeroizing::new(
-                serde_json::to_vec(&record).map_err(|e| CryptoError::Format {
-                    what: "sealed metadata",
-                    detail: e.to_string(),
-                })?,
-            );
+        let json = sealed_json(&record, "sealed metadata")?;
         let sealed = self.seal_record(&local_context(key), &json)?;
         Ok(format!("{SEALED_META_PREFIX}{}", B64.encode(sealed)))
     }
@@ -354,6 +470,39 @@ impl Keyring {
     pub fn encrypted_name_len(&self, name: &str) -> usize {
         names::encrypted_name_len(self.name_format, name)
     }
+}
+
+/// The JSON of `value` in a buffer that leaves no copy behind: it is
+/// written into a `Zeroizing` buffer that, when it must grow, moves to a
+/// bigger one and clears the old (`serde_json::to_vec` grows a plain
+/// `Vec`, freeing plaintext as it goes). For whatever is sealed next.
+pub fn sealed_json<T: serde::Serialize>(
+    value: &T,
+    what: &'static str,
+) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    struct Out(Zeroizing<Vec<u8>>);
+    impl std::io::Write for Out {
+        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+            let need = self.0.len() + data.len();
+            if need > self.0.capacity() {
+                let mut bigger =
+                    Zeroizing::new(Vec::with_capacity(need.max(2 * self.0.capacity())));
+                bigger.extend_from_slice(&self.0);
+                self.0 = bigger;
+            }
+            self.0.extend_from_slice(data);
+            Ok(data.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut out = Out(Zeroizing::new(Vec::with_capacity(512)));
+    serde_json::to_writer(&mut out, value).map_err(|e| CryptoError::Format {
+        what,
+        detail: e.to_string(),
+    })?;
+    Ok(out.0)
 }
 
 fn local_context(key: &str) -> Vec<u8> {

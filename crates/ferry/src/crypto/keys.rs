@@ -1,11 +1,16 @@
 //! Master key, passphrase wrapping and subkeys.
 //!
-//! Wrapped key format v1 (JSON, stored in the index and in the remote's
-//! `.ferry/key.json`):
-//! `{"version":1,"kdf":{"alg":"argon2id","m_kib":65536,"t":3,"p":1,"salt":"<b64>"},
-//!   "nonce":"<b64 24 bytes>","ciphertext":"<b64 32+16 bytes>"}`;
-//! the ciphertext is XChaCha20-Poly1305(KEK, nonce, master key, aad = "ferry-key v1"),
-//! KEK = Argon2id(passphrase, salt, m, t, p) → 32 bytes.
+//! Wrapped key (JSON, inside a key file: the index's `encryption` setting
+//! and the remote's `.ferry/key.json`):
+//! `{"version":2,"kdf":{"alg":"argon2id","m_kib":65536,"t":3,"p":1,"salt":"<b64>"},
+//!   "nonce":"<b64 24 bytes>","ciphertext":"<b64 32+16 bytes>","check":"<b64 16 bytes>"}`;
+//! KEK = Argon2id(passphrase, salt, m, t, p) → 32 bytes, and
+//! - version 2 (key files v3): ciphertext = XChaCha20-Poly1305(KEK, nonce,
+//!   master key, aad = the key file's header, see `KeyFile`), check = the
+//!   first 16 bytes of BLAKE3-derive-key("ferry 2026 v3 passphrase check",
+//!   KEK): a wrong passphrase fails the check, an altered header (format,
+//!   version, epoch, key id) fails the AEAD;
+//! - version 1 (key files v1 and v2, read): aad = "ferry-key v1", no check.
 
 use base64::Engine as _;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -16,6 +21,7 @@ use super::CryptoError;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 const WRAP_AAD: &[u8] = b"ferry-key v1";
+const CHECK_CONTEXT: &str = "ferry 2026 v3 passphrase check";
 
 /// A 256-bit key, zeroized when dropped.
 #[derive(Clone, Zeroize, ZeroizeOnDrop, PartialEq, Eq)]
@@ -28,9 +34,9 @@ impl std::fmt::Debug for Key {
 }
 
 impl Key {
-    /// A fresh random key.
-    pub fn random() -> Self {
-        Key(rand::random())
+    /// A fresh random key, from the OS RNG.
+    pub fn random() -> Result<Self, CryptoError> {
+        super::random::bytes().map(Key)
     }
 
     /// The subkey for `purpose` (BLAKE3 in key-derivation mode).
@@ -157,6 +163,34 @@ impl KdfParams {
         Ok(())
     }
 
+    /// How much more work (memory × passes) a key file met from elsewhere
+    /// may ask for than this device affords.
+    pub const MAX_COST_RISE: u64 = 8;
+
+    /// Checks the cost of a key file met from elsewhere (a remote's, one
+    /// being joined), before any Argon2 work: within the ceiling, and at
+    /// most [`Self::MAX_COST_RISE`] times the work of `afford`, what this
+    /// device affords (its own copy's cost, or for a device joining, the
+    /// cost it would wrap a new key with). A forged file must not cost a
+    /// device gigabytes and minutes before anything else is checked.
+    pub fn check_affordable(&self, afford: KdfParams) -> Result<(), CryptoError> {
+        self.check_readable()?;
+        if self.work() > Self::MAX_COST_RISE * afford.work().max(1) {
+            return Err(self.out_of_range(format!(
+                "the key file asks for {} KiB × {} passes, more than {}× the work of the {} KiB × {} \
+                 this device affords (a forged key file, or one made with a far higher cost: if \
+                 this device can afford it, say so with a cost at least 1/{} of it)",
+                self.m_kib,
+                self.t,
+                Self::MAX_COST_RISE,
+                afford.m_kib,
+                afford.t,
+                Self::MAX_COST_RISE
+            )));
+        }
+        Ok(())
+    }
+
     /// Work this cost asks for (memory × passes, in KiB): what a key file's
     /// cost is compared by.
     pub fn work(&self) -> u64 {
@@ -177,13 +211,25 @@ struct KdfRecord {
     salt: String,
 }
 
-/// A master key wrapped under a passphrase (format v1).
+/// A master key wrapped under a passphrase: version 1 (a constant
+/// associated data) or 2 (bound to the caller's associated data, with a
+/// passphrase check).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WrappedKey {
     version: u32,
     kdf: KdfRecord,
     nonce: String,
     ciphertext: String,
+    /// Version 2: tells a wrong passphrase from altered associated data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    check: Option<String>,
+}
+
+/// The passphrase check of a version 2 wrapping.
+fn passphrase_check(kek: &[u8; 32]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&blake3::derive_key(CHECK_CONTEXT, kek)[..16]);
+    out
 }
 
 fn kek(
@@ -210,31 +256,61 @@ fn kek(
 }
 
 impl WrappedKey {
-    /// Wraps `master` under `passphrase` with a fresh salt and nonce.
+    /// Wraps `master` under `passphrase` with a fresh salt and nonce
+    /// (version 1: what key files v1 and v2 hold).
     pub fn wrap(master: &Key, passphrase: &[u8], params: KdfParams) -> Result<Self, CryptoError> {
         params.check_new()?;
-        let salt: [u8; 16] = rand::random();
-        let nonce: [u8; 24] = rand::random();
+        let salt: [u8; 16] = super::random::bytes()?;
+        let nonce: [u8; 24] = super::random::bytes()?;
         Self::wrap_with(master, passphrase, params, salt, nonce)
     }
 
-    /// Wraps with the given salt and nonce (known-answer tests); the cost is
-    /// not checked against the floor.
-    pub fn wrap_with(
+    /// Wraps `master` under `passphrase` bound to `aad` (version 2), with a
+    /// fresh salt and nonce.
+    pub fn wrap_bound(
+        master: &Key,
+        passphrase: &[u8],
+        params: KdfParams,
+        aad: &[u8],
+    ) -> Result<Self, CryptoError> {
+        params.check_new()?;
+        let salt: [u8; 16] = super::random::bytes()?;
+        let nonce: [u8; 24] = super::random::bytes()?;
+        Self::wrap_bound_with(master, passphrase, params, salt, nonce, aad)
+    }
+
+    /// [`WrappedKey::wrap_bound`] with the given salt and nonce
+    /// (known-answer tests); the cost is not checked against the floor.
+    pub fn wrap_bound_with(
         master: &Key,
         passphrase: &[u8],
         params: KdfParams,
         salt: [u8; 16],
         nonce: [u8; 24],
+        aad: &[u8],
     ) -> Result<Self, CryptoError> {
         let k = kek(passphrase, &salt, params)?;
-        let cipher = XChaCha20Poly1305::new(k.as_ref().into());
+        let mut wrapped = Self::seal(&k, master, params, salt, nonce, aad)?;
+        wrapped.version = 2;
+        wrapped.check = Some(B64.encode(passphrase_check(&k)));
+        Ok(wrapped)
+    }
+
+    fn seal(
+        k: &[u8; 32],
+        master: &Key,
+        params: KdfParams,
+        salt: [u8; 16],
+        nonce: [u8; 24],
+        aad: &[u8],
+    ) -> Result<Self, CryptoError> {
+        let cipher = XChaCha20Poly1305::new(k.into());
         let ct = cipher
             .encrypt(
                 XNonce::from_slice(&nonce),
                 Payload {
                     msg: &master.0,
-                    aad: WRAP_AAD,
+                    aad,
                 },
             )
             .map_err(|_| CryptoError::Integrity("sealing the key failed".into()))?;
@@ -249,7 +325,26 @@ impl WrappedKey {
             },
             nonce: B64.encode(nonce),
             ciphertext: B64.encode(ct),
+            check: None,
         })
+    }
+
+    /// The wrapping's version: 1 (constant associated data) or 2 (bound).
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// Wraps with the given salt and nonce (known-answer tests); the cost is
+    /// not checked against the floor.
+    pub fn wrap_with(
+        master: &Key,
+        passphrase: &[u8],
+        params: KdfParams,
+        salt: [u8; 16],
+        nonce: [u8; 24],
+    ) -> Result<Self, CryptoError> {
+        let k = kek(passphrase, &salt, params)?;
+        Self::seal(&k, master, params, salt, nonce, WRAP_AAD)
     }
 
     /// The Argon2id cost this wrapping asks for.
@@ -261,15 +356,63 @@ impl WrappedKey {
         }
     }
 
-    /// Opens the wrapped key; a wrong passphrase is [`CryptoError::WrongPassphrase`].
+    /// Opens a version 1 wrapping; a wrong passphrase is
+    /// [`CryptoError::WrongPassphrase`]. A version 2 wrapping is refused
+    /// (it opens only with what it is bound to: [`WrappedKey::unwrap_bound`]).
     pub fn unwrap_key(&self, passphrase: &[u8]) -> Result<Key, CryptoError> {
+        match self.open(passphrase, &[WRAP_AAD], 1)? {
+            Some((key, _)) => Ok(key),
+            None => Err(CryptoError::WrongPassphrase),
+        }
+    }
+
+    /// Opens a version 1 wrapping, and when its constant associated data
+    /// does not open it, tries `bound` (one more AEAD, no more Argon2):
+    /// `Ok((key, true))` when only `bound` opens it. Tells a key file
+    /// edited down to an older version from a wrong passphrase.
+    pub fn unwrap_key_or_bound(
+        &self,
+        passphrase: &[u8],
+        bound: &[u8],
+    ) -> Result<(Key, bool), CryptoError> {
+        match self.open(passphrase, &[WRAP_AAD, bound], 1)? {
+            Some((key, which)) => Ok((key, which == 1)),
+            None => Err(CryptoError::WrongPassphrase),
+        }
+    }
+
+    /// Opens a version 2 wrapping bound to `aad`: a wrong passphrase is
+    /// [`CryptoError::WrongPassphrase`], other associated data (an altered
+    /// key file header) [`CryptoError::Integrity`].
+    pub fn unwrap_bound(&self, passphrase: &[u8], aad: &[u8]) -> Result<Key, CryptoError> {
+        match self.open(passphrase, &[aad], 2)? {
+            Some((key, _)) => Ok(key),
+            None => Err(CryptoError::Integrity(
+                "the key file's header (format, version, epoch or key id) is not the one its key \
+                 was wrapped with: the file was altered"
+                    .into(),
+            )),
+        }
+    }
+
+    /// Derives the KEK once and opens the key with the first of `aads`
+    /// that opens it (`Some` with its index; `None`: none does). Version 2
+    /// checks the passphrase first (a wrong one is
+    /// [`CryptoError::WrongPassphrase`]), so there `None` means other
+    /// associated data.
+    fn open(
+        &self,
+        passphrase: &[u8],
+        aads: &[&[u8]],
+        version: u32,
+    ) -> Result<Option<(Key, usize)>, CryptoError> {
         let bad = |detail: &str| CryptoError::Format {
             what: "wrapped key",
             detail: detail.to_owned(),
         };
-        if self.version != 1 {
+        if self.version != version {
             return Err(bad(&format!(
-                "version {} (this build reads 1)",
+                "version {} where version {version} was expected",
                 self.version
             )));
         }
@@ -287,29 +430,37 @@ impl WrappedKey {
         let ct = B64
             .decode(&self.ciphertext)
             .map_err(|_| bad("ciphertext is not base64"))?;
-        if salt.len() < 8 || nonce.len() != 24 || ct.len() != 48 {
+        let check = match (&self.check, version) {
+            (Some(c), 2) => Some(B64.decode(c).map_err(|_| bad("check is not base64"))?),
+            (None, 2) => return Err(bad("version 2 without its check")),
+            (Some(_), _) => return Err(bad("a check in a version 1 wrapping")),
+            (None, _) => None,
+        };
+        if salt.len() < 8
+            || nonce.len() != 24
+            || ct.len() != 48
+            || check.as_ref().is_some_and(|c| c.len() != 16)
+        {
             return Err(bad("field lengths"));
         }
-        let params = KdfParams {
-            m_kib: self.kdf.m_kib,
-            t: self.kdf.t,
-            p: self.kdf.p,
-        };
-        let k = kek(passphrase, &salt, params)?;
+        let k = kek(passphrase, &salt, self.params())?;
+        // The check is public (it is in the file), so a plain comparison
+        // leaks nothing a guesser does not already have.
+        if check.is_some_and(|c| c[..] != passphrase_check(&k)) {
+            return Err(CryptoError::WrongPassphrase);
+        }
         let cipher = XChaCha20Poly1305::new(k.as_ref().into());
-        let mut pt = cipher
-            .decrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: &ct,
-                    aad: WRAP_AAD,
-                },
-            )
-            .map_err(|_| CryptoError::WrongPassphrase)?;
-        let mut key = [0u8; 32];
-        key.copy_from_slice(&pt);
-        pt.zeroize();
-        Ok(Key(key))
+        for (i, aad) in aads.iter().enumerate() {
+            if let Ok(mut pt) =
+                cipher.decrypt(XNonce::from_slice(&nonce), Payload { msg: &ct, aad })
+            {
+                let mut key = [0u8; 32];
+                key.copy_from_slice(&pt);
+                pt.zeroize();
+                return Ok(Some((Key(key), i)));
+            }
+        }
+        Ok(None)
     }
 
     /// The KDF cost recorded in the wrapped key (as stored; not yet range-checked).
@@ -321,7 +472,8 @@ impl WrappedKey {
         }
     }
 
-    /// Re-wraps the same master key under a new passphrase (no data changes).
+    /// Re-wraps the same master key under a new passphrase (version 1 to
+    /// version 1; no data changes).
     pub fn rewrap(&self, old: &[u8], new: &[u8], params: KdfParams) -> Result<Self, CryptoError> {
         params.check_new()?;
         let master = self.unwrap_key(old)?;

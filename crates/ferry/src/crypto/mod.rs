@@ -7,12 +7,14 @@
 //!   from a random salt, AES-256-GCM or ChaCha20-Poly1305, counter nonces)
 //!   written, v1 (XChaCha20-Poly1305) read; 64 KiB chunks, last-chunk flag.
 //! - [`names`]: deterministic per-segment name encryption (AES-SIV).
+//! - [`random`]: every key, salt and nonce seed, from the OS RNG.
 //! - [`keyring`]: the key file (wrapped key + key id) and an unlocked
 //!   bucket's subkeys with the operations built on them.
 
 pub mod keyring;
 pub mod keys;
 pub mod names;
+pub mod random;
 pub mod stream;
 
 /// Why decryption or unwrapping failed. Every failure is an integrity
@@ -40,4 +42,7 @@ pub enum CryptoError {
     /// The key derivation function failed (bad parameters).
     #[error("key derivation failed: {0}")]
     Kdf(String),
+    /// The OS random number generator failed (nothing was sealed).
+    #[error("the OS random number generator failed: {0}")]
+    Random(String),
 }

@@ -32,7 +32,9 @@
 //! What each library clears: aws-lc frees its AEAD key schedules with
 //! `OPENSSL_cleanse`; RustCrypto's XChaCha20-Poly1305 (v1 reads) zeroizes
 //! its key on drop (`zeroize` feature); ferry's own key bytes and the
-//! derived blob key are `Zeroizing`.
+//! derived blob key are `Zeroizing`, and so are the plaintext buffers of
+//! sealing and opening, which take their full size at once so no
+//! reallocation leaves plaintext behind in freed memory.
 
 use std::io::{self, Read, Write};
 
@@ -253,6 +255,19 @@ impl Cipher {
     }
 }
 
+/// Makes room for `cap` bytes in a buffer that holds plaintext without
+/// leaving a copy behind: a `Vec` that grows frees its old allocation
+/// as it is, so the bytes move to a fresh `Zeroizing` allocation and the
+/// old one is cleared when it drops. Buffers get their full size at once,
+/// so this runs at most once per buffer.
+fn reserve_zeroizing(buf: &mut Zeroizing<Vec<u8>>, cap: usize) {
+    if buf.capacity() < cap {
+        let mut bigger = Zeroizing::new(Vec::with_capacity(cap));
+        bigger.extend_from_slice(buf);
+        *buf = bigger;
+    }
+}
+
 fn integrity(detail: impl Into<String>) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
@@ -275,7 +290,8 @@ impl<W: Write> Sealer<W> {
     /// Starts a sealed blob (v2, this CPU's preferred AEAD, a fresh random
     /// salt), on every core for large blobs.
     pub fn new(key: &Key, context: &[u8], out: W) -> io::Result<Self> {
-        Self::with_salt(key, context, Aead::preferred(), rand::random(), out)
+        let salt = super::random::bytes().map_err(io::Error::other)?;
+        Self::with_salt(key, context, Aead::preferred(), salt, out)
     }
 
     /// Starts a v2 sealed blob with the given AEAD and salt (known-answer
@@ -377,6 +393,8 @@ impl<W: Write> Write for Sealer<W> {
     fn write(&mut self, mut data: &[u8]) -> io::Result<usize> {
         let total = data.len();
         let cap = CHUNK * self.cores.batch;
+        // The whole batch at once: the buffer never reallocates.
+        reserve_zeroizing(&mut self.buf, cap);
         while !data.is_empty() {
             // Full chunks are sealed only once more data arrives, so the
             // final chunk (possibly full) always carries the last flag.
@@ -498,6 +516,9 @@ impl<R: Read> Opener<R> {
             self.cores.batch
         };
         let full = (CHUNK + TAG) * chunks;
+        // Room for a whole batch from the first: opened chunks are
+        // plaintext, and a buffer that grew would leave them behind.
+        reserve_zeroizing(&mut self.sealed, (CHUNK + TAG) * self.cores.batch);
         self.sealed.resize(full, 0);
         let mut len = 0;
         if let Some(b) = self.peeked.take() {
@@ -593,7 +614,8 @@ pub fn seal(key: &Key, context: &[u8], data: &[u8]) -> Result<Vec<u8>, CryptoErr
 #[doc(hidden)]
 pub fn seal_v1(key: &Key, context: &[u8], data: &[u8]) -> Result<Vec<u8>, CryptoError> {
     let fail = |e: io::Error| CryptoError::Integrity(format!("sealing failed: {e}"));
-    let mut s = Sealer::v1_with_prefix(key, context, rand::random(), Vec::new()).map_err(fail)?;
+    let prefix = super::random::bytes()?;
+    let mut s = Sealer::v1_with_prefix(key, context, prefix, Vec::new()).map_err(fail)?;
     s.write_all(data).map_err(fail)?;
     s.finish().map_err(fail)
 }
@@ -608,7 +630,49 @@ pub fn open(key: &Key, context: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoE
         None => CryptoError::Integrity("unreadable sealed blob".into()),
     };
     let mut o = Opener::new(key, context, sealed).map_err(to_err)?;
-    let mut out = Vec::new();
+    // The plaintext is shorter than the sealed bytes: `out` never grows
+    // (which would leave copies of it in freed memory).
+    let mut out = Vec::with_capacity(sealed.len());
     o.read_to_end(&mut out).map_err(to_err)?;
     Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Plaintext buffers take their whole size at the first write (or
+    /// batch) and never move: a `Vec` that grows would free its old
+    /// allocation, plaintext and all, without clearing it.
+    #[test]
+    fn plaintext_buffers_never_reallocate() {
+        let key = Key([7; 32]);
+        for aead in [Aead::Aes256Gcm, Aead::ChaCha20Poly1305] {
+            let mut s = Sealer::with_salt(&key, b"ctx", aead, [1; 16], Vec::new())
+                .unwrap()
+                .multi_threaded();
+            s.write_all(b"a few bytes").unwrap();
+            let (at, cap) = (s.buf.as_ptr(), s.buf.capacity());
+            assert!(cap >= CHUNK * BATCH, "{cap}");
+            for _ in 0..BATCH * 3 {
+                s.write_all(&[9u8; CHUNK / 2 + 1]).unwrap();
+                assert_eq!(s.buf.as_ptr(), at, "the sealing buffer moved");
+            }
+            let sealed = s.finish().unwrap();
+
+            let mut o = Opener::new(&key, b"ctx", &sealed[..])
+                .unwrap()
+                .multi_threaded();
+            let mut out = [0u8; 1000];
+            o.read_exact(&mut out).unwrap();
+            let at = o.sealed.as_ptr();
+            let mut rest = Vec::new();
+            while o.read(&mut out).unwrap() > 0 {
+                assert_eq!(o.sealed.as_ptr(), at, "the opening buffer moved");
+                rest.push(());
+            }
+            assert!(rest.len() > 10);
+        }
+    }
 }

@@ -169,11 +169,24 @@ impl Bucket {
 
     /// Files a request for the leader and waits for its answer.
     async fn request_sync(&self, opts: SyncOptions) -> Result<SyncReport> {
-        let mode = match opts.mode {
+        // The two choices about an empty listing ride on the mode, as
+        // `+restore-remote` / `+accept-remote-deletes` (a leader that does
+        // not know them runs without them, and stops at the empty listing).
+        let mut mode = match opts.mode {
             SyncMode::Both => "both",
             SyncMode::Push => "push",
             SyncMode::Pull => "pull",
-        };
+        }
+        .to_owned();
+        if opts.restore_remote {
+            mode.push_str("+restore-remote");
+        }
+        if opts.accept_remote_deletes {
+            mode.push_str("+accept-remote-deletes");
+        }
+        if opts.full_if_cheap {
+            mode.push_str("+full-if-cheap");
+        }
         // Serializing a list of strings cannot fail.
         let filter = opts
             .filter
@@ -337,13 +350,10 @@ impl Bucket {
 
     fn schedule_config(&self) -> Result<(ScheduleConfig, Duration)> {
         let c = self.sync_config()?;
-        let cfg = ScheduleConfig {
-            interval: (c.interval_secs > 0).then(|| Duration::from_secs(c.interval_secs)),
-            debounce: Duration::from_millis(c.debounce_ms),
-            max_delay: Duration::from_millis(c.debounce_ms.saturating_mul(8).max(1)),
-            ..ScheduleConfig::default()
-        };
-        Ok((cfg, Duration::from_millis(c.leader_poll_ms.max(10))))
+        Ok((
+            schedule_of(&c),
+            Duration::from_millis(c.leader_poll_ms.max(10)),
+        ))
     }
 
     async fn engine_loop(self, mut stop: watch::Receiver<bool>) {
@@ -475,11 +485,14 @@ impl Bucket {
             )?;
             let rows = stmt
                 .query_map([], |r| {
-                    let mode = match r.get::<_, String>(1)?.as_str() {
-                        "push" => SyncMode::Push,
-                        "pull" => SyncMode::Pull,
+                    let text = r.get::<_, String>(1)?;
+                    let mut parts = text.split('+');
+                    let mode = match parts.next() {
+                        Some("push") => SyncMode::Push,
+                        Some("pull") => SyncMode::Pull,
                         _ => SyncMode::Both,
                     };
+                    let choices: Vec<&str> = parts.collect();
                     Ok((
                         r.get::<_, i64>(0)?,
                         SyncOptions {
@@ -489,6 +502,9 @@ impl Bucket {
                             retry: r.get(4)?,
                             max_delete: r.get::<_, Option<String>>(5)?.and_then(|m| m.parse().ok()),
                             full: r.get(6)?,
+                            restore_remote: choices.contains(&"restore-remote"),
+                            accept_remote_deletes: choices.contains(&"accept-remote-deletes"),
+                            full_if_cheap: choices.contains(&"full-if-cheap"),
                             filter: r.get::<_, Option<String>>(7)?.map(|json| {
                                 // Written from a `Filter` by `request_sync`;
                                 // a row that does not parse matches nothing.
@@ -550,8 +566,20 @@ impl Bucket {
             {
                 RunOutcome::Offline
             }
+            Err(Error::RemoteDown { .. }) => RunOutcome::Offline,
             Err(_) => RunOutcome::Changed,
         }
+    }
+}
+
+/// The schedule the sync settings ask for.
+fn schedule_of(c: &crate::sync::SyncConfig) -> ScheduleConfig {
+    ScheduleConfig {
+        interval: (c.interval_secs > 0).then(|| Duration::from_secs(c.interval_secs)),
+        debounce: Duration::from_millis(c.debounce_ms),
+        max_delay: Duration::from_millis(c.debounce_ms.saturating_mul(8).max(1)),
+        idle_cap: Duration::from_secs(c.idle_interval_max_secs.max(c.interval_secs)),
+        ..ScheduleConfig::default()
     }
 }
 
@@ -613,5 +641,31 @@ impl DataVersion {
         let changed = now != self.last;
         self.last = now;
         changed
+    }
+}
+
+#[cfg(test)]
+mod schedule_settings_tests {
+    use super::*;
+    use crate::sync::SyncConfig;
+
+    /// Issue 24, 7.4: an idle engine backed off to 300 s; the cap is the
+    /// setting `idle_interval_max_secs` (60 s by default), never below the
+    /// interval.
+    #[test]
+    fn idle_backoff_is_capped_by_the_setting() {
+        let c = SyncConfig::default();
+        assert_eq!(schedule_of(&c).idle_cap, Duration::from_secs(60));
+        let c = SyncConfig {
+            idle_interval_max_secs: 15,
+            interval_secs: 30,
+            ..SyncConfig::default()
+        };
+        assert_eq!(schedule_of(&c).idle_cap, Duration::from_secs(30));
+        let c = SyncConfig {
+            idle_interval_max_secs: 600,
+            ..SyncConfig::default()
+        };
+        assert_eq!(schedule_of(&c).idle_cap, Duration::from_secs(600));
     }
 }

@@ -37,7 +37,7 @@ impl Default for ScheduleConfig {
             interval: Some(Duration::from_secs(30)),
             debounce: Duration::from_millis(300),
             max_delay: Duration::from_secs(2),
-            idle_cap: Duration::from_secs(300),
+            idle_cap: Duration::from_secs(60),
             offline_min: Duration::from_secs(1),
             offline_max: Duration::from_secs(30),
         }

@@ -65,6 +65,19 @@ pub trait Layer: Send + Sync + fmt::Debug {
         self.inner().delete(key, cond).await
     }
 
+    async fn put_multipart_probe(
+        &self,
+        req: &PutRequest,
+        body: RemoteBody,
+        cond: Precondition,
+    ) -> Option<Result<String, RemoteError>> {
+        self.inner().put_multipart_probe(req, body, cond).await
+    }
+
+    fn may_write_multipart(&self, size: u64, cond: &Precondition) -> bool {
+        self.inner().may_write_multipart(size, cond)
+    }
+
     fn refuses(&self, key: &str) -> Option<String> {
         self.inner().refuses(key)
     }
@@ -121,6 +134,19 @@ impl<L: Layer> Remote for L {
 
     async fn delete(&self, key: &str, cond: Precondition) -> Result<(), RemoteError> {
         Layer::delete(self, key, cond).await
+    }
+
+    async fn put_multipart_probe(
+        &self,
+        req: &PutRequest,
+        body: RemoteBody,
+        cond: Precondition,
+    ) -> Option<Result<String, RemoteError>> {
+        Layer::put_multipart_probe(self, req, body, cond).await
+    }
+
+    fn may_write_multipart(&self, size: u64, cond: &Precondition) -> bool {
+        Layer::may_write_multipart(self, size, cond)
     }
 
     fn refuses(&self, key: &str) -> Option<String> {

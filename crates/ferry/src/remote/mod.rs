@@ -298,6 +298,22 @@ impl RemoteError {
             RemoteErrorKind::Retryable | RemoteErrorKind::Unreachable
         )
     }
+
+    /// True when the store gave no answer: not reached, or no progress
+    /// within the time limit (a stopped, frozen or unplugged store, not a
+    /// refusal of this request).
+    pub fn is_no_answer(&self) -> bool {
+        match self.kind {
+            RemoteErrorKind::Unreachable => true,
+            RemoteErrorKind::Retryable => {
+                let detail = self.detail.to_ascii_lowercase();
+                ["timeout", "timed out", "throughput"]
+                    .iter()
+                    .any(|w| detail.contains(w))
+            }
+            _ => false,
+        }
+    }
 }
 
 /// What a store can do, as declared by the implementation and confirmed by the probe.
@@ -363,6 +379,31 @@ pub trait Remote: Send + Sync + fmt::Debug {
     /// Deletes an object if `cond` holds. Deleting a missing object succeeds.
     async fn delete(&self, key: &str, cond: Precondition) -> Result<(), RemoteError>;
 
+    /// Writes like [`Remote::put`], but through the store's second write
+    /// path whatever the size, for the capability probe: S3 writes objects
+    /// over 8 MiB, and rewrites of the same bytes, as multipart uploads,
+    /// and a store may enforce conditions on `PutObject` but not on
+    /// `CompleteMultipartUpload`. `None`: the store has one write path
+    /// (the default).
+    async fn put_multipart_probe(
+        &self,
+        req: &PutRequest,
+        body: RemoteBody,
+        cond: Precondition,
+    ) -> Option<Result<String, RemoteError>> {
+        let _ = (req, body, cond);
+        None
+    }
+
+    /// True when a write whose body is `size` bytes, under `cond`, may take
+    /// the second write path ([`Remote::put_multipart_probe`]); the
+    /// emulation layer checks those writes by HEAD where the probe found
+    /// their conditions ignored. The default: never.
+    fn may_write_multipart(&self, size: u64, cond: &Precondition) -> bool {
+        let _ = (size, cond);
+        false
+    }
+
     /// Why this store cannot hold `key` exactly (a valid ferry key), or
     /// `None` when it can. A remote never renames a key: the keys it cannot
     /// hold are refused by name before any request is made.
@@ -388,6 +429,18 @@ pub fn plain_md5_etag(etag: &str) -> Option<[u8; 16]> {
     let t = etag.trim_matches('"');
     let mut out = [0u8; 16];
     (t.len() == 32 && hex::decode_to_slice(t, &mut out).is_ok()).then_some(out)
+}
+
+/// True for an ETag derived from the content alone, which a metadata-only
+/// rewrite keeps: a single-part upload's MD5, or a multipart upload's
+/// (`<32 hex digits>-<parts>`), quoted or not.
+pub fn content_derived_etag(etag: &str) -> bool {
+    let t = etag.trim_matches('"');
+    let (md5, parts) = t.split_once('-').unwrap_or((t, "1"));
+    md5.len() == 32
+        && md5.bytes().all(|b| b.is_ascii_hexdigit())
+        && !parts.is_empty()
+        && parts.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Reads an object's description and at most its first `len` bytes through

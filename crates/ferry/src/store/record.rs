@@ -88,14 +88,20 @@ pub(crate) enum SyncRecord {
     Refreshed { batch: Vec<(String, String, i64)> },
     /// Drop a tombstone.
     Forgot { key: String },
-    /// Flag a conflict.
+    /// Flag a conflict, if the row still looks as planned.
     Conflicted {
         key: String,
         reason: ConflictReason,
         remote_etag: Option<String>,
+        expect: Expect,
     },
-    /// Set the state.
-    State { key: String, state: SyncState },
+    /// Set the state, if the row still looks as planned (`None`: any row,
+    /// for settings that change every row's state).
+    State {
+        key: String,
+        state: SyncState,
+        expect: Option<Expect>,
+    },
     /// Evict a synced object's local content.
     Evicted { key: String, hash: ContentHash },
     /// Reads counted in memory: (key, last read ms, count).
@@ -104,9 +110,11 @@ pub(crate) enum SyncRecord {
     Pinned { key: String, pinned: bool },
     /// Outbox attempts of these keys start (one transaction for a whole run).
     Starting { keys: Vec<String> },
-    /// An outbox attempt changed state.
+    /// An outbox attempt changed state: the key's entry for the version
+    /// `hash` (`None`: a delete's entry).
     Attempt {
         key: String,
+        hash: Option<ContentHash>,
         state: &'static str,
         error: Option<String>,
         next_attempt_ms: i64,
@@ -147,6 +155,22 @@ fn note_stamp(conn: &Connection, key: &str, stamp: Option<u64>) -> Result<()> {
 fn bump_stamp(conn: &Connection, key: &str) -> Result<()> {
     conn.prepare_cached("UPDATE stamps SET stamp = stamp + 1 WHERE key = ?1")?
         .execute([key])?;
+    Ok(())
+}
+
+/// Queues a journal entry for a delete of `key` on the remote, naming the
+/// version it deleted (the row's agreed version): a replica whose own
+/// version was removed by a delete that never saw it tells the two apart.
+fn journal_delete(conn: &Connection, key: &str) -> Result<()> {
+    let base: Option<(Option<String>, Option<Vec<u8>>)> = conn
+        .prepare_cached("SELECT base_etag, base_hash FROM objects WHERE key = ?1")?
+        .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let (etag, hash) = base.unwrap_or((None, None));
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO journal_pending (key, op, etag, hash) VALUES (?1, 'delete', ?2, ?3)",
+    )?
+    .execute(params![key, etag, hash])?;
     Ok(())
 }
 
@@ -208,10 +232,7 @@ pub(crate) fn apply(
             // A deletion is newer than the version it removed: replaying
             // that version later is a rollback too.
             bump_stamp(conn, &key)?;
-            conn.prepare_cached(
-                "INSERT OR REPLACE INTO journal_pending (key, op, etag, hash) VALUES (?1, 'delete', NULL, NULL)",
-            )?
-            .execute([&key])?;
+            journal_delete(conn, &key)?;
             let n = conn
                 .prepare_cached("DELETE FROM objects WHERE key = ?1 AND present = 0")?
                 .execute([&key])?;
@@ -382,6 +403,16 @@ pub(crate) fn apply(
             Ok(n > 0)
         }
         SyncRecord::Forgot { key } => {
+            // A tombstone of a version the remote held: its delete may have
+            // landed with the answer lost, unjournaled; journal it now
+            // (other replicas learn of it from the journal, not a listing).
+            let agreed: Option<Option<String>> = conn
+                .prepare_cached("SELECT base_etag FROM objects WHERE key = ?1 AND present = 0")?
+                .query_row([&key], |r| r.get(0))
+                .optional()?;
+            if matches!(agreed, Some(Some(_))) {
+                journal_delete(conn, &key)?;
+            }
             let n = conn
                 .prepare_cached("DELETE FROM objects WHERE key = ?1 AND present = 0")?
                 .execute([&key])?;
@@ -395,7 +426,11 @@ pub(crate) fn apply(
             key,
             reason,
             remote_etag,
+            expect,
         } => {
+            if !matches(conn, &key, &expect)? {
+                return Ok(false);
+            }
             let reason = serde_json::to_value(reason)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
@@ -407,7 +442,12 @@ pub(crate) fn apply(
                 .execute(params![key, reason, remote_etag])?;
             Ok(n > 0)
         }
-        SyncRecord::State { key, state } => {
+        SyncRecord::State { key, state, expect } => {
+            if let Some(expect) = expect {
+                if !matches(conn, &key, &expect)? {
+                    return Ok(false);
+                }
+            }
             let n = conn
                 .prepare_cached("UPDATE objects SET state = ?2 WHERE key = ?1")?
                 .execute(params![key, state.as_str()])?;
@@ -448,6 +488,7 @@ pub(crate) fn apply(
         }
         SyncRecord::Attempt {
             key,
+            hash,
             state,
             error,
             next_attempt_ms,
@@ -457,9 +498,16 @@ pub(crate) fn apply(
                 .prepare_cached(
                     "UPDATE outbox SET state = ?2, attempts = attempts + ?3, \
                      last_error = COALESCE(?4, last_error), next_attempt_ms = ?5 \
-                     WHERE key = ?1",
+                     WHERE key = ?1 AND hash IS ?6",
                 )?
-                .execute(params![key, state, bump, error, next_attempt_ms])?;
+                .execute(params![
+                    key,
+                    state,
+                    bump,
+                    error,
+                    next_attempt_ms,
+                    hash.map(|h| h.0.to_vec())
+                ])?;
             Ok(n > 0)
         }
     }

@@ -38,11 +38,15 @@ impl Bucket {
         let retry = RetryPolicy {
             max_retries: config.max_retries,
             base_delay: Duration::from_millis(config.retry_base_delay_ms),
+            // A request that failed only after the no-progress limit met a
+            // store that does not answer: waiting that long again helps nobody.
+            stall: Some(config.timeouts().io),
             ..RetryPolicy::default()
         };
         let found = match probes.get(&endpoint) {
-            Some(p) => *p,
-            None => {
+            // Probed before the second write path was: probed again.
+            Some(p) if p.conditional_multipart.is_some() => *p,
+            _ => {
                 let retrying = Retrying::new(remote.clone(), retry);
                 let p = probe(&retrying, self.device_id()).await?;
                 probes.insert(endpoint, p);
@@ -51,12 +55,12 @@ impl Bucket {
             }
         };
         let mut layered = remote;
-        if !found.conditional_put || !found.conditional_delete {
-            layered = Arc::new(Emulated::new(
-                layered,
-                !found.conditional_put,
-                !found.conditional_delete,
-            ));
+        let multipart_ignored = found.conditional_multipart == Some(false);
+        if !found.conditional_put || !found.conditional_delete || multipart_ignored {
+            layered = Arc::new(
+                Emulated::new(layered, !found.conditional_put, !found.conditional_delete)
+                    .emulating_multipart(multipart_ignored),
+            );
         }
         let base: SharedRemote = Arc::new(Retrying::new(layered.clone(), retry));
         let full: SharedRemote = match keys {

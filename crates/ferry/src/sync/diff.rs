@@ -79,6 +79,7 @@ impl Bucket {
             dry_run: true,
             full: true,
             force: true,
+            accept_remote_deletes: true,
             retry: true,
             filter: (!prefix.is_empty()).then(|| Arc::new(Filter::prefix(prefix))),
             ..SyncOptions::default()

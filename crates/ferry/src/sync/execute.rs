@@ -7,13 +7,13 @@ use std::collections::HashMap;
 use crate::bucket::Bucket;
 use crate::crypto::keyring::meta_digest;
 use crate::error::{Error, Result};
-use crate::hash::ContentHash;
+use crate::hash::{ContentHash, MetaDigest};
 use crate::remote::{
     Precondition, PutRequest, RemoteBody, RemoteError, RemoteErrorKind, RemoteObject, SharedRemote,
 };
 use crate::store::record::SyncRecord;
 use crate::sync::plan;
-use crate::sync::plan::{Action, ConflictPolicy, ConflictReason, LocalEntry};
+use crate::sync::plan::{Action, ConflictPolicy, ConflictReason, Expect, LocalEntry};
 
 use super::{
     annotate, issue, ConflictInfo, DeleteLimit, Done, SyncIssue, SyncMode, SyncOptions, SyncReport,
@@ -142,21 +142,31 @@ impl Bucket {
         remote: &SharedRemote,
         action: Action,
         seen: Option<RemoteObject>,
+        expect: Expect,
         policy: ConflictPolicy,
     ) -> Done {
         let key = action.key().to_owned();
-        let result = self.execute_inner(remote, action, seen, policy).await;
+        let result = self
+            .execute_inner(remote, action, seen, expect, policy)
+            .await;
         match result {
             Ok(done) => done,
+            Err(Error::Remote(re)) if re.is_no_answer() => {
+                Done::NoAnswer(issue(&key, &Error::Remote(re)))
+            }
             Err(e) => Done::Failed(issue(&key, &e)),
         }
     }
 
+    /// Runs one action; `expect` is what the local row looked like when it
+    /// was planned (outcomes that only change bookkeeping are recorded
+    /// only while it still does).
     pub(super) async fn execute_inner(
         &self,
         remote: &SharedRemote,
         action: Action,
         seen: Option<RemoteObject>,
+        expect: Expect,
         policy: ConflictPolicy,
     ) -> Result<Done> {
         match action {
@@ -172,29 +182,61 @@ impl Bucket {
                         remote.endpoint(),
                         format!("the remote cannot hold the key {key:?}: {why}"),
                     );
-                    return self.fail_attempt(&key, e).await;
+                    return self.fail_attempt(&key, Some(hash), e).await;
+                }
+                // A plan made without the remote's metadata (a listing, or
+                // the agreed version assumed) cannot have seen a rewrite
+                // that kept the ETag.
+                if !seen.as_ref().is_some_and(|s| s.has_metadata) {
+                    match self.rewritten_in_place(remote, &key, &cond).await {
+                        Ok(None) => {}
+                        Ok(Some(current)) => {
+                            let reason = ConflictReason::BothModified;
+                            let etag = Some(current.etag);
+                            return self.conflict(key, reason, etag, expect, policy).await;
+                        }
+                        Err(Error::Remote(e)) => {
+                            return self.fail_attempt(&key, Some(hash), e).await
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
                 self.push_one(remote, &key, hash, cond, base, policy).await
             }
-            Action::DeleteRemote { key, cond } => match remote.delete(&key, cond).await {
+            Action::DeleteRemote { key, cond } => match remote.delete(&key, cond.clone()).await {
                 Ok(()) => {
                     self.record(SyncRecord::RemoteDeleted { key }).await?;
                     Ok(Done::DeletedRemote)
                 }
-                Err(e) if e.kind == RemoteErrorKind::PreconditionFailed => {
+                Err(e)
+                    if e.kind == RemoteErrorKind::PreconditionFailed
+                        || (e.kind == RemoteErrorKind::NotFound
+                            && matches!(cond, Precondition::IfMatch(_))) =>
+                {
                     let current = match remote.head(&key).await {
                         Ok(c) => c,
-                        Err(e) => return self.fail_attempt(&key, e).await,
+                        Err(e) => return self.fail_attempt(&key, None, e).await,
                     };
-                    self.conflict(
-                        key,
-                        ConflictReason::DeletedLocallyModifiedRemotely,
-                        current.map(|c| c.etag),
-                        policy,
-                    )
-                    .await
+                    match current {
+                        // Gone: our own earlier attempt landed with its
+                        // answer lost (or another delete did): deleted.
+                        None => {
+                            self.record(SyncRecord::RemoteDeleted { key }).await?;
+                            Ok(Done::DeletedRemote)
+                        }
+                        Some(c) => {
+                            self.conflict(
+                                key,
+                                ConflictReason::DeletedLocallyModifiedRemotely,
+                                Some(c.etag),
+                                Expect::Tombstone,
+                                policy,
+                            )
+                            .await
+                        }
+                    }
                 }
-                Err(e) => self.fail_attempt(&key, e).await,
+                Err(e) => self.fail_attempt(&key, None, e).await,
             },
             Action::Pull { key, expect, .. } => {
                 if self.fetch(&key, expect).await? {
@@ -286,12 +328,18 @@ impl Bucket {
                 remote_etag,
             } => {
                 let etag = remote_etag.or(seen.map(|s| s.etag));
-                self.record(SyncRecord::Conflicted {
-                    key: key.clone(),
-                    reason,
-                    remote_etag: etag.clone(),
-                })
-                .await?;
+                let applied = self
+                    .record(SyncRecord::Conflicted {
+                        key: key.clone(),
+                        reason,
+                        remote_etag: etag.clone(),
+                        expect,
+                    })
+                    .await?;
+                if !applied {
+                    // The row moved since planning: the next run decides.
+                    return Ok(Done::Nothing);
+                }
                 let deleted_locally = reason == ConflictReason::DeletedLocallyModifiedRemotely;
                 Ok(Done::Conflict(ConflictInfo {
                     key,
@@ -301,7 +349,12 @@ impl Bucket {
                 }))
             }
             Action::SetState { key, state } => {
-                self.record(SyncRecord::State { key, state }).await?;
+                self.record(SyncRecord::State {
+                    key,
+                    state,
+                    expect: Some(expect),
+                })
+                .await?;
                 Ok(Done::Nothing)
             }
         }
@@ -312,15 +365,25 @@ impl Bucket {
         key: String,
         reason: ConflictReason,
         remote_etag: Option<String>,
+        expect: Expect,
         policy: ConflictPolicy,
     ) -> Result<Done> {
+        let hash = match &expect {
+            Expect::Present(h, _) => Some(*h),
+            _ => None,
+        };
         if policy == ConflictPolicy::Flag {
-            self.record(SyncRecord::Conflicted {
-                key: key.clone(),
-                reason,
-                remote_etag: remote_etag.clone(),
-            })
-            .await?;
+            let applied = self
+                .record(SyncRecord::Conflicted {
+                    key: key.clone(),
+                    reason,
+                    remote_etag: remote_etag.clone(),
+                    expect,
+                })
+                .await?;
+            if !applied {
+                return Ok(Done::Nothing);
+            }
             let deleted_locally = reason == ConflictReason::DeletedLocallyModifiedRemotely;
             Ok(Done::Conflict(ConflictInfo {
                 key,
@@ -332,6 +395,7 @@ impl Bucket {
             // An automatic policy settles it on the next run, from a fresh listing.
             self.record(SyncRecord::Attempt {
                 key: key.clone(),
+                hash,
                 state: "pending",
                 error: Some(reason.describe().into()),
                 next_attempt_ms: 0,
@@ -349,7 +413,13 @@ impl Bucket {
     /// delay that doubles with every failed attempt (1 s up to an hour, with
     /// jitter) across runs; a terminal one is parked until the object
     /// changes or a retry is asked for; an unreachable store parks nothing.
-    pub(super) async fn fail_attempt(&self, key: &str, e: RemoteError) -> Result<Done> {
+    /// `hash`: the version whose push failed (`None`: a delete).
+    pub(super) async fn fail_attempt(
+        &self,
+        key: &str,
+        hash: Option<ContentHash>,
+        e: RemoteError,
+    ) -> Result<Done> {
         let retryable = e.is_retryable();
         let next = if e.kind == RemoteErrorKind::Unreachable {
             // The store was down, not this key's fault: the next run (which
@@ -363,22 +433,30 @@ impl Bucket {
                         .unwrap_or(0),
                 )
             })?;
-            self.now_ms() + backoff_ms(attempts)
+            let cap = backoff_cap_ms(attempts);
+            self.now_ms() + cap / 2 + self.random_upto(cap / 2)
         } else {
             i64::MAX
         };
         self.record(SyncRecord::Attempt {
             key: key.to_owned(),
+            hash,
             state: "failed",
             error: Some(e.to_string()),
             next_attempt_ms: next,
         })
         .await?;
-        Ok(Done::Failed(SyncIssue {
+        let no_answer = e.is_no_answer();
+        let issue = SyncIssue {
             key: key.to_owned(),
             cause: Error::Remote(e).to_string(),
             retryable,
-        }))
+        };
+        Ok(if no_answer {
+            Done::NoAnswer(issue)
+        } else {
+            Done::Failed(issue)
+        })
     }
 
     /// Uploads the local version of `key` (if it still has `hash`).
@@ -430,7 +508,15 @@ impl Bucket {
             stamp,
         };
         let meta = meta_digest(self.keyring()?.as_deref(), &req.content_type, &req.metadata);
-        match remote.put(&req, body, cond.clone()).await {
+        let put = remote.put(&req, body, cond.clone()).await;
+        if put.is_err() && !self.still_holds(key, &hash, &meta)? {
+            // A newer local version replaced this one while it was being
+            // pushed (its blob may be gone already): no failure to record,
+            // the next run pushes the new version.
+            return Ok(Done::Nothing);
+        }
+        let expect = Expect::Present(hash, Some(meta));
+        match put {
             Ok(etag) => {
                 self.record(SyncRecord::Pushed {
                     key: key.to_owned(),
@@ -443,12 +529,17 @@ impl Bucket {
                 .await?;
                 Ok(Done::Pushed)
             }
-            Err(e) if e.kind == RemoteErrorKind::PreconditionFailed => {
+            // S3 answers an If-Match on a key deleted meanwhile with 404.
+            Err(e)
+                if e.kind == RemoteErrorKind::PreconditionFailed
+                    || (e.kind == RemoteErrorKind::NotFound
+                        && matches!(cond, Precondition::IfMatch(_))) =>
+            {
                 // Either someone else wrote, or our own earlier attempt landed
                 // and its answer was lost: the version tells them apart.
                 let current = match remote.head(key).await {
                     Ok(c) => c,
-                    Err(e) => return self.fail_attempt(key, e).await,
+                    Err(e) => return self.fail_attempt(key, Some(hash), e).await,
                 };
                 let keys = self.keyring()?;
                 if let Some((cond, base)) = current
@@ -469,7 +560,7 @@ impl Bucket {
                         if r.meta != Some(meta) {
                             let reason = ConflictReason::RemoteChangedDuringPush;
                             return self
-                                .conflict(key.to_owned(), reason, Some(r.etag), policy)
+                                .conflict(key.to_owned(), reason, Some(r.etag), expect, policy)
                                 .await;
                         }
                         self.record(SyncRecord::Pushed {
@@ -485,20 +576,62 @@ impl Bucket {
                     }
                     current => {
                         let reason = ConflictReason::RemoteChangedDuringPush;
-                        self.conflict(key.to_owned(), reason, current.map(|c| c.etag), policy)
+                        let etag = current.map(|c| c.etag);
+                        self.conflict(key.to_owned(), reason, etag, expect, policy)
                             .await
                     }
                 }
             }
-            Err(e) => self.fail_attempt(key, e).await,
+            Err(e) => self.fail_attempt(key, Some(hash), e).await,
         }
+    }
+
+    /// True while the local row of `key` holds the version (`hash`, `meta`).
+    fn still_holds(&self, key: &str, hash: &ContentHash, meta: &MetaDigest) -> Result<bool> {
+        Ok(self
+            .local_entry(key)?
+            .is_some_and(|l| l.present && l.hash == *hash && l.meta.as_ref() == Some(meta)))
+    }
+
+    /// Before an `If-Match` push over an ETag derived from the content
+    /// alone (S3's MD5 ETags): the remote version, when it is not the
+    /// agreed one although its ETag is. A metadata-only rewrite by another
+    /// client (`CopyObject` with `REPLACE`) keeps such an ETag, so the
+    /// condition holds, and incremental runs (which list nothing) do not
+    /// see it: the push would discard the other client's metadata. `None`
+    /// when the remote holds the agreed version, or another ETag (the
+    /// condition decides), or the store's ETags change with metadata.
+    async fn rewritten_in_place(
+        &self,
+        remote: &SharedRemote,
+        key: &str,
+        cond: &Precondition,
+    ) -> Result<Option<RemoteObject>> {
+        let Precondition::IfMatch(etag) = cond else {
+            return Ok(None);
+        };
+        // Encrypted objects carry their metadata sealed in the body.
+        if !crate::remote::content_derived_etag(etag) || self.is_encrypted() {
+            return Ok(None);
+        }
+        let Some(agreed) = self.local_entry(key)? else {
+            return Ok(None);
+        };
+        let Some(mut current) = remote.head(key).await.map_err(Error::Remote)? else {
+            return Ok(None);
+        };
+        if current.etag != *etag {
+            return Ok(None);
+        }
+        annotate(None, &mut current);
+        let hash_moved = current.hash.is_some() && current.hash != agreed.base_hash;
+        let meta_moved = agreed.base_meta.is_some() && current.meta != agreed.base_meta;
+        Ok((hash_moved || meta_moved).then_some(current))
     }
 }
 
-/// The wait before retrying a push that failed `attempts` times: doubling
-/// from 1 s up to an hour, the upper half jittered.
-pub(super) fn backoff_ms(attempts: i64) -> i64 {
-    use rand::Rng;
-    let cap = (1000i64 << attempts.clamp(0, 12)).min(3_600_000);
-    cap / 2 + rand::rng().random_range(0..=cap / 2)
+/// The longest wait before retrying a push that failed `attempts` times:
+/// doubling from 1 s up to an hour (the wait is its upper half, jittered).
+pub(super) fn backoff_cap_ms(attempts: i64) -> i64 {
+    (1000i64 << attempts.clamp(0, 12)).min(3_600_000)
 }

@@ -1,25 +1,34 @@
-//! The change journal on the remote (format v1, `docs/design.md` §6.1):
+//! The change journal on the remote (format v2, `docs/design.md` §6.1):
 //! what ferry writers changed, so an idle replica learns "nothing changed"
 //! from one LIST at any bucket size.
 //!
-//! Records live at `.ferry/journal/r/<seq>` (20 decimal digits), each
-//! written with `If-None-Match: *`, so two writers never take the same
-//! sequence number. A record names the keys one run changed (key, op,
-//! remote etag, content hash) and its writer. Encrypted buckets seal the
-//! record (the keys are names). Writers compact: past [`RETAIN`] records
-//! they delete the oldest, and a reader whose position fell behind what is
-//! kept (or whose records vanished) does a full reconcile instead.
+//! Each device appends to its own stream: records live at
+//! `.ferry/journal/d/<device>/<seq>` (20 decimal digits), numbered from 1
+//! by their writer alone. No counter is shared between devices, so no
+//! record can be lost to two writers taking one number, even on a store
+//! that ignores conditional writes (v1's single stream lost records
+//! there). A record names the keys one run changed (key, op, remote etag,
+//! content hash), its writer and its number, and the digest of the
+//! writer's record before it (a chain per stream). Encrypted buckets seal
+//! the record with its name as associated data (a record cannot be moved
+//! to another slot or stream). Writers compact their own stream: past
+//! [`RETAIN`] records they delete the oldest, and a reader whose position
+//! in a stream fell behind what is kept (or whose records vanished) does
+//! a full reconcile instead. v1 records (`.ferry/journal/r/`) are ignored.
 //!
 //! This module is pure: names, encoding, and what a listing of record
 //! names means for a reader. The executor (`sync`) does the requests.
 
 use crate::crypto::keyring::Keyring;
 
-/// Where the records are (under the remote prefix).
-pub const RECORDS: &str = ".ferry/journal/r/";
+/// Where the journal is (under the remote prefix): both layouts.
+pub const JOURNAL: &str = ".ferry/journal/";
+
+/// Where the devices' streams are (under the remote prefix).
+pub const STREAMS: &str = ".ferry/journal/d/";
 
 /// Format version written in every record.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 
 /// Records kept by default (`SyncConfig::journal_retain`); a writer that
 /// sees more than twice as many deletes the oldest down to this many.
@@ -28,8 +37,9 @@ pub const RETAIN: u64 = 256;
 /// Most entries in one record (a run that changed more writes several).
 pub const MAX_ENTRIES: usize = 1000;
 
-/// The sealing context of an encrypted bucket's records.
-const CONTEXT: &[u8] = b"ferry journal v1\0";
+/// The sealing context of an encrypted bucket's records (the record's
+/// name follows it).
+const CONTEXT: &[u8] = b"ferry journal v2\0";
 
 /// What happened to a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -48,10 +58,13 @@ pub struct Entry {
     pub key: String,
     /// Put or delete.
     pub op: Op,
-    /// The remote version written (puts).
+    /// The remote version written (puts), or the version deleted (deletes:
+    /// the version the deleter agreed on, so a replica whose newer version
+    /// a delete removed unseen, on a store that ignores conditions, can
+    /// tell; none in deletes of format 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
-    /// Its content hash, hex (puts).
+    /// Its content hash, hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash: Option<String>,
 }
@@ -83,33 +96,60 @@ pub fn digest(bytes: &[u8]) -> [u8; 32] {
     *blake3::hash(bytes).as_bytes()
 }
 
-/// The object name of record `seq`.
-pub fn record_name(seq: u64) -> String {
-    format!("{RECORDS}{seq:020}")
+/// The object name of record `seq` of `device`'s stream.
+pub fn record_name(device: &str, seq: u64) -> String {
+    format!("{STREAMS}{device}/{seq:020}")
 }
 
-/// The sequence number a listed name holds, if it is a record's.
-pub fn parse_name(name: &str) -> Option<u64> {
-    let digits = name.strip_prefix(RECORDS)?;
-    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| digits.parse().ok())
+/// True for a device id as streams are named (1–64 lowercase letters,
+/// digits or `-`: nothing that could be a path).
+fn valid_device(device: &str) -> bool {
+    !device.is_empty()
+        && device.len() <= 64
+        && device
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// The device and sequence number a listed name holds, if it is a record's.
+pub fn parse_name(name: &str) -> Option<(String, u64)> {
+    let rest = name.strip_prefix(STREAMS)?;
+    let (device, digits) = rest.split_once('/')?;
+    (valid_device(device) && digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok().map(|seq| (device.to_owned(), seq)))
         .flatten()
 }
 
-/// The bytes of a record: JSON, sealed in an encrypted bucket.
+fn context(device: &str, seq: u64) -> Vec<u8> {
+    let mut c = CONTEXT.to_vec();
+    c.extend_from_slice(record_name(device, seq).as_bytes());
+    c
+}
+
+/// The bytes of a record: JSON, sealed in an encrypted bucket (bound to
+/// its name: its device and number).
 pub fn encode(record: &Record, keys: Option<&Keyring>) -> Result<Vec<u8>, String> {
     let json = serde_json::to_vec(record).map_err(|e| e.to_string())?;
     match keys {
-        Some(k) => k.seal_record(CONTEXT, &json).map_err(|e| e.to_string()),
+        Some(k) => k
+            .seal_record(&context(&record.device, record.seq), &json)
+            .map_err(|e| e.to_string()),
         None => Ok(json),
     }
 }
 
-/// Reads a record's bytes.
-pub fn decode(bytes: &[u8], keys: Option<&Keyring>) -> Result<Record, String> {
+/// Reads the bytes of record `seq` of `device`'s stream. A record that
+/// names another slot (moved or replayed there) is refused, and so is a
+/// record past the first without the digest of the one before it.
+pub fn decode(
+    bytes: &[u8],
+    keys: Option<&Keyring>,
+    device: &str,
+    seq: u64,
+) -> Result<Record, String> {
     let json = match keys {
         Some(k) => k
-            .open_record(CONTEXT, bytes)
+            .open_record(&context(device, seq), bytes)
             .map_err(|e| format!("the journal record does not open under this bucket's key ({e})"))?
             .to_vec(),
         None => bytes.to_vec(),
@@ -118,6 +158,15 @@ pub fn decode(bytes: &[u8], keys: Option<&Keyring>) -> Result<Record, String> {
         serde_json::from_slice(&json).map_err(|e| format!("malformed journal record: {e}"))?;
     if record.v != FORMAT {
         return Err(format!("unsupported journal format {}", record.v));
+    }
+    if record.seq != seq || record.device != device {
+        return Err(format!(
+            "the record names slot {}/{} but is stored at {device}/{seq}",
+            record.device, record.seq
+        ));
+    }
+    if seq > 1 && record.prev.is_none() {
+        return Err("the record does not name the record before it".into());
     }
     Ok(record)
 }
@@ -175,9 +224,39 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        assert_eq!(parse_name(&record_name(42)), Some(42));
-        assert_eq!(parse_name(".ferry/journal/r/42"), None);
-        assert_eq!(parse_name("r/00000000000000000042"), None);
+        assert_eq!(
+            parse_name(&record_name("ab12", 42)),
+            Some(("ab12".to_owned(), 42))
+        );
+        assert_eq!(parse_name(".ferry/journal/d/ab12/42"), None);
+        assert_eq!(parse_name(".ferry/journal/r/00000000000000000042"), None);
+        assert_eq!(parse_name(".ferry/journal/d/../00000000000000000042"), None);
+        assert_eq!(
+            parse_name(".ferry/journal/d/a/b/00000000000000000042"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_record_is_bound_to_its_slot() {
+        let record = Record {
+            v: FORMAT,
+            seq: 2,
+            device: "ab".into(),
+            time_ms: 0,
+            entries: vec![],
+            prev: Some("00".into()),
+        };
+        let bytes = encode(&record, None).unwrap_or_default();
+        assert_eq!(decode(&bytes, None, "ab", 2), Ok(record.clone()));
+        assert!(decode(&bytes, None, "ab", 3).is_err());
+        assert!(decode(&bytes, None, "cd", 2).is_err());
+        let unchained = Record {
+            prev: None,
+            ..record
+        };
+        let bytes = encode(&unchained, None).unwrap_or_default();
+        assert!(decode(&bytes, None, "ab", 2).is_err());
     }
 
     #[test]

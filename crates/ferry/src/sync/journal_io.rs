@@ -22,10 +22,18 @@ impl Bucket {
         self.sync_with_progress(opts, None).await
     }
 
-    /// Where this replica is in `endpoint`'s journal.
+    /// Where this replica is in `endpoint`'s journal (a state of an older
+    /// format: nowhere).
     pub(super) fn journal_state(&self, endpoint: &str) -> Result<JournalState> {
         let all: BTreeMap<String, JournalState> = self.setting_json("journal")?.unwrap_or_default();
-        Ok(all.get(endpoint).copied().unwrap_or_default())
+        Ok(match all.get(endpoint) {
+            Some(s) if s.v == journal::FORMAT => s.clone(),
+            Some(s) => JournalState {
+                last_full_ms: s.last_full_ms,
+                ..JournalState::default()
+            },
+            None => JournalState::default(),
+        })
     }
 
     pub(super) async fn set_journal_state(
@@ -42,32 +50,65 @@ impl Bucket {
         self.set_setting_json("journal", &all).await
     }
 
-    /// The sequence numbers of the journal's records (one LIST).
-    pub(super) async fn list_records(&self, raw: &SharedRemote) -> Result<Vec<u64>> {
-        Ok(raw
-            .list(journal::RECORDS)
+    /// The sequence numbers in every device's stream (one LIST, paged),
+    /// each stream's in order.
+    pub(super) async fn list_streams(
+        &self,
+        raw: &SharedRemote,
+    ) -> Result<BTreeMap<String, Vec<u64>>> {
+        self.list_streams_under(raw, journal::STREAMS).await
+    }
+
+    /// The sequence numbers of this device's own stream.
+    async fn list_own_stream(&self, raw: &SharedRemote) -> Result<Vec<u64>> {
+        let prefix = format!("{}{}/", journal::STREAMS, self.device_id());
+        Ok(self
+            .list_streams_under(raw, &prefix)
             .await?
-            .iter()
-            .filter_map(|o| journal::parse_name(&o.key))
-            .collect())
+            .remove(self.device_id())
+            .unwrap_or_default())
+    }
+
+    async fn list_streams_under(
+        &self,
+        raw: &SharedRemote,
+        prefix: &str,
+    ) -> Result<BTreeMap<String, Vec<u64>>> {
+        let mut out: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for o in raw.list(prefix).await? {
+            if let Some((device, seq)) = journal::parse_name(&o.key) {
+                out.entry(device).or_default().push(seq);
+            }
+        }
+        for seqs in out.values_mut() {
+            seqs.sort_unstable();
+            seqs.dedup();
+        }
+        Ok(out)
     }
 
     /// The digest of record `seq` as stored (`None`: there is none).
     pub(super) async fn record_digest(
         &self,
         raw: &SharedRemote,
+        device: &str,
         seq: u64,
     ) -> Result<Option<[u8; 32]>> {
-        match self.read_record_bytes(raw, seq).await {
+        match self.read_record_bytes(raw, device, seq).await {
             Ok(bytes) => Ok(Some(journal::digest(&bytes))),
             Err(Error::Remote(e)) if e.kind == RemoteErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    async fn read_record_bytes(&self, raw: &SharedRemote, seq: u64) -> Result<Vec<u8>> {
+    async fn read_record_bytes(
+        &self,
+        raw: &SharedRemote,
+        device: &str,
+        seq: u64,
+    ) -> Result<Vec<u8>> {
         use tokio::io::AsyncReadExt;
-        let name = journal::record_name(seq);
+        let name = journal::record_name(device, seq);
         let (_, reader) = raw.get(&name).await?;
         let mut bytes = Vec::new();
         reader
@@ -88,12 +129,13 @@ impl Bucket {
     pub(super) async fn read_record(
         &self,
         raw: &SharedRemote,
+        device: &str,
         seq: u64,
         keys: Option<&Keyring>,
     ) -> Result<(journal::Record, [u8; 32])> {
-        let name = journal::record_name(seq);
-        let bytes = self.read_record_bytes(raw, seq).await?;
-        let record = journal::decode(&bytes, keys).map_err(|e| {
+        let name = journal::record_name(device, seq);
+        let bytes = self.read_record_bytes(raw, device, seq).await?;
+        let record = journal::decode(&bytes, keys, device, seq).map_err(|e| {
             Error::Remote(RemoteError::new(
                 RemoteErrorKind::Integrity,
                 raw.endpoint(),
@@ -105,18 +147,18 @@ impl Bucket {
 
     /// Appends what this replica wrote to the remote and has not journaled
     /// yet (`journal_pending`, filled in the same transactions that record
-    /// the writes) as records after `newest`, each with `If-None-Match: *`
-    /// (a number another writer took is skipped). Compacts the journal
-    /// when it grew past twice `retain` records. Returns the
-    /// first and last sequence numbers written.
+    /// the writes) to this device's own stream, after `own` (the last
+    /// record it knows it wrote), each with `If-None-Match: *` (a number
+    /// taken meanwhile, by a copy of this bucket, is skipped). Compacts the
+    /// stream when it grew past twice `retain` records. Returns the last
+    /// sequence number written and its digest.
     pub(super) async fn append_journal(
         &self,
         raw: &SharedRemote,
         keys: Option<&Keyring>,
-        newest: u64,
-        newest_digest: Option<[u8; 32]>,
+        own: super::StreamPos,
         retain: u64,
-    ) -> Result<Option<(u64, u64, [u8; 32])>> {
+    ) -> Result<Option<(u64, [u8; 32])>> {
         // Read a record's worth of entries at a time, in key order.
         let page = |after: &str| -> Result<Vec<journal::Entry>> {
             self.with_reader(|c| {
@@ -140,6 +182,15 @@ impl Bucket {
                 Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
             })
         };
+        if page("")?.is_empty() {
+            return Ok(None);
+        }
+        // Numbers never go back: after the newest record of the stream as
+        // it is now, and never below what this device wrote before.
+        let listed = self.list_own_stream(raw).await?;
+        let newest = listed.last().copied().unwrap_or(0).max(own.pos);
+        let newest_digest = own.digest.filter(|_| newest == own.pos);
+        let me = self.device_id().to_owned();
         let mut seq = newest + 1;
         let mut first = None;
         let mut after = String::new();
@@ -153,7 +204,7 @@ impl Bucket {
             };
             if prev.is_none() {
                 prev = Some(if seq > 1 {
-                    self.record_digest(raw, seq - 1).await?
+                    self.record_digest(raw, &me, seq - 1).await?
                 } else {
                     None
                 });
@@ -171,7 +222,7 @@ impl Bucket {
                 let body = journal::encode(&record, keys).map_err(Error::IndexData)?;
                 let written = journal::digest(&body);
                 let req = PutRequest {
-                    key: journal::record_name(seq),
+                    key: journal::record_name(&me, seq),
                     content_type: "application/json".into(),
                     metadata: Metadata::new(),
                     hash: ContentHash::of(&body),
@@ -195,7 +246,7 @@ impl Bucket {
                         // Another writer took this number: the next one,
                         // chained to what it wrote.
                         tries += 1;
-                        prev = Some(self.record_digest(raw, seq).await?);
+                        prev = Some(self.record_digest(raw, &me, seq).await?);
                         seq += 1;
                     }
                     Err(e) => return Err(e.into()),
@@ -208,16 +259,18 @@ impl Bucket {
             seq += 1;
             after = last_key;
         }
-        let Some(first) = first else {
+        if first.is_none() {
             return Ok(None);
-        };
+        }
         let last = seq - 1;
-        // Compaction: the oldest records go once there are too many.
-        let listed = self.list_records(raw).await?;
+        // Compaction: the oldest records of this stream go once there are
+        // too many.
+        let mut listed = listed;
+        listed.extend(newest + 1..=last);
         for old in journal::to_compact(&listed, last, retain) {
-            raw.delete(&journal::record_name(old), Precondition::None)
+            raw.delete(&journal::record_name(&me, old), Precondition::None)
                 .await?;
         }
-        Ok(Some((first, last, last_digest)))
+        Ok(Some((last, last_digest)))
     }
 }

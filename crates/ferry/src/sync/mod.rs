@@ -59,6 +59,10 @@ pub struct SyncConfig {
     pub retry_base_delay_ms: u64,
     /// Background sync period in seconds; 0: only after local writes and on request.
     pub interval_secs: u64,
+    /// While runs find nothing to do, the background period doubles up to
+    /// this many seconds (never below `interval_secs`); any change brings
+    /// it back. An idle run costs one request (the journal listing).
+    pub idle_interval_max_secs: u64,
     /// Quiet time after local writes before the background engine pushes, ms.
     pub debounce_ms: u64,
     /// How often a waiting process checks whether the leader is gone, ms
@@ -82,6 +86,13 @@ pub struct SyncConfig {
     /// Journal records kept on the remote: a replica away for longer (in
     /// records) does a full reconcile.
     pub journal_retain: u64,
+    /// A remote whose last full listing took at most this many pages is
+    /// cheap to list: a sync a person asks for (`SyncOptions::full_if_cheap`)
+    /// lists it in full, and runs list it in full every
+    /// `cheap_full_sync_interval_secs`. 0: never.
+    pub cheap_listing_pages: u64,
+    /// Seconds between full listings of a cheap remote.
+    pub cheap_full_sync_interval_secs: u64,
     /// Keys planned at once: a sync holds about this many index rows and
     /// remote descriptions in memory (and the tasks in flight), whatever
     /// the bucket's size.
@@ -189,6 +200,7 @@ impl Default for SyncConfig {
             max_retries: 5,
             retry_base_delay_ms: 100,
             interval_secs: 30,
+            idle_interval_max_secs: 60,
             debounce_ms: 300,
             leader_poll_ms: 1000,
             max_cache_size: 1 << 30,
@@ -198,6 +210,8 @@ impl Default for SyncConfig {
             io_timeout_secs: 60,
             full_sync_interval_secs: 3600,
             journal_retain: journal::RETAIN,
+            cheap_listing_pages: 10,
+            cheap_full_sync_interval_secs: 300,
             window_keys: run::WINDOW,
         }
     }
@@ -222,8 +236,21 @@ pub struct SyncOptions {
     pub mode: SyncMode,
     /// Plan only: report what would happen, change nothing.
     pub dry_run: bool,
-    /// Go on past the safety rails (mass deletes, a suspiciously empty listing).
+    /// Go on past the delete limit (`max_delete`) and a journal that moved
+    /// back. Not past an empty listing: that takes one of the two explicit
+    /// choices below.
     pub force: bool,
+    /// Put this replica's copy back where the remote lost an object both
+    /// sides had agreed on (a wiped, recreated or restored-from-backup
+    /// remote): such keys are pushed again as new objects instead of being
+    /// deleted here. The run lists the whole remote, and an empty listing
+    /// does not stop it. Keys whose content is not on this device (evicted)
+    /// cannot be put back and are reported as errors.
+    pub restore_remote: bool,
+    /// Take an empty listing where objects were synced as the remote's
+    /// deletes: every synced object in scope is deleted here. The delete
+    /// limit still applies unless `force` lifts it.
+    pub accept_remote_deletes: bool,
     /// Retry keys whose last failure was parked (terminal, or backing off).
     pub retry: bool,
     /// This run's delete limit instead of the configured one.
@@ -231,6 +258,10 @@ pub struct SyncOptions {
     /// A full reconcile: list the whole remote (finds what writers that
     /// are not ferry changed) instead of reading the journal.
     pub full: bool,
+    /// List in full when the last full listing was cheap
+    /// (`SyncConfig::cheap_listing_pages`): what a person asking for a sync
+    /// expects (writes by other tools show up).
+    pub full_if_cheap: bool,
     /// Only keys this filter includes take part in the run; the others
     /// are left as they are on both sides (unlike the scope filter, which
     /// makes them orphans). The journal is not marked read by a filtered
@@ -239,13 +270,32 @@ pub struct SyncOptions {
 }
 
 /// A replica's place in one remote's journal (setting `journal`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct JournalState {
-    /// The last record read (`None`: never; a full reconcile comes first).
+    /// The journal format these positions are in ([`journal::FORMAT`]; a
+    /// state of another format is read as none: a full reconcile first).
+    #[serde(default)]
+    v: u32,
+    /// `Some` once a full reconcile established the positions in
+    /// `streams` (`None`: never; a full reconcile comes first).
     pos: Option<u64>,
     /// When the last full reconcile started, ms since the Unix epoch.
     last_full_ms: i64,
-    /// The digest of record `pos` as this replica read or wrote it.
+    /// The position in each device's stream (this device's own included:
+    /// the last record it wrote).
+    #[serde(default)]
+    streams: std::collections::BTreeMap<String, StreamPos>,
+    /// Listing pages the last full reconcile read (`None`: not known).
+    #[serde(default)]
+    full_pages: Option<u64>,
+}
+
+/// How far a replica read (or wrote) one device's stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct StreamPos {
+    /// The last record read.
+    pos: u64,
+    /// Its digest as read (`None`: not known without a request).
     #[serde(default)]
     digest: Option<[u8; 32]>,
 }
@@ -359,6 +409,9 @@ pub struct Status {
     pub encrypted: bool,
     /// Whether it is encrypted and locked in this process.
     pub locked: bool,
+    /// When the last full listing of the remote started (what tools other
+    /// than ferry wrote shows up at the next one).
+    pub last_full_listing: Option<SystemTime>,
 }
 
 /// How to settle a conflict.
@@ -369,7 +422,8 @@ pub enum Resolution {
     KeepLocal,
     /// Make the local side match the remote.
     KeepRemote,
-    /// Keep the local copy under `{key}.conflict.{timestamp}` and pull the remote into `key`.
+    /// Keep the local copy under `{stem}.conflict.{timestamp}{.ext}` (the
+    /// extension stays last) and pull the remote into `key`.
     KeepBoth,
 }
 
@@ -408,6 +462,20 @@ enum Done {
     Conflict(ConflictInfo),
     Nothing,
     Failed(SyncIssue),
+    /// Failed because the remote gave no answer (see `RemoteError::is_no_answer`).
+    NoAnswer(SyncIssue),
+    /// Not tried: the remote had stopped answering.
+    NotTried,
+}
+
+impl Done {
+    /// Whether the action changed or recorded anything.
+    fn did_something(&self) -> bool {
+        !matches!(
+            self,
+            Done::Nothing | Done::Failed(_) | Done::NoAnswer(_) | Done::NotTried
+        )
+    }
 }
 
 fn issue(key: &str, err: &Error) -> SyncIssue {

@@ -447,7 +447,9 @@ pub fn plan(
         .collect()
 }
 
-fn expect_of(l: Option<&LocalEntry>) -> Expect {
+/// What a row must still look like for an outcome planned against `l`
+/// to be recorded.
+pub fn expect_of(l: Option<&LocalEntry>) -> Expect {
     match l {
         Some(l) if l.present => Expect::Present(l.hash, l.meta),
         Some(l) if l.base_etag.is_some() => Expect::Tombstone,
@@ -472,6 +474,12 @@ fn plan_key(
             }),
             _ => None,
         };
+    }
+    // A key in conflict stays as it is, both sides kept, until `resolve`
+    // ends it: no sync overwrites or deletes it (a later local write
+    // takes it out of conflict).
+    if l.is_some_and(|l| l.state == SyncState::Conflict) {
+        return None;
     }
     let can_push = policy.direction != Direction::DownloadOnly;
     let can_pull = policy.direction != Direction::UploadOnly;
@@ -655,6 +663,65 @@ fn plan_key(
             Some(Action::Forget { key: key_s })
         }
     }
+}
+
+/// A deletion of a key on the remote as a journal record names it: the
+/// version the deleter agreed on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeleteProof {
+    /// The remote version the deleter removed.
+    pub etag: Option<String>,
+    /// Its content hash.
+    pub hash: Option<ContentHash>,
+}
+
+/// True when one of `proofs` (journal records of deletes of `l`'s key)
+/// names the version `l` agreed on: the deleter saw it.
+pub fn delete_saw(l: &LocalEntry, proofs: &[DeleteProof]) -> bool {
+    proofs.iter().any(|p| {
+        (p.etag.is_some() && p.etag == l.base_etag)
+            || (p.etag.is_none() && p.hash.is_some() && p.hash == l.base_hash)
+    })
+}
+
+/// A remote deletion of `l`'s agreed version that nothing proves saw it,
+/// where that matters, turned into what keeps the local data:
+/// - `sealed` (an encrypted bucket): whoever holds storage credentials can
+///   delete objects, but only a device holding the key writes journal
+///   records, so an unproven deletion pushes the local version again;
+/// - `emulated` (a store that ignores conditional deletes, whose deleter
+///   checked by HEAD and may have removed a newer version unseen): when
+///   the agreed version is our own push, a conflict (modified here,
+///   deleted there), settled by `policy`.
+///
+/// Otherwise (and for actions other than a local delete) `action` as it is.
+pub fn unproven_delete(
+    action: Action,
+    l: Option<&LocalEntry>,
+    proofs: &[DeleteProof],
+    sealed: bool,
+    emulated: bool,
+    policy: Policy,
+) -> Action {
+    let (Action::DeleteLocal { key, .. }, Some(l)) = (&action, l) else {
+        return action;
+    };
+    if !l.present || delete_saw(l, proofs) {
+        return action;
+    }
+    if sealed && l.cached && policy.direction != Direction::DownloadOnly {
+        return Action::Push {
+            key: key.clone(),
+            hash: l.hash,
+            cond: Precondition::IfAbsent,
+            base: BASE_NONE.to_owned(),
+        };
+    }
+    if emulated && l.pushed_base.is_some() {
+        let reason = ConflictReason::ModifiedLocallyDeletedRemotely;
+        return resolve_conflict(key, Some(l), None, reason, policy).unwrap_or(action);
+    }
+    action
 }
 
 /// A push for a new key (`If-None-Match: *`) met an object: when it is our

@@ -8,8 +8,9 @@
 //! 1. **Prepare** (first run only): sync, and refuse while anything is
 //!    unsynced, in conflict, or the bucket is open in another process.
 //!    Create the staging bucket `<dir>.rekey-new` under a fresh master key
-//!    (key file v2, epoch + 1, the same passphrase) with this bucket's
-//!    settings and device id.
+//!    (key file v3, epoch + 1, wrapped under the **new** passphrase: a
+//!    rekey answers a leaked passphrase, so the old one must not open the
+//!    new key) with this bucket's settings and device id.
 //! 2. **Copy**: every object (lazy ones are fetched) is read as plaintext
 //!    and put into the staging bucket, with its content type, metadata,
 //!    modification time, pin and version stamps. Keys already copied are
@@ -39,13 +40,13 @@ use crate::crypto::keyring::KeyFile;
 use crate::crypto::keys::KdfParams;
 use crate::error::{Error, Result};
 use crate::remote::encrypted::{self, Encrypted, UNREADABLE_NAME};
-use crate::remote::{Precondition, Remote, SharedRemote};
+use crate::remote::{Precondition, Remote, RemoteErrorKind, SharedRemote};
 use crate::store::index;
 use crate::store::list::ListOptions;
 use crate::sync::SyncOptions;
 
 /// Settings the staging bucket does not take from the old one.
-const OWN_SETTINGS: &[&str] = &["encryption", "journal", "created_ms"];
+const OWN_SETTINGS: &[&str] = &["encryption", "journal", "created_ms", "origin"];
 
 /// A step of a running rekey, for progress reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +82,18 @@ pub struct RekeyReport {
     /// device that had not seen the new key file): readable only with the
     /// old key, never deleted by rekey.
     pub left: Vec<String>,
+    /// Old remote objects kept because they are not the version this
+    /// bucket re-sealed: a device still on the old key wrote them after
+    /// rekey read the bucket (between the key file's switch and the
+    /// retire). Readable only with the old key; never deleted by rekey.
+    pub kept: Vec<String>,
+}
+
+/// What the retire step did.
+struct Retired {
+    retired: u64,
+    left: Vec<String>,
+    kept: Vec<String>,
 }
 
 fn blocked(reason: impl Into<String>) -> Error {
@@ -95,15 +108,19 @@ impl Bucket {
     /// remote objects are deleted, and the remote's key file is replaced.
     /// `remote` is the bucket's remote, built by the caller with its
     /// credentials (not attached: after an interrupted run it holds the new
-    /// key file, which this bucket's key does not open). The new key is
-    /// wrapped under `passphrase` (the bucket's current one, checked first)
-    /// at cost `kdf`. Consumes the handle and returns the rekeyed bucket,
-    /// attached to `remote`. Resumable: after a crash or an error, run it
-    /// again with the same passphrase.
+    /// key file, which this bucket's key does not open). `passphrase` is
+    /// the bucket's current one (checked first); the new key is wrapped
+    /// under `new_passphrase` at cost `kdf`, and other devices join with
+    /// it. A new passphrase equal to the current one is refused
+    /// ([`Error::RekeyBlocked`]) before anything changes: a rekey answers
+    /// a leaked passphrase. Consumes the handle and returns the rekeyed
+    /// bucket, attached to `remote`. Resumable: after a crash or an error,
+    /// run it again with the same two passphrases.
     pub async fn rekey(
         self,
         remote: SharedRemote,
         passphrase: &[u8],
+        new_passphrase: &[u8],
         kdf: KdfParams,
         progress: Option<RekeyProgressFn>,
     ) -> Result<(Bucket, RekeyReport)> {
@@ -119,9 +136,18 @@ impl Bucket {
             }
         };
         let pass = zeroize::Zeroizing::new(passphrase.to_vec());
+        let new_pass = zeroize::Zeroizing::new(new_passphrase.to_vec());
         {
             let (file, pass) = (old_file.clone(), pass.clone());
             blocking(move || Ok(file.unlock(&pass)?)).await?;
+        }
+        if new_pass.is_empty() {
+            return Err(blocked("the new passphrase is empty"));
+        }
+        if *new_pass == *pass {
+            return Err(blocked(
+                "the new passphrase is the current one; a rekey answers a leaked passphrase, so give a new one (nothing was changed)",
+            ));
         }
         let others = self
             .inner
@@ -163,7 +189,15 @@ impl Bucket {
         }
         let new = if resumed {
             let s = Bucket::open(&staged).await?;
-            s.unlock(&pass).await?;
+            match s.unlock(&new_pass).await {
+                Err(Error::WrongPassphrase) => {
+                    return Err(blocked(format!(
+                        "an interrupted rekey is waiting in {} under another new passphrase; run it again with the new passphrase it started with",
+                        staged.display()
+                    )))
+                }
+                done => done?,
+            }
             s
         } else {
             let report = self.sync(SyncOptions::default()).await?;
@@ -182,7 +216,7 @@ impl Bucket {
                 )));
             }
             let epoch = old_file.epoch.saturating_add(1);
-            let p = pass.clone();
+            let p = new_pass.clone();
             let (file, keys) =
                 blocking(move || Ok(KeyFile::generate_epoch(&p, kdf, epoch)?)).await?;
             let config = self.config().clone();
@@ -250,7 +284,7 @@ impl Bucket {
             };
             encrypted::write_key_file(remote.as_ref(), &new_file, cond).await?;
         }
-        for record in remote.list(crate::sync::journal::RECORDS).await? {
+        for record in remote.list(crate::sync::journal::JOURNAL).await? {
             remote.delete(&record.key, Precondition::None).await?;
         }
 
@@ -283,27 +317,13 @@ impl Bucket {
             )));
         }
 
-        // 5. Retire the old objects: the names the old key opens, of keys the
-        // new bucket holds (pushed above). Anything else stays and is named.
-        let old_layer = Encrypted::new(remote.clone(), old_keys.clone());
-        let mut old_objects = Vec::new();
-        for object in old_layer.list("").await? {
-            if object.key.starts_with(UNREADABLE_NAME) {
-                continue;
-            }
-            if new.exists(&object.key).await? {
-                old_objects.push(object.key);
-            } else {
-                report.left.push(object.key);
-            }
-        }
-        let total = old_objects.len() as u64;
-        for (i, key) in old_objects.iter().enumerate() {
-            tell(RekeyStep::Retire, i as u64, total);
-            old_layer.delete(key, Precondition::None).await?;
-            report.retired += 1;
-        }
-        tell(RekeyStep::Retire, total, total);
+        // 5. Retire the old objects (only the versions this bucket copied).
+        let retire = self
+            .retire_old(&new, remote.clone(), old_keys.clone(), &tell)
+            .await?;
+        report.retired = retire.retired;
+        report.left.extend(retire.left);
+        report.kept = retire.kept;
 
         // 6. Swap the directories.
         self.resign();
@@ -319,9 +339,72 @@ impl Bucket {
         })
         .await?;
         let bucket = Bucket::open(&dir).await?;
-        bucket.unlock(&pass).await?;
+        bucket.unlock(&new_pass).await?;
         bucket.attach(remote).await?;
         Ok((bucket, report))
+    }
+
+    /// Step 5: deletes the old remote objects, the names `old_keys`
+    /// opens, of keys the new bucket holds, each only while it is still
+    /// the version this bucket agreed on (the one re-sealed): the agreed
+    /// ETag is compared with the listing and the delete is conditional on
+    /// it (emulated by HEAD where the store ignores conditional deletes).
+    /// A version written meanwhile under the old key is kept and named;
+    /// keys the new bucket does not hold are left and named.
+    async fn retire_old(
+        &self,
+        new: &Bucket,
+        remote: SharedRemote,
+        old_keys: Arc<crate::crypto::keyring::Keyring>,
+        tell: &(dyn Fn(RekeyStep, u64, u64) + Send + Sync),
+    ) -> Result<Retired> {
+        let enforced = self
+            .probe_result(&remote.endpoint())?
+            .is_none_or(|p| p.conditional_delete);
+        let base: SharedRemote = if enforced {
+            remote
+        } else {
+            Arc::new(crate::remote::emulated::Emulated::new(remote, false, true))
+        };
+        let old_layer = Encrypted::new(base, old_keys);
+        let mut out = Retired {
+            retired: 0,
+            left: Vec::new(),
+            kept: Vec::new(),
+        };
+        let mut old_objects = Vec::new();
+        for object in old_layer.list("").await? {
+            if object.key.starts_with(UNREADABLE_NAME) {
+                continue;
+            }
+            if !new.exists(&object.key).await? {
+                out.left.push(object.key);
+                continue;
+            }
+            let agreed = self.local_entry(&object.key)?.and_then(|l| l.base_etag);
+            if agreed.as_deref() == Some(object.etag.as_str()) {
+                old_objects.push(object);
+            } else {
+                out.kept.push(object.key);
+            }
+        }
+        let total = old_objects.len() as u64;
+        for (i, object) in old_objects.into_iter().enumerate() {
+            tell(RekeyStep::Retire, i as u64, total);
+            match old_layer
+                .delete(&object.key, Precondition::IfMatch(object.etag))
+                .await
+            {
+                Ok(()) => out.retired += 1,
+                Err(e) if e.kind == RemoteErrorKind::PreconditionFailed => {
+                    out.kept.push(object.key);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        tell(RekeyStep::Retire, total, total);
+        out.kept.sort();
+        Ok(out)
     }
 
     /// Copies this bucket's settings (but its own key file, journal

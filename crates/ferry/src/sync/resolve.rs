@@ -53,7 +53,18 @@ impl Bucket {
             }
         };
         if let Some(action) = action {
-            match self.execute_inner(&remote, action, r, ConflictPolicy::Flag).await? {
+            let expect = plan::expect_of(self.local_entry(key)?.as_ref());
+            match self
+                .execute_inner(&remote, action, r, expect, ConflictPolicy::Flag)
+                .await?
+            {
+                Done::NoAnswer(i) => {
+                    return Err(Error::Remote(RemoteError::new(
+                        RemoteErrorKind::Unreachable,
+                        remote.endpoint(),
+                        i.cause,
+                    )));
+                }
                 Done::Failed(i) => {
                     let kind = if i.retryable {
                         RemoteErrorKind::Retryable
@@ -75,10 +86,13 @@ impl Bucket {
         Ok(outcome)
     }
 
-    /// `{key}.conflict.{UTC timestamp}`, with a counter if that exists too.
+    /// `{stem}.conflict.{UTC timestamp}{.ext}` (the extension stays last,
+    /// as Dropbox and Syncthing keep it, so the copy opens like the
+    /// original), with a counter after the stamp if that exists too.
     pub(super) fn free_conflict_name(&self, key: &str) -> Result<String> {
         let stamp = conflict_stamp(self.inner.clock.now());
-        let base = format!("{key}.conflict.{stamp}");
+        let (stem, ext) = split_extension(key);
+        let name = |suffix: &str| format!("{stem}.conflict.{stamp}{suffix}{ext}");
         let exists = |k: &str| -> Result<bool> {
             self.with_reader(|c| {
                 Ok(c.prepare_cached("SELECT 1 FROM objects WHERE key = ?1")?
@@ -87,14 +101,34 @@ impl Bucket {
                     .is_some())
             })
         };
-        let mut candidate = base.clone();
+        let mut candidate = name("");
         let mut n = 1;
         while exists(&candidate)? {
             n += 1;
-            candidate = format!("{base}-{n}");
+            candidate = name(&format!("-{n}"));
         }
         validate_key(&candidate)?;
         Ok(candidate)
+    }
+}
+
+/// `key` as (everything before its extension, the extension with its dot):
+/// `notes/todo.txt` → (`notes/todo`, `.txt`). No extension for a last
+/// segment without a dot, a dotfile (`.bashrc`), or a "extension" longer
+/// than 16 bytes or holding a space (not an extension, a sentence).
+fn split_extension(key: &str) -> (&str, &str) {
+    let segment_start = key.rfind('/').map_or(0, |i| i + 1);
+    match key[segment_start..].rfind('.') {
+        Some(dot) if dot > 0 => {
+            let at = segment_start + dot;
+            let ext = &key[at..];
+            if ext.len() > 1 && ext.len() <= 17 && !ext.contains(' ') {
+                (&key[..at], ext)
+            } else {
+                (key, "")
+            }
+        }
+        _ => (key, ""),
     }
 }
 
@@ -127,4 +161,21 @@ pub(super) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_extension;
+
+    #[test]
+    fn the_extension_stays_last() {
+        assert_eq!(split_extension("notes/todo.txt"), ("notes/todo", ".txt"));
+        assert_eq!(split_extension("a.tar.gz"), ("a.tar", ".gz"));
+        assert_eq!(split_extension("dir.d/readme"), ("dir.d/readme", ""));
+        assert_eq!(split_extension(".bashrc"), (".bashrc", ""));
+        assert_eq!(split_extension("x/.env"), ("x/.env", ""));
+        assert_eq!(split_extension("dir/"), ("dir/", ""));
+        assert_eq!(split_extension("end."), ("end.", ""));
+        assert_eq!(split_extension("a. b c"), ("a. b c", ""));
+    }
 }

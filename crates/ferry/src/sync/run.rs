@@ -5,7 +5,8 @@
 //! actions go to a bounded queue of tasks. Memory holds a window and the
 //! tasks in flight, never the whole bucket.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -73,10 +74,42 @@ fn window_bound<'a>(
         .map(str::to_owned)
 }
 
+/// What the journal says of deletions, for `plan::unproven_delete`.
+struct Deletions<'a> {
+    proofs: &'a HashMap<String, Vec<plan::DeleteProof>>,
+    /// An encrypted bucket.
+    sealed: bool,
+    /// The store ignores conditional deletes (ferry checks by HEAD).
+    emulated: bool,
+}
+
+/// The issue a run reports when a device's journal stream was rewritten
+/// below what this replica read (it lists the whole store instead).
+fn rewritten(endpoint: &str, device: &str, detail: &str) -> SyncIssue {
+    SyncIssue {
+        key: String::new(),
+        cause: format!(
+            "the change journal of device {device} at {endpoint} was rewritten ({detail}); \
+             this run listed the whole store instead. If the store was not restored from a \
+             backup, someone with write access to it changed ferry's records"
+        ),
+        retryable: false,
+    }
+}
+
+/// Failures without an answer from the remote, in a row with no success
+/// between them, after which a run takes the remote as down and stops.
+const NO_ANSWER_IN_A_ROW: usize = 3;
+
 /// The bounded queue of running actions: at most `in_flight` tasks, each
 /// kind (push side, pull side) limited by its own semaphore.
+///
+/// A remote that stops answering stops the run: after
+/// [`NO_ANSWER_IN_A_ROW`] such failures with no success between them the
+/// queue is aborted, nothing more is queued, and the actions not done are
+/// counted (`left`) instead of each reported with the same cause.
 struct Runner {
-    tasks: JoinSet<(String, Done)>,
+    tasks: JoinSet<(String, bool, Done)>,
     in_flight: usize,
     push_limit: Arc<Semaphore>,
     pull_limit: Arc<Semaphore>,
@@ -84,6 +117,19 @@ struct Runner {
     done: u64,
     total: u64,
     progress: Option<ProgressFn>,
+    /// A remote change the run was to bring here failed: the journal
+    /// position must not pass it.
+    unapplied: bool,
+    /// No-answer failures since the last success (held back from the report
+    /// until it is known whether the remote is down).
+    no_answer: Vec<SyncIssue>,
+    /// Set once the remote is taken as down: the first cause.
+    down: Option<String>,
+    /// Actions not done because the remote was down.
+    left: u64,
+    /// No-answer failures in a row as the tasks finish them (tasks check it
+    /// before they start, so the queue stops at once).
+    streak: Arc<AtomicUsize>,
 }
 
 impl Runner {
@@ -103,10 +149,15 @@ impl Runner {
         remote: &SharedRemote,
         action: Action,
         seen: Option<RemoteObject>,
+        expect: plan::Expect,
         report: &mut SyncReport,
     ) {
-        while self.tasks.len() >= self.in_flight {
+        while self.tasks.len() >= self.in_flight && self.down.is_none() {
             self.join_one(bucket, report).await;
+        }
+        if self.down.is_some() {
+            self.left += 1;
+            return;
         }
         let me = bucket.clone();
         let remote = remote.clone();
@@ -116,10 +167,24 @@ impl Runner {
             self.pull_limit.clone()
         };
         let policy = self.policy;
+        let streak = self.streak.clone();
         self.tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
             let key = action.key().to_owned();
-            (key, me.execute(&remote, action, seen, policy).await)
+            let pull_side = !action.is_push_side();
+            // Queued behind a remote that stopped answering: not tried.
+            if streak.load(Ordering::SeqCst) >= NO_ANSWER_IN_A_ROW {
+                return (key, pull_side, Done::NotTried);
+            }
+            let done = me.execute(&remote, action, seen, expect, policy).await;
+            match &done {
+                Done::NoAnswer(_) => {
+                    streak.fetch_add(1, Ordering::SeqCst);
+                }
+                Done::Failed(_) | Done::NotTried => {}
+                _ => streak.store(0, Ordering::SeqCst),
+            }
+            (key, pull_side, done)
         });
     }
 
@@ -130,35 +195,92 @@ impl Runner {
         };
         self.done += 1;
         self.tell();
+        let answered = !matches!(joined, Ok((_, _, Done::NoAnswer(_) | Done::NotTried)));
+        if answered && self.down.is_none() {
+            report.errors.append(&mut self.no_answer);
+        }
+        if self.down.is_some() && !matches!(joined, Ok((_, _, ref d)) if d.did_something()) {
+            // Aborted, or failed the same way: left for the next run.
+            self.left += 1;
+            return true;
+        }
         match joined {
-            Ok((key, Done::Pushed)) => {
+            Ok((key, _, Done::Pushed)) => {
                 report.pushed += 1;
                 bucket.emit(crate::engine::events::Event::ObjectPushed { key });
             }
-            Ok((key, Done::Pulled)) => {
+            Ok((key, _, Done::Pulled)) => {
                 report.pulled += 1;
                 bucket.emit(crate::engine::events::Event::ObjectPulled { key });
             }
-            Ok((_, Done::DeletedRemote)) => report.deleted_remote += 1,
-            Ok((_, Done::DeletedLocal)) => report.deleted_local += 1,
-            Ok((key, Done::Conflict(c))) => {
+            Ok((_, _, Done::DeletedRemote)) => report.deleted_remote += 1,
+            Ok((_, _, Done::DeletedLocal)) => report.deleted_local += 1,
+            Ok((key, _, Done::Conflict(c))) => {
                 report.conflicts.push(c);
                 bucket.emit(crate::engine::events::Event::ObjectConflict { key });
             }
-            Ok((_, Done::Nothing)) => {}
-            Ok((_, Done::Failed(i))) => report.errors.push(i),
-            Err(e) => report.errors.push(SyncIssue {
-                key: String::new(),
-                cause: format!("sync task failed: {e}"),
-                retryable: true,
-            }),
+            Ok((_, _, Done::Nothing)) => {}
+            Ok((_, pull_side, Done::Failed(i))) => {
+                self.unapplied |= pull_side;
+                report.errors.push(i);
+            }
+            Ok((_, _, Done::NoAnswer(i))) => {
+                self.unapplied = true;
+                self.no_answer.push(i);
+                if self.streak.load(Ordering::SeqCst) >= NO_ANSWER_IN_A_ROW {
+                    self.take_down();
+                }
+            }
+            Ok((_, _, Done::NotTried)) => {
+                self.unapplied = true;
+                self.left += 1;
+                self.take_down();
+            }
+            Err(e) => {
+                self.unapplied = true;
+                report.errors.push(SyncIssue {
+                    key: String::new(),
+                    cause: format!("sync task failed: {e}"),
+                    retryable: true,
+                })
+            }
         }
         true
+    }
+
+    /// The remote is down: the failures held back count as left, and the
+    /// queued actions (which would each wait for the time limit) are aborted.
+    fn take_down(&mut self) {
+        if self.down.is_some() {
+            return;
+        }
+        self.down = Some(
+            self.no_answer
+                .first()
+                .map(|i| i.cause.clone())
+                .unwrap_or_else(|| "no answer".to_owned()),
+        );
+        self.left += self.no_answer.len() as u64;
+        self.no_answer.clear();
+        self.tasks.abort_all();
     }
 
     /// Waits for every queued action.
     async fn drain(&mut self, bucket: &Bucket, report: &mut SyncReport) {
         while self.join_one(bucket, report).await {}
+        report.errors.append(&mut self.no_answer);
+    }
+
+    /// `Error::RemoteDown` once the remote was taken as down.
+    fn stopped(&self, remote: &SharedRemote) -> Result<()> {
+        match &self.down {
+            Some(cause) => Err(Error::RemoteDown {
+                remote: remote.endpoint(),
+                cause: cause.clone(),
+                left: self.left,
+            }),
+            None => Ok(()),
+        }
     }
 }
 
@@ -240,83 +362,175 @@ impl Bucket {
             }
         }
 
-        // 1. The journal: what ferry writers changed since this replica last
-        // read it. A full reconcile (the whole listing) when it is due: at
-        // first, on schedule, when asked, when the history is gone, or when
-        // the journal names too many keys to hold.
+        // 1. The journal: what other ferry writers changed since this
+        // replica last read their streams. A full reconcile (the whole
+        // listing) when it is due: at first, on schedule, when asked, when
+        // the history is gone or was rewritten, or when the journal names
+        // too many keys to hold.
         let raw = self.raw_remote()?;
         let endpoint = remote.endpoint();
         let mut jstate = self.journal_state(&endpoint)?;
-        let records = self.list_records(&raw).await?;
+        let streams = self.list_streams(&raw).await?;
         let started_ms = self.now_ms();
-        let tail = journal::tail(jstate.pos, &records);
         let interval_ms =
             i64::try_from(config.full_sync_interval_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        // A remote whose last full listing was cheap (a few pages) is listed
+        // in full when a person asks for a sync, and more often in the
+        // background: other tools' writes show up without `--full`.
+        let cheap = config.cheap_listing_pages > 0
+            && jstate
+                .full_pages
+                .is_some_and(|p| p <= config.cheap_listing_pages);
+        let cheap_interval_ms =
+            i64::try_from(config.cheap_full_sync_interval_secs.saturating_mul(1000))
+                .unwrap_or(i64::MAX);
+        let since_full = started_ms.saturating_sub(jstate.last_full_ms);
         let mut full = opts.full
+            || opts.restore_remote
             || config.full_sync_interval_secs == 0
-            || tail == journal::Tail::Gap
-            || started_ms.saturating_sub(jstate.last_full_ms) >= interval_ms;
-        let newest_record = records.iter().max().copied().unwrap_or(0);
-        // The journal never moves back below what this replica has read
-        // (a full reconcile re-reads the store as it now is, and trusts it).
-        // (No record at all is a wiped or new journal: the full reconcile
-        // that follows meets the emptiness check instead.)
-        if let Some(read) = jstate
-            .pos
-            .filter(|p| *p > newest_record && !records.is_empty() && !opts.full && !opts.force)
-        {
-            self.check_remote_key(raw.as_ref()).await?;
-            return Err(Error::JournalRewritten {
-                remote: endpoint,
-                detail: format!(
-                    "its newest record is {newest_record}, this replica has read up to {read}"
-                ),
-            });
-        }
-        let mut read_to = jstate.pos.unwrap_or(0);
-        // The digest of record `read_to`, as read (the chain's next link).
-        let mut read_digest = jstate.digest;
+            || jstate.pos.is_none()
+            || since_full >= interval_ms
+            || (cheap && (opts.full_if_cheap || since_full >= cheap_interval_ms));
+        let me = self.device_id().to_owned();
+        // Where each stream will have been read to, once this run applied
+        // what it names.
+        let mut read: BTreeMap<String, super::StreamPos> = jstate.streams.clone();
         let mut changed: BTreeSet<String> = BTreeSet::new();
         if !full {
-            if let journal::Tail::Read(seqs) = &tail {
-                for &seq in seqs {
-                    let (record, digest) = match self.read_record(&raw, seq, keys.as_deref()).await
+            // A stream read before that is gone altogether (compaction
+            // always keeps its newest records): its history is lost.
+            if let Some(device) = jstate
+                .streams
+                .iter()
+                .find(|(d, p)| **d != me && p.pos > 0 && !streams.contains_key(*d))
+                .map(|(d, _)| d.clone())
+            {
+                full = true;
+                report
+                    .errors
+                    .push(rewritten(&endpoint, &device, "its records are gone"));
+            }
+        }
+        // Deletes the records name, with the version each deleter saw: a
+        // deletion nothing proves never deletes local data where it
+        // matters (`plan::unproven_delete`). A full reconcile reads the
+        // records too, for these.
+        let mut proofs: HashMap<String, Vec<plan::DeleteProof>> = HashMap::new();
+        let mut keys_named = true;
+        'streams: for (device, seqs) in streams.iter().filter(|(d, _)| **d != me) {
+            let at = jstate.streams.get(device).copied().unwrap_or_default();
+            let tail = journal::tail(Some(at.pos), seqs);
+            let seqs = match tail {
+                journal::Tail::Nothing => continue,
+                journal::Tail::Read(seqs) => seqs,
+                journal::Tail::Gap if full => {
+                    seqs.iter().copied().filter(|s| *s > at.pos).collect()
+                }
+                journal::Tail::Gap => {
+                    full = true;
+                    if seqs.last().is_some_and(|n| *n < at.pos) {
+                        // Rolled back below what was read: a rewrite, not
+                        // compaction. The full listing says what is there.
+                        report.errors.push(rewritten(
+                            &endpoint,
+                            device,
+                            &format!(
+                                "its newest record is {}, this replica read up to {}",
+                                seqs.last().copied().unwrap_or(0),
+                                at.pos
+                            ),
+                        ));
+                    }
+                    seqs.iter().copied().filter(|s| *s > at.pos).collect()
+                }
+            };
+            let mut digest = at.digest;
+            let mut pos = at.pos;
+            for seq in seqs {
+                let (record, d) = match self.read_record(&raw, device, seq, keys.as_deref()).await {
+                    Ok(found) => found,
+                    Err(Error::Remote(e))
+                        if e.kind == crate::remote::RemoteErrorKind::Integrity =>
                     {
-                        Ok(read) => read,
-                        Err(e) => {
-                            self.check_remote_key(raw.as_ref()).await?;
-                            return Err(e);
-                        }
-                    };
-                    if let (Some(want), Some(got)) = (read_digest, record.prev.as_deref()) {
-                        if seq == read_to + 1 && hex::encode(want) != got && !opts.full {
-                            self.check_remote_key(raw.as_ref()).await?;
-                            return Err(Error::JournalRewritten {
-                                remote: endpoint,
-                                detail: format!(
-                                    "record {seq} follows another record {read_to} than the one \
-                                     this replica read (a fork)"
-                                ),
-                            });
-                        }
-                    }
-                    read_digest = Some(digest);
-                    if record.device != self.device_id() {
-                        for e in record.entries {
-                            if validate_key(&e.key).is_ok() && scope.contains(&e.key) {
-                                changed.insert(e.key);
-                            }
-                        }
-                    }
-                    read_to = seq;
-                    if changed.len() > JOURNAL_KEYS_MAX {
+                        // A record that does not read as its slot's (moved,
+                        // replayed, unlinked, not sealed by this bucket's
+                        // key): the stream is not trusted past it.
+                        self.check_remote_key(raw.as_ref()).await?;
                         full = true;
+                        report.errors.push(rewritten(&endpoint, device, &e.detail));
                         break;
                     }
+                    Err(e) => {
+                        self.check_remote_key(raw.as_ref()).await?;
+                        return Err(e);
+                    }
+                };
+                if let (Some(want), Some(got)) = (digest, record.prev.as_deref()) {
+                    if seq == pos + 1 && hex::encode(want) != got && !full {
+                        full = true;
+                        report.errors.push(rewritten(
+                            &endpoint,
+                            device,
+                            &format!("record {seq} follows another record {pos} than the one this replica read (a fork)"),
+                        ));
+                    }
                 }
+                digest = Some(d);
+                pos = seq;
+                for e in record.entries {
+                    if validate_key(&e.key).is_err() || !scope.contains(&e.key) {
+                        continue;
+                    }
+                    if e.op == journal::Op::Delete {
+                        proofs
+                            .entry(e.key.clone())
+                            .or_default()
+                            .push(plan::DeleteProof {
+                                etag: e.etag.clone(),
+                                hash: e.hash.as_deref().and_then(|h| h.parse().ok()),
+                            });
+                    }
+                    if keys_named {
+                        changed.insert(e.key);
+                    }
+                }
+                if changed.len() > JOURNAL_KEYS_MAX {
+                    full = true;
+                    keys_named = false;
+                    changed.clear();
+                }
+                if proofs.len() > JOURNAL_KEYS_MAX {
+                    // Too many to hold: deletions beyond are unproven.
+                    break 'streams;
+                }
+            }
+            read.insert(device.clone(), super::StreamPos { pos, digest });
+        }
+        if full {
+            // A full reconcile reads the store as it is now: every stream
+            // is read to its newest record as listed before it.
+            read = streams
+                .iter()
+                .map(|(device, seqs)| {
+                    let pos = seqs.last().copied().unwrap_or(0);
+                    let known = jstate.streams.get(device).filter(|p| p.pos == pos);
+                    let digest = known.and_then(|p| p.digest);
+                    (device.clone(), super::StreamPos { pos, digest })
+                })
+                .collect();
+            if let Some(own) = jstate.streams.get(&me) {
+                read.entry(me.clone())
+                    .and_modify(|p| {
+                        if own.pos >= p.pos {
+                            *p = *own;
+                        }
+                    })
+                    .or_insert(*own);
             }
         }
         report.full = full;
+        let mut restore = opts.restore_remote;
+        let mut listed_pages: Option<u64> = None;
         if full {
             // A full listing of a remote rekeyed elsewhere would show only
             // names this key cannot read: say what happened instead.
@@ -324,18 +538,21 @@ impl Bucket {
         }
         let gather = if full {
             drop(changed);
-            let spill = self
+            let (spill, pages) = self
                 .spill_listing(&remote, &scope.prefixes, keys.as_deref(), &mut report)
                 .await?;
+            listed_pages = Some(pages);
             // A remote that lists nothing where objects were synced (wiped,
-            // wrong prefix, unmounted) deletes nothing.
-            if spill.is_empty() && !opts.force {
-                let synced = self.synced_count(&scope.prefixes)?;
-                if synced > 0 {
-                    return Err(Error::EmptyRemote {
-                        remote: remote.endpoint(),
-                        synced,
-                    });
+            // wrong prefix, unmounted) deletes nothing, each scope on its
+            // own: the caller chooses between putting the local copy back
+            // and taking the deletes. A push never deletes here, so after a
+            // wipe it puts back.
+            if !opts.restore_remote && !opts.accept_remote_deletes {
+                match self.check_scopes_listed(&spill, &scope.prefixes, &remote.endpoint()) {
+                    Err(Error::EmptyRemote { .. }) if opts.mode == SyncMode::Push => {
+                        restore = true;
+                    }
+                    other => other?,
                 }
             }
             Gather::Full(spill)
@@ -344,26 +561,44 @@ impl Bucket {
         };
         // Keys whose last push failed, and when they may run again.
         let parked = self.parked()?;
+        // Whether the store's deletes are conditional only by our HEAD.
+        let emulated = self
+            .setting_json::<BTreeMap<String, crate::remote::emulated::ProbeResult>>("probes")?
+            .and_then(|p| p.get(&endpoint).copied())
+            .is_some_and(|p| !p.conditional_delete);
         let now = self.now_ms();
 
         // 2. Window by window: gather, plan, queue. Deletes wait until the
         // whole plan is known (the delete limit counts them all first).
         let mut runner = Runner {
             tasks: JoinSet::new(),
-            in_flight: config.push_concurrency.max(1) + config.pull_concurrency.max(1),
+            // One upload and one download at a time means one action at a
+            // time: the order the simulator replays (nothing else races).
+            in_flight: match (config.push_concurrency, config.pull_concurrency) {
+                (0 | 1, 0 | 1) => 1,
+                (push, pull) => push + pull,
+            },
             push_limit: Arc::new(Semaphore::new(config.push_concurrency.max(1))),
             pull_limit: Arc::new(Semaphore::new(config.pull_concurrency.max(1))),
             policy: config.conflict,
             done: 0,
             total: 0,
             progress,
+            unapplied: false,
+            no_answer: Vec::new(),
+            down: None,
+            left: 0,
+            streak: Arc::new(AtomicUsize::new(0)),
         };
         runner.tell();
-        let mut deletes: Vec<Action> = Vec::new();
+        let mut deletes: Vec<(Action, plan::Expect)> = Vec::new();
         let mut planned: Vec<Action> = Vec::new();
         let mut after: Option<String> = None;
+        // Whether a push left out the remote's changes.
+        let mut skipped = false;
         let size = config.window_keys.max(1);
         loop {
+            let errors_before = report.errors.len();
             let window = match &gather {
                 Gather::Full(spill) => self.full_window(spill, after.as_deref(), size)?,
                 Gather::Journal(changed) => {
@@ -381,6 +616,12 @@ impl Bucket {
                 }
             };
             let bound = window.bound.clone();
+            // Restoring after a wipe puts every lost version back anyway.
+            let deletes_seen = Deletions {
+                proofs: &proofs,
+                sealed: keys.is_some() && !restore,
+                emulated: emulated && !restore,
+            };
             let actions = self
                 .plan_window(
                     &remote,
@@ -389,11 +630,23 @@ impl Bucket {
                     policy,
                     keys.as_deref(),
                     config.pull_concurrency,
+                    &deletes_seen,
                     &mut report,
                 )
                 .await?;
-            let mut window_actions: Vec<(Action, Option<RemoteObject>)> = Vec::new();
-            for (action, seen) in actions {
+            // A key whose HEAD or content check failed was not planned: what
+            // the journal said of it is not consumed.
+            runner.unapplied |= report.errors[errors_before..].iter().any(|e| e.retryable);
+            let mut window_actions: Vec<(Action, Option<RemoteObject>, plan::Expect)> = Vec::new();
+            for (action, seen, expect) in actions {
+                let action = if restore {
+                    match self.restoring(action, &mut report)? {
+                        Some(a) => a,
+                        None => continue,
+                    }
+                } else {
+                    action
+                };
                 if opts
                     .filter
                     .as_ref()
@@ -407,6 +660,9 @@ impl Bucket {
                     SyncMode::Pull => !action.is_push_side(),
                 };
                 if !included {
+                    // A remote change left for another run.
+                    runner.unapplied |= action.is_pull_side();
+                    skipped |= action.is_pull_side();
                     continue;
                 }
                 // Keys whose last push failed wait for their backoff
@@ -425,14 +681,18 @@ impl Bucket {
                     action,
                     Action::DeleteLocal { .. } | Action::DeleteRemote { .. }
                 ) {
-                    deletes.push(action);
+                    deletes.push((action, expect));
                 } else {
-                    window_actions.push((action, seen));
+                    window_actions.push((action, seen, expect));
                 }
             }
             if !opts.dry_run {
                 self.queue_window(&remote, &mut runner, window_actions, &mut report)
                     .await?;
+            }
+            if runner.down.is_some() {
+                // What is not planned yet stays for the next run.
+                break;
             }
             match bound {
                 Some(b) => after = Some(b),
@@ -442,6 +702,29 @@ impl Bucket {
         drop(gather);
         if opts.dry_run {
             planned.sort_by(|a, b| a.key().cmp(b.key()));
+            // The conflicts the plan would flag, and those already open.
+            for action in &planned {
+                if let Action::Conflict {
+                    key,
+                    reason,
+                    remote_etag,
+                } = action
+                {
+                    report.conflicts.push(super::ConflictInfo {
+                        key: key.clone(),
+                        reason: Some(*reason),
+                        remote_etag: remote_etag.clone(),
+                        deleted_locally: !self.exists(key).await?,
+                    });
+                }
+            }
+            let known: HashSet<String> = report.conflicts.iter().map(|c| c.key.clone()).collect();
+            for c in self.conflicts().await? {
+                if !known.contains(&c.key) {
+                    report.conflicts.push(c);
+                }
+            }
+            report.conflicts.sort_by(|a, b| a.key.cmp(&b.key));
             report.planned = planned;
             report.duration = started.elapsed();
             report.timestamp = Some(self.inner.clock.now());
@@ -449,66 +732,90 @@ impl Bucket {
         }
 
         // 3. Deletes, once the limit allows them.
+        if runner.down.is_some() {
+            runner.left += deletes.len() as u64;
+            deletes.clear();
+        }
         if !deletes.is_empty() {
             if !opts.force {
                 let limit = opts.max_delete.unwrap_or(config.max_delete);
+                let actions: Vec<Action> = deletes.iter().map(|(a, _)| a.clone()).collect();
                 if let Err(e) =
-                    self.check_deletes(&deletes, self.synced_count(&scope.prefixes)?, limit)
+                    self.check_deletes(&actions, self.synced_count(&scope.prefixes)?, limit)
                 {
                     runner.drain(self, &mut report).await;
                     return Err(e);
                 }
             }
             runner.total += deletes.len() as u64;
-            for action in deletes {
-                runner.run(self, &remote, action, None, &mut report).await;
+            for (action, expect) in deletes {
+                runner
+                    .run(self, &remote, action, None, expect, &mut report)
+                    .await;
             }
         }
         runner.drain(self, &mut report).await;
+        // A remote that stopped answering: what was done is recorded (and its
+        // journal entries wait in `journal_pending`); the journal is neither
+        // read further nor appended to, so the next run sees the rest.
+        runner.stopped(&remote)?;
+
+        // A plaintext bucket's first push records the remote's mode, so a
+        // second device joins it without an explicit `--plaintext`.
+        if keys.is_none() && report.pushed > 0 {
+            if let Err(e) = self.record_plaintext_mode(raw.as_ref(), restore).await {
+                report.errors.push(SyncIssue {
+                    key: String::new(),
+                    cause: format!(
+                        "recording the remote as plaintext (the next push tries again): {e}"
+                    ),
+                    retryable: true,
+                });
+            }
+        }
 
         // 4. Tell the other replicas what changed, and remember how far the
         // journal was read.
-        let mut pos = if full { newest_record } else { read_to };
-        // The digest of record `pos`, when known without a request.
-        let mut pos_digest = if !full || jstate.pos == Some(pos) {
-            read_digest
-        } else {
-            None
-        };
+        let own = read.get(&me).copied().unwrap_or_default();
         match self
-            .append_journal(
-                &raw,
-                keys.as_deref(),
-                newest_record.max(read_to),
-                pos_digest.filter(|_| pos == newest_record.max(read_to)),
-                config.journal_retain,
-            )
+            .append_journal(&raw, keys.as_deref(), own, config.journal_retain)
             .await
         {
-            // Our own records right after what we read: nothing to read there.
-            Ok(Some((first, last, digest))) if first == pos + 1 => {
-                pos = last;
-                pos_digest = Some(digest);
+            Ok(Some((last, digest))) => {
+                read.insert(
+                    me.clone(),
+                    super::StreamPos {
+                        pos: last,
+                        digest: Some(digest),
+                    },
+                );
             }
-            Ok(_) => {}
+            Ok(None) => {}
             Err(e) => report.errors.push(SyncIssue {
                 key: String::new(),
                 cause: format!("writing the change journal (the next sync tries again): {e}"),
                 retryable: true,
             }),
         }
-        // A filtered run skipped keys: what it read stays unread.
-        if opts.filter.is_none() {
-            if pos_digest.is_none() && pos > 0 {
-                pos_digest = self.record_digest(&raw, pos).await.ok().flatten();
+        // A filtered run skipped keys, and a run that left a remote change
+        // unapplied (a pull-side action a push did not run, a failed HEAD
+        // or download): what it read stays unread (only this device's own
+        // stream moves on), and a full reconcile that did not apply
+        // everything is not one.
+        if opts.filter.is_some() || runner.unapplied || skipped {
+            if let Some(own) = read.get(&me).copied() {
+                jstate.streams.insert(me.clone(), own);
             }
-            jstate.pos = Some(pos);
-            jstate.digest = pos_digest;
+        } else {
+            jstate.streams = read;
+            jstate.pos = Some(0);
+            jstate.v = journal::FORMAT;
             if full {
                 jstate.last_full_ms = started_ms;
+                jstate.full_pages = listed_pages;
             }
-            self.set_journal_state(&endpoint, jstate).await?;
         }
+        self.set_journal_state(&endpoint, jstate).await?;
 
         // Conflicts found earlier and still open are part of the picture.
         let known: HashSet<String> = report.conflicts.iter().map(|c| c.key.clone()).collect();
@@ -524,26 +831,74 @@ impl Bucket {
         Ok(report)
     }
 
+    /// Writes the remote's [`PLAINTEXT_RECORD`](crate::remote::encrypted::PLAINTEXT_RECORD)
+    /// once per endpoint (remembered in the setting `plaintext_recorded`),
+    /// and again when a run puts a wiped remote back (`again`).
+    async fn record_plaintext_mode(
+        &self,
+        raw: &dyn crate::remote::Remote,
+        again: bool,
+    ) -> Result<()> {
+        const RECORDED: &str = "plaintext_recorded";
+        let endpoint = raw.endpoint();
+        let mut recorded: BTreeSet<String> = self.setting_json(RECORDED)?.unwrap_or_default();
+        if recorded.contains(&endpoint) && !again {
+            return Ok(());
+        }
+        crate::remote::encrypted::write_plaintext_record(raw).await?;
+        recorded.insert(endpoint);
+        self.set_setting_json(RECORDED, &recorded).await
+    }
+
+    /// With `restore_remote`: a local delete the remote's loss planned
+    /// becomes a push of the local copy as a new object. `None` (and an
+    /// error in the report) when the content is not on this device.
+    fn restoring(&self, action: Action, report: &mut SyncReport) -> Result<Option<Action>> {
+        let Action::DeleteLocal {
+            key,
+            expect: plan::Expect::Present(hash, _),
+        } = action
+        else {
+            return Ok(Some(action));
+        };
+        if !self.residency(&key)?.cached {
+            report.errors.push(SyncIssue {
+                cause: "the remote no longer holds it and its content is not on this device \
+                        (evicted): it cannot be put back"
+                    .to_owned(),
+                key,
+                retryable: false,
+            });
+            return Ok(None);
+        }
+        Ok(Some(Action::Push {
+            key,
+            hash,
+            cond: crate::remote::Precondition::IfAbsent,
+            base: crate::remote::BASE_NONE.to_owned(),
+        }))
+    }
+
     /// Records a window's bookkeeping in one batch and queues the rest.
     async fn queue_window(
         &self,
         remote: &SharedRemote,
         runner: &mut Runner,
-        actions: Vec<(Action, Option<RemoteObject>)>,
+        actions: Vec<(Action, Option<RemoteObject>, plan::Expect)>,
         report: &mut SyncReport,
     ) -> Result<()> {
         // Listing times of agreed versions (after a large push, every key
         // once), in one transaction.
         let mut refreshes = Vec::new();
         let mut rest = Vec::new();
-        for (action, seen) in actions {
+        for (action, seen, expect) in actions {
             match action {
                 Action::Refresh {
                     key,
                     etag,
                     modified_ms,
                 } => refreshes.push((key, etag, modified_ms)),
-                other => rest.push((other, seen)),
+                other => rest.push((other, seen, expect)),
             }
         }
         if !refreshes.is_empty() {
@@ -552,15 +907,15 @@ impl Bucket {
         }
         let pushing: Vec<String> = rest
             .iter()
-            .filter(|(a, _)| a.is_push_side())
-            .map(|(a, _)| a.key().to_owned())
+            .filter(|(a, _, _)| a.is_push_side())
+            .map(|(a, _, _)| a.key().to_owned())
             .collect();
         if !pushing.is_empty() {
             self.record(SyncRecord::Starting { keys: pushing }).await?;
         }
         runner.total += rest.len() as u64;
-        for (action, seen) in rest {
-            runner.run(self, remote, action, seen, report).await;
+        for (action, seen, expect) in rest {
+            runner.run(self, remote, action, seen, expect, report).await;
         }
         Ok(())
     }
@@ -574,8 +929,9 @@ impl Bucket {
         scopes: &[String],
         keys: Option<&Keyring>,
         report: &mut SyncReport,
-    ) -> Result<Spill> {
+    ) -> Result<(Spill, u64)> {
         let mut spill = Spill::create(&self.inner.dir.join("tmp"))?;
+        let mut pages = 0u64;
         let mut prefixes: Vec<&String> = scopes.iter().collect();
         prefixes.sort();
         prefixes.dedup_by(|b, a| b.starts_with(a.as_str()));
@@ -586,6 +942,7 @@ impl Bucket {
             let mut token = None;
             loop {
                 let page = remote.list_page(prefix, token).await?;
+                pages += 1;
                 let mut objects = Vec::with_capacity(page.objects.len());
                 for mut obj in page.objects {
                     if obj.key.starts_with(RESERVED_PREFIX) || !obj.key.starts_with(prefix.as_str())
@@ -623,7 +980,7 @@ impl Bucket {
                 }
             }
         }
-        Ok(spill)
+        Ok((spill, pages))
     }
 
     /// The next window of a full reconcile: every index row and every
@@ -771,8 +1128,9 @@ impl Bucket {
         policy: Policy,
         keys: Option<&Keyring>,
         concurrency: usize,
+        deletions: &Deletions<'_>,
         report: &mut SyncReport,
-    ) -> Result<Vec<(Action, Option<RemoteObject>)>> {
+    ) -> Result<Vec<(Action, Option<RemoteObject>, plan::Expect)>> {
         let Window {
             local, mut listing, ..
         } = window;
@@ -834,7 +1192,47 @@ impl Bucket {
             .filter(|l| !failed.contains(&l.key))
             .collect();
         let remote_list: Vec<RemoteObject> = listing.into_values().collect();
-        let actions = plan::plan(&local, &remote_list, scope, policy, self.device_id());
+        let local_by_key: HashMap<&str, &LocalEntry> =
+            local.iter().map(|l| (l.key.as_str(), l)).collect();
+        let actions: Vec<Action> =
+            plan::plan(&local, &remote_list, scope, policy, self.device_id())
+                .into_iter()
+                .map(|a| {
+                    let l = local_by_key.get(a.key()).copied();
+                    let proofs = deletions
+                        .proofs
+                        .get(a.key())
+                        .map(Vec::as_slice)
+                        .unwrap_or(&[]);
+                    let before = matches!(a, Action::DeleteLocal { .. });
+                    let a = plan::unproven_delete(
+                        a,
+                        l,
+                        proofs,
+                        deletions.sealed,
+                        deletions.emulated,
+                        policy,
+                    );
+                    if before && !matches!(a, Action::DeleteLocal { .. }) {
+                        tracing::warn!(
+                            key = a.key(),
+                            "a remote deletion nothing proves saw this version: kept"
+                        );
+                        if deletions.sealed {
+                            report.errors.push(SyncIssue {
+                                key: a.key().to_owned(),
+                                cause:
+                                    "missing on the remote, and no delete record sealed by this \
+                                    bucket's key proves a device deleted it: kept here and \
+                                    pushed again"
+                                        .into(),
+                                retryable: false,
+                            });
+                        }
+                    }
+                    a
+                })
+                .collect();
         for a in &actions {
             tracing::trace!(key = a.key(), action = ?a, "planned");
         }
@@ -847,7 +1245,8 @@ impl Bucket {
             .into_iter()
             .map(|a| {
                 let seen = by_key.remove(a.key());
-                (a, seen)
+                let expect = plan::expect_of(local_by_key.get(a.key()).copied());
+                (a, seen, expect)
             })
             .collect())
     }

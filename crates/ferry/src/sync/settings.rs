@@ -203,9 +203,11 @@ impl Bucket {
                     return Ok(());
                 }
                 if l.present && l.state != SyncState::Orphan && !scope.contains(&l.key) {
+                    let expect = Some(crate::sync::plan::Expect::Present(l.hash, l.meta));
                     self.record(SyncRecord::State {
                         key: l.key,
                         state: SyncState::Orphan,
+                        expect,
                     })
                     .await?;
                 }

@@ -88,9 +88,20 @@ impl Spill {
         })
     }
 
-    /// Whether nothing was spilled.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.inserted == 0
+    /// Whether a spilled key starts with `prefix`.
+    pub(crate) fn holds_prefix(&self, prefix: &str) -> Result<bool> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT key FROM listing WHERE key >= ?1 ORDER BY key LIMIT 1")
+            .map_err(|e| db_err(&self.path, e))?;
+        let first: Option<String> =
+            stmt.query_row([prefix], |r| r.get(0))
+                .map(Some)
+                .or_else(|e| match e {
+                    rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                    e => Err(db_err(&self.path, e)),
+                })?;
+        Ok(first.is_some_and(|k| k.starts_with(prefix)))
     }
 
     /// Adds a page of objects (a key listed twice keeps its last description).

@@ -48,6 +48,32 @@ impl Bucket {
         })
     }
 
+    /// Safety rail of a full reconcile: a scope prefix under which the
+    /// listing (`spill`) holds nothing while objects under it were synced
+    /// stops the run ([`Error::EmptyRemote`]), whatever the other scopes
+    /// list.
+    pub(super) fn check_scopes_listed(
+        &self,
+        spill: &super::spill::Spill,
+        prefixes: &[String],
+        endpoint: &str,
+    ) -> Result<()> {
+        for prefix in prefixes {
+            if prefix == super::NOTHING_IN_SCOPE || spill.holds_prefix(prefix)? {
+                continue;
+            }
+            let synced = self.synced_count(std::slice::from_ref(prefix))?;
+            if synced > 0 {
+                return Err(Error::EmptyRemote {
+                    remote: endpoint.to_owned(),
+                    scope: prefix.clone(),
+                    synced,
+                });
+            }
+        }
+        Ok(())
+    }
+
     pub(super) fn read_rows(&self, filter: &str, key: Option<&str>) -> Result<Vec<LocalEntry>> {
         self.with_reader(|c| {
             let mut stmt = c.prepare_cached(&format!(
@@ -218,6 +244,14 @@ impl Bucket {
         status.leader_pid = self.leader_pid();
         status.encrypted = self.is_encrypted();
         status.locked = self.is_locked();
+        let journals: std::collections::BTreeMap<String, super::JournalState> =
+            self.setting_json("journal")?.unwrap_or_default();
+        status.last_full_listing = journals
+            .values()
+            .map(|j| j.last_full_ms)
+            .filter(|ms| *ms > 0)
+            .max()
+            .map(|ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64));
         let probes: BTreeMap<String, ProbeResult> =
             self.setting_json("probes")?.unwrap_or_default();
         status.conditional_writes = self

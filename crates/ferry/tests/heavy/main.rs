@@ -284,9 +284,15 @@ async fn encrypted_multi_gib_round_trip_folder_and_moto() {
             panic!("{name}: the remote should be encrypted");
         };
         let b_dir = tempfile::tempdir().unwrap();
-        let b = Bucket::create_joining(b_dir.path().join("b"), BucketConfig::default(), file, PASS)
-            .await
-            .unwrap();
+        let b = Bucket::create_joining(
+            b_dir.path().join("b"),
+            BucketConfig::default(),
+            file,
+            PASS,
+            ferry::KdfParams::default(),
+        )
+        .await
+        .unwrap();
         b.attach(remote).await.unwrap();
         let report = b.sync(SyncOptions::default()).await.unwrap();
         assert!(
@@ -303,4 +309,53 @@ async fn encrypted_multi_gib_round_trip_folder_and_moto() {
             "{name}: {report:?}"
         );
     }
+}
+
+/// The simulator over many seeds (`FERRY_HEAVY_SIM_SEEDS`, default
+/// 20,000, from `FERRY_HEAVY_SIM_FROM`, default 1,000,000 so they are not
+/// the default suite's), two seeds at a time on two threads; every failing
+/// seed is printed with its replay line.
+#[test]
+fn simulator_many_seeds_keep_every_invariant() {
+    let n: u64 = std::env::var("FERRY_HEAVY_SIM_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let from: u64 = std::env::var("FERRY_HEAVY_SIM_FROM")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let threads: Vec<_> = (0..2u64)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let mut failed = Vec::new();
+                let mut seed = from + t;
+                while seed < from + n {
+                    let dir = tempfile::tempdir().unwrap();
+                    let config = ferry::sim::SimConfig::from_seed(seed);
+                    if let Err(f) = rt.block_on(ferry::sim::run(dir.path(), &config)) {
+                        eprintln!("{f}");
+                        failed.push(seed);
+                    }
+                    seed += 2;
+                }
+                failed
+            })
+        })
+        .collect();
+    let mut failed: Vec<u64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    failed.sort_unstable();
+    assert!(
+        failed.is_empty(),
+        "{} of {n} seeds failed: {failed:?}",
+        failed.len()
+    );
+    eprintln!("{n} simulator seeds ran without a violation");
 }

@@ -35,7 +35,7 @@ fn default_kdf_cost_is_at_least_64_mib_and_3_passes() {
 
 #[test]
 fn wrapped_key_round_trips_and_refuses_a_wrong_passphrase() {
-    let master = Key::random();
+    let master = Key::random().unwrap();
     let w = WrappedKey::wrap(&master, b"correct horse", CHEAP).unwrap();
     let back = WrappedKey::from_json(w.to_json().unwrap().as_bytes()).unwrap();
     assert_eq!(back.unwrap_key(b"correct horse").unwrap(), master);
@@ -496,3 +496,146 @@ const KAT_NAME_A: &str = "yI0l4qUcRzXwhUArNKcpo4I";
 // Cross-checked with Python (`blake3` and `cryptography`'s AESSIV).
 const KAT_NAME_V2_A_B: &str =
     "NoV9b5l-KxAU-cZ6lwkAUPxelqG5kqOclKOCaGJKkc0/nJDqVXKgjM0ayk4EZzrnc5RAHIkIbGzvEOip9RJgRPc";
+
+/// Finding 18: every key, salt and nonce seed comes from the OS RNG. What
+/// this shows is the source: no file of `crypto/` but `random.rs` names a
+/// user-space generator (`rand`, its thread or seeded RNGs), and
+/// `random.rs` reads `getrandom`. (That the OS RNG is good is the OS's
+/// promise; that no other module seals with its own randomness is kept by
+/// every sealing path going through `crypto/`.)
+#[test]
+fn crypto_draws_keys_salts_and_nonces_only_from_the_os_rng() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/crypto");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 5, "{files:?}");
+    let helper = dir.join("random.rs");
+    let helper_text = std::fs::read_to_string(&helper)
+        .unwrap_or_else(|e| panic!("crypto/random.rs, the OS RNG helper: {e}"));
+    assert!(helper_text.contains("getrandom::fill"), "{helper_text}");
+    for path in files.iter().filter(|p| **p != helper) {
+        let text = std::fs::read_to_string(path).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            for banned in [
+                "rand::",
+                "thread_rng",
+                "StdRng",
+                "SmallRng",
+                "rand_core",
+                "OsRng",
+            ] {
+                assert!(
+                    !code.contains(banned),
+                    "{}:{}: `{banned}`: draw keys, salts and nonces through crypto::random",
+                    path.display(),
+                    n + 1
+                );
+            }
+        }
+    }
+}
+
+/// Key file v3 pinned (docs/design.md §8, "Key file"): master 0x01×32,
+/// passphrase `correct horse`, Argon2id 1 MiB × 1 pass, salt 0x03×16,
+/// nonce 0x04×24, epoch 2. The associated data is the header; the check
+/// tells a wrong passphrase from an altered header.
+#[test]
+fn key_file_v3_known_answer() {
+    use ferry::crypto::keyring::KeyFile;
+    let master = Key([1; 32]);
+    let file = KeyFile::wrap_v3_with(&master, b"correct horse", KAT, 2, [3; 16], [4; 24]).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&file.to_json().unwrap()).unwrap();
+    assert_eq!(json["format"], "ferry-key");
+    assert_eq!(json["version"], 3);
+    assert_eq!(json["epoch"], 2);
+    assert_eq!(json["key_id"], KAT_KEY_ID);
+    assert_eq!(json["wrapped"]["version"], 2);
+    assert_eq!(json["wrapped"]["ciphertext"], KAT_V3_CIPHERTEXT, "{json}");
+    assert_eq!(json["wrapped"]["check"], KAT_V3_CHECK, "{json}");
+    let back = KeyFile::from_json(file.to_json().unwrap().as_bytes()).unwrap();
+    let keys = back.unlock(b"correct horse").unwrap();
+    assert_eq!(keys.key_id(), KAT_KEY_ID);
+}
+
+const KAT_KEY_ID: &str = "017d7ccde024f0f7107e60397436fbc7";
+const KAT_V3_CIPHERTEXT: &str = "lF7L9r6ZNHBaoHpgQ9sXoRwrJYaUQ/W62lEc8F8MpeM7V5iHQCw5K+fzd/fGQ6CC";
+const KAT_V3_CHECK: &str = "vVz7x6AMzgeq8CvIQm/aQw==";
+
+/// Finding 16: a key file's format, version, epoch and key id are bound
+/// into its wrapping (v3). Any of them edited fails to unwrap with an
+/// integrity error that says the file was altered (not "wrong
+/// passphrase"), and a version edited down to 1 or 2 (which would make a
+/// device use names v1) is named as a downgrade, even with the wrapping's
+/// own version and check edited to look old.
+#[test]
+fn key_file_v3_header_edits_fail_to_unwrap() {
+    use ferry::crypto::keyring::KeyFile;
+    let (file, keys) = KeyFile::generate(b"pass", CHEAP).unwrap();
+    assert_eq!(file.version, 3);
+    assert_eq!(file.unlock(b"pass").unwrap().key_id(), keys.key_id());
+    assert!(matches!(
+        file.unlock(b"wrong").unwrap_err(),
+        CryptoError::WrongPassphrase
+    ));
+    let json: serde_json::Value = serde_json::from_str(&file.to_json().unwrap()).unwrap();
+    let edited = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut v = json.clone();
+        edit(&mut v);
+        KeyFile::from_json(v.to_string().as_bytes()).and_then(|f| f.unlock(b"pass"))
+    };
+    let altered = |r: Result<ferry::crypto::keyring::Keyring, CryptoError>, what: &str| match r {
+        Err(CryptoError::Integrity(detail)) => {
+            assert!(detail.contains("altered"), "{what}: {detail}");
+            detail
+        }
+        other => panic!("{what}: {other:?}"),
+    };
+    for version in [1, 2] {
+        let detail = altered(edited(&|v| v["version"] = version.into()), "version edited");
+        assert!(detail.contains("written as version 3"), "{detail}");
+        // The wrapping made to look old too: still named a downgrade.
+        let detail = altered(
+            edited(&|v| {
+                v["version"] = version.into();
+                v["wrapped"]["version"] = 1.into();
+                v["wrapped"].as_object_mut().unwrap().remove("check");
+            }),
+            "version and wrapping edited",
+        );
+        assert!(detail.contains("written as version 3"), "{detail}");
+    }
+    altered(edited(&|v| v["epoch"] = 7.into()), "epoch edited");
+    let other_id = "0123456789abcdef0123456789abcdef";
+    altered(edited(&|v| v["key_id"] = other_id.into()), "key id edited");
+}
+
+/// Key files v2 are still read; `rewrap` (what `passwd` does) writes a v2
+/// file as v3, and keeps a v1 file at v1 (its version decides its names).
+#[test]
+fn key_file_v2_is_read_and_rewrapped_as_v3() {
+    use ferry::crypto::keyring::KeyFile;
+    use ferry::crypto::names::NameFormat;
+    let (v2, keys) = KeyFile::generate_v2(b"pass", CHEAP).unwrap();
+    assert_eq!(v2.version, 2);
+    let opened = v2.unlock(b"pass").unwrap();
+    assert_eq!(opened.key_id(), keys.key_id());
+    assert_eq!(opened.name_format(), NameFormat::V2);
+    let v3 = v2.rewrap(b"pass", b"new pass", CHEAP).unwrap();
+    assert_eq!(
+        (v3.version, v3.epoch, &v3.key_id),
+        (3, v2.epoch, &v2.key_id)
+    );
+    assert_eq!(v3.unlock(b"new pass").unwrap().key_id(), keys.key_id());
+    let (v1, _) = KeyFile::generate_v1(b"pass", CHEAP).unwrap();
+    let still_v1 = v1.rewrap(b"pass", b"new pass", CHEAP).unwrap();
+    assert_eq!(still_v1.version, 1);
+    assert_eq!(
+        still_v1.unlock(b"new pass").unwrap().name_format(),
+        NameFormat::V1
+    );
+}

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use ferry::remote::encrypted::{inspect, RemoteMode, KEY_FILE};
+use ferry::remote::encrypted::{inspect, RemoteMode, KEY_FILE, PLAINTEXT_RECORD};
 use ferry::remote::folder::FolderRemote;
 use ferry::remote::spec::RemoteSpec;
 use ferry::remote::SharedRemote;
@@ -26,6 +26,8 @@ pub const TEST_KDF: KdfParams = KdfParams {
     p: 1,
 };
 const PASS: &[u8] = b"correct horse battery staple";
+/// The passphrase a rekey wraps the new master key under.
+const NEW_PASS: &[u8] = b"a new passphrase after the leak";
 
 struct Device {
     bucket: Bucket,
@@ -73,6 +75,7 @@ async fn joining_device(remote: SharedRemote, passphrase: &[u8]) -> Device {
         BucketConfig::default(),
         file,
         passphrase,
+        TEST_KDF,
     )
     .await
     .unwrap();
@@ -283,6 +286,7 @@ async fn wrong_passphrase_is_refused_and_creates_nothing() {
         BucketConfig::default(),
         file,
         b"wrong",
+        TEST_KDF,
     )
     .await
     .unwrap_err();
@@ -554,11 +558,46 @@ async fn kdf_costs_no_device_could_meet_are_refused_before_any_work() {
         BucketConfig::default(),
         with_cost(&ours, 4 * 1024 * 1024, 3),
         PASS,
+        KdfParams::default(),
     )
     .await
     .unwrap_err();
     assert!(out_of_range(&err), "{err}");
     assert!(!dir.path().join("joined").exists());
+
+    // Finding 20: a key file within the ceiling but far above what this
+    // device affords (1 GiB × 16 passes against the default 64 MiB × 3,
+    // 85× the work) is refused when joining, before any Argon2 work (the
+    // refusal comes at once; running it would take a minute and 1 GiB).
+    let started = std::time::Instant::now();
+    let err = Bucket::create_joining(
+        dir.path().join("joined"),
+        BucketConfig::default(),
+        with_cost(&ours, 1024 * 1024, 16),
+        PASS,
+        KdfParams::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(out_of_range(&err), "{err}");
+    assert!(err.to_string().contains("this device affords"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    assert!(!dir.path().join("joined").exists());
+    // Within 8× of what it affords, the key is unwrapped as usual.
+    let joined = Bucket::create_joining(
+        dir.path().join("joined"),
+        BucketConfig::default(),
+        ours.clone(),
+        PASS,
+        KdfParams {
+            m_kib: ours.kdf().m_kib,
+            t: 2,
+            p: 1,
+        },
+    )
+    .await
+    .unwrap();
+    drop(joined);
 
     // A remote key file (forged, or from a device gone wild) asking for far
     // more work than this device's copy is refused before any Argon2 work,
@@ -578,7 +617,7 @@ async fn kdf_costs_no_device_could_meet_are_refused_before_any_work() {
         .await
         .unwrap_err();
     assert!(out_of_range(&err), "{err}");
-    assert!(err.to_string().contains("remote key file"), "{err}");
+    assert!(err.to_string().contains("the key file asks for"), "{err}");
     assert_eq!(a_bucket.key_file().unwrap(), ours);
     a_bucket.unlock(PASS).await.unwrap();
 }
@@ -688,6 +727,7 @@ async fn creating_over_a_remote_joins_or_refuses_by_what_it_holds() {
             &encrypted,
             NewKey::Join {
                 passphrase: b"nope",
+                afford: TEST_KDF,
             },
         ),
     ];
@@ -705,9 +745,17 @@ async fn creating_over_a_remote_joins_or_refuses_by_what_it_holds() {
     }
     // Joining the encrypted remote reads what the first device wrote.
     let m = mode(&encrypted).await.unwrap();
-    let joined = create("joined", &encrypted, m, NewKey::Join { passphrase: PASS })
-        .await
-        .unwrap();
+    let joined = create(
+        "joined",
+        &encrypted,
+        m,
+        NewKey::Join {
+            passphrase: PASS,
+            afford: TEST_KDF,
+        },
+    )
+    .await
+    .unwrap();
     assert!(joined.is_encrypted());
     assert_eq!(joined.remote_spec().unwrap(), Some(folder_spec(&encrypted)));
     joined.attach(encrypted.remote()).await.unwrap();
@@ -826,6 +874,63 @@ async fn a_deleted_key_file_does_not_downgrade_joining_devices_to_plaintext() {
         "{err}"
     );
     assert!(!folder.0.path().join(KEY_FILE).exists(), "not re-claimed");
+}
+
+/// Issue 24, 1: a plaintext bucket's first push records the remote's mode,
+/// and the remote then reads as ferry's own plaintext (joined without the
+/// explicit choice). A key file swapped for a forged plaintext record does
+/// not pass for it: the names and envelopes still look sealed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plaintext_record_is_trusted_only_where_nothing_looks_sealed() {
+    let own = Folder::new();
+    let (_t, plain) = crate::new_bucket().await;
+    plain.attach(own.remote()).await.unwrap();
+    plain
+        .put("notes/a.txt", "hello", PutOptions::default())
+        .await
+        .unwrap();
+    let r = plain.sync(Default::default()).await.unwrap();
+    assert_eq!(r.pushed, 1, "{r:?}");
+    assert!(own.0.path().join(PLAINTEXT_RECORD).exists());
+    let m = check_remote(own.remote(), 0).await.unwrap();
+    assert_eq!(m, RemoteMode::PlaintextByFerry);
+    let dirs = tempfile::tempdir().unwrap();
+    let joined = Bucket::create_over(
+        dirs.path().join("b"),
+        BucketConfig::default(),
+        folder_spec(&own),
+        m,
+        NewKey::Plaintext,
+    )
+    .await
+    .unwrap();
+    assert!(!joined.is_encrypted());
+
+    let folder = Folder::new();
+    let a = first_device(folder.remote()).await;
+    a.bucket
+        .put("secret/plan.txt", "the plan", PutOptions::default())
+        .await
+        .unwrap();
+    sync_clean(&a.bucket).await;
+    std::fs::remove_file(folder.0.path().join(KEY_FILE)).unwrap();
+    std::fs::copy(
+        own.0.path().join(PLAINTEXT_RECORD),
+        folder.0.path().join(PLAINTEXT_RECORD),
+    )
+    .unwrap();
+    let m = check_remote(folder.remote(), 0).await.unwrap();
+    assert_eq!(m, RemoteMode::Plaintext, "sealed names and envelopes");
+    let err = Bucket::create_over(
+        dirs.path().join("c"),
+        BucketConfig::default(),
+        folder_spec(&folder),
+        m,
+        NewKey::Plaintext,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::UnconfirmedPlaintext { .. }), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1491,12 +1596,12 @@ async fn replayed_old_versions_are_refused_by_replicas_that_saw_newer_ones() {
     );
 }
 
-/// The change journal is a chain: a replica that read up to record N
-/// refuses a journal that now ends below N (rolled back) or whose next
-/// record follows another N (forked); a full reconcile accepts the store
-/// as it is.
+/// The change journal is a chain per device: a replica that read up to
+/// record N of a device's stream and finds the stream ending below N
+/// (rolled back) does not trust it: the run lists the whole store instead
+/// and says so; from there, the journal is read again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_journal_rolled_back_or_forked_below_what_was_read_is_refused() {
+async fn a_journal_rolled_back_below_what_was_read_is_not_trusted() {
     let folder = Folder::new();
     let a = first_device(folder.remote()).await;
     a.bucket
@@ -1506,8 +1611,6 @@ async fn a_journal_rolled_back_or_forked_below_what_was_read_is_refused() {
     sync_clean(&a.bucket).await;
     let b = joining_device(folder.remote(), PASS).await;
     sync_clean(&b.bucket).await;
-    let c = joining_device(folder.remote(), PASS).await;
-    sync_clean(&c.bucket).await;
     a.bucket
         .put("k2", "2", PutOptions::default())
         .await
@@ -1517,8 +1620,12 @@ async fn a_journal_rolled_back_or_forked_below_what_was_read_is_refused() {
     assert!(!r.full, "b reads the journal");
     assert!(b.bucket.exists("k2").await.unwrap());
 
-    let records = folder.0.path().join(".ferry/journal/r");
-    let mut names: Vec<_> = std::fs::read_dir(&records)
+    let stream = folder
+        .0
+        .path()
+        .join(".ferry/journal/d")
+        .join(a.bucket.device_id());
+    let mut names: Vec<_> = std::fs::read_dir(&stream)
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
@@ -1526,44 +1633,33 @@ async fn a_journal_rolled_back_or_forked_below_what_was_read_is_refused() {
     let newest = names.last().unwrap().clone();
     // Rolled back: the newest record is gone.
     std::fs::remove_file(&newest).unwrap();
-    let err = b.bucket.sync(SyncOptions::default()).await.unwrap_err();
-    assert!(matches!(err, Error::JournalRewritten { .. }), "{err}");
-    assert!(err.to_string().contains("has read up to"), "{err}");
+    let r = b.bucket.sync(SyncOptions::default()).await.unwrap();
+    assert!(r.full, "a rewritten stream is not trusted: {r:?}");
+    assert!(
+        r.errors
+            .iter()
+            .any(|e| e.cause.contains("was rewritten") && e.cause.contains("read up to")),
+        "{:?}",
+        r.errors
+    );
+    assert!(b.bucket.exists("k2").await.unwrap());
 
-    // Forked: a replica that never saw it writes two records in its place.
-    c.bucket
-        .put("k3", "3", PutOptions::default())
+    // From there the journal is read again (once past the hole the
+    // rollback left: a never numbers a record twice).
+    for key in ["k5", "k6"] {
+        a.bucket.put(key, "5", PutOptions::default()).await.unwrap();
+        sync_clean(&a.bucket).await;
+        sync_clean(&b.bucket).await;
+        assert!(b.bucket.exists(key).await.unwrap());
+    }
+    a.bucket
+        .put("k7", "7", PutOptions::default())
         .await
         .unwrap();
-    sync_clean(&c.bucket).await;
-    c.bucket
-        .put("k4", "4", PutOptions::default())
-        .await
-        .unwrap();
-    sync_clean(&c.bucket).await;
-    let err = b.bucket.sync(SyncOptions::default()).await.unwrap_err();
-    assert!(matches!(err, Error::JournalRewritten { .. }), "{err}");
-    assert!(err.to_string().contains("fork"), "{err}");
-
-    // A full reconcile takes the store as it is, and the chain from there.
-    let r = b
-        .bucket
-        .sync(SyncOptions {
-            full: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert!(r.errors.is_empty(), "{:?}", r.errors);
-    assert!(b.bucket.exists("k4").await.unwrap());
-    c.bucket
-        .put("k5", "5", PutOptions::default())
-        .await
-        .unwrap();
-    sync_clean(&c.bucket).await;
+    sync_clean(&a.bucket).await;
     let r = sync_clean(&b.bucket).await;
-    assert!(!r.full);
-    assert!(b.bucket.exists("k5").await.unwrap());
+    assert!(!r.full, "{r:?}");
+    assert!(b.bucket.exists("k7").await.unwrap());
 }
 
 /// A sealed blob file replaced by another object's (valid, same key) blob
@@ -1738,7 +1834,10 @@ async fn v1_bucket_opens_syncs_and_rekeys(backend: &dyn Backend) {
     );
 
     // rekey: everything re-sealed under a new master key, names v2.
-    let (a, report) = a.rekey(remote.clone(), PASS, TEST_KDF, None).await.unwrap();
+    let (a, report) = a
+        .rekey(remote.clone(), PASS, NEW_PASS, TEST_KDF, None)
+        .await
+        .unwrap();
     assert_eq!(
         (report.epoch, report.copied, report.pushed, report.retired),
         (2, 5, 5, 5),
@@ -1748,7 +1847,7 @@ async fn v1_bucket_opens_syncs_and_rekeys(backend: &dyn Backend) {
     let RemoteMode::Encrypted(file) = inspect(remote.as_ref()).await.unwrap() else {
         panic!("encrypted");
     };
-    assert_eq!((file.version, file.epoch), (2, 2));
+    assert_eq!((file.version, file.epoch), (3, 2));
     assert_eq!(Some(&file), a.key_file().as_ref());
     let names = raw_names(&remote).await;
     assert_eq!(names.len(), 5, "old names are gone: {names:?}");
@@ -1772,8 +1871,22 @@ async fn v1_bucket_opens_syncs_and_rekeys(backend: &dyn Backend) {
     );
     assert_eq!(read_all(&b.bucket, "docs/a.txt").await, b"small and inline");
 
-    // A new device joins the rekeyed remote and reads everything.
-    let c = joining_device(remote.clone(), PASS).await;
+    // A new device joins the rekeyed remote with the new passphrase (the
+    // old one no longer opens it) and reads everything.
+    let RemoteMode::Encrypted(file) = inspect(remote.as_ref()).await.unwrap() else {
+        panic!("encrypted");
+    };
+    let err = Bucket::create_joining(
+        b.bucket.dir().with_extension("old-pass"),
+        BucketConfig::default(),
+        file,
+        PASS,
+        TEST_KDF,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::WrongPassphrase), "{err}");
+    let c = joining_device(remote.clone(), NEW_PASS).await;
     sync_clean(&c.bucket).await;
     for (key, data, o) in v1_objects() {
         let object = c.bucket.get(key).await.unwrap();
@@ -1839,7 +1952,7 @@ async fn interrupted_rekey_resumes_and_loses_nothing() {
             0.05,
             seed,
         ));
-        match bucket.rekey(flaky, PASS, TEST_KDF, None).await {
+        match bucket.rekey(flaky, PASS, NEW_PASS, TEST_KDF, None).await {
             Ok(done) => break done,
             Err(e) => {
                 failures += 1;
@@ -1853,7 +1966,7 @@ async fn interrupted_rekey_resumes_and_loses_nothing() {
     assert!(report.left.is_empty(), "{report:?}");
     assert_eq!(rekeyed.key_file().unwrap().epoch, 2);
     drop(rekeyed);
-    let c = joining_device(remote.clone(), PASS).await;
+    let c = joining_device(remote.clone(), NEW_PASS).await;
     sync_clean(&c.bucket).await;
     assert_eq!(c.bucket.status().await.unwrap().synced, 40);
     for i in 0..40usize {
@@ -1873,7 +1986,7 @@ async fn interrupted_rekey_resumes_and_loses_nothing() {
     std::fs::rename(&path, &staged).unwrap();
     std::fs::create_dir(&retired).unwrap();
     let reopened = Bucket::open(&path).await.unwrap();
-    reopened.unlock(PASS).await.unwrap();
+    reopened.unlock(NEW_PASS).await.unwrap();
     assert_eq!(reopened.list_all("k/").await.unwrap().len(), 40);
     assert!(!Path::new(&retired).exists() && !Path::new(&staged).exists());
 }
@@ -1892,15 +2005,24 @@ async fn rekey_refuses_what_it_cannot_do_safely() {
     let path = a.bucket.dir().to_owned();
     let err = a
         .bucket
-        .rekey(remote.clone(), b"wrong", TEST_KDF, None)
+        .rekey(remote.clone(), b"wrong", NEW_PASS, TEST_KDF, None)
         .await
         .unwrap_err();
     assert!(matches!(err, Error::WrongPassphrase), "{err}");
+    // The old passphrase as the new one: a rekey answers a leak.
+    let bucket = Bucket::open(&path).await.unwrap();
+    bucket.unlock(PASS).await.unwrap();
+    let err = bucket
+        .rekey(remote.clone(), PASS, PASS, TEST_KDF, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::RekeyBlocked { .. }), "{err}");
+    assert!(err.to_string().contains("new passphrase"), "{err}");
     let bucket = Bucket::open(&path).await.unwrap();
     bucket.unlock(PASS).await.unwrap();
     bucket.add_scope("x/").await.unwrap();
     let err = bucket
-        .rekey(remote.clone(), PASS, TEST_KDF, None)
+        .rekey(remote.clone(), PASS, NEW_PASS, TEST_KDF, None)
         .await
         .unwrap_err();
     assert!(matches!(err, Error::RekeyBlocked { .. }), "{err}");
@@ -1912,4 +2034,71 @@ async fn rekey_refuses_what_it_cannot_do_safely() {
     let mut staged = path.clone().into_os_string();
     staged.push(".rekey-new");
     assert!(!Path::new(&staged).exists(), "nothing staged");
+}
+
+/// Finding 17: a sealed journal record copied into another slot is
+/// refused. The first record carries no link (`prev`), so before the
+/// sequence number was bound and checked, record 1 replayed as record 3
+/// was read as new (its keys taken as changed again); now the replica
+/// does not trust the stream past it: it lists the whole store instead
+/// and reports the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_record_replayed_into_another_slot_is_refused() {
+    use ferry::remote::{Precondition, PutRequest, RemoteBody};
+    let folder = Folder::new();
+    let remote = folder.remote();
+    let a = first_device(remote.clone()).await;
+    let b = joining_device(remote.clone(), PASS).await;
+    for (i, key) in ["one", "two"].iter().enumerate() {
+        a.bucket
+            .put(key, format!("v{i}"), PutOptions::default())
+            .await
+            .unwrap();
+        sync_clean(&a.bucket).await;
+        sync_clean(&b.bucket).await;
+    }
+    let device = a.bucket.device_id().to_owned();
+    let name = |seq: u64| ferry::journal::record_name(&device, seq);
+    let listed: Vec<String> = remote
+        .list(ferry::journal::STREAMS)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(listed, [name(1), name(2)], "one record per run of A");
+    let (_, mut reader) = remote.get(&name(1)).await.unwrap();
+    let mut first = Vec::new();
+    reader.read_to_end(&mut first).await.unwrap();
+    let req = PutRequest {
+        key: name(3),
+        content_type: "application/json".into(),
+        metadata: Default::default(),
+        hash: ferry::ContentHash::of(&first),
+        size: first.len() as u64,
+        mtime_ms: 0,
+        device: String::new(),
+        base: String::new(),
+        sealed: true,
+        stamp: None,
+    };
+    remote
+        .put(
+            &req,
+            RemoteBody::Bytes(first.into()),
+            Precondition::IfAbsent,
+        )
+        .await
+        .unwrap();
+    // B does not trust the stream past it: it lists the whole store
+    // instead, and says why.
+    let r = b.bucket.sync(SyncOptions::default()).await.unwrap();
+    assert!(r.full, "{r:?}");
+    let text = format!("{:?}", r.errors);
+    assert!(
+        text.contains(&name(3)) && text.contains("does not open"),
+        "{text}"
+    );
+    // Nothing was taken from it: B still holds what A wrote.
+    assert_eq!(read_all(&b.bucket, "two").await, b"v1");
 }

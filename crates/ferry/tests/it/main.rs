@@ -9,6 +9,7 @@ mod keys;
 mod list;
 mod live;
 mod plan;
+mod sim;
 mod streaming;
 mod sync;
 

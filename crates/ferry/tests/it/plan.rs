@@ -58,8 +58,17 @@ fn etag_s() -> impl Strategy<Value = String> {
     (1u8..=4).prop_map(|n| format!("e{n}"))
 }
 
+/// Any state but `conflict`: a flagged conflict is sticky (the planner
+/// leaves it to `resolve`, `flagged_conflicts_are_left_alone` pins that),
+/// so the properties below start from rows not in conflict.
 fn state_s() -> impl Strategy<Value = SyncState> {
-    select(SyncState::ALL.to_vec())
+    select(
+        SyncState::ALL
+            .iter()
+            .copied()
+            .filter(|s| *s != SyncState::Conflict)
+            .collect::<Vec<_>>(),
+    )
 }
 
 fn local_s(key: &'static str) -> impl Strategy<Value = LocalEntry> {
@@ -332,6 +341,26 @@ proptest! {
         sorted.local.sort_by(|a, b| a.key.cmp(&b.key));
         sorted.remote.sort_by(|a, b| a.key.cmp(&b.key));
         prop_assert_eq!(c.plan(), sorted.plan());
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// A row in conflict is left alone whatever the remote and the policy
+    /// (only `resolve` ends a conflict): a sync never overwrites or
+    /// deletes either side of it, and never flags it again.
+    #[test]
+    fn flagged_conflicts_are_left_alone(c in any_case()) {
+        let mut c = c;
+        for l in &mut c.local {
+            l.state = SyncState::Conflict;
+        }
+        let rows: BTreeSet<&str> = c.local.iter().map(|l| l.key.as_str()).collect();
+        for a in c.plan() {
+            let in_conflict = rows.contains(a.key()) && c.scopes.contains(a.key());
+            prop_assert!(!in_conflict, "a row in conflict got {:?}", a);
+        }
     }
 }
 
@@ -1036,8 +1065,8 @@ proptest! {
         }
     }
 
-    /// Bidirectional + Eager + Flag: after one round the only thing left is
-    /// the conflicts the first round flagged (no ping-pong), and everything
+    /// Bidirectional + Eager + Flag: after one round nothing is left to do
+    /// (no ping-pong; flagged conflicts stay as they are), and everything
     /// not in conflict agrees.
     #[test]
     fn flag_policy_is_stable_after_one_round(c in flag_eager_case()) {
@@ -1045,11 +1074,11 @@ proptest! {
         let first = m.round(&c);
         let second = replan(&c, &m, &first);
         let flagged = conflicts(&first);
+        // A flagged conflict is sticky: the next round leaves it alone.
         prop_assert!(
-            second.iter().all(|a| matches!(a, Action::Conflict { .. })),
-            "second round does more than re-flag.\nfirst: {:?}\nsecond: {:?}", first, second
+            second.is_empty(),
+            "second round does something.\nfirst: {:?}\nsecond: {:?}", first, second
         );
-        prop_assert_eq!(&conflicts(&second), &flagged, "first: {:?}", first);
         let keys: BTreeSet<&String> = m.local.keys().chain(m.remote.keys()).collect();
         for k in keys.into_iter().filter(|k| !flagged.contains_key(*k)) {
             let l = m.local.get(k).filter(|l| l.present);
@@ -1059,17 +1088,17 @@ proptest! {
     }
 
     /// Any policy, direction, strategy and scope: applying a plan and
-    /// planning again yields at most the conflicts already flagged.
+    /// planning again yields nothing (flagged conflicts are sticky).
     #[test]
     fn any_policy_plan_is_idempotent(c in any_hashed_case()) {
         let mut m = Model::of(&c);
         let first = m.round(&c);
         let second = replan(&c, &m, &first);
+        // Flagged conflicts are sticky: nothing is left to do.
         prop_assert!(
-            second.iter().all(|a| matches!(a, Action::Conflict { .. })),
-            "second round does more than re-flag.\nfirst: {:?}\nsecond: {:?}", first, second
+            second.is_empty(),
+            "second round does something.\nfirst: {:?}\nsecond: {:?}", first, second
         );
-        prop_assert_eq!(&conflicts(&second), &conflicts(&first), "first: {:?}", first);
     }
 }
 

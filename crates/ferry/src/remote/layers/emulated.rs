@@ -2,6 +2,11 @@
 //! same protocol, with the check done by a HEAD just before an
 //! unconditional write. The race this leaves (a write landing between our
 //! HEAD and our PUT is overwritten) is written down in `docs/design.md`.
+//!
+//! A store's second write path (S3's multipart uploads, taken by large
+//! objects and same-bytes rewrites) is probed on its own: where only its
+//! conditions are ignored, only the writes that may take it are emulated
+//! ([`Remote::may_write_multipart`]).
 
 use std::sync::Arc;
 
@@ -14,6 +19,7 @@ pub struct Emulated {
     inner: Arc<dyn Remote>,
     put: bool,
     delete: bool,
+    multipart: bool,
 }
 
 impl Emulated {
@@ -23,7 +29,50 @@ impl Emulated {
             inner,
             put: emulate_put,
             delete: emulate_delete,
+            multipart: false,
         }
+    }
+
+    /// Also emulates the conditions of writes that may take the store's
+    /// second write path (when the probe found them ignored there).
+    pub fn emulating_multipart(mut self, emulate: bool) -> Self {
+        self.multipart = emulate;
+        self
+    }
+
+    /// Whether the write of `body` under `cond` is checked here.
+    async fn emulates_put(
+        &self,
+        body: &RemoteBody,
+        cond: &Precondition,
+    ) -> Result<bool, RemoteError> {
+        if self.put {
+            return Ok(true);
+        }
+        if !self.multipart || *cond == Precondition::None {
+            return Ok(false);
+        }
+        let file_len = |path: &std::path::Path| {
+            let path = path.to_owned();
+            async move {
+                tokio::fs::metadata(&path)
+                    .await
+                    .map(|m| m.len())
+                    .map_err(|e| {
+                        RemoteError::new(
+                            RemoteErrorKind::Terminal,
+                            self.inner.endpoint(),
+                            format!("reading {}: {e}", path.display()),
+                        )
+                    })
+            }
+        };
+        let size = match body {
+            RemoteBody::Bytes(b) => b.len() as u64,
+            RemoteBody::File(path) => file_len(path).await?,
+            RemoteBody::Framed { head, file } => head.len() as u64 + file_len(file).await?,
+        };
+        Ok(self.inner.may_write_multipart(size, cond))
     }
 
     async fn check(&self, key: &str, cond: &Precondition) -> Result<(), RemoteError> {
@@ -51,7 +100,7 @@ impl Layer for Emulated {
         body: RemoteBody,
         cond: Precondition,
     ) -> Result<String, RemoteError> {
-        if self.put {
+        if self.emulates_put(&body, &cond).await? {
             self.check(&req.key, &cond).await?;
             self.inner.put(req, body, Precondition::None).await
         } else {
@@ -76,6 +125,12 @@ pub struct ProbeResult {
     pub conditional_put: bool,
     /// `If-Match` on deletes is enforced.
     pub conditional_delete: bool,
+    /// `If-None-Match: *` and `If-Match` are enforced on the store's second
+    /// write path ([`Remote::put_multipart_probe`]: S3's
+    /// `CompleteMultipartUpload`), or on its only one. `None`: recorded
+    /// before ferry probed it (connecting probes again).
+    #[serde(default)]
+    pub conditional_multipart: Option<bool>,
 }
 
 /// Finds out whether `remote` enforces conditional writes, using scratch
@@ -139,6 +194,9 @@ pub async fn probe(remote: &dyn Remote, device: &str) -> Result<ProbeResult, Rem
     let put_enforced = matches!(again, Err(ref e) if e.kind == RemoteErrorKind::PreconditionFailed)
         && matches!(wrong, Err(ref e) if e.kind == RemoteErrorKind::PreconditionFailed);
     let _ = etag;
+    let multipart_enforced = probe_multipart(remote, &req, body)
+        .await?
+        .unwrap_or(put_enforced);
     let del = remote
         .delete(
             &key,
@@ -157,5 +215,39 @@ pub async fn probe(remote: &dyn Remote, device: &str) -> Result<ProbeResult, Rem
     Ok(ProbeResult {
         conditional_put: put_enforced,
         conditional_delete: delete_enforced,
+        conditional_multipart: Some(multipart_enforced),
     })
+}
+
+/// Whether the second write path enforces conditions, on the probe
+/// object `req` (which exists): `If-None-Match: *` and a wrong `If-Match`
+/// must both fail. `None`: the store has no second path.
+async fn probe_multipart(
+    remote: &dyn Remote,
+    req: &PutRequest,
+    body: impl Fn() -> RemoteBody,
+) -> Result<Option<bool>, RemoteError> {
+    let Some(again) = remote
+        .put_multipart_probe(req, body(), Precondition::IfAbsent)
+        .await
+    else {
+        return Ok(None);
+    };
+    let wrong = remote
+        .put_multipart_probe(
+            req,
+            body(),
+            Precondition::IfMatch("\"ferry-probe-no-such-etag\"".into()),
+        )
+        .await
+        .unwrap_or_else(|| Ok(String::new()));
+    for answer in [&again, &wrong] {
+        if let Err(e) = answer {
+            if e.is_retryable() {
+                return Err(e.clone());
+            }
+        }
+    }
+    let failed = |a: &Result<String, RemoteError>| matches!(a, Err(e) if e.kind == RemoteErrorKind::PreconditionFailed);
+    Ok(Some(failed(&again) && failed(&wrong)))
 }

@@ -39,6 +39,10 @@ use crate::remote::{
 
 /// Where an encrypted remote keeps its key file.
 pub const KEY_FILE: &str = ".ferry/key.json";
+/// A plaintext bucket's record that it wrote this remote in the clear
+/// (written when it first pushes): a second device joins such a remote
+/// without an explicit `--plaintext`.
+pub const PLAINTEXT_RECORD: &str = ".ferry/plaintext.json";
 /// Listing entries whose names do not decrypt carry this prefix before the
 /// raw name (no ferry key can start with NUL); the sync reports them.
 pub const UNREADABLE_NAME: &str = "\0unreadable:";
@@ -98,12 +102,7 @@ pub fn seal_envelope(
     key: &str,
     record: &EnvelopeRecord,
 ) -> Result<Vec<u8>, crate::crypto::CryptoError> {
-    let json = zeroize::Zeroizing::new(serde_json::to_vec(record).map_err(|e| {
-        crate::crypto::CryptoError::Format {
-            what: "envelope",
-            detail: e.to_string(),
-        }
-    })?);
+    let json = crate::crypto::keyring::sealed_json(record, "envelope")?;
     let sealed = keys.seal_record(&context(key), &json)?;
     let mut out = Vec::with_capacity(FIXED + sealed.len());
     out.extend_from_slice(MAGIC);
@@ -410,8 +409,12 @@ async fn read_full(
 pub enum RemoteMode {
     /// Nothing but ferry's bookkeeping: either kind of bucket may claim it.
     Empty,
-    /// Objects and no key file: a plaintext remote.
+    /// Objects and no key file: a plaintext remote (written by other
+    /// tools, or by a ferry bucket before it recorded its mode).
     Plaintext,
+    /// Objects, no key file, ferry's [`PLAINTEXT_RECORD`], and nothing that
+    /// looks sealed: a remote a plaintext ferry bucket wrote.
+    PlaintextByFerry,
     /// A key file: an encrypted remote.
     Encrypted(KeyFile),
 }
@@ -421,7 +424,7 @@ impl RemoteMode {
     pub fn describe(&self) -> &'static str {
         match self {
             RemoteMode::Empty => "empty",
-            RemoteMode::Plaintext => "plaintext",
+            RemoteMode::Plaintext | RemoteMode::PlaintextByFerry => "plaintext",
             RemoteMode::Encrypted(_) => "encrypted",
         }
     }
@@ -448,16 +451,17 @@ pub async fn inspect(remote: &dyn Remote) -> Result<RemoteMode, RemoteError> {
     }
     // Pages until the first object that is not ferry's own: a large
     // remote costs one request, not its whole listing.
-    let mut any = false;
+    let mut first: Vec<String>;
     let mut token = None;
     loop {
         let page = remote.list_page("", token).await?;
-        if page
+        first = page
             .objects
-            .iter()
-            .any(|o| !o.key.starts_with(RESERVED_PREFIX))
-        {
-            any = true;
+            .into_iter()
+            .map(|o| o.key)
+            .filter(|k| !k.starts_with(RESERVED_PREFIX))
+            .collect();
+        if !first.is_empty() {
             break;
         }
         match page.next {
@@ -465,11 +469,67 @@ pub async fn inspect(remote: &dyn Remote) -> Result<RemoteMode, RemoteError> {
             None => break,
         }
     }
-    Ok(if any {
+    let Some(sample) = first.first() else {
+        return Ok(RemoteMode::Empty);
+    };
+    // Ferry's own plaintext record, and nothing that looks sealed (names
+    // that could be encrypted ones, a body that starts with an envelope):
+    // otherwise it is anyone's plaintext, or an encrypted remote whose key
+    // file is gone, and the caller must choose.
+    if remote.head(PLAINTEXT_RECORD).await?.is_none()
+        || first.iter().all(|k| looks_like_encrypted_name(k))
+    {
+        return Ok(RemoteMode::Plaintext);
+    }
+    let starts_sealed = match remote.get_prefix(sample, MAGIC.len() as u64).await? {
+        Some((_, head)) => head.starts_with(MAGIC),
+        None => false,
+    };
+    Ok(if starts_sealed {
         RemoteMode::Plaintext
     } else {
-        RemoteMode::Empty
+        RemoteMode::PlaintextByFerry
     })
+}
+
+/// Whether `name` could be an encrypted name: every segment base64url
+/// without padding, at least an AES-SIV tag (16 bytes) long.
+fn looks_like_encrypted_name(name: &str) -> bool {
+    name.split('/').all(|seg| {
+        seg.len() >= 22
+            && seg
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    })
+}
+
+/// Writes the [`PLAINTEXT_RECORD`] (once: a record already there is kept).
+pub async fn write_plaintext_record(remote: &dyn Remote) -> Result<(), RemoteError> {
+    let json = br#"{"mode":"plaintext","version":1}"#;
+    let req = PutRequest {
+        key: PLAINTEXT_RECORD.into(),
+        content_type: "application/json".into(),
+        metadata: Metadata::new(),
+        hash: ContentHash::of(json),
+        size: json.len() as u64,
+        mtime_ms: 0,
+        device: String::new(),
+        sealed: true,
+        base: String::new(),
+        stamp: None,
+    };
+    match remote
+        .put(
+            &req,
+            RemoteBody::Bytes(Bytes::from_static(json)),
+            Precondition::IfAbsent,
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind == RemoteErrorKind::PreconditionFailed => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Writes `file` as the remote's key file (only if there is none yet when

@@ -1,5 +1,12 @@
 //! A layer that retries retryable failures with exponential backoff and
 //! full jitter, up to `max_retries` times.
+//!
+//! A store that stopped answering (accepts the connection, or not even
+//! that, and sends nothing) is not waited for again and again: an attempt
+//! that failed only after the no-progress time limit (`stall`) is a
+//! stall, and a request that stalled once gives up at the next failure,
+//! and never retries past `budget` after it began. So a frozen store costs
+//! one time limit plus a short budget, not the limit times every retry.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +27,12 @@ pub struct RetryPolicy {
     pub base_delay: Duration,
     /// The longest backoff.
     pub max_delay: Duration,
+    /// An attempt that fails after at least this long (the no-progress
+    /// time limit) is a stall: not retried. `None`: every failure may be.
+    pub stall: Option<Duration>,
+    /// No retry starts later than this after the first attempt began,
+    /// once an attempt stalled or failed as unreachable.
+    pub budget: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -28,6 +41,8 @@ impl Default for RetryPolicy {
             max_retries: 5,
             base_delay: Duration::from_millis(100),
             max_delay: Duration::from_secs(10),
+            stall: None,
+            budget: Duration::from_secs(10),
         }
     }
 }
@@ -71,10 +86,12 @@ impl Retrying {
         Fut: std::future::Future<Output = Result<T, RemoteError>>,
     {
         let mut attempt = 0;
+        let first = std::time::Instant::now();
         loop {
             let started = std::time::Instant::now();
             let result = op().await;
-            let ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1e3);
+            let took = started.elapsed();
+            let ms = format!("{:.1}", took.as_secs_f64() * 1e3);
             match &result {
                 Ok(_) => tracing::debug!(request = what, key, attempt, ms = %ms, "ok"),
                 Err(e) => {
@@ -84,6 +101,13 @@ impl Retrying {
             match result {
                 Err(e) if e.is_retryable() && attempt < self.policy.max_retries => {
                     let wait = self.policy.delay(attempt);
+                    let stalled =
+                        e.is_no_answer() && self.policy.stall.is_some_and(|limit| took >= limit);
+                    let down = stalled || e.kind == crate::remote::RemoteErrorKind::Unreachable;
+                    if stalled || (down && first.elapsed() + wait > self.policy.budget) {
+                        tracing::info!(request = what, key, attempt, error = %e, "not retrying: the remote does not answer");
+                        return Err(e);
+                    }
                     tracing::info!(request = what, key, attempt, wait_ms = wait.as_millis() as u64, error = %e, "retrying");
                     tokio::time::sleep(wait).await;
                     attempt += 1;

@@ -811,7 +811,19 @@ pub fn from_azure_name(name: &str) -> Option<String> {
 /// Values travel percent-encoded outside printable ASCII (and `%` itself).
 fn to_azure_value(value: &str) -> String {
     const VALUE: &AsciiSet = &percent_encoding::CONTROLS.add(b'%');
-    utf8_percent_encode(value, VALUE).to_string()
+    // Header parsing trims spaces and tabs at either end: those go escaped.
+    let body = value.trim_matches([' ', '\t']);
+    let start = value.len() - value.trim_start_matches([' ', '\t']).len();
+    let escape = |s: &str| s.replace(' ', "%20").replace('\t', "%09");
+    if body.is_empty() {
+        return escape(value);
+    }
+    format!(
+        "{}{}{}",
+        escape(&value[..start]),
+        utf8_percent_encode(body, VALUE),
+        escape(&value[start + body.len()..])
+    )
 }
 
 fn from_azure_metadata(

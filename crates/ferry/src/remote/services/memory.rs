@@ -33,8 +33,14 @@ pub struct MemoryRemote {
     objects: Arc<Mutex<BTreeMap<String, Stored>>>,
     versions: Arc<AtomicU64>,
     ignore_conditions: Arc<AtomicBool>,
+    ignore_multipart_conditions: Arc<AtomicBool>,
+    /// The content hash of every version written, by etag (what S3 reads
+    /// from an MD5 ETag: whether a rewrite keeps the bytes).
+    contents: Arc<Mutex<std::collections::HashMap<String, crate::hash::ContentHash>>>,
     requests: Arc<AtomicU64>,
     clock: SharedClock,
+    /// Keys per listing page (`0`: [`PAGE`]).
+    page: Arc<AtomicU64>,
 }
 
 impl MemoryRemote {
@@ -55,6 +61,29 @@ impl MemoryRemote {
         self.ignore_conditions.store(ignore, Ordering::SeqCst);
     }
 
+    /// Lists `n` keys per page (at least one), so listings page while
+    /// others write.
+    pub fn set_page_size(&self, n: usize) {
+        self.page.store(n.max(1) as u64, Ordering::SeqCst);
+    }
+
+    fn page_size(&self) -> usize {
+        match self.page.load(Ordering::SeqCst) {
+            0 => PAGE,
+            n => n as usize,
+        }
+    }
+
+    /// Makes the store ignore conditions on its second write path only, as
+    /// an S3 store that enforces them on `PutObject` but not on
+    /// `CompleteMultipartUpload`: as on S3, that path takes rewrites of the
+    /// same bytes (`If-Match` a version whose content the new body
+    /// repeats) and [`Remote::put_multipart_probe`].
+    pub fn ignore_multipart_conditions(&self, ignore: bool) {
+        self.ignore_multipart_conditions
+            .store(ignore, Ordering::SeqCst);
+    }
+
     /// Requests served so far.
     pub fn request_count(&self) -> u64 {
         self.requests.load(Ordering::SeqCst)
@@ -65,6 +94,57 @@ impl MemoryRemote {
         self.objects
             .lock()
             .map_err(|_| RemoteError::new(RemoteErrorKind::Terminal, "memory://", "store poisoned"))
+    }
+
+    /// A write, through the second path when `multipart`.
+    fn put_with(
+        &self,
+        req: &PutRequest,
+        body: RemoteBody,
+        cond: Precondition,
+        multipart: bool,
+    ) -> Result<String, RemoteError> {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| {
+                RemoteError::new(
+                    RemoteErrorKind::Terminal,
+                    "memory://",
+                    format!("reading {}: {e}", path.display()),
+                )
+            })
+        };
+        let data: Bytes = match body {
+            RemoteBody::Bytes(b) => b,
+            RemoteBody::File(path) => read(&path)?.into(),
+            RemoteBody::Framed { head, file } => {
+                let mut v = head.to_vec();
+                v.extend_from_slice(&read(&file)?);
+                v.into()
+            }
+        };
+        let hash = crate::hash::ContentHash::of(&data);
+        let mut contents = self.contents.lock().map_err(|_| {
+            RemoteError::new(RemoteErrorKind::Terminal, "memory://", "store poisoned")
+        })?;
+        let same_bytes = match &cond {
+            Precondition::IfMatch(etag) => contents.get(etag) == Some(&hash),
+            _ => false,
+        };
+        let mut objects = self.lock()?;
+        self.check(objects.get(&req.key), &cond, multipart || same_bytes)?;
+        let etag = format!("\"m{}\"", self.versions.fetch_add(1, Ordering::SeqCst) + 1);
+        contents.insert(etag.clone(), hash);
+        objects.insert(
+            req.key.clone(),
+            Stored {
+                data,
+                etag: etag.clone(),
+                content_type: req.content_type.clone(),
+                metadata: req.all_metadata(),
+                modified_ms: self.clock.now_ms(),
+            },
+        );
+        Ok(etag)
     }
 
     fn describe(key: &str, s: &Stored) -> RemoteObject {
@@ -86,8 +166,15 @@ impl MemoryRemote {
         .with_metadata(s.metadata.clone())
     }
 
-    fn check(&self, current: Option<&Stored>, cond: &Precondition) -> Result<(), RemoteError> {
-        if self.ignore_conditions.load(Ordering::SeqCst) {
+    fn check(
+        &self,
+        current: Option<&Stored>,
+        cond: &Precondition,
+        multipart: bool,
+    ) -> Result<(), RemoteError> {
+        if self.ignore_conditions.load(Ordering::SeqCst)
+            || (multipart && self.ignore_multipart_conditions.load(Ordering::SeqCst))
+        {
             return Ok(());
         }
         cond.check(current.map(|c| c.etag.as_str()), "memory://", "object")
@@ -122,7 +209,7 @@ impl Remote for MemoryRemote {
         let page: Vec<RemoteObject> = objects
             .range((start, Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(prefix))
-            .take(PAGE)
+            .take(self.page_size())
             .map(|(k, s)| {
                 let mut o = Self::describe(k, s);
                 // Listings carry no metadata, as on S3.
@@ -134,7 +221,7 @@ impl Remote for MemoryRemote {
                 o
             })
             .collect();
-        let next = (page.len() == PAGE).then(|| page[PAGE - 1].key.clone());
+        let next = (page.len() == self.page_size()).then(|| page[page.len() - 1].key.clone());
         Ok(RemotePage {
             objects: page,
             next,
@@ -164,44 +251,26 @@ impl Remote for MemoryRemote {
         body: RemoteBody,
         cond: Precondition,
     ) -> Result<String, RemoteError> {
-        let read = |path: &std::path::Path| {
-            std::fs::read(path).map_err(|e| {
-                RemoteError::new(
-                    RemoteErrorKind::Terminal,
-                    "memory://",
-                    format!("reading {}: {e}", path.display()),
-                )
-            })
-        };
-        let data: Bytes = match body {
-            RemoteBody::Bytes(b) => b,
-            RemoteBody::File(path) => read(&path)?.into(),
-            RemoteBody::Framed { head, file } => {
-                let mut v = head.to_vec();
-                v.extend_from_slice(&read(&file)?);
-                v.into()
-            }
-        };
-        let mut objects = self.lock()?;
-        self.check(objects.get(&req.key), &cond)?;
-        let etag = format!("\"m{}\"", self.versions.fetch_add(1, Ordering::SeqCst) + 1);
-        objects.insert(
-            req.key.clone(),
-            Stored {
-                data,
-                etag: etag.clone(),
-                content_type: req.content_type.clone(),
-                metadata: req.all_metadata(),
-                modified_ms: self.clock.now_ms(),
-            },
-        );
-        Ok(etag)
+        self.put_with(req, body, cond, false)
+    }
+
+    async fn put_multipart_probe(
+        &self,
+        req: &PutRequest,
+        body: RemoteBody,
+        cond: Precondition,
+    ) -> Option<Result<String, RemoteError>> {
+        Some(self.put_with(req, body, cond, true))
+    }
+
+    fn may_write_multipart(&self, _size: u64, cond: &Precondition) -> bool {
+        matches!(cond, Precondition::IfMatch(_))
     }
 
     async fn delete(&self, key: &str, cond: Precondition) -> Result<(), RemoteError> {
         let mut objects = self.lock()?;
         if cond != Precondition::None {
-            self.check(objects.get(key), &cond)?;
+            self.check(objects.get(key), &cond, false)?;
         }
         objects.remove(key);
         Ok(())
@@ -226,5 +295,51 @@ impl MemoryRemote {
             );
         }
         etag
+    }
+
+    /// Replaces the metadata of `key` like a plain client's copy onto
+    /// itself with new metadata (ferry's entries are gone); a new etag.
+    /// False when there is no such object.
+    pub fn rewrite_foreign_metadata(&self, key: &str, metadata: Metadata) -> bool {
+        let etag = format!("\"m{}\"", self.versions.fetch_add(1, Ordering::SeqCst) + 1);
+        let now = self.clock.now_ms();
+        let Ok(mut objects) = self.objects.lock() else {
+            return false;
+        };
+        match objects.get_mut(key) {
+            Some(s) => {
+                s.metadata = metadata;
+                s.etag = etag;
+                s.modified_ms = now;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Deletes `key` as a plain client would; false when it was not there.
+    pub fn delete_foreign(&self, key: &str) -> bool {
+        self.objects
+            .lock()
+            .map(|mut o| o.remove(key).is_some())
+            .unwrap_or(false)
+    }
+
+    /// Every object: key → (bytes, content type, metadata as stored, ferry's
+    /// entries included).
+    pub fn snapshot(&self) -> BTreeMap<String, (Bytes, String, Metadata)> {
+        self.objects
+            .lock()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, s)| {
+                        (
+                            k.clone(),
+                            (s.data.clone(), s.content_type.clone(), s.metadata.clone()),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }

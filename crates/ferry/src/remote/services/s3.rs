@@ -283,7 +283,7 @@ impl S3Remote {
                 if let Some(ct) = content_type {
                     b = b.content_type(ct);
                 }
-                for (n, v) in metadata {
+                for (n, v) in crate::metadata::to_headers(metadata) {
                     b = b.metadata(n, v);
                 }
                 match cond {
@@ -496,6 +496,51 @@ impl S3Remote {
         }
     }
 
+    /// `put`, or with `multipart` through a one-part multipart upload
+    /// whatever the size (the capability probe's second path).
+    async fn put_with(
+        &self,
+        req: &PutRequest,
+        body: RemoteBody,
+        cond: Precondition,
+        multipart: bool,
+    ) -> Result<String, RemoteError> {
+        if let Some(e) = self.refusal(&req.key) {
+            return Err(e);
+        }
+        let size = match &body {
+            RemoteBody::Bytes(b) => Ok(b.len() as u64),
+            RemoteBody::File(file) => file_len(file).await,
+            RemoteBody::Framed { head, file } => {
+                file_len(file).await.map(|n| n + head.len() as u64)
+            }
+        }
+        .map_err(|(path, e)| {
+            self.error(
+                RemoteErrorKind::Terminal,
+                format!("writing {:?}: reading {}: {e}", req.key, path.display()),
+            )
+        })?;
+        let shape = if multipart {
+            Shape::Multipart(size.max(1))
+        } else {
+            self.shape(req, &body, size, &cond).await?
+        };
+        let etag = match shape {
+            Shape::Single => self.put_single(req, body, size, &cond).await?,
+            Shape::Multipart(part) => self.put_multipart(req, body, size, part, &cond).await?,
+        };
+        match etag.filter(|e| !e.is_empty()) {
+            Some(etag) => Ok(etag),
+            None => self.head(&req.key).await?.map(|o| o.etag).ok_or_else(|| {
+                self.error(
+                    RemoteErrorKind::Retryable,
+                    format!("{:?} vanished after writing", req.key),
+                )
+            }),
+        }
+    }
+
     /// The MD5 of a body of at most [`PART`] bytes.
     async fn body_md5(&self, req: &PutRequest, body: &RemoteBody) -> Result<[u8; 16], RemoteError> {
         use md5::Digest;
@@ -579,7 +624,7 @@ impl S3Remote {
             .key(self.full(&req.key))
             .body(stream)
             .content_length(to_i64(size))
-            .set_metadata(Some(req.all_metadata().into_iter().collect()));
+            .set_metadata(Some(header_metadata(req)));
         if !req.content_type.is_empty() {
             put = put.content_type(&req.content_type);
         }
@@ -613,7 +658,7 @@ impl S3Remote {
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(&full)
-            .set_metadata(Some(req.all_metadata().into_iter().collect()));
+            .set_metadata(Some(header_metadata(req)));
         if !req.content_type.is_empty() {
             create = create.content_type(&req.content_type);
         }
@@ -1113,6 +1158,15 @@ fn url_decode(raw: &str) -> Option<String> {
         .map(Cow::into_owned)
 }
 
+/// A write's metadata as S3 headers carry it exactly (values a header
+/// cannot hold go RFC 2047 encoded, or exactly in `ferry-exact`: see
+/// `metadata::to_headers`).
+fn header_metadata(req: &PutRequest) -> HashMap<String, String> {
+    crate::metadata::to_headers(&req.all_metadata())
+        .into_iter()
+        .collect()
+}
+
 /// An object description from a HEAD or GET answer.
 fn describe(
     key: &str,
@@ -1126,12 +1180,12 @@ fn describe(
     let mut obj = RemoteObject::listed(key, etag.unwrap_or_default(), size);
     obj.modified_ms = millis(modified);
     obj.content_type = content_type.map(str::to_owned);
-    obj.with_metadata(
+    obj.with_metadata(crate::metadata::from_headers(
         metadata
             .into_iter()
             .flatten()
             .map(|(k, v)| (k.clone(), v.clone())),
-    )
+    ))
 }
 
 /// The total size from a `Content-Range: bytes 0-9/1234` answer.
@@ -1382,35 +1436,22 @@ impl Remote for S3Remote {
         body: RemoteBody,
         cond: Precondition,
     ) -> Result<String, RemoteError> {
-        if let Some(e) = self.refusal(&req.key) {
-            return Err(e);
-        }
-        let size = match &body {
-            RemoteBody::Bytes(b) => Ok(b.len() as u64),
-            RemoteBody::File(file) => file_len(file).await,
-            RemoteBody::Framed { head, file } => {
-                file_len(file).await.map(|n| n + head.len() as u64)
-            }
-        }
-        .map_err(|(path, e)| {
-            self.error(
-                RemoteErrorKind::Terminal,
-                format!("writing {:?}: reading {}: {e}", req.key, path.display()),
-            )
-        })?;
-        let etag = match self.shape(req, &body, size, &cond).await? {
-            Shape::Single => self.put_single(req, body, size, &cond).await?,
-            Shape::Multipart(part) => self.put_multipart(req, body, size, part, &cond).await?,
-        };
-        match etag.filter(|e| !e.is_empty()) {
-            Some(etag) => Ok(etag),
-            None => self.head(&req.key).await?.map(|o| o.etag).ok_or_else(|| {
-                self.error(
-                    RemoteErrorKind::Retryable,
-                    format!("{:?} vanished after writing", req.key),
-                )
-            }),
-        }
+        self.put_with(req, body, cond, false).await
+    }
+
+    async fn put_multipart_probe(
+        &self,
+        req: &PutRequest,
+        body: RemoteBody,
+        cond: Precondition,
+    ) -> Option<Result<String, RemoteError>> {
+        Some(self.put_with(req, body, cond, true).await)
+    }
+
+    /// Large objects, and rewrites that may keep the bytes (see
+    /// `S3Remote::shape`), complete a multipart upload.
+    fn may_write_multipart(&self, size: u64, cond: &Precondition) -> bool {
+        size > PART || matches!(cond, Precondition::IfMatch(_))
     }
 
     async fn delete(&self, key: &str, cond: Precondition) -> Result<(), RemoteError> {

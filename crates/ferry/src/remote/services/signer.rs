@@ -264,6 +264,7 @@ impl SignerRemote {
                 Some((name.to_owned(), value))
             })
             .collect();
+        let metadata = crate::metadata::from_headers(metadata);
         let mut obj = RemoteObject::listed(key, quoted(&text("etag").unwrap_or_default()), size)
             .with_metadata(metadata);
         obj.content_type = text("content-type");
@@ -417,7 +418,8 @@ impl Remote for SignerRemote {
             "key": req.key,
             "contentType": req.content_type,
             "size": length,
-            "metadata": req.all_metadata(),
+            // Signed into headers: values a header cannot hold go encoded.
+            "metadata": crate::metadata::to_headers(&req.all_metadata()),
         });
         match &cond {
             Precondition::None => {}

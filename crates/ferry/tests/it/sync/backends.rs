@@ -255,6 +255,29 @@ impl S3Location {
         }
     }
 
+    /// Rewrites only `key`'s metadata, as `aws s3 cp --metadata-directive
+    /// REPLACE` does: a `CopyObject` onto itself (same bytes, so the same
+    /// MD5 ETag; ferry's `x-amz-meta-ferry-*` entries are dropped).
+    pub async fn foreign_replace_metadata(
+        &self,
+        key: &str,
+        content_type: &str,
+        meta: &[(&str, &str)],
+    ) {
+        let mut req = self
+            .plain
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .copy_source(format!("{}/{}", self.bucket, self.full(key)))
+            .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+            .content_type(content_type);
+        for (name, value) in meta {
+            req = req.metadata(*name, *value);
+        }
+        req.send().await.unwrap();
+    }
+
     /// The S3 key of `key`: exact.
     fn full(&self, key: &str) -> String {
         if self.prefix.is_empty() {

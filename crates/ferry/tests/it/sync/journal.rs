@@ -82,7 +82,7 @@ impl Layer for Watched {
         c: Precondition,
     ) -> Result<String, RemoteError> {
         self.seen();
-        if r.key.starts_with(ferry::journal::RECORDS) {
+        if r.key.starts_with(ferry::journal::STREAMS) {
             let hook = self.before_journal.lock().unwrap().take();
             if let Some(hook) = hook {
                 hook().await;
@@ -233,7 +233,7 @@ pub async fn replica_away_longer_than_the_history_reconciles_in_full(be: &dyn Ba
     }
     let records = be
         .remote()
-        .list(ferry::journal::RECORDS)
+        .list(ferry::journal::STREAMS)
         .await
         .unwrap()
         .len();
@@ -243,8 +243,9 @@ pub async fn replica_away_longer_than_the_history_reconciles_in_full(be: &dyn Ba
     assert_eq!(r.pulled, 7, "{r:?}");
 }
 
-/// Two writers race for one sequence number: exactly one gets it, the
-/// other takes the next; a third replica sees both changes.
+/// Two writers append at the same moment: each to its own stream (no
+/// number is shared between devices, so none can be lost, whatever the
+/// store does with conditions); a third replica sees both changes.
 pub async fn two_writers_never_share_a_sequence_number(be: &dyn Backend) {
     let (a, watched_a) = journal_replica(be).await;
     let b = Arc::new(replica_with(be, journal_config()).await);
@@ -273,16 +274,22 @@ pub async fn two_writers_never_share_a_sequence_number(be: &dyn Backend) {
     }));
     let r = sync(&a.bucket).await;
     assert!(r.errors.is_empty(), "{r:?}");
-    let mut seqs: Vec<u64> = be
+    let mut seqs: Vec<(String, u64)> = be
         .remote()
-        .list(ferry::journal::RECORDS)
+        .list(ferry::journal::STREAMS)
         .await
         .unwrap()
         .iter()
         .filter_map(|o| ferry::journal::parse_name(&o.key))
         .collect();
     seqs.sort_unstable();
-    assert_eq!(seqs, vec![1, 2, 3], "one record each, no number shared");
+    let mut want = vec![
+        (a.bucket.device_id().to_owned(), 1),
+        (a.bucket.device_id().to_owned(), 2),
+        (b.bucket.device_id().to_owned(), 1),
+    ];
+    want.sort_unstable();
+    assert_eq!(seqs, want, "each device numbers its own records");
     let r = sync(&c.bucket).await;
     assert!(!r.full, "{r:?}");
     assert_eq!(r.pulled, 2, "{r:?}");

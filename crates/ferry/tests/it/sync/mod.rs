@@ -22,10 +22,12 @@ macro_rules! suite {
 pub mod backends;
 mod convergence;
 mod fidelity;
+mod findings;
 mod gcs_auth;
 mod journal;
 pub mod layers;
 mod paging;
+mod review;
 mod scenarios;
 
 use ferry::remote::SharedRemote;
