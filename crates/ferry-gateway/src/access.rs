@@ -145,10 +145,16 @@ impl s3s::access::S3Access for Access {
         if cx.credentials().is_some() {
             return check_presigned(op, cx.uri(), cx.headers());
         }
-        let reading = matches!(op, "GetObject" | "HeadObject");
+        let reading = matches!(op, "GetObject" | "HeadObject" | "GetObjectAttributes");
         let listing = matches!(
             op,
-            "ListObjects" | "ListObjectsV2" | "HeadBucket" | "GetBucketLocation" | "ListBuckets"
+            "ListObjects"
+                | "ListObjectsV2"
+                | "ListObjectVersions"
+                | "HeadBucket"
+                | "GetBucketLocation"
+                | "GetBucketVersioning"
+                | "ListBuckets"
         );
         // ferry's own objects: never unsigned (they are listed only under
         // a `.ferry/` prefix).

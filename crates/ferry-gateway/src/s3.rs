@@ -16,13 +16,16 @@ use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use crate::reserved;
 use crate::store::{valid_bucket_name, Buckets, Entry};
 use crate::wire::{
-    body_reader, check_read_conditions, decode_md5, from_metadata, range_of, to_metadata,
+    body_reader, check_read_conditions, decode_md5, from_metadata, non_ascii_metadata, range_of,
+    to_metadata, HttpHeaders,
 };
 
 /// Parts of a multipart upload may be at most this many.
 const MAX_PARTS: i32 = 10_000;
 /// S3's smallest part (all but the last).
 const MIN_PART: u64 = 5 << 20;
+/// DeleteObjects takes at most this many keys, as on S3.
+const MAX_DELETE: usize = 1000;
 /// Incomplete uploads older than this are collected.
 pub const UPLOAD_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
@@ -402,6 +405,56 @@ impl FerryS3 {
     }
 }
 
+/// Who owns every bucket and object: the one gateway.
+fn owner() -> Owner {
+    Owner {
+        display_name: Some("ferry".into()),
+        id: Some("ferry".into()),
+    }
+}
+
+/// The bytes a GET or HEAD answers with: a Range, one part of an object
+/// completed by a multipart upload (`partNumber`; part 1 of any other
+/// object is all of it), or the whole object; with its Content-Range and,
+/// for a part, the object's parts count.
+fn selected(
+    entry: &Entry,
+    meta: &ObjectMeta,
+    range: Option<&Range>,
+    part_number: Option<i32>,
+) -> S3Result<(std::ops::Range<u64>, Option<String>, Option<i32>)> {
+    let Some(n) = part_number else {
+        let (r, shown) = range_of(range, meta.size)?;
+        return Ok((r, shown, None));
+    };
+    if range.is_some() {
+        return Err(s3_error!(
+            InvalidRequest,
+            "Cannot specify both Range header and partNumber query parameter"
+        ));
+    }
+    let bad = || {
+        let mut e = S3Error::with_message(
+            S3ErrorCode::Custom("InvalidPartNumber".into()),
+            "The requested partnumber is not satisfiable",
+        );
+        e.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE);
+        e
+    };
+    let Some(sizes) = entry.parts(&meta.key, &meta.hash) else {
+        return if n == 1 {
+            Ok((0..meta.size, None, None))
+        } else {
+            Err(bad())
+        };
+    };
+    let index = usize::try_from(n).ok().filter(|i| (1..=sizes.len()).contains(i)).ok_or_else(bad)?;
+    let start: u64 = sizes[..index - 1].iter().sum();
+    let r = start..start + sizes[index - 1];
+    let shown = format!("bytes {}-{}/{}", r.start, r.end.saturating_sub(1), meta.size);
+    Ok((r, Some(shown), i32::try_from(sizes.len()).ok()))
+}
+
 fn parse_copy_source(src: &CopySource) -> S3Result<(String, String)> {
     match src {
         CopySource::Bucket { bucket, key, .. } => Ok((bucket.to_string(), key.to_string())),
@@ -430,12 +483,14 @@ impl s3s::S3 for FerryS3 {
             .names()
             .into_iter()
             .map(|name| s3s::dto::Bucket {
+                creation_date: Some(timestamp(seconds(self.buckets.created(&name)))),
                 name: Some(name),
                 ..Default::default()
             })
             .collect();
         Ok(S3Response::new(ListBucketsOutput {
             buckets: Some(buckets),
+            owner: Some(owner()),
             ..Default::default()
         }))
     }
@@ -446,6 +501,74 @@ impl s3s::S3 for FerryS3 {
     ) -> S3Result<S3Response<HeadBucketOutput>> {
         self.entry(&req.input.bucket).await?;
         Ok(S3Response::new(HeadBucketOutput::default()))
+    }
+
+    async fn get_bucket_versioning(
+        &self,
+        req: S3Request<GetBucketVersioningInput>,
+    ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+        // Never enabled: a bucket keeps one version of each key.
+        self.entry(&req.input.bucket).await?;
+        Ok(S3Response::new(GetBucketVersioningOutput::default()))
+    }
+
+    async fn list_object_versions(
+        &self,
+        req: S3Request<ListObjectVersionsInput>,
+    ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+        // An unversioned bucket: each current object is version `null`.
+        // The version id marker can only be `null`, so the key marker
+        // alone says where the page starts.
+        let i = &req.input;
+        let url = i.encoding_type.as_ref().is_some_and(|e| e.as_str() == "url");
+        let enc = |s: &str| if url { encode_url(s) } else { s.to_owned() };
+        let v2 = ListObjectsV2Input {
+            bucket: i.bucket.clone(),
+            delimiter: i.delimiter.clone(),
+            encoding_type: i.encoding_type.clone(),
+            max_keys: i.max_keys,
+            prefix: i.prefix.clone(),
+            start_after: i.key_marker.clone().filter(|m| !m.is_empty()),
+            ..Default::default()
+        };
+        let (key_marker, version_id_marker) = (i.key_marker.clone(), i.version_id_marker.clone());
+        let o = self.list_objects_v2(req.map_input(|_| v2)).await?.output;
+        let versions: Vec<ObjectVersion> = o
+            .contents
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| ObjectVersion {
+                key: c.key,
+                e_tag: c.e_tag,
+                size: c.size,
+                last_modified: c.last_modified,
+                is_latest: Some(true),
+                version_id: Some("null".into()),
+                storage_class: Some(ObjectVersionStorageClass::from_static(
+                    ObjectVersionStorageClass::STANDARD,
+                )),
+                owner: Some(owner()),
+                ..Default::default()
+            })
+            .collect();
+        let more = o.is_truncated == Some(true);
+        Ok(S3Response::new(ListObjectVersionsOutput {
+            name: o.name,
+            prefix: o.prefix,
+            delimiter: o.delimiter,
+            encoding_type: o.encoding_type,
+            max_keys: o.max_keys,
+            key_marker: Some(key_marker.map(|m| enc(&m)).unwrap_or_default()),
+            version_id_marker: Some(version_id_marker.unwrap_or_default()),
+            is_truncated: Some(more),
+            next_key_marker: more
+                .then(|| o.next_continuation_token.map(|k| enc(&k)))
+                .flatten(),
+            next_version_id_marker: more.then(|| "null".to_owned()),
+            versions: (!versions.is_empty()).then_some(versions),
+            common_prefixes: o.common_prefixes,
+            ..Default::default()
+        }))
     }
 
     async fn get_bucket_location(
@@ -502,10 +625,18 @@ impl s3s::S3 for FerryS3 {
         req: S3Request<ListObjectsInput>,
     ) -> S3Result<S3Response<ListObjectsOutput>> {
         let marker = req.input.marker.clone();
+        let url = req
+            .input
+            .encoding_type
+            .as_ref()
+            .is_some_and(|e| e.as_str() == "url");
+        let enc = |s: &str| if url { encode_url(s) } else { s.to_owned() };
         let v2 = self.list_objects_v2(req.map_input(Into::into)).await?;
         let o = v2.output;
+        // Both markers are keys, encoded as keys are.
+        let marker = Some(marker.map(|m| enc(&m)).unwrap_or_default());
         let next_marker = if o.is_truncated == Some(true) {
-            o.next_continuation_token.clone()
+            o.next_continuation_token.as_deref().map(enc)
         } else {
             None
         };
@@ -655,18 +786,29 @@ impl s3s::S3 for FerryS3 {
                 i.if_unmodified_since.as_ref(),
             )
             .await?;
-        let (r, content_range) = range_of(i.range.as_ref(), meta.size)?;
-        Ok(S3Response::new(HeadObjectOutput {
+        let (r, content_range, parts_count) =
+            selected(&entry, &meta, i.range.as_ref(), i.part_number)?;
+        let h = HttpHeaders::of(&meta.metadata);
+        let mut metadata = from_metadata(&meta.metadata);
+        let raw = non_ascii_metadata(&mut metadata);
+        let mut resp = S3Response::new(HeadObjectOutput {
             content_length: Some((r.end - r.start) as i64),
             content_range,
             content_type: Some(meta.content_type.clone()),
             e_tag: Some(ETag::Strong(etag)),
             last_modified: Some(timestamp(seconds(meta.modified))),
-            metadata: from_metadata(&meta.metadata),
+            metadata,
             accept_ranges: Some("bytes".into()),
-            cache_control: self.cache_control.clone(),
+            cache_control: h.cache_control.clone().or_else(|| self.cache_control.clone()),
+            content_disposition: h.content_disposition.clone(),
+            content_encoding: h.content_encoding.clone(),
+            content_language: h.content_language.clone(),
+            expires: h.expires(),
+            parts_count,
             ..Default::default()
-        }))
+        });
+        resp.headers.extend(raw);
+        Ok(resp)
     }
 
     async fn get_object(
@@ -688,22 +830,83 @@ impl s3s::S3 for FerryS3 {
                 i.if_unmodified_since.as_ref(),
             )
             .await?;
-        let (r, content_range) = range_of(i.range.as_ref(), meta.size)?;
+        let (r, content_range, parts_count) =
+            selected(&entry, &meta, i.range.as_ref(), i.part_number)?;
         let len = r.end - r.start;
+        let whole = r.start == 0 && r.end == meta.size;
         let reader = self
-            .open_range(&entry.bucket, &i.key, i.range.is_some().then_some(r))
+            .open_range(&entry.bucket, &i.key, (!whole).then_some(r))
             .await?;
         let stream = tokio_util::io::ReaderStream::with_capacity(reader, 256 << 10);
-        Ok(S3Response::new(GetObjectOutput {
+        // A signed GET may name the headers it is answered with.
+        let h = HttpHeaders::of(&meta.metadata);
+        let mut metadata = from_metadata(&meta.metadata);
+        let raw = non_ascii_metadata(&mut metadata);
+        let mut resp = S3Response::new(GetObjectOutput {
             body: Some(StreamingBlob::wrap(stream)),
             content_length: Some(len as i64),
             content_range,
-            content_type: Some(meta.content_type.clone()),
+            content_type: Some(i.response_content_type.unwrap_or(meta.content_type)),
             e_tag: Some(ETag::Strong(etag)),
             last_modified: Some(timestamp(seconds(meta.modified))),
-            metadata: from_metadata(&meta.metadata),
+            metadata,
             accept_ranges: Some("bytes".into()),
-            cache_control: self.cache_control.clone(),
+            cache_control: i
+                .response_cache_control
+                .or(h.cache_control.clone())
+                .or_else(|| self.cache_control.clone()),
+            content_disposition: i.response_content_disposition.or(h.content_disposition.clone()),
+            content_encoding: i.response_content_encoding.or(h.content_encoding.clone()),
+            content_language: i.response_content_language.or(h.content_language.clone()),
+            expires: i.response_expires.or_else(|| h.expires()),
+            parts_count,
+            ..Default::default()
+        });
+        resp.headers.extend(raw);
+        Ok(resp)
+    }
+
+    async fn get_object_attributes(
+        &self,
+        req: S3Request<GetObjectAttributesInput>,
+    ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
+        let i = req.input;
+        let entry = self.entry(&i.bucket).await?;
+        if reserved::is_reserved(&i.key) {
+            return Err(s3_error!(
+                InvalidArgument,
+                "ferry's own objects (.ferry/) have no attributes to ask for"
+            ));
+        }
+        let (meta, etag) = self
+            .described(&entry, &i.key, None, None, None, None)
+            .await?;
+        // Clients send the list as one comma-separated header.
+        let want = |a: &str| {
+            i.object_attributes
+                .iter()
+                .flat_map(|x| x.as_str().split(','))
+                .any(|x| x.trim() == a)
+        };
+        let object_parts = match entry.parts(&i.key, &meta.hash) {
+            Some(sizes) if want(ObjectAttributes::OBJECT_PARTS) => {
+                Some(GetObjectAttributesParts {
+                    total_parts_count: i32::try_from(sizes.len()).ok(),
+                    part_number_marker: i.part_number_marker,
+                    max_parts: i.max_parts,
+                    is_truncated: Some(false),
+                    ..Default::default()
+                })
+            }
+            _ => None,
+        };
+        Ok(S3Response::new(GetObjectAttributesOutput {
+            e_tag: want(ObjectAttributes::ETAG).then_some(ETag::Strong(etag)),
+            object_size: want(ObjectAttributes::OBJECT_SIZE).then_some(meta.size as i64),
+            storage_class: want(ObjectAttributes::STORAGE_CLASS)
+                .then(|| StorageClass::from_static(StorageClass::STANDARD)),
+            object_parts,
+            last_modified: Some(timestamp(seconds(meta.modified))),
             ..Default::default()
         }))
     }
@@ -728,9 +931,18 @@ impl s3s::S3 for FerryS3 {
                 i.if_none_match.as_ref(),
             )
             .await?;
+        let mut metadata = to_metadata(i.metadata);
+        HttpHeaders::new(
+            i.cache_control,
+            i.content_disposition,
+            i.content_encoding,
+            i.content_language,
+            i.expires.as_ref(),
+        )
+        .store(&mut metadata);
         let opts = PutOptions {
             content_type: i.content_type.clone(),
-            metadata: to_metadata(i.metadata),
+            metadata,
         };
         let want_len = i.content_length.and_then(|n| u64::try_from(n).ok());
         let (meta, md5) = self
@@ -784,10 +996,27 @@ impl s3s::S3 for FerryS3 {
             .metadata_directive
             .as_ref()
             .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+        if !replace && src_bucket == i.bucket && src_key == i.key {
+            return Err(s3_error!(
+                InvalidRequest,
+                "This copy request is illegal because it is trying to copy an object to itself \
+                 without changing the object's metadata, storage class, website redirect \
+                 location or encryption attributes."
+            ));
+        }
         let opts = if replace {
+            let mut metadata = to_metadata(i.metadata);
+            HttpHeaders::new(
+                i.cache_control,
+                i.content_disposition,
+                i.content_encoding,
+                i.content_language,
+                i.expires.as_ref(),
+            )
+            .store(&mut metadata);
             PutOptions {
                 content_type: i.content_type.clone(),
-                metadata: to_metadata(i.metadata),
+                metadata,
             }
         } else {
             PutOptions {
@@ -861,6 +1090,12 @@ impl s3s::S3 for FerryS3 {
         req: S3Request<DeleteObjectsInput>,
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
         let i = req.input;
+        if i.delete.objects.len() > MAX_DELETE {
+            return Err(s3_error!(
+                MalformedXML,
+                "DeleteObjects takes at most {MAX_DELETE} keys"
+            ));
+        }
         let entry = self.entry(&i.bucket).await?;
         let mut deleted = Vec::new();
         let mut errors = Vec::new();
@@ -910,7 +1145,15 @@ impl s3s::S3 for FerryS3 {
         check_key(&i.key)?;
         let entry = self.entry(&i.bucket).await?;
         // Metadata is checked now, not after the parts are sent.
-        let metadata = to_metadata(i.metadata);
+        let mut metadata = to_metadata(i.metadata);
+        HttpHeaders::new(
+            i.cache_control,
+            i.content_disposition,
+            i.content_encoding,
+            i.content_language,
+            i.expires.as_ref(),
+        )
+        .store(&mut metadata);
         ferry::normalize_metadata(&metadata)
             .map_err(|e| s3_error!(InvalidArgument, "invalid metadata: {e}"))?;
         let id = format!("{:032x}", rand::random::<u128>());
@@ -1014,6 +1257,7 @@ impl s3s::S3 for FerryS3 {
             .filter(|p| !p.is_empty())
             .ok_or_else(|| s3_error!(InvalidRequest, "the upload names no parts"))?;
         let mut files = Vec::new();
+        let mut sizes = Vec::new();
         let mut md5s = Vec::new();
         let mut last = 0;
         for (n, p) in parts.iter().enumerate() {
@@ -1049,6 +1293,7 @@ impl s3s::S3 for FerryS3 {
                 .map_err(|_| s3_error!(InternalError, "part {number}'s digest is damaged"))?;
             md5s.extend_from_slice(&raw);
             files.push(file);
+            sizes.push(size);
         }
         let cond = self
             .put_condition(
@@ -1075,6 +1320,7 @@ impl s3s::S3 for FerryS3 {
             .await?;
         let etag = format!("{}-{}", hex::encode(md5::Md5::digest(&md5s)), files.len());
         entry.record_etag(&i.key, &meta.hash, &etag);
+        entry.record_parts(&i.key, &meta.hash, &sizes);
         let _ = std::fs::remove_dir_all(&dir);
         Ok(S3Response::new(CompleteMultipartUploadOutput {
             bucket: Some(i.bucket),

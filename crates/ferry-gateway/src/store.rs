@@ -66,6 +66,7 @@ impl Entry {
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000;
              CREATE TABLE IF NOT EXISTS etags (key TEXT PRIMARY KEY, hash BLOB NOT NULL, etag TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS parts (key TEXT PRIMARY KEY, hash BLOB NOT NULL, sizes TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS reserved (key TEXT PRIMARY KEY, body BLOB NOT NULL, etag TEXT NOT NULL,
                  content_type TEXT NOT NULL, metadata TEXT NOT NULL, modified_ms INTEGER NOT NULL);",
         )
@@ -103,6 +104,36 @@ impl Entry {
                 rusqlite::params![key, &hash.0[..], etag],
             );
         }
+    }
+}
+
+impl Entry {
+    /// Records the part sizes of an object completed by a multipart
+    /// upload (for `partNumber` reads and `PartsCount`).
+    pub fn record_parts(&self, key: &str, hash: &ContentHash, sizes: &[u64]) {
+        let sizes = serde_json::to_string(sizes).unwrap_or_else(|_| "[]".into());
+        if let Ok(c) = self.etags.lock() {
+            let _ = c.execute(
+                "INSERT INTO parts (key, hash, sizes) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (key) DO UPDATE SET hash = ?2, sizes = ?3",
+                rusqlite::params![key, &hash.0[..], sizes],
+            );
+        }
+    }
+
+    /// The part sizes of `key` at content `hash`, when a multipart upload
+    /// through the gateway made it.
+    pub fn parts(&self, key: &str, hash: &ContentHash) -> Option<Vec<u64>> {
+        let sizes: String = self.etags.lock().ok().and_then(|c| {
+            c.prepare_cached("SELECT sizes FROM parts WHERE key = ?1 AND hash = ?2")
+                .and_then(|mut s| {
+                    s.query_row(rusqlite::params![key, &hash.0[..]], |r| r.get(0))
+                        .optional()
+                })
+                .ok()
+                .flatten()
+        })?;
+        serde_json::from_str(&sizes).ok()
     }
 }
 
@@ -379,6 +410,18 @@ impl Buckets {
             m.entry(name.to_owned()).or_insert_with(|| entry.clone());
         }
         Ok(Some(entry))
+    }
+
+    /// When the bucket `name` was made (its `.ferry` directory's birth
+    /// time where the file system keeps one, else its modification time).
+    pub fn created(&self, name: &str) -> std::time::SystemTime {
+        let dir = match &self.served {
+            Served::One { bucket, .. } => bucket.dir().to_path_buf(),
+            Served::Dir(root) => Self::dir_of(root, name),
+        };
+        std::fs::metadata(dir)
+            .and_then(|m| m.created().or_else(|_| m.modified()))
+            .unwrap_or(std::time::UNIX_EPOCH)
     }
 
     /// Every served bucket's name, sorted.

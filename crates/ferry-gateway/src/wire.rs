@@ -1,7 +1,7 @@
 //! What the S3 operations share, below both the bucket's objects
 //! ([`crate::s3`]) and ferry's own `.ferry/` objects ([`crate::reserved`]):
 //! request bodies as readers, Content-MD5, metadata names as a bucket keeps
-//! them, and the read conditions.
+//! them, the stored HTTP headers ([`HttpHeaders`]), and the read conditions.
 
 use std::io;
 
@@ -60,13 +60,137 @@ pub(crate) fn to_metadata(m: Option<Metadata>) -> ferry::Metadata {
         .collect()
 }
 
-/// A bucket's user metadata as S3 serves it.
+/// A bucket's user metadata as S3 serves it (the stored HTTP headers,
+/// [`HttpHeaders`], are not user metadata).
 pub(crate) fn from_metadata(m: &ferry::Metadata) -> Option<Metadata> {
-    (!m.is_empty()).then(|| {
-        m.iter()
-            .map(|(k, v)| (served_name(k).to_owned(), v.clone()))
-            .collect()
-    })
+    let user: Metadata = m
+        .iter()
+        .filter(|(k, _)| !k.starts_with(HTTP_PREFIX))
+        .map(|(k, v)| (served_name(k).to_owned(), v.clone()))
+        .collect();
+    (!user.is_empty()).then_some(user)
+}
+
+/// Where the stored HTTP headers live in a bucket's metadata: under names
+/// [`stored_name`] never makes (it puts `_` only before `ferry-` and `_`),
+/// so no user metadata name can collide with them.
+const HTTP_PREFIX: &str = "_http.";
+
+/// The object headers S3 stores with an object and serves back, beside
+/// its content type. A bucket's object has content type and user metadata
+/// only, so the gateway keeps these in its metadata as `_http.NAME`
+/// (they travel with the object to every replica, and a library or CLI
+/// write can set them too).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct HttpHeaders {
+    pub(crate) cache_control: Option<String>,
+    pub(crate) content_disposition: Option<String>,
+    pub(crate) content_encoding: Option<String>,
+    pub(crate) content_language: Option<String>,
+    /// An HTTP date, as sent.
+    pub(crate) expires: Option<String>,
+}
+
+impl HttpHeaders {
+    /// The headers of a write. `aws-chunked` (how the body was sent, not
+    /// what it is) is no part of a stored `Content-Encoding`.
+    pub(crate) fn new(
+        cache_control: Option<String>,
+        content_disposition: Option<String>,
+        content_encoding: Option<String>,
+        content_language: Option<String>,
+        expires: Option<&Timestamp>,
+    ) -> Self {
+        let content_encoding = content_encoding
+            .map(|e| {
+                e.split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.eq_ignore_ascii_case("aws-chunked") && !t.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .filter(|e| !e.is_empty());
+        let expires = expires.and_then(|t| {
+            let mut buf = Vec::new();
+            t.format(TimestampFormat::HttpDate, &mut buf).ok()?;
+            String::from_utf8(buf).ok()
+        });
+        HttpHeaders {
+            cache_control,
+            content_disposition,
+            content_encoding,
+            content_language,
+            expires,
+        }
+    }
+
+    fn fields(&self) -> [(&'static str, &Option<String>); 5] {
+        [
+            ("cache-control", &self.cache_control),
+            ("content-disposition", &self.content_disposition),
+            ("content-encoding", &self.content_encoding),
+            ("content-language", &self.content_language),
+            ("expires", &self.expires),
+        ]
+    }
+
+    /// Adds these headers to metadata as the bucket keeps it.
+    pub(crate) fn store(&self, m: &mut ferry::Metadata) {
+        for (name, value) in self.fields() {
+            if let Some(v) = value {
+                m.insert(format!("{HTTP_PREFIX}{name}"), v.clone());
+            }
+        }
+    }
+
+    /// The headers kept in a bucket's metadata.
+    pub(crate) fn of(m: &ferry::Metadata) -> Self {
+        let get = |name: &str| m.get(&format!("{HTTP_PREFIX}{name}")).cloned();
+        HttpHeaders {
+            cache_control: get("cache-control"),
+            content_disposition: get("content-disposition"),
+            content_encoding: get("content-encoding"),
+            content_language: get("content-language"),
+            expires: get("expires"),
+        }
+    }
+
+    /// `Expires` as a timestamp (a stored value that is no HTTP date is
+    /// not served).
+    pub(crate) fn expires(&self) -> Option<Timestamp> {
+        let e = self.expires.as_deref()?;
+        Timestamp::parse(TimestampFormat::HttpDate, e).ok()
+    }
+}
+
+/// User metadata whose values are not ASCII, as header values: a value
+/// of ISO-8859-1 characters as those bytes (HTTP's own header charset,
+/// which Python's and most HTTP clients decode), any other one
+/// RFC 2047-encoded (as AWS serves them). s3s would encode every non-ASCII
+/// value, and a client sent it as text: `Hello Worldé` must come back so.
+pub(crate) fn non_ascii_metadata(
+    m: &mut Option<Metadata>,
+) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    let Some(map) = m else { return Vec::new() };
+    let mut out = Vec::new();
+    map.retain(|k, v| {
+        if v.is_ascii() || v.chars().any(|c| u32::from(c) > 0xff) {
+            return true;
+        }
+        let bytes: Vec<u8> = v.chars().map(|c| c as u8).collect();
+        let name = http::HeaderName::from_bytes(format!("x-amz-meta-{k}").as_bytes());
+        match (name, http::HeaderValue::from_bytes(&bytes)) {
+            (Ok(n), Ok(v)) => {
+                out.push((n, v));
+                false
+            }
+            _ => true,
+        }
+    });
+    if map.is_empty() {
+        *m = None;
+    }
+    out
 }
 
 /// Checks a GET's or HEAD's conditions against an object's ETag and
