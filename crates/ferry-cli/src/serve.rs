@@ -93,7 +93,9 @@ fn keys(file: &config::FileConfig, dir: &Path) -> Result<(Keys, bool), CommandEr
 }
 
 /// An S3 bucket name from a directory name: lowercase, other characters
-/// as `-`, 3 to 63 characters.
+/// as `-`, at most 63 characters; a name of one or two letters and digits
+/// is kept as it is (the gateway serves it under the name a user
+/// guesses), an empty one is `bucket`.
 fn bucket_name(dir: &Path) -> String {
     let raw = dir
         .file_name()
@@ -111,9 +113,9 @@ fn bucket_name(dir: &Path) -> String {
         .collect();
     name = name.trim_matches('-').to_owned();
     name.truncate(63);
-    while name.len() < 3 {
-        name.push_str("-b");
-        name = name.trim_start_matches('-').to_owned();
+    name = name.trim_end_matches('-').to_owned();
+    if name.is_empty() {
+        name = "bucket".into();
     }
     name
 }

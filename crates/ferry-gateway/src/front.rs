@@ -56,6 +56,41 @@ pub(crate) fn refuse<B>(req: &http::Request<B>) -> Option<http::Response<s3s::Bo
     None
 }
 
+/// Marks a request whose body's length only its end tells (`Transfer-
+/// Encoding: chunked`, no `Content-Length`): an upload S3 clients that
+/// stream from a pipe send. s3s refuses one signed `UNSIGNED-PAYLOAD`
+/// (it wants a length), although nothing in it needs one: the length is
+/// given as 0 to s3s and the request carries [`LengthUnknown`], so the
+/// operations take the body to its end and check no length. A body
+/// signed whole (`x-amz-content-sha256: <hash>`) still needs its length:
+/// s3s verifies the hash against exactly that many bytes.
+pub(crate) fn length_unknown(req: &mut http::Request<s3s::Body>) {
+    let h = req.headers();
+    let chunked = h
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| v.to_ascii_lowercase().contains("chunked")));
+    let unsigned = h
+        .get("x-amz-content-sha256")
+        .is_some_and(|v| v.as_bytes() == b"UNSIGNED-PAYLOAD");
+    if req.method() == http::Method::PUT
+        && chunked
+        && unsigned
+        && !h.contains_key(http::header::CONTENT_LENGTH)
+    {
+        req.headers_mut().insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from_static("0"),
+        );
+        req.extensions_mut().insert(LengthUnknown);
+    }
+}
+
+/// A request whose `Content-Length` the front door made up (see
+/// [`length_unknown`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LengthUnknown;
+
 /// The longest a presigned URL may live, as on AWS: 7 days.
 const MAX_EXPIRES: u64 = 7 * 24 * 3600;
 
@@ -114,6 +149,19 @@ pub(crate) fn s3s_limits() -> s3s::config::S3Config {
     c.presigned_url_max_skew_time_secs = 900;
     c.normalize_forward_slash_path = false;
     c
+}
+
+/// Which bucket names s3s routes: S3's rules, and the one served bucket's
+/// name whatever it is (a folder `v3` is served as `v3`, the name a user
+/// guesses, although S3 names have 3 characters at least).
+pub(crate) struct Names {
+    pub(crate) served: Option<String>,
+}
+
+impl s3s::validation::NameValidation for Names {
+    fn validate_bucket_name(&self, name: &str) -> bool {
+        s3s::path::check_bucket_name(name) || self.served.as_deref() == Some(name)
+    }
 }
 
 /// Whether `req` names a host this gateway answers to: an IP address,

@@ -169,6 +169,9 @@ pub fn start(
         &config.public_read,
         single.is_some(),
     ));
+    builder.set_validation(front::Names {
+        served: single.clone(),
+    });
     builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(
         front::s3s_limits(),
     ))));
@@ -263,7 +266,11 @@ async fn handle(
         Some(a) if a.matches(req.uri().path()) => a.handle(req).await,
         _ => match front::refuse(&req) {
             Some(refused) => refused,
-            None => service.call(req).await?,
+            None => {
+                let mut req = req;
+                front::length_unknown(&mut req);
+                service.call(req).await?
+            }
         },
     };
     if let Some(o) = origin {

@@ -13,6 +13,7 @@ use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
+use crate::front::LengthUnknown;
 use crate::reserved;
 use crate::store::{valid_bucket_name, Buckets, Entry};
 use crate::wire::{
@@ -915,7 +916,10 @@ impl s3s::S3 for FerryS3 {
         &self,
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
-        let i = req.input;
+        let mut i = req.input;
+        if req.extensions.get::<LengthUnknown>().is_some() {
+            i.content_length = None;
+        }
         if reserved::is_reserved(&i.key) {
             let entry = self.entry(&i.bucket).await?;
             return reserved::put(&entry, i).await.map(S3Response::new);
@@ -1182,7 +1186,10 @@ impl s3s::S3 for FerryS3 {
         &self,
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
-        let i = req.input;
+        let mut i = req.input;
+        if req.extensions.get::<LengthUnknown>().is_some() {
+            i.content_length = None;
+        }
         let entry = self.entry(&i.bucket).await?;
         let dir = Self::upload_dir(&entry, &i.upload_id)?;
         let want_md5 = decode_md5(i.content_md5.as_deref())?;
