@@ -66,10 +66,10 @@ pub(crate) fn refuse<B>(req: &http::Request<B>) -> Option<http::Response<s3s::Bo
 /// s3s verifies the hash against exactly that many bytes.
 pub(crate) fn length_unknown(req: &mut http::Request<s3s::Body>) {
     let h = req.headers();
-    let chunked = h
-        .get_all(http::header::TRANSFER_ENCODING)
-        .iter()
-        .any(|v| v.to_str().is_ok_and(|v| v.to_ascii_lowercase().contains("chunked")));
+    let chunked = h.get_all(http::header::TRANSFER_ENCODING).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.to_ascii_lowercase().contains("chunked"))
+    });
     let unsigned = h
         .get("x-amz-content-sha256")
         .is_some_and(|v| v.as_bytes() == b"UNSIGNED-PAYLOAD");

@@ -449,10 +449,18 @@ fn selected(
             Err(bad())
         };
     };
-    let index = usize::try_from(n).ok().filter(|i| (1..=sizes.len()).contains(i)).ok_or_else(bad)?;
+    let index = usize::try_from(n)
+        .ok()
+        .filter(|i| (1..=sizes.len()).contains(i))
+        .ok_or_else(bad)?;
     let start: u64 = sizes[..index - 1].iter().sum();
     let r = start..start + sizes[index - 1];
-    let shown = format!("bytes {}-{}/{}", r.start, r.end.saturating_sub(1), meta.size);
+    let shown = format!(
+        "bytes {}-{}/{}",
+        r.start,
+        r.end.saturating_sub(1),
+        meta.size
+    );
     Ok((r, Some(shown), i32::try_from(sizes.len()).ok()))
 }
 
@@ -521,7 +529,10 @@ impl s3s::S3 for FerryS3 {
         // The version id marker can only be `null`, so the key marker
         // alone says where the page starts.
         let i = &req.input;
-        let url = i.encoding_type.as_ref().is_some_and(|e| e.as_str() == "url");
+        let url = i
+            .encoding_type
+            .as_ref()
+            .is_some_and(|e| e.as_str() == "url");
         let enc = |s: &str| if url { encode_url(s) } else { s.to_owned() };
         let v2 = ListObjectsV2Input {
             bucket: i.bucket.clone(),
@@ -800,7 +811,10 @@ impl s3s::S3 for FerryS3 {
             last_modified: Some(timestamp(seconds(meta.modified))),
             metadata,
             accept_ranges: Some("bytes".into()),
-            cache_control: h.cache_control.clone().or_else(|| self.cache_control.clone()),
+            cache_control: h
+                .cache_control
+                .clone()
+                .or_else(|| self.cache_control.clone()),
             content_disposition: h.content_disposition.clone(),
             content_encoding: h.content_encoding.clone(),
             content_language: h.content_language.clone(),
@@ -856,7 +870,9 @@ impl s3s::S3 for FerryS3 {
                 .response_cache_control
                 .or(h.cache_control.clone())
                 .or_else(|| self.cache_control.clone()),
-            content_disposition: i.response_content_disposition.or(h.content_disposition.clone()),
+            content_disposition: i
+                .response_content_disposition
+                .or(h.content_disposition.clone()),
             content_encoding: i.response_content_encoding.or(h.content_encoding.clone()),
             content_language: i.response_content_language.or(h.content_language.clone()),
             expires: i.response_expires.or_else(|| h.expires()),
@@ -890,15 +906,13 @@ impl s3s::S3 for FerryS3 {
                 .any(|x| x.trim() == a)
         };
         let object_parts = match entry.parts(&i.key, &meta.hash) {
-            Some(sizes) if want(ObjectAttributes::OBJECT_PARTS) => {
-                Some(GetObjectAttributesParts {
-                    total_parts_count: i32::try_from(sizes.len()).ok(),
-                    part_number_marker: i.part_number_marker,
-                    max_parts: i.max_parts,
-                    is_truncated: Some(false),
-                    ..Default::default()
-                })
-            }
+            Some(sizes) if want(ObjectAttributes::OBJECT_PARTS) => Some(GetObjectAttributesParts {
+                total_parts_count: i32::try_from(sizes.len()).ok(),
+                part_number_marker: i.part_number_marker,
+                max_parts: i.max_parts,
+                is_truncated: Some(false),
+                ..Default::default()
+            }),
             _ => None,
         };
         Ok(S3Response::new(GetObjectAttributesOutput {

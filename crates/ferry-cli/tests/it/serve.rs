@@ -1110,3 +1110,233 @@ fn serve_keys_are_private_and_short_tokens_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("shorter than 16"), "{err}");
 }
+
+/// What stock S3 tools ask before doing anything, and the object headers
+/// they expect back (issue 23, item 17): `aws s3 ls` (ListBuckets with
+/// `CreationDate` and an owner), versioning and versions of an
+/// unversioned bucket, GetObjectAttributes, `partNumber` reads with
+/// `PartsCount`, the read conditions, stored `Cache-Control`, `Expires`,
+/// `Content-Disposition`, `-Encoding`, `-Language`, non-ASCII metadata as
+/// sent, a `Transfer-Encoding: chunked` upload, DeleteObjects over 1,000
+/// keys, v1 markers, a copy onto itself, and a folder `v3` served as `v3`
+/// (s3s refuses such a name as a copy source: copies within it fail).
+#[test]
+fn stock_s3_tools_get_what_they_ask_for() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("stock");
+    std::fs::create_dir_all(&dir).unwrap();
+    ok(ferry(&dir, &["init"], b""));
+    let server = serve(&dir, &[]);
+    let ls = ok(aws(&server, &["s3", "ls"]));
+    assert!(
+        stdout(&ls).trim_end().ends_with(" stock"),
+        "{}",
+        stdout(&ls)
+    );
+    let script = r#"
+import sys, json, datetime, http.client, urllib.parse
+import boto3, botocore
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+endpoint = sys.argv[1]
+s3 = boto3.client('s3', endpoint_url=endpoint, aws_access_key_id='AKSERVETEST', aws_secret_access_key='serve-secret', region_name='us-east-1')
+out = {}
+def code(f):
+    try:
+        f(); return 'ok'
+    except botocore.exceptions.ClientError as e:
+        return e.response['Error']['Code']
+b = s3.list_buckets()
+out['buckets'] = [[x['Name'], isinstance(x['CreationDate'], datetime.datetime)] for x in b['Buckets']]
+out['owner'] = 'ID' in b['Owner']
+out['versioning'] = s3.get_bucket_versioning(Bucket='stock').get('Status')
+put = s3.put_object(Bucket='stock', Key='page.html', Body=b'<p>hi</p>', ContentType='text/html',
+    CacheControl='max-age=60', ContentDisposition='attachment; filename="p.html"', ContentEncoding='identity',
+    ContentLanguage='de-CH', Expires=datetime.datetime(2031, 2, 3, 4, 5, 6))
+h = s3.head_object(Bucket='stock', Key='page.html')
+out['headers'] = [h.get('CacheControl'), h.get('ContentDisposition'), h.get('ContentEncoding'), h.get('ContentLanguage'), h.get('Expires').isoformat() if h.get('Expires') else None, h.get('Metadata')]
+g = s3.get_object(Bucket='stock', Key='page.html', ResponseContentDisposition='inline')
+out['override'] = [g['ContentDisposition'], g['CacheControl']]
+etag, modified = h['ETag'], h['LastModified']
+later = modified + datetime.timedelta(seconds=1)
+earlier = modified - datetime.timedelta(seconds=1)
+out['conditions'] = [
+    code(lambda: s3.get_object(Bucket='stock', Key='page.html', IfNoneMatch=etag)),
+    code(lambda: s3.head_object(Bucket='stock', Key='page.html', IfNoneMatch=etag)),
+    code(lambda: s3.get_object(Bucket='stock', Key='page.html', IfModifiedSince=later)),
+    code(lambda: s3.get_object(Bucket='stock', Key='page.html', IfModifiedSince=earlier)),
+    code(lambda: s3.get_object(Bucket='stock', Key='page.html', IfMatch='"other"')),
+    code(lambda: s3.get_object(Bucket='stock', Key='page.html', IfMatch=etag)),
+    code(lambda: s3.get_object(Bucket='stock', Key='page.html', IfUnmodifiedSince=earlier)),
+    code(lambda: s3.get_object(Bucket='stock', Key='page.html', IfUnmodifiedSince=later)),
+]
+# A copy onto itself replaces the metadata (and needs REPLACE to).
+out['self_copy'] = code(lambda: s3.copy_object(Bucket='stock', Key='page.html', CopySource={'Bucket': 'stock', 'Key': 'page.html'}))
+s3.copy_object(Bucket='stock', Key='page.html', CopySource={'Bucket': 'stock', 'Key': 'page.html'}, MetadataDirective='REPLACE', Metadata={'rev': '2'}, ContentType='text/plain', CacheControl='no-store')
+h2 = s3.head_object(Bucket='stock', Key='page.html')
+out['replaced'] = [h2['Metadata'], h2['ContentType'], h2.get('CacheControl'), h2.get('ContentDisposition')]
+# Non-ASCII metadata, as the conformance suites send it (the header set as text).
+def unicode_meta(**kw):
+    kw['params']['headers']['x-amz-meta-meta1'] = 'Hello World\xe9'
+s3.meta.events.register('before-call.s3.PutObject', unicode_meta)
+s3.put_object(Bucket='stock', Key='meta', Body=b'm')
+s3.meta.events.unregister('before-call.s3.PutObject', unicode_meta)
+out['unicode'] = s3.get_object(Bucket='stock', Key='meta')['Metadata']
+# Versions of an unversioned bucket: each object once, as version null.
+for k in ['a', 'b', 'c']:
+    s3.put_object(Bucket='stock', Key='ver/' + k, Body=b'v')
+v = s3.list_object_versions(Bucket='stock', Prefix='ver/', MaxKeys=2)
+v2 = s3.list_object_versions(Bucket='stock', Prefix='ver/', KeyMarker=v['NextKeyMarker'], VersionIdMarker=v['NextVersionIdMarker'])
+out['versions'] = [[x['Key'], x['VersionId'], x['IsLatest']] for x in v['Versions'] + v2['Versions']]
+out['versions_paged'] = [v['IsTruncated'], v2['IsTruncated']]
+# Multipart objects: their parts by number, PartsCount, attributes.
+mp = s3.create_multipart_upload(Bucket='stock', Key='mp', ContentDisposition='attachment')
+p1 = s3.upload_part(Bucket='stock', Key='mp', UploadId=mp['UploadId'], PartNumber=1, Body=b'a' * (5 << 20))
+p2 = s3.upload_part(Bucket='stock', Key='mp', UploadId=mp['UploadId'], PartNumber=2, Body=b'second')
+s3.complete_multipart_upload(Bucket='stock', Key='mp', UploadId=mp['UploadId'], MultipartUpload={'Parts': [{'PartNumber': 1, 'ETag': p1['ETag']}, {'PartNumber': 2, 'ETag': p2['ETag']}]})
+g2 = s3.get_object(Bucket='stock', Key='mp', PartNumber=2)
+out['part2'] = [g2['Body'].read().decode(), g2['PartsCount'], g2['ContentRange'], g2['ContentDisposition']]
+out['head_part1'] = [s3.head_object(Bucket='stock', Key='mp', PartNumber=1)['ContentLength'], s3.head_object(Bucket='stock', Key='mp', PartNumber=1)['PartsCount']]
+out['part3'] = code(lambda: s3.get_object(Bucket='stock', Key='mp', PartNumber=3))
+out['single_part1'] = s3.get_object(Bucket='stock', Key='meta', PartNumber=1)['Body'].read().decode()
+a = s3.get_object_attributes(Bucket='stock', Key='mp', ObjectAttributes=['ETag', 'ObjectSize', 'ObjectParts', 'StorageClass'])
+out['attributes'] = [a['ObjectSize'], a['ObjectParts']['TotalPartsCount'], a['StorageClass'], a['ETag'].strip('"').endswith('-2')]
+# DeleteObjects takes at most 1,000 keys.
+out['delete_1001'] = code(lambda: s3.delete_objects(Bucket='stock', Delete={'Objects': [{'Key': f'x{i}'} for i in range(1001)]}))
+# ListObjects v1 echoes its Marker, encoded as keys are.
+s3.put_object(Bucket='stock', Key='m/ü %', Body=b'x')
+s3.put_object(Bucket='stock', Key='m/ü %2', Body=b'x')
+l1 = s3.list_objects(Bucket='stock', Prefix='m/', Marker='m/a b', MaxKeys=1, Delimiter='/')
+out['v1'] = [l1['Marker'], l1['NextMarker'], [c['Key'] for c in l1['Contents']]]
+# An upload streamed with Transfer-Encoding: chunked (no length known).
+url = endpoint + '/stock/piped'
+req = AWSRequest(method='PUT', url=url, headers={'X-Amz-Content-SHA256': 'UNSIGNED-PAYLOAD', 'Transfer-Encoding': 'chunked'})
+req.context['payload_signing_enabled'] = False
+SigV4Auth(Credentials('AKSERVETEST', 'serve-secret'), 's3', 'us-east-1').add_auth(req)
+u = urllib.parse.urlsplit(url)
+c = http.client.HTTPConnection(u.hostname, u.port)
+c.request('PUT', u.path, body=iter([b'streamed ', b'from ', b'a pipe']), headers=dict(req.headers.items()), encode_chunked=True)
+r = c.getresponse(); r.read()
+out['chunked'] = [r.status, s3.get_object(Bucket='stock', Key='piped')['Body'].read().decode()]
+print(json.dumps(out))
+"#;
+    let out = Command::new(venv_bin("python"))
+        .arg("-c")
+        .arg(script)
+        .arg(&server.endpoint)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let j = |v: serde_json::Value| v;
+    assert_eq!(seen["buckets"], j(serde_json::json!([["stock", true]])));
+    assert_eq!(seen["owner"], true);
+    assert_eq!(seen["versioning"], serde_json::Value::Null);
+    assert_eq!(
+        seen["headers"],
+        serde_json::json!([
+            "max-age=60",
+            "attachment; filename=\"p.html\"",
+            "identity",
+            "de-CH",
+            "2031-02-03T04:05:06+00:00",
+            {}
+        ])
+    );
+    assert_eq!(
+        seen["override"],
+        serde_json::json!(["inline", "max-age=60"])
+    );
+    assert_eq!(
+        seen["conditions"],
+        serde_json::json!([
+            "304",
+            "304",
+            "304",
+            "ok",
+            "PreconditionFailed",
+            "ok",
+            "PreconditionFailed",
+            "ok"
+        ])
+    );
+    assert_eq!(seen["self_copy"], "InvalidRequest");
+    assert_eq!(
+        seen["replaced"],
+        serde_json::json!([{"rev": "2"}, "text/plain", "no-store", null])
+    );
+    assert_eq!(
+        seen["unicode"],
+        serde_json::json!({"meta1": "Hello World\u{e9}"})
+    );
+    assert_eq!(
+        seen["versions"],
+        serde_json::json!([
+            ["ver/a", "null", true],
+            ["ver/b", "null", true],
+            ["ver/c", "null", true]
+        ])
+    );
+    assert_eq!(seen["versions_paged"], serde_json::json!([true, false]));
+    assert_eq!(
+        seen["part2"],
+        serde_json::json!([
+            "second",
+            2,
+            format!("bytes {}-{}/{}", 5 << 20, (5 << 20) + 5, (5 << 20) + 6),
+            "attachment"
+        ])
+    );
+    assert_eq!(seen["head_part1"], serde_json::json!([5 << 20, 2]));
+    assert_eq!(seen["part3"], "InvalidPartNumber");
+    assert_eq!(seen["single_part1"], "m");
+    assert_eq!(
+        seen["attributes"],
+        serde_json::json!([(5 << 20) + 6, 2, "STANDARD", true])
+    );
+    assert_eq!(seen["delete_1001"], "MalformedXML");
+    assert_eq!(seen["v1"], serde_json::json!(["m/a b", "m/ü %", ["m/ü %"]]));
+    assert_eq!(
+        seen["chunked"],
+        serde_json::json!([200, "streamed from a pipe"])
+    );
+    // The library holds what the clients sent, decoded.
+    let stat = stdout(&ok(ferry(&dir, &["stat", "meta"], b"")));
+    assert!(stat.contains("meta1=Hello World\u{e9}"), "{stat}");
+    // aws-cli sees one version per object too.
+    let versions = ok(aws(
+        &server,
+        &[
+            "s3api",
+            "list-object-versions",
+            "--bucket",
+            "stock",
+            "--prefix",
+            "ver/",
+        ],
+    ));
+    let versions: serde_json::Value = serde_json::from_slice(&versions.stdout).unwrap();
+    assert_eq!(versions["Versions"].as_array().unwrap().len(), 3);
+    drop(server);
+    // A folder named `v3` is served as `v3`, the name a user guesses.
+    let short = tmp.path().join("v3");
+    std::fs::create_dir_all(&short).unwrap();
+    ok(ferry(&short, &["init"], b""));
+    let server = serve(&short, &[]);
+    assert!(stdout(&ok(aws(&server, &["s3", "ls"])))
+        .trim_end()
+        .ends_with(" v3"));
+    let file = tmp.path().join("f.txt");
+    std::fs::write(&file, b"short").unwrap();
+    ok(aws(
+        &server,
+        &["s3", "cp", file.to_str().unwrap(), "s3://v3/f.txt"],
+    ));
+    assert!(stdout(&ok(aws(&server, &["s3", "ls", "s3://v3/"]))).contains("f.txt"));
+    assert_eq!(stdout(&ok(ferry(&short, &["cat", "f.txt"], b""))), "short");
+}
