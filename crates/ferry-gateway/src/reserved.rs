@@ -74,7 +74,11 @@ fn write_condition(
 }
 
 /// `PutObject` of a `.ferry/` key.
-pub(crate) async fn put(entry: &Entry, i: PutObjectInput) -> S3Result<PutObjectOutput> {
+pub(crate) async fn put(
+    entry: &Entry,
+    i: PutObjectInput,
+    mut checksums: crate::wire::Checksums,
+) -> S3Result<PutObjectOutput> {
     use md5::Digest as _;
     check(&i.key)?;
     let cond = write_condition(i.if_match.as_ref(), i.if_none_match.as_ref())?;
@@ -112,6 +116,8 @@ pub(crate) async fn put(entry: &Entry, i: PutObjectInput) -> S3Result<PutObjectO
             ));
         }
     }
+    checksums.update(&body);
+    checksums.verify()?;
     let metadata = crate::wire::to_metadata(i.metadata);
     let content_type = i
         .content_type

@@ -18,7 +18,7 @@ use crate::reserved;
 use crate::store::{valid_bucket_name, Buckets, Entry};
 use crate::wire::{
     body_reader, check_read_conditions, decode_md5, from_metadata, non_ascii_metadata, range_of,
-    to_metadata, HttpHeaders,
+    to_metadata, Checksums, HttpHeaders,
 };
 
 /// Parts of a multipart upload may be at most this many.
@@ -97,6 +97,7 @@ struct Checked<R> {
     len: u64,
     want_md5: Option<[u8; 16]>,
     want_len: Option<u64>,
+    checksums: Option<Checksums>,
     out: Arc<Mutex<Outcome>>,
 }
 
@@ -132,7 +133,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for Checked<R> {
                             "the body does not match its Content-MD5"
                         ))
                     } else {
-                        None
+                        me.checksums.take().and_then(|c| c.verify().err())
                     };
                     if let Ok(mut o) = me.out.lock() {
                         o.md5 = Some(digest);
@@ -144,6 +145,9 @@ impl<R: AsyncRead + Unpin> AsyncRead for Checked<R> {
                 } else {
                     me.len += got.len() as u64;
                     me.md5.update(got);
+                    if let Some(c) = &mut me.checksums {
+                        c.update(got);
+                    }
                 }
                 Poll::Ready(Ok(()))
             }
@@ -186,6 +190,7 @@ impl FerryS3 {
         cond: Option<PutCondition>,
         want_md5: Option<[u8; 16]>,
         want_len: Option<u64>,
+        checksums: Option<Checksums>,
     ) -> S3Result<(ObjectMeta, [u8; 16])> {
         let out = Arc::new(Mutex::new(Outcome::default()));
         let checked = Checked {
@@ -194,6 +199,7 @@ impl FerryS3 {
             len: 0,
             want_md5,
             want_len,
+            checksums,
             out: out.clone(),
         };
         let body = ferry::Body::from_reader(checked);
@@ -326,6 +332,7 @@ impl FerryS3 {
         mut reader: impl AsyncRead + Send + Unpin,
         want_md5: Option<[u8; 16]>,
         want_len: Option<u64>,
+        mut checksums: Option<Checksums>,
     ) -> S3Result<[u8; 16]> {
         use tokio::io::AsyncWriteExt;
         if !(1..=MAX_PARTS).contains(&number) {
@@ -350,6 +357,9 @@ impl FerryS3 {
                     break;
                 }
                 md5.update(&buf[..n]);
+                if let Some(c) = &mut checksums {
+                    c.update(&buf[..n]);
+                }
                 len += n as u64;
                 file.write_all(&buf[..n])
                     .await
@@ -367,6 +377,9 @@ impl FerryS3 {
                     BadDigest,
                     "the part does not match its Content-MD5"
                 ));
+            }
+            if let Some(c) = checksums.take() {
+                c.verify()?;
             }
             tokio::fs::rename(&tmp, dir.join(format!("{number}.part")))
                 .await
@@ -934,9 +947,24 @@ impl s3s::S3 for FerryS3 {
         if req.extensions.get::<LengthUnknown>().is_some() {
             i.content_length = None;
         }
+        let checksums = Checksums::new(
+            Checksum {
+                checksum_crc32: i.checksum_crc32.clone(),
+                checksum_crc32c: i.checksum_crc32c.clone(),
+                checksum_crc64nvme: i.checksum_crc64nvme.clone(),
+                checksum_sha1: i.checksum_sha1.clone(),
+                checksum_sha256: i.checksum_sha256.clone(),
+                ..Default::default()
+            },
+            i.checksum_algorithm.as_ref(),
+            &req.headers,
+            req.trailing_headers.clone(),
+        )?;
         if reserved::is_reserved(&i.key) {
             let entry = self.entry(&i.bucket).await?;
-            return reserved::put(&entry, i).await.map(S3Response::new);
+            return reserved::put(&entry, i, checksums)
+                .await
+                .map(S3Response::new);
         }
         check_key(&i.key)?;
         let entry = self.entry(&i.bucket).await?;
@@ -972,6 +1000,7 @@ impl s3s::S3 for FerryS3 {
                 cond,
                 want_md5,
                 want_len,
+                Some(checksums),
             )
             .await?;
         let etag = hex::encode(md5);
@@ -1044,7 +1073,16 @@ impl s3s::S3 for FerryS3 {
         };
         let reader = self.open_range(&src.bucket, &src_key, None).await?;
         let (new, md5) = self
-            .store(&dst, &i.key, reader, opts, None, None, Some(meta.size))
+            .store(
+                &dst,
+                &i.key,
+                reader,
+                opts,
+                None,
+                None,
+                Some(meta.size),
+                None,
+            )
             .await?;
         let etag = hex::encode(md5);
         dst.record_etag(&i.key, &new.hash, &etag);
@@ -1208,8 +1246,28 @@ impl s3s::S3 for FerryS3 {
         let dir = Self::upload_dir(&entry, &i.upload_id)?;
         let want_md5 = decode_md5(i.content_md5.as_deref())?;
         let want_len = i.content_length.and_then(|n| u64::try_from(n).ok());
-        let md5 =
-            Self::write_part(&dir, i.part_number, body_reader(i.body), want_md5, want_len).await?;
+        let checksums = Checksums::new(
+            Checksum {
+                checksum_crc32: i.checksum_crc32.clone(),
+                checksum_crc32c: i.checksum_crc32c.clone(),
+                checksum_crc64nvme: i.checksum_crc64nvme.clone(),
+                checksum_sha1: i.checksum_sha1.clone(),
+                checksum_sha256: i.checksum_sha256.clone(),
+                ..Default::default()
+            },
+            i.checksum_algorithm.as_ref(),
+            &req.headers,
+            req.trailing_headers.clone(),
+        )?;
+        let md5 = Self::write_part(
+            &dir,
+            i.part_number,
+            body_reader(i.body),
+            want_md5,
+            want_len,
+            Some(checksums),
+        )
+        .await?;
         Ok(S3Response::new(UploadPartOutput {
             e_tag: Some(ETag::Strong(hex::encode(md5))),
             ..Default::default()
@@ -1250,7 +1308,7 @@ impl s3s::S3 for FerryS3 {
             }
         };
         let reader = self.open_range(&src.bucket, &src_key, range).await?;
-        let md5 = Self::write_part(&dir, i.part_number, reader, None, None).await?;
+        let md5 = Self::write_part(&dir, i.part_number, reader, None, None, None).await?;
         Ok(S3Response::new(UploadPartCopyOutput {
             copy_part_result: Some(CopyPartResult {
                 e_tag: Some(ETag::Strong(hex::encode(md5))),
@@ -1337,7 +1395,7 @@ impl s3s::S3 for FerryS3 {
             metadata: info.metadata.clone(),
         };
         let (meta, _) = self
-            .store(&entry, &i.key, chain, opts, cond, None, None)
+            .store(&entry, &i.key, chain, opts, cond, None, None, None)
             .await?;
         let etag = format!("{}-{}", hex::encode(md5::Md5::digest(&md5s)), files.len());
         entry.record_etag(&i.key, &meta.hash, &etag);

@@ -193,6 +193,129 @@ pub(crate) fn non_ascii_metadata(
     out
 }
 
+/// The `x-amz-checksum-*` values a write names, in headers or in
+/// trailers after an `aws-chunked` body, and their digests over the body
+/// as it passes: [`Checksums::verify`] at the end says `BadDigest` for
+/// any that differs, so the write it feeds commits nothing.
+pub(crate) struct Checksums {
+    hasher: s3s::checksum::ChecksumHasher,
+    given: Checksum,
+    trailers: Option<s3s::TrailingHeaders>,
+}
+
+/// The names of the checksum headers and trailers, as S3 spells them.
+const CHECKSUM_NAMES: [&str; 5] = [
+    "x-amz-checksum-crc32",
+    "x-amz-checksum-crc32c",
+    "x-amz-checksum-crc64nvme",
+    "x-amz-checksum-sha1",
+    "x-amz-checksum-sha256",
+];
+
+impl Checksums {
+    /// The checksums of a write: the values `given` in headers, the
+    /// algorithm an SDK names (`x-amz-sdk-checksum-algorithm`), and the
+    /// trailers `x-amz-trailer` announces.
+    pub(crate) fn new(
+        given: Checksum,
+        algorithm: Option<&ChecksumAlgorithm>,
+        headers: &http::HeaderMap,
+        trailers: Option<s3s::TrailingHeaders>,
+    ) -> S3Result<Self> {
+        let mut want = [
+            given.checksum_crc32.is_some(),
+            given.checksum_crc32c.is_some(),
+            given.checksum_crc64nvme.is_some(),
+            given.checksum_sha1.is_some(),
+            given.checksum_sha256.is_some(),
+        ];
+        if let Some(a) = algorithm {
+            let i = match a.as_str().to_ascii_uppercase().as_str() {
+                "CRC32" => 0,
+                "CRC32C" => 1,
+                "CRC64NVME" => 2,
+                "SHA1" => 3,
+                "SHA256" => 4,
+                other => {
+                    return Err(s3_error!(
+                        InvalidRequest,
+                        "unknown checksum algorithm {other:?}"
+                    ))
+                }
+            };
+            want[i] = true;
+        }
+        for v in headers.get_all("x-amz-trailer") {
+            for name in v.to_str().unwrap_or_default().split(',') {
+                let name = name.trim().to_ascii_lowercase();
+                if let Some(i) = CHECKSUM_NAMES.iter().position(|n| *n == name) {
+                    want[i] = true;
+                }
+            }
+        }
+        let hasher = s3s::checksum::ChecksumHasher {
+            crc32: want[0].then(Default::default),
+            crc32c: want[1].then(Default::default),
+            crc64nvme: want[2].then(Default::default),
+            sha1: want[3].then(Default::default),
+            sha256: want[4].then(Default::default),
+        };
+        Ok(Checksums {
+            hasher,
+            given,
+            trailers,
+        })
+    }
+
+    /// Takes in the next bytes of the body.
+    pub(crate) fn update(&mut self, data: &[u8]) {
+        self.hasher.update(data);
+    }
+
+    /// Compares the digests with the values given (headers, then the
+    /// trailers, which the body's end has made ready).
+    pub(crate) fn verify(self) -> S3Result<()> {
+        let mut given = self.given;
+        if let Some(t) = self.trailers.and_then(|t| t.take()) {
+            let slots = [
+                &mut given.checksum_crc32,
+                &mut given.checksum_crc32c,
+                &mut given.checksum_crc64nvme,
+                &mut given.checksum_sha1,
+                &mut given.checksum_sha256,
+            ];
+            for (name, slot) in CHECKSUM_NAMES.iter().zip(slots) {
+                if let Some(v) = t.get(*name) {
+                    let v = v.to_str().map_err(|_| {
+                        s3_error!(InvalidArgument, "the trailer {name} is not text")
+                    })?;
+                    *slot = Some(v.trim().to_owned());
+                }
+            }
+        }
+        let got = self.hasher.finalize();
+        let pairs = [
+            (&given.checksum_crc32, &got.checksum_crc32),
+            (&given.checksum_crc32c, &got.checksum_crc32c),
+            (&given.checksum_crc64nvme, &got.checksum_crc64nvme),
+            (&given.checksum_sha1, &got.checksum_sha1),
+            (&given.checksum_sha256, &got.checksum_sha256),
+        ];
+        for (name, (want, got)) in CHECKSUM_NAMES.iter().zip(pairs) {
+            if let Some(want) = want {
+                if got.as_deref() != Some(want.trim()) {
+                    return Err(s3_error!(
+                        BadDigest,
+                        "the body does not match its {name} ({want}; it is {})",
+                        got.as_deref().unwrap_or("not computed")
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Checks a GET's or HEAD's conditions against an object's ETag and
 /// modification time (304 and 412 as S3 answers them).
 pub(crate) fn check_read_conditions(

@@ -1340,3 +1340,110 @@ print(json.dumps(out))
     assert!(stdout(&ok(aws(&server, &["s3", "ls", "s3://v3/"]))).contains("f.txt"));
     assert_eq!(stdout(&ok(ferry(&short, &["cat", "f.txt"], b""))), "short");
 }
+
+/// `x-amz-checksum-*` (issue 23, item 9): each of CRC32, CRC32C,
+/// CRC64NVME, SHA1 and SHA256, in a header or in a trailer after an
+/// `aws-chunked` body, is checked; a mismatch is `BadDigest` and nothing
+/// is stored (an object, a part, one of ferry's own objects).
+#[test]
+fn checksums_are_verified_and_a_mismatch_stores_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sums");
+    std::fs::create_dir_all(&dir).unwrap();
+    ok(ferry(&dir, &["init"], b""));
+    let server = serve(&dir, &[]);
+    let script = r#"
+import sys, json, base64, zlib, hashlib, http.client, urllib.parse
+import boto3, botocore
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+endpoint, bucket, ak, sk = sys.argv[1:5]
+s3 = boto3.client('s3', endpoint_url=endpoint, aws_access_key_id=ak, aws_secret_access_key=sk, region_name='us-east-1')
+def code(f):
+    try:
+        f(); return 'ok'
+    except botocore.exceptions.ClientError as e:
+        return e.response['Error']['Code']
+def reflected(data, poly, width):
+    mask = (1 << width) - 1
+    crc = mask
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (poly if crc & 1 else 0)
+    return (crc ^ mask).to_bytes(width // 8, 'big')
+assert reflected(b'123456789', 0x82F63B78, 32).hex() == 'e3069283'
+assert reflected(b'123456789', 0x9A6C9329AC4BC9B5, 64).hex() == 'ae8b14860a799888'
+b64 = lambda x: base64.b64encode(x).decode()
+body = b'checked body'
+sums = {
+    'CRC32': b64(zlib.crc32(body).to_bytes(4, 'big')),
+    'CRC32C': b64(reflected(body, 0x82F63B78, 32)),
+    'CRC64NVME': b64(reflected(body, 0x9A6C9329AC4BC9B5, 64)),
+    'SHA1': b64(hashlib.sha1(body).digest()),
+    'SHA256': b64(hashlib.sha256(body).digest()),
+}
+wrong = {k: b64(hashlib.sha256(b'other').digest()[:len(base64.b64decode(v))]) for k, v in sums.items()}
+out = {'right': {}, 'wrong': {}}
+for alg in sums:
+    out['right'][alg] = code(lambda: s3.put_object(Bucket=bucket, Key='ok-' + alg, Body=body, **{'Checksum' + alg: sums[alg]}))
+    out['wrong'][alg] = [code(lambda: s3.put_object(Bucket=bucket, Key='bad-' + alg, Body=body, **{'Checksum' + alg: wrong[alg]})),
+                         code(lambda: s3.head_object(Bucket=bucket, Key='bad-' + alg))]
+out['sdk'] = code(lambda: s3.put_object(Bucket=bucket, Key='sdk', Body=body, ChecksumAlgorithm='SHA256'))
+out['reserved'] = code(lambda: s3.put_object(Bucket=bucket, Key='.ferry/x', Body=body, ChecksumSHA1=wrong['SHA1']))
+mp = s3.create_multipart_upload(Bucket=bucket, Key='mp')
+out['part'] = code(lambda: s3.upload_part(Bucket=bucket, Key='mp', UploadId=mp['UploadId'], PartNumber=1, Body=body, ChecksumCRC32=wrong['CRC32']))
+out['parts_left'] = len(s3.list_parts(Bucket=bucket, Key='mp', UploadId=mp['UploadId']).get('Parts', []))
+out['part_ok'] = code(lambda: s3.upload_part(Bucket=bucket, Key='mp', UploadId=mp['UploadId'], PartNumber=1, Body=body, ChecksumCRC32=sums['CRC32']))
+# A checksum in a trailer after an aws-chunked body, as current SDKs send it.
+def trailer(key, value):
+    url = endpoint + '/' + bucket + '/' + key
+    raw = b'%x\r\n' % len(body) + body + b'\r\n0\r\nx-amz-checksum-crc32:' + value.encode() + b'\r\n\r\n'
+    req = AWSRequest(method='PUT', url=url, headers={
+        'X-Amz-Content-SHA256': 'STREAMING-UNSIGNED-PAYLOAD-TRAILER', 'Content-Encoding': 'aws-chunked',
+        'X-Amz-Decoded-Content-Length': str(len(body)), 'X-Amz-Trailer': 'x-amz-checksum-crc32',
+        'Content-Length': str(len(raw))})
+    SigV4Auth(Credentials(ak, sk), 's3', 'us-east-1').add_auth(req)
+    u = urllib.parse.urlsplit(url)
+    c = http.client.HTTPConnection(u.hostname, u.port)
+    c.request('PUT', u.path, body=raw, headers=dict(req.headers.items()))
+    r = c.getresponse(); text = r.read().decode()
+    return [r.status, 'BadDigest' in text]
+out['trailer_right'] = trailer('trailed', sums['CRC32'])
+out['trailer_wrong'] = trailer('trailed-bad', wrong['CRC32'])
+out['trailed'] = [s3.get_object(Bucket=bucket, Key='trailed')['Body'].read().decode(), code(lambda: s3.head_object(Bucket=bucket, Key='trailed-bad'))]
+print(json.dumps(out))
+"#;
+    let out = Command::new(venv_bin("python"))
+        .arg("-c")
+        .arg(script)
+        .args([&server.endpoint, "sums", AK, SK])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for alg in ["CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256"] {
+        assert_eq!(seen["right"][alg], "ok", "{alg}");
+        assert_eq!(
+            seen["wrong"][alg],
+            serde_json::json!(["BadDigest", "404"]),
+            "{alg}"
+        );
+    }
+    assert_eq!(seen["sdk"], "ok");
+    assert_eq!(seen["reserved"], "BadDigest");
+    assert_eq!(seen["part"], "BadDigest");
+    assert_eq!(seen["parts_left"], 0);
+    assert_eq!(seen["part_ok"], "ok");
+    assert_eq!(seen["trailer_right"], serde_json::json!([200, false]));
+    assert_eq!(seen["trailer_wrong"], serde_json::json!([400, true]));
+    assert_eq!(seen["trailed"], serde_json::json!(["checked body", "404"]));
+    // Nothing of the refused writes reached the bucket.
+    let listed = stdout(&ok(ferry(&dir, &["ls"], b"")));
+    assert!(!listed.contains("bad-"), "{listed}");
+}
