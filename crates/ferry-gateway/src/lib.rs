@@ -51,6 +51,9 @@ pub enum GatewayError {
     /// No such bucket.
     #[error("no such bucket")]
     NoSuchBucket,
+    /// Another process has the bucket open.
+    #[error("the bucket is open in another process")]
+    InUse,
 }
 
 impl GatewayError {

@@ -419,6 +419,14 @@ impl FerryS3 {
     }
 }
 
+/// Holds off DeleteBucket of `entry`'s bucket while a write runs.
+async fn writing(entry: &Entry) -> S3Result<tokio::sync::RwLockReadGuard<'_, bool>> {
+    entry
+        .writing()
+        .await
+        .ok_or_else(|| s3_error!(NoSuchBucket, "the bucket was deleted"))
+}
+
 /// Who owns every bucket and object: the one gateway.
 fn owner() -> Owner {
     Owner {
@@ -641,6 +649,10 @@ impl s3s::S3 for FerryS3 {
                 "this gateway serves one bucket and does not delete it"
             )),
             Err(crate::GatewayError::NoSuchBucket) => Err(s3_error!(NoSuchBucket)),
+            Err(crate::GatewayError::InUse) => Err(s3_error!(
+                OperationAborted,
+                "{name:?} is open in another process (a ferry command, a sync): try again when it is done"
+            )),
             Err(e) => Err(s3_error!(InternalError, "{e}")),
         }
     }
@@ -960,14 +972,14 @@ impl s3s::S3 for FerryS3 {
             &req.headers,
             req.trailing_headers.clone(),
         )?;
+        let entry = self.entry(&i.bucket).await?;
+        let _writing = writing(&entry).await?;
         if reserved::is_reserved(&i.key) {
-            let entry = self.entry(&i.bucket).await?;
             return reserved::put(&entry, i, checksums)
                 .await
                 .map(S3Response::new);
         }
         check_key(&i.key)?;
-        let entry = self.entry(&i.bucket).await?;
         let want_md5 = decode_md5(i.content_md5.as_deref())?;
         let cond = self
             .put_condition(
@@ -1021,6 +1033,7 @@ impl s3s::S3 for FerryS3 {
         let (src_bucket, src_key) = parse_copy_source(&i.copy_source)?;
         let src = self.entry(&src_bucket).await?;
         let dst = self.entry(&i.bucket).await?;
+        let _writing = writing(&dst).await?;
         let (meta, _) = self
             .described(
                 &src,
@@ -1325,6 +1338,7 @@ impl s3s::S3 for FerryS3 {
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         let i = req.input;
         let entry = self.entry(&i.bucket).await?;
+        let _writing = writing(&entry).await?;
         let dir = Self::upload_dir(&entry, &i.upload_id)?;
         let info = Self::read_upload(&dir)?;
         if info.key != i.key {

@@ -42,6 +42,12 @@ pub struct Entry {
     etags: Mutex<rusqlite::Connection>,
     /// Where multipart uploads keep their parts.
     pub uploads: PathBuf,
+    /// Held shared by every write for as long as it runs, and
+    /// exclusively by DeleteBucket, which sets it once the bucket is gone:
+    /// a write either ends before the emptiness check (and the bucket is
+    /// not empty) or finds the bucket gone (and is refused), never
+    /// acknowledged into a deleted bucket.
+    gone: tokio::sync::RwLock<bool>,
 }
 
 impl Entry {
@@ -75,7 +81,15 @@ impl Entry {
             bucket,
             etags: Mutex::new(conn),
             uploads,
+            gone: tokio::sync::RwLock::new(false),
         })
+    }
+
+    /// Holds off DeleteBucket while a write runs (see `gone`); `None`
+    /// when the bucket was deleted.
+    pub async fn writing(&self) -> Option<tokio::sync::RwLockReadGuard<'_, bool>> {
+        let g = self.gone.read().await;
+        (!*g).then_some(g)
     }
 
     /// The S3 ETag (unquoted) of `key` at content `hash`: the one recorded
@@ -350,6 +364,54 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Whether a process other than this one has the bucket at `dir` open:
+/// each holds a lock on its file `open/<pid>-<random>` while it does.
+fn other_openers(dir: &Path) -> bool {
+    let me = format!("{}-", std::process::id());
+    std::fs::read_dir(dir.join("open"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with(&me))
+        .any(|e| {
+            std::fs::File::open(e.path())
+                .is_ok_and(|f| matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)))
+        })
+}
+
+/// Removes the files ferry makes in a bucket directory (§2 of
+/// docs/design.md), the index last but one and the gateway's state last.
+fn remove_made(dir: &Path) -> Result<(), GatewayError> {
+    for d in ["blobs", "tmp", "open"] {
+        let p = dir.join(d);
+        match std::fs::remove_dir_all(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(GatewayError::io(&p, e)),
+        }
+    }
+    for f in [
+        "events.log",
+        "events.log.1",
+        ferry::INDEX_FILE,
+        &format!("{}-wal", ferry::INDEX_FILE),
+        &format!("{}-shm", ferry::INDEX_FILE),
+    ] {
+        let p = dir.join(f);
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(GatewayError::io(&p, e)),
+        }
+    }
+    let p = dir.join("gateway");
+    match std::fs::remove_dir_all(&p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(GatewayError::io(&p, e)),
+    }
+}
+
 /// The served buckets, opened on first use.
 #[derive(Debug)]
 pub struct Buckets {
@@ -465,7 +527,16 @@ impl Buckets {
     }
 
     /// Removes an empty bucket (`--buckets DIR` only): `Ok(false)` when
-    /// it holds objects.
+    /// it holds objects (ferry's own `.ferry/` ones too).
+    ///
+    /// Atomic with the gateway's writes: it waits for those running and
+    /// holds off new ones (see `Entry::writing`) from its check to the
+    /// end. Another process with the bucket open (a CLI writing) makes it
+    /// [`GatewayError::InUse`]. Only what ferry made goes: the bucket's
+    /// files (index, blobs, temp, open markers, event log, the gateway's
+    /// state), then `NAME/.ferry` and `NAME` if nothing else is in them
+    /// (a `ferry.toml` or a file of the user's stays, and the name is no
+    /// longer a bucket).
     pub async fn delete(&self, name: &str) -> Result<bool, GatewayError> {
         let Served::Dir(root) = &self.served else {
             return Err(GatewayError::NotHere);
@@ -473,19 +544,41 @@ impl Buckets {
         let Some(entry) = self.get(name).await? else {
             return Err(GatewayError::NoSuchBucket);
         };
+        let mut gone = entry.gone.write().await;
+        if *gone {
+            return Err(GatewayError::NoSuchBucket);
+        }
+        if other_openers(entry.bucket.dir()) {
+            return Err(GatewayError::InUse);
+        }
         let any = entry
             .bucket
             .list(ferry::ListOptions::prefix("").limit(1))
             .await
             .map_err(GatewayError::Ferry)?;
-        if !any.objects.is_empty() {
+        let own = entry
+            .reserved_list(ferry::RESERVED_PREFIX, None, 1)
+            .map_err(|e| {
+                GatewayError::io(
+                    Path::new("etags.db"),
+                    std::io::Error::other(format!("{e:?}")),
+                )
+            })?;
+        if !any.objects.is_empty() || !own.0.is_empty() {
             return Ok(false);
         }
+        *gone = true;
+        let dir = entry.bucket.dir().to_owned();
+        remove_made(&dir)?;
+        // Only now: until the index is gone, a request opening the name
+        // again finds this entry, which refuses writes.
         if let Ok(mut m) = self.open.lock() {
-            m.remove(name);
+            if m.get(name).is_some_and(|e| Arc::ptr_eq(e, &entry)) {
+                m.remove(name);
+            }
         }
-        let dir = root.join(name);
-        std::fs::remove_dir_all(&dir).map_err(|e| GatewayError::io(&dir, e))?;
+        let _ = std::fs::remove_dir(&dir);
+        let _ = std::fs::remove_dir(root.join(name));
         Ok(true)
     }
 

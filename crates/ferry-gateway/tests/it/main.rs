@@ -814,3 +814,100 @@ mod reqwest_like {
         }
     }
 }
+
+/// Issue 23, item 10: DeleteBucket waits for a write in flight and then
+/// finds the bucket not empty (the write is never acknowledged into a
+/// deleted bucket), and removes only what ferry made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_bucket_waits_for_writes_and_removes_only_what_ferry_made() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tmp = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gateway = ferry_gateway::start(
+        listener,
+        ferry_gateway::Served::Dir(tmp.path().to_owned()),
+        config(),
+    )
+    .unwrap();
+    let addr = gateway.addr.to_string();
+    let c = client(&format!("http://{addr}"), KEY, SECRET);
+    c.create_bucket().bucket("gamma").send().await.unwrap();
+    // A PUT sends half its body and waits.
+    let url = c
+        .put_object()
+        .bucket("gamma")
+        .key("slow")
+        .presigned(
+            aws_sdk_s3::presigning::PresigningConfig::expires_in(std::time::Duration::from_secs(
+                300,
+            ))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let uri: http::Uri = url.uri().parse().unwrap();
+    let body = vec![7u8; 2 << 20];
+    let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "PUT {} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        uri.path_and_query().unwrap(),
+        body.len()
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    sock.write_all(&body[..1 << 20]).await.unwrap();
+    // The write has begun once the bucket holds its temp file.
+    let temp = tmp.path().join("gamma/.ferry/tmp");
+    while std::fs::read_dir(&temp).unwrap().next().is_none() {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let deleting = {
+        let c = c.clone();
+        tokio::spawn(async move { c.delete_bucket().bucket("gamma").send().await })
+    };
+    sock.write_all(&body[1 << 20..]).await.unwrap();
+    let mut answer = Vec::new();
+    sock.read_to_end(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let e = deleting.await.unwrap().unwrap_err();
+    assert_eq!(code(&e), "BucketNotEmpty");
+    let got = c
+        .get_object()
+        .bucket("gamma")
+        .key("slow")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.content_length(), Some(2 << 20));
+
+    // Deleting an empty bucket leaves what ferry did not make.
+    c.create_bucket().bucket("delta").send().await.unwrap();
+    let root = tmp.path().join("delta");
+    std::fs::write(root.join("notes.txt"), b"mine").unwrap();
+    std::fs::write(root.join(".ferry/ferry.toml"), b"# mine too\n").unwrap();
+    c.delete_bucket().bucket("delta").send().await.unwrap();
+    assert_eq!(std::fs::read(root.join("notes.txt")).unwrap(), b"mine");
+    assert!(root.join(".ferry/ferry.toml").is_file());
+    assert!(!root.join(".ferry").join(ferry::INDEX_FILE).exists());
+    assert!(!root.join(".ferry/blobs").exists());
+    assert!(!root.join(".ferry/gateway").exists());
+    let e = c.head_bucket().bucket("delta").send().await.unwrap_err();
+    assert_eq!(status(&e), 404);
+    let names: Vec<String> = c
+        .list_buckets()
+        .send()
+        .await
+        .unwrap()
+        .buckets()
+        .iter()
+        .filter_map(|b| b.name().map(str::to_owned))
+        .collect();
+    assert_eq!(names, ["gamma"]);
+    // A bucket with nothing else in its folder goes whole.
+    c.create_bucket().bucket("epsilon").send().await.unwrap();
+    c.delete_bucket().bucket("epsilon").send().await.unwrap();
+    assert!(!tmp.path().join("epsilon").exists());
+}
