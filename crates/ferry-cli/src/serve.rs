@@ -274,6 +274,10 @@ pub async fn serve(global: &Global, args: ServeArgs) -> Result<(), CommandError>
             cache_control: Some("no-cache".into()),
             app,
             limits: ferry_gateway::Limits::default(),
+            uploads: ferry_gateway::UploadLimits {
+                max_age: args.upload_max_age,
+                max_bytes: args.upload_max_gib.saturating_mul(1 << 30),
+            },
             allowed_hosts: args.allowed_host.clone(),
         },
     )

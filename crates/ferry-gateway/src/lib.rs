@@ -21,6 +21,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use connections::Limits;
+pub use s3::UploadLimits;
 pub use store::{Buckets, Served};
 
 /// A gateway failure outside a request.
@@ -92,6 +93,9 @@ pub struct GatewayConfig {
     pub app: Option<app::AppConfig>,
     /// Time limits and the connection cap.
     pub limits: Limits,
+    /// How long abandoned multipart uploads are kept, and how much they
+    /// may hold.
+    pub uploads: UploadLimits,
     /// Host names requests may name (`Host`) beside IP addresses and
     /// `localhost`; `*`: any. A browser reaching the gateway through
     /// another name (DNS rebinding) is refused.
@@ -107,6 +111,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("cors_origins", &self.cors_origins)
             .field("app", &self.app)
             .field("limits", &self.limits)
+            .field("uploads", &self.uploads)
             .field("allowed_hosts", &self.allowed_hosts)
             .finish_non_exhaustive()
     }
@@ -161,6 +166,7 @@ pub fn start(
     let s3 = s3::FerryS3 {
         buckets: buckets.clone(),
         cache_control: config.cache_control.clone(),
+        uploads: config.uploads.clone(),
     };
     let mut builder = s3s::service::S3ServiceBuilder::new(s3);
     builder.set_auth(access::Auth {
@@ -182,13 +188,19 @@ pub fn start(
     let cors = Arc::new(config.cors_origins.clone());
     let limits = config.limits.clone();
     let task = tokio::spawn(async move {
-        // Incomplete uploads older than a day go, at start and hourly.
-        let collector = async {
+        // Abandoned uploads go, at start and then every half of their
+        // age (at least every second, at most every hour).
+        let max_age = config.uploads.max_age;
+        let every = (max_age / 2).clamp(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(3600),
+        );
+        let collector = async move {
             loop {
                 for e in buckets.open_entries() {
-                    s3::FerryS3::collect_uploads(&e);
+                    s3::FerryS3::collect_uploads(&e, max_age);
                 }
-                tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+                tokio::time::sleep(every).await;
             }
         };
         let hosts = Arc::new(config.allowed_hosts.clone());

@@ -27,14 +27,64 @@ const MAX_PARTS: i32 = 10_000;
 const MIN_PART: u64 = 5 << 20;
 /// DeleteObjects takes at most this many keys, as on S3.
 const MAX_DELETE: usize = 1000;
-/// Incomplete uploads older than this are collected.
-pub const UPLOAD_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// S3's largest part.
+const MAX_PART: u64 = 5 << 30;
+
+/// What multipart uploads in progress may keep.
+#[derive(Debug, Clone)]
+pub struct UploadLimits {
+    /// An upload with no part written for this long is removed.
+    pub max_age: std::time::Duration,
+    /// The parts of all uploads in progress of one bucket hold at most
+    /// about this many bytes (uploads running at once may each pass it by
+    /// what they are writing): a part past it is refused.
+    pub max_bytes: u64,
+}
+
+impl Default for UploadLimits {
+    fn default() -> Self {
+        UploadLimits {
+            max_age: std::time::Duration::from_secs(24 * 3600),
+            max_bytes: 64 << 30,
+        }
+    }
+}
+
+/// The file of part `number` with the MD5 `md5` (hex): the name carries
+/// the digest, so one rename publishes both (no window where a part and
+/// its digest disagree), and CompleteMultipartUpload opens exactly the
+/// part whose ETag the client names.
+fn part_file(number: i32, md5: &str) -> String {
+    format!("{number}-{md5}.part")
+}
+
+/// The number and MD5 a part file's name holds.
+fn parse_part_file(name: &str) -> Option<(i32, String)> {
+    let (n, md5) = name.strip_suffix(".part")?.split_once('-')?;
+    (md5.len() == 32 && md5.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| Some((n.parse().ok()?, md5.to_owned())))
+        .flatten()
+}
+
+/// The bytes the parts (and parts being written) of every upload in
+/// `uploads` hold.
+fn upload_bytes(uploads: &Path) -> u64 {
+    std::fs::read_dir(uploads)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+        .filter_map(|f| f.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
 
 /// The S3 service over the served buckets.
 #[derive(Debug, Clone)]
 pub struct FerryS3 {
     pub(crate) buckets: Arc<Buckets>,
     pub(crate) cache_control: Option<String>,
+    pub(crate) uploads: UploadLimits,
 }
 
 /// A ferry error as the S3 error a client should see for `key`.
@@ -326,8 +376,10 @@ impl FerryS3 {
 
     /// Writes a part from `reader` (to a temp file renamed into place);
     /// returns its MD5.
+    #[allow(clippy::too_many_arguments)]
     async fn write_part(
         dir: &Path,
+        limits: &UploadLimits,
         number: i32,
         mut reader: impl AsyncRead + Send + Unpin,
         want_md5: Option<[u8; 16]>,
@@ -340,6 +392,18 @@ impl FerryS3 {
                 InvalidArgument,
                 "part numbers go from 1 to {MAX_PARTS}"
             ));
+        }
+        let uploads = dir.parent().unwrap_or(dir);
+        let room = limits.max_bytes.saturating_sub(upload_bytes(uploads));
+        let full = || {
+            s3_error!(
+                EntityTooLarge,
+                "the uploads in progress hold {} bytes at most: complete or abort some",
+                limits.max_bytes
+            )
+        };
+        if room == 0 {
+            return Err(full());
         }
         let tmp = dir.join(format!("{number}.{:016x}.tmp", rand::random::<u64>()));
         let result = async {
@@ -361,6 +425,12 @@ impl FerryS3 {
                     c.update(&buf[..n]);
                 }
                 len += n as u64;
+                if len > room {
+                    return Err(full());
+                }
+                if len > MAX_PART {
+                    return Err(s3_error!(EntityTooLarge, "a part is 5 GiB at most"));
+                }
                 file.write_all(&buf[..n])
                     .await
                     .map_err(|e| s3_error!(InternalError, "writing a part: {e}"))?;
@@ -381,11 +451,19 @@ impl FerryS3 {
             if let Some(c) = checksums.take() {
                 c.verify()?;
             }
-            tokio::fs::rename(&tmp, dir.join(format!("{number}.part")))
+            let md5 = hex::encode(digest);
+            tokio::fs::rename(&tmp, dir.join(part_file(number, &md5)))
                 .await
                 .map_err(|e| s3_error!(InternalError, "writing a part: {e}"))?;
-            std::fs::write(dir.join(format!("{number}.md5")), hex::encode(digest))
-                .map_err(|e| s3_error!(InternalError, "writing a part: {e}"))?;
+            // The part this one replaces (another body, another name).
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let name = e.file_name();
+                if let Some((n, other)) = name.to_str().and_then(parse_part_file) {
+                    if n == number && other != md5 {
+                        let _ = std::fs::remove_file(e.path());
+                    }
+                }
+            }
             Ok(digest)
         }
         .await;
@@ -395,9 +473,9 @@ impl FerryS3 {
         result
     }
 
-    /// Removes uploads started more than [`UPLOAD_TTL`] ago, and stray
-    /// temp files; returns how many uploads went.
-    pub fn collect_uploads(entry: &Entry) -> usize {
+    /// Removes uploads with no part written for `max_age` (a directory's
+    /// modification time is its last part's); returns how many went.
+    pub fn collect_uploads(entry: &Entry, max_age: std::time::Duration) -> usize {
         let now = SystemTime::now();
         let mut removed = 0;
         for e in std::fs::read_dir(&entry.uploads)
@@ -410,7 +488,7 @@ impl FerryS3 {
                 .and_then(|m| m.modified())
                 .ok()
                 .and_then(|t| now.duration_since(t).ok())
-                .is_some_and(|age| age > UPLOAD_TTL);
+                .is_some_and(|age| age > max_age);
             if old && std::fs::remove_dir_all(e.path()).is_ok() {
                 removed += 1;
             }
@@ -1274,6 +1352,7 @@ impl s3s::S3 for FerryS3 {
         )?;
         let md5 = Self::write_part(
             &dir,
+            &self.uploads,
             i.part_number,
             body_reader(i.body),
             want_md5,
@@ -1321,7 +1400,8 @@ impl s3s::S3 for FerryS3 {
             }
         };
         let reader = self.open_range(&src.bucket, &src_key, range).await?;
-        let md5 = Self::write_part(&dir, i.part_number, reader, None, None, None).await?;
+        let md5 =
+            Self::write_part(&dir, &self.uploads, i.part_number, reader, None, None, None).await?;
         Ok(S3Response::new(UploadPartCopyOutput {
             copy_part_result: Some(CopyPartResult {
                 e_tag: Some(ETag::Strong(hex::encode(md5))),
@@ -1362,21 +1442,18 @@ impl s3s::S3 for FerryS3 {
                 ));
             }
             last = number;
-            let file = dir.join(format!("{number}.part"));
-            let stored = std::fs::read_to_string(dir.join(format!("{number}.md5")))
-                .map_err(|_| s3_error!(InvalidPart, "part {number} was not uploaded"))?;
             let given = p
                 .e_tag
                 .as_ref()
-                .map(|e| e.value().trim_matches('"').to_owned());
-            if given.as_deref() != Some(stored.as_str()) {
-                return Err(s3_error!(
-                    InvalidPart,
-                    "part {number}'s ETag does not match"
-                ));
-            }
+                .map(|e| e.value().trim_matches('"').to_ascii_lowercase())
+                .filter(|e| e.len() == 32 && e.bytes().all(|b| b.is_ascii_hexdigit()))
+                .ok_or_else(|| s3_error!(InvalidPart, "part {number} names no part ETag"))?;
+            let file = dir.join(part_file(number, &given));
+            let stored = given;
             let size = std::fs::metadata(&file)
-                .map_err(|_| s3_error!(InvalidPart, "part {number} was not uploaded"))?
+                .map_err(|_| {
+                    s3_error!(InvalidPart, "part {number} with that ETag was not uploaded")
+                })?
                 .len();
             if n + 1 < parts.len() && size < MIN_PART {
                 return Err(s3_error!(EntityTooSmall, "part {number} is under 5 MiB"));
@@ -1443,29 +1520,32 @@ impl s3s::S3 for FerryS3 {
         let dir = Self::upload_dir(&entry, &i.upload_id)?;
         let marker = i.part_number_marker.unwrap_or(0);
         let max = i.max_parts.unwrap_or(1000).clamp(1, 1000) as usize;
-        let mut numbers: Vec<i32> = std::fs::read_dir(&dir)
+        // Each number's newest part (a replaced one may linger a moment).
+        let mut found: std::collections::BTreeMap<i32, (String, std::fs::Metadata)> =
+            Default::default();
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let Some((n, md5)) = e.file_name().to_str().and_then(parse_part_file) else {
+                continue;
+            };
+            let Ok(md) = e.metadata() else { continue };
+            let newer = found
+                .get(&n)
+                .is_none_or(|(_, old)| old.modified().ok() <= md.modified().ok());
+            if n > marker && newer {
+                found.insert(n, (md5, md));
+            }
+        }
+        let truncated = found.len() > max;
+        let numbers: Vec<i32> = found.keys().copied().take(max).collect();
+        let parts = found
             .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".part")?.parse().ok())
-            .filter(|n| *n > marker)
-            .collect();
-        numbers.sort_unstable();
-        let truncated = numbers.len() > max;
-        numbers.truncate(max);
-        let parts = numbers
-            .iter()
-            .map(|n| {
-                let md = std::fs::metadata(dir.join(format!("{n}.part"))).ok();
-                Part {
-                    part_number: Some(*n),
-                    size: md.as_ref().map(|m| m.len() as i64),
-                    last_modified: md.and_then(|m| m.modified().ok()).map(timestamp),
-                    e_tag: std::fs::read_to_string(dir.join(format!("{n}.md5")))
-                        .ok()
-                        .map(ETag::Strong),
-                    ..Default::default()
-                }
+            .take(max)
+            .map(|(n, (md5, md))| Part {
+                part_number: Some(n),
+                size: Some(md.len() as i64),
+                last_modified: md.modified().ok().map(timestamp),
+                e_tag: Some(ETag::Strong(md5)),
+                ..Default::default()
             })
             .collect();
         Ok(S3Response::new(ListPartsOutput {

@@ -911,3 +911,123 @@ async fn delete_bucket_waits_for_writes_and_removes_only_what_ferry_made() {
     c.delete_bucket().bucket("epsilon").send().await.unwrap();
     assert!(!tmp.path().join("epsilon").exists());
 }
+
+/// Issue 23, item 14: a part and its MD5 are one file (published by one
+/// rename, so CompleteMultipartUpload never pairs a part with another's
+/// digest), the uploads in progress are bounded, and an abandoned upload
+/// goes after the configured age.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_carry_their_md5_uploads_are_bounded_and_abandoned_ones_go() {
+    let s = serve_one(ferry_gateway::GatewayConfig {
+        uploads: ferry_gateway::UploadLimits {
+            max_age: std::time::Duration::from_secs(2),
+            max_bytes: 11 << 20,
+        },
+        ..config()
+    })
+    .await;
+    let c = client(&s.endpoint, KEY, SECRET);
+    let up = c
+        .create_multipart_upload()
+        .bucket("photos")
+        .key("big")
+        .send()
+        .await
+        .unwrap();
+    let id = up.upload_id().unwrap().to_owned();
+    let part = |body: Vec<u8>, n: i32| {
+        c.upload_part()
+            .bucket("photos")
+            .key("big")
+            .upload_id(&id)
+            .part_number(n)
+            .body(ByteStream::from(body))
+            .send()
+    };
+    let first = part(vec![b'a'; 5 << 20], 1).await.unwrap();
+    let e1 = first.e_tag().unwrap().trim_matches('"').to_owned();
+    let dir = s.bucket.dir().join("gateway/uploads").join(&id);
+    let names = |dir: &std::path::Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "meta.json")
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&dir), [format!("1-{e1}.part")]);
+    // Part 1 again, another body: the old one goes, and a completion
+    // naming its ETag is refused rather than assembled from the new one.
+    let again = part(vec![b'b'; 5 << 20], 1).await.unwrap();
+    let e2 = again.e_tag().unwrap().trim_matches('"').to_owned();
+    assert_eq!(names(&dir), [format!("1-{e2}.part")]);
+    let complete = |etag: String| {
+        c.complete_multipart_upload()
+            .bucket("photos")
+            .key("big")
+            .upload_id(&id)
+            .multipart_upload(
+                aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                    .parts(
+                        aws_sdk_s3::types::CompletedPart::builder()
+                            .part_number(1)
+                            .e_tag(format!("\"{etag}\""))
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+    };
+    let e = complete(e1).await.unwrap_err();
+    assert_eq!(code(&e), "InvalidPart");
+    // 5 MiB are held; 7 more would pass the 11 MiB bound (a part being
+    // replaced counts while both are on disk).
+    let e = part(vec![b'c'; 7 << 20], 2).await.unwrap_err();
+    assert_eq!(code(&e), "EntityTooLarge");
+    assert_eq!(names(&dir), [format!("1-{e2}.part")]);
+    complete(e2).await.unwrap();
+    let (_, body) = s.bucket.get_bytes("big").await.unwrap();
+    assert!(body.len() == 5 << 20 && body.iter().all(|b| *b == b'b'));
+    // An upload nobody sends to is removed after its age.
+    let idle = c
+        .create_multipart_upload()
+        .bucket("photos")
+        .key("idle")
+        .send()
+        .await
+        .unwrap();
+    let idle_id = idle.upload_id().unwrap().to_owned();
+    c.upload_part()
+        .bucket("photos")
+        .key("idle")
+        .upload_id(&idle_id)
+        .part_number(1)
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .unwrap();
+    loop {
+        let listed = c
+            .list_parts()
+            .bucket("photos")
+            .key("idle")
+            .upload_id(&idle_id)
+            .send()
+            .await;
+        match listed {
+            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+            Err(e) => {
+                assert_eq!(code(&e), "NoSuchUpload");
+                break;
+            }
+        }
+    }
+    assert!(!s
+        .bucket
+        .dir()
+        .join("gateway/uploads")
+        .join(&idle_id)
+        .exists());
+}
