@@ -318,6 +318,19 @@ pub struct ServeArgs {
     /// `upstream` (the bucket's S3 remote).
     #[arg(long, default_value = "local", value_parser = ["local", "upstream"])]
     pub signer_target: String,
+    /// Answer requests naming this host (`Host`) beside IP addresses and
+    /// localhost, the default (a browser reaching the gateway through
+    /// another name is refused: DNS rebinding); `*`: any; repeatable.
+    #[arg(long, value_name = "HOST")]
+    pub allowed_host: Vec<String>,
+    /// Remove a multipart upload no part was sent to for this long
+    /// (`90m`, `24h`, `7d`).
+    #[arg(long, value_name = "AGE", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub upload_max_age: std::time::Duration,
+    /// The parts of a bucket's multipart uploads in progress hold at most
+    /// this many GiB (a part past it is refused).
+    #[arg(long, value_name = "GIB", default_value_t = 64)]
+    pub upload_max_gib: u64,
 }
 
 #[derive(Debug, Args)]

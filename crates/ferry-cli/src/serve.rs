@@ -11,6 +11,9 @@ use crate::{config, locate, syncing, CommandError};
 /// The key pair file `serve` writes when none is configured.
 const KEY_FILE: &str = "serve-keys.json";
 
+/// The shortest bearer token accepted (a short one can be guessed).
+const MIN_TOKEN: usize = 16;
+
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Keys {
     access_key_id: String,
@@ -72,10 +75,12 @@ fn keys(file: &config::FileConfig, dir: &Path) -> Result<(Keys, bool), CommandEr
     {
         use std::io::Write as _;
         use std::os::unix::fs::OpenOptionsExt as _;
+        // A temp file left by an earlier run would keep its mode: start
+        // from a new one, made readable by this user only.
+        let _ = std::fs::remove_file(&tmp);
         let mut f = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
             .open(&tmp)
             .with_context(|| format!("writing {}", tmp.display()))?;
@@ -88,7 +93,9 @@ fn keys(file: &config::FileConfig, dir: &Path) -> Result<(Keys, bool), CommandEr
 }
 
 /// An S3 bucket name from a directory name: lowercase, other characters
-/// as `-`, 3 to 63 characters.
+/// as `-`, at most 63 characters; a name of one or two letters and digits
+/// is kept as it is (the gateway serves it under the name a user
+/// guesses), an empty one is `bucket`.
 fn bucket_name(dir: &Path) -> String {
     let raw = dir
         .file_name()
@@ -106,9 +113,9 @@ fn bucket_name(dir: &Path) -> String {
         .collect();
     name = name.trim_matches('-').to_owned();
     name.truncate(63);
-    while name.len() < 3 {
-        name.push_str("-b");
-        name = name.trim_start_matches('-').to_owned();
+    name = name.trim_end_matches('-').to_owned();
+    if name.is_empty() {
+        name = "bucket".into();
     }
     name
 }
@@ -194,6 +201,14 @@ pub async fn serve(global: &Global, args: ServeArgs) -> Result<(), CommandError>
                         .collect()
                 })
                 .unwrap_or_default();
+            if tokens.iter().any(|t| t.token.trim().len() < MIN_TOKEN) {
+                return Err(CommandError::user(
+                    format!(
+                        "a bearer token in [serve.tokens] is shorter than {MIN_TOKEN} characters"
+                    ),
+                    "use a long random token, e.g. `openssl rand -hex 24`",
+                ));
+            }
             if tokens.is_empty() {
                 return Err(CommandError::user(
                     "--signer-base needs at least one bearer token",
@@ -258,6 +273,12 @@ pub async fn serve(global: &Global, args: ServeArgs) -> Result<(), CommandError>
             cors_origins: args.cors_origin.clone(),
             cache_control: Some("no-cache".into()),
             app,
+            limits: ferry_gateway::Limits::default(),
+            uploads: ferry_gateway::UploadLimits {
+                max_age: args.upload_max_age,
+                max_bytes: args.upload_max_gib.saturating_mul(1 << 30),
+            },
+            allowed_hosts: args.allowed_host.clone(),
         },
     )
     .map_err(|e| anyhow::anyhow!("starting the gateway: {e}"))?;
@@ -276,11 +297,20 @@ pub async fn serve(global: &Global, args: ServeArgs) -> Result<(), CommandError>
         eprintln!("serving {names} at http://{}", gateway.addr);
         eprintln!("access key id: {}", keys.access_key_id);
         if made {
-            eprintln!(
-                "secret access key: {} (made now, stored in {})",
-                keys.secret_access_key,
-                key_dir.join(KEY_FILE).display()
-            );
+            // Printed to a person only: a log (journald) keeps it.
+            use std::io::IsTerminal as _;
+            if std::io::stderr().is_terminal() {
+                eprintln!(
+                    "secret access key: {} (made now, stored in {})",
+                    keys.secret_access_key,
+                    key_dir.join(KEY_FILE).display()
+                );
+            } else {
+                eprintln!(
+                    "secret access key: made now, stored in {}",
+                    key_dir.join(KEY_FILE).display()
+                );
+            }
         }
     }
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

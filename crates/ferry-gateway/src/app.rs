@@ -15,14 +15,25 @@ use http_body_util::BodyExt as _;
 use serde_json::json;
 
 /// A bearer token and what it may do.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Token {
     /// The secret the client sends (`Authorization: Bearer …`).
     pub token: String,
-    /// Key prefixes it may touch (`""`: every key).
+    /// What it may touch, each a folder (`photos/`), an exact key, or
+    /// `""` (every key but ferry's own); ferry's own objects only through
+    /// a prefix naming `.ferry/`.
     pub prefixes: Vec<String>,
     /// `upload`, `download`, `delete`, `list`, `status`; empty: all.
     pub verbs: Vec<String>,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("prefixes", &self.prefixes)
+            .field("verbs", &self.verbs)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Token {
@@ -31,7 +42,92 @@ impl Token {
     }
 
     fn covers(&self, key: &str) -> bool {
-        self.prefixes.iter().any(|p| key.starts_with(p.as_str()))
+        self.prefixes.iter().any(|p| crate::access::covers(p, key))
+    }
+
+    /// Whether it covers every key of the bucket (ferry's own aside).
+    fn whole(&self) -> bool {
+        self.prefixes.iter().any(String::is_empty)
+    }
+
+    /// What a listing of `prefix` walks for this token, in key order: the
+    /// parts of `prefix` its prefixes cover, none inside another. Keys
+    /// under `.ferry/` are listed only when `prefix` names them.
+    fn scopes(&self, prefix: &str) -> Vec<Scope> {
+        let own = prefix.starts_with(ferry::RESERVED_PREFIX);
+        let mut scopes: Vec<Scope> = Vec::new();
+        for t in &self.prefixes {
+            if t.starts_with(ferry::RESERVED_PREFIX) != own {
+                continue;
+            }
+            if t.is_empty() || (t.ends_with('/') && prefix.starts_with(t.as_str())) {
+                scopes.push(Scope::Folder(prefix.to_owned()));
+            } else if t.starts_with(prefix) {
+                scopes.push(if t.ends_with('/') {
+                    Scope::Folder(t.clone())
+                } else {
+                    Scope::Key(t.clone())
+                });
+            }
+        }
+        scopes.sort();
+        scopes.dedup();
+        let folders: Vec<String> = scopes
+            .iter()
+            .filter_map(|s| match s {
+                Scope::Folder(f) => Some(f.clone()),
+                Scope::Key(_) => None,
+            })
+            .collect();
+        scopes.retain(|s| {
+            !folders.iter().any(|f| match s {
+                Scope::Folder(g) => g != f && g.starts_with(f.as_str()),
+                Scope::Key(k) => k.starts_with(f.as_str()),
+            })
+        });
+        scopes.sort_by(|a, b| a.name().cmp(b.name()));
+        scopes
+    }
+}
+
+/// A part of a listing a token may see.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Scope {
+    /// Every key under this prefix.
+    Folder(String),
+    /// This key.
+    Key(String),
+}
+
+impl Scope {
+    fn name(&self) -> &str {
+        match self {
+            Scope::Folder(s) | Scope::Key(s) => s,
+        }
+    }
+}
+
+/// Where a `/v1/list` continues: the scope and the cursor within it
+/// (opaque to callers: base64 of JSON).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Cursor {
+    scope: usize,
+    inner: Option<String>,
+}
+
+impl Cursor {
+    fn encode(&self) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    fn decode(s: &str) -> Option<Self> {
+        use base64::Engine as _;
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(s)
+            .ok()?;
+        serde_json::from_slice(&raw).ok()
     }
 }
 
@@ -172,7 +268,7 @@ impl App {
             .find(|t| constant_time_eq(t.token.as_bytes(), given.trim().as_bytes()))
     }
 
-    pub(crate) async fn handle(&self, req: http::Request<hyper::body::Incoming>) -> Resp {
+    pub(crate) async fn handle(&self, req: http::Request<s3s::Body>) -> Resp {
         let path = req.uri().path().to_owned();
         let rest = path
             .strip_prefix(self.config.base.as_str())
@@ -202,35 +298,42 @@ impl App {
                 if !token.may("status") {
                     return error(403, "this token may not read the status");
                 }
-                match self.bucket.status().await {
-                    Ok(s) => answer(200, serde_json::to_value(s).unwrap_or_default()),
-                    Err(e) => error(500, e.to_string()),
-                }
+                self.status(&token).await
             }
             (http::Method::GET, "/v1/events") => {
                 if !token.may("status") {
                     return error(403, "this token may not read events");
                 }
-                self.events()
+                self.events(token)
             }
-            (http::Method::GET, r) if r.starts_with("/v1/objects/") && r.ends_with("/state") => {
-                let raw = &r["/v1/objects/".len()..r.len() - "/state".len()];
-                let key = percent_encoding::percent_decode_str(raw)
-                    .decode_utf8_lossy()
-                    .into_owned();
+            (http::Method::GET, r) if object_state_key(r).is_some() => {
+                let raw = object_state_key(r).unwrap_or_default();
+                let key = match percent_encoding::percent_decode_str(raw).decode_utf8() {
+                    Ok(k) => k.into_owned(),
+                    Err(_) => return error(400, "the key is not UTF-8"),
+                };
+                if let Err(e) = signable(&key) {
+                    return error(400, e);
+                }
                 if !token.may("status") || !token.covers(&key) {
                     return error(403, format!("this token may not read {key:?}"));
                 }
                 self.state(&key).await
             }
             (http::Method::POST, r) => {
-                let body = match req.into_body().collect().await {
+                // Read at most the limit: a larger body is refused as it
+                // arrives, not after.
+                let limited = http_body_util::Limited::new(req.into_body(), MAX_BODY);
+                let body = match limited.collect().await {
                     Ok(b) => b.to_bytes(),
+                    Err(e)
+                        if e.downcast_ref::<http_body_util::LengthLimitError>()
+                            .is_some() =>
+                    {
+                        return closing(error(413, "the request body is over 64 KiB"))
+                    }
                     Err(e) => return error(400, format!("reading the request: {e}")),
                 };
-                if body.len() > 64 << 10 {
-                    return error(413, "the request body is over 64 KiB");
-                }
                 self.post(r, &token, body, host.as_deref()).await
             }
             _ => error(404, format!("no endpoint {path}")),
@@ -332,15 +435,22 @@ impl App {
                 if !token.may("list") {
                     return error(403, "this token may not list");
                 }
-                // The listing is cut to what the token may see.
-                let allowed = token
-                    .prefixes
-                    .iter()
-                    .any(|p| r.prefix.starts_with(p.as_str()) || p.starts_with(&r.prefix));
-                if !allowed {
+                // The listing walks only what the token may see.
+                let scopes = token.scopes(&r.prefix);
+                if scopes.is_empty() {
                     return error(403, format!("this token may not list {:?}", r.prefix));
                 }
-                self.list(token, &r.prefix, r.cursor).await
+                let cursor = match r.cursor.as_deref().filter(|c| !c.is_empty()) {
+                    None => Cursor {
+                        scope: 0,
+                        inner: None,
+                    },
+                    Some(c) => match Cursor::decode(c) {
+                        Some(c) if c.scope < scopes.len() => c,
+                        _ => return error(400, "the cursor is not one this gateway gave"),
+                    },
+                };
+                self.list(token, &scopes, cursor).await
             }
             _ => error(404, format!("no endpoint {route}")),
         }
@@ -433,6 +543,7 @@ impl App {
                         error(412, format!("{key:?} has another ETag"))
                     }
                     Err(crate::store::ReservedError::Db(e)) => error(500, e),
+                    Err(crate::store::ReservedError::Full) => error(507, "full"),
                 }
             }
             SignerTarget::Local => {
@@ -463,68 +574,166 @@ impl App {
         }
     }
 
-    async fn list(&self, token: &Token, prefix: &str, cursor: Option<String>) -> Resp {
+    /// One page of a token's listing: the scope the cursor is in, from
+    /// where it stopped; the cursor names the next page, if any.
+    async fn list(&self, token: &Token, scopes: &[Scope], cursor: Cursor) -> Resp {
+        let Some(scope) = scopes.get(cursor.scope) else {
+            return error(400, "the cursor is not one this gateway gave");
+        };
+        let (prefix, exact) = match scope {
+            Scope::Folder(p) => (p.as_str(), false),
+            Scope::Key(k) => (k.as_str(), true),
+        };
+        let (rows, inner) = match self.page(prefix, cursor.inner).await {
+            Ok(p) => p,
+            Err(r) => return r,
+        };
+        let items: Vec<serde_json::Value> = rows
+            .into_iter()
+            .filter(|(key, ..)| token.covers(key) && (!exact || key == prefix))
+            .map(|(key, size, etag, modified)| listed(&key, size, &etag, modified))
+            .collect();
+        let next = match inner.filter(|_| !exact) {
+            Some(inner) => Some(Cursor {
+                scope: cursor.scope,
+                inner: Some(inner),
+            }),
+            None => (cursor.scope + 1 < scopes.len()).then_some(Cursor {
+                scope: cursor.scope + 1,
+                inner: None,
+            }),
+        };
+        let mut out = json!({ "items": items });
+        if let Some(c) = next {
+            out["cursor"] = json!(c.encode());
+        }
+        answer(200, out)
+    }
+
+    /// One page of the target's keys under `prefix` after `cursor`:
+    /// `(key, size, etag, modified)` and where the next page starts.
+    #[allow(clippy::type_complexity)]
+    async fn page(
+        &self,
+        prefix: &str,
+        cursor: Option<String>,
+    ) -> Result<
+        (
+            Vec<(String, u64, String, Option<SystemTime>)>,
+            Option<String>,
+        ),
+        Resp,
+    > {
         use ferry::remote::Remote as _;
-        let mut items = Vec::new();
-        let next;
+        let own = prefix.starts_with(ferry::RESERVED_PREFIX);
         match &self.config.target {
             SignerTarget::Upstream(remote) => match remote.list_page(prefix, cursor).await {
-                Ok(page) => {
-                    // ferry's own objects only when asked for by prefix
-                    // (a replica syncing through the signer reads its
-                    // journal so).
-                    let own = prefix.starts_with(ferry::RESERVED_PREFIX);
-                    for o in page.objects {
-                        if (!own && o.key.starts_with(ferry::RESERVED_PREFIX))
-                            || !token.covers(&o.key)
-                        {
-                            continue;
-                        }
-                        let etag = o.etag.trim_matches('"');
-                        items.push(listed(&o.key, o.size, etag, o.modified_ms.map(from_ms)));
-                    }
-                    next = page.next;
-                }
-                Err(e) => return error(502, e.to_string()),
+                Ok(page) => Ok((
+                    page.objects
+                        .into_iter()
+                        // ferry's own objects only when asked for by prefix.
+                        .filter(|o| own || !o.key.starts_with(ferry::RESERVED_PREFIX))
+                        .map(|o| {
+                            let etag = o.etag.trim_matches('"').to_owned();
+                            (o.key, o.size, etag, o.modified_ms.map(from_ms))
+                        })
+                        .collect(),
+                    page.next,
+                )),
+                Err(e) => Err(error(502, e.to_string())),
             },
-            SignerTarget::Local if prefix.starts_with(ferry::RESERVED_PREFIX) => {
+            SignerTarget::Local if own => {
                 match self.entry.reserved_list(prefix, cursor.as_deref(), 1000) {
                     Ok((rows, more)) => {
-                        next = more.then(|| rows.last().map(|r| r.0.clone())).flatten();
-                        for (key, size, etag, ms) in rows {
-                            if !token.covers(&key) {
-                                continue;
-                            }
-                            items.push(listed(&key, size, &etag, Some(from_ms(ms))));
-                        }
+                        let next = more.then(|| rows.last().map(|r| r.0.clone())).flatten();
+                        Ok((
+                            rows.into_iter()
+                                .map(|(k, size, etag, ms)| (k, size, etag, Some(from_ms(ms))))
+                                .collect(),
+                            next,
+                        ))
                     }
-                    Err(crate::store::ReservedError::Db(e)) => return error(500, e),
-                    Err(crate::store::ReservedError::PreconditionFailed) => {
-                        return error(500, "listing failed")
-                    }
+                    Err(crate::store::ReservedError::Db(e)) => Err(error(500, e)),
+                    Err(_) => Err(error(500, "listing failed")),
                 }
             }
             SignerTarget::Local => {
                 let mut opts = ferry::ListOptions::prefix(prefix).limit(1000);
                 opts.start_after = cursor;
                 match self.bucket.list(opts).await {
-                    Ok(page) => {
-                        for m in page.objects {
-                            if !token.covers(&m.key) {
-                                continue;
-                            }
-                            let etag = self.entry.etag(&m.key, &m.hash);
-                            items.push(listed(&m.key, m.size, &etag, Some(m.modified)));
-                        }
-                        next = page.next_start_after;
-                    }
-                    Err(e) => return error(500, e.to_string()),
+                    Ok(page) => Ok((
+                        page.objects
+                            .into_iter()
+                            .map(|m| {
+                                let etag = self.entry.etag(&m.key, &m.hash);
+                                (m.key, m.size, etag, Some(m.modified))
+                            })
+                            .collect(),
+                        page.next_start_after,
+                    )),
+                    Err(e) => Err(error(500, e.to_string())),
                 }
             }
         }
-        let mut out = json!({ "items": items });
-        if let Some(c) = next {
-            out["cursor"] = json!(c);
+    }
+
+    /// The bucket's status as a token may see it: whole for a token
+    /// covering every key (without the remote's URL); else the counts of
+    /// the keys it covers.
+    async fn status(&self, token: &Token) -> Resp {
+        let status = match self.bucket.status().await {
+            Ok(s) => s,
+            Err(e) => return error(500, e.to_string()),
+        };
+        let mut out = serde_json::to_value(&status).unwrap_or_default();
+        let Some(o) = out.as_object_mut() else {
+            return error(500, "the status could not be encoded");
+        };
+        o.remove("remote");
+        if token.whole() {
+            return answer(200, out);
+        }
+        for k in ["pending_delete", "orphan", "cache_size", "failed"] {
+            o.remove(k);
+        }
+        let mut counts = [0u64; 5];
+        for scope in token.scopes("") {
+            let (prefix, exact) = match &scope {
+                Scope::Folder(p) => (p.clone(), false),
+                Scope::Key(k) => (k.clone(), true),
+            };
+            let mut after = None;
+            loop {
+                let mut opts = ferry::ListOptions::prefix(prefix.clone()).limit(1000);
+                opts.start_after = after.take();
+                let page = match self.bucket.list(opts).await {
+                    Ok(p) => p,
+                    Err(e) => return error(500, e.to_string()),
+                };
+                for m in &page.objects {
+                    if exact && m.key != prefix {
+                        continue;
+                    }
+                    counts[0] += 1;
+                    match m.state {
+                        ferry::SyncState::Synced => counts[1] += 1,
+                        ferry::SyncState::Dirty => counts[2] += 1,
+                        ferry::SyncState::Stale => counts[3] += 1,
+                        ferry::SyncState::Conflict => counts[4] += 1,
+                        _ => {}
+                    }
+                }
+                match page.next_start_after {
+                    Some(n) if !exact => after = Some(n),
+                    _ => break,
+                }
+            }
+        }
+        for (name, n) in ["total", "synced", "dirty", "stale", "conflicts"]
+            .into_iter()
+            .zip(counts)
+        {
+            o.insert(name.into(), json!(n));
         }
         answer(200, out)
     }
@@ -558,7 +767,7 @@ impl App {
         )
     }
 
-    fn events(&self) -> Resp {
+    fn events(&self, token: Token) -> Resp {
         let mut events = self.bucket.subscribe();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(64);
         tokio::spawn(async move {
@@ -574,6 +783,9 @@ impl App {
                 let line = match events.recv().await {
                     Ok(e) => match serde_json::to_value(&e) {
                         Ok(mut v) => {
+                            if !visible(&token, &mut v) {
+                                continue;
+                            }
                             if let Some(o) = v.as_object_mut() {
                                 o.insert("time".into(), json!(rfc3339(SystemTime::now())));
                             }
@@ -603,6 +815,63 @@ impl App {
         h.insert("cache-control", http::HeaderValue::from_static("no-cache"));
         r
     }
+}
+
+/// The key of `/v1/objects/{key}/state` (still percent-encoded), or
+/// `None` for another route.
+fn object_state_key(route: &str) -> Option<&str> {
+    route
+        .strip_prefix("/v1/objects/")?
+        .strip_suffix("/state")
+        .filter(|k| !k.is_empty() && !k.contains('/'))
+}
+
+/// Whether an event (as JSON) is one `token` may see, cut to what it
+/// covers: anything naming a key it does not cover goes (the event, or
+/// the entry of a list in it); a token that does not cover every key sees
+/// no error text (it may name other keys).
+fn visible(token: &Token, v: &mut serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Object(o) => {
+            if let Some(serde_json::Value::String(k)) = o.get("key") {
+                if !token.covers(k) {
+                    return false;
+                }
+            }
+            if !token.whole() {
+                for (name, value) in o.iter_mut() {
+                    if name.contains("error") && value.is_string() {
+                        *value = json!("(hidden from this token)");
+                    }
+                }
+            }
+            for value in o.values_mut() {
+                if let serde_json::Value::Array(items) = value {
+                    items.retain_mut(|i| visible(token, i));
+                } else {
+                    visible(token, value);
+                }
+            }
+            true
+        }
+        serde_json::Value::Array(items) => {
+            items.retain_mut(|i| visible(token, i));
+            true
+        }
+        _ => true,
+    }
+}
+
+/// The largest body the app endpoints read.
+const MAX_BODY: usize = 64 << 10;
+
+/// `r` with `Connection: close` (its request body was not read to the end).
+fn closing(mut r: Resp) -> Resp {
+    r.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    r
 }
 
 /// Whether the signer may sign for `key`: a valid ferry key, or one of

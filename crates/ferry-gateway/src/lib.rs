@@ -7,7 +7,10 @@
 //! The front end (CLI) reads settings and passes them in; this crate reads
 //! no environment and prints nothing.
 
+mod access;
 pub mod app;
+mod connections;
+mod front;
 mod reserved;
 pub mod s3;
 pub mod store;
@@ -17,9 +20,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use s3s::auth::{S3Auth, SecretKey};
-use s3s::{s3_error, S3Result};
-
+pub use connections::Limits;
+pub use s3::UploadLimits;
 pub use store::{Buckets, Served};
 
 /// A gateway failure outside a request.
@@ -50,6 +52,9 @@ pub enum GatewayError {
     /// No such bucket.
     #[error("no such bucket")]
     NoSuchBucket,
+    /// Another process has the bucket open.
+    #[error("the bucket is open in another process")]
+    InUse,
 }
 
 impl GatewayError {
@@ -69,7 +74,7 @@ impl GatewayError {
 }
 
 /// How a gateway answers.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct GatewayConfig {
     /// The access key id clients sign with.
     pub access_key_id: String,
@@ -86,71 +91,29 @@ pub struct GatewayConfig {
     pub cache_control: Option<String>,
     /// The app endpoints (signer, status, events), serving one bucket.
     pub app: Option<app::AppConfig>,
+    /// Time limits and the connection cap.
+    pub limits: Limits,
+    /// How long abandoned multipart uploads are kept, and how much they
+    /// may hold.
+    pub uploads: UploadLimits,
+    /// Host names requests may name (`Host`) beside IP addresses and
+    /// `localhost`; `*`: any. A browser reaching the gateway through
+    /// another name (DNS rebinding) is refused.
+    pub allowed_hosts: Vec<String>,
 }
 
-/// One access key pair.
-#[derive(Debug, Clone)]
-struct Auth {
-    key: String,
-    secret: String,
-}
-
-#[async_trait::async_trait]
-impl S3Auth for Auth {
-    async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
-        if access_key == self.key {
-            Ok(SecretKey::from(self.secret.clone()))
-        } else {
-            Err(s3_error!(
-                InvalidAccessKeyId,
-                "the access key id {access_key:?} is not this gateway's"
-            ))
-        }
-    }
-}
-
-/// Who may do what unsigned.
-#[derive(Debug, Clone)]
-struct Access {
-    anonymous_read: bool,
-    public_read: Vec<String>,
-    single: Option<String>,
-}
-
-#[async_trait::async_trait]
-impl s3s::access::S3Access for Access {
-    async fn check(&self, cx: &mut s3s::access::S3AccessContext<'_>) -> S3Result<()> {
-        if cx.credentials().is_some() {
-            return Ok(());
-        }
-        let op = cx.s3_op().name();
-        let reading = matches!(op, "GetObject" | "HeadObject");
-        let listing = matches!(
-            op,
-            "ListObjects" | "ListObjectsV2" | "HeadBucket" | "GetBucketLocation" | "ListBuckets"
-        );
-        if self.anonymous_read && (reading || listing) {
-            return Ok(());
-        }
-        if reading {
-            if let s3s::path::S3Path::Object { bucket, key } = cx.s3_path() {
-                let full = format!("{bucket}/{key}");
-                let public = self.public_read.iter().any(|p| {
-                    full.starts_with(p.as_str())
-                        || self
-                            .single
-                            .as_ref()
-                            .is_some_and(|b| b == bucket.as_ref() && key.starts_with(p.as_str()))
-                });
-                if public {
-                    return Ok(());
-                }
-            }
-        }
-        Err(s3_error!(
-            AccessDenied,
-            "a signature is required (this path is not public)"
-        ))
+impl std::fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayConfig")
+            .field("access_key_id", &self.access_key_id)
+            .field("anonymous_read", &self.anonymous_read)
+            .field("public_read", &self.public_read)
+            .field("cors_origins", &self.cors_origins)
+            .field("app", &self.app)
+            .field("limits", &self.limits)
+            .field("uploads", &self.uploads)
+            .field("allowed_hosts", &self.allowed_hosts)
+            .finish_non_exhaustive()
     }
 }
 
@@ -203,54 +166,65 @@ pub fn start(
     let s3 = s3::FerryS3 {
         buckets: buckets.clone(),
         cache_control: config.cache_control.clone(),
+        uploads: config.uploads.clone(),
     };
     let mut builder = s3s::service::S3ServiceBuilder::new(s3);
-    builder.set_auth(Auth {
+    builder.set_auth(access::Auth {
         key: config.access_key_id.clone(),
         secret: config.secret_access_key.clone(),
     });
-    builder.set_access(Access {
-        anonymous_read: config.anonymous_read,
-        public_read: config.public_read.clone(),
-        single,
+    builder.set_access(access::Access::new(
+        config.anonymous_read,
+        &config.public_read,
+        single.is_some(),
+    ));
+    builder.set_validation(front::Names {
+        served: single.clone(),
     });
+    builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(
+        front::s3s_limits(),
+    ))));
     let service = builder.build();
     let cors = Arc::new(config.cors_origins.clone());
+    let limits = config.limits.clone();
     let task = tokio::spawn(async move {
-        // Incomplete uploads older than a day go, at start and hourly.
-        let collector = async {
+        // Abandoned uploads go, at start and then every half of their
+        // age (at least every second, at most every hour).
+        let max_age = config.uploads.max_age;
+        let every = (max_age / 2).clamp(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(3600),
+        );
+        let collector = async move {
             loop {
                 for e in buckets.open_entries() {
-                    s3::FerryS3::collect_uploads(&e);
+                    s3::FerryS3::collect_uploads(&e, max_age);
                 }
-                tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+                tokio::time::sleep(every).await;
             }
         };
-        let http =
-            hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-        let accepting = async {
-            loop {
-                let Ok((socket, _)) = listener.accept().await else {
-                    continue;
+        let hosts = Arc::new(config.allowed_hosts.clone());
+        let handler: connections::Handler = Arc::new(move |req| {
+            let service = service.clone();
+            let cors = cors.clone();
+            let app = app.clone();
+            let hosts = hosts.clone();
+            Box::pin(async move {
+                let unsigned = front::unsigned(&req);
+                let mut resp = if front::host_allowed(&hosts, &req) {
+                    handle(service, app.as_deref(), &cors, req).await?
+                } else {
+                    front::s3_error(
+                        http::StatusCode::BAD_REQUEST,
+                        "InvalidHostHeader",
+                        "this gateway does not answer to that host name (see --allowed-host)",
+                    )
                 };
-                let service = service.clone();
-                let cors = cors.clone();
-                let app = app.clone();
-                let handler =
-                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let service = service.clone();
-                        let cors = cors.clone();
-                        let app = app.clone();
-                        async move { handle(service, app.as_deref(), &cors, req).await }
-                    });
-                let conn = http
-                    .serve_connection(hyper_util::rt::TokioIo::new(socket), handler)
-                    .into_owned();
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-            }
-        };
+                front::browser_headers(&mut resp, unsigned);
+                Ok(resp)
+            })
+        });
+        let accepting = connections::accept(listener, limits, handler);
         tokio::select! {
             () = collector => {}
             () = accepting => {}
@@ -271,7 +245,7 @@ async fn handle(
     service: s3s::service::S3Service,
     app: Option<&app::App>,
     cors: &[String],
-    req: http::Request<hyper::body::Incoming>,
+    req: http::Request<s3s::Body>,
 ) -> Result<http::Response<s3s::Body>, s3s::HttpError> {
     let origin = allowed_origin(cors, req.headers());
     // A CORS preflight is answered here, never by the S3 layer.
@@ -305,7 +279,14 @@ async fn handle(
     }
     let mut resp = match app {
         Some(a) if a.matches(req.uri().path()) => a.handle(req).await,
-        _ => service.call(req.map(s3s::Body::from)).await?,
+        _ => match front::refuse(&req) {
+            Some(refused) => refused,
+            None => {
+                let mut req = req;
+                front::length_unknown(&mut req);
+                service.call(req).await?
+            }
+        },
     };
     if let Some(o) = origin {
         let h = resp.headers_mut();

@@ -31,6 +31,18 @@ fn failed(e: ReservedError, key: &str) -> s3s::S3Error {
             s3_error!(PreconditionFailed, "{key:?}: precondition failed")
         }
         ReservedError::Db(m) => s3_error!(InternalError, "{key:?}: {m}"),
+        ReservedError::Full => {
+            let mut e = s3s::S3Error::with_message(
+                s3s::S3ErrorCode::Custom("InsufficientStorage".into()),
+                format!(
+                    "{key:?}: ferry's own objects are at most {} and {} bytes together",
+                    crate::store::MAX_RESERVED_OBJECTS,
+                    crate::store::MAX_RESERVED_BYTES
+                ),
+            );
+            e.set_status_code(http::StatusCode::INSUFFICIENT_STORAGE);
+            e
+        }
     }
 }
 
@@ -62,7 +74,11 @@ fn write_condition(
 }
 
 /// `PutObject` of a `.ferry/` key.
-pub(crate) async fn put(entry: &Entry, i: PutObjectInput) -> S3Result<PutObjectOutput> {
+pub(crate) async fn put(
+    entry: &Entry,
+    i: PutObjectInput,
+    mut checksums: crate::wire::Checksums,
+) -> S3Result<PutObjectOutput> {
     use md5::Digest as _;
     check(&i.key)?;
     let cond = write_condition(i.if_match.as_ref(), i.if_none_match.as_ref())?;
@@ -100,6 +116,8 @@ pub(crate) async fn put(entry: &Entry, i: PutObjectInput) -> S3Result<PutObjectO
             ));
         }
     }
+    checksums.update(&body);
+    checksums.verify()?;
     let metadata = crate::wire::to_metadata(i.metadata);
     let content_type = i
         .content_type

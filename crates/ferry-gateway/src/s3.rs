@@ -13,24 +13,78 @@ use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
+use crate::front::LengthUnknown;
 use crate::reserved;
 use crate::store::{valid_bucket_name, Buckets, Entry};
 use crate::wire::{
-    body_reader, check_read_conditions, decode_md5, from_metadata, range_of, to_metadata,
+    body_reader, check_read_conditions, decode_md5, from_metadata, non_ascii_metadata, range_of,
+    to_metadata, Checksums, HttpHeaders,
 };
 
 /// Parts of a multipart upload may be at most this many.
 const MAX_PARTS: i32 = 10_000;
 /// S3's smallest part (all but the last).
 const MIN_PART: u64 = 5 << 20;
-/// Incomplete uploads older than this are collected.
-pub const UPLOAD_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// DeleteObjects takes at most this many keys, as on S3.
+const MAX_DELETE: usize = 1000;
+/// S3's largest part.
+const MAX_PART: u64 = 5 << 30;
+
+/// What multipart uploads in progress may keep.
+#[derive(Debug, Clone)]
+pub struct UploadLimits {
+    /// An upload with no part written for this long is removed.
+    pub max_age: std::time::Duration,
+    /// The parts of all uploads in progress of one bucket hold at most
+    /// about this many bytes (uploads running at once may each pass it by
+    /// what they are writing): a part past it is refused.
+    pub max_bytes: u64,
+}
+
+impl Default for UploadLimits {
+    fn default() -> Self {
+        UploadLimits {
+            max_age: std::time::Duration::from_secs(24 * 3600),
+            max_bytes: 64 << 30,
+        }
+    }
+}
+
+/// The file of part `number` with the MD5 `md5` (hex): the name carries
+/// the digest, so one rename publishes both (no window where a part and
+/// its digest disagree), and CompleteMultipartUpload opens exactly the
+/// part whose ETag the client names.
+fn part_file(number: i32, md5: &str) -> String {
+    format!("{number}-{md5}.part")
+}
+
+/// The number and MD5 a part file's name holds.
+fn parse_part_file(name: &str) -> Option<(i32, String)> {
+    let (n, md5) = name.strip_suffix(".part")?.split_once('-')?;
+    (md5.len() == 32 && md5.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| Some((n.parse().ok()?, md5.to_owned())))
+        .flatten()
+}
+
+/// The bytes the parts (and parts being written) of every upload in
+/// `uploads` hold.
+fn upload_bytes(uploads: &Path) -> u64 {
+    std::fs::read_dir(uploads)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+        .filter_map(|f| f.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
 
 /// The S3 service over the served buckets.
 #[derive(Debug, Clone)]
 pub struct FerryS3 {
     pub(crate) buckets: Arc<Buckets>,
     pub(crate) cache_control: Option<String>,
+    pub(crate) uploads: UploadLimits,
 }
 
 /// A ferry error as the S3 error a client should see for `key`.
@@ -93,6 +147,7 @@ struct Checked<R> {
     len: u64,
     want_md5: Option<[u8; 16]>,
     want_len: Option<u64>,
+    checksums: Option<Checksums>,
     out: Arc<Mutex<Outcome>>,
 }
 
@@ -128,7 +183,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for Checked<R> {
                             "the body does not match its Content-MD5"
                         ))
                     } else {
-                        None
+                        me.checksums.take().and_then(|c| c.verify().err())
                     };
                     if let Ok(mut o) = me.out.lock() {
                         o.md5 = Some(digest);
@@ -140,6 +195,9 @@ impl<R: AsyncRead + Unpin> AsyncRead for Checked<R> {
                 } else {
                     me.len += got.len() as u64;
                     me.md5.update(got);
+                    if let Some(c) = &mut me.checksums {
+                        c.update(got);
+                    }
                 }
                 Poll::Ready(Ok(()))
             }
@@ -182,6 +240,7 @@ impl FerryS3 {
         cond: Option<PutCondition>,
         want_md5: Option<[u8; 16]>,
         want_len: Option<u64>,
+        checksums: Option<Checksums>,
     ) -> S3Result<(ObjectMeta, [u8; 16])> {
         let out = Arc::new(Mutex::new(Outcome::default()));
         let checked = Checked {
@@ -190,6 +249,7 @@ impl FerryS3 {
             len: 0,
             want_md5,
             want_len,
+            checksums,
             out: out.clone(),
         };
         let body = ferry::Body::from_reader(checked);
@@ -316,12 +376,15 @@ impl FerryS3 {
 
     /// Writes a part from `reader` (to a temp file renamed into place);
     /// returns its MD5.
+    #[allow(clippy::too_many_arguments)]
     async fn write_part(
         dir: &Path,
+        limits: &UploadLimits,
         number: i32,
         mut reader: impl AsyncRead + Send + Unpin,
         want_md5: Option<[u8; 16]>,
         want_len: Option<u64>,
+        mut checksums: Option<Checksums>,
     ) -> S3Result<[u8; 16]> {
         use tokio::io::AsyncWriteExt;
         if !(1..=MAX_PARTS).contains(&number) {
@@ -329,6 +392,18 @@ impl FerryS3 {
                 InvalidArgument,
                 "part numbers go from 1 to {MAX_PARTS}"
             ));
+        }
+        let uploads = dir.parent().unwrap_or(dir);
+        let room = limits.max_bytes.saturating_sub(upload_bytes(uploads));
+        let full = || {
+            s3_error!(
+                EntityTooLarge,
+                "the uploads in progress hold {} bytes at most: complete or abort some",
+                limits.max_bytes
+            )
+        };
+        if room == 0 {
+            return Err(full());
         }
         let tmp = dir.join(format!("{number}.{:016x}.tmp", rand::random::<u64>()));
         let result = async {
@@ -346,7 +421,16 @@ impl FerryS3 {
                     break;
                 }
                 md5.update(&buf[..n]);
+                if let Some(c) = &mut checksums {
+                    c.update(&buf[..n]);
+                }
                 len += n as u64;
+                if len > room {
+                    return Err(full());
+                }
+                if len > MAX_PART {
+                    return Err(s3_error!(EntityTooLarge, "a part is 5 GiB at most"));
+                }
                 file.write_all(&buf[..n])
                     .await
                     .map_err(|e| s3_error!(InternalError, "writing a part: {e}"))?;
@@ -364,11 +448,22 @@ impl FerryS3 {
                     "the part does not match its Content-MD5"
                 ));
             }
-            tokio::fs::rename(&tmp, dir.join(format!("{number}.part")))
+            if let Some(c) = checksums.take() {
+                c.verify()?;
+            }
+            let md5 = hex::encode(digest);
+            tokio::fs::rename(&tmp, dir.join(part_file(number, &md5)))
                 .await
                 .map_err(|e| s3_error!(InternalError, "writing a part: {e}"))?;
-            std::fs::write(dir.join(format!("{number}.md5")), hex::encode(digest))
-                .map_err(|e| s3_error!(InternalError, "writing a part: {e}"))?;
+            // The part this one replaces (another body, another name).
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let name = e.file_name();
+                if let Some((n, other)) = name.to_str().and_then(parse_part_file) {
+                    if n == number && other != md5 {
+                        let _ = std::fs::remove_file(e.path());
+                    }
+                }
+            }
             Ok(digest)
         }
         .await;
@@ -378,9 +473,9 @@ impl FerryS3 {
         result
     }
 
-    /// Removes uploads started more than [`UPLOAD_TTL`] ago, and stray
-    /// temp files; returns how many uploads went.
-    pub fn collect_uploads(entry: &Entry) -> usize {
+    /// Removes uploads with no part written for `max_age` (a directory's
+    /// modification time is its last part's); returns how many went.
+    pub fn collect_uploads(entry: &Entry, max_age: std::time::Duration) -> usize {
         let now = SystemTime::now();
         let mut removed = 0;
         for e in std::fs::read_dir(&entry.uploads)
@@ -393,13 +488,79 @@ impl FerryS3 {
                 .and_then(|m| m.modified())
                 .ok()
                 .and_then(|t| now.duration_since(t).ok())
-                .is_some_and(|age| age > UPLOAD_TTL);
+                .is_some_and(|age| age > max_age);
             if old && std::fs::remove_dir_all(e.path()).is_ok() {
                 removed += 1;
             }
         }
         removed
     }
+}
+
+/// Holds off DeleteBucket of `entry`'s bucket while a write runs.
+async fn writing(entry: &Entry) -> S3Result<tokio::sync::RwLockReadGuard<'_, bool>> {
+    entry
+        .writing()
+        .await
+        .ok_or_else(|| s3_error!(NoSuchBucket, "the bucket was deleted"))
+}
+
+/// Who owns every bucket and object: the one gateway.
+fn owner() -> Owner {
+    Owner {
+        display_name: Some("ferry".into()),
+        id: Some("ferry".into()),
+    }
+}
+
+/// The bytes a GET or HEAD answers with: a Range, one part of an object
+/// completed by a multipart upload (`partNumber`; part 1 of any other
+/// object is all of it), or the whole object; with its Content-Range and,
+/// for a part, the object's parts count.
+fn selected(
+    entry: &Entry,
+    meta: &ObjectMeta,
+    range: Option<&Range>,
+    part_number: Option<i32>,
+) -> S3Result<(std::ops::Range<u64>, Option<String>, Option<i32>)> {
+    let Some(n) = part_number else {
+        let (r, shown) = range_of(range, meta.size)?;
+        return Ok((r, shown, None));
+    };
+    if range.is_some() {
+        return Err(s3_error!(
+            InvalidRequest,
+            "Cannot specify both Range header and partNumber query parameter"
+        ));
+    }
+    let bad = || {
+        let mut e = S3Error::with_message(
+            S3ErrorCode::Custom("InvalidPartNumber".into()),
+            "The requested partnumber is not satisfiable",
+        );
+        e.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE);
+        e
+    };
+    let Some(sizes) = entry.parts(&meta.key, &meta.hash) else {
+        return if n == 1 {
+            Ok((0..meta.size, None, None))
+        } else {
+            Err(bad())
+        };
+    };
+    let index = usize::try_from(n)
+        .ok()
+        .filter(|i| (1..=sizes.len()).contains(i))
+        .ok_or_else(bad)?;
+    let start: u64 = sizes[..index - 1].iter().sum();
+    let r = start..start + sizes[index - 1];
+    let shown = format!(
+        "bytes {}-{}/{}",
+        r.start,
+        r.end.saturating_sub(1),
+        meta.size
+    );
+    Ok((r, Some(shown), i32::try_from(sizes.len()).ok()))
 }
 
 fn parse_copy_source(src: &CopySource) -> S3Result<(String, String)> {
@@ -430,12 +591,14 @@ impl s3s::S3 for FerryS3 {
             .names()
             .into_iter()
             .map(|name| s3s::dto::Bucket {
+                creation_date: Some(timestamp(seconds(self.buckets.created(&name)))),
                 name: Some(name),
                 ..Default::default()
             })
             .collect();
         Ok(S3Response::new(ListBucketsOutput {
             buckets: Some(buckets),
+            owner: Some(owner()),
             ..Default::default()
         }))
     }
@@ -446,6 +609,77 @@ impl s3s::S3 for FerryS3 {
     ) -> S3Result<S3Response<HeadBucketOutput>> {
         self.entry(&req.input.bucket).await?;
         Ok(S3Response::new(HeadBucketOutput::default()))
+    }
+
+    async fn get_bucket_versioning(
+        &self,
+        req: S3Request<GetBucketVersioningInput>,
+    ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+        // Never enabled: a bucket keeps one version of each key.
+        self.entry(&req.input.bucket).await?;
+        Ok(S3Response::new(GetBucketVersioningOutput::default()))
+    }
+
+    async fn list_object_versions(
+        &self,
+        req: S3Request<ListObjectVersionsInput>,
+    ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+        // An unversioned bucket: each current object is version `null`.
+        // The version id marker can only be `null`, so the key marker
+        // alone says where the page starts.
+        let i = &req.input;
+        let url = i
+            .encoding_type
+            .as_ref()
+            .is_some_and(|e| e.as_str() == "url");
+        let enc = |s: &str| if url { encode_url(s) } else { s.to_owned() };
+        let v2 = ListObjectsV2Input {
+            bucket: i.bucket.clone(),
+            delimiter: i.delimiter.clone(),
+            encoding_type: i.encoding_type.clone(),
+            max_keys: i.max_keys,
+            prefix: i.prefix.clone(),
+            start_after: i.key_marker.clone().filter(|m| !m.is_empty()),
+            ..Default::default()
+        };
+        let (key_marker, version_id_marker) = (i.key_marker.clone(), i.version_id_marker.clone());
+        let o = self.list_objects_v2(req.map_input(|_| v2)).await?.output;
+        let versions: Vec<ObjectVersion> = o
+            .contents
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| ObjectVersion {
+                key: c.key,
+                e_tag: c.e_tag,
+                size: c.size,
+                last_modified: c.last_modified,
+                is_latest: Some(true),
+                version_id: Some("null".into()),
+                storage_class: Some(ObjectVersionStorageClass::from_static(
+                    ObjectVersionStorageClass::STANDARD,
+                )),
+                owner: Some(owner()),
+                ..Default::default()
+            })
+            .collect();
+        let more = o.is_truncated == Some(true);
+        Ok(S3Response::new(ListObjectVersionsOutput {
+            name: o.name,
+            prefix: o.prefix,
+            delimiter: o.delimiter,
+            encoding_type: o.encoding_type,
+            max_keys: o.max_keys,
+            key_marker: Some(key_marker.map(|m| enc(&m)).unwrap_or_default()),
+            version_id_marker: Some(version_id_marker.unwrap_or_default()),
+            is_truncated: Some(more),
+            next_key_marker: more
+                .then(|| o.next_continuation_token.map(|k| enc(&k)))
+                .flatten(),
+            next_version_id_marker: more.then(|| "null".to_owned()),
+            versions: (!versions.is_empty()).then_some(versions),
+            common_prefixes: o.common_prefixes,
+            ..Default::default()
+        }))
     }
 
     async fn get_bucket_location(
@@ -493,6 +727,10 @@ impl s3s::S3 for FerryS3 {
                 "this gateway serves one bucket and does not delete it"
             )),
             Err(crate::GatewayError::NoSuchBucket) => Err(s3_error!(NoSuchBucket)),
+            Err(crate::GatewayError::InUse) => Err(s3_error!(
+                OperationAborted,
+                "{name:?} is open in another process (a ferry command, a sync): try again when it is done"
+            )),
             Err(e) => Err(s3_error!(InternalError, "{e}")),
         }
     }
@@ -502,10 +740,18 @@ impl s3s::S3 for FerryS3 {
         req: S3Request<ListObjectsInput>,
     ) -> S3Result<S3Response<ListObjectsOutput>> {
         let marker = req.input.marker.clone();
+        let url = req
+            .input
+            .encoding_type
+            .as_ref()
+            .is_some_and(|e| e.as_str() == "url");
+        let enc = |s: &str| if url { encode_url(s) } else { s.to_owned() };
         let v2 = self.list_objects_v2(req.map_input(Into::into)).await?;
         let o = v2.output;
+        // Both markers are keys, encoded as keys are.
+        let marker = Some(marker.map(|m| enc(&m)).unwrap_or_default());
         let next_marker = if o.is_truncated == Some(true) {
-            o.next_continuation_token.clone()
+            o.next_continuation_token.as_deref().map(enc)
         } else {
             None
         };
@@ -655,18 +901,32 @@ impl s3s::S3 for FerryS3 {
                 i.if_unmodified_since.as_ref(),
             )
             .await?;
-        let (r, content_range) = range_of(i.range.as_ref(), meta.size)?;
-        Ok(S3Response::new(HeadObjectOutput {
+        let (r, content_range, parts_count) =
+            selected(&entry, &meta, i.range.as_ref(), i.part_number)?;
+        let h = HttpHeaders::of(&meta.metadata);
+        let mut metadata = from_metadata(&meta.metadata);
+        let raw = non_ascii_metadata(&mut metadata);
+        let mut resp = S3Response::new(HeadObjectOutput {
             content_length: Some((r.end - r.start) as i64),
             content_range,
             content_type: Some(meta.content_type.clone()),
             e_tag: Some(ETag::Strong(etag)),
             last_modified: Some(timestamp(seconds(meta.modified))),
-            metadata: from_metadata(&meta.metadata),
+            metadata,
             accept_ranges: Some("bytes".into()),
-            cache_control: self.cache_control.clone(),
+            cache_control: h
+                .cache_control
+                .clone()
+                .or_else(|| self.cache_control.clone()),
+            content_disposition: h.content_disposition.clone(),
+            content_encoding: h.content_encoding.clone(),
+            content_language: h.content_language.clone(),
+            expires: h.expires(),
+            parts_count,
             ..Default::default()
-        }))
+        });
+        resp.headers.extend(raw);
+        Ok(resp)
     }
 
     async fn get_object(
@@ -688,22 +948,83 @@ impl s3s::S3 for FerryS3 {
                 i.if_unmodified_since.as_ref(),
             )
             .await?;
-        let (r, content_range) = range_of(i.range.as_ref(), meta.size)?;
+        let (r, content_range, parts_count) =
+            selected(&entry, &meta, i.range.as_ref(), i.part_number)?;
         let len = r.end - r.start;
+        let whole = r.start == 0 && r.end == meta.size;
         let reader = self
-            .open_range(&entry.bucket, &i.key, i.range.is_some().then_some(r))
+            .open_range(&entry.bucket, &i.key, (!whole).then_some(r))
             .await?;
         let stream = tokio_util::io::ReaderStream::with_capacity(reader, 256 << 10);
-        Ok(S3Response::new(GetObjectOutput {
+        // A signed GET may name the headers it is answered with.
+        let h = HttpHeaders::of(&meta.metadata);
+        let mut metadata = from_metadata(&meta.metadata);
+        let raw = non_ascii_metadata(&mut metadata);
+        let mut resp = S3Response::new(GetObjectOutput {
             body: Some(StreamingBlob::wrap(stream)),
             content_length: Some(len as i64),
             content_range,
-            content_type: Some(meta.content_type.clone()),
+            content_type: Some(i.response_content_type.unwrap_or(meta.content_type)),
             e_tag: Some(ETag::Strong(etag)),
             last_modified: Some(timestamp(seconds(meta.modified))),
-            metadata: from_metadata(&meta.metadata),
+            metadata,
             accept_ranges: Some("bytes".into()),
-            cache_control: self.cache_control.clone(),
+            cache_control: i
+                .response_cache_control
+                .or(h.cache_control.clone())
+                .or_else(|| self.cache_control.clone()),
+            content_disposition: i
+                .response_content_disposition
+                .or(h.content_disposition.clone()),
+            content_encoding: i.response_content_encoding.or(h.content_encoding.clone()),
+            content_language: i.response_content_language.or(h.content_language.clone()),
+            expires: i.response_expires.or_else(|| h.expires()),
+            parts_count,
+            ..Default::default()
+        });
+        resp.headers.extend(raw);
+        Ok(resp)
+    }
+
+    async fn get_object_attributes(
+        &self,
+        req: S3Request<GetObjectAttributesInput>,
+    ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
+        let i = req.input;
+        let entry = self.entry(&i.bucket).await?;
+        if reserved::is_reserved(&i.key) {
+            return Err(s3_error!(
+                InvalidArgument,
+                "ferry's own objects (.ferry/) have no attributes to ask for"
+            ));
+        }
+        let (meta, etag) = self
+            .described(&entry, &i.key, None, None, None, None)
+            .await?;
+        // Clients send the list as one comma-separated header.
+        let want = |a: &str| {
+            i.object_attributes
+                .iter()
+                .flat_map(|x| x.as_str().split(','))
+                .any(|x| x.trim() == a)
+        };
+        let object_parts = match entry.parts(&i.key, &meta.hash) {
+            Some(sizes) if want(ObjectAttributes::OBJECT_PARTS) => Some(GetObjectAttributesParts {
+                total_parts_count: i32::try_from(sizes.len()).ok(),
+                part_number_marker: i.part_number_marker,
+                max_parts: i.max_parts,
+                is_truncated: Some(false),
+                ..Default::default()
+            }),
+            _ => None,
+        };
+        Ok(S3Response::new(GetObjectAttributesOutput {
+            e_tag: want(ObjectAttributes::ETAG).then_some(ETag::Strong(etag)),
+            object_size: want(ObjectAttributes::OBJECT_SIZE).then_some(meta.size as i64),
+            storage_class: want(ObjectAttributes::STORAGE_CLASS)
+                .then(|| StorageClass::from_static(StorageClass::STANDARD)),
+            object_parts,
+            last_modified: Some(timestamp(seconds(meta.modified))),
             ..Default::default()
         }))
     }
@@ -712,13 +1033,31 @@ impl s3s::S3 for FerryS3 {
         &self,
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
-        let i = req.input;
+        let mut i = req.input;
+        if req.extensions.get::<LengthUnknown>().is_some() {
+            i.content_length = None;
+        }
+        let checksums = Checksums::new(
+            Checksum {
+                checksum_crc32: i.checksum_crc32.clone(),
+                checksum_crc32c: i.checksum_crc32c.clone(),
+                checksum_crc64nvme: i.checksum_crc64nvme.clone(),
+                checksum_sha1: i.checksum_sha1.clone(),
+                checksum_sha256: i.checksum_sha256.clone(),
+                ..Default::default()
+            },
+            i.checksum_algorithm.as_ref(),
+            &req.headers,
+            req.trailing_headers.clone(),
+        )?;
+        let entry = self.entry(&i.bucket).await?;
+        let _writing = writing(&entry).await?;
         if reserved::is_reserved(&i.key) {
-            let entry = self.entry(&i.bucket).await?;
-            return reserved::put(&entry, i).await.map(S3Response::new);
+            return reserved::put(&entry, i, checksums)
+                .await
+                .map(S3Response::new);
         }
         check_key(&i.key)?;
-        let entry = self.entry(&i.bucket).await?;
         let want_md5 = decode_md5(i.content_md5.as_deref())?;
         let cond = self
             .put_condition(
@@ -728,9 +1067,18 @@ impl s3s::S3 for FerryS3 {
                 i.if_none_match.as_ref(),
             )
             .await?;
+        let mut metadata = to_metadata(i.metadata);
+        HttpHeaders::new(
+            i.cache_control,
+            i.content_disposition,
+            i.content_encoding,
+            i.content_language,
+            i.expires.as_ref(),
+        )
+        .store(&mut metadata);
         let opts = PutOptions {
             content_type: i.content_type.clone(),
-            metadata: to_metadata(i.metadata),
+            metadata,
         };
         let want_len = i.content_length.and_then(|n| u64::try_from(n).ok());
         let (meta, md5) = self
@@ -742,6 +1090,7 @@ impl s3s::S3 for FerryS3 {
                 cond,
                 want_md5,
                 want_len,
+                Some(checksums),
             )
             .await?;
         let etag = hex::encode(md5);
@@ -762,6 +1111,7 @@ impl s3s::S3 for FerryS3 {
         let (src_bucket, src_key) = parse_copy_source(&i.copy_source)?;
         let src = self.entry(&src_bucket).await?;
         let dst = self.entry(&i.bucket).await?;
+        let _writing = writing(&dst).await?;
         let (meta, _) = self
             .described(
                 &src,
@@ -784,10 +1134,27 @@ impl s3s::S3 for FerryS3 {
             .metadata_directive
             .as_ref()
             .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+        if !replace && src_bucket == i.bucket && src_key == i.key {
+            return Err(s3_error!(
+                InvalidRequest,
+                "This copy request is illegal because it is trying to copy an object to itself \
+                 without changing the object's metadata, storage class, website redirect \
+                 location or encryption attributes."
+            ));
+        }
         let opts = if replace {
+            let mut metadata = to_metadata(i.metadata);
+            HttpHeaders::new(
+                i.cache_control,
+                i.content_disposition,
+                i.content_encoding,
+                i.content_language,
+                i.expires.as_ref(),
+            )
+            .store(&mut metadata);
             PutOptions {
                 content_type: i.content_type.clone(),
-                metadata: to_metadata(i.metadata),
+                metadata,
             }
         } else {
             PutOptions {
@@ -797,7 +1164,16 @@ impl s3s::S3 for FerryS3 {
         };
         let reader = self.open_range(&src.bucket, &src_key, None).await?;
         let (new, md5) = self
-            .store(&dst, &i.key, reader, opts, None, None, Some(meta.size))
+            .store(
+                &dst,
+                &i.key,
+                reader,
+                opts,
+                None,
+                None,
+                Some(meta.size),
+                None,
+            )
             .await?;
         let etag = hex::encode(md5);
         dst.record_etag(&i.key, &new.hash, &etag);
@@ -861,6 +1237,12 @@ impl s3s::S3 for FerryS3 {
         req: S3Request<DeleteObjectsInput>,
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
         let i = req.input;
+        if i.delete.objects.len() > MAX_DELETE {
+            return Err(s3_error!(
+                MalformedXML,
+                "DeleteObjects takes at most {MAX_DELETE} keys"
+            ));
+        }
         let entry = self.entry(&i.bucket).await?;
         let mut deleted = Vec::new();
         let mut errors = Vec::new();
@@ -910,7 +1292,15 @@ impl s3s::S3 for FerryS3 {
         check_key(&i.key)?;
         let entry = self.entry(&i.bucket).await?;
         // Metadata is checked now, not after the parts are sent.
-        let metadata = to_metadata(i.metadata);
+        let mut metadata = to_metadata(i.metadata);
+        HttpHeaders::new(
+            i.cache_control,
+            i.content_disposition,
+            i.content_encoding,
+            i.content_language,
+            i.expires.as_ref(),
+        )
+        .store(&mut metadata);
         ferry::normalize_metadata(&metadata)
             .map_err(|e| s3_error!(InvalidArgument, "invalid metadata: {e}"))?;
         let id = format!("{:032x}", rand::random::<u128>());
@@ -939,13 +1329,37 @@ impl s3s::S3 for FerryS3 {
         &self,
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
-        let i = req.input;
+        let mut i = req.input;
+        if req.extensions.get::<LengthUnknown>().is_some() {
+            i.content_length = None;
+        }
         let entry = self.entry(&i.bucket).await?;
         let dir = Self::upload_dir(&entry, &i.upload_id)?;
         let want_md5 = decode_md5(i.content_md5.as_deref())?;
         let want_len = i.content_length.and_then(|n| u64::try_from(n).ok());
-        let md5 =
-            Self::write_part(&dir, i.part_number, body_reader(i.body), want_md5, want_len).await?;
+        let checksums = Checksums::new(
+            Checksum {
+                checksum_crc32: i.checksum_crc32.clone(),
+                checksum_crc32c: i.checksum_crc32c.clone(),
+                checksum_crc64nvme: i.checksum_crc64nvme.clone(),
+                checksum_sha1: i.checksum_sha1.clone(),
+                checksum_sha256: i.checksum_sha256.clone(),
+                ..Default::default()
+            },
+            i.checksum_algorithm.as_ref(),
+            &req.headers,
+            req.trailing_headers.clone(),
+        )?;
+        let md5 = Self::write_part(
+            &dir,
+            &self.uploads,
+            i.part_number,
+            body_reader(i.body),
+            want_md5,
+            want_len,
+            Some(checksums),
+        )
+        .await?;
         Ok(S3Response::new(UploadPartOutput {
             e_tag: Some(ETag::Strong(hex::encode(md5))),
             ..Default::default()
@@ -986,7 +1400,8 @@ impl s3s::S3 for FerryS3 {
             }
         };
         let reader = self.open_range(&src.bucket, &src_key, range).await?;
-        let md5 = Self::write_part(&dir, i.part_number, reader, None, None).await?;
+        let md5 =
+            Self::write_part(&dir, &self.uploads, i.part_number, reader, None, None, None).await?;
         Ok(S3Response::new(UploadPartCopyOutput {
             copy_part_result: Some(CopyPartResult {
                 e_tag: Some(ETag::Strong(hex::encode(md5))),
@@ -1003,6 +1418,7 @@ impl s3s::S3 for FerryS3 {
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         let i = req.input;
         let entry = self.entry(&i.bucket).await?;
+        let _writing = writing(&entry).await?;
         let dir = Self::upload_dir(&entry, &i.upload_id)?;
         let info = Self::read_upload(&dir)?;
         if info.key != i.key {
@@ -1014,6 +1430,7 @@ impl s3s::S3 for FerryS3 {
             .filter(|p| !p.is_empty())
             .ok_or_else(|| s3_error!(InvalidRequest, "the upload names no parts"))?;
         let mut files = Vec::new();
+        let mut sizes = Vec::new();
         let mut md5s = Vec::new();
         let mut last = 0;
         for (n, p) in parts.iter().enumerate() {
@@ -1025,21 +1442,18 @@ impl s3s::S3 for FerryS3 {
                 ));
             }
             last = number;
-            let file = dir.join(format!("{number}.part"));
-            let stored = std::fs::read_to_string(dir.join(format!("{number}.md5")))
-                .map_err(|_| s3_error!(InvalidPart, "part {number} was not uploaded"))?;
             let given = p
                 .e_tag
                 .as_ref()
-                .map(|e| e.value().trim_matches('"').to_owned());
-            if given.as_deref() != Some(stored.as_str()) {
-                return Err(s3_error!(
-                    InvalidPart,
-                    "part {number}'s ETag does not match"
-                ));
-            }
+                .map(|e| e.value().trim_matches('"').to_ascii_lowercase())
+                .filter(|e| e.len() == 32 && e.bytes().all(|b| b.is_ascii_hexdigit()))
+                .ok_or_else(|| s3_error!(InvalidPart, "part {number} names no part ETag"))?;
+            let file = dir.join(part_file(number, &given));
+            let stored = given;
             let size = std::fs::metadata(&file)
-                .map_err(|_| s3_error!(InvalidPart, "part {number} was not uploaded"))?
+                .map_err(|_| {
+                    s3_error!(InvalidPart, "part {number} with that ETag was not uploaded")
+                })?
                 .len();
             if n + 1 < parts.len() && size < MIN_PART {
                 return Err(s3_error!(EntityTooSmall, "part {number} is under 5 MiB"));
@@ -1049,6 +1463,7 @@ impl s3s::S3 for FerryS3 {
                 .map_err(|_| s3_error!(InternalError, "part {number}'s digest is damaged"))?;
             md5s.extend_from_slice(&raw);
             files.push(file);
+            sizes.push(size);
         }
         let cond = self
             .put_condition(
@@ -1071,10 +1486,11 @@ impl s3s::S3 for FerryS3 {
             metadata: info.metadata.clone(),
         };
         let (meta, _) = self
-            .store(&entry, &i.key, chain, opts, cond, None, None)
+            .store(&entry, &i.key, chain, opts, cond, None, None, None)
             .await?;
         let etag = format!("{}-{}", hex::encode(md5::Md5::digest(&md5s)), files.len());
         entry.record_etag(&i.key, &meta.hash, &etag);
+        entry.record_parts(&i.key, &meta.hash, &sizes);
         let _ = std::fs::remove_dir_all(&dir);
         Ok(S3Response::new(CompleteMultipartUploadOutput {
             bucket: Some(i.bucket),
@@ -1104,29 +1520,32 @@ impl s3s::S3 for FerryS3 {
         let dir = Self::upload_dir(&entry, &i.upload_id)?;
         let marker = i.part_number_marker.unwrap_or(0);
         let max = i.max_parts.unwrap_or(1000).clamp(1, 1000) as usize;
-        let mut numbers: Vec<i32> = std::fs::read_dir(&dir)
+        // Each number's newest part (a replaced one may linger a moment).
+        let mut found: std::collections::BTreeMap<i32, (String, std::fs::Metadata)> =
+            Default::default();
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let Some((n, md5)) = e.file_name().to_str().and_then(parse_part_file) else {
+                continue;
+            };
+            let Ok(md) = e.metadata() else { continue };
+            let newer = found
+                .get(&n)
+                .is_none_or(|(_, old)| old.modified().ok() <= md.modified().ok());
+            if n > marker && newer {
+                found.insert(n, (md5, md));
+            }
+        }
+        let truncated = found.len() > max;
+        let numbers: Vec<i32> = found.keys().copied().take(max).collect();
+        let parts = found
             .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".part")?.parse().ok())
-            .filter(|n| *n > marker)
-            .collect();
-        numbers.sort_unstable();
-        let truncated = numbers.len() > max;
-        numbers.truncate(max);
-        let parts = numbers
-            .iter()
-            .map(|n| {
-                let md = std::fs::metadata(dir.join(format!("{n}.part"))).ok();
-                Part {
-                    part_number: Some(*n),
-                    size: md.as_ref().map(|m| m.len() as i64),
-                    last_modified: md.and_then(|m| m.modified().ok()).map(timestamp),
-                    e_tag: std::fs::read_to_string(dir.join(format!("{n}.md5")))
-                        .ok()
-                        .map(ETag::Strong),
-                    ..Default::default()
-                }
+            .take(max)
+            .map(|(n, (md5, md))| Part {
+                part_number: Some(n),
+                size: Some(md.len() as i64),
+                last_modified: md.modified().ok().map(timestamp),
+                e_tag: Some(ETag::Strong(md5)),
+                ..Default::default()
             })
             .collect();
         Ok(S3Response::new(ListPartsOutput {

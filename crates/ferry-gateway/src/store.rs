@@ -42,18 +42,37 @@ pub struct Entry {
     etags: Mutex<rusqlite::Connection>,
     /// Where multipart uploads keep their parts.
     pub uploads: PathBuf,
+    /// Held shared by every write for as long as it runs, and
+    /// exclusively by DeleteBucket, which sets it once the bucket is gone:
+    /// a write either ends before the emptiness check (and the bucket is
+    /// not empty) or finds the bucket gone (and is refused), never
+    /// acknowledged into a deleted bucket.
+    gone: tokio::sync::RwLock<bool>,
 }
 
 impl Entry {
     fn open(bucket: Bucket) -> Result<Self, GatewayError> {
         let dir = bucket.dir().join("gateway");
         let uploads = dir.join("uploads");
-        std::fs::create_dir_all(&uploads).map_err(|e| GatewayError::io(&uploads, e))?;
+        // The gateway's files are its own: not readable by other users.
+        {
+            use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&uploads)
+                .map_err(|e| GatewayError::io(&uploads, e))?;
+            for d in [&dir, &uploads] {
+                std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))
+                    .map_err(|e| GatewayError::io(d, e))?;
+            }
+        }
         let db = dir.join("etags.db");
         let conn = rusqlite::Connection::open(&db).map_err(|e| GatewayError::db(&db, e))?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000;
              CREATE TABLE IF NOT EXISTS etags (key TEXT PRIMARY KEY, hash BLOB NOT NULL, etag TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS parts (key TEXT PRIMARY KEY, hash BLOB NOT NULL, sizes TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS reserved (key TEXT PRIMARY KEY, body BLOB NOT NULL, etag TEXT NOT NULL,
                  content_type TEXT NOT NULL, metadata TEXT NOT NULL, modified_ms INTEGER NOT NULL);",
         )
@@ -62,7 +81,15 @@ impl Entry {
             bucket,
             etags: Mutex::new(conn),
             uploads,
+            gone: tokio::sync::RwLock::new(false),
         })
+    }
+
+    /// Holds off DeleteBucket while a write runs (see `gone`); `None`
+    /// when the bucket was deleted.
+    pub async fn writing(&self) -> Option<tokio::sync::RwLockReadGuard<'_, bool>> {
+        let g = self.gone.read().await;
+        (!*g).then_some(g)
     }
 
     /// The S3 ETag (unquoted) of `key` at content `hash`: the one recorded
@@ -91,6 +118,36 @@ impl Entry {
                 rusqlite::params![key, &hash.0[..], etag],
             );
         }
+    }
+}
+
+impl Entry {
+    /// Records the part sizes of an object completed by a multipart
+    /// upload (for `partNumber` reads and `PartsCount`).
+    pub fn record_parts(&self, key: &str, hash: &ContentHash, sizes: &[u64]) {
+        let sizes = serde_json::to_string(sizes).unwrap_or_else(|_| "[]".into());
+        if let Ok(c) = self.etags.lock() {
+            let _ = c.execute(
+                "INSERT INTO parts (key, hash, sizes) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (key) DO UPDATE SET hash = ?2, sizes = ?3",
+                rusqlite::params![key, &hash.0[..], sizes],
+            );
+        }
+    }
+
+    /// The part sizes of `key` at content `hash`, when a multipart upload
+    /// through the gateway made it.
+    pub fn parts(&self, key: &str, hash: &ContentHash) -> Option<Vec<u64>> {
+        let sizes: String = self.etags.lock().ok().and_then(|c| {
+            c.prepare_cached("SELECT sizes FROM parts WHERE key = ?1 AND hash = ?2")
+                .and_then(|mut s| {
+                    s.query_row(rusqlite::params![key, &hash.0[..]], |r| r.get(0))
+                        .optional()
+                })
+                .ok()
+                .flatten()
+        })?;
+        serde_json::from_str(&sizes).ok()
     }
 }
 
@@ -137,11 +194,19 @@ impl ReservedCondition {
     }
 }
 
+/// The most objects kept under `.ferry/` per bucket.
+pub const MAX_RESERVED_OBJECTS: i64 = 100_000;
+/// The most bytes kept under `.ferry/` per bucket, all objects together.
+pub const MAX_RESERVED_BYTES: i64 = 1 << 30;
+
 /// A failure on ferry's own objects.
 #[derive(Debug)]
 pub enum ReservedError {
     /// The condition did not hold.
     PreconditionFailed,
+    /// The write would keep more objects or bytes under `.ferry/` than
+    /// [`MAX_RESERVED_OBJECTS`] and [`MAX_RESERVED_BYTES`].
+    Full,
     /// The database failed.
     Db(String),
 }
@@ -193,7 +258,7 @@ impl Entry {
         let etag = hex::encode(md5::Md5::digest(body));
         let meta = serde_json::to_string(metadata).unwrap_or_else(|_| "{}".into());
         let now = now_ms();
-        let held = self.db(|c| {
+        let refused = self.db(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let current: Option<String> = tx
                 .query_row("SELECT etag FROM reserved WHERE key = ?1", [key], |r| {
@@ -201,7 +266,15 @@ impl Entry {
                 })
                 .optional()?;
             if !cond.holds(current.as_deref()) {
-                return Ok(false);
+                return Ok(Some(ReservedError::PreconditionFailed));
+            }
+            let (count, bytes): (i64, i64) = tx.query_row(
+                "SELECT count(*), coalesce(sum(length(body)), 0) FROM reserved WHERE key != ?1",
+                [key],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            if count + 1 > MAX_RESERVED_OBJECTS || bytes + body.len() as i64 > MAX_RESERVED_BYTES {
+                return Ok(Some(ReservedError::Full));
             }
             tx.execute(
                 "INSERT INTO reserved (key, body, etag, content_type, metadata, modified_ms) \
@@ -210,12 +283,11 @@ impl Entry {
                 rusqlite::params![key, body, etag, content_type, meta, now],
             )?;
             tx.commit()?;
-            Ok(true)
+            Ok(None)
         })?;
-        if held {
-            Ok(etag)
-        } else {
-            Err(ReservedError::PreconditionFailed)
+        match refused {
+            None => Ok(etag),
+            Some(e) => Err(e),
         }
     }
 
@@ -292,6 +364,54 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Whether a process other than this one has the bucket at `dir` open:
+/// each holds a lock on its file `open/<pid>-<random>` while it does.
+fn other_openers(dir: &Path) -> bool {
+    let me = format!("{}-", std::process::id());
+    std::fs::read_dir(dir.join("open"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with(&me))
+        .any(|e| {
+            std::fs::File::open(e.path())
+                .is_ok_and(|f| matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)))
+        })
+}
+
+/// Removes the files ferry makes in a bucket directory (§2 of
+/// docs/design.md), the index last but one and the gateway's state last.
+fn remove_made(dir: &Path) -> Result<(), GatewayError> {
+    for d in ["blobs", "tmp", "open"] {
+        let p = dir.join(d);
+        match std::fs::remove_dir_all(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(GatewayError::io(&p, e)),
+        }
+    }
+    for f in [
+        "events.log",
+        "events.log.1",
+        ferry::INDEX_FILE,
+        &format!("{}-wal", ferry::INDEX_FILE),
+        &format!("{}-shm", ferry::INDEX_FILE),
+    ] {
+        let p = dir.join(f);
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(GatewayError::io(&p, e)),
+        }
+    }
+    let p = dir.join("gateway");
+    match std::fs::remove_dir_all(&p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(GatewayError::io(&p, e)),
+    }
+}
+
 /// The served buckets, opened on first use.
 #[derive(Debug)]
 pub struct Buckets {
@@ -354,6 +474,18 @@ impl Buckets {
         Ok(Some(entry))
     }
 
+    /// When the bucket `name` was made (its `.ferry` directory's birth
+    /// time where the file system keeps one, else its modification time).
+    pub fn created(&self, name: &str) -> std::time::SystemTime {
+        let dir = match &self.served {
+            Served::One { bucket, .. } => bucket.dir().to_path_buf(),
+            Served::Dir(root) => Self::dir_of(root, name),
+        };
+        std::fs::metadata(dir)
+            .and_then(|m| m.created().or_else(|_| m.modified()))
+            .unwrap_or(std::time::UNIX_EPOCH)
+    }
+
     /// Every served bucket's name, sorted.
     pub fn names(&self) -> Vec<String> {
         match &self.served {
@@ -395,7 +527,16 @@ impl Buckets {
     }
 
     /// Removes an empty bucket (`--buckets DIR` only): `Ok(false)` when
-    /// it holds objects.
+    /// it holds objects (ferry's own `.ferry/` ones too).
+    ///
+    /// Atomic with the gateway's writes: it waits for those running and
+    /// holds off new ones (see `Entry::writing`) from its check to the
+    /// end. Another process with the bucket open (a CLI writing) makes it
+    /// [`GatewayError::InUse`]. Only what ferry made goes: the bucket's
+    /// files (index, blobs, temp, open markers, event log, the gateway's
+    /// state), then `NAME/.ferry` and `NAME` if nothing else is in them
+    /// (a `ferry.toml` or a file of the user's stays, and the name is no
+    /// longer a bucket).
     pub async fn delete(&self, name: &str) -> Result<bool, GatewayError> {
         let Served::Dir(root) = &self.served else {
             return Err(GatewayError::NotHere);
@@ -403,19 +544,41 @@ impl Buckets {
         let Some(entry) = self.get(name).await? else {
             return Err(GatewayError::NoSuchBucket);
         };
+        let mut gone = entry.gone.write().await;
+        if *gone {
+            return Err(GatewayError::NoSuchBucket);
+        }
+        if other_openers(entry.bucket.dir()) {
+            return Err(GatewayError::InUse);
+        }
         let any = entry
             .bucket
             .list(ferry::ListOptions::prefix("").limit(1))
             .await
             .map_err(GatewayError::Ferry)?;
-        if !any.objects.is_empty() {
+        let own = entry
+            .reserved_list(ferry::RESERVED_PREFIX, None, 1)
+            .map_err(|e| {
+                GatewayError::io(
+                    Path::new("etags.db"),
+                    std::io::Error::other(format!("{e:?}")),
+                )
+            })?;
+        if !any.objects.is_empty() || !own.0.is_empty() {
             return Ok(false);
         }
+        *gone = true;
+        let dir = entry.bucket.dir().to_owned();
+        remove_made(&dir)?;
+        // Only now: until the index is gone, a request opening the name
+        // again finds this entry, which refuses writes.
         if let Ok(mut m) = self.open.lock() {
-            m.remove(name);
+            if m.get(name).is_some_and(|e| Arc::ptr_eq(e, &entry)) {
+                m.remove(name);
+            }
         }
-        let dir = root.join(name);
-        std::fs::remove_dir_all(&dir).map_err(|e| GatewayError::io(&dir, e))?;
+        let _ = std::fs::remove_dir(&dir);
+        let _ = std::fs::remove_dir(root.join(name));
         Ok(true)
     }
 

@@ -10,6 +10,8 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 use ferry::{Bucket, BucketConfig, PutOptions};
 
+mod hostile;
+
 const KEY: &str = "AKFERRYTEST";
 const SECRET: &str = "secret-for-tests";
 
@@ -811,4 +813,221 @@ mod reqwest_like {
             raw = &raw[end + 4 + size..];
         }
     }
+}
+
+/// Issue 23, item 10: DeleteBucket waits for a write in flight and then
+/// finds the bucket not empty (the write is never acknowledged into a
+/// deleted bucket), and removes only what ferry made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_bucket_waits_for_writes_and_removes_only_what_ferry_made() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tmp = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gateway = ferry_gateway::start(
+        listener,
+        ferry_gateway::Served::Dir(tmp.path().to_owned()),
+        config(),
+    )
+    .unwrap();
+    let addr = gateway.addr.to_string();
+    let c = client(&format!("http://{addr}"), KEY, SECRET);
+    c.create_bucket().bucket("gamma").send().await.unwrap();
+    // A PUT sends half its body and waits.
+    let url = c
+        .put_object()
+        .bucket("gamma")
+        .key("slow")
+        .presigned(
+            aws_sdk_s3::presigning::PresigningConfig::expires_in(std::time::Duration::from_secs(
+                300,
+            ))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let uri: http::Uri = url.uri().parse().unwrap();
+    let body = vec![7u8; 2 << 20];
+    let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "PUT {} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        uri.path_and_query().unwrap(),
+        body.len()
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    sock.write_all(&body[..1 << 20]).await.unwrap();
+    // The write has begun once the bucket holds its temp file.
+    let temp = tmp.path().join("gamma/.ferry/tmp");
+    while std::fs::read_dir(&temp).unwrap().next().is_none() {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let deleting = {
+        let c = c.clone();
+        tokio::spawn(async move { c.delete_bucket().bucket("gamma").send().await })
+    };
+    sock.write_all(&body[1 << 20..]).await.unwrap();
+    let mut answer = Vec::new();
+    sock.read_to_end(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let e = deleting.await.unwrap().unwrap_err();
+    assert_eq!(code(&e), "BucketNotEmpty");
+    let got = c
+        .get_object()
+        .bucket("gamma")
+        .key("slow")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.content_length(), Some(2 << 20));
+
+    // Deleting an empty bucket leaves what ferry did not make.
+    c.create_bucket().bucket("delta").send().await.unwrap();
+    let root = tmp.path().join("delta");
+    std::fs::write(root.join("notes.txt"), b"mine").unwrap();
+    std::fs::write(root.join(".ferry/ferry.toml"), b"# mine too\n").unwrap();
+    c.delete_bucket().bucket("delta").send().await.unwrap();
+    assert_eq!(std::fs::read(root.join("notes.txt")).unwrap(), b"mine");
+    assert!(root.join(".ferry/ferry.toml").is_file());
+    assert!(!root.join(".ferry").join(ferry::INDEX_FILE).exists());
+    assert!(!root.join(".ferry/blobs").exists());
+    assert!(!root.join(".ferry/gateway").exists());
+    let e = c.head_bucket().bucket("delta").send().await.unwrap_err();
+    assert_eq!(status(&e), 404);
+    let names: Vec<String> = c
+        .list_buckets()
+        .send()
+        .await
+        .unwrap()
+        .buckets()
+        .iter()
+        .filter_map(|b| b.name().map(str::to_owned))
+        .collect();
+    assert_eq!(names, ["gamma"]);
+    // A bucket with nothing else in its folder goes whole.
+    c.create_bucket().bucket("epsilon").send().await.unwrap();
+    c.delete_bucket().bucket("epsilon").send().await.unwrap();
+    assert!(!tmp.path().join("epsilon").exists());
+}
+
+/// Issue 23, item 14: a part and its MD5 are one file (published by one
+/// rename, so CompleteMultipartUpload never pairs a part with another's
+/// digest), the uploads in progress are bounded, and an abandoned upload
+/// goes after the configured age.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_carry_their_md5_uploads_are_bounded_and_abandoned_ones_go() {
+    let s = serve_one(ferry_gateway::GatewayConfig {
+        uploads: ferry_gateway::UploadLimits {
+            max_age: std::time::Duration::from_secs(2),
+            max_bytes: 11 << 20,
+        },
+        ..config()
+    })
+    .await;
+    let c = client(&s.endpoint, KEY, SECRET);
+    let up = c
+        .create_multipart_upload()
+        .bucket("photos")
+        .key("big")
+        .send()
+        .await
+        .unwrap();
+    let id = up.upload_id().unwrap().to_owned();
+    let part = |body: Vec<u8>, n: i32| {
+        c.upload_part()
+            .bucket("photos")
+            .key("big")
+            .upload_id(&id)
+            .part_number(n)
+            .body(ByteStream::from(body))
+            .send()
+    };
+    let first = part(vec![b'a'; 5 << 20], 1).await.unwrap();
+    let e1 = first.e_tag().unwrap().trim_matches('"').to_owned();
+    let dir = s.bucket.dir().join("gateway/uploads").join(&id);
+    let names = |dir: &std::path::Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "meta.json")
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&dir), [format!("1-{e1}.part")]);
+    // Part 1 again, another body: the old one goes, and a completion
+    // naming its ETag is refused rather than assembled from the new one.
+    let again = part(vec![b'b'; 5 << 20], 1).await.unwrap();
+    let e2 = again.e_tag().unwrap().trim_matches('"').to_owned();
+    assert_eq!(names(&dir), [format!("1-{e2}.part")]);
+    let complete = |etag: String| {
+        c.complete_multipart_upload()
+            .bucket("photos")
+            .key("big")
+            .upload_id(&id)
+            .multipart_upload(
+                aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                    .parts(
+                        aws_sdk_s3::types::CompletedPart::builder()
+                            .part_number(1)
+                            .e_tag(format!("\"{etag}\""))
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+    };
+    let e = complete(e1).await.unwrap_err();
+    assert_eq!(code(&e), "InvalidPart");
+    // 5 MiB are held; 7 more would pass the 11 MiB bound (a part being
+    // replaced counts while both are on disk).
+    let e = part(vec![b'c'; 7 << 20], 2).await.unwrap_err();
+    assert_eq!(code(&e), "EntityTooLarge");
+    assert_eq!(names(&dir), [format!("1-{e2}.part")]);
+    complete(e2).await.unwrap();
+    let (_, body) = s.bucket.get_bytes("big").await.unwrap();
+    assert!(body.len() == 5 << 20 && body.iter().all(|b| *b == b'b'));
+    // An upload nobody sends to is removed after its age.
+    let idle = c
+        .create_multipart_upload()
+        .bucket("photos")
+        .key("idle")
+        .send()
+        .await
+        .unwrap();
+    let idle_id = idle.upload_id().unwrap().to_owned();
+    c.upload_part()
+        .bucket("photos")
+        .key("idle")
+        .upload_id(&idle_id)
+        .part_number(1)
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .unwrap();
+    loop {
+        let listed = c
+            .list_parts()
+            .bucket("photos")
+            .key("idle")
+            .upload_id(&idle_id)
+            .send()
+            .await;
+        match listed {
+            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+            Err(e) => {
+                assert_eq!(code(&e), "NoSuchUpload");
+                break;
+            }
+        }
+    }
+    assert!(!s
+        .bucket
+        .dir()
+        .join("gateway/uploads")
+        .join(&idle_id)
+        .exists());
 }
