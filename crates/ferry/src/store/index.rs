@@ -16,7 +16,7 @@ use crate::metadata::Metadata;
 use crate::state::SyncState;
 
 /// The schema version this build writes and the newest it reads.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// How long a writer waits for another process's write transaction.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -195,6 +195,13 @@ const MIGRATIONS: &[&str] = &[
                THEN new.size ELSE 0 END)
         WHERE name = 'cached_bytes';
     END;
+    "#,
+    // 6 -> 7: a queued journal put names the version its writer replaced
+    // (the `ferry-base` of the first of its un-journaled pushes), so a
+    // replica whose own push was overwritten on a store that ignores
+    // conditions tells a writer that saw it from one that did not.
+    r#"
+    ALTER TABLE journal_pending ADD COLUMN base TEXT;
     "#,
 ];
 

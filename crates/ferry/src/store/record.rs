@@ -168,17 +168,31 @@ fn journal_delete(conn: &Connection, key: &str) -> Result<()> {
         .optional()?;
     let (etag, hash) = base.unwrap_or((None, None));
     conn.prepare_cached(
-        "INSERT OR REPLACE INTO journal_pending (key, op, etag, hash) VALUES (?1, 'delete', ?2, ?3)",
+        "INSERT OR REPLACE INTO journal_pending (key, op, etag, hash, base) \
+         VALUES (?1, 'delete', ?2, ?3, NULL)",
     )?
     .execute(params![key, etag, hash])?;
     Ok(())
 }
 
-fn journal_put(conn: &Connection, key: &str, etag: &str, hash: &ContentHash) -> Result<()> {
+/// Queues a journal entry for a put of `key` on the remote, naming the
+/// version it replaced (`base`, its `ferry-base`). Consecutive puts not
+/// journaled yet keep the first one's base: the newest version descends
+/// from it through this device's own writes.
+fn journal_put(
+    conn: &Connection,
+    key: &str,
+    etag: &str,
+    hash: &ContentHash,
+    base: Option<&str>,
+) -> Result<()> {
     conn.prepare_cached(
-        "INSERT OR REPLACE INTO journal_pending (key, op, etag, hash) VALUES (?1, 'put', ?2, ?3)",
+        "INSERT INTO journal_pending (key, op, etag, hash, base) VALUES (?1, 'put', ?2, ?3, ?4) \
+         ON CONFLICT(key) DO UPDATE SET etag = excluded.etag, hash = excluded.hash, \
+         base = CASE WHEN op = 'put' AND base IS NOT NULL THEN base ELSE excluded.base END, \
+         op = 'put'",
     )?
-    .execute(params![key, etag, &hash.0[..]])?;
+    .execute(params![key, etag, &hash.0[..], base])?;
     Ok(())
 }
 
@@ -215,7 +229,7 @@ pub(crate) fn apply(
                      WHERE key = ?1 AND present = 1 AND hash = ?3 AND meta_digest IS ?4",
                 )?
                 .execute(params![key, etag, &hash.0[..], &meta.0[..], base])?;
-            journal_put(conn, &key, &etag, &hash)?;
+            journal_put(conn, &key, &etag, &hash, Some(&base))?;
             if n == 0 {
                 // Changed again meanwhile: the remote now holds what we pushed.
                 conn.prepare_cached(
@@ -379,7 +393,7 @@ pub(crate) fn apply(
                 ack(conn, &key)?;
                 if pushed_base.is_some() {
                     // Our own push, recognised: it may never have been journaled.
-                    journal_put(conn, &key, &etag, &hash)?;
+                    journal_put(conn, &key, &etag, &hash, pushed_base.as_deref())?;
                 }
             }
             Ok(n > 0)

@@ -224,6 +224,35 @@ impl Bucket {
                             self.record(SyncRecord::RemoteDeleted { key }).await?;
                             Ok(Done::DeletedRemote)
                         }
+                        // A version this device wrote (a push whose answer
+                        // was lost): the local delete came after it, so it
+                        // saw it. Deleted, conditional on that version.
+                        Some(c)
+                            if matches!(cond, Precondition::IfMatch(_))
+                                && c.hash.is_some()
+                                && c.device.as_deref() == Some(self.device_id()) =>
+                        {
+                            match remote
+                                .delete(&key, Precondition::IfMatch(c.etag.clone()))
+                                .await
+                            {
+                                Ok(()) => {
+                                    self.record(SyncRecord::RemoteDeleted { key }).await?;
+                                    Ok(Done::DeletedRemote)
+                                }
+                                Err(e) if e.kind == RemoteErrorKind::PreconditionFailed => {
+                                    self.conflict(
+                                        key,
+                                        ConflictReason::DeletedLocallyModifiedRemotely,
+                                        None,
+                                        Expect::Tombstone,
+                                        policy,
+                                    )
+                                    .await
+                                }
+                                Err(e) => self.fail_attempt(&key, None, e).await,
+                            }
+                        }
                         Some(c) => {
                             self.conflict(
                                 key,

@@ -67,6 +67,12 @@ pub struct Entry {
     /// Its content hash, hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash: Option<String>,
+    /// Puts: the version the writer replaced (the `ferry-base` of the first
+    /// of its writes this entry covers), so a replica whose own push was
+    /// overwritten on a store that ignores conditions tells whether the
+    /// writer saw it. None in deletes and in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
 }
 
 /// One journal record.

@@ -163,7 +163,7 @@ impl Bucket {
         let page = |after: &str| -> Result<Vec<journal::Entry>> {
             self.with_reader(|c| {
                 let mut stmt = c.prepare_cached(
-                    "SELECT key, op, etag, hash FROM journal_pending WHERE key > ?1 \
+                    "SELECT key, op, etag, hash, base FROM journal_pending WHERE key > ?1 \
                      ORDER BY key LIMIT ?2",
                 )?;
                 let rows =
@@ -177,6 +177,7 @@ impl Bucket {
                             },
                             etag: r.get(2)?,
                             hash: r.get::<_, Option<Vec<u8>>>(3)?.map(hex::encode),
+                            base: r.get(4)?,
                         })
                     })?;
                 Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)

@@ -387,7 +387,8 @@ fn base_value(cond: &Precondition, l: Option<&LocalEntry>, r: Option<&RemoteObje
 /// True when the planner needs the remote object's metadata (from a HEAD)
 /// to decide:
 /// - the remote changed and so did the local side: equal versions must be
-///   told apart from a conflict;
+///   told apart from a conflict, and a local delete from one that meets
+///   this device's own unrecorded push;
 /// - a row that never agreed with the remote (a new key or a local delete)
 ///   meets a remote object: it may be our own push whose answer was lost
 ///   (`ferry-device`);
@@ -407,7 +408,7 @@ pub fn needs_inspection(l: Option<&LocalEntry>, r: &RemoteObject) -> bool {
     // known yet, and a store that keeps the ETag across a metadata-only
     // rewrite (S3) shows a sibling's such change by its metadata only.
     let unseen_push = e.base_modified_ms.is_none() && r.modified_ms.is_some();
-    (ls == LocalSide::Changed && rs == RemoteSide::Changed)
+    (matches!(ls, LocalSide::Changed | LocalSide::Deleted) && rs == RemoteSide::Changed)
         || e.base_etag.is_none()
         || (ls == LocalSide::Unchanged
             && e.pushed_base.is_some()
@@ -533,6 +534,18 @@ fn plan_key(
     }
     let ls = local_side(l);
     let rs = remote_side(l, r);
+    // Deleted here, and the remote holds a version this device wrote (a
+    // push whose answer was lost): the delete came after every version this
+    // device had, so it saw that one. The delete goes through, conditional
+    // on that version.
+    if let (Some(lo), Some(ro)) = (l, r) {
+        if !lo.present && rs == RemoteSide::Changed && is_ours(ro, device) {
+            return can_push.then(|| Action::DeleteRemote {
+                key: key_s,
+                cond: Precondition::IfMatch(ro.etag.clone()),
+            });
+        }
+    }
     let same = match (l, r) {
         (Some(l), Some(r)) => same_version(l, r),
         _ => false,
@@ -742,6 +755,58 @@ pub fn unproven_delete(
         return resolve_conflict(key, Some(l), None, reason, policy).unwrap_or(action);
     }
     action
+}
+
+/// A pull over this replica's own pushed version, on a store whose
+/// conditional writes are only emulated (HEAD, then PUT): the version that
+/// replaced ours must have been written by a device that saw ours (its
+/// `ferry-base`, or the base a journal entry of its names, is our version).
+/// When nothing shows that, two HEAD-then-PUT writers raced and ours was
+/// overwritten unseen: a lost-update conflict, settled by `policy`, never a
+/// pull that would drop the last copy of our write. `bases` are the bases
+/// other devices' new journal entries name for this key. A version from a
+/// writer that is not ferry (no `ferry-device`) replaces ours as an edit.
+///
+/// Otherwise (and for actions other than a pull) `action` as it is.
+pub fn unseen_overwrite(
+    action: Action,
+    l: Option<&LocalEntry>,
+    r: Option<&RemoteObject>,
+    bases: &[String],
+    emulated: bool,
+    device: &str,
+    policy: Policy,
+) -> Action {
+    if !emulated || !matches!(action, Action::Pull { .. } | Action::Learn { .. }) {
+        return action;
+    }
+    let (Some(l), Some(r)) = (l, r) else {
+        return action;
+    };
+    let Some(base_hash) = l.base_hash else {
+        return action;
+    };
+    if !l.present
+        || l.pushed_base.is_none()
+        || local_side(Some(l)) != LocalSide::Unchanged
+        || !r.has_metadata
+        || r.device.is_none()
+        || r.device.as_deref() == Some(device)
+    {
+        return action;
+    }
+    let ours = version_id(&base_hash, l.base_meta.as_ref());
+    if r.base.as_deref() == Some(ours.as_str()) || bases.iter().any(|b| *b == ours) {
+        return action;
+    }
+    resolve_conflict(
+        action.key(),
+        Some(l),
+        Some(r),
+        ConflictReason::LostUpdate,
+        policy,
+    )
+    .unwrap_or(action)
 }
 
 /// A push for a new key (`If-None-Match: *`) met an object: when it is our

@@ -81,6 +81,9 @@ struct Deletions<'a> {
     proofs: &'a HashMap<String, Vec<plan::DeleteProof>>,
     /// Keys other writers' new records name (empty when too many).
     named: &'a BTreeSet<String>,
+    /// Per key, the versions other writers' new put records say they
+    /// replaced (`plan::unseen_overwrite`).
+    bases: &'a HashMap<String, Vec<String>>,
     /// An encrypted bucket.
     sealed: bool,
     /// The store ignores conditional deletes (ferry checks by HEAD).
@@ -420,6 +423,7 @@ impl Bucket {
         // matters (`plan::unproven_delete`). A full reconcile reads the
         // records too, for these.
         let mut proofs: HashMap<String, Vec<plan::DeleteProof>> = HashMap::new();
+        let mut bases: HashMap<String, Vec<String>> = HashMap::new();
         let mut keys_named = true;
         'streams: for (device, seqs) in streams.iter().filter(|(d, _)| **d != me) {
             let at = jstate.streams.get(device).copied().unwrap_or_default();
@@ -493,6 +497,11 @@ impl Bucket {
                                 etag: e.etag.clone(),
                                 hash: e.hash.as_deref().and_then(|h| h.parse().ok()),
                             });
+                    }
+                    if let (journal::Op::Put, Some(base)) = (&e.op, &e.base) {
+                        if bases.len() <= JOURNAL_KEYS_MAX {
+                            bases.entry(e.key.clone()).or_default().push(base.clone());
+                        }
                     }
                     if keys_named {
                         changed.insert(e.key);
@@ -623,6 +632,7 @@ impl Bucket {
             let deletes_seen = Deletions {
                 proofs: &proofs,
                 named: &changed,
+                bases: &bases,
                 sealed: keys.is_some() && !restore,
                 emulated: emulated && !restore,
             };
@@ -1211,6 +1221,8 @@ impl Bucket {
         let remote_list: Vec<RemoteObject> = listing.into_values().collect();
         let local_by_key: HashMap<&str, &LocalEntry> =
             local.iter().map(|l| (l.key.as_str(), l)).collect();
+        let remote_by_key: HashMap<&str, &RemoteObject> =
+            remote_list.iter().map(|r| (r.key.as_str(), r)).collect();
         let actions: Vec<Action> =
             plan::plan(&local, &remote_list, scope, policy, self.device_id())
                 .into_iter()
@@ -1228,6 +1240,17 @@ impl Bucket {
                         proofs,
                         deletions.sealed,
                         deletions.emulated,
+                        policy,
+                    );
+                    let r = remote_by_key.get(a.key()).copied();
+                    let bases = deletions.bases.get(a.key());
+                    let a = plan::unseen_overwrite(
+                        a,
+                        l,
+                        r,
+                        bases.map(Vec::as_slice).unwrap_or(&[]),
+                        deletions.emulated,
+                        self.device_id(),
                         policy,
                     );
                     if before && !matches!(a, Action::DeleteLocal { .. }) {

@@ -745,8 +745,8 @@ proptest! {
             if ni {
                 prop_assert!(!(r.has_metadata && r.meta.is_some()), "{:?} {:?}", l, r);
                 let l = l.expect("inspection needs a local row");
-                let both_changed =
-                    locally_changed(l) && l.base_etag.as_ref() != Some(&r.etag);
+                let both_changed = (locally_changed(l) || (!l.present && l.base_etag.is_some()))
+                    && l.base_etag.as_ref() != Some(&r.etag);
                 prop_assert!(
                     both_changed || l.base_etag.is_none() || l.pushed_base.is_some(),
                     "{:?} {:?}", l, r
