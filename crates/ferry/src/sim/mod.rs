@@ -808,16 +808,31 @@ impl Sim {
                 // Only a foreign writer needs a full listing to be seen.
                 let full = pass == 0 && self.foreign_writes;
                 let b = self.actors[i].bucket.clone();
-                let r = b
-                    .sync(SyncOptions {
-                        full,
-                        // Time passes while settling: keys waiting out a
-                        // retry delay run now.
-                        retry: true,
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|e| format!("settling, r{i} sync failed: {e}"))?;
+                let opts = SyncOptions {
+                    full,
+                    // Time passes while settling: keys waiting out a
+                    // retry delay run now.
+                    retry: true,
+                    ..Default::default()
+                };
+                let r = match b.sync(opts.clone()).await {
+                    // Every key left the store (deleted by the foreign
+                    // writer or by replicas): the rail stops the run, and
+                    // the user, who deleted them, takes the deletes.
+                    Err(crate::error::Error::EmptyRemote { .. }) => {
+                        self.log(format!(
+                            "settle {pass}: r{i} the store lists nothing it synced: \
+                             taking the deletes (--accept-remote-deletes)"
+                        ));
+                        b.sync(SyncOptions {
+                            accept_remote_deletes: true,
+                            ..opts
+                        })
+                        .await
+                    }
+                    other => other,
+                }
+                .map_err(|e| format!("settling, r{i} sync failed: {e}"))?;
                 if !r.errors.is_empty() {
                     return Err(format!(
                         "settling, r{i} sync reported errors with faults off: {:?}",

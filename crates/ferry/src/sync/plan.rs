@@ -787,6 +787,7 @@ pub fn unseen_overwrite(
         return action;
     };
     if !l.present
+        || !l.cached
         || l.pushed_base.is_none()
         || local_side(Some(l)) != LocalSide::Unchanged
         || !r.has_metadata

@@ -33,7 +33,14 @@ impl Bucket {
             Resolution::KeepLocal => plan::keep_local_action(key, Some(&l), r.as_ref()),
             Resolution::KeepRemote => Some(plan::keep_remote_action(key, Some(&l), r.as_ref())),
             Resolution::KeepBoth => {
-                if l.present {
+                // Content that is not here (evicted, or never downloaded)
+                // is the remote's copy of the agreed version: it is kept
+                // only if the remote still has it.
+                if l.present
+                    && (l.cached
+                        || r.as_ref()
+                            .is_some_and(|r| l.base_etag.as_deref() == Some(r.etag.as_str())))
+                {
                     let copy = self.free_conflict_name(key)?;
                     let object = self.get(key).await?;
                     let opts = crate::bucket::PutOptions {
