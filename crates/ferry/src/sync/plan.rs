@@ -717,6 +717,17 @@ pub fn delete_saw(l: &LocalEntry, proofs: &[DeleteProof]) -> bool {
     })
 }
 
+/// True when a put entry of another device names `l`'s agreed version as
+/// the one it replaced (`bases`): that writer saw it, so what became of
+/// the key afterwards (an edit, a delete) follows a version that saw ours.
+pub fn superseded(l: &LocalEntry, bases: &[String]) -> bool {
+    l.base_hash.is_some_and(|h| {
+        bases
+            .iter()
+            .any(|b| *b == version_id(&h, l.base_meta.as_ref()))
+    })
+}
+
 /// A remote deletion of `l`'s agreed version that nothing proves saw it,
 /// where that matters, turned into what keeps the local data:
 /// - `sealed` (an encrypted bucket): whoever holds storage credentials can
@@ -732,6 +743,7 @@ pub fn unproven_delete(
     action: Action,
     l: Option<&LocalEntry>,
     proofs: &[DeleteProof],
+    bases: &[String],
     sealed: bool,
     emulated: bool,
     policy: Policy,
@@ -739,7 +751,7 @@ pub fn unproven_delete(
     let (Action::DeleteLocal { key, .. }, Some(l)) = (&action, l) else {
         return action;
     };
-    if !l.present || delete_saw(l, proofs) {
+    if !l.present || delete_saw(l, proofs) || superseded(l, bases) {
         return action;
     }
     if sealed && l.cached && policy.direction != Direction::DownloadOnly {
@@ -764,15 +776,18 @@ pub fn unproven_delete(
 /// When nothing shows that, two HEAD-then-PUT writers raced and ours was
 /// overwritten unseen: a lost-update conflict, settled by `policy`, never a
 /// pull that would drop the last copy of our write. `bases` are the bases
-/// other devices' new journal entries name for this key. A version from a
+/// other devices' new journal entries name for this key, `proofs` the
+/// deletes they name (a delete that saw ours explains it). A version from a
 /// writer that is not ferry (no `ferry-device`) replaces ours as an edit.
 ///
 /// Otherwise (and for actions other than a pull) `action` as it is.
+#[allow(clippy::too_many_arguments)]
 pub fn unseen_overwrite(
     action: Action,
     l: Option<&LocalEntry>,
     r: Option<&RemoteObject>,
     bases: &[String],
+    proofs: &[DeleteProof],
     emulated: bool,
     device: &str,
     policy: Policy,
@@ -797,7 +812,9 @@ pub fn unseen_overwrite(
         return action;
     }
     let ours = version_id(&base_hash, l.base_meta.as_ref());
-    if r.base.as_deref() == Some(ours.as_str()) || bases.iter().any(|b| *b == ours) {
+    // A delete that saw ours came first (the new version was written on
+    // the key it left empty): ours was deleted, not lost.
+    if r.base.as_deref() == Some(ours.as_str()) || superseded(l, bases) || delete_saw(l, proofs) {
         return action;
     }
     resolve_conflict(

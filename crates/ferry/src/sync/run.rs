@@ -1234,21 +1234,27 @@ impl Bucket {
                         .map(Vec::as_slice)
                         .unwrap_or(&[]);
                     let before = matches!(a, Action::DeleteLocal { .. });
+                    let bases = deletions
+                        .bases
+                        .get(a.key())
+                        .map(Vec::as_slice)
+                        .unwrap_or(&[]);
                     let a = plan::unproven_delete(
                         a,
                         l,
                         proofs,
+                        bases,
                         deletions.sealed,
                         deletions.emulated,
                         policy,
                     );
                     let r = remote_by_key.get(a.key()).copied();
-                    let bases = deletions.bases.get(a.key());
                     let a = plan::unseen_overwrite(
                         a,
                         l,
                         r,
-                        bases.map(Vec::as_slice).unwrap_or(&[]),
+                        bases,
+                        proofs,
                         deletions.emulated,
                         self.device_id(),
                         policy,

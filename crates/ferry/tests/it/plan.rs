@@ -1166,3 +1166,141 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// 11. Stores that ignore conditional writes (found by the simulator)
+// ---------------------------------------------------------------------------
+
+/// This device's own pushed version of `k`, agreed and still here.
+fn own_push() -> LocalEntry {
+    LocalEntry {
+        key: "k".into(),
+        present: true,
+        hash: h(1),
+        cached: true,
+        pinned: false,
+        base_etag: Some("e1".into()),
+        base_hash: Some(h(1)),
+        state: SyncState::Synced,
+        modified_ms: 0,
+        meta: Some(M0),
+        base_meta: Some(M0),
+        base_modified_ms: Some(1_000),
+        pushed_base: Some(ferry::remote::BASE_NONE.into()),
+    }
+}
+
+/// Another device's version of `k` that replaced `base`.
+fn sibling(base: &str) -> RemoteObject {
+    let mut r = remote_obj("k", "e2".into(), Some(h(2)), Some(2_000), None);
+    r.has_metadata = true;
+    r.device = Some("other".into());
+    r.base = Some(base.into());
+    r
+}
+
+/// Seed 167: two HEAD-then-PUT writers raced; the other device's version
+/// names a base other than ours and no journal entry says it saw ours: a
+/// lost-update conflict, not a pull over the last copy of our write. A
+/// version whose writer saw ours (its base, or a journal entry's) is pulled.
+#[test]
+fn an_overwrite_that_never_saw_our_push_is_a_conflict_on_emulating_stores() {
+    let l = own_push();
+    let ours = ferry::version_id(&h(1), Some(&M0));
+    let policy = Policy::default();
+    let planned = |r: &RemoteObject| {
+        let acts = plan(
+            &[l.clone()],
+            &[r.clone()],
+            &Scope::default(),
+            policy,
+            DEVICE,
+        );
+        assert_eq!(acts.len(), 1, "{acts:?}");
+        acts.into_iter().next().unwrap()
+    };
+    // Based on the other device's own earlier version (it overwrote ours
+    // blind, then wrote again on top of its own).
+    let unseen = sibling(&ferry::version_id(&h(3), Some(&M0)));
+    let a = planned(&unseen);
+    assert!(matches!(a, Action::Pull { .. }), "{a:?}");
+    let got = ferry::plan::unseen_overwrite(
+        a.clone(),
+        Some(&l),
+        Some(&unseen),
+        &[],
+        &[],
+        true,
+        DEVICE,
+        policy,
+    );
+    assert!(
+        matches!(
+            got,
+            Action::Conflict {
+                reason: ConflictReason::LostUpdate,
+                ..
+            }
+        ),
+        "{got:?}"
+    );
+    // Conditions enforced by the store: the overwrite saw ours.
+    let got = ferry::plan::unseen_overwrite(
+        a.clone(),
+        Some(&l),
+        Some(&unseen),
+        &[],
+        &[],
+        false,
+        DEVICE,
+        policy,
+    );
+    assert_eq!(got, a);
+    // A journal entry of the writer names our version as the one replaced.
+    let got = ferry::plan::unseen_overwrite(
+        a.clone(),
+        Some(&l),
+        Some(&unseen),
+        std::slice::from_ref(&ours),
+        &[],
+        true,
+        DEVICE,
+        policy,
+    );
+    assert_eq!(got, a);
+    // Its own base is ours.
+    let seen = sibling(&ours);
+    let a = planned(&seen);
+    let got = ferry::plan::unseen_overwrite(
+        a.clone(),
+        Some(&l),
+        Some(&seen),
+        &[],
+        &[],
+        true,
+        DEVICE,
+        policy,
+    );
+    assert_eq!(got, a);
+}
+
+/// Seed 104: deleted here, and the remote holds this device's own push
+/// whose answer was lost: the delete saw it, so it is deleted (on that
+/// version), never flagged and pulled back.
+#[test]
+fn a_local_delete_removes_our_own_unrecorded_push() {
+    let mut l = own_push();
+    l.present = false;
+    l.state = SyncState::PendingDelete;
+    l.pushed_base = None;
+    let mut r = sibling("whatever");
+    r.device = Some(DEVICE.into());
+    let acts = plan(&[l], &[r], &Scope::default(), Policy::default(), DEVICE);
+    assert_eq!(
+        acts,
+        vec![Action::DeleteRemote {
+            key: "k".into(),
+            cond: Precondition::IfMatch("e2".into()),
+        }]
+    );
+}
