@@ -779,6 +779,9 @@ impl Sim {
                     return;
                 }
                 _ => {
+                    // A new version of the same bytes, which no delete
+                    // that saw the old one saw.
+                    self.model.rewrote(ContentHash::of(data));
                     let mut m = Metadata::new();
                     m.insert("foreign".into(), self.step.to_string());
                     self.store.rewrite_foreign_metadata(&key, m);
