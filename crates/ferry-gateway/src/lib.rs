@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use access::{AppKey, AppKeys, Rights};
 pub use connections::Limits;
 pub use s3::UploadLimits;
 pub use store::{Buckets, Served};
@@ -80,6 +81,9 @@ pub struct GatewayConfig {
     pub access_key_id: String,
     /// Its secret.
     pub secret_access_key: String,
+    /// The apps' keys, each limited to its buckets and rights (the pair
+    /// above is the owner's and may do everything).
+    pub app_keys: Option<Arc<dyn AppKeys>>,
     /// Unsigned GET, HEAD and listings are allowed everywhere.
     pub anonymous_read: bool,
     /// Unsigned GET and HEAD of keys under these prefixes (`BUCKET/PREFIX`
@@ -106,6 +110,7 @@ impl std::fmt::Debug for GatewayConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GatewayConfig")
             .field("access_key_id", &self.access_key_id)
+            .field("app_keys", &self.app_keys.as_ref().map(|k| k.current()))
             .field("anonymous_read", &self.anonymous_read)
             .field("public_read", &self.public_read)
             .field("cors_origins", &self.cors_origins)
@@ -163,20 +168,24 @@ pub fn start(
         })),
         _ => None,
     };
+    let keys = access::Keys {
+        owner_id: config.access_key_id.clone(),
+        owner_secret: config.secret_access_key.clone(),
+        apps: config.app_keys.clone(),
+    };
     let s3 = s3::FerryS3 {
+        keys: keys.clone(),
         buckets: buckets.clone(),
         cache_control: config.cache_control.clone(),
         uploads: config.uploads.clone(),
     };
     let mut builder = s3s::service::S3ServiceBuilder::new(s3);
-    builder.set_auth(access::Auth {
-        key: config.access_key_id.clone(),
-        secret: config.secret_access_key.clone(),
-    });
+    builder.set_auth(keys.clone());
     builder.set_access(access::Access::new(
         config.anonymous_read,
         &config.public_read,
         single.is_some(),
+        keys,
     ));
     builder.set_validation(front::Names {
         served: single.clone(),
