@@ -285,7 +285,10 @@ pub struct RekeyArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct ServeArgs {
+    #[command(subcommand)]
+    pub command: Option<ServeCommand>,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:9000")]
     pub listen: String,
@@ -331,6 +334,55 @@ pub struct ServeArgs {
     /// this many GiB (a part past it is refused).
     #[arg(long, value_name = "GIB", default_value_t = 64)]
     pub upload_max_gib: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServeCommand {
+    /// Manage the apps' access keys: each reaches only its buckets, to read
+    /// or to read and write (the owner's pair keeps full access).
+    Keys(ServeKeysArgs),
+}
+
+/// `ferry serve keys`.
+#[derive(Debug, Args)]
+pub struct ServeKeysArgs {
+    #[command(subcommand)]
+    pub command: ServeKeysCommand,
+    /// The keys of `ferry serve --buckets DIR` (default: the bucket's).
+    #[arg(long, value_name = "DIR")]
+    pub buckets: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServeKeysCommand {
+    /// Make a key for an app and print its secret (shown only this once).
+    ///
+    /// It is stored in serve-keys.json (mode 0600) beside the owner's pair;
+    /// a running `ferry serve` accepts it at once. Keys can also be written
+    /// by hand as [serve.keys.NAME] in ferry.toml (access_key_id,
+    /// secret_access_key, buckets = [...], access = "read" | "write").
+    Add {
+        /// The key's name (an app's: `web`, `backup-job`).
+        name: String,
+        /// The S3 names of the buckets it reaches.
+        #[arg(required = true, value_name = "BUCKET")]
+        buckets: Vec<String>,
+        /// It may only read (GET, HEAD, listings); by default it also
+        /// writes objects (never buckets).
+        #[arg(long)]
+        read_only: bool,
+    },
+    /// List the keys: names, access key ids, rights and buckets (no secrets).
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a key made with `add` (a running `ferry serve` refuses it at once).
+    Rm {
+        /// The key's name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -1447,3 +1447,154 @@ print(json.dumps(out))
     let listed = stdout(&ok(ferry(&dir, &["ls"], b"")));
     assert!(!listed.contains("bad-"), "{listed}");
 }
+
+/// The id and secret `ferry serve keys add` printed.
+fn added_key(out: &std::process::Output) -> (String, String) {
+    let text = stdout(out);
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name:?} in {text}"))
+            .trim()
+            .to_owned()
+    };
+    (field("access key id:"), field("secret access key:"))
+}
+
+/// Issue 23, item 16, through boto3 against `ferry serve --buckets`: keys
+/// made with `ferry serve keys add` while the gateway runs work at once;
+/// a read key GETs and lists but cannot PUT or DELETE; a key for `alpha`
+/// is AccessDenied on `beta` (ListBuckets shows it only `alpha`); a write
+/// key cannot copy out of `beta`; `keys ls` shows no secret; the key file
+/// is mode 0600; a removed key stops working while the others go on, and
+/// the owner's pair keeps full access.
+#[test]
+fn app_keys_reach_only_their_buckets_through_boto3() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("buckets");
+    std::fs::create_dir_all(&root).unwrap();
+    let root_arg = root.to_str().unwrap();
+    let server = serve(tmp.path(), &["--buckets", root_arg]);
+    let keys = |args: &[&str]| {
+        let mut all = vec!["serve", "keys", "--buckets", root_arg];
+        all.extend_from_slice(args);
+        ferry(tmp.path(), &all, b"")
+    };
+    let (ro_id, ro_secret) = added_key(&ok(keys(&["add", "site", "alpha", "--read-only"])));
+    let (rw_id, rw_secret) = added_key(&ok(keys(&["add", "uploader", "alpha"])));
+    let err = keys(&["add", "site", "beta"]);
+    assert_eq!(err.status.code(), Some(1));
+    let mode = std::fs::metadata(root.join("serve-keys.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    let listed = stdout(&ok(keys(&["ls"])));
+    assert!(
+        listed.contains("site") && listed.contains(&ro_id),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("uploader") && listed.contains(&rw_id),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains(&ro_secret) && !listed.contains(&rw_secret),
+        "{listed}"
+    );
+    let listed = stdout(&ok(keys(&["ls", "--json"])));
+    assert!(
+        !listed.contains(&ro_secret) && !listed.contains(&rw_secret),
+        "{listed}"
+    );
+
+    let script = r#"
+import sys, json
+import boto3, botocore
+endpoint, phase, ro_id, ro_secret, rw_id, rw_secret = sys.argv[1:7]
+def client(key, secret):
+    return boto3.client('s3', endpoint_url=endpoint, aws_access_key_id=key, aws_secret_access_key=secret, region_name='us-east-1')
+owner, ro, rw = client('AKSERVETEST', 'serve-secret'), client(ro_id, ro_secret), client(rw_id, rw_secret)
+def code(f):
+    try:
+        f(); return 'ok'
+    except botocore.exceptions.ClientError as e:
+        return e.response['Error']['Code']
+out = {}
+if phase == 'before':
+    for b in ['alpha', 'beta']:
+        owner.create_bucket(Bucket=b)
+        owner.put_object(Bucket=b, Key='k', Body=b'in ' + b.encode())
+    out['owner_buckets'] = [b['Name'] for b in owner.list_buckets()['Buckets']]
+    out['ro_buckets'] = [b['Name'] for b in ro.list_buckets()['Buckets']]
+    out['ro_get'] = ro.get_object(Bucket='alpha', Key='k')['Body'].read().decode()
+    out['ro_list'] = [o['Key'] for o in ro.list_objects_v2(Bucket='alpha')['Contents']]
+    out['ro_put'] = code(lambda: ro.put_object(Bucket='alpha', Key='n', Body=b'n'))
+    out['ro_delete'] = code(lambda: ro.delete_object(Bucket='alpha', Key='k'))
+    out['ro_other'] = code(lambda: ro.get_object(Bucket='beta', Key='k'))
+    out['ro_other_list'] = code(lambda: ro.list_objects_v2(Bucket='beta'))
+    out['rw_put'] = code(lambda: rw.put_object(Bucket='alpha', Key='w', Body=b'w'))
+    out['rw_delete'] = code(lambda: rw.delete_object(Bucket='alpha', Key='w'))
+    out['rw_other'] = code(lambda: rw.put_object(Bucket='beta', Key='w', Body=b'w'))
+    out['rw_copy_out'] = code(lambda: rw.copy_object(Bucket='alpha', Key='stolen', CopySource={'Bucket': 'beta', 'Key': 'k'}))
+    out['rw_create'] = code(lambda: rw.create_bucket(Bucket='gamma'))
+    out['rw_drop'] = code(lambda: rw.delete_bucket(Bucket='alpha'))
+else:
+    out['rw_get'] = code(lambda: rw.get_object(Bucket='alpha', Key='k'))
+    out['ro_get'] = code(lambda: ro.get_object(Bucket='alpha', Key='k'))
+    out['owner_put'] = code(lambda: owner.put_object(Bucket='beta', Key='o', Body=b'o'))
+print(json.dumps(out))
+"#;
+    let run = |phase: &str| -> serde_json::Value {
+        let out = Command::new(venv_bin("python"))
+            .arg("-c")
+            .arg(script)
+            .args([
+                &server.endpoint,
+                phase,
+                &ro_id,
+                &ro_secret,
+                &rw_id,
+                &rw_secret,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let seen = run("before");
+    assert_eq!(seen["owner_buckets"], serde_json::json!(["alpha", "beta"]));
+    assert_eq!(seen["ro_buckets"], serde_json::json!(["alpha"]));
+    assert_eq!(seen["ro_get"], "in alpha");
+    assert_eq!(seen["ro_list"], serde_json::json!(["k"]));
+    for (what, want) in [
+        ("ro_put", "AccessDenied"),
+        ("ro_delete", "AccessDenied"),
+        ("ro_other", "AccessDenied"),
+        ("ro_other_list", "AccessDenied"),
+        ("rw_put", "ok"),
+        ("rw_delete", "ok"),
+        ("rw_other", "AccessDenied"),
+        ("rw_copy_out", "AccessDenied"),
+        ("rw_create", "AccessDenied"),
+        ("rw_drop", "AccessDenied"),
+    ] {
+        assert_eq!(seen[what], want, "{what}: {seen}");
+    }
+    assert!(!root.join("gamma").exists());
+
+    ok(keys(&["rm", "uploader"]));
+    let listed = stdout(&ok(keys(&["ls"])));
+    assert!(!listed.contains("uploader"), "{listed}");
+    let seen = run("after");
+    assert_eq!(seen["rw_get"], "InvalidAccessKeyId", "{seen}");
+    assert_eq!(seen["ro_get"], "ok", "{seen}");
+    assert_eq!(seen["owner_put"], "ok", "{seen}");
+    let err = keys(&["rm", "uploader"]);
+    assert_eq!(err.status.code(), Some(1));
+}
