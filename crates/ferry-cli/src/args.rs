@@ -452,7 +452,7 @@ pub enum RemoteCommand {
     },
     /// Set the remote (checks that it answers first).
     Set {
-        /// `s3://BUCKET[/PREFIX]`, `gs://BUCKET[/PREFIX]`, `az://ACCOUNT/CONTAINER[/PREFIX]`, `webdav://HOST[:PORT]/PATH` (`webdavs://` for HTTPS), `signer+https://HOST/BASE` (a URL signer, `signer+http://` on loopback) or `file:///ABS/PATH`.
+        /// `s3://BUCKET[/PREFIX]`, `gs://BUCKET[/PREFIX]`, `az://ACCOUNT/CONTAINER[/PREFIX]`, `webdav://HOST[:PORT]/PATH` (`webdavs://` for HTTPS), `signer+https://HOST/BASE` (a URL signer, `signer+http://` on loopback or with --insecure) or `file:///ABS/PATH`.
         url: String,
         /// Endpoint URL: an S3-compatible store (default: $AWS_ENDPOINT_URL, then AWS) a GCS emulator (default: $STORAGE_EMULATOR_HOST, then Google) or an Azure blob service (default: the BlobEndpoint of $AZURE_STORAGE_CONNECTION_STRING, then https://ACCOUNT.blob.core.windows.net).
         #[arg(long)]
@@ -463,6 +463,11 @@ pub enum RemoteCommand {
         /// Path-style S3 addressing (needed by most self-hosted stores).
         #[arg(long)]
         path_style: bool,
+        /// Accept a URL signer over plain HTTP (`signer+http://`) at a host
+        /// that is not this machine: its bearer token and the data travel
+        /// in the clear (refused without this).
+        #[arg(long)]
+        insecure: bool,
         /// Switch to a different remote without asking (what was agreed
         /// with the old one is forgotten).
         #[arg(long, short = 'y')]
@@ -640,7 +645,7 @@ pub struct InitArgs {
     /// The bucket's data directory.
     #[arg(value_name = "DIR", default_value = ".ferry")]
     pub dir: PathBuf,
-    /// The remote to sync with: `s3://BUCKET[/PREFIX]`, `gs://BUCKET[/PREFIX]`, `az://ACCOUNT/CONTAINER[/PREFIX]`, `webdav://HOST[:PORT]/PATH` (`webdavs://` for HTTPS), `signer+https://HOST/BASE` (a URL signer), `file:///ABS/PATH`.
+    /// The remote to sync with: `s3://BUCKET[/PREFIX]`, `gs://BUCKET[/PREFIX]`, `az://ACCOUNT/CONTAINER[/PREFIX]`, `webdav://HOST[:PORT]/PATH` (`webdavs://` for HTTPS), `signer+https://HOST/BASE` (a URL signer, `signer+http://` on loopback or with --insecure), `file:///ABS/PATH`.
     #[arg(long)]
     pub remote: Option<String>,
     /// Endpoint URL: an S3-compatible store (default: $AWS_ENDPOINT_URL, then AWS) a GCS emulator (default: $STORAGE_EMULATOR_HOST, then Google) or an Azure blob service (default: the BlobEndpoint of $AZURE_STORAGE_CONNECTION_STRING, then https://ACCOUNT.blob.core.windows.net).
@@ -652,6 +657,11 @@ pub struct InitArgs {
     /// Path-style S3 addressing (needed by most self-hosted stores).
     #[arg(long, requires = "remote")]
     pub path_style: bool,
+    /// Accept a URL signer over plain HTTP (`signer+http://`) at a host
+    /// that is not this machine: its bearer token and the data travel in
+    /// the clear (refused without this).
+    #[arg(long, requires = "remote")]
+    pub insecure: bool,
     /// Encrypt end to end: a random key wrapped under a passphrase
     /// (asked twice, or $FERRY_PASSPHRASE / --passphrase-file). Not needed
     /// to join an encrypted remote: that is detected.

@@ -14,6 +14,7 @@ mod front;
 mod reserved;
 pub mod s3;
 pub mod store;
+mod tls;
 mod wire;
 
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ pub use access::{AppKey, AppKeys, Rights};
 pub use connections::Limits;
 pub use s3::UploadLimits;
 pub use store::{Buckets, Served};
+pub use tls::{Tls, TlsError};
 
 /// A gateway failure outside a request.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +102,8 @@ pub struct GatewayConfig {
     /// How long abandoned multipart uploads are kept, and how much they
     /// may hold.
     pub uploads: UploadLimits,
+    /// Serve HTTPS with this certificate and key (else plain HTTP).
+    pub tls: Option<Tls>,
     /// Host names requests may name (`Host`) beside IP addresses and
     /// `localhost`; `*`: any. A browser reaching the gateway through
     /// another name (DNS rebinding) is refused.
@@ -118,6 +122,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("limits", &self.limits)
             .field("uploads", &self.uploads)
             .field("allowed_hosts", &self.allowed_hosts)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -233,7 +238,7 @@ pub fn start(
                 Ok(resp)
             })
         });
-        let accepting = connections::accept(listener, limits, handler);
+        let accepting = connections::accept(listener, limits, config.tls.clone(), handler);
         tokio::select! {
             () = collector => {}
             () = accepting => {}

@@ -736,6 +736,78 @@ async fn a_directory_of_buckets_creates_lists_and_deletes_them() {
     assert_eq!(status(&e), 404);
 }
 
+/// Issue 23, item 15: with a certificate and key the gateway speaks HTTPS
+/// (a client trusting that certificate uploads and downloads through
+/// presigned URLs; one that does not trust it fails its handshake), and a
+/// plain-HTTP request to the same port gets no answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_serves_https_with_the_given_certificate_and_refuses_plain_http() {
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert = made.cert.pem();
+    let key = made.signing_key.serialize_pem();
+    assert!(ferry_gateway::Tls::from_pem(b"", key.as_bytes()).is_err());
+    assert!(ferry_gateway::Tls::from_pem(cert.as_bytes(), b"not a key").is_err());
+    let tls = ferry_gateway::Tls::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
+    assert!(!format!("{tls:?}").contains("PRIVATE"));
+    let s = serve_one(ferry_gateway::GatewayConfig {
+        tls: Some(tls),
+        ..config()
+    })
+    .await;
+    let port = s.endpoint.rsplit(':').next().unwrap().to_owned();
+    let https = format!("https://localhost:{port}");
+    // Only for presigning: the SDK makes no request here.
+    let signer = client(&https, KEY, SECRET);
+    let presign =
+        aws_sdk_s3::presigning::PresigningConfig::expires_in(std::time::Duration::from_secs(300))
+            .unwrap();
+    let put = signer
+        .put_object()
+        .bucket("photos")
+        .key("tls.txt")
+        .presigned(presign.clone())
+        .await
+        .unwrap();
+    let get = signer
+        .get_object()
+        .bucket("photos")
+        .key("tls.txt")
+        .presigned(presign)
+        .await
+        .unwrap();
+    let trusting = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.as_bytes()).unwrap())
+        .tls_built_in_root_certs(false)
+        .build()
+        .unwrap();
+    let r = trusting
+        .put(put.uri())
+        .body("over tls")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    let r = trusting.get(get.uri()).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"over tls");
+    assert_eq!(
+        &s.bucket.get_bytes("tls.txt").await.unwrap().1[..],
+        b"over tls"
+    );
+    // A client that does not trust the certificate stops at the handshake.
+    let untrusting = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .build()
+        .unwrap();
+    assert!(untrusting.get(get.uri()).send().await.is_err());
+    // Plain HTTP to the TLS port: no HTTP answer.
+    let plain = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/photos/tls.txt"))
+        .send()
+        .await;
+    assert!(plain.is_err(), "{plain:?}");
+}
+
 /// App keys whose set the test changes while the gateway runs.
 struct LiveKeys(std::sync::Mutex<Arc<Vec<ferry_gateway::AppKey>>>);
 
