@@ -90,8 +90,10 @@ pub enum Command {
     ///
     /// Clients sign with FERRY_SERVE_ACCESS_KEY_ID / FERRY_SERVE_SECRET_ACCESS_KEY,
     /// else the pair in ferry.toml's [serve], else a pair made and printed at
-    /// the first `serve` (stored in the bucket directory). Every write is
-    /// durable locally when acknowledged; `--watch` also syncs it.
+    /// the first `serve` (stored in the bucket directory); each app can get
+    /// a key of its own, limited to its buckets (`ferry serve keys`). Every
+    /// write is durable locally when acknowledged; `--watch` also syncs it.
+    /// Plain HTTP unless --tls-cert and --tls-key are given.
     Serve(ServeArgs),
     /// Keep objects downloaded (never evicted, always pulled).
     Pin(KeysArgs),
@@ -334,6 +336,13 @@ pub struct ServeArgs {
     /// this many GiB (a part past it is refused).
     #[arg(long, value_name = "GIB", default_value_t = 64)]
     pub upload_max_gib: u64,
+    /// Serve HTTPS with the certificate chain in this PEM file (the
+    /// server's certificate first); needs --tls-key.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -163,6 +163,29 @@ pub async fn serve(global: &Global, args: ServeArgs) -> Result<(), CommandError>
     };
     let (keys, made) = keys(&file, &key_dir)?;
     let app_keys = access_keys::LiveKeys::new(&file, &key_dir, &keys.access_key_id)?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let read = |p: &Path| {
+                std::fs::read(p).map_err(|e| {
+                    CommandError::user(
+                        format!("reading {}: {e}", p.display()),
+                        "give --tls-cert and --tls-key as PEM files",
+                    )
+                })
+            };
+            let (cert_pem, key_pem) = (read(cert)?, zeroize::Zeroizing::new(read(key)?));
+            Some(
+                ferry_gateway::Tls::from_pem(&cert_pem, &key_pem).map_err(|e| {
+                    CommandError::user(
+                        format!("--tls-cert {} / --tls-key: {e}", cert.display()),
+                        "give the server's PEM certificate (chain) and its private key",
+                    )
+                })?,
+            )
+        }
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .map_err(|e| {
@@ -244,7 +267,7 @@ pub async fn serve(global: &Global, args: ServeArgs) -> Result<(), CommandError>
                 ),
                 target,
                 public_url: format!(
-                    "http://{}",
+                    "{scheme}://{}",
                     listener.local_addr().map_err(|e| anyhow::anyhow!("{e}"))?
                 ),
             })
@@ -272,6 +295,7 @@ pub async fn serve(global: &Global, args: ServeArgs) -> Result<(), CommandError>
                 max_bytes: args.upload_max_gib.saturating_mul(1 << 30),
             },
             allowed_hosts: args.allowed_host.clone(),
+            tls,
         },
     )
     .map_err(|e| anyhow::anyhow!("starting the gateway: {e}"))?;
@@ -287,7 +311,7 @@ pub async fn serve(global: &Global, args: ServeArgs) -> Result<(), CommandError>
         }
     }
     if !global.quiet {
-        eprintln!("serving {names} at http://{}", gateway.addr);
+        eprintln!("serving {names} at {scheme}://{}", gateway.addr);
         eprintln!("access key id: {}", keys.access_key_id);
         if made {
             // Printed to a person only: a log (journald) keeps it.

@@ -1598,3 +1598,125 @@ print(json.dumps(out))
     let err = keys(&["rm", "uploader"]);
     assert_eq!(err.status.code(), Some(1));
 }
+
+/// Issue 23, item 15: `signer+http://` is refused for a host that is not
+/// this machine, with a clear error, and accepted with `--insecure` (the
+/// remote is then tried: here nothing listens, so it fails differently).
+#[test]
+fn signer_over_plain_http_is_loopback_only_unless_insecure() {
+    let tmp = tempfile::tempdir().unwrap();
+    let refused = tmp.path().join("refused");
+    std::fs::create_dir_all(&refused).unwrap();
+    let out = ferry_env(
+        &refused,
+        &[("FERRY_SIGNER_TOKEN", "a-token-long-enough")],
+        &["init", "--remote", "signer+http://192.0.2.7:9000/api"],
+        b"",
+    );
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("in the clear") && err.contains("--insecure") && err.contains("192.0.2.7"),
+        "{err}"
+    );
+    let insecure = tmp.path().join("insecure");
+    std::fs::create_dir_all(&insecure).unwrap();
+    let out = ferry_env(
+        &insecure,
+        &[("FERRY_SIGNER_TOKEN", "a-token-long-enough")],
+        &[
+            "init",
+            "--remote",
+            "signer+http://0.0.0.0:1/api",
+            "--insecure",
+        ],
+        b"",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("in the clear"), "{err}");
+}
+
+/// Issue 23, item 15: `ferry serve --tls-cert --tls-key` speaks HTTPS:
+/// boto3 trusting the (self-signed, made here) certificate puts, gets and
+/// lists; without trusting it boto3 fails; plain HTTP to the port gets no
+/// answer.
+#[test]
+fn serve_speaks_https_with_a_certificate_boto3_trusts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("secure");
+    std::fs::create_dir_all(&dir).unwrap();
+    ok(ferry(&dir, &["init"], b""));
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert = tmp.path().join("cert.pem");
+    let key = tmp.path().join("key.pem");
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    let server = serve(
+        &dir,
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let port = server.endpoint.rsplit(':').next().unwrap().to_owned();
+    let script = r#"
+import sys, json, urllib.request
+import boto3, botocore
+port, cert = sys.argv[1:3]
+def client(verify):
+    return boto3.client('s3', endpoint_url=f'https://localhost:{port}', aws_access_key_id='AKSERVETEST',
+        aws_secret_access_key='serve-secret', region_name='us-east-1', verify=verify,
+        config=botocore.config.Config(retries={'max_attempts': 1}))
+s3 = client(cert)
+out = {}
+s3.put_object(Bucket='secure', Key='k', Body=b'over tls')
+out['get'] = s3.get_object(Bucket='secure', Key='k')['Body'].read().decode()
+out['list'] = [o['Key'] for o in s3.list_objects_v2(Bucket='secure')['Contents']]
+try:
+    client(True).list_objects_v2(Bucket='secure'); out['untrusted'] = 'ok'
+except botocore.exceptions.SSLError:
+    out['untrusted'] = 'SSLError'
+try:
+    urllib.request.urlopen(f'http://127.0.0.1:{port}/secure/k', timeout=30).read(); out['plain'] = 'answered'
+except Exception as e:
+    out['plain'] = 'failed'
+print(json.dumps(out))
+"#;
+    let out = Command::new(venv_bin("python"))
+        .arg("-c")
+        .arg(script)
+        .args([port.as_str(), cert.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        seen,
+        serde_json::json!({"get": "over tls", "list": ["k"], "untrusted": "SSLError", "plain": "failed"})
+    );
+    assert_eq!(stdout(&ok(ferry(&dir, &["cat", "k"], b""))), "over tls");
+    // A key that is not a key: a clear error before serving.
+    let out = Command::new(FERRY)
+        .current_dir(&dir)
+        .env_remove("FERRY_BUCKET")
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            cert.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("private key"), "{err}");
+}
