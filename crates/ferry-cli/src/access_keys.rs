@@ -455,9 +455,14 @@ pub fn keys(global: &Global, args: &ServeKeysArgs) -> Result<(), CommandError> {
                 }
             } else {
                 let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+                let id_width = rows
+                    .iter()
+                    .map(|r| r.1.access_key_id.len())
+                    .max()
+                    .unwrap_or(0);
                 for (n, k, from) in &rows {
                     println!(
-                        "{n:width$}  {}  {:5}  {}  ({from})",
+                        "{n:width$}  {:id_width$}  {:5}  {}  ({from})",
                         k.access_key_id,
                         k.access.as_str(),
                         k.buckets.join(",")
