@@ -90,8 +90,10 @@ pub enum Command {
     ///
     /// Clients sign with FERRY_SERVE_ACCESS_KEY_ID / FERRY_SERVE_SECRET_ACCESS_KEY,
     /// else the pair in ferry.toml's [serve], else a pair made and printed at
-    /// the first `serve` (stored in the bucket directory). Every write is
-    /// durable locally when acknowledged; `--watch` also syncs it.
+    /// the first `serve` (stored in the bucket directory); each app can get
+    /// a key of its own, limited to its buckets (`ferry serve keys`). Every
+    /// write is durable locally when acknowledged; `--watch` also syncs it.
+    /// Plain HTTP unless --tls-cert and --tls-key are given.
     Serve(ServeArgs),
     /// Keep objects downloaded (never evicted, always pulled).
     Pin(KeysArgs),
@@ -285,7 +287,10 @@ pub struct RekeyArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct ServeArgs {
+    #[command(subcommand)]
+    pub command: Option<ServeCommand>,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:9000")]
     pub listen: String,
@@ -331,6 +336,62 @@ pub struct ServeArgs {
     /// this many GiB (a part past it is refused).
     #[arg(long, value_name = "GIB", default_value_t = 64)]
     pub upload_max_gib: u64,
+    /// Serve HTTPS with the certificate chain in this PEM file (the
+    /// server's certificate first); needs --tls-key.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServeCommand {
+    /// Manage the apps' access keys: each reaches only its buckets, to read
+    /// or to read and write (the owner's pair keeps full access).
+    Keys(ServeKeysArgs),
+}
+
+/// `ferry serve keys`.
+#[derive(Debug, Args)]
+pub struct ServeKeysArgs {
+    #[command(subcommand)]
+    pub command: ServeKeysCommand,
+    /// The keys of `ferry serve --buckets DIR` (default: the bucket's).
+    #[arg(long, value_name = "DIR")]
+    pub buckets: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServeKeysCommand {
+    /// Make a key for an app and print its secret (shown only this once).
+    ///
+    /// It is stored in serve-keys.json (mode 0600) beside the owner's pair;
+    /// a running `ferry serve` accepts it at once. Keys can also be written
+    /// by hand as [serve.keys.NAME] in ferry.toml (access_key_id,
+    /// secret_access_key, buckets = [...], access = "read" | "write").
+    Add {
+        /// The key's name (an app's: `web`, `backup-job`).
+        name: String,
+        /// The S3 names of the buckets it reaches.
+        #[arg(required = true, value_name = "BUCKET")]
+        buckets: Vec<String>,
+        /// It may only read (GET, HEAD, listings); by default it also
+        /// writes objects (never buckets).
+        #[arg(long)]
+        read_only: bool,
+    },
+    /// List the keys: names, access key ids, rights and buckets (no secrets).
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a key made with `add` (a running `ferry serve` refuses it at once).
+    Rm {
+        /// The key's name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -400,7 +461,7 @@ pub enum RemoteCommand {
     },
     /// Set the remote (checks that it answers first).
     Set {
-        /// `s3://BUCKET[/PREFIX]`, `gs://BUCKET[/PREFIX]`, `az://ACCOUNT/CONTAINER[/PREFIX]`, `webdav://HOST[:PORT]/PATH` (`webdavs://` for HTTPS), `signer+https://HOST/BASE` (a URL signer, `signer+http://` on loopback) or `file:///ABS/PATH`.
+        /// `s3://BUCKET[/PREFIX]`, `gs://BUCKET[/PREFIX]`, `az://ACCOUNT/CONTAINER[/PREFIX]`, `webdav://HOST[:PORT]/PATH` (`webdavs://` for HTTPS), `signer+https://HOST/BASE` (a URL signer, `signer+http://` on loopback or with --insecure) or `file:///ABS/PATH`.
         url: String,
         /// Endpoint URL: an S3-compatible store (default: $AWS_ENDPOINT_URL, then AWS) a GCS emulator (default: $STORAGE_EMULATOR_HOST, then Google) or an Azure blob service (default: the BlobEndpoint of $AZURE_STORAGE_CONNECTION_STRING, then https://ACCOUNT.blob.core.windows.net).
         #[arg(long)]
@@ -411,6 +472,11 @@ pub enum RemoteCommand {
         /// Path-style S3 addressing (needed by most self-hosted stores).
         #[arg(long)]
         path_style: bool,
+        /// Accept a URL signer over plain HTTP (`signer+http://`) at a host
+        /// that is not this machine: its bearer token and the data travel
+        /// in the clear (refused without this).
+        #[arg(long)]
+        insecure: bool,
         /// Switch to a different remote without asking (what was agreed
         /// with the old one is forgotten).
         #[arg(long, short = 'y')]
@@ -588,7 +654,7 @@ pub struct InitArgs {
     /// The bucket's data directory.
     #[arg(value_name = "DIR", default_value = ".ferry")]
     pub dir: PathBuf,
-    /// The remote to sync with: `s3://BUCKET[/PREFIX]`, `gs://BUCKET[/PREFIX]`, `az://ACCOUNT/CONTAINER[/PREFIX]`, `webdav://HOST[:PORT]/PATH` (`webdavs://` for HTTPS), `signer+https://HOST/BASE` (a URL signer), `file:///ABS/PATH`.
+    /// The remote to sync with: `s3://BUCKET[/PREFIX]`, `gs://BUCKET[/PREFIX]`, `az://ACCOUNT/CONTAINER[/PREFIX]`, `webdav://HOST[:PORT]/PATH` (`webdavs://` for HTTPS), `signer+https://HOST/BASE` (a URL signer, `signer+http://` on loopback or with --insecure), `file:///ABS/PATH`.
     #[arg(long)]
     pub remote: Option<String>,
     /// Endpoint URL: an S3-compatible store (default: $AWS_ENDPOINT_URL, then AWS) a GCS emulator (default: $STORAGE_EMULATOR_HOST, then Google) or an Azure blob service (default: the BlobEndpoint of $AZURE_STORAGE_CONNECTION_STRING, then https://ACCOUNT.blob.core.windows.net).
@@ -600,6 +666,11 @@ pub struct InitArgs {
     /// Path-style S3 addressing (needed by most self-hosted stores).
     #[arg(long, requires = "remote")]
     pub path_style: bool,
+    /// Accept a URL signer over plain HTTP (`signer+http://`) at a host
+    /// that is not this machine: its bearer token and the data travel in
+    /// the clear (refused without this).
+    #[arg(long, requires = "remote")]
+    pub insecure: bool,
     /// Encrypt end to end: a random key wrapped under a passphrase
     /// (asked twice, or $FERRY_PASSPHRASE / --passphrase-file). Not needed
     /// to join an encrypted remote: that is detected.

@@ -47,8 +47,9 @@ pub struct CredentialsSection {
     pub signer_token: Option<String>,
 }
 
-/// `[serve]`: the access key pair of `ferry serve`.
-#[derive(Debug, Default, Clone, serde::Deserialize)]
+/// `[serve]`: the owner's access key pair of `ferry serve`, the apps'
+/// keys and the signer's bearer tokens (no secret in `Debug`).
+#[derive(Default, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServeSection {
     pub access_key_id: Option<String>,
@@ -58,10 +59,24 @@ pub struct ServeSection {
     /// Bearer tokens of the app endpoints, by name.
     #[serde(default)]
     pub tokens: std::collections::BTreeMap<String, TokenSection>,
+    /// The apps' S3 access keys, by name.
+    #[serde(default)]
+    pub keys: std::collections::BTreeMap<String, crate::access_keys::StoredKey>,
 }
 
-/// `[serve.tokens.NAME]`.
-#[derive(Debug, Default, Clone, serde::Deserialize)]
+impl std::fmt::Debug for ServeSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeSection")
+            .field("access_key_id", &self.access_key_id)
+            .field("signer_max_expiry_secs", &self.signer_max_expiry_secs)
+            .field("tokens", &self.tokens)
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `[serve.tokens.NAME]` (the token is not in `Debug`).
+#[derive(Default, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenSection {
     pub token: String,
@@ -71,6 +86,15 @@ pub struct TokenSection {
     /// upload, download, delete, list, status (default: all).
     #[serde(default)]
     pub verbs: Vec<String>,
+}
+
+impl std::fmt::Debug for TokenSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSection")
+            .field("prefixes", &self.prefixes)
+            .field("verbs", &self.verbs)
+            .finish_non_exhaustive()
+    }
 }
 
 fn every_key() -> Vec<String> {
@@ -318,6 +342,15 @@ impl FileConfig {
             .find_map(|l| l.serve.as_ref())
     }
 
+    /// The file `[serve]` was read from (see [`Self::serve_section`]).
+    pub fn serve_file(&self) -> Option<&Path> {
+        [&self.bucket, &self.user]
+            .into_iter()
+            .flatten()
+            .find(|l| l.serve.is_some())
+            .map(|l| l.path.as_path())
+    }
+
     pub fn serve_keys(&self) -> Option<(String, String)> {
         [&self.bucket, &self.user]
             .into_iter()
@@ -488,6 +521,18 @@ impl FileConfig {
                 rows.push((
                     "serve.secret_access_key".into(),
                     "(hidden)".into(),
+                    source.clone(),
+                ));
+            }
+            for (name, k) in &serve.keys {
+                rows.push((
+                    format!("serve.keys.{name}"),
+                    format!(
+                        "{} (secret hidden) {} {:?}",
+                        mask(&k.access_key_id),
+                        k.access.as_str(),
+                        k.buckets
+                    ),
                     source.clone(),
                 ));
             }

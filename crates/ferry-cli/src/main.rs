@@ -15,6 +15,7 @@ macro_rules! out {
     }};
 }
 
+mod access_keys;
 mod args;
 mod command_error;
 mod config;

@@ -38,7 +38,13 @@ pub async fn init(global: &Global, args: InitArgs) -> Result<(), CommandError> {
         None => Bucket::create(&dir, config).await?,
         Some(url) => {
             // What the remote holds decides, before anything is written locally.
-            let spec = crate::syncing::spec_from(url, args.endpoint, args.region, args.path_style)?;
+            let spec = crate::syncing::spec_from(
+                url,
+                args.endpoint,
+                args.region,
+                args.path_style,
+                args.insecure,
+            )?;
             let (_, mode) = crate::syncing::check_spec(&spec, &dir).await?;
             if let RemoteMode::Encrypted(_) = mode {
                 if !global.quiet {

@@ -5,25 +5,22 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-use crate::args::{Global, ServeArgs};
-use crate::{config, locate, syncing, CommandError};
-
-/// The key pair file `serve` writes when none is configured.
-const KEY_FILE: &str = "serve-keys.json";
+use crate::args::{Global, ServeArgs, ServeCommand};
+use crate::{access_keys, config, locate, syncing, CommandError};
 
 /// The shortest bearer token accepted (a short one can be guessed).
 const MIN_TOKEN: usize = 16;
 
-#[derive(serde::Serialize, serde::Deserialize)]
+/// The owner's access key pair.
 struct Keys {
     access_key_id: String,
     secret_access_key: String,
 }
 
-/// The access key pair: `FERRY_SERVE_ACCESS_KEY_ID` and
+/// The owner's access key pair: `FERRY_SERVE_ACCESS_KEY_ID` and
 /// `FERRY_SERVE_SECRET_ACCESS_KEY`, else `[serve]` in the configuration
-/// files, else the pair stored in `dir` (made, stored and printed on the
-/// first `serve`). Returns it and whether it was just made.
+/// files, else the pair stored in `dir`'s key file (made, stored and
+/// printed on the first `serve`). Returns it and whether it was just made.
 fn keys(file: &config::FileConfig, dir: &Path) -> Result<(Keys, bool), CommandError> {
     let env = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
     match (
@@ -56,40 +53,31 @@ fn keys(file: &config::FileConfig, dir: &Path) -> Result<(Keys, bool), CommandEr
             false,
         ));
     }
-    let path = dir.join(KEY_FILE);
-    if let Ok(text) = std::fs::read(&path) {
-        let keys: Keys =
-            serde_json::from_slice(&text).with_context(|| format!("reading {}", path.display()))?;
-        return Ok((keys, false));
-    }
-    // A secret: from the OS RNG, like every key ferry makes.
-    let random = |e: ferry::crypto::CryptoError| CommandError::from(anyhow::anyhow!("{e}"));
-    let keys = Keys {
-        access_key_id: format!(
-            "FERRY{}",
-            hex::encode_upper(ferry::crypto::random::bytes::<8>().map_err(random)?)
-        ),
-        secret_access_key: hex::encode(ferry::crypto::random::bytes::<20>().map_err(random)?),
-    };
-    let tmp = dir.join(format!("{KEY_FILE}.tmp"));
+    let path = dir.join(access_keys::KEY_FILE);
+    let _lock = access_keys::lock(dir)?;
+    let mut stored = access_keys::KeyFile::read(&path)?.unwrap_or_default();
+    if let (Some(access_key_id), Some(secret_access_key)) =
+        (&stored.access_key_id, &stored.secret_access_key)
     {
-        use std::io::Write as _;
-        use std::os::unix::fs::OpenOptionsExt as _;
-        // A temp file left by an earlier run would keep its mode: start
-        // from a new one, made readable by this user only.
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        f.write_all(&serde_json::to_vec_pretty(&keys).context("encoding the key pair")?)
-            .and_then(|()| f.sync_all())
-            .with_context(|| format!("writing {}", tmp.display()))?;
+        return Ok((
+            Keys {
+                access_key_id: access_key_id.clone(),
+                secret_access_key: secret_access_key.clone(),
+            },
+            false,
+        ));
     }
-    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
-    Ok((keys, true))
+    let (access_key_id, secret_access_key) = access_keys::random_pair()?;
+    stored.access_key_id = Some(access_key_id.clone());
+    stored.secret_access_key = Some(secret_access_key.clone());
+    stored.write(&path)?;
+    Ok((
+        Keys {
+            access_key_id,
+            secret_access_key,
+        },
+        true,
+    ))
 }
 
 /// An S3 bucket name from a directory name: lowercase, other characters
@@ -121,6 +109,9 @@ fn bucket_name(dir: &Path) -> String {
 }
 
 pub async fn serve(global: &Global, args: ServeArgs) -> Result<(), CommandError> {
+    if let Some(ServeCommand::Keys(k)) = &args.command {
+        return access_keys::keys(global, k);
+    }
     // Served buckets stay unlocked for as long as this runs: no core file
     // may carry their keys (before any is unlocked).
     crate::passphrase::disable_core_dumps();
@@ -171,6 +162,30 @@ pub async fn serve(global: &Global, args: ServeArgs) -> Result<(), CommandError>
         }
     };
     let (keys, made) = keys(&file, &key_dir)?;
+    let app_keys = access_keys::LiveKeys::new(&file, &key_dir, &keys.access_key_id)?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let read = |p: &Path| {
+                std::fs::read(p).map_err(|e| {
+                    CommandError::user(
+                        format!("reading {}: {e}", p.display()),
+                        "give --tls-cert and --tls-key as PEM files",
+                    )
+                })
+            };
+            let (cert_pem, key_pem) = (read(cert)?, zeroize::Zeroizing::new(read(key)?));
+            Some(
+                ferry_gateway::Tls::from_pem(&cert_pem, &key_pem).map_err(|e| {
+                    CommandError::user(
+                        format!("--tls-cert {} / --tls-key: {e}", cert.display()),
+                        "give the server's PEM certificate (chain) and its private key",
+                    )
+                })?,
+            )
+        }
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .map_err(|e| {
@@ -252,7 +267,7 @@ pub async fn serve(global: &Global, args: ServeArgs) -> Result<(), CommandError>
                 ),
                 target,
                 public_url: format!(
-                    "http://{}",
+                    "{scheme}://{}",
                     listener.local_addr().map_err(|e| anyhow::anyhow!("{e}"))?
                 ),
             })
@@ -268,6 +283,7 @@ pub async fn serve(global: &Global, args: ServeArgs) -> Result<(), CommandError>
         ferry_gateway::GatewayConfig {
             access_key_id: keys.access_key_id.clone(),
             secret_access_key: keys.secret_access_key.clone(),
+            app_keys: Some(std::sync::Arc::new(app_keys)),
             anonymous_read: args.anonymous_read,
             public_read: args.public_read.clone(),
             cors_origins: args.cors_origin.clone(),
@@ -279,6 +295,7 @@ pub async fn serve(global: &Global, args: ServeArgs) -> Result<(), CommandError>
                 max_bytes: args.upload_max_gib.saturating_mul(1 << 30),
             },
             allowed_hosts: args.allowed_host.clone(),
+            tls,
         },
     )
     .map_err(|e| anyhow::anyhow!("starting the gateway: {e}"))?;
@@ -294,7 +311,7 @@ pub async fn serve(global: &Global, args: ServeArgs) -> Result<(), CommandError>
         }
     }
     if !global.quiet {
-        eprintln!("serving {names} at http://{}", gateway.addr);
+        eprintln!("serving {names} at {scheme}://{}", gateway.addr);
         eprintln!("access key id: {}", keys.access_key_id);
         if made {
             // Printed to a person only: a log (journald) keeps it.
@@ -303,12 +320,12 @@ pub async fn serve(global: &Global, args: ServeArgs) -> Result<(), CommandError>
                 eprintln!(
                     "secret access key: {} (made now, stored in {})",
                     keys.secret_access_key,
-                    key_dir.join(KEY_FILE).display()
+                    key_dir.join(access_keys::KEY_FILE).display()
                 );
             } else {
                 eprintln!(
                     "secret access key: made now, stored in {}",
-                    key_dir.join(KEY_FILE).display()
+                    key_dir.join(access_keys::KEY_FILE).display()
                 );
             }
         }

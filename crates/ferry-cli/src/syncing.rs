@@ -102,6 +102,7 @@ pub fn spec_from(
     endpoint: Option<String>,
     region: Option<String>,
     path_style: bool,
+    insecure: bool,
 ) -> Result<RemoteSpec, CommandError> {
     if url.trim() != url {
         return Err(CommandError::usage(format!(
@@ -114,6 +115,7 @@ pub fn spec_from(
         endpoint,
         region,
         path_style,
+        insecure,
     };
     if spec.kind().map_err(|e| CommandError::usage(e.detail))?
         == ferry::remote::spec::RemoteKind::Memory
@@ -178,6 +180,9 @@ pub async fn remote(global: &Global, args: RemoteArgs) -> Result<(), CommandErro
                     out!("region:     {}", s.region.as_deref().unwrap_or("(default)"));
                     out!("path style: {}", s.path_style);
                 }
+                if s.insecure {
+                    out!("insecure:   plain HTTP accepted at a host that is not this machine");
+                }
                 let enforced = |yes: bool| {
                     if yes {
                         "enforced by the store"
@@ -205,10 +210,11 @@ pub async fn remote(global: &Global, args: RemoteArgs) -> Result<(), CommandErro
             endpoint,
             region,
             path_style,
+            insecure,
             yes,
             plaintext,
         } => {
-            let spec = spec_from(&url, endpoint, region, path_style)?;
+            let spec = spec_from(&url, endpoint, region, path_style, insecure)?;
             if let Some(old) = bucket.remote_spec()? {
                 if !old.same_location(&spec) && !yes {
                     let status = bucket.status().await?;

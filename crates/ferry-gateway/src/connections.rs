@@ -12,7 +12,10 @@
 //! - A request body that sends nothing for [`Limits::body_timeout`] fails
 //!   its request: the upload is not committed.
 //! - At [`Limits::max_connections`] open connections, a new one is
-//!   answered `503` and closed, with a log line (at most one per minute).
+//!   answered `503` and closed, with a log line (at most one per minute);
+//!   serving TLS, it is closed without an answer (a plain one would not
+//!   read as TLS).
+//! - Serving TLS, the handshake must end within [`Limits::header_timeout`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -67,7 +70,12 @@ fn busy() -> Vec<u8> {
 }
 
 /// Accepts connections on `listener` and serves each with `handler`.
-pub(crate) async fn accept(listener: tokio::net::TcpListener, limits: Limits, handler: Handler) {
+pub(crate) async fn accept(
+    listener: tokio::net::TcpListener,
+    limits: Limits,
+    tls: Option<crate::tls::Tls>,
+    handler: Handler,
+) {
     let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let mut backoff = Duration::from_millis(5);
     let mut warned: Option<Instant> = None;
@@ -106,6 +114,10 @@ pub(crate) async fn accept(listener: tokio::net::TcpListener, limits: Limits, ha
                 );
                 warned = Some(Instant::now());
             }
+            if tls.is_some() {
+                drop(socket);
+                continue;
+            }
             // Answered and closed by a short task of its own: the
             // request is drained for at most a second so the answer is
             // not lost to a reset.
@@ -131,8 +143,20 @@ pub(crate) async fn accept(listener: tokio::net::TcpListener, limits: Limits, ha
         let http = http.clone();
         let handler = handler.clone();
         let limits = limits.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            serve(&http, socket, &limits, handler).await;
+            match tls {
+                None => serve(&http, socket, &limits, handler).await,
+                Some(tls) => {
+                    let shake =
+                        tokio::time::timeout(limits.header_timeout, tls.acceptor.accept(socket));
+                    match shake.await {
+                        Ok(Ok(stream)) => serve(&http, stream, &limits, handler).await,
+                        Ok(Err(e)) => tracing::debug!("a TLS handshake failed: {e}"),
+                        Err(_) => tracing::debug!("a TLS handshake did not end in time"),
+                    }
+                }
+            }
             drop(permit);
         });
     }
@@ -147,12 +171,14 @@ struct Activity {
     last_ms: AtomicU64,
 }
 
-async fn serve(
+async fn serve<S>(
     http: &hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
-    socket: tokio::net::TcpStream,
+    socket: S,
     limits: &Limits,
     handler: Handler,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let born = Instant::now();
     let activity = Arc::new(Activity::default());
     let seen = activity.clone();

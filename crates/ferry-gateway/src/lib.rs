@@ -14,15 +14,18 @@ mod front;
 mod reserved;
 pub mod s3;
 pub mod store;
+mod tls;
 mod wire;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use access::{AppKey, AppKeys, Rights};
 pub use connections::Limits;
 pub use s3::UploadLimits;
 pub use store::{Buckets, Served};
+pub use tls::{Tls, TlsError};
 
 /// A gateway failure outside a request.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +83,9 @@ pub struct GatewayConfig {
     pub access_key_id: String,
     /// Its secret.
     pub secret_access_key: String,
+    /// The apps' keys, each limited to its buckets and rights (the pair
+    /// above is the owner's and may do everything).
+    pub app_keys: Option<Arc<dyn AppKeys>>,
     /// Unsigned GET, HEAD and listings are allowed everywhere.
     pub anonymous_read: bool,
     /// Unsigned GET and HEAD of keys under these prefixes (`BUCKET/PREFIX`
@@ -96,6 +102,8 @@ pub struct GatewayConfig {
     /// How long abandoned multipart uploads are kept, and how much they
     /// may hold.
     pub uploads: UploadLimits,
+    /// Serve HTTPS with this certificate and key (else plain HTTP).
+    pub tls: Option<Tls>,
     /// Host names requests may name (`Host`) beside IP addresses and
     /// `localhost`; `*`: any. A browser reaching the gateway through
     /// another name (DNS rebinding) is refused.
@@ -106,6 +114,7 @@ impl std::fmt::Debug for GatewayConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GatewayConfig")
             .field("access_key_id", &self.access_key_id)
+            .field("app_keys", &self.app_keys.as_ref().map(|k| k.current()))
             .field("anonymous_read", &self.anonymous_read)
             .field("public_read", &self.public_read)
             .field("cors_origins", &self.cors_origins)
@@ -113,6 +122,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("limits", &self.limits)
             .field("uploads", &self.uploads)
             .field("allowed_hosts", &self.allowed_hosts)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -163,20 +173,24 @@ pub fn start(
         })),
         _ => None,
     };
+    let keys = access::Keys {
+        owner_id: config.access_key_id.clone(),
+        owner_secret: config.secret_access_key.clone(),
+        apps: config.app_keys.clone(),
+    };
     let s3 = s3::FerryS3 {
+        keys: keys.clone(),
         buckets: buckets.clone(),
         cache_control: config.cache_control.clone(),
         uploads: config.uploads.clone(),
     };
     let mut builder = s3s::service::S3ServiceBuilder::new(s3);
-    builder.set_auth(access::Auth {
-        key: config.access_key_id.clone(),
-        secret: config.secret_access_key.clone(),
-    });
+    builder.set_auth(keys.clone());
     builder.set_access(access::Access::new(
         config.anonymous_read,
         &config.public_read,
         single.is_some(),
+        keys,
     ));
     builder.set_validation(front::Names {
         served: single.clone(),
@@ -224,7 +238,7 @@ pub fn start(
                 Ok(resp)
             })
         });
-        let accepting = connections::accept(listener, limits, handler);
+        let accepting = connections::accept(listener, limits, config.tls.clone(), handler);
         tokio::select! {
             () = collector => {}
             () = accepting => {}

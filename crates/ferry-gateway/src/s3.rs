@@ -82,6 +82,8 @@ fn upload_bytes(uploads: &Path) -> u64 {
 /// The S3 service over the served buckets.
 #[derive(Debug, Clone)]
 pub struct FerryS3 {
+    /// Who may do what (ListBuckets and copy sources are checked here).
+    pub(crate) keys: crate::access::Keys,
     pub(crate) buckets: Arc<Buckets>,
     pub(crate) cache_control: Option<String>,
     pub(crate) uploads: UploadLimits,
@@ -584,12 +586,13 @@ fn encode_url(s: &str) -> String {
 impl s3s::S3 for FerryS3 {
     async fn list_buckets(
         &self,
-        _req: S3Request<ListBucketsInput>,
+        req: S3Request<ListBucketsInput>,
     ) -> S3Result<S3Response<ListBucketsOutput>> {
         let buckets = self
             .buckets
             .names()
             .into_iter()
+            .filter(|name| self.keys.lists(req.credentials.as_ref(), name))
             .map(|name| s3s::dto::Bucket {
                 creation_date: Some(timestamp(seconds(self.buckets.created(&name)))),
                 name: Some(name),
@@ -1109,6 +1112,7 @@ impl s3s::S3 for FerryS3 {
         let i = req.input;
         check_key(&i.key)?;
         let (src_bucket, src_key) = parse_copy_source(&i.copy_source)?;
+        self.keys.may_read(req.credentials.as_ref(), &src_bucket)?;
         let src = self.entry(&src_bucket).await?;
         let dst = self.entry(&i.bucket).await?;
         let _writing = writing(&dst).await?;
@@ -1374,6 +1378,7 @@ impl s3s::S3 for FerryS3 {
         let entry = self.entry(&i.bucket).await?;
         let dir = Self::upload_dir(&entry, &i.upload_id)?;
         let (src_bucket, src_key) = parse_copy_source(&i.copy_source)?;
+        self.keys.may_read(req.credentials.as_ref(), &src_bucket)?;
         let src = self.entry(&src_bucket).await?;
         let meta = src
             .bucket

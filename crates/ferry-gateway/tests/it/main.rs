@@ -736,6 +736,339 @@ async fn a_directory_of_buckets_creates_lists_and_deletes_them() {
     assert_eq!(status(&e), 404);
 }
 
+/// Issue 23, item 15: with a certificate and key the gateway speaks HTTPS
+/// (a client trusting that certificate uploads and downloads through
+/// presigned URLs; one that does not trust it fails its handshake), and a
+/// plain-HTTP request to the same port gets no answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_serves_https_with_the_given_certificate_and_refuses_plain_http() {
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert = made.cert.pem();
+    let key = made.signing_key.serialize_pem();
+    assert!(ferry_gateway::Tls::from_pem(b"", key.as_bytes()).is_err());
+    assert!(ferry_gateway::Tls::from_pem(cert.as_bytes(), b"not a key").is_err());
+    let tls = ferry_gateway::Tls::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
+    assert!(!format!("{tls:?}").contains("PRIVATE"));
+    let s = serve_one(ferry_gateway::GatewayConfig {
+        tls: Some(tls),
+        ..config()
+    })
+    .await;
+    let port = s.endpoint.rsplit(':').next().unwrap().to_owned();
+    let https = format!("https://localhost:{port}");
+    // Only for presigning: the SDK makes no request here.
+    let signer = client(&https, KEY, SECRET);
+    let presign =
+        aws_sdk_s3::presigning::PresigningConfig::expires_in(std::time::Duration::from_secs(300))
+            .unwrap();
+    let put = signer
+        .put_object()
+        .bucket("photos")
+        .key("tls.txt")
+        .presigned(presign.clone())
+        .await
+        .unwrap();
+    let get = signer
+        .get_object()
+        .bucket("photos")
+        .key("tls.txt")
+        .presigned(presign)
+        .await
+        .unwrap();
+    let trusting = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.as_bytes()).unwrap())
+        .tls_built_in_root_certs(false)
+        .build()
+        .unwrap();
+    let r = trusting
+        .put(put.uri())
+        .body("over tls")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    let r = trusting.get(get.uri()).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"over tls");
+    assert_eq!(
+        &s.bucket.get_bytes("tls.txt").await.unwrap().1[..],
+        b"over tls"
+    );
+    // A client that does not trust the certificate stops at the handshake.
+    let untrusting = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .build()
+        .unwrap();
+    assert!(untrusting.get(get.uri()).send().await.is_err());
+    // Plain HTTP to the TLS port: no HTTP answer.
+    let plain = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/photos/tls.txt"))
+        .send()
+        .await;
+    assert!(plain.is_err(), "{plain:?}");
+}
+
+/// App keys whose set the test changes while the gateway runs.
+struct LiveKeys(std::sync::Mutex<Arc<Vec<ferry_gateway::AppKey>>>);
+
+impl ferry_gateway::AppKeys for LiveKeys {
+    fn current(&self) -> Arc<Vec<ferry_gateway::AppKey>> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+fn app_key(name: &str, buckets: &[&str], rights: ferry_gateway::Rights) -> ferry_gateway::AppKey {
+    ferry_gateway::AppKey {
+        name: name.into(),
+        access_key_id: format!("AK{}", name.to_uppercase()),
+        secret_access_key: format!("secret-of-{name}"),
+        buckets: buckets.iter().map(|b| (*b).to_owned()).collect(),
+        rights,
+    }
+}
+
+/// Issue 23, item 16: an app key reaches only its buckets (ListBuckets
+/// shows only those), a read key only reads, no app key creates or
+/// deletes buckets or copies from a bucket it does not reach, a presigned
+/// URL of an app key is held to the same rules, the owner's key may do
+/// everything, and a key removed while the gateway runs stops working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_keys_reach_only_their_buckets_with_their_rights() {
+    use ferry_gateway::Rights;
+    let tmp = tempfile::tempdir().unwrap();
+    let live = Arc::new(LiveKeys(std::sync::Mutex::new(Arc::new(vec![
+        app_key("reader", &["alpha"], Rights::Read),
+        app_key("writer", &["alpha"], Rights::Write),
+    ]))));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gateway = ferry_gateway::start(
+        listener,
+        ferry_gateway::Served::Dir(tmp.path().to_owned()),
+        ferry_gateway::GatewayConfig {
+            app_keys: Some(live.clone()),
+            ..config()
+        },
+    )
+    .unwrap();
+    let endpoint = format!("http://{}", gateway.addr);
+    let owner = client(&endpoint, KEY, SECRET);
+    let reader = client(&endpoint, "AKREADER", "secret-of-reader");
+    let writer = client(&endpoint, "AKWRITER", "secret-of-writer");
+    for b in ["alpha", "beta"] {
+        owner.create_bucket().bucket(b).send().await.unwrap();
+        owner
+            .put_object()
+            .bucket(b)
+            .key("k")
+            .body(ByteStream::from_static(b"secret"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let names = |c: Client| async move {
+        c.list_buckets()
+            .send()
+            .await
+            .unwrap()
+            .buckets()
+            .iter()
+            .filter_map(|b| b.name().map(str::to_owned))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(owner.clone()).await, ["alpha", "beta"]);
+    assert_eq!(names(reader.clone()).await, ["alpha"]);
+    assert_eq!(names(writer.clone()).await, ["alpha"]);
+
+    // The read key reads its bucket and nothing else.
+    let got = reader
+        .get_object()
+        .bucket("alpha")
+        .key("k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        got.body.collect().await.unwrap().into_bytes().as_ref(),
+        b"secret"
+    );
+    reader
+        .list_objects_v2()
+        .bucket("alpha")
+        .send()
+        .await
+        .unwrap();
+    let e = reader
+        .put_object()
+        .bucket("alpha")
+        .key("n")
+        .body(ByteStream::from_static(b"n"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "AccessDenied");
+    let e = reader
+        .delete_object()
+        .bucket("alpha")
+        .key("k")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "AccessDenied");
+    let e = reader
+        .create_multipart_upload()
+        .bucket("alpha")
+        .key("m")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "AccessDenied");
+    let e = reader
+        .get_object()
+        .bucket("beta")
+        .key("k")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "AccessDenied");
+    let e = reader
+        .list_objects_v2()
+        .bucket("beta")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "AccessDenied");
+
+    // The write key writes its bucket, never another, never buckets.
+    writer
+        .put_object()
+        .bucket("alpha")
+        .key("w")
+        .body(ByteStream::from_static(b"w"))
+        .send()
+        .await
+        .unwrap();
+    writer
+        .copy_object()
+        .bucket("alpha")
+        .key("w2")
+        .copy_source("alpha/w")
+        .send()
+        .await
+        .unwrap();
+    let e = writer
+        .copy_object()
+        .bucket("alpha")
+        .key("stolen")
+        .copy_source("beta/k")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "AccessDenied");
+    let up = writer
+        .create_multipart_upload()
+        .bucket("alpha")
+        .key("m")
+        .send()
+        .await
+        .unwrap();
+    let e = writer
+        .upload_part_copy()
+        .bucket("alpha")
+        .key("m")
+        .upload_id(up.upload_id().unwrap())
+        .part_number(1)
+        .copy_source("beta/k")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "AccessDenied");
+    let e = writer
+        .put_object()
+        .bucket("beta")
+        .key("w")
+        .body(ByteStream::from_static(b"w"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "AccessDenied");
+    let e = writer
+        .create_bucket()
+        .bucket("gamma")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "AccessDenied");
+    let e = writer
+        .delete_bucket()
+        .bucket("alpha")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "AccessDenied");
+    writer
+        .delete_object()
+        .bucket("alpha")
+        .key("w2")
+        .send()
+        .await
+        .unwrap();
+    assert!(!tmp.path().join("gamma").exists());
+
+    // A presigned URL of the read key: a GET works, a PUT is refused.
+    let presign =
+        aws_sdk_s3::presigning::PresigningConfig::expires_in(std::time::Duration::from_secs(300))
+            .unwrap();
+    let url = reader
+        .get_object()
+        .bucket("alpha")
+        .key("k")
+        .presigned(presign.clone())
+        .await
+        .unwrap();
+    let http = reqwest_like::Client::new();
+    let (status, _, body) = http.get(url.uri(), &[]).await;
+    assert_eq!((status, body.as_slice()), (200, b"secret".as_slice()));
+    let url = reader
+        .put_object()
+        .bucket("alpha")
+        .key("p")
+        .presigned(presign)
+        .await
+        .unwrap();
+    let (status, _, _) = http
+        .request("PUT", url.uri(), &[("content-length", "0")])
+        .await;
+    assert_eq!(status, 403);
+
+    // Removed while serving: the next request is refused.
+    *live.0.lock().unwrap() = Arc::new(vec![app_key("reader", &["alpha"], Rights::Read)]);
+    let e = writer
+        .get_object()
+        .bucket("alpha")
+        .key("k")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "InvalidAccessKeyId");
+    reader
+        .get_object()
+        .bucket("alpha")
+        .key("k")
+        .send()
+        .await
+        .unwrap();
+    // The owner's key still does everything.
+    owner
+        .delete_object()
+        .bucket("beta")
+        .key("k")
+        .send()
+        .await
+        .unwrap();
+    owner.delete_bucket().bucket("beta").send().await.unwrap();
+    gateway.stop();
+}
+
 /// A minimal HTTP/1.1 client over a TCP socket (the test's "browser"):
 /// unsigned requests with chosen headers.
 mod reqwest_like {

@@ -31,6 +31,10 @@ pub struct RemoteSpec {
     /// Path-style S3 addressing.
     #[serde(default)]
     pub path_style: bool,
+    /// A URL signer reached over plain HTTP at a host that is not loopback
+    /// is accepted (its bearer token and the data travel in the clear).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
 }
 
 /// Time limits on every remote request.
@@ -149,6 +153,20 @@ impl std::fmt::Debug for Credentials {
             )
             .finish()
     }
+}
+
+/// Whether the `[USER@]HOST[:PORT]` of a URL names this machine: `localhost`
+/// or a loopback address (`127.0.0.0/8`, `[::1]`).
+fn loopback(authority: &str) -> bool {
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match hostport.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => hostport.rsplit_once(':').map_or(hostport, |(h, _)| h),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn bad(url: &str, why: &str) -> RemoteError {
@@ -435,7 +453,7 @@ impl RemoteSpec {
                 io_timeout: timeouts.io,
             })?),
             RemoteKind::Signer { .. } => Arc::new(SignerRemote::new(&SignerConfig {
-                url: self.signer_url()?,
+                url: self.checked_signer_url()?,
                 token: creds.signer_token.clone(),
                 connect_timeout: timeouts.connect,
                 io_timeout: timeouts.io,
@@ -493,6 +511,27 @@ impl RemoteSpec {
         })
     }
 
+    /// [`Self::signer_url`], refused when it is plain HTTP to a host that
+    /// is not loopback, unless the spec is [`insecure`](Self::insecure): the
+    /// bearer token and the data would cross a network in the clear.
+    fn checked_signer_url(&self) -> Result<String, RemoteError> {
+        let url = self.signer_url()?;
+        if let Some(rest) = url.strip_prefix("http://") {
+            let authority = rest.split('/').next().unwrap_or("");
+            if !self.insecure && !loopback(authority) {
+                return Err(bad(
+                    &self.url,
+                    &format!(
+                        "a URL signer over plain HTTP is accepted only on this machine (localhost, \
+                         127.0.0.1, [::1]), not at {authority}: its bearer token and the data would \
+                         travel in the clear. Use signer+https://, or accept it with --insecure"
+                    ),
+                ));
+            }
+        }
+        Ok(url)
+    }
+
     /// The HTTP URL of a WebDAV remote's collection: `http://HOST/PATH`
     /// (`https://` for `webdavs://`), or the endpoint's scheme and host in
     /// their place when one is set.
@@ -502,5 +541,59 @@ impl RemoteSpec {
         };
         let origin = self.origin(tls, &host);
         Ok(format!("{origin}/{path}"))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn signer(url: &str, endpoint: Option<&str>, insecure: bool) -> Result<(), RemoteError> {
+        RemoteSpec {
+            url: url.into(),
+            endpoint: endpoint.map(str::to_owned),
+            insecure,
+            ..Default::default()
+        }
+        .build(&Credentials::default())
+        .map(|_| ())
+    }
+
+    /// Issue 23, item 15: plain HTTP to a signer only on this machine,
+    /// unless the spec says insecure; the endpoint, when set, is what is
+    /// reached, so it is what is checked.
+    #[test]
+    fn a_signer_over_plain_http_must_be_loopback_or_insecure() {
+        for ok in [
+            "signer+http://127.0.0.1:9000/api",
+            "signer+http://127.3.4.5/api",
+            "signer+http://localhost:8080",
+            "signer+http://LOCALHOST/x",
+            "signer+http://[::1]:9000/api",
+            "signer+https://app.example.com/api",
+            "signer+https://10.0.0.5/api",
+        ] {
+            signer(ok, None, false).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for refused in [
+            "signer+http://app.example.com/api",
+            "signer+http://10.0.0.5:9000/api",
+            "signer+http://127.0.0.1.example.com/api",
+            "signer+http://[::2]/api",
+            "signer+http://localhost@evil.example/api",
+        ] {
+            let e = signer(refused, None, false).unwrap_err();
+            assert!(e.to_string().contains("--insecure"), "{refused}: {e}");
+            signer(refused, None, true).unwrap_or_else(|e| panic!("{refused}: {e}"));
+        }
+        let e = signer(
+            "signer+https://localhost/api",
+            Some("http://app.example.com"),
+            false,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("app.example.com"), "{e}");
+        signer("signer+https://x/api", Some("http://127.0.0.1:1"), false).unwrap();
     }
 }

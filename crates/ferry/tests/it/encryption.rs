@@ -687,6 +687,7 @@ fn folder_spec(folder: &Folder) -> RemoteSpec {
         endpoint: None,
         region: None,
         path_style: false,
+        insecure: false,
     }
 }
 
