@@ -52,6 +52,13 @@ pub(crate) enum SyncRecord {
     },
     /// The remote object was deleted.
     RemoteDeleted { key: String },
+    /// A delete of the remote object failed in a way that may have applied
+    /// it (the answer was lost): the journal names the delete anyway, with
+    /// the version it was conditional on, so other replicas that find the
+    /// key gone know a device that saw their version deleted it. Harmless
+    /// when it did not apply: a record of a delete only proves, it never
+    /// deletes a version that is still there.
+    DeleteAttempted { key: String },
     /// A remote version was downloaded.
     Pulled {
         key: String,
@@ -241,6 +248,17 @@ pub(crate) fn apply(
                 ack(conn, &key)?;
             }
             Ok(n > 0)
+        }
+        SyncRecord::DeleteAttempted { key } => {
+            let tombstone = conn
+                .prepare_cached("SELECT 1 FROM objects WHERE key = ?1 AND present = 0")?
+                .query_row([&key], |_| Ok(()))
+                .optional()?
+                .is_some();
+            if tombstone {
+                journal_delete(conn, &key)?;
+            }
+            Ok(tombstone)
         }
         SyncRecord::RemoteDeleted { key } => {
             // A deletion is newer than the version it removed: replaying

@@ -265,7 +265,16 @@ impl Bucket {
                         }
                     }
                 }
-                Err(e) => self.fail_attempt(&key, None, e).await,
+                Err(e) => {
+                    if matches!(
+                        e.kind,
+                        RemoteErrorKind::Retryable | RemoteErrorKind::Unreachable
+                    ) {
+                        self.record(SyncRecord::DeleteAttempted { key: key.clone() })
+                            .await?;
+                    }
+                    self.fail_attempt(&key, None, e).await
+                }
             },
             Action::Pull { key, expect, .. } => {
                 if self.fetch(&key, expect).await? {

@@ -1210,8 +1210,8 @@ fn an_overwrite_that_never_saw_our_push_is_a_conflict_on_emulating_stores() {
     let policy = Policy::default();
     let planned = |r: &RemoteObject| {
         let acts = plan(
-            &[l.clone()],
-            &[r.clone()],
+            std::slice::from_ref(&l),
+            std::slice::from_ref(r),
             &Scope::default(),
             policy,
             DEVICE,
