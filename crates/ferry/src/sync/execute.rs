@@ -575,11 +575,16 @@ impl Bucket {
             {
                 // Either someone else wrote, or our own earlier attempt landed
                 // and its answer was lost: the version tells them apart.
-                let current = match remote.head(key).await {
+                let mut current = match remote.head(key).await {
                     Ok(c) => c,
                     Err(e) => return self.fail_attempt(key, Some(hash), e).await,
                 };
                 let keys = self.keyring()?;
+                // The base a push names is the version id of content and
+                // metadata: the digest first.
+                if let Some(c) = current.as_mut() {
+                    annotate(keys.as_deref(), c);
+                }
                 if let Some((cond, base)) = current
                     .as_ref()
                     .and_then(|r| plan::own_unrecorded_push(&cond, r, self.device_id()))

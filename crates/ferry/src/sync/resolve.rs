@@ -27,7 +27,12 @@ impl Bucket {
             .ok_or_else(|| Error::NotInConflict {
                 key: key.to_owned(),
             })?;
-        let r = remote.head(key).await?;
+        // With its metadata digest, as a sync's HEAD has it: the base a
+        // push names is the version id of content and metadata.
+        let mut r = remote.head(key).await?;
+        if let Some(r) = r.as_mut() {
+            super::annotate(self.keyring()?.as_deref(), r);
+        }
         let mut outcome = ResolveOutcome::default();
         let action = match how {
             Resolution::KeepLocal => plan::keep_local_action(key, Some(&l), r.as_ref()),

@@ -365,6 +365,7 @@ async fn pushed_versions_leave_the_outbox_and_a_v4_index_migrates() {
          ALTER TABLE sync_requests DROP COLUMN filter;
          DROP TABLE stamps;
          DROP TABLE blob_salts;
+         ALTER TABLE journal_pending DROP COLUMN base;
          PRAGMA user_version = 4;",
     )
     .unwrap();
