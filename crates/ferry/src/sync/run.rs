@@ -1279,6 +1279,8 @@ impl Bucket {
                     a
                 })
                 .collect();
+        let mut actions = actions;
+        actions.extend(self.proven_after_all(&local, &remote_by_key, deletions, policy)?);
         for a in &actions {
             tracing::trace!(key = a.key(), action = ?a, "planned");
         }
@@ -1295,6 +1297,67 @@ impl Bucket {
                 (a, seen, expect)
             })
             .collect())
+    }
+
+    /// Conflicts the unproven-delete rule raised (`changed here, deleted on
+    /// the remote` over an unchanged local version) that a delete or put
+    /// record read since explains: the record arrived after the listing
+    /// that found the key gone. The deletion was proven after all, so the
+    /// local copy goes, as it would have had the record come first.
+    fn proven_after_all(
+        &self,
+        local: &[LocalEntry],
+        remote: &HashMap<&str, &RemoteObject>,
+        deletions: &Deletions<'_>,
+        policy: Policy,
+    ) -> Result<Vec<Action>> {
+        let mut out = Vec::new();
+        if policy.direction == plan::Direction::UploadOnly {
+            return Ok(out);
+        }
+        for l in local {
+            let unchanged = l.present && l.base_hash == Some(l.hash) && l.base_meta == l.meta;
+            if l.state != crate::state::SyncState::Conflict
+                || !unchanged
+                || remote.contains_key(l.key.as_str())
+            {
+                continue;
+            }
+            let proofs = deletions
+                .proofs
+                .get(&l.key)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            let bases = deletions
+                .bases
+                .get(&l.key)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            if !(plan::delete_saw(l, proofs) || plan::superseded(l, bases)) {
+                continue;
+            }
+            let reason = self.with_reader(|c| {
+                Ok(
+                    c.prepare_cached("SELECT conflict FROM objects WHERE key = ?1")?
+                        .query_row([&l.key], |r| r.get::<_, Option<String>>(0))
+                        .map(Some)
+                        .or_else(|e| match e {
+                            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                            e => Err(e),
+                        })?
+                        .flatten(),
+                )
+            })?;
+            if super::parse_reason(reason)
+                == Some(plan::ConflictReason::ModifiedLocallyDeletedRemotely)
+            {
+                out.push(Action::DeleteLocal {
+                    key: l.key.clone(),
+                    expect: plan::expect_of(Some(l)),
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// HEADs `keys`, at most `concurrency` at once.
