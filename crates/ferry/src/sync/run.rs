@@ -90,6 +90,18 @@ struct Deletions<'a> {
     emulated: bool,
 }
 
+impl Deletions<'_> {
+    /// The deletes of `key` the new records name.
+    fn proofs_of(&self, key: &str) -> &[plan::DeleteProof] {
+        self.proofs.get(key).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// The versions the new put records of `key` say they replaced.
+    fn bases_of(&self, key: &str) -> &[String] {
+        self.bases.get(key).map(Vec::as_slice).unwrap_or(&[])
+    }
+}
+
 /// The issue a run reports when a device's journal stream was rewritten
 /// below what this replica read (it lists the whole store instead).
 fn rewritten(endpoint: &str, device: &str, detail: &str) -> SyncIssue {
@@ -1228,17 +1240,9 @@ impl Bucket {
                 .into_iter()
                 .map(|a| {
                     let l = local_by_key.get(a.key()).copied();
-                    let proofs = deletions
-                        .proofs
-                        .get(a.key())
-                        .map(Vec::as_slice)
-                        .unwrap_or(&[]);
+                    let proofs = deletions.proofs_of(a.key());
                     let before = matches!(a, Action::DeleteLocal { .. });
-                    let bases = deletions
-                        .bases
-                        .get(a.key())
-                        .map(Vec::as_slice)
-                        .unwrap_or(&[]);
+                    let bases = deletions.bases_of(a.key());
                     let a = plan::unproven_delete(
                         a,
                         l,
@@ -1323,16 +1327,8 @@ impl Bucket {
             {
                 continue;
             }
-            let proofs = deletions
-                .proofs
-                .get(&l.key)
-                .map(Vec::as_slice)
-                .unwrap_or(&[]);
-            let bases = deletions
-                .bases
-                .get(&l.key)
-                .map(Vec::as_slice)
-                .unwrap_or(&[]);
+            let proofs = deletions.proofs_of(&l.key);
+            let bases = deletions.bases_of(&l.key);
             if !(plan::delete_saw(l, proofs) || plan::superseded(l, bases)) {
                 continue;
             }
