@@ -352,6 +352,9 @@ struct Actor {
     task: Option<JoinHandle<()>>,
     state: ActorState,
     op: String,
+    /// The key and version the replica's last applied request, a HEAD, saw
+    /// (an emulated conditional write checks by HEAD, then writes).
+    headed: Option<(String, Option<String>)>,
 }
 
 /// The scheduler: replicas, the store, the model, the seeded choices.
@@ -461,6 +464,7 @@ pub async fn run(dir: &Path, config: &SimConfig) -> Result<SimReport, SimFailure
             task: None,
             state: ActorState::Idle,
             op: String::new(),
+            headed: None,
         });
     }
     let mut sim = Sim {
@@ -688,6 +692,7 @@ impl Sim {
         } else {
             Verdict::Apply
         };
+        self.note_race(who, &what, verdict);
         if verdict != Verdict::Apply {
             self.faults += 1;
             self.log(format!("r{who} {what}: {verdict:?}"));
@@ -696,6 +701,36 @@ impl Sim {
         }
         let _ = reply.send(verdict);
         Ok(())
+    }
+
+    /// On a store that ignores conditions, a write or delete right after a
+    /// HEAD of its key is an emulated conditional one: when the version it
+    /// replaces is not the one the HEAD saw, the store broke the condition,
+    /// and a foreign write it removes is lost to the store's race.
+    fn note_race(&mut self, who: usize, what: &str, verdict: Verdict) {
+        let headed = self.actors[who].headed.take();
+        if verdict == Verdict::FailBefore {
+            return;
+        }
+        let mut words = what.split(' ');
+        let (verb, key) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+        if verb == "HEAD" && verdict == Verdict::Apply {
+            self.actors[who].headed = Some((key.to_owned(), self.store.etag_of(key)));
+            return;
+        }
+        let Some((headed_key, seen)) = headed else {
+            return;
+        };
+        if !self.config.ignore_conditions
+            || !matches!(verb, "PUT" | "DELETE")
+            || headed_key != key
+            || self.store.etag_of(key) == seen
+        {
+            return;
+        }
+        if let Some((data, _, _)) = self.store.snapshot().remove(key) {
+            self.model.raced(ContentHash::of(&data));
+        }
     }
 
     /// Drops the replica's running operation where it waits, and opens its
@@ -752,6 +787,7 @@ impl Sim {
                 task: None,
                 state: ActorState::Idle,
                 op: String::new(),
+                headed: None,
             },
         );
         self.log(format!("r{who} reopened after crashing in {old}"));
@@ -793,7 +829,8 @@ impl Sim {
         }
         let value = format!("f{}", self.step);
         let data = value_bytes(&value);
-        self.model.wrote(ContentHash::of(&data), value.clone());
+        self.model
+            .wrote_foreign(ContentHash::of(&data), value.clone());
         self.store.put_foreign(&key, data, "text/plain");
         self.log(format!("foreign put {key} = {value}"));
     }

@@ -24,6 +24,14 @@ pub(crate) struct Model {
     /// Content written again (moved, copied, rewritten with other
     /// metadata): it may legitimately live on after a delete saw it.
     rewritten: BTreeSet<ContentHash>,
+    /// Foreign writes (no journal, no ferry metadata).
+    foreign: BTreeSet<ContentHash>,
+    /// Foreign writes a replica's emulated conditional write removed: the
+    /// store ignored the condition and the foreign write landed between the
+    /// replica's HEAD and its write. No protocol keeps those (the foreign
+    /// client leaves nothing to recover from); design.md §"emulated
+    /// preconditions" names the race.
+    raced: BTreeSet<ContentHash>,
 }
 
 impl Model {
@@ -42,6 +50,20 @@ impl Model {
         }
     }
 
+    /// A foreign write of `hash`, named `name`.
+    pub(crate) fn wrote_foreign(&mut self, hash: ContentHash, name: String) {
+        self.foreign.insert(hash);
+        self.wrote(hash, name);
+    }
+
+    /// An emulated conditional write or delete replaced `hash` although the
+    /// version its HEAD saw was another: the store ignored the condition.
+    pub(crate) fn raced(&mut self, hash: ContentHash) {
+        if self.foreign.contains(&hash) {
+            self.raced.insert(hash);
+        }
+    }
+
     /// Content written again under a key (a move, a metadata change).
     pub(crate) fn rewrote(&mut self, hash: ContentHash) {
         self.rewritten.insert(hash);
@@ -54,7 +76,10 @@ impl Model {
             .map(|(k, (data, _, _))| (ContentHash::of(data), k.as_str()))
             .collect();
         for (hash, name) in &self.written {
-            if !present.contains_key(hash) && !self.superseded.contains(hash) {
+            if !present.contains_key(hash)
+                && !self.superseded.contains(hash)
+                && !self.raced.contains(hash)
+            {
                 return Err(format!(
                     "lost write: {name} was acknowledged, no later write or delete saw it, \
                      and no replica holds it"

@@ -628,19 +628,12 @@ fn plan_key(
             let r = r?;
             let lo = l?;
             let wants_content = !lo.cached && (policy.strategy == PullStrategy::Eager || lo.pinned);
+            // A version that overwrote our push unseen (a store that
+            // ignores conditional writes) is `unseen_overwrite`'s to catch:
+            // where conditions hold, a version based on what ours was based
+            // on was written after a delete of ours.
             if same && !wants_content {
                 adopt(r)
-            } else if !same
-                && lo.pushed_base.is_some()
-                && r.has_metadata
-                && r.base.is_some()
-                && r.base == lo.pushed_base
-                && r.device.as_deref() != Some(device)
-            {
-                // Our push and this version were both based on the same
-                // version: this one overwrote ours (a store that ignores
-                // conditional writes). Never pull over it.
-                conflict(ConflictReason::LostUpdate)
             } else {
                 fetch(r)
             }

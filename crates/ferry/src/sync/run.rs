@@ -88,6 +88,8 @@ struct Deletions<'a> {
     sealed: bool,
     /// The store ignores conditional deletes (ferry checks by HEAD).
     emulated: bool,
+    /// The store ignores conditional puts (ferry checks by HEAD).
+    emulated_put: bool,
 }
 
 impl Deletions<'_> {
@@ -585,11 +587,13 @@ impl Bucket {
         };
         // Keys whose last push failed, and when they may run again.
         let parked = self.parked()?;
-        // Whether the store's deletes are conditional only by our HEAD.
-        let emulated = self
+        // Whether the store's deletes and puts are conditional only by our
+        // HEAD.
+        let probe = self
             .setting_json::<BTreeMap<String, crate::remote::emulated::ProbeResult>>("probes")?
-            .and_then(|p| p.get(&endpoint).copied())
-            .is_some_and(|p| !p.conditional_delete);
+            .and_then(|p| p.get(&endpoint).copied());
+        let emulated = probe.is_some_and(|p| !p.conditional_delete);
+        let emulated_put = probe.is_some_and(|p| !p.conditional_put);
         let now = self.now_ms();
 
         // 2. Window by window: gather, plan, queue. Deletes wait until the
@@ -647,6 +651,7 @@ impl Bucket {
                 bases: &bases,
                 sealed: keys.is_some() && !restore,
                 emulated: emulated && !restore,
+                emulated_put: emulated_put && !restore,
             };
             let actions = self
                 .plan_window(
@@ -1259,7 +1264,7 @@ impl Bucket {
                         r,
                         bases,
                         proofs,
-                        deletions.emulated,
+                        deletions.emulated_put,
                         self.device_id(),
                         policy,
                     );

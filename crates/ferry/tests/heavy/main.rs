@@ -314,7 +314,8 @@ async fn encrypted_multi_gib_round_trip_folder_and_moto() {
 /// The simulator over many seeds (`FERRY_HEAVY_SIM_SEEDS`, default
 /// 20,000, from `FERRY_HEAVY_SIM_FROM`, default 1,000,000 so they are not
 /// the default suite's), two seeds at a time on two threads; every failing
-/// seed is printed with its replay line.
+/// seed is printed with its replay line. `FERRY_HEAVY_SIM_LIST` (seeds
+/// separated by commas or spaces) runs those seeds instead.
 #[test]
 fn simulator_many_seeds_keep_every_invariant() {
     let n: u64 = std::env::var("FERRY_HEAVY_SIM_SEEDS")
@@ -325,23 +326,32 @@ fn simulator_many_seeds_keep_every_invariant() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
-    let threads: Vec<_> = (0..2u64)
+    let seeds: Vec<u64> = match std::env::var("FERRY_HEAVY_SIM_LIST") {
+        Ok(list) => list
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().expect("FERRY_HEAVY_SIM_LIST holds u64 seeds"))
+            .collect(),
+        Err(_) => (from..from + n).collect(),
+    };
+    let n = seeds.len();
+    let seeds = std::sync::Arc::new(seeds);
+    let threads: Vec<_> = (0..2usize)
         .map(|t| {
+            let seeds = seeds.clone();
             std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                     .unwrap();
                 let mut failed = Vec::new();
-                let mut seed = from + t;
-                while seed < from + n {
+                for &seed in seeds.iter().skip(t).step_by(2) {
                     let dir = tempfile::tempdir().unwrap();
                     let config = ferry::sim::SimConfig::from_seed(seed);
                     if let Err(f) = rt.block_on(ferry::sim::run(dir.path(), &config)) {
                         eprintln!("{f}");
                         failed.push(seed);
                     }
-                    seed += 2;
                 }
                 failed
             })

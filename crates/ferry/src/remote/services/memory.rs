@@ -325,6 +325,14 @@ impl MemoryRemote {
             .unwrap_or(false)
     }
 
+    /// The ETag of the version at `key`, if any.
+    pub fn etag_of(&self, key: &str) -> Option<String> {
+        self.objects
+            .lock()
+            .ok()
+            .and_then(|o| o.get(key).map(|s| s.etag.clone()))
+    }
+
     /// Every object: key → (bytes, content type, metadata as stored, ferry's
     /// entries included).
     pub fn snapshot(&self) -> BTreeMap<String, (Bytes, String, Metadata)> {
