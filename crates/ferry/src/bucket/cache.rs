@@ -92,9 +92,30 @@ impl Bucket {
             Eviction::Oldest => "modified_ms ASC, key",
         };
         let candidates: Vec<(String, u64, ContentHash)> = self.with_reader(|c| {
+            // On a store that ignores conditional puts, a writer that
+            // checked by HEAD before our push may have overwritten it
+            // unseen: content is evicted only once a listing after our push
+            // showed our version still there (`base_modified_ms`, which a
+            // push clears), or the local copy could be the last one.
+            let emulated = crate::store::index::setting(c, "probes")?
+                .and_then(|v| {
+                    serde_json::from_str::<
+                        std::collections::BTreeMap<
+                            String,
+                            crate::remote::emulated::ProbeResult,
+                        >,
+                    >(&v)
+                    .ok()
+                })
+                .is_some_and(|p| p.values().any(|p| !p.conditional_put));
+            let confirmed = if emulated {
+                "AND base_modified_ms IS NOT NULL"
+            } else {
+                ""
+            };
             let sql = format!(
                 "SELECT key, size, hash FROM objects WHERE present = 1 AND cached = 1 AND pinned = 0 \
-                 AND state = 'synced' AND base_hash = hash ORDER BY {order}"
+                 AND state = 'synced' AND base_hash = hash {confirmed} ORDER BY {order}"
             );
             let mut stmt = c.prepare(&sql)?;
             let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?)))?;

@@ -222,25 +222,37 @@ fn value_bytes(value: &str) -> Bytes {
 }
 
 /// The content a replica holds at `key`, as the user sees it: a foreign
-/// object learned lazily has no known hash until it is read, so it is read.
-async fn seen_hash(b: &Bucket, key: &str) -> Option<ContentHash> {
+/// object learned lazily has no known hash until it is read, so it is read;
+/// when the read fails, the version the row agreed on (which a write over
+/// it replaces knowingly) is looked up in the store's history.
+async fn seen_hash(b: &Bucket, store: &MemoryRemote, key: &str) -> Option<ContentHash> {
     let meta = b.head(key).await.ok()?;
     if meta.hash != ContentHash([0; 32]) {
         return Some(meta.hash);
     }
-    b.get_bytes(key)
-        .await
+    if let Ok((_, data)) = b.get_bytes(key).await {
+        return Some(ContentHash::of(&data));
+    }
+    let etag: Option<String> = b
+        .with_reader(|c| {
+            Ok(c.query_row(
+                "SELECT base_etag FROM objects WHERE key = ?1",
+                [key],
+                |r| r.get(0),
+            )?)
+        })
         .ok()
-        .map(|(_, data)| ContentHash::of(&data))
+        .flatten();
+    store.content_of(&etag?)
 }
 
 impl Op {
-    async fn run(self, b: Bucket) -> Outcome {
+    async fn run(self, b: Bucket, store: MemoryRemote) -> Outcome {
         let mut out = Outcome::default();
         let result: crate::Result<String> = async {
             match self {
                 Op::Put { key, value } => {
-                    let old = seen_hash(&b, &key).await;
+                    let old = seen_hash(&b, &store, &key).await;
                     let data = value_bytes(&value);
                     let hash = ContentHash::of(&data);
                     b.put(&key, data, PutOptions::default()).await?;
@@ -271,7 +283,7 @@ impl Op {
                     Ok("ok".into())
                 }
                 Op::Delete { key } => {
-                    let old = seen_hash(&b, &key).await;
+                    let old = seen_hash(&b, &store, &key).await;
                     let deleted = b.delete(&key).await?;
                     if deleted {
                         out.saw.extend(old.map(|h| (h, true)));
@@ -280,7 +292,7 @@ impl Op {
                 }
                 Op::Move { from, to } => {
                     let (meta, data) = b.get_bytes(&from).await?;
-                    let old = seen_hash(&b, &to).await;
+                    let old = seen_hash(&b, &store, &to).await;
                     let opts = PutOptions {
                         content_type: Some(meta.content_type),
                         metadata: meta.metadata,
@@ -601,10 +613,11 @@ impl Sim {
         a.op = line;
         a.state = ActorState::Running;
         let bucket = a.bucket.clone();
+        let store = self.store.clone();
         let tx = self.tx.clone();
         let id = a.id;
         a.task = Some(tokio::spawn(async move {
-            let outcome = AssertUnwindSafe(op.run(bucket))
+            let outcome = AssertUnwindSafe(op.run(bucket, store))
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|panic| Outcome {

@@ -325,6 +325,12 @@ impl MemoryRemote {
             .unwrap_or(false)
     }
 
+    /// The content hash of the version `etag` names (every version this
+    /// store ever wrote).
+    pub fn content_of(&self, etag: &str) -> Option<crate::hash::ContentHash> {
+        self.contents.lock().ok().and_then(|c| c.get(etag).copied())
+    }
+
     /// The ETag of the version at `key`, if any.
     pub fn etag_of(&self, key: &str) -> Option<String> {
         self.objects
