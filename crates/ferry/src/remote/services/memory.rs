@@ -282,11 +282,15 @@ impl MemoryRemote {
     /// Stores `data` at `key` like a foreign S3 client; returns the etag.
     pub fn put_foreign(&self, key: &str, data: impl Into<Bytes>, content_type: &str) -> String {
         let etag = format!("\"m{}\"", self.versions.fetch_add(1, Ordering::SeqCst) + 1);
+        let data: Bytes = data.into();
+        if let Ok(mut contents) = self.contents.lock() {
+            contents.insert(etag.clone(), crate::hash::ContentHash::of(&data));
+        }
         if let Ok(mut objects) = self.objects.lock() {
             objects.insert(
                 key.to_owned(),
                 Stored {
-                    data: data.into(),
+                    data,
                     etag: etag.clone(),
                     content_type: content_type.to_owned(),
                     metadata: Metadata::new(),
@@ -308,6 +312,9 @@ impl MemoryRemote {
         };
         match objects.get_mut(key) {
             Some(s) => {
+                if let Ok(mut contents) = self.contents.lock() {
+                    contents.insert(etag.clone(), crate::hash::ContentHash::of(&s.data));
+                }
                 s.metadata = metadata;
                 s.etag = etag;
                 s.modified_ms = now;
