@@ -587,7 +587,9 @@ impl Bucket {
                 }
                 if let Some((cond, base)) = current
                     .as_ref()
-                    .and_then(|r| plan::own_unrecorded_push(&cond, r, self.device_id()))
+                    .and_then(|r| {
+                        plan::own_unrecorded_push(&cond, r, self.device_id(), &base, (hash, meta))
+                    })
                 {
                     // Our earlier attempt landed and its answer was lost; the
                     // local version changed since: it replaces our own.

@@ -820,15 +820,32 @@ pub fn unseen_overwrite(
     .unwrap_or(action)
 }
 
-/// A push for a new key (`If-None-Match: *`) met an object: when it is our
-/// own earlier push whose answer was lost (`ferry-device` is ours), the
-/// write that replaces it (`If-Match` on it, and the `ferry-base` naming it).
+/// A push's condition failed on an object that is our own earlier push
+/// whose answer was lost (`ferry-device` is ours), of a version the local
+/// one has replaced since: the write that replaces it (`If-Match` on it,
+/// and the `ferry-base` naming it). For a push on a new key (`If-None-Match:
+/// *`) any such object; for an `If-Match` push, one written on the same
+/// base as this push (`base`) with other content or metadata (the same
+/// version is this very push, landed).
 pub fn own_unrecorded_push(
     cond: &Precondition,
     r: &RemoteObject,
     device: &str,
+    base: &str,
+    version: (ContentHash, MetaDigest),
 ) -> Option<(Precondition, String)> {
-    if *cond != Precondition::IfAbsent || !is_ours(r, device) {
+    if !is_ours(r, device) {
+        return None;
+    }
+    let replaces = match cond {
+        Precondition::IfAbsent => true,
+        Precondition::IfMatch(_) => {
+            r.base.as_deref() == Some(base)
+                && (r.hash != Some(version.0) || r.meta != Some(version.1))
+        }
+        Precondition::None => false,
+    };
+    if !replaces {
         return None;
     }
     let next = Precondition::IfMatch(r.etag.clone());
