@@ -327,6 +327,10 @@ impl Op {
                 }
                 Op::Resolve => match b.conflicts().await?.first() {
                     Some(c) => {
+                        // Keeping both copies the local version to a new
+                        // key, which a later delete of this one does not
+                        // touch (also when the resolve fails after it).
+                        out.rewrote.extend(seen_hash(&b, &store, &c.key).await);
                         let done = b.resolve(&c.key, Resolution::KeepBoth).await?;
                         Ok(format!("{}: kept both ({:?})", c.key, done.renamed_to))
                     }
