@@ -559,6 +559,28 @@ impl Sim {
         self.check().await
     }
 
+    /// Whether a replica's index agreed on the version the store holds at
+    /// `key` (so its writer, if a replica, knows its push landed).
+    fn recorded(&self, key: &str) -> bool {
+        let Some(etag) = self.store.etag_of(key) else {
+            return false;
+        };
+        self.actors.iter().any(|a| {
+            a.bucket
+                .with_reader(|c| {
+                    Ok(c.query_row(
+                        "SELECT base_etag FROM objects WHERE key = ?1",
+                        [key],
+                        |r| r.get::<_, Option<String>>(0),
+                    )?)
+                })
+                .ok()
+                .flatten()
+                .as_deref()
+                == Some(etag.as_str())
+        })
+    }
+
     /// Moves every clock forward a little (each replica's by its own step).
     fn tick(&mut self) {
         let base = self.rng.random_range(0..1500);
@@ -824,9 +846,15 @@ impl Sim {
                     // On a store that ignores conditions a delete without a
                     // journal record cannot be told from one that raced an
                     // edit: ferry keeps the data (a conflict), so such a
-                    // delete is not one that must never be undone.
-                    let binding = !self.config.ignore_conditions;
-                    self.model.saw(ContentHash::of(data), binding);
+                    // delete is not one that must never be undone. Nor is
+                    // the delete of a ferry push whose answer was lost and
+                    // that no replica recorded yet: its writer cannot tell
+                    // a push that never landed from one deleted since, and
+                    // pushes again (the only way not to lose it).
+                    let hash = ContentHash::of(data);
+                    let binding = !self.config.ignore_conditions
+                        && (self.model.is_foreign(&hash) || self.recorded(&key));
+                    self.model.saw(hash, binding);
                     self.store.delete_foreign(&key);
                     self.log(format!("foreign delete {key}"));
                     return;

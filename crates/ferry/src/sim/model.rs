@@ -56,6 +56,11 @@ impl Model {
         self.wrote(hash, name);
     }
 
+    /// Whether `hash` was written by the foreign client.
+    pub(crate) fn is_foreign(&self, hash: &ContentHash) -> bool {
+        self.foreign.contains(hash)
+    }
+
     /// An emulated conditional write or delete replaced `hash` although the
     /// version its HEAD saw was another: the store ignored the condition.
     pub(crate) fn raced(&mut self, hash: ContentHash) {
