@@ -213,10 +213,14 @@ impl Bucket {
                         || (e.kind == RemoteErrorKind::NotFound
                             && matches!(cond, Precondition::IfMatch(_))) =>
                 {
-                    let current = match remote.head(&key).await {
+                    let mut current = match remote.head(&key).await {
                         Ok(c) => c,
                         Err(e) => return self.fail_attempt(&key, None, e).await,
                     };
+                    if let Some(c) = current.as_mut() {
+                        annotate(self.keyring()?.as_deref(), c);
+                    }
+                    let row = self.read_rows("WHERE key = ?1", Some(&key))?.pop();
                     match current {
                         // Gone: our own earlier attempt landed with its
                         // answer lost (or another delete did): deleted.
@@ -226,11 +230,16 @@ impl Bucket {
                         }
                         // A version this device wrote (a push whose answer
                         // was lost): the local delete came after it, so it
-                        // saw it. Deleted, conditional on that version.
+                        // saw it. Or the very version the delete saw, pushed
+                        // again by a writer that never learned it landed.
+                        // Deleted, conditional on that version.
                         Some(c)
                             if matches!(cond, Precondition::IfMatch(_))
                                 && c.hash.is_some()
-                                && c.device.as_deref() == Some(self.device_id()) =>
+                                && (c.device.as_deref() == Some(self.device_id())
+                                    || row
+                                        .as_ref()
+                                        .is_some_and(|l| plan::deleted_version_again(l, &c))) =>
                         {
                             match remote
                                 .delete(&key, Precondition::IfMatch(c.etag.clone()))

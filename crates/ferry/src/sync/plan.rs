@@ -683,7 +683,15 @@ fn plan_key(
             })
         }
         (LocalSide::Deleted, RemoteSide::Changed) => {
-            conflict(ConflictReason::DeletedLocallyModifiedRemotely)
+            let (lo, ro) = (l?, r?);
+            if ro.has_metadata && deleted_version_again(lo, ro) {
+                can_push.then(|| Action::DeleteRemote {
+                    key: key_s,
+                    cond: Precondition::IfMatch(ro.etag.clone()),
+                })
+            } else {
+                conflict(ConflictReason::DeletedLocallyModifiedRemotely)
+            }
         }
         (LocalSide::Deleted, RemoteSide::Deleted | RemoteSide::Absent) => {
             Some(Action::Forget { key: key_s })
@@ -771,7 +779,11 @@ pub fn unproven_delete(
 /// pull that would drop the last copy of our write. `bases` are the bases
 /// other devices' new journal entries name for this key, `proofs` the
 /// deletes they name (a delete that saw ours explains it). A version from a
-/// writer that is not ferry (no `ferry-device`) replaces ours as an edit.
+/// writer that is not ferry (no `ferry-device`) carries no base: it
+/// replaces ours as an edit once a listing after our push showed ours there
+/// (`base_modified_ms`); before that, a ferry writer may have overwritten
+/// ours unseen and the foreign write then hid the evidence, so it is a
+/// lost-update conflict too.
 ///
 /// Otherwise (and for actions other than a pull) `action` as it is.
 #[allow(clippy::too_many_arguments)]
@@ -799,8 +811,8 @@ pub fn unseen_overwrite(
         || l.pushed_base.is_none()
         || local_side(Some(l)) != LocalSide::Unchanged
         || !r.has_metadata
-        || r.device.is_none()
         || r.device.as_deref() == Some(device)
+        || (r.device.is_none() && l.base_modified_ms.is_some())
     {
         return action;
     }
@@ -818,6 +830,15 @@ pub fn unseen_overwrite(
         policy,
     )
     .unwrap_or(action)
+}
+
+/// Whether `r` is the very version (content and metadata) that `l` agreed
+/// on, written again under another ETag: the version a local delete of `l`
+/// saw, pushed again by a writer that never learned its first push landed
+/// (its answer lost) and then found the key empty. Deleting it removes
+/// nothing the user did not delete.
+pub fn deleted_version_again(l: &LocalEntry, r: &RemoteObject) -> bool {
+    r.hash.is_some() && r.hash == l.base_hash && r.meta.is_some() && r.meta == l.base_meta
 }
 
 /// A push's condition failed on an object that is our own earlier push
