@@ -9,7 +9,10 @@ use ferry::sim::{self, SimConfig};
 const DEFAULT_SEEDS: std::ops::Range<u64> = 0..40;
 
 /// Seeds that once broke an invariant: kept as regression cases.
-const REGRESSIONS: &[u64] = &[104, 151, 167, 254, 609, 939, 1234, 1276];
+const REGRESSIONS: &[u64] = &[
+    104, 151, 167, 254, 609, 939, 1234, 1276, 1000015, 1000292, 1001647, 1001701, 1003219, 1007255,
+    1009091, 1012280,
+];
 
 async fn run_seed(seed: u64) -> Result<sim::SimReport, sim::SimFailure> {
     let dir = tempfile::tempdir().expect("tempdir");
