@@ -235,11 +235,11 @@ async fn seen_hash(b: &Bucket, store: &MemoryRemote, key: &str) -> Option<Conten
     }
     let etag: Option<String> = b
         .with_reader(|c| {
-            Ok(c.query_row(
-                "SELECT base_etag FROM objects WHERE key = ?1",
-                [key],
-                |r| r.get(0),
-            )?)
+            Ok(
+                c.query_row("SELECT base_etag FROM objects WHERE key = ?1", [key], |r| {
+                    r.get(0)
+                })?,
+            )
         })
         .ok()
         .flatten();
@@ -247,7 +247,12 @@ async fn seen_hash(b: &Bucket, store: &MemoryRemote, key: &str) -> Option<Conten
 }
 
 impl Op {
-    async fn run(self, b: Bucket, store: MemoryRemote) -> Outcome {
+    async fn run(
+        self,
+        b: Bucket,
+        store: MemoryRemote,
+        early: Arc<std::sync::Mutex<Vec<ContentHash>>>,
+    ) -> Outcome {
         let mut out = Outcome::default();
         let result: crate::Result<String> = async {
             match self {
@@ -330,7 +335,12 @@ impl Op {
                         // Keeping both copies the local version to a new
                         // key, which a later delete of this one does not
                         // touch (also when the resolve fails after it).
-                        out.rewrote.extend(seen_hash(&b, &store, &c.key).await);
+                        if let Some(h) = seen_hash(&b, &store, &c.key).await {
+                            out.rewrote.push(h);
+                            if let Ok(mut e) = early.lock() {
+                                e.push(h);
+                            }
+                        }
                         let done = b.resolve(&c.key, Resolution::KeepBoth).await?;
                         Ok(format!("{}: kept both ({:?})", c.key, done.renamed_to))
                     }
@@ -371,6 +381,10 @@ struct Actor {
     /// The key and version the replica's last applied request, a HEAD, saw
     /// (an emulated conditional write checks by HEAD, then writes).
     headed: Option<(String, Option<String>)>,
+    /// Content the running operation wrote again before it finished (a
+    /// keep-both copy): a crash after it leaves the copy on disk, so the
+    /// model learns it from here too.
+    early: Arc<std::sync::Mutex<Vec<ContentHash>>>,
 }
 
 /// The scheduler: replicas, the store, the model, the seeded choices.
@@ -481,6 +495,7 @@ pub async fn run(dir: &Path, config: &SimConfig) -> Result<SimReport, SimFailure
             state: ActorState::Idle,
             op: String::new(),
             headed: None,
+            early: Arc::default(),
         });
     }
     let mut sim = Sim {
@@ -568,11 +583,11 @@ impl Sim {
         self.actors.iter().any(|a| {
             a.bucket
                 .with_reader(|c| {
-                    Ok(c.query_row(
-                        "SELECT base_etag FROM objects WHERE key = ?1",
-                        [key],
-                        |r| r.get::<_, Option<String>>(0),
-                    )?)
+                    Ok(
+                        c.query_row("SELECT base_etag FROM objects WHERE key = ?1", [key], |r| {
+                            r.get::<_, Option<String>>(0)
+                        })?,
+                    )
                 })
                 .ok()
                 .flatten()
@@ -640,10 +655,14 @@ impl Sim {
         a.state = ActorState::Running;
         let bucket = a.bucket.clone();
         let store = self.store.clone();
+        if let Ok(mut e) = a.early.lock() {
+            e.clear();
+        }
+        let early = a.early.clone();
         let tx = self.tx.clone();
         let id = a.id;
         a.task = Some(tokio::spawn(async move {
-            let outcome = AssertUnwindSafe(op.run(bucket, store))
+            let outcome = AssertUnwindSafe(op.run(bucket, store, early))
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|panic| Outcome {
@@ -797,6 +816,10 @@ impl Sim {
         // leader lock, open marker and writer thread go with it), as a
         // killed process's do.
         let old = std::mem::take(&mut a.op);
+        let early: Vec<ContentHash> = a.early.lock().map(|e| e.clone()).unwrap_or_default();
+        for hash in early {
+            self.model.rewrote(hash);
+        }
         let dead = self.actors.remove(who);
         let Actor {
             id,
@@ -827,6 +850,7 @@ impl Sim {
                 state: ActorState::Idle,
                 op: String::new(),
                 headed: None,
+                early: Arc::default(),
             },
         );
         self.log(format!("r{who} reopened after crashing in {old}"));

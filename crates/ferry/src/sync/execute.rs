@@ -594,12 +594,9 @@ impl Bucket {
                 if let Some(c) = current.as_mut() {
                     annotate(keys.as_deref(), c);
                 }
-                if let Some((cond, base)) = current
-                    .as_ref()
-                    .and_then(|r| {
-                        plan::own_unrecorded_push(&cond, r, self.device_id(), &base, (hash, meta))
-                    })
-                {
+                if let Some((cond, base)) = current.as_ref().and_then(|r| {
+                    plan::own_unrecorded_push(&cond, r, self.device_id(), &base, (hash, meta))
+                }) {
                     // Our earlier attempt landed and its answer was lost; the
                     // local version changed since: it replaces our own.
                     return Box::pin(self.push_one(remote, key, hash, cond, base, policy)).await;
