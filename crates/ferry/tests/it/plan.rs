@@ -1304,3 +1304,139 @@ fn a_local_delete_removes_our_own_unrecorded_push() {
         }]
     );
 }
+
+/// Seed 1000292: on a store that enforces conditions, a version based on
+/// what our push was based on (here: both created the key) was written
+/// after a delete of ours, so it is pulled; the planner alone never calls
+/// it a lost update (only `unseen_overwrite` does, where conditions are
+/// emulated).
+#[test]
+fn a_version_on_our_base_is_pulled_where_conditions_hold() {
+    let l = own_push();
+    let r = sibling(ferry::remote::BASE_NONE);
+    let acts = plan(&[l], &[r], &Scope::default(), Policy::default(), DEVICE);
+    assert!(matches!(acts.as_slice(), [Action::Pull { .. }]), "{acts:?}");
+}
+
+/// Seed 1001647: a plain client's version (no `ferry-device`, so no base)
+/// over our push that no listing confirmed yet may hide a ferry writer's
+/// unseen overwrite: a lost update where conditions are emulated. Once a
+/// listing after our push showed ours, the foreign version is an edit.
+#[test]
+fn a_foreign_version_over_an_unconfirmed_push_is_a_lost_update() {
+    let mut l = own_push();
+    l.base_modified_ms = None;
+    let mut r = sibling("irrelevant");
+    r.device = None;
+    r.base = None;
+    let policy = Policy::default();
+    let pull = Action::Pull {
+        key: "k".into(),
+        etag: "e2".into(),
+        expect: Expect::Present(h(1), Some(M0)),
+    };
+    let got = ferry::plan::unseen_overwrite(
+        pull.clone(),
+        Some(&l),
+        Some(&r),
+        &[],
+        &[],
+        true,
+        DEVICE,
+        policy,
+    );
+    assert!(
+        matches!(
+            got,
+            Action::Conflict {
+                reason: ConflictReason::LostUpdate,
+                ..
+            }
+        ),
+        "{got:?}"
+    );
+    l.base_modified_ms = Some(1_500);
+    let got = ferry::plan::unseen_overwrite(
+        pull.clone(),
+        Some(&l),
+        Some(&r),
+        &[],
+        &[],
+        true,
+        DEVICE,
+        policy,
+    );
+    assert_eq!(got, pull);
+}
+
+/// Seed 1012280: deleted here, and the remote holds the very version the
+/// delete saw under a new ETag (its writer pushed it again, never having
+/// learned its first push landed): deleted on that version, not a
+/// conflict that would keep it. Other content is still a conflict.
+#[test]
+fn a_deleted_version_written_again_is_deleted() {
+    let mut l = own_push();
+    l.present = false;
+    l.state = SyncState::PendingDelete;
+    let mut again = remote_obj("k", "e3".into(), Some(h(1)), Some(3_000), None);
+    again.has_metadata = true;
+    again.device = Some("other".into());
+    let acts = plan(
+        std::slice::from_ref(&l),
+        std::slice::from_ref(&again),
+        &Scope::default(),
+        Policy::default(),
+        DEVICE,
+    );
+    assert_eq!(
+        acts,
+        vec![Action::DeleteRemote {
+            key: "k".into(),
+            cond: Precondition::IfMatch("e3".into()),
+        }]
+    );
+    let mut other = again.clone();
+    other.hash = Some(h(2));
+    let acts = plan(&[l], &[other], &Scope::default(), Policy::default(), DEVICE);
+    assert!(
+        matches!(
+            acts.as_slice(),
+            [Action::Conflict {
+                reason: ConflictReason::DeletedLocallyModifiedRemotely,
+                ..
+            }]
+        ),
+        "{acts:?}"
+    );
+}
+
+/// Seed 1001701: an `If-Match` push that meets our own earlier push of the
+/// key on the same base (its answer lost, the local version replaced
+/// since) replaces it, conditional on it; the same version is this very
+/// push, landed, and another base is not ours to replace.
+#[test]
+fn an_if_match_push_replaces_our_own_unrecorded_push_on_its_base() {
+    let base = ferry::version_id(&h(0), Some(&M0));
+    let mut ours = sibling(&base);
+    ours.device = Some(DEVICE.into());
+    let cond = Precondition::IfMatch("e1".into());
+    let got = ferry::plan::own_unrecorded_push(&cond, &ours, DEVICE, &base, (h(5), M0));
+    let (next, next_base) = got.expect("replaces our own unrecorded push");
+    assert_eq!(next, Precondition::IfMatch("e2".into()));
+    assert_eq!(next_base, ferry::version_id(&h(2), Some(&M0)));
+    assert_eq!(
+        ferry::plan::own_unrecorded_push(&cond, &ours, DEVICE, &base, (h(2), M0)),
+        None,
+        "the same version is this push, landed"
+    );
+    assert_eq!(
+        ferry::plan::own_unrecorded_push(&cond, &ours, DEVICE, "other-base", (h(5), M0)),
+        None
+    );
+    let mut theirs = ours.clone();
+    theirs.device = Some("other".into());
+    assert_eq!(
+        ferry::plan::own_unrecorded_push(&cond, &theirs, DEVICE, &base, (h(5), M0)),
+        None
+    );
+}

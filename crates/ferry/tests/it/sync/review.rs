@@ -116,3 +116,53 @@ async fn a_push_does_not_consume_the_changes_it_did_not_pull() {
     assert_eq!(&a.bucket.get_bytes("k").await.unwrap().1[..], b"2");
     let _ = be.remote();
 }
+
+/// Sim seed 1000015: on a store that ignores conditional puts, a racing
+/// HEAD-then-PUT writer can overwrite our push unseen, so our local copy
+/// may be the last one of that write: it is evicted only once a listing
+/// after the push showed our version still there. Where conditions hold,
+/// a pushed version can go at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eviction_waits_for_a_listing_after_the_push_where_conditions_are_emulated() {
+    let data = vec![b'x'; 64 * 1024];
+    let full = SyncOptions {
+        full: true,
+        ..Default::default()
+    };
+    // Conditions enforced: evictable right after the push.
+    let enforced = replica_with(&Memory(MemoryRemote::new()), journal_config()).await;
+    enforced
+        .bucket
+        .put("k", data.clone(), PutOptions::default())
+        .await
+        .unwrap();
+    enforced.bucket.sync(full.clone()).await.unwrap();
+    assert!(enforced.bucket.evict(1 << 20).await.unwrap() > 0);
+
+    let store = MemoryRemote::new();
+    store.ignore_conditions(true);
+    let b = replica_with(&Memory(store.clone()), journal_config()).await;
+    assert_eq!(
+        b.bucket.status().await.unwrap().conditional_writes,
+        Some(false)
+    );
+    b.bucket
+        .put("k", data, PutOptions::default())
+        .await
+        .unwrap();
+    let r = b.bucket.sync(full.clone()).await.unwrap();
+    assert_eq!(r.pushed, 1, "{r:?}");
+    assert_eq!(
+        b.bucket.evict(1 << 20).await.unwrap(),
+        0,
+        "no listing showed our push yet: the local copy stays"
+    );
+    assert!(
+        b.bucket.residency("k").unwrap().cached,
+        "the content is still here"
+    );
+    // A listing after the push shows our version: now it may go.
+    b.bucket.sync(full).await.unwrap();
+    assert!(b.bucket.evict(1 << 20).await.unwrap() > 0);
+    assert!(!b.bucket.residency("k").unwrap().cached);
+}
