@@ -34,6 +34,10 @@ pub(crate) struct Pulled {
     pub remote_modified_ms: Option<i64>,
     /// The version stamp from its envelope (encrypted buckets).
     pub stamp: Option<u64>,
+    /// The version's `ferry-base` when this device wrote it (its
+    /// `ferry-device`): our own push whose answer was lost, now pulled
+    /// (a conflict kept both). It may never have been journaled.
+    pub own_base: Option<String>,
 }
 
 /// The outcome of one sync action.
@@ -322,6 +326,11 @@ pub(crate) fn apply(
             ])?;
             conn.prepare_cached("DELETE FROM outbox WHERE key = ?1 AND state <> 'inflight'")?
                 .execute([&key])?;
+            if let Some(base) = p.own_base.as_deref() {
+                // Our own push, pulled back: other replicas learn of it
+                // from the journal, which may never have named it.
+                journal_put(conn, &key, &p.etag, &p.hash, Some(base))?;
+            }
             if old.is_some_and(|(h, i, _)| h != p.hash || i != inline) {
                 release_old(conn, old, garbage)?;
             }
@@ -463,6 +472,7 @@ pub(crate) fn apply(
             if !matches(conn, &key, &expect)? {
                 return Ok(false);
             }
+            let deleted_here = reason == ConflictReason::DeletedLocallyModifiedRemotely;
             let reason = serde_json::to_value(reason)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
@@ -472,6 +482,14 @@ pub(crate) fn apply(
                     "UPDATE objects SET state = 'conflict', conflict = ?2, remote_etag = ?3 WHERE key = ?1",
                 )?
                 .execute(params![key, reason, remote_etag])?;
+            if n > 0 && deleted_here && matches!(expect, Expect::Tombstone) {
+                // The user deleted the version this replica agreed on; the
+                // journal says so although the remote holds another one: a
+                // writer whose push of that version was overwritten unseen
+                // (a store that ignores conditions) learns it was deleted,
+                // not lost. A delete record never deletes what is there.
+                journal_delete(conn, &key)?;
+            }
             Ok(n > 0)
         }
         SyncRecord::State { key, state, expect } => {

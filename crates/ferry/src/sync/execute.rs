@@ -602,10 +602,15 @@ impl Bucket {
                     return Box::pin(self.push_one(remote, key, hash, cond, base, policy)).await;
                 }
                 match current {
+                    // Our own version of these very bytes: this attempt's
+                    // earlier try, or an earlier push of ours on top of
+                    // another of ours whose answer was lost too (then its
+                    // base is that one's).
                     Some(mut r)
                         if r.hash == Some(hash)
                             && r.device.as_deref() == Some(self.device_id())
-                            && r.base.as_deref() == Some(base.as_str()) =>
+                            && (r.base.as_deref() == Some(base.as_str())
+                                || r.meta == Some(meta)) =>
                     {
                         annotate(keys.as_deref(), &mut r);
                         if r.meta != Some(meta) {
@@ -619,7 +624,7 @@ impl Bucket {
                             hash,
                             meta,
                             etag: r.etag,
-                            base,
+                            base: r.base.unwrap_or(base),
                             stamp: r.stamp,
                         })
                         .await?;

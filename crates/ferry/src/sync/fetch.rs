@@ -109,6 +109,10 @@ impl Bucket {
                 .ferry_mtime
                 .or(obj.modified_ms)
                 .unwrap_or_else(|| self.now_ms()),
+            own_base: obj
+                .base
+                .clone()
+                .filter(|_| obj.device.as_deref() == Some(self.device_id())),
             etag: obj.etag,
             stamp: obj.stamp,
         };

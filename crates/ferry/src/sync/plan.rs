@@ -832,6 +832,38 @@ pub fn unseen_overwrite(
     .unwrap_or(action)
 }
 
+/// Our own push landed with its answer lost, so the local row still
+/// holds it unagreed; another device saw it there and deleted it, and its
+/// delete record names those very bytes (`proofs`). The local version is
+/// what that delete saw: the key takes what the remote holds now (a later
+/// write, or nothing), never a conflict that would bring back what the
+/// user deleted. Otherwise (a local version the delete never saw, or no
+/// such record) `action` as it is.
+pub fn deleted_after_landing(
+    action: Action,
+    l: Option<&LocalEntry>,
+    r: Option<&RemoteObject>,
+    proofs: &[DeleteProof],
+    policy: Policy,
+) -> Action {
+    let Some(l) = l else {
+        return action;
+    };
+    if !l.present
+        || local_side(Some(l)) != LocalSide::Changed
+        || l.base_hash == Some(l.hash)
+        || policy.direction == Direction::UploadOnly
+        || !proofs.iter().any(|p| p.hash == Some(l.hash))
+        || !matches!(action, Action::Push { .. } | Action::Conflict { .. })
+    {
+        return action;
+    }
+    if r.is_some_and(|r| r.hash == Some(l.hash)) {
+        return action;
+    }
+    keep_remote_action(action.key(), Some(l), r)
+}
+
 /// Whether `r` is the very version (content and metadata) that `l` agreed
 /// on, written again under another ETag: the version a local delete of `l`
 /// saw, pushed again by a writer that never learned its first push landed

@@ -1268,6 +1268,7 @@ impl Bucket {
                         self.device_id(),
                         policy,
                     );
+                    let a = plan::deleted_after_landing(a, l, r, proofs, policy);
                     if before && !matches!(a, Action::DeleteLocal { .. }) {
                         tracing::warn!(
                             key = a.key(),
@@ -1312,7 +1313,11 @@ impl Bucket {
     /// the remote` over an unchanged local version) that a delete or put
     /// record read since explains: the record arrived after the listing
     /// that found the key gone. The deletion was proven after all, so the
-    /// local copy goes, as it would have had the record come first.
+    /// local copy goes, as it would have had the record come first. The
+    /// same for a `lost-update` conflict (`plan::unseen_overwrite`) over
+    /// our unchanged version: a record read since shows a device saw it
+    /// (deleted it, or replaced it knowingly) before the version the
+    /// remote holds now, which is pulled.
     fn proven_after_all(
         &self,
         local: &[LocalEntry],
@@ -1326,12 +1331,10 @@ impl Bucket {
         }
         for l in local {
             let unchanged = l.present && l.base_hash == Some(l.hash) && l.base_meta == l.meta;
-            if l.state != crate::state::SyncState::Conflict
-                || !unchanged
-                || remote.contains_key(l.key.as_str())
-            {
+            if l.state != crate::state::SyncState::Conflict || !unchanged {
                 continue;
             }
+            let r = remote.get(l.key.as_str()).copied();
             let proofs = deletions.proofs_of(&l.key);
             let bases = deletions.bases_of(&l.key);
             if !(plan::delete_saw(l, proofs) || plan::superseded(l, bases)) {
@@ -1349,13 +1352,24 @@ impl Bucket {
                         .flatten(),
                 )
             })?;
-            if super::parse_reason(reason)
-                == Some(plan::ConflictReason::ModifiedLocallyDeletedRemotely)
-            {
-                out.push(Action::DeleteLocal {
-                    key: l.key.clone(),
-                    expect: plan::expect_of(Some(l)),
-                });
+            match (super::parse_reason(reason), r) {
+                (Some(plan::ConflictReason::ModifiedLocallyDeletedRemotely), None) => {
+                    out.push(Action::DeleteLocal {
+                        key: l.key.clone(),
+                        expect: plan::expect_of(Some(l)),
+                    });
+                }
+                // A lost update raised before the record that shows the
+                // other writer (or a delete between) saw our version: the
+                // remote version follows ours, and is taken.
+                (Some(plan::ConflictReason::LostUpdate), Some(r)) if r.hash != Some(l.hash) => {
+                    out.push(Action::Pull {
+                        key: l.key.clone(),
+                        etag: r.etag.clone(),
+                        expect: plan::expect_of(Some(l)),
+                    });
+                }
+                _ => {}
             }
         }
         Ok(out)
