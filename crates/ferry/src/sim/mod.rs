@@ -648,6 +648,9 @@ impl Sim {
     }
 
     fn start(&mut self, who: usize, op: Op) {
+        if matches!(op, Op::Sync { .. }) {
+            self.model.syncing(who);
+        }
         let line = format!("r{who} {op}");
         self.log(line.clone());
         let a = &mut self.actors[who];
@@ -716,7 +719,7 @@ impl Sim {
                         return Err(format!("r{actor} panicked in {op}: {}", outcome.text));
                     }
                     for (hash, deleted) in &outcome.saw {
-                        self.model.saw(*hash, *deleted);
+                        self.model.saw(Some(actor), *hash, *deleted);
                     }
                     for hash in &outcome.rewrote {
                         self.model.rewrote(*hash);
@@ -878,7 +881,7 @@ impl Sim {
                     let hash = ContentHash::of(data);
                     let binding = !self.config.ignore_conditions
                         && (self.model.is_foreign(&hash) || self.recorded(&key));
-                    self.model.saw(hash, binding);
+                    self.model.saw(None, hash, binding);
                     self.store.delete_foreign(&key);
                     self.log(format!("foreign delete {key}"));
                     return;
@@ -894,7 +897,7 @@ impl Sim {
                     return;
                 }
             }
-            self.model.saw(ContentHash::of(data), false);
+            self.model.saw(None, ContentHash::of(data), false);
         }
         let value = format!("f{}", self.step);
         let data = value_bytes(&value);
@@ -918,6 +921,7 @@ impl Sim {
                 // Only a foreign writer needs a full listing to be seen.
                 let full = pass == 0 && self.foreign_writes;
                 let b = self.actors[i].bucket.clone();
+                self.model.syncing(i);
                 let opts = SyncOptions {
                     full,
                     // Time passes while settling: keys waiting out a
@@ -968,6 +972,13 @@ impl Sim {
                         "settle {pass}: r{i} resolved {} ({:?}) keeping both: {:?}",
                         c.key, c.reason, done.renamed_to
                     ));
+                    if let Some(copy) = &done.renamed_to {
+                        let (_, data) = b
+                            .get_bytes(copy)
+                            .await
+                            .map_err(|e| format!("settling, r{i} reading {copy}: {e}"))?;
+                        self.model.copied(i, ContentHash::of(&data));
+                    }
                     moved += 1;
                 }
             }

@@ -32,14 +32,52 @@ pub(crate) struct Model {
     /// client leaves nothing to recover from); design.md §"emulated
     /// preconditions" names the race.
     raced: BTreeSet<ContentHash>,
+    /// Per content a delete saw: the replicas that deleted it (`None` for
+    /// the foreign client, whose delete is on the store at once).
+    deleters: BTreeMap<ContentHash, BTreeSet<Option<usize>>>,
+    /// Of those, the replicas that began no sync since their delete: no
+    /// word of the delete left them.
+    unsent: BTreeMap<ContentHash, BTreeSet<usize>>,
+    /// Content a replica kept as a conflict copy while every delete that
+    /// saw it was still unsent: the copy is concurrent with the deletes
+    /// (it could not know of them), and keeping data is the side ferry
+    /// takes then. A delete after the copy makes it binding again.
+    concurrent: BTreeSet<ContentHash>,
 }
 
 impl Model {
-    /// An operation replaced `hash` knowingly (`deleted`: by deleting it).
-    pub(crate) fn saw(&mut self, hash: ContentHash, deleted: bool) {
+    /// An operation of replica `who` (`None`: the foreign client) replaced
+    /// `hash` knowingly (`deleted`: by deleting it).
+    pub(crate) fn saw(&mut self, who: Option<usize>, hash: ContentHash, deleted: bool) {
         self.superseded.insert(hash);
         if deleted {
             self.deleted.insert(hash);
+            self.concurrent.remove(&hash);
+            self.deleters.entry(hash).or_default().insert(who);
+            if let Some(who) = who {
+                self.unsent.entry(hash).or_default().insert(who);
+            }
+        }
+    }
+
+    /// Replica `who` began a sync: what it deleted may reach the others.
+    pub(crate) fn syncing(&mut self, who: usize) {
+        for unsent in self.unsent.values_mut() {
+            unsent.remove(&who);
+        }
+    }
+
+    /// Replica `who` kept `hash` as a conflict copy.
+    pub(crate) fn copied(&mut self, who: usize, hash: ContentHash) {
+        let Some(deleters) = self.deleters.get(&hash) else {
+            return;
+        };
+        let unsent = self.unsent.get(&hash);
+        let all_unsent = deleters
+            .iter()
+            .all(|d| d.is_some_and(|d| d != who && unsent.is_some_and(|u| u.contains(&d))));
+        if all_unsent {
+            self.concurrent.insert(hash);
         }
     }
 
@@ -93,7 +131,7 @@ impl Model {
         }
         for hash in &self.deleted {
             if let Some(key) = present.get(hash) {
-                if !self.rewritten.contains(hash) {
+                if !self.rewritten.contains(hash) && !self.concurrent.contains(hash) {
                     let name = self.written.get(hash).map(String::as_str).unwrap_or("?");
                     return Err(format!(
                         "resurrection: {name} was deleted by a delete that saw it, \

@@ -186,6 +186,21 @@ fn journal_delete(conn: &Connection, key: &str) -> Result<()> {
     Ok(())
 }
 
+/// Queues a delete entry naming the agreed version of `key`, which a local
+/// edit replaced and a conflict keeps from the key (its copy goes on under
+/// another key), unless an entry for `key` waits already: other writers
+/// learn that a device saw that version.
+fn journal_superseded(conn: &Connection, key: &str) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO journal_pending (key, op, etag, hash, base) \
+         SELECT key, 'delete', base_etag, base_hash, NULL FROM objects \
+         WHERE key = ?1 AND present = 1 AND base_etag IS NOT NULL \
+         AND (base_hash IS NOT hash OR base_meta IS NOT meta_digest)",
+    )?
+    .execute([key])?;
+    Ok(())
+}
+
 /// Queues a journal entry for a put of `key` on the remote, naming the
 /// version it replaced (`base`, its `ferry-base`). Consecutive puts not
 /// journaled yet keep the first one's base: the newest version descends
@@ -473,6 +488,10 @@ pub(crate) fn apply(
                 return Ok(false);
             }
             let deleted_here = reason == ConflictReason::DeletedLocallyModifiedRemotely;
+            let edited_here = matches!(
+                reason,
+                ConflictReason::BothModified | ConflictReason::RemoteChangedDuringPush
+            );
             let reason = serde_json::to_value(reason)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
@@ -489,6 +508,11 @@ pub(crate) fn apply(
                 // (a store that ignores conditions) learns it was deleted,
                 // not lost. A delete record never deletes what is there.
                 journal_delete(conn, &key)?;
+            } else if n > 0 && edited_here && matches!(expect, Expect::Present(..)) {
+                // The user replaced the agreed version (the replacement
+                // goes on as this conflict's copy): the same record, unless
+                // a put of ours waits to be journaled (it names its base).
+                journal_superseded(conn, &key)?;
             }
             Ok(n > 0)
         }
