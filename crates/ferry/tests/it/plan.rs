@@ -1440,3 +1440,80 @@ fn an_if_match_push_replaces_our_own_unrecorded_push_on_its_base() {
         None
     );
 }
+
+/// Seed 1012092: our push landed with its answer lost (the row holds the
+/// version unagreed); another device saw it there and deleted it, and its
+/// delete record names those bytes. The local version is what that delete
+/// saw: the key takes what the remote holds now (another device's later
+/// create, or nothing) instead of a both-created conflict or a push that
+/// brings it back. A local version the delete never saw keeps its action.
+#[test]
+fn a_landed_push_a_delete_saw_takes_the_remote() {
+    let mut l = own_push();
+    l.base_etag = None;
+    l.base_hash = None;
+    l.base_meta = None;
+    l.state = SyncState::Dirty;
+    let proof = ferry::plan::DeleteProof {
+        etag: Some("lost".into()),
+        hash: Some(h(1)),
+    };
+    let policy = Policy::default();
+    let later = remote_obj("k", "e9".into(), Some(h(9)), Some(9_000), None);
+    let conflict = Action::Conflict {
+        key: "k".into(),
+        reason: ConflictReason::BothCreated,
+        remote_etag: Some("e9".into()),
+    };
+    let got = ferry::plan::deleted_after_landing(
+        conflict.clone(),
+        Some(&l),
+        Some(&later),
+        std::slice::from_ref(&proof),
+        policy,
+    );
+    assert_eq!(
+        got,
+        Action::Pull {
+            key: "k".into(),
+            etag: "e9".into(),
+            expect: Expect::Present(h(1), Some(M0)),
+        }
+    );
+    let push = Action::Push {
+        key: "k".into(),
+        hash: h(1),
+        cond: Precondition::IfAbsent,
+        base: ferry::remote::BASE_NONE.into(),
+    };
+    let got = ferry::plan::deleted_after_landing(
+        push.clone(),
+        Some(&l),
+        None,
+        std::slice::from_ref(&proof),
+        policy,
+    );
+    assert_eq!(
+        got,
+        Action::DeleteLocal {
+            key: "k".into(),
+            expect: Expect::Present(h(1), Some(M0)),
+        }
+    );
+    // Other bytes: the delete never saw them.
+    let other = ferry::plan::DeleteProof {
+        etag: Some("lost".into()),
+        hash: Some(h(5)),
+    };
+    let got = ferry::plan::deleted_after_landing(
+        conflict.clone(),
+        Some(&l),
+        Some(&later),
+        std::slice::from_ref(&other),
+        policy,
+    );
+    assert_eq!(got, conflict);
+    // No record: the push goes on.
+    let got = ferry::plan::deleted_after_landing(push.clone(), Some(&l), None, &[], policy);
+    assert_eq!(got, push);
+}

@@ -166,3 +166,38 @@ async fn eviction_waits_for_a_listing_after_the_push_where_conditions_are_emulat
     assert!(b.bucket.evict(1 << 20).await.unwrap() > 0);
     assert!(!b.bucket.residency("k").unwrap().cached);
 }
+
+/// Seeds 1007242 and 1010170: on a store that ignores conditions, a
+/// foreign client overwrites A's pushed version; B, which holds that
+/// version, deletes it and meets the foreign one (a conflict). B's journal
+/// still says which version its delete saw, so A learns its version was
+/// deleted, not lost: A takes the foreign version without a lost-update
+/// conflict (whose copy would bring back what B deleted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_that_meets_a_later_version_still_names_the_one_it_saw() {
+    let store = MemoryRemote::new();
+    store.ignore_conditions(true);
+    let be = Memory(store.clone());
+    let a = replica_with(&be, journal_config()).await;
+    let b = replica_with(&be, journal_config()).await;
+    a.bucket
+        .put("k", b"v1".to_vec(), PutOptions::default())
+        .await
+        .unwrap();
+    a.bucket.sync(SyncOptions::default()).await.unwrap();
+    b.bucket.sync(SyncOptions::default()).await.unwrap();
+    assert_eq!(&b.bucket.get_bytes("k").await.unwrap().1[..], b"v1");
+    store.put_foreign("k", b"foreign".to_vec(), "text/plain");
+    b.bucket.delete("k").await.unwrap();
+    let r = b.bucket.sync(SyncOptions::default()).await.unwrap();
+    assert_eq!(r.conflicts.len(), 1, "B's delete met the foreign version: {r:?}");
+    let full = SyncOptions {
+        full: true,
+        ..Default::default()
+    };
+    let r = a.bucket.sync(full).await.unwrap();
+    assert!(r.conflicts.is_empty(), "{r:?}");
+    let (meta, data) = a.bucket.get_bytes("k").await.unwrap();
+    assert_eq!(&data[..], b"foreign");
+    assert_eq!(meta.state, SyncState::Synced);
+}
