@@ -107,7 +107,7 @@ impl Bucket {
                     >(&v)
                     .ok()
                 })
-                .is_some_and(|p| p.values().any(|p| !p.conditional_put));
+                .is_some_and(|p| p.values().any(|p| p.racy_puts()));
             let confirmed = if emulated {
                 "AND base_modified_ms IS NOT NULL"
             } else {

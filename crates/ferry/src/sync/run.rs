@@ -593,7 +593,7 @@ impl Bucket {
             .setting_json::<BTreeMap<String, crate::remote::emulated::ProbeResult>>("probes")?
             .and_then(|p| p.get(&endpoint).copied());
         let emulated = probe.is_some_and(|p| !p.conditional_delete);
-        let emulated_put = probe.is_some_and(|p| !p.conditional_put);
+        let emulated_put = probe.is_some_and(|p| p.racy_puts());
         let now = self.now_ms();
 
         // 2. Window by window: gather, plan, queue. Deletes wait until the

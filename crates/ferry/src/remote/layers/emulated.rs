@@ -133,6 +133,21 @@ pub struct ProbeResult {
     pub conditional_multipart: Option<bool>,
 }
 
+impl ProbeResult {
+    /// Whether a conditional put may overwrite a version it never saw: the
+    /// store ignores conditions on either write path, or ignores
+    /// conditional deletes, which ferry takes as a sign that it checks a
+    /// put's condition and then writes, not at once (s3s-fs 0.14.1 checks
+    /// the ETag, then streams the body: two `If-Match` puts on one version
+    /// both succeed, measured). Sync then trusts a pull over its own push
+    /// only when something shows the writer saw it.
+    pub fn racy_puts(&self) -> bool {
+        !self.conditional_put
+            || !self.conditional_delete
+            || self.conditional_multipart == Some(false)
+    }
+}
+
 /// Finds out whether `remote` enforces conditional writes, using scratch
 /// objects under `.ferry/probe/`. Fails (with the endpoint named) when the
 /// store cannot be reached or refuses the credentials.
