@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
 mod counting;
 mod crypto_bench;
+mod hostile_load;
 mod live_bench;
 mod remotes_bench;
 mod scale_bench;

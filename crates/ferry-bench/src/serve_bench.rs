@@ -3,7 +3,8 @@
 //! driven by the same AWS SDK client in this process: 4 KiB PUT and GET
 //! with 16 clients (requests/s), GET of a 1 GiB object (MB/s), and the
 //! gateway's peak RSS during that GET (a fresh `ferry serve` process, so
-//! its high-water mark is the GET's).
+//! its high-water mark is the GET's); last, another fresh one's peak RSS
+//! under hostile load (`hostile_load`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,7 +21,8 @@ const AK: &str = "ferrybench";
 const SK: &str = "ferrybenchsecret";
 const CLIENTS: usize = 16;
 
-struct Proc(Child);
+/// A child process, killed when dropped.
+pub(crate) struct Proc(pub(crate) Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -88,7 +90,9 @@ fn start_s3s_fs(dir: &Path) -> Result<(Proc, String)> {
     Ok((p, format!("http://127.0.0.1:{port}")))
 }
 
-fn start_ferry(ferry: &Path, bucket: &Path) -> Result<(Proc, String)> {
+/// A `ferry serve` of the bucket at `bucket`, named `bench`, on a free
+/// loopback port: the process and its endpoint.
+pub(crate) fn start_ferry(ferry: &Path, bucket: &Path) -> Result<(Proc, String)> {
     let port = free_port()?;
     let child = Command::new(ferry)
         .current_dir(bucket)
@@ -113,7 +117,7 @@ fn start_ferry(ferry: &Path, bucket: &Path) -> Result<(Proc, String)> {
 }
 
 /// The peak RSS of a process so far (`VmHWM`), in MiB.
-fn peak_rss_mib(pid: u32) -> Result<f64> {
+pub(crate) fn peak_rss_mib(pid: u32) -> Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kib: f64 = status
         .lines()
@@ -123,7 +127,8 @@ fn peak_rss_mib(pid: u32) -> Result<f64> {
     Ok(kib / 1024.0)
 }
 
-fn client(endpoint: &str) -> Client {
+/// The AWS SDK client of every serve figure: path style, the bench's key.
+pub(crate) fn client(endpoint: &str) -> Client {
     let creds = aws_sdk_s3::config::Credentials::new(AK, SK, None, None, "bench");
     let conf = aws_sdk_s3::config::Builder::new()
         .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
@@ -326,5 +331,6 @@ pub async fn run(dir: &Path, n: usize, big_mib: u64) -> Result<Vec<Row>> {
     });
     drop(serve);
     drop(s3s);
+    rows.extend(crate::hostile_load::run(&ferry, &bucket).await?);
     Ok(rows)
 }

@@ -11,12 +11,15 @@
 //!   shut down gracefully (what is in flight finishes).
 //! - A request body that sends nothing for [`Limits::body_timeout`] fails
 //!   its request: the upload is not committed.
-//! - At [`Limits::max_connections`] open connections, a new one is
-//!   answered `503` and closed, with a log line (at most one per minute);
-//!   serving TLS, it is closed without an answer (a plain one would not
-//!   read as TLS).
+//! - At [`Limits::max_connections`] open connections, the oldest one that
+//!   has not started a request yet gives way to the new one (a client
+//!   opening connections and sending nothing, or half a head, cannot hold
+//!   the gateway); when every one has, the new one is answered `503` and
+//!   closed, with a log line (at most one per minute); serving TLS, it is
+//!   closed without an answer (a plain one would not read as TLS).
 //! - Serving TLS, the handshake must end within [`Limits::header_timeout`].
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -69,6 +72,40 @@ fn busy() -> Vec<u8> {
     .into_bytes()
 }
 
+/// The open connections, oldest first, with what their watchdogs read and
+/// how to close them.
+#[derive(Default)]
+struct Open {
+    next: u64,
+    conns: BTreeMap<u64, (Arc<Activity>, Arc<tokio::sync::Notify>)>,
+}
+
+impl Open {
+    fn add(&mut self, activity: Arc<Activity>, close: Arc<tokio::sync::Notify>) -> u64 {
+        let id = self.next;
+        self.next += 1;
+        self.conns.insert(id, (activity, close));
+        id
+    }
+
+    /// Closes the oldest connection that has not started a request (and
+    /// forgets it); false when every one has.
+    fn evict_waiting(&mut self) -> bool {
+        let oldest = self
+            .conns
+            .iter()
+            .find(|(_, (a, _))| a.started.load(Ordering::Relaxed) == 0)
+            .map(|(id, _)| *id);
+        match oldest.and_then(|id| self.conns.remove(&id)) {
+            Some((_, close)) => {
+                close.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// Accepts connections on `listener` and serves each with `handler`.
 pub(crate) async fn accept(
     listener: tokio::net::TcpListener,
@@ -77,6 +114,7 @@ pub(crate) async fn accept(
     handler: Handler,
 ) {
     let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let registry = Arc::new(std::sync::Mutex::new(Open::default()));
     let mut backoff = Duration::from_millis(5);
     let mut warned: Option<Instant> = None;
     let mut http =
@@ -106,60 +144,108 @@ pub(crate) async fn accept(
                 continue;
             }
         };
-        let Ok(permit) = open.clone().try_acquire_owned() else {
-            if warned.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
-                tracing::warn!(
-                    "{} connections are open, the most allowed: new ones are answered 503 until some close",
-                    limits.max_connections
-                );
-                warned = Some(Instant::now());
+        let permit = match open.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            // At the cap: the oldest connection still waiting for its
+            // first request head gives way; the new one takes its slot
+            // once it closed.
+            Err(_)
+                if registry
+                    .lock()
+                    .map(|mut o| o.evict_waiting())
+                    .unwrap_or(false) =>
+            {
+                None
             }
-            if tls.is_some() {
-                drop(socket);
+            Err(_) => {
+                busy_answer(socket, &limits, &tls, &mut warned);
                 continue;
             }
-            // Answered and closed by a short task of its own: the
-            // request is drained for at most a second so the answer is
-            // not lost to a reset.
-            tokio::spawn(async move {
-                use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-                let mut socket = socket;
-                let _ = socket.write_all(&busy()).await;
-                let _ = socket.shutdown().await;
-                let mut sink = [0u8; 4096];
-                let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                    let mut left = 64usize << 10;
-                    while left > 0 {
-                        match socket.read(&mut sink).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => left = left.saturating_sub(n),
-                        }
-                    }
-                })
-                .await;
-            });
-            continue;
         };
         let http = http.clone();
         let handler = handler.clone();
         let limits = limits.clone();
         let tls = tls.clone();
+        let open = open.clone();
+        let registry = registry.clone();
         tokio::spawn(async move {
+            let permit = match permit {
+                Some(p) => p,
+                None => {
+                    match tokio::time::timeout(Duration::from_secs(1), open.acquire_owned()).await {
+                        Ok(Ok(p)) => p,
+                        _ => return,
+                    }
+                }
+            };
+            let activity = Arc::new(Activity::default());
+            let close = Arc::new(tokio::sync::Notify::new());
+            let id = match registry.lock() {
+                Ok(mut o) => o.add(activity.clone(), close.clone()),
+                Err(_) => return,
+            };
+            let conn = Conn { activity, close };
             match tls {
-                None => serve(&http, socket, &limits, handler).await,
+                None => serve(&http, socket, &limits, handler, &conn).await,
                 Some(tls) => {
                     let shake =
                         tokio::time::timeout(limits.header_timeout, tls.acceptor.accept(socket));
-                    match shake.await {
-                        Ok(Ok(stream)) => serve(&http, stream, &limits, handler).await,
-                        Ok(Err(e)) => tracing::debug!("a TLS handshake failed: {e}"),
-                        Err(_) => tracing::debug!("a TLS handshake did not end in time"),
+                    tokio::select! {
+                        shaken = shake => match shaken {
+                            Ok(Ok(stream)) => serve(&http, stream, &limits, handler, &conn).await,
+                            Ok(Err(e)) => tracing::debug!("a TLS handshake failed: {e}"),
+                            Err(_) => tracing::debug!("a TLS handshake did not end in time"),
+                        },
+                        _ = conn.close.notified() => {}
                     }
                 }
+            }
+            if let Ok(mut o) = registry.lock() {
+                o.conns.remove(&id);
             }
             drop(permit);
         });
     }
+}
+
+/// Answers a connection over the cap (`503`, or a close when serving TLS).
+fn busy_answer(
+    socket: tokio::net::TcpStream,
+    limits: &Limits,
+    tls: &Option<crate::tls::Tls>,
+    warned: &mut Option<Instant>,
+) {
+    if warned.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+        tracing::warn!(
+            "{} connections are open, the most allowed: new ones are answered 503 until some close",
+            limits.max_connections
+        );
+        *warned = Some(Instant::now());
+    }
+    if tls.is_some() {
+        drop(socket);
+        return;
+    }
+    // Answered and closed by a short task of its own: the
+    // request is drained for at most a second so the answer is
+    // not lost to a reset.
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut socket = socket;
+        let _ = socket.write_all(&busy()).await;
+        let _ = socket.shutdown().await;
+        let mut sink = [0u8; 4096];
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let mut left = 64usize << 10;
+            while left > 0 {
+                match socket.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => left = left.saturating_sub(n),
+                }
+            }
+        })
+        .await;
+    });
 }
 
 /// What a connection's watchdog reads: requests started and running, and
@@ -171,16 +257,24 @@ struct Activity {
     last_ms: AtomicU64,
 }
 
+/// One open connection: what its watchdog reads, and the signal that
+/// closes it (it gave way to a newer one at the cap).
+struct Conn {
+    activity: Arc<Activity>,
+    close: Arc<tokio::sync::Notify>,
+}
+
 async fn serve<S>(
     http: &hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
     socket: S,
     limits: &Limits,
     handler: Handler,
+    conn_of: &Conn,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let born = Instant::now();
-    let activity = Arc::new(Activity::default());
+    let activity = conn_of.activity.clone();
     let seen = activity.clone();
     let body_timeout = limits.body_timeout;
     let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
@@ -208,6 +302,7 @@ async fn serve<S>(
     loop {
         tokio::select! {
             _ = conn.as_mut() => return,
+            _ = conn_of.close.notified() => return,
             _ = ticks.tick() => {
                 let now = born.elapsed();
                 if activity.started.load(Ordering::Relaxed) == 0 {

@@ -325,7 +325,7 @@ async fn racing_edits_and_deletes_converge_and_lose_nothing() {
     assert_eq!(held, contents(&b.bucket).await, "the replicas converge");
     let remote = be.remote();
     let mut on_store = std::collections::BTreeMap::new();
-    for (key, _) in &held {
+    for key in held.keys() {
         let (_, mut body) = remote.get(key).await.unwrap();
         let mut data = Vec::new();
         tokio::io::AsyncReadExt::read_to_end(&mut body, &mut data)
