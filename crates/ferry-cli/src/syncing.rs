@@ -262,6 +262,7 @@ pub fn report_json(r: &SyncReport) -> serde_json::Value {
             "reason": c.reason.map(|x| x.describe()),
         })).collect::<Vec<_>>(),
         "errors": r.errors.iter().map(|e| json!({"key": e.key, "cause": e.cause, "retryable": e.retryable})).collect::<Vec<_>>(),
+        "missing_on_remote": r.missing_on_remote,
         "parked": r.parked,
         "full": r.full,
         "planned": r.planned.iter().filter(|a| shown(a)).map(|a| json!({
@@ -449,7 +450,8 @@ pub async fn status(global: &Global, args: StatusArgs) -> Result<(), CommandErro
         let v = json!({
             "total": s.total, "synced": s.synced, "dirty": s.dirty, "stale": s.stale,
             "conflicts": s.conflicts, "pending_delete": s.pending_delete, "orphan": s.orphan,
-            "cache_size": s.cache_size, "failed": s.failed, "remote": s.remote,
+            "cache_size": s.cache_size, "failed": s.failed,
+            "missing_on_remote": s.missing_on_remote, "remote": s.remote,
             "leader": s.leader, "leader_pid": s.leader_pid,
             "encrypted": s.encrypted, "locked": s.locked,
             "last_full_listing": s.last_full_listing.map(rfc3339),
@@ -482,6 +484,16 @@ pub async fn status(global: &Global, args: StatusArgs) -> Result<(), CommandErro
         out!("pending delete: {}", s.pending_delete);
         out!("orphan:         {}", s.orphan);
         out!("failed pushes:  {}", s.failed);
+        if s.missing_on_remote > 0 {
+            // Deleted on the remote by someone holding its credentials but
+            // not the key (or lost): kept here, pushed again.
+            out!("missing on remote (pushed again): {}", s.missing_on_remote);
+            if global.verbose > 0 {
+                for k in bucket.missing_on_remote()? {
+                    out!("    {k}");
+                }
+            }
+        }
         out!("cache size:     {}", human_size(s.cache_size));
         match s.last_full_listing {
             Some(t) => out!(

@@ -693,7 +693,13 @@ impl App {
         if token.whole() {
             return answer(200, out);
         }
-        for k in ["pending_delete", "orphan", "cache_size", "failed"] {
+        for k in [
+            "pending_delete",
+            "orphan",
+            "cache_size",
+            "failed",
+            "missing_on_remote",
+        ] {
             o.remove(k);
         }
         let mut counts = [0u64; 5];

@@ -197,6 +197,67 @@ fn encrypted_buckets_through_the_cli() {
     assert!(!root.join("r").exists());
 }
 
+/// Issue 22, finding 15: an object file removed from an encrypted remote
+/// by hand is pushed again by `ferry sync --full`, which names it, and
+/// `ferry status` counts it until a sync finds nothing missing.
+#[test]
+fn status_counts_what_the_last_sync_found_missing_on_the_remote() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let remote = root.join("remote");
+    let url = format!("file://{}", remote.display());
+    let pass = Some("s3cret words");
+    let mut init = vec!["init", "--encrypt", "--remote", &url];
+    init.extend(KDF);
+    ok(ferry(root, "a", pass, &init, b""));
+    ok(ferry(root, "a", pass, &["put", "doc"], b"keep me"));
+    ok(ferry(root, "a", pass, &["sync"], b""));
+    // The object's file, removed as a person with the storage credentials
+    // would (the one file there before `other` is pushed).
+    let objects: Vec<_> = std::fs::read_dir(&remote)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().is_some_and(|n| n != ".ferry"))
+        .collect();
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    // A second object: a listing with nothing in it would stop the run
+    // (the empty-listing rail) before any plan.
+    ok(ferry(root, "a", pass, &["put", "other"], b"untouched"));
+    ok(ferry(root, "a", pass, &["sync"], b""));
+    ok(ferry(root, "b", pass, &["init", "--remote", &url], b""));
+    ok(ferry(root, "b", pass, &["sync"], b""));
+    std::fs::remove_file(&objects[0]).unwrap();
+
+    let out = ferry(root, "b", pass, &["sync", "--full", "--json"], b"");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["missing_on_remote"],
+        serde_json::json!(["doc"]),
+        "{report}"
+    );
+    assert_eq!(report["pushed"], 1, "{report}");
+    assert_eq!(report["errors"][0]["key"], "doc", "{report}");
+    assert!(objects[0].exists(), "pushed again under its sealed name");
+    let text = stdout(&ok(ferry(root, "b", pass, &["status"], b"")));
+    assert!(
+        text.contains("missing on remote (pushed again): 1"),
+        "{text}"
+    );
+    let status = ok(ferry(root, "b", pass, &["status", "--json"], b""));
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(v["missing_on_remote"], 1, "{v}");
+    let verbose = stdout(&ok(ferry(root, "b", pass, &["-v", "status"], b"")));
+    assert!(verbose.contains("    doc\n"), "{verbose}");
+
+    // Nothing missing at the next sync: the line goes.
+    ok(ferry(root, "b", pass, &["sync", "--full"], b""));
+    let text = stdout(&ok(ferry(root, "b", pass, &["status"], b"")));
+    assert!(!text.contains("missing on remote"), "{text}");
+    let status = ok(ferry(root, "b", pass, &["status", "--json"], b""));
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(v["missing_on_remote"], 0, "{v}");
+}
+
 fn ferry_env(
     root: &Path,
     bucket: &str,

@@ -37,6 +37,12 @@ pub struct SyncSummary {
     pub conflicts: Vec<String>,
     /// Keys that failed, with causes.
     pub errors: Vec<(String, String)>,
+    /// Keys the remote no longer holds with nothing proving a device
+    /// deleted them (encrypted buckets): kept and pushed again
+    /// (`SyncReport::missing_on_remote`; each is in `errors` too). Absent
+    /// in lines older processes wrote.
+    #[serde(default)]
+    pub missing_on_remote: Vec<String>,
     /// Duration in ms.
     pub duration_ms: u64,
     /// Completion, ms since the Unix epoch.

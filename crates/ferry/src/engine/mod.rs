@@ -53,6 +53,7 @@ impl SyncSummary {
                 .iter()
                 .map(|e| (e.key.clone(), e.cause.clone()))
                 .collect(),
+            missing_on_remote: r.missing_on_remote.clone(),
             duration_ms: r.duration.as_millis() as u64,
             timestamp_ms: r
                 .timestamp
@@ -611,6 +612,7 @@ fn report_of(s: &SyncSummary) -> SyncReport {
                 retryable: true,
             })
             .collect(),
+        missing_on_remote: s.missing_on_remote.clone(),
         planned: Vec::new(),
         duration: Duration::from_millis(s.duration_ms),
         timestamp: Some(

@@ -290,6 +290,23 @@ struct JournalState {
     full_pages: Option<u64>,
 }
 
+/// Setting: the keys the last sync found missing on the remote
+/// ([`MissingOnRemote`]); absent when it found none.
+const MISSING_ON_REMOTE: &str = "missing_on_remote";
+
+/// Keys of [`MissingOnRemote`] kept in the setting (the count is exact).
+const MISSING_KEYS_KEPT: usize = 1000;
+
+/// What the last complete sync (not a dry run, not a filtered one) found
+/// missing on the remote, unproven deleted (setting `missing_on_remote`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct MissingOnRemote {
+    /// How many keys.
+    count: u64,
+    /// The first [`MISSING_KEYS_KEPT`] of them, in key order.
+    keys: Vec<String>,
+}
+
 /// How far a replica read (or wrote) one device's stream.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct StreamPos {
@@ -363,6 +380,12 @@ pub struct SyncReport {
     pub conflicts: Vec<ConflictInfo>,
     /// Keys that failed, with their causes.
     pub errors: Vec<SyncIssue>,
+    /// Keys of an encrypted bucket the remote no longer holds with no
+    /// delete record sealed by the bucket's key proving a device deleted
+    /// them (`plan::unproven_delete`): kept here and pushed again. Each is
+    /// in `errors` too, with that cause; `Status::missing_on_remote` counts
+    /// them after the run.
+    pub missing_on_remote: Vec<String>,
     /// Pushes not attempted: their key's last failure is parked (see
     /// `failures`; `SyncOptions::retry` tries them now).
     pub parked: u64,
@@ -397,6 +420,11 @@ pub struct Status {
     pub cache_size: u64,
     /// Outbox operations whose last attempt failed.
     pub failed: u64,
+    /// Objects the last sync found missing on the remote with nothing
+    /// proving a device deleted them (encrypted buckets): kept and pushed
+    /// again (`SyncReport::missing_on_remote`; `Bucket::missing_on_remote`
+    /// lists them).
+    pub missing_on_remote: u64,
     /// The remote URL, if one is set.
     pub remote: Option<String>,
     /// Whether the remote enforces conditional writes (after the probe).

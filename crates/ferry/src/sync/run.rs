@@ -847,6 +847,14 @@ impl Bucket {
             }
         }
         self.set_journal_state(&endpoint, jstate).await?;
+        report.missing_on_remote.sort();
+        report.missing_on_remote.dedup();
+        // A filtered run looked at some keys only: what the last complete
+        // run found stands.
+        if opts.filter.is_none() {
+            self.record_missing_on_remote(&report.missing_on_remote)
+                .await?;
+        }
 
         // Conflicts found earlier and still open are part of the picture.
         let known: HashSet<String> = report.conflicts.iter().map(|c| c.key.clone()).collect();
@@ -860,6 +868,31 @@ impl Bucket {
         report.duration = started.elapsed();
         report.timestamp = Some(self.inner.clock.now());
         Ok(report)
+    }
+
+    /// Replaces the setting `missing_on_remote` by what this run found
+    /// (`status` counts it); writes only when it changes, so an idle run
+    /// writes nothing.
+    async fn record_missing_on_remote(&self, keys: &[String]) -> Result<()> {
+        let found = super::MissingOnRemote {
+            count: keys.len() as u64,
+            keys: keys
+                .iter()
+                .take(super::MISSING_KEYS_KEPT)
+                .cloned()
+                .collect(),
+        };
+        let recorded: super::MissingOnRemote = self
+            .setting_json(super::MISSING_ON_REMOTE)?
+            .unwrap_or_default();
+        if recorded == found {
+            Ok(())
+        } else if found.count == 0 {
+            self.clear_setting(super::MISSING_ON_REMOTE).await
+        } else {
+            self.set_setting_json(super::MISSING_ON_REMOTE, &found)
+                .await
+        }
     }
 
     /// Writes the remote's [`PLAINTEXT_RECORD`](crate::remote::encrypted::PLAINTEXT_RECORD)
@@ -1275,6 +1308,7 @@ impl Bucket {
                             "a remote deletion nothing proves saw this version: kept"
                         );
                         if deletions.sealed {
+                            report.missing_on_remote.push(a.key().to_owned());
                             report.errors.push(SyncIssue {
                                 key: a.key().to_owned(),
                                 cause:

@@ -78,6 +78,8 @@ impl Bucket {
         // A destroyed bucket given a remote again lives again.
         self.clear_setting(DESTROYED).await?;
         if previous.as_ref().is_some_and(|p| !p.same_location(&spec)) {
+            // What the old remote was missing says nothing of the new one.
+            self.clear_setting(super::MISSING_ON_REMOTE).await?;
             let path = self.inner.index_path.clone();
             tokio::task::spawn_blocking(move || -> Result<()> {
                 let conn = index::open(&path, false)?;

@@ -1,5 +1,5 @@
 //! Reading the index for sync: windows of rows, residency, pins, status,
-//! conflicts and failures.
+//! conflicts, failures and what the last sync found missing on the remote.
 
 use std::collections::BTreeMap;
 
@@ -252,6 +252,9 @@ impl Bucket {
             .filter(|ms| *ms > 0)
             .max()
             .map(|ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64));
+        status.missing_on_remote = self
+            .setting_json::<super::MissingOnRemote>(super::MISSING_ON_REMOTE)?
+            .map_or(0, |m| m.count);
         let probes: BTreeMap<String, ProbeResult> =
             self.setting_json("probes")?.unwrap_or_default();
         status.conditional_writes = self
@@ -259,6 +262,19 @@ impl Bucket {
             .ok()
             .and_then(|r| probes.get(&r.endpoint()).map(|p| p.conditional_put));
         Ok(status)
+    }
+
+    /// The keys the last sync found missing on the remote with nothing
+    /// proving a device deleted them (an encrypted bucket: no delete record
+    /// sealed by its key names the version), which it kept and pushed
+    /// again; in key order, at most the first 1,000
+    /// ([`Status::missing_on_remote`] counts them all). A dry run or a
+    /// filtered sync leaves what the last complete one found.
+    pub fn missing_on_remote(&self) -> Result<Vec<String>> {
+        Ok(self
+            .setting_json::<super::MissingOnRemote>(super::MISSING_ON_REMOTE)?
+            .map(|m| m.keys)
+            .unwrap_or_default())
     }
 
     /// What the capability probe found for `endpoint` (a remote's

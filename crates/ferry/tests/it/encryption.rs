@@ -1384,6 +1384,116 @@ async fn foreign_objects_on_an_encrypted_remote_are_reported_not_pulled() {
     assert_eq!(report.errors[0].key, "plain-file.txt");
     assert!(report.errors[0].cause.contains("does not decrypt"));
     assert!(!b.bucket.exists("plain-file.txt").await.unwrap());
+    // A name this key cannot read is no key this bucket lost.
+    assert!(report.missing_on_remote.is_empty(), "{report:?}");
+    assert_eq!(b.bucket.status().await.unwrap().missing_on_remote, 0);
+}
+
+/// Issue 22, finding 15: an object removed from an encrypted remote by
+/// someone holding only the storage credentials (no delete record sealed
+/// by the bucket's key names it) deletes nothing here. A full sync keeps
+/// it, pushes it again, names it in the report and in the
+/// `sync-completed` event, and `status` counts it until a run that finds
+/// nothing missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_removed_from_the_remote_by_hand_is_kept_pushed_again_and_counted() {
+    let folder = Folder::new();
+    let root = folder.0.path().to_owned();
+    let a = first_device(folder.remote()).await;
+    let keys = a.bucket.key_file().unwrap().unlock(PASS).unwrap();
+    a.bucket
+        .put("doc", "keep me", PutOptions::default())
+        .await
+        .unwrap();
+    a.bucket
+        .put("other", "untouched", PutOptions::default())
+        .await
+        .unwrap();
+    sync_clean(&a.bucket).await;
+    let b = joining_device(folder.remote(), PASS).await;
+    assert_eq!(sync_clean(&b.bucket).await.pulled, 2);
+    assert_eq!(b.bucket.status().await.unwrap().missing_on_remote, 0);
+
+    // A person with the storage credentials deletes the object's file.
+    let file = remote_file_of(&root, &keys, "doc");
+    std::fs::remove_file(&file).unwrap();
+
+    let mut events = b.bucket.subscribe();
+    let report = b
+        .bucket
+        .sync(SyncOptions {
+            full: true,
+            ..SyncOptions::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        report.missing_on_remote,
+        vec!["doc".to_owned()],
+        "{report:?}"
+    );
+    assert_eq!(report.deleted_local, 0, "{report:?}");
+    assert_eq!(report.pushed, 1, "pushed again: {report:?}");
+    assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+    assert_eq!(report.errors[0].key, "doc");
+    assert!(
+        report.errors[0].cause.contains("missing on the remote"),
+        "{}",
+        report.errors[0].cause
+    );
+    let (_, data) = b.bucket.get_bytes("doc").await.unwrap();
+    assert_eq!(&data[..], b"keep me");
+    assert!(file.exists(), "the same sealed name is on the remote again");
+    let status = b.bucket.status().await.unwrap();
+    assert_eq!(status.missing_on_remote, 1, "{status:?}");
+    assert_eq!(status.total, 2);
+    assert_eq!(
+        b.bucket.missing_on_remote().unwrap(),
+        vec!["doc".to_owned()]
+    );
+    // The run's event names the key, as a failure and as missing.
+    let mut completed = None;
+    while let Ok(e) = events.try_recv() {
+        if let ferry::Event::SyncCompleted { result } = e {
+            completed = Some(result);
+        }
+    }
+    let completed = completed.expect("a sync-completed event");
+    assert_eq!(completed.missing_on_remote, vec!["doc".to_owned()]);
+    assert!(
+        completed.errors.iter().any(|(k, _)| k == "doc"),
+        "{completed:?}"
+    );
+
+    // A dry run leaves what the last sync found.
+    let dry = b
+        .bucket
+        .sync(SyncOptions {
+            dry_run: true,
+            full: true,
+            ..SyncOptions::default()
+        })
+        .await
+        .unwrap();
+    assert!(dry.missing_on_remote.is_empty(), "{dry:?}");
+    assert_eq!(b.bucket.status().await.unwrap().missing_on_remote, 1);
+
+    // The other device takes the version pushed again; a later run that
+    // finds nothing missing clears the count.
+    sync_clean(&a.bucket).await;
+    assert_eq!(&a.bucket.get_bytes("doc").await.unwrap().1[..], b"keep me");
+    let again = b
+        .bucket
+        .sync(SyncOptions {
+            full: true,
+            ..SyncOptions::default()
+        })
+        .await
+        .unwrap();
+    assert!(again.errors.is_empty(), "{:?}", again.errors);
+    assert!(again.missing_on_remote.is_empty(), "{again:?}");
+    assert_eq!(b.bucket.status().await.unwrap().missing_on_remote, 0);
+    assert!(b.bucket.missing_on_remote().unwrap().is_empty());
 }
 
 /// The lazy strategy learns encrypted objects (metadata from the envelope)

@@ -135,16 +135,16 @@ pub struct ProbeResult {
 
 impl ProbeResult {
     /// Whether a conditional put may overwrite a version it never saw: the
-    /// store ignores conditions on either write path, or ignores
-    /// conditional deletes, which ferry takes as a sign that it checks a
-    /// put's condition and then writes, not at once (s3s-fs 0.14.1 checks
-    /// the ETag, then streams the body: two `If-Match` puts on one version
-    /// both succeed, measured). Sync then trusts a pull over its own push
-    /// only when something shows the writer saw it.
+    /// store ignores conditional puts, or ignores conditional deletes,
+    /// which ferry takes as a sign that it checks a put's condition and
+    /// then writes, not at once (s3s-fs 0.14.1 checks the ETag, then
+    /// streams the body: two `If-Match` puts on one version both succeed,
+    /// measured). Sync then trusts a pull over its own push only when
+    /// something shows the writer saw it. (A store that ignores conditions
+    /// only on its multipart path, as moto 5.2.6 does, is not counted:
+    /// most pushes and every plain client's edit take the single path.)
     pub fn racy_puts(&self) -> bool {
-        !self.conditional_put
-            || !self.conditional_delete
-            || self.conditional_multipart == Some(false)
+        !self.conditional_put || !self.conditional_delete
     }
 }
 
