@@ -793,8 +793,14 @@ async fn connections_past_the_cap_are_answered_503() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let r = call(&addr, "GET", "/photos?list-type=2", &[], b"").await;
     assert_ne!(r.status, 503, "a silent connection gave way: {}", r.text());
-    let (_, closed) = until_closed(&mut silent[0], Duration::from_secs(2)).await;
-    assert!(closed, "the oldest silent connection was closed for it");
+    // One of them (the first the gateway registered) was closed for it.
+    let mut closed = 0;
+    for sock in &mut silent {
+        if until_closed(sock, Duration::from_millis(500)).await.1 {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 1, "one silent connection gave way, the others stay");
     drop(silent);
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Four running requests fill it: the next connection is answered 503.
