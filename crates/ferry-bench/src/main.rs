@@ -276,11 +276,15 @@ fn main() -> Result<()> {
         println!(
             "\nserve figures (ferry serve vs s3s-fs, separate processes, same client, same run)"
         );
-        let rows = rt.block_on(serve_bench::run(
+        let mut rows = rt.block_on(serve_bench::run(
             scratch.path(),
             args.serve_requests,
             args.serve_big_mib,
         ))?;
+        // Last, another fresh gateway of the same bucket under hostile load.
+        let ferry = scale_bench::ferry_binary()?;
+        let bucket = scratch.path().join("serve-bucket");
+        rows.extend(rt.block_on(hostile_load::run(&ferry, &bucket))?);
         print_table(&rows);
     }
     if args.suite == "scale" || args.suite == "all" {

@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context as _;
 
 use crate::args::{Global, ServeKeysArgs, ServeKeysCommand};
+use crate::config::{Access, StoredKey};
 use crate::{config, locate, CommandError};
 
 /// The key file, in the bucket directory (or the `--buckets` directory).
@@ -34,44 +35,6 @@ const LOCK_FILE: &str = "serve-keys.lock";
 
 /// The shortest secret accepted in `[serve.keys.NAME]`.
 const MIN_SECRET: usize = 16;
-
-/// What an app key may do in its buckets, as written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Access {
-    Read,
-    Write,
-}
-
-impl Access {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Access::Read => "read",
-            Access::Write => "write",
-        }
-    }
-}
-
-/// An app key as stored: in the key file's `keys` or as
-/// `[serve.keys.NAME]` (the secret is not in `Debug`).
-#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StoredKey {
-    pub access_key_id: String,
-    pub secret_access_key: String,
-    pub buckets: Vec<String>,
-    pub access: Access,
-}
-
-impl std::fmt::Debug for StoredKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoredKey")
-            .field("access_key_id", &self.access_key_id)
-            .field("buckets", &self.buckets)
-            .field("access", &self.access)
-            .finish_non_exhaustive()
-    }
-}
 
 impl StoredKey {
     fn app_key(&self, name: &str) -> ferry_gateway::AppKey {

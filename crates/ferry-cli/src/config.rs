@@ -24,6 +24,9 @@ use ferry::SyncConfig;
 
 use crate::CommandError;
 
+/// The data directory `ferry init` creates by default and discovery looks for.
+pub const DEFAULT_DIR: &str = ".ferry";
+
 /// A credential set.
 #[derive(Debug, Default, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -61,7 +64,7 @@ pub struct ServeSection {
     pub tokens: std::collections::BTreeMap<String, TokenSection>,
     /// The apps' S3 access keys, by name.
     #[serde(default)]
-    pub keys: std::collections::BTreeMap<String, crate::access_keys::StoredKey>,
+    pub keys: std::collections::BTreeMap<String, StoredKey>,
 }
 
 impl std::fmt::Debug for ServeSection {
@@ -246,7 +249,7 @@ fn read_layer(path: &Path, user: bool) -> anyhow::Result<Option<Layer>> {
 /// once is refused: which one wins would be a guess.
 pub fn bucket_file(dir: &Path) -> anyhow::Result<PathBuf> {
     let inside = dir.join("ferry.toml");
-    let beside = (dir.file_name() == Some(std::ffi::OsStr::new(crate::locate::DEFAULT_DIR)))
+    let beside = (dir.file_name() == Some(std::ffi::OsStr::new(DEFAULT_DIR)))
         .then(|| dir.parent().map(|p| p.join("ferry.toml")))
         .flatten();
     match beside {
@@ -726,5 +729,43 @@ pub async fn apply(bucket: &ferry::Bucket, file: &FileConfig) -> Result<bool, fe
 impl PartialEq for Layer {
     fn eq(&self, other: &Self) -> bool {
         self.path == other.path
+    }
+}
+
+/// What an app key may do in its buckets, as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    Read,
+    Write,
+}
+
+impl Access {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Read => "read",
+            Access::Write => "write",
+        }
+    }
+}
+
+/// An app key as stored: in the key file's `keys` or as
+/// `[serve.keys.NAME]` (the secret is not in `Debug`).
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoredKey {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub buckets: Vec<String>,
+    pub access: Access,
+}
+
+impl std::fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredKey")
+            .field("access_key_id", &self.access_key_id)
+            .field("buckets", &self.buckets)
+            .field("access", &self.access)
+            .finish_non_exhaustive()
     }
 }

@@ -8,8 +8,7 @@ use ferry::Bucket;
 use crate::args::Global;
 use crate::command_error::CommandError;
 
-/// The data directory `ferry init` creates by default and discovery looks for.
-pub const DEFAULT_DIR: &str = ".ferry";
+pub use crate::config::DEFAULT_DIR;
 
 /// Resolves the bucket directory without opening it.
 pub fn bucket_dir(global: &Global) -> Result<PathBuf, CommandError> {
