@@ -313,7 +313,11 @@ pub async fn sync(global: &Global, args: SyncArgs, mode: SyncMode) -> Result<(),
             "{}",
             serde_json::to_string_pretty(&report_json(&report)).context("encoding JSON")?
         );
-    } else if !global.quiet || !report.errors.is_empty() || !report.conflicts.is_empty() {
+    } else if !global.quiet
+        || !report.errors.is_empty()
+        || !report.conflicts.is_empty()
+        || !report.missing_on_remote.is_empty()
+    {
         print_summary(&report, args.dry_run)?;
     }
     if report.errors.is_empty() && (report.conflicts.is_empty() || args.dry_run) {
@@ -399,6 +403,16 @@ fn print_summary(r: &SyncReport, dry_run: bool) -> Result<(), CommandError> {
     }
     if !r.conflicts.is_empty() {
         out!("  settle each with `ferry resolve KEY keep-local|keep-remote|keep-both`");
+    }
+    if let Some(first) = r.missing_on_remote.first() {
+        let keys = match r.missing_on_remote.len() {
+            1 => first.clone(),
+            n => format!("{n} keys ({first}, ...)"),
+        };
+        eprintln!(
+            "  warning: {keys}: missing on the remote, and no delete record sealed by this \
+             bucket's key proves a device deleted it: kept here and pushed again"
+        );
     }
     // One line per cause: many keys failing the same way read as one.
     for (cause, keys) in failures_by_cause(&r.errors) {

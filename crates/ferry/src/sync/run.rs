@@ -1308,16 +1308,9 @@ impl Bucket {
                             "a remote deletion nothing proves saw this version: kept"
                         );
                         if deletions.sealed {
+                            // Not a failure: kept and pushed again, and
+                            // named in the report, the event and `status`.
                             report.missing_on_remote.push(a.key().to_owned());
-                            report.errors.push(SyncIssue {
-                                key: a.key().to_owned(),
-                                cause:
-                                    "missing on the remote, and no delete record sealed by this \
-                                    bucket's key proves a device deleted it: kept here and \
-                                    pushed again"
-                                        .into(),
-                                retryable: false,
-                            });
                         }
                     }
                     a
