@@ -47,7 +47,7 @@ impl Bucket {
     }
 
     /// A new bucket holding `file`, unlocked with its `keys`.
-    async fn create_unlocked(
+    pub(crate) async fn create_unlocked(
         dir: &Path,
         config: BucketConfig,
         file: KeyFile,

@@ -182,8 +182,9 @@ fn describe(view: &View) -> String {
         .join(", ")
 }
 
-/// Every replica holds what the first does, and so does the store.
-pub(crate) fn check_convergence(views: &[View], remote: &View) -> Result<(), String> {
+/// Every replica holds what the first does, and so does `other` (the
+/// store, or a device joining once they settled), named `whom`.
+pub(crate) fn check_convergence(views: &[View], other: &View, whom: &str) -> Result<(), String> {
     let Some(first) = views.first() else {
         return Ok(());
     };
@@ -196,11 +197,11 @@ pub(crate) fn check_convergence(views: &[View], remote: &View) -> Result<(), Str
             ));
         }
     }
-    if remote != first {
+    if other != first {
         return Err(format!(
-            "divergence: the replicas hold {{{}}} but the store holds {{{}}}",
+            "divergence: the replicas hold {{{}}} but {whom} holds {{{}}}",
             describe(first),
-            describe(remote)
+            describe(other)
         ));
     }
     Ok(())
@@ -226,9 +227,28 @@ pub(crate) async fn check_replica(i: usize, bucket: &Bucket) -> Result<(), Strin
             .map(|m| format!("{} ({})", m.key, m.state))
             .collect();
         let failures = bucket.failures().await.map_err(err)?;
+        let rows: Vec<String> = bucket
+            .with_reader(|c| {
+                let mut st = c.prepare(
+                    "SELECT key, state, present, base_etag IS NOT NULL, hash = base_hash \
+                     FROM objects WHERE state NOT IN ('synced', 'stale')",
+                )?;
+                let rows = st.query_map([], |r| {
+                    Ok(format!(
+                        "{} state {} present {} base {} hash as base {:?}",
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, Option<i64>>(4)?
+                    ))
+                })?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .unwrap_or_default();
         return Err(format!(
             "r{i}: status after settling is {s:?} with {} objects listed; unsettled: \
-             {unsettled:?}; failures: {failures:?}",
+             {unsettled:?}; rows: {rows:?}; failures: {failures:?}",
             listed.len()
         ));
     }

@@ -152,6 +152,7 @@ impl Bucket {
             self.set_setting_json(SCOPE_FILTER, &filter).await?;
         }
         self.orphan_out_of_scope("").await?;
+        self.readopt_in_scope().await?;
         self.pull_new_scope().await
     }
 
@@ -159,13 +160,70 @@ impl Bucket {
     /// Adding a prefix when everything syncs narrows the scope to that prefix.
     pub async fn add_scope(&self, prefix: &str) -> Result<SyncReport> {
         let mut scopes = self.scopes()?;
+        // Unless everything synced (then a prefix narrows it), the scope
+        // grows by what it did not hold.
+        let grows = !scopes.iter().any(|s| s.is_empty()) && !scopes.iter().any(|s| s == prefix);
         scopes.retain(|s| !s.is_empty());
         if !scopes.iter().any(|s| s == prefix) {
             scopes.push(prefix.to_owned());
         }
         scopes.sort();
         self.set_setting_json("scopes", &scopes).await?;
+        if grows {
+            self.readopt_in_scope().await?;
+        }
         self.pull_new_scope().await
+    }
+
+    /// After the scope grew: rows it holds again that an earlier, narrower
+    /// scope made orphans take back the state their two sides say (`dirty`
+    /// when changed here since the version agreed on, so they are pushed;
+    /// else `synced`, or `stale` without local content), and the next sync
+    /// of every remote is a full reconcile, since the journal records that
+    /// named their keys while they were out of scope were read and passed
+    /// over. Both hold when the pull that follows fails.
+    async fn readopt_in_scope(&self) -> Result<()> {
+        let scope = self.effective_scope()?;
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.read_page(
+                "state <> 'synced' AND state = 'orphan'",
+                after.as_deref(),
+                super::run::WINDOW,
+            )?;
+            let Some(last) = page.last().map(|l| l.key.clone()) else {
+                break;
+            };
+            for l in page {
+                if !l.present || !scope.contains(&l.key) {
+                    continue;
+                }
+                let agreed =
+                    l.base_etag.is_some() && l.base_hash == Some(l.hash) && l.base_meta == l.meta;
+                let state = match (agreed, l.cached) {
+                    (false, _) => SyncState::Dirty,
+                    (true, true) => SyncState::Synced,
+                    (true, false) => SyncState::Stale,
+                };
+                let expect = Some(crate::sync::plan::Expect::Present(l.hash, l.meta));
+                self.record(SyncRecord::State {
+                    key: l.key,
+                    state,
+                    expect,
+                })
+                .await?;
+            }
+            after = Some(last);
+        }
+        let mut all: std::collections::BTreeMap<String, super::JournalState> =
+            self.setting_json("journal")?.unwrap_or_default();
+        if all.values().any(|s| s.pos.is_some()) {
+            for s in all.values_mut() {
+                s.pos = None;
+            }
+            self.set_setting_json("journal", &all).await?;
+        }
+        Ok(())
     }
 
     /// A pull of the whole scope (what it gained predates the journal).

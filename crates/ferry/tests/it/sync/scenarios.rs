@@ -487,6 +487,29 @@ pub async fn scopes_add_pulls_and_remove_orphans(be: &dyn Backend) {
     assert_eq!(c.bucket.status().await.unwrap().orphan, 1);
 }
 
+/// An edit made while its key was out of the scope is pushed once the
+/// scope holds the key again (found by the simulator: the key stayed
+/// `orphan` and its edit never left the device).
+pub async fn an_edit_made_out_of_scope_is_pushed_when_the_scope_grows(be: &dyn Backend) {
+    let a = replica(be).await;
+    put(&a.bucket, "a/1", b"a1").await;
+    put(&a.bucket, "b/1", b"b1").await;
+    sync(&a.bucket).await;
+    let c = replica(be).await;
+    sync(&c.bucket).await;
+    c.bucket.add_scope("a/").await.unwrap();
+    put(&c.bucket, "b/1", b"b2 edited out of scope").await;
+    sync(&c.bucket).await;
+    assert_eq!(c.bucket.head("b/1").await.unwrap().state, SyncState::Orphan);
+    c.bucket.add_scope("b/").await.unwrap();
+    assert_eq!(c.bucket.head("b/1").await.unwrap().state, SyncState::Dirty);
+    sync(&c.bucket).await;
+    let s = c.bucket.status().await.unwrap();
+    assert_eq!((s.orphan, s.dirty, s.synced), (0, 0, 2), "{s:?}");
+    sync(&a.bucket).await;
+    assert_eq!(read(&a.bucket, "b/1").await, b"b2 edited out of scope");
+}
+
 pub async fn unreachable_remote_mid_sync_loses_nothing(be: &dyn Backend) {
     let a = replica_with(
         be,
@@ -588,6 +611,7 @@ macro_rules! all_scenarios {
             plain_client_objects_round_trip,
             lazy_pull_downloads_on_first_get,
             scopes_add_pulls_and_remove_orphans,
+            an_edit_made_out_of_scope_is_pushed_when_the_scope_grows,
             unreachable_remote_mid_sync_loses_nothing,
             remote_names_that_are_not_keys_are_reported_and_skipped,
             dry_run_changes_nothing,
