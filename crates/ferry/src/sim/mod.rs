@@ -1125,7 +1125,7 @@ impl Sim {
                 // The scope is wide already; its pull stopped at the rail
                 // (every key it synced under a prefix is gone), which the
                 // passes below answer as the user would.
-                Err(e @ crate::error::Error::EmptyRemote { .. }) => format!("{}", plain(&e)),
+                Err(e @ crate::error::Error::EmptyRemote { .. }) => plain(&e),
                 Err(e) => return Err(format!("settling, r{i} scope add '': {e}")),
             };
             self.log(format!(
