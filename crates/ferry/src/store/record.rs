@@ -115,6 +115,9 @@ pub(crate) enum SyncRecord {
     },
     /// Evict a synced object's local content.
     Evicted { key: String, hash: ContentHash },
+    /// Raise the newest version stamp seen for each key to at least the
+    /// one given (floors read from other devices' delete records).
+    Stamps { batch: Vec<(String, u64)> },
     /// Reads counted in memory: (key, last read ms, count).
     Accessed { batch: Vec<(String, i64, i64)> },
     /// Pin or unpin a present object.
@@ -539,6 +542,12 @@ pub(crate) fn apply(
                 release_old(conn, old, garbage)?;
             }
             Ok(n > 0)
+        }
+        SyncRecord::Stamps { batch } => {
+            for (key, stamp) in batch {
+                note_stamp(conn, &key, Some(stamp))?;
+            }
+            Ok(true)
         }
         SyncRecord::Accessed { batch } => {
             apply_accesses(conn, &batch)?;

@@ -340,9 +340,24 @@ impl Bucket {
                 modified_ms,
             } => {
                 // Our own push whose answer was lost: it keeps what it was based on.
+                let stamp = match &seen {
+                    Some(s) if s.etag == etag && s.stamp.is_some() => s.stamp,
+                    // A version adopted from a listing: its stamp is read,
+                    // so a later push of ours over it seals a larger one.
+                    _ if self.is_encrypted() => match remote.head(&key).await {
+                        Ok(Some(c)) if c.etag == etag => c.stamp,
+                        Ok(_) => None,
+                        Err(e) => return Err(Error::Remote(e)),
+                    },
+                    _ => None,
+                };
                 let pushed_base = seen
                     .filter(|s| s.device.as_deref() == Some(self.device_id()))
                     .and_then(|s| s.base);
+                if let Some(stamp) = stamp {
+                    let batch = vec![(key.clone(), stamp)];
+                    self.record(SyncRecord::Stamps { batch }).await?;
+                }
                 self.record(SyncRecord::Adopted {
                     key,
                     etag,
@@ -532,7 +547,22 @@ impl Bucket {
         // Encrypted buckets seal a version stamp in the envelope: larger
         // than any this replica has seen for the key.
         let stamp = if self.is_encrypted() {
-            let seen = self.seen_stamp(key)?.unwrap_or(0);
+            let mut seen = self.seen_stamp(key)?.unwrap_or(0);
+            // An If-Match push over another version than the one this
+            // replica agreed on (a conflict settled by keeping ours) may
+            // replace a version whose stamp it never read: read it, or a
+            // writer whose clock is behind seals a smaller stamp over it,
+            // which every replica that saw it refuses as a rollback.
+            if let Precondition::IfMatch(etag) = &cond {
+                let agreed = self.local_entry(key)?.and_then(|l| l.base_etag);
+                if agreed.as_deref() != Some(etag.as_str()) {
+                    match remote.head(key).await {
+                        Ok(Some(c)) if c.etag == *etag => seen = seen.max(c.stamp.unwrap_or(0)),
+                        Ok(_) => {}
+                        Err(e) => return self.fail_attempt(key, Some(hash), e).await,
+                    }
+                }
+            }
             Some((self.now_ms().max(0) as u64).max(seen.saturating_add(1)))
         } else {
             None

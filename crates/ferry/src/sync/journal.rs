@@ -73,6 +73,12 @@ pub struct Entry {
     /// writer saw it. None in deletes and in older records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<String>,
+    /// Deletes in encrypted buckets: the deleter's version stamp floor for
+    /// the key (past the stamp of every version it saw), so a device that
+    /// creates the key again seals a larger stamp than the deleted version
+    /// carried, whatever its clock says. None in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stamp: Option<u64>,
 }
 
 /// One journal record.

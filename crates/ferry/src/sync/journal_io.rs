@@ -163,8 +163,10 @@ impl Bucket {
         let page = |after: &str| -> Result<Vec<journal::Entry>> {
             self.with_reader(|c| {
                 let mut stmt = c.prepare_cached(
-                    "SELECT key, op, etag, hash, base FROM journal_pending WHERE key > ?1 \
-                     ORDER BY key LIMIT ?2",
+                    "SELECT p.key, p.op, p.etag, p.hash, p.base, \
+                     CASE WHEN p.op = 'delete' THEN s.stamp END \
+                     FROM journal_pending p LEFT JOIN stamps s ON s.key = p.key \
+                     WHERE p.key > ?1 ORDER BY p.key LIMIT ?2",
                 )?;
                 let rows =
                     stmt.query_map(rusqlite::params![after, journal::MAX_ENTRIES as i64], |r| {
@@ -178,6 +180,9 @@ impl Bucket {
                             etag: r.get(2)?,
                             hash: r.get::<_, Option<Vec<u8>>>(3)?.map(hex::encode),
                             base: r.get(4)?,
+                            stamp: r
+                                .get::<_, Option<i64>>(5)?
+                                .and_then(|s| u64::try_from(s).ok()),
                         })
                     })?;
                 Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)

@@ -437,6 +437,8 @@ impl Bucket {
         // matters (`plan::unproven_delete`). A full reconcile reads the
         // records too, for these.
         let mut proofs: HashMap<String, Vec<plan::DeleteProof>> = HashMap::new();
+        // Version stamp floors the delete records name (encrypted buckets).
+        let mut floors: Vec<(String, u64)> = Vec::new();
         let mut bases: HashMap<String, Vec<String>> = HashMap::new();
         let mut keys_named = true;
         'streams: for (device, seqs) in streams.iter().filter(|(d, _)| **d != me) {
@@ -503,6 +505,9 @@ impl Bucket {
                     if validate_key(&e.key).is_err() || !scope.contains(&e.key) {
                         continue;
                     }
+                    if let (journal::Op::Delete, Some(stamp)) = (&e.op, e.stamp) {
+                        floors.push((e.key.clone(), stamp));
+                    }
                     if e.op == journal::Op::Delete {
                         proofs
                             .entry(e.key.clone())
@@ -554,6 +559,11 @@ impl Bucket {
                     })
                     .or_insert(*own);
             }
+        }
+        if !floors.is_empty() {
+            // Before anything is pushed: a key created again here gets a
+            // stamp past the version the deleter saw.
+            self.record(SyncRecord::Stamps { batch: floors }).await?;
         }
         report.full = full;
         let mut restore = opts.restore_remote;

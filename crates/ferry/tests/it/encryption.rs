@@ -2207,3 +2207,85 @@ async fn a_journal_record_replayed_into_another_slot_is_refused() {
     // Nothing was taken from it: B still holds what A wrote.
     assert_eq!(read_all(&b.bucket, "two").await, b"v1");
 }
+
+/// A device whose clock is ten minutes behind another's.
+fn clocks_apart(a: &Bucket, b: &Bucket) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    a.set_clock(Arc::new(ferry::clock::ManualClock::at(now + 600_000)));
+    b.set_clock(Arc::new(ferry::clock::ManualClock::at(now)));
+}
+
+/// Found by the simulator (encrypted mode, clocks apart): a device that
+/// creates a key again after another deleted it, with its clock behind,
+/// sealed a smaller version stamp than the deleted version's, and the
+/// deleter refused the new version for good as a rollback. The delete
+/// record now carries the deleter's stamp floor, which the creator reads.
+#[tokio::test]
+async fn a_key_created_again_by_a_device_whose_clock_is_behind_is_not_a_rollback() {
+    let folder = Folder::new();
+    let a = first_device(folder.remote()).await;
+    let b = joining_device(folder.remote(), PASS).await;
+    clocks_apart(&a.bucket, &b.bucket);
+    a.bucket
+        .put("doc", "by a, clock ahead", PutOptions::default())
+        .await
+        .unwrap();
+    sync_clean(&a.bucket).await;
+    a.bucket.delete("doc").await.unwrap();
+    sync_clean(&a.bucket).await;
+    // b never saw a's version: only the delete record tells it anything.
+    sync_clean(&b.bucket).await;
+    b.bucket
+        .put("doc", "by b, clock behind", PutOptions::default())
+        .await
+        .unwrap();
+    sync_clean(&b.bucket).await;
+    sync_clean(&a.bucket).await;
+    assert_eq!(
+        &a.bucket.get_bytes("doc").await.unwrap().1[..],
+        b"by b, clock behind"
+    );
+}
+
+/// Found by the simulator, the same way: keeping the local side of a
+/// conflict pushes over the other device's version, whose stamp the
+/// keeper never read; with its clock behind it sealed a smaller stamp, and
+/// the other device refused the result as a rollback. The keeper now reads
+/// the stamp of the version it replaces.
+#[tokio::test]
+async fn keeping_our_side_over_a_device_whose_clock_is_ahead_is_not_a_rollback() {
+    let folder = Folder::new();
+    let a = first_device(folder.remote()).await;
+    a.bucket
+        .put("doc", "first", PutOptions::default())
+        .await
+        .unwrap();
+    sync_clean(&a.bucket).await;
+    let b = joining_device(folder.remote(), PASS).await;
+    sync_clean(&b.bucket).await;
+    clocks_apart(&a.bucket, &b.bucket);
+    a.bucket
+        .put("doc", "a's edit, clock ahead", PutOptions::default())
+        .await
+        .unwrap();
+    b.bucket
+        .put("doc", "b's edit, clock behind", PutOptions::default())
+        .await
+        .unwrap();
+    sync_clean(&a.bucket).await;
+    let r = b.bucket.sync(SyncOptions::default()).await.unwrap();
+    assert_eq!(r.conflicts.len(), 1, "{r:?}");
+    b.bucket
+        .resolve("doc", ferry::Resolution::KeepLocal)
+        .await
+        .unwrap();
+    sync_clean(&b.bucket).await;
+    sync_clean(&a.bucket).await;
+    assert_eq!(
+        &a.bucket.get_bytes("doc").await.unwrap().1[..],
+        b"b's edit, clock behind"
+    );
+}
