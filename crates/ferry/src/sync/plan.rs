@@ -832,6 +832,63 @@ pub fn unseen_overwrite(
     .unwrap_or(action)
 }
 
+/// In an encrypted bucket (`sealed`): a version another device created
+/// anew (its sealed base is none) over this replica's unchanged agreed
+/// version. The key was emptied between the two; unless a delete record
+/// proves a device saw our version (`proofs`) or a put names it as its
+/// base (`bases`), whoever emptied it held storage credentials only (see
+/// [`unproven_delete`]) and the creator never saw ours: both were created,
+/// a conflict settled by `policy`, never a pull that drops what may be the
+/// last copy of ours. Otherwise (and for actions other than a pull or a
+/// learn) `action` as it is.
+#[allow(clippy::too_many_arguments)]
+pub fn unproven_create(
+    action: Action,
+    l: Option<&LocalEntry>,
+    r: Option<&RemoteObject>,
+    bases: &[String],
+    proofs: &[DeleteProof],
+    sealed: bool,
+    device: &str,
+    policy: Policy,
+) -> Action {
+    if !sealed || !matches!(action, Action::Pull { .. } | Action::Learn { .. }) {
+        return action;
+    }
+    let (Some(l), Some(r)) = (l, r) else {
+        return action;
+    };
+    if !created_over_ours(l, r)
+        || !r.has_metadata
+        || r.base.as_deref() != Some(BASE_NONE)
+        || r.device.is_none()
+        || r.device.as_deref() == Some(device)
+        || superseded(l, bases)
+        || delete_saw(l, proofs)
+    {
+        return action;
+    }
+    resolve_conflict(
+        action.key(),
+        Some(l),
+        Some(r),
+        ConflictReason::BothCreated,
+        policy,
+    )
+    .unwrap_or(action)
+}
+
+/// Whether `r`, another version than the one `l` agreed on, meets `l`
+/// unchanged and cached: the case [`unproven_create`] decides, once the
+/// remote object's sealed base is known (a HEAD where a listing gave none).
+pub fn created_over_ours(l: &LocalEntry, r: &RemoteObject) -> bool {
+    l.present
+        && l.cached
+        && l.base_etag.is_some()
+        && l.base_etag.as_deref() != Some(r.etag.as_str())
+        && local_side(Some(l)) == LocalSide::Unchanged
+}
+
 /// Our own push landed with its answer lost, so the local row still
 /// holds it unagreed; another device saw it there and deleted it, and its
 /// delete record names those very bytes (`proofs`). The local version is

@@ -1227,6 +1227,13 @@ impl Bucket {
                 .filter(|r| {
                     plan::needs_inspection(by_key.get(r.key.as_str()).copied(), r)
                         || named_same_etag(r)
+                        // Encrypted: whether a new version over ours was
+                        // created anew (`plan::unproven_create`).
+                        || (deletions.sealed
+                            && !r.has_metadata
+                            && by_key
+                                .get(r.key.as_str())
+                                .is_some_and(|l| plan::created_over_ours(l, r)))
                 })
                 .map(|r| r.key.clone())
                 .collect();
@@ -1308,6 +1315,16 @@ impl Bucket {
                         bases,
                         proofs,
                         deletions.emulated_put,
+                        self.device_id(),
+                        policy,
+                    );
+                    let a = plan::unproven_create(
+                        a,
+                        l,
+                        r,
+                        bases,
+                        proofs,
+                        deletions.sealed,
                         self.device_id(),
                         policy,
                     );

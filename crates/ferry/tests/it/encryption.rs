@@ -2289,3 +2289,73 @@ async fn keeping_our_side_over_a_device_whose_clock_is_ahead_is_not_a_rollback()
         b"b's edit, clock behind"
     );
 }
+
+/// Found by the simulator (encrypted mode, foreign deletes): someone with
+/// the storage credentials deletes an object, then a device that never had
+/// it creates the key anew. The replicas holding the deleted version took
+/// the new one for a newer version of theirs and dropped theirs, the last
+/// copies of it. The new version's sealed base is none: it was not written
+/// over theirs, and nothing proves a device deleted theirs, so both were
+/// created: a conflict that keeps both.
+#[tokio::test]
+async fn a_key_created_anew_after_an_unproven_delete_does_not_replace_ours() {
+    let folder = Folder::new();
+    let root = folder.0.path().to_owned();
+    let a = first_device(folder.remote()).await;
+    let keys = a.bucket.key_file().unwrap().unlock(PASS).unwrap();
+    a.bucket
+        .put("doc", "the original", PutOptions::default())
+        .await
+        .unwrap();
+    sync_clean(&a.bucket).await;
+    let b = joining_device(folder.remote(), PASS).await;
+    sync_clean(&b.bucket).await;
+
+    // A person with the storage credentials deletes the object's file; a
+    // new device, which never had it, then writes the key.
+    std::fs::remove_file(remote_file_of(&root, &keys, "doc")).unwrap();
+    let c = joining_device(folder.remote(), PASS).await;
+    sync_clean(&c.bucket).await;
+    c.bucket
+        .put("doc", "a new one", PutOptions::default())
+        .await
+        .unwrap();
+    sync_clean(&c.bucket).await;
+
+    for dev in [&a, &b] {
+        for full in [false, true] {
+            let r = dev
+                .bucket
+                .sync(SyncOptions {
+                    full,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert!(r.errors.is_empty(), "{r:?}");
+        }
+        assert_eq!(
+            &dev.bucket.get_bytes("doc").await.unwrap().1[..],
+            b"the original",
+            "the version nothing proves deleted is kept"
+        );
+        let conflicts = dev.bucket.conflicts().await.unwrap();
+        assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+        assert_eq!(conflicts[0].key, "doc");
+    }
+    let kept = b
+        .bucket
+        .resolve("doc", ferry::Resolution::KeepBoth)
+        .await
+        .unwrap();
+    let copy = kept.renamed_to.expect("a conflict copy");
+    sync_clean(&b.bucket).await;
+    assert_eq!(
+        &b.bucket.get_bytes("doc").await.unwrap().1[..],
+        b"a new one"
+    );
+    assert_eq!(
+        &b.bucket.get_bytes(&copy).await.unwrap().1[..],
+        b"the original"
+    );
+}
