@@ -91,7 +91,7 @@ impl Bucket {
             Eviction::Lfu => "access_count ASC, last_access_ms ASC, key",
             Eviction::Oldest => "modified_ms ASC, key",
         };
-        let candidates: Vec<(String, u64, ContentHash)> = self.with_reader(|c| {
+        let candidates: Vec<(String, u64, ContentHash, Option<String>)> = self.with_reader(|c| {
             // On a store that ignores conditional puts, a writer that
             // checked by HEAD before our push may have overwritten it
             // unseen: content is evicted only once a listing after our push
@@ -114,16 +114,23 @@ impl Bucket {
                 ""
             };
             let sql = format!(
-                "SELECT key, size, hash FROM objects WHERE present = 1 AND cached = 1 AND pinned = 0 \
+                "SELECT key, size, hash, base_etag FROM objects WHERE present = 1 AND cached = 1 AND pinned = 0 \
                  AND state = 'synced' AND base_hash = hash {confirmed} ORDER BY {order}"
             );
             let mut stmt = c.prepare(&sql)?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?)))?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                ))
+            })?;
             let mut out = Vec::new();
             for row in rows {
-                let (key, size, hash) = row?;
+                let (key, size, hash, etag) = row?;
                 if let Some(hash) = ContentHash::from_slice(&hash) {
-                    out.push((key, size as u64, hash));
+                    out.push((key, size as u64, hash, etag));
                 }
             }
             Ok(out)
@@ -132,12 +139,28 @@ impl Bucket {
         // what was freed is measured, not summed.
         let start = self.cache_usage().await?.used;
         let mut freed = 0;
-        for (key, _size, hash) in candidates {
+        // In an encrypted bucket a remote deletion nothing proves keeps the
+        // local data, which is pushed again: content is dropped only while
+        // the remote is seen to hold the agreed version (a HEAD), or the
+        // local copy could be the last one. Offline, nothing is evicted.
+        let sealed = self
+            .is_encrypted()
+            .then(|| self.inner.remote.read().ok().and_then(|r| r.clone()));
+        for (key, _size, hash, etag) in candidates {
             if freed >= bytes {
                 break;
             }
             if keep == Some(key.as_str()) {
                 continue;
+            }
+            if let Some(remote) = &sealed {
+                let Some(remote) = remote else {
+                    break;
+                };
+                match remote.head(&key).await {
+                    Ok(Some(o)) if Some(&o.etag) == etag.as_ref() => {}
+                    _ => continue,
+                }
             }
             if self.record_evicted(&key, hash).await? {
                 freed = start.saturating_sub(self.cache_usage().await?.used);

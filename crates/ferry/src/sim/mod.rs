@@ -1053,6 +1053,12 @@ impl Sim {
                 return;
             }
             let name = names[self.rng.random_range(0..names.len())].clone();
+            if let Some(plain) = self.lost_with(&name) {
+                // No replica holds the version's content (evicted, or never
+                // pulled): the deleter removed its last copy, which no
+                // protocol brings back.
+                self.model.saw(None, plain, false);
+            }
             self.store.delete_foreign(&name);
             self.log(format!(
                 "foreign delete of the sealed object {}…",
@@ -1102,6 +1108,54 @@ impl Sim {
             .wrote_foreign(ContentHash::of(&data), value.clone());
         self.store.put_foreign(&key, data, "text/plain");
         self.log(format!("foreign put {key} = {value}"));
+    }
+
+    /// The plain content hash of the version at store name `name` when no
+    /// replica holds that content locally (so deleting it from the store
+    /// deletes its last copy); `None` when one does, or nothing is known.
+    fn lost_with(&self, name: &str) -> Option<ContentHash> {
+        let etag = self.store.etag_of(name)?;
+        let mut version: Option<Vec<u8>> = None;
+        let mut held = false;
+        for a in &self.actors {
+            let found: Option<(Vec<u8>, bool)> = a
+                .bucket
+                .with_reader(|c| {
+                    Ok(c.query_row(
+                        "SELECT base_hash, present = 1 AND cached = 1 AND hash = base_hash \
+                         FROM objects WHERE base_etag = ?1",
+                        [&etag],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .ok())
+                })
+                .ok()
+                .flatten();
+            if let Some((hash, cached)) = found {
+                held |= cached;
+                version = Some(hash);
+            }
+        }
+        let keyed = ContentHash(version?.try_into().ok()?);
+        // A replica may hold the same content under another row too.
+        for a in &self.actors {
+            let cached: bool = a
+                .bucket
+                .with_reader(|c| {
+                    Ok(c.query_row(
+                        "SELECT EXISTS (SELECT 1 FROM objects WHERE hash = ?1 \
+                         AND present = 1 AND cached = 1)",
+                        [&keyed.0[..]],
+                        |r| r.get(0),
+                    )?)
+                })
+                .unwrap_or(false);
+            held |= cached;
+        }
+        if held {
+            return None;
+        }
+        self.aliases.lock().ok()?.get(&keyed).copied()
     }
 
     /// Faults off: every replica syncs (keeping both sides of conflicts)

@@ -2359,3 +2359,42 @@ async fn a_key_created_anew_after_an_unproven_delete_does_not_replace_ours() {
         b"the original"
     );
 }
+
+/// Found by the simulator (encrypted mode): an object deleted from the
+/// remote by someone with the storage credentials was then evicted on the
+/// replica that still held it, so its last copy was gone. In an encrypted
+/// bucket eviction first checks that the remote holds the agreed version.
+#[tokio::test]
+async fn an_object_deleted_from_the_remote_by_hand_is_not_evicted() {
+    let folder = Folder::new();
+    let root = folder.0.path().to_owned();
+    let a = first_device(folder.remote()).await;
+    let keys = a.bucket.key_file().unwrap().unlock(PASS).unwrap();
+    a.bucket
+        .put("doc", vec![1u8; 20_000], PutOptions::default())
+        .await
+        .unwrap();
+    a.bucket
+        .put("other", vec![2u8; 20_000], PutOptions::default())
+        .await
+        .unwrap();
+    sync_clean(&a.bucket).await;
+    std::fs::remove_file(remote_file_of(&root, &keys, "doc")).unwrap();
+    let freed = a.bucket.evict(u64::MAX).await.unwrap();
+    assert!(freed > 0, "what the remote holds is evicted");
+    assert!(a.bucket.residency("doc").unwrap().cached, "doc is kept");
+    assert!(!a.bucket.residency("other").unwrap().cached);
+    let r = a
+        .bucket
+        .sync(SyncOptions {
+            full: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.missing_on_remote, ["doc"], "{r:?}");
+    assert_eq!(
+        &a.bucket.get_bytes("doc").await.unwrap().1[..],
+        &[1u8; 20_000][..]
+    );
+}
