@@ -1318,13 +1318,21 @@ impl Bucket {
                         self.device_id(),
                         policy,
                     );
+                    // A version older than one this replica saw is a
+                    // rollback or replay, which the pull refuses and
+                    // reports: not a version created anew.
+                    let replayed = deletions.sealed
+                        && matches!(a, Action::Pull { .. } | Action::Learn { .. })
+                        && r.is_some_and(|r| {
+                            r.has_metadata && self.check_stamp(&r.key, r.stamp).is_err()
+                        });
                     let a = plan::unproven_create(
                         a,
                         l,
                         r,
                         bases,
                         proofs,
-                        deletions.sealed,
+                        deletions.sealed && !replayed,
                         self.device_id(),
                         policy,
                     );
