@@ -39,7 +39,7 @@ pub struct SyncSummary {
     pub errors: Vec<(String, String)>,
     /// Keys the remote no longer holds with nothing proving a device
     /// deleted them (encrypted buckets): kept and pushed again
-    /// (`SyncReport::missing_on_remote`; each is in `errors` too). Absent
+    /// (`SyncReport::missing_on_remote`; not failures). Absent
     /// in lines older processes wrote.
     #[serde(default)]
     pub missing_on_remote: Vec<String>,

@@ -126,9 +126,9 @@ impl SimConfig {
     /// The configuration of seed `seed` with the encrypted mode's open
     /// findings left in: about 3 in 10 seeds draw an encrypted bucket,
     /// which `from_seed` leaves plaintext. Encrypted runs fail now and then
-    /// (a false rollback alarm when clocks differ and an unproven remote
-    /// delete met by another device's create; ARCHITECTURE.md, the
-    /// simulator's open findings) until those are fixed.
+    /// (a false rollback alarm when a create races a delete or writers race
+    /// with clocks apart; ARCHITECTURE.md, the simulator's open findings)
+    /// until those are fixed.
     pub fn from_seed_with_open_findings(seed: u64) -> SimConfig {
         SimConfig::draw(seed)
     }
@@ -1041,7 +1041,8 @@ impl Sim {
             // Someone holding storage credentials but not the key can only
             // delete (or garble) sealed objects: a deletion no device
             // proves must not delete any replica's data (finding 15), so
-            // the model takes it as seeing nothing.
+            // the model takes it as seeing nothing, unless it removed the
+            // last copy (below).
             let names: Vec<String> = self
                 .store
                 .snapshot()
@@ -1115,32 +1116,24 @@ impl Sim {
     /// deletes its last copy); `None` when one does, or nothing is known.
     fn lost_with(&self, name: &str) -> Option<ContentHash> {
         let etag = self.store.etag_of(name)?;
-        let mut version: Option<Vec<u8>> = None;
-        let mut held = false;
-        for a in &self.actors {
-            let found: Option<(Vec<u8>, bool)> = a
-                .bucket
+        // The version's (keyed) hash, from a replica that agreed on it.
+        let keyed = self.actors.iter().find_map(|a| {
+            a.bucket
                 .with_reader(|c| {
                     Ok(c.query_row(
-                        "SELECT base_hash, present = 1 AND cached = 1 AND hash = base_hash \
-                         FROM objects WHERE base_etag = ?1",
+                        "SELECT base_hash FROM objects WHERE base_etag = ?1",
                         [&etag],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
+                        |r| r.get::<_, Vec<u8>>(0),
                     )
                     .ok())
                 })
                 .ok()
-                .flatten();
-            if let Some((hash, cached)) = found {
-                held |= cached;
-                version = Some(hash);
-            }
-        }
-        let keyed = ContentHash(version?.try_into().ok()?);
-        // A replica may hold the same content under another row too.
-        for a in &self.actors {
-            let cached: bool = a
-                .bucket
+                .flatten()
+        })?;
+        let keyed = ContentHash(keyed.try_into().ok()?);
+        // Held by a replica under any row.
+        let held = self.actors.iter().any(|a| {
+            a.bucket
                 .with_reader(|c| {
                     Ok(c.query_row(
                         "SELECT EXISTS (SELECT 1 FROM objects WHERE hash = ?1 \
@@ -1149,9 +1142,8 @@ impl Sim {
                         |r| r.get(0),
                     )?)
                 })
-                .unwrap_or(false);
-            held |= cached;
-        }
+                .unwrap_or(false)
+        });
         if held {
             return None;
         }

@@ -382,9 +382,9 @@ pub struct SyncReport {
     pub errors: Vec<SyncIssue>,
     /// Keys of an encrypted bucket the remote no longer holds with no
     /// delete record sealed by the bucket's key proving a device deleted
-    /// them (`plan::unproven_delete`): kept here and pushed again. Each is
-    /// in `errors` too, with that cause; `Status::missing_on_remote` counts
-    /// them after the run.
+    /// them (`plan::unproven_delete`): kept here and pushed again. Not
+    /// failures (they are not in `errors`); `Status::missing_on_remote`
+    /// counts them after the run.
     pub missing_on_remote: Vec<String>,
     /// Pushes not attempted: their key's last failure is parked (see
     /// `failures`; `SyncOptions::retry` tries them now).

@@ -294,11 +294,17 @@ enum RemoteSide {
     Deleted,
 }
 
+/// Whether the present row `l` still holds the version it agreed on with
+/// the remote (content and metadata).
+pub fn unchanged_since_agreed(l: &LocalEntry) -> bool {
+    l.base_etag.is_some() && l.base_hash == Some(l.hash) && l.base_meta == l.meta
+}
+
 fn local_side(l: Option<&LocalEntry>) -> LocalSide {
     match l {
         None => LocalSide::Absent,
         Some(l) if l.present => {
-            if l.base_etag.is_some() && l.base_hash == Some(l.hash) && l.base_meta == l.meta {
+            if unchanged_since_agreed(l) {
                 LocalSide::Unchanged
             } else {
                 LocalSide::Changed
@@ -884,9 +890,8 @@ pub fn unproven_create(
 pub fn created_over_ours(l: &LocalEntry, r: &RemoteObject) -> bool {
     l.present
         && l.cached
-        && l.base_etag.is_some()
         && l.base_etag.as_deref() != Some(r.etag.as_str())
-        && local_side(Some(l)) == LocalSide::Unchanged
+        && unchanged_since_agreed(l)
 }
 
 /// Our own push landed with its answer lost, so the local row still

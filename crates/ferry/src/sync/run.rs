@@ -1321,21 +1321,27 @@ impl Bucket {
                     // A version older than one this replica saw is a
                     // rollback or replay, which the pull refuses and
                     // reports: not a version created anew.
-                    let replayed = deletions.sealed
-                        && matches!(a, Action::Pull { .. } | Action::Learn { .. })
-                        && r.is_some_and(|r| {
-                            r.has_metadata && self.check_stamp(&r.key, r.stamp).is_err()
-                        });
-                    let a = plan::unproven_create(
-                        a,
-                        l,
-                        r,
-                        bases,
-                        proofs,
-                        deletions.sealed && !replayed,
-                        self.device_id(),
-                        policy,
-                    );
+                    let a = if deletions.sealed {
+                        let created = plan::unproven_create(
+                            a.clone(),
+                            l,
+                            r,
+                            bases,
+                            proofs,
+                            true,
+                            self.device_id(),
+                            policy,
+                        );
+                        let replayed =
+                            || r.is_some_and(|r| self.check_stamp(&r.key, r.stamp).is_err());
+                        if created != a && !replayed() {
+                            created
+                        } else {
+                            a
+                        }
+                    } else {
+                        a
+                    };
                     let a = plan::deleted_after_landing(a, l, r, proofs, policy);
                     if before && !matches!(a, Action::DeleteLocal { .. }) {
                         tracing::warn!(

@@ -198,9 +198,7 @@ impl Bucket {
                 if !l.present || !scope.contains(&l.key) {
                     continue;
                 }
-                let agreed =
-                    l.base_etag.is_some() && l.base_hash == Some(l.hash) && l.base_meta == l.meta;
-                let state = match (agreed, l.cached) {
+                let state = match (plan::unchanged_since_agreed(&l), l.cached) {
                     (false, _) => SyncState::Dirty,
                     (true, true) => SyncState::Synced,
                     (true, false) => SyncState::Stale,
