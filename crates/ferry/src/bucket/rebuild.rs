@@ -51,12 +51,13 @@ type ContentRow = (String, Vec<u8>, bool, Option<Vec<u8>>, bool);
 /// Tables copied from the damaged index, in order.
 /// `journal_pending` holds remote writes no journal record names yet:
 /// dropped, other replicas would learn of them only at a full reconcile.
-const TABLES: [&str; 6] = [
+const TABLES: [&str; 7] = [
     "settings",
     "objects",
     "small_blobs",
     "outbox",
     "stamps",
+    "stamps_accepted",
     "journal_pending",
 ];
 

@@ -16,7 +16,7 @@ use crate::metadata::Metadata;
 use crate::state::SyncState;
 
 /// The schema version this build writes and the newest it reads.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// How long a writer waits for another process's write transaction.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -202,6 +202,17 @@ const MIGRATIONS: &[&str] = &[
     // conditions tells a writer that saw it from one that did not.
     r#"
     ALTER TABLE journal_pending ADD COLUMN base TEXT;
+    "#,
+    // 7 -> 8: version stamps below a key's floor that a journal record
+    // newer than what this replica had read names (a version written by a
+    // device that never saw the newer one: a create racing a delete, two
+    // writers racing on a store that ignores conditions). Not a rollback.
+    r#"
+    CREATE TABLE stamps_accepted (
+        key   TEXT NOT NULL,
+        stamp INTEGER NOT NULL,
+        PRIMARY KEY (key, stamp)
+    ) WITHOUT ROWID;
     "#,
 ];
 

@@ -7,7 +7,7 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::Result;
-use crate::hash::{ContentHash, MetaDigest};
+use crate::hash::{version_id, ContentHash, MetaDigest};
 use crate::metadata::Metadata;
 use crate::remote::RemoteObject;
 use crate::state::SyncState;
@@ -79,6 +79,9 @@ pub(crate) enum SyncRecord {
     },
     /// The remote deleted the object; delete it here.
     LocalDeleted { key: String, expect: Expect },
+    /// Our restore was taken back from the remote (a delete record named
+    /// the version): delete it here, journaled as a delete of it.
+    Retracted { key: String, expect: Expect },
     /// Both sides agree on `hash` at `etag` (remote metadata digest
     /// `meta`, listing time `modified_ms`); `pushed_base` when the remote
     /// version is our own push.
@@ -118,6 +121,10 @@ pub(crate) enum SyncRecord {
     /// Raise the newest version stamp seen for each key to at least the
     /// one given (floors read from other devices' delete records).
     Stamps { batch: Vec<(String, u64)> },
+    /// Versions of these keys whose stamps, though below the key's floor,
+    /// a journal record newer than what this replica had read names (a
+    /// device wrote them without seeing the newer version): not rollbacks.
+    AcceptedStamps { batch: Vec<(String, u64)> },
     /// Reads counted in memory: (key, last read ms, count).
     Accessed { batch: Vec<(String, i64, i64)> },
     /// Pin or unpin a present object.
@@ -153,12 +160,29 @@ fn matches(conn: &Connection, key: &str, expect: &Expect) -> Result<bool> {
 }
 
 /// Queues a journal entry for a version this replica wrote to the remote.
-/// Raises the newest version stamp seen for `key` to `stamp`.
+/// Raises the newest version stamp seen for `key` to `stamp`; smaller
+/// stamps accepted on a journal record's word stop counting (a newer
+/// version came).
 fn note_stamp(conn: &Connection, key: &str, stamp: Option<u64>) -> Result<()> {
     if let Some(stamp) = stamp.and_then(|s| i64::try_from(s).ok()) {
         conn.prepare_cached(
             "INSERT INTO stamps (key, stamp) VALUES (?1, ?2) \
              ON CONFLICT (key) DO UPDATE SET stamp = max(stamp, excluded.stamp)",
+        )?
+        .execute(params![key, stamp])?;
+        conn.prepare_cached("DELETE FROM stamps_accepted WHERE key = ?1 AND stamp < ?2")?
+            .execute(params![key, stamp])?;
+    }
+    Ok(())
+}
+
+/// A version stamp below `key`'s floor that a journal record newer than
+/// what this replica had read names: that version is not a rollback.
+fn accept_stamp(conn: &Connection, key: &str, stamp: u64) -> Result<()> {
+    if let Ok(stamp) = i64::try_from(stamp) {
+        conn.prepare_cached(
+            "INSERT OR IGNORE INTO stamps_accepted (key, stamp) \
+             SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM stamps WHERE key = ?1 AND stamp > ?2)",
         )?
         .execute(params![key, stamp])?;
     }
@@ -169,6 +193,8 @@ fn note_stamp(conn: &Connection, key: &str, stamp: Option<u64>) -> Result<()> {
 fn bump_stamp(conn: &Connection, key: &str) -> Result<()> {
     conn.prepare_cached("UPDATE stamps SET stamp = stamp + 1 WHERE key = ?1")?
         .execute([key])?;
+    conn.prepare_cached("DELETE FROM stamps_accepted WHERE key = ?1")?
+        .execute([key])?;
     Ok(())
 }
 
@@ -176,17 +202,44 @@ fn bump_stamp(conn: &Connection, key: &str) -> Result<()> {
 /// version it deleted (the row's agreed version): a replica whose own
 /// version was removed by a delete that never saw it tells the two apart.
 fn journal_delete(conn: &Connection, key: &str) -> Result<()> {
-    let base: Option<(Option<String>, Option<Vec<u8>>)> = conn
-        .prepare_cached("SELECT base_etag, base_hash FROM objects WHERE key = ?1")?
-        .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    let (etag, hash) = base.unwrap_or((None, None));
+    let (etag, hash, version) = agreed_version(conn, key, false)?.unwrap_or_default();
     conn.prepare_cached(
         "INSERT OR REPLACE INTO journal_pending (key, op, etag, hash, base) \
-         VALUES (?1, 'delete', ?2, ?3, NULL)",
+         VALUES (?1, 'delete', ?2, ?3, ?4)",
     )?
-    .execute(params![key, etag, hash])?;
+    .execute(params![key, etag, hash, version])?;
     Ok(())
+}
+
+/// A row's agreed version as a journal entry names it: ETag, content hash,
+/// version id.
+type Agreed = (Option<String>, Option<Vec<u8>>, Option<String>);
+
+/// The agreed version of `key`: its etag, content hash and version id
+/// (content and metadata). With `replaced`, only when a local edit
+/// replaced it (content or metadata differ).
+fn agreed_version(conn: &Connection, key: &str, replaced: bool) -> Result<Option<Agreed>> {
+    type Row = (Option<String>, Option<Vec<u8>>, Option<Vec<u8>>, bool);
+    let row: Option<Row> = conn
+        .prepare_cached(
+            "SELECT base_etag, base_hash, base_meta, \
+             (present = 1 AND (base_hash IS NOT hash OR base_meta IS NOT meta_digest)) \
+             FROM objects WHERE key = ?1",
+        )?
+        .query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .optional()?;
+    Ok(row
+        .filter(|(_, _, _, edited)| !replaced || *edited)
+        .map(|(etag, hash, meta, _)| {
+            let version = hash.as_deref().and_then(|h| {
+                let h = ContentHash(h.try_into().ok()?);
+                let m = meta
+                    .as_deref()
+                    .and_then(|m| Some(MetaDigest(m.try_into().ok()?)));
+                Some(version_id(&h, m.as_ref()))
+            });
+            (etag, hash, version)
+        }))
 }
 
 /// Queues a delete entry naming the agreed version of `key`, which a local
@@ -194,13 +247,14 @@ fn journal_delete(conn: &Connection, key: &str) -> Result<()> {
 /// another key), unless an entry for `key` waits already: other writers
 /// learn that a device saw that version.
 fn journal_superseded(conn: &Connection, key: &str) -> Result<()> {
+    let Some((Some(etag), hash, version)) = agreed_version(conn, key, true)? else {
+        return Ok(());
+    };
     conn.prepare_cached(
         "INSERT OR IGNORE INTO journal_pending (key, op, etag, hash, base) \
-         SELECT key, 'delete', base_etag, base_hash, NULL FROM objects \
-         WHERE key = ?1 AND present = 1 AND base_etag IS NOT NULL \
-         AND (base_hash IS NOT hash OR base_meta IS NOT meta_digest)",
+         VALUES (?1, 'delete', ?2, ?3, ?4)",
     )?
-    .execute([key])?;
+    .execute(params![key, etag, hash, version])?;
     Ok(())
 }
 
@@ -394,6 +448,22 @@ pub(crate) fn apply(
             release_old(conn, old, garbage)?;
             Ok(true)
         }
+        SyncRecord::Retracted { key, expect } => {
+            // The remote delete happened: other replicas learn it named
+            // the version, whatever became of the row since.
+            journal_delete(conn, &key)?;
+            bump_stamp(conn, &key)?;
+            if !matches(conn, &key, &expect)? {
+                return Ok(false);
+            }
+            let old = current(conn, &key)?;
+            conn.prepare_cached("DELETE FROM objects WHERE key = ?1")?
+                .execute([&key])?;
+            conn.prepare_cached("DELETE FROM outbox WHERE key = ?1 AND state <> 'inflight'")?
+                .execute([&key])?;
+            release_old(conn, old, garbage)?;
+            Ok(true)
+        }
         SyncRecord::LocalDeleted { key, expect } => {
             if !matches(conn, &key, &expect)? {
                 return Ok(false);
@@ -546,6 +616,12 @@ pub(crate) fn apply(
         SyncRecord::Stamps { batch } => {
             for (key, stamp) in batch {
                 note_stamp(conn, &key, Some(stamp))?;
+            }
+            Ok(true)
+        }
+        SyncRecord::AcceptedStamps { batch } => {
+            for (key, stamp) in batch {
+                accept_stamp(conn, &key, stamp)?;
             }
             Ok(true)
         }

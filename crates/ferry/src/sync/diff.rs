@@ -95,7 +95,9 @@ impl Bucket {
                         ..
                     } => (DiffKind::NewHere, None),
                     Action::Push { .. } => (DiffKind::ChangedHere, None),
-                    Action::DeleteRemote { .. } => (DiffKind::DeletedHere, None),
+                    Action::DeleteRemote { .. } | Action::Retract { .. } => {
+                        (DiffKind::DeletedHere, None)
+                    }
                     Action::Pull { expect, .. } | Action::Learn { expect, .. } => (
                         if *expect == Expect::Absent {
                             DiffKind::NewThere

@@ -34,7 +34,7 @@ impl Bucket {
             .count() as u64;
         let remote = actions
             .iter()
-            .filter(|a| matches!(a, Action::DeleteRemote { .. }))
+            .filter(|a| matches!(a, Action::DeleteRemote { .. } | Action::Retract { .. }))
             .count() as u64;
         for (side, count) in [("locally", local), ("on the remote", remote)] {
             if limit.exceeded(count, synced) {
@@ -285,6 +285,28 @@ impl Bucket {
                     self.fail_attempt(&key, None, e).await
                 }
             },
+            Action::Retract { key, etag, expect } => {
+                match remote.delete(&key, Precondition::IfMatch(etag)).await {
+                    Ok(()) => {
+                        let applied = self.record(SyncRecord::Retracted { key, expect }).await?;
+                        Ok(if applied {
+                            Done::DeletedRemote
+                        } else {
+                            Done::Nothing
+                        })
+                    }
+                    // Replaced or gone since: the next run decides.
+                    Err(e)
+                        if matches!(
+                            e.kind,
+                            RemoteErrorKind::PreconditionFailed | RemoteErrorKind::NotFound
+                        ) =>
+                    {
+                        Ok(Done::Nothing)
+                    }
+                    Err(e) => self.fail_attempt(&key, None, e).await,
+                }
+            }
             Action::Pull { key, expect, .. } => {
                 if self.fetch(&key, expect).await? {
                     Ok(Done::Pulled)
@@ -659,6 +681,25 @@ impl Bucket {
                         })
                         .await?;
                         Ok(Done::Pushed)
+                    }
+                    // Another device wrote the very same content and
+                    // metadata (two replicas restoring one version after a
+                    // deletion nothing proved): nothing to tell apart.
+                    Some(r) if r.hash == Some(hash) && r.meta == Some(meta) => {
+                        if let Some(stamp) = r.stamp {
+                            let batch = vec![(key.to_owned(), stamp)];
+                            self.record(SyncRecord::Stamps { batch }).await?;
+                        }
+                        self.record(SyncRecord::Adopted {
+                            key: key.to_owned(),
+                            etag: r.etag,
+                            hash,
+                            meta: Some(meta),
+                            modified_ms: None,
+                            pushed_base: None,
+                        })
+                        .await?;
+                        Ok(Done::Nothing)
                     }
                     current => {
                         let reason = ConflictReason::RemoteChangedDuringPush;

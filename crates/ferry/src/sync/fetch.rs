@@ -31,14 +31,35 @@ impl Bucket {
         if !self.is_encrypted() {
             return Ok(());
         }
-        match self.seen_stamp(key)? {
-            Some(seen) if found.is_none_or(|f| f < seen) => Err(Error::Rollback {
+        let Some(seen) = self.seen_stamp(key)? else {
+            return Ok(());
+        };
+        let refused = match found {
+            None => true,
+            Some(f) => f < seen && !self.stamp_accepted(key, f)?,
+        };
+        if refused {
+            return Err(Error::Rollback {
                 key: key.to_owned(),
                 seen,
                 found,
-            }),
-            _ => Ok(()),
+            });
         }
+        Ok(())
+    }
+
+    /// Whether a journal record newer than what this replica had read named
+    /// `key`'s version with `stamp` (below the floor, yet not a rollback).
+    fn stamp_accepted(&self, key: &str, stamp: u64) -> Result<bool> {
+        let Ok(stamp) = i64::try_from(stamp) else {
+            return Ok(false);
+        };
+        self.with_reader(|c| {
+            Ok(
+                c.prepare_cached("SELECT 1 FROM stamps_accepted WHERE key = ?1 AND stamp = ?2")?
+                    .exists(rusqlite::params![key, stamp])?,
+            )
+        })
     }
 
     /// Fetches `key`'s content, known locally as version (`hash`, `meta`)

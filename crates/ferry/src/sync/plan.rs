@@ -161,6 +161,14 @@ pub enum Action {
     },
     /// Delete the remote object if `cond` holds.
     DeleteRemote { key: String, cond: Precondition },
+    /// Take back our own restore (a version pushed again after a deletion
+    /// nothing proved) once a delete record names that very version: delete
+    /// the remote object if it is still `etag`, then the local row.
+    Retract {
+        key: String,
+        etag: String,
+        expect: Expect,
+    },
     /// Download the remote object into the key.
     Pull {
         key: String,
@@ -208,6 +216,7 @@ impl Action {
         match self {
             Action::Push { key, .. }
             | Action::DeleteRemote { key, .. }
+            | Action::Retract { key, .. }
             | Action::Pull { key, .. }
             | Action::Learn { key, .. }
             | Action::DeleteLocal { key, .. }
@@ -221,7 +230,10 @@ impl Action {
 
     /// True for actions that change the remote.
     pub fn is_push_side(&self) -> bool {
-        matches!(self, Action::Push { .. } | Action::DeleteRemote { .. })
+        matches!(
+            self,
+            Action::Push { .. } | Action::DeleteRemote { .. } | Action::Retract { .. }
+        )
     }
 
     /// True for actions that bring remote changes here.
@@ -235,12 +247,13 @@ impl Action {
 
 impl Action {
     /// The action's name in a plan shown to people or scripts (`upload`,
-    /// `delete remotely`, `download`, `learn`, `delete locally`, `adopt`,
-    /// `refresh`, `forget`, `conflict`, `set state`).
+    /// `delete remotely`, `retract`, `download`, `learn`, `delete locally`,
+    /// `adopt`, `refresh`, `forget`, `conflict`, `set state`).
     pub fn verb(&self) -> &'static str {
         match self {
             Action::Push { .. } => "upload",
             Action::DeleteRemote { .. } => "delete remotely",
+            Action::Retract { .. } => "retract",
             Action::Pull { .. } => "download",
             Action::Learn { .. } => "learn",
             Action::DeleteLocal { .. } => "delete locally",
@@ -713,6 +726,9 @@ pub struct DeleteProof {
     pub etag: Option<String>,
     /// Its content hash.
     pub hash: Option<ContentHash>,
+    /// Its version id (content and metadata; none in records before
+    /// stop 33).
+    pub version: Option<String>,
 }
 
 /// True when one of `proofs` (journal records of deletes of `l`'s key)
@@ -721,6 +737,39 @@ pub fn delete_saw(l: &LocalEntry, proofs: &[DeleteProof]) -> bool {
     proofs.iter().any(|p| {
         (p.etag.is_some() && p.etag == l.base_etag)
             || (p.etag.is_none() && p.hash.is_some() && p.hash == l.base_hash)
+            // The same content and metadata under another etag (pushed
+            // again after a deletion this replica could not prove yet):
+            // the deleter saw what this version holds.
+            || p.version.as_ref().is_some_and(|v| {
+                l.base_hash
+                    .is_some_and(|h| *v == version_id(&h, l.base_meta.as_ref()))
+            })
+    })
+}
+
+/// Our own restore (`unproven_delete`: the agreed version pushed again,
+/// its base naming itself) that a delete record names by its content and
+/// metadata (`proofs`, another etag): the deletion was real, only not yet
+/// journaled when we restored. Taken back while the remote still holds
+/// our restore (`r`) and nothing changed here since.
+pub fn restore_retracted(
+    l: &LocalEntry,
+    r: Option<&RemoteObject>,
+    proofs: &[DeleteProof],
+) -> Option<Action> {
+    let etag = l.base_etag.as_ref()?;
+    let version = version_id(&l.hash, l.meta.as_ref());
+    let restored = l.present
+        && unchanged_since_agreed(l)
+        && l.pushed_base.as_deref() == Some(version.as_str())
+        && r.is_some_and(|r| r.etag == *etag);
+    let named = proofs
+        .iter()
+        .any(|p| p.version.as_deref() == Some(version.as_str()) && p.etag.as_ref() != Some(etag));
+    (restored && named).then(|| Action::Retract {
+        key: l.key.clone(),
+        etag: etag.clone(),
+        expect: expect_of(Some(l)),
     })
 }
 
@@ -762,11 +811,14 @@ pub fn unproven_delete(
         return action;
     }
     if sealed && l.cached && policy.direction != Direction::DownloadOnly {
+        // A restore: its base names the very version it pushes again, so
+        // replicas holding that version keep it, and a delete record that
+        // names it later takes it back (`restore_retracted`).
         return Action::Push {
             key: key.clone(),
             hash: l.hash,
             cond: Precondition::IfAbsent,
-            base: BASE_NONE.to_owned(),
+            base: version_id(&l.hash, l.meta.as_ref()),
         };
     }
     if emulated && l.pushed_base.is_some() {

@@ -439,6 +439,10 @@ impl Bucket {
         let mut proofs: HashMap<String, Vec<plan::DeleteProof>> = HashMap::new();
         // Version stamp floors the delete records name (encrypted buckets).
         let mut floors: Vec<(String, u64)> = Vec::new();
+        // Version stamps the put records name: a device wrote that version
+        // after what this replica had read, so a stamp below the key's
+        // floor (its writer never saw the newer version) is no rollback.
+        let mut accepted: Vec<(String, u64)> = Vec::new();
         let mut bases: HashMap<String, Vec<String>> = HashMap::new();
         let mut keys_named = true;
         'streams: for (device, seqs) in streams.iter().filter(|(d, _)| **d != me) {
@@ -505,8 +509,12 @@ impl Bucket {
                     if validate_key(&e.key).is_err() || !scope.contains(&e.key) {
                         continue;
                     }
-                    if let (journal::Op::Delete, Some(stamp)) = (&e.op, e.stamp) {
-                        floors.push((e.key.clone(), stamp));
+                    match (&e.op, e.stamp) {
+                        (journal::Op::Delete, Some(stamp)) => floors.push((e.key.clone(), stamp)),
+                        (journal::Op::Put, Some(stamp)) if accepted.len() <= JOURNAL_KEYS_MAX => {
+                            accepted.push((e.key.clone(), stamp))
+                        }
+                        _ => {}
                     }
                     if e.op == journal::Op::Delete {
                         proofs
@@ -515,6 +523,7 @@ impl Bucket {
                             .push(plan::DeleteProof {
                                 etag: e.etag.clone(),
                                 hash: e.hash.as_deref().and_then(|h| h.parse().ok()),
+                                version: e.base.clone(),
                             });
                     }
                     if let (journal::Op::Put, Some(base)) = (&e.op, &e.base) {
@@ -564,6 +573,10 @@ impl Bucket {
             // Before anything is pushed: a key created again here gets a
             // stamp past the version the deleter saw.
             self.record(SyncRecord::Stamps { batch: floors }).await?;
+        }
+        if !accepted.is_empty() {
+            self.record(SyncRecord::AcceptedStamps { batch: accepted })
+                .await?;
         }
         report.full = full;
         let mut restore = opts.restore_remote;
@@ -720,7 +733,9 @@ impl Bucket {
                     planned.push(action);
                 } else if matches!(
                     action,
-                    Action::DeleteLocal { .. } | Action::DeleteRemote { .. }
+                    Action::DeleteLocal { .. }
+                        | Action::DeleteRemote { .. }
+                        | Action::Retract { .. }
                 ) {
                     deletes.push((action, expect));
                 } else {
@@ -1398,6 +1413,14 @@ impl Bucket {
             return Ok(out);
         }
         for l in local {
+            if let Some(a) = plan::restore_retracted(
+                l,
+                remote.get(l.key.as_str()).copied(),
+                deletions.proofs_of(&l.key),
+            ) {
+                out.push(a);
+                continue;
+            }
             let unchanged = l.present && l.base_hash == Some(l.hash) && l.base_meta == l.meta;
             if l.state != crate::state::SyncState::Conflict || !unchanged {
                 continue;

@@ -2360,6 +2360,84 @@ async fn a_key_created_anew_after_an_unproven_delete_does_not_replace_ours() {
     );
 }
 
+/// Found by the simulator (encrypted mode, seeds 5066 and 5176): a device
+/// that never saw a key (it joined after the key's object was deleted)
+/// creates it with its clock behind, so its version stamp is below the one
+/// the other replicas saw. They refused it for good as a rollback. Its
+/// journal record, newer than what they had read, names that stamp: the
+/// version is accepted, and the unproven delete still keeps theirs.
+#[tokio::test]
+async fn a_key_created_by_a_device_that_never_saw_it_with_its_clock_behind_is_not_a_rollback() {
+    let folder = Folder::new();
+    let root = folder.0.path().to_owned();
+    let a = first_device(folder.remote()).await;
+    let keys = a.bucket.key_file().unwrap().unlock(PASS).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    a.bucket
+        .set_clock(Arc::new(ferry::clock::ManualClock::at(now + 600_000)));
+    a.bucket
+        .put("doc", "the original, clock ahead", PutOptions::default())
+        .await
+        .unwrap();
+    sync_clean(&a.bucket).await;
+    let b = joining_device(folder.remote(), PASS).await;
+    sync_clean(&b.bucket).await;
+
+    std::fs::remove_file(remote_file_of(&root, &keys, "doc")).unwrap();
+    let c = joining_device(folder.remote(), PASS).await;
+    c.bucket
+        .set_clock(Arc::new(ferry::clock::ManualClock::at(now)));
+    sync_clean(&c.bucket).await;
+    c.bucket
+        .put("doc", "a new one, clock behind", PutOptions::default())
+        .await
+        .unwrap();
+    sync_clean(&c.bucket).await;
+
+    for dev in [&a, &b] {
+        for full in [false, true] {
+            let r = dev
+                .bucket
+                .sync(SyncOptions {
+                    full,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert!(r.errors.is_empty(), "no rollback: {r:?}");
+        }
+        let conflicts = dev.bucket.conflicts().await.unwrap();
+        assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+    }
+    // The writer of the original, which sealed the larger stamp, takes
+    // the new version beside its own.
+    let kept = a
+        .bucket
+        .resolve("doc", ferry::Resolution::KeepBoth)
+        .await
+        .unwrap();
+    let copy = kept.renamed_to.expect("a conflict copy");
+    sync_clean(&a.bucket).await;
+    b.bucket
+        .resolve("doc", ferry::Resolution::KeepRemote)
+        .await
+        .unwrap();
+    for dev in [&a, &b, &c] {
+        sync_clean(&dev.bucket).await;
+        assert_eq!(
+            &dev.bucket.get_bytes("doc").await.unwrap().1[..],
+            b"a new one, clock behind"
+        );
+        assert_eq!(
+            &dev.bucket.get_bytes(&copy).await.unwrap().1[..],
+            b"the original, clock ahead"
+        );
+    }
+}
+
 /// Found by the simulator (encrypted mode): an object deleted from the
 /// remote by someone with the storage credentials was then evicted on the
 /// replica that still held it, so its last copy was gone. In an encrypted

@@ -845,6 +845,10 @@ impl Model {
                     remote_obj(key, etag, Some(*hash), Some(mtime), Some(mtime)),
                 );
             }
+            Action::Retract { key, .. } => {
+                self.remote.remove(key);
+                self.local.remove(key);
+            }
             Action::DeleteRemote { key, .. } => {
                 self.remote.remove(key);
                 if self.local.get(key).is_some_and(|l| !l.present) {
@@ -1457,6 +1461,7 @@ fn a_landed_push_a_delete_saw_takes_the_remote() {
     let proof = ferry::plan::DeleteProof {
         etag: Some("lost".into()),
         hash: Some(h(1)),
+        version: None,
     };
     let policy = Policy::default();
     let later = remote_obj("k", "e9".into(), Some(h(9)), Some(9_000), None);
@@ -1504,6 +1509,7 @@ fn a_landed_push_a_delete_saw_takes_the_remote() {
     let other = ferry::plan::DeleteProof {
         etag: Some("lost".into()),
         hash: Some(h(5)),
+        version: None,
     };
     let got = ferry::plan::deleted_after_landing(
         conflict.clone(),
@@ -1516,4 +1522,35 @@ fn a_landed_push_a_delete_saw_takes_the_remote() {
     // No record: the push goes on.
     let got = ferry::plan::deleted_after_landing(push.clone(), Some(&l), None, &[], policy);
     assert_eq!(got, push);
+}
+
+/// Seed 5110 (encrypted mode): a replica pushed its version again after a
+/// deletion it could not prove yet (the deleter's record was not out); the
+/// record then named the deleted version's etag, not the one pushed again,
+/// and the replica pushed the same bytes back once more: a delete undone.
+/// A delete record names the version id too (content and metadata): the
+/// same content and metadata under another etag is what the deleter saw.
+#[test]
+fn a_delete_record_naming_the_same_content_and_metadata_saw_our_version() {
+    let l = own_push();
+    let proof = |etag: &str, version: Option<String>| ferry::plan::DeleteProof {
+        etag: Some(etag.into()),
+        hash: Some(h(1)),
+        version,
+    };
+    let same = ferry::version_id(&h(1), Some(&M0));
+    assert!(
+        ferry::plan::delete_saw(&l, &[proof("e1", None)]),
+        "the etag"
+    );
+    assert!(ferry::plan::delete_saw(&l, &[proof("e0", Some(same))]));
+    let other_meta = ferry::version_id(&h(1), Some(&MetaDigest([8; 32])));
+    assert!(
+        !ferry::plan::delete_saw(&l, &[proof("e0", Some(other_meta))]),
+        "other metadata is another version"
+    );
+    assert!(
+        !ferry::plan::delete_saw(&l, &[proof("e0", None)]),
+        "same bytes under another etag, nothing more known (older records)"
+    );
 }
