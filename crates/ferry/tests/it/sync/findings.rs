@@ -1,7 +1,9 @@
 //! Regression tests for findings of issue 22 (review of the sync engine):
 //! copied buckets (10), the index rebuild and the per-scope empty-listing
-//! rail (12), rekey's retire (21), conditions on S3 multipart uploads (9)
-//! and foreign metadata-only rewrites (8).
+//! rail (12), rekey's retire (21), conditions on S3 multipart uploads (9),
+//! foreign metadata-only rewrites (8), a version written during its
+//! predecessor's push (2), a put landing while a state change waits (4) and a
+//! delete whose answer was lost (5).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,6 +14,8 @@ use ferry::remote::{
     Precondition, PutRequest, Remote, RemoteBody, RemoteError, RemoteErrorKind, SharedRemote,
 };
 use ferry::{Bucket, BucketConfig, PutOptions, SyncConfig, SyncOptions};
+
+use ferry::remote::memory::MemoryRemote;
 
 use super::backends::{Folder, Memory, S3Location};
 use super::Backend;
@@ -376,7 +380,6 @@ findings_suite!(folder: super::Folder::new());
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multipart_conditions_are_probed_apart_memory() {
     use ferry::remote::emulated::probe;
-    use ferry::remote::memory::MemoryRemote;
     let enforcing = MemoryRemote::new();
     let p = probe(&enforcing, "dev").await.unwrap();
     assert!(p.conditional_put && p.conditional_delete, "{p:?}");
@@ -516,4 +519,209 @@ async fn foreign_metadata_rewrite_is_not_overwritten_moto() {
         .await
         .unwrap();
     assert_eq!((r.pushed, r.conflicts.len()), (0, 1), "{r:?}");
+}
+
+/// Runs a one-shot future right before forwarding the first PUT of `key`
+/// (and, with `on_delete`, the first DELETE of it instead).
+struct BeforeFirst {
+    inner: SharedRemote,
+    key: String,
+    on_delete: bool,
+    hook: std::sync::Mutex<Option<futures::future::BoxFuture<'static, ()>>>,
+}
+
+impl std::fmt::Debug for BeforeFirst {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BeforeFirst")
+    }
+}
+
+impl BeforeFirst {
+    fn new(
+        inner: SharedRemote,
+        key: &str,
+        on_delete: bool,
+        hook: futures::future::BoxFuture<'static, ()>,
+    ) -> BeforeFirst {
+        BeforeFirst {
+            inner,
+            key: key.to_owned(),
+            on_delete,
+            hook: std::sync::Mutex::new(Some(hook)),
+        }
+    }
+
+    async fn fire(&self, key: &str, delete: bool) {
+        if key != self.key || delete != self.on_delete {
+            return;
+        }
+        let hook = self.hook.lock().unwrap().take();
+        if let Some(hook) = hook {
+            hook.await;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Layer for BeforeFirst {
+    fn inner(&self) -> &dyn Remote {
+        self.inner.as_ref()
+    }
+
+    async fn put(
+        &self,
+        r: &PutRequest,
+        b: RemoteBody,
+        c: Precondition,
+    ) -> Result<String, RemoteError> {
+        self.fire(&r.key, false).await;
+        self.inner.put(r, b, c).await
+    }
+
+    async fn delete(&self, k: &str, c: Precondition) -> Result<(), RemoteError> {
+        self.fire(k, true).await;
+        self.inner.delete(k, c).await
+    }
+}
+
+/// Applies the first delete of a key on the store, then reports a reset
+/// connection: the answer is lost.
+#[derive(Debug)]
+struct LoseDeleteAnswer {
+    inner: SharedRemote,
+    armed: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Layer for LoseDeleteAnswer {
+    fn inner(&self) -> &dyn Remote {
+        self.inner.as_ref()
+    }
+
+    async fn delete(&self, k: &str, c: Precondition) -> Result<(), RemoteError> {
+        let result = self.inner.delete(k, c).await;
+        if result.is_ok() && !k.starts_with(".ferry/") && self.armed.swap(false, Ordering::SeqCst) {
+            return Err(RemoteError::new(
+                RemoteErrorKind::Retryable,
+                self.inner.endpoint(),
+                "connection reset (test: answer lost)",
+            ));
+        }
+        result
+    }
+}
+
+/// A bucket with the journal settings, attached to `remote`.
+async fn journal_bucket_on(dir: &Path, remote: SharedRemote) -> Bucket {
+    let b = Bucket::create(dir, BucketConfig::default()).await.unwrap();
+    b.set_sync_config(journal_config()).await.unwrap();
+    b.attach(remote).await.unwrap();
+    b
+}
+
+/// Finding 2: a new version is written while the previous one is being
+/// pushed; the writer removes the old version's blob, so the PUT finds its
+/// file gone. That is no failure of the key: the new version is pushed by
+/// the next run, never parked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_written_during_its_predecessors_push_is_pushed_next() {
+    let store = MemoryRemote::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Bucket::create(tmp.path().join("a"), BucketConfig::default())
+        .await
+        .unwrap();
+    a.set_sync_config(journal_config()).await.unwrap();
+    let (v1, v2) = (vec![1u8; 300_000], vec![2u8; 300_000]);
+    put(&a, "doc", &v1).await;
+    let writer = a.clone();
+    let hook = Box::pin(async move { put(&writer, "doc", &v2).await });
+    let layer = BeforeFirst::new(Arc::new(store.clone()), "doc", false, hook);
+    a.attach(Arc::new(layer)).await.unwrap();
+
+    let r = sync(&a).await;
+    assert!(
+        r.errors.is_empty(),
+        "the replaced version is no failure: {r:?}"
+    );
+    let r = sync(&a).await;
+    assert_eq!(r.pushed, 1, "{r:?}");
+    assert!(r.errors.is_empty(), "{r:?}");
+    let data = store.snapshot().remove("doc").unwrap().0;
+    assert_eq!(&data[..], &vec![2u8; 300_000][..]);
+    let status = a.status().await.unwrap();
+    assert_eq!((status.failed, status.dirty), (0, 0), "{status:?}");
+}
+
+/// Finding 4: a put that lands while a `SetState { Synced }` planned for
+/// the key waits its turn must not be marked synced: the record checks the
+/// row is still the version planned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_landing_while_a_state_change_waits_stays_dirty() {
+    let store = MemoryRemote::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Bucket::create(tmp.path().join("a"), BucketConfig::default())
+        .await
+        .unwrap();
+    a.set_sync_config(journal_config()).await.unwrap();
+    a.attach(Arc::new(store.clone())).await.unwrap();
+    put(&a, "doc", b"agreed").await;
+    sync(&a).await;
+    // The same bytes again: dirty, and a run only marks it synced.
+    put(&a, "doc", b"agreed").await;
+    assert_eq!(a.head("doc").await.unwrap().state, ferry::SyncState::Dirty);
+    // While that run pushes another key, a new version of `doc` lands.
+    put(&a, "a-first", b"pushed first").await;
+    let writer = a.clone();
+    let hook = Box::pin(async move { put(&writer, "doc", b"new, unpushed").await });
+    let layer = BeforeFirst::new(Arc::new(store.clone()), "a-first", false, hook);
+    a.attach(Arc::new(layer)).await.unwrap();
+    sync(&a).await;
+    assert_eq!(
+        a.head("doc").await.unwrap().state,
+        ferry::SyncState::Dirty,
+        "the new version is not pushed yet"
+    );
+    let r = sync(&a).await;
+    assert_eq!(r.pushed, 1, "{r:?}");
+    let data = store.snapshot().remove("doc").unwrap().0;
+    assert_eq!(&data[..], b"new, unpushed");
+}
+
+/// Finding 5: a remote delete whose answer was lost is no conflict: the
+/// next attempt finds the key gone and records the delete, and the journal
+/// names it, so another replica's incremental run deletes its copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_whose_answer_was_lost_is_journaled_not_a_conflict() {
+    let store = MemoryRemote::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let lose = Arc::new(LoseDeleteAnswer {
+        inner: Arc::new(store.clone()),
+        armed: AtomicBool::new(false),
+    });
+    let a = journal_bucket_on(&tmp.path().join("a"), lose.clone()).await;
+    let b = journal_bucket(&tmp.path().join("b"), &Memory(store.clone())).await;
+    put(&a, "doc", b"shared").await;
+    sync(&a).await;
+    sync(&b).await;
+    assert_eq!(bytes(&b, "doc").await.as_deref(), Some(&b"shared"[..]));
+
+    a.delete("doc").await.unwrap();
+    lose.armed.store(true, Ordering::SeqCst);
+    let first = sync(&a).await;
+    let second = sync(&a).await;
+    assert!(
+        first.conflicts.is_empty() && second.conflicts.is_empty(),
+        "{first:?} {second:?}"
+    );
+    assert!(a.conflicts().await.unwrap().is_empty());
+    assert!(second.errors.is_empty(), "{second:?}");
+    assert!(!lose.armed.load(Ordering::SeqCst), "the answer was lost");
+    assert_eq!(bytes(&a, "doc").await, None);
+    let r = sync(&b).await;
+    assert!(!r.full, "an incremental run: {r:?}");
+    assert_eq!(
+        bytes(&b, "doc").await,
+        None,
+        "the journal named the delete: {r:?}"
+    );
 }
