@@ -189,6 +189,17 @@ fn accept_stamp(conn: &Connection, key: &str, stamp: u64) -> Result<()> {
     Ok(())
 }
 
+/// Deletes `key`'s row and its queued outbox entries (not one in flight),
+/// releasing its content.
+fn drop_row(conn: &Connection, key: &str, garbage: &mut Vec<ContentHash>) -> Result<()> {
+    let old = current(conn, key)?;
+    conn.prepare_cached("DELETE FROM objects WHERE key = ?1")?
+        .execute([key])?;
+    conn.prepare_cached("DELETE FROM outbox WHERE key = ?1 AND state <> 'inflight'")?
+        .execute([key])?;
+    release_old(conn, old, garbage)
+}
+
 /// A deletion: newer than every version seen so far.
 fn bump_stamp(conn: &Connection, key: &str) -> Result<()> {
     conn.prepare_cached("UPDATE stamps SET stamp = stamp + 1 WHERE key = ?1")?
@@ -456,12 +467,7 @@ pub(crate) fn apply(
             if !matches(conn, &key, &expect)? {
                 return Ok(false);
             }
-            let old = current(conn, &key)?;
-            conn.prepare_cached("DELETE FROM objects WHERE key = ?1")?
-                .execute([&key])?;
-            conn.prepare_cached("DELETE FROM outbox WHERE key = ?1 AND state <> 'inflight'")?
-                .execute([&key])?;
-            release_old(conn, old, garbage)?;
+            drop_row(conn, &key, garbage)?;
             Ok(true)
         }
         SyncRecord::LocalDeleted { key, expect } => {
@@ -469,12 +475,7 @@ pub(crate) fn apply(
                 return Ok(false);
             }
             bump_stamp(conn, &key)?;
-            let old = current(conn, &key)?;
-            conn.prepare_cached("DELETE FROM objects WHERE key = ?1")?
-                .execute([&key])?;
-            conn.prepare_cached("DELETE FROM outbox WHERE key = ?1 AND state <> 'inflight'")?
-                .execute([&key])?;
-            release_old(conn, old, garbage)?;
+            drop_row(conn, &key, garbage)?;
             Ok(true)
         }
         SyncRecord::Adopted {
