@@ -100,24 +100,7 @@ pub struct SimConfig {
 impl SimConfig {
     /// The configuration seed `seed` stands for.
     pub fn from_seed(seed: u64) -> SimConfig {
-        SimConfig::draw(seed).without_open_findings()
-    }
-
-    /// The configuration of seed `seed` with the encrypted mode's open
-    /// findings left in: about 3 in 10 seeds draw an encrypted bucket,
-    /// which `from_seed` leaves plaintext. Encrypted runs fail now and then
-    /// (about 1 in 100 encrypted seeds, all on a store that ignores
-    /// conditions; ARCHITECTURE.md, the simulator's open findings) until
-    /// those are fixed.
-    pub fn from_seed_with_open_findings(seed: u64) -> SimConfig {
         SimConfig::draw(seed)
-    }
-
-    /// Sets aside what the open findings need (see
-    /// [`SimConfig::from_seed_with_open_findings`]).
-    fn without_open_findings(mut self) -> SimConfig {
-        self.encrypted = false;
-        self
     }
 
     fn draw(seed: u64) -> SimConfig {

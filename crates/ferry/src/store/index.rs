@@ -16,7 +16,7 @@ use crate::metadata::Metadata;
 use crate::state::SyncState;
 
 /// The schema version this build writes and the newest it reads.
-pub const SCHEMA_VERSION: i64 = 8;
+pub const SCHEMA_VERSION: i64 = 9;
 
 /// How long a writer waits for another process's write transaction.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -213,6 +213,12 @@ const MIGRATIONS: &[&str] = &[
         stamp INTEGER NOT NULL,
         PRIMARY KEY (key, stamp)
     ) WITHOUT ROWID;
+    "#,
+    // 8 -> 9: a queued journal put names the stamp sealed into the version
+    // it pushed (the key's floor may rise past it before the record is
+    // written: a reader then accepts the version on the record's word).
+    r#"
+    ALTER TABLE journal_pending ADD COLUMN stamp INTEGER;
     "#,
 ];
 

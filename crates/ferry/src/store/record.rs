@@ -54,8 +54,13 @@ pub(crate) enum SyncRecord {
         /// The version stamp sealed in its envelope (encrypted buckets).
         stamp: Option<u64>,
     },
-    /// The remote object was deleted.
-    RemoteDeleted { key: String },
+    /// The remote object was deleted; `removed` names the version the
+    /// delete was conditional on, where the row agreed on none (our own
+    /// push whose answer was lost): the journal entry names that one.
+    RemoteDeleted {
+        key: String,
+        removed: Option<Removed>,
+    },
     /// A delete of the remote object failed in a way that may have applied
     /// it (the answer was lost): the journal names the delete anyway, with
     /// the version it was conditional on, so other replicas that find the
@@ -209,11 +214,34 @@ fn bump_stamp(conn: &Connection, key: &str) -> Result<()> {
     Ok(())
 }
 
+/// A remote version a delete removed, as the delete's condition named it.
+#[derive(Debug, Clone)]
+pub(crate) struct Removed {
+    pub etag: String,
+    pub hash: Option<ContentHash>,
+    pub meta: Option<MetaDigest>,
+}
+
 /// Queues a journal entry for a delete of `key` on the remote, naming the
 /// version it deleted (the row's agreed version): a replica whose own
 /// version was removed by a delete that never saw it tells the two apart.
 fn journal_delete(conn: &Connection, key: &str) -> Result<()> {
-    let (etag, hash, version) = agreed_version(conn, key, false)?.unwrap_or_default();
+    journal_delete_of(conn, key, None)
+}
+
+/// [`journal_delete`], naming `removed` where the row agreed on no version
+/// (our own push, its answer lost, deleted by a delete conditional on it).
+fn journal_delete_of(conn: &Connection, key: &str, removed: Option<&Removed>) -> Result<()> {
+    let agreed = agreed_version(conn, key, false)?.filter(|(etag, _, _)| etag.is_some());
+    let (etag, hash, version) = match (agreed, removed) {
+        (Some(a), _) => a,
+        (None, Some(r)) => (
+            Some(r.etag.clone()),
+            r.hash.map(|h| h.0.to_vec()),
+            r.hash.map(|h| version_id(&h, r.meta.as_ref())),
+        ),
+        (None, None) => Default::default(),
+    };
     conn.prepare_cached(
         "INSERT OR REPLACE INTO journal_pending (key, op, etag, hash, base) \
          VALUES (?1, 'delete', ?2, ?3, ?4)",
@@ -279,14 +307,17 @@ fn journal_put(
     etag: &str,
     hash: &ContentHash,
     base: Option<&str>,
+    stamp: Option<u64>,
 ) -> Result<()> {
+    let stamp = stamp.and_then(|s| i64::try_from(s).ok());
     conn.prepare_cached(
-        "INSERT INTO journal_pending (key, op, etag, hash, base) VALUES (?1, 'put', ?2, ?3, ?4) \
+        "INSERT INTO journal_pending (key, op, etag, hash, base, stamp) \
+         VALUES (?1, 'put', ?2, ?3, ?4, ?5) \
          ON CONFLICT(key) DO UPDATE SET etag = excluded.etag, hash = excluded.hash, \
          base = CASE WHEN op = 'put' AND base IS NOT NULL THEN base ELSE excluded.base END, \
-         op = 'put'",
+         op = 'put', stamp = excluded.stamp",
     )?
-    .execute(params![key, etag, &hash.0[..], base])?;
+    .execute(params![key, etag, &hash.0[..], base, stamp])?;
     Ok(())
 }
 
@@ -323,7 +354,7 @@ pub(crate) fn apply(
                      WHERE key = ?1 AND present = 1 AND hash = ?3 AND meta_digest IS ?4",
                 )?
                 .execute(params![key, etag, &hash.0[..], &meta.0[..], base])?;
-            journal_put(conn, &key, &etag, &hash, Some(&base))?;
+            journal_put(conn, &key, &etag, &hash, Some(&base), stamp)?;
             if n == 0 {
                 // Changed again meanwhile: the remote now holds what we pushed.
                 conn.prepare_cached(
@@ -347,11 +378,11 @@ pub(crate) fn apply(
             }
             Ok(tombstone)
         }
-        SyncRecord::RemoteDeleted { key } => {
+        SyncRecord::RemoteDeleted { key, removed } => {
             // A deletion is newer than the version it removed: replaying
             // that version later is a rollback too.
             bump_stamp(conn, &key)?;
-            journal_delete(conn, &key)?;
+            journal_delete_of(conn, &key, removed.as_ref())?;
             let n = conn
                 .prepare_cached("DELETE FROM objects WHERE key = ?1 AND present = 0")?
                 .execute([&key])?;
@@ -412,7 +443,7 @@ pub(crate) fn apply(
             if let Some(base) = p.own_base.as_deref() {
                 // Our own push, pulled back: other replicas learn of it
                 // from the journal, which may never have named it.
-                journal_put(conn, &key, &p.etag, &p.hash, Some(base))?;
+                journal_put(conn, &key, &p.etag, &p.hash, Some(base), p.stamp)?;
             }
             if old.is_some_and(|(h, i, _)| h != p.hash || i != inline) {
                 release_old(conn, old, garbage)?;
@@ -509,7 +540,7 @@ pub(crate) fn apply(
                 ack(conn, &key)?;
                 if pushed_base.is_some() {
                     // Our own push, recognised: it may never have been journaled.
-                    journal_put(conn, &key, &etag, &hash, pushed_base.as_deref())?;
+                    journal_put(conn, &key, &etag, &hash, pushed_base.as_deref(), None)?;
                 }
             }
             Ok(n > 0)

@@ -11,7 +11,7 @@ use crate::hash::{ContentHash, MetaDigest};
 use crate::remote::{
     Precondition, PutRequest, RemoteBody, RemoteError, RemoteErrorKind, RemoteObject, SharedRemote,
 };
-use crate::store::record::SyncRecord;
+use crate::store::record::{Removed, SyncRecord};
 use crate::sync::plan;
 use crate::sync::plan::{Action, ConflictPolicy, ConflictReason, Expect, LocalEntry};
 
@@ -205,7 +205,16 @@ impl Bucket {
             }
             Action::DeleteRemote { key, cond } => match remote.delete(&key, cond.clone()).await {
                 Ok(()) => {
-                    self.record(SyncRecord::RemoteDeleted { key }).await?;
+                    let removed = match &cond {
+                        Precondition::IfMatch(etag) => Some(Removed {
+                            etag: etag.clone(),
+                            hash: None,
+                            meta: None,
+                        }),
+                        _ => None,
+                    };
+                    self.record(SyncRecord::RemoteDeleted { key, removed })
+                        .await?;
                     Ok(Done::DeletedRemote)
                 }
                 Err(e)
@@ -225,7 +234,8 @@ impl Bucket {
                         // Gone: our own earlier attempt landed with its
                         // answer lost (or another delete did): deleted.
                         None => {
-                            self.record(SyncRecord::RemoteDeleted { key }).await?;
+                            self.record(SyncRecord::RemoteDeleted { key, removed: None })
+                                .await?;
                             Ok(Done::DeletedRemote)
                         }
                         // A version this device wrote (a push whose answer
@@ -246,7 +256,13 @@ impl Bucket {
                                 .await
                             {
                                 Ok(()) => {
-                                    self.record(SyncRecord::RemoteDeleted { key }).await?;
+                                    let removed = Some(Removed {
+                                        etag: c.etag.clone(),
+                                        hash: c.hash,
+                                        meta: c.meta,
+                                    });
+                                    self.record(SyncRecord::RemoteDeleted { key, removed })
+                                        .await?;
                                     Ok(Done::DeletedRemote)
                                 }
                                 Err(e) if e.kind == RemoteErrorKind::PreconditionFailed => {

@@ -179,9 +179,11 @@ impl Bucket {
     /// scope made orphans take back the state their two sides say (`dirty`
     /// when changed here since the version agreed on, so they are pushed;
     /// else `synced`, or `stale` without local content), and the next sync
-    /// of every remote is a full reconcile, since the journal records that
-    /// named their keys while they were out of scope were read and passed
-    /// over. Both hold when the pull that follows fails.
+    /// of every remote is a full reconcile that reads the other devices'
+    /// journal streams again from their oldest record kept: the records
+    /// that named these keys while they were out of scope were read and
+    /// passed over, and their delete proofs and version stamps are needed
+    /// now. Both hold when the pull that follows fails.
     async fn readopt_in_scope(&self) -> Result<()> {
         let scope = self.effective_scope()?;
         let mut after: Option<String> = None;
@@ -215,9 +217,14 @@ impl Bucket {
         }
         let mut all: std::collections::BTreeMap<String, super::JournalState> =
             self.setting_json("journal")?.unwrap_or_default();
-        if all.values().any(|s| s.pos.is_some()) {
+        let me = self.device_id().to_owned();
+        let others_read = |s: &super::JournalState| s.streams.keys().any(|d| *d != me);
+        if all.values().any(|s| s.pos.is_some() || others_read(s)) {
             for s in all.values_mut() {
                 s.pos = None;
+                // This device's own position stays: its next record
+                // follows the last one it wrote.
+                s.streams.retain(|d, _| *d == me);
             }
             self.set_setting_json("journal", &all).await?;
         }

@@ -2476,3 +2476,52 @@ async fn an_object_deleted_from_the_remote_by_hand_is_not_evicted() {
         &[1u8; 20_000][..]
     );
 }
+
+/// A delete record read while its key was outside this replica's scope
+/// still proves the deletion once the scope widens again: the full
+/// reconcile the widening starts reads the other devices' records again,
+/// so the encrypted bucket deletes its copy instead of pushing it back as
+/// a restore (found by reading, after heavy seeds of the simulator failed
+/// on a scope that widened).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_read_while_out_of_scope_still_proves_it_after_the_scope_widens() {
+    let folder = Folder::new();
+    let a = first_device(folder.remote()).await;
+    for key in ["a/keep", "b/doc"] {
+        a.bucket
+            .put(key, "shared", PutOptions::default())
+            .await
+            .unwrap();
+    }
+    sync_clean(&a.bucket).await;
+    let b = joining_device(folder.remote(), PASS).await;
+    sync_clean(&b.bucket).await;
+    assert!(b.bucket.exists("b/doc").await.unwrap());
+
+    // `a` narrows to `a/`; `b` deletes `b/doc`, and `a` reads that record
+    // while `b/doc` is outside its scope.
+    a.bucket.add_scope("a/").await.unwrap();
+    b.bucket.delete("b/doc").await.unwrap();
+    sync_clean(&b.bucket).await;
+    let r = sync_clean(&a.bucket).await;
+    assert!(!r.full, "an incremental run reads the record: {r:?}");
+    assert!(
+        a.bucket.exists("b/doc").await.unwrap(),
+        "out of scope, kept"
+    );
+
+    // Everything syncs again: the record proves the delete.
+    a.bucket.add_scope("").await.unwrap();
+    let r = sync_clean(&a.bucket).await;
+    assert_eq!(r.pushed, 0, "nothing is restored: {r:?}");
+    assert!(
+        !a.bucket.exists("b/doc").await.unwrap(),
+        "the proven delete reaches the widened replica"
+    );
+    sync_clean(&b.bucket).await;
+    assert!(
+        !b.bucket.exists("b/doc").await.unwrap(),
+        "the deleted object does not come back"
+    );
+    assert!(b.bucket.exists("a/keep").await.unwrap());
+}
