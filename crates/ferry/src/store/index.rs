@@ -216,7 +216,9 @@ const MIGRATIONS: &[&str] = &[
     "#,
     // 8 -> 9: a queued journal put names the stamp sealed into the version
     // it pushed (the key's floor may rise past it before the record is
-    // written: a reader then accepts the version on the record's word).
+    // written: a reader then accepts the version on the record's word); a
+    // queued delete naming a version a local edit superseded has stamp 0
+    // (none: nothing was deleted); other deletes NULL (the key's floor).
     r#"
     ALTER TABLE journal_pending ADD COLUMN stamp INTEGER;
     "#,

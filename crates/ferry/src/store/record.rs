@@ -97,6 +97,9 @@ pub(crate) enum SyncRecord {
         meta: Option<MetaDigest>,
         modified_ms: Option<i64>,
         pushed_base: Option<String>,
+        /// The version stamp sealed in the adopted version (encrypted
+        /// buckets, where known): its journal entry names it.
+        stamp: Option<u64>,
     },
     /// These (key, etag) journal entries were appended to the remote journal.
     Journaled {
@@ -284,14 +287,16 @@ fn agreed_version(conn: &Connection, key: &str, replaced: bool) -> Result<Option
 /// Queues a delete entry naming the agreed version of `key`, which a local
 /// edit replaced and a conflict keeps from the key (its copy goes on under
 /// another key), unless an entry for `key` waits already: other writers
-/// learn that a device saw that version.
+/// learn that a device saw that version. It carries no stamp (`stamp` 0
+/// here): nothing was deleted, and a floor would make readers refuse the
+/// version the remote still holds (found by the simulator, seed 1001377).
 fn journal_superseded(conn: &Connection, key: &str) -> Result<()> {
     let Some((Some(etag), hash, version)) = agreed_version(conn, key, true)? else {
         return Ok(());
     };
     conn.prepare_cached(
-        "INSERT OR IGNORE INTO journal_pending (key, op, etag, hash, base) \
-         VALUES (?1, 'delete', ?2, ?3, ?4)",
+        "INSERT OR IGNORE INTO journal_pending (key, op, etag, hash, base, stamp) \
+         VALUES (?1, 'delete', ?2, ?3, ?4, 0)",
     )?
     .execute(params![key, etag, hash, version])?;
     Ok(())
@@ -516,6 +521,7 @@ pub(crate) fn apply(
             meta,
             modified_ms,
             pushed_base,
+            stamp,
         } => {
             // The row's own metadata may differ from the adopted remote
             // version's (a foreign copy of the same bytes): then it stays
@@ -540,7 +546,7 @@ pub(crate) fn apply(
                 ack(conn, &key)?;
                 if pushed_base.is_some() {
                     // Our own push, recognised: it may never have been journaled.
-                    journal_put(conn, &key, &etag, &hash, pushed_base.as_deref(), None)?;
+                    journal_put(conn, &key, &etag, &hash, pushed_base.as_deref(), stamp)?;
                 }
             }
             Ok(n > 0)

@@ -403,6 +403,7 @@ impl Bucket {
                     meta,
                     modified_ms,
                     pushed_base,
+                    stamp,
                 })
                 .await?;
                 Ok(Done::Nothing)
@@ -713,6 +714,7 @@ impl Bucket {
                             meta: Some(meta),
                             modified_ms: None,
                             pushed_base: None,
+                            stamp: r.stamp,
                         })
                         .await?;
                         Ok(Done::Nothing)

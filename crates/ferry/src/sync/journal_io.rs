@@ -163,7 +163,7 @@ impl Bucket {
         let page = |after: &str| -> Result<Vec<journal::Entry>> {
             self.with_reader(|c| {
                 let mut stmt = c.prepare_cached(
-                    "SELECT p.key, p.op, p.etag, p.hash, p.base, coalesce(p.stamp, s.stamp) \
+                    "SELECT p.key, p.op, p.etag, p.hash, p.base, nullif(coalesce(p.stamp, s.stamp), 0) \
                      FROM journal_pending p LEFT JOIN stamps s ON s.key = p.key \
                      WHERE p.key > ?1 ORDER BY p.key LIMIT ?2",
                 )?;

@@ -916,9 +916,15 @@ pub fn unproven_create(
     let (Some(l), Some(r)) = (l, r) else {
         return action;
     };
+    // A restore (a version pushed again after a deletion nothing proved,
+    // its base naming itself) was created anew as much as a create: its
+    // writer never saw ours either.
+    let restored = r
+        .hash
+        .is_some_and(|h| r.base.as_deref() == Some(version_id(&h, r.meta.as_ref()).as_str()));
     if !created_over_ours(l, r)
         || !r.has_metadata
-        || r.base.as_deref() != Some(BASE_NONE)
+        || (r.base.as_deref() != Some(BASE_NONE) && !restored)
         || r.device.is_none()
         || r.device.as_deref() == Some(device)
         || superseded(l, bases)

@@ -278,6 +278,17 @@ impl S3Location {
         req.send().await.unwrap();
     }
 
+    /// Deletes `key` as another S3 client would (`aws s3 rm`).
+    pub async fn foreign_delete(&self, key: &str) {
+        self.plain
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .send()
+            .await
+            .unwrap();
+    }
+
     /// The S3 key of `key`: exact.
     fn full(&self, key: &str) -> String {
         if self.prefix.is_empty() {

@@ -1,7 +1,7 @@
 //! Regression tests for findings of issue 22 (review of the sync engine):
 //! copied buckets (10), the index rebuild and the per-scope empty-listing
 //! rail (12), rekey's retire (21), conditions on S3 multipart uploads (9),
-//! foreign metadata-only rewrites (8), a version written during its
+//! foreign metadata-only rewrites (8), an S3 `If-Match` answered 404 (7), a version written during its
 //! predecessor's push (2), a put landing while a state change waits (4) and a
 //! delete whose answer was lost (5).
 
@@ -519,6 +519,54 @@ async fn foreign_metadata_rewrite_is_not_overwritten_moto() {
         .await
         .unwrap();
     assert_eq!((r.pushed, r.conflicts.len()), (0, 1), "{r:?}");
+}
+
+/// Finding 7: S3 answers an `If-Match` PUT on a key deleted meanwhile
+/// with 404 NoSuchKey (moto as AWS does). An incremental run pushing a
+/// local edit over a key another client deleted makes a conflict (edited
+/// here, deleted there), as the delete path does: the edit is not pushed
+/// as if nothing happened, nor parked as a terminal failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_over_a_key_deleted_by_another_client_is_a_conflict_moto() {
+    let be = S3Location::moto();
+    let tmp = tempfile::tempdir().unwrap();
+    let a = journal_bucket(&tmp.path().join("a"), &be).await;
+    put(&a, "doc.txt", b"agreed").await;
+    assert_eq!(sync(&a).await.pushed, 1);
+    let r = sync(&a).await;
+    assert!(!r.full, "{r:?}");
+    be.foreign_delete("doc.txt").await;
+    put(&a, "doc.txt", b"edited here").await;
+    let r = sync(&a).await;
+    assert!(!r.full, "an incremental run (it lists nothing): {r:?}");
+    assert_eq!(r.pushed, 0, "{r:?}");
+    assert!(r.errors.is_empty(), "no failure is parked: {r:?}");
+    assert_eq!(
+        r.conflicts
+            .iter()
+            .map(|c| c.key.as_str())
+            .collect::<Vec<_>>(),
+        ["doc.txt"],
+        "{r:?}"
+    );
+    let status = a.status().await.unwrap();
+    assert_eq!((status.failed, status.conflicts), (0, 1), "{status:?}");
+    assert!(be.foreign_get("doc.txt").await.is_none(), "not pushed");
+    assert_eq!(
+        bytes(&a, "doc.txt").await.as_deref(),
+        Some(&b"edited here"[..])
+    );
+    // Keeping the local version puts it back on the store.
+    a.resolve("doc.txt", ferry::Resolution::KeepLocal)
+        .await
+        .unwrap();
+    let r = sync(&a).await;
+    assert!(r.conflicts.is_empty() && r.errors.is_empty(), "{r:?}");
+    assert!(a.conflicts().await.unwrap().is_empty());
+    assert_eq!(
+        be.foreign_get("doc.txt").await.unwrap().data,
+        b"edited here"
+    );
 }
 
 /// Runs a one-shot future right before forwarding the first PUT of `key`
