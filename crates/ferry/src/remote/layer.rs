@@ -85,6 +85,10 @@ pub trait Layer: Send + Sync + fmt::Debug {
     async fn cleanup(&self, device: &str) -> Result<u64, RemoteError> {
         self.inner().cleanup(device).await
     }
+
+    async fn create_base(&self) -> Result<bool, RemoteError> {
+        self.inner().create_base().await
+    }
 }
 
 #[async_trait::async_trait]
@@ -155,5 +159,9 @@ impl<L: Layer> Remote for L {
 
     async fn cleanup(&self, device: &str) -> Result<u64, RemoteError> {
         Layer::cleanup(self, device).await
+    }
+
+    async fn create_base(&self) -> Result<bool, RemoteError> {
+        Layer::create_base(self).await
     }
 }

@@ -418,6 +418,16 @@ pub trait Remote: Send + Sync + fmt::Debug {
         let _ = device;
         Ok(0)
     }
+
+    /// Makes the place the remote names when it is missing and a client
+    /// can make it (a WebDAV collection and its parents); `Ok(true)` when
+    /// something was made. Asked for only when a person names the remote
+    /// (`ferry init`, `ferry remote set`), never by a sync: a base folder
+    /// that is gone later may be an unmounted share, and a sync against it
+    /// fails instead. The default: nothing to make.
+    async fn create_base(&self) -> Result<bool, RemoteError> {
+        Ok(false)
+    }
 }
 
 /// A shared remote.

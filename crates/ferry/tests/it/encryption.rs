@@ -1160,12 +1160,12 @@ async fn large_object_round_trip_azure() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_trip_webdav() {
-    round_trip(&crate::sync::backends::WebDavLocation::new()).await;
+    round_trip(&crate::sync::backends::WebDavLocation::new().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_object_round_trip_webdav() {
-    large_object(&crate::sync::backends::WebDavLocation::new()).await;
+    large_object(&crate::sync::backends::WebDavLocation::new().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

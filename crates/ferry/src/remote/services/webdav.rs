@@ -310,8 +310,9 @@ impl WebDavRemote {
         match resp.status().as_u16() {
             207 => {}
             404 => return Ok(None),
-            // A file where a collection is asked for (`a/` when `a` is a file).
-            409 if rel.ends_with('/') => return Ok(None),
+            // A file where a collection is asked for (`a/` when `a` is a
+            // file: 409 on WsgiDAV, 400 on Apache).
+            400 | 409 if rel.ends_with('/') => return Ok(None),
             _ => return Err(self.status_error(resp, &what).await),
         }
         let text = resp.text().await.map_err(|e| self.send_error(e, &what))?;
@@ -389,24 +390,43 @@ impl WebDavRemote {
             .and_then(|v| v.into_iter().next()))
     }
 
-    /// Makes every collection from the remote path down to `rel_dir`
-    /// (ending in `/`; empty: the remote path itself).
-    async fn make_collections(&self, rel_dir: &str) -> Result<(), RemoteError> {
-        let mut wanted: Vec<String> = Vec::new();
-        let mut acc = String::new();
-        for s in &self.segments {
-            acc.push('/');
-            acc.push_str(&utf8_percent_encode(s, PATH).to_string());
-            wanted.push(format!("{acc}/"));
+    /// The error for a remote path that is not on the server.
+    fn base_missing(&self) -> RemoteError {
+        self.error(
+            RemoteErrorKind::Terminal,
+            format!(
+                "the remote folder {} is not on the server (an unmounted share looks like this); ferry makes it only when the remote is set up (`ferry init`, `ferry remote set`), never during a sync",
+                self.root()
+            ),
+        )
+    }
+
+    /// Whether the remote path is a collection on the server (remembered
+    /// once seen).
+    async fn base_exists(&self) -> Result<bool, RemoteError> {
+        let base = self.path("");
+        if self.made.lock().map(|m| m.contains(&base)).unwrap_or(false) {
+            return Ok(true);
         }
-        for s in rel_dir.split('/').filter(|s| !s.is_empty()) {
-            acc.push('/');
-            acc.push_str(&utf8_percent_encode(s, PATH).to_string());
-            wanted.push(format!("{acc}/"));
+        let there = self
+            .propfind("", 0)
+            .await?
+            .is_some_and(|v| v.iter().any(|e| e.rel.is_empty() && e.collection));
+        if there {
+            if let Ok(mut m) = self.made.lock() {
+                m.insert(base);
+            }
         }
+        Ok(there)
+    }
+
+    /// `MKCOL` of each escaped collection path in `wanted` (ending in
+    /// `/`), in order, skipping those known to exist.
+    async fn mkcols(&self, wanted: Vec<String>) -> Result<bool, RemoteError> {
         // One writer at a time: servers answer two MKCOLs of one path at
         // once with a 500 (WsgiDAV: "File exists").
         let _one = self.making.lock().await;
+        let mut made = false;
         for path in wanted {
             if self.made.lock().map(|m| m.contains(&path)).unwrap_or(false) {
                 continue;
@@ -415,9 +435,11 @@ impl WebDavRemote {
             let url = format!("{}{path}", self.origin);
             let resp = self.raw("MKCOL", &url, &[], None, &what).await?;
             match resp.status().as_u16() {
-                // Made, or something is there already (a file there fails
-                // the write that follows, which names the key).
-                200..=299 | 405 => {}
+                // Made (rclone also answers 201 for a collection that is
+                // there), or something is there already (a file there
+                // fails the write that follows, which names the key).
+                200..=299 => made = true,
+                405 => {}
                 // 403 on a collection that is there (the mount point of a
                 // share), or a 5xx from another process making it at the
                 // same moment: fine if a collection is there now.
@@ -434,7 +456,24 @@ impl WebDavRemote {
                 m.insert(path);
             }
         }
-        Ok(())
+        Ok(made)
+    }
+
+    /// Makes every collection below the remote path down to `rel_dir`
+    /// (ending in `/`). The remote path itself must be there: it is made
+    /// only by [`Remote::create_base`].
+    async fn make_collections(&self, rel_dir: &str) -> Result<(), RemoteError> {
+        if !self.base_exists().await? {
+            return Err(self.base_missing());
+        }
+        let mut acc = self.path("").trim_end_matches('/').to_owned();
+        let mut wanted: Vec<String> = Vec::new();
+        for s in rel_dir.split('/').filter(|s| !s.is_empty()) {
+            acc.push('/');
+            acc.push_str(&utf8_percent_encode(s, PATH).to_string());
+            wanted.push(format!("{acc}/"));
+        }
+        self.mkcols(wanted).await.map(|_| ())
     }
 
     /// The body as reqwest sends it, and its length.
@@ -491,8 +530,10 @@ impl WebDavRemote {
                         }),
                 };
             }
-            // 409: the staging collection is missing.
-            if status == 409 && attempt == 0 {
+            // The staging collection is missing: 409 (RFC 4918, Apache),
+            // 404 (rclone's `x/net/webdav`), 500 (nginx). Made (or found
+            // there), then once more.
+            if matches!(status, 404 | 409 | 500) && attempt == 0 {
                 self.made.lock().map(|mut m| m.clear()).ok();
                 self.make_collections(STAGING).await?;
                 continue;
@@ -570,7 +611,10 @@ impl WebDavRemote {
                         format!("{key:?}: precondition failed"),
                     ))
                 }
-                409 if attempt == 0 => {
+                // A missing parent: 409 (RFC 4918, WsgiDAV), 403 (rclone's
+                // `x/net/webdav`), 500 (Apache), 404 (others). Made (or
+                // found there), then once more.
+                403 | 404 | 409 | 500 if attempt == 0 => {
                     let dir = key.rsplit_once('/').map_or("", |(d, _)| d);
                     self.make_collections(&format!("{dir}/")).await?;
                 }
@@ -646,27 +690,30 @@ impl WebDavRemote {
         extra: &[(&str, String)],
         what: &str,
     ) -> Result<reqwest::Response, RemoteError> {
-        let mut headers: Vec<(&str, String)> = extra.to_vec();
-        // The version just described, or a 412 (weak ETags cannot be matched).
+        // The version just described: the answer's ETag must be its tag.
+        // Not `If-Match`: Apache's ETag is weak for a second after a write,
+        // and a weak ETag never matches one.
         let server = obj
             .etag
             .trim_matches('"')
             .split('+')
             .next()
             .unwrap_or_default();
-        if !server.is_empty() {
-            headers.push(("if-match", format!("\"{server}\"")));
+        let resp = self.raw("GET", &self.url(key), extra, None, what).await?;
+        if !resp.status().is_success() {
+            return Err(self.status_error(resp, what).await);
         }
-        let resp = self
-            .raw("GET", &self.url(key), &headers, None, what)
-            .await?;
-        match resp.status().as_u16() {
-            200..=299 => Ok(resp),
-            412 => Err(self.error(
+        let sent = resp
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(|e| bare(e).to_owned());
+        match sent {
+            Some(sent) if !server.is_empty() && sent != server => Err(self.error(
                 RemoteErrorKind::Retryable,
                 format!("{what}: it changed while it was read"),
             )),
-            _ => Err(self.status_error(resp, what).await),
+            _ => Ok(resp),
         }
     }
 }
@@ -701,6 +748,11 @@ impl Remote for WebDavRemote {
         let mut objects = Vec::new();
         while let Some(dir) = pending.pop() {
             let Some(entries) = self.propfind(&dir, 1).await? else {
+                // A missing remote path is not an empty one: it may be a
+                // share that is not mounted.
+                if dir.is_empty() {
+                    return Err(self.base_missing());
+                }
                 continue;
             };
             for e in entries {
@@ -825,6 +877,24 @@ impl Remote for WebDavRemote {
             );
         }
         None
+    }
+
+    async fn create_base(&self) -> Result<bool, RemoteError> {
+        if self.base_exists().await? {
+            return Ok(false);
+        }
+        let mut acc = String::new();
+        let mut wanted = Vec::new();
+        for s in &self.segments {
+            acc.push('/');
+            acc.push_str(&utf8_percent_encode(s, PATH).to_string());
+            wanted.push(format!("{acc}/"));
+        }
+        self.mkcols(wanted).await?;
+        match self.base_exists().await? {
+            true => Ok(true),
+            false => Err(self.base_missing()),
+        }
     }
 
     async fn cleanup(&self, device: &str) -> Result<u64, RemoteError> {

@@ -541,7 +541,7 @@ all_fidelity!(s3s: super::super::backends::S3Location::s3s().await);
 all_fidelity!(moto: super::super::backends::S3Location::moto());
 all_fidelity!(gcs: super::super::backends::GcsLocation::new());
 all_fidelity!(azure: super::super::backends::AzureLocation::new().await);
-all_fidelity!(webdav: super::super::backends::WebDavLocation::new());
+all_fidelity!(webdav: super::super::backends::WebDavLocation::new().await);
 
 // The exact-key scenario: memory and moto hold every key (moto at a bucket
 // root, where a 1,024-byte key fits); the folder remote refuses the keys a
@@ -555,7 +555,7 @@ suite!(exact_gcs_prefix: super::super::backends::GcsLocation::new(); exotic_keys
 suite!(exact_gcs_root: super::super::backends::GcsLocation::fresh_bucket().await; exotic_keys_travel_byte_for_byte);
 suite!(exact_azure_prefix: super::super::backends::AzureLocation::new().await; exotic_keys_travel_byte_for_byte);
 suite!(exact_azure_root: super::super::backends::AzureLocation::fresh_container().await; exotic_keys_travel_byte_for_byte);
-suite!(exact_webdav: super::super::backends::WebDavLocation::new(); exotic_keys_travel_byte_for_byte);
+suite!(exact_webdav: super::super::backends::WebDavLocation::new().await; exotic_keys_travel_byte_for_byte);
 
 /// The exact-key scenario, checked with a raw client (boto3) on moto at a
 /// bucket root: the listing holds exactly the keys ferry was given.
@@ -1478,7 +1478,7 @@ async fn large_gcs_writes_are_resumable_uploads_that_read_back_whole() {
 /// writes a file (MKCOL, PUT) that ferry pulls under its exact key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webdav_objects_read_and_written_by_a_python_client() {
-    let be = super::backends::WebDavLocation::new();
+    let be = super::backends::WebDavLocation::new().await;
     let probe = be.remote();
     let held: Vec<String> = exotic_keys()
         .into_iter()
@@ -1589,7 +1589,7 @@ print(json.dumps({'names': names, 'prop': prop, 'data': data}))
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webdav_refusals_name_the_key_and_lose_nothing() {
     use ferry::remote::{PutRequest, RemoteBody};
-    let be = super::backends::WebDavLocation::new();
+    let be = super::backends::WebDavLocation::new().await;
     let remote = be.remote();
     let req = |key: &str| PutRequest {
         key: key.into(),
@@ -1664,6 +1664,7 @@ async fn webdav_refusals_name_the_key_and_lose_nothing() {
         ..Default::default()
     })
     .unwrap();
+    assert!(plain.create_base().await.unwrap());
     let e = plain
         .put(&req("k"), body(), Precondition::IfAbsent)
         .await
@@ -1679,4 +1680,129 @@ async fn webdav_refusals_name_the_key_and_lose_nothing() {
     assert!(!e.is_retryable(), "{e}");
     let probed = probed.unwrap_err().to_string();
     assert!(probed.contains("dead properties"), "{probed}");
+}
+
+/// `rclone serve webdav` (Go's `x/net/webdav`), started here on loopback:
+/// its `PUT` into a missing collection answers 404 (not RFC 4918's 409)
+/// and its `MOVE` into one 403, and ferry makes the collections on either;
+/// the remote path itself is made only by `create_base` (what `ferry
+/// init` calls), which says whether it made it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webdav_rclone_missing_collections_are_made_on_404() {
+    use ferry::remote::{PutRequest, RemoteBody};
+    let served = tempfile::tempdir().unwrap();
+    let server = RcloneWebDav::start(served.path()).await;
+    let plain = ferry::remote::webdav::WebDavRemote::new(&ferry::remote::webdav::WebDavConfig {
+        url: format!("{}/p1/data", server.url),
+        connect_timeout: std::time::Duration::from_secs(5),
+        io_timeout: std::time::Duration::from_secs(30),
+        ..Default::default()
+    })
+    .unwrap();
+    let req = PutRequest {
+        key: "deep/er/k".into(),
+        content_type: "text/plain".into(),
+        metadata: Default::default(),
+        hash: ferry::ContentHash::of(b"x"),
+        size: 1,
+        mtime_ms: 1,
+        device: "dev".into(),
+        base: String::new(),
+        sealed: false,
+        stamp: None,
+    };
+    let body = || RemoteBody::Bytes(bytes::Bytes::from_static(b"x"));
+    // Before the remote path exists, a write is refused and makes nothing.
+    let e = plain
+        .put(&req, body(), Precondition::IfAbsent)
+        .await
+        .unwrap_err();
+    assert!(e.detail.contains("not on the server"), "{e}");
+    assert!(!e.is_retryable(), "{e}");
+    assert!(!served.path().join("p1").exists());
+    // `ferry init`'s step: made once, then found.
+    assert!(plain.create_base().await.unwrap());
+    assert!(!plain.create_base().await.unwrap());
+    assert!(served.path().join("p1/data").is_dir());
+    // The staging collection answered 404 and was made.
+    let e = plain.put(&req, body(), Precondition::IfAbsent).await;
+    assert!(served.path().join("p1/data/.ferry/tmp").is_dir(), "{e:?}");
+    if let Err(e) = &e {
+        assert!(!e.detail.contains("HTTP 404"), "{e}");
+    }
+}
+
+/// `rclone serve webdav` on a free loopback port, serving `dir`, stopped
+/// when dropped. The binary is `FERRY_TEST_RCLONE` (`./scripts/test.sh`
+/// installs rclone when it is missing).
+struct RcloneWebDav {
+    url: String,
+    child: std::process::Child,
+}
+
+impl RcloneWebDav {
+    async fn start(dir: &std::path::Path) -> Self {
+        let rclone = std::env::var("FERRY_TEST_RCLONE").unwrap_or_else(|_| {
+            panic!("FERRY_TEST_RCLONE is not set: run the suite with ./scripts/test.sh, which installs rclone")
+        });
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(rclone)
+            .args(["serve", "webdav", "--addr", &format!("127.0.0.1:{port}")])
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        for _ in 0..100 {
+            if reqwest::get(&url).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        RcloneWebDav { url, child }
+    }
+}
+
+impl Drop for RcloneWebDav {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A remote path that is gone after `init` (an unmounted share) fails a
+/// sync clearly, and the sync does not make it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webdav_missing_remote_path_fails_the_sync_and_is_not_made() {
+    let be = super::backends::WebDavLocation::new().await;
+    let root =
+        std::path::PathBuf::from(std::env::var("FERRY_TEST_WEBDAV_ROOT").unwrap_or_else(|_| {
+            panic!("FERRY_TEST_WEBDAV_ROOT is not set: run the suite with ./scripts/test.sh")
+        }));
+    let a = replica(&be).await;
+    a.bucket
+        .put("k", b"x".to_vec(), PutOptions::default())
+        .await
+        .unwrap();
+    let r = sync(&a.bucket).await;
+    assert_eq!(r.pushed, 1, "{r:?}");
+    let base = root.join(be.path());
+    std::fs::remove_dir_all(&base).unwrap();
+    a.bucket
+        .put("k2", b"y".to_vec(), PutOptions::default())
+        .await
+        .unwrap();
+    let e = a
+        .bucket
+        .sync(SyncOptions::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not on the server"), "{e}");
+    assert!(!base.exists(), "the sync made the remote path again");
 }
