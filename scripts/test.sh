@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # ferry's whole test suite: formatting, lints, docs, and every test.
 # Installs and starts whatever the tests need by itself (a moto S3 server and
-# fake-gcs-server and WsgiDAV from a Python venv, Azurite from npm, all
-# under target/; rclone from Debian's package when missing);
+# fake-gcs-server and WsgiDAV from a Python venv, Azurite from npm, Apache
+# mod_dav with its files under target/; rclone and Apache from Debian's
+# packages when missing);
 # .ci/run calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -124,10 +125,13 @@ for _ in $(seq 1 100); do
 done
 export FERRY_TEST_WEBDAV_ENDPOINT="http://127.0.0.1:$DAV_PORT"
 export FERRY_TEST_WEBDAV_ROOT="$PWD/target/webdav-root"
-# rclone (`rclone serve webdav`, Go's x/net/webdav, which the tests start
-# themselves) comes from Debian's package, installed only when missing.
+# The other WebDAV servers come from Debian packages, installed only when
+# missing: rclone (`rclone serve webdav`, Go's x/net/webdav, which the
+# tests start themselves) and Apache `mod_dav` (started here).
 MISSING=()
 command -v rclone > /dev/null || MISSING+=(rclone)
+command -v apache2 > /dev/null || [ -x /usr/sbin/apache2 ] || MISSING+=(apache2)
+command -v htpasswd > /dev/null || MISSING+=(apache2-utils)
 if [ "${#MISSING[@]}" -gt 0 ]; then
     SUDO=()
     if [ "$(id -u)" != 0 ]; then SUDO=(sudo); fi
@@ -136,6 +140,74 @@ if [ "${#MISSING[@]}" -gt 0 ]; then
 fi
 export FERRY_TEST_RCLONE
 FERRY_TEST_RCLONE=$(command -v rclone)
+APACHE_BIN=$(command -v apache2 || echo /usr/sbin/apache2)
+# The user every WebDAV server here knows (`ferry`, `secret`).
+mkdir -p target/webdav-auth
+htpasswd -bc target/webdav-auth/htpasswd ferry secret 2> /dev/null
+# A daemon started as root drops to this user; the folders it writes are
+# handed to it.
+RUN_AS=""
+if [ "$(id -u)" = 0 ]; then
+    RUN_AS=www-data
+    getent passwd www-data > /dev/null || RUN_AS=nobody
+fi
+# Waits until `$1` answers a PROPFIND with basic auth, then checks that a
+# file can be written and removed there (a daemon that cannot write its
+# folder fails here, with its log named in `$2`).
+dav_ready() {
+    for _ in $(seq 1 100); do
+        if curl -s -o /dev/null "$1/"; then break; fi
+        sleep 0.1
+    done
+    if ! curl -sf -o /dev/null -u ferry:secret -X PUT --data x "$1/ferry-ready-check" \
+        || ! curl -sf -o /dev/null -u ferry:secret -X DELETE "$1/ferry-ready-check"; then
+        echo "the WebDAV server at $1 does not accept writes; see $2" >&2
+        cat "$2" >&2 || true
+        exit 1
+    fi
+}
+
+# Apache mod_dav (dead properties kept by mod_dav_fs), in the foreground
+# with its own ServerRoot, DocumentRoot, lock database and logs under
+# target/apache, on a free loopback port.
+APACHE=target/apache
+rm -rf "$APACHE" && mkdir -p "$APACHE/root" "$APACHE/lock" "$APACHE/run"
+APACHE_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+MODS=/usr/lib/apache2/modules
+{
+    echo "ServerRoot \"$PWD/$APACHE\""
+    echo "Listen 127.0.0.1:$APACHE_PORT"
+    echo "ServerName 127.0.0.1"
+    echo "PidFile $PWD/$APACHE/run/httpd.pid"
+    echo "DefaultRuntimeDir $PWD/$APACHE/run"
+    echo "Mutex file:$PWD/$APACHE/run"
+    echo "ErrorLog $PWD/$APACHE/error.log"
+    echo "LogLevel warn"
+    for m in mpm_event authn_core authn_file authz_core authz_user auth_basic dav dav_fs; do
+        echo "LoadModule ${m}_module $MODS/mod_$m.so"
+    done
+    if [ -n "$RUN_AS" ]; then
+        echo "User $RUN_AS"
+        echo "Group $(id -gn "$RUN_AS")"
+    fi
+    echo "DocumentRoot \"$PWD/$APACHE/root\""
+    echo "DavLockDB $PWD/$APACHE/lock/DavLock"
+    echo "KeepAliveTimeout 5"
+    echo "<Directory \"$PWD/$APACHE/root\">"
+    echo "    Dav On"
+    echo "    AuthType Basic"
+    echo "    AuthName ferry"
+    echo "    AuthUserFile $PWD/target/webdav-auth/htpasswd"
+    echo "    Require valid-user"
+    echo "</Directory>"
+} > "$APACHE/httpd.conf"
+if [ -n "$RUN_AS" ]; then chown "$RUN_AS" "$APACHE/root" "$APACHE/lock"; fi
+"$APACHE_BIN" -f "$PWD/$APACHE/httpd.conf" -D FOREGROUND > "$APACHE/out.log" 2>&1 &
+APACHE_PID=$!
+trap 'kill "$MOTO_PID" "$GCS_PID" "$AZ_PID" "$DAV_PID" "$APACHE_PID" 2>/dev/null || true' EXIT
+dav_ready "http://127.0.0.1:$APACHE_PORT" "$APACHE/error.log"
+export FERRY_TEST_APACHE_ENDPOINT="http://127.0.0.1:$APACHE_PORT"
+
 # S3 clients that drive `ferry serve`: aws-cli (v1, from PyPI) and boto3
 # (already there for moto).
 if [ ! -x "$VENV/bin/aws" ]; then

@@ -1169,6 +1169,16 @@ async fn large_object_round_trip_webdav() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_webdav_apache() {
+    round_trip(&crate::sync::backends::WebDavLocation::apache().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_object_round_trip_webdav_apache() {
+    large_object(&crate::sync::backends::WebDavLocation::apache().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_object_round_trip_gcs() {
     large_object(&crate::sync::backends::GcsLocation::new()).await;
 }

@@ -542,6 +542,7 @@ all_fidelity!(moto: super::super::backends::S3Location::moto());
 all_fidelity!(gcs: super::super::backends::GcsLocation::new());
 all_fidelity!(azure: super::super::backends::AzureLocation::new().await);
 all_fidelity!(webdav: super::super::backends::WebDavLocation::new().await);
+all_fidelity!(webdav_apache: super::super::backends::WebDavLocation::apache().await);
 
 // The exact-key scenario: memory and moto hold every key (moto at a bucket
 // root, where a 1,024-byte key fits); the folder remote refuses the keys a
@@ -556,6 +557,7 @@ suite!(exact_gcs_root: super::super::backends::GcsLocation::fresh_bucket().await
 suite!(exact_azure_prefix: super::super::backends::AzureLocation::new().await; exotic_keys_travel_byte_for_byte);
 suite!(exact_azure_root: super::super::backends::AzureLocation::fresh_container().await; exotic_keys_travel_byte_for_byte);
 suite!(exact_webdav: super::super::backends::WebDavLocation::new().await; exotic_keys_travel_byte_for_byte);
+suite!(exact_webdav_apache: super::super::backends::WebDavLocation::apache().await; exotic_keys_travel_byte_for_byte);
 
 /// The exact-key scenario, checked with a raw client (boto3) on moto at a
 /// bucket root: the listing holds exactly the keys ferry was given.

@@ -338,3 +338,4 @@ all_journal!(moto: super::super::backends::S3Location::moto());
 all_journal!(gcs: super::super::backends::GcsLocation::new());
 all_journal!(azure: super::super::backends::AzureLocation::new().await);
 all_journal!(webdav: super::super::backends::WebDavLocation::new().await);
+all_journal!(webdav_apache: super::super::backends::WebDavLocation::apache().await);
