@@ -165,6 +165,7 @@ pub async fn remote(global: &Global, args: RemoteArgs) -> Result<(), CommandErro
                             "conditional_put": p.conditional_put,
                             "conditional_delete": p.conditional_delete,
                             "conditional_multipart": p.conditional_multipart,
+                            "metadata_place": p.metadata_place,
                         }))),
                     );
                 }
@@ -205,6 +206,16 @@ pub async fn remote(global: &Global, args: RemoteArgs) -> Result<(), CommandErro
                         if let Some(m) = p.conditional_multipart.filter(|m| *m != p.conditional_put)
                         {
                             out!("conditional multipart completions: {}", enforced(m));
+                        }
+                        use ferry::remote::MetadataPlace as M;
+                        match p.metadata_place {
+                            Some(M::DeadProperty) => {
+                                out!("object metadata:     in a WebDAV dead property on each file")
+                            }
+                            Some(M::Sidecar) => out!(
+                                "object metadata:     in a sidecar per key under .ferry/meta/ (the server stores no dead properties)"
+                            ),
+                            Some(M::Native) | None => {}
                         }
                     }
                     None => out!("conditional writes:  not probed yet (the next sync probes)"),

@@ -1260,6 +1260,7 @@ fn webdav_remote_end_to_end() {
     let shown = json(&ok(run("a", &["remote", "show", "--json"], b"")));
     assert_eq!(shown["probe"]["conditional_put"], true, "{shown}");
     assert_eq!(shown["probe"]["conditional_delete"], true, "{shown}");
+    assert_eq!(shown["probe"]["metadata_place"], "dead-property", "{shown}");
     // The remote folder gone (an unmounted share): the sync fails, names
     // the folder, and does not make it again.
     std::fs::remove_dir_all(served.join(&path)).unwrap();

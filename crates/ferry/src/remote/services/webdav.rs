@@ -26,6 +26,13 @@
 //! and size still match the ones it records: another client's `PUT` keeps
 //! dead properties, and then the object is described as a foreign one.
 //!
+//! Servers that store no dead properties (nginx's DAV modules, rclone,
+//! several NAS boxes) get a **sidecar** instead: step 2 is skipped, and
+//! after the `MOVE` the same JSON is written to `.ferry/meta/<key>`
+//! (`docs/design.md`, "WebDAV sidecars v1"). The first write that finds
+//! `PROPPATCH` refused writes the marker `.ferry/webdav.json`, which tells
+//! every reader to look for sidecars.
+//!
 //! `If-Match` on writes and deletes is checked by a `PROPFIND` just before
 //! the `MOVE` or `DELETE` (the check-then-act race of emulated stores,
 //! `docs/design.md` §5); creates rely on `Overwrite: F`, which servers
@@ -42,8 +49,8 @@ use futures::TryStreamExt as _;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::remote::{
-    Capabilities, Precondition, PutRequest, Remote, RemoteBody, RemoteError, RemoteErrorKind,
-    RemoteObject, RemotePage, RemoteReader,
+    Capabilities, MetadataPlace, Precondition, PutRequest, Remote, RemoteBody, RemoteError,
+    RemoteErrorKind, RemoteObject, RemotePage, RemoteReader,
 };
 
 /// Everything but unreserved characters and `/` is escaped in a path.
@@ -57,6 +64,15 @@ const PATH: &AsciiSet = &NON_ALPHANUMERIC
 pub const NAMESPACE: &str = "urn:x-ferry:";
 /// Where writes are staged, under the remote path.
 pub const STAGING: &str = ".ferry/tmp/";
+/// Where the sidecars live on servers without dead properties
+/// (`.ferry/meta/<key>`).
+pub const SIDECARS: &str = ".ferry/meta/";
+/// The marker saying that this remote keeps sidecars.
+pub const MARKER: &str = ".ferry/webdav.json";
+/// The sidecar format's version (`docs/design.md`, "WebDAV sidecars").
+pub const SIDECAR_VERSION: u32 = 1;
+/// Sidecars read at once while a listing page is described.
+const SIDECAR_READS: usize = 8;
 /// Objects per listing page (at least; a collection is listed whole).
 const PAGE: usize = 1000;
 const PROPS: &str = r#"<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:" xmlns:F="urn:x-ferry:"><D:prop><D:resourcetype/><D:getetag/><D:getcontentlength/><D:getlastmodified/><D:getcontenttype/><F:object/></D:prop></D:propfind>"#;
@@ -85,9 +101,12 @@ impl std::fmt::Debug for WebDavConfig {
     }
 }
 
-/// What ferry keeps in its dead property.
+/// What ferry keeps in its dead property, or in a sidecar.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Stamp {
+    /// The sidecar format's version (absent in a dead property).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    v: Option<u32>,
     /// The server's ETag of the uploaded file (unquoted).
     etag: String,
     /// Its size.
@@ -113,6 +132,18 @@ struct Entry {
     refused: Option<String>,
 }
 
+/// Where this server keeps ferry's description of each object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// Not known yet: read as dead properties, and the marker is looked
+    /// for again at each listing.
+    Unknown,
+    /// Seen stored (a `PROPPATCH` that succeeded, or a property read back).
+    DeadProperty,
+    /// The marker is there, or a `PROPPATCH` was refused.
+    Sidecar,
+}
+
 /// A remote on a WebDAV collection.
 pub struct WebDavRemote {
     http: reqwest::Client,
@@ -127,6 +158,8 @@ pub struct WebDavRemote {
     made: Mutex<HashSet<String>>,
     /// Held while collections are made.
     making: tokio::sync::Mutex<()>,
+    /// Where objects are described.
+    place: Mutex<Place>,
 }
 
 impl std::fmt::Debug for WebDavRemote {
@@ -140,6 +173,23 @@ impl std::fmt::Debug for WebDavRemote {
 /// An ETag without quotes or the weak marker.
 fn bare(etag: &str) -> &str {
     etag.trim().trim_start_matches("W/").trim_matches('"')
+}
+
+/// How a version tag made from a file's time and size starts.
+const SYNTHESIZED: &str = "lastmod-";
+
+/// The server's tag of a file's version: its ETag, or, from servers whose
+/// `PROPFIND` gives none (nginx's dav-ext 3.0.0), `lastmod-<ms>-<size>`
+/// from its modification time and size (what nginx's own ETag holds).
+fn server_tag(e: &Entry) -> String {
+    let etag = bare(e.etag.as_deref().unwrap_or_default());
+    if !etag.is_empty() {
+        return etag.to_owned();
+    }
+    match e.modified.as_deref().and_then(super::http::parse_http_date) {
+        Some(ms) => format!("{SYNTHESIZED}{ms}-{}", e.size.unwrap_or(0)),
+        None => String::new(),
+    }
 }
 
 impl WebDavRemote {
@@ -199,6 +249,7 @@ impl WebDavRemote {
             auth,
             made: Mutex::new(HashSet::new()),
             making: tokio::sync::Mutex::new(()),
+            place: Mutex::new(Place::Unknown),
         })
     }
 
@@ -349,7 +400,101 @@ impl WebDavRemote {
             }
             out.push(entry);
         }
+        if out.iter().any(|e| e.object.is_some()) {
+            self.learned(Place::DeadProperty);
+        }
         Ok(out)
+    }
+
+    fn place(&self) -> Place {
+        self.place.lock().map(|p| *p).unwrap_or(Place::Unknown)
+    }
+
+    /// Records where objects are described; a sidecar remote stays one.
+    fn learned(&self, place: Place) {
+        if let Ok(mut p) = self.place.lock() {
+            if *p != Place::Sidecar {
+                *p = place;
+            }
+        }
+    }
+
+    /// Looks for the marker while the place is unknown.
+    async fn learn_place(&self) -> Result<Place, RemoteError> {
+        if self.place() != Place::Unknown {
+            return Ok(self.place());
+        }
+        if self.small_get(MARKER).await?.is_some() {
+            self.learned(Place::Sidecar);
+        }
+        Ok(self.place())
+    }
+
+    /// The body of a small file, `None` when it is not there.
+    async fn small_get(&self, rel: &str) -> Result<Option<String>, RemoteError> {
+        let what = format!("reading {rel:?}");
+        let resp = self.raw("GET", &self.url(rel), &[], None, &what).await?;
+        match resp.status().as_u16() {
+            200 => resp
+                .text()
+                .await
+                .map(Some)
+                .map_err(|e| self.send_error(e, &what)),
+            // Not there, or under something that is not a collection.
+            404 | 409 => Ok(None),
+            _ => Err(self.status_error(resp, &what).await),
+        }
+    }
+
+    /// Writes a small file with a plain `PUT`, making its collections when
+    /// they are missing.
+    async fn small_put(&self, rel: &str, body: String, what: &str) -> Result<(), RemoteError> {
+        for attempt in 0..2 {
+            let resp = self
+                .raw(
+                    "PUT",
+                    &self.url(rel),
+                    &[("content-type", "application/json".into())],
+                    Some(body.clone().into()),
+                    what,
+                )
+                .await?;
+            let status = resp.status().as_u16();
+            if resp.status().is_success() {
+                return Ok(());
+            }
+            if matches!(status, 404 | 409 | 500) && attempt == 0 {
+                let dir = rel.rsplit_once('/').map_or("", |(d, _)| d);
+                self.make_collections(&format!("{dir}/")).await?;
+                continue;
+            }
+            return Err(self.status_error(resp, what).await);
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// Reads the sidecars of the files among `entries` into their
+    /// `object`, on a sidecar remote.
+    async fn read_sidecars(&self, entries: &mut [Entry]) -> Result<(), RemoteError> {
+        if self.place() != Place::Sidecar {
+            return Ok(());
+        }
+        use futures::StreamExt as _;
+        let wanted: Vec<(usize, String)> = entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| !e.collection && !e.rel.is_empty())
+            .map(|(i, e)| (i, format!("{SIDECARS}{}", e.rel)))
+            .collect();
+        let read: Vec<(usize, Result<Option<String>, RemoteError>)> = futures::stream::iter(wanted)
+            .map(|(i, rel)| async move { (i, self.small_get(&rel).await) })
+            .buffer_unordered(SIDECAR_READS)
+            .collect()
+            .await;
+        for (i, text) in read {
+            entries[i].object = text?;
+        }
+        Ok(())
     }
 
     /// An entry as ferry describes it (`None` for a collection).
@@ -357,7 +502,7 @@ impl WebDavRemote {
         if e.collection {
             return None;
         }
-        let server = bare(e.etag.as_deref().unwrap_or_default()).to_owned();
+        let server = server_tag(e);
         let size = e.size.unwrap_or(0);
         let stamp = e
             .object
@@ -382,12 +527,16 @@ impl WebDavRemote {
         Some(obj)
     }
 
-    /// The entry at `key` itself (`None`: nothing there).
+    /// The entry at `key` itself (`None`: nothing there), with its
+    /// sidecar on a sidecar remote.
     async fn entry(&self, key: &str) -> Result<Option<Entry>, RemoteError> {
-        Ok(self
-            .propfind(key, 0)
-            .await?
-            .and_then(|v| v.into_iter().next()))
+        self.learn_place().await?;
+        let Some(mut entries) = self.propfind(key, 0).await? else {
+            return Ok(None);
+        };
+        entries.truncate(1);
+        self.read_sidecars(&mut entries).await?;
+        Ok(entries.into_iter().next())
     }
 
     /// The error for a remote path that is not on the server.
@@ -517,10 +666,10 @@ impl WebDavRemote {
                     Some(e) if !e.is_empty() => Ok(e),
                     // No ETag in the answer: ask for it.
                     _ => self
-                        .entry(tmp)
+                        .propfind(tmp, 0)
                         .await?
-                        .and_then(|e| e.etag)
-                        .map(|e| bare(&e).to_owned())
+                        .and_then(|v| v.into_iter().next())
+                        .map(|e| server_tag(&e))
                         .filter(|e| !e.is_empty())
                         .ok_or_else(|| {
                             self.error(
@@ -543,8 +692,9 @@ impl WebDavRemote {
         unreachable!("the loop returns")
     }
 
-    /// Sets ferry's dead property on `rel`.
-    async fn set_stamp(&self, rel: &str, stamp: &Stamp, what: &str) -> Result<(), RemoteError> {
+    /// Sets ferry's dead property on `rel`: `false` when the server
+    /// stores none.
+    async fn set_stamp(&self, rel: &str, stamp: &Stamp, what: &str) -> Result<bool, RemoteError> {
         let json = serde_json::to_string(stamp)
             .map_err(|e| self.error(RemoteErrorKind::Terminal, format!("{what}: {e}")))?;
         let xml = format!(
@@ -560,30 +710,23 @@ impl WebDavRemote {
                 what,
             )
             .await?;
-        let refused = |detail: String| {
-            self.error(
-                RemoteErrorKind::Terminal,
-                format!("{what}: the server does not store dead properties ({detail}); ferry keeps each object's metadata in one (PROPPATCH), so it needs a server that does (WsgiDAV with property_manager, Apache mod_dav, Nextcloud)"),
-            )
-        };
+        // Refused: a 207 naming a 403 (rclone, WsgiDAV without its
+        // property manager), or no PROPPATCH at all (nginx: 405).
         match resp.status().as_u16() {
             207 => {
                 let text = resp.text().await.map_err(|e| self.send_error(e, what))?;
                 let entries = parse_multistatus(&text)
                     .map_err(|e| self.error(RemoteErrorKind::Retryable, format!("{what}: {e}")))?;
-                match entries.into_iter().find_map(|(_, e)| e.refused) {
-                    Some(status) => Err(refused(status)),
-                    None => Ok(()),
-                }
+                Ok(entries.into_iter().all(|(_, e)| e.refused.is_none()))
             }
-            200 | 204 => Ok(()),
-            405 | 501 => Err(refused(format!("HTTP {}", resp.status()))),
+            200 | 204 => Ok(true),
+            405 | 501 => Ok(false),
             _ => Err(self.status_error(resp, what).await),
         }
     }
 
     /// Moves the staged copy onto `key`.
-    async fn place(
+    async fn move_into_place(
         &self,
         tmp: &str,
         key: &str,
@@ -641,13 +784,29 @@ impl WebDavRemote {
         what: &str,
     ) -> Result<String, RemoteError> {
         let stamp = Stamp {
+            v: None,
             etag: server_etag,
             size,
             token: format!("{:016x}", rand::random::<u64>()),
             content_type: req.content_type.clone(),
             metadata: req.all_metadata().into_iter().collect(),
         };
-        self.set_stamp(tmp, &stamp, what).await?;
+        let sidecar = match self.place() {
+            Place::Sidecar => true,
+            Place::Unknown | Place::DeadProperty => {
+                if self.set_stamp(tmp, &stamp, what).await? {
+                    self.learned(Place::DeadProperty);
+                    false
+                } else {
+                    // No dead properties: sidecars from now on, for every
+                    // reader too.
+                    let marker = serde_json::json!({"metadata": "sidecar", "v": SIDECAR_VERSION});
+                    self.small_put(MARKER, marker.to_string(), what).await?;
+                    self.learned(Place::Sidecar);
+                    true
+                }
+            }
+        };
         let overwrite = match cond {
             Precondition::IfAbsent => false,
             Precondition::None | Precondition::IfMatch(_) => {
@@ -668,7 +827,24 @@ impl WebDavRemote {
                 true
             }
         };
-        self.place(tmp, &req.key, overwrite, what).await?;
+        let side = format!("{SIDECARS}{}", req.key);
+        if sidecar && overwrite {
+            // The old version's sidecar goes first: until the new one is
+            // written, the object reads as a foreign file, never as the
+            // old version with new bytes.
+            let _ = self
+                .raw("DELETE", &self.url(&side), &[], None, what)
+                .await?;
+        }
+        self.move_into_place(tmp, &req.key, overwrite, what).await?;
+        if sidecar {
+            let json = serde_json::to_string(&Stamp {
+                v: Some(SIDECAR_VERSION),
+                ..stamp.clone()
+            })
+            .map_err(|e| self.error(RemoteErrorKind::Terminal, format!("{what}: {e}")))?;
+            self.small_put(&side, json, what).await?;
+        }
         Ok(format!("\"{}+{}\"", stamp.etag, stamp.token))
     }
 
@@ -709,10 +885,14 @@ impl WebDavRemote {
             .and_then(|v| v.to_str().ok())
             .map(|e| bare(e).to_owned());
         match sent {
-            Some(sent) if !server.is_empty() && sent != server => Err(self.error(
-                RemoteErrorKind::Retryable,
-                format!("{what}: it changed while it was read"),
-            )),
+            Some(sent)
+                if !server.is_empty() && !server.starts_with(SYNTHESIZED) && sent != server =>
+            {
+                Err(self.error(
+                    RemoteErrorKind::Retryable,
+                    format!("{what}: it changed while it was read"),
+                ))
+            }
             _ => Ok(resp),
         }
     }
@@ -745,6 +925,7 @@ impl Remote for WebDavRemote {
                 .rsplit_once('/')
                 .map_or(String::new(), |(d, _)| format!("{d}/"))],
         };
+        self.learn_place().await?;
         let mut objects = Vec::new();
         while let Some(dir) = pending.pop() {
             let Some(entries) = self.propfind(&dir, 1).await? else {
@@ -755,19 +936,22 @@ impl Remote for WebDavRemote {
                 }
                 continue;
             };
+            let mut files = Vec::new();
             for e in entries {
                 if e.rel == dir || e.rel.is_empty() {
                     continue;
                 }
                 if e.collection {
                     let inside = e.rel.starts_with(prefix) || prefix.starts_with(&e.rel);
-                    if inside && e.rel != STAGING {
+                    if inside && e.rel != STAGING && e.rel != SIDECARS {
                         pending.push(e.rel);
                     }
-                } else if e.rel.starts_with(prefix) {
-                    objects.extend(self.describe(&e));
+                } else if e.rel.starts_with(prefix) && e.rel != MARKER {
+                    files.push(e);
                 }
             }
+            self.read_sidecars(&mut files).await?;
+            objects.extend(files.iter().filter_map(|e| self.describe(e)));
             if objects.len() >= PAGE {
                 break;
             }
@@ -860,8 +1044,21 @@ impl Remote for WebDavRemote {
         }
         let resp = self.raw("DELETE", &self.url(key), &[], None, &what).await?;
         match resp.status().as_u16() {
-            200..=299 | 404 => Ok(()),
-            _ => Err(self.status_error(resp, &what).await),
+            200..=299 | 404 => {}
+            _ => return Err(self.status_error(resp, &what).await),
+        }
+        if self.place() == Place::Sidecar {
+            // A sidecar left behind describes nothing (its file is gone).
+            let side = self.url(&format!("{SIDECARS}{key}"));
+            let _ = self.raw("DELETE", &side, &[], None, &what).await;
+        }
+        Ok(())
+    }
+
+    fn metadata_place(&self) -> MetadataPlace {
+        match self.place() {
+            Place::Sidecar => MetadataPlace::Sidecar,
+            Place::Unknown | Place::DeadProperty => MetadataPlace::DeadProperty,
         }
     }
 

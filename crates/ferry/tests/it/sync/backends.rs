@@ -722,7 +722,7 @@ pub const WEBDAV_PASSWORD: &str = "secret";
 
 /// `webdav://127.0.0.1:PORT/<random path>` on a WebDAV server
 /// `./scripts/test.sh` starts: WsgiDAV ([`WebDavLocation::new`]), Apache
-/// `mod_dav` ([`WebDavLocation::apache`]). Its plain client writes with
+/// `mod_dav` ([`WebDavLocation::apache`]), nginx ([`WebDavLocation::nginx`]). Its plain client writes with
 /// bare `MKCOL` and `PUT` requests, as any WebDAV client would; Python's
 /// `requests` with `PROPFIND` is the second client in
 /// `webdav_objects_read_and_written_by_a_python_client`.
@@ -750,6 +750,12 @@ impl WebDavLocation {
     /// A fresh collection on Apache `mod_dav`.
     pub async fn apache() -> Self {
         Self::on("FERRY_TEST_APACHE_ENDPOINT").await
+    }
+
+    /// A fresh collection on nginx with its DAV modules (no dead
+    /// properties: ferry keeps sidecars).
+    pub async fn nginx() -> Self {
+        Self::on("FERRY_TEST_NGINX_ENDPOINT").await
     }
 
     /// A fresh collection path on the server in `var`, made as `ferry

@@ -543,6 +543,7 @@ all_fidelity!(gcs: super::super::backends::GcsLocation::new());
 all_fidelity!(azure: super::super::backends::AzureLocation::new().await);
 all_fidelity!(webdav: super::super::backends::WebDavLocation::new().await);
 all_fidelity!(webdav_apache: super::super::backends::WebDavLocation::apache().await);
+all_fidelity!(webdav_nginx: super::super::backends::WebDavLocation::nginx().await);
 
 // The exact-key scenario: memory and moto hold every key (moto at a bucket
 // root, where a 1,024-byte key fits); the folder remote refuses the keys a
@@ -558,6 +559,7 @@ suite!(exact_azure_prefix: super::super::backends::AzureLocation::new().await; e
 suite!(exact_azure_root: super::super::backends::AzureLocation::fresh_container().await; exotic_keys_travel_byte_for_byte);
 suite!(exact_webdav: super::super::backends::WebDavLocation::new().await; exotic_keys_travel_byte_for_byte);
 suite!(exact_webdav_apache: super::super::backends::WebDavLocation::apache().await; exotic_keys_travel_byte_for_byte);
+suite!(exact_webdav_nginx: super::super::backends::WebDavLocation::nginx().await; exotic_keys_travel_byte_for_byte);
 
 /// The exact-key scenario, checked with a raw client (boto3) on moto at a
 /// bucket root: the listing holds exactly the keys ferry was given.
@@ -1586,8 +1588,9 @@ print(json.dumps({'names': names, 'prop': prop, 'data': data}))
 
 /// What WebDAV cannot do is refused with the key named, and nothing is
 /// lost: a key whose path is a collection on the server, a key under a
-/// file, and a server that does not store dead properties (a second
-/// WsgiDAV, started here without its property manager) fails the probe.
+/// file. A server that does not store dead properties (a second WsgiDAV,
+/// started here without its property manager) gets sidecars: the probe
+/// says so, and a write's content type and metadata come back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webdav_refusals_name_the_key_and_lose_nothing() {
     use ferry::remote::{PutRequest, RemoteBody};
@@ -1667,28 +1670,44 @@ async fn webdav_refusals_name_the_key_and_lose_nothing() {
     })
     .unwrap();
     assert!(plain.create_base().await.unwrap());
-    let e = plain
-        .put(&req("k"), body(), Precondition::IfAbsent)
-        .await
-        .unwrap_err();
+    let plain = Arc::new(plain);
     let dir = tempfile::tempdir().unwrap();
     let replica = Bucket::create(dir.path().join(".ferry"), ferry::BucketConfig::default())
         .await
         .unwrap();
-    let probed = replica.attach(Arc::new(plain)).await;
+    let probed = replica.attach(plain.clone()).await;
+    let mut written = req("k");
+    written.metadata.insert("owner".into(), "ann".into());
+    let put = plain.put(&written, body(), Precondition::IfAbsent).await;
+    let head = plain.head("k").await;
+    let marker = served.path().join("data/.ferry/webdav.json").is_file();
+    let sidecar = served.path().join("data/.ferry/meta/k").is_file();
     server.kill().unwrap();
     server.wait().unwrap();
-    assert!(e.detail.contains("dead properties"), "{e}");
-    assert!(!e.is_retryable(), "{e}");
-    let probed = probed.unwrap_err().to_string();
-    assert!(probed.contains("dead properties"), "{probed}");
+    let probed = probed.unwrap();
+    assert_eq!(
+        probed.metadata_place,
+        Some(ferry::remote::MetadataPlace::Sidecar)
+    );
+    put.unwrap();
+    let head = head.unwrap().unwrap();
+    assert_eq!(head.content_type.as_deref(), Some("text/plain"));
+    assert_eq!(head.hash, Some(written.hash), "{head:?}");
+    assert_eq!(
+        head.metadata.get("owner").map(String::as_str),
+        Some("ann"),
+        "{head:?}"
+    );
+    assert!(marker && sidecar);
 }
 
 /// `rclone serve webdav` (Go's `x/net/webdav`), started here on loopback:
 /// its `PUT` into a missing collection answers 404 (not RFC 4918's 409)
 /// and its `MOVE` into one 403, and ferry makes the collections on either;
 /// the remote path itself is made only by `create_base` (what `ferry
-/// init` calls), which says whether it made it.
+/// init` calls), which says whether it made it. rclone stores no dead
+/// properties: the probe picks sidecars, and two replicas sync objects
+/// with their content type and metadata.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webdav_rclone_missing_collections_are_made_on_404() {
     use ferry::remote::{PutRequest, RemoteBody};
@@ -1726,11 +1745,82 @@ async fn webdav_rclone_missing_collections_are_made_on_404() {
     assert!(plain.create_base().await.unwrap());
     assert!(!plain.create_base().await.unwrap());
     assert!(served.path().join("p1/data").is_dir());
-    // The staging collection answered 404 and was made.
-    let e = plain.put(&req, body(), Precondition::IfAbsent).await;
-    assert!(served.path().join("p1/data/.ferry/tmp").is_dir(), "{e:?}");
-    if let Err(e) = &e {
-        assert!(!e.detail.contains("HTTP 404"), "{e}");
+    // The staging collection and the key's parents answered 404 and 403
+    // and were made.
+    plain
+        .put(&req, body(), Precondition::IfAbsent)
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read(served.path().join("p1/data/deep/er/k")).unwrap(),
+        b"x"
+    );
+    let head = plain.head("deep/er/k").await.unwrap().unwrap();
+    assert_eq!(head.hash, Some(req.hash), "{head:?}");
+    assert_eq!(
+        plain.metadata_place(),
+        ferry::remote::MetadataPlace::Sidecar
+    );
+    // Two replicas over it, as `ferry init` leaves them.
+    let be = RcloneLocation {
+        url: format!("{}/p1/data", server.url),
+    };
+    let a = replica(&be).await;
+    let b = replica(&be).await;
+    let probed = a.bucket.attach(be.remote()).await.unwrap();
+    assert_eq!(
+        probed.metadata_place,
+        Some(ferry::remote::MetadataPlace::Sidecar)
+    );
+    a.bucket
+        .put(
+            "notes/plan.txt",
+            b"the plan".to_vec(),
+            PutOptions {
+                content_type: Some("text/x-plan".into()),
+                metadata: [("owner".to_owned(), "ann".to_owned())]
+                    .into_iter()
+                    .collect(),
+            },
+        )
+        .await
+        .unwrap();
+    let r = sync(&a.bucket).await;
+    assert!(r.errors.is_empty() && r.pushed == 1, "{r:?}");
+    let r = sync(&b.bucket).await;
+    assert!(r.errors.is_empty(), "{r:?}");
+    let (meta, data) = b.bucket.get_bytes("notes/plan.txt").await.unwrap();
+    assert_eq!(&data[..], b"the plan");
+    assert_eq!(meta.content_type, "text/x-plan");
+    assert_eq!(meta.metadata.get("owner").map(String::as_str), Some("ann"));
+}
+
+/// A location on a `rclone serve webdav` started by the test.
+struct RcloneLocation {
+    url: String,
+}
+
+#[async_trait::async_trait]
+impl super::Backend for RcloneLocation {
+    fn remote(&self) -> ferry::remote::SharedRemote {
+        Arc::new(
+            ferry::remote::webdav::WebDavRemote::new(&ferry::remote::webdav::WebDavConfig {
+                url: self.url.clone(),
+                connect_timeout: std::time::Duration::from_secs(5),
+                io_timeout: std::time::Duration::from_secs(30),
+                ..Default::default()
+            })
+            .unwrap(),
+        )
+    }
+    async fn foreign_put(&self, _: &str, _: &[u8], _: &str) {
+        unreachable!("not used on rclone")
+    }
+    async fn foreign_get(&self, _: &str) -> Option<super::Plain> {
+        unreachable!("not used on rclone")
+    }
+    async fn foreign_keys(&self) -> Vec<String> {
+        unreachable!("not used on rclone")
     }
 }
 

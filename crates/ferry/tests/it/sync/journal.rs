@@ -339,3 +339,4 @@ all_journal!(gcs: super::super::backends::GcsLocation::new());
 all_journal!(azure: super::super::backends::AzureLocation::new().await);
 all_journal!(webdav: super::super::backends::WebDavLocation::new().await);
 all_journal!(webdav_apache: super::super::backends::WebDavLocation::apache().await);
+all_journal!(webdav_nginx: super::super::backends::WebDavLocation::nginx().await);
