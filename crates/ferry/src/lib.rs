@@ -36,7 +36,7 @@ pub use sync::{journal, plan};
 
 pub use bucket::cache::{CacheUsage, Eviction};
 pub use bucket::rebuild::RebuildReport;
-pub use bucket::setup::{check_new_bucket, check_remote, NewKey};
+pub use bucket::setup::{check_new_bucket, check_remote, create_remote_base, NewKey};
 pub use bucket::{
     Bucket, BucketConfig, GarbageReport, Object, PutCondition, PutOptions, INDEX_FILE,
 };

@@ -1213,9 +1213,12 @@ fn webdav_remote_end_to_end() {
     let run = |bucket: &str, args: &[&str], stdin: &[u8]| run_as("secret", bucket, args, stdin);
     let path = format!("cli{:016x}/ferry", rand::random::<u64>());
     let url = format!("webdav://{}/{path}", endpoint.trim_start_matches("http://"));
-    for b in ["a", "b"] {
-        ok(run(b, &["init", "--remote", &url], b""));
-    }
+    // The first init makes the remote folder and says so; the second finds it.
+    let made = stderr(&ok(run("a", &["init", "--remote", &url], b"")));
+    assert!(made.contains("Created the folder"), "{made}");
+    assert!(served.join(&path).is_dir());
+    let found = stderr(&ok(run("b", &["init", "--remote", &url], b"")));
+    assert!(!found.contains("Created the folder"), "{found}");
     let keys = ["notes ", "back\\slash", "ü/€ #%+&=.txt", " lead/x"];
     for k in keys {
         ok(run("a", &["put", k, "--meta", "owner=ann"], k.as_bytes()));
@@ -1257,6 +1260,57 @@ fn webdav_remote_end_to_end() {
     let shown = json(&ok(run("a", &["remote", "show", "--json"], b"")));
     assert_eq!(shown["probe"]["conditional_put"], true, "{shown}");
     assert_eq!(shown["probe"]["conditional_delete"], true, "{shown}");
+    assert_eq!(shown["probe"]["metadata_place"], "dead-property", "{shown}");
+    // The remote folder gone (an unmounted share): the sync fails, names
+    // the folder, and does not make it again.
+    std::fs::remove_dir_all(served.join(&path)).unwrap();
+    ok(run("a", &["put", "later", "-"], b"x"));
+    let out = run("a", &["sync"], b"");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("not on the server"), "{err}");
+    assert!(!served.join(&path).exists());
+}
+
+/// `ferry init --remote webdav://…` on nginx with its DAV modules (no dead
+/// properties): init makes the folder and says so, the probe picks
+/// sidecars and `remote show` says so, and a second device pulls an object
+/// with its metadata.
+#[test]
+fn webdav_remote_on_nginx_keeps_sidecars() {
+    let endpoint = std::env::var("FERRY_TEST_NGINX_ENDPOINT")
+        .expect("FERRY_TEST_NGINX_ENDPOINT is not set: run the suite with ./scripts/test.sh");
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let env = [
+        ("FERRY_WEBDAV_USER", "ferry"),
+        ("FERRY_WEBDAV_PASSWORD", "secret"),
+    ];
+    let run = |bucket: &str, args: &[&str], stdin: &[u8]| {
+        ferry_in_env(root, bucket, &env, args, Some(stdin))
+    };
+    let path = format!("cli{:016x}/p1", rand::random::<u64>());
+    let url = format!("webdav://{}/{path}", endpoint.trim_start_matches("http://"));
+    let made = stderr(&ok(run("a", &["init", "--remote", &url], b"")));
+    assert!(made.contains("Created the folder"), "{made}");
+    ok(run(
+        "a",
+        &["put", "notes/a.txt", "--meta", "owner=ann"],
+        b"hello",
+    ));
+    let report = json(&ok(run("a", &["sync", "--json"], b"")));
+    assert_eq!(report["pushed"], 1, "{report}");
+    // What the probe (at the first sync) chose.
+    let shown = json(&ok(run("a", &["remote", "show", "--json"], b"")));
+    assert_eq!(shown["probe"]["metadata_place"], "sidecar", "{shown}");
+    let text = stdout(&ok(run("a", &["remote", "show"], b"")));
+    assert!(text.contains("sidecar"), "{text}");
+    ok(run("b", &["init", "--remote", &url], b""));
+    let report = json(&ok(run("b", &["sync", "--json"], b"")));
+    assert_eq!(report["pulled"], 1, "{report}");
+    assert_eq!(stdout(&ok(run("b", &["cat", "notes/a.txt"], b""))), "hello");
+    let stat = json(&ok(run("b", &["stat", "notes/a.txt", "--json"], b"")));
+    assert_eq!(stat["metadata"]["owner"], "ann", "{stat}");
 }
 
 /// A TCP relay to `target` that can be frozen: from then on it forwards

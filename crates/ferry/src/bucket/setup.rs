@@ -70,6 +70,22 @@ pub async fn check_remote(remote: SharedRemote, max_retries: u32) -> Result<Remo
     Ok(encrypted::inspect(&retrying).await?)
 }
 
+/// Makes the place a remote names (a WebDAV collection) when it is missing
+/// and the store lets a client make it, with at most `max_retries`
+/// retries; `true` when something was made. For a person naming a remote
+/// (`ferry init`, `ferry remote set`) before [`check_remote`]; a sync
+/// never makes it (see [`Remote::create_base`]).
+pub async fn create_remote_base(remote: SharedRemote, max_retries: u32) -> Result<bool> {
+    let retrying = Retrying::new(
+        remote,
+        RetryPolicy {
+            max_retries,
+            ..RetryPolicy::default()
+        },
+    );
+    Ok(retrying.create_base().await?)
+}
+
 /// Refuses a remote holding `mode` for a bucket whose key file is `local`
 /// (`None`: plaintext). An empty remote suits either.
 pub(crate) fn mode_matches(

@@ -8,8 +8,8 @@ use std::fmt;
 use bytes::Bytes;
 
 use super::{
-    Capabilities, Precondition, PutRequest, Remote, RemoteBody, RemoteError, RemoteObject,
-    RemotePage, RemoteReader,
+    Capabilities, MetadataPlace, Precondition, PutRequest, Remote, RemoteBody, RemoteError,
+    RemoteObject, RemotePage, RemoteReader,
 };
 
 /// A remote wrapped around another. Each method's default forwards to
@@ -85,6 +85,14 @@ pub trait Layer: Send + Sync + fmt::Debug {
     async fn cleanup(&self, device: &str) -> Result<u64, RemoteError> {
         self.inner().cleanup(device).await
     }
+
+    async fn create_base(&self) -> Result<bool, RemoteError> {
+        self.inner().create_base().await
+    }
+
+    fn metadata_place(&self) -> MetadataPlace {
+        self.inner().metadata_place()
+    }
 }
 
 #[async_trait::async_trait]
@@ -155,5 +163,13 @@ impl<L: Layer> Remote for L {
 
     async fn cleanup(&self, device: &str) -> Result<u64, RemoteError> {
         Layer::cleanup(self, device).await
+    }
+
+    async fn create_base(&self) -> Result<bool, RemoteError> {
+        Layer::create_base(self).await
+    }
+
+    fn metadata_place(&self) -> MetadataPlace {
+        Layer::metadata_place(self)
     }
 }

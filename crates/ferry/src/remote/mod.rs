@@ -325,6 +325,20 @@ pub struct Capabilities {
     pub conditional_delete: bool,
 }
 
+/// Where a store keeps ferry's description of each object (content type,
+/// user metadata, ferry's hash, time and device): what the probe reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MetadataPlace {
+    /// The store's own object metadata (S3, GCS and Azure headers, the
+    /// folder remote's sidecars, memory).
+    Native,
+    /// A WebDAV dead property on the file.
+    DeadProperty,
+    /// A WebDAV sidecar file per key under `.ferry/meta/`.
+    Sidecar,
+}
+
 /// An object store, addressed by ferry keys.
 #[async_trait::async_trait]
 pub trait Remote: Send + Sync + fmt::Debug {
@@ -417,6 +431,23 @@ pub trait Remote: Send + Sync + fmt::Debug {
     async fn cleanup(&self, device: &str) -> Result<u64, RemoteError> {
         let _ = device;
         Ok(0)
+    }
+
+    /// Makes the place the remote names when it is missing and a client
+    /// can make it (a WebDAV collection and its parents); `Ok(true)` when
+    /// something was made. Asked for only when a person names the remote
+    /// (`ferry init`, `ferry remote set`), never by a sync: a base folder
+    /// that is gone later may be an unmounted share, and a sync against it
+    /// fails instead. The default: nothing to make.
+    async fn create_base(&self) -> Result<bool, RemoteError> {
+        Ok(false)
+    }
+
+    /// Where this store keeps ferry's description of each object, as far
+    /// as this handle knows (a WebDAV remote learns it at its first write
+    /// or read). The default: the store's own metadata.
+    fn metadata_place(&self) -> MetadataPlace {
+        MetadataPlace::Native
     }
 }
 

@@ -1160,12 +1160,32 @@ async fn large_object_round_trip_azure() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_trip_webdav() {
-    round_trip(&crate::sync::backends::WebDavLocation::new()).await;
+    round_trip(&crate::sync::backends::WebDavLocation::new().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_object_round_trip_webdav() {
-    large_object(&crate::sync::backends::WebDavLocation::new()).await;
+    large_object(&crate::sync::backends::WebDavLocation::new().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_webdav_apache() {
+    round_trip(&crate::sync::backends::WebDavLocation::apache().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_object_round_trip_webdav_apache() {
+    large_object(&crate::sync::backends::WebDavLocation::apache().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_webdav_nginx() {
+    round_trip(&crate::sync::backends::WebDavLocation::nginx().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_object_round_trip_webdav_nginx() {
+    large_object(&crate::sync::backends::WebDavLocation::nginx().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2524,4 +2544,63 @@ async fn a_delete_read_while_out_of_scope_still_proves_it_after_the_scope_widens
         "the deleted object does not come back"
     );
     assert!(b.bucket.exists("a/keep").await.unwrap());
+}
+
+/// On nginx (no dead properties) an encrypted bucket's sidecars hold
+/// nothing readable: no key name, content type or metadata, only what the
+/// encryption layer hands the remote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webdav_sidecars_of_an_encrypted_bucket_hold_nothing_readable() {
+    let be = crate::sync::backends::WebDavLocation::nginx().await;
+    let served =
+        std::path::PathBuf::from(std::env::var("FERRY_TEST_NGINX_ROOT").unwrap_or_else(|_| {
+            panic!("FERRY_TEST_NGINX_ROOT is not set: run the suite with ./scripts/test.sh")
+        }));
+    let a = first_device(be.remote()).await;
+    a.bucket
+        .put(
+            "plans/secret-plan.txt",
+            b"the plan".to_vec(),
+            opts("text/x-hidden-type", &[("owner", "ann-the-owner")]),
+        )
+        .await
+        .unwrap();
+    sync_clean(&a.bucket).await;
+    let meta = served.join(be.path()).join(".ferry/meta");
+    let mut stack = vec![meta.clone()];
+    let mut sidecars = Vec::new();
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(entry.path());
+            } else {
+                let name = entry
+                    .path()
+                    .strip_prefix(&meta)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                sidecars.push((name, std::fs::read_to_string(entry.path()).unwrap()));
+            }
+        }
+    }
+    assert!(sidecars.len() >= 2, "{sidecars:?}");
+    for (name, text) in &sidecars {
+        for word in [
+            "plans",
+            "secret-plan",
+            "text/x-hidden-type",
+            "owner",
+            "ann-the-owner",
+            "ferry-hash",
+        ] {
+            assert!(
+                !name.contains(word) && !text.contains(word),
+                "{name}: {text}"
+            );
+        }
+        let json: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(json["v"], 1, "{text}");
+    }
 }

@@ -131,6 +131,11 @@ pub struct ProbeResult {
     /// before ferry probed it (connecting probes again).
     #[serde(default)]
     pub conditional_multipart: Option<bool>,
+    /// Where the store keeps ferry's description of each object (a WebDAV
+    /// server: a dead property, or a sidecar where it stores none).
+    /// `None`: recorded before ferry reported it.
+    #[serde(default)]
+    pub metadata_place: Option<crate::remote::MetadataPlace>,
 }
 
 impl ProbeResult {
@@ -188,6 +193,7 @@ pub async fn probe(remote: &dyn Remote, device: &str) -> Result<ProbeResult, Rem
             "the store does not give back the metadata ferry writes with an object, so ferry cannot sync with it",
         ));
     }
+    let metadata_place = remote.metadata_place();
     let again = remote.put(&req, body(), Precondition::IfAbsent).await;
     let wrong = remote
         .put(
@@ -231,6 +237,7 @@ pub async fn probe(remote: &dyn Remote, device: &str) -> Result<ProbeResult, Rem
         conditional_put: put_enforced,
         conditional_delete: delete_enforced,
         conditional_multipart: Some(multipart_enforced),
+        metadata_place: Some(metadata_place),
     })
 }
 

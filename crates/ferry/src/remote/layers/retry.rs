@@ -168,4 +168,9 @@ impl Layer for Retrying {
         self.run("delete", key, || self.inner.delete(key, cond.clone()))
             .await
     }
+
+    async fn create_base(&self) -> Result<bool, RemoteError> {
+        self.run("create-base", "", || self.inner.create_base())
+            .await
+    }
 }

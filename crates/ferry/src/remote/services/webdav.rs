@@ -26,6 +26,13 @@
 //! and size still match the ones it records: another client's `PUT` keeps
 //! dead properties, and then the object is described as a foreign one.
 //!
+//! Servers that store no dead properties (nginx's DAV modules, rclone,
+//! several NAS boxes) get a **sidecar** instead: step 2 is skipped, and
+//! after the `MOVE` the same JSON is written to `.ferry/meta/<key>`
+//! (`docs/design.md`, "WebDAV sidecars v1"). The first write that finds
+//! `PROPPATCH` refused writes the marker `.ferry/webdav.json`, which tells
+//! every reader to look for sidecars.
+//!
 //! `If-Match` on writes and deletes is checked by a `PROPFIND` just before
 //! the `MOVE` or `DELETE` (the check-then-act race of emulated stores,
 //! `docs/design.md` §5); creates rely on `Overwrite: F`, which servers
@@ -42,8 +49,8 @@ use futures::TryStreamExt as _;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::remote::{
-    Capabilities, Precondition, PutRequest, Remote, RemoteBody, RemoteError, RemoteErrorKind,
-    RemoteObject, RemotePage, RemoteReader,
+    Capabilities, MetadataPlace, Precondition, PutRequest, Remote, RemoteBody, RemoteError,
+    RemoteErrorKind, RemoteObject, RemotePage, RemoteReader,
 };
 
 /// Everything but unreserved characters and `/` is escaped in a path.
@@ -57,6 +64,15 @@ const PATH: &AsciiSet = &NON_ALPHANUMERIC
 pub const NAMESPACE: &str = "urn:x-ferry:";
 /// Where writes are staged, under the remote path.
 pub const STAGING: &str = ".ferry/tmp/";
+/// Where the sidecars live on servers without dead properties
+/// (`.ferry/meta/<key>`).
+pub const SIDECARS: &str = ".ferry/meta/";
+/// The marker saying that this remote keeps sidecars.
+pub const MARKER: &str = ".ferry/webdav.json";
+/// The sidecar format's version (`docs/design.md`, "WebDAV sidecars").
+pub const SIDECAR_VERSION: u32 = 1;
+/// Sidecars read at once while a listing page is described.
+const SIDECAR_READS: usize = 8;
 /// Objects per listing page (at least; a collection is listed whole).
 const PAGE: usize = 1000;
 const PROPS: &str = r#"<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:" xmlns:F="urn:x-ferry:"><D:prop><D:resourcetype/><D:getetag/><D:getcontentlength/><D:getlastmodified/><D:getcontenttype/><F:object/></D:prop></D:propfind>"#;
@@ -85,9 +101,12 @@ impl std::fmt::Debug for WebDavConfig {
     }
 }
 
-/// What ferry keeps in its dead property.
+/// What ferry keeps in its dead property, or in a sidecar.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Stamp {
+    /// The sidecar format's version (absent in a dead property).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    v: Option<u32>,
     /// The server's ETag of the uploaded file (unquoted).
     etag: String,
     /// Its size.
@@ -113,6 +132,18 @@ struct Entry {
     refused: Option<String>,
 }
 
+/// Where this server keeps ferry's description of each object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// Not known yet: read as dead properties, and the marker is looked
+    /// for again at each listing.
+    Unknown,
+    /// Seen stored (a `PROPPATCH` that succeeded, or a property read back).
+    DeadProperty,
+    /// The marker is there, or a `PROPPATCH` was refused.
+    Sidecar,
+}
+
 /// A remote on a WebDAV collection.
 pub struct WebDavRemote {
     http: reqwest::Client,
@@ -127,6 +158,8 @@ pub struct WebDavRemote {
     made: Mutex<HashSet<String>>,
     /// Held while collections are made.
     making: tokio::sync::Mutex<()>,
+    /// Where objects are described.
+    place: Mutex<Place>,
 }
 
 impl std::fmt::Debug for WebDavRemote {
@@ -140,6 +173,23 @@ impl std::fmt::Debug for WebDavRemote {
 /// An ETag without quotes or the weak marker.
 fn bare(etag: &str) -> &str {
     etag.trim().trim_start_matches("W/").trim_matches('"')
+}
+
+/// How a version tag made from a file's time and size starts.
+const SYNTHESIZED: &str = "lastmod-";
+
+/// The server's tag of a file's version: its ETag, or, from servers whose
+/// `PROPFIND` gives none (nginx's dav-ext 3.0.0), `lastmod-<ms>-<size>`
+/// from its modification time and size (what nginx's own ETag holds).
+fn server_tag(e: &Entry) -> String {
+    let etag = bare(e.etag.as_deref().unwrap_or_default());
+    if !etag.is_empty() {
+        return etag.to_owned();
+    }
+    match e.modified.as_deref().and_then(super::http::parse_http_date) {
+        Some(ms) => format!("{SYNTHESIZED}{ms}-{}", e.size.unwrap_or(0)),
+        None => String::new(),
+    }
 }
 
 impl WebDavRemote {
@@ -199,6 +249,7 @@ impl WebDavRemote {
             auth,
             made: Mutex::new(HashSet::new()),
             making: tokio::sync::Mutex::new(()),
+            place: Mutex::new(Place::Unknown),
         })
     }
 
@@ -310,8 +361,9 @@ impl WebDavRemote {
         match resp.status().as_u16() {
             207 => {}
             404 => return Ok(None),
-            // A file where a collection is asked for (`a/` when `a` is a file).
-            409 if rel.ends_with('/') => return Ok(None),
+            // A file where a collection is asked for (`a/` when `a` is a
+            // file: 409 on WsgiDAV, 400 on Apache).
+            400 | 409 if rel.ends_with('/') => return Ok(None),
             _ => return Err(self.status_error(resp, &what).await),
         }
         let text = resp.text().await.map_err(|e| self.send_error(e, &what))?;
@@ -348,7 +400,101 @@ impl WebDavRemote {
             }
             out.push(entry);
         }
+        if out.iter().any(|e| e.object.is_some()) {
+            self.learned(Place::DeadProperty);
+        }
         Ok(out)
+    }
+
+    fn place(&self) -> Place {
+        self.place.lock().map(|p| *p).unwrap_or(Place::Unknown)
+    }
+
+    /// Records where objects are described; a sidecar remote stays one.
+    fn learned(&self, place: Place) {
+        if let Ok(mut p) = self.place.lock() {
+            if *p != Place::Sidecar {
+                *p = place;
+            }
+        }
+    }
+
+    /// Looks for the marker while the place is unknown.
+    async fn learn_place(&self) -> Result<Place, RemoteError> {
+        if self.place() != Place::Unknown {
+            return Ok(self.place());
+        }
+        if self.small_get(MARKER).await?.is_some() {
+            self.learned(Place::Sidecar);
+        }
+        Ok(self.place())
+    }
+
+    /// The body of a small file, `None` when it is not there.
+    async fn small_get(&self, rel: &str) -> Result<Option<String>, RemoteError> {
+        let what = format!("reading {rel:?}");
+        let resp = self.raw("GET", &self.url(rel), &[], None, &what).await?;
+        match resp.status().as_u16() {
+            200 => resp
+                .text()
+                .await
+                .map(Some)
+                .map_err(|e| self.send_error(e, &what)),
+            // Not there, or under something that is not a collection.
+            404 | 409 => Ok(None),
+            _ => Err(self.status_error(resp, &what).await),
+        }
+    }
+
+    /// Writes a small file with a plain `PUT`, making its collections when
+    /// they are missing.
+    async fn small_put(&self, rel: &str, body: String, what: &str) -> Result<(), RemoteError> {
+        for attempt in 0..2 {
+            let resp = self
+                .raw(
+                    "PUT",
+                    &self.url(rel),
+                    &[("content-type", "application/json".into())],
+                    Some(body.clone().into()),
+                    what,
+                )
+                .await?;
+            let status = resp.status().as_u16();
+            if resp.status().is_success() {
+                return Ok(());
+            }
+            if matches!(status, 404 | 409 | 500) && attempt == 0 {
+                let dir = rel.rsplit_once('/').map_or("", |(d, _)| d);
+                self.make_collections(&format!("{dir}/")).await?;
+                continue;
+            }
+            return Err(self.status_error(resp, what).await);
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// Reads the sidecars of the files among `entries` into their
+    /// `object`, on a sidecar remote.
+    async fn read_sidecars(&self, entries: &mut [Entry]) -> Result<(), RemoteError> {
+        if self.place() != Place::Sidecar {
+            return Ok(());
+        }
+        use futures::StreamExt as _;
+        let wanted: Vec<(usize, String)> = entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| !e.collection && !e.rel.is_empty())
+            .map(|(i, e)| (i, format!("{SIDECARS}{}", e.rel)))
+            .collect();
+        let read: Vec<(usize, Result<Option<String>, RemoteError>)> = futures::stream::iter(wanted)
+            .map(|(i, rel)| async move { (i, self.small_get(&rel).await) })
+            .buffer_unordered(SIDECAR_READS)
+            .collect()
+            .await;
+        for (i, text) in read {
+            entries[i].object = text?;
+        }
+        Ok(())
     }
 
     /// An entry as ferry describes it (`None` for a collection).
@@ -356,7 +502,7 @@ impl WebDavRemote {
         if e.collection {
             return None;
         }
-        let server = bare(e.etag.as_deref().unwrap_or_default()).to_owned();
+        let server = server_tag(e);
         let size = e.size.unwrap_or(0);
         let stamp = e
             .object
@@ -381,32 +527,55 @@ impl WebDavRemote {
         Some(obj)
     }
 
-    /// The entry at `key` itself (`None`: nothing there).
+    /// The entry at `key` itself (`None`: nothing there), with its
+    /// sidecar on a sidecar remote.
     async fn entry(&self, key: &str) -> Result<Option<Entry>, RemoteError> {
-        Ok(self
-            .propfind(key, 0)
-            .await?
-            .and_then(|v| v.into_iter().next()))
+        self.learn_place().await?;
+        let Some(mut entries) = self.propfind(key, 0).await? else {
+            return Ok(None);
+        };
+        entries.truncate(1);
+        self.read_sidecars(&mut entries).await?;
+        Ok(entries.into_iter().next())
     }
 
-    /// Makes every collection from the remote path down to `rel_dir`
-    /// (ending in `/`; empty: the remote path itself).
-    async fn make_collections(&self, rel_dir: &str) -> Result<(), RemoteError> {
-        let mut wanted: Vec<String> = Vec::new();
-        let mut acc = String::new();
-        for s in &self.segments {
-            acc.push('/');
-            acc.push_str(&utf8_percent_encode(s, PATH).to_string());
-            wanted.push(format!("{acc}/"));
+    /// The error for a remote path that is not on the server.
+    fn base_missing(&self) -> RemoteError {
+        self.error(
+            RemoteErrorKind::Terminal,
+            format!(
+                "the remote folder {} is not on the server (an unmounted share looks like this); ferry makes it only when the remote is set up (`ferry init`, `ferry remote set`), never during a sync",
+                self.root()
+            ),
+        )
+    }
+
+    /// Whether the remote path is a collection on the server (remembered
+    /// once seen).
+    async fn base_exists(&self) -> Result<bool, RemoteError> {
+        let base = self.path("");
+        if self.made.lock().map(|m| m.contains(&base)).unwrap_or(false) {
+            return Ok(true);
         }
-        for s in rel_dir.split('/').filter(|s| !s.is_empty()) {
-            acc.push('/');
-            acc.push_str(&utf8_percent_encode(s, PATH).to_string());
-            wanted.push(format!("{acc}/"));
+        let there = self
+            .propfind("", 0)
+            .await?
+            .is_some_and(|v| v.iter().any(|e| e.rel.is_empty() && e.collection));
+        if there {
+            if let Ok(mut m) = self.made.lock() {
+                m.insert(base);
+            }
         }
+        Ok(there)
+    }
+
+    /// `MKCOL` of each escaped collection path in `wanted` (ending in
+    /// `/`), in order, skipping those known to exist.
+    async fn mkcols(&self, wanted: Vec<String>) -> Result<bool, RemoteError> {
         // One writer at a time: servers answer two MKCOLs of one path at
         // once with a 500 (WsgiDAV: "File exists").
         let _one = self.making.lock().await;
+        let mut made = false;
         for path in wanted {
             if self.made.lock().map(|m| m.contains(&path)).unwrap_or(false) {
                 continue;
@@ -415,9 +584,11 @@ impl WebDavRemote {
             let url = format!("{}{path}", self.origin);
             let resp = self.raw("MKCOL", &url, &[], None, &what).await?;
             match resp.status().as_u16() {
-                // Made, or something is there already (a file there fails
-                // the write that follows, which names the key).
-                200..=299 | 405 => {}
+                // Made (rclone also answers 201 for a collection that is
+                // there), or something is there already (a file there
+                // fails the write that follows, which names the key).
+                200..=299 => made = true,
+                405 => {}
                 // 403 on a collection that is there (the mount point of a
                 // share), or a 5xx from another process making it at the
                 // same moment: fine if a collection is there now.
@@ -434,7 +605,24 @@ impl WebDavRemote {
                 m.insert(path);
             }
         }
-        Ok(())
+        Ok(made)
+    }
+
+    /// Makes every collection below the remote path down to `rel_dir`
+    /// (ending in `/`). The remote path itself must be there: it is made
+    /// only by [`Remote::create_base`].
+    async fn make_collections(&self, rel_dir: &str) -> Result<(), RemoteError> {
+        if !self.base_exists().await? {
+            return Err(self.base_missing());
+        }
+        let mut acc = self.path("").trim_end_matches('/').to_owned();
+        let mut wanted: Vec<String> = Vec::new();
+        for s in rel_dir.split('/').filter(|s| !s.is_empty()) {
+            acc.push('/');
+            acc.push_str(&utf8_percent_encode(s, PATH).to_string());
+            wanted.push(format!("{acc}/"));
+        }
+        self.mkcols(wanted).await.map(|_| ())
     }
 
     /// The body as reqwest sends it, and its length.
@@ -478,10 +666,10 @@ impl WebDavRemote {
                     Some(e) if !e.is_empty() => Ok(e),
                     // No ETag in the answer: ask for it.
                     _ => self
-                        .entry(tmp)
+                        .propfind(tmp, 0)
                         .await?
-                        .and_then(|e| e.etag)
-                        .map(|e| bare(&e).to_owned())
+                        .and_then(|v| v.into_iter().next())
+                        .map(|e| server_tag(&e))
                         .filter(|e| !e.is_empty())
                         .ok_or_else(|| {
                             self.error(
@@ -491,8 +679,10 @@ impl WebDavRemote {
                         }),
                 };
             }
-            // 409: the staging collection is missing.
-            if status == 409 && attempt == 0 {
+            // The staging collection is missing: 409 (RFC 4918, Apache),
+            // 404 (rclone's `x/net/webdav`), 500 (nginx). Made (or found
+            // there), then once more.
+            if matches!(status, 404 | 409 | 500) && attempt == 0 {
                 self.made.lock().map(|mut m| m.clear()).ok();
                 self.make_collections(STAGING).await?;
                 continue;
@@ -502,8 +692,9 @@ impl WebDavRemote {
         unreachable!("the loop returns")
     }
 
-    /// Sets ferry's dead property on `rel`.
-    async fn set_stamp(&self, rel: &str, stamp: &Stamp, what: &str) -> Result<(), RemoteError> {
+    /// Sets ferry's dead property on `rel`: `false` when the server
+    /// stores none.
+    async fn set_stamp(&self, rel: &str, stamp: &Stamp, what: &str) -> Result<bool, RemoteError> {
         let json = serde_json::to_string(stamp)
             .map_err(|e| self.error(RemoteErrorKind::Terminal, format!("{what}: {e}")))?;
         let xml = format!(
@@ -519,30 +710,23 @@ impl WebDavRemote {
                 what,
             )
             .await?;
-        let refused = |detail: String| {
-            self.error(
-                RemoteErrorKind::Terminal,
-                format!("{what}: the server does not store dead properties ({detail}); ferry keeps each object's metadata in one (PROPPATCH), so it needs a server that does (WsgiDAV with property_manager, Apache mod_dav, Nextcloud)"),
-            )
-        };
+        // Refused: a 207 naming a 403 (rclone, WsgiDAV without its
+        // property manager), or no PROPPATCH at all (nginx: 405).
         match resp.status().as_u16() {
             207 => {
                 let text = resp.text().await.map_err(|e| self.send_error(e, what))?;
                 let entries = parse_multistatus(&text)
                     .map_err(|e| self.error(RemoteErrorKind::Retryable, format!("{what}: {e}")))?;
-                match entries.into_iter().find_map(|(_, e)| e.refused) {
-                    Some(status) => Err(refused(status)),
-                    None => Ok(()),
-                }
+                Ok(entries.into_iter().all(|(_, e)| e.refused.is_none()))
             }
-            200 | 204 => Ok(()),
-            405 | 501 => Err(refused(format!("HTTP {}", resp.status()))),
+            200 | 204 => Ok(true),
+            405 | 501 => Ok(false),
             _ => Err(self.status_error(resp, what).await),
         }
     }
 
     /// Moves the staged copy onto `key`.
-    async fn place(
+    async fn move_into_place(
         &self,
         tmp: &str,
         key: &str,
@@ -570,7 +754,10 @@ impl WebDavRemote {
                         format!("{key:?}: precondition failed"),
                     ))
                 }
-                409 if attempt == 0 => {
+                // A missing parent: 409 (RFC 4918, WsgiDAV), 403 (rclone's
+                // `x/net/webdav`), 500 (Apache), 404 (others). Made (or
+                // found there), then once more.
+                403 | 404 | 409 | 500 if attempt == 0 => {
                     let dir = key.rsplit_once('/').map_or("", |(d, _)| d);
                     self.make_collections(&format!("{dir}/")).await?;
                 }
@@ -597,13 +784,29 @@ impl WebDavRemote {
         what: &str,
     ) -> Result<String, RemoteError> {
         let stamp = Stamp {
+            v: None,
             etag: server_etag,
             size,
             token: format!("{:016x}", rand::random::<u64>()),
             content_type: req.content_type.clone(),
             metadata: req.all_metadata().into_iter().collect(),
         };
-        self.set_stamp(tmp, &stamp, what).await?;
+        let sidecar = match self.place() {
+            Place::Sidecar => true,
+            Place::Unknown | Place::DeadProperty => {
+                if self.set_stamp(tmp, &stamp, what).await? {
+                    self.learned(Place::DeadProperty);
+                    false
+                } else {
+                    // No dead properties: sidecars from now on, for every
+                    // reader too.
+                    let marker = serde_json::json!({"metadata": "sidecar", "v": SIDECAR_VERSION});
+                    self.small_put(MARKER, marker.to_string(), what).await?;
+                    self.learned(Place::Sidecar);
+                    true
+                }
+            }
+        };
         let overwrite = match cond {
             Precondition::IfAbsent => false,
             Precondition::None | Precondition::IfMatch(_) => {
@@ -624,7 +827,24 @@ impl WebDavRemote {
                 true
             }
         };
-        self.place(tmp, &req.key, overwrite, what).await?;
+        let side = format!("{SIDECARS}{}", req.key);
+        if sidecar && overwrite {
+            // The old version's sidecar goes first: until the new one is
+            // written, the object reads as a foreign file, never as the
+            // old version with new bytes.
+            let _ = self
+                .raw("DELETE", &self.url(&side), &[], None, what)
+                .await?;
+        }
+        self.move_into_place(tmp, &req.key, overwrite, what).await?;
+        if sidecar {
+            let json = serde_json::to_string(&Stamp {
+                v: Some(SIDECAR_VERSION),
+                ..stamp.clone()
+            })
+            .map_err(|e| self.error(RemoteErrorKind::Terminal, format!("{what}: {e}")))?;
+            self.small_put(&side, json, what).await?;
+        }
         Ok(format!("\"{}+{}\"", stamp.etag, stamp.token))
     }
 
@@ -646,27 +866,34 @@ impl WebDavRemote {
         extra: &[(&str, String)],
         what: &str,
     ) -> Result<reqwest::Response, RemoteError> {
-        let mut headers: Vec<(&str, String)> = extra.to_vec();
-        // The version just described, or a 412 (weak ETags cannot be matched).
+        // The version just described: the answer's ETag must be its tag.
+        // Not `If-Match`: Apache's ETag is weak for a second after a write,
+        // and a weak ETag never matches one.
         let server = obj
             .etag
             .trim_matches('"')
             .split('+')
             .next()
             .unwrap_or_default();
-        if !server.is_empty() {
-            headers.push(("if-match", format!("\"{server}\"")));
+        let resp = self.raw("GET", &self.url(key), extra, None, what).await?;
+        if !resp.status().is_success() {
+            return Err(self.status_error(resp, what).await);
         }
-        let resp = self
-            .raw("GET", &self.url(key), &headers, None, what)
-            .await?;
-        match resp.status().as_u16() {
-            200..=299 => Ok(resp),
-            412 => Err(self.error(
-                RemoteErrorKind::Retryable,
-                format!("{what}: it changed while it was read"),
-            )),
-            _ => Err(self.status_error(resp, what).await),
+        let sent = resp
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(|e| bare(e).to_owned());
+        match sent {
+            Some(sent)
+                if !server.is_empty() && !server.starts_with(SYNTHESIZED) && sent != server =>
+            {
+                Err(self.error(
+                    RemoteErrorKind::Retryable,
+                    format!("{what}: it changed while it was read"),
+                ))
+            }
+            _ => Ok(resp),
         }
     }
 }
@@ -698,24 +925,33 @@ impl Remote for WebDavRemote {
                 .rsplit_once('/')
                 .map_or(String::new(), |(d, _)| format!("{d}/"))],
         };
+        self.learn_place().await?;
         let mut objects = Vec::new();
         while let Some(dir) = pending.pop() {
             let Some(entries) = self.propfind(&dir, 1).await? else {
+                // A missing remote path is not an empty one: it may be a
+                // share that is not mounted.
+                if dir.is_empty() {
+                    return Err(self.base_missing());
+                }
                 continue;
             };
+            let mut files = Vec::new();
             for e in entries {
                 if e.rel == dir || e.rel.is_empty() {
                     continue;
                 }
                 if e.collection {
                     let inside = e.rel.starts_with(prefix) || prefix.starts_with(&e.rel);
-                    if inside && e.rel != STAGING {
+                    if inside && e.rel != STAGING && e.rel != SIDECARS {
                         pending.push(e.rel);
                     }
-                } else if e.rel.starts_with(prefix) {
-                    objects.extend(self.describe(&e));
+                } else if e.rel.starts_with(prefix) && e.rel != MARKER {
+                    files.push(e);
                 }
             }
+            self.read_sidecars(&mut files).await?;
+            objects.extend(files.iter().filter_map(|e| self.describe(e)));
             if objects.len() >= PAGE {
                 break;
             }
@@ -808,8 +1044,21 @@ impl Remote for WebDavRemote {
         }
         let resp = self.raw("DELETE", &self.url(key), &[], None, &what).await?;
         match resp.status().as_u16() {
-            200..=299 | 404 => Ok(()),
-            _ => Err(self.status_error(resp, &what).await),
+            200..=299 | 404 => {}
+            _ => return Err(self.status_error(resp, &what).await),
+        }
+        if self.place() == Place::Sidecar {
+            // A sidecar left behind describes nothing (its file is gone).
+            let side = self.url(&format!("{SIDECARS}{key}"));
+            let _ = self.raw("DELETE", &side, &[], None, &what).await;
+        }
+        Ok(())
+    }
+
+    fn metadata_place(&self) -> MetadataPlace {
+        match self.place() {
+            Place::Sidecar => MetadataPlace::Sidecar,
+            Place::Unknown | Place::DeadProperty => MetadataPlace::DeadProperty,
         }
     }
 
@@ -825,6 +1074,24 @@ impl Remote for WebDavRemote {
             );
         }
         None
+    }
+
+    async fn create_base(&self) -> Result<bool, RemoteError> {
+        if self.base_exists().await? {
+            return Ok(false);
+        }
+        let mut acc = String::new();
+        let mut wanted = Vec::new();
+        for s in &self.segments {
+            acc.push('/');
+            acc.push_str(&utf8_percent_encode(s, PATH).to_string());
+            wanted.push(format!("{acc}/"));
+        }
+        self.mkcols(wanted).await?;
+        match self.base_exists().await? {
+            true => Ok(true),
+            false => Err(self.base_missing()),
+        }
     }
 
     async fn cleanup(&self, device: &str) -> Result<u64, RemoteError> {

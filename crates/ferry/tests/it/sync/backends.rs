@@ -727,14 +727,15 @@ impl Backend for AzureLocation {
     }
 }
 
-/// The WsgiDAV user `./scripts/test.sh` configures.
+/// The user every WebDAV server `./scripts/test.sh` starts knows.
 pub const WEBDAV_USER: &str = "ferry";
 pub const WEBDAV_PASSWORD: &str = "secret";
 
-/// `webdav://127.0.0.1:PORT/<random path>` on WsgiDAV (started by
-/// `./scripts/test.sh`). Its plain client writes with bare `MKCOL` and
-/// `PUT` requests, as any WebDAV client would; Python's `requests` with
-/// `PROPFIND` is the second client in
+/// `webdav://127.0.0.1:PORT/<random path>` on a WebDAV server
+/// `./scripts/test.sh` starts: WsgiDAV ([`WebDavLocation::new`]), Apache
+/// `mod_dav` ([`WebDavLocation::apache`]), nginx ([`WebDavLocation::nginx`]). Its plain client writes with
+/// bare `MKCOL` and `PUT` requests, as any WebDAV client would; Python's
+/// `requests` with `PROPFIND` is the second client in
 /// `webdav_objects_read_and_written_by_a_python_client`.
 pub struct WebDavLocation {
     endpoint: String,
@@ -742,21 +743,41 @@ pub struct WebDavLocation {
 }
 
 impl WebDavLocation {
-    pub fn webdav_endpoint() -> String {
-        std::env::var("FERRY_TEST_WEBDAV_ENDPOINT").unwrap_or_else(|_| {
+    /// The endpoint in `var`, which `./scripts/test.sh` sets.
+    pub fn endpoint_from(var: &str) -> String {
+        std::env::var(var).unwrap_or_else(|_| {
             panic!(
-                "FERRY_TEST_WEBDAV_ENDPOINT is not set: run the suite with ./scripts/test.sh, \
-                 which installs WsgiDAV in a venv and starts it"
+                "{var} is not set: run the suite with ./scripts/test.sh, \
+                 which installs and starts the WebDAV servers"
             )
         })
     }
 
-    /// A fresh collection path (made by the first write).
-    pub fn new() -> Self {
-        WebDavLocation {
-            endpoint: Self::webdav_endpoint(),
+    /// A fresh collection on WsgiDAV.
+    pub async fn new() -> Self {
+        Self::on("FERRY_TEST_WEBDAV_ENDPOINT").await
+    }
+
+    /// A fresh collection on Apache `mod_dav`.
+    pub async fn apache() -> Self {
+        Self::on("FERRY_TEST_APACHE_ENDPOINT").await
+    }
+
+    /// A fresh collection on nginx with its DAV modules (no dead
+    /// properties: ferry keeps sidecars).
+    pub async fn nginx() -> Self {
+        Self::on("FERRY_TEST_NGINX_ENDPOINT").await
+    }
+
+    /// A fresh collection path on the server in `var`, made as `ferry
+    /// init` makes it (a sync never makes it).
+    pub async fn on(var: &str) -> Self {
+        let location = WebDavLocation {
+            endpoint: Self::endpoint_from(var),
             path: format!("t{:016x}/data", rand::random::<u64>()),
-        }
+        };
+        assert!(location.plain().create_base().await.unwrap());
+        location
     }
 
     pub fn config(&self) -> ferry::remote::webdav::WebDavConfig {

@@ -541,7 +541,9 @@ all_fidelity!(s3s: super::super::backends::S3Location::s3s().await);
 all_fidelity!(moto: super::super::backends::S3Location::moto());
 all_fidelity!(gcs: super::super::backends::GcsLocation::new());
 all_fidelity!(azure: super::super::backends::AzureLocation::new().await);
-all_fidelity!(webdav: super::super::backends::WebDavLocation::new());
+all_fidelity!(webdav: super::super::backends::WebDavLocation::new().await);
+all_fidelity!(webdav_apache: super::super::backends::WebDavLocation::apache().await);
+all_fidelity!(webdav_nginx: super::super::backends::WebDavLocation::nginx().await);
 
 // The exact-key scenario: memory and moto hold every key (moto at a bucket
 // root, where a 1,024-byte key fits); the folder remote refuses the keys a
@@ -555,7 +557,9 @@ suite!(exact_gcs_prefix: super::super::backends::GcsLocation::new(); exotic_keys
 suite!(exact_gcs_root: super::super::backends::GcsLocation::fresh_bucket().await; exotic_keys_travel_byte_for_byte);
 suite!(exact_azure_prefix: super::super::backends::AzureLocation::new().await; exotic_keys_travel_byte_for_byte);
 suite!(exact_azure_root: super::super::backends::AzureLocation::fresh_container().await; exotic_keys_travel_byte_for_byte);
-suite!(exact_webdav: super::super::backends::WebDavLocation::new(); exotic_keys_travel_byte_for_byte);
+suite!(exact_webdav: super::super::backends::WebDavLocation::new().await; exotic_keys_travel_byte_for_byte);
+suite!(exact_webdav_apache: super::super::backends::WebDavLocation::apache().await; exotic_keys_travel_byte_for_byte);
+suite!(exact_webdav_nginx: super::super::backends::WebDavLocation::nginx().await; exotic_keys_travel_byte_for_byte);
 
 /// The exact-key scenario, checked with a raw client (boto3) on moto at a
 /// bucket root: the listing holds exactly the keys ferry was given.
@@ -1478,7 +1482,7 @@ async fn large_gcs_writes_are_resumable_uploads_that_read_back_whole() {
 /// writes a file (MKCOL, PUT) that ferry pulls under its exact key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webdav_objects_read_and_written_by_a_python_client() {
-    let be = super::backends::WebDavLocation::new();
+    let be = super::backends::WebDavLocation::new().await;
     let probe = be.remote();
     let held: Vec<String> = exotic_keys()
         .into_iter()
@@ -1584,12 +1588,13 @@ print(json.dumps({'names': names, 'prop': prop, 'data': data}))
 
 /// What WebDAV cannot do is refused with the key named, and nothing is
 /// lost: a key whose path is a collection on the server, a key under a
-/// file, and a server that does not store dead properties (a second
-/// WsgiDAV, started here without its property manager) fails the probe.
+/// file. A server that does not store dead properties (a second WsgiDAV,
+/// started here without its property manager) gets sidecars: the probe
+/// says so, and a write's content type and metadata come back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webdav_refusals_name_the_key_and_lose_nothing() {
     use ferry::remote::{PutRequest, RemoteBody};
-    let be = super::backends::WebDavLocation::new();
+    let be = super::backends::WebDavLocation::new().await;
     let remote = be.remote();
     let req = |key: &str| PutRequest {
         key: key.into(),
@@ -1664,19 +1669,232 @@ async fn webdav_refusals_name_the_key_and_lose_nothing() {
         ..Default::default()
     })
     .unwrap();
-    let e = plain
-        .put(&req("k"), body(), Precondition::IfAbsent)
-        .await
-        .unwrap_err();
+    assert!(plain.create_base().await.unwrap());
+    let plain = Arc::new(plain);
     let dir = tempfile::tempdir().unwrap();
     let replica = Bucket::create(dir.path().join(".ferry"), ferry::BucketConfig::default())
         .await
         .unwrap();
-    let probed = replica.attach(Arc::new(plain)).await;
+    let probed = replica.attach(plain.clone()).await;
+    let mut written = req("k");
+    written.metadata.insert("owner".into(), "ann".into());
+    let put = plain.put(&written, body(), Precondition::IfAbsent).await;
+    let head = plain.head("k").await;
+    let marker = served.path().join("data/.ferry/webdav.json").is_file();
+    let sidecar = served.path().join("data/.ferry/meta/k").is_file();
     server.kill().unwrap();
     server.wait().unwrap();
-    assert!(e.detail.contains("dead properties"), "{e}");
+    let probed = probed.unwrap();
+    assert_eq!(
+        probed.metadata_place,
+        Some(ferry::remote::MetadataPlace::Sidecar)
+    );
+    put.unwrap();
+    let head = head.unwrap().unwrap();
+    assert_eq!(head.content_type.as_deref(), Some("text/plain"));
+    assert_eq!(head.hash, Some(written.hash), "{head:?}");
+    assert_eq!(
+        head.metadata.get("owner").map(String::as_str),
+        Some("ann"),
+        "{head:?}"
+    );
+    assert!(marker && sidecar);
+}
+
+/// `rclone serve webdav` (Go's `x/net/webdav`), started here on loopback:
+/// its `PUT` into a missing collection answers 404 (not RFC 4918's 409)
+/// and its `MOVE` into one 403, and ferry makes the collections on either;
+/// the remote path itself is made only by `create_base` (what `ferry
+/// init` calls), which says whether it made it. rclone stores no dead
+/// properties: the probe picks sidecars, and two replicas sync objects
+/// with their content type and metadata.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webdav_rclone_missing_collections_are_made_on_404() {
+    use ferry::remote::{PutRequest, RemoteBody};
+    let served = tempfile::tempdir().unwrap();
+    let server = RcloneWebDav::start(served.path()).await;
+    let plain = ferry::remote::webdav::WebDavRemote::new(&ferry::remote::webdav::WebDavConfig {
+        url: format!("{}/p1/data", server.url),
+        connect_timeout: std::time::Duration::from_secs(5),
+        io_timeout: std::time::Duration::from_secs(30),
+        ..Default::default()
+    })
+    .unwrap();
+    let req = PutRequest {
+        key: "deep/er/k".into(),
+        content_type: "text/plain".into(),
+        metadata: Default::default(),
+        hash: ferry::ContentHash::of(b"x"),
+        size: 1,
+        mtime_ms: 1,
+        device: "dev".into(),
+        base: String::new(),
+        sealed: false,
+        stamp: None,
+    };
+    let body = || RemoteBody::Bytes(bytes::Bytes::from_static(b"x"));
+    // Before the remote path exists, a write is refused and makes nothing.
+    let e = plain
+        .put(&req, body(), Precondition::IfAbsent)
+        .await
+        .unwrap_err();
+    assert!(e.detail.contains("not on the server"), "{e}");
     assert!(!e.is_retryable(), "{e}");
-    let probed = probed.unwrap_err().to_string();
-    assert!(probed.contains("dead properties"), "{probed}");
+    assert!(!served.path().join("p1").exists());
+    // `ferry init`'s step: made once, then found.
+    assert!(plain.create_base().await.unwrap());
+    assert!(!plain.create_base().await.unwrap());
+    assert!(served.path().join("p1/data").is_dir());
+    // The staging collection and the key's parents answered 404 and 403
+    // and were made.
+    plain
+        .put(&req, body(), Precondition::IfAbsent)
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read(served.path().join("p1/data/deep/er/k")).unwrap(),
+        b"x"
+    );
+    let head = plain.head("deep/er/k").await.unwrap().unwrap();
+    assert_eq!(head.hash, Some(req.hash), "{head:?}");
+    assert_eq!(
+        plain.metadata_place(),
+        ferry::remote::MetadataPlace::Sidecar
+    );
+    // Two replicas over it, as `ferry init` leaves them.
+    let be = RcloneLocation {
+        url: format!("{}/p1/data", server.url),
+    };
+    let a = replica(&be).await;
+    let b = replica(&be).await;
+    let probed = a.bucket.attach(be.remote()).await.unwrap();
+    assert_eq!(
+        probed.metadata_place,
+        Some(ferry::remote::MetadataPlace::Sidecar)
+    );
+    a.bucket
+        .put(
+            "notes/plan.txt",
+            b"the plan".to_vec(),
+            PutOptions {
+                content_type: Some("text/x-plan".into()),
+                metadata: [("owner".to_owned(), "ann".to_owned())]
+                    .into_iter()
+                    .collect(),
+            },
+        )
+        .await
+        .unwrap();
+    let r = sync(&a.bucket).await;
+    assert!(r.errors.is_empty() && r.pushed == 1, "{r:?}");
+    let r = sync(&b.bucket).await;
+    assert!(r.errors.is_empty(), "{r:?}");
+    let (meta, data) = b.bucket.get_bytes("notes/plan.txt").await.unwrap();
+    assert_eq!(&data[..], b"the plan");
+    assert_eq!(meta.content_type, "text/x-plan");
+    assert_eq!(meta.metadata.get("owner").map(String::as_str), Some("ann"));
+}
+
+/// A location on a `rclone serve webdav` started by the test.
+struct RcloneLocation {
+    url: String,
+}
+
+#[async_trait::async_trait]
+impl super::Backend for RcloneLocation {
+    fn remote(&self) -> ferry::remote::SharedRemote {
+        Arc::new(
+            ferry::remote::webdav::WebDavRemote::new(&ferry::remote::webdav::WebDavConfig {
+                url: self.url.clone(),
+                connect_timeout: std::time::Duration::from_secs(5),
+                io_timeout: std::time::Duration::from_secs(30),
+                ..Default::default()
+            })
+            .unwrap(),
+        )
+    }
+    async fn foreign_put(&self, _: &str, _: &[u8], _: &str) {
+        unreachable!("not used on rclone")
+    }
+    async fn foreign_get(&self, _: &str) -> Option<super::Plain> {
+        unreachable!("not used on rclone")
+    }
+    async fn foreign_keys(&self) -> Vec<String> {
+        unreachable!("not used on rclone")
+    }
+}
+
+/// `rclone serve webdav` on a free loopback port, serving `dir`, stopped
+/// when dropped. The binary is `FERRY_TEST_RCLONE` (`./scripts/test.sh`
+/// installs rclone when it is missing).
+struct RcloneWebDav {
+    url: String,
+    child: std::process::Child,
+}
+
+impl RcloneWebDav {
+    async fn start(dir: &std::path::Path) -> Self {
+        let rclone = std::env::var("FERRY_TEST_RCLONE").unwrap_or_else(|_| {
+            panic!("FERRY_TEST_RCLONE is not set: run the suite with ./scripts/test.sh, which installs rclone")
+        });
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(rclone)
+            .args(["serve", "webdav", "--addr", &format!("127.0.0.1:{port}")])
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        for _ in 0..100 {
+            if reqwest::get(&url).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        RcloneWebDav { url, child }
+    }
+}
+
+impl Drop for RcloneWebDav {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A remote path that is gone after `init` (an unmounted share) fails a
+/// sync clearly, and the sync does not make it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webdav_missing_remote_path_fails_the_sync_and_is_not_made() {
+    let be = super::backends::WebDavLocation::new().await;
+    let root =
+        std::path::PathBuf::from(std::env::var("FERRY_TEST_WEBDAV_ROOT").unwrap_or_else(|_| {
+            panic!("FERRY_TEST_WEBDAV_ROOT is not set: run the suite with ./scripts/test.sh")
+        }));
+    let a = replica(&be).await;
+    a.bucket
+        .put("k", b"x".to_vec(), PutOptions::default())
+        .await
+        .unwrap();
+    let r = sync(&a.bucket).await;
+    assert_eq!(r.pushed, 1, "{r:?}");
+    let base = root.join(be.path());
+    std::fs::remove_dir_all(&base).unwrap();
+    a.bucket
+        .put("k2", b"y".to_vec(), PutOptions::default())
+        .await
+        .unwrap();
+    let e = a
+        .bucket
+        .sync(SyncOptions::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not on the server"), "{e}");
+    assert!(!base.exists(), "the sync made the remote path again");
 }

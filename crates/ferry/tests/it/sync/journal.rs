@@ -337,4 +337,6 @@ all_journal!(s3s: super::super::backends::S3Location::s3s().await);
 all_journal!(moto: super::super::backends::S3Location::moto());
 all_journal!(gcs: super::super::backends::GcsLocation::new());
 all_journal!(azure: super::super::backends::AzureLocation::new().await);
-all_journal!(webdav: super::super::backends::WebDavLocation::new());
+all_journal!(webdav: super::super::backends::WebDavLocation::new().await);
+all_journal!(webdav_apache: super::super::backends::WebDavLocation::apache().await);
+all_journal!(webdav_nginx: super::super::backends::WebDavLocation::nginx().await);

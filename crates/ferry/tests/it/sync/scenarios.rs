@@ -625,7 +625,9 @@ all_scenarios!(s3s: super::super::backends::S3Location::s3s().await);
 all_scenarios!(moto: super::super::backends::S3Location::moto());
 all_scenarios!(gcs: super::super::backends::GcsLocation::new());
 all_scenarios!(azure: super::super::backends::AzureLocation::new().await);
-all_scenarios!(webdav: super::super::backends::WebDavLocation::new());
+all_scenarios!(webdav: super::super::backends::WebDavLocation::new().await);
+all_scenarios!(webdav_apache: super::super::backends::WebDavLocation::apache().await);
+all_scenarios!(webdav_nginx: super::super::backends::WebDavLocation::nginx().await);
 
 /// The probe tells a store that enforces preconditions from one that only
 /// accepts the headers; the latter still gets conflicts (by HEAD emulation).
