@@ -366,6 +366,7 @@ async fn pushed_versions_leave_the_outbox_and_a_v4_index_migrates() {
          DROP TABLE stamps;
          DROP TABLE blob_salts;
          ALTER TABLE journal_pending DROP COLUMN base;
+         ALTER TABLE journal_pending DROP COLUMN stamp;
          DROP TABLE stamps_accepted;
          PRAGMA user_version = 4;",
     )
