@@ -585,11 +585,8 @@ async fn open_replica(
 
 /// The keys a replica holds.
 async fn keys_of(b: &Bucket) -> Result<std::collections::BTreeSet<String>, String> {
-    let listed = b
-        .list(crate::store::list::ListOptions::prefix(""))
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(listed.objects.into_iter().map(|o| o.key).collect())
+    let listed = b.list_all("").await.map_err(|e| e.to_string())?;
+    Ok(listed.into_iter().map(|o| o.key).collect())
 }
 
 /// The passphrase of an encrypted run's bucket.

@@ -235,15 +235,14 @@ fn journal_delete(conn: &Connection, key: &str) -> Result<()> {
 /// [`journal_delete`], naming `removed` where the row agreed on no version
 /// (our own push, its answer lost, deleted by a delete conditional on it).
 fn journal_delete_of(conn: &Connection, key: &str, removed: Option<&Removed>) -> Result<()> {
-    let agreed = agreed_version(conn, key, false)?.filter(|(etag, _, _)| etag.is_some());
-    let (etag, hash, version) = match (agreed, removed) {
-        (Some(a), _) => a,
-        (None, Some(r)) => (
+    let (etag, hash, version) = match (agreed_version(conn, key, false)?, removed) {
+        (Some(a), _) if a.0.is_some() => a,
+        (_, Some(r)) => (
             Some(r.etag.clone()),
             r.hash.map(|h| h.0.to_vec()),
             r.hash.map(|h| version_id(&h, r.meta.as_ref())),
         ),
-        (None, None) => Default::default(),
+        (a, None) => a.unwrap_or_default(),
     };
     conn.prepare_cached(
         "INSERT OR REPLACE INTO journal_pending (key, op, etag, hash, base) \

@@ -58,10 +58,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 async fn journal_bucket(dir: &Path, be: &dyn Backend) -> Bucket {
-    let b = Bucket::create(dir, BucketConfig::default()).await.unwrap();
-    b.set_sync_config(journal_config()).await.unwrap();
-    b.attach(be.remote()).await.unwrap();
-    b
+    journal_bucket_on(dir, be.remote()).await
 }
 
 /// Finding 10: a copied bucket directory gets its own device id at open
