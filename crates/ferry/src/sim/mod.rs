@@ -21,8 +21,10 @@
 //! resurrection, status counts, index check and garbage collection.
 //!
 //! This is test support: nothing in ferry's own paths uses it. The tests
-//! run it (`FERRY_SIM_SEED=… cargo test -p ferry sim` replays one seed) and
-//! `ferry-bench --suite sim` measures seeds per second.
+//! run it (`FERRY_SIM_SEED=… cargo test -p ferry sim` replays one seed;
+//! `FERRY_SIM_TRACE=1` adds every replica's rows while settling,
+//! [`SimConfig::trace_rows`]) and `ferry-bench --suite sim` measures seeds
+//! per second.
 
 mod model;
 mod remote;
@@ -95,28 +97,17 @@ pub struct SimConfig {
     /// Journal records each writer keeps before compacting its stream
     /// (small: compaction runs, and readers fall behind it).
     pub journal_retain: u64,
+    /// Also logs every replica's rows (key, state, content by its name in
+    /// the history, agreed version) after each settling sync: for reading
+    /// a failing seed, not drawn from it.
+    pub trace_rows: bool,
 }
 
 impl SimConfig {
-    /// The configuration seed `seed` stands for.
+    /// The configuration seed `seed` stands for (about 3 in 10 seeds draw
+    /// an encrypted bucket, 3 in 10 a narrowed scope).
     pub fn from_seed(seed: u64) -> SimConfig {
-        SimConfig::draw(seed).without_open_findings()
-    }
-
-    /// The configuration of seed `seed` with the encrypted mode's open
-    /// findings left in: about 3 in 10 seeds draw an encrypted bucket,
-    /// which `from_seed` leaves plaintext. Encrypted runs still fail now
-    /// and then (4 of 10,333 heavy seeds at stop 34; ARCHITECTURE.md, the
-    /// simulator's open findings) until those are fixed.
-    pub fn from_seed_with_open_findings(seed: u64) -> SimConfig {
         SimConfig::draw(seed)
-    }
-
-    /// Sets aside what the open findings need (see
-    /// [`SimConfig::from_seed_with_open_findings`]).
-    fn without_open_findings(mut self) -> SimConfig {
-        self.encrypted = false;
-        self
     }
 
     fn draw(seed: u64) -> SimConfig {
@@ -135,6 +126,7 @@ impl SimConfig {
             encrypted: false,
             scoped: false,
             journal_retain: crate::sync::journal::RETAIN,
+            trace_rows: false,
         }
         .with_extras(seed)
     }
@@ -1162,6 +1154,7 @@ impl Sim {
             a.remote.set_gated(false);
         }
         self.log("settling: faults off".into());
+        self.trace_rows().await;
         for i in 0..self.actors.len() {
             // A narrowed scope is widened to everything again (`ferry scope
             // add ''`): a replica holds all of the bucket only then.
@@ -1247,6 +1240,7 @@ impl Sim {
                     r.conflicts.len()
                 );
                 self.log(line);
+                self.trace_rows().await;
                 for c in b.conflicts().await.map_err(|e| e.to_string())? {
                     let before = keys_of(&b).await?;
                     let done = match b.resolve(&c.key, Resolution::KeepBoth).await {
@@ -1295,6 +1289,47 @@ impl Sim {
             }
         }
         Err("the replicas did not settle in 16 passes".into())
+    }
+
+    /// Each replica's rows, when the configuration asks for them
+    /// (`trace_rows`).
+    async fn trace_rows(&mut self) {
+        if !self.config.trace_rows {
+            return;
+        }
+        let names = self.model.names();
+        for i in 0..self.actors.len() {
+            let b = self.actors[i].bucket.clone();
+            type Row = (String, bool, String, Option<String>);
+            let rows: Vec<Row> = b
+                .with_reader(|c| {
+                    let mut st = c.prepare(
+                        "SELECT key, present, state, base_etag FROM objects ORDER BY key",
+                    )?;
+                    let rows = st
+                        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                        .collect::<std::result::Result<Vec<Row>, _>>()?;
+                    Ok(rows)
+                })
+                .unwrap_or_default();
+            for (key, present, state, base_etag) in rows {
+                let name = |h: Option<ContentHash>| {
+                    h.map(|h| names.get(&h).cloned().unwrap_or_else(|| h.to_hex()))
+                };
+                let value = if present {
+                    name(seen_hash(&b, &self.store, &self.aliases, &key).await)
+                } else {
+                    None
+                };
+                let agreed = name(base_etag.as_deref().and_then(|e| self.store.content_of(e)));
+                self.log(format!(
+                    "    r{i} row {key}: {state}, holds {}, agreed {} at {}",
+                    value.as_deref().unwrap_or("nothing"),
+                    agreed.as_deref().unwrap_or("none"),
+                    base_etag.as_deref().unwrap_or("no etag"),
+                ));
+            }
+        }
     }
 
     /// The invariants, once settled.

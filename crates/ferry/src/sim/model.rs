@@ -112,6 +112,11 @@ impl Model {
         self.rewritten.insert(hash);
     }
 
+    /// Each acknowledged write's name in the history.
+    pub(crate) fn names(&self) -> BTreeMap<ContentHash, String> {
+        self.written.clone()
+    }
+
     /// No lost write and no resurrection, against the settled view.
     pub(crate) fn check(&self, view: &View) -> Result<(), String> {
         let present: BTreeMap<ContentHash, &str> = view

@@ -233,9 +233,18 @@ fn journal_delete(conn: &Connection, key: &str) -> Result<()> {
 }
 
 /// [`journal_delete`], naming `removed` where the row agreed on no version
-/// (our own push, its answer lost, deleted by a delete conditional on it).
+/// or `removed` is known in full (our own push, its answer lost, deleted
+/// by a delete conditional on it).
 fn journal_delete_of(conn: &Connection, key: &str, removed: Option<&Removed>) -> Result<()> {
     let (etag, hash, version) = match (agreed_version(conn, key, false)?, removed) {
+        // The version the delete removed, known in full (its HEAD after
+        // a lost answer): that one, even where the row agreed on an older
+        // one (our own push over it, its answer lost, deleted by us).
+        (_, Some(r)) if r.hash.is_some() => (
+            Some(r.etag.clone()),
+            r.hash.map(|h| h.0.to_vec()),
+            r.hash.map(|h| version_id(&h, r.meta.as_ref())),
+        ),
         (Some(a), _) if a.0.is_some() => a,
         (_, Some(r)) => (
             Some(r.etag.clone()),

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::key::validate_key;
 use crate::remote::{RemoteError, RemoteErrorKind};
 use crate::state::SyncState;
+use crate::store::record::SyncRecord;
 use crate::sync::plan;
 use crate::sync::plan::ConflictPolicy;
 
@@ -64,6 +65,24 @@ impl Bucket {
                 Some(plan::keep_remote_action(key, l.as_ref(), r.as_ref()))
             }
         };
+        // Taking the remote's delete of the version this replica agreed on
+        // (its own edit over that version kept as a copy, or dropped) is a
+        // delete of that version here: journaled as one, as `ferry rm`
+        // would be. Otherwise a replica that never saw the delete proven
+        // (an encrypted bucket: a deletion nobody journaled proves nothing)
+        // pushes that version back.
+        if let Some(plan::Action::DeleteLocal { .. }) = &action {
+            let now = self.local_entry(key)?;
+            if now.as_ref().is_some_and(|l| l.base_etag.is_some()) {
+                let expect = plan::expect_of(now.as_ref());
+                self.record(SyncRecord::Retracted {
+                    key: key.to_owned(),
+                    expect,
+                })
+                .await?;
+                return Ok(outcome);
+            }
+        }
         if let Some(action) = action {
             let expect = plan::expect_of(self.local_entry(key)?.as_ref());
             match self

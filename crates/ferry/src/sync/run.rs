@@ -1159,6 +1159,25 @@ impl Bucket {
         // keys that never agreed with the remote (our own push may have
         // landed unrecorded): as the remote has them now.
         let mut ask: Vec<String> = named.iter().map(|k| (*k).clone()).collect();
+        // A local write that put the agreed version back (the same bytes
+        // again, or an edit undone) over a row whose remote version may
+        // have moved on, told by a record this replica already read (a
+        // conflict the write ended): as the remote has it now, never the
+        // agreed version assumed, or it would count as synced unseen.
+        let reverted: HashSet<String> = work
+            .iter()
+            .filter(|l| {
+                l.present
+                    && l.state == crate::state::SyncState::Dirty
+                    && l.base_etag.is_some()
+                    && l.base_hash == Some(l.hash)
+                    && l.base_meta == l.meta
+                    && !changed.contains(&l.key)
+                    && remote.refuses(&l.key).is_none()
+            })
+            .map(|l| l.key.clone())
+            .collect();
+        ask.extend(reverted.iter().cloned());
         ask.extend(
             work.iter()
                 .filter(|l| {
@@ -1187,7 +1206,7 @@ impl Bucket {
         // Local work the journal does not name: the remote is taken to
         // hold the agreed version.
         for l in &work {
-            if changed.contains(&l.key) {
+            if changed.contains(&l.key) || reverted.contains(&l.key) {
                 continue;
             }
             if let (Some(etag), Some(hash)) = (&l.base_etag, l.base_hash) {
@@ -1400,7 +1419,8 @@ impl Bucket {
     /// same for a `lost-update` conflict (`plan::unseen_overwrite`) over
     /// our unchanged version: a record read since shows a device saw it
     /// (deleted it, or replaced it knowingly) before the version the
-    /// remote holds now, which is pulled.
+    /// remote holds now, which is pulled; and for a `both created` conflict
+    /// over our unchanged version (`plan::unproven_create`) alike.
     fn proven_after_all(
         &self,
         local: &[LocalEntry],
@@ -1452,8 +1472,14 @@ impl Bucket {
                 }
                 // A lost update raised before the record that shows the
                 // other writer (or a delete between) saw our version: the
-                // remote version follows ours, and is taken.
-                (Some(plan::ConflictReason::LostUpdate), Some(r)) if r.hash != Some(l.hash) => {
+                // remote version follows ours, and is taken. The same for
+                // a version created anew over our unchanged one
+                // (`plan::unproven_create`) before the delete's record
+                // arrived.
+                (
+                    Some(plan::ConflictReason::LostUpdate | plan::ConflictReason::BothCreated),
+                    Some(r),
+                ) if r.hash != Some(l.hash) => {
                     out.push(Action::Pull {
                         key: l.key.clone(),
                         etag: r.etag.clone(),

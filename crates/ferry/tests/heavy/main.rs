@@ -345,7 +345,13 @@ fn simulator_many_seeds_keep_every_invariant() {
                     .build()
                     .unwrap();
                 let mut failed = Vec::new();
-                for &seed in seeds.iter().skip(t).step_by(2) {
+                for (i, &seed) in seeds.iter().skip(t).step_by(2).enumerate() {
+                    if i > 0 && i % 1000 == 0 {
+                        eprintln!(
+                            "simulator thread {t}: {i} seeds run, {} failed",
+                            failed.len()
+                        );
+                    }
                     let dir = tempfile::tempdir().unwrap();
                     let config = ferry::sim::SimConfig::from_seed(seed);
                     if let Err(f) = rt.block_on(ferry::sim::run(dir.path(), &config)) {
