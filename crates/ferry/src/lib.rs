@@ -56,6 +56,7 @@ pub use state::{ParseStateError, SyncState};
 pub use store::body::{Body, ObjectReader};
 pub use store::index::{ObjectMeta, SCHEMA_VERSION};
 pub use store::list::{ListOptions, ListPage};
+pub use sync::rejoin::RejoinReport;
 pub use sync::rekey::{RekeyProgressFn, RekeyReport, RekeyStep};
 pub use sync::{
     ConflictInfo, DeleteLimit, DiffKind, Difference, GetOptions, Mismatch, ProgressFn, RemoteCheck,

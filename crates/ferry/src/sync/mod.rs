@@ -8,6 +8,8 @@
 //!   `journal_io`: reading and appending the journal on the remote.
 //! - `execute`: one action against the remote and its recorded outcome.
 //! - `fetch`: lazy pulls; `resolve`: settling conflicts.
+//! - `rekey`: a new master key for the bucket and its remote; `rejoin`:
+//!   another device's way back after it, carrying its own changes over.
 //! - `connect`: attaching a remote (probe, layers, mode check);
 //!   `settings`: sync settings and scopes; `status`: what the index says.
 
@@ -28,6 +30,7 @@ mod fetch;
 pub mod journal;
 mod journal_io;
 pub mod plan;
+pub mod rejoin;
 pub mod rekey;
 mod resolve;
 mod run;

@@ -409,7 +409,7 @@ impl Bucket {
 
     /// Copies this bucket's settings (but its own key file, journal
     /// position and creation time) into the index at `staged`.
-    async fn copy_settings_to(&self, staged: &Path) -> Result<()> {
+    pub(super) async fn copy_settings_to(&self, staged: &Path) -> Result<()> {
         let settings: Vec<(String, String)> = self.with_reader(|c| {
             let mut stmt = c.prepare("SELECT name, value FROM settings")?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;

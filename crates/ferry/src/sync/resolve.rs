@@ -147,7 +147,7 @@ impl Bucket {
 /// `notes/todo.txt` → (`notes/todo`, `.txt`). No extension for a last
 /// segment without a dot, a dotfile (`.bashrc`), or a "extension" longer
 /// than 16 bytes or holding a space (not an extension, a sentence).
-fn split_extension(key: &str) -> (&str, &str) {
+pub(super) fn split_extension(key: &str) -> (&str, &str) {
     let segment_start = key.rfind('/').map_or(0, |i| i + 1);
     match key[segment_start..].rfind('.') {
         Some(dot) if dot > 0 => {

@@ -643,6 +643,9 @@ impl Bucket {
         };
         runner.tell();
         let mut deletes: Vec<(Action, plan::Expect)> = Vec::new();
+        // Whether the remote's key file was read in this run (encrypted
+        // buckets, before the first write).
+        let mut key_checked = false;
         let mut planned: Vec<Action> = Vec::new();
         let mut after: Option<String> = None;
         // Whether a push left out the remote's changes.
@@ -743,6 +746,10 @@ impl Bucket {
                 }
             }
             if !opts.dry_run {
+                if window_actions.iter().any(|(a, _, _)| a.is_push_side()) {
+                    self.check_key_before_writing(raw.as_ref(), keys.is_some(), &mut key_checked)
+                        .await?;
+                }
                 self.queue_window(&remote, &mut runner, window_actions, &mut report)
                     .await?;
             }
@@ -798,6 +805,15 @@ impl Bucket {
                 let actions: Vec<Action> = deletes.iter().map(|(a, _)| a.clone()).collect();
                 if let Err(e) =
                     self.check_deletes(&actions, self.synced_count(&scope.prefixes)?, limit)
+                {
+                    runner.drain(self, &mut report).await;
+                    return Err(e);
+                }
+            }
+            if deletes.iter().any(|(a, _)| a.is_push_side()) {
+                if let Err(e) = self
+                    .check_key_before_writing(raw.as_ref(), keys.is_some(), &mut key_checked)
+                    .await
                 {
                     runner.drain(self, &mut report).await;
                     return Err(e);
@@ -1409,6 +1425,25 @@ impl Bucket {
                 (a, seen, expect)
             })
             .collect())
+    }
+
+    /// In an encrypted bucket (`sealed`), the remote's key file read once
+    /// per run before its first write: a remote rekeyed on another device
+    /// whose journal this replica did not read past (the new key's streams
+    /// start over, below its positions) would otherwise take writes sealed
+    /// under the old key, and deletes of names the old key made. One GET
+    /// per run that writes; a run with nothing to write pays none.
+    async fn check_key_before_writing(
+        &self,
+        raw: &dyn crate::remote::Remote,
+        sealed: bool,
+        checked: &mut bool,
+    ) -> Result<()> {
+        if sealed && !*checked {
+            self.check_remote_key(raw).await?;
+            *checked = true;
+        }
+        Ok(())
     }
 
     /// Conflicts the unproven-delete rule raised (`changed here, deleted on

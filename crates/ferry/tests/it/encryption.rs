@@ -2604,3 +2604,180 @@ async fn webdav_sidecars_of_an_encrypted_bucket_hold_nothing_readable() {
         assert_eq!(json["v"], 1, "{text}");
     }
 }
+
+async fn bytes_of(b: &Bucket, key: &str) -> Option<Vec<u8>> {
+    match b.get_bytes(key).await {
+        Ok((_, data)) => Some(data.to_vec()),
+        Err(Error::NotFound { .. }) => None,
+        Err(e) => panic!("reading {key}: {e}"),
+    }
+}
+
+/// After another device rekeyed the remote, `rejoin` brings this device
+/// back under the new key and loses none of its unpushed work: an edit of
+/// the version the rekey re-sealed goes over it, an edit of a version
+/// someone replaced since is kept beside it as a conflict copy, a new key
+/// is pushed, a delete of the re-sealed version is carried, a delete of a
+/// version replaced since is dropped; the old passphrase is refused, a
+/// second rejoin is refused (nothing to rejoin), and a third device sees
+/// the result.
+async fn rejoin_after_rekey_carries_unpushed_changes(backend: &dyn Backend) {
+    let remote = backend.remote();
+    let a = first_device(remote.clone()).await;
+    for key in ["edit", "edit-replaced", "delete", "delete-replaced", "same"] {
+        a.bucket
+            .put(key, format!("v1 of {key}"), PutOptions::default())
+            .await
+            .unwrap();
+    }
+    sync_clean(&a.bucket).await;
+    let b = joining_device(remote.clone(), PASS).await;
+    sync_clean(&b.bucket).await;
+
+    // B works offline; A replaces two of the versions B builds on.
+    b.bucket
+        .put("edit", "B's edit", opts("text/plain", &[("by", "b")]))
+        .await
+        .unwrap();
+    b.bucket
+        .put("edit-replaced", "B's edit of v1", PutOptions::default())
+        .await
+        .unwrap();
+    b.bucket
+        .put("new", "B's new key", PutOptions::default())
+        .await
+        .unwrap();
+    b.bucket.delete("delete").await.unwrap();
+    b.bucket.delete("delete-replaced").await.unwrap();
+    for key in ["edit-replaced", "delete-replaced"] {
+        a.bucket
+            .put(key, format!("A's v2 of {key}"), PutOptions::default())
+            .await
+            .unwrap();
+    }
+    sync_clean(&a.bucket).await;
+    let (a_bucket, _) = a
+        .bucket
+        .rekey(remote.clone(), PASS, NEW_PASS, TEST_KDF, None)
+        .await
+        .unwrap();
+
+    let err = b.bucket.sync(SyncOptions::default()).await.unwrap_err();
+    assert!(matches!(err, Error::Rekeyed { .. }), "{err}");
+    let b_path = b.bucket.dir().to_owned();
+    let (b_bucket, report) = b
+        .bucket
+        .rejoin(remote.clone(), NEW_PASS, TEST_KDF)
+        .await
+        .unwrap();
+    assert_eq!(report.epoch, 2, "{report:?}");
+    assert_eq!(
+        report.carried,
+        vec!["edit".to_owned(), "new".to_owned()],
+        "{report:?}"
+    );
+    assert_eq!(report.deleted, vec!["delete".to_owned()], "{report:?}");
+    assert_eq!(
+        report.dropped_deletes,
+        vec!["delete-replaced".to_owned()],
+        "{report:?}"
+    );
+    assert_eq!(report.copies.len(), 1, "{report:?}");
+    let (key, copy) = &report.copies[0];
+    assert_eq!(key, "edit-replaced");
+    assert!(copy.starts_with("edit-replaced.conflict."), "{copy}");
+    assert_eq!(report.unpushed, 0, "{report:?}");
+    assert!(
+        report.not_carried.is_empty() && !report.resumed,
+        "{report:?}"
+    );
+    assert_eq!(b_bucket.dir(), b_path, "the bucket stays where it was");
+    assert!(!b_path.with_file_name("b.rekey-new").exists());
+    assert!(!b_path.with_file_name("b.rekey-old").exists());
+
+    let expect: Vec<(&str, Option<&[u8]>)> = vec![
+        ("edit", Some(b"B's edit")),
+        ("edit-replaced", Some(b"A's v2 of edit-replaced")),
+        ("new", Some(b"B's new key")),
+        ("delete", None),
+        ("delete-replaced", Some(b"A's v2 of delete-replaced")),
+        ("same", Some(b"v1 of same")),
+    ];
+    sync_clean(&a_bucket).await;
+    let c = joining_device(remote.clone(), NEW_PASS).await;
+    sync_clean(&c.bucket).await;
+    for bucket in [&b_bucket, &a_bucket, &c.bucket] {
+        for (key, want) in &expect {
+            assert_eq!(
+                bytes_of(bucket, key).await.as_deref(),
+                *want,
+                "{key} in {}",
+                bucket.dir().display()
+            );
+        }
+        assert_eq!(
+            bytes_of(bucket, copy).await.as_deref(),
+            Some(&b"B's edit of v1"[..]),
+            "the conflict copy in {}",
+            bucket.dir().display()
+        );
+    }
+    let edit = c.bucket.head("edit").await.unwrap();
+    assert_eq!(edit.content_type, "text/plain");
+    assert_eq!(edit.metadata.get("by").map(String::as_str), Some("b"));
+
+    // Rejoining again: the remote opens with this bucket's key now.
+    let err = b_bucket
+        .rejoin(remote.clone(), NEW_PASS, TEST_KDF)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::RekeyBlocked { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn rejoin_after_rekey_carries_unpushed_changes_folder() {
+    rejoin_after_rekey_carries_unpushed_changes(&Folder::new()).await;
+}
+
+#[tokio::test]
+async fn rejoin_after_rekey_carries_unpushed_changes_moto() {
+    rejoin_after_rekey_carries_unpushed_changes(&S3Location::moto()).await;
+}
+
+/// `rejoin` with the old passphrase (the one the leak exposed) is refused
+/// and changes nothing: the bucket still holds its unpushed edit.
+#[tokio::test]
+async fn rejoin_with_the_old_passphrase_is_refused_and_changes_nothing() {
+    let backend = Folder::new();
+    let remote = backend.remote();
+    let a = first_device(remote.clone()).await;
+    a.bucket
+        .put("k", "v1", PutOptions::default())
+        .await
+        .unwrap();
+    sync_clean(&a.bucket).await;
+    let b = joining_device(remote.clone(), PASS).await;
+    sync_clean(&b.bucket).await;
+    b.bucket
+        .put("k", "B's edit", PutOptions::default())
+        .await
+        .unwrap();
+    let (_a, _) = a
+        .bucket
+        .rekey(remote.clone(), PASS, NEW_PASS, TEST_KDF, None)
+        .await
+        .unwrap();
+    let path = b.bucket.dir().to_owned();
+    let err = b
+        .bucket
+        .rejoin(remote.clone(), PASS, TEST_KDF)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::WrongPassphrase), "{err}");
+    let b = Bucket::open(&path).await.unwrap();
+    b.unlock(PASS).await.unwrap();
+    assert_eq!(bytes_of(&b, "k").await.as_deref(), Some(&b"B's edit"[..]));
+    let (b, report) = b.rejoin(remote, NEW_PASS, TEST_KDF).await.unwrap();
+    assert_eq!(report.carried, vec!["k".to_owned()], "{report:?}");
+    assert_eq!(bytes_of(&b, "k").await.as_deref(), Some(&b"B's edit"[..]));
+}
