@@ -297,17 +297,15 @@ pub fn report_json(r: &SyncReport) -> serde_json::Value {
 pub async fn sync(global: &Global, args: SyncArgs, mode: SyncMode) -> Result<(), CommandError> {
     let filter = args.filter.build()?.map(std::sync::Arc::new);
     let bucket = open_connected(global).await?;
-    let bar = crate::output::object_bar(global.quiet || args.json);
-    bar.set_message(match mode {
+    let verb = match mode {
         SyncMode::Both => "syncing",
         SyncMode::Push => "pushing",
         SyncMode::Pull => "pulling",
-    });
+    };
+    let bar = std::sync::Arc::new(crate::output::SyncBar::new(verb, global.quiet || args.json));
     let shown = bar.clone();
-    let progress: ferry::ProgressFn = std::sync::Arc::new(move |p: ferry::SyncProgress| {
-        shown.set_length(p.total);
-        shown.set_position(p.done);
-    });
+    let progress: ferry::ProgressFn =
+        std::sync::Arc::new(move |p: ferry::SyncProgress| shown.update(p));
     let opts = SyncOptions {
         mode,
         dry_run: args.dry_run,
@@ -325,7 +323,7 @@ pub async fn sync(global: &Global, args: SyncArgs, mode: SyncMode) -> Result<(),
         confirm_remote_deletes(&bucket, &opts).await?;
     }
     let report = bucket.sync_with_progress(opts, Some(progress)).await;
-    bar.finish_and_clear();
+    bar.finish();
     let report = report?;
     if args.json {
         out!(

@@ -559,6 +559,22 @@ pub(crate) fn object_from_row(row: &Row<'_>) -> rusqlite::Result<StoredObject> {
     })
 }
 
+/// The sizes of the present objects among `keys` (one indexed lookup each).
+pub(crate) fn sizes(
+    conn: &Connection,
+    keys: &[String],
+) -> Result<std::collections::HashMap<String, u64>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT size FROM objects WHERE key = ?1 AND present = 1")?;
+    let mut out = std::collections::HashMap::with_capacity(keys.len());
+    for key in keys {
+        if let Some(size) = stmt.query_row([key], |r| r.get::<_, i64>(0)).optional()? {
+            out.insert(key.clone(), size.max(0) as u64);
+        }
+    }
+    Ok(out)
+}
+
 /// Looks up a present object.
 pub(crate) fn head(conn: &Connection, key: &str) -> Result<Option<StoredObject>> {
     let sql = format!("SELECT {OBJECT_COLUMNS} FROM objects WHERE key = ?1 AND present = 1");
