@@ -182,6 +182,11 @@ impl SyncBar {
         }
     }
 
+    /// True when nothing is drawn.
+    pub fn is_hidden(&self) -> bool {
+        self.bar.is_hidden()
+    }
+
     /// Shows where the run is.
     pub fn update(&self, p: ferry::SyncProgress) {
         use std::sync::atomic::Ordering;

@@ -303,9 +303,12 @@ pub async fn sync(global: &Global, args: SyncArgs, mode: SyncMode) -> Result<(),
         SyncMode::Pull => "pulling",
     };
     let bar = std::sync::Arc::new(crate::output::SyncBar::new(verb, global.quiet || args.json));
-    let shown = bar.clone();
-    let progress: ferry::ProgressFn =
-        std::sync::Arc::new(move |p: ferry::SyncProgress| shown.update(p));
+    // Nobody sees a hidden bar (`--json`, `-q`, stderr not a terminal):
+    // the run then neither looks up sizes nor counts bytes.
+    let progress = (!bar.is_hidden()).then(|| {
+        let shown = bar.clone();
+        std::sync::Arc::new(move |p: ferry::SyncProgress| shown.update(p)) as ferry::ProgressFn
+    });
     let opts = SyncOptions {
         mode,
         dry_run: args.dry_run,
@@ -322,7 +325,7 @@ pub async fn sync(global: &Global, args: SyncArgs, mode: SyncMode) -> Result<(),
     if args.accept_remote_deletes && !args.dry_run && !args.yes {
         confirm_remote_deletes(&bucket, &opts).await?;
     }
-    let report = bucket.sync_with_progress(opts, Some(progress)).await;
+    let report = bucket.sync_with_progress(opts, progress).await;
     bar.finish();
     let report = report?;
     if args.json {
