@@ -2,7 +2,8 @@
 //!
 //! Exit codes: 0 success (and a closed output pipe, as `head` expects),
 //! 1 failure, 2 usage errors (bad arguments, invalid keys or metadata),
-//! 3 a sync that finished with conflicts left to resolve.
+//! 3 a sync that finished with conflicts left to resolve, 4 the disk holding
+//! the bucket is full (nothing was half-written; reads still work).
 
 use std::io;
 use std::process::ExitCode;
@@ -10,6 +11,10 @@ use std::process::ExitCode;
 /// `sync`, `push`, `pull`: everything else synced, and conflicts are left
 /// for `ferry resolve` (the summary listed them).
 pub const EXIT_CONFLICTS: u8 = 3;
+
+/// The disk holding the bucket is full: the write was refused whole (no
+/// half-written object, temp files removed); reading commands still work.
+pub const EXIT_DISK_FULL: u8 = 4;
 
 /// A failed command: the error, an optional hint, and its exit code.
 #[derive(Debug)]
@@ -75,6 +80,9 @@ fn classify(err: &ferry::Error) -> (u8, Option<String>) {
     if damaged_index(err) && !matches!(err, E::DamagedIndex { .. }) {
         return (1, Some("the bucket's index is damaged: `ferry check --repair` rebuilds it from what can still be read (the damaged file is kept); what was synced comes back from the remote".into()));
     }
+    if err.is_disk_full() && !matches!(err, E::DiskFull { .. }) {
+        return (EXIT_DISK_FULL, Some("free space on the file system holding the bucket (`df -h` shows it), or move the bucket to a larger disk, then run the command again; nothing was half-written".into()));
+    }
     match err {
         E::InvalidKey(_) | E::InvalidMetadata(_) => (2, None),
         E::NotFound { .. } => (1, Some("`ferry ls` lists the keys this bucket holds".into())),
@@ -115,7 +123,12 @@ fn classify(err: &ferry::Error) -> (u8, Option<String>) {
         E::LeaderBusy { .. } => (1, Some("another process (`ferry watch` or an app) runs the sync engine; it may be busy or stuck".into())),
         E::NotInConflict { .. } => (1, Some("`ferry conflicts` lists the keys in conflict".into())),
         E::LocalChanges { .. } => (1, Some("run `ferry sync` first".into())),
-        E::DiskFull { .. } => (1, Some("free some disk space and retry; nothing was half-written".into())),
+        E::DiskFull { path } => {
+            // The file written may be gone (a removed temp file): name the
+            // nearest folder that is there.
+            let place = path.ancestors().find(|p| p.is_dir()).unwrap_or(path);
+            (EXIT_DISK_FULL, Some(format!("free space on that file system (`df -h {}` shows how much is left), or move the bucket to a larger disk, then run the command again; nothing was half-written, and reading commands (ls, cat, get, stat, status, check) still work meanwhile", place.display())))
+        }
         E::Locked => (1, Some("give the passphrase with FERRY_PASSPHRASE, --passphrase-file FILE, or at a terminal prompt".into())),
         E::WrongPassphrase => (1, Some("nothing was changed; check FERRY_PASSPHRASE or --passphrase-file (a passphrase changed with `ferry passwd` on another device is learned by `ferry sync` while the remote is reachable)".into())),
         E::RemoteMode { remote: ferry::StorageMode::Encrypted, .. } => (1, Some("to sync with an encrypted remote, create a bucket with `ferry init --remote URL`: it detects the encryption and asks for the passphrase".into())),

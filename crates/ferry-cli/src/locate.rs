@@ -62,6 +62,12 @@ pub async fn open_locked(global: &Global) -> Result<Bucket, CommandError> {
 pub async fn open_configured(global: &Global) -> Result<Bucket, CommandError> {
     let dir = bucket_dir(global)?;
     let bucket = Bucket::open(&dir).await?;
+    if bucket.is_disk_full() && !global.quiet {
+        eprintln!(
+            "warning: the disk holding {} is full: the bucket is open for reading only (free space to write to it)",
+            dir.display()
+        );
+    }
     let file = crate::config::load(&dir)?;
     crate::config::apply(&bucket, &file).await?;
     Ok(bucket)

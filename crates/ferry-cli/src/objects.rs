@@ -173,7 +173,7 @@ pub async fn put_file(
     let meta = bucket
         .put(key, Body::from_reader(bar.wrap_async_read(file)), opts)
         .await;
-    bar.finish_and_clear();
+    crate::output::finish_bar(&bar);
     Ok(meta?)
 }
 
@@ -223,7 +223,7 @@ pub async fn get_to_file(
     bar.set_message(key.to_owned());
     let mut out = bar.wrap_async_write(&mut file);
     let copied = copy_body(&mut object.body, &mut out).await;
-    bar.finish_and_clear();
+    crate::output::finish_bar(&bar);
     let result = match copied {
         Ok(n) if durable => file
             .sync_all()

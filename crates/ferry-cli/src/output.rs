@@ -66,11 +66,24 @@ pub fn draw_target() -> indicatif::ProgressDrawTarget {
 }
 
 /// A "terminal" that writes each drawn line to stderr as a plain line
-/// (no cursor movement): progress a log can hold.
+/// (no cursor movement): progress a log can hold, at most a line a second,
+/// and the last line drawn always (written when the bar goes away), so a
+/// log ends with where the transfer got.
 #[derive(Debug, Default)]
 struct LineTerm {
     /// When the last line was written: at most one a second.
     last: std::sync::Mutex<Option<std::time::Instant>>,
+    /// The newest line held back by that limit.
+    held: std::sync::Mutex<Option<String>>,
+}
+
+impl Drop for LineTerm {
+    fn drop(&mut self) {
+        if let Some(line) = self.held.lock().ok().and_then(|mut h| h.take()) {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr().lock(), "{line}");
+        }
+    }
 }
 
 impl indicatif::TermLike for LineTerm {
@@ -95,13 +108,20 @@ impl indicatif::TermLike for LineTerm {
         }
         if let Ok(mut last) = self.last.lock() {
             let now = std::time::Instant::now();
+            let mut held = self.held.lock().ok();
             if last.is_some_and(|t| now.duration_since(t) < std::time::Duration::from_secs(1)) {
+                if let Some(h) = held.as_mut() {
+                    **h = Some(s.trim_end().to_owned());
+                }
                 return Ok(());
             }
             *last = Some(now);
+            if let Some(h) = held.as_mut() {
+                **h = None;
+            }
         }
         use std::io::Write;
-        writeln!(std::io::stderr().lock(), "{s}")
+        writeln!(std::io::stderr().lock(), "{}", s.trim_end())
     }
     fn write_str(&self, s: &str) -> std::io::Result<()> {
         self.write_line(s)
@@ -127,6 +147,74 @@ pub fn byte_bar(total: u64, quiet: bool) -> indicatif::ProgressBar {
         bar.set_style(style.progress_chars("=> "));
     }
     bar
+}
+
+/// Ends a bar: cleared from a terminal; with `--progress` its final state
+/// is drawn, so the log's last line says where the transfer got.
+pub fn finish_bar(bar: &indicatif::ProgressBar) {
+    if progress_forced() {
+        bar.finish();
+    } else {
+        bar.finish_and_clear();
+    }
+}
+
+/// The progress of a sync run on stderr: the bytes of its uploads and
+/// downloads done of those planned, with rate and ETA (as `put` shows
+/// them), and the objects done of those planned; objects alone while the
+/// run moves no content. Hidden when asked.
+pub struct SyncBar {
+    bar: indicatif::ProgressBar,
+    verb: &'static str,
+    /// Drawn as bytes (once a run plans any).
+    bytes: std::sync::atomic::AtomicBool,
+}
+
+impl SyncBar {
+    /// A bar saying `verb` (`syncing`, `pushing`, `pulling`).
+    pub fn new(verb: &'static str, hidden: bool) -> SyncBar {
+        let bar = object_bar(hidden);
+        bar.set_message(verb);
+        SyncBar {
+            bar,
+            verb,
+            bytes: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// True when nothing is drawn.
+    pub fn is_hidden(&self) -> bool {
+        self.bar.is_hidden()
+    }
+
+    /// Shows where the run is.
+    pub fn update(&self, p: ferry::SyncProgress) {
+        use std::sync::atomic::Ordering;
+        if p.bytes_total == 0 && !self.bytes.load(Ordering::Relaxed) {
+            self.bar.set_length(p.total);
+            self.bar.set_position(p.done);
+            return;
+        }
+        if !self.bytes.swap(true, Ordering::Relaxed) {
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+            ) {
+                self.bar.set_style(style.progress_chars("=> "));
+            }
+            self.bar.set_position(0);
+            self.bar.reset_eta();
+        }
+        // The message last: the draw it may trigger shows all of it.
+        self.bar.set_length(p.bytes_total);
+        self.bar.set_position(p.bytes_done);
+        self.bar
+            .set_message(format!("{} {}/{} objects", self.verb, p.done, p.total));
+    }
+
+    /// Ends the bar ([`finish_bar`]).
+    pub fn finish(&self) {
+        finish_bar(&self.bar);
+    }
 }
 
 /// A progress bar of objects done of a total (sync, rekey) on stderr;

@@ -297,16 +297,17 @@ pub fn report_json(r: &SyncReport) -> serde_json::Value {
 pub async fn sync(global: &Global, args: SyncArgs, mode: SyncMode) -> Result<(), CommandError> {
     let filter = args.filter.build()?.map(std::sync::Arc::new);
     let bucket = open_connected(global).await?;
-    let bar = crate::output::object_bar(global.quiet || args.json);
-    bar.set_message(match mode {
+    let verb = match mode {
         SyncMode::Both => "syncing",
         SyncMode::Push => "pushing",
         SyncMode::Pull => "pulling",
-    });
-    let shown = bar.clone();
-    let progress: ferry::ProgressFn = std::sync::Arc::new(move |p: ferry::SyncProgress| {
-        shown.set_length(p.total);
-        shown.set_position(p.done);
+    };
+    let bar = std::sync::Arc::new(crate::output::SyncBar::new(verb, global.quiet || args.json));
+    // Nobody sees a hidden bar (`--json`, `-q`, stderr not a terminal):
+    // the run then neither looks up sizes nor counts bytes.
+    let progress = (!bar.is_hidden()).then(|| {
+        let shown = bar.clone();
+        std::sync::Arc::new(move |p: ferry::SyncProgress| shown.update(p)) as ferry::ProgressFn
     });
     let opts = SyncOptions {
         mode,
@@ -324,8 +325,8 @@ pub async fn sync(global: &Global, args: SyncArgs, mode: SyncMode) -> Result<(),
     if args.accept_remote_deletes && !args.dry_run && !args.yes {
         confirm_remote_deletes(&bucket, &opts).await?;
     }
-    let report = bucket.sync_with_progress(opts, Some(progress)).await;
-    bar.finish_and_clear();
+    let report = bucket.sync_with_progress(opts, progress).await;
+    bar.finish();
     let report = report?;
     if args.json {
         out!(

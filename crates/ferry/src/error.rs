@@ -87,10 +87,13 @@ pub enum Error {
         /// The newest version this build understands.
         supported: i64,
     },
-    /// The disk is full; nothing was acknowledged.
-    #[error("no space left on the device holding {}", path.display())]
+    /// The disk is full: nothing was acknowledged, nothing half-written
+    /// stays (temp files are removed, the index transaction rolled back).
+    /// Also what every write of a bucket opened on a full disk (read-only,
+    /// [`crate::Bucket::is_disk_full`]) fails with.
+    #[error("disk full: no space left on the device holding {}", path.display())]
     DiskFull {
-        /// The file being written.
+        /// The file being written, or the bucket directory.
         path: PathBuf,
     },
     /// A file-system operation failed.
@@ -325,6 +328,18 @@ impl Error {
                 f.code,
                 rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
             ),
+            _ => false,
+        }
+    }
+
+    /// True for a full disk: [`Error::DiskFull`], or SQLite's "database or
+    /// disk is full" where it was not turned into one.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Error::DiskFull { .. } => true,
+            Error::Index(rusqlite::Error::SqliteFailure(f, _)) => {
+                f.code == rusqlite::ErrorCode::DiskFull
+            }
             _ => false,
         }
     }

@@ -6,6 +6,7 @@ mod cli;
 mod crash;
 mod encryption;
 mod filters;
+mod full_disk;
 mod live;
 mod multiprocess;
 mod serve;

@@ -228,6 +228,59 @@ fn reading_an_evicted_object_fetches_it() {
     );
 }
 
+/// Issue 24, 7.9: pushing a large object showed "0/1 objects, eta 0s"
+/// until it was done. The progress of `push`, `pull` (and `sync`) names
+/// the bytes moved of those planned, the rate and the ETA, as `put` does,
+/// beside the objects; with `--progress` the log's last line is the final
+/// state.
+#[test]
+fn sync_progress_shows_bytes_rate_and_eta() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let url = format!("file://{}", root.join("remote").display());
+    ok(ferry(root, "a", &["init", "--remote", &url], None));
+    ok(ferry(root, "b", &["init", "--remote", &url], None));
+    let big: Vec<u8> = (0..24u32 << 20).map(|i| (i % 251) as u8).collect();
+    let file = root.join("big.bin");
+    std::fs::write(&file, &big).unwrap();
+    ok(ferry(
+        root,
+        "a",
+        &["put", "big.bin", file.to_str().unwrap()],
+        None,
+    ));
+    for (bucket, verb) in [("a", "push"), ("b", "pull")] {
+        let o = ok(ferry(root, bucket, &["--progress", verb], None));
+        let err = stderr(&o);
+        let last = err
+            .lines()
+            .rev()
+            .find(|l| l.contains(" objects ["))
+            .unwrap_or_else(|| panic!("{verb}: no progress line: {err}"));
+        let ing = if verb == "push" { "pushing" } else { "pulling" };
+        assert!(
+            last.starts_with(&format!("{ing} 1/1 objects [")),
+            "{verb}: {last}"
+        );
+        assert!(last.contains("] 24.00 MiB/24.00 MiB "), "{verb}: {last}");
+        assert!(last.contains("/s eta "), "{verb}: rate and ETA: {last}");
+        assert!(
+            !err.contains('\r') && !err.contains('\x1b'),
+            "plain lines: {err:?}"
+        );
+    }
+    assert!(ok(ferry(root, "b", &["cat", "big.bin"], None)).stdout == big);
+    // `--json` draws nothing.
+    ok(ferry(
+        root,
+        "a",
+        &["put", "other.bin", file.to_str().unwrap()],
+        None,
+    ));
+    let o = ok(ferry(root, "a", &["--progress", "push", "--json"], None));
+    assert!(!stderr(&o).contains("objects ["), "{}", stderr(&o));
+}
+
 /// `memory://` is refused by the CLI: the next command would see it empty.
 #[test]
 fn memory_remote_is_refused_by_the_cli() {

@@ -124,8 +124,9 @@ pub(crate) struct Inner {
     /// This process has the bucket open (a crash leaves it behind).
     /// This process's open marker (none when the bucket is read-only here).
     pub(crate) open_marker: Option<blobs::OpenMarker>,
-    /// Opened read-only: this user cannot write the directory or index.
-    pub(crate) read_only: bool,
+    /// How the index was opened: writable, or read-only because this user
+    /// cannot write the directory or index, or because the disk is full.
+    pub(crate) access: index::Access,
     /// The seeded source of the bucket's random choices (retry jitter),
     /// when one was set (the simulator replays them); else the thread's.
     pub(crate) random: Mutex<Option<rand::rngs::StdRng>>,
@@ -213,13 +214,25 @@ impl Bucket {
             }
             other => other,
         };
-        let mut conn = index::open(&index_path, false).map_err(corrupt)?;
-        // A bucket this user cannot write: reads work, writes say why not.
-        let read_only = conn.is_readonly(rusqlite::MAIN_DB)?;
+        let (mut conn, access) = index::open_as(&index_path, false).map_err(corrupt)?;
+        // A bucket this user cannot write, or on a full disk: reads work,
+        // writes say why not.
+        let read_only = access != index::Access::Write || conn.is_readonly(rusqlite::MAIN_DB)?;
+        let access = match access {
+            index::Access::Write if read_only => index::Access::NoPermission,
+            a => a,
+        };
         if !read_only {
             blobs.create_dirs()?;
         }
-        index::migrate(&mut conn, &index_path).map_err(corrupt)?;
+        index::migrate(&mut conn, &index_path)
+            .map_err(|e| match e {
+                Error::ReadOnly { .. } if access == index::Access::DiskFull => {
+                    Error::DiskFull { path: dir.clone() }
+                }
+                e => e,
+            })
+            .map_err(corrupt)?;
         if !read_only {
             settle_origin(&mut conn, &dir, &index_path).map_err(corrupt)?;
         }
@@ -271,7 +284,7 @@ impl Bucket {
                 keys: std::sync::RwLock::new(None),
                 clock,
                 open_marker,
-                read_only,
+                access,
                 random: Mutex::new(None),
             }),
         })
@@ -333,21 +346,32 @@ impl Bucket {
         &self.inner.config
     }
 
-    /// True when this user can only read the bucket (its directory or
-    /// index is not writable): reads work, writes fail with
-    /// [`Error::ReadOnly`].
+    /// True when the bucket was opened read-only: this user cannot write
+    /// its directory or index (writes fail with [`Error::ReadOnly`]), or
+    /// the disk holding it is full ([`Bucket::is_disk_full`]). Reads work.
     pub fn is_read_only(&self) -> bool {
-        self.inner.read_only
+        self.inner.access != index::Access::Write
     }
 
-    /// `Error::ReadOnly` when the bucket was opened read-only.
+    /// True when the bucket was opened read-only because the disk holding
+    /// it is full (SQLite could not even size its shared-memory file):
+    /// reads work, writes fail with [`Error::DiskFull`]. Opening it again
+    /// once space is free makes it writable.
+    pub fn is_disk_full(&self) -> bool {
+        self.inner.access == index::Access::DiskFull
+    }
+
+    /// `Error::ReadOnly` (or `Error::DiskFull`) when the bucket was opened
+    /// read-only.
     pub(crate) fn writable(&self) -> Result<()> {
-        if self.inner.read_only {
-            Err(Error::ReadOnly {
+        match self.inner.access {
+            index::Access::Write => Ok(()),
+            index::Access::NoPermission => Err(Error::ReadOnly {
                 dir: self.inner.dir.clone(),
-            })
-        } else {
-            Ok(())
+            }),
+            index::Access::DiskFull => Err(Error::DiskFull {
+                path: self.inner.dir.clone(),
+            }),
         }
     }
 
@@ -763,7 +787,7 @@ impl Bucket {
         let pooled = self.inner.readers.lock().ok().and_then(|mut p| p.pop());
         let conn = match pooled {
             Some(c) => c,
-            None => index::open(&self.inner.index_path, false)?,
+            None => index::open_like(&self.inner.index_path, self.inner.access)?,
         };
         let out = f(&conn);
         if let Ok(mut pool) = self.inner.readers.lock() {

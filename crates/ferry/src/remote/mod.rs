@@ -17,10 +17,12 @@
 
 pub mod layer;
 pub mod layers;
+pub mod progress;
 pub mod services;
 pub mod spec;
 
 pub use layers::{emulated, encrypted, fault, retry};
+pub use progress::TransferProgress;
 pub use services::{azure, folder, gcs, memory, s3, signer, webdav};
 
 use std::fmt;
@@ -208,6 +210,9 @@ pub struct PutRequest {
     pub sealed: bool,
     /// The version stamp to seal in an encrypted object's envelope.
     pub stamp: Option<u64>,
+    /// Where the service reports how much of the body it has sent
+    /// (nowhere by default: [`TransferProgress::none`]).
+    pub progress: TransferProgress,
 }
 
 impl PutRequest {

@@ -224,13 +224,49 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
+/// How a connection to the index was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Reads and writes.
+    Write,
+    /// Read-only: this user cannot write the index or its directory.
+    NoPermission,
+    /// Read-only: the file system holding the index is full, so SQLite
+    /// could not size its shared-memory file (or write at all).
+    DiskFull,
+}
+
 /// Opens a connection to the index at `path` with ferry's pragmas; an
-/// existing index this user cannot write (read-only file or directory) is
-/// opened read-only (`Connection::is_readonly` tells).
+/// existing index this user cannot write (read-only file or directory), or
+/// on a full disk, is opened read-only (`Connection::is_readonly` tells).
 pub(crate) fn open(path: &Path, create: bool) -> Result<Connection> {
+    open_as(path, create).map(|(conn, _)| conn)
+}
+
+/// [`open`], saying how the connection was opened.
+pub(crate) fn open_as(path: &Path, create: bool) -> Result<(Connection, Access)> {
     match open_writable(path, create) {
-        Err(e) if !create && lacks_write_access(&e) => open_read_only(path),
-        other => other,
+        Err(e) if !create && lacks_write_access(&e) => {
+            Ok((open_read_only(path)?, Access::NoPermission))
+        }
+        Err(e) if !create && disk_full(path, &e) => {
+            Ok((open_on_full_disk(path)?, Access::DiskFull))
+        }
+        Err(e) if disk_full(path, &e) => Err(Error::DiskFull {
+            path: path.to_owned(),
+        }),
+        Ok(conn) => Ok((conn, Access::Write)),
+        Err(e) => Err(e),
+    }
+}
+
+/// A connection like the one a bucket opened with `access` (a read-only
+/// bucket's readers go straight to the read-only way that worked).
+pub(crate) fn open_like(path: &Path, access: Access) -> Result<Connection> {
+    match access {
+        Access::Write => open(path, false),
+        Access::NoPermission => open(path, false),
+        Access::DiskFull => open_on_full_disk(path),
     }
 }
 
@@ -274,13 +310,85 @@ fn lacks_write_access(e: &Error) -> bool {
     )
 }
 
+/// Free space below which a failed open or write is taken as a full disk
+/// (SQLite's shared-memory file alone takes 32 KiB).
+const FULL_BELOW: u64 = 1 << 20;
+
+/// True when `e` is what SQLite answers when it cannot write (a full
+/// database or journal, or an I/O error where its shared-memory file grows)
+/// and the file system holding `path` has less than [`FULL_BELOW`] bytes
+/// free for this user.
+pub(crate) fn disk_full(path: &Path, e: &Error) -> bool {
+    let Error::Index(rusqlite::Error::SqliteFailure(f, _)) = e else {
+        return false;
+    };
+    match f.code {
+        rusqlite::ErrorCode::DiskFull => true,
+        rusqlite::ErrorCode::SystemIoFailure => free_space(path).is_some_and(|n| n < FULL_BELOW),
+        _ => false,
+    }
+}
+
+/// Bytes this user may still write on the file system holding `path`.
+#[cfg(unix)]
+fn free_space(path: &Path) -> Option<u64> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty())?;
+    let st = rustix::fs::statvfs(dir).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+#[cfg(not(unix))]
+fn free_space(_path: &Path) -> Option<u64> {
+    None
+}
+
+/// A read-only connection on a full disk. A WAL database needs its
+/// shared-memory file (`-shm`) sized to 32 KiB, which a full disk refuses
+/// (`SQLITE_IOERR_SHMMAP`); with `readonly_shm` SQLite maps an existing
+/// `-shm` read-only and, with no writer attached, builds the WAL index in
+/// heap memory instead (it reads the WAL, so nothing committed is missed).
+/// That needs the `-shm` to exist: an empty file takes no data blocks, so
+/// it is made if missing. Where even that fails and no WAL is left over,
+/// the file is read `immutable`.
+fn open_on_full_disk(path: &Path) -> Result<Connection> {
+    let shm = sibling(path, "-shm");
+    let has_shm = shm.exists()
+        || std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&shm)
+            .is_ok();
+    let has_wal = std::fs::metadata(sibling(path, "-wal")).is_ok_and(|m| m.len() > 0);
+    let params = match (has_shm, has_wal) {
+        (true, _) => "?mode=ro&readonly_shm=1",
+        (false, false) => "?immutable=1",
+        (false, true) => {
+            return Err(Error::DiskFull {
+                path: path.to_owned(),
+            })
+        }
+    };
+    read_only_uri(path, params)
+}
+
+/// `path` with `suffix` appended to its file name (`index.db-wal`).
+fn sibling(path: &Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    name.into()
+}
+
 /// A read-only connection. Without a write-ahead log left over (a clean
 /// close removes it) the file is opened `immutable`: SQLite then needs no
 /// shared-memory file, which a read-only directory could not hold.
 fn open_read_only(path: &Path) -> Result<Connection> {
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    let has_wal = std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0);
+    let has_wal = std::fs::metadata(sibling(path, "-wal")).is_ok_and(|m| m.len() > 0);
+    read_only_uri(path, if has_wal { "?mode=ro" } else { "?immutable=1" })
+}
+
+/// A read-only connection to `path` with these URI parameters.
+fn read_only_uri(path: &Path, params: &str) -> Result<Connection> {
     let mut uri = String::from("file:");
     for c in path.to_string_lossy().chars() {
         match c {
@@ -290,7 +398,7 @@ fn open_read_only(path: &Path) -> Result<Connection> {
             c => uri.push(c),
         }
     }
-    uri.push_str(if has_wal { "?mode=ro" } else { "?immutable=1" });
+    uri.push_str(params);
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
         | OpenFlags::SQLITE_OPEN_URI
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -449,6 +557,22 @@ pub(crate) fn object_from_row(row: &Row<'_>) -> rusqlite::Result<StoredObject> {
         cached,
         sealed_meta,
     })
+}
+
+/// The sizes of the present objects among `keys` (one indexed lookup each).
+pub(crate) fn sizes(
+    conn: &Connection,
+    keys: &[String],
+) -> Result<std::collections::HashMap<String, u64>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT size FROM objects WHERE key = ?1 AND present = 1")?;
+    let mut out = std::collections::HashMap::with_capacity(keys.len());
+    for key in keys {
+        if let Some(size) = stmt.query_row([key], |r| r.get::<_, i64>(0)).optional()? {
+            out.insert(key.clone(), size.max(0) as u64);
+        }
+    }
+    Ok(out)
 }
 
 /// Looks up a present object.

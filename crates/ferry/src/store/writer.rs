@@ -135,6 +135,7 @@ impl Drop for Writer {
 }
 
 fn run(mut conn: Connection, blobs: BlobStore, clock: SharedClock, rx: mpsc::Receiver<Request>) {
+    let path = conn.path().map(PathBuf::from).unwrap_or_default();
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -145,9 +146,9 @@ fn run(mut conn: Connection, blobs: BlobStore, clock: SharedClock, rx: mpsc::Rec
         }
         let (ops, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
         let mut garbage = Vec::new();
-        let results = apply_group(&mut conn, &blobs, &clock, ops, &mut garbage);
+        let results = apply_group(&mut conn, &blobs, &clock, ops, &mut garbage, &path);
         for (reply, result) in replies.into_iter().zip(results) {
-            let _ = reply.send(result);
+            let _ = reply.send(result.map_err(|e| on_full_disk(e, &path)));
         }
         if !garbage.is_empty() {
             // Failure here only leaves unreferenced blobs, which the next
@@ -164,11 +165,12 @@ fn apply_group(
     clock: &SharedClock,
     ops: Vec<WriteOp>,
     garbage: &mut Vec<ContentHash>,
+    path: &std::path::Path,
 ) -> Vec<Result<Outcome>> {
     let count = ops.len();
     let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
-        Err(e) => return fail_all(count, e.into()),
+        Err(e) => return fail_all(count, on_full_disk(e.into(), path)),
     };
     let now = clock.now_ms();
     let mut results = Vec::with_capacity(count);
@@ -183,11 +185,28 @@ fn apply_group(
     }
     match tx.commit() {
         Ok(()) => results,
-        Err(e) => fail_all(count, e.into()),
+        Err(e) => fail_all(count, on_full_disk(e.into(), path)),
+    }
+}
+
+/// SQLite's answers to a full disk as [`Error::DiskFull`] (the transaction
+/// rolled back: nothing of the group was written).
+fn on_full_disk(err: Error, index: &std::path::Path) -> Error {
+    if index::disk_full(index, &err) {
+        Error::DiskFull {
+            path: index.to_owned(),
+        }
+    } else {
+        err
     }
 }
 
 fn fail_all(count: usize, err: Error) -> Vec<Result<Outcome>> {
+    if let Error::DiskFull { path } = &err {
+        return (0..count)
+            .map(|_| Err(Error::DiskFull { path: path.clone() }))
+            .collect();
+    }
     let text = err.to_string();
     let mut out = vec![Err(err)];
     out.extend((1..count).map(|_| Err(Error::IndexData(format!("group commit failed: {text}")))));

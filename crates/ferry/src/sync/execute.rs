@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::hash::{ContentHash, MetaDigest};
 use crate::remote::{
     Precondition, PutRequest, RemoteBody, RemoteError, RemoteErrorKind, RemoteObject, SharedRemote,
+    TransferProgress,
 };
 use crate::store::record::{Removed, SyncRecord};
 use crate::sync::plan;
@@ -136,7 +137,8 @@ impl Bucket {
         .await
     }
 
-    /// Runs one action and records its outcome.
+    /// Runs one action and records its outcome; an upload or download
+    /// reports its bytes to `progress`.
     pub(super) async fn execute(
         &self,
         remote: &SharedRemote,
@@ -144,10 +146,11 @@ impl Bucket {
         seen: Option<RemoteObject>,
         expect: Expect,
         policy: ConflictPolicy,
+        progress: &TransferProgress,
     ) -> Done {
         let key = action.key().to_owned();
         let result = self
-            .execute_inner(remote, action, seen, expect, policy)
+            .execute_inner(remote, action, seen, expect, policy, progress)
             .await;
         match result {
             Ok(done) => done,
@@ -168,6 +171,7 @@ impl Bucket {
         seen: Option<RemoteObject>,
         expect: Expect,
         policy: ConflictPolicy,
+        progress: &TransferProgress,
     ) -> Result<Done> {
         match action {
             Action::Push {
@@ -201,7 +205,8 @@ impl Bucket {
                         Err(e) => return Err(e),
                     }
                 }
-                self.push_one(remote, &key, hash, cond, base, policy).await
+                self.push_one(remote, &key, hash, cond, base, policy, progress)
+                    .await
             }
             Action::DeleteRemote { key, cond } => match remote.delete(&key, cond.clone()).await {
                 Ok(()) => {
@@ -324,7 +329,7 @@ impl Bucket {
                 }
             }
             Action::Pull { key, expect, .. } => {
-                if self.fetch(&key, expect).await? {
+                if self.fetch_reporting(&key, expect, progress).await? {
                     Ok(Done::Pulled)
                 } else {
                     Ok(Done::Nothing)
@@ -560,7 +565,9 @@ impl Bucket {
         })
     }
 
-    /// Uploads the local version of `key` (if it still has `hash`).
+    /// Uploads the local version of `key` (if it still has `hash`),
+    /// reporting the bytes sent to `progress`.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn push_one(
         &self,
         remote: &SharedRemote,
@@ -569,6 +576,7 @@ impl Bucket {
         cond: Precondition,
         base: String,
         policy: ConflictPolicy,
+        progress: &TransferProgress,
     ) -> Result<Done> {
         let stored = match self.lookup(key) {
             Ok(s) if s.meta.hash == hash && s.cached => s,
@@ -622,6 +630,7 @@ impl Bucket {
             base: base.clone(),
             sealed: false,
             stamp,
+            progress: progress.clone(),
         };
         let meta = meta_digest(self.keyring()?.as_deref(), &req.content_type, &req.metadata);
         let put = remote.put(&req, body, cond.clone()).await;
@@ -668,7 +677,10 @@ impl Bucket {
                 }) {
                     // Our earlier attempt landed and its answer was lost; the
                     // local version changed since: it replaces our own.
-                    return Box::pin(self.push_one(remote, key, hash, cond, base, policy)).await;
+                    return Box::pin(
+                        self.push_one(remote, key, hash, cond, base, policy, progress),
+                    )
+                    .await;
                 }
                 match current {
                     // Our own version of these very bytes: this attempt's

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::hash::{ContentHash, MetaDigest};
 use crate::key::validate_key;
 use crate::metadata::Metadata;
-use crate::remote::{RemoteError, RemoteErrorKind};
+use crate::remote::{RemoteError, RemoteErrorKind, TransferProgress};
 use crate::store::record::{Pulled, SyncRecord};
 use crate::sync::plan::Expect;
 
@@ -76,9 +76,25 @@ impl Bucket {
     /// Downloads `key` and records it if the local row still matches
     /// `expect`; returns whether it was recorded.
     pub(crate) async fn fetch(&self, key: &str, expect: Expect) -> Result<bool> {
+        self.fetch_reporting(key, expect, &TransferProgress::none())
+            .await
+    }
+
+    /// [`Bucket::fetch`], reporting the bytes downloaded to `progress`.
+    pub(crate) async fn fetch_reporting(
+        &self,
+        key: &str,
+        expect: Expect,
+        progress: &TransferProgress,
+    ) -> Result<bool> {
         let remote = self.connected_remote()?;
         let keys = self.keyring()?;
         let (obj, reader) = remote.get(key).await?;
+        let reader: crate::remote::RemoteReader = if progress.is_reported() {
+            Box::new(progress.reader(reader))
+        } else {
+            reader
+        };
         // Before any byte is downloaded: an older version than one this
         // replica has seen is a rollback or replay, and the local copy stays.
         self.check_stamp(key, obj.stamp)?;

@@ -237,6 +237,7 @@ impl Bucket {
                     base: String::new(),
                     sealed: true,
                     stamp: None,
+                    progress: crate::remote::TransferProgress::none(),
                 };
                 match raw
                     .put(&req, RemoteBody::Bytes(body.into()), Precondition::IfAbsent)

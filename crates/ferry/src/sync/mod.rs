@@ -29,6 +29,7 @@ mod execute;
 mod fetch;
 pub mod journal;
 mod journal_io;
+mod meter;
 pub mod plan;
 pub mod rejoin;
 pub mod rekey;
@@ -458,16 +459,28 @@ pub enum Resolution {
     KeepBoth,
 }
 
-/// How far a run is: actions finished of those planned.
+/// How far a run is: actions finished of those planned, and the bytes of
+/// their uploads and downloads moved of those planned. Totals grow as a
+/// run plans window after window; a transfer that ends (done, failed or
+/// found unneeded) counts whole, so `bytes_done` reaches `bytes_total`
+/// when `done` reaches `total`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SyncProgress {
     /// Actions finished.
     pub done: u64,
     /// Actions planned.
     pub total: u64,
+    /// Bytes uploaded and downloaded so far (sent to the store, or read
+    /// from it), of those planned.
+    pub bytes_done: u64,
+    /// Bytes of the planned uploads (local sizes) and downloads (listed
+    /// sizes).
+    pub bytes_total: u64,
 }
 
 /// A progress callback (the library does no terminal I/O; front ends draw).
+/// Called from the tasks that move the bytes, about every 256 KiB and at
+/// the end of each action.
 pub type ProgressFn = Arc<dyn Fn(SyncProgress) + Send + Sync>;
 
 /// Options for `get_with`.

@@ -8,7 +8,7 @@ use rusqlite::OptionalExtension;
 use crate::bucket::Bucket;
 use crate::error::{Error, Result};
 use crate::key::validate_key;
-use crate::remote::{RemoteError, RemoteErrorKind};
+use crate::remote::{RemoteError, RemoteErrorKind, TransferProgress};
 use crate::state::SyncState;
 use crate::store::record::SyncRecord;
 use crate::sync::plan;
@@ -86,7 +86,14 @@ impl Bucket {
         if let Some(action) = action {
             let expect = plan::expect_of(self.local_entry(key)?.as_ref());
             match self
-                .execute_inner(&remote, action, r, expect, ConflictPolicy::Flag)
+                .execute_inner(
+                    &remote,
+                    action,
+                    r,
+                    expect,
+                    ConflictPolicy::Flag,
+                    &TransferProgress::none(),
+                )
                 .await?
             {
                 Done::NoAnswer(i) => {

@@ -13,9 +13,10 @@ use std::time::Instant;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use super::meter::Meter;
 use super::spill::Spill;
 use super::{
-    annotate, issue, Done, ProgressFn, SyncIssue, SyncMode, SyncOptions, SyncProgress, SyncReport,
+    annotate, issue, Done, ProgressFn, SyncIssue, SyncMode, SyncOptions, SyncReport,
     NOTHING_IN_SCOPE,
 };
 use crate::bucket::Bucket;
@@ -135,9 +136,8 @@ struct Runner {
     push_limit: Arc<Semaphore>,
     pull_limit: Arc<Semaphore>,
     policy: ConflictPolicy,
-    done: u64,
-    total: u64,
-    progress: Option<ProgressFn>,
+    /// Actions and bytes planned and done, told to the caller.
+    meter: Arc<Meter>,
     /// A remote change the run was to bring here failed: the journal
     /// position must not pass it.
     unapplied: bool,
@@ -154,21 +154,15 @@ struct Runner {
 }
 
 impl Runner {
-    fn tell(&self) {
-        if let Some(p) = &self.progress {
-            p(SyncProgress {
-                done: self.done,
-                total: self.total,
-            });
-        }
-    }
-
-    /// Queues `action` (waiting for room first).
+    /// Queues `action`, which moves `size` bytes (an upload or a download;
+    /// 0 for the rest), waiting for room first.
+    #[allow(clippy::too_many_arguments)]
     async fn run(
         &mut self,
         bucket: &Bucket,
         remote: &SharedRemote,
         action: Action,
+        size: u64,
         seen: Option<RemoteObject>,
         expect: plan::Expect,
         report: &mut SyncReport,
@@ -189,6 +183,7 @@ impl Runner {
         };
         let policy = self.policy;
         let streak = self.streak.clone();
+        let transfer = self.meter.transfer(size);
         self.tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
             let key = action.key().to_owned();
@@ -197,7 +192,11 @@ impl Runner {
             if streak.load(Ordering::SeqCst) >= NO_ANSWER_IN_A_ROW {
                 return (key, pull_side, Done::NotTried);
             }
-            let done = me.execute(&remote, action, seen, expect, policy).await;
+            let progress = transfer.progress();
+            let done = me
+                .execute(&remote, action, seen, expect, policy, &progress)
+                .await;
+            transfer.end();
             match &done {
                 Done::NoAnswer(_) => {
                     streak.fetch_add(1, Ordering::SeqCst);
@@ -214,8 +213,7 @@ impl Runner {
         let Some(joined) = self.tasks.join_next().await else {
             return false;
         };
-        self.done += 1;
-        self.tell();
+        self.meter.finished();
         let answered = !matches!(joined, Ok((_, _, Done::NoAnswer(_) | Done::NotTried)));
         if answered && self.down.is_none() {
             report.errors.append(&mut self.no_answer);
@@ -632,16 +630,14 @@ impl Bucket {
             push_limit: Arc::new(Semaphore::new(config.push_concurrency.max(1))),
             pull_limit: Arc::new(Semaphore::new(config.pull_concurrency.max(1))),
             policy: config.conflict,
-            done: 0,
-            total: 0,
-            progress,
+            meter: Meter::new(progress),
             unapplied: false,
             no_answer: Vec::new(),
             down: None,
             left: 0,
             streak: Arc::new(AtomicUsize::new(0)),
         };
-        runner.tell();
+        runner.meter.tell();
         let mut deletes: Vec<(Action, plan::Expect)> = Vec::new();
         // Whether the remote's key file was read in this run (encrypted
         // buckets, before the first write).
@@ -819,10 +815,10 @@ impl Bucket {
                     return Err(e);
                 }
             }
-            runner.total += deletes.len() as u64;
+            runner.meter.plan(deletes.len() as u64);
             for (action, expect) in deletes {
                 runner
-                    .run(self, &remote, action, None, expect, &mut report)
+                    .run(self, &remote, action, 0, None, expect, &mut report)
                     .await;
             }
         }
@@ -1015,12 +1011,25 @@ impl Bucket {
             .filter(|(a, _, _)| a.is_push_side())
             .map(|(a, _, _)| a.key().to_owned())
             .collect();
+        // The bytes to upload, when someone is told about them.
+        let sizes = if runner.meter.is_told() && !pushing.is_empty() {
+            self.with_reader(|c| index::sizes(c, &pushing))?
+        } else {
+            HashMap::new()
+        };
         if !pushing.is_empty() {
             self.record(SyncRecord::Starting { keys: pushing }).await?;
         }
-        runner.total += rest.len() as u64;
+        runner.meter.plan(rest.len() as u64);
         for (action, seen, expect) in rest {
-            runner.run(self, remote, action, seen, expect, report).await;
+            let size = match &action {
+                Action::Push { key, .. } => sizes.get(key).copied().unwrap_or(0),
+                Action::Pull { .. } => seen.as_ref().map_or(0, |s| s.size),
+                _ => 0,
+            };
+            runner
+                .run(self, remote, action, size, seen, expect, report)
+                .await;
         }
         Ok(())
     }

@@ -2206,6 +2206,7 @@ async fn a_journal_record_replayed_into_another_slot_is_refused() {
         base: String::new(),
         sealed: true,
         stamp: None,
+        progress: Default::default(),
     };
     remote
         .put(

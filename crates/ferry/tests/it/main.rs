@@ -4,6 +4,7 @@
 mod api;
 mod crypto;
 mod encryption;
+mod full_disk;
 mod integrity;
 mod keys;
 mod list;

@@ -170,6 +170,7 @@ pub async fn probe(remote: &dyn Remote, device: &str) -> Result<ProbeResult, Rem
         device: device.to_owned(),
         base: String::new(),
         stamp: None,
+        progress: crate::remote::TransferProgress::none(),
     };
     let body = || RemoteBody::Bytes(bytes::Bytes::from_static(b"probe"));
     let first = remote.put(&req, body(), Precondition::IfAbsent).await;

@@ -368,6 +368,7 @@ impl Layer for Encrypted {
             base: String::new(),
             sealed: true,
             stamp: None,
+            progress: req.progress.clone(),
         };
         self.inner.put(&sealed, body, cond).await
     }
@@ -517,6 +518,7 @@ pub async fn write_plaintext_record(remote: &dyn Remote) -> Result<(), RemoteErr
         sealed: true,
         base: String::new(),
         stamp: None,
+        progress: crate::remote::TransferProgress::none(),
     };
     match remote
         .put(
@@ -557,6 +559,7 @@ pub async fn write_key_file(
         sealed: true,
         base: String::new(),
         stamp: None,
+        progress: crate::remote::TransferProgress::none(),
     };
     remote
         .put(&req, RemoteBody::Bytes(json.into_bytes().into()), cond)

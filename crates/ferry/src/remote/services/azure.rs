@@ -421,6 +421,7 @@ impl AzureRemote {
         let mut reader = std::io::Cursor::new(head).chain(file);
         let path = self.blob_path(&req.key);
         let mut ids = Vec::new();
+        let mut sent = req.progress.attempt();
         loop {
             let mut block = vec![0u8; BLOCK];
             let mut filled = 0;
@@ -448,6 +449,7 @@ impl AzureRemote {
                 what,
             )
             .await?;
+            sent.add(filled as u64);
             ids.push(id);
             if filled < BLOCK {
                 break;
@@ -700,10 +702,10 @@ impl Remote for AzureRemote {
                 Ok((reqwest::Body::from(b), n))
             }
             RemoteBody::File(file) => {
-                super::http::file_body(Bytes::new(), &file, Bytes::new()).await
+                super::http::file_body(Bytes::new(), &file, Bytes::new(), &req.progress).await
             }
             RemoteBody::Framed { head, file } => {
-                super::http::file_body(head, &file, Bytes::new()).await
+                super::http::file_body(head, &file, Bytes::new(), &req.progress).await
             }
         }
         .map_err(|e| self.error(RemoteErrorKind::Terminal, format!("{what}: {e}")))?;

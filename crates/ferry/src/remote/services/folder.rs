@@ -268,14 +268,20 @@ impl FolderRemote {
                     f.write_all(b)?;
                     f.sync_all()
                 }
-                RemoteBody::File(src) => {
+                // The system's copy (copy_file_range) when nobody counts.
+                RemoteBody::File(src) if !req.progress.is_reported() => {
                     fs::copy(src, &tmp)?;
                     File::open(&tmp)?.sync_all()
+                }
+                RemoteBody::File(src) => {
+                    let mut f = File::create(&tmp)?;
+                    copy_counted(&mut File::open(src)?, &mut f, &req.progress)?;
+                    f.sync_all()
                 }
                 RemoteBody::Framed { head, file } => {
                     let mut f = File::create(&tmp)?;
                     f.write_all(head)?;
-                    io::copy(&mut File::open(file)?, &mut f)?;
+                    copy_counted(&mut File::open(file)?, &mut f, &req.progress)?;
                     f.sync_all()
                 }
             }
@@ -435,5 +441,26 @@ impl Remote for FolderRemote {
         let me = self.clone();
         let key = key.to_owned();
         blocking(move || me.delete_sync(&key, &cond)).await
+    }
+}
+
+/// Copies `from` to `to` a chunk at a time, reporting the bytes copied.
+fn copy_counted(
+    from: &mut File,
+    to: &mut File,
+    progress: &crate::remote::TransferProgress,
+) -> io::Result<()> {
+    use std::io::Read;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut attempt = progress.attempt();
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        to.write_all(&buf[..n])?;
+        attempt.add(n as u64);
     }
 }

@@ -484,13 +484,15 @@ impl Remote for GcsRemote {
                 let n = all.len() as u64;
                 (all.into(), n)
             }
-            RemoteBody::File(file) => super::http::file_body(head.into(), &file, tail.into())
-                .await
-                .map_err(|e| self.error(RemoteErrorKind::Terminal, format!("{what}: {e}")))?,
+            RemoteBody::File(file) => {
+                super::http::file_body(head.into(), &file, tail.into(), &req.progress)
+                    .await
+                    .map_err(|e| self.error(RemoteErrorKind::Terminal, format!("{what}: {e}")))?
+            }
             RemoteBody::Framed { head: first, file } => {
                 let mut lead = head.into_bytes();
                 lead.extend_from_slice(&first);
-                super::http::file_body(lead.into(), &file, tail.into())
+                super::http::file_body(lead.into(), &file, tail.into(), &req.progress)
                     .await
                     .map_err(|e| self.error(RemoteErrorKind::Terminal, format!("{what}: {e}")))?
             }
@@ -670,6 +672,7 @@ impl GcsRemote {
                 // Incomplete: the session says how much it holds.
                 308 if !last || len == 0 => {
                     offset = range_end(resp.headers()).unwrap_or(offset + len);
+                    req.progress.moved(offset);
                     attempts = 0;
                 }
                 308 => {

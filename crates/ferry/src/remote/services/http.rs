@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt as _;
 
-use crate::remote::{RemoteBody, RemoteError, RemoteErrorKind};
+use crate::remote::{RemoteBody, RemoteError, RemoteErrorKind, TransferProgress};
 
 /// An HTTP client with a connect limit and a no-progress limit.
 pub(crate) fn client(connect: Duration, io: Duration) -> Result<reqwest::Client, String> {
@@ -56,11 +56,13 @@ pub(crate) async fn body_len(body: &RemoteBody) -> u64 {
 }
 
 /// A body of `lead`, then the file's bytes (streamed), then `tail`, and its
-/// whole length.
+/// whole length; the bytes are reported to `progress` as the transport
+/// takes them.
 pub(crate) async fn file_body(
     lead: Bytes,
     file: &std::path::Path,
     tail: Bytes,
+    progress: &TransferProgress,
 ) -> Result<(reqwest::Body, u64), String> {
     let f = tokio::fs::File::open(file)
         .await
@@ -71,21 +73,33 @@ pub(crate) async fn file_body(
         .map_err(|e| format!("reading {}: {e}", file.display()))?
         .len();
     let length = lead.len() as u64 + size + tail.len() as u64;
+    let mut attempt = progress.attempt();
     let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(lead) })
         .chain(tokio_util::io::ReaderStream::new(f))
         .chain(futures::stream::once(async move {
             Ok::<_, std::io::Error>(tail)
-        }));
+        }))
+        .inspect(move |piece| {
+            if let Ok(b) = piece {
+                attempt.add(b.len() as u64);
+            }
+        });
     Ok((reqwest::Body::wrap_stream(stream), length))
 }
 
 /// A body as reqwest sends it (a file streamed, framed by its head), and
-/// its whole length.
-pub(crate) async fn request_body(body: &RemoteBody) -> Result<(reqwest::Body, u64), String> {
+/// its whole length; a file's bytes are reported to `progress` as they go
+/// (bytes in memory are small: not reported).
+pub(crate) async fn request_body(
+    body: &RemoteBody,
+    progress: &TransferProgress,
+) -> Result<(reqwest::Body, u64), String> {
     match body {
         RemoteBody::Bytes(b) => Ok((reqwest::Body::from(b.clone()), b.len() as u64)),
-        RemoteBody::File(f) => file_body(Bytes::new(), f, Bytes::new()).await,
-        RemoteBody::Framed { head, file } => file_body(head.clone(), file, Bytes::new()).await,
+        RemoteBody::File(f) => file_body(Bytes::new(), f, Bytes::new(), progress).await,
+        RemoteBody::Framed { head, file } => {
+            file_body(head.clone(), file, Bytes::new(), progress).await
+        }
     }
 }
 

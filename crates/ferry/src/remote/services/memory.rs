@@ -123,6 +123,7 @@ impl MemoryRemote {
             }
         };
         let hash = crate::hash::ContentHash::of(&data);
+        req.progress.moved(data.len() as u64);
         let mut contents = self.contents.lock().map_err(|_| {
             RemoteError::new(RemoteErrorKind::Terminal, "memory://", "store poisoned")
         })?;

@@ -639,6 +639,8 @@ impl S3Remote {
             .send()
             .await
             .map_err(|e| self.sdk_err(e, &what))?;
+        // One request of at most a part: counted when the store has it.
+        req.progress.moved(size);
         Ok(out.e_tag().map(str::to_owned))
     }
 
@@ -813,15 +815,22 @@ impl S3Remote {
                 )
             })?
         };
+        // Parts count as sent once the store has them.
+        let mut uploaded = req.progress.attempt();
+        let counted = |p: CompletedPart, uploaded: &mut crate::remote::progress::Attempt| {
+            let index = u64::try_from(p.part_number().unwrap_or(1).max(1) - 1).unwrap_or(0);
+            uploaded.add(part.min(size.saturating_sub(index * part)));
+            p
+        };
         let mut sent = 0u64;
         let mut number = 0i32;
         while sent < size {
             while let Some(r) = tasks.try_join_next() {
-                done.push(joined(r)?);
+                done.push(counted(joined(r)?, &mut uploaded));
             }
             while tasks.len() >= PARALLEL_PARTS {
                 if let Some(r) = tasks.join_next().await {
-                    done.push(joined(r)?);
+                    done.push(counted(joined(r)?, &mut uploaded));
                 }
             }
             let want = part.min(size - sent);
@@ -872,7 +881,7 @@ impl S3Remote {
             });
         }
         while let Some(r) = tasks.join_next().await {
-            done.push(joined(r)?);
+            done.push(counted(joined(r)?, &mut uploaded));
         }
         done.sort_by_key(|p| p.part_number());
         let mut complete = self

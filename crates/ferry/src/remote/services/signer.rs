@@ -411,7 +411,7 @@ impl Remote for SignerRemote {
     ) -> Result<String, RemoteError> {
         let what = format!("writing {:?}", req.key);
         // The body first: its length goes into the signing request.
-        let (content, length) = super::http::request_body(&body)
+        let (content, length) = super::http::request_body(&body, &req.progress)
             .await
             .map_err(|e| self.error(RemoteErrorKind::Terminal, format!("{what}: {e}")))?;
         let mut ask = serde_json::json!({

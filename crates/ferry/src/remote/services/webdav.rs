@@ -50,7 +50,7 @@ use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_AL
 
 use crate::remote::{
     Capabilities, MetadataPlace, Precondition, PutRequest, Remote, RemoteBody, RemoteError,
-    RemoteErrorKind, RemoteObject, RemotePage, RemoteReader,
+    RemoteErrorKind, RemoteObject, RemotePage, RemoteReader, TransferProgress,
 };
 
 /// Everything but unreserved characters and `/` is escaped in a path.
@@ -625,9 +625,14 @@ impl WebDavRemote {
         self.mkcols(wanted).await.map(|_| ())
     }
 
-    /// The body as reqwest sends it, and its length.
-    async fn body(&self, body: &RemoteBody, what: &str) -> Result<reqwest::Body, RemoteError> {
-        super::http::request_body(body)
+    /// The body as reqwest sends it (reporting to `progress`).
+    async fn body(
+        &self,
+        body: &RemoteBody,
+        progress: &TransferProgress,
+        what: &str,
+    ) -> Result<reqwest::Body, RemoteError> {
+        super::http::request_body(body, progress)
             .await
             .map(|(b, _)| b)
             .map_err(|e| self.error(RemoteErrorKind::Terminal, format!("{what}: {e}")))
@@ -651,7 +656,7 @@ impl WebDavRemote {
                         ("content-type", req.content_type.clone()),
                         ("content-length", length.to_string()),
                     ],
-                    Some(self.body(body, what).await?),
+                    Some(self.body(body, &req.progress, what).await?),
                     what,
                 )
                 .await?;

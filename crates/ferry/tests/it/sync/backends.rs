@@ -699,6 +699,7 @@ impl Backend for AzureLocation {
             base: String::new(),
             sealed: true,
             stamp: None,
+            progress: Default::default(),
         };
         self.plain()
             .put(

@@ -1140,6 +1140,7 @@ async fn interrupted_multipart_uploads_are_aborted() {
         base: String::new(),
         sealed: false,
         stamp: None,
+        progress: Default::default(),
     };
     // Cancelled mid-upload: the drop guard aborts it.
     let put = remote.put(&req, RemoteBody::File(path.clone()), Precondition::IfAbsent);
@@ -1380,6 +1381,7 @@ async fn large_azure_writes_are_staged_blocks_committed_under_their_precondition
         base: String::new(),
         sealed: false,
         stamp: None,
+        progress: Default::default(),
     };
     let etag = remote
         .put(&req, RemoteBody::File(path.clone()), Precondition::IfAbsent)
@@ -1453,6 +1455,7 @@ async fn large_gcs_writes_are_resumable_uploads_that_read_back_whole() {
         base: String::new(),
         sealed: false,
         stamp: None,
+        progress: Default::default(),
     };
     let generation = remote
         .put(
@@ -1607,6 +1610,7 @@ async fn webdav_refusals_name_the_key_and_lose_nothing() {
         base: String::new(),
         sealed: false,
         stamp: None,
+        progress: Default::default(),
     };
     let body = || RemoteBody::Bytes(bytes::Bytes::from_static(b"x"));
     remote
@@ -1731,6 +1735,7 @@ async fn webdav_rclone_missing_collections_are_made_on_404() {
         base: String::new(),
         sealed: false,
         stamp: None,
+        progress: Default::default(),
     };
     let body = || RemoteBody::Bytes(bytes::Bytes::from_static(b"x"));
     // Before the remote path exists, a write is refused and makes nothing.

@@ -19,6 +19,7 @@ fn request(key: &str) -> PutRequest {
         base: "none".into(),
         sealed: false,
         stamp: None,
+        progress: Default::default(),
     }
 }
 

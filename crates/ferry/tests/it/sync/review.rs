@@ -53,6 +53,7 @@ async fn a_lost_update_conflict_is_never_deleted_by_a_sync() {
         base: head.base.clone().unwrap(),
         sealed: false,
         stamp: None,
+        progress: Default::default(),
     };
     store
         .put(
