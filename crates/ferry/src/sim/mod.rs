@@ -818,9 +818,6 @@ impl Sim {
     }
 
     fn start(&mut self, who: usize, op: Op) {
-        if matches!(op, Op::Sync { .. } | Op::ScopeAdd { .. }) {
-            self.model.syncing(who);
-        }
         let line = format!("r{who} {op}");
         self.log(line.clone());
         let a = &mut self.actors[who];
@@ -898,6 +895,7 @@ impl Sim {
                     for (hash, name) in outcome.wrote {
                         self.model.wrote(hash, name);
                     }
+                    self.note_journaled(actor).await;
                 }
             }
         }
@@ -1163,7 +1161,6 @@ impl Sim {
             if scopes.iter().any(|s| s.is_empty()) {
                 continue;
             }
-            self.model.syncing(i);
             let line = match b.add_scope("").await {
                 Ok(r) => format!("pulled {} conflicts {}", r.pulled, r.conflicts.len()),
                 // The scope is wide already; its pull stopped at the rail
@@ -1183,7 +1180,6 @@ impl Sim {
                 // Only a foreign writer needs a full listing to be seen.
                 let full = pass == 0 && self.foreign_writes;
                 let b = self.actors[i].bucket.clone();
-                self.model.syncing(i);
                 let opts = SyncOptions {
                     full,
                     // Time passes while settling: keys waiting out a
@@ -1240,6 +1236,7 @@ impl Sim {
                     r.conflicts.len()
                 );
                 self.log(line);
+                self.note_journaled(i).await;
                 self.trace_rows().await;
                 for c in b.conflicts().await.map_err(|e| e.to_string())? {
                     let before = keys_of(&b).await?;
@@ -1289,6 +1286,25 @@ impl Sim {
             }
         }
         Err("the replicas did not settle in 16 passes".into())
+    }
+
+    /// Tells the model when replica `i` holds no tombstone and no pending
+    /// journal entry (its deletes and their records reached the store).
+    async fn note_journaled(&mut self, i: usize) {
+        let idle = self.actors[i]
+            .bucket
+            .with_reader(|c| {
+                Ok(c.query_row(
+                    "SELECT (SELECT count(*) FROM journal_pending) \
+                     + (SELECT count(*) FROM objects WHERE present = 0)",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )?)
+            })
+            .is_ok_and(|n| n == 0);
+        if idle {
+            self.model.journaled(i);
+        }
     }
 
     /// Each replica's rows, when the configuration asks for them

@@ -35,12 +35,14 @@ pub(crate) struct Model {
     /// Per content a delete saw: the replicas that deleted it (`None` for
     /// the foreign client, whose delete is on the store at once).
     deleters: BTreeMap<ContentHash, BTreeSet<Option<usize>>>,
-    /// Of those, the replicas that began no sync since their delete: no
-    /// word of the delete left them.
+    /// Of those, the replicas whose word of the delete has not reached the
+    /// store yet: the delete itself not done there, or its journal record
+    /// not appended (the replica still holds a tombstone or a pending
+    /// journal entry).
     unsent: BTreeMap<ContentHash, BTreeSet<usize>>,
     /// Content a replica kept as a conflict copy while every delete that
-    /// saw it was still unsent: the copy is concurrent with the deletes
-    /// (it could not know of them), and keeping data is the side ferry
+    /// saw it was still unsent (no record of it on the store): the copy is
+    /// concurrent with the deletes (it could not know of them), and keeping data is the side ferry
     /// takes then. A delete after the copy makes it binding again.
     concurrent: BTreeSet<ContentHash>,
 }
@@ -60,8 +62,9 @@ impl Model {
         }
     }
 
-    /// Replica `who` began a sync: what it deleted may reach the others.
-    pub(crate) fn syncing(&mut self, who: usize) {
+    /// Replica `who` holds no tombstone and no pending journal entry: its
+    /// deletes and their records are on the store.
+    pub(crate) fn journaled(&mut self, who: usize) {
         for unsent in self.unsent.values_mut() {
             unsent.remove(&who);
         }

@@ -743,8 +743,14 @@ impl Bucket {
             }
             if !opts.dry_run {
                 if window_actions.iter().any(|(a, _, _)| a.is_push_side()) {
-                    self.check_key_before_writing(raw.as_ref(), keys.is_some(), &mut key_checked)
-                        .await?;
+                    self.check_key_before_writing(
+                        raw.as_ref(),
+                        keys.is_some(),
+                        &mut key_checked,
+                        &mut runner,
+                        &mut report,
+                    )
+                    .await?;
                 }
                 self.queue_window(&remote, &mut runner, window_actions, &mut report)
                     .await?;
@@ -808,7 +814,13 @@ impl Bucket {
             }
             if deletes.iter().any(|(a, _)| a.is_push_side()) {
                 if let Err(e) = self
-                    .check_key_before_writing(raw.as_ref(), keys.is_some(), &mut key_checked)
+                    .check_key_before_writing(
+                        raw.as_ref(),
+                        keys.is_some(),
+                        &mut key_checked,
+                        &mut runner,
+                        &mut report,
+                    )
                     .await
                 {
                     runner.drain(self, &mut report).await;
@@ -1441,14 +1453,19 @@ impl Bucket {
     /// whose journal this replica did not read past (the new key's streams
     /// start over, below its positions) would otherwise take writes sealed
     /// under the old key, and deletes of names the old key made. One GET
-    /// per run that writes; a run with nothing to write pays none.
+    /// per run that writes; a run with nothing to write pays none. The
+    /// actions in flight finish first (a replica sends one request at a
+    /// time where the configuration asks for one action at a time).
     async fn check_key_before_writing(
         &self,
         raw: &dyn crate::remote::Remote,
         sealed: bool,
         checked: &mut bool,
+        runner: &mut Runner,
+        report: &mut SyncReport,
     ) -> Result<()> {
         if sealed && !*checked {
+            while runner.join_one(self, report).await {}
             self.check_remote_key(raw).await?;
             *checked = true;
         }
