@@ -1536,9 +1536,14 @@ impl Bucket {
                 // remote version follows ours, and is taken. The same for
                 // a version created anew over our unchanged one
                 // (`plan::unproven_create`) before the delete's record
-                // arrived.
+                // arrived, and for a key found gone (the unproven-delete
+                // rule) that holds a version created after the delete now.
                 (
-                    Some(plan::ConflictReason::LostUpdate | plan::ConflictReason::BothCreated),
+                    Some(
+                        plan::ConflictReason::LostUpdate
+                        | plan::ConflictReason::BothCreated
+                        | plan::ConflictReason::ModifiedLocallyDeletedRemotely,
+                    ),
                     Some(r),
                 ) if r.hash != Some(l.hash) => {
                     out.push(Action::Pull {

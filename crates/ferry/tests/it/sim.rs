@@ -11,7 +11,7 @@ const DEFAULT_SEEDS: std::ops::Range<u64> = 0..40;
 /// Seeds that once broke an invariant: kept as regression cases.
 const REGRESSIONS: &[u64] = &[
     104, 151, 167, 254, 609, 939, 1234, 1276, 1000015, 1000292, 1001647, 1001701, 1003219, 1007255,
-    1009091, 1012280, 1007080, 1007242, 1007702, 1010170, 1012092, 1014080,
+    1009091, 1012280, 1007080, 1007242, 1007702, 1010170, 1012092, 1014080, 1020547, 1024332,
 ];
 
 /// The encrypted mode's regression seeds (stop 33: rollback alarms on a
