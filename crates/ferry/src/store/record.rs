@@ -318,10 +318,15 @@ fn journal_put(
     conn: &Connection,
     key: &str,
     etag: &str,
-    hash: &ContentHash,
+    (hash, meta): (&ContentHash, Option<&MetaDigest>),
     base: Option<&str>,
     stamp: Option<u64>,
 ) -> Result<()> {
+    // A restore names its own version as its base (the key was gone: it
+    // replaced nothing): its entry names none, or a reader would take the
+    // restored version for superseded by it (`plan::superseded`).
+    let own = version_id(hash, meta);
+    let base = base.filter(|b| *b != own);
     let stamp = stamp.and_then(|s| i64::try_from(s).ok());
     conn.prepare_cached(
         "INSERT INTO journal_pending (key, op, etag, hash, base, stamp) \
@@ -367,7 +372,7 @@ pub(crate) fn apply(
                      WHERE key = ?1 AND present = 1 AND hash = ?3 AND meta_digest IS ?4",
                 )?
                 .execute(params![key, etag, &hash.0[..], &meta.0[..], base])?;
-            journal_put(conn, &key, &etag, &hash, Some(&base), stamp)?;
+            journal_put(conn, &key, &etag, (&hash, Some(&meta)), Some(&base), stamp)?;
             if n == 0 {
                 // Changed again meanwhile: the remote now holds what we pushed.
                 conn.prepare_cached(
@@ -456,7 +461,14 @@ pub(crate) fn apply(
             if let Some(base) = p.own_base.as_deref() {
                 // Our own push, pulled back: other replicas learn of it
                 // from the journal, which may never have named it.
-                journal_put(conn, &key, &p.etag, &p.hash, Some(base), p.stamp)?;
+                journal_put(
+                    conn,
+                    &key,
+                    &p.etag,
+                    (&p.hash, Some(&p.meta)),
+                    Some(base),
+                    p.stamp,
+                )?;
             }
             if old.is_some_and(|(h, i, _)| h != p.hash || i != inline) {
                 release_old(conn, old, garbage)?;
@@ -554,7 +566,14 @@ pub(crate) fn apply(
                 ack(conn, &key)?;
                 if pushed_base.is_some() {
                     // Our own push, recognised: it may never have been journaled.
-                    journal_put(conn, &key, &etag, &hash, pushed_base.as_deref(), stamp)?;
+                    journal_put(
+                        conn,
+                        &key,
+                        &etag,
+                        (&hash, meta.as_ref()),
+                        pushed_base.as_deref(),
+                        stamp,
+                    )?;
                 }
             }
             Ok(n > 0)
