@@ -120,10 +120,20 @@ pub enum Command {
     /// again with the same two passphrases to go on. The new key is wrapped
     /// under a NEW passphrase ($FERRY_NEW_PASSPHRASE, --new-passphrase-file,
     /// or asked twice at a terminal; the current one is refused). Other
-    /// devices must join the remote again afterwards, with the new
-    /// passphrase (`ferry init --remote` in a new folder): the old key no
-    /// longer opens it.
+    /// devices join again afterwards with the new passphrase (`ferry
+    /// rejoin` in their bucket): the old key no longer opens the remote.
     Rekey(RekeyArgs),
+    /// Join the remote again after another device rekeyed it.
+    ///
+    /// Joins under the remote's new key (its passphrase from
+    /// --new-passphrase-file, $FERRY_NEW_PASSPHRASE, or asked at a
+    /// terminal; this bucket's own passphrase unlocks its data as usual)
+    /// and carries this bucket's unpushed edits and deletes over: an edit
+    /// of the version the remote still holds goes over it, an edit of a
+    /// version someone replaced since is kept beside it as a conflict
+    /// copy, a delete of a version replaced since is dropped. Built beside
+    /// this bucket and swapped in at the end; if interrupted, run it again.
+    Rejoin(RejoinArgs),
     /// Objects and bytes per folder under a prefix.
     Du(DuArgs),
     /// Verify the index and every local object's content against its hash (exit 1 on damage).
@@ -266,6 +276,19 @@ pub struct PasswdArgs {
     /// (default: $FERRY_NEW_PASSPHRASE, then asked twice at a terminal).
     #[arg(long, value_name = "FILE")]
     pub new_passphrase_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub kdf: KdfArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RejoinArgs {
+    /// Read the rekeyed remote's passphrase from the first line of FILE
+    /// (default: $FERRY_NEW_PASSPHRASE, then asked at a terminal).
+    #[arg(long, value_name = "FILE")]
+    pub new_passphrase_file: Option<PathBuf>,
+    /// The result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub kdf: KdfArgs,
 }

@@ -425,8 +425,76 @@ pub async fn rekey(global: &Global, args: crate::args::RekeyArgs) -> Result<(), 
             );
         }
         eprintln!(
-            "other devices must join the remote again, with the NEW passphrase: ferry init --remote URL (the old passphrase no longer opens it)"
+            "other devices must join the remote again, with the NEW passphrase: `ferry rejoin` in their bucket (or ferry init --remote URL in a new folder; the old passphrase no longer opens it)"
         );
+    }
+    Ok(())
+}
+
+pub async fn rejoin(global: &Global, args: crate::args::RejoinArgs) -> Result<(), CommandError> {
+    let afford = args.kdf.params()?;
+    let dir = locate::bucket_dir(global)?;
+    let bucket = ferry::Bucket::open(&dir).await?;
+    if !bucket.is_encrypted() {
+        return Err(ferry::Error::NotEncrypted.into());
+    }
+    let Some(spec) = bucket.remote_spec()? else {
+        return Err(CommandError::user(
+            "rejoin joins this bucket's remote again, and this bucket has no remote",
+            "`ferry remote set URL` first",
+        ));
+    };
+    let passphrase = crate::passphrase::existing(global)?;
+    bucket.unlock(passphrase.as_bytes()).await?;
+    let new = crate::passphrase::rekeyed(args.new_passphrase_file.as_deref())?;
+    let file = crate::config::load(&dir)?;
+    let spec = crate::config::with_env_defaults(spec);
+    let remote = spec
+        .build(&crate::config::credentials(&file)?)
+        .map_err(ferry::Error::from)?;
+    let (_bucket, report) = bucket.rejoin(remote, new.as_bytes(), afford).await?;
+    if args.json {
+        out!(
+            "{}",
+            json!({
+                "epoch": report.epoch,
+                "pulled": report.pulled,
+                "carried": report.carried,
+                "conflict_copies": report.copies.iter().map(|(k, c)| json!({"key": k, "copy": c})).collect::<Vec<_>>(),
+                "deleted": report.deleted,
+                "dropped_deletes": report.dropped_deletes,
+                "retired": report.retired,
+                "not_carried": report.not_carried,
+                "unpushed": report.unpushed,
+                "resumed": report.resumed,
+            })
+        );
+    } else if !global.quiet {
+        eprintln!(
+            "rejoined {} under key epoch {}: {} object(s) pulled, {} change(s) carried over, {} delete(s) carried, {} conflict cop(ies){}",
+            dir.display(),
+            report.epoch,
+            report.pulled,
+            report.carried.len(),
+            report.deleted.len(),
+            report.copies.len(),
+            if report.resumed { " (an interrupted rejoin was resumed)" } else { "" }
+        );
+        for (key, copy) in &report.copies {
+            eprintln!("kept beside the remote's newer version: {key} → {copy}");
+        }
+        for key in &report.dropped_deletes {
+            eprintln!("not deleted (changed on the remote since this device deleted it): {key}");
+        }
+        for key in &report.not_carried {
+            eprintln!("not carried (its content is not on this device; the remote keeps it under the old key): {key}");
+        }
+        if report.unpushed > 0 {
+            eprintln!(
+                "{} change(s) wait for the next `ferry sync`",
+                report.unpushed
+            );
+        }
     }
     Ok(())
 }

@@ -113,6 +113,7 @@ async fn run(cli: Cli) -> Result<(), CommandError> {
         Command::Destroy(a) => live::destroy(&global, a).await,
         Command::Passwd(a) => live::passwd(&global, a).await,
         Command::Rekey(a) => live::rekey(&global, a).await,
+        Command::Rejoin(a) => live::rejoin(&global, a).await,
         Command::Du(a) => objects::du(&global, a).await,
         Command::Check(a) => objects::check(&global, a).await,
         Command::Mv(a) => objects::mv(&global, a).await,

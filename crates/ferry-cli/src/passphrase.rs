@@ -174,6 +174,24 @@ pub fn existing(global: &Global) -> Result<Secret, CommandError> {
     check_not_empty(prompt("Passphrase: ")?)
 }
 
+/// The passphrase of a remote another device rekeyed (an existing one,
+/// asked once): from `new_file`, `FERRY_NEW_PASSPHRASE`, or a terminal.
+pub fn rekeyed(new_file: Option<&Path>) -> Result<Secret, CommandError> {
+    if let Some(path) = new_file {
+        return from_file(path).and_then(check_not_empty);
+    }
+    if let Some(v) = env_secret(true) {
+        return check_not_empty(v);
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(CommandError::user(
+            "the rekeyed remote's passphrase is needed and none was given",
+            format!("set {NEW_ENV}, pass --new-passphrase-file, or run ferry at a terminal"),
+        ));
+    }
+    check_not_empty(prompt("Passphrase of the rekeyed remote: ")?)
+}
+
 /// A new passphrase: from `new_file`, `FERRY_NEW_PASSPHRASE` or (`fallback_given`)
 /// the usual sources, else asked twice at a terminal.
 pub fn new(

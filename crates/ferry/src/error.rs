@@ -272,7 +272,7 @@ pub enum Error {
     },
     /// The remote was rekeyed on another device: it holds a newer master key
     /// (a later key epoch) than this bucket.
-    #[error("the remote {endpoint} was rekeyed (key epoch {remote_epoch}, this bucket has epoch {local_epoch}): this bucket's key no longer opens it; join it again with `ferry init --remote` in a new folder (this folder keeps its data)")]
+    #[error("the remote {endpoint} was rekeyed (key epoch {remote_epoch}, this bucket has epoch {local_epoch}): this bucket's key no longer opens it; join it again with its new passphrase (`ferry rejoin`, which carries this bucket's unpushed changes over; this folder keeps its data until then)")]
     Rekeyed {
         /// The remote.
         endpoint: String,

@@ -403,11 +403,11 @@ fn passphrase_command_is_asked_and_the_environment_variable_is_gone_for_children
 
 /// `ferry rekey`: asks for confirmation (refused without a terminal unless
 /// --yes), takes a new passphrase (refusing the current one), re-seals and
-/// re-pushes every object under a new key epoch wrapped under it, and the
-/// device still on the old key is told to join again, with the new
-/// passphrase.
+/// re-pushes every object under a new key epoch wrapped under it; the
+/// device still on the old key is told to rejoin, and `ferry rejoin` with
+/// the new passphrase carries its unpushed object over.
 #[test]
-fn rekey_re_seals_everything_and_other_devices_must_join_again() {
+fn rekey_re_seals_everything_and_other_devices_rejoin_with_their_changes() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let url = format!("file://{}", root.join("remote").display());
@@ -483,14 +483,44 @@ fn rekey_re_seals_everything_and_other_devices_must_join_again() {
         "the old passphrase: {err}"
     );
 
-    // The old device: a clear error, its data still readable here.
+    // The old device: a clear error naming `ferry rejoin`, nothing
+    // written, its data (and an edit it never pushed) still readable here.
+    ok(ferry(
+        root,
+        "b",
+        pass,
+        &["put", "notes/c.txt"],
+        b"written by b offline",
+    ));
     let err = fails(ferry(root, "b", pass, &["sync"], b""));
     assert!(
-        err.contains("rekeyed") && err.contains("init --remote"),
+        err.contains("rekeyed") && err.contains("ferry rejoin"),
         "{err}"
     );
     let cat = ok(ferry(root, "b", pass, &["cat", "notes/b.txt"], b""));
     assert_eq!(cat.stdout, b"beta");
+    // `ferry rejoin`: the old passphrase does not open the new key; the
+    // new one does, and the unpushed object is carried over and pushed.
+    let mut rejoin = vec!["rejoin"];
+    rejoin.extend(KDF);
+    let err = fails(ferry(root, "b", pass, &rejoin, b""));
+    assert!(err.contains("passphrase"), "no new passphrase given: {err}");
+    let err = fails(ferry_env(root, "b", &rejoin, pass, pass).output().unwrap());
+    assert!(err.contains("wrong passphrase"), "{err}");
+    let mut rejoin_json = rejoin.clone();
+    rejoin_json.push("--json");
+    let out = ok(ferry_env(root, "b", &rejoin_json, pass, new_pass)
+        .output()
+        .unwrap());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["epoch"], 2, "{v}");
+    assert_eq!(v["carried"], serde_json::json!(["notes/c.txt"]), "{v}");
+    assert_eq!(v["unpushed"], 0, "{v}");
+    let cat = ok(ferry(root, "b", new_pass, &["cat", "notes/a.txt"], b""));
+    assert_eq!(cat.stdout, b"alpha");
+    ok(ferry(root, "a", new_pass, &["sync"], b""));
+    let cat = ok(ferry(root, "a", new_pass, &["cat", "notes/c.txt"], b""));
+    assert_eq!(cat.stdout, b"written by b offline");
     // Joining again works with the new passphrase (not the old one), with
     // every object and its metadata.
     let err = fails(ferry(root, "c", pass, &["init", "--remote", &url], b""));
