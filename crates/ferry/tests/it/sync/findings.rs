@@ -287,10 +287,45 @@ impl Layer for PauseAfterKeyFile {
     }
 }
 
+/// Holds a device's first object write (not `.ferry/`) until the test
+/// lets it go on: after its run read the key file, before its push.
+#[derive(Debug)]
+struct PauseBeforeObjectPut {
+    inner: SharedRemote,
+    reached: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    go: tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
+}
+
+#[async_trait::async_trait]
+impl Layer for PauseBeforeObjectPut {
+    fn inner(&self) -> &dyn Remote {
+        self.inner.as_ref()
+    }
+    async fn put(
+        &self,
+        r: &PutRequest,
+        b: RemoteBody,
+        c: Precondition,
+    ) -> Result<String, RemoteError> {
+        if !r.key.starts_with(".ferry/") {
+            let reached = self.reached.lock().unwrap().take();
+            if let Some(tx) = reached {
+                let _ = tx.send(());
+                if let Some(rx) = self.go.lock().await.take() {
+                    let _ = rx.await;
+                }
+            }
+        }
+        self.inner.put(r, b, c).await
+    }
+}
+
 /// Finding 21: a device still on the old key pushes between rekey's
-/// key-file switch and its retire step: the retire deletes only the
-/// version rekey re-sealed, so the version pushed meanwhile is kept under
-/// its old name and reported.
+/// key-file switch and its retire step (its run read the key file before
+/// the switch: every run of an encrypted bucket reads it before its first
+/// write, so only a run already past that check can): the retire deletes
+/// only the version rekey re-sealed, so the version pushed meanwhile is
+/// kept under its old name and reported.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rekey_retire_keeps_a_version_pushed_meanwhile() {
     use ferry::remote::encrypted::{inspect, RemoteMode};
@@ -320,9 +355,18 @@ async fn rekey_retire_keeps_a_version_pushed_meanwhile() {
     .await
     .unwrap();
     b.set_sync_config(journal_config()).await.unwrap();
-    b.attach(remote.clone()).await.unwrap();
+    let (reached_tx, reached_rx) = tokio::sync::oneshot::channel();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel();
+    let b_remote = Arc::new(PauseBeforeObjectPut {
+        inner: remote.clone(),
+        reached: std::sync::Mutex::new(Some(reached_tx)),
+        go: tokio::sync::Mutex::new(Some(go_rx)),
+    });
+    b.attach(b_remote).await.unwrap();
     assert_eq!(sync(&b).await.pulled, 2);
-    // B edits; its sync runs while A's rekey is between switch and retire.
+    // B edits; its sync reads the key file (still the old one) and waits
+    // at its push while A's rekey runs up to the switch, then pushes while
+    // A's rekey is between switch and retire.
     put(&b, "doc", b"v2 from b, on the old key").await;
 
     let (switched_tx, switched_rx) = tokio::sync::oneshot::channel();
@@ -332,12 +376,19 @@ async fn rekey_retire_keeps_a_version_pushed_meanwhile() {
         switched: std::sync::Mutex::new(Some(switched_tx)),
         resume: tokio::sync::Mutex::new(Some(resume_rx)),
     });
-    let rekey = a.rekey(paused, PASS, b"a new passphrase", kdf, None);
+    let rekey = async {
+        reached_rx.await.unwrap();
+        a.rekey(paused, PASS, b"a new passphrase", kdf, None).await
+    };
     let meanwhile = async {
-        switched_rx.await.unwrap();
-        let r = b.sync(SyncOptions::default()).await.unwrap();
+        let run = b.sync(SyncOptions::default());
+        let release = async {
+            switched_rx.await.unwrap();
+            let _ = go_tx.send(());
+        };
+        let (r, ()) = tokio::join!(run, release);
         let _ = resume_tx.send(());
-        r
+        r.unwrap()
     };
     let (rekeyed, pushed_meanwhile) = tokio::join!(rekey, meanwhile);
     assert_eq!(pushed_meanwhile.pushed, 1, "{pushed_meanwhile:?}");
