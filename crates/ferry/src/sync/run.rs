@@ -713,8 +713,11 @@ impl Bucket {
                     SyncMode::Pull => !action.is_push_side(),
                 };
                 if !included {
-                    // A remote change left for another run.
-                    runner.unapplied |= action.is_pull_side();
+                    // A remote change left for another run; also a restore
+                    // to take back, which only a delete record read in this
+                    // run asks for (a pull run does not delete remotely).
+                    runner.unapplied |=
+                        action.is_pull_side() || matches!(action, Action::Retract { .. });
                     skipped |= action.is_pull_side();
                     continue;
                 }
